@@ -1,0 +1,98 @@
+//! The `skiff` binary: the command line and the wiring between the crates. Image commands go to
+//! `skiff-image`, container commands to `skiff-runtime`; `skiff shim` is the per-container
+//! supervisor the runtime starts (the same executable, so one binary is all a node needs).
+
+mod container_cmd;
+mod image_cmd;
+mod progress;
+mod units;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "A Kubernetes-compatible container orchestrator in one binary")]
+struct Cli {
+    /// Where all state lives: images, containers, runtime state. Two data dirs never collide.
+    #[arg(long, global = true, env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, import, list, inspect, save and remove images.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
+    /// Run a command in a new container (like `docker run`).
+    Run(container_cmd::RunArgs),
+    /// List containers.
+    Ps(container_cmd::PsArgs),
+    /// Print a container's logs.
+    Logs(container_cmd::LogsArgs),
+    /// Run a command in a running container.
+    Exec(container_cmd::ExecArgs),
+    /// Stop running containers: SIGTERM, then SIGKILL after the grace period.
+    Stop(container_cmd::StopArgs),
+    /// Remove containers.
+    Rm(container_cmd::RmArgs),
+    /// Print version information.
+    Version,
+    /// The per-container supervisor started by the runtime (internal).
+    #[command(hide = true)]
+    Shim(container_cmd::ShimArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The shim must stay single-threaded and quiet; it logs into its container's files.
+    if !matches!(cli.command, Command::Shim(_)) {
+        init_tracing();
+    }
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("skiff: {err:#}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir = absolute(&cli.data_dir)?;
+    match cli.command {
+        Command::Image(cmd) => image_cmd::run(&data_dir, cmd).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => container_cmd::run(&data_dir, args),
+        Command::Ps(args) => container_cmd::ps(&data_dir, args).map(|()| ExitCode::SUCCESS),
+        Command::Logs(args) => container_cmd::logs(&data_dir, args).map(|()| ExitCode::SUCCESS),
+        Command::Exec(args) => container_cmd::exec(&data_dir, args),
+        Command::Stop(args) => container_cmd::stop(&data_dir, args).map(|()| ExitCode::SUCCESS),
+        Command::Rm(args) => container_cmd::rm(&data_dir, args).map(|()| ExitCode::SUCCESS),
+        Command::Version => {
+            println!("skiff {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Shim(args) => container_cmd::shim(&data_dir, args),
+    }
+}
+
+/// The data dir is handed to shims and baked into mounts, so make it absolute once.
+fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(path)
+        .with_context(|| format!("cannot create data dir {}", path.display()))?;
+    std::fs::canonicalize(path).with_context(|| format!("cannot resolve data dir {}", path.display()))
+}
