@@ -3,7 +3,7 @@
 //! read-only snapshot shared by every image and container; archive import/export; and
 //! `Containerfile` builds (one layer per filesystem-changing instruction, with a build cache).
 //!
-//! CONTRACT (the `skiff` binary is written against these signatures; keep them):
+//! API (the `skiff` binary is written against these signatures; keep them):
 //!
 //! ```ignore
 //! let store = ImageStore::open(data_dir.join("images"))?;
@@ -16,8 +16,31 @@
 //! store.remove("web:v1")?                                   -> RemoveReport
 //! store.save(&["web:v1"], out_path)?                        -> ()
 //! ```
+//!
+//! Layout under the store root:
+//! - `oci-layout`, `index.json` (an OCI image layout; each manifest descriptor carries
+//!   `org.opencontainers.image.ref.name` = "name:tag": this is the tag map), `blobs/sha256/<hex>`
+//!   (manifests, configs, layers; verified on write and on read of JSON blobs).
+//! - `snapshots/<diff_id hex>/`: each layer unpacked once, overlay whiteouts in place, used
+//!   directly as an overlay lowerdir (the extraction safety policy is documented in `src/unpack.rs`).
+//! - `layers/<diff_id hex>.json`: uncompressed layer size. `cache/<key>.json`: build cache.
+//! - `tmp/`: temp files and dirs (same filesystem, so finished files are renamed into place).
+//! - `lock`: flock held while index.json is rewritten and during `remove`.
+//!
+//! Every write is temp + fsync + rename; failed imports and builds tag nothing and imports
+//! also delete the blobs and snapshots they created.
 
 use std::path::{Path, PathBuf};
+
+mod archive;
+mod build;
+mod layer;
+pub mod reference;
+mod store;
+mod unpack;
+mod util;
+
+pub use reference::Reference;
 
 /// Errors of the image store. Every message names what and where.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +83,9 @@ pub struct ImageSummary {
     /// Repository name, e.g. "web" or "docker.io/library/nginx".
     pub name: String,
     pub tag: String,
-    /// Config digest, "sha256:<hex>" (the image ID, as docker defines it).
+    /// Config digest, `sha256:<hex>` (the image ID, as docker defines it).
     pub id: String,
-    /// Manifest digest, "sha256:<hex>".
+    /// Manifest digest, `sha256:<hex>`.
     pub manifest_digest: String,
     /// RFC 3339 creation time from the image config, if any.
     pub created: Option<String>,
@@ -136,7 +159,7 @@ pub struct RunStep<'a> {
     /// KEY=VALUE environment.
     pub env: &'a [String],
     pub workdir: &'a str,
-    /// USER value ("" = root), "uid[:gid]" or names resolved by the runner.
+    /// USER value ("" = root), `uid[:gid]` or names resolved by the runner.
     pub user: &'a str,
 }
 
@@ -170,11 +193,75 @@ pub struct ImageStore {
 impl ImageStore {
     /// Opens (creating if needed) the store at `root` (normally `<data-dir>/images`).
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
-        let _ = root;
-        todo!()
+        Self::open_impl(root.as_ref())
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Imports a docker-archive, oci-archive or plain rootfs tarball (each optionally gzipped).
+    /// `tag` names the result (required for rootfs tarballs; with archives it replaces their
+    /// names and needs exactly one image). All layers are verified and unpacked before anything
+    /// is tagged; on error the store is unchanged. Returns the tags created.
+    pub fn import(
+        &self,
+        file: &Path,
+        tag: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<Vec<ImageSummary>> {
+        archive::import(self, file, tag, progress)
+    }
+
+    /// Builds a Containerfile; see [`BuildOptions`]. Nothing is tagged on error.
+    pub fn build(
+        &self,
+        opts: &BuildOptions,
+        runner: &dyn BuildRunner,
+        progress: &dyn Progress,
+    ) -> Result<BuildResult> {
+        build::build(self, opts, runner, progress)
+    }
+
+    /// Every tag in the store, sorted by name:tag.
+    pub fn list(&self) -> Result<Vec<ImageSummary>> {
+        self.list_impl()
+    }
+
+    /// The image's history, newest first, with layer sizes.
+    pub fn history(&self, reference: &str) -> Result<Vec<HistoryEntry>> {
+        self.history_impl(reference)
+    }
+
+    /// A docker-inspect-like document: Id, RepoTags, ManifestDigest, Created, Architecture, Os,
+    /// Config, RootFS{Type,Layers}, Size, History.
+    pub fn inspect(&self, reference: &str) -> Result<serde_json::Value> {
+        self.inspect_impl(reference)
+    }
+
+    /// Unpacks the image's layers if needed and returns their snapshot dirs (bottom first) and
+    /// the runtime config.
+    pub fn resolve(&self, reference: &str) -> Result<ResolvedImage> {
+        self.resolve_impl(reference, &NoProgress)
+    }
+
+    /// Like [`ImageStore::resolve`], reporting unpack progress.
+    pub fn resolve_with_progress(
+        &self,
+        reference: &str,
+        progress: &dyn Progress,
+    ) -> Result<ResolvedImage> {
+        self.resolve_impl(reference, progress)
+    }
+
+    /// Untags `reference` (a name:tag, or an image ID/prefix: then every tag of that image) and
+    /// deletes manifest/config/layer blobs and snapshots no remaining tag references.
+    pub fn remove(&self, reference: &str) -> Result<RemoveReport> {
+        self.remove_impl(reference)
+    }
+
+    /// Writes `references` to `out` as one tar that is both an oci-archive and a docker-archive.
+    pub fn save(&self, references: &[&str], out: &Path) -> Result<()> {
+        archive::save(self, references, out)
     }
 }

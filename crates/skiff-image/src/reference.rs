@@ -81,7 +81,8 @@ fn validate_name(name: &str) -> std::result::Result<(), String> {
                 && host
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-            let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+            let port_ok =
+                port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
             if !host_ok || !port_ok {
                 return Err(format!("invalid registry host {comp:?}"));
             }
@@ -89,8 +90,9 @@ fn validate_name(name: &str) -> std::result::Result<(), String> {
         }
         let b = comp.as_bytes();
         let ok = !b.is_empty()
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+            && b.iter().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+            })
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric();
         if !ok {
@@ -109,8 +111,12 @@ pub(crate) fn id_prefix(s: &str) -> Option<&str> {
         Some(h) => (h, 1),
         None => (s, 4),
     };
-    (hex.len() >= min && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then_some(hex)
+    (hex.len() >= min
+        && hex.len() <= 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(hex)
 }
 
 /// Other spellings of the same Docker Hub name, tried when a lookup misses
@@ -128,7 +134,12 @@ pub(crate) fn aliases(r: &Reference) -> Vec<Reference> {
         out.push(mk(rest.to_string()));
     } else if !r.name.contains('/') {
         out.push(mk(format!("docker.io/library/{}", r.name)));
-    } else if !r.name.split('/').next().is_some_and(|c| c.contains('.') || c.contains(':') || c == "localhost") {
+    } else if !r
+        .name
+        .split('/')
+        .next()
+        .is_some_and(|c| c.contains('.') || c.contains(':') || c == "localhost")
+    {
         out.push(mk(format!("docker.io/{}", r.name)));
     }
     out
@@ -151,16 +162,35 @@ mod tests {
             p("docker.io/library/nginx:1.25"),
             ("docker.io/library/nginx".into(), "1.25".into())
         );
-        assert_eq!(p("localhost:5000/x/y:t"), ("localhost:5000/x/y".into(), "t".into()));
-        assert_eq!(p("localhost:5000/x/y"), ("localhost:5000/x/y".into(), "latest".into()));
-        assert_eq!(p("a.b/c_d/e-f:V_1.2-x"), ("a.b/c_d/e-f".into(), "V_1.2-x".into()));
+        assert_eq!(
+            p("localhost:5000/x/y:t"),
+            ("localhost:5000/x/y".into(), "t".into())
+        );
+        assert_eq!(
+            p("localhost:5000/x/y"),
+            ("localhost:5000/x/y".into(), "latest".into())
+        );
+        assert_eq!(
+            p("a.b/c_d/e-f:V_1.2-x"),
+            ("a.b/c_d/e-f".into(), "V_1.2-x".into())
+        );
     }
 
     #[test]
     fn rejects_bad_references() {
         for bad in [
-            "", "Web:v1", "web:", "web:-x", "web:a b", "/web", "web/", "web//x", "-web", "web:v1:v2",
-            "x@sha256:abcd", "we$b",
+            "",
+            "Web:v1",
+            "web:",
+            "web:-x",
+            "web:a b",
+            "/web",
+            "web/",
+            "web//x",
+            "-web",
+            "web:v1:v2",
+            "x@sha256:abcd",
+            "we$b",
         ] {
             assert!(
                 matches!(Reference::parse(bad), Err(ImageError::InvalidReference(..))),

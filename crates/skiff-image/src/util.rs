@@ -33,7 +33,11 @@ pub(crate) fn digest_hex(digest: &str) -> Result<&str> {
     let hex = digest
         .strip_prefix("sha256:")
         .ok_or_else(|| ImageError::Other(format!("unsupported digest {digest:?}: only sha256")))?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(ImageError::Other(format!("malformed digest {digest:?}")));
     }
     Ok(hex)
@@ -127,11 +131,14 @@ pub(crate) fn canonical_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> 
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
                 serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
             }
-            serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(sort).collect()),
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort).collect())
+            }
             other => other,
         }
     }
-    let v = serde_json::to_value(value).map_err(|e| ImageError::Other(format!("encoding JSON: {e}")))?;
+    let v = serde_json::to_value(value)
+        .map_err(|e| ImageError::Other(format!("encoding JSON: {e}")))?;
     serde_json::to_vec(&sort(v)).map_err(|e| ImageError::Other(format!("encoding JSON: {e}")))
 }
 

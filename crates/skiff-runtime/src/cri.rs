@@ -166,7 +166,10 @@ mod tests {
         let mut data = vec![b'y'; MAX_LINE];
         data.push(b'\n');
         let recs = s.push(&data);
-        assert_eq!(recs, vec![(false, vec![b'y'; MAX_LINE]), (true, Vec::new())]);
+        assert_eq!(
+            recs,
+            vec![(false, vec![b'y'; MAX_LINE]), (true, Vec::new())]
+        );
     }
 
     #[test]

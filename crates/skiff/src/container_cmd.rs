@@ -223,6 +223,9 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}", info.id);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(pid) = info.pid {
+        forward_signals(pid)?;
+    }
     let streamed = stream_logs(&runtime, &info.id, true);
     let exit = runtime.wait(&info.id);
     if args.rm {
@@ -231,6 +234,24 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     streamed?;
     let exit = exit?;
     Ok(ExitCode::from(exit.code.clamp(0, 255) as u8))
+}
+
+/// Like `docker run`'s signal proxy: SIGINT/SIGTERM/SIGHUP sent to a foreground `skiff run` go
+/// to the container's init process, so Ctrl-C stops the workload and we still report its exit.
+fn forward_signals(container_pid: i32) -> anyhow::Result<()> {
+    use nix::sys::signal::{kill, SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    // Blocked here, so only the waiting thread ever receives them.
+    set.thread_block().context("cannot block signals")?;
+    std::thread::spawn(move || {
+        while let Ok(sig) = set.wait() {
+            let _ = kill(nix::unistd::Pid::from_raw(container_pid), sig);
+        }
+    });
+    Ok(())
 }
 
 /// Image ENV first, then `-e` overrides by key; `-e KEY` copies KEY from this environment.

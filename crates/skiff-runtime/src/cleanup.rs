@@ -1,0 +1,178 @@
+//! Idempotent removal of what a container leaves on the host: the rootfs mount,
+//! libcontainer state, cgroups (including the per-data-dir parent) and directories.
+//! Used by the shim after exit or a failed start, and by `remove` when a shim died.
+
+use std::fs;
+use std::path::Path;
+
+use libcontainer::container::Container;
+use nix::fcntl::{Flock, FlockArg};
+use nix::mount::{umount2, MntFlags};
+
+use crate::store::{append_line, external_work_dir, CDir, Layout};
+use crate::ContainerSpec;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Best effort: everything except the container dir itself. Problems go to shim.log.
+pub(crate) fn leftovers(layout: &Layout, id: &str, cdir: &CDir, spec: &ContainerSpec) {
+    let log = |msg: String| append_line(&cdir.shim_log(), &msg);
+    let lc_dir = layout.runtime_root().join(id);
+    if lc_dir.exists() {
+        match Container::load(lc_dir.clone()) {
+            Ok(mut c) => {
+                if let Err(e) = c.delete(true) {
+                    log(format!("libcontainer delete: {}", crate::lc_error(&e)));
+                }
+            }
+            Err(e) => log(format!("libcontainer load: {}", crate::lc_error(&e))),
+        }
+        if lc_dir.exists() {
+            let _ = fs::remove_dir_all(&lc_dir);
+        }
+    }
+    let cgroups_path = crate::spec::cgroups_path(&layout.data_dir, id);
+    remove_cgroup_dirs(&cgroups_path);
+    remove_cgroup_parent(layout);
+
+    if let Err(e) = unmount_all(&cdir.rootfs()) {
+        log(format!("unmount {}: {e}", cdir.rootfs().display()));
+    }
+    if let Some(upper) = &spec.upper {
+        let work = external_work_dir(upper);
+        if work.exists() {
+            if let Err(e) = fs::remove_dir_all(&work) {
+                log(format!("removing {}: {e}", work.display()));
+            }
+        }
+    }
+}
+
+/// Removes a directory tree; a missing one is fine. Refuses while the rootfs is mounted.
+pub(crate) fn remove_dir(dir: &Path) -> bool {
+    let rootfs = dir.join("rootfs");
+    if is_mounted(&rootfs) && unmount_all(&rootfs).is_err() {
+        return false;
+    }
+    match fs::remove_dir_all(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// True if `path` is a mount point in this mount namespace.
+pub(crate) fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == want)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let oct = |c: u8| u32::from(c - b'0');
+            let v = (oct(b[i + 1]) * 64 + oct(b[i + 2]) * 8 + oct(b[i + 3])) as u8;
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmounts `path` (repeatedly, in case of stacked mounts); lazily if it is busy.
+pub(crate) fn unmount_all(path: &Path) -> nix::Result<()> {
+    for _ in 0..8 {
+        if !is_mounted(path) {
+            return Ok(());
+        }
+        match umount2(path, MntFlags::empty()) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EBUSY) => umount2(path, MntFlags::MNT_DETACH)?,
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Every place a cgroup path can live: each v1 hierarchy and the v2 root.
+fn hierarchy_roots() -> Vec<std::path::PathBuf> {
+    let mut roots = vec![std::path::PathBuf::from(CGROUP_ROOT)];
+    if let Ok(rd) = fs::read_dir(CGROUP_ROOT) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                roots.push(e.path());
+            }
+        }
+    }
+    roots
+}
+
+/// rmdir of `<hierarchy>/<cgroups_path>` everywhere (only succeeds for empty cgroups).
+pub(crate) fn remove_cgroup_dirs(cgroups_path: &str) {
+    let rel = cgroups_path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    for root in hierarchy_roots() {
+        let p = root.join(rel);
+        if p.is_dir() {
+            let _ = fs::remove_dir(&p);
+        }
+    }
+}
+
+/// Removes the per-data-dir parent cgroup once it is empty, unless a container of this data
+/// dir is being created right now (they hold the cgroup lock shared).
+pub(crate) fn remove_cgroup_parent(layout: &Layout) {
+    let Ok(f) = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(layout.cgroup_lock())
+    else {
+        return;
+    };
+    if let Ok(_lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        remove_cgroup_dirs(&crate::spec::cgroup_parent(&layout.data_dir));
+    }
+}
+
+/// Cgroup dirs of this data dir that still exist (for tests and diagnostics).
+pub fn leftover_cgroups(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    let rel = crate::spec::cgroup_parent(data_dir);
+    let rel = rel.trim_start_matches('/');
+    hierarchy_roots()
+        .into_iter()
+        .map(|r| r.join(rel))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
+        assert!(is_mounted(Path::new("/proc")));
+        assert!(!is_mounted(Path::new("/definitely/not/mounted")));
+    }
+}

@@ -1,0 +1,436 @@
+//! The per-container supervisor, run as `skiff shim --data-dir D <id>`.
+//!
+//! It must stay single-threaded: libcontainer forks/clones and deadlocks when that happens
+//! in a multi-threaded process. It detaches (forks, the first process exits so the caller
+//! reaps it at once), mounts the overlay rootfs, creates and starts the container with
+//! libcontainer, reports "started <pid>" or "error <msg>" on the sync socket, copies the
+//! container's stdout/stderr into the CRI log, reaps the container's init (a child of the
+//! shim), reads the OOM-kill counter, deletes the container (cgroup, state), unmounts the
+//! rootfs, writes exit.json and, for auto-remove containers, deletes the container dir.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, FlockArg, OFlag};
+use nix::mount::{mount, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::socket::{send, MsgFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, getpid, pipe2, read, setsid, ForkResult, Pid};
+
+use crate::cri::{format_cri_line, now_rfc3339_nano, LineSplitter};
+use crate::store::{
+    append_line, external_work_dir, lock_file, proc_start_time, read_json, write_json_atomic, CDir,
+    Layout, StoredSpec, StoredState,
+};
+use crate::{cleanup, exit_info, lc_error, ContainerSpec, Result, RuntimeError, Stream};
+
+/// Environment variable carrying the inherited fd number of the sync socket.
+pub const SYNC_FD_ENV: &str = "_SKIFF_SHIM_SYNC_FD";
+
+/// overlayfs mount data must fit in one page.
+const MAX_MOUNT_DATA: usize = 4000;
+
+/// Entry point of `skiff shim --data-dir D ID`. Never returns.
+///
+/// The calling process must be single-threaded (no async runtime started yet).
+pub fn main(data_dir: &Path, id: &str) -> ! {
+    let mut reporter = Reporter { fd: take_sync_fd() };
+    // Detach: the caller reaps this first process immediately; the child is reparented to
+    // init (or a subreaper) and keeps running when the caller exits.
+    // SAFETY: the shim is single-threaded here, so fork is sound.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => std::process::exit(0),
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            reporter.error(&format!("shim: fork: {e}"));
+            std::process::exit(1)
+        }
+    }
+    let _ = setsid();
+    // Like any daemon: keep no directory busy, and give containers docker's umask.
+    let _ = std::env::set_current_dir("/");
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let layout = Layout {
+        data_dir: fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()),
+    };
+    let cdir = CDir(layout.container(id));
+    match run(&layout, id, &cdir, &mut reporter) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            let msg = e.to_string();
+            append_line(&cdir.shim_log(), &format!("error: {msg}"));
+            reporter.error(&msg);
+            std::process::exit(1)
+        }
+    }
+}
+
+/// Reports the start result to the waiting caller exactly once.
+struct Reporter {
+    fd: Option<OwnedFd>,
+}
+
+impl Reporter {
+    fn send(&mut self, msg: &str) {
+        if let Some(fd) = self.fd.take() {
+            let line = format!("{}\n", msg.replace('\n', " "));
+            // MSG_NOSIGNAL: the caller may have given up; never die of SIGPIPE for it.
+            let _ = send(fd.as_raw_fd(), line.as_bytes(), MsgFlags::MSG_NOSIGNAL);
+        }
+    }
+    fn started(&mut self, pid: i32) {
+        self.send(&format!("started {pid}"));
+    }
+    fn error(&mut self, msg: &str) {
+        self.send(&format!("error {msg}"));
+    }
+}
+
+fn take_sync_fd() -> Option<OwnedFd> {
+    let fd: RawFd = std::env::var(SYNC_FD_ENV).ok()?.parse().ok()?;
+    std::env::remove_var(SYNC_FD_ENV);
+    if fd < 3 {
+        return None;
+    }
+    // Only accept a socket: a stale variable must not make us write into a random file.
+    let st = nix::sys::stat::fstat(fd).ok()?;
+    if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK {
+        return None;
+    }
+    let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    // SAFETY: the caller passed us this fd for our exclusive use.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Result<()> {
+    let stored: StoredSpec =
+        read_json(&cdir.spec())?.ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+    let me = getpid().as_raw();
+    let mut state = StoredState {
+        shim_pid: Some(me),
+        shim_start: proc_start_time(me),
+        ..Default::default()
+    };
+    write_json_atomic(&cdir.state(), &state)?;
+
+    let started = mount_rootfs(cdir, &stored.spec).and_then(|()| start(layout, id, cdir));
+    let (container, pid, out_r, err_r) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            cleanup::leftovers(layout, id, cdir, &stored.spec);
+            return Err(e);
+        }
+    };
+    state.pid = Some(pid.as_raw());
+    state.pid_start = proc_start_time(pid.as_raw());
+    state.started_at = Some(now_rfc3339_nano());
+    if let Err(e) = write_json_atomic(&cdir.state(), &state) {
+        append_line(&cdir.shim_log(), &format!("error: {e}"));
+    }
+    reporter.started(pid.as_raw());
+    drop(std::mem::replace(reporter, Reporter { fd: None }));
+
+    if let Err(e) = pump_logs(&cdir.log(), out_r, err_r) {
+        append_line(&cdir.shim_log(), &format!("log copy failed: {e}"));
+    }
+    let status = loop {
+        match waitpid(pid, None) {
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => break Some(s),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                append_line(&cdir.shim_log(), &format!("waitpid {pid}: {e}"));
+                break None;
+            }
+        }
+    };
+    let cgroups_path = crate::spec::cgroups_path(&layout.data_dir, id);
+    let oom_killed = oom_kill_count(&cgroups_path) > 0;
+    let (code, sig) = match status {
+        Some(WaitStatus::Exited(_, c)) => (Some(c), None),
+        Some(WaitStatus::Signaled(_, s, _)) => (None, Some(s as i32)),
+        _ => (None, None),
+    };
+    let exit = exit_info(code, sig, oom_killed, now_rfc3339_nano());
+
+    delete_container(container, cdir);
+    cleanup::leftovers(layout, id, cdir, &stored.spec);
+    write_json_atomic(&cdir.exit(), &exit)?;
+
+    if stored.spec.auto_remove {
+        // Waiters hold wait.lock shared until they have read exit.json.
+        let _lock = lock_file(&cdir.wait_lock(), FlockArg::LockExclusive);
+        cleanup::remove_dir(&cdir.0);
+    }
+    Ok(())
+}
+
+fn delete_container(mut container: Container, cdir: &CDir) {
+    if let Err(e) = container.delete(true) {
+        append_line(
+            &cdir.shim_log(),
+            &format!("libcontainer delete: {}", lc_error(&e)),
+        );
+    }
+}
+
+/// Mounts the overlay rootfs: image layers as lowerdirs (topmost first), one upper dir.
+fn mount_rootfs(cdir: &CDir, spec: &ContainerSpec) -> Result<()> {
+    let rootfs = cdir.rootfs();
+    let (upper, work) = match &spec.upper {
+        Some(u) => (u.clone(), external_work_dir(u)),
+        None => (cdir.upper(), cdir.work()),
+    };
+    let mut lowers: Vec<PathBuf> = spec.lowers.iter().rev().cloned().collect();
+    if lowers.is_empty() {
+        lowers.push(cdir.empty_lower());
+    }
+    for d in [&rootfs, &upper, &work, &lowers[0]] {
+        fs::create_dir_all(d).map_err(crate::store::io_err(format!("creating {}", d.display())))?;
+    }
+    let data = overlay_options(&lowers, &upper, &work)?;
+    mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| RuntimeError::Io {
+        context: format!("mounting overlay rootfs at {} ({data})", rootfs.display()),
+        source: e.into(),
+    })?;
+    create_workdir(&rootfs, &spec.cwd)
+}
+
+/// Creates the working directory in the rootfs like docker does. Stops at existing
+/// symlinks instead of following them (they could point outside the rootfs); libcontainer
+/// resolves those inside the container.
+fn create_workdir(rootfs: &Path, cwd: &str) -> Result<()> {
+    let mut p = rootfs.to_path_buf();
+    for comp in Path::new(cwd).components() {
+        let std::path::Component::Normal(c) = comp else {
+            continue;
+        };
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => return Ok(()),
+            Err(_) => {
+                fs::create_dir(&p)
+                    .map_err(crate::store::io_err(format!("creating working dir {cwd}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<String> {
+    let mut parts = Vec::with_capacity(lowers.len() + 2);
+    for p in lowers.iter().map(PathBuf::as_path).chain([upper, work]) {
+        let s = p
+            .to_str()
+            .ok_or_else(|| RuntimeError::InvalidSpec(format!("non UTF-8 path {p:?}")))?;
+        if s.contains([',', ':', '\\']) {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "path {s:?} contains a character overlayfs cannot take (',', ':' or '\\')"
+            )));
+        }
+        parts.push(s);
+    }
+    let n = lowers.len();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        parts[..n].join(":"),
+        parts[n],
+        parts[n + 1]
+    );
+    if data.len() > MAX_MOUNT_DATA {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "overlay mount options are {} bytes (more than {MAX_MOUNT_DATA}): too many layers ({n}) or too long paths",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+type Started = (Container, Pid, OwnedFd, OwnedFd);
+
+fn start(layout: &Layout, id: &str, cdir: &CDir) -> Result<Started> {
+    let root = layout.runtime_root();
+    fs::create_dir_all(&root)
+        .map_err(crate::store::io_err(format!("creating {}", root.display())))?;
+    let (out_r, out_w) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
+    let (err_r, err_w) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
+    let devnull = File::open("/dev/null").map_err(crate::store::io_err("opening /dev/null"))?;
+
+    // The Rust runtime ignores SIGPIPE and ignored signals survive exec: give the container
+    // the default disposition (the shim itself only writes to files and uses MSG_NOSIGNAL).
+    // SAFETY: setting a default disposition installs no handler code.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+
+    // Shared lock: a concurrently exiting shim must not rmdir the cgroup parent while
+    // libcontainer creates our cgroup below it.
+    let cg_lock = lock_file(&layout.cgroup_lock(), FlockArg::LockShared)?;
+    let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(&root)
+        .and_then(|b| {
+            b.with_stdin(devnull)
+                .with_stdout(out_w)
+                .with_stderr(err_w)
+                .as_init(cdir.bundle())
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+        });
+    drop(cg_lock);
+    let mut container = built.map_err(|e| start_error(id, &e))?;
+    if let Err(e) = container.start() {
+        let err = start_error(id, &e);
+        delete_container(container, cdir);
+        return Err(err);
+    }
+    let pid = match container.pid() {
+        Some(p) => p,
+        None => {
+            delete_container(container, cdir);
+            return Err(RuntimeError::StartFailed {
+                id: id.to_string(),
+                message: "libcontainer reported no init pid".into(),
+            });
+        }
+    };
+    Ok((container, pid, out_r, err_r))
+}
+
+fn start_error(id: &str, e: &libcontainer::error::LibcontainerError) -> RuntimeError {
+    RuntimeError::StartFailed {
+        id: id.to_string(),
+        message: crate::friendly_start_error(&lc_error(e)),
+    }
+}
+
+/// Copies both pipes into the CRI log until both reach EOF.
+fn pump_logs(log: &Path, out_r: OwnedFd, err_r: OwnedFd) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(log)?;
+    let mut streams = [
+        (Some(out_r), Stream::Stdout, LineSplitter::default()),
+        (Some(err_r), Stream::Stderr, LineSplitter::default()),
+    ];
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open: Vec<usize> = (0..2).filter(|i| streams[*i].0.is_some()).collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = open
+                .iter()
+                .filter_map(|i| streams[*i].0.as_ref())
+                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            fds.iter()
+                .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
+        };
+        for (k, &i) in open.iter().enumerate() {
+            if !ready[k] {
+                continue;
+            }
+            let (fd, stream, splitter) = &mut streams[i];
+            let n = match fd.as_ref().map(|fd| read(fd.as_raw_fd(), &mut buf)) {
+                Some(Ok(n)) => n,
+                Some(Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN)) => continue,
+                Some(Err(_)) | None => 0,
+            };
+            let records = if n == 0 {
+                *fd = None;
+                splitter.finish().into_iter().collect()
+            } else {
+                splitter.push(&buf[..n])
+            };
+            let now = now_rfc3339_nano();
+            for (full, text) in records {
+                file.write_all(&format_cri_line(&now, *stream, full, &text))?;
+            }
+        }
+    }
+}
+
+/// OOM kills recorded for the container's memory cgroup (v1 `memory.oom_control`, v2
+/// `memory.events`). Must be read before libcontainer deletes the cgroup.
+pub(crate) fn oom_kill_count(cgroups_path: &str) -> u64 {
+    let rel = cgroups_path.trim_start_matches('/');
+    let candidates = [
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+    ];
+    for p in candidates {
+        if let Ok(s) = fs::read_to_string(&p) {
+            return parse_oom_kill(&s);
+        }
+    }
+    0
+}
+
+pub(crate) fn parse_oom_kill(s: &str) -> u64 {
+    s.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_counter_parsing() {
+        assert_eq!(
+            parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+            3
+        );
+        assert_eq!(
+            parse_oom_kill("low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\noom_group_kill 0\n"),
+            1
+        );
+        assert_eq!(parse_oom_kill("oom_kill_disable 0\n"), 0);
+    }
+
+    #[test]
+    fn overlay_option_string() {
+        let lowers = vec![PathBuf::from("/l/top"), PathBuf::from("/l/bottom")];
+        let s = overlay_options(&lowers, Path::new("/c/upper"), Path::new("/c/work")).unwrap();
+        assert_eq!(
+            s,
+            "lowerdir=/l/top:/l/bottom,upperdir=/c/upper,workdir=/c/work"
+        );
+        assert!(
+            overlay_options(&[PathBuf::from("/a:b")], Path::new("/u"), Path::new("/w")).is_err()
+        );
+        let many: Vec<PathBuf> = (0..200)
+            .map(|i| PathBuf::from(format!("/var/lib/skiff/layers/{i:064}")))
+            .collect();
+        assert!(matches!(
+            overlay_options(&many, Path::new("/u"), Path::new("/w")),
+            Err(RuntimeError::InvalidSpec(_))
+        ));
+    }
+}

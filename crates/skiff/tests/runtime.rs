@@ -1,0 +1,458 @@
+//! End-to-end container tests driving the real `skiff` binary (needs root: namespaces,
+//! overlay mounts, cgroups). Every test has its own data dir and checks on the way out that
+//! no mounts or cgroups of it are left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "sleep", "true", "false", "id", "pwd", "env", "ls", "head", "dd", "tr",
+    "hostname", "printf", "test", "wc", "kill", "grep",
+];
+
+struct Skiff {
+    dir: tempfile::TempDir,
+}
+
+impl Skiff {
+    /// A fresh data dir with a busybox image imported as `bb:1`.
+    fn new() -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "runtime tests need root (namespaces, mounts, cgroups)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for a in APPLETS {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+        }
+        let tar = dir.path().join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let s = Skiff { dir };
+        let out = s.cmd(&["image", "import", tar.to_str().unwrap(), "-t", "bb:1"]);
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        std::fs::canonicalize(self.dir.path()).unwrap().join("data")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        c.arg("--data-dir").arg(self.data_dir()).args(args);
+        c.env_remove("SKIFF_DATA_DIR");
+        c
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs and returns (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.cmd(args);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "skiff {args:?} failed: {err}");
+        out
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.data_dir().join("containers").join(id)
+    }
+
+    /// Polls `ps -a` until the container's status line matches `pred`.
+    fn wait_status(&self, name: &str, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ps = self.ok(&["ps", "-a"]);
+            if let Some(line) = ps.lines().find(|l| l.trim_end().ends_with(name)) {
+                if pred(line) {
+                    return line.to_string();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timeout waiting for {name}: {ps}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Skiff {
+    fn drop(&mut self) {
+        // Remove whatever is left, then verify nothing leaked onto the host.
+        let containers = self.data_dir().join("containers");
+        if let Ok(rd) = std::fs::read_dir(&containers) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !name.starts_with('.') {
+                    let _ = self.cmd(&["rm", "-f", &name]);
+                }
+            }
+        }
+        let root = std::fs::canonicalize(self.dir.path()).unwrap();
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(root.to_str().unwrap()))
+            .map(String::from)
+            .collect();
+        let cgroups = leftover_cgroups(&self.data_dir());
+        if !std::thread::panicking() {
+            assert!(mounts.is_empty(), "leftover mounts: {mounts:?}");
+            assert!(cgroups.is_empty(), "leftover cgroups: {cgroups:?}");
+        }
+    }
+}
+
+/// The per-data-dir cgroup parent in every hierarchy (see skiff_runtime::spec::cgroup_parent).
+fn leftover_cgroups(data_dir: &Path) -> Vec<PathBuf> {
+    skiff_runtime::leftover_cgroups(data_dir)
+}
+
+#[test]
+fn exit_codes_and_stdout() {
+    let s = Skiff::new();
+    let (code, out, _) = s.run(&["run", "--rm", "bb:1", "sh", "-c", "echo hello; exit 3"]);
+    assert_eq!(code, 3);
+    assert_eq!(out, "hello\n");
+    let (code, _, _) = s.run(&["run", "--rm", "bb:1", "false"]);
+    assert_eq!(code, 1);
+    let (code, _, _) = s.run(&["run", "--rm", "bb:1", "true"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = s.run(&["run", "--rm", "bb:1", "no-such-command"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("executable file not found"), "{err}");
+    // --rm leaves nothing behind.
+    assert_eq!(s.ok(&["ps", "-a"]).lines().count(), 1);
+}
+
+#[test]
+fn env_workdir_user() {
+    let s = Skiff::new();
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/made/here",
+        "-u",
+        "1000:1000",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo $FOO; pwd; id -u; id -g",
+    ]);
+    assert_eq!(out, "bar\n/made/here\n1000\n1000\n");
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "bb:1",
+        "ls",
+        "/sys/class/net",
+    ]);
+    assert_eq!(out.trim(), "lo");
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "bb:1",
+        "ls",
+        "/sys/class/net",
+    ]);
+    assert_ne!(
+        out.trim(),
+        "lo",
+        "host network should show the host's interfaces"
+    );
+}
+
+#[test]
+fn cri_log_file_streams_and_tags() {
+    let s = Skiff::new();
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "logger",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo out1; echo err1 >&2; printf partial",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    // logs -f returns once the container has exited and the log is drained.
+    let o = s.cmd(&["logs", "-f", "logger"]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out1\npartial");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err1\n");
+    let raw = std::fs::read_to_string(s.container_dir(id).join("container.log")).unwrap();
+    let lines: Vec<Vec<&str>> = raw.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+    assert_eq!(lines.len(), 3, "{raw}");
+    for l in &lines {
+        assert!(l[0].parse::<jiff::Timestamp>().is_ok(), "bad time in {raw}");
+    }
+    let find = |text: &str| {
+        lines
+            .iter()
+            .find(|l| l[3] == text)
+            .unwrap_or_else(|| panic!("{text} in {raw}"))
+    };
+    assert_eq!(&find("out1")[1..3], ["stdout", "F"]);
+    assert_eq!(&find("err1")[1..3], ["stderr", "F"]);
+    assert_eq!(&find("partial")[1..3], ["stdout", "P"]);
+    s.ok(&["rm", "logger"]);
+    assert!(!s.container_dir(id).exists());
+}
+
+#[test]
+fn logs_follow_while_running() {
+    let s = Skiff::new();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "bb:1",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick$i; sleep 0.3; done",
+    ]);
+    let t = Instant::now();
+    let o = s.cmd(&["logs", "-f", "ticker"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "tick1\ntick2\ntick3\n");
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "follow returned before the container exited"
+    );
+    s.ok(&["rm", "ticker"]);
+}
+
+#[test]
+fn memory_limit_oom_kill() {
+    let s = Skiff::new();
+    let (code, _, err) = s.run(&[
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "16m",
+        "bb:1",
+        "sh",
+        "-c",
+        "a=xxxxxxxxxxxxxxxx; while true; do a=$a$a; done",
+    ]);
+    assert_eq!(code, 137, "{err}");
+    let line = s.wait_status("hog", |l| l.contains("Exited"), Duration::from_secs(5));
+    assert!(
+        line.contains("Exited (137)") && line.contains("OOMKilled"),
+        "{line}"
+    );
+    s.ok(&["rm", "hog"]);
+}
+
+#[test]
+fn pids_limit() {
+    let s = Skiff::new();
+    let (_, out, err) = s.run(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "5",
+        "bb:1",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 3 & done; echo spawned",
+    ]);
+    assert!(
+        err.contains("fork") || err.contains("esource"),
+        "expected fork failures, out={out} err={err}"
+    );
+    let out = s.ok(&["run", "--rm", "--cpus", "0.5", "bb:1", "echo", "cpu ok"]);
+    assert_eq!(out, "cpu ok\n");
+}
+
+#[test]
+fn stop_grace_period() {
+    let s = Skiff::new();
+    // Traps TERM: exits by itself, well before the grace period ends.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "polite",
+        "bb:1",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    s.ok(&["stop", "-t", "10", "polite"]);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let line = s.wait_status("polite", |l| l.contains("Exited"), Duration::from_secs(5));
+    assert!(line.contains("Exited (0)"), "{line}");
+    assert_eq!(s.ok(&["logs", "polite"]), "bye\n");
+
+    // PID 1 without a handler ignores TERM: SIGKILL after the grace period.
+    s.ok(&["run", "-d", "--name", "stubborn", "bb:1", "sleep", "1000"]);
+    let t = Instant::now();
+    s.ok(&["stop", "-t", "1", "stubborn"]);
+    let el = t.elapsed();
+    assert!(
+        el >= Duration::from_secs(1) && el < Duration::from_secs(8),
+        "{el:?}"
+    );
+    let line = s.wait_status("stubborn", |l| l.contains("Exited"), Duration::from_secs(5));
+    assert!(line.contains("Exited (137)"), "{line}");
+    // Stopping an exited container is fine.
+    s.ok(&["stop", "stubborn"]);
+    s.ok(&["rm", "polite", "stubborn"]);
+}
+
+#[test]
+fn detached_container_outlives_cli_and_exec() {
+    let s = Skiff::new();
+    let id = s.ok(&["run", "-d", "--name", "bg", "bb:1", "sleep", "1000"]);
+    let id = id.trim().to_string();
+    // The CLI has exited; the container keeps running under its shim.
+    std::thread::sleep(Duration::from_millis(300));
+    let line = s.wait_status("bg", |l| l.contains("Up"), Duration::from_secs(5));
+    assert!(line.starts_with(&id[..12]), "{line}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.container_dir(&id).join("state.json")).unwrap())
+            .unwrap();
+    let shim = state["shim_pid"].as_i64().unwrap();
+    let ppid = std::fs::read_to_string(format!("/proc/{shim}/stat")).unwrap();
+    let ppid: i64 = ppid[ppid.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(
+        ppid as u32,
+        std::process::id(),
+        "shim must not be our child"
+    );
+
+    // exec: exit code, the container's filesystem and hostname.
+    let (code, _, _) = s.run(&["exec", "bg", "sh", "-c", "exit 5"]);
+    assert_eq!(code, 5);
+    let out = s.ok(&[
+        "exec",
+        "bg",
+        "sh",
+        "-c",
+        "hostname; test -x /bin/busybox && echo fs-ok",
+    ]);
+    assert_eq!(out, format!("{}\nfs-ok\n", &id[..12]));
+    let o = s
+        .command(&["exec", "-i", "bg", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"piped in\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "piped in\n");
+
+    let (code, _, err) = s.run(&["rm", "bg"]);
+    assert_ne!(code, 0, "rm of a running container must fail");
+    assert!(err.contains("running"), "{err}");
+    s.ok(&["stop", "-t", "0", "bg"]);
+    s.ok(&["rm", "bg"]);
+    assert!(!s.container_dir(&id).exists());
+    assert!(std::fs::read_dir(s.data_dir().join("runtime"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn rm_force_running() {
+    let s = Skiff::new();
+    let id = s.ok(&["run", "-d", "bb:1", "sleep", "1000"]);
+    s.ok(&["rm", "-f", id.trim()]);
+    assert_eq!(s.ok(&["ps", "-a"]).lines().count(), 1);
+    // --rm -d: the shim removes the container itself.
+    s.ok(&["run", "-d", "--rm", "--name", "gone", "bb:1", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.ok(&["ps", "-a"]).contains("gone") {
+        assert!(Instant::now() < deadline, "auto-remove did not happen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn names_are_unique() {
+    let s = Skiff::new();
+    s.ok(&["run", "-d", "--name", "same", "bb:1", "sleep", "100"]);
+    let (code, _, err) = s.run(&["run", "-d", "--name", "same", "bb:1", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already in use"), "{err}");
+    s.ok(&["rm", "-f", "same"]);
+}
+
+#[test]
+fn twenty_concurrent_runs() {
+    let s = Skiff::new();
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            s.command(&["run", "--rm", "bb:1", "true"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "concurrent run failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert!(
+        Instant::now() < deadline,
+        "20 concurrent runs took too long"
+    );
+    assert_eq!(s.ok(&["ps", "-a"]).lines().count(), 1);
+}
