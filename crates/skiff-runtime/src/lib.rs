@@ -87,6 +87,18 @@ pub enum RuntimeError {
     Other(String),
 }
 
+impl RuntimeError {
+    /// The command to run or exec does not exist in the container (shells and docker exit 127).
+    pub fn is_command_not_found(&self) -> bool {
+        match self {
+            RuntimeError::StartFailed { message, .. } | RuntimeError::Other(message) => {
+                message.contains("executable file not found")
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
 pub struct RuntimeConfig {

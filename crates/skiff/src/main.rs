@@ -58,14 +58,19 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("skiff: {err:#}");
-            ExitCode::from(125)
+            // docker's convention: 127 when the command does not exist, 125 for our own errors.
+            let not_found = err
+                .downcast_ref::<skiff_runtime::RuntimeError>()
+                .is_some_and(skiff_runtime::RuntimeError::is_command_not_found);
+            ExitCode::from(if not_found { 127 } else { 125 })
         }
     }
 }
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // libcontainer warns about every cgroup controller it cannot use; only show it on request.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libcontainer=off,libcgroups=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
