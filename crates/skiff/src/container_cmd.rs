@@ -167,7 +167,10 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if argv.is_empty() {
-        bail!("no command specified: image {} has no CMD or ENTRYPOINT", args.image);
+        bail!(
+            "no command specified: image {} has no CMD or ENTRYPOINT",
+            args.image
+        );
     }
 
     let env = merge_env(config.env().clone().unwrap_or_default(), &args.env)?;
@@ -284,12 +287,15 @@ pub fn parse_user_numeric(user: &str, layers: &[PathBuf]) -> anyhow::Result<(u32
     };
     let (uid, primary_gid) = match u.parse::<u32>() {
         Ok(uid) => {
-            let gid = lookup(layers, "etc/passwd", |f| f.get(2) == Some(&u)).and_then(|f| f.get(3).and_then(|g| g.parse().ok()));
+            let gid = lookup(layers, "etc/passwd", |f| f.get(2) == Some(&u))
+                .and_then(|f| f.get(3).and_then(|g| g.parse().ok()));
             (uid, gid.unwrap_or(uid))
         }
         Err(_) => {
-            let fields = lookup(layers, "etc/passwd", |f| f.first() == Some(&u))
-                .with_context(|| format!("unable to find user {u}: no matching entries in passwd file"))?;
+            let fields =
+                lookup(layers, "etc/passwd", |f| f.first() == Some(&u)).with_context(|| {
+                    format!("unable to find user {u}: no matching entries in passwd file")
+                })?;
             let uid = fields.get(2).and_then(|v| v.parse().ok());
             let gid = fields.get(3).and_then(|v| v.parse().ok());
             match (uid, gid) {
@@ -304,14 +310,24 @@ pub fn parse_user_numeric(user: &str, layers: &[PathBuf]) -> anyhow::Result<(u32
             Ok(gid) => gid,
             Err(_) => lookup(layers, "etc/group", |f| f.first() == Some(&g))
                 .and_then(|f| f.get(2).and_then(|v| v.parse().ok()))
-                .with_context(|| format!("unable to find group {g}: no matching entries in group file"))?,
+                .with_context(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
         },
     };
     Ok((uid, gid))
 }
 
-fn lookup(layers: &[PathBuf], file: &str, matches: impl Fn(&[&str]) -> bool) -> Option<Vec<String>> {
-    let path = layers.iter().rev().map(|l| l.join(file)).find(|p| p.is_file())?;
+fn lookup(
+    layers: &[PathBuf],
+    file: &str,
+    matches: impl Fn(&[&str]) -> bool,
+) -> Option<Vec<String>> {
+    let path = layers
+        .iter()
+        .rev()
+        .map(|l| l.join(file))
+        .find(|p| p.is_file())?;
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().find_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
@@ -370,7 +386,10 @@ pub fn ps(data_dir: &Path, args: PsArgs) -> anyhow::Result<()> {
             command
         };
         let status = match (&c.status, &c.exit) {
-            (Status::Running, _) => format!("Up {}", ago(c.started_at.as_deref()).trim_end_matches(" ago")),
+            (Status::Running, _) => format!(
+                "Up {}",
+                ago(c.started_at.as_deref()).trim_end_matches(" ago")
+            ),
             (Status::Exited, Some(exit)) => format!(
                 "Exited ({}){} {}",
                 exit.code,

@@ -94,7 +94,12 @@ pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             let progress = TermProgress::new();
             let images = store.import(&file, tag.as_deref(), &progress)?;
             for image in images {
-                println!("Loaded image: {}:{} ({})", image.name, image.tag, short_id(&image.id));
+                println!(
+                    "Loaded image: {}:{} ({})",
+                    image.name,
+                    image.tag,
+                    short_id(&image.id)
+                );
             }
             Ok(())
         }
@@ -106,7 +111,10 @@ pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            println!("{:<40} {:<16} {:<14} {:<16} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+            println!(
+                "{:<40} {:<16} {:<14} {:<16} {:>10}",
+                "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+            );
             for image in images {
                 println!(
                     "{:<40} {:<16} {:<14} {:<16} {:>10}",
@@ -119,16 +127,26 @@ pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCommand::History { reference, no_trunc } => {
+        ImageCommand::History {
+            reference,
+            no_trunc,
+        } => {
             let entries = store.history(&reference)?;
-            println!("{:<16} {:<16} {:<50} {:>10}  COMMENT", "LAYER", "CREATED", "CREATED BY", "SIZE");
+            println!(
+                "{:<16} {:<16} {:<50} {:>10}  COMMENT",
+                "LAYER", "CREATED", "CREATED BY", "SIZE"
+            );
             for entry in entries {
                 let layer = entry
                     .layer
                     .as_deref()
                     .map(short_id)
                     .unwrap_or_else(|| "<missing>".to_string());
-                let layer = if entry.empty_layer { "<config>".to_string() } else { layer };
+                let layer = if entry.empty_layer {
+                    "<config>".to_string()
+                } else {
+                    layer
+                };
                 let created_by = if no_trunc {
                     entry.created_by.clone()
                 } else {
@@ -167,7 +185,11 @@ pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
                             "cannot remove image {reference}: container {} ({}) uses it{}",
                             container.name,
                             short_id(&container.id),
-                            if running { " and is running" } else { "; remove it first or use -f" }
+                            if running {
+                                " and is running"
+                            } else {
+                                "; remove it first or use -f"
+                            }
                         );
                     }
                 }

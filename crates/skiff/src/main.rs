@@ -14,10 +14,19 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "skiff", version, about = "A Kubernetes-compatible container orchestrator in one binary")]
+#[command(
+    name = "skiff",
+    version,
+    about = "A Kubernetes-compatible container orchestrator in one binary"
+)]
 struct Cli {
     /// Where all state lives: images, containers, runtime state. Two data dirs never collide.
-    #[arg(long, global = true, env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+    #[arg(
+        long,
+        global = true,
+        env = "SKIFF_DATA_DIR",
+        default_value = "/var/lib/skiff"
+    )]
     data_dir: PathBuf,
 
     #[command(subcommand)]
@@ -70,7 +79,9 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
         // libcontainer warns about every cgroup controller it cannot use; only show it on request.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libcontainer=off,libcgroups=off"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,libcontainer=off,libcgroups=off")
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -99,5 +110,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(path)
         .with_context(|| format!("cannot create data dir {}", path.display()))?;
-    std::fs::canonicalize(path).with_context(|| format!("cannot resolve data dir {}", path.display()))
+    std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve data dir {}", path.display()))
 }
