@@ -37,6 +37,7 @@ pub mod cri;
 pub mod shim;
 pub mod spec;
 mod store;
+mod watch;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -235,6 +236,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for exit.json after SIGKILL.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(25);
+/// Fallback re-check while waiting on inotify: catches a shim that died without writing.
+const SLOW_POLL: Duration = Duration::from_millis(250);
 
 pub struct Runtime {
     config: RuntimeConfig,
@@ -624,6 +627,7 @@ impl Runtime {
             Some(l) => Some(l),
             None => lock_file(&cdir.wait_lock(), FlockArg::LockShared).ok(),
         };
+        let watch = watch::DirWatch::new(&cdir.0);
         loop {
             if let Some(exit) = read_json::<ExitInfo>(&cdir.exit())? {
                 return Ok(exit);
@@ -638,7 +642,7 @@ impl Runtime {
                     info.id
                 )));
             }
-            std::thread::sleep(POLL);
+            watch.wait(SLOW_POLL);
         }
     }
 
@@ -654,6 +658,7 @@ impl Runtime {
         let path = info.log_path.clone();
         let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
         let mut reader = BufReader::new(file);
+        let watch = follow.then(|| watch::DirWatch::new(&self.cdir(&info.id).0));
         let mut pending: Vec<u8> = Vec::new();
         let io = |e: std::io::Error| RuntimeError::Io {
             context: format!("logs of {}", info.id),
@@ -691,7 +696,9 @@ impl Runtime {
                 }
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            if let Some(watch) = &watch {
+                watch.wait(SLOW_POLL);
+            }
         }
     }
 
@@ -786,6 +793,7 @@ impl Runtime {
     /// Waits until exit.json exists (true) or the timeout passes / the shim is gone (false).
     fn wait_exited(&self, id: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        let watch = watch::DirWatch::new(&self.cdir(id).0);
         loop {
             match self.info(id) {
                 Ok(i) if i.status == Status::Exited => return true,
@@ -793,10 +801,11 @@ impl Runtime {
                 Err(_) => return true, // auto-removed
                 _ => {}
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return false;
             }
-            std::thread::sleep(POLL);
+            watch.wait(SLOW_POLL.min(deadline - now));
         }
     }
 
