@@ -11,8 +11,7 @@ use common::Skiff;
 
 #[test]
 fn invalid_memory_size_is_rejected_before_anything_changes() {
-    let s = Skiff::new();
-    s.import_busybox("bb:1");
+    let s = Skiff::with_busybox();
     let err = s.fails(&["run", "--memory", "12q", "bb:1", "true"]);
     assert!(
         err.contains("12q"),
@@ -36,8 +35,7 @@ fn missing_image_is_a_clear_error() {
 
 #[test]
 fn container_names_are_unique() {
-    let s = Skiff::new();
-    s.import_busybox("bb:1");
+    let s = Skiff::with_busybox();
     s.ok(&["run", "-d", "--name", "one", "bb:1", "sleep", "30"]);
     let err = s.fails(&["run", "-d", "--name", "one", "bb:1", "sleep", "30"]);
     assert!(err.contains("already in use"), "{err}");

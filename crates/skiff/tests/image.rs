@@ -80,7 +80,7 @@ fn build_history_save_import_round_trip() {
     let rm = s.ok(&["image", "rm", "site:v1"]);
     assert!(rm.contains("Untagged: site:v1"), "{rm}");
     assert!(!s.ok(&["image", "ls"]).contains("site"));
-    let blobs = fs::read_dir(s.data.join("images/blobs/sha256"))
+    let blobs = fs::read_dir(s.data_dir().join("images/blobs/sha256"))
         .unwrap()
         .count();
     assert_eq!(blobs, 0, "no blobs may remain");

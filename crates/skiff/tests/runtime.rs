@@ -2,143 +2,16 @@
 //! overlay mounts, cgroups). Every test has its own data dir and checks on the way out that
 //! no mounts or cgroups of it are left behind.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "sleep", "true", "false", "id", "pwd", "env", "ls", "head", "dd", "tr",
-    "hostname", "printf", "test", "wc", "kill", "grep",
-];
+mod common;
 
-struct Skiff {
-    dir: tempfile::TempDir,
-}
-
-impl Skiff {
-    /// A fresh data dir with a busybox image imported as `bb:1`.
-    fn new() -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "runtime tests need root (namespaces, mounts, cgroups)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for a in APPLETS {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
-        }
-        let tar = dir.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let s = Skiff { dir };
-        let out = s.cmd(&["image", "import", tar.to_str().unwrap(), "-t", "bb:1"]);
-        assert!(
-            out.status.success(),
-            "import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        s
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        std::fs::canonicalize(self.dir.path()).unwrap().join("data")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        c.arg("--data-dir").arg(self.data_dir()).args(args);
-        c.env_remove("SKIFF_DATA_DIR");
-        c
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        self.command(args).stdin(Stdio::null()).output().unwrap()
-    }
-
-    /// Runs and returns (exit code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let o = self.cmd(args);
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "skiff {args:?} failed: {err}");
-        out
-    }
-
-    fn container_dir(&self, id: &str) -> PathBuf {
-        self.data_dir().join("containers").join(id)
-    }
-
-    /// Polls `ps -a` until the container's status line matches `pred`.
-    fn wait_status(&self, name: &str, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let ps = self.ok(&["ps", "-a"]);
-            if let Some(line) = ps.lines().find(|l| l.trim_end().ends_with(name)) {
-                if pred(line) {
-                    return line.to_string();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timeout waiting for {name}: {ps}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Skiff {
-    fn drop(&mut self) {
-        // Remove whatever is left, then verify nothing leaked onto the host.
-        let containers = self.data_dir().join("containers");
-        if let Ok(rd) = std::fs::read_dir(&containers) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if !name.starts_with('.') {
-                    let _ = self.cmd(&["rm", "-f", &name]);
-                }
-            }
-        }
-        let root = std::fs::canonicalize(self.dir.path()).unwrap();
-        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(root.to_str().unwrap()))
-            .map(String::from)
-            .collect();
-        let cgroups = leftover_cgroups(&self.data_dir());
-        if !std::thread::panicking() {
-            assert!(mounts.is_empty(), "leftover mounts: {mounts:?}");
-            assert!(cgroups.is_empty(), "leftover cgroups: {cgroups:?}");
-        }
-    }
-}
-
-/// The per-data-dir cgroup parent in every hierarchy (see skiff_runtime::spec::cgroup_parent).
-fn leftover_cgroups(data_dir: &Path) -> Vec<PathBuf> {
-    skiff_runtime::leftover_cgroups(data_dir)
-}
+use common::Skiff;
 
 #[test]
 fn exit_codes_and_stdout() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     let (code, out, _) = s.run(&["run", "--rm", "bb:1", "sh", "-c", "echo hello; exit 3"]);
     assert_eq!(code, 3);
     assert_eq!(out, "hello\n");
@@ -155,7 +28,7 @@ fn exit_codes_and_stdout() {
 
 #[test]
 fn env_workdir_user() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     let out = s.ok(&[
         "run",
         "--rm",
@@ -199,7 +72,7 @@ fn env_workdir_user() {
 
 #[test]
 fn cri_log_file_streams_and_tags() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     let id = s.ok(&[
         "run",
         "-d",
@@ -238,7 +111,7 @@ fn cri_log_file_streams_and_tags() {
 
 #[test]
 fn logs_follow_while_running() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     s.ok(&[
         "run",
         "-d",
@@ -261,7 +134,7 @@ fn logs_follow_while_running() {
 
 #[test]
 fn memory_limit_oom_kill() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     let (code, _, err) = s.run(&[
         "run",
         "--name",
@@ -284,7 +157,7 @@ fn memory_limit_oom_kill() {
 
 #[test]
 fn pids_limit() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     let (_, out, err) = s.run(&[
         "run",
         "--rm",
@@ -305,7 +178,7 @@ fn pids_limit() {
 
 #[test]
 fn stop_grace_period() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     // Traps TERM: exits by itself, well before the grace period ends.
     s.ok(&[
         "run",
@@ -343,7 +216,7 @@ fn stop_grace_period() {
 
 #[test]
 fn detached_container_outlives_cli_and_exec() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     let id = s.ok(&["run", "-d", "--name", "bg", "bb:1", "sleep", "1000"]);
     let id = id.trim().to_string();
     // The CLI has exited; the container keeps running under its shim.
@@ -405,7 +278,7 @@ fn detached_container_outlives_cli_and_exec() {
 
 #[test]
 fn rm_force_running() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     let id = s.ok(&["run", "-d", "bb:1", "sleep", "1000"]);
     s.ok(&["rm", "-f", id.trim()]);
     assert_eq!(s.ok(&["ps", "-a"]).lines().count(), 1);
@@ -420,7 +293,7 @@ fn rm_force_running() {
 
 #[test]
 fn names_are_unique() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     s.ok(&["run", "-d", "--name", "same", "bb:1", "sleep", "100"]);
     let (code, _, err) = s.run(&["run", "-d", "--name", "same", "bb:1", "true"]);
     assert_ne!(code, 0);
@@ -430,7 +303,7 @@ fn names_are_unique() {
 
 #[test]
 fn twenty_concurrent_runs() {
-    let s = Skiff::new();
+    let s = Skiff::with_busybox();
     let children: Vec<_> = (0..20)
         .map(|_| {
             s.command(&["run", "--rm", "bb:1", "true"])

@@ -1,21 +1,23 @@
 //! Shared harness for the CLI tests: each `Skiff` owns a private data dir, runs the real binary
-//! against it, and on drop force-removes every container it made so no mount or cgroup is left.
+//! against it, and on drop force-removes every container it made, then fails the test if any
+//! mount or cgroup of that data dir is left on the host.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "true", "false", "id", "pwd", "env", "ls", "head", "dd", "tr",
-    "hostname", "ps", "mkdir", "rm", "touch", "yes", "kill", "wc", "grep", "test", "[", "seq",
+    "hostname", "printf", "ps", "mkdir", "rm", "touch", "kill", "wc", "grep", "test", "seq",
 ];
 
 pub struct Skiff {
     pub dir: tempfile::TempDir,
-    pub data: PathBuf,
 }
 
 impl Skiff {
+    /// An empty data dir.
     pub fn new() -> Self {
         assert!(
             nix::unistd::geteuid().is_root(),
@@ -25,45 +27,91 @@ impl Skiff {
             .prefix("skiff-test-")
             .tempdir()
             .expect("tempdir");
-        let data = dir.path().join("data");
-        Skiff { dir, data }
+        Skiff { dir }
+    }
+
+    /// A data dir with a busybox rootfs imported as `bb:1`.
+    pub fn with_busybox() -> Self {
+        let s = Skiff::new();
+        s.import_busybox("bb:1");
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        std::fs::canonicalize(self.dir.path())
+            .expect("canonical tempdir")
+            .join("data")
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.data_dir().join("containers").join(id)
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        cmd.arg("--data-dir").arg(&self.data).args(args);
+        cmd.arg("--data-dir").arg(self.data_dir()).args(args);
+        cmd.env_remove("SKIFF_DATA_DIR");
         cmd
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("spawn skiff")
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn skiff")
+    }
+
+    /// Runs and returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.cmd(args);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     }
 
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "skiff {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (code, out, err) = self.run(args);
+        assert_eq!(
+            code, 0,
+            "skiff {args:?} failed\nstdout: {out}\nstderr: {err}"
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out
     }
 
     /// Runs and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "skiff {args:?} should have failed\nstdout: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let (code, out, err) = self.run(args);
+        assert_ne!(code, 0, "skiff {args:?} should have failed\nstdout: {out}");
+        err
     }
 
-    /// A directory with bin/busybox and applet symlinks: a minimal rootfs or build context.
+    /// Polls `ps -a` until the named container's status line matches `pred`.
+    pub fn wait_status(
+        &self,
+        name: &str,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ps = self.ok(&["ps", "-a"]);
+            if let Some(line) = ps.lines().find(|l| l.trim_end().ends_with(name)) {
+                if pred(line) {
+                    return line.to_string();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timeout waiting for {name}: {ps}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A directory with bin/busybox, applet symlinks and passwd/group files.
     pub fn busybox_rootfs(&self, name: &str) -> PathBuf {
         let root = self.dir.path().join(name);
         std::fs::create_dir_all(root.join("bin")).expect("mkdir bin");
@@ -100,17 +148,26 @@ impl Skiff {
 
 impl Drop for Skiff {
     fn drop(&mut self) {
-        let out = self.run(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = self.run(&["rm", "-f", id]);
+        let (_, ids, _) = self.run(&["ps", "-aq"]);
+        for id in ids.split_whitespace() {
+            let _ = self.cmd(&["rm", "-f", id]);
         }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let leaked: Vec<&str> = mounts
+        let root = self.data_dir();
+        let root = root
+            .parent()
+            .unwrap_or(&root)
+            .to_string_lossy()
+            .into_owned();
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains(self.dir.path().to_str().unwrap_or("\0")))
+            .filter(|l| l.contains(&root))
+            .map(String::from)
             .collect();
+        let cgroups = skiff_runtime::leftover_cgroups(&self.data_dir());
         if !std::thread::panicking() {
-            assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
+            assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
+            assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:#?}");
         }
     }
 }
