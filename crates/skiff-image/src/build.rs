@@ -602,16 +602,7 @@ fn plan_step(
             simple(format!("WORKDIR {abs}"), config)
         }
         Instruction::Copy(c) => {
-            let flags: Vec<(String, Option<String>)> = c
-                .options
-                .iter()
-                .map(|f| {
-                    (
-                        f.name.value.to_string(),
-                        f.value.as_ref().map(|v| v.value.to_string()),
-                    )
-                })
-                .collect();
+            let flags = flag_pairs(&c.options);
             plan_copy(
                 ctx,
                 state,
@@ -625,16 +616,7 @@ fn plan_step(
             )?
         }
         Instruction::Add(c) => {
-            let flags: Vec<(String, Option<String>)> = c
-                .options
-                .iter()
-                .map(|f| {
-                    (
-                        f.name.value.to_string(),
-                        f.value.as_ref().map(|v| v.value.to_string()),
-                    )
-                })
-                .collect();
+            let flags = flag_pairs(&c.options);
             plan_copy(
                 ctx,
                 state,
@@ -690,6 +672,19 @@ fn plan_step(
         Instruction::Onbuild(_) => return Err(ctx.err(line, "ONBUILD is not supported")),
         _ => return Err(ctx.err(line, "unsupported instruction")),
     })
+}
+
+/// `--name=value` flags of COPY/ADD as owned pairs.
+fn flag_pairs(options: &[parse_dockerfile::Flag<'_>]) -> Vec<(String, Option<String>)> {
+    options
+        .iter()
+        .map(|f| {
+            (
+                f.name.value.to_string(),
+                f.value.as_ref().map(|v| v.value.to_string()),
+            )
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
