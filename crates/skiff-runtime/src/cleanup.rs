@@ -8,6 +8,9 @@ use std::path::Path;
 use libcontainer::container::Container;
 use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{umount2, MntFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::Duration;
 
 use crate::store::{append_line, external_work_dir, CDir, Layout};
 use crate::ContainerSpec;
@@ -50,8 +53,7 @@ pub(crate) fn leftovers(layout: &Layout, id: &str, cdir: &CDir, spec: &Container
 
 /// Removes a directory tree; a missing one is fine. Refuses while the rootfs is mounted.
 pub(crate) fn remove_dir(dir: &Path) -> bool {
-    let rootfs = dir.join("rootfs");
-    if is_mounted(&rootfs) && unmount_all(&rootfs).is_err() {
+    if unmount_all(&dir.join("rootfs")).is_err() {
         return false;
     }
     match fs::remove_dir_all(dir) {
@@ -60,7 +62,9 @@ pub(crate) fn remove_dir(dir: &Path) -> bool {
     }
 }
 
-/// True if `path` is a mount point in this mount namespace.
+/// True if `path` is a mount point in this mount namespace. Only tests use it now:
+/// [`unmount_all`] asks umount2 instead (cheaper).
+#[cfg(test)]
 pub(crate) fn is_mounted(path: &Path) -> bool {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return false;
@@ -71,6 +75,7 @@ pub(crate) fn is_mounted(path: &Path) -> bool {
         .any(|mp| unescape_mountinfo(mp) == want)
 }
 
+#[cfg(test)]
 fn unescape_mountinfo(s: &str) -> String {
     // mountinfo escapes space, tab, newline and backslash as \ooo.
     let b = s.as_bytes();
@@ -94,12 +99,13 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// Unmounts `path` (repeatedly, in case of stacked mounts); lazily if it is busy.
+///
+/// Asks umount2 directly instead of looking the path up in /proc/self/mountinfo first:
+/// EINVAL already means "not a mount point", and formatting mountinfo costs more than the
+/// whole unmount on a host with many mounts.
 pub(crate) fn unmount_all(path: &Path) -> nix::Result<()> {
     for _ in 0..8 {
-        if !is_mounted(path) {
-            return Ok(());
-        }
-        match umount2(path, MntFlags::empty()) {
+        match umount2(path, MntFlags::UMOUNT_NOFOLLOW) {
             Ok(()) => {}
             Err(nix::errno::Errno::EBUSY) => umount2(path, MntFlags::MNT_DETACH)?,
             Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => return Ok(()),
@@ -107,6 +113,48 @@ pub(crate) fn unmount_all(path: &Path) -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deletes a stopped container's cgroups and libcontainer state the way libcontainer's
+/// `Container::delete` does for a container without hooks (skiff sets none): SIGKILL what is
+/// left in each cgroup, rmdir it (retrying while dying processes leave), remove the state
+/// dir. Why not `delete` itself: it first builds a cgroup manager, which re-reads and
+/// re-verifies /proc/self/mountinfo once per controller (~1.5 ms of the teardown).
+/// Returns false when something is left; the caller then falls back to libcontainer.
+pub(crate) fn delete_stopped(layout: &Layout, id: &str) -> bool {
+    let cgroups_path = crate::spec::cgroups_path(&layout.data_dir, id);
+    let rel = cgroups_path.trim_start_matches('/');
+    let mut ok = true;
+    for root in hierarchy_roots() {
+        let p = root.join(rel);
+        if !p.is_dir() {
+            continue;
+        }
+        if let Ok(procs) = fs::read_to_string(p.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        // libcontainer's schedule: 4 tries, 10 ms backoff growing up to 100 ms.
+        let mut delay = Duration::from_millis(10);
+        let mut removed = false;
+        for attempt in 1..=4u32 {
+            if fs::remove_dir(&p).is_ok() || !p.exists() {
+                removed = true;
+                break;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * attempt).min(Duration::from_millis(100));
+        }
+        ok &= removed;
+    }
+    let lc_dir = layout.runtime_root().join(id);
+    match fs::remove_dir_all(&lc_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => ok = false,
+    }
+    ok
 }
 
 /// Every place a cgroup path can live: each v1 hierarchy and the v2 root.

@@ -59,8 +59,8 @@ pub use cleanup::leftover_cgroups;
 pub use cri::{format_cri_line, parse_cri_line};
 
 use store::{
-    io_err, lock_file, read_json, same_process_alive, write_json_atomic, CDir, Layout, StoredSpec,
-    StoredState,
+    io_err, lock_file, read_json, same_process_alive, write_json_atomic, write_state_json, CDir,
+    Layout, StoredSpec, StoredState,
 };
 
 /// Errors of the runtime. Every message names the container and what failed.
@@ -245,6 +245,9 @@ pub struct Runtime {
     /// Shared locks on wait.lock of auto-remove containers this process started, taken
     /// before the shim runs so a quick exit cannot remove exit.json before `wait` reads it.
     held: Mutex<HashMap<String, Flock<File>>>,
+    /// Our end of the sync socket of shims this process started: the shim wakes it after
+    /// log writes and closes its end once exit.json is written (see [`watch::DirWatch`]).
+    notify: Mutex<HashMap<String, OwnedFd>>,
 }
 
 /// Exit record from a wait status: 128+N for signal N; OOM-killed and killed by a signal is
@@ -344,6 +347,7 @@ impl Runtime {
             config,
             layout: Layout { data_dir },
             held: Mutex::new(HashMap::new()),
+            notify: Mutex::new(HashMap::new()),
         })
     }
 
@@ -439,7 +443,7 @@ impl Runtime {
         fs::create_dir_all(&bundle).map_err(io_err(format!("creating {}", bundle.display())))?;
         oci.save(bundle.join("config.json"))
             .map_err(|e| RuntimeError::Other(format!("writing OCI config of {id}: {e}")))?;
-        write_json_atomic(&cdir.state(), &StoredState::default())?;
+        write_state_json(&cdir.state(), &StoredState::default())?;
         fs::File::create(cdir.log()).map_err(io_err("creating container.log"))?;
         if auto_remove {
             let lock = lock_file(&cdir.wait_lock(), FlockArg::LockShared)?;
@@ -491,10 +495,14 @@ impl Runtime {
         match reply {
             Ok(line) => {
                 if let Some(pid) = line.strip_prefix("started ") {
-                    return pid.trim().parse().map_err(|_| RuntimeError::StartFailed {
+                    let pid = pid.trim().parse().map_err(|_| RuntimeError::StartFailed {
                         id: id.to_string(),
                         message: format!("bad reply from shim: {line:?}"),
-                    });
+                    })?;
+                    if let Ok(mut n) = self.notify.lock() {
+                        n.insert(id.to_string(), ours);
+                    }
+                    return Ok(pid);
                 }
                 let message = line
                     .strip_prefix("error ")
@@ -522,6 +530,25 @@ impl Runtime {
     fn held_lock(&self, id: &str) {
         if let Ok(mut h) = self.held.lock() {
             h.remove(id);
+        }
+    }
+
+    fn forget_shim(&self, id: &str) {
+        if let Ok(mut n) = self.notify.lock() {
+            n.remove(id);
+        }
+    }
+
+    /// Wake-ups for changes of container `id`: from its shim when we started it, else inotify.
+    fn watch(&self, id: &str) -> watch::DirWatch {
+        let sock = self
+            .notify
+            .lock()
+            .ok()
+            .and_then(|n| n.get(id).and_then(|fd| fd.try_clone().ok()));
+        match sock {
+            Some(sock) => watch::DirWatch::shim(sock),
+            None => watch::DirWatch::new(&self.cdir(id).0),
         }
     }
 
@@ -602,6 +629,13 @@ impl Runtime {
         if q.is_empty() {
             return Err(RuntimeError::NotFound(q.to_string()));
         }
+        // A full id (what `run`, `wait` and `rm` pass around) is read directly instead of
+        // loading every container's spec.json.
+        if q.len() == 64 && q.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Ok(Some(s)) = read_json::<StoredSpec>(&self.cdir(q).spec()) {
+                return Ok(self.info_of(s));
+            }
+        }
         let all = self.load_all_specs();
         if let Some(s) = all.iter().find(|s| s.id == q || s.name == q) {
             return Ok(self.info_of(s.clone()));
@@ -627,9 +661,10 @@ impl Runtime {
             Some(l) => Some(l),
             None => lock_file(&cdir.wait_lock(), FlockArg::LockShared).ok(),
         };
-        let watch = watch::DirWatch::new(&cdir.0);
+        let watch = self.watch(&info.id);
         loop {
             if let Some(exit) = read_json::<ExitInfo>(&cdir.exit())? {
+                self.forget_shim(&info.id);
                 return Ok(exit);
             }
             if !cdir.0.exists() {
@@ -658,7 +693,7 @@ impl Runtime {
         let path = info.log_path.clone();
         let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
         let mut reader = BufReader::new(file);
-        let watch = follow.then(|| watch::DirWatch::new(&self.cdir(&info.id).0));
+        let watch = follow.then(|| self.watch(&info.id));
         let mut pending: Vec<u8> = Vec::new();
         let io = |e: std::io::Error| RuntimeError::Io {
             context: format!("logs of {}", info.id),
@@ -793,7 +828,7 @@ impl Runtime {
     /// Waits until exit.json exists (true) or the timeout passes / the shim is gone (false).
     fn wait_exited(&self, id: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let watch = watch::DirWatch::new(&self.cdir(id).0);
+        let watch = self.watch(id);
         loop {
             match self.info(id) {
                 Ok(i) if i.status == Status::Exited => return true,
@@ -866,6 +901,7 @@ impl Runtime {
                 std::thread::sleep(POLL);
             }
         }
+        self.forget_shim(&id);
         let cdir = self.cdir(&id);
         let stored: Option<StoredSpec> = read_json(&cdir.spec())?;
         if let Some(stored) = &stored {

@@ -26,8 +26,8 @@ use nix::unistd::{fork, getpid, pipe2, read, setsid, ForkResult, Pid};
 
 use crate::cri::{format_cri_line, now_rfc3339_nano, LineSplitter};
 use crate::store::{
-    append_line, external_work_dir, lock_file, proc_start_time, read_json, write_json_atomic, CDir,
-    Layout, StoredSpec, StoredState,
+    append_line, external_work_dir, lock_file, proc_start_time, read_json, write_json_atomic,
+    write_state_json, CDir, Layout, StoredSpec, StoredState,
 };
 use crate::{cleanup, exit_info, lc_error, ContainerSpec, Result, RuntimeError, Stream};
 
@@ -41,7 +41,10 @@ const MAX_MOUNT_DATA: usize = 4000;
 ///
 /// The calling process must be single-threaded (no async runtime started yet).
 pub fn main(data_dir: &Path, id: &str) -> ! {
-    let mut reporter = Reporter { fd: take_sync_fd() };
+    let mut reporter = Reporter {
+        fd: take_sync_fd(),
+        started: false,
+    };
     // Detach: the caller reaps this first process immediately; the child is reparented to
     // init (or a subreaper) and keeps running when the caller exits.
     // SAFETY: the shim is single-threaded here, so fork is sound.
@@ -72,24 +75,47 @@ pub fn main(data_dir: &Path, id: &str) -> ! {
     }
 }
 
-/// Reports the start result to the waiting caller exactly once.
+/// Reports the start result to the waiting caller exactly once ("started PID" or "error
+/// MSG", one line). After "started" the socket stays open as a wake-up channel: one byte
+/// after each batch of log writes, and closed once exit.json is written (the caller waits
+/// on it instead of inotify, see `watch::DirWatch::shim`).
 struct Reporter {
     fd: Option<OwnedFd>,
+    started: bool,
 }
 
 impl Reporter {
-    fn send(&mut self, msg: &str) {
-        if let Some(fd) = self.fd.take() {
+    fn send_line(&mut self, msg: &str) {
+        if let Some(fd) = &self.fd {
             let line = format!("{}\n", msg.replace('\n', " "));
             // MSG_NOSIGNAL: the caller may have given up; never die of SIGPIPE for it.
             let _ = send(fd.as_raw_fd(), line.as_bytes(), MsgFlags::MSG_NOSIGNAL);
         }
     }
     fn started(&mut self, pid: i32) {
-        self.send(&format!("started {pid}"));
+        self.send_line(&format!("started {pid}"));
+        self.started = true;
     }
     fn error(&mut self, msg: &str) {
-        self.send(&format!("error {msg}"));
+        if !self.started {
+            self.send_line(&format!("error {msg}"));
+            self.fd = None;
+        }
+    }
+    /// Best effort, never blocks: a full buffer already means a wake-up is pending, and a
+    /// caller that went away (EPIPE) gets no more.
+    fn wake(&mut self) {
+        if let Some(fd) = &self.fd {
+            let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+            match send(fd.as_raw_fd(), b".", flags) {
+                Ok(_) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                Err(_) => self.fd = None,
+            }
+        }
+    }
+    /// Closes the channel: the caller's next wait returns at once.
+    fn finish(&mut self) {
+        self.fd = None;
     }
 }
 
@@ -118,7 +144,7 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
         shim_start: proc_start_time(me),
         ..Default::default()
     };
-    write_json_atomic(&cdir.state(), &state)?;
+    write_state_json(&cdir.state(), &state)?;
 
     let started = mount_rootfs(cdir, &stored.spec).and_then(|()| start(layout, id, cdir));
     let (container, pid, out_r, err_r) = match started {
@@ -131,13 +157,12 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
     state.pid = Some(pid.as_raw());
     state.pid_start = proc_start_time(pid.as_raw());
     state.started_at = Some(now_rfc3339_nano());
-    if let Err(e) = write_json_atomic(&cdir.state(), &state) {
+    if let Err(e) = write_state_json(&cdir.state(), &state) {
         append_line(&cdir.shim_log(), &format!("error: {e}"));
     }
     reporter.started(pid.as_raw());
-    drop(std::mem::replace(reporter, Reporter { fd: None }));
 
-    if let Err(e) = pump_logs(&cdir.log(), out_r, err_r) {
+    if let Err(e) = pump_logs(&cdir.log(), out_r, err_r, reporter) {
         append_line(&cdir.shim_log(), &format!("log copy failed: {e}"));
     }
     let status = loop {
@@ -159,9 +184,14 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
     };
     let exit = exit_info(code, sig, oom_killed, now_rfc3339_nano());
 
-    delete_container(container, cdir);
+    // The init is reaped: delete cgroups and libcontainer state without libcontainer's
+    // cgroup manager (see cleanup::delete_stopped); libcontainer only if that fell short.
+    if !cleanup::delete_stopped(layout, id) {
+        delete_container(container, cdir);
+    }
     cleanup::leftovers(layout, id, cdir, &stored.spec);
     write_json_atomic(&cdir.exit(), &exit)?;
+    reporter.finish();
 
     if stored.spec.auto_remove {
         // Waiters hold wait.lock shared until they have read exit.json.
@@ -321,7 +351,12 @@ fn start_error(id: &str, e: &libcontainer::error::LibcontainerError) -> RuntimeE
 }
 
 /// Copies both pipes into the CRI log until both reach EOF.
-fn pump_logs(log: &Path, out_r: OwnedFd, err_r: OwnedFd) -> std::io::Result<()> {
+fn pump_logs(
+    log: &Path,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    reporter: &mut Reporter,
+) -> std::io::Result<()> {
     let mut file = OpenOptions::new().create(true).append(true).open(log)?;
     let mut streams = [
         (Some(out_r), Stream::Stdout, LineSplitter::default()),
@@ -365,8 +400,12 @@ fn pump_logs(log: &Path, out_r: OwnedFd, err_r: OwnedFd) -> std::io::Result<()> 
                 splitter.push(&buf[..n])
             };
             let now = now_rfc3339_nano();
+            let wrote = !records.is_empty();
             for (full, text) in records {
                 file.write_all(&format_cri_line(&now, *stream, full, &text))?;
+            }
+            if wrote {
+                reporter.wake();
             }
         }
     }
