@@ -1,0 +1,1027 @@
+//! The SQLite backend: one append-only `log` table whose row id is the global revision.
+//!
+//! * Writes go to one writer thread over a channel. The thread takes everything queued,
+//!   applies each operation (checking its own precondition) inside ONE transaction and commits
+//!   once, so N concurrent writers share one fsync (group commit). A failed precondition only
+//!   fails that operation; an SQLite error fails the whole batch (it is rolled back).
+//! * After the commit, the writer publishes the batch's events to the in-process watchers and
+//!   only then answers the callers, so a caller that saw its write return sees it in
+//!   `current_revision`, in lists and in watches started afterwards.
+//! * Reads use a small pool of read-only connections on blocking threads; WAL lets them run
+//!   while the writer commits. Each list is one read transaction (one snapshot).
+//! * A sidecar `<db>.lock` database held in SQLite's EXCLUSIVE locking mode makes a second
+//!   store on the same file (in this or another process) fail at open: watches fan out in
+//!   process, so a second writer would silently miss events.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    Event, EventKind, KeyValue, ListOptions, ListResult, Result, Store, StoreError, Watch,
+};
+
+/// Tuning knobs of [`SqliteStore`]; [`Default`] suits the API server.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+    /// Read connections kept open (more are opened on demand and closed after use).
+    pub read_connections: usize,
+    /// Capacity of a watch: both the receiver's channel (events) and the queue of committed
+    /// batches waiting for the watch's forwarding task. A watcher that lets the latter fill up
+    /// is dropped: its receiver ends and the caller must re-list.
+    pub watch_buffer: usize,
+    /// How long a connection waits on an SQLite lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            max_batch: 1024,
+            read_connections: 4,
+            watch_buffer: 1024,
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Rows per watch-replay read and compaction step.
+const PAGE: i64 = 1000;
+const COMPACT_STEP: i64 = 10_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    create_revision INTEGER NOT NULL,
+    prev_revision INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_name_id ON log (name, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1), ('compact_revision', 0);
+";
+
+trait Ctx<T> {
+    fn ctx(self, what: &str) -> Result<T>;
+}
+
+impl<T> Ctx<T> for std::result::Result<T, rusqlite::Error> {
+    fn ctx(self, what: &str) -> Result<T> {
+        self.map_err(|e| StoreError::Backend(format!("{what}: {e}")))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves the data consistent (plain lists).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The SQLite-backed [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    writer_tx: Option<std_mpsc::Sender<WriteReq>>,
+    writer: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    readers: Arc<ReadPool>,
+    /// Compaction runs on its own connection (serialised by this mutex) so the writer keeps
+    /// committing between compaction steps.
+    compactor: Arc<Mutex<Option<Connection>>>,
+    watch_buffer: usize,
+    _lock: Mutex<Connection>,
+}
+
+/// State shared by the writer thread and the store handle.
+struct Shared {
+    current: AtomicI64,
+    compacted: AtomicI64,
+    subs: Mutex<Subscribers>,
+}
+
+struct Subscribers {
+    /// Highest revision whose events have been handed to the subscribers.
+    published: i64,
+    list: Vec<Subscriber>,
+}
+
+struct Subscriber {
+    prefix: String,
+    tx: mpsc::Sender<Arc<[Event]>>,
+    /// Dropped together with the subscriber: tells the forwarding task to stop at once.
+    _cancel: oneshot::Sender<()>,
+}
+
+enum Op {
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: i64,
+    },
+    Delete {
+        key: String,
+        expected: Option<i64>,
+    },
+}
+
+struct WriteReq {
+    op: Op,
+    reply: oneshot::Sender<Result<KeyValue>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with default options.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open_with(path: &Path, opts: SqliteOptions) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Backend(format!("create directory {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let lock_conn = take_lock(path)?;
+        let what = format!("open {}", path.display());
+        let mut conn = Connection::open(path).ctx(&what)?;
+        configure(&conn, &opts).ctx(&what)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .ctx(&what)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "{what}: cannot switch to WAL journal mode (got {mode})"
+            )));
+        }
+        conn.execute_batch(SCHEMA)
+            .ctx(&format!("{what}: create schema"))?;
+        let (current, compacted) = {
+            let tx = conn.transaction().ctx(&what)?;
+            let current = current_rev(&tx)?;
+            let compacted = compact_rev(&tx)?;
+            (current, compacted)
+        };
+        let shared = Arc::new(Shared {
+            current: AtomicI64::new(current),
+            compacted: AtomicI64::new(compacted),
+            subs: Mutex::new(Subscribers {
+                published: current,
+                list: Vec::new(),
+            }),
+        });
+        let readers = Arc::new(ReadPool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+            max_idle: opts.read_connections.max(1),
+            busy_timeout: opts.busy_timeout,
+        });
+        // Open one reader now so a broken file fails here rather than on the first read.
+        readers.with(|_| Ok(()))?;
+        let (writer_tx, rx) = std_mpsc::channel();
+        let writer_shared = shared.clone();
+        let max_batch = opts.max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("skiff-store-writer".into())
+            .spawn(move || writer_loop(conn, rx, writer_shared, max_batch))
+            .map_err(|e| StoreError::Backend(format!("spawn writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer_tx: Some(writer_tx),
+            writer: Some(writer),
+            shared,
+            readers,
+            compactor: Arc::new(Mutex::new(None)),
+            watch_buffer: opts.watch_buffer.max(1),
+            _lock: Mutex::new(lock_conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The revision at or below which history has been compacted (0 = none).
+    pub fn compacted_revision(&self) -> i64 {
+        self.shared.compacted.load(Ordering::SeqCst)
+    }
+
+    async fn write(&self, op: Op) -> Result<KeyValue> {
+        let (reply, rx) = oneshot::channel();
+        let closed = || StoreError::Backend("store writer is not running".into());
+        self.writer_tx
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(WriteReq { op, reply })
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        read_blocking(self.readers.clone(), f).await
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel stops the writer after its current batch; wait for it so the
+        // file is closed (and the lock released) when drop returns.
+        self.writer_tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(opts.busy_timeout)?;
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")
+}
+
+/// Holds `<path>.lock` exclusively for the life of the store.
+fn take_lock(path: &Path) -> Result<Connection> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let what = format!("lock {}", lock_path.display());
+    let conn = Connection::open(&lock_path).ctx(&what)?;
+    conn.execute_batch(
+        "PRAGMA locking_mode=EXCLUSIVE; CREATE TABLE IF NOT EXISTS holder (pid INTEGER);",
+    )
+    .and_then(|_| {
+        conn.execute_batch("BEGIN EXCLUSIVE; DELETE FROM holder;")?;
+        conn.execute(
+            "INSERT INTO holder (pid) VALUES (?1)",
+            params![std::process::id()],
+        )?;
+        conn.execute_batch("COMMIT")
+    })
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Backend(format!(
+                "{} is already in use by another store (lock {} is held)",
+                path.display(),
+                lock_path.display()
+            ))
+        }
+        _ => StoreError::Backend(format!("{what}: {e}")),
+    })?;
+    Ok(conn)
+}
+
+fn current_rev(conn: &Connection) -> Result<i64> {
+    // sqlite_sequence, not max(id): compaction may delete the newest row (a tombstone) and the
+    // revision must never go back.
+    let seq: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'log'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx("read current revision")?;
+    Ok(seq.unwrap_or(0))
+}
+
+fn compact_rev(conn: &Connection) -> Result<i64> {
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'compact_revision'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx("read compact revision")?;
+    Ok(v.unwrap_or(0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+    busy_timeout: Duration,
+}
+
+impl ReadPool {
+    fn open(&self) -> Result<Connection> {
+        let what = format!("open {} for reading", self.path.display());
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ctx(&what)?;
+        conn.busy_timeout(self.busy_timeout).ctx(&what)?;
+        conn.execute_batch("PRAGMA query_only=ON").ctx(&what)?;
+        Ok(conn)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let pooled = lock(&self.idle).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let out = f(&mut conn);
+        let mut idle = lock(&self.idle);
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+async fn read_blocking<T, F>(pool: Arc<ReadPool>, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || pool.with(f))
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+}
+
+/// The smallest string greater than every string starting with `prefix` (None = unbounded).
+/// UTF-8 byte order equals code point order, which is how SQLite compares TEXT (BINARY).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(c) = chars.pop() {
+        let next = match c {
+            '\u{D7FF}' => Some('\u{E000}'),
+            char::MAX => None,
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(n) = next {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+struct Row {
+    id: i64,
+    deleted: bool,
+    create_revision: i64,
+    value: Vec<u8>,
+}
+
+fn latest_row(conn: &Connection, key: &str) -> Result<Option<Row>> {
+    conn.prepare_cached(
+        "SELECT id, deleted, create_revision, value FROM log WHERE name = ?1 \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .and_then(|mut st| {
+        st.query_row(params![key], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                deleted: r.get::<_, i64>(1)? != 0,
+                create_revision: r.get(2)?,
+                value: r.get(3)?,
+            })
+        })
+        .optional()
+    })
+    .ctx("read latest row")
+}
+
+fn get_blocking(conn: &mut Connection, key: &str) -> Result<Option<KeyValue>> {
+    Ok(latest_row(conn, key)?
+        .filter(|r| !r.deleted)
+        .map(|r| KeyValue {
+            key: key.to_string(),
+            value: r.value,
+            create_revision: r.create_revision,
+            mod_revision: r.id,
+        }))
+}
+
+fn list_blocking(conn: &mut Connection, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
+    let tx = conn.transaction().ctx("begin list")?;
+    let current = current_rev(&tx)?;
+    let compacted = compact_rev(&tx)?;
+    let rev = if opts.revision <= 0 {
+        current
+    } else {
+        opts.revision
+    };
+    if rev > current {
+        return Err(StoreError::FutureRevision {
+            requested: rev,
+            current,
+        });
+    }
+    if rev < compacted {
+        return Err(StoreError::Compacted {
+            requested: rev,
+            compacted,
+        });
+    }
+    let end = prefix_end(prefix);
+    let (lower_op, lower) = match &opts.start_after {
+        Some(after) if after.as_str() >= prefix => (">", after.as_str()),
+        _ => (">=", prefix),
+    };
+    let mut sql = format!(
+        "SELECT name, value, create_revision, id FROM log AS l \
+         WHERE name {lower_op} ?1 AND id <= ?2"
+    );
+    if end.is_some() {
+        sql.push_str(" AND name < ?4");
+    }
+    // The latest row of each key at `rev`; the (name, id) index yields rows in key order, so
+    // the scan stops after `limit + 1` live keys.
+    sql.push_str(
+        " AND id = (SELECT MAX(id) FROM log WHERE name = l.name AND id <= ?2) \
+         AND deleted = 0 ORDER BY name LIMIT ?3",
+    );
+    let fetch = if opts.limit > 0 {
+        opts.limit.saturating_add(1)
+    } else {
+        -1
+    };
+    let mut items = {
+        let mut st = tx.prepare_cached(&sql).ctx("prepare list")?;
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok(KeyValue {
+                key: r.get(0)?,
+                value: r.get(1)?,
+                create_revision: r.get(2)?,
+                mod_revision: r.get(3)?,
+            })
+        };
+        let rows = match &end {
+            Some(end) => st.query_map(params![lower, rev, fetch, end], map),
+            None => st.query_map(params![lower, rev, fetch], map),
+        }
+        .ctx("list")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().ctx("list")?
+    };
+    let more = opts.limit > 0 && items.len() as i64 > opts.limit;
+    if more {
+        items.truncate(opts.limit as usize);
+    }
+    Ok(ListResult {
+        items,
+        revision: rev,
+        more,
+    })
+}
+
+/// Logged events with `after < revision <= upto` under `prefix`, at most `PAGE` of them.
+fn replay_page(
+    conn: &mut Connection,
+    prefix: &str,
+    after: i64,
+    upto: i64,
+) -> Result<(Vec<Event>, bool)> {
+    let tx = conn.transaction().ctx("begin watch replay")?;
+    let compacted = compact_rev(&tx)?;
+    if after < compacted {
+        return Err(StoreError::Compacted {
+            requested: after,
+            compacted,
+        });
+    }
+    let end = prefix_end(prefix);
+    let mut sql = String::from(
+        "SELECT l.id, l.name, l.created, l.deleted, l.create_revision, l.value, \
+                p.id, p.create_revision, p.value \
+         FROM log AS l LEFT JOIN log AS p ON p.id = l.prev_revision AND l.created = 0 \
+         WHERE l.id > ?1 AND l.id <= ?2 AND l.name >= ?3",
+    );
+    if end.is_some() {
+        sql.push_str(" AND l.name < ?5");
+    }
+    sql.push_str(" ORDER BY l.id LIMIT ?4");
+    let mut st = tx.prepare_cached(&sql).ctx("prepare watch replay")?;
+    let map = |r: &rusqlite::Row<'_>| {
+        let id: i64 = r.get(0)?;
+        let key: String = r.get(1)?;
+        let created = r.get::<_, i64>(2)? != 0;
+        let deleted = r.get::<_, i64>(3)? != 0;
+        let prev = match r.get::<_, Option<i64>>(6)? {
+            Some(pid) if !created => Some(KeyValue {
+                key: key.clone(),
+                value: r.get(8)?,
+                create_revision: r.get(7)?,
+                mod_revision: pid,
+            }),
+            _ => None,
+        };
+        Ok(Event {
+            kind: if deleted {
+                EventKind::Delete
+            } else {
+                EventKind::Put
+            },
+            kv: KeyValue {
+                key,
+                value: r.get(5)?,
+                create_revision: r.get(4)?,
+                mod_revision: id,
+            },
+            prev,
+        })
+    };
+    let rows = match &end {
+        Some(end) => st.query_map(params![after, upto, prefix, PAGE, end], map),
+        None => st.query_map(params![after, upto, prefix, PAGE], map),
+    }
+    .ctx("watch replay")?;
+    let events = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .ctx("watch replay")?;
+    let full = events.len() as i64 == PAGE;
+    Ok((events, full))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: std_mpsc::Receiver<WriteReq>,
+    shared: Arc<Shared>,
+    max_batch: usize,
+) {
+    while let Ok(first) = rx.recv() {
+        // Everything that queued up while the previous batch was being fsynced commits
+        // together: this is the group commit.
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let results = match apply_batch(&mut conn, &batch) {
+            Ok((results, events)) => {
+                if let Some(last) = events.last() {
+                    let rev = last.kv.mod_revision;
+                    shared.current.store(rev, Ordering::SeqCst);
+                    publish(&shared, events, rev);
+                }
+                results
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "store write batch failed");
+                batch
+                    .iter()
+                    .map(|_| Err(StoreError::Backend(e.to_string())))
+                    .collect()
+            }
+        };
+        for (req, res) in batch.into_iter().zip(results) {
+            let _ = req.reply.send(res);
+        }
+    }
+    // Store closed: end every watch.
+    lock(&shared.subs).list.clear();
+}
+
+type BatchOutcome = (Vec<Result<KeyValue>>, Vec<Event>);
+
+fn apply_batch(conn: &mut Connection, batch: &[WriteReq]) -> Result<BatchOutcome> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx("begin write")?;
+    let mut rev = current_rev(&tx)?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut events = Vec::with_capacity(batch.len());
+    for req in batch {
+        match apply_one(&tx, &req.op, rev + 1)? {
+            Ok((kv, ev)) => {
+                rev += 1;
+                results.push(Ok(kv));
+                events.push(ev);
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if !events.is_empty() {
+        tx.commit().ctx("commit")?;
+    }
+    Ok((results, events))
+}
+
+/// Outer error: SQLite failed (aborts the batch). Inner error: this write's precondition.
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    op: &Op,
+    rev: i64,
+) -> Result<Result<(KeyValue, Event)>> {
+    let key = match op {
+        Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => key,
+    };
+    let latest = latest_row(tx, key)?;
+    let live = latest.as_ref().filter(|r| !r.deleted);
+    let prev_kv = live.map(|r| KeyValue {
+        key: key.clone(),
+        value: r.value.clone(),
+        create_revision: r.create_revision,
+        mod_revision: r.id,
+    });
+    let check = |expected: i64| -> Result<()> {
+        match live {
+            None => Err(StoreError::NotFound(key.clone())),
+            Some(r) if r.id != expected => Err(StoreError::Conflict {
+                key: key.clone(),
+                expected,
+                actual: r.id,
+            }),
+            Some(_) => Ok(()),
+        }
+    };
+    let prev_id = latest.as_ref().map_or(0, |r| r.id);
+    let (created, deleted, create_revision, value, kind, prev) = match op {
+        Op::Create { value, .. } => {
+            if live.is_some() {
+                return Ok(Err(StoreError::AlreadyExists(key.clone())));
+            }
+            (true, false, rev, value.clone(), EventKind::Put, None)
+        }
+        Op::Update {
+            value, expected, ..
+        } => {
+            if let Err(e) = check(*expected) {
+                return Ok(Err(e));
+            }
+            let cr = live.map_or(rev, |r| r.create_revision);
+            (false, false, cr, value.clone(), EventKind::Put, prev_kv)
+        }
+        Op::Delete { expected, .. } => {
+            if let Err(e) = check(expected.unwrap_or(prev_id)) {
+                return Ok(Err(e));
+            }
+            let (cr, value) =
+                live.map_or((rev, Vec::new()), |r| (r.create_revision, r.value.clone()));
+            (false, true, cr, value, EventKind::Delete, prev_kv)
+        }
+    };
+    // The explicit id keeps revisions dense; AUTOINCREMENT still records it in sqlite_sequence
+    // so an id is never reused after compaction.
+    tx.prepare_cached(
+        "INSERT INTO log (id, name, created, deleted, create_revision, prev_revision, value) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            rev,
+            key,
+            created as i64,
+            deleted as i64,
+            create_revision,
+            prev_id,
+            value
+        ])
+    })
+    .ctx("insert log row")?;
+    let kv = KeyValue {
+        key: key.clone(),
+        value,
+        create_revision,
+        mod_revision: rev,
+    };
+    let ev = Event {
+        kind,
+        kv: kv.clone(),
+        prev,
+    };
+    Ok(Ok((kv, ev)))
+}
+
+fn publish(shared: &Shared, events: Vec<Event>, rev: i64) {
+    let batch: Arc<[Event]> = events.into();
+    let mut subs = lock(&shared.subs);
+    subs.published = rev;
+    subs.list.retain(|s| {
+        if !batch.iter().any(|e| e.kv.key.starts_with(&s.prefix)) {
+            return !s.tx.is_closed();
+        }
+        match s.tx.try_send(batch.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(prefix = %s.prefix, "watcher too slow, dropping it");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watch
+
+struct WatchTask {
+    readers: Arc<ReadPool>,
+    prefix: String,
+    /// Last revision delivered (or skipped as before the watch's start).
+    cursor: i64,
+    /// Revisions up to here come from the log; later ones from `live`.
+    replay_upto: i64,
+    live: mpsc::Receiver<Arc<[Event]>>,
+    cancel: oneshot::Receiver<()>,
+    out: mpsc::Sender<Result<Event>>,
+}
+
+impl WatchTask {
+    /// False when the watch is over (receiver gone or watcher dropped).
+    async fn send(&mut self, ev: Result<Event>) -> bool {
+        tokio::select! {
+            r = self.out.send(ev) => r.is_ok(),
+            _ = &mut self.cancel => false,
+        }
+    }
+
+    async fn run(mut self) {
+        while self.cursor < self.replay_upto {
+            let (readers, prefix, after, upto) = (
+                self.readers.clone(),
+                self.prefix.clone(),
+                self.cursor,
+                self.replay_upto,
+            );
+            let page = read_blocking(readers, move |c| replay_page(c, &prefix, after, upto)).await;
+            match page {
+                Err(e) => {
+                    self.send(Err(e)).await;
+                    return;
+                }
+                Ok((events, full)) => {
+                    for ev in events {
+                        self.cursor = ev.kv.mod_revision;
+                        if !self.send(Ok(ev)).await {
+                            return;
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+        }
+        self.cursor = self.cursor.max(self.replay_upto);
+        loop {
+            let batch = tokio::select! {
+                b = self.live.recv() => match b {
+                    Some(b) => b,
+                    None => return,
+                },
+                _ = &mut self.cancel => return,
+                _ = self.out.closed() => return,
+            };
+            for ev in batch.iter() {
+                // Revisions up to the cursor were replayed already (or precede the watch).
+                if ev.kv.mod_revision <= self.cursor || !ev.kv.key.starts_with(&self.prefix) {
+                    continue;
+                }
+                self.cursor = ev.kv.mod_revision;
+                if !self.send(Ok(ev.clone())).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compaction
+
+fn compact_blocking(
+    slot: &Mutex<Option<Connection>>,
+    path: &Path,
+    shared: &Shared,
+    revision: i64,
+) -> Result<()> {
+    let mut slot = lock(slot);
+    if slot.is_none() {
+        let what = format!("open {} for compaction", path.display());
+        let conn = Connection::open(path).ctx(&what)?;
+        conn.busy_timeout(Duration::from_secs(10)).ctx(&what)?;
+        conn.execute_batch("PRAGMA synchronous=FULL").ctx(&what)?;
+        *slot = Some(conn);
+    }
+    let Some(conn) = slot.as_mut() else {
+        return Err(StoreError::Backend("compaction connection missing".into()));
+    };
+    // Step 1: record the new compact revision first, so reads below it fail cleanly with
+    // Compacted instead of seeing half-deleted history.
+    let old = {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("begin compaction")?;
+        let current = current_rev(&tx)?;
+        if revision > current {
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current,
+            });
+        }
+        let old = compact_rev(&tx)?;
+        if revision <= old {
+            return Ok(());
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'compact_revision'",
+            params![revision],
+        )
+        .ctx("record compact revision")?;
+        tx.commit().ctx("commit compact revision")?;
+        shared.compacted.store(revision, Ordering::SeqCst);
+        old
+    };
+    // Step 2: delete in short transactions so writers are not held up. Rows at or below the
+    // old compact revision are already only the latest ones per key; a row is superseded
+    // exactly when a later row names it as prev_revision, so only rows in (old, revision] need
+    // looking at. Tombstones at or below `revision` go too: the key is absent at every
+    // revision still readable.
+    let mut lo = old;
+    while lo < revision {
+        let hi = (lo + COMPACT_STEP).min(revision);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("begin compaction step")?;
+        tx.execute(
+            "DELETE FROM log WHERE id IN \
+             (SELECT prev_revision FROM log WHERE id > ?1 AND id <= ?2 AND prev_revision > 0)",
+            params![lo, hi],
+        )
+        .ctx("compact superseded rows")?;
+        tx.execute(
+            "DELETE FROM log WHERE id > ?1 AND id <= ?2 AND deleted = 1",
+            params![lo, hi],
+        )
+        .ctx("compact tombstones")?;
+        tx.commit().ctx("commit compaction step")?;
+        lo = hi;
+    }
+    Ok(())
+}
+
+/// Starts a background task that compacts `store` every `interval`, keeping at least the last
+/// `keep_revisions` revisions AND everything written during the last interval (like kine: 1000
+/// revisions / 5 minutes). The task holds only a weak reference: it ends when the store is
+/// dropped (or abort the returned handle). Must be called inside a tokio runtime.
+pub fn spawn_compactor(
+    store: Arc<dyn Store>,
+    interval: Duration,
+    keep_revisions: i64,
+) -> tokio::task::JoinHandle<()> {
+    let weak: Weak<dyn Store> = Arc::downgrade(&store);
+    drop(store);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The revision seen one interval ago: newer history is younger than `interval`.
+        let mut previous: Option<i64> = None;
+        loop {
+            ticker.tick().await;
+            let Some(store) = weak.upgrade() else { return };
+            let current = match store.current_revision().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "compactor: reading the revision failed");
+                    continue;
+                }
+            };
+            if let Some(prev) = previous {
+                let target = prev.min(current - keep_revisions.max(0));
+                if target > 0 {
+                    match store.compact(target).await {
+                        Ok(()) => tracing::debug!(revision = target, "compacted"),
+                        Err(e) => tracing::warn!(error = %e, "compaction failed"),
+                    }
+                }
+            }
+            previous = Some(current);
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let key = key.to_string();
+        self.read(move |c| get_blocking(c, &key)).await
+    }
+
+    async fn list(&self, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
+        let (prefix, opts) = (prefix.to_string(), opts.clone());
+        self.read(move |c| list_blocking(c, &prefix, &opts)).await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue> {
+        self.write(Op::Create {
+            key: key.to_string(),
+            value,
+        })
+        .await
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected_revision: i64) -> Result<KeyValue> {
+        self.write(Op::Update {
+            key: key.to_string(),
+            value,
+            expected: expected_revision,
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str, expected_revision: Option<i64>) -> Result<KeyValue> {
+        self.write(Op::Delete {
+            key: key.to_string(),
+            expected: expected_revision,
+        })
+        .await
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<Watch> {
+        let from = from_revision.max(0);
+        let compacted = self.shared.compacted.load(Ordering::SeqCst);
+        if from > 0 && from < compacted {
+            return Err(StoreError::Compacted {
+                requested: from,
+                compacted,
+            });
+        }
+        let (live_tx, live) = mpsc::channel(self.watch_buffer);
+        let (cancel_tx, cancel) = oneshot::channel();
+        // Subscribe before reading the log: every revision above `published` reaches us live,
+        // every revision up to it is already committed and so visible to the replay.
+        let published = {
+            let mut subs = lock(&self.shared.subs);
+            subs.list.push(Subscriber {
+                prefix: prefix.to_string(),
+                tx: live_tx,
+                _cancel: cancel_tx,
+            });
+            subs.published
+        };
+        let (out, events) = mpsc::channel(self.watch_buffer);
+        let task = WatchTask {
+            readers: self.readers.clone(),
+            prefix: prefix.to_string(),
+            cursor: if from == 0 { published } else { from },
+            replay_upto: published,
+            live,
+            cancel,
+            out,
+        };
+        tokio::spawn(task.run());
+        Ok(Watch { events })
+    }
+
+    async fn current_revision(&self) -> Result<i64> {
+        Ok(self.shared.current.load(Ordering::SeqCst))
+    }
+
+    async fn compact(&self, revision: i64) -> Result<()> {
+        let (slot, path, shared) = (
+            self.compactor.clone(),
+            self.path.clone(),
+            self.shared.clone(),
+        );
+        tokio::task::spawn_blocking(move || compact_blocking(&slot, &path, &shared, revision))
+            .await
+            .map_err(|e| StoreError::Backend(format!("compaction task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_bounds() {
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("/a/").as_deref(), Some("/a0"));
+        assert_eq!(prefix_end("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
+    }
+}
