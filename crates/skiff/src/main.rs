@@ -5,6 +5,7 @@
 mod container_cmd;
 mod image_cmd;
 mod progress;
+mod server_cmd;
 mod units;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
     Stop(container_cmd::StopArgs),
     /// Remove containers.
     Rm(container_cmd::RmArgs),
+    /// Run the Kubernetes API server on this machine.
+    Server(server_cmd::ServerArgs),
     /// Print version information.
     Version,
     /// The per-container supervisor started by the runtime (internal).
@@ -98,6 +101,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => container_cmd::exec(&data_dir, args),
         Command::Stop(args) => container_cmd::stop(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Rm(args) => container_cmd::rm(&data_dir, args).map(|()| ExitCode::SUCCESS),
+        Command::Server(args) => server_cmd::run(&data_dir, args),
         Command::Version => {
             println!("skiff {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -3,6 +3,8 @@
 //! mount or cgroup of that data dir is left on the host.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

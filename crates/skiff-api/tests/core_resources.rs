@@ -1,0 +1,73 @@
+//! The served-resource table.
+
+use skiff_api::resources::{all, by_kind, by_plural};
+
+#[test]
+fn served_resources_have_upstream_discovery_data() {
+    let cases = [
+        ("", "namespaces", "Namespace", false, &["ns"][..], false),
+        ("", "nodes", "Node", false, &["no"][..], false),
+        ("", "pods", "Pod", true, &["po"][..], true),
+        ("", "services", "Service", true, &["svc"][..], true),
+        ("", "endpoints", "Endpoints", true, &["ep"][..], false),
+        ("", "configmaps", "ConfigMap", true, &["cm"][..], false),
+        ("", "secrets", "Secret", true, &[][..], false),
+        (
+            "",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"][..],
+            false,
+        ),
+        ("", "events", "Event", true, &["ev"][..], false),
+        ("events.k8s.io", "events", "Event", true, &["ev"][..], false),
+        (
+            "apps",
+            "deployments",
+            "Deployment",
+            true,
+            &["deploy"][..],
+            true,
+        ),
+        ("apps", "replicasets", "ReplicaSet", true, &["rs"][..], true),
+        (
+            "discovery.k8s.io",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+            &[][..],
+            false,
+        ),
+        (
+            "coordination.k8s.io",
+            "leases",
+            "Lease",
+            true,
+            &[][..],
+            false,
+        ),
+    ];
+    assert_eq!(all().len(), cases.len());
+    for (group, plural, kind, namespaced, short, in_all) in cases {
+        let r = by_plural(group, "v1", plural).unwrap_or_else(|| panic!("{group}/{plural}"));
+        assert_eq!(r.kind, kind);
+        assert_eq!(r.list_kind, format!("{kind}List"));
+        assert_eq!(r.namespaced, namespaced, "{plural}");
+        assert_eq!(r.short_names, short, "{plural}");
+        assert_eq!(r.categories.contains(&"all"), in_all, "{plural}");
+        assert!(r.verbs.contains(&"watch") && r.verbs.contains(&"patch"));
+    }
+    let d = by_kind("apps/v1", "Deployment").expect("deployment");
+    assert_eq!(d.subresources, ["status", "scale"]);
+    assert_eq!(d.group_resource(), "deployments.apps");
+    let p = by_kind("v1", "Pod").expect("pod");
+    assert_eq!(
+        p.subresources,
+        ["status", "binding", "eviction", "log", "exec"]
+    );
+    assert!(!by_plural("", "v1", "namespaces")
+        .expect("ns")
+        .verbs
+        .contains(&"deletecollection"));
+}

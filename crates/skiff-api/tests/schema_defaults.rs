@@ -1,0 +1,152 @@
+//! Defaulting compared with objects a server returned (transcripts 28, 29, 38).
+
+use serde_json::{json, Value};
+use skiff_api::defaults::apply_defaults;
+use skiff_api::resources::by_kind;
+
+fn defaulted(api_version: &str, kind: &str, mut v: Value) -> Value {
+    let info = by_kind(api_version, kind).expect("served kind");
+    apply_defaults(info, &mut v);
+    v
+}
+
+#[test]
+fn bare_deployment_like_transcript_28() {
+    // The body `kubectl create deployment web --image=registry.example/web:1.0 --replicas=3` sends.
+    let d = defaulted(
+        "apps/v1",
+        "Deployment",
+        json!({"apiVersion":"apps/v1","kind":"Deployment",
+        "metadata":{"name":"web","labels":{"app":"web"}},
+        "spec":{"replicas":3,"selector":{"matchLabels":{"app":"web"}},
+          "template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"registry.example/web:1.0"}]}}}}),
+    );
+    assert_eq!(
+        d["spec"],
+        json!({
+            "progressDeadlineSeconds": 600,
+            "replicas": 3,
+            "revisionHistoryLimit": 10,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}, "type": "RollingUpdate"},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "containers": [{"image": "registry.example/web:1.0", "imagePullPolicy": "IfNotPresent", "name": "web",
+                    "resources": {}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}],
+                "dnsPolicy": "ClusterFirst", "restartPolicy": "Always", "schedulerName": "default-scheduler",
+                "securityContext": {}, "terminationGracePeriodSeconds": 30}}
+        })
+    );
+    // Explicit values win; replicas 0 stays 0; Recreate gets no rollingUpdate.
+    let d = defaulted(
+        "apps/v1",
+        "Deployment",
+        json!({"spec":{"replicas":0,"strategy":{"type":"Recreate"},
+        "template":{"spec":{"containers":[{"name":"c","image":"nginx"}]}}}}),
+    );
+    assert_eq!(d["spec"]["replicas"], 0);
+    assert_eq!(d["spec"]["strategy"], json!({"type":"Recreate"}));
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "Always"
+    );
+}
+
+#[test]
+fn pod_like_transcript_29() {
+    let p = defaulted(
+        "v1",
+        "Pod",
+        json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"default"},
+        "spec":{"nodeName":"node-1","containers":[{"name":"web","image":"registry.example/web:1.0"}]}}),
+    );
+    assert_eq!(
+        p["spec"],
+        json!({"containers":[{"image":"registry.example/web:1.0","imagePullPolicy":"IfNotPresent","name":"web","resources":{},
+            "terminationMessagePath":"/dev/termination-log","terminationMessagePolicy":"File"}],
+            "dnsPolicy":"ClusterFirst","enableServiceLinks":true,"nodeName":"node-1","preemptionPolicy":"PreemptLowerPriority",
+            "priority":0,"restartPolicy":"Always","schedulerName":"default-scheduler","securityContext":{},
+            "terminationGracePeriodSeconds":30})
+    );
+    assert_eq!(
+        p["status"],
+        json!({"phase":"Pending","qosClass":"BestEffort"})
+    );
+}
+
+#[test]
+fn pod_nested_defaults() {
+    let p = defaulted(
+        "v1",
+        "Pod",
+        json!({"spec":{"containers":[{"name":"c","image":"nginx:latest",
+        "ports":[{"containerPort":80}],
+        "env":[{"name":"N","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}],
+        "resources":{"limits":{"cpu":"1","memory":"1Gi"}},
+        "livenessProbe":{"httpGet":{"port":80}}}],
+        "volumes":[{"name":"a","configMap":{"name":"cm"}},{"name":"b"},{"name":"c","secret":{"secretName":"s"}}]}}),
+    );
+    let c = &p["spec"]["containers"][0];
+    assert_eq!(c["imagePullPolicy"], "Always");
+    assert_eq!(c["ports"][0]["protocol"], "TCP");
+    assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
+    assert_eq!(
+        c["resources"]["requests"],
+        json!({"cpu":"1","memory":"1Gi"})
+    );
+    assert_eq!(
+        c["livenessProbe"],
+        json!({"httpGet":{"port":80,"path":"/","scheme":"HTTP"},"timeoutSeconds":1,"periodSeconds":10,"successThreshold":1,"failureThreshold":3})
+    );
+    let v = &p["spec"]["volumes"];
+    assert_eq!(v[0]["configMap"]["defaultMode"], 420);
+    assert_eq!(v[1]["emptyDir"], json!({}));
+    assert_eq!(v[2]["secret"]["defaultMode"], 420);
+    assert_eq!(p["status"]["qosClass"], "Guaranteed");
+}
+
+#[test]
+fn service_like_transcript_38() {
+    // The body `kubectl expose deployment web --type=NodePort --port=80` sends.
+    let s = defaulted(
+        "v1",
+        "Service",
+        json!({"apiVersion":"v1","kind":"Service","metadata":{"labels":{"app":"web"},"name":"web"},
+        "spec":{"ports":[{"port":80,"protocol":"TCP","targetPort":80}],"selector":{"app":"web"},"type":"NodePort"}}),
+    );
+    assert_eq!(
+        s["spec"],
+        json!({"externalTrafficPolicy":"Cluster","internalTrafficPolicy":"Cluster","ipFamilies":["IPv4"],
+            "ipFamilyPolicy":"SingleStack","ports":[{"port":80,"protocol":"TCP","targetPort":80}],
+            "selector":{"app":"web"},"sessionAffinity":"None","type":"NodePort"})
+    );
+    let s = defaulted("v1", "Service", json!({"spec":{"ports":[{"port":8080}]}}));
+    assert_eq!(s["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        s["spec"]["ports"][0],
+        json!({"port":8080,"protocol":"TCP","targetPort":8080})
+    );
+    assert!(s["spec"].get("externalTrafficPolicy").is_none());
+}
+
+#[test]
+fn namespace_secret_replicaset() {
+    let ns = defaulted("v1", "Namespace", json!({"metadata":{"name":"team-a"}}));
+    assert_eq!(ns["spec"], json!({"finalizers":["kubernetes"]}));
+    assert_eq!(ns["status"], json!({"phase":"Active"}));
+    assert_eq!(
+        ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "team-a"
+    );
+    let s = defaulted("v1", "Secret", json!({"metadata":{"name":"s"}}));
+    assert_eq!(s["type"], "Opaque");
+    let rs = defaulted(
+        "apps/v1",
+        "ReplicaSet",
+        json!({"spec":{"template":{"spec":{"containers":[{"name":"c","image":"x@sha256:abc"}]}}}}),
+    );
+    assert_eq!(rs["spec"]["replicas"], 1);
+    assert_eq!(
+        rs["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+}

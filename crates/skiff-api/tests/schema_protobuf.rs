@@ -1,0 +1,298 @@
+//! Protobuf request bodies: the real bodies kubectl 1.32 sent (captured in
+//! kubectl-transcripts/requests.jsonl) and richer bodies encoded with k8s-pb's prost types.
+
+use base64::Engine as _;
+use prost::Message as _;
+use serde_json::{json, Value};
+use skiff_api::protobuf::decode;
+
+fn b64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("test data")
+}
+
+/// What the JSON-speaking kubectl (1.30/1.31) sends carries `creationTimestamp: null`,
+/// `resources: {}`, `strategy: {}`, `status: {}`; those are "unset" too.
+fn strip_zero(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, strip_zero(v)))
+                .filter(|(_, v)| !(v.is_null() || v.as_object().is_some_and(|m| m.is_empty())))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(strip_zero).collect()),
+        v => v,
+    }
+}
+
+#[test]
+fn kubectl_132_create_deployment() {
+    let body = b64("azhzAAoVCgdhcHBzL3YxEgpEZXBsb3ltZW50Er0BCh8KA3dlYhIAGgAiACoAMgA4AEIAWgoKA2FwcBIDd2ViEosBCAMSDAoKCgNhcHASA3dlYhpxChwKABIAGgAiACoAMgA4AEIAWgoKA2FwcBIDd2ViElESMwoDd2ViEhhyZWdpc3RyeS5leGFtcGxlL3dlYjoxLjAqAEIAagByAIABAIgBAJABAKIBABoAMgBCAEoAUgBYAGAAaACCAQCKAQCaAQDCAQAiAgoAKAA4ABoMCAAQABgAIAAoADgAGgAiAA==");
+    let got = decode(&body).expect("decodes");
+    // What kubectl 1.31 sends as JSON for the same command (transcript 19c), zero values unset.
+    let json_client = json!({"kind":"Deployment","apiVersion":"apps/v1","metadata":{"name":"web","creationTimestamp":null,"labels":{"app":"web"}},"spec":{"replicas":3,"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"creationTimestamp":null,"labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"registry.example/web:1.0","resources":{}}]}},"strategy":{}},"status":{}});
+    assert_eq!(got, strip_zero(json_client));
+    // Zero values Go wrote explicitly must not survive (imagePullPolicy "" would break defaulting).
+    let c = &got["spec"]["template"]["spec"]["containers"][0];
+    assert!(c.get("imagePullPolicy").is_none());
+    assert!(got["metadata"].get("creationTimestamp").is_none());
+    assert!(got["spec"].get("paused").is_none());
+}
+
+#[test]
+fn kubectl_132_create_deployment_other_captures() {
+    for (b, name, replicas, image) in [
+        ("azhzAAoVCgdhcHBzL3YxEgpEZXBsb3ltZW50EqUBCh8KA3dlYhIAGgAiACoAMgA4AEIAWgoKA2FwcBIDd2ViEnQIARIMCgoKA2FwcBIDd2ViGloKHAoAEgAaACIAKgAyADgAQgBaCgoDYXBwEgN3ZWISOhIcCgF4EgN4OjEqAEIAagByAIABAIgBAJABAKIBABoAMgBCAEoAUgBYAGAAaACCAQCKAQCaAQDCAQAiAgoAKAA4ABoMCAAQABgAIAAoADgAGgAiAA==", "web", 1, "x:1"),
+        ("azhzAAoVCgdhcHBzL3YxEgpEZXBsb3ltZW50EqEBCh0KAnd4EgAaACIAKgAyADgAQgBaCQoDYXBwEgJ3eBJyCAISCwoJCgNhcHASAnd4GlkKGwoAEgAaACIAKgAyADgAQgBaCQoDYXBwEgJ3eBI6EhwKAXgSA3g6MSoAQgBqAHIAgAEAiAEAkAEAogEAGgAyAEIASgBSAFgAYABoAIIBAIoBAJoBAMIBACICCgAoADgAGgwIABAAGAAgACgAOAAaACIA", "wx", 2, "x:1"),
+    ] {
+        let got = decode(&b64(b)).expect("decodes");
+        let containers_name = "x";
+        assert_eq!(
+            got,
+            json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":name,"labels":{"app":name}},
+                "spec":{"replicas":replicas,"selector":{"matchLabels":{"app":name}},
+                "template":{"metadata":{"labels":{"app":name}},"spec":{"containers":[{"name":containers_name,"image":image}]}}}})
+        );
+    }
+}
+
+#[test]
+fn kubectl_132_create_namespace_and_configmap() {
+    let ns = decode(&b64(
+        "azhzAAoPCgJ2MRIJTmFtZXNwYWNlEh4KFgoGdGVhbS1hEgAaACIAKgAyADgAQgASABoCCgAaACIA",
+    ))
+    .expect("ns");
+    assert_eq!(
+        ns,
+        json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team-a"}})
+    );
+    let cm = decode(&b64(
+        "azhzAAoPCgJ2MRIJQ29uZmlnTWFwEiMKGQoDY2ZnEgAaBnRlYW0tYSIAKgAyADgAQgASBgoBYRIBYhoAIgA=",
+    ))
+    .expect("cm");
+    assert_eq!(
+        cm,
+        json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg","namespace":"team-a"},"data":{"a":"b"}})
+    );
+}
+
+fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
+    use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+    let u = Unknown {
+        type_meta: Some(TypeMeta {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+        }),
+        raw: Some(raw),
+        content_encoding: Some(String::new()),
+        content_type: Some(String::new()),
+    };
+    let mut out = b"k8s\0".to_vec();
+    out.extend(u.encode_to_vec());
+    out
+}
+
+#[test]
+fn pod_with_nested_types() {
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+    let q = |s: &str| Quantity {
+        string: Some(s.into()),
+    };
+    let pod = core::Pod {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("p".into()),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            creation_timestamp: Some(meta::Time {
+                seconds: Some(1_700_000_000),
+                nanos: Some(0),
+            }),
+            ..Default::default()
+        }),
+        spec: Some(core::PodSpec {
+            containers: vec![core::Container {
+                name: Some("c".into()),
+                image: Some("nginx".into()),
+                ports: vec![core::ContainerPort {
+                    container_port: Some(80),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }],
+                env: vec![core::EnvVar {
+                    name: Some("POD".into()),
+                    value_from: Some(core::EnvVarSource {
+                        field_ref: Some(core::ObjectFieldSelector {
+                            field_path: Some("metadata.name".into()),
+                            api_version: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                resources: Some(core::ResourceRequirements {
+                    limits: [
+                        ("cpu".to_string(), q("500m")),
+                        ("memory".to_string(), q("128Mi")),
+                    ]
+                    .into(),
+                    ..Default::default()
+                }),
+                readiness_probe: Some(core::Probe {
+                    handler: Some(core::ProbeHandler {
+                        http_get: Some(core::HttpGetAction {
+                            path: Some("/".into()),
+                            port: Some(IntOrString {
+                                r#type: Some(1),
+                                int_val: None,
+                                str_val: Some("http".into()),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    period_seconds: Some(5),
+                    ..Default::default()
+                }),
+                security_context: Some(core::SecurityContext {
+                    run_as_user: Some(0),
+                    privileged: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            volumes: vec![core::Volume {
+                name: Some("scratch".into()),
+                volume_source: Some(core::VolumeSource {
+                    empty_dir: Some(core::EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                }),
+            }],
+            tolerations: vec![core::Toleration {
+                key: Some("k".into()),
+                operator: Some("Exists".into()),
+                ..Default::default()
+            }],
+            termination_grace_period_seconds: Some(0),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let got = decode(&envelope("v1", "Pod", pod.encode_to_vec())).expect("decodes");
+    assert_eq!(
+        got,
+        json!({"apiVersion":"v1","kind":"Pod",
+            "metadata":{"name":"p","labels":{"app":"web"},"creationTimestamp":"2023-11-14T22:13:20Z"},
+            "spec":{"containers":[{"name":"c","image":"nginx",
+                "ports":[{"containerPort":80,"protocol":"TCP"}],
+                "env":[{"name":"POD","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}],
+                "resources":{"limits":{"cpu":"500m","memory":"128Mi"}},
+                "readinessProbe":{"httpGet":{"path":"/","port":"http"},"periodSeconds":5},
+                "securityContext":{"runAsUser":0,"privileged":false}}],
+              "volumes":[{"name":"scratch","emptyDir":{}}],
+              "tolerations":[{"key":"k","operator":"Exists"}],
+              "terminationGracePeriodSeconds":0}})
+    );
+}
+
+#[test]
+fn deployment_strategy_int_or_string_and_zero_replicas() {
+    use k8s_pb::api::apps::v1 as apps;
+    use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+    let d = apps::Deployment {
+        spec: Some(apps::DeploymentSpec {
+            replicas: Some(0),
+            strategy: Some(apps::DeploymentStrategy {
+                r#type: Some("RollingUpdate".into()),
+                rolling_update: Some(apps::RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString {
+                        r#type: Some(0),
+                        int_val: Some(0),
+                        str_val: Some(String::new()),
+                    }),
+                    max_surge: Some(IntOrString {
+                        r#type: Some(1),
+                        int_val: Some(0),
+                        str_val: Some("50%".into()),
+                    }),
+                }),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let got = decode(&envelope("apps/v1", "Deployment", d.encode_to_vec())).expect("decodes");
+    assert_eq!(got["spec"]["replicas"], json!(0));
+    assert_eq!(
+        got["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
+        json!("50%")
+    );
+    // A pointer IntOrString explicitly set to 0 stays 0.
+    assert_eq!(
+        got["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        json!(0)
+    );
+}
+
+#[test]
+fn service_and_secret() {
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+    let svc = core::Service {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("s".into()),
+            ..Default::default()
+        }),
+        spec: Some(core::ServiceSpec {
+            ports: vec![core::ServicePort {
+                name: Some(String::new()),
+                port: Some(80),
+                target_port: Some(IntOrString {
+                    r#type: Some(0),
+                    int_val: Some(0),
+                    str_val: Some(String::new()),
+                }),
+                node_port: Some(0),
+                ..Default::default()
+            }],
+            selector: [("app".to_string(), "web".to_string())].into(),
+            r#type: Some("NodePort".into()),
+            ..Default::default()
+        }),
+        status: Some(core::ServiceStatus::default()),
+    };
+    let got = decode(&envelope("v1", "Service", svc.encode_to_vec())).expect("decodes");
+    assert_eq!(
+        got,
+        json!({"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},
+            "spec":{"ports":[{"port":80}],"selector":{"app":"web"},"type":"NodePort"}})
+    );
+    let secret = core::Secret {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("sec".into()),
+            ..Default::default()
+        }),
+        data: [("k".to_string(), b"hello".to_vec())].into(),
+        r#type: Some("Opaque".into()),
+        ..Default::default()
+    };
+    let got = decode(&envelope("v1", "Secret", secret.encode_to_vec())).expect("decodes");
+    assert_eq!(got["data"]["k"], json!("aGVsbG8="));
+    assert_eq!(got["type"], json!("Opaque"));
+}
+
+#[test]
+fn rejects_garbage() {
+    for bad in [&b"{\"kind\":1}"[..], b"k8s\0\x0a\xff", b"k8s\0"] {
+        let err = decode(bad).expect_err("must fail");
+        assert_eq!(err.code, 400);
+        assert_eq!(err.reason, "BadRequest");
+    }
+    // An unknown kind is a 400 naming it.
+    let err = decode(&envelope("v1", "Widget", Vec::new())).expect_err("unknown kind");
+    assert!(err.message.contains("Widget"), "{}", err.message);
+}

@@ -1,0 +1,156 @@
+//! Response helpers: JSON bodies, Status errors, Accept negotiation, store-error mapping, time.
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{header, HeaderValue, StatusCode};
+use serde_json::{json, Value};
+use skiff_api::{ApiError, ResourceInfo};
+use skiff_store::StoreError;
+
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+pub(crate) fn json_response(code: u16, body: &Value) -> Response {
+    json_bytes(
+        code,
+        serde_json::to_vec(body).unwrap_or_default(),
+        "application/json",
+    )
+}
+
+pub(crate) fn json_bytes(code: u16, body: Vec<u8>, content_type: &'static str) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A Status response for an error. Falls back to a hand-built Status if rendering panics
+/// (skiff-api's bodies were still being written when this crate was).
+pub(crate) fn error_response(err: &ApiError) -> Response {
+    let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| err.to_status()))
+        .unwrap_or_else(|_| {
+            let mut s = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                "message": err.message, "reason": err.reason, "code": err.code});
+            if let Some(d) = &err.details {
+                s["details"] = d.clone();
+            }
+            s
+        });
+    json_response(err.code, &status)
+}
+
+fn raw(code: u16, reason: &str, message: String) -> ApiError {
+    ApiError {
+        code,
+        reason: reason.into(),
+        message,
+        details: None,
+    }
+}
+
+// Local constructors used where a skiff-api constructor might not exist or must never panic.
+pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+    raw(500, "InternalError", message.into())
+}
+pub(crate) fn unavailable(message: impl Into<String>) -> ApiError {
+    raw(503, "ServiceUnavailable", message.into())
+}
+pub(crate) fn not_found_path() -> ApiError {
+    let mut e = raw(
+        404,
+        "NotFound",
+        "the server could not find the requested resource".into(),
+    );
+    e.details = Some(json!({}));
+    e
+}
+pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+    raw(400, "BadRequest", message.into())
+}
+pub(crate) fn method_not_allowed(message: impl Into<String>) -> ApiError {
+    raw(405, "MethodNotAllowed", message.into())
+}
+pub(crate) fn too_large(limit: usize) -> ApiError {
+    raw(
+        413,
+        "RequestEntityTooLarge",
+        format!("the request body is larger than the limit of {limit} bytes"),
+    )
+}
+pub(crate) fn timeout(message: impl Into<String>) -> ApiError {
+    raw(504, "Timeout", message.into())
+}
+pub(crate) fn unauthorized() -> ApiError {
+    raw(401, "Unauthorized", "Unauthorized".into())
+}
+
+/// Maps a store error for one object to the Status upstream returns.
+pub(crate) fn store_err(info: &ResourceInfo, name: &str, err: StoreError) -> ApiError {
+    match err {
+        StoreError::NotFound(_) => ApiError::not_found(info.group, info.plural, name),
+        StoreError::AlreadyExists(_) => ApiError::already_exists(info.group, info.plural, name),
+        StoreError::Conflict { .. } => ApiError::conflict(
+            info.group,
+            info.plural,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ),
+        StoreError::Compacted { requested, compacted } => {
+            ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
+        }
+        StoreError::FutureRevision { requested, current } => timeout(format!(
+            "Too large resource version: {requested}, current resource version: {current}"
+        )),
+        StoreError::Backend(msg) => internal(format!("storage error: {msg}")),
+    }
+}
+
+/// Media types from an Accept header, each with its parameters.
+pub(crate) fn accepts(
+    headers: &http::HeaderMap,
+    pred: impl Fn(&str, &[(&str, &str)]) -> bool,
+) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    accept.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let mt = parts.next().unwrap_or("");
+        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+        pred(mt, &params)
+    })
+}
+
+pub(crate) fn wants_table(headers: &http::HeaderMap) -> bool {
+    accepts(headers, |mt, params| {
+        mt == "application/json"
+            && params.iter().any(|(k, v)| *k == "as" && *v == "Table")
+            && params.iter().all(|(k, v)| *k != "g" || *v == "meta.k8s.io")
+    })
+}
+
+pub(crate) fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+/// RFC 3339 with seconds precision, as upstream serializes metav1.Time.
+pub(crate) fn now_rfc3339() -> String {
+    rfc3339(now())
+}
+
+pub(crate) fn rfc3339(ts: jiff::Timestamp) -> String {
+    jiff::Timestamp::from_second(ts.as_second())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+    resp
+}

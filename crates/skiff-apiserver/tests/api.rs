@@ -1,0 +1,569 @@
+//! API tests: the kube-rs client against a real HTTPS server on a random loopback port, with
+//! the generated kubeconfig (CA + bearer token). Each test has its own data dir and store.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use serde_json::{json, Value};
+use skiff_apiserver::{Server, ServerConfig};
+
+struct TestServer {
+    _dir: tempfile::TempDir,
+    client: Client,
+    kubeconfig: std::path::PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn client_from(path: &std::path::Path) -> Client {
+    let kc = Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+async fn start() -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+    let server = Server::bind(
+        ServerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
+        store,
+    )
+    .await
+    .expect("bind");
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    let client = client_from(&kubeconfig).await;
+    TestServer {
+        _dir: dir,
+        client,
+        kubeconfig,
+        _stop: tx,
+    }
+}
+
+fn deployment(name: &str, image: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "web", "image": image}]}}}
+    }))
+    .unwrap()
+}
+
+fn status_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn deployment_lifecycle() {
+    let t = start().await;
+    let api: Api<Deployment> = Api::namespaced(t.client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &deployment("web", "nginx:1.27"))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.is_some());
+    assert!(meta.creation_timestamp.is_some());
+    assert_eq!(meta.generation, Some(1));
+    let rv1: i64 = meta.resource_version.as_deref().unwrap().parse().unwrap();
+    // Defaults were applied.
+    let spec = created.spec.as_ref().unwrap();
+    assert_eq!(spec.revision_history_limit, Some(10));
+
+    let got = api.get("web").await.unwrap();
+    assert_eq!(got.metadata.uid, meta.uid);
+
+    // Label-only merge patch: generation unchanged.
+    let patched = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tier": "front"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.labels.as_ref().unwrap()["tier"], "front");
+    assert_eq!(patched.metadata.generation, Some(1));
+    let rv2: i64 = patched
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv2 > rv1);
+
+    // Strategic merge of the containers list by name: generation bumps.
+    let smp = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.28"}]}}}});
+    let patched = api
+        .patch("web", &PatchParams::default(), &Patch::Strategic(smp))
+        .await
+        .unwrap();
+    let containers = &patched
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers;
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].image.as_deref(), Some("nginx:1.28"));
+    assert_eq!(patched.metadata.generation, Some(2));
+
+    // Status sent on the main resource is ignored.
+    let patched = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 7}})),
+        )
+        .await
+        .unwrap();
+    assert_ne!(patched.status.as_ref().and_then(|s| s.replicas), Some(7));
+
+    // Server-side apply (updates, and creates a second object).
+    let ssa = PatchParams::apply("test-manager");
+    let applied = api
+        .patch(
+            "web",
+            &ssa.clone().force(),
+            &Patch::Apply(deployment("web", "nginx:1.29")),
+        )
+        .await
+        .unwrap();
+    let containers = &applied
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers;
+    assert_eq!(containers[0].image.as_deref(), Some("nginx:1.29"));
+    assert!(applied
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .iter()
+        .any(|m| m.manager.as_deref() == Some("test-manager")));
+    let other = api
+        .patch("api", &ssa, &Patch::Apply(deployment("api", "busybox")))
+        .await
+        .unwrap();
+    assert_eq!(other.metadata.name.as_deref(), Some("api"));
+
+    // Label-selector lists.
+    let all = api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(all.items.len(), 2);
+    let sel = api
+        .list(&ListParams::default().labels("app=api"))
+        .await
+        .unwrap();
+    assert_eq!(sel.items.len(), 1);
+    assert_eq!(sel.items[0].metadata.name.as_deref(), Some("api"));
+    let none = api
+        .list(&ListParams::default().labels("app in (x,y)"))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+    // Paging.
+    let page = api.list(&ListParams::default().limit(1)).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    let token = page.metadata.continue_.clone().expect("continue token");
+    let page2 = api
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(page2.items.len(), 1);
+    assert_ne!(page2.items[0].metadata.name, page.items[0].metadata.name);
+
+    // Scale subresource.
+    let scale = api.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(2));
+    api.patch_scale(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 5}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        api.get("web").await.unwrap().spec.unwrap().replicas,
+        Some(5)
+    );
+
+    // Delete.
+    api.delete("web", &DeleteParams::default()).await.unwrap();
+    let err = api.get("web").await.unwrap_err();
+    assert_eq!(status_code(&err), Some(404));
+}
+
+#[tokio::test]
+async fn configmap_conflict_and_replace() {
+    let t = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "1"}})).unwrap();
+    let created = api.create(&PostParams::default(), &cm).await.unwrap();
+    let err = api.create(&PostParams::default(), &cm).await.unwrap_err();
+    assert_eq!(status_code(&err), Some(409));
+
+    let mut first = created.clone();
+    first.data = Some([("a".to_string(), "2".to_string())].into());
+    let updated = api
+        .replace("cfg", &PostParams::default(), &first)
+        .await
+        .unwrap();
+    assert_eq!(updated.data.as_ref().unwrap()["a"], "2");
+
+    // Replacing with the stale resourceVersion conflicts.
+    let mut stale = created.clone();
+    stale.data = Some([("a".to_string(), "3".to_string())].into());
+    let err = api
+        .replace("cfg", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 409);
+            assert_eq!(s.reason, "Conflict");
+            assert!(
+                s.message.contains("the object has been modified"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(api.get("cfg").await.unwrap().data.unwrap()["a"], "2");
+
+    // Generated names.
+    let gen: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap();
+    let made = api.create(&PostParams::default(), &gen).await.unwrap();
+    let name = made.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+
+    // Dry run stores nothing.
+    let dry: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dry"}})).unwrap();
+    api.create(
+        &PostParams {
+            dry_run: true,
+            ..Default::default()
+        },
+        &dry,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_code(&api.get("dry").await.unwrap_err()), Some(404));
+
+    // Missing namespace.
+    let other: Api<ConfigMap> = Api::namespaced(t.client.clone(), "nope");
+    let err = other.create(&PostParams::default(), &cm).await.unwrap_err();
+    assert_eq!(status_code(&err), Some(404));
+
+    // JSON patch.
+    let p = json!([{"op": "add", "path": "/data/b", "value": "x"}]);
+    let patch: kube::api::Patch<()> = Patch::Json(serde_json::from_value(p).unwrap());
+    let patched = api
+        .patch("cfg", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    assert_eq!(patched.data.unwrap()["b"], "x");
+}
+
+#[tokio::test]
+async fn unauthorized_without_valid_token() {
+    let t = start().await;
+    let text = std::fs::read_to_string(&t.kubeconfig).unwrap();
+    let bad = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("token:") {
+                "    token: wrong".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = t.kubeconfig.with_file_name("bad.yaml");
+    std::fs::write(&path, bad).unwrap();
+    let client = client_from(&path).await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let err = api.list(&ListParams::default()).await.unwrap_err();
+    assert_eq!(status_code(&err), Some(401));
+}
+
+#[tokio::test]
+async fn discovery_lists_deployments() {
+    let t = start().await;
+    let v = t.client.apiserver_version().await.unwrap();
+    assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "33"));
+    let resources = t.client.list_api_group_resources("apps/v1").await.unwrap();
+    let d = resources
+        .resources
+        .iter()
+        .find(|r| r.name == "deployments")
+        .expect("deployments");
+    assert!(d.namespaced);
+    assert_eq!(d.kind, "Deployment");
+    assert!(resources
+        .resources
+        .iter()
+        .any(|r| r.name == "deployments/scale"));
+    let groups = t.client.list_api_groups().await.unwrap();
+    assert!(groups.groups.iter().any(|g| g.name == "apps"));
+    let core = t.client.list_core_api_versions().await.unwrap();
+    assert_eq!(core.versions, vec!["v1".to_string()]);
+
+    // Aggregated discovery with the header kubectl sends.
+    let req = http::Request::get("/apis")
+        .header(
+            "Accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let body: Value = t.client.request(req).await.unwrap();
+    assert_eq!(body["kind"], "APIGroupDiscoveryList");
+    let apps = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "apps")
+        .unwrap();
+    let res = apps["versions"][0]["resources"].as_array().unwrap();
+    assert!(res
+        .iter()
+        .any(|r| r["resource"] == "deployments" && r["scope"] == "Namespaced"));
+}
+
+#[tokio::test]
+async fn watch_resumes_in_order() {
+    let t = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "w", "labels": {"k": "v"}}, "data": {"n": "0"}}),
+    )
+    .unwrap();
+    let created = api.create(&PostParams::default(), &cm).await.unwrap();
+    let start_rv = created.metadata.resource_version.clone().unwrap();
+    for i in 1..=3 {
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"n": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    api.delete("w", &DeleteParams::default()).await.unwrap();
+    let stream = api
+        .watch(&WatchParams::default().timeout(5), &start_rv)
+        .await
+        .unwrap();
+    let events: Vec<WatchEvent<ConfigMap>> = stream.take(4).try_collect().await.unwrap();
+    let mut seen = Vec::new();
+    let mut last_rv = start_rv.parse::<i64>().unwrap();
+    for e in events {
+        match e {
+            WatchEvent::Modified(o) => {
+                let rv: i64 = o
+                    .metadata
+                    .resource_version
+                    .clone()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(rv > last_rv);
+                last_rv = rv;
+                seen.push(format!("M{}", o.data.unwrap()["n"]));
+            }
+            WatchEvent::Deleted(_) => seen.push("D".into()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["M1", "M2", "M3", "D"]);
+
+    // A watch from "now" with a label selector: an object that stops matching is DELETED.
+    let mut stream = api
+        .watch(&WatchParams::default().labels("k=v").timeout(10), "0")
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm).await.unwrap();
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(WatchEvent::Added(_)))
+    ));
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"k": "other"}}})),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(WatchEvent::Deleted(_)))
+    ));
+}
+
+#[tokio::test]
+async fn invalid_object_is_rejected() {
+    let t = start().await;
+    let api: Api<Deployment> = Api::namespaced(t.client.clone(), "default");
+    let mut d = deployment("noselector", "nginx");
+    d.spec.as_mut().unwrap().selector = Default::default();
+    let mut v = serde_json::to_value(&d).unwrap();
+    v["spec"].as_object_mut().unwrap().remove("selector");
+    let d: Deployment = serde_json::from_value(v).unwrap_or(d);
+    let err = api.create(&PostParams::default(), &d).await.unwrap_err();
+    match &err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert_eq!(s.reason, "Invalid");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        status_code(&api.get("noselector").await.unwrap_err()),
+        Some(404)
+    );
+
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let bad: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "Bad_Name"}})).unwrap();
+    let err = cms.create(&PostParams::default(), &bad).await.unwrap_err();
+    assert_eq!(status_code(&err), Some(422));
+    assert_eq!(
+        status_code(&cms.get("Bad_Name").await.unwrap_err()),
+        Some(404)
+    );
+}
+
+#[tokio::test]
+async fn pod_table_and_graceful_delete() {
+    let t = start().await;
+    let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
+    let pod: Pod =
+        serde_json::from_value(json!({"metadata": {"name": "p1", "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let req = http::Request::get("/api/v1/namespaces/default/pods?limit=500")
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let table: Value = t.client.request(req).await.unwrap();
+    assert_eq!(table["kind"], "Table");
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for want in ["Name", "Ready", "Status", "Restarts", "Age"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["cells"][0], "p1");
+    assert_eq!(rows[0]["object"]["metadata"]["name"], "p1");
+
+    // Bind it; then deletion is graceful (deletionTimestamp set, object stays).
+    let req = http::Request::post("/api/v1/namespaces/default/pods/p1/binding")
+        .header("Content-Type", "application/json")
+        .body(
+            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "p1"}, "target": {"kind": "Node", "name": "node-1"}}))
+            .unwrap(),
+        )
+        .unwrap();
+    let _: Value = t.client.request(req).await.unwrap();
+    let bound = pods.get("p1").await.unwrap();
+    assert_eq!(bound.spec.unwrap().node_name.as_deref(), Some("node-1"));
+    pods.delete("p1", &DeleteParams::default()).await.unwrap();
+    let terminating = pods.get("p1").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    pods.delete(
+        "p1",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_code(&pods.get("p1").await.unwrap_err()), Some(404));
+}
+
+#[tokio::test]
+async fn compacted_watch_is_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(skiff_apiserver::memstore::MemStore::new());
+    let server = Server::bind(
+        ServerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    let client = client_from(server.kubeconfig_path()).await;
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
+    let first = api.create(&PostParams::default(), &cm).await.unwrap();
+    let old_rv = first.metadata.resource_version.unwrap();
+    for i in 0..3 {
+        api.patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"i": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    use skiff_store::Store;
+    let current = store.current_revision().await.unwrap();
+    store.compact(current).await.unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default(), &old_rv)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.next().await {
+        Some(Ok(WatchEvent::Error(e))) => {
+            assert_eq!(e.code, 410);
+            assert_eq!(e.reason, "Expired");
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+}

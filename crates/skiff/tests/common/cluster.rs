@@ -1,0 +1,196 @@
+//! A `skiff server` on a private data dir and a free loopback port, driven with the real
+//! kubectl. The server is stopped (SIGTERM, then SIGKILL) by PID when the harness drops.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where gcloud's SDK keeps the bundled kubectl versions the dispatcher chooses from.
+pub const SDK_BIN: &str = "/usr/lib/google-cloud-sdk/bin";
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        let mut cluster = Cluster {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        cluster.spawn();
+        cluster
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("kubeconfig.yaml")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("server log");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("SKIFF_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.kubeconfig().exists() {
+                let (code, out, _) = self.kubectl(&["get", "--raw", "/readyz"]);
+                if code == 0 && out.contains("ok") {
+                    return;
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("skiff server exited early ({status}):\n{}", self.log());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// kill -9 and start again on the same data dir and port.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
+    /// A kubectl command with a private home (discovery cache) and our kubeconfig.
+    pub fn kubectl_command(&self, bin: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin);
+        let home = self.dir.path().join("home");
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", &home)
+            .env("CLOUDSDK_CONFIG", home.join("gcloud"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn output(mut cmd: Command) -> (i32, String, String) {
+        let out = cmd.output().expect("run kubectl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `kubectl` as installed (gcloud's dispatcher picks the version from our /version).
+    pub fn kubectl(&self, args: &[&str]) -> (i32, String, String) {
+        Self::output(self.kubectl_command("kubectl", args))
+    }
+
+    /// A specific bundled kubectl, e.g. "1.31".
+    pub fn kubectl_version(&self, version: &str, args: &[&str]) -> (i32, String, String) {
+        let bin = format!("{SDK_BIN}/kubectl.{version}");
+        Self::output(self.kubectl_command(&bin, args))
+    }
+
+    /// Runs kubectl and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.kubectl(args);
+        assert_eq!(
+            code, 0,
+            "kubectl {args:?} failed\nstdout: {out}\nstderr: {err}"
+        );
+        out
+    }
+
+    /// Runs kubectl and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.kubectl(args);
+        assert_ne!(
+            code, 0,
+            "kubectl {args:?} should have failed\nstdout: {out}"
+        );
+        err
+    }
+
+    pub fn manifest(name: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/manifests")
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Polls until `kubectl args` prints something containing `needle`.
+    pub fn eventually(&self, args: &[&str], needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, out, err) = self.kubectl(args);
+            if out.contains(needle) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {args:?} never showed {needle:?}\nstdout: {out}\nstderr: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The API server driven by the real kubectl (gcloud's dispatcher and the bundled 1.31–1.33),
+//! over HTTPS with the generated kubeconfig's token. No root needed: no node agent runs here.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+
+fn jsonpath(c: &Cluster, kind_name: &str, path: &str) -> String {
+    c.ok(&["get", kind_name, "-o", &format!("jsonpath={path}")])
+}
+
+#[test]
+fn version_discovery_and_namespaces() {
+    let c = Cluster::start();
+    let version = c.ok(&["version"]);
+    assert!(version.contains("Server Version: v1.33"), "{version}");
+    let resources = c.ok(&["api-resources"]);
+    for line in [
+        "deployments",
+        "replicasets",
+        "pods",
+        "services",
+        "configmaps",
+        "endpointslices",
+        "leases",
+    ] {
+        assert!(
+            resources.contains(line),
+            "api-resources lacks {line}:\n{resources}"
+        );
+    }
+    let deploy_line = resources
+        .lines()
+        .find(|l| l.starts_with("deployments "))
+        .unwrap_or_default();
+    for field in ["deploy", "apps/v1", "true", "Deployment"] {
+        assert!(deploy_line.contains(field), "{deploy_line}");
+    }
+    let ns = c.ok(&["get", "namespaces"]);
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(name), "{ns}");
+    }
+    assert!(ns.contains("Active"), "{ns}");
+}
+
+#[test]
+fn apply_creates_then_updates() {
+    let c = Cluster::start();
+    let web = Cluster::manifest("web.yaml");
+    assert!(c
+        .ok(&["apply", "-f", &web])
+        .contains("deployment.apps/web created"));
+    assert!(c
+        .ok(&["apply", "-f", &web])
+        .contains("deployment.apps/web unchanged"));
+    let v2 = Cluster::manifest("web-v2.yaml");
+    assert!(c
+        .ok(&["apply", "-f", &v2])
+        .contains("deployment.apps/web configured"));
+    assert_eq!(jsonpath(&c, "deployment/web", "{.spec.replicas}"), "4");
+    assert_eq!(
+        jsonpath(
+            &c,
+            "deployment/web",
+            "{.spec.template.spec.containers[0].image}"
+        ),
+        "web:v2"
+    );
+    // Defaulting happened server-side.
+    assert_eq!(
+        jsonpath(
+            &c,
+            "deployment/web",
+            "{.spec.strategy.rollingUpdate.maxSurge}"
+        ),
+        "25%"
+    );
+    assert_eq!(
+        jsonpath(&c, "deployment/web", "{.metadata.generation}"),
+        "2"
+    );
+
+    let wide = c.ok(&["get", "deploy", "-o", "wide"]);
+    for column in [
+        "NAME",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "AGE",
+        "CONTAINERS",
+        "IMAGES",
+        "SELECTOR",
+    ] {
+        assert!(wide.contains(column), "{wide}");
+    }
+    assert!(
+        wide.contains("web:v2") && wide.contains("app=web"),
+        "{wide}"
+    );
+    assert_eq!(
+        c.ok(&["get", "deploy", "-l", "app=web", "-o", "name"])
+            .trim(),
+        "deployment.apps/web"
+    );
+    assert_eq!(
+        c.ok(&["get", "deploy", "-l", "app!=web", "-o", "name"])
+            .trim(),
+        ""
+    );
+    let all = c.ok(&["get", "deploy", "-A"]);
+    assert!(
+        all.contains("NAMESPACE") && all.contains("default") && all.contains("web"),
+        "{all}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "deploy", "web", "-o", "json"])).expect("json");
+    assert_eq!(json["kind"], "Deployment");
+    assert!(
+        json["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| u.len() == 36),
+        "{json}"
+    );
+    let yaml = c.ok(&["get", "deploy", "web", "-o", "yaml"]);
+    assert!(
+        yaml.contains("resourceVersion:") && yaml.contains("creationTimestamp:"),
+        "{yaml}"
+    );
+    let described = c.ok(&["describe", "deployment", "web"]);
+    for needle in [
+        "Name:",
+        "web",
+        "Replicas:",
+        "StrategyType:",
+        "RollingUpdate",
+        "web:v2",
+    ] {
+        assert!(
+            described.contains(needle),
+            "describe lacks {needle}:\n{described}"
+        );
+    }
+}
+
+#[test]
+fn server_side_apply_records_the_manager() {
+    let c = Cluster::start();
+    let out = c.ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &Cluster::manifest("settings.yaml"),
+    ]);
+    assert!(
+        out.contains("configmap/settings serverside-applied"),
+        "{out}"
+    );
+    let out = c.ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &Cluster::manifest("settings-v2.yaml"),
+    ]);
+    assert!(
+        out.contains("configmap/settings serverside-applied"),
+        "{out}"
+    );
+    assert_eq!(jsonpath(&c, "configmap/settings", "{.data.size}"), "large");
+    let managers = c.ok(&[
+        "get",
+        "configmap/settings",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}/{.metadata.managedFields[*].operation}",
+    ]);
+    assert!(
+        managers.contains("kubectl") && managers.contains("Apply"),
+        "{managers}"
+    );
+    // Another manager changing an applied field conflicts with the applier.
+    c.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"color":"red"}}"#,
+    ]);
+    let err = c.fails(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &Cluster::manifest("settings-v2.yaml"),
+    ]);
+    assert!(err.contains("conflict"), "{err}");
+    let out = c.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &Cluster::manifest("settings-v2.yaml"),
+    ]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    assert_eq!(jsonpath(&c, "configmap/settings", "{.data.color}"), "green");
+}
+
+#[test]
+fn create_generators_in_every_kubectl_version() {
+    // 1.31 sends JSON; 1.32 and 1.33 send Kubernetes protobuf for typed creates.
+    let c = Cluster::start();
+    for (version, name) in [("1.31", "p131"), ("1.32", "p132"), ("1.33", "p133")] {
+        let (code, out, err) = c.kubectl_version(
+            version,
+            &[
+                "create",
+                "deployment",
+                name,
+                "--image=web:v1",
+                "--replicas=2",
+                "--port=80",
+            ],
+        );
+        assert_eq!(code, 0, "kubectl {version}: {out} {err}");
+        assert!(
+            out.contains(&format!("deployment.apps/{name} created")),
+            "{out}"
+        );
+        assert_eq!(
+            jsonpath(&c, &format!("deployment/{name}"), "{.spec.replicas}"),
+            "2"
+        );
+        assert_eq!(
+            jsonpath(
+                &c,
+                &format!("deployment/{name}"),
+                "{.spec.template.spec.containers[0].ports[0].containerPort}"
+            ),
+            "80"
+        );
+        // Go's zero values in protobuf must not defeat defaulting.
+        assert_eq!(
+            jsonpath(
+                &c,
+                &format!("deployment/{name}"),
+                "{.spec.template.spec.containers[0].imagePullPolicy}"
+            ),
+            "IfNotPresent"
+        );
+    }
+    assert!(c
+        .ok(&["create", "namespace", "team-a"])
+        .contains("namespace/team-a created"));
+    let out = c.ok(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=b",
+        "-n",
+        "team-a",
+    ]);
+    assert!(out.contains("configmap/cfg created"), "{out}");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "configmap/cfg",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.a}"
+        ]),
+        "b"
+    );
+    let err = c.fails(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=b",
+        "-n",
+        "team-a",
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn scale_label_annotate_set_image_and_edit() {
+    let c = Cluster::start();
+    c.ok(&["apply", "-f", &Cluster::manifest("web.yaml")]);
+    assert!(c
+        .ok(&["scale", "deployment", "web", "--replicas=9"])
+        .contains("deployment.apps/web scaled"));
+    assert_eq!(jsonpath(&c, "deployment/web", "{.spec.replicas}"), "9");
+    // --current-replicas goes through GET + PUT of the scale subresource (no Content-Type).
+    c.ok(&[
+        "scale",
+        "deployment",
+        "web",
+        "--current-replicas=9",
+        "--replicas=4",
+    ]);
+    assert_eq!(jsonpath(&c, "deployment/web", "{.spec.replicas}"), "4");
+    let err = c.fails(&[
+        "scale",
+        "deployment",
+        "web",
+        "--current-replicas=7",
+        "--replicas=2",
+    ]);
+    assert!(err.contains("Expected replicas to be 7, was 4"), "{err}");
+
+    assert!(c
+        .ok(&["label", "deployment", "web", "tier=frontend"])
+        .contains("labeled"));
+    assert_eq!(
+        jsonpath(&c, "deployment/web", "{.metadata.labels.tier}"),
+        "frontend"
+    );
+    let err = c.fails(&["label", "deployment", "web", "tier=backend"]);
+    assert!(err.contains("already has a value"), "{err}");
+    c.ok(&["label", "deployment", "web", "tier-"]);
+    assert_eq!(
+        jsonpath(&c, "deployment/web", "{.metadata.labels.tier}"),
+        ""
+    );
+    assert!(c
+        .ok(&["annotate", "deployment", "web", "note=hello"])
+        .contains("annotated"));
+    assert_eq!(
+        jsonpath(&c, "deployment/web", "{.metadata.annotations.note}"),
+        "hello"
+    );
+
+    let out = c.ok(&["set", "image", "deployment/web", "web=web:v2"]);
+    assert!(out.contains("deployment.apps/web image updated"), "{out}");
+    assert_eq!(
+        jsonpath(
+            &c,
+            "deployment/web",
+            "{.spec.template.spec.containers[0].image}"
+        ),
+        "web:v2"
+    );
+
+    // kubectl edit through a scripted editor.
+    let editor = c.dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/replicas: 4/replicas: 6/' \"$1\"\n",
+    )
+    .expect("editor");
+    let status = std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&editor)
+        .status()
+        .expect("chmod");
+    assert!(status.success());
+    let mut cmd = c.kubectl_command("kubectl", &["edit", "deployment", "web"]);
+    cmd.env("KUBE_EDITOR", &editor);
+    let out = cmd.output().expect("kubectl edit");
+    assert!(
+        out.status.success(),
+        "edit: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("edited"));
+    assert_eq!(jsonpath(&c, "deployment/web", "{.spec.replicas}"), "6");
+}
+
+#[test]
+fn watch_streams_changes() {
+    let c = Cluster::start();
+    let mut child = c
+        .kubectl_command(
+            "kubectl",
+            &["get", "configmaps", "-w", "--output-watch-events"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Give the watch time to start, then make changes.
+    std::thread::sleep(Duration::from_millis(1500));
+    c.ok(&["create", "configmap", "watched", "--from-literal=k=v"]);
+    c.ok(&["label", "configmap", "watched", "x=y"]);
+    c.ok(&["delete", "configmap", "watched"]);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && !seen.iter().any(|l: &String| l.starts_with("DELETED")) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Table rows: EVENT NAME DATA AGE.
+    let watched: Vec<&String> = seen.iter().filter(|l| l.contains(" watched ")).collect();
+    let kinds: Vec<&str> = watched
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"], "{seen:?}");
+}
+
+#[test]
+fn delete_waits_until_gone() {
+    let c = Cluster::start();
+    c.ok(&["apply", "-f", &Cluster::manifest("web.yaml")]);
+    let out = c.ok(&["delete", "deployment", "web"]);
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
+    let err = c.fails(&["get", "deployment", "web"]);
+    assert!(
+        err.contains("Error from server (NotFound): deployments.apps \"web\" not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_gets_statuses_kubectl_prints_well() {
+    let c = Cluster::start();
+    let err = c.fails(&["get", "deployment", "nope"]);
+    assert!(
+        err.contains("Error from server (NotFound): deployments.apps \"nope\" not found"),
+        "{err}"
+    );
+    let err = c.fails(&["apply", "-f", &Cluster::manifest("typo.yaml")]);
+    assert!(err.contains("unknown field \"spec.replicaz\""), "{err}");
+    let err = c.fails(&["apply", "-f", &Cluster::manifest("no-selector.yaml")]);
+    assert!(
+        err.contains("is invalid") && err.contains("spec.selector: Required value"),
+        "{err}"
+    );
+    assert!(c
+        .fails(&["get", "deployment", "noselector"])
+        .contains("NotFound"));
+
+    // A wrong token is refused.
+    let config = std::fs::read_to_string(c.kubeconfig()).expect("kubeconfig");
+    let token_line = config
+        .lines()
+        .find(|l| l.trim_start().starts_with("token:"))
+        .expect("token line");
+    let bad = config.replace(token_line, "    token: not-the-token");
+    let bad_path = c.dir.path().join("bad-kubeconfig.yaml");
+    std::fs::write(&bad_path, bad).expect("write");
+    let mut cmd = c.kubectl_command("kubectl", &["get", "pods"]);
+    cmd.env("KUBECONFIG", &bad_path);
+    let out = cmd.output().expect("kubectl");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Unauthorized") || err.contains("provide credentials"),
+        "{err}"
+    );
+}
+
+#[test]
+fn state_survives_kill_9() {
+    let mut c = Cluster::start();
+    c.ok(&["create", "configmap", "durable", "--from-literal=k=v"]);
+    let rv_before = jsonpath(&c, "configmap/durable", "{.metadata.resourceVersion}");
+    c.crash_and_restart();
+    assert_eq!(jsonpath(&c, "configmap/durable", "{.data.k}"), "v");
+    c.ok(&["label", "configmap", "durable", "after=restart"]);
+    let rv_after = jsonpath(&c, "configmap/durable", "{.metadata.resourceVersion}");
+    let (a, b): (i64, i64) = (
+        rv_before.parse().expect("rv"),
+        rv_after.parse().expect("rv"),
+    );
+    assert!(
+        b > a,
+        "resourceVersion must keep growing across restarts: {a} -> {b}"
+    );
+}
+
+#[test]
+fn python_kubernetes_client_lists_creates_and_watches() {
+    let c = Cluster::start();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_client.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(c.kubeconfig())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python client failed (CI installs it with pip install kubernetes):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("python client ok"));
+}
