@@ -35,8 +35,9 @@ pub(crate) fn collection_prefix(info: &ResourceInfo, ns: Option<&str>) -> String
 
 /// Decodes a stored value and stamps its resourceVersion.
 pub(crate) fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_slice(&kv.value)
-        .map_err(|e| crate::respond::internal(format!("corrupt stored object {}: {e}", kv.key)))?;
+    let mut obj: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        skiff_api::ApiError::internal(format!("corrupt stored object {}: {e}", kv.key))
+    })?;
     set_rv(&mut obj, kv.mod_revision);
     Ok(obj)
 }

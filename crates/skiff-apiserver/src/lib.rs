@@ -10,7 +10,6 @@
 mod auth;
 mod discovery;
 mod keys;
-pub mod memstore;
 mod namespaces;
 mod query;
 mod respond;

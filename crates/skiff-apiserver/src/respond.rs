@@ -25,64 +25,26 @@ pub(crate) fn json_bytes(code: u16, body: Vec<u8>, content_type: &'static str) -
     resp
 }
 
-/// A Status response for an error. Falls back to a hand-built Status if rendering panics
-/// (skiff-api's bodies were still being written when this crate was).
+/// A Status response for an error.
 pub(crate) fn error_response(err: &ApiError) -> Response {
-    let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| err.to_status()))
-        .unwrap_or_else(|_| {
-            let mut s = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
-                "message": err.message, "reason": err.reason, "code": err.code});
-            if let Some(d) = &err.details {
-                s["details"] = d.clone();
-            }
-            s
-        });
-    json_response(err.code, &status)
+    json_response(err.code, &err.to_status())
 }
 
-fn raw(code: u16, reason: &str, message: String) -> ApiError {
-    ApiError {
-        code,
-        reason: reason.into(),
-        message,
-        details: None,
-    }
-}
-
-// Local constructors used where a skiff-api constructor might not exist or must never panic.
-pub(crate) fn internal(message: impl Into<String>) -> ApiError {
-    raw(500, "InternalError", message.into())
-}
+// Errors skiff-api has no constructor for (they only arise in the server).
 pub(crate) fn unavailable(message: impl Into<String>) -> ApiError {
-    raw(503, "ServiceUnavailable", message.into())
+    ApiError::new(503, "ServiceUnavailable", message)
+}
+pub(crate) fn timeout(message: impl Into<String>) -> ApiError {
+    ApiError::new(504, "Timeout", message)
 }
 pub(crate) fn not_found_path() -> ApiError {
-    let mut e = raw(
+    let mut e = ApiError::new(
         404,
         "NotFound",
-        "the server could not find the requested resource".into(),
+        "the server could not find the requested resource",
     );
     e.details = Some(json!({}));
     e
-}
-pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
-    raw(400, "BadRequest", message.into())
-}
-pub(crate) fn method_not_allowed(message: impl Into<String>) -> ApiError {
-    raw(405, "MethodNotAllowed", message.into())
-}
-pub(crate) fn too_large(limit: usize) -> ApiError {
-    raw(
-        413,
-        "RequestEntityTooLarge",
-        format!("the request body is larger than the limit of {limit} bytes"),
-    )
-}
-pub(crate) fn timeout(message: impl Into<String>) -> ApiError {
-    raw(504, "Timeout", message.into())
-}
-pub(crate) fn unauthorized() -> ApiError {
-    raw(401, "Unauthorized", "Unauthorized".into())
 }
 
 /// Maps a store error for one object to the Status upstream returns.
@@ -102,7 +64,7 @@ pub(crate) fn store_err(info: &ResourceInfo, name: &str, err: StoreError) -> Api
         StoreError::FutureRevision { requested, current } => timeout(format!(
             "Too large resource version: {requested}, current resource version: {current}"
         )),
-        StoreError::Backend(msg) => internal(format!("storage error: {msg}")),
+        StoreError::Backend(msg) => ApiError::internal(format!("storage error: {msg}")),
     }
 }
 

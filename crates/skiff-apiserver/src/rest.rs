@@ -54,7 +54,9 @@ pub(crate) async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Res
         .await
     {
         Ok(resp) => resp,
-        Err(_) => error_response(&internal("internal error while handling the request")),
+        Err(_) => error_response(&ApiError::internal(
+            "internal error while handling the request",
+        )),
     };
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     resp
@@ -74,7 +76,7 @@ async fn read_body(body: Body, headers: &HeaderMap) -> ApiResult<Bytes> {
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > BODY_LIMIT {
-            return Err(too_large(BODY_LIMIT));
+            return Err(ApiError::too_large(BODY_LIMIT));
         }
     }
     match http_body_util::Limited::new(body, BODY_LIMIT)
@@ -86,9 +88,11 @@ async fn read_body(body: Body, headers: &HeaderMap) -> ApiResult<Bytes> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(too_large(BODY_LIMIT))
+            Err(ApiError::too_large(BODY_LIMIT))
         }
-        Err(e) => Err(bad_request(format!("reading the request body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }
 
@@ -104,7 +108,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         _ => {}
     }
     if st.tokens.authenticate(&parts.headers).is_none() {
-        return Err(unauthorized());
+        return Err(ApiError::unauthorized());
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let host = parts
@@ -176,14 +180,14 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
             Method::GET => list(&ctx).await,
             Method::POST => {
                 if info.namespaced && ctx.ns.is_none() {
-                    return Err(method_not_allowed(
+                    return Err(ApiError::method_not_allowed(
                         "create requires a namespace in the URL for namespaced resources",
                     ));
                 }
                 create(&ctx, &body).await
             }
             Method::DELETE => delete_collection(&ctx, &body).await,
-            _ => Err(method_not_allowed(format!(
+            _ => Err(ApiError::method_not_allowed(format!(
                 "method {method} is not supported on a collection"
             ))),
         },
@@ -196,7 +200,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
                 Method::PUT => update(&ctx, name, &body, Mode::Main).await,
                 Method::PATCH => patch(&ctx, name, &body, Mode::Main).await,
                 Method::DELETE => delete(&ctx, name, &body).await,
-                _ => Err(method_not_allowed(format!(
+                _ => Err(ApiError::method_not_allowed(format!(
                     "method {method} is not supported on an object"
                 ))),
             }
@@ -257,7 +261,7 @@ impl Ctx {
     /// Decodes a request body (JSON when no Content-Type is given).
     pub(crate) fn decode_body(&self, body: &[u8]) -> ApiResult<Value> {
         if body.is_empty() {
-            return Err(bad_request("the request body is empty"));
+            return Err(ApiError::bad_request("the request body is empty"));
         }
         let ct = self
             .headers
@@ -298,7 +302,7 @@ impl Ctx {
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
-            return Err(bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "strict decoding error: {}",
                 list.join(", ")
             )));
@@ -333,13 +337,15 @@ pub(crate) fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 /// Sets apiVersion/kind when missing; 400 when they name another kind than the URL.
 pub(crate) fn check_type_meta(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
     let Some(map) = obj.as_object_mut() else {
-        return Err(bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     };
     let want_av = info.api_version();
     let av = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
     if (!av.is_empty() && av != want_av) || (!kind.is_empty() && kind != info.kind) {
-        return Err(bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "the API version in the data ({av}) does not match the expected API version ({want_av})"
         ))
         .with_kind_message(kind, info));
@@ -446,7 +452,7 @@ pub(crate) fn prepare_update(
     let name = meta_str(old, "name").unwrap_or("");
     match meta_str(&new, "name") {
         Some(n) if !n.is_empty() && n != name => {
-            return Err(bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "the name of the object ({n}) does not match the name on the URL ({name})"
             )));
         }
@@ -455,7 +461,7 @@ pub(crate) fn prepare_update(
     if info.namespaced {
         if let (Some(want), Some(got)) = (meta_str(old, "namespace"), meta_str(&new, "namespace")) {
             if !got.is_empty() && got != want {
-                return Err(bad_request(
+                return Err(ApiError::bad_request(
                     "the namespace of the provided object does not match the namespace sent on the request",
                 ));
             }
@@ -637,7 +643,7 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
         .decode(token)
         .ok()
         .and_then(|raw| serde_json::from_slice::<ContinueToken>(&raw).ok())
-        .ok_or_else(|| bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))
+        .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))
 }
 
 /// Lists matching objects: (items, list revision, continue token).
@@ -652,7 +658,7 @@ pub(crate) async fn list_objects(
     if let Some(token) = ctx.query.get("continue").filter(|t| !t.is_empty()) {
         let t = decode_continue(token)?;
         if !t.start.starts_with(prefix) {
-            return Err(bad_request(
+            return Err(ApiError::bad_request(
                 "continue key is not valid: it does not belong to this collection",
             ));
         }
@@ -663,7 +669,9 @@ pub(crate) async fn list_objects(
             .query
             .get("resourceVersion")
             .and_then(|r| r.parse().ok())
-            .ok_or_else(|| bad_request("resourceVersionMatch=Exact requires a resourceVersion"))?;
+            .ok_or_else(|| {
+                ApiError::bad_request("resourceVersionMatch=Exact requires a resourceVersion")
+            })?;
     }
     let mut items = Vec::new();
     loop {
@@ -703,7 +711,7 @@ async fn list(ctx: &Ctx) -> ApiResult<Response> {
         .get("limit")
         .map(|l| {
             l.parse::<i64>()
-                .map_err(|_| bad_request(format!("invalid limit {l:?}")))
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))
         })
         .transpose()?
         .unwrap_or(0);
@@ -771,7 +779,7 @@ pub(crate) async fn resolve_new_identity(ctx: &Ctx, obj: &mut Value) -> ApiResul
         let url_ns = ctx.ns.clone().unwrap_or_default();
         let body_ns = meta_str(obj, "namespace").unwrap_or("").to_string();
         if !body_ns.is_empty() && body_ns != url_ns {
-            return Err(bad_request(
+            return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
@@ -898,15 +906,15 @@ pub(crate) fn patch_kind(ctx: &Ctx) -> ApiResult<PatchKind> {
 
 pub(crate) fn parse_patch(kind: &PatchKind, body: &[u8]) -> ApiResult<Value> {
     if body.is_empty() {
-        return Err(bad_request("the patch body is empty"));
+        return Err(ApiError::bad_request("the patch body is empty"));
     }
     match kind {
         PatchKind::Apply => serde_json::from_slice(body).or_else(|_| {
             serde_norway::from_slice::<Value>(body)
-                .map_err(|e| bad_request(format!("error decoding YAML: {e}")))
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         }),
         _ => serde_json::from_slice(body)
-            .map_err(|e| bad_request(format!("error decoding patch: {e}"))),
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}"))),
     }
 }
 
@@ -928,7 +936,9 @@ pub(crate) fn apply_patch(
                 .query
                 .get("fieldManager")
                 .filter(|m| !m.is_empty())
-                .ok_or_else(|| bad_request("PATCH /apply requires fieldManager to be set"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request("PATCH /apply requires fieldManager to be set")
+                })?;
             skiff_api::apply::server_side_apply(
                 ctx.info,
                 cur,
@@ -949,7 +959,7 @@ async fn patch(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> ApiResult<Resp
         check_type_meta(ctx.info, &mut p)?;
         if let Some(n) = meta_str(&p, "name") {
             if n != name {
-                return Err(bad_request(format!(
+                return Err(ApiError::bad_request(format!(
                     "the name of the object ({n}) does not match the name on the URL ({name})"
                 )));
             }
@@ -1063,7 +1073,7 @@ pub(crate) fn delete_opts(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOpts> {
     if let Some(g) = ctx.query.get("gracePeriodSeconds") {
         o.grace = Some(
             g.parse()
-                .map_err(|_| bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
         );
     }
     if let Some(p) = ctx.query.get("propagationPolicy") {
@@ -1071,7 +1081,7 @@ pub(crate) fn delete_opts(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOpts> {
     }
     if let Some(p) = &o.propagation {
         if !matches!(p.as_str(), "Foreground" | "Background" | "Orphan") {
-            return Err(bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "propagationPolicy {p:?} is not supported"
             )));
         }

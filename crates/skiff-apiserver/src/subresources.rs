@@ -39,7 +39,7 @@ pub(crate) async fn handle(
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
             node_proxy(ctx, name, sub).await
         }
-        _ => Err(method_not_allowed(format!(
+        _ => Err(ApiError::method_not_allowed(format!(
             "method {method} is not supported on {}/{sub}",
             ctx.info.plural
         ))),
@@ -134,7 +134,7 @@ async fn write_scale(ctx: &Ctx, method: &Method, name: &str, body: &[u8]) -> Api
             None | Some(Value::Null) => 0,
             Some(v) => v
                 .as_i64()
-                .ok_or_else(|| bad_request("spec.replicas must be an integer"))?,
+                .ok_or_else(|| ApiError::bad_request("spec.replicas must be an integer"))?,
         };
         if replicas < 0 {
             return Err(ApiError::invalid(
@@ -177,7 +177,7 @@ async fn binding(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Response> {
         .pointer("/target/name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| bad_request("Binding target.name is required"))?
+        .ok_or_else(|| ApiError::bad_request("Binding target.name is required"))?
         .to_string();
     for _ in 0..8 {
         let (pod, rev) = ctx.get_current(name).await?;
@@ -270,7 +270,7 @@ async fn node_proxy(ctx: &Ctx, name: &str, sub: &str) -> ApiResult<Response> {
         .and_then(Value::as_str)
         .unwrap_or("");
     if node.is_empty() {
-        return Err(bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "pod {name} does not have a host assigned"
         )));
     }

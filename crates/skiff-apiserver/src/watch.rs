@@ -15,7 +15,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::table::IncludeObject;
-use skiff_api::ResourceInfo;
+use skiff_api::{ApiError, ResourceInfo};
 use skiff_store::{EventKind, StoreError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -83,7 +83,7 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
     let timeout = match ctx.query.get("timeoutSeconds") {
         Some(t) => Duration::from_secs(
             t.parse::<u64>()
-                .map_err(|_| bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
         ),
         None => Duration::from_secs(rand::thread_rng().gen_range(1800..3600)),
     };
@@ -105,7 +105,7 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
     } else {
         start_rev = rv
             .parse::<i64>()
-            .map_err(|_| bad_request(format!("invalid resourceVersion {rv:?}")))?;
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
     }
     let store_watch = match ctx.st.store.watch(&prefix, start_rev).await {
         Ok(w) => Some(w),

@@ -9,49 +9,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::Client;
 use serde_json::{json, Value};
+mod common;
+
+use common::{client_from, start, status_code};
 use skiff_apiserver::{Server, ServerConfig};
-
-struct TestServer {
-    _dir: tempfile::TempDir,
-    client: Client,
-    kubeconfig: std::path::PathBuf,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn client_from(path: &std::path::Path) -> Client {
-    let kc = Kubeconfig::read_from(path).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(config).expect("client")
-}
-
-async fn start() -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
-    let server = Server::bind(
-        ServerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
-        store,
-    )
-    .await
-    .expect("bind");
-    let kubeconfig = server.kubeconfig_path().to_path_buf();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
-    let client = client_from(&kubeconfig).await;
-    TestServer {
-        _dir: dir,
-        client,
-        kubeconfig,
-        _stop: tx,
-    }
-}
 
 fn deployment(name: &str, image: &str) -> Deployment {
     serde_json::from_value(json!({
@@ -62,13 +24,6 @@ fn deployment(name: &str, image: &str) -> Deployment {
                 "spec": {"containers": [{"name": "web", "image": image}]}}}
     }))
     .unwrap()
-}
-
-fn status_code(err: &kube::Error) -> Option<u16> {
-    match err {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
 }
 
 #[tokio::test]
@@ -526,7 +481,7 @@ async fn pod_table_and_graceful_delete() {
 #[tokio::test]
 async fn compacted_watch_is_expired() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(skiff_apiserver::memstore::MemStore::new());
+    let store = Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).unwrap());
     let server = Server::bind(
         ServerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
         store.clone(),

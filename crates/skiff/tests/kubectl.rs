@@ -502,3 +502,102 @@ fn python_kubernetes_client_lists_creates_and_watches() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("python client ok"));
 }
+
+#[test]
+fn more_of_the_acceptance_list() {
+    let c = Cluster::start();
+    let info = c.ok(&["cluster-info"]);
+    assert!(
+        info.contains(&format!("https://127.0.0.1:{}", c.port)),
+        "{info}"
+    );
+    c.ok(&["apply", "-f", &Cluster::manifest("web.yaml")]);
+    let out = c.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--type=NodePort",
+        "--port=80",
+    ]);
+    assert!(out.contains("service/web exposed"), "{out}");
+    assert_eq!(jsonpath(&c, "service/web", "{.spec.selector.app}"), "web");
+    assert_eq!(
+        jsonpath(&c, "service/web", "{.spec.ports[0].targetPort}"),
+        "80"
+    );
+    let svc = c.ok(&["describe", "svc", "web"]);
+    assert!(svc.contains("NodePort") && svc.contains("app=web"), "{svc}");
+    let all = c.ok(&["get", "all"]);
+    assert!(
+        all.contains("deployment.apps/web") && all.contains("service/web"),
+        "{all}"
+    );
+    let labels = c.ok(&["get", "deploy", "--show-labels"]);
+    assert!(
+        labels.contains("LABELS") && labels.contains("app=web"),
+        "{labels}"
+    );
+    c.ok(&["create", "configmap", "b-second"]);
+    c.ok(&["create", "configmap", "a-first"]);
+    let sorted = c.ok(&[
+        "get",
+        "configmaps",
+        "--sort-by=.metadata.name",
+        "-o",
+        "name",
+    ]);
+    let names: Vec<&str> = sorted.lines().collect();
+    let a = names.iter().position(|n| *n == "configmap/a-first");
+    let b = names.iter().position(|n| *n == "configmap/b-second");
+    assert!(a.is_some() && a < b, "{sorted}");
+
+    // `get -w` shows a scale as it happens.
+    let mut child = c
+        .kubectl_command(
+            "kubectl",
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-w",
+                "-o",
+                "jsonpath={.spec.replicas}{\"\\n\"}",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).ok().as_deref(),
+        Some("3")
+    );
+    c.ok(&["scale", "deployment", "web", "--replicas=7"]);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).ok().as_deref(),
+        Some("7")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // delete -f, and wait --for=delete.
+    let out = c.ok(&["delete", "-f", &Cluster::manifest("web.yaml")]);
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
+    c.ok(&["create", "namespace", "doomed"]);
+    c.ok(&["create", "configmap", "inside", "-n", "doomed"]);
+    let out = c.ok(&["delete", "namespace", "doomed"]);
+    assert!(out.contains("namespace \"doomed\" deleted"), "{out}");
+    c.ok(&["wait", "--for=delete", "namespace/doomed", "--timeout=20s"]);
+    assert!(c
+        .fails(&["get", "namespace", "doomed"])
+        .contains("NotFound"));
+}

@@ -1,0 +1,55 @@
+//! Shared harness: a real HTTPS server on a random loopback port with its own data dir, and a
+//! kube-rs client built from the kubeconfig it wrote.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use skiff_apiserver::{Server, ServerConfig};
+
+pub struct TestServer {
+    pub _dir: tempfile::TempDir,
+    pub client: Client,
+    pub kubeconfig: std::path::PathBuf,
+    pub _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn client_from(path: &std::path::Path) -> Client {
+    let kc = Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+pub async fn start() -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+    let server = Server::bind(
+        ServerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
+        store,
+    )
+    .await
+    .expect("bind");
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    let client = client_from(&kubeconfig).await;
+    TestServer {
+        _dir: dir,
+        client,
+        kubeconfig,
+        _stop: tx,
+    }
+}
+
+pub fn status_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
