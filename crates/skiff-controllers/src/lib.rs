@@ -1,0 +1,58 @@
+//! skiff-controllers owns the control loops that run inside `skiff server` as ordinary API
+//! clients (kube-runtime reflectors, de-duplicating work queues, level-triggered idempotent
+//! reconcilers; never the store): Deployment, ReplicaSet, the scheduler, the garbage collector,
+//! node lifecycle (lease-based health, taints, eviction), and the event recorder they share.
+//! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §5, §6, §7.
+
+pub mod deployment;
+pub mod events;
+pub mod gc;
+pub mod manager;
+pub mod nodelifecycle;
+pub mod replicaset;
+pub mod scheduler;
+
+use std::time::Duration;
+
+pub use manager::run;
+
+/// Errors of a controller loop (a reconcile error is retried with back-off, never fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Tunables, with upstream defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A node whose Lease is older than this is Unknown (kube-controller-manager's
+    /// --node-monitor-grace-period, 50 s).
+    pub node_monitor_grace_period: Duration,
+    /// How often node health is checked (--node-monitor-period, 5 s).
+    pub node_monitor_period: Duration,
+    /// Default tolerationSeconds for not-ready/unreachable NoExecute taints (300 s); applied to
+    /// pods at admission by the API server.
+    pub default_toleration_seconds: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            node_monitor_grace_period: Duration::from_secs(50),
+            node_monitor_period: Duration::from_secs(5),
+            default_toleration_seconds: 300,
+        }
+    }
+}
+
+/// What every controller gets.
+pub struct Context {
+    pub client: kube::Client,
+    pub options: Options,
+    pub events: events::Recorder,
+}
