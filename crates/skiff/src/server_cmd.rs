@@ -1,4 +1,5 @@
-//! `skiff server`: the API server (and, in later issues, controllers, scheduler and agent).
+//! `skiff server`: the API server plus the controllers and scheduler (as in-process API clients;
+//! the node agent joins them in a later issue).
 //! State lives in `<data-dir>/server/state.db` (SQLite); TLS material and tokens next to it.
 
 use std::path::Path;
@@ -17,6 +18,12 @@ pub struct ServerArgs {
     /// Extra names or IPs for the serving certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// Seconds without a Lease renewal before a node is marked Unknown and tainted.
+    #[arg(long, default_value_t = 50)]
+    pub node_monitor_grace_period: u64,
+    /// tolerationSeconds given to pods for the not-ready/unreachable NoExecute taints.
+    #[arg(long, default_value_t = 300)]
+    pub default_toleration_seconds: i64,
 }
 
 pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -47,9 +54,35 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             "API server ready at https://{}",
             server.local_addr()
         );
-        server.run(shutdown_signal()).await.context("serving")?;
+        // Controllers talk to the server like any client: through HTTPS with the admin token.
+        let client = kube_client(server.kubeconfig_path()).await?;
+        let options = skiff_controllers::Options {
+            node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
+            default_toleration_seconds: args.default_toleration_seconds,
+            ..Default::default()
+        };
+        let (stop_controllers, stopped) = tokio::sync::oneshot::channel::<()>();
+        let controllers = tokio::spawn(skiff_controllers::run(client, options, async {
+            let _ = stopped.await;
+        }));
+        let served = server.run(shutdown_signal()).await;
+        let _ = stop_controllers.send(());
+        if let Ok(Err(e)) = controllers.await {
+            tracing::warn!("controllers stopped with an error: {e}");
+        }
+        served.context("serving")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("loading the admin kubeconfig")?;
+    kube::Client::try_from(config).context("creating the controllers' API client")
 }
 
 async fn shutdown_signal() {
