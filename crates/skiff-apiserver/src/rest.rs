@@ -429,6 +429,9 @@ pub(crate) fn prepare_create(ctx: &Ctx, obj: &mut Value, record: bool) -> ApiRes
         }
     }
     skiff_api::defaults::apply_defaults(info, obj);
+    if info.kind == "Pod" && info.group.is_empty() {
+        add_default_tolerations(obj, ctx.st.default_toleration_seconds);
+    }
     if obj.get("spec").is_some() {
         meta_mut(obj).insert("generation".into(), json!(1));
     }
@@ -437,6 +440,45 @@ pub(crate) fn prepare_create(ctx: &Ctx, obj: &mut Value, record: bool) -> ApiRes
         skiff_api::apply::record_update(info, None, obj, &ctx.manager(), &now);
     }
     Ok(())
+}
+
+/// Upstream's DefaultTolerationSeconds admission plugin: every new pod that does not already
+/// tolerate the not-ready / unreachable NoExecute taints gets a toleration for `seconds`, so
+/// taint-based eviction waits that long before evicting it from a failed node.
+pub(crate) fn add_default_tolerations(pod: &mut Value, seconds: i64) {
+    const KEYS: [&str; 2] = [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ];
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let list = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if list.is_null() {
+        *list = json!([]);
+    }
+    let Some(list) = list.as_array_mut() else {
+        return;
+    };
+    let mut missing = Vec::new();
+    for key in KEYS {
+        // Same test as upstream: a toleration with this key (or any key with Exists) whose
+        // effect is NoExecute or empty already covers it.
+        let tolerated = list.iter().any(|t| {
+            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            (k == key || (k.is_empty() && op == "Exists"))
+                && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !tolerated {
+            missing.push(
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": seconds}),
+            );
+        }
+    }
+    list.extend(missing);
 }
 
 /// Builds the object to store for an update of `old` to `new`. None = nothing changed.
@@ -1178,10 +1220,17 @@ pub(crate) async fn delete_object(ctx: &Ctx, name: &str, opts: &DeleteOpts) -> A
             Some(next)
         } else {
             let mut fins = finalizers(&cur);
-            if opts.propagation.as_deref() == Some("Foreground")
-                && !fins.iter().any(|f| f == "foregroundDeletion")
-            {
-                fins.push("foregroundDeletion".into());
+            // The garbage collector clears these: it deletes (Foreground) or releases (Orphan)
+            // the dependents first, then removes the finalizer.
+            let gc_finalizer = match opts.propagation.as_deref() {
+                Some("Foreground") => Some("foregroundDeletion"),
+                Some("Orphan") => Some("orphan"),
+                _ => None,
+            };
+            if let Some(f) = gc_finalizer {
+                if !fins.iter().any(|x| x == f) {
+                    fins.push(f.into());
+                }
             }
             if fins.is_empty() {
                 None

@@ -1,8 +1,48 @@
 //! Starts every controller on one kube client and keeps them running until shutdown.
+//!
+//! Each controller runs in its own task under a supervisor: if it returns (error or not) or
+//! panics, the failure is logged and the controller is restarted after an exponential back-off
+//! (1 s doubling to 30 s, reset after a minute of healthy running) while the others keep going.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::{Options, Result};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::{
+    deployment, events, gc, nodelifecycle, replicaset, scheduler, Context, Options, Result,
+};
+
+type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+type Start = fn(Arc<Context>) -> ControllerFuture;
+
+const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A controller that ran this long before failing is considered healthy: back-off resets.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// The controllers, by the name used in logs.
+fn controllers() -> [(&'static str, Start); 5] {
+    [
+        ("deployment", |ctx| Box::pin(deployment::run(ctx))),
+        ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
+        ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
+        ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
+        ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
+    ]
+}
+
+/// Aborts the wrapped task when dropped, so aborting a supervisor also stops its controller.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Runs all controllers (deployment, replicaset, scheduler, garbage collector, node lifecycle)
 /// until `shutdown` resolves.
@@ -11,6 +51,46 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let _ = (client, options, shutdown);
-    todo!()
+    let ctx = Arc::new(Context {
+        events: events::Recorder::new(client.clone()),
+        client,
+        options,
+    });
+    // A JoinSet aborts every supervisor when dropped, so nothing outlives `run`.
+    let mut supervisors = tokio::task::JoinSet::new();
+    for (name, start) in controllers() {
+        supervisors.spawn(supervise(name, ctx.clone(), start));
+    }
+    shutdown.await;
+    tracing::info!("controller manager shutting down");
+    supervisors.shutdown().await;
+    Ok(())
+}
+
+/// Runs one controller forever, restarting it with back-off when it stops or panics.
+async fn supervise(name: &'static str, ctx: Arc<Context>, start: Start) {
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        let started = Instant::now();
+        tracing::debug!(controller = name, "starting controller");
+        // A separate task, so a panic is caught by the JoinHandle instead of killing us.
+        let mut task = AbortOnDrop(tokio::spawn(start(ctx.clone())));
+        match (&mut task.0).await {
+            Ok(Ok(())) => tracing::warn!(controller = name, "controller exited; restarting"),
+            Ok(Err(e)) => {
+                tracing::error!(controller = name, error = %e, "controller failed; restarting")
+            }
+            Err(e) if e.is_panic() => {
+                tracing::error!(controller = name, "controller panicked; restarting")
+            }
+            Err(e) => {
+                tracing::error!(controller = name, error = %e, "controller task ended; restarting")
+            }
+        }
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = INITIAL_BACKOFF;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
 }
