@@ -32,6 +32,9 @@ use tokio::task::JoinSet;
 
 pub use auth::Tokens;
 
+/// Upstream's default for [`ServerConfig::default_toleration_seconds`].
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
 /// Where and how the server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -41,6 +44,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Extra DNS names / IPs for the serving certificate.
     pub extra_sans: Vec<String>,
+    /// tolerationSeconds of the `node.kubernetes.io/not-ready` and `/unreachable` NoExecute
+    /// tolerations added to new pods (upstream's DefaultTolerationSeconds admission plugin,
+    /// `--default-not-ready-toleration-seconds`/`--default-unreachable-toleration-seconds`, 300).
+    pub default_toleration_seconds: i64,
 }
 
 impl ServerConfig {
@@ -49,6 +56,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             listen,
             extra_sans: Vec::new(),
+            default_toleration_seconds: DEFAULT_TOLERATION_SECONDS,
         }
     }
 }
@@ -84,6 +92,8 @@ pub struct AppState {
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     /// Namespaces whose in-process finalizer task is running.
     pub(crate) finalizing: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// See [`ServerConfig::default_toleration_seconds`].
+    pub(crate) default_toleration_seconds: i64,
 }
 
 impl AppState {
@@ -93,11 +103,21 @@ impl AppState {
         tokens: Tokens,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Self> {
+        Self::with_toleration_seconds(store, tokens, shutdown, DEFAULT_TOLERATION_SECONDS)
+    }
+
+    fn with_toleration_seconds(
+        store: Arc<dyn Store>,
+        tokens: Tokens,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        default_toleration_seconds: i64,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             tokens,
             shutdown,
             finalizing: Default::default(),
+            default_toleration_seconds,
         })
     }
 }
@@ -136,7 +156,12 @@ impl Server {
         let kubeconfig = config.data_dir.join("kubeconfig.yaml");
         auth::write_kubeconfig(&kubeconfig, local_addr, &material.ca_pem, &tokens.admin)?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let state = AppState::new(store, tokens, shutdown_rx);
+        let state = AppState::with_toleration_seconds(
+            store,
+            tokens,
+            shutdown_rx,
+            config.default_toleration_seconds,
+        );
         namespaces::bootstrap(&state).await?;
         Ok(Self {
             listener,

@@ -27,7 +27,10 @@ async fn counts(pods: &Api<Pod>) -> (usize, usize, usize) {
         Ok(l) => l.items,
         Err(_) => return (0, 0, 0),
     };
-    let live: Vec<&Pod> = list.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    let live: Vec<&Pod> = list
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
     let bound = live
         .iter()
         .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
@@ -38,7 +41,11 @@ async fn counts(pods: &Api<Pod>) -> (usize, usize, usize) {
 
 async fn scale(deploys: &Api<Deployment>, replicas: i32) {
     deploys
-        .patch_scale("bench", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": replicas}})))
+        .patch_scale(
+            "bench",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
         .await
         .expect("scale");
 }
@@ -48,7 +55,10 @@ async fn main() {
     let c = common::TestCluster::start().await;
     let mut nodes = Vec::new();
     for i in 0..10 {
-        nodes.push(c.add_node_with(common::NodeSpec::new(&format!("node-{i}"))).await);
+        nodes.push(
+            c.add_node_with(common::NodeSpec::new(&format!("node-{i}")))
+                .await,
+        );
     }
     let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
@@ -59,7 +69,10 @@ async fn main() {
                               "spec": {"containers": [{"name": "c", "image": "web:v1"}]}}}
     }))
     .expect("deployment");
-    deploys.create(&PostParams::default(), &d).await.expect("create");
+    deploys
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create");
 
     let start = Instant::now();
     scale(&deploys, 1000).await;
@@ -75,8 +88,14 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("scale 0 -> 1000 replicas (10 fake nodes)");
-    println!("  all pods bound : {:>8.2} s", bound_at.map_or(f64::NAN, |d| d.as_secs_f64()));
-    println!("  all pods Ready : {:>8.2} s", ready_at.map_or(f64::NAN, |d| d.as_secs_f64()));
+    println!(
+        "  all pods bound : {:>8.2} s",
+        bound_at.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+    println!(
+        "  all pods Ready : {:>8.2} s",
+        ready_at.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
 
     scale(&deploys, 9).await;
     while counts(&pods).await != (9, 9, 9) {
@@ -84,7 +103,10 @@ async fn main() {
     }
     let mut samples = Vec::new();
     for _ in 0..5 {
-        let list = pods.list(&ListParams::default().labels("app=bench")).await.expect("list");
+        let list = pods
+            .list(&ListParams::default().labels("app=bench"))
+            .await
+            .expect("list");
         let start = Instant::now();
         for p in list.items.iter().take(3) {
             if let Some(name) = &p.metadata.name {
@@ -103,6 +125,9 @@ async fn main() {
     }
     samples.sort_by(f64::total_cmp);
     println!("delete 3 of 9 pods -> 9 Ready again (5 runs)");
-    println!("  median         : {:>8.0} ms (min {:.0}, max {:.0})", samples[2], samples[0], samples[4]);
+    println!(
+        "  median         : {:>8.0} ms (min {:.0}, max {:.0})",
+        samples[2], samples[0], samples[4]
+    );
     drop(nodes);
 }

@@ -22,7 +22,9 @@ async fn fake_node_registers_and_runs_bound_pods() {
         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "web:v1"}]}
     }))
     .expect("pod");
-    pods.create(&PostParams::default(), &pod).await.expect("create");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create");
     let ready = |p: &Pod| {
         p.status
             .as_ref()
@@ -35,7 +37,9 @@ async fn fake_node_registers_and_runs_bound_pods() {
     .await;
 
     // Graceful delete: the fake kubelet finalizes it.
-    pods.delete("p", &DeleteParams::default()).await.expect("delete");
+    pods.delete("p", &DeleteParams::default())
+        .await
+        .expect("delete");
     c.wait_for("pod gone", Duration::from_secs(10), || async {
         pods.get("p").await.is_err()
     })

@@ -46,6 +46,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             skiff_store::spawn_compactor(store.clone(), Duration::from_secs(300), 1000);
         let mut config = skiff_apiserver::ServerConfig::new(data_dir, args.listen);
         config.extra_sans = args.tls_san;
+        config.default_toleration_seconds = args.default_toleration_seconds;
         let server = skiff_apiserver::Server::bind(config, store)
             .await
             .context("starting the API server")?;

@@ -51,11 +51,14 @@ impl TestCluster {
 
     pub async fn start_with(options: Options) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(
-            skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"),
-        );
-        let config = skiff_apiserver::ServerConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
-        let server = skiff_apiserver::Server::bind(config, store).await.expect("bind");
+        let store =
+            Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+        let mut config =
+            skiff_apiserver::ServerConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
+        config.default_toleration_seconds = options.default_toleration_seconds;
+        let server = skiff_apiserver::Server::bind(config, store)
+            .await
+            .expect("bind");
         let kubeconfig = server.kubeconfig_path().to_path_buf();
         let (stop_server, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.run(async {
@@ -145,7 +148,8 @@ impl NodeSpec {
     }
 
     pub fn taint(mut self, key: &str, value: &str, effect: &str) -> Self {
-        self.taints.push(json!({"key": key, "value": value, "effect": effect}));
+        self.taints
+            .push(json!({"key": key, "value": value, "effect": effect}));
         self
     }
 }
@@ -175,7 +179,10 @@ impl FakeNode {
                      "podCIDR": format!("100.64.{index}.0/24")},
         }))
         .expect("node json");
-        nodes.create(&PostParams::default(), &node).await.expect("create node");
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
         let heartbeats = Arc::new(AtomicBool::new(true));
         let ready_delay_ms = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(kubelet_loop(
@@ -204,7 +211,11 @@ impl FakeNode {
             if ready {
                 break;
             }
-            assert!(Instant::now() < deadline, "fake node {} never became Ready", spec.name);
+            assert!(
+                Instant::now() < deadline,
+                "fake node {} never became Ready",
+                spec.name
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         fake
@@ -251,7 +262,15 @@ async fn kubelet_loop(
                 last_heartbeat = Instant::now();
                 heartbeat(&nodes, &leases, &spec).await;
             }
-            sync_pods(&pods, &spec, index, &mut first_seen, &mut next_ip, &ready_delay_ms).await;
+            sync_pods(
+                &pods,
+                &spec,
+                index,
+                &mut first_seen,
+                &mut next_ip,
+                &ready_delay_ms,
+            )
+            .await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -283,7 +302,9 @@ async fn heartbeat(nodes: &Api<Node>, leases: &Api<Lease>, spec: &NodeSpec) {
     let _ = nodes
         .patch_status(&spec.name, &PatchParams::default(), &Patch::Merge(&status))
         .await;
-    let micro = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let micro = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
     let lease = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": spec.name, "namespace": "kube-node-lease"},
@@ -329,7 +350,9 @@ async fn sync_pods(
         let api: Api<Pod> = Api::namespaced(pods.clone().into_client(), &ns);
         if pod.metadata.deletion_timestamp.is_some() {
             // The containers "stop" at once; finalize like the kubelet does.
-            let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+            let _ = api
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await;
             first_seen.remove(&format!("{ns}/{name}"));
             continue;
         }
