@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::{
-    deployment, events, gc, nodelifecycle, replicaset, scheduler, Context, Options, Result,
+    deployment, events, gc, nodeipam, nodelifecycle, replicaset, scheduler, Context, Options,
+    Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -25,13 +26,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 5] {
+fn controllers() -> [(&'static str, Start); 6] {
     [
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
         ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
         ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
+        ("node-ipam", |ctx| Box::pin(nodeipam::run(ctx))),
     ]
 }
 

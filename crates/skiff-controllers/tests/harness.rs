@@ -46,3 +46,18 @@ async fn fake_node_registers_and_runs_bound_pods() {
     .await;
     drop(node);
 }
+
+#[tokio::test]
+async fn nodes_get_distinct_pod_cidrs() {
+    let c = common::TestCluster::start().await;
+    let _a = c.add_node("a").await;
+    let _b = c.add_node("b").await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let cidr = |n: Node| n.spec.and_then(|s| s.pod_cidr);
+    c.wait_for("pod CIDRs", Duration::from_secs(10), || async {
+        let a = nodes.get("a").await.ok().and_then(cidr);
+        let b = nodes.get("b").await.ok().and_then(cidr);
+        matches!((a, b), (Some(a), Some(b)) if a != b && a.starts_with("100.64.") && b.ends_with(".0/24"))
+    })
+    .await;
+}

@@ -175,8 +175,7 @@ impl FakeNode {
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": spec.name, "labels": spec.labels},
-            "spec": {"taints": spec.taints, "unschedulable": spec.unschedulable,
-                     "podCIDR": format!("100.64.{index}.0/24")},
+            "spec": {"taints": spec.taints, "unschedulable": spec.unschedulable},
         }))
         .expect("node json");
         nodes

@@ -1,0 +1,136 @@
+//! Node IPAM: gives every Node a pod CIDR (`spec.podCIDR`/`podCIDRs`), one /24 of the cluster
+//! CIDR (100.64.0.0/16 by default) per node, like kube-controller-manager's range allocator.
+//! The lowest free /24 wins; a CIDR is never given to two nodes because every choice is made
+//! against the full node list and written with the node's resourceVersion as a precondition.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use crate::{Context, Error, Result};
+
+/// The cluster's pod network and the per-node prefix length.
+pub const CLUSTER_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(100, 64, 0, 0), 16);
+pub const NODE_MASK: u8 = 24;
+
+/// Index of a node /24 inside the cluster CIDR, if `cidr` is one.
+fn block_index(cidr: &str) -> Option<u32> {
+    let (addr, len) = cidr.split_once('/')?;
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    if len.parse::<u8>().ok()? != NODE_MASK {
+        return None;
+    }
+    let base = u32::from(CLUSTER_CIDR.0);
+    let offset = u32::from(addr).checked_sub(base)?;
+    let blocks = 1u32 << (NODE_MASK - CLUSTER_CIDR.1);
+    let index = offset >> (32 - NODE_MASK);
+    (index < blocks && offset & 0xff == 0).then_some(index)
+}
+
+fn block_cidr(index: u32) -> String {
+    let addr = Ipv4Addr::from(u32::from(CLUSTER_CIDR.0) + (index << (32 - NODE_MASK)));
+    format!("{addr}/{NODE_MASK}")
+}
+
+/// The lowest block not in `used`.
+fn first_free(used: &BTreeSet<u32>) -> Option<u32> {
+    let blocks = 1u32 << (NODE_MASK - CLUSTER_CIDR.1);
+    (0..blocks).find(|i| !used.contains(i))
+}
+
+async fn allocate_missing(nodes: &Api<Node>) -> Result<()> {
+    let list = nodes.list(&ListParams::default()).await?;
+    let mut used: BTreeSet<u32> = list
+        .items
+        .iter()
+        .filter_map(|n| n.spec.as_ref()?.pod_cidr.as_deref())
+        .filter_map(block_index)
+        .collect();
+    for node in &list.items {
+        if node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_ref())
+            .is_some()
+        {
+            continue;
+        }
+        let (Some(name), Some(rv)) = (&node.metadata.name, &node.metadata.resource_version) else {
+            continue;
+        };
+        let Some(index) = first_free(&used) else {
+            tracing::warn!(node = %name, "no free pod CIDR left in the cluster CIDR");
+            continue;
+        };
+        let cidr = block_cidr(index);
+        let patch = json!({
+            "metadata": {"resourceVersion": rv},
+            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+        });
+        match nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                used.insert(index);
+                tracing::info!(node = %name, %cidr, "allocated pod CIDR");
+            }
+            // Someone changed the node meanwhile: the next pass sees the new state.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(Error::Kube(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Allocates on every node change, and every 30 s as a safety net.
+pub async fn run(ctx: Arc<Context>) -> Result<()> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let mut events = watcher(nodes.clone(), watcher::Config::default()).boxed();
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(_)) => allocate_missing(&nodes).await?,
+                Some(Err(e)) => {
+                    tracing::debug!("node watch: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                None => return Ok(()),
+            },
+            _ = tick.tick() => allocate_missing(&nodes).await?,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_round_trip() {
+        assert_eq!(block_cidr(0), "100.64.0.0/24");
+        assert_eq!(block_cidr(7), "100.64.7.0/24");
+        assert_eq!(block_index("100.64.7.0/24"), Some(7));
+        assert_eq!(block_index("100.64.255.0/24"), Some(255));
+        assert_eq!(block_index("100.65.0.0/24"), None);
+        assert_eq!(block_index("100.64.7.0/25"), None);
+        assert_eq!(block_index("100.64.7.1/24"), None);
+        assert_eq!(block_index("10.0.0.0/24"), None);
+    }
+
+    #[test]
+    fn lowest_free_block() {
+        let used: BTreeSet<u32> = [0, 1, 3].into_iter().collect();
+        assert_eq!(first_free(&used), Some(2));
+        let full: BTreeSet<u32> = (0..256).collect();
+        assert_eq!(first_free(&full), None);
+    }
+}
