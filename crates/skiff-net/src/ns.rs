@@ -1,0 +1,204 @@
+//! Persistent namespaces: bind mounts of nsfs files, created from a short-lived thread.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+use crate::{io_err, nix_err, NetError, Result};
+
+pub(crate) fn validate_hostname(h: &str) -> Result<()> {
+    // Kernel limit is 64 bytes (__NEW_UTS_LEN); keep to DNS-label characters.
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(NetError::Other(format!("invalid hostname {h:?}")))
+    }
+}
+
+/// True if `path` is an nsfs bind mount (statfs reports the mounted fs, not the file's dir).
+pub(crate) fn is_ns_mounted(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Creates net/ipc/uts namespaces and bind-mounts them onto the three (new) files.
+///
+/// unshare() of these three only affects the calling *thread*, so a throwaway thread does it:
+/// no fork in a multi-threaded process, and the thread's exit drops its references — the bind
+/// mounts keep the namespaces alive. The mount namespace is shared with the whole process, so
+/// the mounts made from the thread are the process's mounts.
+pub(crate) fn create_namespaces(
+    netns: &Path,
+    ipcns: &Path,
+    utsns: &Path,
+    hostname: &str,
+) -> Result<()> {
+    let targets: Vec<(PathBuf, &'static str)> = vec![
+        (netns.to_path_buf(), "net"),
+        (ipcns.to_path_buf(), "ipc"),
+        (utsns.to_path_buf(), "uts"),
+    ];
+    for (t, _) in &targets {
+        std::fs::File::create(t).map_err(io_err(format!("create {}", t.display())))?;
+    }
+    let hostname = hostname.to_string();
+    let handle = std::thread::Builder::new()
+        .name("skiff-net-unshare".into())
+        .spawn(move || -> Result<()> {
+            nix::sched::unshare(
+                CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+            )
+            .map_err(nix_err("unshare(net, ipc, uts)"))?;
+            set_hostname(&hostname)?;
+            loopback_up()?;
+            for (target, kind) in &targets {
+                let src = format!("/proc/thread-self/ns/{kind}");
+                mount(
+                    Some(src.as_str()),
+                    target.as_path(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(nix_err(format!("bind-mount {src} on {}", target.display())))?;
+            }
+            Ok(())
+        })
+        .map_err(io_err("spawn namespace thread"))?;
+    handle
+        .join()
+        .map_err(|_| NetError::Other("namespace thread panicked".into()))?
+}
+
+/// sethostname(2) via libc: nix gates it behind a feature the workspace doesn't enable.
+fn set_hostname(h: &str) -> Result<()> {
+    // SAFETY: pointer/length of a live byte slice.
+    let rc = unsafe { nix::libc::sethostname(h.as_ptr().cast(), h.len()) };
+    if rc < 0 {
+        return Err(io_err("sethostname")(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Sets IFF_UP on `lo` in the calling thread's network namespace.
+fn loopback_up() -> Result<()> {
+    use nix::libc;
+    // SAFETY: plain syscalls on a zeroed ifreq whose name we fill; fd closed by OwnedFd.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io_err("socket for lo")(std::io::Error::last_os_error()));
+        }
+        let _fd = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
+            return Err(io_err("SIOCGIFFLAGS lo")(std::io::Error::last_os_error()));
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr) < 0 {
+            return Err(io_err("SIOCSIFFLAGS lo")(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts whatever is mounted on the three ns files of a sandbox dir (all of them, even if
+/// one fails, then reports the first error).
+pub(crate) fn unmount_all(dir: &Path) -> Result<()> {
+    let mut first = None;
+    for kind in ["net", "ipc", "uts"] {
+        if let Err(e) = unmount(&dir.join(kind)) {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Unmount every mount stacked on `path`; EINVAL (not a mount point) and ENOENT end the loop.
+/// Falls back to a lazy detach if the plain unmount is refused (EBUSY).
+fn unmount(path: &Path) -> Result<()> {
+    loop {
+        match umount2(path, MntFlags::empty()) {
+            Ok(()) => continue,
+            Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => return Ok(()),
+            Err(nix::Error::EBUSY) => {
+                umount2(path, MntFlags::MNT_DETACH)
+                    .map_err(nix_err(format!("umount -l {}", path.display())))?;
+            }
+            Err(e) => return Err(nix_err(format!("umount {}", path.display()))(e)),
+        }
+    }
+}
+
+/// Mount points from /proc/self/mountinfo (field 5, octal escapes decoded).
+fn mount_points() -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err("read mountinfo"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .collect())
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes `dir` a private bind mount of itself (as `ip netns` does for /run/netns), so the ns
+/// bind mounts below it neither propagate into peer mount namespaces (which would pin the
+/// namespaces after we unmount) nor receive mounts from them.
+pub(crate) fn make_private_mount(dir: &Path) -> Result<()> {
+    if !mount_points()?.iter().any(|m| m == dir) {
+        mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(nix_err(format!("bind-mount {} on itself", dir.display())))?;
+    }
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(nix_err(format!("make {} private", dir.display())))
+}
+
+/// Undoes `make_private_mount` (only if `dir` is a mount point).
+pub(crate) fn unmount_self_mount(dir: &Path) -> Result<()> {
+    if mount_points()?.iter().any(|m| m == dir) {
+        unmount(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unescape() {
+        assert_eq!(super::unescape_mountinfo(r"/a\040b/c"), "/a b/c");
+        assert_eq!(super::unescape_mountinfo(r"/a\0"), r"/a\0");
+    }
+}
