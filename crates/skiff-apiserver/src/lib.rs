@@ -7,6 +7,7 @@
 //! Entry points: [`Server::bind`] + [`Server::run`] (or [`serve`]) for a real listener, and
 //! [`router`] for an in-process axum router over an [`AppState`].
 
+mod agent_client;
 mod auth;
 mod discovery;
 mod keys;

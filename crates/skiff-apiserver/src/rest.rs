@@ -97,7 +97,7 @@ async fn read_body(body: Body, headers: &HeaderMap) -> ApiResult<Bytes> {
 }
 
 async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
     match path.as_str() {
@@ -211,6 +211,14 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
             }
             if !info.subresources.contains(sub) {
                 return Err(not_found_path());
+            }
+            if matches!(*sub, "log" | "exec" | "attach" | "portforward" | "proxy") {
+                // Streaming subresources go to the node agent with the client's upgrade.
+                let upstream = subresources::Upstream {
+                    uri: parts.uri.clone(),
+                    upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+                };
+                return subresources::node_proxy(&ctx, &method, name, sub, upstream).await;
             }
             subresources::handle(&ctx, &method, name, sub, &body).await
         }

@@ -37,7 +37,7 @@ pub(crate) async fn handle(
             rest::update_or_patch(ctx, method, name, body, Mode::Main).await
         }
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
-            node_proxy(ctx, name, sub).await
+            node_proxy(ctx, method, name, sub, Upstream::default()).await
         }
         _ => Err(ApiError::method_not_allowed(format!(
             "method {method} is not supported on {}/{sub}",
@@ -255,9 +255,23 @@ async fn eviction(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Response> {
     ))
 }
 
-/// The seam for pod streaming subresources: the node agent will serve these and the API server
-/// will proxy to it. Until then: a clear 503 naming the node.
-async fn node_proxy(ctx: &Ctx, name: &str, sub: &str) -> ApiResult<Response> {
+/// What the node proxy needs from the client's request besides [`Ctx`].
+#[derive(Default)]
+pub(crate) struct Upstream {
+    pub uri: http::Uri,
+    /// The client's connection upgrade (exec's WebSocket), when the transport offers one.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// Pod streaming subresources: `log` and `exec` are proxied to the node agent of the pod's node
+/// (see `agent_client`); the others answer 503.
+pub(crate) async fn node_proxy(
+    ctx: &Ctx,
+    method: &Method,
+    name: &str,
+    sub: &str,
+    upstream: Upstream,
+) -> ApiResult<Response> {
     let (obj, _) = ctx.get_current(name).await?;
     if ctx.info.kind != "Pod" {
         return Err(unavailable(format!(
@@ -274,7 +288,218 @@ async fn node_proxy(ctx: &Ctx, name: &str, sub: &str) -> ApiResult<Response> {
             "pod {name} does not have a host assigned"
         )));
     }
-    Err(unavailable(format!(
-        "no node agent for node {node} (pods/{sub} is not available yet)"
-    )))
+    match (sub, method) {
+        ("log", &Method::GET) | ("exec", &Method::GET) | ("exec", &Method::POST) => {}
+        ("log" | "exec", _) => {
+            return Err(ApiError::method_not_allowed(format!(
+                "method {method} is not supported on pods/{sub}"
+            )))
+        }
+        _ => {
+            return Err(unavailable(format!(
+                "no node agent for node {node} (pods/{sub} is not available yet)"
+            )))
+        }
+    }
+    let container = pick_container(&obj, name, ctx.query.get("container"))?;
+    if sub == "exec" {
+        let phase = obj
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if phase == "Succeeded" || phase == "Failed" {
+            return Err(ApiError::bad_request(format!(
+                "cannot exec into a container in a completed pod; current phase is {phase}"
+            )));
+        }
+    }
+    if !(sub == "log" && ctx.query.flag("previous")) {
+        if let Some(reason) = waiting_reason(&obj, &container) {
+            return Err(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
+            )));
+        }
+    }
+    let agent = node_agent(ctx, node).await?;
+    let ns = ctx.ns.as_deref().unwrap_or("default");
+    // The agent's paths are kubelet-like; the query passes through unchanged (the agent ignores
+    // what it does not know, `container` included).
+    let path = match sub {
+        "log" => format!("/containerLogs/{ns}/{name}/{container}"),
+        _ => format!("/exec/{ns}/{name}/{container}"),
+    };
+    let path = match upstream.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut req = http::Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(http::header::HOST, format!("{}:{}", agent.ip, agent.port))
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", ctx.st.tokens.node),
+        );
+    if sub == "exec" {
+        // Everything the agent needs to answer the upgrade itself (its Sec-WebSocket-Accept is
+        // computed from the client's key, so its 101 is valid for the client as is).
+        for (k, v) in ctx.headers.iter() {
+            let k = k.as_str();
+            if matches!(k, "connection" | "upgrade" | "x-stream-protocol-version")
+                || (k.starts_with("sec-websocket-") && k != "sec-websocket-extensions")
+            {
+                req = req.header(k, v);
+            }
+        }
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::internal(format!("building the node agent request: {e}")))?;
+    let resp = crate::agent_client::send(&agent, req)
+        .await
+        .map_err(|e| unavailable(format!("error dialing the node agent of node {node}: {e}")))?;
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client) = upstream.upgrade else {
+            return Err(ApiError::bad_request("this connection cannot be upgraded"));
+        };
+        let mut out = Response::builder().status(101);
+        for (k, v) in resp.headers() {
+            out = out.header(k, v);
+        }
+        let agent_io = hyper::upgrade::on(resp);
+        tokio::spawn(async move {
+            let (Ok(agent_io), Ok(client_io)) = (agent_io.await, client.await) else {
+                return;
+            };
+            let mut a = hyper_util::rt::TokioIo::new(agent_io);
+            let mut c = hyper_util::rt::TokioIo::new(client_io);
+            if let Err(err) = tokio::io::copy_bidirectional(&mut c, &mut a).await {
+                tracing::debug!(%err, "exec stream ended with an error");
+            }
+        });
+        return out
+            .body(axum::body::Body::empty())
+            .map_err(|e| ApiError::internal(format!("building the upgrade response: {e}")));
+    }
+    // Logs (and agent errors, which are Status JSON already): stream the body through.
+    let mut out = Response::builder().status(resp.status());
+    if let Some(ct) = resp.headers().get(http::header::CONTENT_TYPE) {
+        out = out.header(http::header::CONTENT_TYPE, ct);
+    }
+    out.body(axum::body::Body::new(resp.into_body()))
+        .map_err(|e| ApiError::internal(format!("building the log response: {e}")))
+}
+
+fn container_names(obj: &Value, field: &str) -> Vec<String> {
+    obj.pointer(&format!("/spec/{field}"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The container a log/exec request targets, with upstream's errors.
+fn pick_container(obj: &Value, pod: &str, requested: Option<&str>) -> ApiResult<String> {
+    let containers = container_names(obj, "containers");
+    let init = container_names(obj, "initContainers");
+    let ephemeral = container_names(obj, "ephemeralContainers");
+    match requested.filter(|c| !c.is_empty()) {
+        Some(c) => {
+            if containers
+                .iter()
+                .chain(&init)
+                .chain(&ephemeral)
+                .any(|n| n == c)
+            {
+                Ok(c.to_string())
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {pod}"
+                )))
+            }
+        }
+        None if containers.len() == 1 => Ok(containers[0].clone()),
+        None => {
+            let mut msg = format!(
+                "a container name must be specified for pod {pod}, choose one of: [{}]",
+                containers.join(" ")
+            );
+            if !init.is_empty() {
+                msg.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
+            }
+            Err(ApiError::bad_request(msg))
+        }
+    }
+}
+
+/// `state.waiting.reason` of the container's status, if it is waiting (never started).
+fn waiting_reason(obj: &Value, container: &str) -> Option<String> {
+    [
+        "containerStatuses",
+        "initContainerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .filter_map(|f| {
+        obj.pointer(&format!("/status/{f}"))
+            .and_then(Value::as_array)
+    })
+    .flatten()
+    .find(|s| s.get("name").and_then(Value::as_str) == Some(container))
+    .and_then(|s| s.pointer("/state/waiting"))
+    .map(|w| {
+        w.get("reason")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+            .unwrap_or("ContainerCreating")
+            .to_string()
+    })
+}
+
+/// The agent endpoint of `node`: InternalIP, kubelet endpoint port and pinned fingerprint.
+async fn node_agent(ctx: &Ctx, node: &str) -> ApiResult<crate::agent_client::Agent> {
+    let no_agent = || unavailable(format!("no node agent for node {node}"));
+    let info = skiff_api::resources::by_plural("", "v1", "nodes").ok_or_else(no_agent)?;
+    let key = crate::keys::object_key(info, None, node);
+    let obj = match ctx.st.store.get(&key).await {
+        Ok(Some(kv)) => crate::keys::decode(&kv)?,
+        Ok(None) => return Err(unavailable(format!("node {node} not found"))),
+        Err(e) => return Err(store_err(info, node, e)),
+    };
+    let ip = obj
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| a.get("type").and_then(Value::as_str) == Some("InternalIP"))
+        .find_map(|a| a.get("address").and_then(Value::as_str)?.parse().ok())
+        .ok_or_else(no_agent)?;
+    let port = obj
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .ok_or_else(no_agent)?;
+    let fingerprint = meta(&obj)
+        .get("annotations")
+        .and_then(|a| a.get(crate::agent_client::CERT_ANNOTATION))
+        .and_then(Value::as_str)
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| {
+            unavailable(format!(
+                "node {node} has not published its agent certificate (annotation {})",
+                crate::agent_client::CERT_ANNOTATION
+            ))
+        })?
+        .to_string();
+    Ok(crate::agent_client::Agent {
+        ip,
+        port,
+        fingerprint,
+    })
 }

@@ -40,6 +40,8 @@ pub struct Options {
     /// Default tolerationSeconds for not-ready/unreachable NoExecute taints (300 s); applied to
     /// pods at admission by the API server.
     pub default_toleration_seconds: i64,
+    /// The pod network nodes get their /24s from (100.64.0.0/16).
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(50),
             node_monitor_period: Duration::from_secs(5),
             default_toleration_seconds: 300,
+            cluster_cidr: (std::net::Ipv4Addr::new(100, 64, 0, 0), 16),
         }
     }
 }

@@ -264,6 +264,29 @@ impl PodNetwork {
         })
     }
 
+    /// The pod network a data dir already has (its conflist names the pod CIDR), for cleanup
+    /// without a running agent; None if the data dir never had one.
+    pub fn existing(data_dir: &Path) -> Result<Option<Self>> {
+        let conflist = data_dir.join("net").join("cni.conflist");
+        let text = match std::fs::read(&conflist) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(format!("read {}", conflist.display()))(e)),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| NetError::Other(format!("{}: {e}", conflist.display())))?;
+        let subnet = json
+            .pointer("/plugins/0/ipam/ranges/0/0/subnet")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| NetError::Other(format!("{}: no subnet", conflist.display())))?;
+        Self::new(NetConfig {
+            data_dir: data_dir.to_path_buf(),
+            pod_cidr: subnet.to_string(),
+            cni_bin_dir: None,
+        })
+        .map(Some)
+    }
+
     /// The Linux bridge the CNI bridge plugin creates on the first ADD.
     pub fn bridge_name(&self) -> &str {
         &self.bridge

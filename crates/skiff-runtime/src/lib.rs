@@ -166,6 +166,13 @@ pub struct ContainerSpec {
     pub auto_remove: bool,
 }
 
+/// Existing namespaces a container joins (pod sandboxes share IPC and UTS between containers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinNamespaces {
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub enum Status {
     Created,
@@ -366,6 +373,16 @@ impl Runtime {
     /// [`Runtime::wait`] (or `remove`, or dropping the `Runtime`), so a container that exits
     /// at once cannot vanish before the caller learns its exit code.
     pub fn create_and_start(&self, spec: ContainerSpec) -> Result<ContainerInfo> {
+        self.create_and_start_joined(spec, &JoinNamespaces::default())
+    }
+
+    /// Like [`Runtime::create_and_start`], but the container joins existing IPC/UTS
+    /// namespaces (a pod sandbox's) instead of getting new ones.
+    pub fn create_and_start_joined(
+        &self,
+        spec: ContainerSpec,
+        join: &JoinNamespaces,
+    ) -> Result<ContainerInfo> {
         if let Some(n) = &spec.name {
             if !valid_name(n) {
                 return Err(RuntimeError::InvalidSpec(format!(
@@ -384,12 +401,13 @@ impl Runtime {
         let id = random_hex(32);
         let cdir = self.cdir(&id);
         // Validates the spec before anything touches the disk.
-        let oci = spec::build_oci_spec(
+        let mut oci = spec::build_oci_spec(
             &spec,
             &id,
             &cdir.rootfs(),
             &spec::cgroups_path(&self.layout.data_dir, &id),
         )?;
+        spec::join_namespaces(&mut oci, join)?;
 
         {
             let _lock = lock_file(&self.layout.names_lock(), FlockArg::LockExclusive)?;

@@ -310,6 +310,27 @@ fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamesp
     b.build().map_err(oci_err)
 }
 
+/// Points the IPC/UTS namespaces of `oci` at existing ones (pod sandboxes).
+pub fn join_namespaces(oci: &mut Spec, join: &crate::JoinNamespaces) -> Result<()> {
+    let Some(linux) = oci.linux().clone() else {
+        return Ok(());
+    };
+    let mut linux = linux;
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    for (typ, path) in [
+        (LinuxNamespaceType::Ipc, &join.ipc),
+        (LinuxNamespaceType::Uts, &join.uts),
+    ] {
+        if let Some(p) = path {
+            namespaces.retain(|n| n.typ() != typ);
+            namespaces.push(namespace(typ, Some(p))?);
+        }
+    }
+    linux.set_namespaces(Some(namespaces));
+    oci.set_linux(Some(linux));
+    Ok(())
+}
+
 /// The deny-list seccomp profile (default allow, EPERM for [`SECCOMP_DENY`]).
 pub fn default_seccomp() -> Result<LinuxSeccomp> {
     let deny = LinuxSyscallBuilder::default()

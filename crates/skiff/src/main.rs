@@ -2,9 +2,11 @@
 //! `skiff-image`, container commands to `skiff-runtime`; `skiff shim` is the per-container
 //! supervisor the runtime starts (the same executable, so one binary is all a node needs).
 
+mod agent_cmd;
 mod container_cmd;
 mod image_cmd;
 mod progress;
+mod reset_cmd;
 mod server_cmd;
 mod units;
 
@@ -51,8 +53,12 @@ enum Command {
     Stop(container_cmd::StopArgs),
     /// Remove containers.
     Rm(container_cmd::RmArgs),
-    /// Run the Kubernetes API server on this machine.
+    /// Run the cluster on this machine: API server, controllers, scheduler and a node agent.
     Server(server_cmd::ServerArgs),
+    /// Run a node agent that joins a cluster.
+    Agent(agent_cmd::AgentArgs),
+    /// Remove every container, pod sandbox and the pod network of this data dir.
+    Reset,
     /// Print version information.
     Version,
     /// The per-container supervisor started by the runtime (internal).
@@ -102,6 +108,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop(args) => container_cmd::stop(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Rm(args) => container_cmd::rm(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Server(args) => server_cmd::run(&data_dir, args),
+        Command::Agent(args) => agent_cmd::run(&data_dir, args),
+        Command::Reset => reset_cmd::run(&data_dir),
         Command::Version => {
             println!("skiff {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

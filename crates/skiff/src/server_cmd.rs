@@ -24,6 +24,14 @@ pub struct ServerArgs {
     /// tolerationSeconds given to pods for the not-ready/unreachable NoExecute taints.
     #[arg(long, default_value_t = 300)]
     pub default_toleration_seconds: i64,
+    /// The pod network: every node gets a /24 of it.
+    #[arg(long, default_value = "100.64.0.0/16", value_parser = parse_cidr)]
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    /// Do not run a node agent in this process (a control-plane-only server).
+    #[arg(long)]
+    pub no_agent: bool,
+    #[command(flatten)]
+    pub node: crate::agent_cmd::NodeArgs,
 }
 
 pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -60,14 +68,47 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         let options = skiff_controllers::Options {
             node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
             default_toleration_seconds: args.default_toleration_seconds,
+            cluster_cidr: args.cluster_cidr,
             ..Default::default()
         };
-        let (stop_controllers, stopped) = tokio::sync::oneshot::channel::<()>();
-        let controllers = tokio::spawn(skiff_controllers::run(client, options, async {
-            let _ = stopped.await;
-        }));
-        let served = server.run(shutdown_signal()).await;
-        let _ = stop_controllers.send(());
+        // One signal stops everything; each part gets its own view of it.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let controllers = tokio::spawn(skiff_controllers::run(
+            client,
+            options,
+            wait_for(stopped.clone()),
+        ));
+        let agent = if args.no_agent {
+            None
+        } else if let Err(e) = crate::agent_cmd::check_can_run_agent() {
+            tracing::warn!("running without a node agent: {e:#}");
+            None
+        } else {
+            let token = std::fs::read_to_string(data_dir.join("node-token"))
+                .context("reading the node token")?
+                .trim()
+                .to_string();
+            let ca = std::fs::read(data_dir.join("server/tls/ca.crt"))
+                .context("reading the cluster CA")?;
+            let url = format!("https://{}", server.local_addr());
+            let node_client = crate::agent_cmd::node_client(&url, &ca, &token)?;
+            let config = crate::agent_cmd::agent_config(data_dir, &args.node, token)?;
+            Some(tokio::spawn(skiff_agent::run(
+                node_client,
+                config,
+                wait_for(stopped.clone()),
+            )))
+        };
+        let served = server.run(wait_for(stopped)).await;
+        if let Some(agent) = agent {
+            if let Ok(Err(e)) = agent.await {
+                tracing::error!("node agent stopped with an error: {e}");
+            }
+        }
         if let Ok(Err(e)) = controllers.await {
             tracing::warn!("controllers stopped with an error: {e}");
         }
@@ -86,7 +127,26 @@ async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("creating the controllers' API client")
 }
 
-async fn shutdown_signal() {
+fn parse_cidr(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let bad = || format!("invalid CIDR {text:?}: expected an IPv4 network like 100.64.0.0/16");
+    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(8..=24).contains(&len) || u32::from(addr) & (u32::MAX >> len) != 0 {
+        return Err(bad());
+    }
+    Ok((addr, len))
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    while !*stopped.borrow() {
+        if stopped.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());

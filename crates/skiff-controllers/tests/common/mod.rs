@@ -33,6 +33,7 @@ pub fn fast_options() -> Options {
         node_monitor_grace_period: Duration::from_secs(3),
         node_monitor_period: Duration::from_millis(500),
         default_toleration_seconds: 2,
+        ..Options::default()
     }
 }
 

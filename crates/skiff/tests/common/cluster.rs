@@ -12,6 +12,8 @@ pub const SDK_BIN: &str = "/usr/lib/google-cloud-sdk/bin";
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// A /24 of its own, so parallel clusters on this host never share a bridge subnet.
+    pub cluster_cidr: String,
     child: Option<Child>,
 }
 
@@ -27,9 +29,12 @@ impl Cluster {
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut cluster = Cluster {
             dir,
             port: free_port(),
+            cluster_cidr: format!("100.64.{}.0/24", 10 + (std::process::id() + n) % 30),
             child: None,
         };
         cluster.spawn();
@@ -54,6 +59,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--cluster-cidr", &self.cluster_cidr])
             .env("SKIFF_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -179,6 +185,20 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.stop();
+        // As root the embedded agent ran containers: wipe them, the sandboxes and the bridge.
+        if nix::unistd::geteuid().is_root() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_skiff"))
+                .arg("--data-dir")
+                .arg(self.data_dir())
+                .arg("reset")
+                .output();
+        }
+    }
+}
+
+impl Cluster {
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -191,6 +211,47 @@ impl Drop for Cluster {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    /// Root cluster tests: no container, overlay mount or pod sandbox of this data dir is left.
+    pub fn assert_node_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+                .arg("--data-dir")
+                .arg(self.data_dir())
+                .args(["ps", "-aq"])
+                .output()
+                .expect("skiff ps");
+            let containers = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            // The agent keeps `net/sandboxes` bind-mounted on itself (private propagation) while
+            // it runs; every per-pod mount and sandbox must be gone.
+            let sandboxes = self.data_dir().join("net/sandboxes");
+            let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(self.dir.path().to_str().unwrap_or("\0")))
+                .filter(|l| l.split_whitespace().nth(4) != Some(sandboxes.to_str().unwrap_or("\0")))
+                .map(String::from)
+                .collect();
+            let left: Vec<String> = std::fs::read_dir(&sandboxes)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if containers.is_empty() && mounts.is_empty() && left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left behind: containers {containers:?}, sandboxes {left:?}, mounts {mounts:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 }

@@ -1,0 +1,216 @@
+//! The agent API: what the API server proxies `kubectl logs` and `kubectl exec` to. HTTPS with a
+//! self-signed certificate kept in `<data-dir>/agent/tls/` (its SHA-256 fingerprint is published
+//! in the Node annotation [`CERT_ANNOTATION`] so the API server can pin it), and every request
+//! must carry `Authorization: Bearer <node token>`.
+//!
+//! Endpoints (kubelet-like paths):
+//! - `GET /containerLogs/{ns}/{pod}/{container}?follow=&tailLines=&timestamps=&previous=&sinceSeconds=&limitBytes=`
+//!   → `text/plain`, streamed (chunked) while following.
+//! - `GET /exec/{ns}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=` → WebSocket
+//!   (`v5.channel.k8s.io`, `v4.channel.k8s.io`) with Kubernetes channel framing.
+//!
+//! Errors are metav1 Status JSON bodies, like upstream's.
+
+mod exec;
+mod logs;
+mod tls;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::{ContainerIndex, Error, Result};
+
+pub use tls::cert_fingerprint;
+
+/// The Node annotation carrying the lowercase hex SHA-256 of the agent API certificate (DER).
+/// The node registration sets it from [`cert_fingerprint`]; the API server refuses to proxy to
+/// a node without it.
+pub const CERT_ANNOTATION: &str = "skiff.dev/agent-cert-sha256";
+
+/// What the agent API serves from.
+#[derive(Clone)]
+pub struct ApiState {
+    /// skiff's data dir (containers, `agent/tls/`).
+    pub data_dir: PathBuf,
+    /// The `skiff` executable; exec runs `skiff --data-dir D exec …`.
+    pub skiff_exe: PathBuf,
+    /// The node token the API server presents as a bearer token.
+    pub token: String,
+    pub index: Arc<dyn ContainerIndex>,
+}
+
+impl ApiState {
+    pub fn new(config: &crate::AgentConfig, index: Arc<dyn ContainerIndex>) -> Self {
+        Self {
+            data_dir: config.data_dir.clone(),
+            skiff_exe: config.skiff_exe.clone(),
+            token: config.api_token.clone(),
+            index,
+        }
+    }
+}
+
+/// A metav1 Status error response.
+pub(crate) fn status_response(code: u16, reason: &str, message: &str) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code});
+    let status = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_REQUEST);
+    (
+        status,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+pub(crate) fn bad_request(message: &str) -> Response {
+    status_response(400, "BadRequest", message)
+}
+
+/// Query parameters as ordered pairs (`command` repeats, so no map).
+pub(crate) fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+pub(crate) fn query_flag(pairs: &[(String, String)], name: &str) -> bool {
+    pairs
+        .iter()
+        .any(|(k, v)| k == name && matches!(v.as_str(), "true" | "1" | "True" | "TRUE"))
+}
+
+pub(crate) fn query_get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+// Constant-time comparison so token checks do not leak prefix matches through timing.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .is_some_and(|t| !st.token.is_empty() && ct_eq(t.trim().as_bytes(), st.token.as_bytes()));
+    if !ok {
+        return status_response(401, "Unauthorized", "Unauthorized");
+    }
+    next.run(req).await
+}
+
+/// The agent API as a router (also usable in-process).
+pub fn router(state: ApiState) -> Router {
+    let st = Arc::new(state);
+    Router::new()
+        .route("/containerLogs/{ns}/{pod}/{container}", get(logs::handle))
+        .route(
+            "/exec/{ns}/{pod}/{container}",
+            get(exec::handle).post(exec::handle),
+        )
+        .fallback(|| async {
+            status_response(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            authenticate,
+        ))
+        .with_state(st)
+}
+
+fn tls_acceptor(data_dir: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    let material = tls::ensure(data_dir)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(
+        material.server_config()?,
+    )))
+}
+
+/// Serves the agent API over HTTPS on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let acceptor = tls_acceptor(&state.data_dir)?;
+    let app = router(state);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "agent API listening (https)");
+    }
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(err) => {
+                        tracing::warn!(%err, "agent API accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                conns.spawn(async move {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, %err, "agent API TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .with_upgrades();
+                    if let Err(err) = conn.await {
+                        tracing::debug!(%peer, %err, "agent API connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    // Give in-flight requests a moment, then drop the rest (follows and exec sessions).
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(2), drain)
+        .await
+        .is_err()
+    {
+        conns.abort_all();
+    }
+    Ok(())
+}
+
+pub(crate) fn other(msg: impl std::fmt::Display) -> Error {
+    Error::Other(msg.to_string())
+}

@@ -1,0 +1,317 @@
+//! Node registration, status heartbeats and the node Lease (upstream semantics §5), and the
+//! agent's entry point [`run`], which ties the node loop and the pod workers together.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use crate::pods::{PodIndex, PodManager};
+use crate::{AgentConfig, Error, Result};
+
+pub const KUBELET_VERSION: &str = "v1.33.0-skiff";
+const HEARTBEAT: Duration = Duration::from_secs(10);
+const LEASE_DURATION_SECONDS: i32 = 40;
+
+/// Runs the node agent until `shutdown` resolves: the agent API (logs, exec) on
+/// `config.api_listen`, node registration and heartbeats, and the pod workers. Containers keep
+/// running after it returns (they are re-adopted by the next agent on the same data dir).
+pub async fn run(
+    client: Client,
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let index = Arc::new(PodIndex::new(&config)?);
+    let listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|e| Error::Other(format!("agent API on {}: {e}", config.api_listen)))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::Other(format!("agent API address: {e}")))?
+        .port();
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(crate::api::serve(
+        listener,
+        crate::api::ApiState::new(&config, index.clone()),
+        async {
+            let _ = api_stopped.await;
+        },
+    ));
+    let result = run_with(client, config, index, port, shutdown).await;
+    let _ = stop_api.send(());
+    if let Ok(Err(e)) = api.await {
+        tracing::warn!("agent API stopped with an error: {e}");
+    }
+    result
+}
+
+/// Like [`run`], with the agent API's port (published in the Node status) and the container
+/// index the API reads.
+pub async fn run_with(
+    client: Client,
+    config: AgentConfig,
+    index: Arc<PodIndex>,
+    kubelet_port: u16,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    register(&client, &config, kubelet_port).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let hb = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        config.clone(),
+        kubelet_port,
+        stop_rx.clone(),
+    ));
+    let pod_cidr = tokio::select! {
+        c = wait_for_pod_cidr(&client, &config.node_name) => c?,
+        _ = shutdown_wait(stop_rx.clone()) => String::new(),
+    };
+    let manager = PodManager::new(client.clone(), config.clone(), index, &pod_cidr)?;
+    let pods = tokio::spawn(manager.run(stop_rx));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = pods.await;
+    hb.abort();
+    Ok(())
+}
+
+async fn shutdown_wait(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The node's pod CIDR: allocated by the server (node IPAM); polls until it is set.
+async fn wait_for_pod_cidr(client: &Client, node: &str) -> Result<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut logged = false;
+    loop {
+        match nodes.get(node).await {
+            Ok(n) => {
+                if let Some(c) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+                    return Ok(c);
+                }
+                if !logged {
+                    tracing::info!(node, "waiting for the server to allocate spec.podCIDR");
+                    logged = true;
+                }
+            }
+            Err(e) => tracing::warn!(node, "reading node: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        other => other,
+    }
+}
+
+fn mem_total_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn os_image() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "Linux".into())
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The Node status the agent reports; `transition` is when the conditions took their values.
+fn node_status(config: &AgentConfig, port: u16, transition: &str) -> serde_json::Value {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem = mem_total_bytes();
+    // Allocatable = capacity minus the default hard eviction threshold (100Mi).
+    let alloc_mem = mem.saturating_sub(100 * 1024 * 1024);
+    let t = now();
+    let cond = |typ: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": typ, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": t, "lastTransitionTime": transition})
+    };
+    json!({
+        "capacity": {"cpu": cpus.to_string(), "memory": format!("{}Ki", mem / 1024), "pods": "110"},
+        "allocatable": {"cpu": cpus.to_string(), "memory": format!("{}Ki", alloc_mem / 1024), "pods": "110"},
+        "conditions": [
+            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ],
+        "addresses": [
+            {"type": "InternalIP", "address": config.node_ip.to_string()},
+            {"type": "Hostname", "address": config.node_name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+        "nodeInfo": {
+            "kubeletVersion": KUBELET_VERSION,
+            "kubeProxyVersion": KUBELET_VERSION,
+            "containerRuntimeVersion": format!("skiff://{}", env!("CARGO_PKG_VERSION")),
+            "operatingSystem": "linux",
+            "architecture": arch(),
+            "osImage": os_image(),
+            "kernelVersion": read_trim("/proc/sys/kernel/osrelease"),
+            "machineID": read_trim("/etc/machine-id"),
+            "systemUUID": read_trim("/sys/class/dmi/id/product_uuid"),
+            "bootID": read_trim("/proc/sys/kernel/random/boot_id"),
+        },
+    })
+}
+
+/// Creates the Node or reconciles its labels, then writes its status.
+async fn register(client: &Client, config: &AgentConfig, port: u16) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let name = &config.node_name;
+    // The API server pins the agent API's certificate by this fingerprint.
+    let fingerprint = crate::api::cert_fingerprint(&config.data_dir)?;
+    let annotations = json!({ crate::api::CERT_ANNOTATION: fingerprint });
+    let labels = json!({
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch(),
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": arch(),
+    });
+    match nodes.get_opt(name).await? {
+        Some(_) => {
+            let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
+            nodes
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        None => {
+            let node: Node = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            }))
+            .map_err(|e| Error::Other(format!("node object: {e}")))?;
+            match nodes.create(&PostParams::default(), &node).await {
+                Ok(_) => {}
+                // Raced with another registration of the same name: reconcile next heartbeat.
+                Err(kube::Error::Api(ae)) if ae.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let status = json!({"status": node_status(config, port, &now())});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+async fn heartbeat_loop(
+    client: Client,
+    config: AgentConfig,
+    port: u16,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let transition = now();
+    loop {
+        renew_lease(&nodes, &leases, &config.node_name).await;
+        let status = json!({"status": node_status(&config, port, &transition)});
+        if let Err(e) = nodes
+            .patch_status(
+                &config.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+        {
+            tracing::warn!(node = %config.node_name, "node status update failed: {e}");
+            // A deleted Node is re-registered (kubelet behaviour).
+            if matches!(&e, kube::Error::Api(ae) if ae.code == 404) {
+                let _ = register(&client, &config, port).await;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, node: &str) {
+    let renew = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                      "renewTime": renew});
+    match leases.get_opt(node).await {
+        Ok(Some(_)) => {
+            let patch = json!({"spec": spec});
+            if let Err(e) = leases
+                .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(node, "renewing lease: {e}");
+            }
+        }
+        Ok(None) => {
+            let uid = nodes
+                .get_opt(node)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|n| n.metadata.uid);
+            let mut meta = json!({"name": node, "namespace": "kube-node-lease"});
+            if let Some(uid) = uid {
+                meta["ownerReferences"] =
+                    json!([{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}]);
+            }
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                               "metadata": meta, "spec": spec});
+            match serde_json::from_value::<Lease>(lease) {
+                Ok(l) => {
+                    if let Err(e) = leases.create(&PostParams::default(), &l).await {
+                        tracing::warn!(node, "creating lease: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(node, "lease object: {e}"),
+            }
+        }
+        Err(e) => tracing::warn!(node, "reading lease: {e}"),
+    }
+}

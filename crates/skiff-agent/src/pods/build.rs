@@ -1,0 +1,726 @@
+//! Turns a pod's container into a runtime `ContainerSpec`: argv (Kubernetes command/args vs
+//! image Entrypoint/Cmd rules), environment (`$(VAR)` expansion, valueFrom, envFrom), volumes
+//! (emptyDir, configMap, secret, projected, downwardAPI, hostPath) as bind mounts, resources
+//! (§9 formulas) and securityContext.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use kube::api::Api;
+use kube::Client;
+use skiff_image::ResolvedImage;
+use skiff_runtime::{BindMount, ContainerSpec, NetworkMode};
+
+/// Why a container could not be configured: `CreateContainerConfigError` with this message.
+pub type ConfigError = String;
+
+/// ConfigMaps and Secrets of one namespace, fetched at most once per container start.
+pub struct Objects {
+    client: Client,
+    namespace: String,
+    config_maps: HashMap<String, Option<ConfigMap>>,
+    secrets: HashMap<String, Option<Secret>>,
+}
+
+impl Objects {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Objects {
+            client,
+            namespace: namespace.to_string(),
+            config_maps: HashMap::new(),
+            secrets: HashMap::new(),
+        }
+    }
+
+    async fn config_map(&mut self, name: &str) -> Result<Option<&ConfigMap>, ConfigError> {
+        if !self.config_maps.contains_key(name) {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+            let cm = api
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("reading configmap {name:?}: {e}"))?;
+            self.config_maps.insert(name.to_string(), cm);
+        }
+        Ok(self.config_maps.get(name).and_then(|c| c.as_ref()))
+    }
+
+    async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, ConfigError> {
+        if !self.secrets.contains_key(name) {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+            let s = api
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("reading secret {name:?}: {e}"))?;
+            self.secrets.insert(name.to_string(), s);
+        }
+        Ok(self.secrets.get(name).and_then(|c| c.as_ref()))
+    }
+
+    /// All keys of a ConfigMap as bytes (data and binaryData).
+    async fn config_map_data(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ConfigError> {
+        Ok(self.config_map(name).await?.map(|cm| {
+            let mut out: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                .collect();
+            for (k, v) in cm.binary_data.iter().flatten() {
+                out.insert(k.clone(), v.0.clone());
+            }
+            out
+        }))
+    }
+
+    async fn secret_data(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ConfigError> {
+        Ok(self.secret(name).await?.map(|s| {
+            let mut out: BTreeMap<String, Vec<u8>> = s
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect();
+            for (k, v) in s.string_data.iter().flatten() {
+                out.insert(k.clone(), v.clone().into_bytes());
+            }
+            out
+        }))
+    }
+}
+
+/// Kubernetes `$(VAR)` expansion: defined names are replaced, `$$` escapes, others stay.
+pub fn expand(s: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(inner) = after.strip_prefix('(') {
+            match inner.find(')') {
+                Some(end) => {
+                    let name = &inner[..end];
+                    match vars.get(name) {
+                        Some(v) => out.push_str(v),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &inner[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = inner;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A downward-API field (`fieldRef.fieldPath`).
+pub fn field_value(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let map_line = |m: &BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if let Some(key) = path
+        .strip_prefix("metadata.labels['")
+        .and_then(|r| r.strip_suffix("']"))
+    {
+        return Some(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(key).cloned())
+                .unwrap_or_default(),
+        );
+    }
+    if let Some(key) = path
+        .strip_prefix("metadata.annotations['")
+        .and_then(|r| r.strip_suffix("']"))
+    {
+        return Some(
+            meta.annotations
+                .as_ref()
+                .and_then(|l| l.get(key).cloned())
+                .unwrap_or_default(),
+        );
+    }
+    Some(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => meta.labels.as_ref().map(map_line).unwrap_or_default(),
+        "metadata.annotations" => meta.annotations.as_ref().map(map_line).unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into()),
+        "status.podIP" | "status.podIPs" => pod_ip.to_string(),
+        "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
+        _ => return None,
+    })
+}
+
+/// Quantities: cpu in millicores.
+pub fn parse_cpu_milli(q: &str) -> Option<i64> {
+    let q = q.trim();
+    if let Some(m) = q.strip_suffix('m') {
+        return m.parse::<f64>().ok().map(|v| v.ceil() as i64);
+    }
+    parse_quantity(q).map(|v| (v * 1000.0).ceil() as i64)
+}
+
+/// Quantities: bytes (binary and decimal suffixes, exponents).
+pub fn parse_bytes(q: &str) -> Option<i64> {
+    parse_quantity(q.trim()).map(|v| v.ceil() as i64)
+}
+
+fn parse_quantity(q: &str) -> Option<f64> {
+    const SUFFIXES: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (s, mult) in SUFFIXES {
+        if let Some(n) = q.strip_suffix(s) {
+            if let Ok(v) = n.parse::<f64>() {
+                return Some(v * mult);
+            }
+        }
+    }
+    q.parse::<f64>().ok()
+}
+
+fn resource(c: &Container, limits: bool, name: &str) -> Option<String> {
+    let r = c.resources.as_ref()?;
+    let m = if limits { &r.limits } else { &r.requests };
+    m.as_ref()?.get(name).map(|q| q.0.clone())
+}
+
+/// QoS class (§9): Guaranteed / Burstable / BestEffort.
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = pod.spec.as_ref() else {
+        return "BestEffort";
+    };
+    let all: Vec<&Container> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &all {
+        for res in ["cpu", "memory"] {
+            let limit = resource(c, true, res);
+            // A request defaults to the limit.
+            let request = resource(c, false, res).or_else(|| limit.clone());
+            if limit.is_some() || request.is_some() {
+                any = true;
+            }
+            let parse = |q: &Option<String>| {
+                q.as_deref().and_then(|q| {
+                    if res == "cpu" {
+                        parse_cpu_milli(q)
+                    } else {
+                        parse_bytes(q)
+                    }
+                })
+            };
+            match (parse(&limit), parse(&request)) {
+                (Some(l), Some(r)) if l == r => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Host paths of the pod's volumes, prepared (files written) for a container start.
+pub async fn prepare_volumes(
+    pod: &Pod,
+    pod_dir: &Path,
+    objects: &mut Objects,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<HashMap<String, PathBuf>, ConfigError> {
+    let mut out = HashMap::new();
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(out);
+    };
+    let vols = pod_dir.join("volumes");
+    for v in spec.volumes.iter().flatten() {
+        let path = if let Some(hp) = &v.host_path {
+            let p = PathBuf::from(&hp.path);
+            match hp.type_.as_deref() {
+                Some("DirectoryOrCreate") => mkdir(&p)?,
+                Some("FileOrCreate") if !p.exists() => {
+                    if let Some(parent) = p.parent() {
+                        mkdir(parent)?;
+                    }
+                    std::fs::write(&p, b"").map_err(|e| format!("creating {}: {e}", p.display()))?
+                }
+                Some("Directory") if !p.is_dir() => {
+                    return Err(format!(
+                        "hostPath type check failed: {} is not a directory",
+                        hp.path
+                    ))
+                }
+                Some("File") if !p.is_file() => {
+                    return Err(format!(
+                        "hostPath type check failed: {} is not a file",
+                        hp.path
+                    ))
+                }
+                _ => {}
+            }
+            p
+        } else if let Some(cm) = &v.config_map {
+            let dir = vols.join("kubernetes.io~configmap").join(&v.name);
+            let data = objects.config_map_data(&cm.name).await?;
+            let optional = cm.optional.unwrap_or(false);
+            let files = select_items(data, cm.items.as_deref(), optional, "configmap", &cm.name)?;
+            write_files(&dir, &files, cm.default_mode.unwrap_or(0o644))?;
+            dir
+        } else if let Some(sec) = &v.secret {
+            let name = sec.secret_name.clone().unwrap_or_default();
+            let dir = vols.join("kubernetes.io~secret").join(&v.name);
+            let data = objects.secret_data(&name).await?;
+            let optional = sec.optional.unwrap_or(false);
+            let files = select_items(data, sec.items.as_deref(), optional, "secret", &name)?;
+            write_files(&dir, &files, sec.default_mode.unwrap_or(0o644))?;
+            dir
+        } else if let Some(proj) = &v.projected {
+            let dir = vols.join("kubernetes.io~projected").join(&v.name);
+            let mut files = Vec::new();
+            for src in proj.sources.iter().flatten() {
+                if let Some(cm) = &src.config_map {
+                    let data = objects.config_map_data(&cm.name).await?;
+                    files.extend(select_items(
+                        data,
+                        cm.items.as_deref(),
+                        cm.optional.unwrap_or(false),
+                        "configmap",
+                        &cm.name,
+                    )?);
+                }
+                if let Some(s) = &src.secret {
+                    let data = objects.secret_data(&s.name).await?;
+                    files.extend(select_items(
+                        data,
+                        s.items.as_deref(),
+                        s.optional.unwrap_or(false),
+                        "secret",
+                        &s.name,
+                    )?);
+                }
+                if let Some(d) = &src.downward_api {
+                    for item in d.items.iter().flatten() {
+                        if let Some(f) = &item.field_ref {
+                            let val = field_value(pod, &f.field_path, pod_ip, host_ip)
+                                .unwrap_or_default();
+                            files.push((item.path.clone(), val.into_bytes(), item.mode));
+                        }
+                    }
+                }
+                // serviceAccountToken and clusterTrustBundle sources are not supported yet.
+            }
+            write_files(&dir, &files, proj.default_mode.unwrap_or(0o644))?;
+            dir
+        } else if let Some(d) = &v.downward_api {
+            let dir = vols.join("kubernetes.io~downward-api").join(&v.name);
+            let mut files = Vec::new();
+            for item in d.items.iter().flatten() {
+                if let Some(f) = &item.field_ref {
+                    let val = field_value(pod, &f.field_path, pod_ip, host_ip).unwrap_or_default();
+                    files.push((item.path.clone(), val.into_bytes(), item.mode));
+                }
+            }
+            write_files(&dir, &files, d.default_mode.unwrap_or(0o644))?;
+            dir
+        } else {
+            // emptyDir, and volume types the agent does not support (an empty dir is the
+            // least surprising stand-in).
+            let dir = vols.join("kubernetes.io~empty-dir").join(&v.name);
+            mkdir(&dir)?;
+            dir
+        };
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}
+
+type File = (String, Vec<u8>, Option<i32>);
+
+fn select_items(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+    kind: &str,
+    name: &str,
+) -> Result<Vec<File>, ConfigError> {
+    let Some(data) = data else {
+        if optional {
+            return Ok(Vec::new());
+        }
+        return Err(format!("{kind} \"{name}\" not found"));
+    };
+    match items {
+        None => Ok(data.into_iter().map(|(k, v)| (k, v, None)).collect()),
+        Some(items) => {
+            let mut out = Vec::new();
+            for it in items {
+                match data.get(&it.key) {
+                    Some(v) => out.push((it.path.clone(), v.clone(), it.mode)),
+                    None if optional => {}
+                    None => return Err(format!("couldn't find key {} in {kind} {name}", it.key)),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn mkdir(p: &Path) -> Result<(), ConfigError> {
+    std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))
+}
+
+/// Writes the volume's files (replacing stale ones); paths may not escape the dir.
+fn write_files(dir: &Path, files: &[File], default_mode: i32) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    mkdir(dir)?;
+    for (rel, data, mode) in files {
+        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
+            return Err(format!("invalid volume file path {rel:?}"));
+        }
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            mkdir(parent)?;
+        }
+        let tmp = path.with_extension("skiff-tmp");
+        std::fs::write(&tmp, data).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        let mode = mode.unwrap_or(default_mode) as u32 & 0o7777;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("renaming {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// What the runtime needs besides the spec itself.
+pub struct BuildInput<'a> {
+    pub pod: &'a Pod,
+    pub container: &'a Container,
+    pub image: &'a ResolvedImage,
+    pub name: String,
+    pub netns: PathBuf,
+    pub pod_ip: String,
+    pub host_ip: String,
+    pub volumes: &'a HashMap<String, PathBuf>,
+}
+
+/// The container's environment in order (image env first, then envFrom, then env).
+pub async fn build_env(
+    input: &BuildInput<'_>,
+    objects: &mut Objects,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let c = input.container;
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+        if let Some(e) = env.iter_mut().find(|(ek, _)| *ek == k) {
+            e.1 = v;
+        } else {
+            env.push((k, v));
+        }
+    };
+    for kv in input.image.config.env().iter().flatten() {
+        if let Some((k, v)) = kv.split_once('=') {
+            set(&mut env, k.to_string(), v.to_string());
+        }
+    }
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let data = if let Some(r) = &from.config_map_ref {
+            match objects.config_map_data(&r.name).await? {
+                Some(d) => d,
+                None if r.optional.unwrap_or(false) => continue,
+                None => return Err(format!("configmap \"{}\" not found", r.name)),
+            }
+        } else if let Some(r) = &from.secret_ref {
+            match objects.secret_data(&r.name).await? {
+                Some(d) => d,
+                None if r.optional.unwrap_or(false) => continue,
+                None => return Err(format!("secret \"{}\" not found", r.name)),
+            }
+        } else {
+            continue;
+        };
+        for (k, v) in data {
+            set(
+                &mut env,
+                format!("{prefix}{k}"),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let value = if let Some(vf) = &e.value_from {
+            if let Some(r) = &vf.config_map_key_ref {
+                match objects.config_map_data(&r.name).await? {
+                    Some(d) => match d.get(&r.key) {
+                        Some(v) => String::from_utf8_lossy(v).into_owned(),
+                        None if r.optional.unwrap_or(false) => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in ConfigMap {}/{}",
+                                r.key,
+                                input.pod.metadata.namespace.as_deref().unwrap_or_default(),
+                                r.name
+                            ))
+                        }
+                    },
+                    None if r.optional.unwrap_or(false) => continue,
+                    None => return Err(format!("configmap \"{}\" not found", r.name)),
+                }
+            } else if let Some(r) = &vf.secret_key_ref {
+                match objects.secret_data(&r.name).await? {
+                    Some(d) => match d.get(&r.key) {
+                        Some(v) => String::from_utf8_lossy(v).into_owned(),
+                        None if r.optional.unwrap_or(false) => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in Secret {}/{}",
+                                r.key,
+                                input.pod.metadata.namespace.as_deref().unwrap_or_default(),
+                                r.name
+                            ))
+                        }
+                    },
+                    None if r.optional.unwrap_or(false) => continue,
+                    None => return Err(format!("secret \"{}\" not found", r.name)),
+                }
+            } else if let Some(f) = &vf.field_ref {
+                field_value(input.pod, &f.field_path, &input.pod_ip, &input.host_ip)
+                    .ok_or_else(|| format!("unsupported fieldRef {:?}", f.field_path))?
+            } else if let Some(r) = &vf.resource_field_ref {
+                resource_field(c, &r.resource)
+            } else {
+                String::new()
+            }
+        } else {
+            // `$(VAR)` refers to variables defined before this one.
+            let vars: HashMap<String, String> = env.iter().cloned().collect();
+            expand(e.value.as_deref().unwrap_or_default(), &vars)
+        };
+        set(&mut env, e.name.clone(), value);
+    }
+    Ok(env)
+}
+
+fn resource_field(c: &Container, res: &str) -> String {
+    let (limits, name) = match res.split_once('.') {
+        Some(("limits", n)) => (true, n),
+        Some(("requests", n)) => (false, n),
+        _ => return String::new(),
+    };
+    match resource(c, limits, name) {
+        Some(q) if name == "cpu" => parse_cpu_milli(&q)
+            .map(|m| ((m + 999) / 1000).to_string())
+            .unwrap_or_default(),
+        Some(q) => parse_bytes(&q).map(|b| b.to_string()).unwrap_or_default(),
+        None if name == "cpu" => std::thread::available_parallelism()
+            .map(|n| n.get().to_string())
+            .unwrap_or_default(),
+        None => String::new(),
+    }
+}
+
+/// argv per Kubernetes: command replaces Entrypoint (and drops Cmd); args replace Cmd.
+pub fn argv(c: &Container, image: &ResolvedImage, vars: &HashMap<String, String>) -> Vec<String> {
+    let cfg = &image.config;
+    let ex = |v: &Vec<String>| v.iter().map(|s| expand(s, vars)).collect::<Vec<_>>();
+    match (&c.command, &c.args) {
+        (Some(cmd), Some(args)) if !cmd.is_empty() => [ex(cmd), ex(args)].concat(),
+        (Some(cmd), _) if !cmd.is_empty() => ex(cmd),
+        (_, Some(args)) if !args.is_empty() => {
+            [cfg.entrypoint().clone().unwrap_or_default(), ex(args)].concat()
+        }
+        _ => [
+            cfg.entrypoint().clone().unwrap_or_default(),
+            cfg.cmd().clone().unwrap_or_default(),
+        ]
+        .concat(),
+    }
+}
+
+fn image_user(image: &ResolvedImage) -> (u32, u32) {
+    let user = image.config.user().clone().unwrap_or_default();
+    let mut parts = user.splitn(2, ':');
+    let uid = parts.next().and_then(|u| u.parse().ok()).unwrap_or(0);
+    let gid = parts.next().and_then(|g| g.parse().ok()).unwrap_or(uid);
+    (uid, gid)
+}
+
+/// The full runtime spec of one container instance.
+pub async fn build_spec(
+    input: &BuildInput<'_>,
+    objects: &mut Objects,
+) -> Result<ContainerSpec, ConfigError> {
+    let c = input.container;
+    let env = build_env(input, objects).await?;
+    let vars: HashMap<String, String> = env.iter().cloned().collect();
+    let args = argv(c, input.image, &vars);
+    if args.is_empty() {
+        return Err("no command specified".into());
+    }
+    let mut mounts = Vec::new();
+    for vm in c.volume_mounts.iter().flatten() {
+        let Some(src) = input.volumes.get(&vm.name) else {
+            return Err(format!("volume {:?} not found", vm.name));
+        };
+        let mut source = src.clone();
+        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
+                return Err(format!("invalid subPath {sub:?}"));
+            }
+            source = source.join(sub);
+            if !source.exists() {
+                mkdir(&source)?;
+            }
+        }
+        mounts.push(BindMount {
+            source,
+            destination: vm.mount_path.clone(),
+            readonly: vm.read_only.unwrap_or(false),
+        });
+    }
+    let spec = input.pod.spec.as_ref();
+    let pod_sc = spec.and_then(|s| s.security_context.as_ref());
+    let sc = c.security_context.as_ref();
+    let (img_uid, img_gid) = image_user(input.image);
+    let uid = sc
+        .and_then(|s| s.run_as_user)
+        .or_else(|| pod_sc.and_then(|s| s.run_as_user))
+        .map(|u| u as u32)
+        .unwrap_or(img_uid);
+    let gid = sc
+        .and_then(|s| s.run_as_group)
+        .or_else(|| pod_sc.and_then(|s| s.run_as_group))
+        .map(|g| g as u32)
+        .unwrap_or(if uid == img_uid { img_gid } else { uid });
+    let mut additional_gids: Vec<u32> = pod_sc
+        .and_then(|s| s.supplemental_groups.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| g as u32)
+        .collect();
+    if let Some(fs) = pod_sc.and_then(|s| s.fs_group) {
+        additional_gids.push(fs as u32);
+    }
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let cap_names = |v: Option<&Vec<String>>| {
+        v.into_iter()
+            .flatten()
+            .map(|c| c.trim_start_matches("CAP_").to_uppercase())
+            .collect::<Vec<_>>()
+    };
+    let cpu_limit = resource(c, true, "cpu").and_then(|q| parse_cpu_milli(&q));
+    let cpu_request = resource(c, false, "cpu")
+        .and_then(|q| parse_cpu_milli(&q))
+        .or(cpu_limit);
+    let memory = resource(c, true, "memory").and_then(|q| parse_bytes(&q));
+    // Upstream MilliCPUToShares: request*1024/1000, clamped to [2, 262144].
+    let shares = (cpu_request.unwrap_or(0) * 1024 / 1000).clamp(2, 262144) as u64;
+    let cwd = c
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .or_else(|| input.image.config.working_dir().clone())
+        .unwrap_or_default();
+    Ok(ContainerSpec {
+        name: Some(input.name.clone()),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: input.image.id.clone(),
+        lowers: input.image.layers.clone(),
+        upper: None,
+        args,
+        env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd,
+        uid,
+        gid,
+        additional_gids,
+        hostname: input.pod.metadata.name.clone(),
+        memory,
+        cpus: cpu_limit.map(|m| m as f64 / 1000.0),
+        cpu_shares: Some(shares),
+        pids_limit: None,
+        network: NetworkMode::Path(input.netns.clone()),
+        mounts,
+        readonly_rootfs: sc
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false),
+        privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+        cap_add: cap_names(caps.and_then(|c| c.add.as_ref())),
+        cap_drop: cap_names(caps.and_then(|c| c.drop.as_ref())),
+        auto_remove: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion() {
+        let vars: HashMap<String, String> = [("A".to_string(), "x".to_string())].into();
+        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &vars), "x-$(B)-$(A)-$");
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_cpu_milli("500m"), Some(500));
+        assert_eq!(parse_cpu_milli("2"), Some(2000));
+        assert_eq!(parse_cpu_milli("0.1"), Some(100));
+        assert_eq!(parse_bytes("64Mi"), Some(64 << 20));
+        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(parse_bytes("129e6"), Some(129_000_000));
+    }
+}

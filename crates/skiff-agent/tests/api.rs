@@ -1,0 +1,673 @@
+//! Agent API tests against real containers (needs root): a fake `ContainerIndex` maps pod
+//! containers to containers started with skiff_runtime, whose shim and `exec` are the `skiff`
+//! binary (`cargo build -p skiff` first). Covers logs (tail, timestamps, limitBytes, follow),
+//! exec over WebSocket (stdout/stderr, exit codes, stdin, tty, v4), auth, and end to end with
+//! the real kubectl through an in-process API server.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use skiff_agent::api::{self, ApiState};
+use skiff_agent::{ContainerIndex, ContainerRef};
+use skiff_runtime::{ContainerSpec, NetworkMode, Runtime, RuntimeConfig, Status};
+use tokio_tungstenite::tungstenite::Message;
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "sleep", "true", "false", "test", "tr", "printf", "seq",
+];
+
+fn skiff_exe() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/skiff");
+    assert!(
+        exe.exists(),
+        "{} is missing: run `cargo build -p skiff` first",
+        exe.display()
+    );
+    exe.canonicalize().expect("canonical skiff path")
+}
+
+/// Maps `ns/pod/container` to runtime containers; `running` comes from the runtime.
+struct FakeIndex {
+    rt: Runtime,
+    map: Mutex<HashMap<(String, String, String), String>>,
+}
+
+impl ContainerIndex for FakeIndex {
+    fn lookup(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        _previous: bool,
+    ) -> Result<ContainerRef, String> {
+        let map = self.map.lock().map_err(|e| e.to_string())?;
+        let id = map
+            .iter()
+            .find(|((n, p, c), _)| {
+                n == namespace && p == pod && container.is_none_or(|want| want == c)
+            })
+            .map(|(_, id)| id.clone())
+            .ok_or_else(|| format!("pod {namespace}/{pod} has no container {container:?}"))?;
+        let info = self.rt.get(&id).map_err(|e| e.to_string())?;
+        Ok(ContainerRef {
+            container_id: info.id,
+            log_path: info.log_path,
+            running: info.status == Status::Running,
+        })
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    index: Arc<FakeIndex>,
+    addr: std::net::SocketAddr,
+    token: String,
+    fingerprint: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Env {
+    async fn new() -> Env {
+        Env::with_token("node-token-for-tests").await
+    }
+
+    async fn with_token(token: &str) -> Env {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "these tests need root (namespaces, overlayfs, cgroups)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-agent-api-")
+            .tempdir()
+            .expect("tempdir");
+        let data_dir = dir.path().canonicalize().expect("canonical").join("data");
+        let lower = dir.path().join("layer");
+        std::fs::create_dir_all(lower.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(lower.join("tmp")).expect("mkdir");
+        std::fs::copy("/bin/busybox", lower.join("bin/busybox")).expect("copy busybox");
+        for a in APPLETS {
+            std::os::unix::fs::symlink("busybox", lower.join("bin").join(a)).expect("symlink");
+        }
+        let rt = Runtime::new(RuntimeConfig {
+            data_dir: data_dir.clone(),
+            shim_exe: skiff_exe(),
+        })
+        .expect("runtime");
+        let index = Arc::new(FakeIndex {
+            rt,
+            map: Mutex::new(HashMap::new()),
+        });
+        let token = token.to_string();
+        let state = ApiState {
+            data_dir: data_dir.clone(),
+            skiff_exe: skiff_exe(),
+            token: token.clone(),
+            index: index.clone(),
+        };
+        let fingerprint = api::cert_fingerprint(&data_dir).expect("fingerprint");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(api::serve(listener, state, async {
+            let _ = rx.await;
+        }));
+        Env {
+            dir,
+            index,
+            addr,
+            token,
+            fingerprint,
+            _stop: tx,
+        }
+    }
+
+    /// Starts a container for `pod/container` in namespace default.
+    fn start(&self, pod: &str, container: &str, args: &[&str]) -> String {
+        let spec = ContainerSpec {
+            name: None,
+            image: "bb:1".into(),
+            image_id: "sha256:test".into(),
+            lowers: vec![self.dir.path().join("layer")],
+            upper: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec!["PATH=/bin".into()],
+            cwd: String::new(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: None,
+            memory: None,
+            cpus: None,
+            cpu_shares: None,
+            pids_limit: None,
+            network: NetworkMode::None,
+            mounts: vec![],
+            readonly_rootfs: false,
+            privileged: false,
+            cap_add: vec![],
+            cap_drop: vec![],
+            auto_remove: false,
+        };
+        let info = self
+            .index
+            .rt
+            .create_and_start(spec)
+            .expect("start container");
+        self.index.map.lock().expect("lock").insert(
+            ("default".into(), pod.into(), container.into()),
+            info.id.clone(),
+        );
+        info.id
+    }
+
+    async fn tls(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                fingerprint: self.fingerprint.clone(),
+                provider,
+            }))
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+            .await
+            .expect("TLS handshake")
+    }
+
+    /// GET with (or without) the token; returns status and the whole body.
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(self.tls().await))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        let mut req = http::Request::get(path).header("host", "agent");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = send
+            .send_request(req.body(Empty::<Bytes>::new()).expect("request"))
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn logs_of(&self, pod: &str, container: &str) -> String {
+        self.get(
+            &format!("/containerLogs/default/{pod}/{container}"),
+            Some(&self.token),
+        )
+        .await
+        .1
+    }
+
+    async fn logs(&self, query: &str) -> String {
+        let (status, body) = self
+            .get(
+                &format!("/containerLogs/default/p/c?{query}"),
+                Some(&self.token),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Runs an exec session: sends `input` frames, collects (stdout, stderr, status JSON).
+    async fn exec(
+        &self,
+        query: &str,
+        proto: &str,
+        input: Vec<Vec<u8>>,
+    ) -> (String, String, String) {
+        let req = http::Request::get(format!("wss://127.0.0.1/exec/default/p/c?{query}"))
+            .header("host", "agent")
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("sec-websocket-protocol", proto)
+            .header(
+                "sec-websocket-key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .header("sec-websocket-version", "13")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .expect("request");
+        let (mut ws, resp) = tokio_tungstenite::client_async(req, self.tls().await)
+            .await
+            .expect("websocket handshake");
+        assert_eq!(
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(proto)
+        );
+        for frame in input {
+            ws.send(Message::Binary(frame.into())).await.expect("send");
+        }
+        let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), Vec::new());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await {
+            match msg {
+                Ok(Message::Binary(b)) => match b.first() {
+                    Some(1) => out.extend_from_slice(&b[1..]),
+                    Some(2) => err.extend_from_slice(&b[1..]),
+                    Some(3) => status.extend_from_slice(&b[1..]),
+                    _ => {}
+                },
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let s = |v: Vec<u8>| String::from_utf8_lossy(&v).into_owned();
+        (s(out), s(err), s(status))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let ids: Vec<String> = self
+            .index
+            .map
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let _ = self.index.rt.stop(&id, Duration::from_secs(0));
+            let _ = self.index.rt.remove(&id, true);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        let fp: String = sha2::Sha256::digest(end_entity.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if fp == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("fingerprint mismatch".into()))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+async fn wait_for_logs(env: &Env, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = env.logs("").await;
+        if body.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in logs: {body:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_tail_timestamps_limit_follow() {
+    let env = Env::new().await;
+    env.start(
+        "p",
+        "c",
+        &[
+            "sh",
+            "-c",
+            "echo one; echo two; echo three; sleep 3; echo four",
+        ],
+    );
+    wait_for_logs(&env, "three\n").await;
+    assert_eq!(env.logs("").await, "one\ntwo\nthree\n");
+    assert_eq!(env.logs("tailLines=2").await, "two\nthree\n");
+    assert_eq!(env.logs("tailLines=0").await, "");
+    assert_eq!(env.logs("limitBytes=5").await, "one\nt");
+    assert_eq!(env.logs("sinceSeconds=3600").await, "one\ntwo\nthree\n");
+    let ts = env.logs("timestamps=true&tailLines=1").await;
+    let (time, rest) = ts.split_once(' ').expect("timestamp prefix");
+    assert_eq!(rest, "three\n");
+    assert_eq!(time.len(), "2025-01-01T00:00:03.000000000Z".len(), "{time}");
+    assert!(
+        time.ends_with('Z') && time.parse::<jiff::Timestamp>().is_ok(),
+        "{time}"
+    );
+    // follow: returns only once the container has exited, with everything.
+    let started = Instant::now();
+    assert_eq!(env.logs("follow=true").await, "one\ntwo\nthree\nfour\n");
+    assert!(started.elapsed() > Duration::from_millis(500));
+    // Bad parameters are Status errors.
+    let (status, body) = env
+        .get("/containerLogs/default/p/c?tailLines=x", Some(&env.token))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = env
+        .get("/containerLogs/default/nope/c", Some(&env.token))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"kind\":\"Status\""), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_over_websocket() {
+    let env = Env::new().await;
+    env.start("p", "c", &["sleep", "1000"]);
+    let v5 = "v5.channel.k8s.io";
+    let (out, err, status) = env
+        .exec(
+            "command=echo&command=hi&stdout=true&stderr=true",
+            v5,
+            vec![],
+        )
+        .await;
+    assert_eq!((out.as_str(), err.as_str()), ("hi\n", ""));
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
+    assert_eq!(status["status"], "Success");
+
+    let (out, err, status) = env
+        .exec(
+            "command=sh&command=-c&command=echo%20out;%20echo%20err%20%3E%262;%20exit%203&stdout=true&stderr=true",
+            v5,
+            vec![],
+        )
+        .await;
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    // stdin: data, then the v5 close-stream frame for channel 0 ends cat.
+    let (out, _, status) = env
+        .exec(
+            "command=cat&stdin=true&stdout=true&stderr=true",
+            v5,
+            vec![b"\0some input".to_vec(), vec![255, 0]],
+        )
+        .await;
+    assert_eq!(out, "some input");
+    assert!(status.contains("Success"), "{status}");
+
+    // v4 is accepted too.
+    let (out, _, status) = env
+        .exec(
+            "command=echo&command=v4&stdout=true",
+            "v4.channel.k8s.io",
+            vec![],
+        )
+        .await;
+    assert_eq!(out, "v4\n");
+    assert!(status.contains("Success"), "{status}");
+
+    // tty: the command's stdout is a terminal; resize frames are accepted.
+    let (out, _, status) = env
+        .exec(
+            "command=sh&command=-c&command=test%20-t%201%20%26%26%20echo%20isatty&stdout=true&stdin=true&tty=true",
+            v5,
+            vec![
+                [&[4u8][..], br#"{"Width":80,"Height":24}"#].concat(),
+                vec![255, 0],
+            ],
+        )
+        .await;
+    assert!(out.contains("isatty"), "{out:?}");
+    assert!(status.contains("Success"), "{status}");
+
+    // No command / not a websocket: 400 Status.
+    let (code, _) = env
+        .get("/exec/default/p/c?stdout=true", Some(&env.token))
+        .await;
+    assert_eq!(code, 400);
+    let (code, _) = env
+        .get(
+            "/exec/default/p/c?command=true&stdout=true",
+            Some(&env.token),
+        )
+        .await;
+    assert_eq!(code, 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_need_the_node_token() {
+    let env = Env::new().await;
+    let (code, body) = env.get("/containerLogs/default/p/c", None).await;
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = env
+        .get("/containerLogs/default/p/c", Some("wrong-token"))
+        .await;
+    assert_eq!(code, 401);
+    let (code, _) = env.get("/exec/default/p/c?command=true", None).await;
+    assert_eq!(code, 401);
+    // The certificate and its fingerprint are stable across restarts.
+    let data_dir = env.dir.path().canonicalize().expect("dir").join("data");
+    assert_eq!(
+        api::cert_fingerprint(&data_dir).expect("fingerprint"),
+        env.fingerprint
+    );
+}
+
+/// Runs kubectl against `kubeconfig`; returns (exit code, stdout, stderr).
+async fn kubectl(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    stdin: &[u8],
+) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let cache = kubeconfig.with_file_name("kubectl-cache");
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl must be installed for this test");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).await.expect("write stdin");
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl timed out")
+        .expect("kubectl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_logs_and_exec_through_the_api_server() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    let server_dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        skiff_store::SqliteStore::open(&server_dir.path().join("state.db")).expect("store"),
+    );
+    let server = skiff_apiserver::Server::bind(
+        skiff_apiserver::ServerConfig::new(server_dir.path(), "127.0.0.1:0".parse().expect("addr")),
+        store,
+    )
+    .await
+    .expect("bind");
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let node_token = server.state().tokens.node.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    let env = Env::with_token(&node_token).await;
+    env.start(
+        "web",
+        "web",
+        &["sh", "-c", "echo hello; echo world; exec sleep 1000"],
+    );
+    env.start("job", "job", &["sh", "-c", "echo a; sleep 2; echo b"]);
+
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "annotations": {api::CERT_ANNOTATION: env.fingerprint}},
+    }))
+    .expect("node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+    let status = serde_json::json!({"status": {
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": env.addr.port()}},
+    }});
+    nodes
+        .patch_status("n1", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("node status");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for name in ["web", "job"] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": "n1", "containers": [{"name": name, "image": "bb:1"}]},
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+    }
+    // The web container has written its two lines once `tail` sees them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !env.logs_of("web", "web").await.contains("world") {
+        assert!(Instant::now() < deadline, "web never logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (code, out, err) = kubectl(&kubeconfig, &["logs", "web"], b"").await;
+    assert_eq!((code, out.as_str()), (0, "hello\nworld\n"), "{err}");
+    let (code, out, err) = kubectl(
+        &kubeconfig,
+        &["logs", "web", "--tail=1", "--timestamps"],
+        b"",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.ends_with("Z world\n") && out.lines().count() == 1,
+        "{out}"
+    );
+    let (code, out, err) = kubectl(&kubeconfig, &["logs", "-f", "job"], b"").await;
+    assert_eq!((code, out.as_str()), (0, "a\nb\n"), "{err}");
+    let (code, _, err) = kubectl(&kubeconfig, &["logs", "web", "-c", "nope"], b"").await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("container nope is not valid for pod web"),
+        "{err}"
+    );
+
+    let (code, out, err) = kubectl(&kubeconfig, &["exec", "web", "--", "echo", "hi"], b"").await;
+    assert_eq!((code, out.as_str()), (0, "hi\n"), "{err}");
+    let (code, out, err) = kubectl(
+        &kubeconfig,
+        &["exec", "-i", "web", "--", "cat"],
+        b"some input",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "some input"), "{err}");
+    let (code, _, err) = kubectl(
+        &kubeconfig,
+        &["exec", "web", "--", "sh", "-c", "exit 3"],
+        b"",
+    )
+    .await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("command terminated with exit code 3"), "{err}");
+
+    // A node without the fingerprint annotation is refused (no unpinned TLS).
+    nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {api::CERT_ANNOTATION: null}}}),
+            ),
+        )
+        .await
+        .expect("drop annotation");
+    let (code, _, err) = kubectl(&kubeconfig, &["logs", "web"], b"").await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("has not published its agent certificate"),
+        "{err}"
+    );
+    drop(stop_tx);
+}

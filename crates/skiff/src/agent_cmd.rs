@@ -1,0 +1,106 @@
+//! `skiff agent`: a node agent joining a cluster with the node token, and the node settings the
+//! agent embedded in `skiff server` shares with it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Args, Clone)]
+pub struct NodeArgs {
+    /// This node's name (default: the machine's hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The address the API server and other nodes reach this node on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: Ipv4Addr,
+    /// Port of the agent API (logs, exec) on the node IP; 0 picks a free port.
+    #[arg(long, default_value_t = 0)]
+    pub agent_port: u16,
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The API server, e.g. https://10.0.0.1:6443.
+    #[arg(long)]
+    pub server: String,
+    /// File holding the node token (the server writes it to `<data-dir>/node-token`).
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// The cluster CA certificate (the server's `<data-dir>/server/tls/ca.crt`).
+    #[arg(long)]
+    pub ca_file: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff-node".to_string())
+}
+
+pub fn agent_config(
+    data_dir: &Path,
+    node: &NodeArgs,
+    token: String,
+) -> anyhow::Result<skiff_agent::AgentConfig> {
+    Ok(skiff_agent::AgentConfig {
+        data_dir: data_dir.to_path_buf(),
+        node_name: node.node_name.clone().unwrap_or_else(hostname),
+        node_ip: node.node_ip,
+        api_listen: SocketAddr::from((node.node_ip, node.agent_port)),
+        api_token: token,
+        skiff_exe: std::env::current_exe().context("cannot find the skiff executable")?,
+    })
+}
+
+/// An API client that authenticates with the node token.
+pub fn node_client(server: &str, ca_pem: &[u8], token: &str) -> anyhow::Result<kube::Client> {
+    let url: http::Uri = server
+        .parse()
+        .with_context(|| format!("invalid server URL {server:?}"))?;
+    let mut config = kube::Config::new(url);
+    let certs = rustls_pemfile::certs(&mut &ca_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the CA certificate")?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in the CA file");
+    config.root_cert = Some(certs.into_iter().map(|c| c.to_vec()).collect());
+    config.auth_info.token = Some(token.to_string().into());
+    kube::Client::try_from(config).context("creating the agent's API client")
+}
+
+/// The node agent needs root (namespaces, mounts, cgroups); say why it cannot run otherwise.
+pub fn check_can_run_agent() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "the node agent needs root (namespaces, overlay mounts, cgroups)"
+    );
+    Ok(())
+}
+
+pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
+    check_can_run_agent()?;
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading {}", args.token_file.display()))?
+        .trim()
+        .to_string();
+    let ca = std::fs::read(&args.ca_file)
+        .with_context(|| format!("reading {}", args.ca_file.display()))?;
+    let config = agent_config(data_dir, &args.node, token.clone())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let client = node_client(&args.server, &ca, &token)?;
+        skiff_agent::run(client, config, crate::server_cmd::shutdown_signal())
+            .await
+            .context("node agent")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
