@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One command from a fresh Debian machine to a running web container built from layers:
-# installs the system packages, builds skiff, builds the web:v1/web:v2 images and runs web:v1.
-# (The cluster — Deployment + NodePort — replaces the single container once it lands.)
+# One command from a fresh Debian machine to a cluster running the web example: installs the
+# system packages, builds skiff and the layered web:v1/web:v2 images, starts `skiff server`
+# (API server, controllers, scheduler and node agent) and deploys web:v1 with kubectl.
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "$(id -u)" -ne 0 ]; then
@@ -10,12 +10,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-packages=(busybox-static libseccomp-dev pkg-config gcc curl)
+packages=(busybox-static libseccomp-dev pkg-config gcc curl containernetworking-plugins iproute2)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
+command -v kubectl >/dev/null || { echo "kubectl is needed (it is the user interface)" >&2; exit 1; }
 
 echo "==> building skiff (release)"
 cargo build --release --locked -p skiff
@@ -25,21 +26,42 @@ echo "==> building the example images: one layer per instruction"
 examples/web/build.sh /usr/local/bin/skiff
 skiff image history web:v1
 
-port=${PORT:-8080}
-skiff rm -f web >/dev/null 2>&1 || true
-echo "==> running web:v1 on 127.0.0.1:${port}"
-skiff run -d --name web --network host -e PORT="${port}" --memory 64m web:v1 >/dev/null
-for _ in $(seq 1 50); do
-    curl -fsS "http://127.0.0.1:${port}/" && break
-    sleep 0.1
+data=${SKIFF_DATA_DIR:-/var/lib/skiff}
+pidfile=/run/skiff-server.pid
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "==> skiff server already running (pid $(cat "$pidfile"))"
+else
+    echo "==> starting skiff server (log: /var/log/skiff-server.log)"
+    nohup skiff --data-dir "$data" server >/var/log/skiff-server.log 2>&1 &
+    echo $! >"$pidfile"
+fi
+export KUBECONFIG="$data/kubeconfig.yaml"
+for _ in $(seq 1 100); do
+    [ -f "$KUBECONFIG" ] && kubectl get --raw /readyz >/dev/null 2>&1 && break
+    sleep 0.2
+done
+for _ in $(seq 1 100); do
+    kubectl get nodes 2>/dev/null | grep -q " Ready" && break
+    sleep 0.2
+done
+kubectl get nodes -o wide
+
+echo "==> deploying web:v1 (3 replicas)"
+kubectl create deployment web --image=web:v1 --replicas=3 --port=80 --dry-run=client -o yaml | kubectl apply -f -
+kubectl rollout status deployment/web --timeout=120s
+kubectl get pods -o wide
+for ip in $(kubectl get pods -l app=web -o jsonpath='{.items[*].status.podIP}'); do
+    printf '%s -> ' "$ip"; curl -fsS --max-time 5 "http://$ip/"
 done
 
 cat <<TXT
 
-web:v1 answers on http://127.0.0.1:${port}/ . Try:
-  skiff ps                      # the container: a process on this kernel, not a VM
-  skiff image history web:v2    # the layers and the instructions that made them
-  skiff exec web ps             # the container's own PID namespace
-  skiff logs web
-  skiff stop web && skiff rm web
+The cluster runs web:v1 as real containers. Try (KUBECONFIG=$KUBECONFIG):
+  kubectl scale deployment web --replicas=9          # converges to 9 pods
+  kubectl delete pod -l app=web --wait=false          # new pods appear, unasked
+  kubectl set image deployment/web web=web:v2         # rolling update to v2
+  kubectl rollout history deployment/web
+  kubectl rollout undo deployment/web                 # back to v1
+  kubectl logs deploy/web; kubectl exec deploy/web -- ps
+Stop: kill \$(cat $pidfile); wipe containers and the pod network: skiff reset
 TXT
