@@ -27,6 +27,8 @@ pub struct Harness {
     stop_agent: Option<tokio::sync::oneshot::Sender<()>>,
     agent: Option<tokio::task::JoinHandle<()>>,
     _stop_server: tokio::sync::oneshot::Sender<()>,
+    /// Set once `shutdown` ran; otherwise Drop wipes the data dir with `skiff reset`.
+    done: bool,
 }
 
 /// The `skiff` binary next to the test executable (built on demand).
@@ -56,7 +58,7 @@ fn busybox_image(data: &Path, work: &Path) {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
     for a in [
         "sh", "echo", "cat", "sleep", "true", "false", "env", "ls", "hostname", "httpd", "nc",
-        "wget", "kill", "test", "dd", "head", "trap",
+        "wget", "kill", "test", "dd", "head", "trap", "rm", "touch", "stat",
     ] {
         let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
     }
@@ -134,6 +136,7 @@ impl Harness {
             stop_agent: None,
             agent: None,
             _stop_server: stop_server,
+            done: false,
         };
         h.start_agent().await;
         h.assign_cidr().await;
@@ -277,7 +280,30 @@ impl Harness {
             .filter(|l| l.contains(&root))
             .map(String::from)
             .collect();
+        self.done = true;
         assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
+    }
+}
+
+impl Drop for Harness {
+    /// Last-resort cleanup when a test failed before `shutdown`: stop the agent and wipe every
+    /// container, sandbox and the bridge of the data dir.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(tx) = self.stop_agent.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.agent.take() {
+            h.abort();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = std::process::Command::new(&self.config.skiff_exe)
+            .arg("--data-dir")
+            .arg(&self.config.data_dir)
+            .arg("reset")
+            .status();
     }
 }
 
