@@ -166,6 +166,40 @@ struct Ctx {
     images: Arc<ImageStore>,
     net: Arc<PodNetwork>,
     index: Arc<PodIndex>,
+    containers: ContainerCache,
+}
+
+/// One runtime listing shared by every pod worker, like the kubelet's PLEG relist: listing
+/// reads every container's state files, so doing it per pod per resync grew quadratically.
+/// A listing is reused until it is `MAX_AGE` old or the agent itself started or removed a
+/// container since (`changed`).
+#[derive(Default)]
+struct ContainerCache {
+    changed: std::sync::atomic::AtomicU64,
+    last: tokio::sync::Mutex<Option<(u64, std::time::Instant, Arc<Vec<ContainerInfo>>)>>,
+}
+
+impl ContainerCache {
+    const MAX_AGE: Duration = Duration::from_millis(500);
+
+    fn invalidate(&self) {
+        self.changed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn list(&self, runtime: &Arc<Runtime>) -> Result<Arc<Vec<ContainerInfo>>> {
+        let mut last = self.last.lock().await;
+        let generation = self.changed.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((g, at, list)) = last.as_ref() {
+            if *g == generation && at.elapsed() < Self::MAX_AGE {
+                return Ok(list.clone());
+            }
+        }
+        let rt = runtime.clone();
+        let list = Arc::new(blocking(move || Ok(rt.list()?)).await?);
+        *last = Some((generation, std::time::Instant::now(), list.clone()));
+        Ok(list)
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -202,6 +236,7 @@ impl PodManager {
                 images: Arc::new(images),
                 net: Arc::new(net),
                 index,
+                containers: ContainerCache::default(),
             }),
         })
     }
@@ -458,15 +493,16 @@ impl Worker {
 
     /// This pod's runtime containers by container name, newest attempt first.
     async fn instances(&self, pod: &Pod) -> Result<Instances> {
-        let rt = self.ctx.runtime.clone();
-        let all = blocking(move || Ok(rt.list()?)).await?;
+        let all = self.ctx.containers.list(&self.ctx.runtime).await?;
         let (name, ns) = names(pod);
         let u = uid8(&self.uid);
         let mut out: Instances = HashMap::new();
-        for info in all {
+        for info in all.iter() {
             if let Some(n) = parse_runtime_name(&info.name) {
                 if n.uid8 == u && n.pod == name && n.namespace == ns {
-                    out.entry(n.container).or_default().push((n.attempt, info));
+                    out.entry(n.container)
+                        .or_default()
+                        .push((n.attempt, info.clone()));
                 }
             }
         }
@@ -617,7 +653,9 @@ impl Worker {
             ipc: Some(sb.ipcns.clone()),
             uts: Some(sb.utsns.clone()),
         };
-        match blocking(move || Ok(rt.create_and_start_joined(spec, &join)?)).await {
+        let started = blocking(move || Ok(rt.create_and_start_joined(spec, &join)?)).await;
+        self.ctx.containers.invalidate();
+        match started {
             Ok(info) => {
                 tracing::info!(container = %info.name, id = %info.id, "started container");
                 self.reasons.remove(&c.name);
@@ -695,6 +733,7 @@ impl Worker {
                 let id = info.id.clone();
                 let _ = blocking(move || Ok(rt.remove(&id, true)?)).await;
             }
+            self.ctx.containers.invalidate();
         }
     }
 
@@ -1322,6 +1361,7 @@ impl Worker {
                 tracing::warn!(pod_uid = %self.uid, "removing container: {e}");
             }
         }
+        self.ctx.containers.invalidate();
         let net = self.ctx.net.clone();
         let uid = self.uid.clone();
         if let Err(e) = blocking(move || Ok(net.remove_sandbox(&uid)?)).await {

@@ -114,19 +114,30 @@ async fn write_scale(ctx: &Ctx, method: &Method, name: &str, body: &[u8]) -> Api
     for _ in 0..8 {
         let (cur, rev) = ctx.get_current(name).await?;
         let scale = to_scale(&cur);
-        let new_scale = if method == Method::PUT {
-            ctx.decode_body(body)?
+        // Only a resourceVersion the client sent is a precondition; a patch applied to the
+        // current Scale always carries the current one, and must be retried on races instead.
+        let (new_scale, precondition) = if method == Method::PUT {
+            let body = ctx.decode_body(body)?;
+            let p = meta_str(&body, "resourceVersion")
+                .filter(|r| !r.is_empty())
+                .map(str::to_string);
+            (body, p)
         } else {
             let kind = rest::patch_kind(ctx)?;
             let patch = rest::parse_patch(&kind, body)?;
-            match kind {
+            let p = patch
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .filter(|r| !r.is_empty())
+                .map(str::to_string);
+            let patched = match kind {
                 rest::PatchKind::Json => skiff_api::patch::json_patch(&scale, &patch)?,
                 _ => skiff_api::patch::merge_patch(&scale, &patch)?,
-            }
+            };
+            (patched, p)
         };
-        let precondition = meta_str(&new_scale, "resourceVersion").filter(|r| !r.is_empty());
-        if let Some(p) = precondition {
-            if p != rev.to_string() {
+        if let Some(p) = &precondition {
+            if *p != rev.to_string() {
                 return Err(ctx.conflict(name));
             }
         }
