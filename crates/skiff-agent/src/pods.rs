@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher;
 use kube::Client;
 use serde_json::{json, Value};
@@ -1252,6 +1253,73 @@ impl Worker {
         status
     }
 
+    /// Zero-loss termination: before any signal, wait until no EndpointSlice lists this pod
+    /// as ready (the endpoints controller drops terminating pods at once), then give the
+    /// service proxies `PROXY_PROPAGATION` to reprogram. Upstream leaves this to a preStop
+    /// sleep in every manifest; doing it here means new connections stop arriving before the
+    /// pod is asked to exit. Pods no Service selects pay nothing.
+    async fn leave_endpoints(&self, pod: &Pod, deadline: Instant) {
+        const PROXY_PROPAGATION: Duration = Duration::from_millis(300);
+        let Some(ns) = pod.metadata.namespace.as_deref() else {
+            return;
+        };
+        let slices: Api<EndpointSlice> = Api::namespaced(self.ctx.client.clone(), ns);
+        // Keep at least a second of the grace period for the pod itself.
+        let limit = deadline
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(deadline)
+            .min(Instant::now() + Duration::from_secs(10));
+        let mut was_listed = false;
+        loop {
+            let listed = match slices.list(&ListParams::default()).await {
+                Ok(list) => list.items.iter().any(|s| {
+                    s.endpoints.iter().any(|e| {
+                        e.target_ref.as_ref().and_then(|r| r.uid.as_deref()) == Some(&self.uid)
+                            && e.conditions.as_ref().and_then(|c| c.ready) != Some(false)
+                    })
+                }),
+                Err(e) => {
+                    tracing::debug!(pod_uid = %self.uid, "listing endpoint slices: {e}");
+                    false
+                }
+            };
+            if !listed {
+                break;
+            }
+            was_listed = true;
+            if Instant::now() >= limit {
+                tracing::warn!(pod_uid = %self.uid, "still a ready endpoint; terminating anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The slice may already have been updated before our first look, so also ask whether
+        // any Service selects the pod: then proxies may still be catching up.
+        if was_listed || self.selected_by_a_service(pod).await {
+            let left = limit.saturating_duration_since(Instant::now());
+            tokio::time::sleep(PROXY_PROPAGATION.min(left)).await;
+        }
+    }
+
+    async fn selected_by_a_service(&self, pod: &Pod) -> bool {
+        let Some(ns) = pod.metadata.namespace.as_deref() else {
+            return false;
+        };
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), ns);
+        match services.list(&ListParams::default()).await {
+            Ok(list) => list.items.iter().any(|svc| {
+                svc.spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .is_some_and(|sel| {
+                        !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    })
+            }),
+            Err(_) => true,
+        }
+    }
+
     /// Graceful termination (§3.6): preStop hooks, stop with the grace period, remove
     /// containers and the sandbox, then the final delete with grace 0.
     async fn terminate(&mut self, pod: &Pod) {
@@ -1261,6 +1329,9 @@ impl Worker {
             .unwrap_or(30)
             .max(0) as u64;
         let deadline = Instant::now() + Duration::from_secs(grace);
+        if grace > 0 {
+            self.leave_endpoints(pod, deadline).await;
+        }
         let inst = self.instances(pod).await.unwrap_or_default();
         if grace > 0 {
             let mut hooks = Vec::new();
