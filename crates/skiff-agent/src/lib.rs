@@ -9,6 +9,7 @@ pub mod api;
 pub mod node;
 pub mod pods;
 pub mod probes;
+pub mod proxy;
 
 pub use node::{run, run_with};
 pub use pods::PodIndex;

@@ -72,10 +72,18 @@ pub async fn run_with(
         _ = shutdown_wait(stop_rx.clone()) => String::new(),
     };
     let manager = PodManager::new(client.clone(), config.clone(), index, &pod_cidr)?;
+    // The service proxy needs the pod network's bridge and CIDR; its table outlives the agent.
+    let proxy = tokio::spawn(crate::proxy::run(
+        client.clone(),
+        config.clone(),
+        pod_cidr.clone(),
+        stop_rx.clone(),
+    ));
     let pods = tokio::spawn(manager.run(stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     let _ = pods.await;
+    let _ = proxy.await;
     hb.abort();
     Ok(())
 }

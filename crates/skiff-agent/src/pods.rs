@@ -177,8 +177,11 @@ struct Ctx {
 #[derive(Default)]
 struct ContainerCache {
     changed: std::sync::atomic::AtomicU64,
-    last: tokio::sync::Mutex<Option<(u64, std::time::Instant, Arc<Vec<ContainerInfo>>)>>,
+    last: tokio::sync::Mutex<Option<Listing>>,
 }
+
+/// (generation, taken at, containers)
+type Listing = (u64, std::time::Instant, Arc<Vec<ContainerInfo>>);
 
 impl ContainerCache {
     const MAX_AGE: Duration = Duration::from_millis(500);

@@ -23,6 +23,7 @@
 
 mod cni;
 mod ns;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

@@ -1,5 +1,6 @@
-//! `skiff reset`: removes every container, pod sandbox and the pod network of a data dir, so a
-//! node can be wiped (like k3s's killall script). Images and cluster state are kept.
+//! `skiff reset`: removes every container, pod sandbox, the pod network and the service proxy's
+//! nftables table of a data dir, so a node can be wiped (like k3s's killall script). Images and
+//! cluster state are kept.
 
 use std::path::Path;
 use std::process::ExitCode;

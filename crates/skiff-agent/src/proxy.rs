@@ -1,0 +1,301 @@
+//! The agent side of the service proxy: reflects Services and EndpointSlices (all namespaces),
+//! builds the `skiff_net::proxy` model and hands it to the [`Proxy`], whose debounce coalesces
+//! bursts into single `nft -f` writes. The table outlives the agent (a restarted agent keeps
+//! serving until it has re-listed everything); [`remove_table`] is for `skiff reset`.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use skiff_net::proxy::{
+    EndpointModel, Protocol, Proxy, ProxyConfig, ServiceModel, ServicePortModel,
+};
+use skiff_net::{NetConfig, PodNetwork};
+
+use crate::{AgentConfig, Result};
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Coalescing window for bursts of Service/EndpointSlice events.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// Deletes this data dir's service table (for `skiff reset`; the agent never removes it).
+pub fn remove_table(data_dir: &Path) -> Result<()> {
+    Ok(skiff_net::proxy::remove_table(data_dir)?)
+}
+
+/// Runs the proxy until `stop` turns true. Errors are logged: a broken proxy must not take the
+/// node agent down.
+pub async fn run(
+    client: Client,
+    config: AgentConfig,
+    pod_cidr: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Err(e) = run_inner(client, config, pod_cidr, stop).await {
+        tracing::error!("service proxy stopped: {e}");
+    }
+}
+
+async fn run_inner(
+    client: Client,
+    config: AgentConfig,
+    pod_cidr: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let net = PodNetwork::new(NetConfig {
+        data_dir: config.data_dir.clone(),
+        pod_cidr,
+        cni_bin_dir: None,
+    })?;
+    let proxy = Proxy::new(ProxyConfig {
+        data_dir: config.data_dir.clone(),
+        bridge: net.bridge_name().to_string(),
+        pod_cidr: net.pod_cidr(),
+        debounce: DEBOUNCE,
+    })?;
+    tracing::info!(table = proxy.table(), "service proxy started");
+
+    let (svc_store, svc_writer) = reflector::store::<Service>();
+    let (eps_store, eps_writer) = reflector::store::<EndpointSlice>();
+    let svc_stream = reflector::reflector(
+        svc_writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    );
+    let eps_stream = reflector::reflector(
+        eps_writer,
+        // Filtered by the service-name label client-side (build_model): no reliance on
+        // existence selectors in the API server.
+        watcher(
+            Api::<EndpointSlice>::all(client),
+            watcher::Config::default(),
+        ),
+    );
+    let mut events = futures::stream::select(
+        svc_stream.map(|e| {
+            e.map(|ev| matches!(ev, watcher::Event::InitDone))
+                .map(|d| (0, d))
+        }),
+        eps_stream.map(|e| {
+            e.map(|ev| matches!(ev, watcher::Event::InitDone))
+                .map(|d| (1, d))
+        }),
+    )
+    .boxed();
+    // Until both lists are complete the old table (from before a restart) stays: programming a
+    // half-listed model would reject traffic to services whose slices were not seen yet.
+    let mut synced = [false, false];
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok((which, init_done))) => {
+                    if init_done {
+                        synced[which] = true;
+                    }
+                    if synced == [true, true] {
+                        proxy.update(build_model(&svc_store, &eps_store, &config.node_name));
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("service proxy watch: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                None => return Ok(()),
+            },
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Services (ClusterIP/NodePort/LoadBalancer with a ClusterIP or NodePorts) joined with their
+/// EndpointSlices by the `kubernetes.io/service-name` label and port name/protocol.
+pub fn build_model(
+    services: &Store<Service>,
+    slices: &Store<EndpointSlice>,
+    node_name: &str,
+) -> Vec<ServiceModel> {
+    let mut by_service: HashMap<(String, String), Vec<std::sync::Arc<EndpointSlice>>> =
+        HashMap::new();
+    for s in slices.state() {
+        if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL) {
+            by_service
+                .entry((s.namespace().unwrap_or_default(), svc.clone()))
+                .or_default()
+                .push(s);
+        }
+    }
+    let mut out = Vec::new();
+    for svc in services.state() {
+        let ns = svc.namespace().unwrap_or_default();
+        let name = svc.name_any();
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let cluster_ip = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+        let empty = Vec::new();
+        let svc_slices = by_service
+            .get(&(ns.clone(), name.clone()))
+            .unwrap_or(&empty);
+        let mut ports = Vec::new();
+        for p in spec.ports.iter().flatten() {
+            let (Some(protocol), Ok(port)) = (
+                Protocol::parse(p.protocol.as_deref()),
+                u16::try_from(p.port),
+            ) else {
+                continue;
+            };
+            let port_name = p.name.clone().unwrap_or_default();
+            let node_port = p
+                .node_port
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n != 0);
+            let endpoints = slice_endpoints(svc_slices, &port_name, protocol, node_name);
+            ports.push(ServicePortModel {
+                name: port_name,
+                protocol,
+                port,
+                node_port,
+                endpoints,
+            });
+        }
+        if ports.is_empty() || (cluster_ip.is_none() && ports.iter().all(|p| p.node_port.is_none()))
+        {
+            continue;
+        }
+        let session_affinity_timeout =
+            (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+                spec.session_affinity_config
+                    .as_ref()
+                    .and_then(|c| c.client_ip.as_ref())
+                    .and_then(|c| c.timeout_seconds)
+                    .and_then(|t| u32::try_from(t).ok())
+                    .unwrap_or(10800)
+            });
+        out.push(ServiceModel {
+            namespace: ns,
+            name,
+            cluster_ip,
+            ports,
+            session_affinity_timeout,
+            external_traffic_policy_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+        });
+    }
+    out
+}
+
+fn slice_endpoints(
+    slices: &[std::sync::Arc<EndpointSlice>],
+    port_name: &str,
+    protocol: Protocol,
+    node_name: &str,
+) -> Vec<EndpointModel> {
+    let mut out = Vec::new();
+    for s in slices {
+        if s.address_type != "IPv4" {
+            continue;
+        }
+        let target = s.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or("") == port_name
+                && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
+        });
+        let Some(port) = target
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in &s.endpoints {
+            // Upstream uses the first address only (the others are the same pod).
+            let Some(ip) = ep
+                .addresses
+                .first()
+                .and_then(|a| a.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            let c = ep.conditions.as_ref();
+            // Unset conditions: ready=true, serving=ready, terminating=false (discovery/v1).
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            out.push(EndpointModel {
+                ip,
+                port,
+                ready,
+                serving,
+                terminating,
+                local: ep.node_name.as_deref() == Some(node_name),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+
+    fn store<K>(objs: Vec<serde_json::Value>) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+    {
+        let mut w: Writer<K> = Writer::default();
+        let reader = w.as_reader();
+        for o in objs {
+            let obj: K = serde_json::from_value(o).unwrap();
+            w.apply_watcher_event(&watcher::Event::Apply(obj));
+        }
+        reader
+    }
+
+    #[test]
+    fn model_joins_slices_by_label_and_port_name() {
+        let svcs = store::<Service>(vec![serde_json::json!({
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {"type": "NodePort", "clusterIP": "10.43.0.10",
+                     "sessionAffinity": "ClientIP",
+                     "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"}]}
+        })]);
+        let slices = store::<EndpointSlice>(vec![serde_json::json!({
+            "metadata": {"namespace": "default", "name": "web-abc",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["100.64.3.2"], "conditions": {"ready": true}, "nodeName": "n1"},
+                {"addresses": ["100.64.3.3"], "conditions": {"ready": false, "serving": true, "terminating": true}}
+            ]
+        })]);
+        let m = build_model(&svcs, &slices, "n1");
+        assert_eq!(m.len(), 1);
+        let s = &m[0];
+        assert_eq!(s.cluster_ip, Some(Ipv4Addr::new(10, 43, 0, 10)));
+        assert_eq!(s.session_affinity_timeout, Some(10800));
+        let p = &s.ports[0];
+        assert_eq!((p.port, p.node_port), (80, Some(30080)));
+        assert_eq!(p.endpoints.len(), 2);
+        assert!(p.endpoints[0].ready && p.endpoints[0].local && p.endpoints[0].port == 8080);
+        assert!(!p.endpoints[1].ready && p.endpoints[1].terminating && !p.endpoints[1].local);
+    }
+}
