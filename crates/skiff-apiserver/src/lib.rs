@@ -8,6 +8,7 @@
 //! [`router`] for an in-process axum router over an [`AppState`].
 
 mod agent_client;
+mod allocator;
 mod auth;
 mod discovery;
 mod keys;
@@ -49,7 +50,18 @@ pub struct ServerConfig {
     /// tolerations added to new pods (upstream's DefaultTolerationSeconds admission plugin,
     /// `--default-not-ready-toleration-seconds`/`--default-unreachable-toleration-seconds`, 300).
     pub default_toleration_seconds: i64,
+    /// The range Service ClusterIPs come from (`--service-cluster-ip-range`); the first usable
+    /// address is the `kubernetes` Service's. Default [`DEFAULT_SERVICE_CIDR`].
+    pub service_cidr: (std::net::Ipv4Addr, u8),
+    /// Inclusive NodePort range (`--service-node-port-range`), default 30000-32767.
+    pub node_port_range: (u16, u16),
 }
+
+/// Default [`ServerConfig::service_cidr`]: 100.65.0.0/16.
+pub const DEFAULT_SERVICE_CIDR: (std::net::Ipv4Addr, u8) =
+    (std::net::Ipv4Addr::new(100, 65, 0, 0), 16);
+/// Default [`ServerConfig::node_port_range`].
+pub const DEFAULT_NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 
 impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
@@ -58,6 +70,8 @@ impl ServerConfig {
             listen,
             extra_sans: Vec::new(),
             default_toleration_seconds: DEFAULT_TOLERATION_SECONDS,
+            service_cidr: DEFAULT_SERVICE_CIDR,
+            node_port_range: DEFAULT_NODE_PORT_RANGE,
         }
     }
 }
@@ -95,6 +109,8 @@ pub struct AppState {
     pub(crate) finalizing: std::sync::Mutex<std::collections::HashSet<String>>,
     /// See [`ServerConfig::default_toleration_seconds`].
     pub(crate) default_toleration_seconds: i64,
+    /// Service ClusterIP and NodePort ranges.
+    pub(crate) ranges: allocator::Ranges,
 }
 
 impl AppState {
@@ -104,7 +120,16 @@ impl AppState {
         tokens: Tokens,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Self> {
-        Self::with_toleration_seconds(store, tokens, shutdown, DEFAULT_TOLERATION_SECONDS)
+        Self::with_toleration_seconds(
+            store,
+            tokens,
+            shutdown,
+            DEFAULT_TOLERATION_SECONDS,
+            allocator::Ranges {
+                cidr: DEFAULT_SERVICE_CIDR,
+                node_ports: DEFAULT_NODE_PORT_RANGE,
+            },
+        )
     }
 
     fn with_toleration_seconds(
@@ -112,6 +137,7 @@ impl AppState {
         tokens: Tokens,
         shutdown: tokio::sync::watch::Receiver<bool>,
         default_toleration_seconds: i64,
+        ranges: allocator::Ranges,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -119,6 +145,7 @@ impl AppState {
             shutdown,
             finalizing: Default::default(),
             default_toleration_seconds,
+            ranges,
         })
     }
 }
@@ -162,8 +189,14 @@ impl Server {
             tokens,
             shutdown_rx,
             config.default_toleration_seconds,
+            allocator::Ranges {
+                cidr: config.service_cidr,
+                node_ports: config.node_port_range,
+            },
         );
         namespaces::bootstrap(&state).await?;
+        allocator::repair(&state).await?;
+        allocator::ensure_kubernetes_service(&state, local_addr.port()).await?;
         Ok(Self {
             listener,
             acceptor,

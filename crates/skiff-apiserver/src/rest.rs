@@ -20,7 +20,7 @@ use skiff_store::{ListOptions, StoreError};
 use crate::keys::{collection_prefix, decode, encode, object_key};
 use crate::query::Query;
 use crate::respond::*;
-use crate::{discovery, namespaces, subresources, watch, AppState};
+use crate::{allocator, discovery, namespaces, subresources, watch, AppState};
 
 /// Request bodies above this are rejected with 413 (upstream's limit is 3 MiB too).
 pub(crate) const BODY_LIMIT: usize = 3 * 1024 * 1024;
@@ -583,6 +583,9 @@ pub(crate) fn prepare_update(
         }
     }
     skiff_api::defaults::apply_defaults(info, &mut new);
+    if is_service(info) && mode == Mode::Main {
+        allocator::carry_over(old, &mut new);
+    }
     if new.get("spec") != old.get("spec") && new.get("spec").is_some() {
         let g = meta(old)
             .get("generation")
@@ -619,6 +622,7 @@ pub(crate) async fn commit_update(
         .unwrap_or(0);
     if pending && finalizers(&stored).is_empty() && grace == 0 && ctx.info.kind != "Namespace" {
         match ctx.st.store.delete(&key, Some(kv.mod_revision)).await {
+            Ok(_) if is_service(ctx.info) => allocator::on_delete(&ctx.st, &stored).await,
             Ok(_) | Err(StoreError::NotFound(_)) | Err(StoreError::Conflict { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -627,6 +631,46 @@ pub(crate) async fn commit_update(
         namespaces::maybe_finish(ctx.st.clone(), name);
     }
     Ok(stored)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service address allocation hooks (see `allocator`).
+
+fn is_service(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.kind == "Service"
+}
+
+/// Claims a new Service's ClusterIP and nodePorts (nothing for other kinds).
+async fn allocate_on_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<allocator::Claimed> {
+    if !is_service(ctx.info) {
+        return Ok(allocator::Claimed::default());
+    }
+    allocator::on_create(&ctx.st, obj, ctx.dry_run()).await
+}
+
+type UpdateAllocs = Option<(allocator::Claimed, Vec<String>)>;
+
+/// Claims what an updated Service newly uses; see [`finish_allocations`].
+async fn allocate_on_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<UpdateAllocs> {
+    if !is_service(ctx.info) {
+        return Ok(None);
+    }
+    allocator::on_update(&ctx.st, old, new, ctx.dry_run())
+        .await
+        .map(Some)
+}
+
+/// After the write: release what the Service stopped using, or undo the claims on failure.
+async fn finish_allocations(ctx: &Ctx, old: &Value, allocs: UpdateAllocs, committed: bool) {
+    let Some((claimed, release)) = allocs else {
+        return;
+    };
+    if committed {
+        let uid = meta_str(old, "uid").unwrap_or("");
+        allocator::release_keys(&ctx.st, &release, uid).await;
+    } else {
+        claimed.release(&ctx.st).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -870,18 +914,22 @@ async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
             name.clone()
         };
         prepare_create(ctx, &mut candidate, true)?;
+        let claimed = allocate_on_create(ctx, &mut candidate).await?;
         if ctx.dry_run() {
             return Ok(with_warnings(
                 object_response(ctx, 201, &candidate),
                 &warnings,
             ));
         }
-        match ctx
+        let created = ctx
             .st
             .store
             .create(&ctx.key(&name), encode(&candidate))
-            .await
-        {
+            .await;
+        if created.is_err() {
+            claimed.release(&ctx.st).await;
+        }
+        match created {
             Ok(kv) => {
                 crate::keys::set_rv(&mut candidate, kv.mod_revision);
                 return Ok(with_warnings(
@@ -917,15 +965,18 @@ async fn update(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> ApiResult<Res
                 return Err(ctx.conflict(name));
             }
         }
-        let Some(prepared) = prepare_update(ctx, &old, new.clone(), mode, true)? else {
+        let Some(mut prepared) = prepare_update(ctx, &old, new.clone(), mode, true)? else {
             return Ok(with_warnings(object_response(ctx, 200, &old), &warnings));
         };
+        let allocs = allocate_on_update(ctx, &old, &mut prepared).await?;
         if ctx.dry_run() {
             let mut p = prepared;
             crate::keys::set_rv(&mut p, rev);
             return Ok(with_warnings(object_response(ctx, 200, &p), &warnings));
         }
-        match commit_update(ctx, name, prepared, rev).await {
+        let committed = commit_update(ctx, name, prepared, rev).await;
+        finish_allocations(ctx, &old, allocs, committed.is_ok()).await;
+        match committed {
             Ok(stored) => return Ok(with_warnings(object_response(ctx, 200, &stored), &warnings)),
             Err(StoreError::Conflict { .. }) if wanted_rv.is_none() => continue,
             Err(e) => return Err(store_err(ctx.info, name, e)),
@@ -1040,15 +1091,18 @@ async fn patch(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> ApiResult<Resp
         meta_mut(&mut new).remove("resourceVersion");
         let warnings = ctx.field_validation(&new)?;
         let record = !matches!(kind, PatchKind::Apply);
-        let Some(prepared) = prepare_update(ctx, &cur, new, mode, record)? else {
+        let Some(mut prepared) = prepare_update(ctx, &cur, new, mode, record)? else {
             return Ok(with_warnings(object_response(ctx, 200, &cur), &warnings));
         };
+        let allocs = allocate_on_update(ctx, &cur, &mut prepared).await?;
         if ctx.dry_run() {
             let mut p = prepared;
             crate::keys::set_rv(&mut p, rev);
             return Ok(with_warnings(object_response(ctx, 200, &p), &warnings));
         }
-        match commit_update(ctx, name, prepared, rev).await {
+        let committed = commit_update(ctx, name, prepared, rev).await;
+        finish_allocations(ctx, &cur, allocs, committed.is_ok()).await;
+        match committed {
             Ok(stored) => return Ok(with_warnings(object_response(ctx, 200, &stored), &warnings)),
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
             Err(e) => return Err(store_err(ctx.info, name, e)),
@@ -1071,15 +1125,15 @@ async fn apply_create(ctx: &Ctx, name: &str, patch: &Value) -> ApiResult<Respons
         meta_mut(&mut obj).insert("namespace".into(), json!(ns));
     }
     prepare_create(ctx, &mut obj, false)?;
+    let claimed = allocate_on_create(ctx, &mut obj).await?;
     if ctx.dry_run() {
         return Ok(with_warnings(object_response(ctx, 201, &obj), &warnings));
     }
-    let kv = ctx
-        .st
-        .store
-        .create(&ctx.key(name), encode(&obj))
-        .await
-        .map_err(|e| store_err(ctx.info, name, e))?;
+    let created = ctx.st.store.create(&ctx.key(name), encode(&obj)).await;
+    if created.is_err() {
+        claimed.release(&ctx.st).await;
+    }
+    let kv = created.map_err(|e| store_err(ctx.info, name, e))?;
     crate::keys::set_rv(&mut obj, kv.mod_revision);
     Ok(with_warnings(object_response(ctx, 201, &obj), &warnings))
 }
@@ -1286,6 +1340,9 @@ pub(crate) async fn delete_object(ctx: &Ctx, name: &str, opts: &DeleteOpts) -> A
                 }
                 match ctx.st.store.delete(&ctx.key(name), Some(rev)).await {
                     Ok(kv) => {
+                        if is_service(ctx.info) {
+                            allocator::on_delete(&ctx.st, &cur).await;
+                        }
                         let mut last = cur;
                         crate::keys::set_rv(&mut last, kv.mod_revision);
                         return Ok(Deleted::Gone(last));

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::{
-    deployment, events, gc, nodeipam, nodelifecycle, replicaset, scheduler, Context, Options,
-    Result,
+    deployment, endpoints, events, gc, nodeipam, nodelifecycle, replicaset, scheduler, Context,
+    Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -26,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 6] {
+fn controllers() -> [(&'static str, Start); 7] {
     [
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
@@ -34,6 +34,7 @@ fn controllers() -> [(&'static str, Start); 6] {
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
         ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
         ("node-ipam", |ctx| Box::pin(nodeipam::run(ctx))),
+        ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
     ]
 }
 
