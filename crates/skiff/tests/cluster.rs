@@ -134,3 +134,186 @@ fn deployment_runs_real_containers_reachable_on_pod_ips() {
     }
     c.assert_node_clean();
 }
+
+/// A NodePort of its own: clusters of parallel tests share the host's ports.
+fn node_port(c: &Cluster) -> u16 {
+    30000 + (c.port % 2700)
+}
+
+fn apply_web(c: &Cluster, replicas: u32, port: u16) {
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/web/web.yaml"),
+    )
+    .expect("web.yaml")
+    .replace("replicas: 3", &format!("replicas: {replicas}"))
+    .replace("nodePort: 30080", &format!("nodePort: {port}"));
+    let path = c.dir.path().join("web.yaml");
+    std::fs::write(&path, manifest).expect("write manifest");
+    c.ok(&["apply", "-f", path.to_str().expect("utf8")]);
+    c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+}
+
+/// Answers of `n` requests to 127.0.0.1:port (a new connection each).
+fn answers(port: u16, n: usize) -> Vec<String> {
+    (0..n)
+        .filter_map(|_| http_get("127.0.0.1", port))
+        .filter_map(|b| b.lines().last().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn nodeport_and_cluster_ip_reach_every_pod() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let c = Cluster::start();
+    build_web_images(&c);
+    let port = node_port(&c);
+    apply_web(&c, 3, port);
+    // Ready pods join the service; give the proxy a moment for the first ruleset.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get("127.0.0.1", port).is_none() {
+        assert!(Instant::now() < deadline, "NodePort {port} never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = answers(port, 60);
+    let pods: std::collections::BTreeSet<&str> =
+        got.iter().filter_map(|a| a.split(" on ").nth(1)).collect();
+    assert_eq!(pods.len(), 3, "traffic reaches all 3 pods: {got:?}");
+    assert!(got.iter().all(|a| a.starts_with("web v1 on ")), "{got:?}");
+
+    // The node address (the bridge gateway is one of this node's addresses) answers too.
+    let gw = c.ok(&["get", "node", "-o", "jsonpath={.items[0].spec.podCIDR}"]);
+    let gw = gw.trim().replace(".0/24", ".1");
+    assert!(
+        http_get(&gw, port).is_some_and(|b| b.contains("web v1")),
+        "NodePort on {gw}"
+    );
+
+    // A ClusterIP from inside a pod, including the pod's own service.
+    let ip = c.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let pod = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let body = c.ok(&[
+        "exec",
+        pod.trim(),
+        "--",
+        "wget",
+        "-qO-",
+        &format!("http://{ip}/"),
+    ]);
+    assert!(body.contains("web v1 on "), "{body}");
+
+    // A not-ready pod leaves the endpoints.
+    c.ok(&["exec", pod.trim(), "--", "rm", "/www/index.html"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = c.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready} {end}",
+        ]);
+        if ready.contains(&format!("{}=false", pod.trim())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod never left the endpoints: {ready}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = answers(port, 30);
+    assert!(got.iter().all(|a| !a.ends_with(pod.trim())), "{got:?}");
+
+    // Deleting the service removes its rules: the port stops answering.
+    c.ok(&["delete", "svc", "web"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get("127.0.0.1", port).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "NodePort still answers after the service is gone"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.ok(&["delete", "deployment", "web"]);
+}
+
+#[test]
+fn rolling_update_through_nodeport_loses_no_request() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let c = Cluster::start();
+    build_web_images(&c);
+    let port = node_port(&c);
+    apply_web(&c, 9, port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get("127.0.0.1", port).is_none() {
+        assert!(Instant::now() < deadline, "NodePort {port} never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let stop = stop.clone();
+        workers.push(std::thread::spawn(move || {
+            let (mut ok, mut failed, mut v2) = (0u64, Vec::new(), 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http_get("127.0.0.1", port) {
+                    Some(b) if b.contains("200 OK") => {
+                        ok += 1;
+                        if b.contains("web v2") {
+                            v2 += 1;
+                        }
+                    }
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed, v2)
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    c.ok(&["set", "image", "deployment/web", "web=web:v2"]);
+    c.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    // Keep loading until every answer is v2 and the minimum volume is reached.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let last = answers(port, 20);
+        if last.len() == 20 && last.iter().all(|a| a.starts_with("web v2")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never all v2: {last:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut v2) = (0, Vec::new(), 0);
+    for w in workers {
+        let (o, f, v) = w.join().expect("load thread");
+        ok += o;
+        failed.extend(f);
+        v2 += v;
+    }
+    eprintln!(
+        "rolling update under load: {ok} ok, {} failed, {v2} answered by v2",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(ok >= 5000, "only {ok} requests during the rollout");
+    assert!(v2 > 0);
+    c.ok(&[
+        "delete",
+        "-f",
+        c.dir.path().join("web.yaml").to_str().expect("utf8"),
+    ]);
+}
