@@ -16,6 +16,7 @@ pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
             failed += 1;
         }
     }
+    skiff_agent::proxy::remove_table(data_dir).context("removing the service proxy's table")?;
     if let Some(net) =
         skiff_net::PodNetwork::existing(data_dir).context("reading the pod network")?
     {
