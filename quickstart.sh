@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian machine to a cluster running the web example: installs the
 # system packages, builds skiff and the layered web:v1/web:v2 images, starts `skiff server`
-# (API server, controllers, scheduler and node agent) and deploys web:v1 with kubectl.
+# (API server, controllers, scheduler, node agent and service proxy) and deploys web:v1 with
+# kubectl behind a NodePort Service.
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "$(id -u)" -ne 0 ]; then
@@ -10,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-packages=(busybox-static libseccomp-dev pkg-config gcc curl containernetworking-plugins iproute2)
+packages=(busybox-static libseccomp-dev pkg-config gcc curl containernetworking-plugins iproute2 nftables conntrack)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -46,20 +47,21 @@ for _ in $(seq 1 100); do
 done
 kubectl get nodes -o wide
 
-echo "==> deploying web:v1 (3 replicas)"
-kubectl create deployment web --image=web:v1 --replicas=3 --port=80 --dry-run=client -o yaml | kubectl apply -f -
+echo "==> deploying web:v1 (3 replicas) behind NodePort 30080"
+kubectl apply -f examples/web/web.yaml
 kubectl rollout status deployment/web --timeout=120s
-kubectl get pods -o wide
-for ip in $(kubectl get pods -l app=web -o jsonpath='{.items[*].status.podIP}'); do
-    printf '%s -> ' "$ip"; curl -fsS --max-time 5 "http://$ip/"
-done
+kubectl get pods,svc -o wide
+for _ in $(seq 1 50); do curl -fsS --max-time 2 http://127.0.0.1:30080/ >/dev/null 2>&1 && break; sleep 0.2; done
+for _ in 1 2 3 4 5 6; do curl -fsS --max-time 5 http://127.0.0.1:30080/; done
 
 cat <<TXT
 
-The cluster runs web:v1 as real containers. Try (KUBECONFIG=$KUBECONFIG):
+web:v1 answers on http://127.0.0.1:30080/ (any node address works too), served by 3 pods.
+Try (export KUBECONFIG=$KUBECONFIG):
   kubectl scale deployment web --replicas=9          # converges to 9 pods
   kubectl delete pod -l app=web --wait=false          # new pods appear, unasked
-  kubectl set image deployment/web web=web:v2         # rolling update to v2
+  kubectl set image deployment/web web=web:v2         # rolling update to v2, no request lost
+  while sleep 0.2; do curl -s 127.0.0.1:30080; done   # watch it happen (in another shell)
   kubectl rollout history deployment/web
   kubectl rollout undo deployment/web                 # back to v1
   kubectl logs deploy/web; kubectl exec deploy/web -- ps
