@@ -204,6 +204,13 @@ def main():
         print(f"  peer: bare SQLite durable inserts, 1 writer: {floor:8.0f} /s -> skiff/sqlite = {throughput / floor:.2f}x")
         if errors:
             print("  first error:", errors[0])
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from summary import record
+        record("API server", "ConfigMap creates, 8 clients", round(throughput), "/s",
+               "bare SQLite durable inserts", round(floor))
+        record("API server", "p99 at 200 writes/s", round(pct(paced, 99), 2), "ms", target="<= 25 ms")
+        record("API server", "watch delivery p50", round(statistics.median(delivery), 2), "ms")
+        record("API server", "idle RSS", round(idle_rss / 1024, 1), "MiB", target="<= 30 MB")
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -765,6 +765,13 @@ def report(opts, r, leftover):
         ratio = f"{value / target:.2f}x" if target else "-"
         val = f"{value:7d}" if isinstance(value, int) else f"{value:7.1f}"
         print(f"  {label:34} {val:>7} {unit:3}{tgt:>9} {ratio:>7}")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from summary import record
+    record("pods", "pod startup p50", round(p50, 1), "ms", "crun run /bin/true", round(crun, 1),
+           target="<= 150 ms")
+    record("pods", "pod startup p99", round(p99, 1), "ms", target="<= 400 ms")
+    record("pods", f"0 -> {opts.replicas} replicas all Ready", round(sc["all_ready"], 2), "s",
+           target="<= 10 s")
 
 
 if __name__ == "__main__":

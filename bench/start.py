@@ -132,6 +132,15 @@ def main():
             "runc_run_ms": round(r, 2) if r else None,
             "target_ratio": 1.0, "runs": opts.runs, "shim_peak_rss_kib": shim_kib,
         }
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from summary import record
+        record("container start", "run --rm /bin/true, median", round(s, 2), "ms",
+               "crun run", round(c, 2), target="<= 1.0x")
+        if r:
+            record("container start", "run --rm /bin/true vs runc", round(s, 2), "ms",
+                   "runc run", round(r, 2))
+        record("container start", "idle shim peak RSS", round(shim_kib / 1024, 1), "MiB",
+               "docker shim (baselines.md)", 13.0)
         if opts.json:
             print(json.dumps(result))
         else:
