@@ -198,6 +198,13 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
+    /// A graceful restart: SIGTERM (SIGKILL after 5 s), then start again on the same data dir
+    /// and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
