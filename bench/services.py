@@ -187,7 +187,7 @@ def netstat(netns=None):
         if keys and vals and keys[0] == vals[0]:
             for k, v in zip(keys[1:], vals[1:]):
                 try:
-                    out[keys[0] + k] = int(v)
+                    out[keys[0].rstrip(":") + k] = int(v)
                 except ValueError:
                     pass
     return out
@@ -447,14 +447,15 @@ def data_path(opts, st, api, table, node):
         k = rnd % len(order)
         for name in order[k:] + order[:k]:
             _, host, port = by_name[name]
-            hs = netstat()
+            hs, ps = netstat(), netstat(netns)
             res = wrk(f"http://{host}:{port}/", opts.duration)
-            he = netstat()
+            he, pe = netstat(), netstat(netns)
             res["synretrans"] = he.get("TcpExtTCPSynRetrans", 0) - hs.get("TcpExtTCPSynRetrans", 0)
+            res["listen_drops"] = pe.get("TcpExtListenDrops", 0) - ps.get("TcpExtListenDrops", 0)
             results[name].append(res)
             print(f"  round {rnd + 1} {name:17} {res['rps']:9.0f} req/s  p99 {res['p99']:7.2f} ms"
                   f"  max {res['max']:8.2f} ms  errors {res['errors']}  non-2xx {res['non2xx']}"
-                  f"  host SYN retrans {res['synretrans']}", flush=True)
+                  f"  host SYN retrans {res['synretrans']}  pod listen drops {res['listen_drops']}", flush=True)
     h1, p1 = netstat(), netstat(netns)
     return {
         "paths": paths, "results": results, "pod_ip": pod_ip, "cip": cip, "gw": gw,
@@ -809,6 +810,21 @@ def report(opts, dp, rp, leftover):
                   f"to service-ips")
         print(f"  delete {n + opts.singles}: API {rp['delete_s']:.2f} s, gone from the maps "
               f"{rp['delete_rules_s']:.2f} s")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from summary import record
+    if dp and opts.rounds:
+        r = dp["results"]
+        for name, base, label in [("nodeport-lo", "direct", "NodePort 127.0.0.1, new conn/req"),
+                                  ("ka-nodeport-lo", "ka-direct", "NodePort 127.0.0.1, keep-alive"),
+                                  ("ka-clusterip", "ka-direct", "ClusterIP, keep-alive")]:
+            if name in r and base in r:
+                record("services", label, round(med(r[name])), "req/s", "direct to the pod IP",
+                       round(med(r[base])), target=">= 0.95x")
+    if rp:
+        record("services", f"program {opts.services} services", round(rp["all_ips_s"], 2), "s")
+        if rp["singles"]:
+            record("services", f"one more service with {opts.services} present",
+                   round(statistics.median(x["ips"] for x in rp["singles"]) * 1000), "ms")
     print(f"after cleanup: server exit {leftover.get('server_exit')}, containers "
           f"{leftover.get('containers')}, nft table present {leftover.get('table')}, bridge "
           f"present {leftover.get('bridge')} {leftover.get('links') or ''}, mounts under the temp "

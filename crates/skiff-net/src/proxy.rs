@@ -378,7 +378,10 @@ fn worker(shared: Arc<Shared>, config: ProxyConfig, table: String) {
                 }
             }
         }
-        // Coalesce: keep waiting while updates keep arriving within the debounce window.
+        // Coalesce: keep waiting while updates keep arriving within the debounce window, but
+        // never longer than MAX_COALESCE in total, or steady churn would starve the table.
+        const MAX_COALESCE: Duration = Duration::from_millis(200);
+        let started = Instant::now();
         let mut seen = lock(&shared.state).generation;
         loop {
             std::thread::sleep(config.debounce);
@@ -386,7 +389,7 @@ fn worker(shared: Arc<Shared>, config: ProxyConfig, table: String) {
             if st.stop {
                 return;
             }
-            if st.generation == seen {
+            if st.generation == seen || started.elapsed() >= MAX_COALESCE {
                 break;
             }
             seen = st.generation;
