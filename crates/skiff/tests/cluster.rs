@@ -4,57 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
-
-fn build_web_images(c: &Cluster) {
-    let ctx = c.dir.path().join("web");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/web");
-    std::fs::create_dir_all(ctx.join("app")).expect("ctx");
-    std::fs::copy(src.join("Containerfile"), ctx.join("Containerfile")).expect("Containerfile");
-    std::fs::copy(src.join("app/start.sh"), ctx.join("app/start.sh")).expect("start.sh");
-    std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox");
-    for version in ["v1", "v2"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("--data-dir")
-            .arg(c.data_dir())
-            .args([
-                "image",
-                "build",
-                "-t",
-                &format!("web:{version}"),
-                "--build-arg",
-            ])
-            .arg(format!("VERSION={version}"))
-            .arg(&ctx)
-            .output()
-            .expect("skiff image build");
-        assert!(
-            out.status.success(),
-            "build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-fn http_get(ip: &str, port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(
-        &format!("{ip}:{port}").parse().ok()?,
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    Some(body)
-}
+use common::cluster::{build_web_images, http_get, Cluster};
 
 #[test]
 fn deployment_runs_real_containers_reachable_on_pod_ips() {

@@ -7,58 +7,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{build_web_images, http_get, Cluster};
 
 const REPLICAS: usize = 9;
-
-fn build_web_images(c: &Cluster) {
-    let ctx = c.dir.path().join("web");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/web");
-    std::fs::create_dir_all(ctx.join("app")).expect("ctx");
-    std::fs::copy(src.join("Containerfile"), ctx.join("Containerfile")).expect("Containerfile");
-    std::fs::copy(src.join("app/start.sh"), ctx.join("app/start.sh")).expect("start.sh");
-    std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox");
-    for version in ["v1", "v2"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("--data-dir")
-            .arg(c.data_dir())
-            .args(["image", "build", "-t", &format!("web:{version}")])
-            .arg("--build-arg")
-            .arg(format!("VERSION={version}"))
-            .arg(&ctx)
-            .output()
-            .expect("skiff image build");
-        assert!(
-            out.status.success(),
-            "build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-/// One request on a new connection; the whole response.
-fn http_get(ip: &str, port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(
-        &format!("{ip}:{port}").parse().ok()?,
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    Some(body)
-}
 
 /// The page of one successful request ("web v1 on <pod>"), if any.
 fn page(port: u16) -> Option<String> {
