@@ -17,7 +17,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use skiff_agent::api::{self, ApiState};
 use skiff_agent::{ContainerIndex, ContainerRef};
-use skiff_runtime::{ContainerSpec, NetworkMode, Runtime, RuntimeConfig, Status};
+use skiff_runtime::{ContainerSpec, Runtime, RuntimeConfig, Status};
 use tokio_tungstenite::tungstenite::Message;
 
 const APPLETS: &[&str] = &[
@@ -134,29 +134,12 @@ impl Env {
     /// Starts a container for `pod/container` in namespace default.
     fn start(&self, pod: &str, container: &str, args: &[&str]) -> String {
         let spec = ContainerSpec {
-            name: None,
             image: "bb:1".into(),
             image_id: "sha256:test".into(),
             lowers: vec![self.dir.path().join("layer")],
-            upper: None,
             args: args.iter().map(|s| s.to_string()).collect(),
             env: vec!["PATH=/bin".into()],
-            cwd: String::new(),
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            hostname: None,
-            memory: None,
-            cpus: None,
-            cpu_shares: None,
-            pids_limit: None,
-            network: NetworkMode::None,
-            mounts: vec![],
-            readonly_rootfs: false,
-            privileged: false,
-            cap_add: vec![],
-            cap_drop: vec![],
-            auto_remove: false,
+            ..Default::default()
         };
         let info = self
             .index

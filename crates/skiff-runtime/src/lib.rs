@@ -109,9 +109,10 @@ pub struct RuntimeConfig {
     pub shim_exe: PathBuf,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub enum NetworkMode {
     /// A new, empty network namespace (loopback only).
+    #[default]
     None,
     /// The host's network namespace.
     Host,
@@ -127,7 +128,7 @@ pub struct BindMount {
 }
 
 /// Everything needed to create one container.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContainerSpec {
     /// Unique name; generated when None.
     pub name: Option<String>,

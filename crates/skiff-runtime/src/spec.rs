@@ -609,29 +609,11 @@ mod tests {
 
     pub(crate) fn base_spec() -> ContainerSpec {
         ContainerSpec {
-            name: None,
             image: "bb:1".into(),
             image_id: "sha256:x".into(),
-            lowers: vec![],
-            upper: None,
             args: vec!["sh".into()],
             env: vec!["A=B".into()],
-            cwd: String::new(),
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            hostname: None,
-            memory: None,
-            cpus: None,
-            cpu_shares: None,
-            pids_limit: None,
-            network: NetworkMode::None,
-            mounts: vec![],
-            readonly_rootfs: false,
-            privileged: false,
-            cap_add: vec![],
-            cap_drop: vec![],
-            auto_remove: false,
+            ..Default::default()
         }
     }
 

@@ -101,29 +101,11 @@ impl Env {
 
     fn spec(&self, args: &[&str]) -> ContainerSpec {
         ContainerSpec {
-            name: None,
             image: "bb:1".into(),
             image_id: "sha256:test".into(),
             lowers: vec![self.lower.clone()],
-            upper: None,
             args: args.iter().map(|s| s.to_string()).collect(),
-            env: vec![],
-            cwd: String::new(),
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            hostname: None,
-            memory: None,
-            cpus: None,
-            cpu_shares: None,
-            pids_limit: None,
-            network: NetworkMode::None,
-            mounts: vec![],
-            readonly_rootfs: false,
-            privileged: false,
-            cap_add: vec![],
-            cap_drop: vec![],
-            auto_remove: false,
+            ..Default::default()
         }
     }
 

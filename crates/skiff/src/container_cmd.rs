@@ -200,26 +200,20 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         image: format!("{}:{}", image.name, image.tag),
         image_id: image.id.clone(),
         lowers: image.layers.clone(),
-        upper: None,
         args: argv,
         env,
         cwd,
         uid,
         gid,
-        additional_gids: Vec::new(),
         hostname: args.hostname.clone(),
         memory,
         cpus,
-        cpu_shares: None,
         pids_limit: args.pids_limit,
         network,
-        mounts: Vec::new(),
         readonly_rootfs: args.read_only,
-        privileged: false,
-        cap_add: Vec::new(),
-        cap_drop: Vec::new(),
         // In the foreground we remove after draining the log; detached, the shim does it.
         auto_remove: args.rm && args.detach,
+        ..Default::default()
     };
     let info = runtime.create_and_start(spec)?;
     if args.detach {

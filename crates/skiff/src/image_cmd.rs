@@ -272,9 +272,7 @@ impl BuildRunner for ContainerRunner {
             parse_user_numeric(step.user, step.lowers)?
         };
         let spec = ContainerSpec {
-            name: None,
             image: "(build)".to_string(),
-            image_id: String::new(),
             lowers: step.lowers.to_vec(),
             upper: Some(step.upper.to_path_buf()),
             args: step.args.to_vec(),
@@ -282,19 +280,8 @@ impl BuildRunner for ContainerRunner {
             cwd: step.workdir.to_string(),
             uid,
             gid,
-            additional_gids: Vec::new(),
-            hostname: None,
-            memory: None,
-            cpus: None,
-            cpu_shares: None,
-            pids_limit: None,
             network: self.network.clone(),
-            mounts: Vec::new(),
-            readonly_rootfs: false,
-            privileged: false,
-            cap_add: Vec::new(),
-            cap_drop: Vec::new(),
-            auto_remove: false,
+            ..Default::default()
         };
         let info = self.runtime.create_and_start(spec)?;
         let streamed = crate::container_cmd::stream_logs(&self.runtime, &info.id, true);
