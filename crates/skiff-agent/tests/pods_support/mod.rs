@@ -270,6 +270,14 @@ impl Harness {
         }) {
             let _ = net.teardown_all();
         }
+        skiff_agent::proxy::remove_table(&self.config.data_dir).expect("remove the proxy table");
+        let table = skiff_net::proxy::table_name(&self.config.data_dir);
+        let tables = std::process::Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        assert!(!tables.contains(&table), "nft table {table} left behind");
         let root = std::fs::canonicalize(self.dir.path())
             .expect("canonical")
             .to_string_lossy()
