@@ -103,7 +103,7 @@ def main():
     data = os.path.join(work, "data")
     port = free_port()
     server = subprocess.Popen([os.path.realpath(opts.skiff), "--data-dir", data, "server", "--listen",
-                               f"127.0.0.1:{port}"],
+                               f"127.0.0.1:{port}", "--no-agent"],
                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "w"))
     try:
         kubeconfig = os.path.join(data, "kubeconfig.yaml")
