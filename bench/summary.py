@@ -36,7 +36,7 @@ def print_table(path):
     table = [head] + [
         (r["bench"], r["figure"], f"{fmt(r['ours'])} {r['unit']}", r["peer"] or "-",
          f"{fmt(r['peer_value'])} {r['unit']}" if r["peer_value"] is not None else "-",
-         f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-", r["target"] or "-")
+         f"{r['ratio']:.3g}x" if r["ratio"] is not None else "-", r["target"] or "-")
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]

@@ -130,4 +130,30 @@ async fn main() {
         samples[2], samples[0], samples[4]
     );
     drop(nodes);
+    let bound = bound_at.map_or(f64::NAN, |d| d.as_secs_f64());
+    summary(
+        "controllers",
+        "scale 0 -> 1000, all bound (fake nodes)",
+        bound,
+        "s",
+    );
+    summary(
+        "controllers",
+        "delete 3 of 9 -> 9 Ready, median",
+        samples[2],
+        "ms",
+    );
+}
+
+/// Appends a row to bench/run's summary table (see bench/summary.py).
+fn summary(bench: &str, figure: &str, ours: f64, unit: &str) {
+    let Ok(path) = std::env::var("SKIFF_BENCH_SUMMARY") else {
+        return;
+    };
+    let row = json!({"bench": bench, "figure": figure, "ours": (ours * 100.0).round() / 100.0,
+        "unit": unit, "peer": null, "peer_value": null, "ratio": null, "target": null});
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
+        use std::io::Write;
+        let _ = writeln!(f, "{row}");
+    }
 }
