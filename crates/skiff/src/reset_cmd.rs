@@ -1,27 +1,37 @@
 //! `skiff reset`: removes every container, pod sandbox, the pod network and the service proxy's
 //! nftables table of a data dir, so a node can be wiped (like k3s's killall script). Images and
-//! cluster state are kept.
+//! cluster state are kept. Every step is attempted even when an earlier one fails.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let runtime = crate::container_cmd::open_runtime(data_dir)?;
     let mut failed = 0;
-    for container in runtime.list()? {
-        if let Err(e) = runtime.remove(&container.id, true) {
-            eprintln!("skiff: removing container {}: {e}", container.name);
-            failed += 1;
-        }
+    let mut report = |what: &str, e: &dyn std::fmt::Display| {
+        eprintln!("skiff: {what}: {e}");
+        failed += 1;
+    };
+    if let Err(e) = skiff_agent::proxy::remove_table(data_dir) {
+        report("removing the service proxy's table", &e);
     }
-    skiff_agent::proxy::remove_table(data_dir).context("removing the service proxy's table")?;
-    if let Some(net) =
-        skiff_net::PodNetwork::existing(data_dir).context("reading the pod network")?
-    {
-        net.teardown_all()
-            .context("removing pod sandboxes and the bridge")?;
+    match crate::container_cmd::open_runtime(data_dir).and_then(|rt| Ok((rt.list()?, rt))) {
+        Ok((containers, runtime)) => {
+            for container in containers {
+                if let Err(e) = runtime.remove(&container.id, true) {
+                    report(&format!("removing container {}", container.name), &e);
+                }
+            }
+        }
+        Err(e) => report("listing containers", &e),
+    }
+    match skiff_net::PodNetwork::existing(data_dir) {
+        Ok(Some(net)) => {
+            if let Err(e) = net.teardown_all() {
+                report("removing pod sandboxes and the bridge", &e);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => report("reading the pod network", &e),
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

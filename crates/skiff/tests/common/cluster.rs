@@ -190,11 +190,14 @@ impl Drop for Cluster {
         self.stop();
         // As root the embedded agent ran containers: wipe them, the sandboxes and the bridge.
         if nix::unistd::geteuid().is_root() {
-            let _ = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
                 .arg("--data-dir")
                 .arg(self.data_dir())
                 .arg("reset")
                 .output();
+            if let Ok(out) = out.filter(|o| !o.status.success()) {
+                eprintln!("skiff reset: {}", String::from_utf8_lossy(&out.stderr));
+            }
         }
     }
 }
