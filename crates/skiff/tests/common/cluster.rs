@@ -195,7 +195,7 @@ impl Drop for Cluster {
                 .arg(self.data_dir())
                 .arg("reset")
                 .output();
-            if let Ok(out) = out.filter(|o| !o.status.success()) {
+            if let Some(out) = out.ok().filter(|o| !o.status.success()) {
                 eprintln!("skiff reset: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
