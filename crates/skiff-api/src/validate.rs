@@ -1015,8 +1015,8 @@ fn resources(e: &mut Errs, res: Option<&Value>, f: &str) {
 
 const POD_UPDATE_MSG: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
-/// Pod spec is immutable except images, activeDeadlineSeconds, added tolerations, removed
-/// scheduling gates, and (for skiff's scheduler) nodeName set once.
+/// Pod spec is immutable except images, activeDeadlineSeconds, added tolerations and removed
+/// scheduling gates. `spec.nodeName` is set only through the binding subresource.
 fn pod_update(e: &mut Errs, new: &Value, old: &Value) {
     let mut allowed = old.clone();
     let (Some(a), Some(n)) = (allowed.as_object_mut(), new.as_object()) else {
@@ -1045,36 +1045,18 @@ fn pod_update(e: &mut Errs, new: &Value, old: &Value) {
         }
     };
     copy(a, "activeDeadlineSeconds");
-    let old_tol = old
-        .get("tolerations")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let new_tol = n
-        .get("tolerations")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let list = |v: &Value, key: &str| -> Vec<Value> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Tolerations may only be added, scheduling gates only removed (upstream).
+    let (old_tol, new_tol) = (list(old, "tolerations"), list(new, "tolerations"));
     if old_tol.iter().all(|t| new_tol.contains(t)) {
         copy(a, "tolerations");
     }
-    if old
-        .get("nodeName")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        copy(a, "nodeName");
-    }
-    let old_gates = old
-        .get("schedulingGates")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let new_gates = n
-        .get("schedulingGates")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let (old_gates, new_gates) = (list(old, "schedulingGates"), list(new, "schedulingGates"));
     if new_gates.iter().all(|g| old_gates.contains(g)) {
         copy(a, "schedulingGates");
     }
