@@ -10,6 +10,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod proxy;
+pub mod routes;
 
 pub use node::{run, run_with};
 pub use pods::PodIndex;
@@ -47,6 +48,39 @@ pub struct AgentConfig {
     pub api_token: String,
     /// The `skiff` executable (started as `skiff shim` for every container, `skiff exec` for exec).
     pub skiff_exe: PathBuf,
+    /// The node Lease's duration (kubelet's `--node-lease-duration-seconds`, 40 by default). The
+    /// lease and node status are renewed every quarter of it, as the kubelet does.
+    pub lease_duration_seconds: i32,
+}
+
+/// `skiff exec [-i] -- ID CMD…` as a child of the agent. Its stderr belongs to the user (kubectl
+/// exec, probe messages), so skiff's own logging there is limited to errors, whatever SKIFF_LOG
+/// the agent runs with.
+pub(crate) fn skiff_exec(
+    skiff_exe: &std::path::Path,
+    data_dir: &std::path::Path,
+    id: &str,
+    interactive: bool,
+    command: &[String],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(skiff_exe);
+    cmd.env("SKIFF_LOG", "error,libcontainer=off,libcgroups=off")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("exec");
+    if interactive {
+        cmd.arg("-i");
+    }
+    cmd.arg("--").arg(id).args(command).kill_on_drop(true);
+    cmd
+}
+
+impl AgentConfig {
+    /// How often the lease and node status are renewed.
+    pub fn heartbeat(&self) -> std::time::Duration {
+        let secs = u64::try_from(self.lease_duration_seconds.max(4)).unwrap_or(40);
+        std::time::Duration::from_millis(secs * 250)
+    }
 }
 
 /// Where a container's logs are and whether it is still running (for the agent API).

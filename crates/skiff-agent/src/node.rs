@@ -15,8 +15,6 @@ use crate::pods::{PodIndex, PodManager};
 use crate::{AgentConfig, Error, Result};
 
 pub const KUBELET_VERSION: &str = "v1.33.0-skiff";
-const HEARTBEAT: Duration = Duration::from_secs(10);
-const LEASE_DURATION_SECONDS: i32 = 40;
 
 /// Runs the node agent until `shutdown` resolves: the agent API (logs, exec) on
 /// `config.api_listen`, node registration and heartbeats, and the pod workers. Containers keep
@@ -79,11 +77,19 @@ pub async fn run_with(
         pod_cidr.clone(),
         stop_rx.clone(),
     ));
+    // Routes to the other nodes' pods; like the table, they outlive the agent.
+    let routes = tokio::spawn(crate::routes::run(
+        client.clone(),
+        config.clone(),
+        pod_cidr.clone(),
+        stop_rx.clone(),
+    ));
     let pods = tokio::spawn(manager.run(stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     let _ = pods.await;
     let _ = proxy.await;
+    let _ = routes.await;
     hb.abort();
     Ok(())
 }
@@ -258,7 +264,7 @@ async fn heartbeat_loop(
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let transition = now();
     loop {
-        renew_lease(&nodes, &leases, &config.node_name).await;
+        renew_lease(&nodes, &leases, &config).await;
         let status = json!({"status": node_status(&config, port, &transition)});
         if let Err(e) = nodes
             .patch_status(
@@ -275,17 +281,18 @@ async fn heartbeat_loop(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = tokio::time::sleep(config.heartbeat()) => {}
             _ = stop.changed() => return,
         }
     }
 }
 
-async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, node: &str) {
+async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, config: &AgentConfig) {
+    let node = config.node_name.as_str();
     let renew = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string();
-    let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+    let spec = json!({"holderIdentity": node, "leaseDurationSeconds": config.lease_duration_seconds,
                       "renewTime": renew});
     match leases.get_opt(node).await {
         Ok(Some(_)) => {

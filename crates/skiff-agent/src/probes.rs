@@ -120,16 +120,10 @@ pub async fn exec(
     if cmd.is_empty() {
         return Err("exec probe without a command".into());
     }
-    let child = tokio::process::Command::new(skiff_exe)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("exec")
-        .arg(id)
-        .args(&cmd)
+    let child = crate::skiff_exec(skiff_exe, data_dir, id, false, &cmd)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("starting {}: {e}", skiff_exe.display()))?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {

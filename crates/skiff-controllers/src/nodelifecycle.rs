@@ -9,6 +9,8 @@
 //! `TaintManagerEviction` event) at once if a taint is not tolerated, or `tolerationSeconds` after
 //! the taint's `timeAdded`. If every node is unhealthy (full disruption) nothing is evicted and
 //! the not-ready/unreachable NoExecute taints are withheld, as upstream does.
+//! Besides the periodic pass, a change of a node's conditions or `spec.unschedulable` (a
+//! cordon/uncordon) triggers a pass at once, so taints follow within milliseconds.
 
 mod eviction;
 
@@ -57,7 +59,58 @@ struct Health {
 }
 
 /// Runs this controller until the process stops (errors are retried inside).
+/// What decides a node's taints: `spec.unschedulable` and each condition's status.
+fn taint_facts(node: &Node) -> (bool, Vec<(String, String)>) {
+    let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+    let mut conditions: Vec<(String, String)> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(|c| {
+            c.iter()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    conditions.sort();
+    (unschedulable, conditions)
+}
+
+/// Watches Nodes and wakes the controller when a node's taint facts change (heartbeats alone
+/// don't); reconnects on errors.
+async fn watch_taint_facts(ctx: Arc<Context>, wake: Arc<tokio::sync::Notify>) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let mut seen: HashMap<String, (bool, Vec<(String, String)>)> = HashMap::new();
+    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    while let Some(ev) = stream.next().await {
+        let changed = match ev {
+            Ok(watcher::Event::Apply(node)) | Ok(watcher::Event::InitApply(node)) => {
+                let name = node.metadata.name.clone().unwrap_or_default();
+                let facts = taint_facts(&node);
+                seen.insert(name, facts.clone()) != Some(facts)
+            }
+            Ok(watcher::Event::Delete(node)) => {
+                seen.remove(node.metadata.name.as_deref().unwrap_or(""));
+                false
+            }
+            Ok(_) => false,
+            Err(err) => {
+                tracing::debug!(%err, "node lifecycle watch");
+                false
+            }
+        };
+        if changed {
+            wake.notify_one();
+        }
+    }
+}
+
 pub async fn run(ctx: Arc<Context>) -> Result<()> {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let watch = tokio::spawn(watch_taint_facts(ctx.clone(), wake.clone()));
+    let _watch = abort_on_drop(watch);
     let mut c = Controller {
         ctx,
         health: HashMap::new(),
@@ -79,8 +132,25 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
             .unwrap_or(period)
             .min(period)
             .max(Duration::from_millis(10));
-        tokio::time::sleep(sleep).await;
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = wake.notified() => {
+                // Let a burst of node updates settle into one pass.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
+}
+
+/// Aborts the watch task when the controller's future is dropped (the manager restarts it).
+fn abort_on_drop(task: tokio::task::JoinHandle<()>) -> impl Drop {
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    Abort(task)
 }
 
 struct Controller {

@@ -203,3 +203,42 @@ async fn no_eviction_when_every_node_is_down() {
     let pods = web_pods(&c).await;
     assert!(pods.len() == 1 && pods[0].metadata.deletion_timestamp.is_none());
 }
+
+/// Cordon and uncordon change the unschedulable taint at once, not at the next periodic pass
+/// (here a minute away): the scheduler must not keep avoiding an uncordoned node.
+#[tokio::test]
+async fn cordon_taint_follows_at_once() {
+    let mut options = fast_options();
+    options.node_monitor_period = Duration::from_secs(60);
+    let c = TestCluster::start_with(options).await;
+    let _n1 = c.add_node("n1").await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let has_taint = |n: &Node| {
+        taints(n)
+            .iter()
+            .any(|(k, e, _)| k == "node.kubernetes.io/unschedulable" && e == "NoSchedule")
+    };
+    for cordon in [true, false] {
+        let patch = json!({"spec": {"unschedulable": cordon}});
+        nodes
+            .patch(
+                "n1",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .expect("cordon");
+        c.wait_for(
+            &format!("unschedulable taint {cordon}"),
+            Duration::from_secs(3),
+            || async {
+                nodes
+                    .get("n1")
+                    .await
+                    .map(|n| has_taint(&n) == cordon)
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+    }
+}

@@ -24,6 +24,7 @@
 mod cni;
 mod ns;
 pub mod proxy;
+pub mod routes;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

@@ -19,6 +19,10 @@ pub struct NodeArgs {
     /// Port of the agent API (logs, exec) on the node IP; 0 picks a free port.
     #[arg(long, default_value_t = 0)]
     pub agent_port: u16,
+    /// Duration of this node's Lease; the agent renews it (and the node status) every quarter
+    /// of it. The server's --node-monitor-grace-period must be longer.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(i32).range(4..=3600))]
+    pub node_lease_duration_seconds: i32,
 }
 
 #[derive(Args)]
@@ -56,6 +60,7 @@ pub fn agent_config(
         api_listen: SocketAddr::from((node.node_ip, node.agent_port)),
         api_token: token,
         skiff_exe: std::env::current_exe().context("cannot find the skiff executable")?,
+        lease_duration_seconds: node.node_lease_duration_seconds,
     })
 }
 

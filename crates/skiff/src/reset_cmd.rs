@@ -1,5 +1,5 @@
-//! `skiff reset`: removes every container, pod sandbox, the pod network and the service proxy's
-//! nftables table of a data dir, so a node can be wiped (like k3s's killall script). Images and
+//! `skiff reset`: removes every container, pod sandbox, the pod network, the routes to other
+//! nodes and the service proxy's nftables table of a data dir, so a node can be wiped (like k3s's killall script). Images and
 //! cluster state are kept. Every step is attempted even when an earlier one fails.
 
 use std::path::Path;
@@ -13,6 +13,9 @@ pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
     };
     if let Err(e) = skiff_agent::proxy::remove_table(data_dir) {
         report("removing the service proxy's table", &e);
+    }
+    if let Err(e) = skiff_agent::routes::remove_all(data_dir) {
+        report("removing the routes to other nodes", &e);
     }
     match crate::container_cmd::open_runtime(data_dir).and_then(|rt| Ok((rt.list()?, rt))) {
         Ok((containers, runtime)) => {

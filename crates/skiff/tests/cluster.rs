@@ -5,9 +5,10 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{build_web_images, http_get, Cluster};
+use common::cluster::{build_web_images, http_get, Cluster, Load, LoadResult};
 
 #[test]
 fn deployment_runs_real_containers_reachable_on_pod_ips() {
@@ -222,26 +223,7 @@ fn rolling_update_through_nodeport_loses_no_request() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for _ in 0..3 {
-        let stop = stop.clone();
-        workers.push(std::thread::spawn(move || {
-            let (mut ok, mut failed, mut v2) = (0u64, Vec::new(), 0u64);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match http_get("127.0.0.1", port) {
-                    Some(b) if b.contains("200 OK") => {
-                        ok += 1;
-                        if b.contains("web v2") {
-                            v2 += 1;
-                        }
-                    }
-                    other => failed.push(format!("{other:?}")),
-                }
-            }
-            (ok, failed, v2)
-        }));
-    }
+    let load = Load::start(port, 3);
     std::thread::sleep(Duration::from_secs(1));
     c.ok(&["set", "image", "deployment/web", "web=web:v2"]);
     c.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
@@ -255,14 +237,12 @@ fn rolling_update_through_nodeport_loses_no_request() {
         }
         assert!(Instant::now() < deadline, "never all v2: {last:?}");
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed, mut v2) = (0, Vec::new(), 0);
-    for w in workers {
-        let (o, f, v) = w.join().expect("load thread");
-        ok += o;
-        failed.extend(f);
-        v2 += v;
-    }
+    let LoadResult {
+        ok,
+        failed,
+        by_version,
+    } = load.finish();
+    let v2 = by_version.get("v2").copied().unwrap_or(0);
     eprintln!(
         "rolling update under load: {ok} ok, {} failed, {v2} answered by v2",
         failed.len()
@@ -280,4 +260,328 @@ fn rolling_update_through_nodeport_loses_no_request() {
         "-f",
         c.dir.path().join("web.yaml").to_str().expect("utf8"),
     ]);
+}
+
+/// `(pod name, node name)` of the web pods that are Ready and not terminating.
+fn ready_web_pods(c: &Cluster) -> Vec<(String, String)> {
+    let out = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.metadata.deletionTimestamp} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+    ]);
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            // name node deletionTimestamp(empty when live) ready
+            (f.len() == 4 && f[2].is_empty() && f[3] == "True")
+                .then(|| (f[0].to_string(), f[1].to_string()))
+        })
+        .collect()
+}
+
+/// Waits until exactly `n` web pods are Ready, and returns them.
+fn wait_ready_web(c: &Cluster, n: usize, timeout: Duration) -> Vec<(String, String)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pods = ready_web_pods(c);
+        if pods.len() == n {
+            return pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {n} ready web pods: {pods:?}\n{}",
+            c.ok(&["get", "pods", "-o", "wide"])
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until requests through the NodePort have been answered by every pod in `pods`.
+fn wait_answered_by(port: u16, pods: &[(String, String)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        for a in answers(port, 20) {
+            if let Some(pod) = a.split(" on ").nth(1) {
+                seen.insert(pod.to_string());
+            }
+        }
+        if pods.iter().all(|(p, _)| seen.contains(p)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NodePort {port} answered only from {seen:?}, expected {pods:?}"
+        );
+    }
+}
+
+/// "Grow to many": a second node joins with `skiff agent` and the node token. One NodePort
+/// serves pods on both nodes; draining a node under load loses no request; when a node dies,
+/// its pods are replaced on the surviving node and the NodePort keeps answering.
+#[test]
+fn second_node_joins_serves_drains_and_fails_over() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    // Two node /24s in a /23 of our own (other cluster tests use 100.64.10-39.0/24).
+    let cidr = format!("100.64.{}.0/23", 2 + 2 * (std::process::id() % 4));
+    let lease = ["--node-lease-duration-seconds", "4"];
+    let c = Cluster::start_with(
+        cidr,
+        &[
+            "--node-name",
+            "node-a",
+            lease[0],
+            lease[1],
+            "--node-monitor-grace-period",
+            "6",
+            "--default-toleration-seconds",
+            "2",
+        ],
+    );
+    build_web_images(&c);
+    let mut b = c.join_agent("node-b", &lease);
+    c.copy_images(&b.data_dir, &["web:v1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = c.ok(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}{\"\\n\"}{end}",
+        ]);
+        if out.contains("node-a=True") && out.contains("node-b=True") {
+            let cidrs: std::collections::BTreeSet<&str> =
+                out.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+            assert_eq!(cidrs.len(), 2, "each node has its own pod CIDR: {out}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-b never Ready: {out}\nagent log:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // 1. Four replicas spread over both nodes; one NodePort reaches all of them.
+    let port = node_port(&c);
+    apply_web(&c, 4, port);
+    let pods = wait_ready_web(&c, 4, Duration::from_secs(60));
+    let on_b = pods.iter().filter(|(_, n)| n == "node-b").count();
+    assert!(
+        (1..=3).contains(&on_b),
+        "pods spread over both nodes: {pods:?}"
+    );
+    wait_answered_by(port, &pods, Duration::from_secs(20));
+
+    // 2. Drain node-b under load: its pods are evicted and replaced on node-a, and no request
+    //    through the NodePort fails.
+    let load = Load::start(port, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    c.ok(&[
+        "drain",
+        "node-b",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=60s",
+    ]);
+    let pods = wait_ready_web(&c, 4, Duration::from_secs(60));
+    assert!(pods.iter().all(|(_, n)| n == "node-a"), "{pods:?}");
+    wait_answered_by(port, &pods, Duration::from_secs(20));
+    let result = load.finish();
+    eprintln!(
+        "drain under load: {} ok, {} failed",
+        result.ok,
+        result.failed.len()
+    );
+    assert!(
+        result.failed.is_empty(),
+        "{} failed requests during the drain, first: {:?}",
+        result.failed.len(),
+        result.failed.first()
+    );
+    assert!(
+        result.ok > 100,
+        "only {} requests during the drain",
+        result.ok
+    );
+
+    // 3. Back in service, scaled up: node-b gets pods again.
+    c.ok(&["uncordon", "node-b"]);
+    c.ok(&["scale", "deployment/web", "--replicas=6"]);
+    let pods = wait_ready_web(&c, 6, Duration::from_secs(60));
+    assert!(
+        pods.iter().any(|(_, n)| n == "node-b"),
+        "new pods land on the emptier node: {pods:?}"
+    );
+
+    // 4. node-b dies: its agent is killed and the machine wiped (containers, bridge, rules).
+    //    node-a notices the silent node, evicts its pods after their toleration, and the
+    //    ReplicaSet replaces them on node-a; the NodePort answers only from live pods.
+    b.kill();
+    drop(b);
+    c.eventually(
+        &["get", "node", "node-b", "--no-headers"],
+        "NotReady",
+        Duration::from_secs(30),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pods = loop {
+        let pods = ready_web_pods(&c);
+        if pods.len() == 6 && pods.iter().all(|(_, n)| n == "node-a") {
+            break pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pods never failed over to node-a: {pods:?}\n{}",
+            c.ok(&["get", "pods", "-o", "wide"])
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    wait_answered_by(port, &pods, Duration::from_secs(20));
+    let got = answers(port, 30);
+    assert_eq!(got.len(), 30, "every request answered after failover");
+    assert!(
+        got.iter()
+            .all(|a| pods.iter().any(|(p, _)| a.ends_with(p.as_str()))),
+        "only live pods answer: {got:?}"
+    );
+    c.ok(&["delete", "deployment", "web"]);
+}
+
+/// `(pod name, pod IP, node name)` of the web pods.
+fn web_pod_ips(c: &Cluster) -> Vec<(String, String, String)> {
+    c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{\"\\n\"}{end}",
+    ])
+    .lines()
+    .filter_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() == 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+    })
+    .collect()
+}
+
+/// Two machines on one link: the server's node and an agent in a network namespace of its own,
+/// each with its own bridge, pod CIDR and nft table. Pod routes between the nodes make one flat
+/// pod network: a NodePort on either node reaches pods on both, a pod reaches a pod on the other
+/// node by its IP, and logs and exec reach the other node's agent.
+#[test]
+fn pods_on_two_hosts_share_one_network() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let other = common::cluster::OtherHost::create();
+    let cidr = format!("100.64.{}.0/23", 240 + 2 * (std::process::id() % 8));
+    let c = Cluster::start_on(
+        &other.host_ip,
+        cidr,
+        &["--node-name", "node-a", "--node-ip", &other.host_ip],
+    );
+    build_web_images(&c);
+    let b = c.join_agent_in(Some(&other.netns), "node-b", &["--node-ip", &other.peer_ip]);
+    c.copy_images(&b.data_dir, &["web:v1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c
+        .ok(&["get", "nodes", "--no-headers"])
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+        .count()
+        .eq(&2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node-b never Ready\nagent log:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let port = node_port(&c);
+    apply_web(&c, 4, port);
+    let ready = wait_ready_web(&c, 4, Duration::from_secs(60));
+    assert!(
+        ready.iter().any(|(_, n)| n == "node-b") && ready.iter().any(|(_, n)| n == "node-a"),
+        "pods on both nodes: {ready:?}"
+    );
+    let pods = web_pod_ips(&c);
+
+    // The NodePort of each node answers from the pods of both.
+    for node_ip in [&other.host_ip, &other.peer_ip] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = std::collections::BTreeSet::new();
+        while !pods.iter().all(|(p, _, _)| seen.contains(p)) {
+            for _ in 0..20 {
+                if let Some(page) = http_get(node_ip, port).and_then(|b| {
+                    b.lines()
+                        .last()
+                        .and_then(|l| l.split(" on ").nth(1))
+                        .map(str::to_string)
+                }) {
+                    seen.insert(page);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "NodePort {node_ip}:{port} answered only from {seen:?} of {pods:?}"
+            );
+        }
+    }
+
+    // Pod to pod across nodes, by pod IP, both ways.
+    let on = |node: &str| {
+        pods.iter()
+            .find(|(_, _, n)| n == node)
+            .cloned()
+            .expect("a pod on each node")
+    };
+    let (a_pod, a_ip, _) = on("node-a");
+    let (b_pod, b_ip, _) = on("node-b");
+    for (from, to, to_ip) in [(&a_pod, &b_pod, &b_ip), (&b_pod, &a_pod, &a_ip)] {
+        let (code, body, err) = c.kubectl(&[
+            "exec",
+            from,
+            "--",
+            "wget",
+            "-qO-",
+            &format!("http://{to_ip}/"),
+        ]);
+        assert_eq!(code, 0, "{from} -> {to}: {err}");
+        assert!(
+            body.contains(&format!("web v1 on {to}")),
+            "{from} -> {to}: {body}"
+        );
+        // The server logs at info (SKIFF_LOG); none of that leaks into a user's exec stream.
+        assert!(err.is_empty(), "exec stderr: {err}");
+    }
+    // (The exec in node-b's pod went through node-b's agent API, on node-b's address.)
+
+    c.ok(&["delete", "deployment", "web", "--wait=true"]);
+    let node_routes = || {
+        let out = Command::new("ip")
+            .args(["-4", "route", "show", "metric", "4096"])
+            .output()
+            .expect("ip route");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let to_b = format!("via {} ", other.peer_ip);
+    assert!(
+        node_routes().contains(&to_b),
+        "route to node-b's pods: {}",
+        node_routes()
+    );
+    // `skiff reset` removes the routes a node installed (and only those).
+    drop(b);
+    drop(c);
+    assert!(
+        !node_routes().contains(&to_b),
+        "route left: {}",
+        node_routes()
+    );
 }

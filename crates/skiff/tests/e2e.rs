@@ -7,21 +7,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::cluster::{build_web_images, http_get, Cluster};
+use common::cluster::{build_web_images, http_get, page, Cluster, Load, LoadResult};
 
 const REPLICAS: usize = 9;
-
-/// The page of one successful request ("web v1 on <pod>"), if any.
-fn page(port: u16) -> Option<String> {
-    http_get("127.0.0.1", port)
-        .filter(|b| b.contains("200 OK"))
-        .and_then(|b| b.lines().last().map(str::to_string))
-}
 
 /// Polls until `n` consecutive requests through the NodePort all answer `web <version> on …`.
 fn wait_all_answer(port: u16, version: &str, timeout: Duration) -> Duration {
@@ -40,67 +30,6 @@ fn wait_all_answer(port: u16, version: &str, timeout: Duration) -> Duration {
             "NodePort {port} never answered only {version}: {got:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Continuous load through the NodePort from a few threads, a new connection per request.
-struct Load {
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<LoadResult>>,
-}
-
-#[derive(Default, Debug)]
-struct LoadResult {
-    ok: u64,
-    failed: Vec<String>,
-    by_version: BTreeMap<String, u64>,
-}
-
-impl Load {
-    fn start(port: u16, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let t0 = Instant::now();
-        let workers = (0..threads)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut r = LoadResult::default();
-                    while !stop.load(Ordering::Relaxed) {
-                        match http_get("127.0.0.1", port) {
-                            Some(b) if b.contains("200 OK") => {
-                                r.ok += 1;
-                                let version = b
-                                    .lines()
-                                    .last()
-                                    .and_then(|l| l.split_whitespace().nth(1))
-                                    .unwrap_or("?")
-                                    .to_string();
-                                *r.by_version.entry(version).or_default() += 1;
-                            }
-                            other => r
-                                .failed
-                                .push(format!("at {} ms: {other:?}", t0.elapsed().as_millis())),
-                        }
-                    }
-                    r
-                })
-            })
-            .collect();
-        Load { stop, workers }
-    }
-
-    fn finish(self) -> LoadResult {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut total = LoadResult::default();
-        for w in self.workers {
-            let r = w.join().expect("load thread");
-            total.ok += r.ok;
-            total.failed.extend(r.failed);
-            for (v, n) in r.by_version {
-                *total.by_version.entry(v).or_default() += n;
-            }
-        }
-        total
     }
 }
 

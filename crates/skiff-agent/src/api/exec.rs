@@ -107,14 +107,13 @@ struct Running {
 }
 
 fn base_command(st: &ApiState, req: &ExecRequest) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&st.skiff_exe);
-    cmd.arg("--data-dir").arg(&st.data_dir).arg("exec");
-    if req.stdin || req.tty {
-        cmd.arg("-i");
-    }
-    cmd.arg("--").arg(&req.container_id).args(&req.command);
-    cmd.kill_on_drop(true);
-    cmd
+    crate::skiff_exec(
+        &st.skiff_exe,
+        &st.data_dir,
+        &req.container_id,
+        req.stdin || req.tty,
+        &req.command,
+    )
 }
 
 fn spawn_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(

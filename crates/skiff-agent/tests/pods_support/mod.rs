@@ -126,6 +126,7 @@ impl Harness {
             api_listen: "127.0.0.1:0".parse().expect("addr"),
             api_token: "token".into(),
             skiff_exe: skiff_exe(),
+            lease_duration_seconds: 40,
         };
         let mut h = Harness {
             client,

@@ -16,6 +16,10 @@ pub struct Cluster {
     pub port: u16,
     /// A /24 of its own, so parallel clusters on this host never share a bridge subnet.
     pub cluster_cidr: String,
+    /// The address the API server listens on (127.0.0.1 unless a test gives another).
+    pub host: String,
+    /// Extra `skiff server` flags, kept for restarts.
+    server_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -26,17 +30,30 @@ pub fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cidr = format!("100.64.{}.0/24", 10 + (std::process::id() + n) % 30);
+        Self::start_with(cidr, &[])
+    }
+
+    /// A server on `cluster_cidr` with extra flags.
+    pub fn start_with(cluster_cidr: String, server_args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1", cluster_cidr, server_args)
+    }
+
+    /// A server listening on `host` (an address of this machine).
+    pub fn start_on(host: &str, cluster_cidr: String, server_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("skiff-cluster-")
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("home")).expect("home");
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut cluster = Cluster {
             dir,
             port: free_port(),
-            cluster_cidr: format!("100.64.{}.0/24", 10 + (std::process::id() + n) % 30),
+            cluster_cidr,
+            host: host.to_string(),
+            server_args: server_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         cluster.spawn();
@@ -60,8 +77,13 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "server",
+                "--listen",
+                &format!("{}:{}", self.host, self.port),
+            ])
             .args(["--cluster-cidr", &self.cluster_cidr])
+            .args(&self.server_args)
             .env("SKIFF_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -190,14 +212,7 @@ impl Drop for Cluster {
         self.stop();
         // As root the embedded agent ran containers: wipe them, the sandboxes and the bridge.
         if nix::unistd::geteuid().is_root() {
-            let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-                .arg("--data-dir")
-                .arg(self.data_dir())
-                .arg("reset")
-                .output();
-            if let Some(out) = out.ok().filter(|o| !o.status.success()) {
-                eprintln!("skiff reset: {}", String::from_utf8_lossy(&out.stderr));
-            }
+            reset(&self.data_dir());
         }
     }
 }
@@ -268,6 +283,136 @@ impl Cluster {
     }
 }
 
+/// A second node: `skiff agent` on its own data dir, joined to the cluster with the node token.
+/// Stopped by PID and reset (containers, sandboxes, bridge, nft table) when dropped.
+pub struct Agent {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// The network namespace it runs in (`/run/netns/<name>`), if not the host's.
+    netns: Option<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Cluster {
+    pub fn join_agent(&self, name: &str, extra: &[&str]) -> Agent {
+        self.join_agent_in(None, name, extra)
+    }
+
+    /// An agent in network namespace `netns` (only the network namespace differs from the
+    /// host's, as if it ran on another machine on the same link).
+    pub fn join_agent_in(&self, netns: Option<&str>, name: &str, extra: &[&str]) -> Agent {
+        let data_dir = self.dir.path().join(format!("node-{name}"));
+        std::fs::create_dir_all(&data_dir).expect("agent data dir");
+        let log = self.dir.path().join(format!("agent-{name}.log"));
+        let out = std::fs::File::create(&log).expect("agent log");
+        let child = in_netns(netns)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "agent",
+                "--server",
+                &format!("https://{}:{}", self.host, self.port),
+            ])
+            .arg("--token-file")
+            .arg(self.data_dir().join("node-token"))
+            .arg("--ca-file")
+            .arg(self.data_dir().join("server/tls/ca.crt"))
+            .args(["--node-name", name])
+            .args(extra)
+            .env("SKIFF_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log fd"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn skiff agent");
+        Agent {
+            name: name.to_string(),
+            data_dir,
+            netns: netns.map(str::to_string),
+            log,
+            child: Some(child),
+        }
+    }
+
+    /// Copies images from the server's store into another node's (there is no registry yet):
+    /// `skiff image save` here, `skiff image import` there.
+    pub fn copy_images(&self, to: &Path, refs: &[&str]) {
+        let tar = self.dir.path().join("images-copy.tar");
+        let skiff = |data: &Path, args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+                .arg("--data-dir")
+                .arg(data)
+                .args(args)
+                .output()
+                .expect("run skiff");
+            assert!(
+                out.status.success(),
+                "skiff {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let tar_s = tar.to_str().expect("utf8");
+        let mut save = vec!["image", "save", "-o", tar_s];
+        save.extend_from_slice(refs);
+        skiff(&self.data_dir(), &save);
+        skiff(to, &["image", "import", tar_s]);
+        let _ = std::fs::remove_file(&tar);
+    }
+}
+
+impl Agent {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// kill -9: the node vanishes without a word (its containers keep running, as on a
+    /// partitioned node).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        reset_in(self.netns.as_deref(), &self.data_dir);
+    }
+}
+
+/// `skiff`, run in network namespace `netns` when given.
+fn in_netns(netns: Option<&str>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("nsenter");
+            cmd.arg(format!("--net=/run/netns/{ns}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_skiff"));
+            cmd
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_skiff")),
+    }
+}
+
+/// `skiff reset` on a node's data dir: its containers, sandboxes, bridge and nft table go.
+fn reset(data_dir: &Path) {
+    reset_in(None, data_dir)
+}
+
+fn reset_in(netns: Option<&str>, data_dir: &Path) {
+    let out = in_netns(netns)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("reset")
+        .output();
+    if let Some(out) = out.ok().filter(|o| !o.status.success()) {
+        eprintln!("skiff reset: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 /// Builds web:v1 and web:v2 from examples/web into the cluster's data dir.
 pub fn build_web_images(c: &Cluster) {
     let ctx = c.dir.path().join("web");
@@ -308,4 +453,131 @@ pub fn http_get(ip: &str, port: u16) -> Option<String> {
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
     Some(body)
+}
+
+/// The page of one successful request ("web v1 on <pod>"), if any.
+pub fn page(port: u16) -> Option<String> {
+    http_get("127.0.0.1", port)
+        .filter(|b| b.contains("200 OK"))
+        .and_then(|b| b.lines().last().map(str::to_string))
+}
+
+/// Continuous load through the NodePort from a few threads, a new connection per request.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<LoadResult>>,
+}
+
+#[derive(Default, Debug)]
+pub struct LoadResult {
+    pub ok: u64,
+    pub failed: Vec<String>,
+    pub by_version: std::collections::BTreeMap<String, u64>,
+}
+
+impl Load {
+    pub fn start(port: u16, threads: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let t0 = Instant::now();
+        let workers = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut r = LoadResult::default();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match http_get("127.0.0.1", port) {
+                            Some(b) if b.contains("200 OK") => {
+                                r.ok += 1;
+                                let version = b
+                                    .lines()
+                                    .last()
+                                    .and_then(|l| l.split_whitespace().nth(1))
+                                    .unwrap_or("?")
+                                    .to_string();
+                                *r.by_version.entry(version).or_default() += 1;
+                            }
+                            other => r
+                                .failed
+                                .push(format!("at {} ms: {other:?}", t0.elapsed().as_millis())),
+                        }
+                    }
+                    r
+                })
+            })
+            .collect();
+        Load { stop, workers }
+    }
+
+    pub fn finish(self) -> LoadResult {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = LoadResult::default();
+        for w in self.workers {
+            let r = w.join().expect("load thread");
+            total.ok += r.ok;
+            total.failed.extend(r.failed);
+            for (v, n) in r.by_version {
+                *total.by_version.entry(v).or_default() += n;
+            }
+        }
+        total
+    }
+}
+
+/// Another "machine" on a link with this one: a network namespace joined to the host by a veth
+/// pair on a /30 of its own. Deleted (with the veth, and any bridge or nft table inside) on drop.
+pub struct OtherHost {
+    pub netns: String,
+    /// This machine's address on the link.
+    pub host_ip: String,
+    /// The other machine's address on the link.
+    pub peer_ip: String,
+}
+
+impl OtherHost {
+    pub fn create() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = std::process::id() * 4 + n;
+        let netns = format!("skiff-t{id:x}");
+        let veth = format!("vsk{:x}", id % 0x00ff_ffff);
+        let (b, c) = ((id >> 6) % 256, (id % 64) * 4);
+        let host_ip = format!("10.213.{b}.{}", c + 1);
+        let peer_ip = format!("10.213.{b}.{}", c + 2);
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &netns]);
+        let host = OtherHost {
+            netns: netns.clone(),
+            host_ip: host_ip.clone(),
+            peer_ip: peer_ip.clone(),
+        };
+        let peer = format!("{veth}p");
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &netns]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        let ns = |args: &[&str]| {
+            let mut all = vec!["-n", netns.as_str()];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        ns(&["addr", "add", &format!("{peer_ip}/30"), "dev", &peer]);
+        ns(&["link", "set", &peer, "up"]);
+        ns(&["link", "set", "lo", "up"]);
+        host
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
 }
