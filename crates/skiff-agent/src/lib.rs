@@ -6,6 +6,7 @@
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §3, §5, §9.
 
 pub mod api;
+pub mod dns;
 pub mod node;
 pub mod pods;
 pub mod probes;

@@ -6,6 +6,7 @@
 //! and derives restart counts from the attempt numbers. Upstream semantics: §3, §9.
 
 mod build;
+mod etc;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -495,6 +496,43 @@ impl Worker {
         self.ctx.config.data_dir.join("agent/pods").join(&self.uid)
     }
 
+    /// Writes the pod's `/etc/hosts` and `/etc/resolv.conf` (kubelet-managed files) and mounts
+    /// them into the container, unless it mounts something of its own there.
+    fn mount_etc_files(
+        &self,
+        pod: &Pod,
+        pod_ip: &str,
+        spec: &mut skiff_runtime::ContainerSpec,
+    ) -> std::result::Result<(), String> {
+        let dir = self.pod_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let nameserver = self.ctx.net.gateway().to_string();
+        for (file, dest, text) in [
+            ("etc-hosts", "/etc/hosts", etc::hosts_file(pod, pod_ip)),
+            (
+                "resolv.conf",
+                "/etc/resolv.conf",
+                etc::resolv_conf(pod, &nameserver, &host_resolv),
+            ),
+        ] {
+            if spec.mounts.iter().any(|m| m.destination == dest) {
+                continue;
+            }
+            let path = dir.join(file);
+            let tmp = dir.join(format!(".{file}.tmp"));
+            std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            spec.mounts.push(skiff_runtime::BindMount {
+                source: path,
+                destination: dest.to_string(),
+                readonly: false,
+            });
+        }
+        Ok(())
+    }
+
     /// This pod's runtime containers by container name, newest attempt first.
     async fn instances(&self, pod: &Pod) -> Result<Instances> {
         let all = self.ctx.containers.list(&self.ctx.runtime).await?;
@@ -644,7 +682,7 @@ impl Worker {
             host_ip,
             volumes: &volumes,
         };
-        let spec = match build::build_spec(&input, &mut objects).await {
+        let mut spec = match build::build_spec(&input, &mut objects).await {
             Ok(s) => s,
             Err(msg) => {
                 self.reasons
@@ -652,6 +690,11 @@ impl Worker {
                 return false;
             }
         };
+        if let Err(msg) = self.mount_etc_files(pod, &sb.ip.to_string(), &mut spec) {
+            self.reasons
+                .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+            return false;
+        }
         let rt = self.ctx.runtime.clone();
         let join = JoinNamespaces {
             ipc: Some(sb.ipcns.clone()),

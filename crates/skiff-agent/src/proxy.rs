@@ -1,18 +1,21 @@
 //! The agent side of the service proxy: reflects Services and EndpointSlices (all namespaces),
 //! builds the `skiff_net::proxy` model and hands it to the [`Proxy`], whose debounce coalesces
-//! bursts into single `nft -f` writes. The table outlives the agent (a restarted agent keeps
+//! bursts into single `nft -f` writes. The same reflectors feed the node's cluster DNS
+//! ([`crate::dns`]). The table outlives the agent (a restarted agent keeps
 //! serving until it has re-listed everything); [`remove_table`] is for `skiff reset`.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use skiff_net::proxy::{
@@ -65,6 +68,24 @@ async fn run_inner(
 
     let (svc_store, svc_writer) = reflector::store::<Service>();
     let (eps_store, eps_writer) = reflector::store::<EndpointSlice>();
+    // Cluster DNS answers from the same reflectors, on the pods' gateway address.
+    let lookup = Arc::new(StoreLookup {
+        services: svc_store.clone(),
+        slices: eps_store.clone(),
+        ready: AtomicBool::new(false),
+    });
+    let gateway = net.gateway();
+    let upstreams = crate::dns::upstreams(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        gateway,
+    );
+    let dns_lookup: Arc<dyn crate::dns::Lookup> = lookup.clone();
+    let dns_stop = stop.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::dns::serve(gateway, 53, dns_lookup, upstreams, dns_stop).await {
+            tracing::error!("cluster DNS on {gateway}:53 stopped: {e}");
+        }
+    });
     let svc_stream = reflector::reflector(
         svc_writer,
         watcher(
@@ -103,6 +124,7 @@ async fn run_inner(
                         synced[which] = true;
                     }
                     if synced == [true, true] {
+                        lookup.ready.store(true, Ordering::Relaxed);
                         proxy.update(build_model(&svc_store, &eps_store, &config.node_name));
                     }
                 }
@@ -118,6 +140,64 @@ async fn run_inner(
                 }
             }
         }
+    }
+}
+
+/// DNS records from the proxy's reflectors.
+struct StoreLookup {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    ready: AtomicBool,
+}
+
+impl crate::dns::Lookup for StoreLookup {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn service(&self, namespace: &str, name: &str) -> Option<crate::dns::ServiceRecord> {
+        let svc = self.services.get(&ObjectRef::new(name).within(namespace))?;
+        let spec = svc.spec.as_ref()?;
+        if spec.type_.as_deref() == Some("ExternalName") {
+            return None;
+        }
+        let cluster_ip = match spec.cluster_ip.as_deref() {
+            Some("None") => None,
+            Some(ip) => Some(ip.parse().ok()?),
+            None => return None,
+        };
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.name.clone().unwrap_or_default(),
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    u16::try_from(p.port).unwrap_or(0),
+                )
+            })
+            .collect();
+        Some(crate::dns::ServiceRecord { cluster_ip, ports })
+    }
+
+    fn endpoints(&self, namespace: &str, name: &str) -> Vec<Ipv4Addr> {
+        let mut ips: Vec<Ipv4Addr> = self
+            .slices
+            .state()
+            .iter()
+            .filter(|s| {
+                s.namespace().as_deref() == Some(namespace)
+                    && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
+            })
+            .flat_map(|s| s.endpoints.clone())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+            .flat_map(|e| e.addresses)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
     }
 }
 

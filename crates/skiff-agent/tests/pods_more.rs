@@ -364,3 +364,64 @@ async fn termination_grace_term_then_kill() {
     assert!(h.runtime().list().unwrap_or_default().is_empty());
     h.shutdown().await;
 }
+
+/// The kubelet-managed files: /etc/hosts names the pod, /etc/resolv.conf points at the node's
+/// cluster DNS with the namespace's search path, and both arrive even in a read-only root
+/// filesystem (which stays read-only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosts_and_resolv_conf_even_on_a_read_only_root() {
+    let h = Harness::start().await;
+    h.create_pod(
+        "etc",
+        json!({"hostAliases": [{"ip": "10.9.8.7", "hostnames": ["db.example"]}],
+               "containers": [{"name": "c", "image": "bb:1",
+            "securityContext": {"readOnlyRootFilesystem": true},
+            "command": ["/bin/sh", "-c",
+                "cat /etc/hosts /etc/resolv.conf; touch /rootfs-write && echo WRITABLE || echo READONLY; exec sleep 3600"]}]}),
+    )
+    .await;
+    let pod = h
+        .wait_pod("etc", "running", Duration::from_secs(60), |p| {
+            container_status(p, "c")
+                .and_then(|s| s.state.as_ref())
+                .is_some_and(|s| s.running.is_some())
+        })
+        .await;
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("pod IP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = instance(&h, "etc", "c")
+            .map(|i| log_text(&i))
+            .unwrap_or_default();
+        if log.contains("READONLY") || log.contains("WRITABLE") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no output: {log:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        log.contains(&format!("{ip}\tetc")),
+        "pod IP and name in /etc/hosts: {log}"
+    );
+    assert!(log.contains("10.9.8.7\tdb.example"), "hostAliases: {log}");
+    assert!(
+        log.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{log}"
+    );
+    // The nameserver is the pod's gateway: the first address of the node's pod CIDR.
+    let gw = ip
+        .rsplit_once('.')
+        .map(|(net, _)| format!("{net}.1"))
+        .expect("ip");
+    assert!(log.contains(&format!("nameserver {gw}")), "{log}");
+    assert!(log.contains("options ndots:5"), "{log}");
+    assert!(
+        log.contains("READONLY"),
+        "root filesystem stays read-only: {log}"
+    );
+    h.shutdown().await;
+}

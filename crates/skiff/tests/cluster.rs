@@ -173,6 +173,30 @@ fn nodeport_and_cluster_ip_reach_every_pod() {
     ]);
     assert!(body.contains("web v1 on "), "{body}");
 
+    // Cluster DNS: the node serves the Service's name; the pod's resolv.conf search path makes
+    // the short name work too.
+    for host in ["web", "web.default.svc.cluster.local"] {
+        let (code, body, err) = c.kubectl(&[
+            "exec",
+            pod.trim(),
+            "--",
+            "wget",
+            "-qO-",
+            &format!("http://{host}/"),
+        ]);
+        assert!(
+            code == 0 && body.contains("web v1 on "),
+            "http://{host}/: {body} {err}"
+        );
+    }
+    let resolv = c.ok(&["exec", pod.trim(), "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    let hosts = c.ok(&["exec", pod.trim(), "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("\t{}\n", pod.trim())), "{hosts}");
+
     // A not-ready pod leaves the endpoints.
     c.ok(&["exec", pod.trim(), "--", "rm", "/www/index.html"]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -560,6 +584,12 @@ fn pods_on_two_hosts_share_one_network() {
         // The server logs at info (SKIFF_LOG); none of that leaks into a user's exec stream.
         assert!(err.is_empty(), "exec stderr: {err}");
     }
+    // Each node serves cluster DNS to its own pods.
+    let (code, body, err) = c.kubectl(&["exec", &b_pod, "--", "wget", "-qO-", "http://web/"]);
+    assert!(
+        code == 0 && body.contains("web v1 on "),
+        "DNS on node-b: {body} {err}"
+    );
     // (The exec in node-b's pod went through node-b's agent API, on node-b's address.)
 
     c.ok(&["delete", "deployment", "web", "--wait=true"]);
