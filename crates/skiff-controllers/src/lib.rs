@@ -1,6 +1,6 @@
 //! skiff-controllers owns the control loops that run inside `skiff server` as ordinary API
 //! clients (kube-runtime reflectors, de-duplicating work queues, level-triggered idempotent
-//! reconcilers; never the store): Deployment, ReplicaSet, the scheduler, the garbage collector,
+//! reconcilers; never the store): Deployment, ReplicaSet, Job (with TTL after finished), the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
 //! EndpointSlices, and the event recorder they share.
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §4.4, §5, §6, §7.
@@ -9,6 +9,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;

@@ -9,8 +9,8 @@
 //! changed. Pod watch events satisfy expectations and enqueue the owning (or, for orphans,
 //! every matching) ReplicaSet.
 
-mod expectations;
-mod pods;
+pub(crate) mod expectations;
+pub(crate) mod pods;
 mod ranking;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

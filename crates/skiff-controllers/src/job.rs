@@ -1,0 +1,758 @@
+//! The Job controller (upstream `pkg/controller/job`, NonIndexed completion mode) and the
+//! TTL-after-finished controller: runs a Job's pods to completion.
+//!
+//! A reconcile counts the Job's pods (owned through a controller reference): active (not
+//! finished, not terminating), succeeded and failed. While the Job is unfinished and its
+//! expectations are met it creates pods up to `min(parallelism, completions - succeeded)` (for
+//! a work-queue Job without `completions`: `parallelism` until one pod succeeded), or deletes
+//! surplus ones. It finishes the Job with `SuccessCriteriaMet` + `Complete` when enough pods
+//! succeeded, or `FailureTarget` + `Failed` when failures exceed `backoffLimit` (pod failures,
+//! plus container restarts under `restartPolicy: OnFailure`) or `activeDeadlineSeconds` ran out,
+//! deleting the pods still running. `suspend` deletes active pods and sets `Suspended`.
+//! Failed pods are replaced after an exponential back-off (10 s doubling, at most 6 min).
+//! `status.succeeded`/`failed` never go down, so pods deleted after finishing are still counted.
+//! A finished Job with `ttlSecondsAfterFinished` is deleted (background propagation) that long
+//! after it finished.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{stream, Future, StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::{self, applier, Action};
+use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
+use kube::ResourceExt;
+
+use crate::events::EventType;
+use crate::replicaset::expectations::Expectations;
+use crate::replicaset::pods::{controller_ref, is_active, is_ready, Selector};
+use crate::{Context, Error, Result};
+
+const COMPONENT: &str = "job-controller";
+const ERROR_REQUEUE: Duration = Duration::from_secs(2);
+/// Re-check a Job whose expectations are pending (covers watch events lost in a relist).
+const UNSATISFIED_RECHECK: Duration = Duration::from_secs(30);
+/// Max pods created per sync (upstream `MaxPodCreateDeletePerSync`).
+const MAX_CREATES_PER_SYNC: usize = 500;
+/// Replacement of failed pods waits 10 s, doubling per failure, at most 6 min (upstream's
+/// `DefaultJobPodFailureBackOff` / `MaxJobPodFailureBackOff`).
+const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(360);
+
+struct Jc {
+    ctx: Arc<Context>,
+    pod_store: Store<Pod>,
+    expectations: Expectations,
+}
+
+/// Runs this controller until the process stops (errors are retried inside).
+pub async fn run(ctx: Arc<Context>) -> Result<()> {
+    let client = ctx.client.clone();
+    let (job_store, job_writer) = reflector::store::<Job>();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let jc = Arc::new(Jc {
+        ctx,
+        pod_store,
+        expectations: Expectations::default(),
+    });
+    let job_triggers = reflector(
+        job_writer,
+        watcher(Api::<Job>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .map_ok({
+        let jc = jc.clone();
+        move |ev| {
+            let refs: Vec<ObjectRef<Job>> = match ev {
+                watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
+                    vec![ObjectRef::from_obj(&j)]
+                }
+                watcher::Event::Delete(j) => {
+                    if let Some(uid) = j.metadata.uid.as_deref() {
+                        jc.expectations.forget(uid);
+                    }
+                    vec![]
+                }
+                _ => vec![],
+            };
+            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
+        }
+    })
+    .try_flatten();
+
+    // Pod uids seen, to tell a creation from an update.
+    let mut seen = std::collections::HashSet::<String>::new();
+    let pod_triggers = reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client), watcher::Config::default()),
+    )
+    .default_backoff()
+    .map_ok({
+        let jc = jc.clone();
+        move |ev| {
+            let refs: Vec<ObjectRef<Job>> = match ev {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    let owner = job_owner(&p.metadata);
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    let new = seen.insert(uid);
+                    if let Some((_, owner_uid)) = &owner {
+                        if new {
+                            jc.expectations.creation_observed(owner_uid);
+                        }
+                        if p.metadata.deletion_timestamp.is_some() {
+                            jc.expectations.deletion_observed(owner_uid, &pod_key(&p));
+                        }
+                    }
+                    owner_ref(&p, owner)
+                }
+                watcher::Event::Delete(p) => {
+                    if let Some(uid) = p.metadata.uid.as_deref() {
+                        seen.remove(uid);
+                    }
+                    let owner = job_owner(&p.metadata);
+                    if let Some((_, owner_uid)) = &owner {
+                        jc.expectations.deletion_observed(owner_uid, &pod_key(&p));
+                    }
+                    owner_ref(&p, owner)
+                }
+                _ => vec![],
+            };
+            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
+        }
+    })
+    .try_flatten();
+
+    let queue = stream::select(job_triggers, pod_triggers);
+    let mut results = applier(
+        |job, jc: Arc<Jc>| -> Pin<Box<dyn Future<Output = Result<Action>> + Send>> {
+            Box::pin(async move { jc.reconcile(job).await })
+        },
+        |job, err, _| {
+            tracing::warn!(job = %ObjectRef::from_obj(job.as_ref()), error = %err, "sync failed");
+            Action::requeue(ERROR_REQUEUE)
+        },
+        jc,
+        job_store,
+        queue,
+        controller::Config::default(),
+    )
+    .boxed();
+    while let Some(r) = results.next().await {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "job controller");
+        }
+    }
+    Err(Error::Other("job watch streams ended".into()))
+}
+
+/// The Job (name, uid) controlling this pod, if any.
+fn job_owner(meta: &ObjectMeta) -> Option<(String, String)> {
+    controller_ref(meta)
+        .filter(|r| r.kind == "Job" && r.api_version.starts_with("batch/"))
+        .map(|r| (r.name.clone(), r.uid.clone()))
+}
+
+fn owner_ref(p: &Pod, owner: Option<(String, String)>) -> Vec<ObjectRef<Job>> {
+    owner
+        .map(|(name, _)| ObjectRef::new(&name).within(&p.namespace().unwrap_or_default()))
+        .into_iter()
+        .collect()
+}
+
+fn pod_key(p: &Pod) -> String {
+    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// Container restarts of a pod (failures under `restartPolicy: OnFailure`).
+fn restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .into_iter()
+        .flat_map(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+        })
+        .map(|c| c.restart_count)
+        .sum()
+}
+
+/// When the last failed pod stopped (its containers' finish time, else its newest condition).
+fn last_failure(pods: &[Arc<Pod>]) -> Option<jiff::Timestamp> {
+    pods.iter()
+        .filter(|p| phase(p) == "Failed")
+        .filter_map(|p| {
+            let s = p.status.as_ref()?;
+            let finished = s
+                .container_statuses
+                .iter()
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+                .map(|t| t.0)
+                .max();
+            finished.or_else(|| {
+                s.conditions
+                    .iter()
+                    .flatten()
+                    .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+                    .max()
+            })
+        })
+        .max()
+}
+
+/// How long to wait before replacing failed pods: 10 s × 2^(failures − 1), capped.
+fn failure_backoff(failures: i32) -> Duration {
+    if failures <= 0 {
+        return Duration::ZERO;
+    }
+    let exp = (failures - 1).min(16) as u32;
+    FAILURE_BACKOFF
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(MAX_FAILURE_BACKOFF)
+}
+
+fn has_condition(status: &JobStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Sets condition `type_` (adding it, or updating status/reason/message and the transition time
+/// when the status flips).
+fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str, message: &str) {
+    let now = Time(jiff::Timestamp::now());
+    let conds = status.conditions.get_or_insert_with(Vec::new);
+    match conds.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = Some(now.clone());
+            }
+            c.status = value.into();
+            c.reason = Some(reason.into());
+            c.message = Some(message.into());
+            c.last_probe_time = Some(now);
+        }
+        None => conds.push(JobCondition {
+            type_: type_.into(),
+            status: value.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_probe_time: Some(now.clone()),
+            last_transition_time: Some(now),
+        }),
+    }
+}
+
+/// When the Job finished (its Complete or Failed condition), if it did.
+fn finished_at(status: &JobStatus) -> Option<jiff::Timestamp> {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or_else(jiff::Timestamp::now)
+        })
+}
+
+/// What the pods say, and what to do about it.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    /// Pods to create (>0) or how many active pods to delete (<0).
+    delta: i64,
+    /// Set when the Job must finish now: (condition, reason, message).
+    finish: Option<(&'static str, &'static str, String)>,
+}
+
+/// Upstream's decision for one sync, from counts (pure, for tests).
+fn plan(
+    spec: &k8s_openapi::api::batch::v1::JobSpec,
+    active: i64,
+    succeeded: i64,
+    failed: i64,
+    elapsed_secs: Option<i64>,
+) -> Plan {
+    let parallelism = i64::from(spec.parallelism.unwrap_or(1).max(0));
+    let backoff_limit = i64::from(spec.backoff_limit.unwrap_or(6).max(0));
+    if failed > backoff_limit {
+        return Plan {
+            delta: -active,
+            finish: Some((
+                "Failed",
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit".into(),
+            )),
+        };
+    }
+    if let (Some(deadline), Some(elapsed)) = (spec.active_deadline_seconds, elapsed_secs) {
+        if elapsed >= deadline {
+            return Plan {
+                delta: -active,
+                finish: Some((
+                    "Failed",
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline".into(),
+                )),
+            };
+        }
+    }
+    let done = match spec.completions {
+        Some(c) => succeeded >= i64::from(c),
+        // A work queue: done when one pod succeeded and the rest stopped.
+        None => succeeded > 0 && active == 0,
+    };
+    if done {
+        return Plan {
+            delta: -active,
+            finish: Some((
+                "Complete",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods".into(),
+            )),
+        };
+    }
+    if spec.suspend == Some(true) {
+        return Plan {
+            delta: -active,
+            finish: None,
+        };
+    }
+    let want = match spec.completions {
+        Some(c) => parallelism.min(i64::from(c) - succeeded).max(0),
+        None if succeeded > 0 => active.min(parallelism),
+        None => parallelism,
+    };
+    Plan {
+        delta: want - active,
+        finish: None,
+    }
+}
+
+impl Jc {
+    async fn reconcile(&self, job: Arc<Job>) -> Result<Action> {
+        self.pod_store
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Other(format!("pod cache: {e}")))?;
+        let ns = job.namespace().unwrap_or_default();
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let Some(spec) = job.spec.as_ref() else {
+            return Ok(Action::await_change());
+        };
+        let mut status = job.status.clone().unwrap_or_default();
+        if job.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        if let Some(at) = finished_at(&status) {
+            return self.ttl_after_finished(&job, at).await;
+        }
+        let selector = match spec
+            .selector
+            .as_ref()
+            .map(Selector::from_label_selector)
+            .transpose()
+        {
+            Ok(Some(s)) => s,
+            _ => {
+                tracing::warn!(job = %job.name_any(), "job without a valid selector");
+                return Ok(Action::await_change());
+            }
+        };
+        let pods: Vec<Arc<Pod>> = self
+            .pod_store
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|p| job_owner(&p.metadata).is_some_and(|(_, u)| u == uid))
+            .filter(|p| selector.matches(p.metadata.labels.as_ref()))
+            .collect();
+        let mut active: Vec<Arc<Pod>> = pods.iter().filter(|p| is_active(p)).cloned().collect();
+        let succeeded = (pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32)
+            .max(status.succeeded.unwrap_or(0));
+        let failed_pods = pods.iter().filter(|p| phase(p) == "Failed").count() as i32;
+        let restart_failures: i32 = if spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            == Some("OnFailure")
+        {
+            pods.iter().map(|p| restarts(p)).sum()
+        } else {
+            0
+        };
+        let failed = (failed_pods + restart_failures).max(status.failed.unwrap_or(0));
+        let terminating = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
+            .count() as i32;
+
+        let suspended = spec.suspend == Some(true);
+        let now = jiff::Timestamp::now();
+        if suspended {
+            if !has_condition(&status, "Suspended") {
+                set_condition(
+                    &mut status,
+                    "Suspended",
+                    "True",
+                    "JobSuspended",
+                    "Job suspended",
+                );
+                self.event(&job, EventType::Normal, "Suspended", "Job suspended")
+                    .await;
+            }
+            status.start_time = None;
+        } else {
+            if has_condition(&status, "Suspended") {
+                set_condition(
+                    &mut status,
+                    "Suspended",
+                    "False",
+                    "JobResumed",
+                    "Job resumed",
+                );
+                self.event(&job, EventType::Normal, "Resumed", "Job resumed")
+                    .await;
+            }
+            if status.start_time.is_none() {
+                status.start_time = Some(Time(now));
+            }
+        }
+        let elapsed = status
+            .start_time
+            .as_ref()
+            .map(|t| now.duration_since(t.0).as_secs());
+        let plan = plan(
+            spec,
+            active.len() as i64,
+            i64::from(succeeded),
+            i64::from(failed),
+            elapsed,
+        );
+
+        let mut requeue = None;
+        // Failed pods are replaced only after the back-off since the last failure.
+        let backoff_left = last_failure(&pods)
+            .map(|t| {
+                let since = now.duration_since(t).unsigned_abs();
+                failure_backoff(failed_pods).saturating_sub(since)
+            })
+            .unwrap_or(Duration::ZERO);
+        if self.expectations.satisfied(&uid) || plan.finish.is_some() {
+            if plan.delta > 0 && !backoff_left.is_zero() {
+                requeue = Some(backoff_left);
+            } else if plan.delta > 0 {
+                self.create_pods(&job, plan.delta as usize).await?;
+            } else if plan.delta < 0 {
+                // Newest first (upstream deletes the least progressed pods).
+                active.sort_by_key(|p| {
+                    std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                });
+                let n = (-plan.delta) as usize;
+                self.delete_pods(&job, &active[..n.min(active.len())])
+                    .await?;
+                active.drain(..n.min(active.len()));
+            }
+        } else {
+            requeue = Some(UNSATISFIED_RECHECK);
+        }
+
+        status.active = Some(active.len() as i32).filter(|n| *n > 0);
+        status.ready = Some(active.iter().filter(|p| is_ready(p)).count() as i32);
+        status.terminating = Some(terminating);
+        status.succeeded = Some(succeeded).filter(|n| *n > 0);
+        status.failed = Some(failed).filter(|n| *n > 0);
+        if let Some((cond, reason, message)) = &plan.finish {
+            let target = if *cond == "Complete" {
+                "SuccessCriteriaMet"
+            } else {
+                "FailureTarget"
+            };
+            set_condition(&mut status, target, "True", reason, message);
+            set_condition(&mut status, cond, "True", reason, message);
+            if *cond == "Complete" {
+                status.completion_time = Some(Time(now));
+                self.event(&job, EventType::Normal, "Completed", "Job completed")
+                    .await;
+            } else {
+                self.event(&job, EventType::Warning, reason, message).await;
+            }
+            status.active = None;
+        }
+        self.update_status(&job, status).await?;
+
+        if plan.finish.is_none() && !suspended {
+            // The deadline passes without any watch event.
+            if let (Some(d), Some(e)) = (spec.active_deadline_seconds, elapsed) {
+                let left = Duration::from_secs(d.saturating_sub(e).max(0) as u64);
+                requeue = Some(requeue.map_or(left, |r: Duration| r.min(left)));
+            }
+        }
+        Ok(requeue.map_or_else(Action::await_change, |d| {
+            Action::requeue(d + Duration::from_millis(100))
+        }))
+    }
+
+    /// Deletes a finished Job `ttlSecondsAfterFinished` after it finished.
+    async fn ttl_after_finished(&self, job: &Job, finished: jiff::Timestamp) -> Result<Action> {
+        let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else {
+            return Ok(Action::await_change());
+        };
+        let expires = finished
+            .checked_add(jiff::SignedDuration::from_secs(i64::from(ttl)))
+            .unwrap_or(finished);
+        let now = jiff::Timestamp::now();
+        if now < expires {
+            let wait = expires.duration_since(now).unsigned_abs();
+            return Ok(Action::requeue(wait + Duration::from_millis(100)));
+        }
+        let api: Api<Job> = Api::namespaced(
+            self.ctx.client.clone(),
+            &job.namespace().unwrap_or_default(),
+        );
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            preconditions: Some(kube::api::Preconditions {
+                uid: job.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&job.name_any(), &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Action::await_change())
+    }
+
+    async fn create_pods(&self, job: &Job, n: usize) -> Result<()> {
+        let n = n.min(MAX_CREATES_PER_SYNC);
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let ns = job.namespace().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
+        self.expectations.expect_creations(&uid, n);
+        let pod = new_pod(job);
+        let pp = PostParams::default();
+        let results = futures::future::join_all((0..n).map(|_| api.create(&pp, &pod))).await;
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(p) => {
+                    self.event(
+                        job,
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", p.name_any()),
+                    )
+                    .await
+                }
+                Err(e) => {
+                    self.expectations.lower_creations(&uid, 1);
+                    let msg = format!("Error creating: {}", api_message(&e));
+                    self.event(job, EventType::Warning, "FailedCreate", &msg)
+                        .await;
+                    first_err.get_or_insert(msg);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), |e| Err(Error::Other(e)))
+    }
+
+    async fn delete_pods(&self, job: &Job, pods: &[Arc<Pod>]) -> Result<()> {
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        self.expectations
+            .expect_deletions(&uid, pods.iter().map(|p| pod_key(p)));
+        for p in pods {
+            let api: Api<Pod> =
+                Api::namespaced(self.ctx.client.clone(), &p.namespace().unwrap_or_default());
+            match api.delete(&p.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {
+                    self.event(
+                        job,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {}", p.name_any()),
+                    )
+                    .await
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    self.expectations.deletion_observed(&uid, &pod_key(p));
+                }
+                Err(e) => {
+                    self.expectations.deletion_observed(&uid, &pod_key(p));
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_status(&self, job: &Job, status: JobStatus) -> Result<()> {
+        if job.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<Job> = Api::namespaced(
+            self.ctx.client.clone(),
+            &job.namespace().unwrap_or_default(),
+        );
+        let mut obj = job.clone();
+        obj.status = Some(status);
+        match api
+            .replace_status(&job.name_any(), &PostParams::default(), &obj)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            // A newer version is on its way through the watch; it will be synced.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn event(&self, job: &Job, kind: EventType, reason: &str, message: &str) {
+        self.ctx
+            .events
+            .publish(COMPONENT, &object_reference(job), kind, reason, message)
+            .await;
+    }
+}
+
+fn object_reference(job: &Job) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("batch/v1".into()),
+        kind: Some("Job".into()),
+        name: job.metadata.name.clone(),
+        namespace: job.metadata.namespace.clone(),
+        uid: job.metadata.uid.clone(),
+        resource_version: job.metadata.resource_version.clone(),
+        field_path: None,
+    }
+}
+
+/// A pod from the Job's template, owned by the Job.
+fn new_pod(job: &Job) -> Pod {
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let tmeta = template.metadata.unwrap_or_default();
+    let name = job.name_any();
+    let generate_name = (name.len() < 253).then(|| format!("{name}-"));
+    Pod {
+        metadata: ObjectMeta {
+            generate_name,
+            namespace: job.metadata.namespace.clone(),
+            labels: tmeta.labels,
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name,
+                uid: job.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::JobSpec;
+
+    fn spec(completions: Option<i32>, parallelism: i32, backoff: i32) -> JobSpec {
+        JobSpec {
+            completions,
+            parallelism: Some(parallelism),
+            backoff_limit: Some(backoff),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn creates_up_to_parallelism_and_remaining_completions() {
+        assert_eq!(plan(&spec(Some(5), 2, 6), 0, 0, 0, Some(0)).delta, 2);
+        assert_eq!(plan(&spec(Some(5), 2, 6), 2, 0, 0, Some(0)).delta, 0);
+        // Only one completion left: one active pod is enough, the other is surplus.
+        assert_eq!(plan(&spec(Some(5), 2, 6), 2, 4, 0, Some(0)).delta, -1);
+        let done = plan(&spec(Some(5), 2, 6), 0, 5, 1, Some(0));
+        assert_eq!(done.finish.map(|f| f.0), Some("Complete"));
+    }
+
+    #[test]
+    fn work_queue_jobs_finish_after_one_success_and_the_rest_stop() {
+        assert_eq!(plan(&spec(None, 3, 6), 0, 0, 0, Some(0)).delta, 3);
+        let p = plan(&spec(None, 3, 6), 2, 1, 0, Some(0));
+        assert_eq!((p.delta, p.finish), (0, None));
+        let p = plan(&spec(None, 3, 6), 0, 1, 0, Some(0));
+        assert_eq!(p.finish.map(|f| f.0), Some("Complete"));
+    }
+
+    #[test]
+    fn backoff_limit_and_deadline_fail_the_job() {
+        let p = plan(&spec(Some(1), 1, 2), 1, 0, 3, Some(0));
+        assert_eq!(p.delta, -1);
+        assert_eq!(p.finish.map(|f| f.1), Some("BackoffLimitExceeded"));
+        assert_eq!(plan(&spec(Some(1), 1, 2), 0, 0, 2, Some(0)).delta, 1);
+        let mut s = spec(Some(1), 1, 6);
+        s.active_deadline_seconds = Some(10);
+        assert_eq!(plan(&s, 1, 0, 0, Some(9)).finish, None);
+        let p = plan(&s, 1, 0, 0, Some(10));
+        assert_eq!(p.finish.map(|f| f.1), Some("DeadlineExceeded"));
+    }
+
+    #[test]
+    fn failure_backoff_doubles_and_caps() {
+        assert_eq!(failure_backoff(0), Duration::ZERO);
+        assert_eq!(failure_backoff(1), Duration::from_secs(10));
+        assert_eq!(failure_backoff(3), Duration::from_secs(40));
+        assert_eq!(failure_backoff(30), Duration::from_secs(360));
+    }
+
+    #[test]
+    fn suspend_deletes_active_pods() {
+        let mut s = spec(Some(3), 2, 6);
+        s.suspend = Some(true);
+        assert_eq!(
+            plan(&s, 2, 0, 0, None),
+            Plan {
+                delta: -2,
+                finish: None
+            }
+        );
+    }
+}
