@@ -20,19 +20,19 @@ use std::time::Duration;
 
 use futures::{stream, Future, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{self, applier, Action};
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use crate::events::EventType;
 use crate::replicaset::expectations::Expectations;
-use crate::replicaset::pods::{controller_ref, is_active, is_ready, Selector};
-use crate::{Context, Error, Result};
+use crate::replicaset::pods::{controller_ref, is_active, is_ready, pod_from_template, Selector};
+use crate::{api_message, Context, Error, Result};
 
 const COMPONENT: &str = "job-controller";
 const ERROR_REQUEUE: Duration = Duration::from_secs(2);
@@ -633,60 +633,25 @@ impl Jc {
     async fn event(&self, job: &Job, kind: EventType, reason: &str, message: &str) {
         self.ctx
             .events
-            .publish(COMPONENT, &object_reference(job), kind, reason, message)
+            .publish(COMPONENT, &job.object_ref(&()), kind, reason, message)
             .await;
     }
 }
 
-fn object_reference(job: &Job) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("batch/v1".into()),
-        kind: Some("Job".into()),
-        name: job.metadata.name.clone(),
-        namespace: job.metadata.namespace.clone(),
-        uid: job.metadata.uid.clone(),
-        resource_version: job.metadata.resource_version.clone(),
-        field_path: None,
-    }
-}
-
-/// A pod from the Job's template, owned by the Job.
+/// A pod from the Job's template, controlled by the Job.
 fn new_pod(job: &Job) -> Pod {
-    let template = job
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
-    let tmeta = template.metadata.unwrap_or_default();
-    let name = job.name_any();
-    let generate_name = (name.len() < 253).then(|| format!("{name}-"));
-    Pod {
-        metadata: ObjectMeta {
-            generate_name,
-            namespace: job.metadata.namespace.clone(),
-            labels: tmeta.labels,
-            annotations: tmeta.annotations,
-            finalizers: tmeta.finalizers,
-            owner_references: Some(vec![OwnerReference {
-                api_version: "batch/v1".into(),
-                kind: "Job".into(),
-                name,
-                uid: job.metadata.uid.clone().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
+    pod_from_template(
+        job.spec.as_ref().map(|s| s.template.clone()),
+        job.metadata.namespace.clone(),
+        OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: job.name_any(),
+            uid: job.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
         },
-        spec: template.spec,
-        status: None,
-    }
-}
-
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
+    )
 }
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The message upstream's `err.Error()` would show for an API error (for events).
+pub(crate) fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Tunables, with upstream defaults.
 #[derive(Debug, Clone)]
 pub struct Options {

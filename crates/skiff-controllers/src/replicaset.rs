@@ -20,19 +20,21 @@ use std::time::Duration;
 
 use futures::{stream, Future, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, applier, Action};
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use self::expectations::Expectations;
-use self::pods::{controller_ref, is_active, is_available, is_ready, ready_since, Selector};
+use self::pods::{
+    controller_ref, is_active, is_available, is_ready, pod_from_template, ready_since, Selector,
+};
 use crate::events::EventType;
-use crate::{Context, Error, Result};
+use crate::{api_message, Context, Error, Result};
 
 const COMPONENT: &str = "replicaset-controller";
 /// Max creates or deletes per sync (upstream `BurstReplicas`).
@@ -456,7 +458,7 @@ impl Rsc {
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let ns = rs.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
-        let reference = object_reference(rs);
+        let reference = rs.object_ref(&());
         if owned.len() < want {
             let diff = (want - owned.len()).min(BURST_REPLICAS);
             // Set before any request so watch events for our own pods are never missed.
@@ -710,43 +712,13 @@ fn controller_owner_ref(rs: &ReplicaSet) -> OwnerReference {
     }
 }
 
-/// The reference events about `rs` point at.
-fn object_reference(rs: &ReplicaSet) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("ReplicaSet".into()),
-        name: rs.metadata.name.clone(),
-        namespace: rs.metadata.namespace.clone(),
-        uid: rs.metadata.uid.clone(),
-        resource_version: rs.metadata.resource_version.clone(),
-        field_path: None,
-    }
-}
-
 /// A pod from the template (upstream `GetPodFromTemplate`).
 fn new_pod(rs: &ReplicaSet) -> Pod {
-    let template = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .unwrap_or_default();
-    let tmeta = template.metadata.unwrap_or_default();
-    let name = rs.name_any();
-    // The prefix is used only if it can form a valid name.
-    let generate_name = (name.len() < 253).then(|| format!("{name}-"));
-    Pod {
-        metadata: ObjectMeta {
-            generate_name,
-            namespace: rs.metadata.namespace.clone(),
-            labels: tmeta.labels,
-            annotations: tmeta.annotations,
-            finalizers: tmeta.finalizers,
-            owner_references: Some(vec![controller_owner_ref(rs)]),
-            ..Default::default()
-        },
-        spec: template.spec,
-        status: None,
-    }
+    pod_from_template(
+        rs.spec.as_ref().and_then(|s| s.template.clone()),
+        rs.metadata.namespace.clone(),
+        controller_owner_ref(rs),
+    )
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
@@ -755,14 +727,6 @@ fn is_not_found(e: &kube::Error) -> bool {
 
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
-}
-
-/// The message upstream's `err.Error()` would show for an API error.
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! Small pod and label-selector predicates shared by the ReplicaSet logic.
+//! Small pod and label-selector helpers shared by the ReplicaSet and Job controllers.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
 /// Not finished (Succeeded/Failed) and not being deleted (upstream `IsPodActive`).
 pub fn is_active(p: &Pod) -> bool {
@@ -112,6 +112,31 @@ impl Selector {
             Requirement::Exists(k) => get(k).is_some(),
             Requirement::DoesNotExist(k) => get(k).is_none(),
         })
+    }
+}
+
+/// A pod from a controller's template, controlled by `owner` (upstream `GetPodFromTemplate`):
+/// named `<owner>-<random>` when that prefix can form a valid name.
+pub fn pod_from_template(
+    template: Option<PodTemplateSpec>,
+    namespace: Option<String>,
+    owner: OwnerReference,
+) -> Pod {
+    let template = template.unwrap_or_default();
+    let tmeta = template.metadata.unwrap_or_default();
+    let generate_name = (owner.name.len() < 253).then(|| format!("{}-", owner.name));
+    Pod {
+        metadata: ObjectMeta {
+            generate_name,
+            namespace,
+            labels: tmeta.labels,
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
     }
 }
 
