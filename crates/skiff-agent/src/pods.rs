@@ -501,15 +501,21 @@ impl Worker {
     fn mount_etc_files(
         &self,
         pod: &Pod,
-        pod_ip: &str,
+        sb: &Sandbox,
         spec: &mut skiff_runtime::ContainerSpec,
     ) -> std::result::Result<(), String> {
         let dir = self.pod_dir();
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let nameserver = self.ctx.net.gateway().to_string();
+        // A host-network pod gets the node's own hosts file, as upstream.
+        let hosts = if sb.host_network {
+            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+        } else {
+            etc::hosts_file(pod, &sb.ip.to_string())
+        };
         for (file, dest, text) in [
-            ("etc-hosts", "/etc/hosts", etc::hosts_file(pod, pod_ip)),
+            ("etc-hosts", "/etc/hosts", hosts),
             (
                 "resolv.conf",
                 "/etc/resolv.conf",
@@ -576,16 +582,23 @@ impl Worker {
                 }
             }
         }
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
         let req = SandboxRequest {
             pod_uid: self.uid.clone(),
             namespace: ns,
             name: name.clone(),
-            hostname: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.hostname.clone())
-                .unwrap_or(name),
-            port_mappings: ports,
+            // A host-network pod sees the node's hostname, as upstream.
+            hostname: if host_network {
+                self.ctx.config.node_name.clone()
+            } else {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.hostname.clone())
+                    .unwrap_or(name)
+            },
+            // Its ports are the host's already: no port mappings.
+            port_mappings: if host_network { Vec::new() } else { ports },
+            host_network: host_network.then_some(self.ctx.config.node_ip),
         };
         let net = self.ctx.net.clone();
         let sb = blocking(move || {
@@ -690,7 +703,11 @@ impl Worker {
                 return false;
             }
         };
-        if let Err(msg) = self.mount_etc_files(pod, &sb.ip.to_string(), &mut spec) {
+        if sb.host_network {
+            spec.network = skiff_runtime::NetworkMode::Host;
+            spec.hostname = Some(self.ctx.config.node_name.clone());
+        }
+        if let Err(msg) = self.mount_etc_files(pod, sb, &mut spec) {
             self.reasons
                 .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
             return false;

@@ -425,3 +425,74 @@ async fn hosts_and_resolv_conf_even_on_a_read_only_root() {
     );
     h.shutdown().await;
 }
+
+/// `hostNetwork: true`: the pod serves on the host's network with the node's IP and hostname,
+/// and resolves names through the node's own resolv.conf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_network_pod_serves_on_the_node() {
+    let h = Harness::start().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
+        l.local_addr().expect("addr").port()
+    };
+    h.create_pod(
+        "hostnet",
+        json!({"hostNetwork": true, "containers": [{"name": "c", "image": "bb:1",
+            "command": ["/bin/sh", "-c", format!(
+                "echo HOST:$(hostname); cat /etc/resolv.conf; exec /bin/busybox httpd -f -p 127.0.0.1:{port} -h /www")]}]}),
+    )
+    .await;
+    let pod = h
+        .wait_pod("hostnet", "running", Duration::from_secs(60), |p| {
+            container_status(p, "c")
+                .and_then(|s| s.state.as_ref())
+                .is_some_and(|s| s.running.is_some())
+        })
+        .await;
+    let status = pod.status.clone().unwrap_or_default();
+    assert_eq!(status.pod_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        status.pod_ip, status.host_ip,
+        "a host-network pod has the node's IP"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let got = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+                .await
+                .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.ok()?;
+            Some(out)
+        }
+        .await;
+        if let Some(b) = got {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "httpd on the host network never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("hello"), "{body}");
+    let log = instance(&h, "hostnet", "c")
+        .map(|i| log_text(&i))
+        .unwrap_or_default();
+    assert!(
+        log.contains(&format!("HOST:{}", h.node)),
+        "node hostname: {log}"
+    );
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for line in host_resolv.lines().filter(|l| l.starts_with("nameserver")) {
+        assert!(
+            log.contains(line),
+            "node resolvers ({line}) in the pod: {log}"
+        );
+    }
+    h.shutdown().await;
+}

@@ -8,7 +8,7 @@
 //! CONTRACT (skiff-agent is written against these signatures; keep them):
 //! ```text
 //! let net = PodNetwork::new(NetConfig { data_dir, pod_cidr: "100.64.3.0/24".into(), cni_bin_dir: None })?;
-//! let sb  = net.create_sandbox(&SandboxRequest { pod_uid, namespace, name, hostname, port_mappings })?;
+//! let sb  = net.create_sandbox(&SandboxRequest { pod_uid, namespace, name, hostname, port_mappings, host_network: None })?;
 //! net.remove_sandbox(pod_uid)?;            // idempotent
 //! net.list_sandboxes()?                    // pod uids with state on disk (for cleanup after restarts)
 //! net.sandbox(pod_uid)?                    // Option<Sandbox> of an existing one (re-adoption)
@@ -98,6 +98,9 @@ pub struct SandboxRequest {
     /// The pod's hostname (set inside the UTS namespace).
     pub hostname: String,
     pub port_mappings: Vec<PortMapping>,
+    /// `hostNetwork: true`: the pod keeps the host's network and has this (the node's) IP;
+    /// only IPC and UTS namespaces are created, and no CNI plugin runs.
+    pub host_network: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -109,6 +112,9 @@ pub struct Sandbox {
     pub utsns: PathBuf,
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
+    /// The pod uses the host's network (`netns` is not a namespace of its own).
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 /// An IPv4 network in CIDR form, host bits zero.
@@ -408,11 +414,19 @@ impl PodNetwork {
         cni_result: &mut Option<serde_json::Value>,
     ) -> Result<Sandbox> {
         let (netns, ipcns, utsns) = (dir.join("net"), dir.join("ipc"), dir.join("uts"));
-        ns::create_namespaces(&netns, &ipcns, &utsns, &req.hostname)?;
-
-        let rc = Self::runtime_config(&req.port_mappings);
-        let result = self.cni().add(&req.pod_uid, &netns, &rc, cni_result)?;
-        let (ip, gateway) = cni::parse_ip(&result, &self.cidr)?;
+        let (ip, gateway, result) = match req.host_network {
+            Some(host_ip) => {
+                ns::create_namespaces(None, &ipcns, &utsns, &req.hostname)?;
+                (host_ip, Ipv4Addr::UNSPECIFIED, None)
+            }
+            None => {
+                ns::create_namespaces(Some(&netns), &ipcns, &utsns, &req.hostname)?;
+                let rc = Self::runtime_config(&req.port_mappings);
+                let result = self.cni().add(&req.pod_uid, &netns, &rc, cni_result)?;
+                let (ip, gateway) = cni::parse_ip(&result, &self.cidr)?;
+                (ip, gateway, Some(result))
+            }
+        };
         let sandbox = Sandbox {
             pod_uid: req.pod_uid.clone(),
             netns,
@@ -420,6 +434,7 @@ impl PodNetwork {
             utsns,
             ip,
             gateway,
+            host_network: req.host_network.is_some(),
         };
         let state = SandboxState {
             sandbox: sandbox.clone(),
@@ -427,7 +442,7 @@ impl PodNetwork {
             name: req.name.clone(),
             hostname: req.hostname.clone(),
             port_mappings: req.port_mappings.clone(),
-            cni_result: Some(result),
+            cni_result: result,
         };
         let data = serde_json::to_vec_pretty(&state)
             .map_err(|e| NetError::Other(format!("serialize sandbox state: {e}")))?;
@@ -445,7 +460,11 @@ impl PodNetwork {
         let netns = dir.join("net");
         let netns_arg = ns::is_ns_mounted(&netns).then_some(netns.as_path());
         let rc = Self::runtime_config(&req.port_mappings);
-        let del = self.cni().del(uid, netns_arg, &rc, prev);
+        let del = if req.host_network.is_some() {
+            Ok(())
+        } else {
+            self.cni().del(uid, netns_arg, &rc, prev)
+        };
         ns::unmount_all(dir)?;
         std::fs::remove_dir_all(dir).map_err(io_err(format!("remove {}", dir.display())))?;
         del
@@ -489,7 +508,10 @@ impl PodNetwork {
             .unwrap_or(&[]);
         let rc = Self::runtime_config(mappings);
         let prev = state.as_ref().and_then(|s| s.cni_result.as_ref());
-        self.cni().del(uid, netns_arg, &rc, prev)?;
+        // A host-network pod never had a CNI network.
+        if !state.as_ref().is_some_and(|s| s.sandbox.host_network) {
+            self.cni().del(uid, netns_arg, &rc, prev)?;
+        }
         ns::unmount_all(&dir)?;
         std::fs::remove_dir_all(&dir).map_err(io_err(format!("remove {}", dir.display())))
     }
@@ -508,6 +530,7 @@ impl PodNetwork {
         let sb = state.sandbox;
         let mounted = [&sb.netns, &sb.ipcns, &sb.utsns]
             .iter()
+            .filter(|p| !(sb.host_network && **p == &sb.netns))
             .all(|p| ns::is_ns_mounted(p));
         Ok(mounted.then_some(sb))
     }

@@ -33,17 +33,21 @@ pub(crate) fn is_ns_mounted(path: &Path) -> bool {
 /// no fork in a multi-threaded process, and the thread's exit drops its references — the bind
 /// mounts keep the namespaces alive. The mount namespace is shared with the whole process, so
 /// the mounts made from the thread are the process's mounts.
+/// `netns: None` keeps the host's network (a `hostNetwork` pod): only IPC and UTS are new.
 pub(crate) fn create_namespaces(
-    netns: &Path,
+    netns: Option<&Path>,
     ipcns: &Path,
     utsns: &Path,
     hostname: &str,
 ) -> Result<()> {
-    let targets: Vec<(PathBuf, &'static str)> = vec![
-        (netns.to_path_buf(), "net"),
-        (ipcns.to_path_buf(), "ipc"),
-        (utsns.to_path_buf(), "uts"),
-    ];
+    let mut targets: Vec<(PathBuf, &'static str)> =
+        vec![(ipcns.to_path_buf(), "ipc"), (utsns.to_path_buf(), "uts")];
+    let mut flags = CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    if let Some(n) = netns {
+        targets.push((n.to_path_buf(), "net"));
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let new_net = netns.is_some();
     for (t, _) in &targets {
         std::fs::File::create(t).map_err(io_err(format!("create {}", t.display())))?;
     }
@@ -51,12 +55,11 @@ pub(crate) fn create_namespaces(
     let handle = std::thread::Builder::new()
         .name("skiff-net-unshare".into())
         .spawn(move || -> Result<()> {
-            nix::sched::unshare(
-                CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
-            )
-            .map_err(nix_err("unshare(net, ipc, uts)"))?;
+            nix::sched::unshare(flags).map_err(nix_err("unshare(net, ipc, uts)"))?;
             set_hostname(&hostname)?;
-            loopback_up()?;
+            if new_net {
+                loopback_up()?;
+            }
             for (target, kind) in &targets {
                 let src = format!("/proc/thread-self/ns/{kind}");
                 mount(

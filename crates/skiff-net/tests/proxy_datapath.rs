@@ -78,6 +78,7 @@ impl Env {
                 name: format!("pod-{i}"),
                 hostname: format!("pod-{i}"),
                 port_mappings: vec![],
+                host_network: None,
             })
             .unwrap();
         let listener = in_ns(&sb.netns, || TcpListener::bind("0.0.0.0:8080").unwrap());

@@ -64,6 +64,7 @@ fn req(uid: &str, hostname: &str, port_mappings: Vec<PortMapping>) -> SandboxReq
         name: format!("pod-{uid}"),
         hostname: hostname.into(),
         port_mappings,
+        host_network: None,
     }
 }
 
@@ -508,4 +509,37 @@ fn bad_config_errors_are_clear() {
     assert!(net.create_sandbox(&req("ok", "bad host", vec![])).is_err());
     assert!(net.list_sandboxes().unwrap().is_empty());
     net.teardown_all().unwrap();
+}
+
+/// `hostNetwork: true`: IPC and UTS of its own, the host's network, the node's IP; no CNI
+/// network, no IP lease, no veth; re-adopted and removed like any sandbox.
+#[test]
+fn host_network_sandbox() {
+    let env = Env::new(207);
+    let net = &env.net;
+    let mut r = req("hostnet-1", "node-x", vec![]);
+    r.host_network = Some(Ipv4Addr::LOCALHOST);
+    let sb = net.create_sandbox(&r).unwrap();
+    assert!(sb.host_network);
+    assert_eq!(sb.ip, Ipv4Addr::LOCALHOST);
+    assert!(!sb.netns.exists(), "no network namespace of its own");
+    assert_eq!(net.sandbox("hostnet-1").unwrap(), Some(sb.clone()));
+    assert!(ipam_reserved(net).is_empty());
+    let (bridge, _) = sh(&["ip", "link", "show", net.bridge_name()]);
+    assert!(!bridge, "no CNI network, so no bridge");
+    // Its UTS namespace carries the hostname; the network is the host's.
+    let (host, net_link) = in_ns(&sb.utsns, CloneFlags::CLONE_NEWUTS, || {
+        (
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap()
+                .trim()
+                .to_string(),
+            std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        )
+    });
+    assert_eq!(host, "node-x");
+    assert_eq!(net_link, std::fs::read_link("/proc/self/ns/net").unwrap());
+    net.remove_sandbox("hostnet-1").unwrap();
+    assert!(net.list_sandboxes().unwrap().is_empty());
+    assert!(mounts_under(&net.data_dir().join("net/sandboxes/hostnet-1")).is_empty());
 }

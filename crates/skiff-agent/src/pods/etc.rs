@@ -54,9 +54,14 @@ pub fn hosts_file(pod: &Pod, pod_ip: &str) -> String {
 pub fn resolv_conf(pod: &Pod, nameserver: &str, host: &str) -> String {
     let spec = pod.spec.as_ref();
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let policy = spec
+    let mut policy = spec
         .and_then(|s| s.dns_policy.as_deref())
         .unwrap_or("ClusterFirst");
+    // ClusterFirst falls back to the node's resolvers for host-network pods (upstream);
+    // ClusterFirstWithHostNet is how they ask for cluster DNS.
+    if policy == "ClusterFirst" && spec.and_then(|s| s.host_network) == Some(true) {
+        policy = "Default";
+    }
     let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
         match policy {
             "None" => Default::default(),
@@ -73,7 +78,7 @@ pub fn resolv_conf(pod: &Pod, nameserver: &str, host: &str) -> String {
                 }
                 s
             }
-            // ClusterFirst and ClusterFirstWithHostNet (pods never share the host network here).
+            // ClusterFirst and ClusterFirstWithHostNet.
             _ => (
                 vec![nameserver.to_string()],
                 vec![
@@ -157,6 +162,19 @@ mod tests {
         let p = pod(json!({"containers": [], "dnsConfig": {
             "options": [{"name": "ndots", "value": "1"}]}}));
         assert!(resolv_conf(&p, "100.64.0.1", host).ends_with("options ndots:1\n"));
+    }
+
+    #[test]
+    fn host_network_pods_use_the_node_resolvers_unless_asked() {
+        let host = "nameserver 127.0.0.53\n";
+        let p = pod(json!({"containers": [], "hostNetwork": true}));
+        assert_eq!(
+            resolv_conf(&p, "100.64.0.1", host),
+            "nameserver 127.0.0.53\n"
+        );
+        let p = pod(json!({"containers": [], "hostNetwork": true,
+            "dnsPolicy": "ClusterFirstWithHostNet"}));
+        assert!(resolv_conf(&p, "100.64.0.1", host).contains("nameserver 100.64.0.1\n"));
     }
 
     #[test]
