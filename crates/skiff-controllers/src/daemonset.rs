@@ -43,6 +43,11 @@ const UNSATISFIED_RECHECK: Duration = Duration::from_secs(30);
 /// The label carrying the template hash on daemon pods (upstream's name).
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
+/// A daemon pod as one sync sees it: (`ns/name`, revision hash, available).
+type DaemonPod = (String, String, bool);
+/// Per node: whether it should run the daemon, and its live daemon pods.
+type NodePods = BTreeMap<String, (bool, Vec<DaemonPod>)>;
+
 struct Dsc {
     ctx: Arc<Context>,
     pod_store: Store<Pod>,
@@ -342,14 +347,8 @@ struct Decision {
     delete: Vec<String>,
 }
 
-/// Per node: `should` run a daemon there, and its live pods as (key, hash, available).
-#[allow(clippy::type_complexity)]
-fn decide(
-    nodes: &BTreeMap<String, (bool, Vec<(String, String, bool)>)>,
-    failed: &[String],
-    hash: &str,
-    rolling: Option<i64>,
-) -> Decision {
+/// Per node: `should` run a daemon there, and its live pods.
+fn decide(nodes: &NodePods, failed: &[String], hash: &str, rolling: Option<i64>) -> Decision {
     let mut d = Decision {
         delete: failed.to_vec(),
         ..Default::default()
@@ -426,7 +425,7 @@ impl Dsc {
             .collect();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
         let now = jiff::Timestamp::now();
-        let mut by_node: BTreeMap<String, (bool, Vec<(String, String, bool)>)> = nodes
+        let mut by_node: NodePods = nodes
             .iter()
             .map(|n| (n.name_any(), (should_run(&ds, n), Vec::new())))
             .collect();
@@ -540,11 +539,10 @@ impl Dsc {
         Ok(())
     }
 
-    #[allow(clippy::type_complexity)]
     async fn update_status(
         &self,
         ds: &DaemonSet,
-        by_node: &BTreeMap<String, (bool, Vec<(String, String, bool)>)>,
+        by_node: &NodePods,
         hash: &str,
         pods: &[Arc<Pod>],
     ) -> Result<()> {
@@ -637,9 +635,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn nodes(
-        list: &[(&str, bool, &[(&str, &str, bool)])],
-    ) -> BTreeMap<String, (bool, Vec<(String, String, bool)>)> {
+    type Spec<'a> = (&'a str, bool, &'a [(&'a str, &'a str, bool)]);
+
+    fn nodes(list: &[Spec]) -> NodePods {
         list.iter()
             .map(|(n, should, pods)| {
                 (
