@@ -38,7 +38,7 @@ pub fn apply_defaults(info: &ResourceInfo, object: &mut Value) {
             default(spec, "revisionHistoryLimit", json!(10));
             pod_template(spec);
         }
-        ("batch", "Job") => job_spec(child(obj, "spec")),
+        ("batch", "Job") => job(obj),
         ("batch", "CronJob") => {
             let spec = child(obj, "spec");
             default(spec, "concurrencyPolicy", json!("Allow"));
@@ -200,7 +200,28 @@ fn stateful_set(obj: &mut Map<String, Value>) {
     pod_template(spec);
 }
 
+/// `SetDefaults_Job`: the spec defaults, `manualSelector: false`, and the Job's own labels
+/// default to its template's labels (on create they already include the generated ones, see
+/// [`prepare_create`], as upstream's shared label map makes them).
+fn job(obj: &mut Map<String, Value>) {
+    let spec = child(obj, "spec");
+    job_spec(spec);
+    default(spec, "manualSelector", json!(false));
+    let labels = spec
+        .get("template")
+        .and_then(|t| t.pointer("/metadata/labels"))
+        .filter(|l| l.is_object())
+        .cloned();
+    if let Some(labels) = labels {
+        let meta = child(obj, "metadata");
+        if meta.get("labels").is_none_or(is_empty) {
+            meta.insert("labels".into(), labels);
+        }
+    }
+}
+
 fn job_spec(spec: &mut Map<String, Value>) {
+    // Both unset means a non-parallel job; a set parallelism leaves completions unset.
     if spec.get("completions").is_none_or(Value::is_null)
         && spec.get("parallelism").is_none_or(Value::is_null)
     {
@@ -208,15 +229,81 @@ fn job_spec(spec: &mut Map<String, Value>) {
         spec.insert("parallelism".into(), json!(1));
     }
     default(spec, "parallelism", json!(1));
-    default(spec, "backoffLimit", json!(6));
+    // With a per-index limit the global one is effectively off (math.MaxInt32).
+    if spec
+        .get("backoffLimitPerIndex")
+        .is_some_and(|v| !v.is_null())
+    {
+        default(spec, "backoffLimit", json!(i32::MAX));
+    } else {
+        default(spec, "backoffLimit", json!(6));
+    }
     default(spec, "completionMode", json!("NonIndexed"));
     default(spec, "suspend", json!(false));
+    if let Some(pfp) = spec
+        .get_mut("podFailurePolicy")
+        .and_then(Value::as_object_mut)
+    {
+        for rule in array(pfp, "rules") {
+            for pattern in array(rule, "onPodConditions") {
+                if pattern.get("status").is_none_or(is_empty) {
+                    pattern.insert("status".into(), json!("True"));
+                }
+            }
+        }
+    }
     if spec.get("podFailurePolicy").is_none_or(Value::is_null) {
         default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
     } else {
         default(spec, "podReplacementPolicy", json!("Failed"));
     }
     pod_template(spec);
+}
+
+/// Labels the Job strategy puts on the pod template (legacy unprefixed ones too).
+pub const JOB_NAME_LABELS: [&str; 2] = ["job-name", "batch.kubernetes.io/job-name"];
+pub const JOB_UID_LABELS: [&str; 2] = ["controller-uid", "batch.kubernetes.io/controller-uid"];
+/// The label a generated Job selector selects.
+pub const JOB_SELECTOR_LABEL: &str = "batch.kubernetes.io/controller-uid";
+
+/// Create-only strategy steps that need the server-assigned `metadata.uid` (call after it is
+/// set and before [`apply_defaults`]): for a Job without `manualSelector: true`, upstream's
+/// `generateSelector` adds `job-name`/`controller-uid` labels (both prefixed and legacy) to the
+/// template unless present, and selects `batch.kubernetes.io/controller-uid=<uid>`. Labels the
+/// user set are kept, so conflicting ones fail validation instead of being overwritten.
+pub fn prepare_create(info: &ResourceInfo, object: &mut Value) {
+    if (info.group, info.kind) != ("batch", "Job") {
+        return;
+    }
+    let Some(obj) = object.as_object_mut() else {
+        return;
+    };
+    let meta = obj.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let uid = meta
+        .and_then(|m| m.get("uid"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let spec = child(obj, "spec");
+    if spec.get("manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let labels = child(child(child(spec, "template"), "metadata"), "labels");
+    for key in JOB_NAME_LABELS {
+        labels.entry(key).or_insert_with(|| json!(name));
+    }
+    for key in JOB_UID_LABELS {
+        labels.entry(key).or_insert_with(|| json!(uid));
+    }
+    let selector = child(spec, "selector");
+    child(selector, "matchLabels")
+        .entry(JOB_SELECTOR_LABEL)
+        .or_insert_with(|| json!(uid));
 }
 
 /// Defaults `spec.template.spec` of a workload spec.

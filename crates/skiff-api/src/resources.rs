@@ -198,6 +198,19 @@ static RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
     },
     ResourceInfo {
+        group: "batch",
+        version: "v1",
+        kind: "Job",
+        list_kind: "JobList",
+        plural: "jobs",
+        singular: "job",
+        namespaced: true,
+        short_names: &[],
+        categories: ALL,
+        verbs: FULL,
+        subresources: &["status"],
+    },
+    ResourceInfo {
         group: "discovery.k8s.io",
         version: "v1",
         kind: "EndpointSlice",
@@ -252,6 +265,13 @@ impl ResourceInfo {
         } else {
             format!("{}/{}", self.group, self.version)
         }
+    }
+
+    /// Upstream's `DefaultGarbageCollectionPolicy` is OrphanDependents for batch/v1 Jobs (kept
+    /// for backward compatibility): a delete that names no propagation policy orphans the pods.
+    /// kubectl always sends `propagationPolicy=Background`, so `kubectl delete job` still cascades.
+    pub fn orphans_by_default(&self) -> bool {
+        self.group == "batch" && self.version == "v1" && self.kind == "Job"
     }
 
     /// "pods" or "deployments.apps", as used in messages and Status details.

@@ -576,6 +576,14 @@ fn find_unescaped(s: &str, op: &str) -> Option<usize> {
 /// The value at a dotted path as a string: strings as-is, bools/numbers stringified,
 /// missing/null/compound = "".
 fn field_value(object: &Value, path: &str) -> String {
+    // Jobs select on `status.successful` (upstream's name for status.succeeded, 0 when unset).
+    if path == "status.successful" && object.get("kind").and_then(Value::as_str) == Some("Job") {
+        let n = object
+            .pointer("/status/succeeded")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        return n.to_string();
+    }
     let mut cur = object;
     for part in path.split('.') {
         match cur.get(part) {

@@ -60,6 +60,16 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Images", "string", 1, "Images referenced by each container in the template."),
             ("Selector", "string", 1, "Selector is a label query over pods that should match the replica count. Label keys and values that must match in order to be controlled by this replica set. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors"),
         ],
+        "Job" => vec![
+            NAME,
+            ("Status", "string", 0, "Status of the job."),
+            ("Completions", "string", 0, "The number of pods which reached phase Succeeded. The value increases monotonically for a given spec. However, it may decrease in reaction to scale down of elastic indexed jobs."),
+            ("Duration", "string", 0, "Time required to complete the job."),
+            AGE,
+            ("Containers", "string", 1, "Names of each container in the template."),
+            ("Images", "string", 1, "Images referenced by each container in the template."),
+            ("Selector", "string", 1, "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors"),
+        ],
         "Service" => vec![
             NAME,
             ("Type", "string", 0, "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer."),
@@ -315,6 +325,7 @@ fn cells(info: &ResourceInfo, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
                 json!(selector_string(obj.pointer("/spec/selector"))),
             ]
         }
+        "Job" => job_cells(obj, name, age, now),
         "Service" => {
             let cluster_ip = arr(obj, "/spec/clusterIPs")
                 .first()
@@ -378,6 +389,57 @@ fn cells(info: &ResourceInfo, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         ],
         _ => vec![json!(name), json!(age)],
     }
+}
+
+/// `printJob`: status from the conditions, `<succeeded>/<completions>` (`/1 of <parallelism>`
+/// for work-queue jobs), and the run time so far or until completion.
+fn job_cells(obj: &Value, name: String, age: String, now: jiff::Timestamp) -> Vec<Value> {
+    let has = |ty: &str| {
+        arr(obj, "/status/conditions")
+            .iter()
+            .any(|c| s(c, "/type") == ty && s(c, "/status") == "True")
+    };
+    let status = if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if obj.pointer("/metadata/deletionTimestamp").is_some() {
+        "Terminating"
+    } else if has("Suspended") {
+        "Suspended"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    };
+    let succeeded = n(obj, "/status/succeeded");
+    let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
+        Some(c) => format!("{succeeded}/{c}"),
+        None => match n(obj, "/spec/parallelism") {
+            p if p > 1 => format!("{succeeded}/1 of {p}"),
+            _ => format!("{succeeded}/1"),
+        },
+    };
+    let start = parse_time(s(obj, "/status/startTime"));
+    let end = parse_time(s(obj, "/status/completionTime"));
+    let duration = match (start, end) {
+        (None, _) => String::new(),
+        (Some(st), None) => human_duration(now.as_second() - st.as_second()),
+        (Some(st), Some(e)) => human_duration(e.as_second() - st.as_second()),
+    };
+    let (names, images) = container_cells(obj);
+    vec![
+        json!(name),
+        json!(status),
+        json!(completions),
+        json!(duration),
+        json!(age),
+        json!(names),
+        json!(images),
+        json!(selector_string(obj.pointer("/spec/selector"))),
+    ]
 }
 
 /// Container names and images of a pod template, comma-joined.

@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::{ApiError, Cause, ResourceInfo};
 
+mod job;
+
 /// Validates an object about to be stored (`old` = the current object for updates). Returns a
 /// 422 Invalid with field causes.
 pub fn validate(info: &ResourceInfo, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
@@ -53,22 +55,7 @@ pub fn validation_causes(info: &ResourceInfo, object: &Value, old: Option<&Value
         ("apps", "StatefulSet" | "DaemonSet") => {
             workload(&mut e, spec, old_spec, "", false);
         }
-        ("batch", "Job") => {
-            if let Some(t) = spec.and_then(|s| s.get("template")) {
-                template_labels(&mut e, t, "spec.template");
-                pod_spec(&mut e, t.get("spec"), "spec.template.spec");
-                let rp = t.pointer("/spec/restartPolicy").and_then(Value::as_str);
-                if !matches!(rp, Some("OnFailure" | "Never")) {
-                    e.not_supported(
-                        "spec.template.spec.restartPolicy",
-                        rp.unwrap_or(""),
-                        &["OnFailure", "Never"],
-                    );
-                }
-            } else {
-                e.required("spec.template", "");
-            }
-        }
+        ("batch", "Job") => job::job(&mut e, obj, old),
         ("", "Pod") => {
             pod_spec(&mut e, spec, "spec");
             if let (Some(new), Some(old)) = (spec, old_spec) {
@@ -129,6 +116,22 @@ impl Errs {
     }
     fn not_found(&mut self, field: &str, value: &str) {
         self.push("FieldValueNotFound", field, format!("Not found: {value:?}"));
+    }
+    /// `field.Invalid` with the value left out (`field.OmitValueType`).
+    fn invalid_omit(&mut self, field: &str, detail: &str) {
+        self.push(
+            "FieldValueInvalid",
+            field,
+            format!("Invalid value: {detail}"),
+        );
+    }
+    fn too_many(&mut self, field: &str, actual: usize, max: usize) {
+        let items = if max == 1 { "item" } else { "items" };
+        self.push(
+            "FieldValueTooMany",
+            field,
+            format!("Too many: {actual}: must have at most {max} {items}"),
+        );
     }
     fn too_long(&mut self, field: &str, max: usize) {
         self.push(

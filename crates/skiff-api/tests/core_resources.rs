@@ -31,6 +31,7 @@ fn served_resources_have_upstream_discovery_data() {
             true,
         ),
         ("apps", "replicasets", "ReplicaSet", true, &["rs"][..], true),
+        ("batch", "jobs", "Job", true, &[][..], true),
         (
             "discovery.k8s.io",
             "endpointslices",
@@ -61,6 +62,11 @@ fn served_resources_have_upstream_discovery_data() {
     let d = by_kind("apps/v1", "Deployment").expect("deployment");
     assert_eq!(d.subresources, ["status", "scale"]);
     assert_eq!(d.group_resource(), "deployments.apps");
+    let j = by_kind("batch/v1", "Job").expect("job");
+    assert_eq!(j.subresources, ["status"]);
+    assert_eq!(j.group_resource(), "jobs.batch");
+    assert!(j.orphans_by_default());
+    assert!(!d.orphans_by_default());
     let p = by_kind("v1", "Pod").expect("pod");
     assert_eq!(
         p.subresources,

@@ -142,3 +142,19 @@ fn field_selector() {
     let escaped = FieldSelector::parse(r"metadata.name=a\,b").expect("escaped");
     assert!(escaped.matches(&json!({"metadata":{"name":"a,b"}})));
 }
+
+#[test]
+fn job_status_successful_field() {
+    // Upstream's selectable field for Jobs (status.succeeded, 0 when unset).
+    let done = json!({"kind":"Job","metadata":{"name":"a"},"status":{"succeeded":1}});
+    let fresh = json!({"kind":"Job","metadata":{"name":"b"},"status":{}});
+    let one = FieldSelector::parse("status.successful=1").expect("parse");
+    let zero = FieldSelector::parse("status.successful=0").expect("parse");
+    assert!(one.matches(&done) && !one.matches(&fresh));
+    assert!(zero.matches(&fresh) && !zero.matches(&done));
+    // Other kinds keep the plain dotted-path meaning.
+    let pod = json!({"kind":"Pod","status":{"successful":"x"}});
+    assert!(FieldSelector::parse("status.successful=x")
+        .expect("parse")
+        .matches(&pod));
+}

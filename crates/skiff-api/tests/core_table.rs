@@ -481,3 +481,93 @@ fn event_rows() {
         ])
     );
 }
+
+fn job(spec: Value, status: Value) -> Value {
+    json!({"metadata":{"name":"pi","namespace":"default","creationTimestamp":"2026-11-27T01:00:00Z"},
+        "spec": spec, "status": status})
+}
+
+#[test]
+fn job_rows() {
+    let spec = json!({"completions":1,"parallelism":1,
+        "selector":{"matchLabels":{"batch.kubernetes.io/controller-uid":"u1"}},
+        "template":{"spec":{"containers":[{"name":"pi","image":"perl:5.34"},{"name":"side","image":"busybox"}]}}});
+    let t = table("batch", "jobs", &[job(spec.clone(), json!({}))]);
+    assert_eq!(
+        headers(&t),
+        [
+            ("Name", 0),
+            ("Status", 0),
+            ("Completions", 0),
+            ("Duration", 0),
+            ("Age", 0),
+            ("Containers", 1),
+            ("Images", 1),
+            ("Selector", 1)
+        ]
+        .map(|(n, p)| (n.to_string(), p))
+    );
+    // Not started yet: no duration.
+    assert_eq!(
+        t["rows"][0]["cells"],
+        json!([
+            "pi",
+            "Running",
+            "0/1",
+            "",
+            "10m",
+            "pi,side",
+            "perl:5.34,busybox",
+            "batch.kubernetes.io/controller-uid=u1"
+        ])
+    );
+    let cells = |spec: &Value, status: Value| -> Vec<Value> {
+        let t = table("batch", "jobs", &[job(spec.clone(), status)]);
+        t["rows"][0]["cells"].as_array().expect("cells")[..4].to_vec()
+    };
+    // Running for 3m5s so far.
+    assert_eq!(
+        cells(
+            &spec,
+            json!({"startTime":"2026-11-27T01:06:55Z","active":1})
+        ),
+        json!(["pi", "Running", "0/1", "3m5s"])
+            .as_array()
+            .expect("a")
+            .clone()
+    );
+    // Complete: duration is completion - start.
+    let complete = json!({"startTime":"2026-11-27T01:00:01Z","completionTime":"2026-11-27T01:00:09Z","succeeded":1,
+        "conditions":[{"type":"SuccessCriteriaMet","status":"True"},{"type":"Complete","status":"True"}]});
+    assert_eq!(
+        cells(&spec, complete),
+        json!(["pi", "Complete", "1/1", "8s"])
+            .as_array()
+            .expect("a")
+            .clone()
+    );
+    // Status precedence and the completions forms.
+    let cond = |ty: &str, st: &str| json!({"conditions":[{"type":ty,"status":st}]});
+    assert_eq!(cells(&spec, cond("Failed", "True"))[1], "Failed");
+    assert_eq!(cells(&spec, cond("Suspended", "True"))[1], "Suspended");
+    assert_eq!(cells(&spec, cond("Suspended", "False"))[1], "Running");
+    assert_eq!(
+        cells(&spec, cond("FailureTarget", "True"))[1],
+        "FailureTarget"
+    );
+    assert_eq!(
+        cells(&spec, cond("SuccessCriteriaMet", "True"))[1],
+        "SuccessCriteriaMet"
+    );
+    let queue = json!({"parallelism":3});
+    assert_eq!(cells(&queue, json!({"succeeded":2}))[2], "2/1 of 3");
+    assert_eq!(cells(&json!({"parallelism":1}), json!({}))[2], "0/1");
+    assert_eq!(
+        cells(&json!({"completions":5}), json!({"succeeded":2}))[2],
+        "2/5"
+    );
+    let mut deleting = job(spec.clone(), cond("Suspended", "True"));
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-11-27T01:09:00Z");
+    let t = table("batch", "jobs", &[deleting]);
+    assert_eq!(t["rows"][0]["cells"][1], "Terminating");
+}

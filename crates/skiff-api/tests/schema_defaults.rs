@@ -150,3 +150,121 @@ fn namespace_secret_replicaset() {
         "IfNotPresent"
     );
 }
+
+/// What the API server does to a new Job: selector generation with the assigned uid, then
+/// defaulting.
+fn created_job(mut v: Value) -> Value {
+    let info = by_kind("batch/v1", "Job").expect("served kind");
+    skiff_api::defaults::prepare_create(info, &mut v);
+    apply_defaults(info, &mut v);
+    v
+}
+
+const UID: &str = "0c6d3ad9-5f3c-4b8e-9c1e-2f7f1d8a6b11";
+
+#[test]
+fn job_like_kubectl_create_job() {
+    // The body `kubectl create job hello --image=busybox -- echo hi` sends.
+    let j = created_job(json!({"apiVersion":"batch/v1","kind":"Job",
+        "metadata":{"name":"hello","namespace":"default","uid":UID},
+        "spec":{"template":{"metadata":{},"spec":{"containers":[{"name":"hello","image":"busybox","command":["echo","hi"]}],
+            "restartPolicy":"Never"}}}}));
+    let generated = json!({
+        "batch.kubernetes.io/controller-uid": UID,
+        "batch.kubernetes.io/job-name": "hello",
+        "controller-uid": UID,
+        "job-name": "hello",
+    });
+    assert_eq!(
+        j["spec"],
+        json!({
+            "backoffLimit": 6,
+            "completionMode": "NonIndexed",
+            "completions": 1,
+            "manualSelector": false,
+            "parallelism": 1,
+            "podReplacementPolicy": "TerminatingOrFailed",
+            "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": UID}},
+            "suspend": false,
+            "template": {"metadata": {"labels": generated}, "spec": {
+                "containers": [{"command": ["echo", "hi"], "image": "busybox", "imagePullPolicy": "Always",
+                    "name": "hello", "resources": {}, "terminationMessagePath": "/dev/termination-log",
+                    "terminationMessagePolicy": "File"}],
+                "dnsPolicy": "ClusterFirst", "restartPolicy": "Never", "schedulerName": "default-scheduler",
+                "securityContext": {}, "terminationGracePeriodSeconds": 30}}
+        })
+    );
+    // The Job's own labels default to its (generated) template labels.
+    assert_eq!(j["metadata"]["labels"], generated);
+}
+
+#[test]
+fn job_defaults_keep_what_is_set() {
+    // Parallelism alone leaves completions unset (a work queue).
+    let j = created_job(
+        json!({"metadata":{"name":"q","uid":UID,"labels":{"team":"a"}},
+        "spec":{"parallelism":3,"template":{"metadata":{"labels":{"app":"q"}},
+            "spec":{"restartPolicy":"OnFailure","containers":[{"name":"c","image":"busybox:1.36"}]}}}}),
+    );
+    assert_eq!(j["spec"]["parallelism"], 3);
+    assert!(j["spec"].get("completions").is_none(), "{}", j["spec"]);
+    // Own labels are kept; user template labels stay next to the generated ones.
+    assert_eq!(j["metadata"]["labels"], json!({"team": "a"}));
+    assert_eq!(j["spec"]["template"]["metadata"]["labels"]["app"], "q");
+    assert_eq!(j["spec"]["template"]["metadata"]["labels"]["job-name"], "q");
+    // A restartPolicy left out is defaulted to Always like any pod spec (validation rejects it).
+    let j = created_job(json!({"metadata":{"name":"x","uid":UID},
+        "spec":{"completions":0,"backoffLimit":0,"suspend":true,"completionMode":"Indexed",
+            "podFailurePolicy":{"rules":[{"action":"Ignore","onPodConditions":[{"type":"DisruptionTarget"}]}]},
+            "template":{"spec":{"containers":[{"name":"c","image":"i"}]}}}}));
+    assert_eq!(j["spec"]["completions"], 0);
+    assert_eq!(j["spec"]["parallelism"], 1);
+    assert_eq!(j["spec"]["backoffLimit"], 0);
+    assert_eq!(j["spec"]["suspend"], true);
+    assert_eq!(j["spec"]["completionMode"], "Indexed");
+    assert_eq!(j["spec"]["podReplacementPolicy"], "Failed");
+    assert_eq!(
+        j["spec"]["podFailurePolicy"]["rules"][0]["onPodConditions"][0]["status"],
+        "True"
+    );
+    assert_eq!(j["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    // A per-index limit turns the global one off.
+    let j = created_job(json!({"metadata":{"name":"x","uid":UID},
+        "spec":{"completions":2,"completionMode":"Indexed","backoffLimitPerIndex":1,
+            "template":{"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}}));
+    assert_eq!(j["spec"]["backoffLimit"], 2147483647);
+}
+
+#[test]
+fn job_selector_generation() {
+    // User labels that collide are kept (validation then reports them), the selector gains
+    // the uid label next to what was given.
+    let j = created_job(json!({"metadata":{"name":"a","uid":UID},
+        "spec":{"selector":{"matchLabels":{"x":"y"}},
+            "template":{"metadata":{"labels":{"job-name":"other","x":"y"}},
+            "spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}}));
+    assert_eq!(
+        j["spec"]["selector"],
+        json!({"matchLabels":{"x":"y","batch.kubernetes.io/controller-uid":UID}})
+    );
+    assert_eq!(
+        j["spec"]["template"]["metadata"]["labels"]["job-name"],
+        "other"
+    );
+    // manualSelector: the user's selector and labels are left alone.
+    let j = created_job(json!({"metadata":{"name":"m","uid":UID},
+        "spec":{"manualSelector":true,"selector":{"matchLabels":{"app":"m"}},
+            "template":{"metadata":{"labels":{"app":"m"}},
+            "spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}}));
+    assert_eq!(j["spec"]["selector"], json!({"matchLabels":{"app":"m"}}));
+    assert_eq!(
+        j["spec"]["template"]["metadata"]["labels"],
+        json!({"app":"m"})
+    );
+    // Defaulting alone (updates) never generates a selector.
+    let info = by_kind("batch/v1", "Job").expect("job");
+    let mut u =
+        json!({"metadata":{"name":"u","uid":UID},"spec":{"template":{"spec":{"containers":[]}}}});
+    apply_defaults(info, &mut u);
+    assert!(u["spec"].get("selector").is_none());
+}

@@ -173,3 +173,37 @@ fn served_resources_all_have_documents_and_gvk_schemas() {
     }
     assert!(v3_document("apis/nope/v1").is_none());
 }
+
+#[test]
+fn batch_v1_document_serves_jobs() {
+    use skiff_api::openapi::{v3_document, v3_index};
+    let idx = v3_index();
+    let url = idx["paths"]["apis/batch/v1"]["serverRelativeURL"]
+        .as_str()
+        .expect("batch/v1 listed");
+    assert!(url.starts_with("/openapi/v3/apis/batch/v1?hash="), "{url}");
+    let doc = v3_document("apis/batch/v1").expect("document");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["io.k8s.api.batch.v1.Job"]["x-kubernetes-group-version-kind"],
+        serde_json::json!([{"group": "batch", "version": "v1", "kind": "Job"}])
+    );
+    // kubectl apply's strict validation probe and `kubectl explain job.spec.backoffLimit`.
+    let patch = &doc["paths"]["/apis/batch/v1/namespaces/{namespace}/jobs/{name}"]["patch"];
+    assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Job");
+    assert!(patch["parameters"]
+        .as_array()
+        .expect("params")
+        .iter()
+        .any(|p| p["name"] == "fieldValidation"));
+    assert_eq!(
+        schemas["io.k8s.api.batch.v1.JobSpec"]["properties"]["backoffLimit"]["type"],
+        "integer"
+    );
+    assert_eq!(
+        schemas["io.k8s.api.batch.v1.JobStatus"]["properties"]["conditions"]
+            ["x-kubernetes-list-type"],
+        "atomic"
+    );
+    assert!(doc["paths"]["/apis/batch/v1/namespaces/{namespace}/jobs"]["post"].is_object());
+}

@@ -296,3 +296,170 @@ fn rejects_garbage() {
     let err = decode(&envelope("v1", "Widget", Vec::new())).expect_err("unknown kind");
     assert!(err.message.contains("Widget"), "{}", err.message);
 }
+
+#[test]
+fn job_like_kubectl_create_job() {
+    // `kubectl create job hello --image=busybox -- echo hi` (1.32+): Go writes every non-pointer
+    // field, so zeros of those (and empty structs) arrive explicitly and must read as unset.
+    use k8s_pb::api::batch::v1 as batch;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    let empty_meta = || meta::ObjectMeta {
+        name: Some(String::new()),
+        generate_name: Some(String::new()),
+        namespace: Some(String::new()),
+        uid: Some(String::new()),
+        resource_version: Some(String::new()),
+        generation: Some(0),
+        creation_timestamp: Some(meta::Time::default()),
+        ..Default::default()
+    };
+    let job = batch::Job {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("hello".into()),
+            ..empty_meta()
+        }),
+        spec: Some(batch::JobSpec {
+            template: Some(core::PodTemplateSpec {
+                metadata: Some(empty_meta()),
+                spec: Some(core::PodSpec {
+                    containers: vec![core::Container {
+                        name: Some("hello".into()),
+                        image: Some("busybox".into()),
+                        command: vec!["echo".into(), "hi".into()],
+                        working_dir: Some(String::new()),
+                        termination_message_path: Some(String::new()),
+                        image_pull_policy: Some(String::new()),
+                        stdin: Some(false),
+                        tty: Some(false),
+                        resources: Some(core::ResourceRequirements::default()),
+                        ..Default::default()
+                    }],
+                    restart_policy: Some("Never".into()),
+                    dns_policy: Some(String::new()),
+                    service_account_name: Some(String::new()),
+                    node_name: Some(String::new()),
+                    host_network: Some(false),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        status: Some(batch::JobStatus {
+            active: Some(0),
+            succeeded: Some(0),
+            failed: Some(0),
+            completed_indexes: Some(String::new()),
+            ..Default::default()
+        }),
+    };
+    let got = decode(&envelope("batch/v1", "Job", job.encode_to_vec())).expect("decodes");
+    assert_eq!(
+        got,
+        json!({"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"hello"},
+            "spec":{"template":{"spec":{
+                "containers":[{"name":"hello","image":"busybox","command":["echo","hi"]}],
+                "restartPolicy":"Never"}}}})
+    );
+}
+
+#[test]
+fn job_pointer_fields_and_policies() {
+    use k8s_pb::api::batch::v1 as batch;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    let job = batch::Job {
+        spec: Some(batch::JobSpec {
+            parallelism: Some(0),
+            completions: Some(5),
+            active_deadline_seconds: Some(600),
+            backoff_limit: Some(0),
+            backoff_limit_per_index: Some(1),
+            max_failed_indexes: Some(2),
+            selector: Some(meta::LabelSelector {
+                match_labels: [("app".to_string(), "q".to_string())].into(),
+                match_expressions: vec![],
+            }),
+            manual_selector: Some(true),
+            ttl_seconds_after_finished: Some(0),
+            completion_mode: Some("Indexed".into()),
+            suspend: Some(false),
+            pod_replacement_policy: Some("Failed".into()),
+            managed_by: Some("example.com/queue".into()),
+            pod_failure_policy: Some(batch::PodFailurePolicy {
+                rules: vec![
+                    batch::PodFailurePolicyRule {
+                        action: Some("FailJob".into()),
+                        on_exit_codes: Some(batch::PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some("main".into()),
+                            operator: Some("In".into()),
+                            values: vec![1, 42],
+                        }),
+                        on_pod_conditions: vec![],
+                    },
+                    batch::PodFailurePolicyRule {
+                        action: Some("Ignore".into()),
+                        on_exit_codes: None,
+                        on_pod_conditions: vec![batch::PodFailurePolicyOnPodConditionsPattern {
+                            r#type: Some("DisruptionTarget".into()),
+                            status: Some("True".into()),
+                        }],
+                    },
+                ],
+            }),
+            success_policy: Some(batch::SuccessPolicy {
+                rules: vec![batch::SuccessPolicyRule {
+                    succeeded_indexes: Some("0-2".into()),
+                    succeeded_count: Some(2),
+                }],
+            }),
+            ..Default::default()
+        }),
+        status: Some(batch::JobStatus {
+            conditions: vec![batch::JobCondition {
+                r#type: Some("Complete".into()),
+                status: Some("True".into()),
+                reason: Some("Done".into()),
+                message: Some(String::new()),
+                last_probe_time: Some(meta::Time::default()),
+                last_transition_time: Some(meta::Time {
+                    seconds: Some(1_700_000_000),
+                    nanos: Some(0),
+                }),
+            }],
+            start_time: Some(meta::Time {
+                seconds: Some(1_699_999_990),
+                nanos: Some(0),
+            }),
+            active: Some(0),
+            succeeded: Some(3),
+            ready: Some(0),
+            terminating: Some(0),
+            failed_indexes: Some(String::new()),
+            uncounted_terminated_pods: Some(batch::UncountedTerminatedPods {
+                succeeded: vec!["u1".into()],
+                failed: vec![],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let got = decode(&envelope("batch/v1", "Job", job.encode_to_vec())).expect("decodes");
+    assert_eq!(
+        got["spec"],
+        json!({"parallelism":0,"completions":5,"activeDeadlineSeconds":600,"backoffLimit":0,
+            "backoffLimitPerIndex":1,"maxFailedIndexes":2,"selector":{"matchLabels":{"app":"q"}},
+            "manualSelector":true,"ttlSecondsAfterFinished":0,"completionMode":"Indexed","suspend":false,
+            "podReplacementPolicy":"Failed","managedBy":"example.com/queue",
+            "podFailurePolicy":{"rules":[
+                {"action":"FailJob","onExitCodes":{"containerName":"main","operator":"In","values":[1,42]}},
+                {"action":"Ignore","onPodConditions":[{"type":"DisruptionTarget","status":"True"}]}]},
+            "successPolicy":{"rules":[{"succeededIndexes":"0-2","succeededCount":2}]}})
+    );
+    assert_eq!(
+        got["status"],
+        json!({"conditions":[{"type":"Complete","status":"True","reason":"Done",
+                "lastTransitionTime":"2023-11-14T22:13:20Z"}],
+            "startTime":"2023-11-14T22:13:10Z","succeeded":3,"ready":0,"terminating":0,"failedIndexes":"",
+            "uncountedTerminatedPods":{"succeeded":["u1"]}})
+    );
+}

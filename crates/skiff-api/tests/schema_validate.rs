@@ -323,3 +323,327 @@ fn unknown_fields_like_transcript_73d() {
         "readinessProbe":{"httpGet":{"port":"http"}}}]}});
     assert!(unknown_fields(info("v1", "Pod"), &ok).is_empty());
 }
+
+const UID: &str = "7f1d2c3b-0000-4000-8000-000000000001";
+
+/// A Job as the server stores it after create (generated selector and labels, defaults).
+fn job() -> Value {
+    let mut j = json!({"apiVersion":"batch/v1","kind":"Job",
+        "metadata":{"name":"pi","namespace":"default","uid":UID},
+        "spec":{"template":{"spec":{"restartPolicy":"Never",
+            "containers":[{"name":"pi","image":"perl","command":["perl","-e","1"]}]}}}});
+    let info = info("batch/v1", "Job");
+    skiff_api::defaults::prepare_create(info, &mut j);
+    skiff_api::defaults::apply_defaults(info, &mut j);
+    j
+}
+
+fn job_causes(v: &Value, old: Option<&Value>) -> Vec<(String, String, String)> {
+    causes("batch/v1", "Job", v, old)
+}
+
+fn cause(reason: &str, field: &str, message: &str) -> (String, String, String) {
+    (reason.into(), field.into(), message.into())
+}
+
+#[test]
+fn job_restart_policy_must_be_on_failure_or_never() {
+    assert_eq!(job_causes(&job(), None), vec![]);
+    let mut j = job();
+    j["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+    let err = validate(info("batch/v1", "Job"), &j, None).expect_err("invalid");
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        "Job.batch \"pi\" is invalid: spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\""
+    );
+    j["spec"]["template"]["spec"]["restartPolicy"] = json!("Sometimes");
+    let c = job_causes(&j, None);
+    assert!(
+        c.contains(&cause(
+            "FieldValueNotSupported",
+            "spec.template.spec.restartPolicy",
+            "Unsupported value: \"Sometimes\": supported values: \"OnFailure\", \"Never\""
+        )),
+        "{c:?}"
+    );
+    // podFailurePolicy needs Never.
+    let mut j = job();
+    j["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+    j["spec"]["podFailurePolicy"] =
+        json!({"rules":[{"action":"FailJob","onExitCodes":{"operator":"In","values":[42]}}]});
+    j["spec"]["podReplacementPolicy"] = json!("Failed");
+    assert_eq!(
+        job_causes(&j, None),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.template.spec.restartPolicy",
+            "Invalid value: \"OnFailure\": only \"Never\" is supported when podFailurePolicy is specified"
+        )]
+    );
+}
+
+#[test]
+fn job_spec_fields() {
+    let mut j = job();
+    j["spec"]["parallelism"] = json!(-1);
+    j["spec"]["backoffLimit"] = json!(-2);
+    j["spec"]["completionMode"] = json!("Sometimes");
+    j["spec"]["podReplacementPolicy"] = json!("Never");
+    let c = job_causes(&j, None);
+    assert_eq!(
+        c,
+        vec![
+            cause("FieldValueInvalid", "spec.parallelism", "Invalid value: -1: must be greater than or equal to 0"),
+            cause("FieldValueInvalid", "spec.backoffLimit", "Invalid value: -2: must be greater than or equal to 0"),
+            cause("FieldValueNotSupported", "spec.completionMode", "Unsupported value: \"Sometimes\": supported values: \"NonIndexed\", \"Indexed\""),
+            cause("FieldValueNotSupported", "spec.podReplacementPolicy", "Unsupported value: \"Never\": supported values: \"Failed\", \"TerminatingOrFailed\""),
+        ]
+    );
+    // Indexed needs completions; per-index limits need Indexed.
+    let mut j = job();
+    j["spec"]["completionMode"] = json!("Indexed");
+    j["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("completions");
+    assert_eq!(
+        job_causes(&j, None),
+        vec![cause(
+            "FieldValueRequired",
+            "spec.completions",
+            "Required value: when completion mode is Indexed"
+        )]
+    );
+    let mut j = job();
+    j["spec"]["backoffLimitPerIndex"] = json!(1);
+    assert_eq!(
+        job_causes(&j, None),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.backoffLimitPerIndex",
+            "Invalid value: 1: requires indexed completion mode"
+        )]
+    );
+    // Pod failure policy rules.
+    let mut j = job();
+    j["spec"]["podReplacementPolicy"] = json!("Failed");
+    j["spec"]["podFailurePolicy"] = json!({"rules":[
+        {"action":"Explode","onExitCodes":{"operator":"In","values":[3,0,3]}},
+        {"action":"Ignore"}]});
+    let c = job_causes(&j, None);
+    for want in [
+        cause("FieldValueNotSupported", "spec.podFailurePolicy.rules[0].action", "Unsupported value: \"Explode\": supported values: \"Count\", \"FailIndex\", \"FailJob\", \"Ignore\""),
+        cause("FieldValueInvalid", "spec.podFailurePolicy.rules[0].onExitCodes.values[1]", "Invalid value: 0: must not be 0 for the In operator"),
+        cause("FieldValueDuplicate", "spec.podFailurePolicy.rules[0].onExitCodes.values[2]", "Duplicate value: 3"),
+        cause("FieldValueInvalid", "spec.podFailurePolicy.rules[0].onExitCodes.values", "Invalid value: [3,0,3]: must be ordered"),
+        cause("FieldValueInvalid", "spec.podFailurePolicy.rules[1]", "Invalid value: specifying one of OnExitCodes and OnPodConditions is required"),
+    ] {
+        assert!(c.contains(&want), "{want:?} not in {c:?}");
+    }
+    // Success policies need Indexed jobs and valid index lists.
+    let mut j = job();
+    j["spec"]["completionMode"] = json!("Indexed");
+    j["spec"]["completions"] = json!(5);
+    j["spec"]["successPolicy"] = json!({"rules":[{"succeededIndexes":"0,2-9"},{"succeededIndexes":"1-3","succeededCount":4}]});
+    assert_eq!(
+        job_causes(&j, None),
+        vec![
+            cause("FieldValueInvalid", "spec.successPolicy.rules[0].succeededIndexes", "Invalid value: \"0,2-9\": error parsing succeededIndexes: too large index: \"9\""),
+            cause("FieldValueInvalid", "spec.successPolicy.rules[1].succeededCount", "Invalid value: 4: must be less than or equal to 3 (the number of indexes in the specified succeededIndexes field)"),
+        ]
+    );
+}
+
+#[test]
+fn job_selector_and_generated_labels() {
+    // Labels the server generated must stay as generated.
+    let mut j = job();
+    j["spec"]["template"]["metadata"]["labels"]["job-name"] = json!("other");
+    let c = job_causes(&j, None);
+    assert!(
+        c.iter().any(|(r, f, m)| r == "FieldValueInvalid"
+            && f == "spec.template.metadata.labels[job-name]"
+            && m.ends_with(": must be 'pi'")),
+        "{c:?}"
+    );
+    let mut j = job();
+    j["spec"]["template"]["metadata"]["labels"]
+        .as_object_mut()
+        .expect("labels")
+        .remove("batch.kubernetes.io/controller-uid");
+    let c = job_causes(&j, None);
+    assert!(
+        c.contains(&cause(
+            "FieldValueRequired",
+            "spec.template.metadata.labels[batch.kubernetes.io/controller-uid]",
+            &format!("Required value: {UID}")
+        )),
+        "{c:?}"
+    );
+    // The selector must select the template (manual selectors included).
+    let mut j = job();
+    j["spec"]["manualSelector"] = json!(true);
+    j["spec"]["selector"] = json!({"matchLabels":{"app":"nope"}});
+    let c = job_causes(&j, None);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].1, "spec.template.metadata.labels");
+    assert!(
+        c[0].2
+            .ends_with("`selector` does not match template `labels`"),
+        "{c:?}"
+    );
+    // A generated-selector Job whose selector is not the generated one.
+    let mut j = job();
+    j["spec"]["template"]["metadata"]["labels"]["app"] = json!("x");
+    j["spec"]["selector"] = json!({"matchLabels":{"app":"x"}});
+    let c = job_causes(&j, None);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].1, "spec.selector");
+    assert!(c[0].2.ends_with("`selector` not auto-generated"), "{c:?}");
+    // manualSelector without any selector.
+    let mut j = job();
+    j["spec"]["manualSelector"] = json!(true);
+    j["spec"].as_object_mut().expect("spec").remove("selector");
+    assert_eq!(
+        job_causes(&j, None),
+        vec![cause(
+            "FieldValueRequired",
+            "spec.selector",
+            "Required value"
+        )]
+    );
+}
+
+#[test]
+fn job_update_immutability() {
+    let old = job();
+    // Metadata and mutable spec fields may change.
+    let mut j = old.clone();
+    j["metadata"]["labels"]["extra"] = json!("1");
+    j["spec"]["parallelism"] = json!(4);
+    j["spec"]["suspend"] = json!(true);
+    j["spec"]["backoffLimit"] = json!(1);
+    assert_eq!(job_causes(&j, Some(&old)), vec![]);
+    // Selector, template and completions may not.
+    let mut j = old.clone();
+    j["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"] = json!("x");
+    j["spec"]["template"]["spec"]["containers"][0]["image"] = json!("perl:5");
+    j["spec"]["completions"] = json!(3);
+    let c = job_causes(&j, Some(&old));
+    let fields: Vec<&str> = c
+        .iter()
+        .filter(|(_, _, m)| m.ends_with("field is immutable"))
+        .map(|(_, f, _)| f.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["spec.completions", "spec.selector", "spec.template"],
+        "{c:?}"
+    );
+    assert!(c.contains(&cause(
+        "FieldValueInvalid",
+        "spec.completions",
+        "Invalid value: 3: field is immutable"
+    )));
+    // A suspended Job that never started may change its scheduling directives only.
+    let mut suspended = old.clone();
+    suspended["spec"]["suspend"] = json!(true);
+    let mut j = suspended.clone();
+    j["spec"]["template"]["spec"]["nodeSelector"] = json!({"disk":"ssd"});
+    j["spec"]["template"]["spec"]["tolerations"] = json!([{"key":"k","operator":"Exists"}]);
+    assert_eq!(job_causes(&j, Some(&suspended)), vec![]);
+    j["spec"]["template"]["spec"]["containers"][0]["image"] = json!("perl:5");
+    assert_eq!(job_causes(&j, Some(&suspended)).len(), 1);
+    // Once it has started, not even those.
+    suspended["status"] = json!({"startTime":"2026-01-01T00:00:00Z"});
+    let mut j = suspended.clone();
+    j["spec"]["template"]["spec"]["nodeSelector"] = json!({"disk":"ssd"});
+    let c = job_causes(&j, Some(&suspended));
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].1, "spec.template");
+}
+
+#[test]
+fn job_status_transitions() {
+    let mut old = job();
+    old["status"] =
+        json!({"startTime":"2026-01-01T00:00:00Z","active":1,"succeeded":0,"failed":1,"ready":0});
+    let with_status = |s: Value| {
+        let mut j = old.clone();
+        j["status"] = s;
+        j
+    };
+    // The controller's normal path: a pod succeeds, the Job completes.
+    let done = with_status(
+        json!({"startTime":"2026-01-01T00:00:00Z","completionTime":"2026-01-01T00:00:07Z",
+        "active":0,"succeeded":1,"failed":1,"ready":0,"uncountedTerminatedPods":{},
+        "conditions":[{"type":"SuccessCriteriaMet","status":"True"},{"type":"Complete","status":"True"}]}),
+    );
+    assert_eq!(job_causes(&done, Some(&old)), vec![]);
+    // Complete needs a completion time and no active pods; counters only grow.
+    let bad = with_status(
+        json!({"startTime":"2026-01-01T00:00:00Z","active":1,"succeeded":1,"failed":0,
+        "conditions":[{"type":"Complete","status":"True"}]}),
+    );
+    assert_eq!(
+        job_causes(&bad, Some(&old)),
+        vec![
+            cause(
+                "FieldValueInvalid",
+                "status.failed",
+                "Invalid value: 0: cannot decrease the failed counter"
+            ),
+            cause(
+                "FieldValueRequired",
+                "status.completionTime",
+                "Required value: completionTime is required for Complete jobs"
+            ),
+            cause(
+                "FieldValueInvalid",
+                "status.active",
+                "Invalid value: 1: active>0 is invalid for finished job"
+            ),
+        ]
+    );
+    // A finished Job stays finished.
+    let reopened = {
+        let mut j = done.clone();
+        j["status"]["conditions"] = json!([{"type":"SuccessCriteriaMet","status":"True"}]);
+        j["status"]
+            .as_object_mut()
+            .expect("status")
+            .remove("completionTime");
+        j
+    };
+    let c = job_causes(&reopened, Some(&done));
+    assert!(
+        c.contains(&cause(
+            "FieldValueInvalid",
+            "status.conditions",
+            "Invalid value: cannot disable the terminal Complete=True condition"
+        )),
+        "{c:?}"
+    );
+    let neg = with_status(json!({"startTime":"2026-01-01T00:00:00Z","active":-1,"failed":1}));
+    assert_eq!(
+        job_causes(&neg, Some(&old)),
+        vec![cause(
+            "FieldValueInvalid",
+            "status.active",
+            "Invalid value: -1: must be greater than or equal to 0"
+        )]
+    );
+}
+
+#[test]
+fn job_unknown_fields() {
+    let mut j = job();
+    assert!(unknown_fields(info("batch/v1", "Job"), &j).is_empty());
+    j["spec"]["completion"] = json!(2);
+    j["spec"]["template"]["spec"]["restartPolicyy"] = json!("Never");
+    assert_eq!(
+        unknown_fields(info("batch/v1", "Job"), &j),
+        vec!["spec.completion", "spec.template.spec.restartPolicyy"]
+    );
+}

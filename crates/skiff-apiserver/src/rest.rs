@@ -436,6 +436,8 @@ pub(crate) fn prepare_create(ctx: &Ctx, obj: &mut Value, record: bool) -> ApiRes
             l.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
     }
+    // Needs the uid assigned above (Job selector generation).
+    skiff_api::defaults::prepare_create(info, obj);
     skiff_api::defaults::apply_defaults(info, obj);
     if info.kind == "Pod" && info.group.is_empty() {
         add_default_tolerations(obj, ctx.st.default_toleration_seconds);
@@ -1182,6 +1184,12 @@ pub(crate) fn delete_opts(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOpts> {
     }
     if let Some(p) = ctx.query.get("propagationPolicy") {
         o.propagation = Some(p.to_string());
+    } else if o.propagation.is_none() {
+        match ctx.query.get("orphanDependents") {
+            Some("true") => o.propagation = Some("Orphan".into()),
+            Some("false") => o.propagation = Some("Background".into()),
+            _ => {}
+        }
     }
     if let Some(p) = &o.propagation {
         if !matches!(p.as_str(), "Foreground" | "Background" | "Orphan") {
@@ -1199,8 +1207,10 @@ pub(crate) fn from_delete_options_json(o: &mut DeleteOpts, v: &Value) {
     }
     if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
         o.propagation = Some(p.to_string());
-    } else if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
-        o.propagation = Some("Orphan".into());
+    } else if let Some(orphan) = v.get("orphanDependents").and_then(Value::as_bool) {
+        // An explicit `false` overrides a resource's orphaning default.
+        let policy = if orphan { "Orphan" } else { "Background" };
+        o.propagation = Some(policy.into());
     }
     if let Some(u) = v.pointer("/preconditions/uid").and_then(Value::as_str) {
         o.uid = Some(u.to_string());
@@ -1287,6 +1297,14 @@ pub(crate) async fn delete_object(ctx: &Ctx, name: &str, opts: &DeleteOpts) -> A
             let gc_finalizer = match opts.propagation.as_deref() {
                 Some("Foreground") => Some("foregroundDeletion"),
                 Some("Orphan") => Some("orphan"),
+                // No policy: a GC finalizer already there decides, else the resource default.
+                None if ctx.info.orphans_by_default()
+                    && !fins
+                        .iter()
+                        .any(|f| f == "orphan" || f == "foregroundDeletion") =>
+                {
+                    Some("orphan")
+                }
                 _ => None,
             };
             if let Some(f) = gc_finalizer {

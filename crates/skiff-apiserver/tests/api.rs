@@ -522,3 +522,345 @@ async fn compacted_watch_is_expired() {
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
 }
+
+// ---- batch/v1 Jobs ----
+
+fn job(name: &str, restart_policy: &str) -> k8s_openapi::api::batch::v1::Job {
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"restartPolicy": restart_policy,
+            "containers": [{"name": "pi", "image": "perl:5.34", "command": ["perl", "-e", "1"]}]}}}
+    }))
+    .unwrap()
+}
+
+/// The generated selector and template labels carry the uid the server assigned.
+fn assert_generated(j: &Value, name: &str) {
+    let uid = j["metadata"]["uid"].as_str().expect("uid");
+    assert!(!uid.is_empty());
+    assert_eq!(
+        j["spec"]["selector"],
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+    );
+    let labels = json!({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid, "job-name": name});
+    assert_eq!(j["spec"]["template"]["metadata"]["labels"], labels);
+    assert_eq!(j["metadata"]["labels"], labels);
+}
+
+#[tokio::test]
+async fn job_create_defaults_validation_and_updates() {
+    use k8s_openapi::api::batch::v1::Job;
+    let t = start().await;
+    let api: Api<Job> = Api::namespaced(t.client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &job("pi", "Never"))
+        .await
+        .unwrap();
+    let v = serde_json::to_value(&created).unwrap();
+    assert_generated(&v, "pi");
+    let spec = &v["spec"];
+    assert_eq!(
+        (
+            &spec["parallelism"],
+            &spec["completions"],
+            &spec["backoffLimit"],
+            &spec["completionMode"],
+            &spec["suspend"],
+            &spec["manualSelector"],
+            &spec["podReplacementPolicy"],
+        ),
+        (
+            &json!(1),
+            &json!(1),
+            &json!(6),
+            &json!("NonIndexed"),
+            &json!(false),
+            &json!(false),
+            &json!("TerminatingOrFailed")
+        )
+    );
+    assert_eq!(created.metadata.generation, Some(1));
+    // What a later GET returns is what was stored.
+    assert_eq!(
+        serde_json::to_value(api.get("pi").await.unwrap()).unwrap()["spec"],
+        v["spec"]
+    );
+
+    // restartPolicy Always (or left out, which defaults to Always) is 422 and stores nothing.
+    for rp in ["Always", ""] {
+        let mut bad = job("bad", rp);
+        if rp.is_empty() {
+            bad.spec
+                .as_mut()
+                .unwrap()
+                .template
+                .spec
+                .as_mut()
+                .unwrap()
+                .restart_policy = None;
+        }
+        let err = api.create(&PostParams::default(), &bad).await.unwrap_err();
+        let kube::Error::Api(s) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{s:?}");
+        assert_eq!(
+            s.message,
+            "Job.batch \"bad\" is invalid: spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\""
+        );
+    }
+    assert_eq!(status_code(&api.get("bad").await.unwrap_err()), Some(404));
+
+    // Selector and template are immutable; labels and parallelism are not.
+    for patch in [
+        json!({"spec": {"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "other"}}}}),
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "pi", "image": "perl:5.36"}]}}}}),
+        json!({"spec": {"completions": 3}}),
+    ] {
+        let err = api
+            .patch("pi", &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .unwrap_err();
+        let kube::Error::Api(s) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(s.code, 422, "{patch}: {s:?}");
+        assert!(s.message.contains("field is immutable"), "{}", s.message);
+    }
+    let patched = api
+        .patch(
+            "pi",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"team": "a"}}, "spec": {"parallelism": 2}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.as_ref().unwrap().parallelism, Some(2));
+    assert_eq!(patched.metadata.generation, Some(2));
+
+    // A full PUT of the stored object (what `kubectl replace` does) is accepted as is.
+    let mut current = api.get("pi").await.unwrap();
+    current.metadata.annotations = Some([("note".to_string(), "x".to_string())].into());
+    api.replace("pi", &PostParams::default(), &current)
+        .await
+        .unwrap();
+
+    // Status: ignored on the main resource, written through jobs/status.
+    let p = api
+        .patch(
+            "pi",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"active": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.status.as_ref().and_then(|s| s.active), None);
+    let status = json!({"status": {"active": 1, "ready": 0, "startTime": "2026-01-01T00:00:00Z"}});
+    let s = api
+        .patch_status("pi", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    assert_eq!(s.status.as_ref().and_then(|s| s.active), Some(1));
+    assert_eq!(s.metadata.generation, Some(2));
+    // Status writes cannot change the spec.
+    let s = api
+        .patch_status(
+            "pi",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parallelism": 9}, "status": {"active": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.spec.as_ref().unwrap().parallelism, Some(2));
+    assert_eq!(s.status.as_ref().and_then(|s| s.active), Some(2));
+    // ... and get the status strategy's checks.
+    let err = api
+        .patch_status(
+            "pi",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_code(&err), Some(422));
+
+    // Table columns as upstream prints them.
+    let req = http::Request::get("/apis/batch/v1/namespaces/default/jobs")
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let table: Value = t.client.request(req).await.unwrap();
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Name",
+            "Status",
+            "Completions",
+            "Duration",
+            "Age",
+            "Containers",
+            "Images",
+            "Selector"
+        ]
+    );
+    let cells = &table["rows"][0]["cells"];
+    assert_eq!(
+        (&cells[0], &cells[1], &cells[2]),
+        (&json!("pi"), &json!("Running"), &json!("0/1"))
+    );
+    assert_eq!(cells[6], "perl:5.34");
+}
+
+/// Minimal protobuf writer for the test body (length-delimited fields only).
+fn pb(fields: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut out = Vec::new();
+    for (num, bytes) in fields {
+        varint(u64::from(*num) << 3 | 2, &mut out);
+        varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+fn s(v: &str) -> Vec<u8> {
+    v.as_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn job_protobuf_create_and_discovery() {
+    let t = start().await;
+    // `kubectl create job hello --image=busybox -- echo hi` as kubectl 1.32+ sends it.
+    let container = pb(&[
+        (1, s("hello")),
+        (2, s("busybox")),
+        (3, s("echo")),
+        (3, s("hi")),
+    ]);
+    let pod_spec = pb(&[(2, container), (3, s("Never"))]);
+    let template = pb(&[(1, pb(&[])), (2, pod_spec)]);
+    let job = pb(&[
+        (1, pb(&[(1, s("hello"))])),
+        (2, pb(&[(6, template)])),
+        (3, pb(&[])),
+    ]);
+    let envelope = pb(&[(1, pb(&[(1, s("batch/v1")), (2, s("Job"))])), (2, job)]);
+    let mut body = b"k8s\0".to_vec();
+    body.extend(envelope);
+    let req = http::Request::post(
+        "/apis/batch/v1/namespaces/default/jobs?fieldManager=kubectl-create&fieldValidation=Strict",
+    )
+    .header("Content-Type", "application/vnd.kubernetes.protobuf")
+    .header(
+        "Accept",
+        "application/vnd.kubernetes.protobuf,application/json",
+    )
+    .body(body)
+    .unwrap();
+    let created: Value = t.client.request(req).await.unwrap();
+    assert_eq!(created["kind"], "Job");
+    assert_generated(&created, "hello");
+    assert_eq!(
+        created["spec"]["template"]["spec"]["containers"][0]["command"],
+        json!(["echo", "hi"])
+    );
+    assert_eq!(created["spec"]["completions"], 1);
+    assert_eq!(created["status"], json!({}));
+
+    // Discovery: legacy and aggregated.
+    let resources = t.client.list_api_group_resources("batch/v1").await.unwrap();
+    let j = resources
+        .resources
+        .iter()
+        .find(|r| r.name == "jobs")
+        .expect("jobs");
+    assert!(
+        j.namespaced && j.kind == "Job" && j.short_names.as_deref().unwrap_or_default().is_empty()
+    );
+    assert_eq!(j.categories.as_deref(), Some(&["all".to_string()][..]));
+    assert!(resources.resources.iter().any(|r| r.name == "jobs/status"));
+    let groups = t.client.list_api_groups().await.unwrap();
+    assert!(groups.groups.iter().any(|g| g.name == "batch"
+        && g.preferred_version
+            .as_ref()
+            .map(|v| v.group_version.as_str())
+            == Some("batch/v1")));
+    let req = http::Request::get("/apis")
+        .header(
+            "Accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let body: Value = t.client.request(req).await.unwrap();
+    let batch = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "batch")
+        .expect("batch group");
+    let jobs = &batch["versions"][0]["resources"][0];
+    assert_eq!(jobs["resource"], "jobs");
+    assert_eq!(jobs["singularResource"], "job");
+    assert_eq!(jobs["categories"], json!(["all"]));
+    assert!(jobs.get("shortNames").is_none());
+    assert_eq!(
+        jobs["subresources"],
+        json!([{"subresource": "status", "responseKind": {"group": "batch", "version": "v1", "kind": "Job"},
+            "verbs": ["get", "patch", "update"]}])
+    );
+    // The OpenAPI index lists the group for kubectl's client-side validation.
+    let req = http::Request::get("/openapi/v3").body(Vec::new()).unwrap();
+    let idx: Value = t.client.request(req).await.unwrap();
+    assert!(idx["paths"]["apis/batch/v1"]["serverRelativeURL"].is_string());
+}
+
+#[tokio::test]
+async fn job_delete_orphans_unless_told_otherwise() {
+    use k8s_openapi::api::batch::v1::Job;
+    let t = start().await;
+    let api: Api<Job> = Api::namespaced(t.client.clone(), "default");
+    for name in ["a", "b"] {
+        api.create(&PostParams::default(), &job(name, "OnFailure"))
+            .await
+            .unwrap();
+    }
+    // No policy: batch/v1's default is to orphan (the garbage collector then releases the
+    // pods and removes the finalizer).
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    let a = api.get("a").await.unwrap();
+    assert!(a.metadata.deletion_timestamp.is_some());
+    assert_eq!(a.metadata.finalizers, Some(vec!["orphan".to_string()]));
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_code(&api.get("a").await.unwrap_err()), Some(404));
+    // kubectl delete sends Background: gone at once (pods are the GC's business).
+    api.delete("b", &DeleteParams::background()).await.unwrap();
+    assert_eq!(status_code(&api.get("b").await.unwrap_err()), Some(404));
+}

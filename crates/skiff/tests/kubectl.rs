@@ -601,3 +601,156 @@ fn more_of_the_acceptance_list() {
         .fails(&["get", "namespace", "doomed"])
         .contains("NotFound"));
 }
+
+/// batch/v1 Jobs through kubectl: typed create (JSON from 1.31, protobuf from 1.32), the server's
+/// generated selector, the Job table, strict `apply -f`, immutability and delete. No node agent:
+/// the Job controller's pods stay Pending, nothing runs.
+#[test]
+fn jobs_create_get_apply_and_delete() {
+    let c = Cluster::start_with("100.64.45.0/24".into(), &["--no-agent"]);
+    for (version, name) in [
+        ("1.31", "hello131"),
+        ("1.32", "hello132"),
+        ("1.33", "hello133"),
+    ] {
+        let (code, out, err) = c.kubectl_version(
+            version,
+            &["create", "job", name, "--image=busybox", "--", "echo", "hi"],
+        );
+        assert_eq!(code, 0, "kubectl {version}: {out} {err}");
+        assert!(out.contains(&format!("job.batch/{name} created")), "{out}");
+        let job = format!("job/{name}");
+        let uid = jsonpath(&c, &job, "{.metadata.uid}");
+        assert!(!uid.is_empty());
+        assert_eq!(
+            jsonpath(
+                &c,
+                &job,
+                "{.spec.selector.matchLabels.batch\\.kubernetes\\.io/controller-uid}"
+            ),
+            uid
+        );
+        assert_eq!(
+            jsonpath(&c, &job, "{.spec.template.metadata.labels.job-name}"),
+            name
+        );
+        assert_eq!(
+            jsonpath(&c, &job, "{.spec.template.spec.containers[0].command}"),
+            "[\"echo\",\"hi\"]"
+        );
+    }
+    let yaml = c.ok(&["get", "job", "hello133", "-o", "yaml"]);
+    for line in [
+        "apiVersion: batch/v1",
+        "kind: Job",
+        "backoffLimit: 6",
+        "completionMode: NonIndexed",
+        "completions: 1",
+        "parallelism: 1",
+        "manualSelector: false",
+        "suspend: false",
+        "podReplacementPolicy: TerminatingOrFailed",
+        "restartPolicy: Never",
+        "batch.kubernetes.io/controller-uid: ",
+        "batch.kubernetes.io/job-name: hello133",
+        "controller-uid: ",
+        "job-name: hello133",
+    ] {
+        assert!(yaml.contains(line), "{line:?} not in\n{yaml}");
+    }
+
+    let table = c.ok(&["get", "jobs"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("hello131 "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.get(1..3), Some(&["Running", "0/1"][..]), "{table}");
+    let wide = c.ok(&["get", "jobs", "-o", "wide"]);
+    for part in [
+        "CONTAINERS",
+        "IMAGES",
+        "SELECTOR",
+        "busybox",
+        "batch.kubernetes.io/controller-uid=",
+    ] {
+        assert!(wide.contains(part), "{wide}");
+    }
+    assert!(c.ok(&["get", "all"]).contains("job.batch/hello131"));
+    let resources = c.ok(&["api-resources", "--api-group=batch"]);
+    assert!(
+        resources.lines().any(|l| l.starts_with("jobs ")
+            && l.contains("batch/v1")
+            && l.contains("true")
+            && l.contains("Job")),
+        "{resources}"
+    );
+
+    // apply -f with strict validation: create, no-op, typo, invalid, immutable template.
+    let manifest = Cluster::manifest("job.yaml");
+    assert!(c
+        .ok(&["apply", "-f", &manifest])
+        .contains("job.batch/pi created"));
+    assert!(c
+        .ok(&["apply", "-f", &manifest])
+        .contains("job.batch/pi unchanged"));
+    assert_eq!(jsonpath(&c, "job/pi", "{.spec.backoffLimit}"), "2");
+    assert_eq!(
+        jsonpath(&c, "job/pi", "{.spec.template.metadata.labels.app}"),
+        "pi"
+    );
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let write = |name: &str, body: String| {
+        let path = c.dir.path().join(name);
+        std::fs::write(&path, body).expect("write manifest");
+        path.to_string_lossy().into_owned()
+    };
+    let typo = write(
+        "typo-job.yaml",
+        text.replace("name: pi\n", "name: typo\n")
+            .replace("backoffLimit:", "backofLimit:"),
+    );
+    let err = c.fails(&["apply", "-f", &typo]);
+    assert!(err.contains("unknown field \"spec.backofLimit\""), "{err}");
+    let always = write(
+        "always-job.yaml",
+        text.replace("name: pi\n", "name: always\n")
+            .replace("restartPolicy: Never", "restartPolicy: Always"),
+    );
+    let err = c.fails(&["apply", "-f", &always]);
+    assert!(
+        err.contains("is invalid")
+            && err.contains(
+                "spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\""
+            ),
+        "{err}"
+    );
+    assert!(c.fails(&["get", "job", "always"]).contains("NotFound"));
+    let changed = write("pi-v2.yaml", text.replace("perl:5.34", "perl:5.36"));
+    let err = c.fails(&["apply", "-f", &changed]);
+    assert!(
+        err.contains("spec.template: Invalid value") && err.contains("field is immutable"),
+        "{err}"
+    );
+    let out = c.ok(&["label", "job", "pi", "tier=batch"]);
+    assert!(out.contains("job.batch/pi labeled"), "{out}");
+
+    // kubectl delete sends propagationPolicy=Background: the Job goes at once.
+    let out = c.ok(&["delete", "job", "hello131"]);
+    assert!(out.contains("job.batch \"hello131\" deleted"), "{out}");
+    assert!(c.fails(&["get", "job", "hello131"]).contains("NotFound"));
+    let out = c.ok(&["delete", "-f", &manifest]);
+    assert!(out.contains("job.batch \"pi\" deleted"), "{out}");
+}

@@ -80,7 +80,8 @@ const fn set() -> Field {
 /// The root type of an object of `kind`.
 pub(crate) fn root(kind: &str) -> Ty {
     match kind {
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => Ty::Workload,
+        // Job: atomic selector, pod template, status conditions merged by type.
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => Ty::Workload,
         "Pod" => Ty::Pod,
         "Service" => Ty::Service,
         "Node" => Ty::Node,
