@@ -343,6 +343,32 @@ fn wait_answered_by(port: u16, pods: &[(String, String)], timeout: Duration) {
     }
 }
 
+/// Waits until node-a and the joined agent's node are Ready, each with its own pod CIDR.
+fn wait_two_nodes_ready(c: &Cluster, b: &common::cluster::Agent) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = c.ok(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}{\"\\n\"}{end}",
+        ]);
+        if out.contains("node-a=True") && out.contains(&format!("{}=True", b.name)) {
+            let cidrs: std::collections::BTreeSet<&str> =
+                out.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+            assert_eq!(cidrs.len(), 2, "each node has its own pod CIDR: {out}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never Ready: {out}\nagent log:\n{}",
+            b.name,
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// "Grow to many": a second node joins with `skiff agent` and the node token. One NodePort
 /// serves pods on both nodes; draining a node under load loses no request; when a node dies,
 /// its pods are replaced on the surviving node and the NodePort keeps answering.
@@ -368,27 +394,7 @@ fn second_node_joins_serves_drains_and_fails_over() {
     build_web_images(&c);
     let mut b = c.join_agent("node-b", &lease);
     c.copy_images(&b.data_dir, &["web:v1"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = c.ok(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}{\"\\n\"}{end}",
-        ]);
-        if out.contains("node-a=True") && out.contains("node-b=True") {
-            let cidrs: std::collections::BTreeSet<&str> =
-                out.lines().filter_map(|l| l.split(' ').nth(1)).collect();
-            assert_eq!(cidrs.len(), 2, "each node has its own pod CIDR: {out}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node-b never Ready: {out}\nagent log:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_two_nodes_ready(&c, &b);
 
     // 1. Four replicas spread over both nodes; one NodePort reaches all of them.
     let port = node_port(&c);
@@ -511,21 +517,7 @@ fn pods_on_two_hosts_share_one_network() {
     build_web_images(&c);
     let b = c.join_agent_in(Some(&other.netns), "node-b", &["--node-ip", &other.peer_ip]);
     c.copy_images(&b.data_dir, &["web:v1"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !c
-        .ok(&["get", "nodes", "--no-headers"])
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
-        .count()
-        .eq(&2)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "node-b never Ready\nagent log:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_two_nodes_ready(&c, &b);
 
     let port = node_port(&c);
     apply_web(&c, 4, port);
@@ -614,4 +606,124 @@ fn pods_on_two_hosts_share_one_network() {
         "route left: {}",
         node_routes()
     );
+}
+
+/// Jobs run pods to completion: `kubectl create job`, `kubectl wait --for=condition=complete`
+/// and `kubectl logs job/…`; a Job with completions and parallelism; a failing Job stops at its
+/// backoffLimit; a finished Job with ttlSecondsAfterFinished goes away with its pods.
+#[test]
+fn jobs_run_to_completion_fail_at_backoff_limit_and_expire() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let c = Cluster::start();
+    build_web_images(&c);
+
+    c.ok(&[
+        "create",
+        "job",
+        "hello",
+        "--image=web:v1",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo hi from a job",
+    ]);
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/hello",
+        "--timeout=60s",
+    ]);
+    let logs = c.ok(&["logs", "job/hello"]);
+    assert!(logs.contains("hi from a job"), "{logs}");
+    let table = c.ok(&["get", "job", "hello", "--no-headers"]);
+    assert!(
+        table.contains("Complete") && table.contains("1/1"),
+        "{table}"
+    );
+
+    let manifest = c.dir.path().join("jobs.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: batch
+spec:
+  completions: 3
+  parallelism: 2
+  ttlSecondsAfterFinished: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: web:v1
+        command: ["/bin/sh", "-c", "sleep 0.3; echo done"]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: broken
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: web:v1
+        command: ["/bin/sh", "-c", "exit 3"]
+"#,
+    )
+    .expect("manifest");
+    c.ok(&["apply", "-f", manifest.to_str().expect("utf8")]);
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/batch",
+        "--timeout=90s",
+    ]);
+    let succeeded = c.ok(&["get", "job", "batch", "-o", "jsonpath={.status.succeeded}"]);
+    assert_eq!(succeeded.trim(), "3");
+    c.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/broken",
+        "--timeout=90s",
+    ]);
+    let reason = c.ok(&[
+        "get",
+        "job",
+        "broken",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason} {.status.failed}",
+    ]);
+    assert_eq!(reason.trim(), "BackoffLimitExceeded 2", "{reason}");
+    let failed_pods = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "job-name=broken",
+        "-o",
+        "jsonpath={range .items[*]}{.status.phase} {end}",
+    ]);
+    assert_eq!(failed_pods.trim(), "Failed Failed", "{failed_pods}");
+
+    // ttlSecondsAfterFinished: 2 → the Job and (through the garbage collector) its pods go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, jobs, _) = c.kubectl(&["get", "jobs", "-o", "name"]);
+        let (_, pods, _) = c.kubectl(&["get", "pods", "-l", "job-name=batch", "-o", "name"]);
+        if !jobs.contains("job.batch/batch") && pods.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batch job never expired: {jobs} {pods}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(c
+        .ok(&["get", "jobs", "-o", "name"])
+        .contains("job.batch/hello"));
 }
