@@ -37,6 +37,16 @@ pub fn apply_defaults(info: &ResourceInfo, object: &mut Value) {
             }
             default(spec, "revisionHistoryLimit", json!(10));
             pod_template(spec);
+            // Go always writes these four counters (no omitempty), so clients see zeros.
+            let status = child(obj, "status");
+            for key in [
+                "currentNumberScheduled",
+                "numberMisscheduled",
+                "desiredNumberScheduled",
+                "numberReady",
+            ] {
+                default(status, key, json!(0));
+            }
         }
         ("batch", "Job") => job(obj),
         ("batch", "CronJob") => {
@@ -271,7 +281,15 @@ pub const JOB_SELECTOR_LABEL: &str = "batch.kubernetes.io/controller-uid";
 /// `generateSelector` adds `job-name`/`controller-uid` labels (both prefixed and legacy) to the
 /// template unless present, and selects `batch.kubernetes.io/controller-uid=<uid>`. Labels the
 /// user set are kept, so conflicting ones fail validation instead of being overwritten.
+///
+/// A DaemonSet starts at template generation 1 (or the annotation's value when higher, as
+/// upstream's conversion reads it back), see [`DS_TEMPLATE_GENERATION`].
 pub fn prepare_create(info: &ResourceInfo, object: &mut Value) {
+    if (info.group, info.kind) == ("apps", "DaemonSet") {
+        let generation = template_generation(object).max(1);
+        set_template_generation(object, generation);
+        return;
+    }
     if (info.group, info.kind) != ("batch", "Job") {
         return;
     }
@@ -304,6 +322,42 @@ pub fn prepare_create(info: &ResourceInfo, object: &mut Value) {
     child(selector, "matchLabels")
         .entry(JOB_SELECTOR_LABEL)
         .or_insert_with(|| json!(uid));
+}
+
+/// apps/v1 DaemonSets carry the internal `spec.templateGeneration` in this annotation (upstream's
+/// v1 conversion writes it on every read, `kubectl get ds -o yaml` shows it).
+pub const DS_TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
+/// The template generation an object's annotation names (0 when missing or not a number).
+fn template_generation(object: &Value) -> i64 {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(DS_TEMPLATE_GENERATION))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn set_template_generation(object: &mut Value, generation: i64) {
+    let Some(obj) = object.as_object_mut() else {
+        return;
+    };
+    child(child(obj, "metadata"), "annotations")
+        .insert(DS_TEMPLATE_GENERATION.into(), json!(generation.to_string()));
+}
+
+/// Update-only strategy steps (call after [`apply_defaults`], for main and status writes):
+/// a DaemonSet's template generation cannot be set by clients; it stays the stored one and
+/// grows by one exactly when `spec.template` changes (upstream's `PrepareForUpdate`).
+pub fn prepare_update(info: &ResourceInfo, old: &Value, new: &mut Value) {
+    if (info.group, info.kind) != ("apps", "DaemonSet") {
+        return;
+    }
+    let mut generation = template_generation(old);
+    if new.pointer("/spec/template") != old.pointer("/spec/template") {
+        generation += 1;
+    }
+    set_template_generation(new, generation);
 }
 
 /// Defaults `spec.template.spec` of a workload spec.

@@ -60,6 +60,19 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Images", "string", 1, "Images referenced by each container in the template."),
             ("Selector", "string", 1, "Selector is a label query over pods that should match the replica count. Label keys and values that must match in order to be controlled by this replica set. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors"),
         ],
+        "DaemonSet" => vec![
+            NAME,
+            ("Desired", "integer", 0, "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod). More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/"),
+            ("Current", "integer", 0, "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod. More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/"),
+            ("Ready", "integer", 0, "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition."),
+            ("Up-to-date", "integer", 0, "The total number of nodes that are running updated daemon pod"),
+            ("Available", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
+            ("Node Selector", "string", 0, "NodeSelector is a selector which must be true for the pod to fit on a node. Selector which must match a node's labels for the pod to be scheduled on that node. More info: https://kubernetes.io/docs/concepts/configuration/assign-pod-node/"),
+            AGE,
+            ("Containers", "string", 1, "Names of each container in the template."),
+            ("Images", "string", 1, "Images referenced by each container in the template."),
+            ("Selector", "string", 1, "A label query over pods that are managed by the daemon set. Must match in order to be controlled. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors"),
+        ],
         "Job" => vec![
             NAME,
             ("Status", "string", 0, "Status of the job."),
@@ -319,6 +332,25 @@ fn cells(info: &ResourceInfo, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
                 json!(n(obj, "/spec/replicas")),
                 json!(n(obj, "/status/replicas")),
                 json!(n(obj, "/status/readyReplicas")),
+                json!(age),
+                json!(names),
+                json!(images),
+                json!(selector_string(obj.pointer("/spec/selector"))),
+            ]
+        }
+        // `printDaemonSet`: status counters, the template's node selector.
+        "DaemonSet" => {
+            let (names, images) = container_cells(obj);
+            vec![
+                json!(name),
+                json!(n(obj, "/status/desiredNumberScheduled")),
+                json!(n(obj, "/status/currentNumberScheduled")),
+                json!(n(obj, "/status/numberReady")),
+                json!(n(obj, "/status/updatedNumberScheduled")),
+                json!(n(obj, "/status/numberAvailable")),
+                json!(format_labels(
+                    obj.pointer("/spec/template/spec/nodeSelector")
+                )),
                 json!(age),
                 json!(names),
                 json!(images),

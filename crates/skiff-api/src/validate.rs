@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::{ApiError, Cause, ResourceInfo};
 
+mod daemonset;
 mod job;
 
 /// Validates an object about to be stored (`old` = the current object for updates). Returns a
@@ -52,9 +53,8 @@ pub fn validation_causes(info: &ResourceInfo, object: &Value, old: Option<&Value
             deployment_strategy(&mut e, spec);
         }
         ("apps", "ReplicaSet") => workload(&mut e, spec, old_spec, "replicaset", true),
-        ("apps", "StatefulSet" | "DaemonSet") => {
-            workload(&mut e, spec, old_spec, "", false);
-        }
+        ("apps", "StatefulSet") => workload(&mut e, spec, old_spec, "", false),
+        ("apps", "DaemonSet") => daemonset::daemon_set(&mut e, obj, old),
         ("batch", "Job") => job::job(&mut e, obj, old),
         ("", "Pod") => {
             pod_spec(&mut e, spec, "spec");
@@ -156,6 +156,50 @@ fn go_value(v: &Value) -> String {
         }
         v => v.to_string(),
     }
+}
+
+/// `%#v` of a metav1.LabelSelector value (what upstream prints for a selector in a cause; its
+/// `String` method has a pointer receiver, so Go falls back to the struct syntax).
+fn go_label_selector(sel: &Value) -> String {
+    let labels = match sel.get("matchLabels") {
+        Some(Value::Object(m)) => {
+            let mut pairs: Vec<(&String, &str)> = m
+                .iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or("")))
+                .collect();
+            pairs.sort();
+            let parts: Vec<String> = pairs.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+            format!("map[string]string{{{}}}", parts.join(", "))
+        }
+        _ => "map[string]string(nil)".into(),
+    };
+    let exprs = match sel.get("matchExpressions") {
+        Some(Value::Array(a)) => {
+            let parts: Vec<String> = a
+                .iter()
+                .map(|x| {
+                    let values = match x.get("values") {
+                        Some(Value::Array(vs)) => {
+                            let vs: Vec<String> = vs
+                                .iter()
+                                .map(|v| format!("{:?}", v.as_str().unwrap_or("")))
+                                .collect();
+                            format!("[]string{{{}}}", vs.join(", "))
+                        }
+                        _ => "[]string(nil)".into(),
+                    };
+                    format!(
+                        "v1.LabelSelectorRequirement{{Key:{:?}, Operator:{:?}, Values:{values}}}",
+                        str_at(Some(x), "key").unwrap_or(""),
+                        str_at(Some(x), "operator").unwrap_or(""),
+                    )
+                })
+                .collect();
+            format!("[]v1.LabelSelectorRequirement{{{}}}", parts.join(", "))
+        }
+        _ => "[]v1.LabelSelectorRequirement(nil)".into(),
+    };
+    format!("v1.LabelSelector{{MatchLabels:{labels}, MatchExpressions:{exprs}}}")
 }
 
 // ---- name syntax (k8s.io/apimachinery/pkg/util/validation) ----
@@ -541,10 +585,12 @@ fn workload(e: &mut Errs, spec: Option<&Value>, old: Option<&Value>, what: &str,
                     .map_or(0, Vec::len);
             if n == 0 {
                 let kind = if what.is_empty() { "deployment" } else { what };
-                e.invalid(
+                e.invalid_omit(
                     "spec.selector",
-                    sel,
-                    &format!("empty selector is invalid for {kind}"),
+                    &format!(
+                        "{}: empty selector is invalid for {kind}",
+                        go_label_selector(sel)
+                    ),
                 );
             } else {
                 label_selector(e, sel, "spec.selector");
@@ -592,7 +638,10 @@ fn workload(e: &mut Errs, spec: Option<&Value>, old: Option<&Value>, what: &str,
     if let Some(old_sel) = old.and_then(|o| o.get("selector")) {
         if let Some(sel) = selector {
             if sel != old_sel {
-                e.invalid("spec.selector", sel, "field is immutable");
+                e.invalid_omit(
+                    "spec.selector",
+                    &format!("{}: field is immutable", go_label_selector(sel)),
+                );
             }
         }
     }

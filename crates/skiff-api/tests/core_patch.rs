@@ -342,3 +342,58 @@ fn json_patch_rollout_undo_and_errors() {
     let garbage = json_patch(&deploy(), &json!({"op":"x"})).expect_err("bad body");
     assert_eq!(garbage.code, 400);
 }
+
+#[test]
+fn daemon_set_set_image_restart_and_status_patches() {
+    let info = by_plural("apps", "v1", "daemonsets").expect("daemonsets");
+    let ds = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {
+                    "containers": [
+                        {"name": "agent", "image": "busybox:1.36", "env": [{"name": "A", "value": "1"}]},
+                        {"name": "log", "image": "fluent-bit:3"}
+                    ],
+                    "tolerations": [{"operator": "Exists"}]
+                }
+            }
+        },
+        "status": {"conditions": [{"type": "A", "status": "True"}]}
+    });
+    // `kubectl set image ds/agent agent=busybox:1.37`: containers merge by name.
+    let patch: Value = serde_json::from_str(r#"{"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"agent"},{"name":"log"}],"containers":[{"image":"busybox:1.37","name":"agent"}]}}}}"#).expect("json");
+    let out = strategic_merge_patch(info, &ds, &patch).expect("patch");
+    let cs = &out["spec"]["template"]["spec"]["containers"];
+    assert_eq!(cs[0]["image"], "busybox:1.37");
+    assert_eq!(cs[0]["env"], json!([{"name": "A", "value": "1"}]));
+    assert_eq!(cs[1], json!({"name": "log", "image": "fluent-bit:3"}));
+    // `kubectl rollout restart ds/agent`: a template annotation, everything else kept.
+    let patch: Value = serde_json::from_str(r#"{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":"2026-11-27T01:00:00Z"}}}}}"#).expect("json");
+    let out = strategic_merge_patch(info, &ds, &patch).expect("patch");
+    assert_eq!(
+        out["spec"]["template"]["metadata"],
+        json!({"labels": {"app": "agent"},
+            "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-27T01:00:00Z"}})
+    );
+    assert_eq!(
+        out["spec"]["template"]["spec"],
+        ds["spec"]["template"]["spec"]
+    );
+    // SMP merges maps (structType=atomic only matters to apply); conditions merge by type.
+    let patch = json!({"spec": {"selector": {"matchLabels": {"tier": "x"}}},
+        "status": {"conditions": [{"type": "B", "status": "False"}]}});
+    let out = strategic_merge_patch(info, &ds, &patch).expect("patch");
+    assert_eq!(
+        out["spec"]["selector"],
+        json!({"matchLabels": {"app": "agent", "tier": "x"}})
+    );
+    let conds = out["status"]["conditions"].as_array().expect("conditions");
+    assert_eq!(conds.len(), 2, "{conds:?}");
+    assert!(conds.contains(&json!({"type": "A", "status": "True"})));
+    assert!(conds.contains(&json!({"type": "B", "status": "False"})));
+}

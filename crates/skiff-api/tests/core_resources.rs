@@ -22,6 +22,7 @@ fn served_resources_have_upstream_discovery_data() {
         ),
         ("", "events", "Event", true, &["ev"][..], false),
         ("events.k8s.io", "events", "Event", true, &["ev"][..], false),
+        ("apps", "daemonsets", "DaemonSet", true, &["ds"][..], true),
         (
             "apps",
             "deployments",
@@ -67,6 +68,20 @@ fn served_resources_have_upstream_discovery_data() {
     assert_eq!(j.group_resource(), "jobs.batch");
     assert!(j.orphans_by_default());
     assert!(!d.orphans_by_default());
+    // DaemonSets: status only (no scale), Background deletion by default like upstream.
+    let ds = by_kind("apps/v1", "DaemonSet").expect("daemonset");
+    assert_eq!(ds.subresources, ["status"]);
+    assert_eq!(ds.group_resource(), "daemonsets.apps");
+    assert_eq!(ds.singular, "daemonset");
+    assert_eq!(ds.verbs.len(), 8);
+    assert!(!ds.orphans_by_default());
+    // Upstream's discovery order within apps/v1 (kubectl get all prints in this order).
+    let apps: Vec<&str> = all()
+        .iter()
+        .filter(|r| r.group == "apps")
+        .map(|r| r.plural)
+        .collect();
+    assert_eq!(apps, ["daemonsets", "deployments", "replicasets"]);
     let p = by_kind("v1", "Pod").expect("pod");
     assert_eq!(
         p.subresources,

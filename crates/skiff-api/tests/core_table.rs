@@ -571,3 +571,69 @@ fn job_rows() {
     let t = table("batch", "jobs", &[deleting]);
     assert_eq!(t["rows"][0]["cells"][1], "Terminating");
 }
+
+fn daemon_set(node_selector: Value, status: Value) -> Value {
+    json!({"metadata":{"name":"agent","namespace":"kube-system","creationTimestamp":"2026-11-27T00:10:00Z"},
+        "spec":{"selector":{"matchLabels":{"app":"agent"}},
+            "template":{"metadata":{"labels":{"app":"agent"}},
+                "spec":{"nodeSelector": node_selector,
+                    "containers":[{"name":"agent","image":"busybox:1.36"},{"name":"log","image":"fluent-bit"}]}}},
+        "status": status})
+}
+
+#[test]
+fn daemon_set_rows() {
+    let status = json!({"desiredNumberScheduled":3,"currentNumberScheduled":3,"numberReady":2,
+        "updatedNumberScheduled":1,"numberAvailable":2,"numberMisscheduled":0,"observedGeneration":2});
+    let t = table(
+        "apps",
+        "daemonsets",
+        &[daemon_set(
+            json!({"kubernetes.io/os":"linux","disk":"ssd"}),
+            status,
+        )],
+    );
+    assert_eq!(
+        headers(&t),
+        [
+            ("Name", 0),
+            ("Desired", 0),
+            ("Current", 0),
+            ("Ready", 0),
+            ("Up-to-date", 0),
+            ("Available", 0),
+            ("Node Selector", 0),
+            ("Age", 0),
+            ("Containers", 1),
+            ("Images", 1),
+            ("Selector", 1)
+        ]
+        .map(|(n, p)| (n.to_string(), p))
+    );
+    // Counters are integers (upstream column type), the node selector sorted `k=v` pairs.
+    assert_eq!(t["columnDefinitions"][1]["type"], "integer");
+    assert_eq!(t["columnDefinitions"][6]["type"], "string");
+    assert_eq!(
+        t["rows"][0]["cells"],
+        json!([
+            "agent",
+            3,
+            3,
+            2,
+            1,
+            2,
+            "disk=ssd,kubernetes.io/os=linux",
+            "60m",
+            "agent,log",
+            "busybox:1.36,fluent-bit",
+            "app=agent"
+        ])
+    );
+    assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "agent");
+    // A fresh DaemonSet: empty status is all zeros, no node selector is <none>.
+    let t = table("apps", "daemonsets", &[daemon_set(Value::Null, json!({}))]);
+    assert_eq!(
+        t["rows"][0]["cells"].as_array().expect("cells")[1..7],
+        json!([0, 0, 0, 0, 0, "<none>"]).as_array().expect("a")[..]
+    );
+}

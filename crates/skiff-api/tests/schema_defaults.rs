@@ -268,3 +268,122 @@ fn job_selector_generation() {
     apply_defaults(info, &mut u);
     assert!(u["spec"].get("selector").is_none());
 }
+
+/// The body `kubectl apply -f ds.yaml` sends for a minimal DaemonSet.
+fn bare_daemon_set() -> Value {
+    json!({"apiVersion":"apps/v1","kind":"DaemonSet",
+        "metadata":{"name":"agent","namespace":"default"},
+        "spec":{"selector":{"matchLabels":{"app":"agent"}},
+            "template":{"metadata":{"labels":{"app":"agent"}},
+                "spec":{"containers":[{"name":"agent","image":"busybox:1.36","command":["sleep","3600"]}]}}}})
+}
+
+fn created_daemon_set(mut v: Value) -> Value {
+    let info = by_kind("apps/v1", "DaemonSet").expect("served kind");
+    skiff_api::defaults::prepare_create(info, &mut v);
+    apply_defaults(info, &mut v);
+    v
+}
+
+#[test]
+fn daemon_set_like_kube_apiserver() {
+    let d = created_daemon_set(bare_daemon_set());
+    // SetDefaults_DaemonSet + the pod template defaults every workload gets.
+    assert_eq!(
+        d["spec"],
+        json!({
+            "revisionHistoryLimit": 10,
+            "selector": {"matchLabels": {"app": "agent"}},
+            "updateStrategy": {"type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {
+                "containers": [{"command": ["sleep", "3600"], "image": "busybox:1.36",
+                    "imagePullPolicy": "IfNotPresent", "name": "agent", "resources": {},
+                    "terminationMessagePath": "/dev/termination-log",
+                    "terminationMessagePolicy": "File"}],
+                "dnsPolicy": "ClusterFirst", "restartPolicy": "Always",
+                "schedulerName": "default-scheduler", "securityContext": {},
+                "terminationGracePeriodSeconds": 30}}
+        })
+    );
+    // apps/v1 shows the internal template generation as an annotation; no label defaulting.
+    assert_eq!(
+        d["metadata"]["annotations"],
+        json!({"deprecated.daemonset.template.generation": "1"})
+    );
+    assert!(d["metadata"].get("labels").is_none());
+    // The status counters Go never omits.
+    assert_eq!(
+        d["status"],
+        json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+            "desiredNumberScheduled": 0, "numberReady": 0})
+    );
+}
+
+#[test]
+fn daemon_set_defaults_keep_what_is_set() {
+    let mut v = bare_daemon_set();
+    v["spec"]["updateStrategy"] = json!({"type":"OnDelete"});
+    v["spec"]["revisionHistoryLimit"] = json!(0);
+    v["metadata"]["annotations"] = json!({"team":"infra"});
+    let d = created_daemon_set(v);
+    // OnDelete gets no rollingUpdate block.
+    assert_eq!(d["spec"]["updateStrategy"], json!({"type":"OnDelete"}));
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 0);
+    assert_eq!(
+        d["metadata"]["annotations"],
+        json!({"team":"infra","deprecated.daemonset.template.generation":"1"})
+    );
+    // A partial rolling update is completed, what is set stays.
+    let mut v = bare_daemon_set();
+    v["spec"]["updateStrategy"] = json!({"rollingUpdate":{"maxSurge":"25%"}});
+    let d = created_daemon_set(v);
+    assert_eq!(
+        d["spec"]["updateStrategy"],
+        json!({"type":"RollingUpdate","rollingUpdate":{"maxSurge":"25%","maxUnavailable":1}})
+    );
+    // A client-sent template generation is kept when it is at least 1 (upstream reads it back).
+    let mut v = bare_daemon_set();
+    v["metadata"]["annotations"] = json!({"deprecated.daemonset.template.generation":"4"});
+    let d = created_daemon_set(v);
+    assert_eq!(
+        d["metadata"]["annotations"]["deprecated.daemonset.template.generation"],
+        "4"
+    );
+}
+
+#[test]
+fn daemon_set_template_generation_on_update() {
+    let info = by_kind("apps/v1", "DaemonSet").expect("served kind");
+    let old = created_daemon_set(bare_daemon_set());
+    let update = |mut new: Value| {
+        apply_defaults(info, &mut new);
+        skiff_api::defaults::prepare_update(info, &old, &mut new);
+        new["metadata"]["annotations"]["deprecated.daemonset.template.generation"].clone()
+    };
+    // Clients cannot set it; a write that keeps the template keeps it.
+    let mut same = old.clone();
+    same["metadata"]["annotations"]["deprecated.daemonset.template.generation"] = json!("9");
+    same["spec"]["minReadySeconds"] = json!(5);
+    assert_eq!(update(same), "1");
+    // A template change (set image, rollout restart) bumps it by one.
+    let mut image = old.clone();
+    image["spec"]["template"]["spec"]["containers"][0]["image"] = json!("busybox:1.37");
+    assert_eq!(update(image), "2");
+    let mut restart = old.clone();
+    restart["spec"]["template"]["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/restartedAt":"2026-11-27T01:00:00Z"});
+    assert_eq!(update(restart), "2");
+    // Dropping the annotation (e.g. a PUT without it) brings it back.
+    let mut dropped = old.clone();
+    dropped["metadata"]
+        .as_object_mut()
+        .expect("meta")
+        .remove("annotations");
+    assert_eq!(update(dropped), "1");
+    // Other kinds are left alone.
+    let dep = by_kind("apps/v1", "Deployment").expect("deployment");
+    let mut d = json!({"metadata":{"name":"x"}});
+    skiff_api::defaults::prepare_update(dep, &old, &mut d);
+    assert_eq!(d, json!({"metadata":{"name":"x"}}));
+}

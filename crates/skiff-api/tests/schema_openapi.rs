@@ -207,3 +207,40 @@ fn batch_v1_document_serves_jobs() {
     );
     assert!(doc["paths"]["/apis/batch/v1/namespaces/{namespace}/jobs"]["post"].is_object());
 }
+
+#[test]
+fn apps_v1_document_serves_daemon_sets() {
+    use skiff_api::openapi::{v3_document, v3_index};
+    assert!(v3_index()["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("/openapi/v3/apis/apps/v1?hash=")));
+    let doc = v3_document("apis/apps/v1").expect("document");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["io.k8s.api.apps.v1.DaemonSet"]["x-kubernetes-group-version-kind"],
+        serde_json::json!([{"group": "apps", "version": "v1", "kind": "DaemonSet"}])
+    );
+    // kubectl apply's strict validation probe looks for the GVK and fieldValidation on PATCH.
+    let item = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}"];
+    assert_eq!(
+        item["patch"]["x-kubernetes-group-version-kind"]["kind"],
+        "DaemonSet"
+    );
+    assert!(item["patch"]["parameters"]
+        .as_array()
+        .expect("params")
+        .iter()
+        .any(|p| p["name"] == "fieldValidation"));
+    assert!(item["put"].is_object() && item["delete"].is_object());
+    assert!(doc["paths"]["/apis/apps/v1/namespaces/{namespace}/daemonsets"]["post"].is_object());
+    // `kubectl explain ds.spec.updateStrategy.rollingUpdate.maxSurge`.
+    let spec = &schemas["io.k8s.api.apps.v1.DaemonSetSpec"]["properties"];
+    assert!(spec["updateStrategy"].is_object() && spec["template"].is_object());
+    let ru = &schemas["io.k8s.api.apps.v1.RollingUpdateDaemonSet"]["properties"];
+    assert!(ru["maxSurge"].is_object() && ru["maxUnavailable"].is_object());
+    assert_eq!(
+        schemas["io.k8s.api.apps.v1.DaemonSetStatus"]["properties"]["conditions"]
+            ["x-kubernetes-patch-merge-key"],
+        "type"
+    );
+}

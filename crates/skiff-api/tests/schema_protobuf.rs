@@ -463,3 +463,158 @@ fn job_pointer_fields_and_policies() {
             "uncountedTerminatedPods":{"succeeded":["u1"]}})
     );
 }
+
+/// A DaemonSet as a Go typed client writes it: every non-pointer scalar present even when zero
+/// (`minReadySeconds: 0`, `updateStrategy.type: ""`, an all-zero status), pointers only when set.
+#[test]
+fn daemon_set_from_a_typed_client() {
+    use k8s_pb::api::apps::v1 as apps;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+    let zero_meta = |name: &str| meta::ObjectMeta {
+        name: Some(name.into()),
+        generate_name: Some(String::new()),
+        namespace: Some(String::new()),
+        uid: Some(String::new()),
+        resource_version: Some(String::new()),
+        generation: Some(0),
+        creation_timestamp: Some(meta::Time::default()),
+        labels: [("app".to_string(), "agent".to_string())].into(),
+        ..Default::default()
+    };
+    let container = core::Container {
+        name: Some("agent".into()),
+        image: Some("busybox:1.36".into()),
+        working_dir: Some(String::new()),
+        termination_message_path: Some(String::new()),
+        image_pull_policy: Some(String::new()),
+        stdin: Some(false),
+        tty: Some(false),
+        resources: Some(core::ResourceRequirements::default()),
+        ..Default::default()
+    };
+    let ds = apps::DaemonSet {
+        metadata: Some(zero_meta("agent")),
+        spec: Some(apps::DaemonSetSpec {
+            selector: Some(meta::LabelSelector {
+                match_labels: [("app".to_string(), "agent".to_string())].into(),
+                match_expressions: vec![],
+            }),
+            template: Some(core::PodTemplateSpec {
+                metadata: Some(zero_meta("")),
+                spec: Some(core::PodSpec {
+                    containers: vec![container],
+                    node_selector: [("kubernetes.io/os".to_string(), "linux".to_string())].into(),
+                    host_network: Some(true),
+                    restart_policy: Some(String::new()),
+                    dns_policy: Some(String::new()),
+                    ..Default::default()
+                }),
+            }),
+            update_strategy: Some(apps::DaemonSetUpdateStrategy {
+                r#type: Some(String::new()),
+                rolling_update: None,
+            }),
+            min_ready_seconds: Some(0),
+            revision_history_limit: None,
+        }),
+        status: Some(apps::DaemonSetStatus {
+            current_number_scheduled: Some(0),
+            number_misscheduled: Some(0),
+            desired_number_scheduled: Some(0),
+            number_ready: Some(0),
+            observed_generation: Some(0),
+            updated_number_scheduled: Some(0),
+            number_available: Some(0),
+            number_unavailable: Some(0),
+            collision_count: None,
+            conditions: vec![],
+        }),
+    };
+    let got = decode(&envelope("apps/v1", "DaemonSet", ds.encode_to_vec())).expect("decodes");
+    assert_eq!(
+        got,
+        json!({"apiVersion":"apps/v1","kind":"DaemonSet",
+            "metadata":{"name":"agent","labels":{"app":"agent"}},
+            "spec":{"selector":{"matchLabels":{"app":"agent"}},
+                "template":{"metadata":{"labels":{"app":"agent"}},"spec":{
+                    "containers":[{"name":"agent","image":"busybox:1.36"}],
+                    "nodeSelector":{"kubernetes.io/os":"linux"},"hostNetwork":true}}}})
+    );
+
+    // Every DaemonSet message with its upstream field numbers: strategy with int-or-string
+    // values, revisionHistoryLimit 0 (a pointer), status counters and conditions.
+    let ds = apps::DaemonSet {
+        spec: Some(apps::DaemonSetSpec {
+            update_strategy: Some(apps::DaemonSetUpdateStrategy {
+                r#type: Some("RollingUpdate".into()),
+                rolling_update: Some(apps::RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString {
+                        r#type: Some(1),
+                        int_val: Some(0),
+                        str_val: Some("10%".into()),
+                    }),
+                    max_surge: Some(IntOrString {
+                        r#type: Some(0),
+                        int_val: Some(0),
+                        str_val: Some(String::new()),
+                    }),
+                }),
+            }),
+            min_ready_seconds: Some(7),
+            revision_history_limit: Some(0),
+            ..Default::default()
+        }),
+        status: Some(apps::DaemonSetStatus {
+            current_number_scheduled: Some(2),
+            number_misscheduled: Some(1),
+            desired_number_scheduled: Some(3),
+            number_ready: Some(2),
+            observed_generation: Some(4),
+            updated_number_scheduled: Some(2),
+            number_available: Some(2),
+            number_unavailable: Some(1),
+            collision_count: Some(0),
+            conditions: vec![apps::DaemonSetCondition {
+                r#type: Some("Progressing".into()),
+                status: Some("True".into()),
+                last_transition_time: Some(meta::Time {
+                    seconds: Some(1_700_000_000),
+                    nanos: Some(0),
+                }),
+                reason: Some("Updated".into()),
+                message: Some(String::new()),
+            }],
+        }),
+        ..Default::default()
+    };
+    let got = decode(&envelope("apps/v1", "DaemonSet", ds.encode_to_vec())).expect("decodes");
+    assert_eq!(
+        got["spec"],
+        json!({"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":"10%","maxSurge":0}},
+            "minReadySeconds":7,"revisionHistoryLimit":0})
+    );
+    assert_eq!(
+        got["status"],
+        json!({"currentNumberScheduled":2,"numberMisscheduled":1,"desiredNumberScheduled":3,
+            "numberReady":2,"observedGeneration":4,"updatedNumberScheduled":2,"numberAvailable":2,
+            "numberUnavailable":1,"collisionCount":0,
+            "conditions":[{"type":"Progressing","status":"True","reason":"Updated",
+                "lastTransitionTime":"2023-11-14T22:13:20Z"}]})
+    );
+
+    // A DaemonSetList (what a typed client would PUT in a list-shaped body).
+    let list = apps::DaemonSetList {
+        metadata: Some(meta::ListMeta::default()),
+        items: vec![apps::DaemonSet {
+            metadata: Some(meta::ObjectMeta {
+                name: Some("a".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    };
+    let got = decode(&envelope("apps/v1", "DaemonSetList", list.encode_to_vec())).expect("list");
+    assert_eq!(got["items"], json!([{"metadata":{"name":"a"}}]));
+}

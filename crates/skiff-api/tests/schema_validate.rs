@@ -647,3 +647,260 @@ fn job_unknown_fields() {
         vec!["spec.completion", "spec.template.spec.restartPolicyy"]
     );
 }
+
+/// A DaemonSet as the server stores it after create (defaults applied).
+fn daemon_set() -> Value {
+    let mut d = json!({"apiVersion":"apps/v1","kind":"DaemonSet",
+        "metadata":{"name":"agent","namespace":"default"},
+        "spec":{"selector":{"matchLabels":{"app":"agent"}},
+            "template":{"metadata":{"labels":{"app":"agent"}},
+                "spec":{"containers":[{"name":"agent","image":"busybox:1.36"}]}}}});
+    let info = info("apps/v1", "DaemonSet");
+    skiff_api::defaults::prepare_create(info, &mut d);
+    skiff_api::defaults::apply_defaults(info, &mut d);
+    d
+}
+
+fn ds_causes(v: &Value, old: Option<&Value>) -> Vec<(String, String, String)> {
+    causes("apps/v1", "DaemonSet", v, old)
+}
+
+#[test]
+fn daemon_set_selector_and_template() {
+    assert_eq!(ds_causes(&daemon_set(), None), vec![]);
+    // No selector: it selects nothing, so upstream reports the template labels (422).
+    let mut d = daemon_set();
+    d["spec"].as_object_mut().expect("spec").remove("selector");
+    let err = validate(info("apps/v1", "DaemonSet"), &d, None).expect_err("invalid");
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        "DaemonSet.apps \"agent\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"agent\"}: `selector` does not match template `labels`"
+    );
+    let details = err.details.expect("details");
+    assert_eq!(details["kind"], "DaemonSet");
+    assert_eq!(details["group"], "apps");
+    // A selector that does not match, and an empty one.
+    let mut d = daemon_set();
+    d["spec"]["selector"] = json!({"matchLabels":{"app":"other"}});
+    assert_eq!(
+        ds_causes(&d, None),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.template.metadata.labels",
+            "Invalid value: map[string]string{\"app\":\"agent\"}: `selector` does not match template `labels`"
+        )]
+    );
+    d["spec"]["selector"] = json!({});
+    assert_eq!(
+        ds_causes(&d, None),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.selector",
+            "Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for daemonset"
+        )]
+    );
+    // Set-based selectors match; an invalid operator reports only the selector.
+    let mut d = daemon_set();
+    d["spec"]["selector"] =
+        json!({"matchExpressions":[{"key":"app","operator":"In","values":["agent","x"]}]});
+    assert_eq!(ds_causes(&d, None), vec![]);
+    d["spec"]["selector"] = json!({"matchExpressions":[{"key":"app","operator":"Like"}]});
+    assert_eq!(
+        ds_causes(&d, None),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.selector.matchExpressions[0].operator",
+            "Invalid value: \"Like\": not a valid selector operator"
+        )]
+    );
+    // Template: restartPolicy must be Always, no activeDeadlineSeconds, containers required.
+    let mut d = daemon_set();
+    d["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+    d["spec"]["template"]["spec"]["activeDeadlineSeconds"] = json!(30);
+    d["spec"]["minReadySeconds"] = json!(-1);
+    d["spec"]["revisionHistoryLimit"] = json!(-2);
+    assert_eq!(
+        ds_causes(&d, None),
+        vec![
+            cause(
+                "FieldValueNotSupported",
+                "spec.template.spec.restartPolicy",
+                "Unsupported value: \"OnFailure\": supported values: \"Always\""
+            ),
+            cause(
+                "FieldValueForbidden",
+                "spec.template.spec.activeDeadlineSeconds",
+                "Forbidden: activeDeadlineSeconds in DaemonSet is not Supported"
+            ),
+            cause(
+                "FieldValueInvalid",
+                "spec.minReadySeconds",
+                "Invalid value: -1: must be greater than or equal to 0"
+            ),
+            cause(
+                "FieldValueInvalid",
+                "spec.revisionHistoryLimit",
+                "Invalid value: -2: must be greater than or equal to 0"
+            ),
+        ]
+    );
+    let mut d = daemon_set();
+    d["spec"]["template"]["spec"]["containers"] = json!([]);
+    assert_eq!(
+        ds_causes(&d, None),
+        vec![cause(
+            "FieldValueRequired",
+            "spec.template.spec.containers",
+            "Required value"
+        )]
+    );
+}
+
+#[test]
+fn daemon_set_update_strategy() {
+    let with = |strategy: Value| {
+        let mut d = daemon_set();
+        d["spec"]["updateStrategy"] = strategy;
+        ds_causes(&d, None)
+    };
+    assert_eq!(with(json!({"type":"OnDelete"})), vec![]);
+    assert_eq!(
+        with(json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":0,"maxSurge":"10%"}})),
+        vec![]
+    );
+    assert_eq!(
+        with(json!({"type":"Sometimes"})),
+        vec![cause(
+            "FieldValueNotSupported",
+            "spec.updateStrategy",
+            "Unsupported value: apps.DaemonSetUpdateStrategy{Type:\"Sometimes\", RollingUpdate:(*apps.RollingUpdateDaemonSet)(nil)}: supported values: \"RollingUpdate\", \"OnDelete\""
+        )]
+    );
+    assert_eq!(
+        with(json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":0,"maxSurge":0}})),
+        vec![cause(
+            "FieldValueRequired",
+            "spec.updateStrategy.rollingUpdate.maxUnavailable",
+            "Required value: cannot be 0 when maxSurge is 0"
+        )]
+    );
+    // "0%" is zero too.
+    assert_eq!(
+        with(json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":"0%","maxSurge":0}}))
+            .len(),
+        1
+    );
+    assert_eq!(
+        with(json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":1,"maxSurge":1}})),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.updateStrategy.rollingUpdate.maxSurge",
+            "Invalid value: intstr.IntOrString{Type:0, IntVal:1, StrVal:\"\"}: may not be set when maxUnavailable is non-zero"
+        )]
+    );
+    assert_eq!(
+        with(json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":"ten","maxSurge":-1}})),
+        vec![
+            cause(
+                "FieldValueInvalid",
+                "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                "Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"ten\"}: a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"
+            ),
+            cause(
+                "FieldValueInvalid",
+                "spec.updateStrategy.rollingUpdate.maxSurge",
+                "Invalid value: -1: must be greater than or equal to 0"
+            ),
+            // -1 counts as "set", "ten" as 0.
+        ]
+    );
+    assert_eq!(
+        with(json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":"150%","maxSurge":0}})),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.updateStrategy.rollingUpdate.maxUnavailable",
+            "Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"150%\"}: must not be greater than 100%"
+        )]
+    );
+}
+
+#[test]
+fn daemon_set_updates_and_status() {
+    let old = daemon_set();
+    // The selector is immutable (even to something that still matches).
+    let mut new = daemon_set();
+    new["spec"]["selector"] = json!({"matchLabels":{"app":"agent","tier":"node"}});
+    new["spec"]["template"]["metadata"]["labels"] = json!({"app":"agent","tier":"node"});
+    assert_eq!(
+        ds_causes(&new, Some(&old)),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.selector",
+            "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"agent\", \"tier\":\"node\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
+        )]
+    );
+    // Semantically equal selectors (an empty list spelled out) are not a change.
+    let mut same = daemon_set();
+    same["spec"]["selector"]["matchExpressions"] = json!([]);
+    assert_eq!(ds_causes(&same, Some(&old)), vec![]);
+    // The template, strategy and the rest may change.
+    let mut new = daemon_set();
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("busybox:1.37");
+    new["spec"]["updateStrategy"] = json!({"type":"OnDelete"});
+    new["spec"]["minReadySeconds"] = json!(10);
+    assert_eq!(ds_causes(&new, Some(&old)), vec![]);
+    // Status writes: counters non-negative, collisionCount never decreases.
+    let mut old = daemon_set();
+    old["status"] = json!({"desiredNumberScheduled":1,"collisionCount":2});
+    let mut new = old.clone();
+    new["status"] = json!({"desiredNumberScheduled":-1,"numberReady":-2,"observedGeneration":-1,
+        "collisionCount":1});
+    assert_eq!(
+        ds_causes(&new, Some(&old)),
+        vec![
+            cause(
+                "FieldValueInvalid",
+                "status.desiredNumberScheduled",
+                "Invalid value: -1: must be greater than or equal to 0"
+            ),
+            cause(
+                "FieldValueInvalid",
+                "status.numberReady",
+                "Invalid value: -2: must be greater than or equal to 0"
+            ),
+            cause(
+                "FieldValueInvalid",
+                "status.observedGeneration",
+                "Invalid value: -1: must be greater than or equal to 0"
+            ),
+            cause(
+                "FieldValueInvalid",
+                "status.collisionCount",
+                "Invalid value: 1: cannot be decremented"
+            ),
+        ]
+    );
+    // What the controller writes is fine.
+    let mut new = old.clone();
+    new["status"] = json!({"currentNumberScheduled":1,"desiredNumberScheduled":1,"numberReady":1,
+        "numberMisscheduled":0,"updatedNumberScheduled":1,"numberAvailable":1,"observedGeneration":1,
+        "collisionCount":2});
+    assert_eq!(ds_causes(&new, Some(&old)), vec![]);
+}
+
+#[test]
+fn daemon_set_unknown_fields() {
+    // `kubectl apply` of a typo under strict validation.
+    let mut d = daemon_set();
+    d["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailabel"] = json!(1);
+    d["spec"]["template"]["spec"]["nodeSelecter"] = json!({});
+    assert_eq!(
+        unknown_fields(info("apps/v1", "DaemonSet"), &d),
+        vec![
+            "spec.template.spec.nodeSelecter",
+            "spec.updateStrategy.rollingUpdate.maxUnavailabel"
+        ]
+    );
+    assert!(unknown_fields(info("apps/v1", "DaemonSet"), &daemon_set()).is_empty());
+}

@@ -436,7 +436,7 @@ pub(crate) fn prepare_create(ctx: &Ctx, obj: &mut Value, record: bool) -> ApiRes
             l.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
     }
-    // Needs the uid assigned above (Job selector generation).
+    // Needs the uid assigned above (Job selector generation); DaemonSet template generation.
     skiff_api::defaults::prepare_create(info, obj);
     skiff_api::defaults::apply_defaults(info, obj);
     if info.kind == "Pod" && info.group.is_empty() {
@@ -585,6 +585,8 @@ pub(crate) fn prepare_update(
         }
     }
     skiff_api::defaults::apply_defaults(info, &mut new);
+    // Server-owned values derived from the stored object (DaemonSet template generation).
+    skiff_api::defaults::prepare_update(info, old, &mut new);
     if is_service(info) && mode == Mode::Main {
         allocator::carry_over(old, &mut new);
     }

@@ -864,3 +864,429 @@ async fn job_delete_orphans_unless_told_otherwise() {
     api.delete("b", &DeleteParams::background()).await.unwrap();
     assert_eq!(status_code(&api.get("b").await.unwrap_err()), Some(404));
 }
+
+// ---- apps/v1 DaemonSets ----
+
+fn daemon_set(name: &str) -> k8s_openapi::api::apps::v1::DaemonSet {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"nodeSelector": {"kubernetes.io/os": "linux"},
+                    "containers": [{"name": "agent", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}}}
+    }))
+    .unwrap()
+}
+
+fn template_generation(ds: &k8s_openapi::api::apps::v1::DaemonSet) -> Option<String> {
+    ds.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("deprecated.daemonset.template.generation"))
+        .cloned()
+}
+
+fn api_status(err: kube::Error) -> kube::core::Status {
+    match err {
+        kube::Error::Api(s) => *s,
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn daemon_set_create_defaults_validation_and_updates() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let t = start().await;
+    let api: Api<DaemonSet> = Api::namespaced(t.client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &daemon_set("agent"))
+        .await
+        .unwrap();
+    let v = serde_json::to_value(&created).unwrap();
+    assert_eq!(
+        v["spec"]["updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+    );
+    assert_eq!(v["spec"]["revisionHistoryLimit"], 10);
+    let pod = &v["spec"]["template"]["spec"];
+    assert_eq!(
+        (
+            &pod["restartPolicy"],
+            &pod["dnsPolicy"],
+            &pod["schedulerName"],
+            &pod["terminationGracePeriodSeconds"],
+            &pod["securityContext"],
+            &pod["containers"][0]["imagePullPolicy"],
+        ),
+        (
+            &json!("Always"),
+            &json!("ClusterFirst"),
+            &json!("default-scheduler"),
+            &json!(30),
+            &json!({}),
+            &json!("IfNotPresent")
+        )
+    );
+    assert_eq!(created.metadata.generation, Some(1));
+    assert_eq!(template_generation(&created).as_deref(), Some("1"));
+    assert_eq!(
+        v["status"],
+        json!({"currentNumberScheduled": 0, "desiredNumberScheduled": 0,
+        "numberMisscheduled": 0, "numberReady": 0})
+    );
+    assert_eq!(
+        serde_json::to_value(api.get("agent").await.unwrap()).unwrap()["spec"],
+        v["spec"]
+    );
+
+    // Invalid DaemonSets are 422 with upstream's wording, and nothing is stored.
+    let mut no_selector = daemon_set("bad");
+    no_selector.spec.as_mut().unwrap().selector = Default::default();
+    let s = api_status(
+        api.create(&PostParams::default(), &no_selector)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        s.message,
+        "DaemonSet.apps \"bad\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for daemonset"
+    );
+    let mut on_failure = serde_json::to_value(daemon_set("bad")).unwrap();
+    on_failure["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+    on_failure["spec"]["updateStrategy"] =
+        json!({"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0}});
+    let s = api_status(
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(on_failure).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(s.code, 422);
+    assert_eq!(
+        s.message,
+        "DaemonSet.apps \"bad\" is invalid: [spec.template.spec.restartPolicy: Unsupported value: \"OnFailure\": supported values: \"Always\", spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0]"
+    );
+    let causes = s.details.unwrap().causes;
+    assert_eq!(causes.len(), 2);
+    assert_eq!(causes[0].reason, "FieldValueNotSupported");
+    assert_eq!(causes[0].field, "spec.template.spec.restartPolicy");
+    assert_eq!(status_code(&api.get("bad").await.unwrap_err()), Some(404));
+
+    // The selector is immutable.
+    let s = api_status(
+        api.patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"selector": {"matchLabels": {"app": "other"}},
+                "template": {"metadata": {"labels": {"app": "other"}}}}}),
+            ),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(s.code, 422);
+    assert!(
+        s.message
+            .ends_with("spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"other\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"),
+        "{}",
+        s.message
+    );
+
+    // `kubectl set image` and `kubectl rollout restart` patches: generation and template
+    // generation grow; a label change bumps neither.
+    let set_image = json!({"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"agent"}],
+        "containers":[{"image":"busybox:1.37","name":"agent"}]}}}});
+    let p = api
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Strategic(&set_image),
+        )
+        .await
+        .unwrap();
+    let c = &p
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(c.image.as_deref(), Some("busybox:1.37"));
+    assert_eq!(c.command.as_ref().map(Vec::len), Some(2));
+    assert_eq!(p.metadata.generation, Some(2));
+    assert_eq!(template_generation(&p).as_deref(), Some("2"));
+    let restart = json!({"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":"2026-11-27T01:00:00Z"}}}}});
+    let p = api
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Strategic(&restart),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.metadata.generation, Some(3));
+    assert_eq!(template_generation(&p).as_deref(), Some("3"));
+    let p = api
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "infra"},
+                "annotations": {"deprecated.daemonset.template.generation": "42"}},
+                "spec": {"minReadySeconds": 5}})),
+        )
+        .await
+        .unwrap();
+    // A spec change outside the template: generation only; clients cannot set the annotation.
+    assert_eq!(p.metadata.generation, Some(4));
+    assert_eq!(template_generation(&p).as_deref(), Some("3"));
+
+    // Status: ignored on the main resource, written through daemonsets/status the way the
+    // controller does it (a PUT of the whole object).
+    let p = api
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"numberReady": 3}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.status.as_ref().unwrap().number_ready, 0);
+    let mut current = api.get("agent").await.unwrap();
+    current.status = Some(
+        serde_json::from_value(
+            json!({"currentNumberScheduled": 2, "desiredNumberScheduled": 2,
+            "numberMisscheduled": 0, "numberReady": 1, "updatedNumberScheduled": 2,
+            "numberAvailable": 1, "numberUnavailable": 1, "observedGeneration": 4}),
+        )
+        .unwrap(),
+    );
+    current.spec.as_mut().unwrap().min_ready_seconds = Some(99);
+    let s = api
+        .replace_status("agent", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    let status = s.status.as_ref().unwrap();
+    assert_eq!(
+        (
+            status.desired_number_scheduled,
+            status.number_ready,
+            status.observed_generation
+        ),
+        (2, 1, Some(4))
+    );
+    // Status writes keep the spec, the generation and the template generation.
+    assert_eq!(s.spec.as_ref().unwrap().min_ready_seconds, Some(5));
+    assert_eq!(s.metadata.generation, Some(4));
+    assert_eq!(template_generation(&s).as_deref(), Some("3"));
+    let s = api_status(
+        api.patch_status(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"numberReady": -1}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        s.message,
+        "DaemonSet.apps \"agent\" is invalid: status.numberReady: Invalid value: -1: must be greater than or equal to 0"
+    );
+
+    // Table columns as upstream prints them.
+    let req = http::Request::get("/apis/apps/v1/namespaces/default/daemonsets")
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let table: Value = t.client.request(req).await.unwrap();
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Name",
+            "Desired",
+            "Current",
+            "Ready",
+            "Up-to-date",
+            "Available",
+            "Node Selector",
+            "Age",
+            "Containers",
+            "Images",
+            "Selector"
+        ]
+    );
+    let cells = table["rows"][0]["cells"].as_array().unwrap();
+    assert_eq!(
+        cells[..7],
+        json!(["agent", 2, 2, 1, 2, 1, "kubernetes.io/os=linux"])
+            .as_array()
+            .unwrap()[..]
+    );
+    assert_eq!(
+        cells[8..],
+        json!(["agent", "busybox:1.37", "app=agent"])
+            .as_array()
+            .unwrap()[..]
+    );
+}
+
+#[tokio::test]
+async fn daemon_set_protobuf_create_discovery_and_delete() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let t = start().await;
+    // A DaemonSet body as a kubectl 1.32+ typed client encodes it (zero values written).
+    let labels = pb(&[(11, pb(&[(1, s("app")), (2, s("node-agent"))]))]);
+    let selector = pb(&[(1, pb(&[(1, s("app")), (2, s("node-agent"))]))]);
+    let container = pb(&[(1, s("agent")), (2, s("busybox:1.36")), (14, s(""))]);
+    let pod_spec = pb(&[(2, container), (3, s(""))]);
+    let template = pb(&[(1, labels.clone()), (2, pod_spec)]);
+    let spec = pb(&[(1, selector), (2, template), (3, pb(&[(1, s(""))]))]);
+    let meta = pb(&[(1, s("node-agent")), (2, s("")), (3, s(""))]);
+    let ds = pb(&[(1, meta), (2, spec), (3, pb(&[]))]);
+    let envelope = pb(&[(1, pb(&[(1, s("apps/v1")), (2, s("DaemonSet"))])), (2, ds)]);
+    let mut body = b"k8s\0".to_vec();
+    body.extend(envelope);
+    let req = http::Request::post(
+        "/apis/apps/v1/namespaces/default/daemonsets?fieldManager=kubectl-create&fieldValidation=Strict",
+    )
+    .header("Content-Type", "application/vnd.kubernetes.protobuf")
+    .header(
+        "Accept",
+        "application/vnd.kubernetes.protobuf,application/json",
+    )
+    .body(body)
+    .unwrap();
+    let created: Value = t.client.request(req).await.unwrap();
+    assert_eq!(created["kind"], "DaemonSet");
+    assert_eq!(created["metadata"]["name"], "node-agent");
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert_eq!(
+        created["spec"]["selector"],
+        json!({"matchLabels": {"app": "node-agent"}})
+    );
+    // Go's empty strings were "unset": defaults filled them in.
+    assert_eq!(
+        created["spec"]["updateStrategy"]["type"],
+        json!("RollingUpdate")
+    );
+    assert_eq!(
+        created["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    assert_eq!(
+        created["spec"]["template"]["spec"]["restartPolicy"],
+        "Always"
+    );
+    assert_eq!(
+        created["metadata"]["managedFields"][0]["manager"],
+        "kubectl-create"
+    );
+    // The status is reset on create; Go never omits these four counters.
+    assert_eq!(
+        created["status"],
+        json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+            "desiredNumberScheduled": 0, "numberReady": 0})
+    );
+    assert_eq!(
+        created["metadata"]["annotations"],
+        json!({"deprecated.daemonset.template.generation": "1"})
+    );
+
+    // Discovery: legacy and aggregated, with the short name and the `all` category.
+    let resources = t.client.list_api_group_resources("apps/v1").await.unwrap();
+    let names: Vec<&str> = resources
+        .resources
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert!(names.contains(&"daemonsets") && names.contains(&"daemonsets/status"));
+    assert!(!names.contains(&"daemonsets/scale"));
+    let d = resources
+        .resources
+        .iter()
+        .find(|r| r.name == "daemonsets")
+        .unwrap();
+    assert!(d.namespaced && d.kind == "DaemonSet" && d.singular_name == "daemonset");
+    assert_eq!(d.short_names.as_deref(), Some(&["ds".to_string()][..]));
+    assert_eq!(d.categories.as_deref(), Some(&["all".to_string()][..]));
+    assert_eq!(d.verbs.len(), 8);
+    let req = http::Request::get("/apis")
+        .header(
+            "Accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let body: Value = t.client.request(req).await.unwrap();
+    let apps = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "apps")
+        .expect("apps group");
+    let ds = apps["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "daemonsets")
+        .expect("daemonsets");
+    assert_eq!(ds["singularResource"], "daemonset");
+    assert_eq!(ds["shortNames"], json!(["ds"]));
+    assert_eq!(ds["categories"], json!(["all"]));
+    assert_eq!(ds["scope"], "Namespaced");
+    assert_eq!(
+        ds["subresources"],
+        json!([{"subresource": "status", "responseKind": {"group": "apps", "version": "v1", "kind": "DaemonSet"},
+            "verbs": ["get", "patch", "update"]}])
+    );
+    // OpenAPI for `kubectl apply` under strict validation.
+    let req = http::Request::get("/openapi/v3").body(Vec::new()).unwrap();
+    let idx: Value = t.client.request(req).await.unwrap();
+    let url = idx["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let req = http::Request::get(url).body(Vec::new()).unwrap();
+    let doc: Value = t.client.request(req).await.unwrap();
+    assert!(
+        doc["paths"]["/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}"]["patch"].is_object()
+    );
+    assert!(doc["components"]["schemas"]["io.k8s.api.apps.v1.DaemonSet"].is_object());
+
+    // Delete: apps/v1 defaults to Background, so no orphan finalizer holds it back.
+    let api: Api<DaemonSet> = Api::namespaced(t.client.clone(), "default");
+    api.create(&PostParams::default(), &daemon_set("other"))
+        .await
+        .unwrap();
+    api.delete("node-agent", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        status_code(&api.get("node-agent").await.unwrap_err()),
+        Some(404)
+    );
+    api.delete("other", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}

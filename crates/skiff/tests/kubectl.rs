@@ -754,3 +754,230 @@ fn jobs_create_get_apply_and_delete() {
     let out = c.ok(&["delete", "-f", &manifest]);
     assert!(out.contains("job.batch \"pi\" deleted"), "{out}");
 }
+
+/// apps/v1 DaemonSets through kubectl: strict `apply -f` (1.31–1.33), the DaemonSet table,
+/// `set image` and `rollout restart` (strategic patches bumping the generations), `rollout
+/// status` against the status the DaemonSet controller writes, `get all`, immutability and
+/// delete. No node agent and no nodes: the controller schedules nothing, nothing runs.
+#[test]
+fn daemonsets_apply_get_update_and_delete() {
+    let c = Cluster::start_with("100.64.46.0/24".into(), &["--no-agent"]);
+    let manifest = Cluster::manifest("daemonset.yaml");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let write = |name: &str, body: String| {
+        let path = c.dir.path().join(name);
+        std::fs::write(&path, body).expect("write manifest");
+        path.to_string_lossy().into_owned()
+    };
+    assert!(c
+        .ok(&["apply", "-f", &manifest])
+        .contains("daemonset.apps/node-agent created"));
+    assert!(c
+        .ok(&["apply", "-f", &manifest])
+        .contains("daemonset.apps/node-agent unchanged"));
+    for version in ["1.31", "1.32"] {
+        let name = format!("agent{}", version.replace('.', ""));
+        let path = write(&format!("{name}.yaml"), text.replace("node-agent", &name));
+        let (code, out, err) = c.kubectl_version(version, &["apply", "-f", &path]);
+        assert_eq!(code, 0, "kubectl {version}: {out} {err}");
+        assert!(
+            out.contains(&format!("daemonset.apps/{name} created")),
+            "{out}"
+        );
+    }
+    // Server-side apply of the same manifest: a no-op for the generations.
+    let agent131 = c.dir.path().join("agent131.yaml");
+    let agent131 = agent131.to_string_lossy();
+    for _ in 0..2 {
+        let out = c.ok(&["apply", "--server-side", "-f", &agent131]);
+        assert!(
+            out.contains("daemonset.apps/agent131 serverside-applied"),
+            "{out}"
+        );
+    }
+    assert_eq!(jsonpath(&c, "ds/agent131", "{.metadata.generation}"), "1");
+    assert_eq!(
+        jsonpath(
+            &c,
+            "ds/agent131",
+            "{.metadata.annotations.deprecated\\.daemonset\\.template\\.generation}"
+        ),
+        "1"
+    );
+    // Server-side defaults and the template generation annotation.
+    let ds = "ds/node-agent";
+    assert_eq!(
+        jsonpath(&c, ds, "{.spec.updateStrategy.rollingUpdate.maxSurge}"),
+        "0"
+    );
+    assert_eq!(jsonpath(&c, ds, "{.spec.revisionHistoryLimit}"), "10");
+    assert_eq!(
+        jsonpath(&c, ds, "{.spec.template.spec.restartPolicy}"),
+        "Always"
+    );
+    assert_eq!(jsonpath(&c, ds, "{.metadata.generation}"), "1");
+    let yaml = c.ok(&["get", ds, "-o", "yaml"]);
+    assert!(
+        yaml.contains("deprecated.daemonset.template.generation: \"1\""),
+        "{yaml}"
+    );
+
+    // The table, as upstream prints it.
+    let table = c.ok(&["get", "ds"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE",
+            "SELECTOR",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("node-agent "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row.get(1..7),
+        Some(&["0", "0", "0", "0", "0", "kubernetes.io/os=linux"][..]),
+        "{table}"
+    );
+    let wide = c.ok(&["get", "daemonsets", "-o", "wide"]);
+    for part in [
+        "CONTAINERS",
+        "IMAGES",
+        "SELECTOR",
+        "agent,logs",
+        "busybox:1.36,busybox:1.36",
+        "app=node-agent",
+    ] {
+        assert!(wide.contains(part), "{wide}");
+    }
+    let all = c.ok(&["get", "all"]);
+    assert!(all.contains("daemonset.apps/node-agent"), "{all}");
+    let resources = c.ok(&["api-resources", "--api-group=apps"]);
+    assert!(
+        resources.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f == ["daemonsets", "ds", "apps/v1", "true", "DaemonSet"]
+        }),
+        "{resources}"
+    );
+    let described = c.ok(&["describe", "ds", "node-agent"]);
+    for needle in [
+        "Selector:",
+        "app=node-agent",
+        "Node-Selector:",
+        "kubernetes.io/os=linux",
+        "Desired Number of Nodes Scheduled: 0",
+        "busybox:1.36",
+    ] {
+        assert!(described.contains(needle), "{needle:?} not in\n{described}");
+    }
+
+    // set image and rollout restart: template changes bump both generations.
+    let out = c.ok(&["set", "image", ds, "agent=busybox:1.37"]);
+    assert!(
+        out.contains("daemonset.apps/node-agent image updated"),
+        "{out}"
+    );
+    assert_eq!(
+        jsonpath(&c, ds, "{.spec.template.spec.containers[*].image}"),
+        "busybox:1.37 busybox:1.36"
+    );
+    assert_eq!(jsonpath(&c, ds, "{.metadata.generation}"), "2");
+    let out = c.ok(&["rollout", "restart", ds]);
+    assert!(out.contains("daemonset.apps/node-agent restarted"), "{out}");
+    assert!(!jsonpath(
+        &c,
+        ds,
+        "{.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}"
+    )
+    .is_empty());
+    assert_eq!(jsonpath(&c, ds, "{.metadata.generation}"), "3");
+    assert_eq!(
+        jsonpath(
+            &c,
+            ds,
+            "{.metadata.annotations.deprecated\\.daemonset\\.template\\.generation}"
+        ),
+        "3"
+    );
+    // The controller observes generation 3 (no nodes: 0 desired), so the rollout is done.
+    let out = c.ok(&["rollout", "status", ds, "--timeout=60s"]);
+    assert!(
+        out.contains("daemon set \"node-agent\" successfully rolled out"),
+        "{out}"
+    );
+    assert_eq!(jsonpath(&c, ds, "{.status.observedGeneration}"), "3");
+    // apply after the imperative changes: the manifest's image comes back.
+    assert!(c
+        .ok(&["apply", "-f", &manifest])
+        .contains("daemonset.apps/node-agent configured"));
+    assert_eq!(
+        jsonpath(&c, ds, "{.spec.template.spec.containers[0].image}"),
+        "busybox:1.36"
+    );
+
+    // Strict validation, upstream validation, immutability.
+    let typo = write(
+        "typo-ds.yaml",
+        text.replace("name: node-agent\n", "name: typo\n")
+            .replace("maxUnavailable:", "maxUnavailabel:"),
+    );
+    let err = c.fails(&["apply", "-f", &typo]);
+    assert!(
+        err.contains("unknown field \"spec.updateStrategy.rollingUpdate.maxUnavailabel\""),
+        "{err}"
+    );
+    assert!(c.fails(&["get", "ds", "typo"]).contains("NotFound"));
+    let never = write(
+        "never-ds.yaml",
+        text.replace("name: node-agent\n", "name: never\n").replace(
+            "    spec:\n      nodeSelector",
+            "    spec:\n      restartPolicy: Never\n      nodeSelector",
+        ),
+    );
+    let err = c.fails(&["apply", "-f", &never]);
+    assert!(
+        err.contains("The DaemonSet \"never\" is invalid")
+            && err.contains(
+                "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""
+            ),
+        "{err}"
+    );
+    let moved = write(
+        "moved-ds.yaml",
+        text.replace("app: node-agent", "app: moved"),
+    );
+    let err = c.fails(&["apply", "-f", &moved]);
+    assert!(
+        err.contains("spec.selector: Invalid value") && err.contains("field is immutable"),
+        "{err}"
+    );
+
+    // kubectl delete (Background): the DaemonSet goes at once.
+    let out = c.ok(&["delete", "ds", "node-agent"]);
+    assert!(
+        out.contains("daemonset.apps \"node-agent\" deleted"),
+        "{out}"
+    );
+    assert!(c.fails(&["get", "ds", "node-agent"]).contains("NotFound"));
+    let out = c.ok(&["delete", "daemonset", "agent131", "agent132"]);
+    assert!(out.contains("daemonset.apps \"agent132\" deleted"), "{out}");
+    assert_eq!(c.ok(&["get", "ds", "-o", "name"]).trim(), "");
+}
