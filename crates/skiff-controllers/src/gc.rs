@@ -61,6 +61,7 @@ fn kinds() -> Vec<Kind> {
         k("", "v1", "Pod", "pods", true),
         k("apps", "v1", "ReplicaSet", "replicasets", true),
         k("apps", "v1", "Deployment", "deployments", true),
+        k("apps", "v1", "DaemonSet", "daemonsets", true),
         k("batch", "v1", "Job", "jobs", true),
         k("", "v1", "Endpoints", "endpoints", true),
         k(

@@ -727,3 +727,110 @@ spec:
         .ok(&["get", "jobs", "-o", "name"])
         .contains("job.batch/hello"));
 }
+/// A DaemonSet runs one pod on every node, replaces a deleted one on the same node, and rolls
+/// a new image out node by node.
+#[test]
+fn daemonset_runs_one_pod_per_node_and_rolls_out() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let cidr = format!("100.64.{}.0/23", 40 + 2 * (std::process::id() % 8));
+    let c = Cluster::start_with(cidr, &["--node-name", "node-a"]);
+    build_web_images(&c);
+    let b = c.join_agent("node-b", &[]);
+    c.copy_images(&b.data_dir, &["web:v1", "web:v2"]);
+    wait_two_nodes_ready(&c, &b);
+
+    let manifest = c.dir.path().join("ds.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: daemon
+spec:
+  selector:
+    matchLabels:
+      app: daemon
+  template:
+    metadata:
+      labels:
+        app: daemon
+    spec:
+      containers:
+      - name: web
+        image: web:v1
+"#,
+    )
+    .expect("manifest");
+    c.ok(&["apply", "-f", manifest.to_str().expect("utf8")]);
+    c.ok(&["rollout", "status", "ds/daemon", "--timeout=90s"]);
+    let placed = |c: &Cluster| -> Vec<(String, String, String)> {
+        c.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=daemon",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.spec.containers[0].image} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() == 4 && f[3].is_empty())
+                .then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+    };
+    let nodes_of = |pods: &[(String, String, String)]| -> Vec<String> {
+        let mut n: Vec<String> = pods.iter().map(|p| p.1.clone()).collect();
+        n.sort();
+        n
+    };
+    let pods = placed(&c);
+    assert_eq!(nodes_of(&pods), ["node-a", "node-b"], "{pods:?}");
+
+    // A deleted daemon pod comes back on the same node.
+    let on_b = pods
+        .iter()
+        .find(|p| p.1 == "node-b")
+        .expect("pod on b")
+        .0
+        .clone();
+    c.ok(&["delete", "pod", &on_b, "--wait=true"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = placed(&c);
+        if nodes_of(&now) == ["node-a", "node-b"] && !now.iter().any(|p| p.0 == on_b) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replacement on node-b: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // A new image rolls out to every node.
+    c.ok(&["set", "image", "ds/daemon", "web=web:v2"]);
+    c.ok(&["rollout", "status", "ds/daemon", "--timeout=120s"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = placed(&c);
+        if nodes_of(&now) == ["node-a", "node-b"] && now.iter().all(|p| p.2 == "web:v2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rollout left {now:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let table = c.ok(&["get", "ds", "daemon", "--no-headers"]);
+    let cols: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(&cols[1..6], ["2", "2", "2", "2", "2"], "{table}");
+    c.ok(&["delete", "ds", "daemon", "--wait=true"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !placed(&c).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon pods outlived their DaemonSet"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
