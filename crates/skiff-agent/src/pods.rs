@@ -19,8 +19,9 @@ use k8s_openapi::api::core::v1::{Container, Pod, Probe, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher;
-use kube::Client;
+use kube::{Client, Resource};
 use serde_json::{json, Value};
+use skiff_controllers::events::{EventType, Recorder};
 use skiff_image::{ImageStore, ResolvedImage};
 use skiff_net::{NetConfig, PodNetwork, PortMapping, Sandbox, SandboxRequest};
 use skiff_runtime::{ContainerInfo, JoinNamespaces, Runtime, RuntimeConfig, Status};
@@ -169,6 +170,7 @@ struct Ctx {
     net: Arc<PodNetwork>,
     index: Arc<PodIndex>,
     containers: ContainerCache,
+    events: Recorder,
 }
 
 /// One runtime listing shared by every pod worker, like the kubelet's PLEG relist: listing
@@ -235,6 +237,7 @@ impl PodManager {
         })?;
         Ok(PodManager {
             ctx: Arc::new(Ctx {
+                events: Recorder::new(client.clone()),
                 client,
                 runtime: index.runtime(),
                 config,
@@ -496,6 +499,23 @@ impl Worker {
         self.ctx.config.data_dir.join("agent/pods").join(&self.uid)
     }
 
+    /// A kubelet Event about the pod (or one of its containers), as `kubectl describe` shows.
+    async fn event(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let mut reference = pod.object_ref(&());
+        reference.field_path = container.map(|c| format!("spec.containers{{{c}}}"));
+        self.ctx
+            .events
+            .publish("kubelet", &reference, kind, reason, message)
+            .await;
+    }
+
     /// Writes the pod's `/etc/hosts` and `/etc/resolv.conf` (kubelet-managed files) and mounts
     /// them into the container, unless it mounts something of its own there.
     fn mount_etc_files(
@@ -666,10 +686,38 @@ impl Worker {
         let image = match self.resolve_image(c).await {
             Ok(i) => i,
             Err(reason) => {
+                let image = c.image.as_deref().unwrap_or_default();
+                let (kind, ev_reason, msg) = match reason.0.as_str() {
+                    "ImagePullBackOff" => (
+                        EventType::Normal,
+                        "BackOff",
+                        format!("Back-off pulling image \"{image}\""),
+                    ),
+                    "ErrImageNeverPull" => {
+                        (EventType::Warning, "ErrImageNeverPull", reason.1.clone())
+                    }
+                    _ => (
+                        EventType::Warning,
+                        "Failed",
+                        format!("Failed to pull image \"{image}\": {}", reason.1),
+                    ),
+                };
+                self.event(pod, Some(&c.name), kind, ev_reason, &msg).await;
                 self.reasons.insert(c.name.clone(), reason);
                 return false;
             }
         };
+        self.event(
+            pod,
+            Some(&c.name),
+            EventType::Normal,
+            "Pulled",
+            &format!(
+                "Container image \"{}\" already present on machine",
+                c.image.as_deref().unwrap_or_default()
+            ),
+        )
+        .await;
         let (name, ns) = names(pod);
         let mut objects = build::Objects::new(self.ctx.client.clone(), &ns);
         let pod_ip = sb.ip.to_string();
@@ -680,8 +728,7 @@ impl Worker {
             {
                 Ok(v) => v,
                 Err(msg) => {
-                    self.reasons
-                        .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                    self.config_error(pod, c, msg).await;
                     return false;
                 }
             };
@@ -698,8 +745,7 @@ impl Worker {
         let mut spec = match build::build_spec(&input, &mut objects).await {
             Ok(s) => s,
             Err(msg) => {
-                self.reasons
-                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                self.config_error(pod, c, msg).await;
                 return false;
             }
         };
@@ -708,8 +754,7 @@ impl Worker {
             spec.hostname = Some(self.ctx.config.node_name.clone());
         }
         if let Err(msg) = self.mount_etc_files(pod, sb, &mut spec) {
-            self.reasons
-                .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+            self.config_error(pod, c, msg).await;
             return false;
         }
         let rt = self.ctx.runtime.clone();
@@ -723,14 +768,54 @@ impl Worker {
             Ok(info) => {
                 tracing::info!(container = %info.name, id = %info.id, "started container");
                 self.reasons.remove(&c.name);
+                let name = &c.name;
+                self.event(
+                    pod,
+                    Some(name),
+                    EventType::Normal,
+                    "Created",
+                    &format!("Created container: {name}"),
+                )
+                .await;
+                self.event(
+                    pod,
+                    Some(name),
+                    EventType::Normal,
+                    "Started",
+                    &format!("Started container {name}"),
+                )
+                .await;
                 true
             }
             Err(e) => {
+                let msg = e.to_string();
+                self.event(
+                    pod,
+                    Some(&c.name),
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Error: {msg}"),
+                )
+                .await;
                 self.reasons
-                    .insert(c.name.clone(), ("RunContainerError".into(), e.to_string()));
+                    .insert(c.name.clone(), ("RunContainerError".into(), msg));
                 false
             }
         }
+    }
+
+    /// A container's config could not be built (missing ConfigMap key, bad subPath, …).
+    async fn config_error(&mut self, pod: &Pod, c: &Container, msg: String) {
+        self.event(
+            pod,
+            Some(&c.name),
+            EventType::Warning,
+            "Failed",
+            &format!("Error: {msg}"),
+        )
+        .await;
+        self.reasons
+            .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
     }
 
     /// Restart with crash back-off (client-go flowcontrol semantics); removes old instances.
@@ -761,6 +846,17 @@ impl Worker {
                 let since = (now - finished).total(jiff::Unit::Second).unwrap_or(0.0);
                 if since < b.delay.as_secs_f64() {
                     let (name, ns) = names(pod);
+                    self.event(
+                        pod,
+                        Some(&c.name),
+                        EventType::Warning,
+                        "BackOff",
+                        &format!(
+                            "Back-off restarting failed container {} in pod {name}_{ns}({})",
+                            c.name, self.uid
+                        ),
+                    )
+                    .await;
                     self.reasons.insert(
                         key,
                         (
@@ -923,7 +1019,7 @@ impl Worker {
                 None => st.started = true,
                 Some(p) => {
                     if let Some(ok) = self
-                        .probe_due(&mut st, "startup", p, age, c, info, ip)
+                        .probe_due(pod, &mut st, "startup", p, age, c, info, ip)
                         .await
                     {
                         if ok {
@@ -944,7 +1040,7 @@ impl Worker {
                 None => st.ready = true,
                 Some(p) => {
                     if let Some(ok) = self
-                        .probe_due(&mut st, "readiness", p, age, c, info, ip)
+                        .probe_due(pod, &mut st, "readiness", p, age, c, info, ip)
                         .await
                     {
                         if ok {
@@ -965,7 +1061,7 @@ impl Worker {
             }
             if let Some(p) = &c.liveness_probe {
                 if let Some(ok) = self
-                    .probe_due(&mut st, "liveness", p, age, c, info, ip)
+                    .probe_due(pod, &mut st, "liveness", p, age, c, info, ip)
                     .await
                 {
                     if ok {
@@ -981,6 +1077,14 @@ impl Worker {
         }
         if let Some(why) = kill_reason {
             tracing::info!(container = %c.name, pod = ?pod.metadata.name, "Container {} failed {why} probe, will be restarted", c.name);
+            self.event(
+                pod,
+                Some(&c.name),
+                EventType::Normal,
+                "Killing",
+                &format!("Container {} failed {why} probe, will be restarted", c.name),
+            )
+            .await;
             let grace = pod
                 .spec
                 .as_ref()
@@ -999,6 +1103,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     async fn probe_due(
         &self,
+        pod: &Pod,
         st: &mut ProbeState,
         kind: &'static str,
         p: &Probe,
@@ -1034,6 +1139,18 @@ impl Worker {
         };
         if let Err(e) = &res {
             tracing::debug!(container = %c.name, "{kind} probe failed: {e}");
+            let mut k = kind.to_string();
+            if let Some(first) = k.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            self.event(
+                pod,
+                Some(&c.name),
+                EventType::Warning,
+                "Unhealthy",
+                &format!("{k} probe failed: {e}"),
+            )
+            .await;
         }
         Some(res.is_ok())
     }
@@ -1396,6 +1513,17 @@ impl Worker {
             self.leave_endpoints(pod, deadline).await;
         }
         let inst = self.instances(pod).await.unwrap_or_default();
+        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+            let running = inst
+                .get(&c.name)
+                .and_then(|l| l.first())
+                .is_some_and(|(_, i)| i.status == Status::Running);
+            if running {
+                let msg = format!("Stopping container {}", c.name);
+                self.event(pod, Some(&c.name), EventType::Normal, "Killing", &msg)
+                    .await;
+            }
+        }
         if grace > 0 {
             let mut hooks = Vec::new();
             for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {

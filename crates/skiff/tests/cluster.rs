@@ -220,6 +220,27 @@ fn nodeport_and_cluster_ip_reach_every_pod() {
     }
     let got = answers(port, 30);
     assert!(got.iter().all(|a| !a.ends_with(pod.trim())), "{got:?}");
+    // The kubelet's story of the pod, as `kubectl describe` tells it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let described = c.ok(&["describe", "pod", pod.trim()]);
+        let want = [
+            "Scheduled",
+            "Pulled",
+            "Container image \"web:v1\" already present on machine",
+            "Created container: web",
+            "Started container web",
+            "Readiness probe failed:",
+        ];
+        if want.iter().all(|w| described.contains(w)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events missing from describe:\n{described}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // Deleting the service removes its rules: the port stops answering.
     c.ok(&["delete", "svc", "web"]);
