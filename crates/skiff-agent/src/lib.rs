@@ -52,6 +52,9 @@ pub struct AgentConfig {
     /// The node Lease's duration (kubelet's `--node-lease-duration-seconds`, 40 by default). The
     /// lease and node status are renewed every quarter of it, as the kubelet does.
     pub lease_duration_seconds: i32,
+    /// Never contact remote image registries (air-gapped nodes, hermetic tests): images come
+    /// from the local store, or from a registry on this machine (loopback).
+    pub offline: bool,
 }
 
 /// `skiff exec [-i] -- ID CMD…` as a child of the agent. Its stderr belongs to the user (kubectl

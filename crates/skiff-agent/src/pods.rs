@@ -632,13 +632,16 @@ impl Worker {
         Ok(sb)
     }
 
+    /// The container's image from the local store, pulled from its registry when missing (and
+    /// the policy allows); the pull's duration when one happened.
     async fn resolve_image(
         &mut self,
+        pod: &Pod,
         c: &Container,
-    ) -> std::result::Result<ResolvedImage, (String, String)> {
+    ) -> std::result::Result<(ResolvedImage, Option<Duration>), (String, String)> {
         let image = c.image.clone().unwrap_or_default();
         if let Some(r) = self.images.get(&image) {
-            return Ok(r.clone());
+            return Ok((r.clone(), None));
         }
         if let Some((until, _)) = self.image_backoff.get(&image) {
             if Instant::now() < *until {
@@ -650,11 +653,10 @@ impl Worker {
         }
         let store = self.ctx.images.clone();
         let img = image.clone();
-        match blocking(move || Ok(store.resolve(&img)?)).await {
-            Ok(r) => {
-                self.images.insert(image, r.clone());
-                Ok(r)
-            }
+        let local = blocking(move || Ok(store.resolve(&img)?)).await;
+        let mut pulled = None;
+        let found = match local {
+            Ok(r) => Ok(r),
             Err(e) => {
                 let policy = c.image_pull_policy.clone().unwrap_or_default();
                 if policy == "Never" {
@@ -665,7 +667,51 @@ impl Worker {
                         ),
                     ));
                 }
-                // No registry client yet: a missing image is a pull error, retried with back-off.
+                if self.ctx.config.offline && !skiff_image::registry_is_loopback(&image) {
+                    let delay = self
+                        .image_backoff
+                        .get(&image)
+                        .map_or(BACKOFF_INITIAL, |(_, d)| (*d * 2).min(BACKOFF_MAX));
+                    self.image_backoff
+                        .insert(image.clone(), (Instant::now() + delay, delay));
+                    return Err((
+                        "ErrImagePull".into(),
+                        format!(
+                            "image \"{image}\" is not in the node's store, and the node is offline (--offline): {e}"
+                        ),
+                    ));
+                }
+                let cname = c.name.clone();
+                self.event(
+                    pod,
+                    Some(&cname),
+                    EventType::Normal,
+                    "Pulling",
+                    &format!("Pulling image \"{image}\""),
+                )
+                .await;
+                let started = Instant::now();
+                match self.ctx.images.pull(&image, &skiff_image::NoProgress).await {
+                    Ok(_) => {
+                        pulled = Some(started.elapsed());
+                        let store = self.ctx.images.clone();
+                        let img = image.clone();
+                        blocking(move || Ok(store.resolve(&img)?)).await
+                    }
+                    Err(pull_err) => {
+                        tracing::debug!(%image, "local lookup: {e}");
+                        Err(crate::Error::Image(pull_err))
+                    }
+                }
+            }
+        };
+        match found {
+            Ok(r) => {
+                self.images.insert(image, r.clone());
+                Ok((r, pulled))
+            }
+            Err(e) => {
+                // A failed pull is retried with back-off (ImagePullBackOff in between).
                 let delay = self
                     .image_backoff
                     .get(&image)
@@ -683,7 +729,7 @@ impl Worker {
 
     /// Starts instance `attempt` of `c`; on failure records a waiting reason.
     async fn start(&mut self, pod: &Pod, c: &Container, attempt: u32, sb: &Sandbox) -> bool {
-        let image = match self.resolve_image(c).await {
+        let (image, pulled) = match self.resolve_image(pod, c).await {
             Ok(i) => i,
             Err(reason) => {
                 let image = c.image.as_deref().unwrap_or_default();
@@ -707,17 +753,16 @@ impl Worker {
                 return false;
             }
         };
-        self.event(
-            pod,
-            Some(&c.name),
-            EventType::Normal,
-            "Pulled",
-            &format!(
-                "Container image \"{}\" already present on machine",
-                c.image.as_deref().unwrap_or_default()
+        let image_ref = c.image.as_deref().unwrap_or_default();
+        let msg = match pulled {
+            Some(d) => format!(
+                "Successfully pulled image \"{image_ref}\" in {:.3}s",
+                d.as_secs_f64()
             ),
-        )
-        .await;
+            None => format!("Container image \"{image_ref}\" already present on machine"),
+        };
+        self.event(pod, Some(&c.name), EventType::Normal, "Pulled", &msg)
+            .await;
         let (name, ns) = names(pod);
         let mut objects = build::Objects::new(self.ctx.client.clone(), &ns);
         let pod_ip = sb.ip.to_string();

@@ -35,6 +35,8 @@ use std::path::{Path, PathBuf};
 mod archive;
 mod build;
 mod layer;
+mod pull;
+pub use pull::registry_is_loopback;
 pub mod reference;
 mod store;
 mod unpack;
@@ -211,6 +213,16 @@ impl ImageStore {
         progress: &dyn Progress,
     ) -> Result<Vec<ImageSummary>> {
         archive::import(self, file, tag, progress)
+    }
+
+    /// Pulls `reference` from its registry (OCI distribution API) and tags it under that
+    /// name. Every blob is checked against its digest; on error the store is unchanged.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        progress: &(dyn Progress + Sync),
+    ) -> Result<ImageSummary> {
+        pull::pull(self, reference, progress).await
     }
 
     /// Builds a Containerfile; see [`BuildOptions`]. Nothing is tagged on error.

@@ -23,6 +23,10 @@ pub struct NodeArgs {
     /// of it. The server's --node-monitor-grace-period must be longer.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(i32).range(4..=3600))]
     pub node_lease_duration_seconds: i32,
+    /// Never contact remote image registries: pods use images already in this node's store
+    /// (or on a registry on this machine). For air-gapped nodes.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Args)]
@@ -61,6 +65,7 @@ pub fn agent_config(
         api_token: token,
         skiff_exe: std::env::current_exe().context("cannot find the skiff executable")?,
         lease_duration_seconds: node.node_lease_duration_seconds,
+        offline: node.offline,
     })
 }
 

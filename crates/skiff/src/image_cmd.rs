@@ -16,6 +16,11 @@ use crate::units::{ago, human_size};
 pub enum ImageCommand {
     /// Build an image from a Containerfile: one layer per COPY, ADD and RUN.
     Build(BuildArgs),
+    /// Pull an image from a registry (OCI distribution; loopback registries over plain HTTP).
+    Pull {
+        /// e.g. `nginx:1.27`, `ghcr.io/org/app:v2`, `127.0.0.1:5000/web:v1`.
+        reference: String,
+    },
     /// Import a docker-archive, an oci-archive or a plain rootfs tarball.
     Import {
         file: PathBuf,
@@ -90,6 +95,21 @@ pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
     let store = open_store(data_dir)?;
     match cmd {
         ImageCommand::Build(args) => build(data_dir, &store, args),
+        ImageCommand::Pull { reference } => {
+            let progress = TermProgress::new();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            let image = runtime.block_on(store.pull(&reference, &progress))?;
+            println!(
+                "Pulled image: {}:{} ({})",
+                image.name,
+                image.tag,
+                short_id(&image.id)
+            );
+            Ok(())
+        }
         ImageCommand::Import { file, tag } => {
             let progress = TermProgress::new();
             let images = store.import(&file, tag.as_deref(), &progress)?;

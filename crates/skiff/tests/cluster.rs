@@ -855,3 +855,104 @@ spec:
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A pod whose image is not on the node is pulled from its registry (here one on loopback,
+/// which an `--offline` node still uses), with kubelet's Pulling/Pulled events.
+#[test]
+fn pods_pull_missing_images_from_a_registry() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let c = Cluster::start();
+    // The image lives in a scratch store served by the registry, not in the node's store.
+    let source = c.dir.path().join("source");
+    let ctx = c.dir.path().join("web");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/web");
+    std::fs::create_dir_all(ctx.join("app")).expect("ctx");
+    std::fs::copy(src.join("Containerfile"), ctx.join("Containerfile")).expect("Containerfile");
+    std::fs::copy(src.join("app/start.sh"), ctx.join("app/start.sh")).expect("start.sh");
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox");
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--data-dir")
+        .arg(&source)
+        .args([
+            "image",
+            "build",
+            "-t",
+            "web:v1",
+            "--build-arg",
+            "VERSION=v1",
+        ])
+        .arg(&ctx)
+        .output()
+        .expect("build");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let registry = common::cluster::LoopbackRegistry::serve(&source, "web:v1", "shop/web", "v1");
+    let image = format!("{}/shop/web:v1", registry.host);
+
+    c.ok(&[
+        "create",
+        "deployment",
+        "pulled",
+        &format!("--image={image}"),
+    ]);
+    c.ok(&["rollout", "status", "deployment/pulled", "--timeout=90s"]);
+    let pod = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=pulled",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let described = c.ok(&["describe", "pod", pod.trim()]);
+    assert!(
+        described.contains(&format!("Pulling image \"{image}\"")),
+        "{described}"
+    );
+    assert!(
+        described.contains(&format!("Successfully pulled image \"{image}\"")),
+        "{described}"
+    );
+    let body = c.ok(&["exec", pod.trim(), "--", "cat", "/www/index.html"]);
+    assert!(body.contains("web v1"), "{body}");
+    let images = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--data-dir")
+        .arg(c.data_dir())
+        .args(["image", "ls"])
+        .output()
+        .expect("image ls");
+    let listed = String::from_utf8_lossy(&images.stdout).into_owned();
+    assert!(
+        listed.contains(&format!("{}/shop/web", registry.host)),
+        "{listed}"
+    );
+
+    // A missing image elsewhere: an offline node does not go looking for it.
+    c.ok(&[
+        "create",
+        "deployment",
+        "absent",
+        "--image=docker.io/library/absent:1",
+    ]);
+    c.eventually(
+        &["get", "pods", "-l", "app=absent", "--no-headers"],
+        "ImagePull",
+        Duration::from_secs(30),
+    );
+    let absent = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=absent",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    c.eventually(
+        &["describe", "pod", absent.trim()],
+        "the node is offline (--offline)",
+        Duration::from_secs(30),
+    );
+}

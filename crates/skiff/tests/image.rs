@@ -131,3 +131,28 @@ fn run_steps_make_layers_and_whiteouts_hide_files() {
     assert!(err.contains('7'), "{err}");
     assert!(!s.ok(&["image", "ls"]).contains("broken"));
 }
+
+/// `skiff image pull` from a registry on loopback: the image arrives with the same ID and
+/// runs; a second pull is a no-op; an unknown tag is a clear error that changes nothing.
+#[test]
+fn pull_from_a_registry_and_run() {
+    let source = Skiff::with_busybox();
+    let registry =
+        common::cluster::LoopbackRegistry::serve(&source.data_dir(), "bb:1", "tools/bb", "1");
+    let s = Skiff::new();
+    let reference = format!("{}/tools/bb:1", registry.host);
+    let out = s.ok(&["image", "pull", &reference]);
+    assert!(
+        out.contains(&format!("Pulled image: {}/tools/bb:1", registry.host)),
+        "{out}"
+    );
+    assert_eq!(inspect_id(&s, &reference), inspect_id(&source, "bb:1"));
+    let hello = s.ok(&["run", "--rm", &reference, "echo", "pulled and running"]);
+    assert_eq!(hello.trim(), "pulled and running");
+    s.ok(&["image", "pull", &reference]);
+    let listed = s.ok(&["image", "ls"]);
+    assert_eq!(listed.matches("tools/bb").count(), 1, "{listed}");
+    let err = s.fails(&["image", "pull", &format!("{}/tools/bb:2", registry.host)]);
+    assert!(err.contains("tools/bb:2"), "{err}");
+    assert_eq!(s.ok(&["image", "ls"]).matches("tools/bb").count(), 1);
+}

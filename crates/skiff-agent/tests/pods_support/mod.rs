@@ -127,6 +127,7 @@ impl Harness {
             api_token: "token".into(),
             skiff_exe: skiff_exe(),
             lease_duration_seconds: 40,
+            offline: true,
         };
         let mut h = Harness {
             client,

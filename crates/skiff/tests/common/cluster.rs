@@ -83,6 +83,8 @@ impl Cluster {
                 &format!("{}:{}", self.host, self.port),
             ])
             .args(["--cluster-cidr", &self.cluster_cidr])
+            // Hermetic: never reach out to public registries (a missing image fails at once).
+            .arg("--offline")
             .args(&self.server_args)
             .env("SKIFF_LOG", "info")
             .stdin(Stdio::null())
@@ -319,6 +321,7 @@ impl Cluster {
             .arg("--ca-file")
             .arg(self.data_dir().join("server/tls/ca.crt"))
             .args(["--node-name", name])
+            .arg("--offline")
             .args(extra)
             .env("SKIFF_LOG", "info")
             .stdin(Stdio::null())
@@ -579,5 +582,120 @@ impl Drop for OtherHost {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .output();
+    }
+}
+
+/// A read-only OCI registry on 127.0.0.1 serving one image from `skiff image save` output:
+/// `GET /v2/`, the manifest by tag or digest, blobs by digest. A plain thread per connection,
+/// one request per connection (`Connection: close`); it stops with the test process.
+pub struct LoopbackRegistry {
+    pub host: String,
+}
+
+impl LoopbackRegistry {
+    /// Serves `image` (e.g. `web:v1`) of `data_dir` as `<host>/<repo>:<tag>`.
+    pub fn serve(data_dir: &Path, image: &str, repo: &str, tag: &str) -> Self {
+        let work = tempfile::tempdir().expect("tempdir").keep();
+        let tar = work.join("image.tar");
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["image", "save", "-o"])
+            .arg(&tar)
+            .arg(image)
+            .output()
+            .expect("skiff image save");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let layout = work.join("layout");
+        std::fs::create_dir_all(&layout).expect("layout dir");
+        let ok = Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-xf")
+            .arg(&tar)
+            .status()
+            .expect("tar");
+        assert!(ok.success());
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+                .expect("index json");
+        let manifest_digest = index["manifests"][0]["digest"]
+            .as_str()
+            .expect("manifest digest")
+            .to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let host = listener.local_addr().expect("addr").to_string();
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (layout, repo, tag, md) = (
+                    layout.clone(),
+                    repo.clone(),
+                    tag.clone(),
+                    manifest_digest.clone(),
+                );
+                std::thread::spawn(move || registry_reply(conn, &layout, &repo, &tag, &md));
+            }
+        });
+        LoopbackRegistry { host }
+    }
+}
+
+fn registry_reply(mut conn: TcpStream, layout: &Path, repo: &str, tag: &str, manifest: &str) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut parts = head.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let blob = |d: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .ok()
+    };
+    let (status, ctype, body) = if path == "/v2/" {
+        ("200 OK", "application/json", Some(b"{}".to_vec()))
+    } else if let Some(r) = path.strip_prefix(&format!("/v2/{repo}/manifests/")) {
+        let body = if r == tag || r == manifest {
+            blob(manifest)
+        } else {
+            None
+        };
+        ("200 OK", "application/vnd.oci.image.manifest.v1+json", body)
+    } else if let Some(d) = path.strip_prefix(&format!("/v2/{repo}/blobs/")) {
+        ("200 OK", "application/octet-stream", blob(d))
+    } else {
+        ("404 Not Found", "application/json", None)
+    };
+    let (status, body) = match body {
+        Some(b) => (status, b),
+        None => (
+            "404 Not Found",
+            br#"{"errors":[{"code":"NAME_UNKNOWN","message":"not found"}]}"#.to_vec(),
+        ),
+    };
+    let mut reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if status.starts_with("200") && path.contains("/manifests/") {
+        reply.push_str(&format!("Docker-Content-Digest: {manifest}\r\n"));
+    }
+    reply.push_str("\r\n");
+    let _ = conn.write_all(reply.as_bytes());
+    if method != "HEAD" {
+        let _ = conn.write_all(&body);
     }
 }
