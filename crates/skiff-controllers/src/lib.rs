@@ -1,10 +1,11 @@
 //! skiff-controllers owns the control loops that run inside `skiff server` as ordinary API
 //! clients (kube-runtime reflectors, de-duplicating work queues, level-triggered idempotent
-//! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, Job (with TTL after finished), the scheduler, the garbage collector,
+//! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
 //! EndpointSlices, and the event recorder they share.
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §4.4, §5, §6, §7.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::{
-    daemonset, deployment, endpoints, events, gc, job, nodeipam, nodelifecycle, replicaset,
-    scheduler, Context, Options, Result,
+    cronjob, daemonset, deployment, endpoints, events, gc, job, nodeipam, nodelifecycle,
+    replicaset, scheduler, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -26,8 +26,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 9] {
+fn controllers() -> [(&'static str, Start); 10] {
     [
+        ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("job", |ctx| Box::pin(job::run(ctx))),
