@@ -33,7 +33,8 @@ use sha2::{Digest, Sha256};
 
 use crate::events::EventType;
 use crate::replicaset::expectations::Expectations;
-use crate::replicaset::pods::{controller_ref, is_available, pod_from_template, Selector};
+use crate::owned::{owner, owner_triggers, pod_key, pod_triggers};
+use crate::replicaset::pods::{is_available, pod_from_template, Selector};
 use crate::scheduler::plugins::{matches_node_affinity, tolerated_by};
 use crate::{api_message, Context, Error, Result};
 
@@ -53,7 +54,7 @@ struct Dsc {
     pod_store: Store<Pod>,
     node_store: Store<Node>,
     ds_store: Store<DaemonSet>,
-    expectations: Expectations,
+    expectations: Arc<Expectations>,
 }
 
 /// Runs this controller until the process stops (errors are retried inside).
@@ -67,75 +68,20 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         pod_store,
         node_store,
         ds_store: ds_store.clone(),
-        expectations: Expectations::default(),
+        expectations: Arc::new(Expectations::default()),
     });
-    let ds_triggers = reflector(
+    let ds_triggers = owner_triggers(
         ds_writer,
-        watcher(
-            Api::<DaemonSet>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map_ok({
-        let dsc = dsc.clone();
-        move |ev| {
-            let refs: Vec<ObjectRef<DaemonSet>> = match ev {
-                watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
-                    vec![ObjectRef::from_obj(&d)]
-                }
-                watcher::Event::Delete(d) => {
-                    if let Some(uid) = d.metadata.uid.as_deref() {
-                        dsc.expectations.forget(uid);
-                    }
-                    vec![]
-                }
-                _ => vec![],
-            };
-            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
-        }
-    })
-    .try_flatten();
-
-    let mut seen = std::collections::HashSet::<String>::new();
-    let pod_triggers = reflector(
+        Api::<DaemonSet>::all(client.clone()),
+        dsc.expectations.clone(),
+    );
+    let pod_triggers = pod_triggers::<DaemonSet>(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .map_ok({
-        let dsc = dsc.clone();
-        move |ev| {
-            let refs: Vec<ObjectRef<DaemonSet>> = match ev {
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                    let owner = ds_owner(&p);
-                    let new = seen.insert(p.metadata.uid.clone().unwrap_or_default());
-                    if let Some((_, uid)) = &owner {
-                        if new {
-                            dsc.expectations.creation_observed(uid);
-                        }
-                        if p.metadata.deletion_timestamp.is_some() {
-                            dsc.expectations.deletion_observed(uid, &pod_key(&p));
-                        }
-                    }
-                    owner_refs(&p, owner)
-                }
-                watcher::Event::Delete(p) => {
-                    if let Some(uid) = p.metadata.uid.as_deref() {
-                        seen.remove(uid);
-                    }
-                    let owner = ds_owner(&p);
-                    if let Some((_, uid)) = &owner {
-                        dsc.expectations.deletion_observed(uid, &pod_key(&p));
-                    }
-                    owner_refs(&p, owner)
-                }
-                _ => vec![],
-            };
-            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
-        }
-    })
-    .try_flatten();
+        Api::<Pod>::all(client.clone()),
+        dsc.expectations.clone(),
+        "DaemonSet",
+        "apps",
+    );
 
     // Any node change may change where daemons should run: sync every DaemonSet.
     let node_triggers = reflector(
@@ -184,20 +130,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
 }
 
 fn ds_owner(p: &Pod) -> Option<(String, String)> {
-    controller_ref(&p.metadata)
-        .filter(|r| r.kind == "DaemonSet" && r.api_version.starts_with("apps/"))
-        .map(|r| (r.name.clone(), r.uid.clone()))
-}
-
-fn owner_refs(p: &Pod, owner: Option<(String, String)>) -> Vec<ObjectRef<DaemonSet>> {
-    owner
-        .map(|(name, _)| ObjectRef::new(&name).within(&p.namespace().unwrap_or_default()))
-        .into_iter()
-        .collect()
-}
-
-fn pod_key(p: &Pod) -> String {
-    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+    owner(&p.metadata, "DaemonSet", "apps")
 }
 
 /// The template's hash (what `controller-revision-hash` carries).

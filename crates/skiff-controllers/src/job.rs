@@ -18,20 +18,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{stream, Future, StreamExt, TryStreamExt};
+use futures::{stream, Future, StreamExt};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{self, applier, Action};
-use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::events::EventType;
 use crate::replicaset::expectations::Expectations;
-use crate::replicaset::pods::{controller_ref, is_active, is_ready, pod_from_template, Selector};
+use crate::owned::{owner, owner_triggers, pod_key, pod_triggers};
+use crate::replicaset::pods::{is_active, is_ready, pod_from_template, Selector};
 use crate::{api_message, Context, Error, Result};
 
 const COMPONENT: &str = "job-controller";
@@ -48,7 +47,7 @@ const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(360);
 struct Jc {
     ctx: Arc<Context>,
     pod_store: Store<Pod>,
-    expectations: Expectations,
+    expectations: Arc<Expectations>,
 }
 
 /// Runs this controller until the process stops (errors are retried inside).
@@ -59,75 +58,20 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     let jc = Arc::new(Jc {
         ctx,
         pod_store,
-        expectations: Expectations::default(),
+        expectations: Arc::new(Expectations::default()),
     });
-    let job_triggers = reflector(
+    let job_triggers = owner_triggers(
         job_writer,
-        watcher(Api::<Job>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .map_ok({
-        let jc = jc.clone();
-        move |ev| {
-            let refs: Vec<ObjectRef<Job>> = match ev {
-                watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
-                    vec![ObjectRef::from_obj(&j)]
-                }
-                watcher::Event::Delete(j) => {
-                    if let Some(uid) = j.metadata.uid.as_deref() {
-                        jc.expectations.forget(uid);
-                    }
-                    vec![]
-                }
-                _ => vec![],
-            };
-            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
-        }
-    })
-    .try_flatten();
-
-    // Pod uids seen, to tell a creation from an update.
-    let mut seen = std::collections::HashSet::<String>::new();
-    let pod_triggers = reflector(
+        Api::<Job>::all(client.clone()),
+        jc.expectations.clone(),
+    );
+    let pod_triggers = pod_triggers::<Job>(
         pod_writer,
-        watcher(Api::<Pod>::all(client), watcher::Config::default()),
-    )
-    .default_backoff()
-    .map_ok({
-        let jc = jc.clone();
-        move |ev| {
-            let refs: Vec<ObjectRef<Job>> = match ev {
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                    let owner = job_owner(&p.metadata);
-                    let uid = p.metadata.uid.clone().unwrap_or_default();
-                    let new = seen.insert(uid);
-                    if let Some((_, owner_uid)) = &owner {
-                        if new {
-                            jc.expectations.creation_observed(owner_uid);
-                        }
-                        if p.metadata.deletion_timestamp.is_some() {
-                            jc.expectations.deletion_observed(owner_uid, &pod_key(&p));
-                        }
-                    }
-                    owner_ref(&p, owner)
-                }
-                watcher::Event::Delete(p) => {
-                    if let Some(uid) = p.metadata.uid.as_deref() {
-                        seen.remove(uid);
-                    }
-                    let owner = job_owner(&p.metadata);
-                    if let Some((_, owner_uid)) = &owner {
-                        jc.expectations.deletion_observed(owner_uid, &pod_key(&p));
-                    }
-                    owner_ref(&p, owner)
-                }
-                _ => vec![],
-            };
-            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
-        }
-    })
-    .try_flatten();
-
+        Api::<Pod>::all(client),
+        jc.expectations.clone(),
+        "Job",
+        "batch",
+    );
     let queue = stream::select(job_triggers, pod_triggers);
     let mut results = applier(
         |job, jc: Arc<Jc>| -> Pin<Box<dyn Future<Output = Result<Action>> + Send>> {
@@ -151,22 +95,8 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     Err(Error::Other("job watch streams ended".into()))
 }
 
-/// The Job (name, uid) controlling this pod, if any.
 fn job_owner(meta: &ObjectMeta) -> Option<(String, String)> {
-    controller_ref(meta)
-        .filter(|r| r.kind == "Job" && r.api_version.starts_with("batch/"))
-        .map(|r| (r.name.clone(), r.uid.clone()))
-}
-
-fn owner_ref(p: &Pod, owner: Option<(String, String)>) -> Vec<ObjectRef<Job>> {
-    owner
-        .map(|(name, _)| ObjectRef::new(&name).within(&p.namespace().unwrap_or_default()))
-        .into_iter()
-        .collect()
-}
-
-fn pod_key(p: &Pod) -> String {
-    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+    owner(meta, "Job", "batch")
 }
 
 fn phase(p: &Pod) -> &str {

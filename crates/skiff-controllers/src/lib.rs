@@ -15,6 +15,7 @@ pub mod job;
 pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
+mod owned;
 pub mod replicaset;
 pub mod scheduler;
 
