@@ -864,31 +864,7 @@ fn pods_pull_missing_images_from_a_registry() {
     let c = Cluster::start();
     // The image lives in a scratch store served by the registry, not in the node's store.
     let source = c.dir.path().join("source");
-    let ctx = c.dir.path().join("web");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/web");
-    std::fs::create_dir_all(ctx.join("app")).expect("ctx");
-    std::fs::copy(src.join("Containerfile"), ctx.join("Containerfile")).expect("Containerfile");
-    std::fs::copy(src.join("app/start.sh"), ctx.join("app/start.sh")).expect("start.sh");
-    std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox");
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .arg("--data-dir")
-        .arg(&source)
-        .args([
-            "image",
-            "build",
-            "-t",
-            "web:v1",
-            "--build-arg",
-            "VERSION=v1",
-        ])
-        .arg(&ctx)
-        .output()
-        .expect("build");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::cluster::build_web_images_into(&source, &c.dir.path().join("web"), &["v1"]);
     let registry = common::cluster::LoopbackRegistry::serve(&source, "web:v1", "shop/web", "v1");
     let image = format!("{}/shop/web:v1", registry.host);
 

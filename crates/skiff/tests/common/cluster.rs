@@ -418,20 +418,24 @@ fn reset_in(netns: Option<&str>, data_dir: &Path) {
 
 /// Builds web:v1 and web:v2 from examples/web into the cluster's data dir.
 pub fn build_web_images(c: &Cluster) {
-    let ctx = c.dir.path().join("web");
+    build_web_images_into(&c.data_dir(), &c.dir.path().join("web"), &["v1", "v2"]);
+}
+
+/// Builds `web:<version>` from examples/web into `data_dir`, with `ctx` as build context.
+pub fn build_web_images_into(data_dir: &Path, ctx: &Path, versions: &[&str]) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/web");
     std::fs::create_dir_all(ctx.join("app")).expect("ctx");
     std::fs::copy(src.join("Containerfile"), ctx.join("Containerfile")).expect("Containerfile");
     std::fs::copy(src.join("app/start.sh"), ctx.join("app/start.sh")).expect("start.sh");
     std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox");
-    for version in ["v1", "v2"] {
+    for version in versions {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
             .arg("--data-dir")
-            .arg(c.data_dir())
+            .arg(data_dir)
             .args(["image", "build", "-t", &format!("web:{version}")])
             .arg("--build-arg")
             .arg(format!("VERSION={version}"))
-            .arg(&ctx)
+            .arg(ctx)
             .output()
             .expect("skiff image build");
         assert!(
