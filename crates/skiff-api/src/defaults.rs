@@ -49,15 +49,7 @@ pub fn apply_defaults(info: &ResourceInfo, object: &mut Value) {
             }
         }
         ("batch", "Job") => job(obj),
-        ("batch", "CronJob") => {
-            let spec = child(obj, "spec");
-            default(spec, "concurrencyPolicy", json!("Allow"));
-            default(spec, "suspend", json!(false));
-            default(spec, "successfulJobsHistoryLimit", json!(3));
-            default(spec, "failedJobsHistoryLimit", json!(1));
-            let jt = child(spec, "jobTemplate");
-            job_spec(child(jt, "spec"));
-        }
+        ("batch", "CronJob") => cron_job(obj),
         ("", "Pod") => pod(obj),
         ("", "PodTemplate") => {
             if let Some(t) = obj.get_mut("template").and_then(Value::as_object_mut) {
@@ -250,6 +242,17 @@ fn job_spec(spec: &mut Map<String, Value>) {
     }
     default(spec, "completionMode", json!("NonIndexed"));
     default(spec, "suspend", json!(false));
+    pod_condition_patterns(spec);
+    if spec.get("podFailurePolicy").is_none_or(Value::is_null) {
+        default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    } else {
+        default(spec, "podReplacementPolicy", json!("Failed"));
+    }
+    pod_template(spec);
+}
+
+/// `SetDefaults_PodFailurePolicyOnPodConditionsPattern`: a pattern's `status` is "True".
+fn pod_condition_patterns(spec: &mut Map<String, Value>) {
     if let Some(pfp) = spec
         .get_mut("podFailurePolicy")
         .and_then(Value::as_object_mut)
@@ -262,12 +265,28 @@ fn job_spec(spec: &mut Map<String, Value>) {
             }
         }
     }
-    if spec.get("podFailurePolicy").is_none_or(Value::is_null) {
-        default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
-    } else {
-        default(spec, "podReplacementPolicy", json!("Failed"));
+}
+
+/// `SetDefaults_CronJob` plus the nested-type defaulters. The job template gets only the pod
+/// and pod-condition-pattern defaults: `SetDefaults_Job` is for Job objects, so the Job's own
+/// defaults (completions, backoffLimit, ...) appear when the controller creates each Job.
+fn cron_job(obj: &mut Map<String, Value>) {
+    let spec = child(obj, "spec");
+    // A non-pointer string in Go: "" (as protobuf bodies carry it) is unset too.
+    if spec.get("concurrencyPolicy").is_none_or(is_empty) {
+        spec.insert("concurrencyPolicy".into(), json!("Allow"));
     }
-    pod_template(spec);
+    default(spec, "suspend", json!(false));
+    default(spec, "successfulJobsHistoryLimit", json!(3));
+    default(spec, "failedJobsHistoryLimit", json!(1));
+    if let Some(job_spec) = spec
+        .get_mut("jobTemplate")
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(Value::as_object_mut)
+    {
+        pod_condition_patterns(job_spec);
+        pod_template(job_spec);
+    }
 }
 
 /// Labels the Job strategy puts on the pod template (legacy unprefixed ones too).

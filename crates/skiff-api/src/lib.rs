@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod body;
+pub mod cron;
 pub mod defaults;
 pub mod error;
 pub mod openapi;

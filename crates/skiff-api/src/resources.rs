@@ -210,6 +210,20 @@ static RESOURCES: &[ResourceInfo] = &[
         verbs: FULL,
         subresources: &[],
     },
+    // Upstream lists cronjobs before jobs (and `kubectl get all` prints them in that order).
+    ResourceInfo {
+        group: "batch",
+        version: "v1",
+        kind: "CronJob",
+        list_kind: "CronJobList",
+        plural: "cronjobs",
+        singular: "cronjob",
+        namespaced: true,
+        short_names: &["cj"],
+        categories: ALL,
+        verbs: FULL,
+        subresources: &["status"],
+    },
     ResourceInfo {
         group: "batch",
         version: "v1",
@@ -283,6 +297,7 @@ impl ResourceInfo {
     /// Upstream's `DefaultGarbageCollectionPolicy` is OrphanDependents for batch/v1 Jobs (kept
     /// for backward compatibility): a delete that names no propagation policy orphans the pods.
     /// kubectl always sends `propagationPolicy=Background`, so `kubectl delete job` still cascades.
+    /// (CronJobs orphan only in batch/v1beta1; batch/v1 CronJobs delete their Jobs.)
     pub fn orphans_by_default(&self) -> bool {
         self.group == "batch" && self.version == "v1" && self.kind == "Job"
     }

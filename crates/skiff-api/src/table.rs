@@ -83,6 +83,18 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Images", "string", 1, "Images referenced by each container in the template."),
             ("Selector", "string", 1, "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors"),
         ],
+        "CronJob" => vec![
+            NAME,
+            ("Schedule", "string", 0, "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
+            ("Timezone", "string", 0, "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones. If not specified, this will default to the time zone of the kube-controller-manager process. The set of valid time zone names and the time zone offset is loaded from the system-wide time zone database by the API server during CronJob validation and the controller manager during execution. If no system-wide time zone database can be found a bundled version of the database is used instead. If the time zone name becomes invalid during the lifetime of a CronJob or due to a change in host configuration, the controller will stop creating new new Jobs and will create a system event with the reason UnknownTimeZone. More information can be found in https://kubernetes.io/docs/concepts/workloads/controllers/cron-jobs/#time-zones"),
+            ("Suspend", "boolean", 0, "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false."),
+            ("Active", "integer", 0, "A list of pointers to currently running jobs."),
+            ("Last Schedule", "string", 0, "Information when was the last time the job was successfully scheduled."),
+            AGE,
+            ("Containers", "string", 1, "Names of each container in the template."),
+            ("Images", "string", 1, "Images referenced by each container in the template."),
+            ("Selector", "string", 1, "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors"),
+        ],
         "Service" => vec![
             NAME,
             ("Type", "string", 0, "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer."),
@@ -358,6 +370,7 @@ fn cells(info: &ResourceInfo, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
             ]
         }
         "Job" => job_cells(obj, name, age, now),
+        "CronJob" => cronjob_cells(obj, name, age, now),
         "Service" => {
             let cluster_ip = arr(obj, "/spec/clusterIPs")
                 .first()
@@ -471,6 +484,42 @@ fn job_cells(obj: &Value, name: String, age: String, now: jiff::Timestamp) -> Ve
         json!(names),
         json!(images),
         json!(selector_string(obj.pointer("/spec/selector"))),
+    ]
+}
+
+/// `printCronJob`: the time zone and last schedule read `<none>` when unset, SUSPEND is
+/// `printBoolPtr` (`True`/`False`, `<unset>`), ACTIVE counts the running Jobs; the wide
+/// columns describe the job template (whose selector is normally unset).
+fn cronjob_cells(obj: &Value, name: String, age: String, now: jiff::Timestamp) -> Vec<Value> {
+    let time_zone = obj
+        .pointer("/spec/timeZone")
+        .and_then(Value::as_str)
+        .unwrap_or("<none>");
+    let suspend = match obj.pointer("/spec/suspend").and_then(Value::as_bool) {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "<unset>",
+    };
+    let last = match obj
+        .pointer("/status/lastScheduleTime")
+        .and_then(Value::as_str)
+    {
+        Some(t) => since(t, now),
+        None => "<none>".into(),
+    };
+    let template = obj.pointer("/spec/jobTemplate").unwrap_or(&Value::Null);
+    let (names, images) = container_cells(template);
+    vec![
+        json!(name),
+        json!(s(obj, "/spec/schedule")),
+        json!(time_zone),
+        json!(suspend),
+        json!(arr(obj, "/status/active").len()),
+        json!(last),
+        json!(age),
+        json!(names),
+        json!(images),
+        json!(selector_string(template.pointer("/spec/selector"))),
     ]
 }
 

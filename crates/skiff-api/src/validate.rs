@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::{ApiError, Cause, ResourceInfo};
 
+mod cronjob;
 mod daemonset;
 mod job;
 
@@ -56,6 +57,7 @@ pub fn validation_causes(info: &ResourceInfo, object: &Value, old: Option<&Value
         ("apps", "StatefulSet") => workload(&mut e, spec, old_spec, "", false),
         ("apps", "DaemonSet") => daemonset::daemon_set(&mut e, obj, old),
         ("batch", "Job") => job::job(&mut e, obj, old),
+        ("batch", "CronJob") => cronjob::cron_job(&mut e, obj, old),
         ("", "Pod") => {
             pod_spec(&mut e, spec, "spec");
             if let (Some(new), Some(old)) = (spec, old_spec) {

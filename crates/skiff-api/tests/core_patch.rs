@@ -397,3 +397,39 @@ fn daemon_set_set_image_restart_and_status_patches() {
     assert!(conds.contains(&json!({"type": "A", "status": "True"})));
     assert!(conds.contains(&json!({"type": "B", "status": "False"})));
 }
+
+#[test]
+fn cron_job_suspend_and_set_image_patches() {
+    let info = by_plural("batch", "v1", "cronjobs").expect("cronjobs");
+    let cj = json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "hello", "namespace": "default"},
+        "spec": {
+            "schedule": "*/1 * * * *", "suspend": false,
+            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [
+                {"name": "hello", "image": "busybox:1.36", "env": [{"name": "A", "value": "1"}]},
+                {"name": "side", "image": "alpine:3"}
+            ]}}}}
+        },
+        "status": {"active": [{"kind": "Job", "name": "hello-1"}]}
+    });
+    // `kubectl patch cronjob hello -p '{"spec":{"suspend":true}}'`.
+    let out = strategic_merge_patch(info, &cj, &json!({"spec": {"suspend": true}})).expect("patch");
+    assert_eq!(out["spec"]["suspend"], true);
+    assert_eq!(out["spec"]["jobTemplate"], cj["spec"]["jobTemplate"]);
+    // `kubectl set image cronjob/hello hello=busybox:1.37`: containers in the job template
+    // merge by name.
+    let patch: Value = serde_json::from_str(r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"hello"},{"name":"side"}],"containers":[{"image":"busybox:1.37","name":"hello"}]}}}}}}"#).expect("json");
+    let out = strategic_merge_patch(info, &cj, &patch).expect("patch");
+    let cs = &out["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"];
+    assert_eq!(cs[0]["image"], "busybox:1.37");
+    assert_eq!(cs[0]["env"], json!([{"name": "A", "value": "1"}]));
+    assert_eq!(cs[1], json!({"name": "side", "image": "alpine:3"}));
+    // status.active is atomic: replaced, not merged.
+    let patch = json!({"status": {"active": [{"kind": "Job", "name": "hello-2"}]}});
+    let out = strategic_merge_patch(info, &cj, &patch).expect("patch");
+    assert_eq!(
+        out["status"]["active"],
+        json!([{"kind": "Job", "name": "hello-2"}])
+    );
+}

@@ -32,6 +32,7 @@ fn served_resources_have_upstream_discovery_data() {
             true,
         ),
         ("apps", "replicasets", "ReplicaSet", true, &["rs"][..], true),
+        ("batch", "cronjobs", "CronJob", true, &["cj"][..], true),
         ("batch", "jobs", "Job", true, &[][..], true),
         (
             "discovery.k8s.io",
@@ -82,6 +83,19 @@ fn served_resources_have_upstream_discovery_data() {
         .map(|r| r.plural)
         .collect();
     assert_eq!(apps, ["daemonsets", "deployments", "replicasets"]);
+    // batch/v1 CronJobs: status only, listed before jobs, and (unlike Jobs, and unlike
+    // batch/v1beta1 CronJobs) deleting one deletes its Jobs unless told otherwise.
+    let cj = by_kind("batch/v1", "CronJob").expect("cronjob");
+    assert_eq!(cj.subresources, ["status"]);
+    assert_eq!(cj.group_resource(), "cronjobs.batch");
+    assert_eq!((cj.singular, cj.verbs.len()), ("cronjob", 8));
+    assert!(!cj.orphans_by_default());
+    let batch: Vec<&str> = all()
+        .iter()
+        .filter(|r| r.group == "batch")
+        .map(|r| r.plural)
+        .collect();
+    assert_eq!(batch, ["cronjobs", "jobs"]);
     let p = by_kind("v1", "Pod").expect("pod");
     assert_eq!(
         p.subresources,

@@ -637,3 +637,76 @@ fn daemon_set_rows() {
         json!([0, 0, 0, 0, 0, "<none>"]).as_array().expect("a")[..]
     );
 }
+
+fn cron_job(spec: Value, status: Value) -> Value {
+    json!({"metadata":{"name":"hello","namespace":"default","creationTimestamp":"2026-11-27T01:00:00Z"},
+        "spec": spec, "status": status})
+}
+
+#[test]
+fn cron_job_rows() {
+    let spec = json!({"schedule":"*/1 * * * *","suspend":false,"concurrencyPolicy":"Allow",
+        "jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"hello","image":"busybox"},{"name":"side","image":"alpine:3"}]}}}}});
+    let t = table("batch", "cronjobs", &[cron_job(spec.clone(), json!({}))]);
+    assert_eq!(
+        headers(&t),
+        [
+            ("Name", 0),
+            ("Schedule", 0),
+            ("Timezone", 0),
+            ("Suspend", 0),
+            ("Active", 0),
+            ("Last Schedule", 0),
+            ("Age", 0),
+            ("Containers", 1),
+            ("Images", 1),
+            ("Selector", 1)
+        ]
+        .map(|(n, p)| (n.to_string(), p))
+    );
+    assert_eq!(t["columnDefinitions"][3]["type"], "boolean");
+    assert_eq!(t["columnDefinitions"][4]["type"], "integer");
+    // Never scheduled, no zone: `<none>`s; the template has no selector of its own.
+    assert_eq!(
+        t["rows"][0]["cells"],
+        json!([
+            "hello",
+            "*/1 * * * *",
+            "<none>",
+            "False",
+            0,
+            "<none>",
+            "10m",
+            "hello,side",
+            "busybox,alpine:3",
+            "<none>"
+        ])
+    );
+    assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "hello");
+    // Scheduled 90 s ago with two Jobs running, suspended since, in a named zone.
+    let mut spec = spec;
+    spec["suspend"] = json!(true);
+    spec["timeZone"] = json!("Europe/Berlin");
+    let status = json!({"lastScheduleTime":"2026-11-27T01:08:30Z",
+        "active":[{"kind":"Job","name":"hello-1"},{"kind":"Job","name":"hello-2"}]});
+    let t = table("batch", "cronjobs", &[cron_job(spec.clone(), status)]);
+    let cells = t["rows"][0]["cells"].as_array().expect("cells");
+    assert_eq!(
+        cells[..7],
+        json!([
+            "hello",
+            "*/1 * * * *",
+            "Europe/Berlin",
+            "True",
+            2,
+            "90s",
+            "10m"
+        ])
+        .as_array()
+        .expect("a")[..]
+    );
+    // printBoolPtr of a missing suspend.
+    spec.as_object_mut().expect("spec").remove("suspend");
+    let t = table("batch", "cronjobs", &[cron_job(spec, json!({}))]);
+    assert_eq!(t["rows"][0]["cells"][3], "<unset>");
+}

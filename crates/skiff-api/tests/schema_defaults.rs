@@ -387,3 +387,103 @@ fn daemon_set_template_generation_on_update() {
     skiff_api::defaults::prepare_update(dep, &old, &mut d);
     assert_eq!(d, json!({"metadata":{"name":"x"}}));
 }
+
+/// The CronJob body `kubectl create cronjob hello --image=busybox --schedule='*/1 * * * *' --
+/// date` sends (protobuf decoded: `concurrencyPolicy` is a Go string, so it arrives as "").
+fn cron_job_body() -> Value {
+    json!({"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"hello"},
+        "spec":{"schedule":"*/1 * * * *","concurrencyPolicy":"",
+            "jobTemplate":{"metadata":{"name":"hello"},"spec":{"template":{"spec":{
+                "containers":[{"name":"hello","image":"busybox","command":["date"]}],
+                "restartPolicy":"OnFailure"}}}}}})
+}
+
+#[test]
+fn cron_job_like_kubectl_create_cronjob() {
+    let c = defaulted("batch/v1", "CronJob", cron_job_body());
+    // SetDefaults_CronJob, and only pod defaults inside the template: the Job defaults
+    // (completions, backoffLimit, ...) and the generated selector come with each Job.
+    assert_eq!(
+        c["spec"],
+        json!({
+            "schedule": "*/1 * * * *",
+            "concurrencyPolicy": "Allow",
+            "suspend": false,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 1,
+            "jobTemplate": {"metadata": {"name": "hello"}, "spec": {"template": {"spec": {
+                "containers": [{"command": ["date"], "image": "busybox", "imagePullPolicy": "Always",
+                    "name": "hello", "resources": {}, "terminationMessagePath": "/dev/termination-log",
+                    "terminationMessagePolicy": "File"}],
+                "dnsPolicy": "ClusterFirst", "restartPolicy": "OnFailure", "schedulerName": "default-scheduler",
+                "securityContext": {}, "terminationGracePeriodSeconds": 30}}}}
+        })
+    );
+    // No labels are derived from the template and nothing is generated without a uid step.
+    assert!(c["metadata"].get("labels").is_none());
+    let info = by_kind("batch/v1", "CronJob").expect("cronjob");
+    let mut again = cron_job_body();
+    skiff_api::defaults::prepare_create(info, &mut again);
+    assert_eq!(again, cron_job_body());
+}
+
+#[test]
+fn cron_job_defaults_keep_what_is_set() {
+    let c = defaulted(
+        "batch/v1",
+        "CronJob",
+        json!({"metadata":{"name":"nightly"},"spec":{"schedule":"@daily","concurrencyPolicy":"Forbid",
+            "suspend":true,"successfulJobsHistoryLimit":0,"failedJobsHistoryLimit":5,
+            "timeZone":"Europe/Berlin","startingDeadlineSeconds":30,
+            "jobTemplate":{"spec":{"backoffLimit":1,
+                "podFailurePolicy":{"rules":[{"action":"Ignore","onPodConditions":[{"type":"DisruptionTarget"}]}]},
+                "template":{"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"i:1"}]}}}}}}),
+    );
+    let spec = &c["spec"];
+    assert_eq!(
+        (
+            &spec["concurrencyPolicy"],
+            &spec["suspend"],
+            &spec["successfulJobsHistoryLimit"],
+            &spec["failedJobsHistoryLimit"],
+            &spec["timeZone"],
+        ),
+        (
+            &json!("Forbid"),
+            &json!(true),
+            &json!(0),
+            &json!(5),
+            &json!("Europe/Berlin")
+        )
+    );
+    let job = &spec["jobTemplate"]["spec"];
+    assert_eq!(job["backoffLimit"], 1);
+    for unset in [
+        "completions",
+        "parallelism",
+        "completionMode",
+        "podReplacementPolicy",
+    ] {
+        assert!(job.get(unset).is_none(), "{unset}: {job}");
+    }
+    // Nested-type defaulters do reach into the template.
+    assert_eq!(
+        job["podFailurePolicy"]["rules"][0]["onPodConditions"][0]["status"],
+        "True"
+    );
+    assert_eq!(
+        job["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    // An unset restartPolicy becomes Always like any pod spec (validation then rejects it).
+    let c = defaulted(
+        "batch/v1",
+        "CronJob",
+        json!({"metadata":{"name":"x"},"spec":{"schedule":"@hourly","jobTemplate":{"spec":{
+            "template":{"spec":{"containers":[{"name":"c","image":"i"}]}}}}}}),
+    );
+    assert_eq!(
+        c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"],
+        "Always"
+    );
+}

@@ -244,3 +244,37 @@ fn apps_v1_document_serves_daemon_sets() {
         "type"
     );
 }
+
+#[test]
+fn batch_v1_document_serves_cron_jobs() {
+    use skiff_api::openapi::v3_document;
+    let doc = v3_document("apis/batch/v1").expect("document");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["io.k8s.api.batch.v1.CronJob"]["x-kubernetes-group-version-kind"],
+        serde_json::json!([{"group": "batch", "version": "v1", "kind": "CronJob"}])
+    );
+    // kubectl apply's strict validation probe: GVK and fieldValidation on PATCH.
+    let item = &doc["paths"]["/apis/batch/v1/namespaces/{namespace}/cronjobs/{name}"];
+    assert_eq!(
+        item["patch"]["x-kubernetes-group-version-kind"]["kind"],
+        "CronJob"
+    );
+    assert!(item["patch"]["parameters"]
+        .as_array()
+        .expect("params")
+        .iter()
+        .any(|p| p["name"] == "fieldValidation"));
+    assert!(item["put"].is_object() && item["delete"].is_object());
+    assert!(doc["paths"]["/apis/batch/v1/namespaces/{namespace}/cronjobs"]["post"].is_object());
+    // `kubectl explain cj.spec.jobTemplate.spec.template` resolves through the schemas.
+    let spec = &schemas["io.k8s.api.batch.v1.CronJobSpec"]["properties"];
+    assert_eq!(spec["schedule"]["type"], "string");
+    assert!(spec["jobTemplate"].is_object() && spec["timeZone"].is_object());
+    assert!(schemas["io.k8s.api.batch.v1.JobTemplateSpec"]["properties"]["spec"].is_object());
+    assert_eq!(
+        schemas["io.k8s.api.batch.v1.CronJobStatus"]["properties"]["active"]
+            ["x-kubernetes-list-type"],
+        "atomic"
+    );
+}

@@ -618,3 +618,122 @@ fn daemon_set_from_a_typed_client() {
     let got = decode(&envelope("apps/v1", "DaemonSetList", list.encode_to_vec())).expect("list");
     assert_eq!(got["items"], json!([{"metadata":{"name":"a"}}]));
 }
+
+#[test]
+fn cron_job_like_kubectl_create_cronjob() {
+    // `kubectl create cronjob hello --image=busybox --schedule='*/1 * * * *' -- date` (1.32+):
+    // the Go zero values of non-pointer fields (concurrencyPolicy "", empty status, zero
+    // metadata) arrive explicitly and must read as unset; pointers arrive only when set.
+    use k8s_pb::api::batch::v1 as batch;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    let zero_meta = |name: &str| meta::ObjectMeta {
+        name: Some(name.into()),
+        generate_name: Some(String::new()),
+        namespace: Some(String::new()),
+        uid: Some(String::new()),
+        resource_version: Some(String::new()),
+        generation: Some(0),
+        creation_timestamp: Some(meta::Time::default()),
+        ..Default::default()
+    };
+    let cj = batch::CronJob {
+        metadata: Some(zero_meta("hello")),
+        spec: Some(batch::CronJobSpec {
+            schedule: Some("*/1 * * * *".into()),
+            concurrency_policy: Some(String::new()),
+            job_template: Some(batch::JobTemplateSpec {
+                metadata: Some(zero_meta("hello")),
+                spec: Some(batch::JobSpec {
+                    template: Some(core::PodTemplateSpec {
+                        metadata: Some(zero_meta("")),
+                        spec: Some(core::PodSpec {
+                            containers: vec![core::Container {
+                                name: Some("hello".into()),
+                                image: Some("busybox".into()),
+                                command: vec!["date".into()],
+                                working_dir: Some(String::new()),
+                                image_pull_policy: Some(String::new()),
+                                stdin: Some(false),
+                                resources: Some(core::ResourceRequirements::default()),
+                                ..Default::default()
+                            }],
+                            restart_policy: Some("OnFailure".into()),
+                            dns_policy: Some(String::new()),
+                            host_network: Some(false),
+                            ..Default::default()
+                        }),
+                    }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        status: Some(batch::CronJobStatus::default()),
+    };
+    let got = decode(&envelope("batch/v1", "CronJob", cj.encode_to_vec())).expect("decodes");
+    assert_eq!(
+        got,
+        json!({"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"hello"},
+            "spec":{"schedule":"*/1 * * * *","jobTemplate":{"metadata":{"name":"hello"},
+                "spec":{"template":{"spec":{
+                    "containers":[{"name":"hello","image":"busybox","command":["date"]}],
+                    "restartPolicy":"OnFailure"}}}}}})
+    );
+    // Every CronJobSpec field and the status, with upstream's field numbers.
+    let cj = batch::CronJob {
+        metadata: Some(zero_meta("nightly")),
+        spec: Some(batch::CronJobSpec {
+            schedule: Some("@daily".into()),
+            time_zone: Some("Europe/Berlin".into()),
+            starting_deadline_seconds: Some(0),
+            concurrency_policy: Some("Forbid".into()),
+            suspend: Some(true),
+            job_template: Some(batch::JobTemplateSpec {
+                metadata: Some(meta::ObjectMeta {
+                    labels: [("app".to_string(), "nightly".to_string())].into(),
+                    ..Default::default()
+                }),
+                spec: Some(batch::JobSpec {
+                    backoff_limit: Some(2),
+                    ..Default::default()
+                }),
+            }),
+            successful_jobs_history_limit: Some(0),
+            failed_jobs_history_limit: Some(4),
+        }),
+        status: Some(batch::CronJobStatus {
+            active: vec![core::ObjectReference {
+                kind: Some("Job".into()),
+                name: Some("nightly-29000000".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            }],
+            last_schedule_time: Some(meta::Time {
+                seconds: Some(1_700_000_000),
+                nanos: Some(0),
+            }),
+            last_successful_time: None,
+        }),
+    };
+    let got = decode(&envelope("batch/v1", "CronJob", cj.encode_to_vec())).expect("decodes");
+    assert_eq!(
+        got["spec"],
+        json!({"schedule":"@daily","timeZone":"Europe/Berlin","startingDeadlineSeconds":0,
+            "concurrencyPolicy":"Forbid","suspend":true,
+            "jobTemplate":{"metadata":{"labels":{"app":"nightly"}},"spec":{"backoffLimit":2}},
+            "successfulJobsHistoryLimit":0,"failedJobsHistoryLimit":4})
+    );
+    assert_eq!(
+        got["status"],
+        json!({"active":[{"kind":"Job","name":"nightly-29000000","namespace":"default"}],
+            "lastScheduleTime":"2023-11-14T22:13:20Z"})
+    );
+    // The list kind decodes too (typed clients may send it in tests and tools).
+    let list = batch::CronJobList {
+        metadata: Some(meta::ListMeta::default()),
+        items: vec![cj],
+    };
+    let got = decode(&envelope("batch/v1", "CronJobList", list.encode_to_vec())).expect("list");
+    assert_eq!(got["items"][0]["spec"]["schedule"], "@daily");
+}

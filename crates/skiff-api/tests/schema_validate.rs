@@ -904,3 +904,268 @@ fn daemon_set_unknown_fields() {
     );
     assert!(unknown_fields(info("apps/v1", "DaemonSet"), &daemon_set()).is_empty());
 }
+
+/// A CronJob as the server stores it after create (defaults applied).
+fn cron_job() -> Value {
+    let mut c = json!({"apiVersion":"batch/v1","kind":"CronJob",
+        "metadata":{"name":"hello","namespace":"default","uid":UID},
+        "spec":{"schedule":"*/1 * * * *","jobTemplate":{"metadata":{"name":"hello"},"spec":{"template":{"spec":{
+            "restartPolicy":"OnFailure","containers":[{"name":"hello","image":"busybox","command":["date"]}]}}}}}});
+    skiff_api::defaults::apply_defaults(info("batch/v1", "CronJob"), &mut c);
+    c
+}
+
+fn cj_causes(v: &Value, old: Option<&Value>) -> Vec<(String, String, String)> {
+    causes("batch/v1", "CronJob", v, old)
+}
+
+/// `v` with the field at `pointer` set (its parent must exist).
+fn with(mut v: Value, pointer: &str, value: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("pointer");
+    v.pointer_mut(parent).expect("parent")[key] = value;
+    v
+}
+
+#[test]
+fn cron_job_schedules() {
+    assert_eq!(cj_causes(&cron_job(), None), vec![]);
+    for ok in ["@midnight", "@every 2h", "0 9 * * mon-fri", "*/5 * ? * *"] {
+        let c = with(cron_job(), "/spec/schedule", json!(ok));
+        assert_eq!(cj_causes(&c, None), vec![], "{ok}");
+    }
+    // The 422 kubectl prints for a bad schedule, upstream's robfig/cron text included.
+    let bad = with(cron_job(), "/spec/schedule", json!("bad"));
+    let err = validate(info("batch/v1", "CronJob"), &bad, None).expect_err("invalid");
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        "CronJob.batch \"hello\" is invalid: spec.schedule: Invalid value: \"bad\": expected exactly 5 fields, found 1: [bad]"
+    );
+    assert_eq!(
+        cj_causes(
+            &with(cron_job(), "/spec/schedule", json!("0 0 * * 7")),
+            None
+        ),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.schedule",
+            "Invalid value: \"0 0 * * 7\": end of range (7) above maximum (6): 7"
+        )]
+    );
+    assert_eq!(
+        cj_causes(&with(cron_job(), "/spec/schedule", json!("")), None),
+        vec![cause(
+            "FieldValueRequired",
+            "spec.schedule",
+            "Required value"
+        )]
+    );
+    // TZ inside the schedule: parsed (a valid zone), then refused in favour of timeZone.
+    let tz = with(cron_job(), "/spec/schedule", json!("TZ=UTC 0 * * * *"));
+    assert_eq!(
+        cj_causes(&tz, None),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.schedule",
+            "Invalid value: \"TZ=UTC 0 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead"
+        )]
+    );
+    let bad_tz = with(
+        cron_job(),
+        "/spec/schedule",
+        json!("CRON_TZ=Nowhere/Land 0 * * * *"),
+    );
+    let c = cj_causes(&bad_tz, None);
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert_eq!(
+        c[0].2,
+        "Invalid value: \"CRON_TZ=Nowhere/Land 0 * * * *\": provided bad location Nowhere/Land: unknown time zone Nowhere/Land"
+    );
+    // A CronJob stored with TZ (from before the timeZone field) may keep it on updates, but
+    // not together with timeZone.
+    assert_eq!(cj_causes(&tz, Some(&tz)), vec![]);
+    let both = with(tz.clone(), "/spec/timeZone", json!("UTC"));
+    assert_eq!(
+        cj_causes(&both, Some(&tz)),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.schedule",
+            "Invalid value: \"TZ=UTC 0 * * * *\": cannot use both timeZone field and TZ or CRON_TZ in schedule"
+        )]
+    );
+}
+
+#[test]
+fn cron_job_time_zones() {
+    for ok in [
+        "Europe/Berlin",
+        "America/Argentina/Buenos_Aires",
+        "UTC",
+        "Etc/GMT+5",
+    ] {
+        let c = with(cron_job(), "/spec/timeZone", json!(ok));
+        assert_eq!(cj_causes(&c, None), vec![], "{ok}");
+    }
+    let tz_causes = |tz: &str| {
+        let c = with(cron_job(), "/spec/timeZone", json!(tz));
+        cj_causes(&c, None)
+    };
+    assert_eq!(
+        tz_causes("Mars/Olympus_Mons"),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.timeZone",
+            "Invalid value: \"Mars/Olympus_Mons\": unknown time zone Mars/Olympus_Mons"
+        )]
+    );
+    // Character and length rules come first (a part longer than 14 characters).
+    assert_eq!(
+        tz_causes("America/Argentina_Buenos_Aires")[0].2,
+        "Invalid value: \"America/Argentina_Buenos_Aires\": unknown time zone America/Argentina_Buenos_Aires"
+    );
+    assert_eq!(
+        tz_causes(""),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.timeZone",
+            "Invalid value: \"\": timeZone must be nil or non-empty string"
+        )]
+    );
+    assert_eq!(
+        tz_causes("Local"),
+        vec![cause(
+            "FieldValueInvalid",
+            "spec.timeZone",
+            "Invalid value: \"Local\": timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"
+        )]
+    );
+    // Names are case-sensitive like Go's zone files.
+    assert_eq!(tz_causes("europe/berlin").len(), 1);
+    // An unchanged zone is not checked again on updates.
+    let stored = with(cron_job(), "/spec/timeZone", json!("Mars/Olympus_Mons"));
+    let update = with(stored.clone(), "/spec/suspend", json!(true));
+    assert_eq!(cj_causes(&update, Some(&stored)), vec![]);
+}
+
+#[test]
+fn cron_job_spec_fields() {
+    let mut c = cron_job();
+    c["spec"]["concurrencyPolicy"] = json!("Sometimes");
+    c["spec"]["startingDeadlineSeconds"] = json!(-1);
+    c["spec"]["successfulJobsHistoryLimit"] = json!(-1);
+    c["spec"]["failedJobsHistoryLimit"] = json!(-2);
+    assert_eq!(
+        cj_causes(&c, None),
+        vec![
+            cause("FieldValueInvalid", "spec.startingDeadlineSeconds", "Invalid value: -1: must be greater than or equal to 0"),
+            cause("FieldValueNotSupported", "spec.concurrencyPolicy", "Unsupported value: \"Sometimes\": supported values: \"Allow\", \"Forbid\", \"Replace\""),
+            cause("FieldValueInvalid", "spec.successfulJobsHistoryLimit", "Invalid value: -1: must be greater than or equal to 0"),
+            cause("FieldValueInvalid", "spec.failedJobsHistoryLimit", "Invalid value: -2: must be greater than or equal to 0"),
+        ]
+    );
+    // Zero limits are fine.
+    let mut c = cron_job();
+    c["spec"]["successfulJobsHistoryLimit"] = json!(0);
+    c["spec"]["startingDeadlineSeconds"] = json!(0);
+    assert_eq!(cj_causes(&c, None), vec![]);
+}
+
+#[test]
+fn cron_job_template_is_a_job_spec_without_selector() {
+    let rp = "/spec/jobTemplate/spec/template/spec/restartPolicy";
+    let always = with(cron_job(), rp, json!("Always"));
+    let err = validate(info("batch/v1", "CronJob"), &always, None).expect_err("invalid");
+    assert_eq!(
+        err.message,
+        "CronJob.batch \"hello\" is invalid: spec.jobTemplate.spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\""
+    );
+    // The pod spec's own check and the Job's, as upstream reports both.
+    assert_eq!(
+        cj_causes(&with(cron_job(), rp, json!("Sometimes")), None),
+        vec![
+            cause(
+                "FieldValueNotSupported",
+                "spec.jobTemplate.spec.template.spec.restartPolicy",
+                "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
+            ),
+            cause(
+                "FieldValueNotSupported",
+                "spec.jobTemplate.spec.template.spec.restartPolicy",
+                "Unsupported value: \"Sometimes\": supported values: \"OnFailure\", \"Never\""
+            )
+        ]
+    );
+    // The Job rules with the template's field paths.
+    let mut c = cron_job();
+    let spec = &mut c["spec"]["jobTemplate"]["spec"];
+    spec["parallelism"] = json!(-1);
+    spec["completionMode"] = json!("Indexed");
+    spec["template"]["spec"]["containers"][0]["name"] = json!("Bad_Name");
+    let got = cj_causes(&c, None);
+    for want in [
+        cause(
+            "FieldValueInvalid",
+            "spec.jobTemplate.spec.parallelism",
+            "Invalid value: -1: must be greater than or equal to 0",
+        ),
+        cause(
+            "FieldValueRequired",
+            "spec.jobTemplate.spec.completions",
+            "Required value: when completion mode is Indexed",
+        ),
+    ] {
+        assert!(got.contains(&want), "{want:?} not in {got:?}");
+    }
+    assert!(
+        got.iter()
+            .any(|(_, f, _)| f == "spec.jobTemplate.spec.template.spec.containers[0].name"),
+        "{got:?}"
+    );
+    // No selector of its own (each Job's is generated), no manual selection.
+    let mut c = cron_job();
+    c["spec"]["jobTemplate"]["spec"]["selector"] = json!({"matchLabels":{"app":"x"}});
+    c["spec"]["jobTemplate"]["spec"]["manualSelector"] = json!(true);
+    assert_eq!(
+        cj_causes(&c, None),
+        vec![
+            cause("FieldValueInvalid", "spec.jobTemplate.spec.selector", "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"x\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: `selector` will be auto-generated"),
+            cause("FieldValueNotSupported", "spec.jobTemplate.spec.manualSelector", "Unsupported value: true: supported values: \"nil\", \"false\""),
+        ]
+    );
+    // manualSelector false is accepted, and a template without labels needs no selector.
+    let c = with(
+        cron_job(),
+        "/spec/jobTemplate/spec/manualSelector",
+        json!(false),
+    );
+    assert_eq!(cj_causes(&c, None), vec![]);
+}
+
+#[test]
+fn cron_job_name_length_on_create_only() {
+    let long = "a".repeat(53);
+    let c = with(cron_job(), "/metadata/name", json!(long));
+    assert_eq!(
+        cj_causes(&c, None),
+        vec![cause(
+            "FieldValueInvalid",
+            "metadata.name",
+            &format!("Invalid value: \"{long}\": must be no more than 52 characters")
+        )]
+    );
+    assert_eq!(cj_causes(&c, Some(&c)), vec![]);
+    let ok = with(cron_job(), "/metadata/name", json!("a".repeat(52)));
+    assert_eq!(cj_causes(&ok, None), vec![]);
+}
+
+#[test]
+fn cron_job_unknown_fields() {
+    let mut c = cron_job();
+    assert!(unknown_fields(info("batch/v1", "CronJob"), &c).is_empty());
+    c["spec"]["schedul"] = json!("x");
+    c["spec"]["jobTemplate"]["spec"]["backofLimit"] = json!(1);
+    assert_eq!(
+        unknown_fields(info("batch/v1", "CronJob"), &c),
+        vec!["spec.jobTemplate.spec.backofLimit", "spec.schedul"]
+    );
+}

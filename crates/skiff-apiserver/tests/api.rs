@@ -820,7 +820,13 @@ async fn job_protobuf_create_and_discovery() {
         .iter()
         .find(|g| g["metadata"]["name"] == "batch")
         .expect("batch group");
-    let jobs = &batch["versions"][0]["resources"][0];
+    // cronjobs come first, as upstream lists them.
+    let jobs = batch["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "jobs")
+        .expect("jobs");
     assert_eq!(jobs["resource"], "jobs");
     assert_eq!(jobs["singularResource"], "job");
     assert_eq!(jobs["categories"], json!(["all"]));
@@ -1289,4 +1295,364 @@ async fn daemon_set_protobuf_create_discovery_and_delete() {
         .unwrap()
         .items
         .is_empty());
+}
+
+// ---- batch/v1 CronJobs ----
+
+fn cron_job(name: &str, schedule: &str) -> k8s_openapi::api::batch::v1::CronJob {
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": name},
+        "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "OnFailure",
+            "containers": [{"name": "hello", "image": "busybox:1.36", "command": ["date"]}]}}}}}
+    }))
+    .unwrap()
+}
+
+/// The 422 message of a create that must fail (and store nothing).
+async fn invalid_create(
+    api: &Api<k8s_openapi::api::batch::v1::CronJob>,
+    cj: &k8s_openapi::api::batch::v1::CronJob,
+) -> String {
+    let err = api.create(&PostParams::default(), cj).await.unwrap_err();
+    let s = api_status(err);
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{s:?}");
+    let name = cj.metadata.name.as_deref().unwrap();
+    assert_eq!(status_code(&api.get(name).await.unwrap_err()), Some(404));
+    s.message
+}
+
+#[tokio::test]
+async fn cron_job_create_defaults_validation_status_and_delete() {
+    use k8s_openapi::api::batch::v1::CronJob;
+    let t = start().await;
+    let api: Api<CronJob> = Api::namespaced(t.client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &cron_job("hello", "*/1 * * * *"))
+        .await
+        .unwrap();
+    let v = serde_json::to_value(&created).unwrap();
+    let spec = &v["spec"];
+    assert_eq!(
+        (
+            &spec["concurrencyPolicy"],
+            &spec["suspend"],
+            &spec["successfulJobsHistoryLimit"],
+            &spec["failedJobsHistoryLimit"],
+        ),
+        (&json!("Allow"), &json!(false), &json!(3), &json!(1))
+    );
+    // The template keeps its shape: pod defaults only, no selector or Job defaults.
+    let job_spec = &spec["jobTemplate"]["spec"];
+    assert!(job_spec.get("selector").is_none() && job_spec.get("backoffLimit").is_none());
+    assert_eq!(
+        job_spec["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    assert_eq!(created.metadata.generation, Some(1));
+    assert_eq!(v["status"], json!({}));
+    assert_eq!(
+        serde_json::to_value(api.get("hello").await.unwrap()).unwrap()["spec"],
+        v["spec"]
+    );
+
+    // Upstream's 422s, nothing stored.
+    let msg = invalid_create(&api, &cron_job("bad", "every minute")).await;
+    assert_eq!(
+        msg,
+        "CronJob.batch \"bad\" is invalid: spec.schedule: Invalid value: \"every minute\": expected exactly 5 fields, found 2: [every minute]"
+    );
+    let msg = invalid_create(&api, &cron_job("tz", "TZ=UTC */5 * * * *")).await;
+    assert_eq!(
+        msg,
+        "CronJob.batch \"tz\" is invalid: spec.schedule: Invalid value: \"TZ=UTC */5 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead"
+    );
+    let mut zoned = cron_job("zoned", "0 9 * * *");
+    zoned.spec.as_mut().unwrap().time_zone = Some("Mars/Olympus_Mons".into());
+    let msg = invalid_create(&api, &zoned).await;
+    assert_eq!(
+        msg,
+        "CronJob.batch \"zoned\" is invalid: spec.timeZone: Invalid value: \"Mars/Olympus_Mons\": unknown time zone Mars/Olympus_Mons"
+    );
+    let mut always = cron_job("always", "@hourly");
+    let job_spec = always
+        .spec
+        .as_mut()
+        .unwrap()
+        .job_template
+        .spec
+        .as_mut()
+        .unwrap();
+    job_spec.template.spec.as_mut().unwrap().restart_policy = Some("Always".into());
+    let msg = invalid_create(&api, &always).await;
+    assert_eq!(
+        msg,
+        "CronJob.batch \"always\" is invalid: spec.jobTemplate.spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\""
+    );
+    let long = "a".repeat(53);
+    let msg = invalid_create(&api, &cron_job(&long, "@daily")).await;
+    assert_eq!(
+        msg,
+        format!("CronJob.batch \"{long}\" is invalid: metadata.name: Invalid value: \"{long}\": must be no more than 52 characters")
+    );
+    // A valid zone is accepted.
+    zoned.spec.as_mut().unwrap().time_zone = Some("Europe/Berlin".into());
+    api.create(&PostParams::default(), &zoned).await.unwrap();
+
+    // `kubectl patch cronjob hello -p '{"spec":{"suspend":true}}'`: a spec change.
+    let patched = api
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.as_ref().unwrap().suspend, Some(true));
+    assert_eq!(patched.metadata.generation, Some(2));
+    let err = api
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"concurrencyPolicy": "Sometimes"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_code(&err), Some(422));
+
+    // Status: ignored on the main resource, written through cronjobs/status like the
+    // controller does (GET, change, PUT).
+    let p = api
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"lastScheduleTime": "2026-01-01T00:00:00Z"}})),
+        )
+        .await
+        .unwrap();
+    assert!(p
+        .status
+        .as_ref()
+        .and_then(|s| s.last_schedule_time.as_ref())
+        .is_none());
+    let mut current = api.get_status("hello").await.unwrap();
+    let scheduled = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(90))
+        .round(jiff::Unit::Second)
+        .unwrap();
+    current.status = Some(serde_json::from_value(json!({
+        "lastScheduleTime": scheduled.to_string(),
+        "active": [{"kind": "Job", "apiVersion": "batch/v1", "name": "hello-29000000", "namespace": "default"}]
+    })).unwrap());
+    current.spec.as_mut().unwrap().schedule = "@yearly".into();
+    let s = api
+        .replace_status("hello", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    let status = s.status.as_ref().unwrap();
+    assert_eq!(status.active.as_ref().map(Vec::len), Some(1));
+    // The spec is the stored one; generation unchanged by the status write.
+    assert_eq!(s.spec.as_ref().unwrap().schedule, "*/1 * * * *");
+    assert_eq!(s.metadata.generation, Some(2));
+
+    // Table columns as upstream prints them.
+    let req = http::Request::get("/apis/batch/v1/namespaces/default/cronjobs")
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let table: Value = t.client.request(req).await.unwrap();
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Name",
+            "Schedule",
+            "Timezone",
+            "Suspend",
+            "Active",
+            "Last Schedule",
+            "Age",
+            "Containers",
+            "Images",
+            "Selector"
+        ]
+    );
+    let rows = table["rows"].as_array().unwrap();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["cells"][0] == name)
+            .map(|r| r["cells"].clone())
+            .unwrap()
+    };
+    let hello = row("hello");
+    assert_eq!(
+        hello.as_array().unwrap()[..5],
+        json!(["hello", "*/1 * * * *", "<none>", "True", 1])
+            .as_array()
+            .unwrap()[..]
+    );
+    // 90 s ago (give a slow machine a few seconds).
+    let last = hello[5].as_str().unwrap();
+    assert!(last.ends_with('s') && last.len() <= 4, "{last}");
+    assert_eq!(hello[8], "busybox:1.36");
+    assert_eq!(hello[9], "<none>");
+    let zoned = row("zoned");
+    assert_eq!(
+        zoned.as_array().unwrap()[1..6],
+        json!(["0 9 * * *", "Europe/Berlin", "False", 0, "<none>"])
+            .as_array()
+            .unwrap()[..]
+    );
+
+    // Delete with no policy: batch/v1 CronJobs delete their Jobs (no orphan finalizer).
+    api.delete("hello", &DeleteParams::default()).await.unwrap();
+    assert_eq!(status_code(&api.get("hello").await.unwrap_err()), Some(404));
+    api.delete("zoned", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+#[tokio::test]
+async fn cron_job_protobuf_create_discovery_and_job_from_it() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let t = start().await;
+    // `kubectl create cronjob hello --image=busybox --schedule='*/1 * * * *' -- date` as
+    // kubectl 1.32+ encodes it (Go zero values written, concurrencyPolicy "").
+    let container = pb(&[
+        (1, s("hello")),
+        (2, s("busybox")),
+        (3, s("date")),
+        (14, s("")),
+    ]);
+    let pod_spec = pb(&[(2, container), (3, s("OnFailure"))]);
+    let template = pb(&[(1, pb(&[])), (2, pod_spec)]);
+    let job_spec = pb(&[(6, template)]);
+    let job_template = pb(&[(1, pb(&[(1, s("hello"))])), (2, job_spec)]);
+    let spec = pb(&[(1, s("*/1 * * * *")), (3, s("")), (5, job_template)]);
+    let meta = pb(&[(1, s("hello")), (2, s("")), (3, s(""))]);
+    let cj = pb(&[(1, meta), (2, spec), (3, pb(&[]))]);
+    let envelope = pb(&[(1, pb(&[(1, s("batch/v1")), (2, s("CronJob"))])), (2, cj)]);
+    let mut body = b"k8s\0".to_vec();
+    body.extend(envelope);
+    let req = http::Request::post(
+        "/apis/batch/v1/namespaces/default/cronjobs?fieldManager=kubectl-create&fieldValidation=Strict",
+    )
+    .header("Content-Type", "application/vnd.kubernetes.protobuf")
+    .header(
+        "Accept",
+        "application/vnd.kubernetes.protobuf,application/json",
+    )
+    .body(body)
+    .unwrap();
+    let created: Value = t.client.request(req).await.unwrap();
+    assert_eq!(created["kind"], "CronJob");
+    assert_eq!(created["spec"]["schedule"], "*/1 * * * *");
+    assert_eq!(created["spec"]["concurrencyPolicy"], "Allow");
+    assert_eq!(created["spec"]["jobTemplate"]["metadata"]["name"], "hello");
+    assert_eq!(
+        created["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"],
+        json!(["date"])
+    );
+    assert_eq!(
+        created["metadata"]["managedFields"][0]["manager"],
+        "kubectl-create"
+    );
+
+    // `kubectl create job manual --from=cronjob/hello`: kubectl builds the Job from the
+    // template, with the instantiate annotation and a controller reference to the CronJob.
+    let cj: CronJob = Api::namespaced(t.client.clone(), "default")
+        .get("hello")
+        .await
+        .unwrap();
+    let uid = cj.metadata.uid.clone().unwrap();
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "manual",
+            "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "hello",
+                "uid": uid, "controller": true}]},
+        "spec": serde_json::to_value(&cj.spec.as_ref().unwrap().job_template.spec).unwrap()
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(t.client.clone(), "default");
+    let j = jobs.create(&PostParams::default(), &job).await.unwrap();
+    let jv = serde_json::to_value(&j).unwrap();
+    assert_generated(&jv, "manual");
+    assert_eq!(jv["spec"]["backoffLimit"], 6);
+    assert_eq!(jv["metadata"]["ownerReferences"][0]["uid"], json!(uid));
+    assert_eq!(
+        jv["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+
+    // Discovery: legacy and aggregated, short name cj, category all, status subresource.
+    let resources = t.client.list_api_group_resources("batch/v1").await.unwrap();
+    let names: Vec<&str> = resources
+        .resources
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["cronjobs", "cronjobs/status", "jobs", "jobs/status"]
+    );
+    let c = &resources.resources[0];
+    assert!(c.namespaced && c.kind == "CronJob" && c.singular_name == "cronjob");
+    assert_eq!(c.short_names.as_deref(), Some(&["cj".to_string()][..]));
+    assert_eq!(c.categories.as_deref(), Some(&["all".to_string()][..]));
+    assert_eq!(c.verbs.len(), 8);
+    let req = http::Request::get("/apis")
+        .header(
+            "Accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let body: Value = t.client.request(req).await.unwrap();
+    let batch = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "batch")
+        .expect("batch group");
+    let cjs = &batch["versions"][0]["resources"][0];
+    assert_eq!(cjs["resource"], "cronjobs");
+    assert_eq!(cjs["singularResource"], "cronjob");
+    assert_eq!(cjs["shortNames"], json!(["cj"]));
+    assert_eq!(cjs["categories"], json!(["all"]));
+    assert_eq!(cjs["scope"], "Namespaced");
+    assert_eq!(
+        cjs["subresources"],
+        json!([{"subresource": "status", "responseKind": {"group": "batch", "version": "v1", "kind": "CronJob"},
+            "verbs": ["get", "patch", "update"]}])
+    );
+    // OpenAPI for `kubectl apply -f cronjob.yaml` under strict validation.
+    let req = http::Request::get("/openapi/v3").body(Vec::new()).unwrap();
+    let idx: Value = t.client.request(req).await.unwrap();
+    let url = idx["paths"]["apis/batch/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let req = http::Request::get(url).body(Vec::new()).unwrap();
+    let doc: Value = t.client.request(req).await.unwrap();
+    assert_eq!(
+        doc["paths"]["/apis/batch/v1/namespaces/{namespace}/cronjobs/{name}"]["patch"]
+            ["x-kubernetes-group-version-kind"]["kind"],
+        "CronJob"
+    );
+    assert!(doc["components"]["schemas"]["io.k8s.api.batch.v1.CronJob"].is_object());
 }

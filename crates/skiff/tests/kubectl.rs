@@ -981,3 +981,292 @@ fn daemonsets_apply_get_update_and_delete() {
     assert!(out.contains("daemonset.apps \"agent132\" deleted"), "{out}");
     assert_eq!(c.ok(&["get", "ds", "-o", "name"]).trim(), "");
 }
+
+/// batch/v1 CronJobs through kubectl: `create cronjob` (JSON from 1.31, protobuf from 1.32),
+/// the server's defaults, the CronJob table, strict `apply -f` with upstream's schedule and
+/// time zone errors, `create job --from=cronjob/…`, `patch` to suspend, `get all`, `describe`
+/// and delete. No node agent: Jobs the CronJob controller starts never run.
+#[test]
+fn cronjobs_create_get_apply_and_delete() {
+    let c = Cluster::start_with("100.64.47.0/24".into(), &["--no-agent"]);
+    for (version, name) in [
+        ("1.31", "hello131"),
+        ("1.32", "hello132"),
+        ("1.33", "hello133"),
+    ] {
+        let (code, out, err) = c.kubectl_version(
+            version,
+            &[
+                "create",
+                "cronjob",
+                name,
+                "--image=busybox",
+                "--schedule=*/1 * * * *",
+                "--",
+                "date",
+            ],
+        );
+        assert_eq!(code, 0, "kubectl {version}: {out} {err}");
+        assert!(
+            out.contains(&format!("cronjob.batch/{name} created")),
+            "{out}"
+        );
+        let cj = format!("cronjob/{name}");
+        assert_eq!(jsonpath(&c, &cj, "{.spec.schedule}"), "*/1 * * * *");
+        assert_eq!(
+            jsonpath(
+                &c,
+                &cj,
+                "{.spec.jobTemplate.spec.template.spec.containers[0].command}"
+            ),
+            "[\"date\"]"
+        );
+    }
+    let yaml = c.ok(&["get", "cronjob", "hello133", "-o", "yaml"]);
+    for line in [
+        "apiVersion: batch/v1",
+        "kind: CronJob",
+        "concurrencyPolicy: Allow",
+        "failedJobsHistoryLimit: 1",
+        "successfulJobsHistoryLimit: 3",
+        "suspend: false",
+        "restartPolicy: OnFailure",
+        "schedule: '*/1 * * * *'",
+    ] {
+        assert!(yaml.contains(line), "{line:?} not in\n{yaml}");
+    }
+
+    let manifest = Cluster::manifest("cronjob.yaml");
+    assert!(c
+        .ok(&["apply", "-f", &manifest])
+        .contains("cronjob.batch/nightly created"));
+    assert!(c
+        .ok(&["apply", "-f", &manifest])
+        .contains("cronjob.batch/nightly unchanged"));
+    assert_eq!(
+        jsonpath(&c, "cj/nightly", "{.spec.concurrencyPolicy}"),
+        "Forbid"
+    );
+    assert_eq!(
+        jsonpath(&c, "cj/nightly", "{.spec.successfulJobsHistoryLimit}"),
+        "2"
+    );
+
+    // The table, as upstream prints it (the controller may already have scheduled hello*).
+    let table = c.ok(&["get", "cronjobs"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"],
+        "{table}"
+    );
+    let row = |table: &str, name: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        row(&table, "nightly").get(1..9),
+        Some(&["0", "3", "*", "*", "*", "Europe/Berlin", "False", "0"].map(String::from)[..]),
+        "{table}"
+    );
+    assert_eq!(
+        row(&table, "nightly").get(9).map(String::as_str),
+        Some("<none>")
+    );
+    assert_eq!(
+        row(&table, "hello131").get(1..8),
+        Some(&["*/1", "*", "*", "*", "*", "<none>", "False"].map(String::from)[..]),
+        "{table}"
+    );
+    let wide = c.ok(&["get", "cj", "-o", "wide"]);
+    for part in ["CONTAINERS", "IMAGES", "SELECTOR", "report", "busybox:1.36"] {
+        assert!(wide.contains(part), "{wide}");
+    }
+    let resources = c.ok(&["api-resources", "--api-group=batch"]);
+    assert!(
+        resources.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f == ["cronjobs", "cj", "batch/v1", "true", "CronJob"]
+        }),
+        "{resources}"
+    );
+
+    // Strict field validation and upstream's CronJob validation, nothing stored.
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let write = |name: &str, body: String| {
+        let path = c.dir.path().join(name);
+        std::fs::write(&path, body).expect("write manifest");
+        path.to_string_lossy().into_owned()
+    };
+    let renamed = |name: &str| text.replace("name: nightly\n", &format!("name: {name}\n"));
+    let typo = write(
+        "typo-cj.yaml",
+        renamed("typo").replace("concurrencyPolicy:", "concurencyPolicy:"),
+    );
+    let err = c.fails(&["apply", "-f", &typo]);
+    assert!(
+        err.contains("unknown field \"spec.concurencyPolicy\""),
+        "{err}"
+    );
+    let sunday7 = write(
+        "sunday7-cj.yaml",
+        renamed("sunday7").replace("\"0 3 * * *\"", "\"0 3 * * 7\""),
+    );
+    let err = c.fails(&["apply", "-f", &sunday7]);
+    assert!(
+        err.contains("The CronJob \"sunday7\" is invalid")
+            && err.contains(
+                "spec.schedule: Invalid value: \"0 3 * * 7\": end of range (7) above maximum (6): 7"
+            ),
+        "{err}"
+    );
+    let tz = write(
+        "tz-cj.yaml",
+        renamed("tz").replace("\"0 3 * * *\"", "\"CRON_TZ=UTC 0 3 * * *\""),
+    );
+    let err = c.fails(&["apply", "-f", &tz]);
+    assert!(
+        err.contains("cannot use TZ or CRON_TZ in schedule, use timeZone field instead"),
+        "{err}"
+    );
+    let atlantis = write(
+        "atlantis-cj.yaml",
+        renamed("atlantis").replace("Europe/Berlin", "Europe/Atlantis"),
+    );
+    let err = c.fails(&["apply", "-f", &atlantis]);
+    assert!(
+        err.contains(
+            "spec.timeZone: Invalid value: \"Europe/Atlantis\": unknown time zone Europe/Atlantis"
+        ),
+        "{err}"
+    );
+    let always = write(
+        "always-cj.yaml",
+        renamed("always").replace("restartPolicy: OnFailure", "restartPolicy: Always"),
+    );
+    let err = c.fails(&["apply", "-f", &always]);
+    assert!(
+        err.contains("spec.jobTemplate.spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\""),
+        "{err}"
+    );
+    let long_name = "n".repeat(53);
+    let long = write("long-cj.yaml", renamed(&long_name));
+    let err = c.fails(&["apply", "-f", &long]);
+    assert!(
+        err.contains("metadata.name: Invalid value")
+            && err.contains("must be no more than 52 characters"),
+        "{err}"
+    );
+    let names = c.ok(&["get", "cj", "-o", "name"]);
+    for gone in ["typo", "sunday7", "tz", "atlantis", "always"] {
+        assert!(
+            !names.contains(&format!("cronjob.batch/{gone}\n")),
+            "{names}"
+        );
+    }
+
+    // `kubectl create job --from=cronjob/…` (typed client: JSON from 1.31, protobuf from 1.33):
+    // the Job comes from the template, owned by the CronJob.
+    for (version, name) in [("1.31", "manual131"), ("1.33", "manual133")] {
+        let (code, out, err) =
+            c.kubectl_version(version, &["create", "job", name, "--from=cronjob/nightly"]);
+        assert_eq!(code, 0, "kubectl {version}: {out} {err}");
+        assert!(out.contains(&format!("job.batch/{name} created")), "{out}");
+        let job = format!("job/{name}");
+        assert_eq!(
+            jsonpath(
+                &c,
+                &job,
+                "{.metadata.annotations.cronjob\\.kubernetes\\.io/instantiate}"
+            ),
+            "manual"
+        );
+        assert_eq!(
+            jsonpath(
+                &c,
+                &job,
+                "{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}"
+            ),
+            "CronJob/nightly"
+        );
+        assert_eq!(
+            jsonpath(&c, &job, "{.metadata.ownerReferences[0].uid}"),
+            jsonpath(&c, "cj/nightly", "{.metadata.uid}")
+        );
+        assert_eq!(jsonpath(&c, &job, "{.spec.backoffLimit}"), "1");
+        assert_eq!(jsonpath(&c, &job, "{.metadata.labels.app}"), "nightly");
+        assert_eq!(
+            jsonpath(&c, &job, "{.spec.template.metadata.labels.job-name}"),
+            name
+        );
+    }
+
+    // `kubectl patch` (strategic merge) suspends it: a spec change, generation 2.
+    let out = c.ok(&[
+        "patch",
+        "cronjob",
+        "nightly",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
+    assert!(out.contains("cronjob.batch/nightly patched"), "{out}");
+    assert_eq!(jsonpath(&c, "cj/nightly", "{.spec.suspend}"), "true");
+    assert_eq!(jsonpath(&c, "cj/nightly", "{.metadata.generation}"), "2");
+    let table = c.ok(&["get", "cj", "nightly"]);
+    assert_eq!(
+        row(&table, "nightly").get(7).map(String::as_str),
+        Some("True"),
+        "{table}"
+    );
+    let out = c.ok(&["set", "image", "cronjob/nightly", "report=busybox:1.37"]);
+    assert!(out.contains("cronjob.batch/nightly image updated"), "{out}");
+    assert_eq!(
+        jsonpath(
+            &c,
+            "cj/nightly",
+            "{.spec.jobTemplate.spec.template.spec.containers[0].image}"
+        ),
+        "busybox:1.37"
+    );
+
+    let all = c.ok(&["get", "all"]);
+    for needle in [
+        "cronjob.batch/nightly",
+        "cronjob.batch/hello131",
+        "job.batch/manual131",
+    ] {
+        assert!(all.contains(needle), "{needle} not in\n{all}");
+    }
+    let described = c.ok(&["describe", "cronjob", "nightly"]);
+    for needle in [
+        "Schedule:",
+        "0 3 * * *",
+        "Concurrency Policy:",
+        "Forbid",
+        "Suspend:",
+        "True",
+        "busybox:1.37",
+    ] {
+        assert!(described.contains(needle), "{needle:?} not in\n{described}");
+    }
+
+    // kubectl delete sends Background: the CronJob goes at once.
+    let out = c.ok(&["delete", "cronjob", "hello131"]);
+    assert!(out.contains("cronjob.batch \"hello131\" deleted"), "{out}");
+    assert!(c.fails(&["get", "cj", "hello131"]).contains("NotFound"));
+    let out = c.ok(&["delete", "-f", &manifest]);
+    assert!(out.contains("cronjob.batch \"nightly\" deleted"), "{out}");
+    let out = c.ok(&["delete", "cj", "hello132", "hello133"]);
+    assert!(out.contains("cronjob.batch \"hello133\" deleted"), "{out}");
+    assert_eq!(c.ok(&["get", "cj", "-o", "name"]).trim(), "");
+}

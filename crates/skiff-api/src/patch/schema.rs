@@ -9,6 +9,7 @@
 pub(crate) enum Ty {
     Unknown,
     Workload,
+    CronJob,
     Pod,
     Service,
     Node,
@@ -19,6 +20,8 @@ pub(crate) enum Ty {
     LabelSelector,
     WorkloadSpec,
     WorkloadStatus,
+    CronJobSpec,
+    JobTemplateSpec,
     PodTemplateSpec,
     PodSpec,
     Container,
@@ -82,6 +85,8 @@ pub(crate) fn root(kind: &str) -> Ty {
     match kind {
         // Job: atomic selector, pod template, status conditions merged by type.
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => Ty::Workload,
+        // CronJob: the job template holds a Job spec (pod template, containers by name).
+        "CronJob" => Ty::CronJob,
         "Pod" => Ty::Pod,
         "Service" => Ty::Service,
         "Node" => Ty::Node,
@@ -95,9 +100,14 @@ pub(crate) fn root(kind: &str) -> Ty {
 pub(crate) fn field(ty: Ty, name: &str) -> Field {
     use Ty::*;
     match (ty, name) {
-        (Workload | Pod | Service | Node | Namespace | ServiceAccount | Other, "metadata") => {
-            plain(ObjectMeta)
-        }
+        (
+            Workload | CronJob | Pod | Service | Node | Namespace | ServiceAccount | Other,
+            "metadata",
+        ) => plain(ObjectMeta),
+        (CronJob, "spec") => plain(CronJobSpec),
+        (CronJobSpec, "jobTemplate") => plain(JobTemplateSpec),
+        (JobTemplateSpec, "metadata") => plain(ObjectMeta),
+        (JobTemplateSpec, "spec") => plain(WorkloadSpec),
         (Workload, "spec") => plain(WorkloadSpec),
         (Workload, "status") => plain(WorkloadStatus),
         (Pod, "spec") => plain(PodSpec),

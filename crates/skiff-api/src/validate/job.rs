@@ -33,7 +33,8 @@ pub(super) fn job(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
         .and_then(Value::as_str)
         .unwrap_or("");
     generated_selector(e, obj, spec, old);
-    job_spec(e, spec);
+    job_spec(e, spec, "spec");
+    job_selector(e, spec, "spec");
     if int(spec, "completions").is_some_and(|c| c > 0) && is_indexed(spec) {
         // Indexed pods get the hostname `<job>-<index>`.
         let c = int(spec, "completions").unwrap_or(1);
@@ -126,8 +127,9 @@ fn generated_selector(e: &mut Errs, obj: &Map<String, Value>, spec: &Value, old:
     }
 }
 
-/// `ValidateJobSpec`.
-fn job_spec(e: &mut Errs, spec: &Value) {
+/// `validateJobSpec` (shared with CronJob templates): `fp` is the spec's field path,
+/// `spec` for a Job, `spec.jobTemplate.spec` for a CronJob.
+pub(super) fn job_spec(e: &mut Errs, spec: &Value, fp: &str) {
     for key in [
         "parallelism",
         "completions",
@@ -137,18 +139,18 @@ fn job_spec(e: &mut Errs, spec: &Value) {
         "backoffLimitPerIndex",
         "maxFailedIndexes",
     ] {
-        non_negative(e, spec, key, &format!("spec.{key}"));
+        non_negative(e, spec, key, &format!("{fp}.{key}"));
     }
     let per_index = int(spec, "backoffLimitPerIndex");
     let max_failed = int(spec, "maxFailedIndexes");
     if max_failed.is_some() && per_index.is_none() {
         e.required(
-            "spec.backoffLimitPerIndex",
+            &format!("{fp}.backoffLimitPerIndex"),
             "when maxFailedIndexes is specified",
         );
     }
     if let Some(m) = spec.get("managedBy").and_then(Value::as_str) {
-        managed_by(e, m);
+        managed_by(e, m, fp);
     }
     let completions = int(spec, "completions");
     let parallelism = int(spec, "parallelism");
@@ -156,14 +158,14 @@ fn job_spec(e: &mut Errs, spec: &Value) {
         None | Some("NonIndexed") => {
             if let Some(v) = per_index {
                 e.invalid(
-                    "spec.backoffLimitPerIndex",
+                    &format!("{fp}.backoffLimitPerIndex"),
                     &Value::from(v),
                     "requires indexed completion mode",
                 );
             }
             if let Some(v) = max_failed {
                 e.invalid(
-                    "spec.maxFailedIndexes",
+                    &format!("{fp}.maxFailedIndexes"),
                     &Value::from(v),
                     "requires indexed completion mode",
                 );
@@ -171,11 +173,14 @@ fn job_spec(e: &mut Errs, spec: &Value) {
         }
         Some("Indexed") => {
             if completions.is_none() {
-                e.required("spec.completions", "when completion mode is Indexed");
+                e.required(
+                    &format!("{fp}.completions"),
+                    "when completion mode is Indexed",
+                );
             }
             if let Some(p) = parallelism.filter(|p| *p > MAX_INDEXED_PARALLELISM) {
                 e.invalid(
-                    "spec.parallelism",
+                    &format!("{fp}.parallelism"),
                     &Value::from(p),
                     &format!("must be less than or equal to {MAX_INDEXED_PARALLELISM} when completion mode is Indexed"),
                 );
@@ -183,7 +188,7 @@ fn job_spec(e: &mut Errs, spec: &Value) {
             if let (Some(c), Some(m)) = (completions, max_failed) {
                 if m > c {
                     e.invalid(
-                        "spec.maxFailedIndexes",
+                        &format!("{fp}.maxFailedIndexes"),
                         &Value::from(m),
                         "must be less than or equal to completions",
                     );
@@ -191,7 +196,7 @@ fn job_spec(e: &mut Errs, spec: &Value) {
             }
             if let Some(m) = max_failed.filter(|m| *m > MAX_FAILED_INDEXES) {
                 e.invalid(
-                    "spec.maxFailedIndexes",
+                    &format!("{fp}.maxFailedIndexes"),
                     &Value::from(m),
                     &format!("must be less than or equal to {MAX_FAILED_INDEXES}"),
                 );
@@ -200,11 +205,11 @@ fn job_spec(e: &mut Errs, spec: &Value) {
                 let suffix = format!("when completions are above {COMPLETIONS_SOFT_LIMIT} and used with backoff limit per index");
                 match max_failed {
                     None => e.required(
-                        "spec.maxFailedIndexes",
+                        &format!("{fp}.maxFailedIndexes"),
                         &format!("must be specified when completions is above {COMPLETIONS_SOFT_LIMIT}"),
                     ),
                     Some(m) if m > MAX_FAILED_INDEXES_FOR_HIGH_COMPLETIONS => e.invalid(
-                        "spec.maxFailedIndexes",
+                        &format!("{fp}.maxFailedIndexes"),
                         &Value::from(m),
                         &format!("must be less than or equal to {MAX_FAILED_INDEXES_FOR_HIGH_COMPLETIONS} {suffix}"),
                     ),
@@ -212,34 +217,42 @@ fn job_spec(e: &mut Errs, spec: &Value) {
                 }
                 if let Some(p) = parallelism.filter(|p| *p > PARALLELISM_FOR_HIGH_COMPLETIONS) {
                     e.invalid(
-                        "spec.parallelism",
+                        &format!("{fp}.parallelism"),
                         &Value::from(p),
                         &format!("must be less than or equal to {PARALLELISM_FOR_HIGH_COMPLETIONS} {suffix}"),
                     );
                 }
             }
         }
-        Some(other) => e.not_supported("spec.completionMode", other, &["NonIndexed", "Indexed"]),
+        Some(other) => e.not_supported(
+            &format!("{fp}.completionMode"),
+            other,
+            &["NonIndexed", "Indexed"],
+        ),
     }
     let pfp = present(spec, "podFailurePolicy");
     if let Some(p) = pfp {
-        pod_failure_policy(e, spec, p);
+        pod_failure_policy(e, spec, p, fp);
     }
     if let Some(sp) = present(spec, "successPolicy") {
         if is_indexed(spec) {
-            success_policy(e, sp, completions.unwrap_or(0));
+            success_policy(e, sp, completions.unwrap_or(0), fp);
         } else {
-            e.invalid("spec.successPolicy", sp, "requires indexed completion mode");
+            e.invalid(
+                &format!("{fp}.successPolicy"),
+                sp,
+                "requires indexed completion mode",
+            );
         }
     }
     if let Some(rp) = spec.get("podReplacementPolicy").and_then(Value::as_str) {
         if pfp.is_some() {
             if rp != "Failed" {
-                e.not_supported("spec.podReplacementPolicy", rp, &["Failed"]);
+                e.not_supported(&format!("{fp}.podReplacementPolicy"), rp, &["Failed"]);
             }
         } else if !matches!(rp, "Failed" | "TerminatingOrFailed") {
             e.not_supported(
-                "spec.podReplacementPolicy",
+                &format!("{fp}.podReplacementPolicy"),
                 rp,
                 &["Failed", "TerminatingOrFailed"],
             );
@@ -247,12 +260,12 @@ fn job_spec(e: &mut Errs, spec: &Value) {
     }
     let template = present(spec, "template");
     if let Some(t) = template {
-        template_labels(e, t, "spec.template");
+        template_labels(e, t, &format!("{fp}.template"));
     }
     pod_spec(
         e,
         template.and_then(|t| t.get("spec")),
-        "spec.template.spec",
+        &format!("{fp}.template.spec"),
     );
     // Upstream defaults an unset restartPolicy to Always, so both read "required" here.
     let rp = spec
@@ -261,29 +274,33 @@ fn job_spec(e: &mut Errs, spec: &Value) {
         .unwrap_or("");
     match rp {
         "" | "Always" => e.required(
-            "spec.template.spec.restartPolicy",
+            &format!("{fp}.template.spec.restartPolicy"),
             "valid values: \"OnFailure\", \"Never\"",
         ),
         "OnFailure" if pfp.is_some() => e.invalid_str(
-            "spec.template.spec.restartPolicy",
+            &format!("{fp}.template.spec.restartPolicy"),
             rp,
             "only \"Never\" is supported when podFailurePolicy is specified",
         ),
         "OnFailure" | "Never" => {}
         other => e.not_supported(
-            "spec.template.spec.restartPolicy",
+            &format!("{fp}.template.spec.restartPolicy"),
             other,
             &["OnFailure", "Never"],
         ),
     }
+}
+
+/// `ValidateJobSpec`'s selector checks (a CronJob's template has none: it is generated).
+fn job_selector(e: &mut Errs, spec: &Value, fp: &str) {
     match present(spec, "selector") {
-        None => e.required("spec.selector", ""),
+        None => e.required(&format!("{fp}.selector"), ""),
         Some(sel) => {
-            label_selector(e, sel, "spec.selector");
+            label_selector(e, sel, &format!("{fp}.selector"));
             let labels = template_label_map(spec);
             if !label_selector_matches(sel, &labels) {
                 e.invalid(
-                    "spec.template.metadata.labels",
+                    &format!("{fp}.template.metadata.labels"),
                     &Value::Object(labels),
                     "`selector` does not match template `labels`",
                 );
@@ -293,8 +310,8 @@ fn job_spec(e: &mut Errs, spec: &Value) {
 }
 
 /// `IsDomainPrefixedPath` plus the length limit.
-fn managed_by(e: &mut Errs, value: &str) {
-    let f = "spec.managedBy";
+fn managed_by(e: &mut Errs, value: &str, fp: &str) {
+    let f = &format!("{fp}.managedBy");
     match value.split_once('/') {
         Some((host, path)) if !host.is_empty() && !path.is_empty() => {
             for m in dns1123_subdomain(host) {
@@ -312,7 +329,7 @@ fn managed_by(e: &mut Errs, value: &str) {
     }
 }
 
-fn pod_failure_policy(e: &mut Errs, spec: &Value, pfp: &Value) {
+fn pod_failure_policy(e: &mut Errs, spec: &Value, pfp: &Value, fp: &str) {
     let rules = pfp
         .get("rules")
         .and_then(Value::as_array)
@@ -320,7 +337,7 @@ fn pod_failure_policy(e: &mut Errs, spec: &Value, pfp: &Value) {
         .unwrap_or(&[]);
     if rules.len() > MAX_POD_FAILURE_RULES {
         e.too_many(
-            "spec.podFailurePolicy.rules",
+            &format!("{fp}.podFailurePolicy.rules"),
             rules.len(),
             MAX_POD_FAILURE_RULES,
         );
@@ -338,7 +355,7 @@ fn pod_failure_policy(e: &mut Errs, spec: &Value, pfp: &Value) {
         }
     }
     for (i, rule) in rules.iter().enumerate() {
-        let path = format!("spec.podFailurePolicy.rules[{i}]");
+        let path = format!("{fp}.podFailurePolicy.rules[{i}]");
         let action_path = format!("{path}.action");
         const ACTIONS: [&str; 4] = ["Count", "FailIndex", "FailJob", "Ignore"];
         match rule.get("action").and_then(Value::as_str).unwrap_or("") {
@@ -456,13 +473,13 @@ fn on_exit_codes(e: &mut Errs, oe: &Value, path: &str, containers: &[&str]) {
     }
 }
 
-fn success_policy(e: &mut Errs, sp: &Value, completions: i64) {
+fn success_policy(e: &mut Errs, sp: &Value, completions: i64, fp: &str) {
     let rules = sp
         .get("rules")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    let rpath = "spec.successPolicy.rules";
+    let rpath = &format!("{fp}.successPolicy.rules");
     if rules.is_empty() {
         e.required(
             rpath,
