@@ -119,22 +119,55 @@ fn cronjob_owner(meta: &ObjectMeta) -> Option<(String, String)> {
 
 /// A parsed schedule in a time zone.
 pub struct Schedule {
-    cron: croner::Cron,
+    kind: Kind,
     tz: jiff::tz::TimeZone,
 }
 
+enum Kind {
+    Cron(croner::Cron),
+    /// `@every <duration>`: a fixed delay after the previous time (robfig/cron's
+    /// ConstantDelaySchedule, which upstream accepts).
+    Every(jiff::SignedDuration),
+}
+
 impl Schedule {
-    /// `schedule` (5 fields or an `@macro`) in `time_zone` (IANA), else the local zone.
+    /// `schedule` (5 fields, an `@macro` or `@every 1h30m`) in `time_zone` (IANA), else the
+    /// local zone. A `TZ=`/`CRON_TZ=` prefix (allowed in CronJobs stored before 1.27) names the
+    /// zone too.
     pub fn parse(schedule: &str, time_zone: Option<&str>) -> std::result::Result<Self, String> {
-        let cron = croner::Cron::new(schedule.trim())
-            .parse()
-            .map_err(|e| format!("unparseable schedule {schedule:?}: {e}"))?;
-        let tz = match time_zone {
+        let mut text = schedule.trim();
+        let mut zone = time_zone.map(str::to_string);
+        for prefix in ["CRON_TZ=", "TZ="] {
+            if let Some(rest) = text.strip_prefix(prefix) {
+                let (z, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+                zone = Some(z.to_string());
+                text = rest.trim();
+            }
+        }
+        let kind = if let Some(d) = text.strip_prefix("@every ") {
+            let d: jiff::SignedDuration = d
+                .trim()
+                .parse::<jiff::Span>()
+                .ok()
+                .and_then(|s| jiff::SignedDuration::try_from(s).ok())
+                .filter(|d| d.as_secs() >= 1)
+                .ok_or_else(|| format!("unparseable schedule {schedule:?}: bad @every duration"))?;
+            Kind::Every(d)
+        } else {
+            // robfig/cron's @midnight is croner's @daily.
+            let text = if text == "@midnight" { "@daily" } else { text };
+            Kind::Cron(
+                croner::Cron::new(text)
+                    .parse()
+                    .map_err(|e| format!("unparseable schedule {schedule:?}: {e}"))?,
+            )
+        };
+        let tz = match zone.as_deref() {
             Some(name) => jiff::tz::TimeZone::get(name)
                 .map_err(|e| format!("unknown time zone {name:?}: {e}"))?,
             None => jiff::tz::TimeZone::system(),
         };
-        Ok(Schedule { cron, tz })
+        Ok(Schedule { kind, tz })
     }
 
     /// The first scheduled time strictly after `after`. croner works on wall-clock times: the
@@ -142,6 +175,14 @@ impl Schedule {
     /// through the zone (jiff resolves DST gaps and folds).
     pub fn next_after(&self, after: jiff::Timestamp) -> Option<jiff::Timestamp> {
         use chrono::{Datelike, Timelike};
+        let cron = match &self.kind {
+            Kind::Every(d) => {
+                // Whole seconds, like robfig/cron.
+                let next = after.checked_add(*d).ok()?;
+                return jiff::Timestamp::from_second(next.as_second()).ok();
+            }
+            Kind::Cron(c) => c,
+        };
         let mut from = after;
         for _ in 0..4 {
             let wall = from.to_zoned(self.tz.clone()).datetime();
@@ -157,7 +198,7 @@ impl Schedule {
             )?;
             let as_utc =
                 chrono::DateTime::<chrono::Utc>::from_naive_utc_and_offset(naive, chrono::Utc);
-            let next = self.cron.find_next_occurrence(&as_utc, false).ok()?;
+            let next = cron.find_next_occurrence(&as_utc, false).ok()?;
             let civil = jiff::civil::datetime(
                 i16::try_from(next.year()).ok()?,
                 i8::try_from(next.month()).ok()?,
@@ -495,6 +536,22 @@ mod tests {
             Some(t("2026-11-27T11:00:00Z"))
         );
         assert!(Schedule::parse("61 * * * *", None).is_err());
+        // What upstream also accepts: @midnight, @every, and a TZ= prefix.
+        let midnight = Schedule::parse("@midnight", Some("UTC")).expect("parse");
+        assert_eq!(
+            midnight.next_after(t("2026-11-27T10:00:00Z")),
+            Some(t("2026-11-28T00:00:00Z"))
+        );
+        let every = Schedule::parse("@every 1h30m", None).expect("parse");
+        assert_eq!(
+            every.next_after(t("2026-11-27T10:00:00.5Z")),
+            Some(t("2026-11-27T11:30:00Z"))
+        );
+        let tokyo = Schedule::parse("TZ=Asia/Tokyo 0 9 * * *", None).expect("parse");
+        assert_eq!(
+            tokyo.next_after(t("2026-11-27T10:00:00Z")),
+            Some(t("2026-11-28T00:00:00Z"))
+        );
         assert!(Schedule::parse("* * * * *", Some("Mars/Olympus")).is_err());
     }
 

@@ -32,8 +32,8 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::events::EventType;
-use crate::replicaset::expectations::Expectations;
 use crate::owned::{owner, owner_triggers, pod_key, pod_triggers};
+use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::{is_available, pod_from_template, Selector};
 use crate::scheduler::plugins::{matches_node_affinity, tolerated_by};
 use crate::{api_message, Context, Error, Result};

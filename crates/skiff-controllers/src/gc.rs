@@ -63,6 +63,7 @@ fn kinds() -> Vec<Kind> {
         k("apps", "v1", "Deployment", "deployments", true),
         k("apps", "v1", "DaemonSet", "daemonsets", true),
         k("batch", "v1", "Job", "jobs", true),
+        k("batch", "v1", "CronJob", "cronjobs", true),
         k("", "v1", "Endpoints", "endpoints", true),
         k(
             "discovery.k8s.io",

@@ -28,8 +28,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::events::EventType;
-use crate::replicaset::expectations::Expectations;
 use crate::owned::{owner, owner_triggers, pod_key, pod_triggers};
+use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::{is_active, is_ready, pod_from_template, Selector};
 use crate::{api_message, Context, Error, Result};
 

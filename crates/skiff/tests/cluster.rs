@@ -932,3 +932,91 @@ fn pods_pull_missing_images_from_a_registry() {
         Duration::from_secs(30),
     );
 }
+
+/// A CronJob runs its Job at the next scheduled minute (and `kubectl create job --from=cronjob/…`
+/// at once); its Jobs' pods really run, `lastScheduleTime` and `lastSuccessfulTime` follow, and
+/// deleting the CronJob takes its Jobs along.
+#[test]
+fn cronjob_schedules_jobs_that_run() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let c = Cluster::start();
+    build_web_images(&c);
+    c.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=web:v1",
+        "--schedule=* * * * *",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo tick",
+    ]);
+    // A manual run from the template, right now.
+    c.ok(&["create", "job", "tick-manual", "--from=cronjob/tick"]);
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/tick-manual",
+        "--timeout=60s",
+    ]);
+    assert!(c.ok(&["logs", "job/tick-manual"]).contains("tick"));
+    // The scheduled run: within the next minute (plus start-up).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let scheduled = loop {
+        let names = c.ok(&[
+            "get",
+            "jobs",
+            "-o",
+            "jsonpath={range .items[?(@.metadata.ownerReferences[0].kind==\"CronJob\")]}{.metadata.name} {.status.succeeded}{\"\\n\"}{end}",
+        ]);
+        if let Some(done) = names
+            .lines()
+            // Scheduled Jobs are `tick-<unix minutes>` (the manual one is not).
+            .find(|l| {
+                l.strip_prefix("tick-")
+                    .and_then(|r| r.strip_suffix(" 1"))
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            })
+        {
+            break done.split(' ').next().unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < deadline, "no scheduled job ran: {names}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(c
+        .ok(&["logs", &format!("job/{scheduled}")])
+        .contains("tick"));
+    c.eventually(
+        &[
+            "get",
+            "cronjob",
+            "tick",
+            "-o",
+            "jsonpath={.status.lastSuccessfulTime}",
+        ],
+        "Z",
+        Duration::from_secs(20),
+    );
+    let last = c.ok(&[
+        "get",
+        "cronjob",
+        "tick",
+        "-o",
+        "jsonpath={.status.lastScheduleTime}",
+    ]);
+    assert!(last.ends_with(":00Z"), "scheduled on the minute: {last}");
+    c.ok(&["delete", "cronjob", "tick"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = c.ok(&["get", "jobs", "-o", "name"]);
+        if !jobs.contains(&format!("job.batch/{scheduled}")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CronJob's jobs outlived it: {jobs}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
