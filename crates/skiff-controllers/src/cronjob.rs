@@ -124,7 +124,7 @@ pub struct Schedule {
 }
 
 enum Kind {
-    Cron(croner::Cron),
+    Cron(Box<croner::Cron>),
     /// `@every <duration>`: a fixed delay after the previous time (robfig/cron's
     /// ConstantDelaySchedule, which upstream accepts).
     Every(jiff::SignedDuration),
@@ -156,11 +156,11 @@ impl Schedule {
         } else {
             // robfig/cron's @midnight is croner's @daily.
             let text = if text == "@midnight" { "@daily" } else { text };
-            Kind::Cron(
+            Kind::Cron(Box::new(
                 croner::Cron::new(text)
                     .parse()
                     .map_err(|e| format!("unparseable schedule {schedule:?}: {e}"))?,
-            )
+            ))
         };
         let tz = match zone.as_deref() {
             Some(name) => jiff::tz::TimeZone::get(name)
