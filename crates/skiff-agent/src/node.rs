@@ -69,12 +69,21 @@ pub async fn run_with(
         c = wait_for_pod_cidr(&client, &config.node_name) => c?,
         _ = shutdown_wait(stop_rx.clone()) => String::new(),
     };
-    let manager = PodManager::new(client.clone(), config.clone(), index, &pod_cidr)?;
+    // Terminating pods ask the proxy whether its table still sends them connections.
+    let proxy_status = Arc::new(std::sync::OnceLock::new());
+    let manager = PodManager::new(
+        client.clone(),
+        config.clone(),
+        index,
+        &pod_cidr,
+        proxy_status.clone(),
+    )?;
     // The service proxy needs the pod network's bridge and CIDR; its table outlives the agent.
     let proxy = tokio::spawn(crate::proxy::run(
         client.clone(),
         config.clone(),
         pod_cidr.clone(),
+        proxy_status,
         stop_rx.clone(),
     ));
     // Routes to the other nodes' pods; like the table, they outlive the agent.

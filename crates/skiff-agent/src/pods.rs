@@ -171,6 +171,8 @@ struct Ctx {
     index: Arc<PodIndex>,
     containers: ContainerCache,
     events: Recorder,
+    /// The node's service proxy, once it runs.
+    proxy: Arc<std::sync::OnceLock<skiff_net::proxy::ProxyStatus>>,
 }
 
 /// One runtime listing shared by every pod worker, like the kubelet's PLEG relist: listing
@@ -228,6 +230,7 @@ impl PodManager {
         config: AgentConfig,
         index: Arc<PodIndex>,
         pod_cidr: &str,
+        proxy: Arc<std::sync::OnceLock<skiff_net::proxy::ProxyStatus>>,
     ) -> Result<Self> {
         let images = ImageStore::open(config.data_dir.join("images"))?;
         let net = PodNetwork::new(NetConfig {
@@ -238,6 +241,7 @@ impl PodManager {
         Ok(PodManager {
             ctx: Arc::new(Ctx {
                 events: Recorder::new(client.clone()),
+                proxy,
                 client,
                 runtime: index.runtime(),
                 config,
@@ -1518,8 +1522,16 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // This node's proxy can be asked: wait until its applied table stops sending new
+        // connections here (under load an `nft -f` can lag the slice by more than the
+        // fixed propagation delay below).
+        if let (Some(status), Some(sb)) = (self.ctx.proxy.get(), self.sandbox.as_ref()) {
+            while status.targets(sb.ip) == Some(true) && Instant::now() < limit {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         // The slice may already have been updated before our first look, so also ask whether
-        // any Service selects the pod: then proxies may still be catching up.
+        // any Service selects the pod: then other nodes' proxies may still be catching up.
         if was_listed || self.selected_by_a_service(pod).await {
             let left = limit.saturating_duration_since(Instant::now());
             tokio::time::sleep(PROXY_PROPAGATION.min(left)).await;

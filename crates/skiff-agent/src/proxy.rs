@@ -40,9 +40,10 @@ pub async fn run(
     client: Client,
     config: AgentConfig,
     pod_cidr: String,
+    status: Arc<std::sync::OnceLock<skiff_net::proxy::ProxyStatus>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    if let Err(e) = run_inner(client, config, pod_cidr, stop).await {
+    if let Err(e) = run_inner(client, config, pod_cidr, status, stop).await {
         tracing::error!("service proxy stopped: {e}");
     }
 }
@@ -51,6 +52,7 @@ async fn run_inner(
     client: Client,
     config: AgentConfig,
     pod_cidr: String,
+    status: Arc<std::sync::OnceLock<skiff_net::proxy::ProxyStatus>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let net = PodNetwork::new(NetConfig {
@@ -65,6 +67,7 @@ async fn run_inner(
         debounce: DEBOUNCE,
     })?;
     tracing::info!(table = proxy.table(), "service proxy started");
+    let _ = status.set(proxy.status());
 
     let (svc_store, svc_writer) = reflector::store::<Service>();
     let (eps_store, eps_writer) = reflector::store::<EndpointSlice>();

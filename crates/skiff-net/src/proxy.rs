@@ -166,6 +166,9 @@ struct State {
     writes: u64,
     /// route_localnet as of the last written script.
     route_localnet: bool,
+    /// Endpoint IPs that new connections can reach in the applied table; None until the
+    /// first successful apply (a table left from before a restart may differ).
+    targets: Option<BTreeSet<Ipv4Addr>>,
 }
 
 const RESYNC: Duration = Duration::from_secs(2);
@@ -179,6 +182,23 @@ enum UdpFront {
 struct Shared {
     state: Mutex<State>,
     cond: Condvar,
+}
+
+/// What the node's applied table does (cheap to clone, usable after the [`Proxy`] is gone).
+#[derive(Clone)]
+pub struct ProxyStatus {
+    shared: Arc<Shared>,
+}
+
+impl ProxyStatus {
+    /// Whether new connections to a Service can still reach `ip` through this node's table;
+    /// None before the first apply.
+    pub fn targets(&self, ip: Ipv4Addr) -> Option<bool> {
+        lock(&self.shared.state)
+            .targets
+            .as_ref()
+            .map(|t| t.contains(&ip))
+    }
 }
 
 /// The running proxy for one node. Dropping it stops the worker but keeps the table.
@@ -260,6 +280,13 @@ impl Proxy {
         }
     }
 
+    /// A handle that answers what the applied table does, for the node agent.
+    pub fn status(&self) -> ProxyStatus {
+        ProxyStatus {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// How many times the table was actually written (tests: debounce and skip-unchanged).
     pub fn writes(&self) -> u64 {
         lock(&self.shared.state).writes
@@ -305,6 +332,33 @@ fn set_route_localnet(bridge: &str, on: bool) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The endpoints new connections go to, as the rules pick them: the ready ones of each
+/// service port, or when none is ready, the serving terminating ones.
+fn new_connection_targets(services: &[ServiceModel]) -> BTreeSet<Ipv4Addr> {
+    let mut out = BTreeSet::new();
+    for svc in services {
+        for port in &svc.ports {
+            let ready: Vec<Ipv4Addr> = port
+                .endpoints
+                .iter()
+                .filter(|e| e.ready)
+                .map(|e| e.ip)
+                .collect();
+            if ready.is_empty() {
+                out.extend(
+                    port.endpoints
+                        .iter()
+                        .filter(|e| e.serving && e.terminating)
+                        .map(|e| e.ip),
+                );
+            } else {
+                out.extend(ready);
+            }
+        }
+    }
+    out
 }
 
 fn udp_targets(services: &[ServiceModel]) -> BTreeSet<(UdpFront, Ipv4Addr)> {
@@ -424,6 +478,7 @@ fn worker(shared: Arc<Shared>, config: ProxyConfig, table: String) {
         let mut st = lock(&shared.state);
         match result {
             Ok(()) => {
+                st.targets = Some(new_connection_targets(&services));
                 if !unchanged {
                     let now = udp_targets(&services);
                     let stale: BTreeSet<_> = st.udp_targets.difference(&now).copied().collect();

@@ -367,6 +367,11 @@ fn no_ready_endpoints_rejects_at_once_and_terminating_fallback_serves() {
     for _ in 0..5 {
         assert_eq!(get(SocketAddr::from((term, 80))).unwrap(), "pod-1");
     }
+    // The status handle agrees with the data path: the not-ready pod gets no new
+    // connections, the terminating fallback does.
+    let status = env.proxy.as_ref().unwrap().status();
+    assert_eq!(status.targets(pods[0].sb.ip), Some(false));
+    assert_eq!(status.targets(pods[1].sb.ip), Some(true));
 }
 
 #[test]
