@@ -504,6 +504,7 @@ impl Worker {
     }
 
     /// A kubelet Event about the pod (or one of its containers), as `kubectl describe` shows.
+    /// Published in the background.
     async fn event(
         &self,
         pod: &Pod,
@@ -514,10 +515,14 @@ impl Worker {
     ) {
         let mut reference = pod.object_ref(&());
         reference.field_path = container.map(|c| format!("spec.containers{{{c}}}"));
-        self.ctx
-            .events
-            .publish("kubelet", &reference, kind, reason, message)
-            .await;
+        // Off the pod's critical path: a container start must not wait for event writes.
+        let events = self.ctx.events.clone();
+        let (reason, message) = (reason.to_string(), message.to_string());
+        tokio::spawn(async move {
+            events
+                .publish("kubelet", &reference, kind, &reason, &message)
+                .await;
+        });
     }
 
     /// Writes the pod's `/etc/hosts` and `/etc/resolv.conf` (kubelet-managed files) and mounts
