@@ -700,7 +700,13 @@ impl Worker {
                 )
                 .await;
                 let started = Instant::now();
-                match self.ctx.images.pull(&image, &skiff_image::NoProgress).await {
+                let credentials = self.pull_credentials(pod, &image).await;
+                match self
+                    .ctx
+                    .images
+                    .pull(&image, credentials.as_ref(), &skiff_image::NoProgress)
+                    .await
+                {
                     Ok(_) => {
                         pulled = Some(started.elapsed());
                         let store = self.ctx.images.clone();
@@ -856,6 +862,35 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// The login for `image`'s registry from the pod's `imagePullSecrets`
+    /// (`kubernetes.io/dockerconfigjson` or legacy `kubernetes.io/dockercfg` Secrets).
+    async fn pull_credentials(&self, pod: &Pod, image: &str) -> Option<skiff_image::Credentials> {
+        let registry = skiff_image::registry_of(image)?;
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.ctx.client.clone(), &ns);
+        for r in pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default()
+        {
+            let Ok(secret) = secrets.get(&r.name).await else {
+                tracing::debug!(secret = %r.name, "imagePullSecret not found");
+                continue;
+            };
+            let data = secret.data.unwrap_or_default();
+            let found = [".dockerconfigjson", ".dockercfg"]
+                .iter()
+                .filter_map(|k| data.get(*k))
+                .find_map(|b| skiff_image::credentials_from_docker_config(&b.0, &registry));
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
     }
 
     /// A container's config could not be built (missing ConfigMap key, bad subPath, …).

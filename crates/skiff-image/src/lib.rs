@@ -36,7 +36,7 @@ mod archive;
 mod build;
 mod layer;
 mod pull;
-pub use pull::registry_is_loopback;
+pub use pull::{credentials_from_docker_config, registry_is_loopback, registry_of, Credentials};
 pub mod reference;
 mod store;
 mod unpack;
@@ -220,9 +220,10 @@ impl ImageStore {
     pub async fn pull(
         &self,
         reference: &str,
+        credentials: Option<&Credentials>,
         progress: &(dyn Progress + Sync),
     ) -> Result<ImageSummary> {
-        pull::pull(self, reference, progress).await
+        pull::pull(self, reference, credentials, progress).await
     }
 
     /// Builds a Containerfile; see [`BuildOptions`]. Nothing is tagged on error.

@@ -5,8 +5,9 @@
 //! renamed into place, the tag written last. On any error the store is unchanged.
 //!
 //! Registries on localhost / 127.0.0.0/8 are spoken to over plain HTTP, as docker does; all
-//! others over HTTPS with the system's roots. Only anonymous access (public images and
-//! anonymous bearer tokens) is supported.
+//! others over HTTPS with the system's roots. Credentials (user/password, as docker's
+//! config.json or a `kubernetes.io/dockerconfigjson` Secret carry them) are used for basic
+//! auth or to get a bearer token; without them, anonymous access.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -52,6 +53,74 @@ fn plain_http_hosts(registry: &str) -> Vec<String> {
     } else {
         Vec::new()
     }
+}
+
+/// A registry login.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The registry host a reference pulls from (`index.docker.io` for Docker Hub names).
+pub fn registry_of(reference: &str) -> Option<String> {
+    reference
+        .parse::<oci_client::Reference>()
+        .ok()
+        .map(|r| r.resolve_registry().to_string())
+}
+
+/// A docker config key (`https://index.docker.io/v1/`, `ghcr.io`, `127.0.0.1:5000`) as a bare
+/// registry host.
+fn config_key_host(key: &str) -> String {
+    let host = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    match host {
+        "docker.io" | "registry-1.docker.io" => "index.docker.io".to_string(),
+        h => h.to_string(),
+    }
+}
+
+/// The login for `registry` in a docker `config.json` / `.dockerconfigjson` (`{"auths": {…}}`)
+/// or a legacy `.dockercfg` (the map itself): `auth` (base64 `user:password`) or
+/// `username` + `password`.
+pub fn credentials_from_docker_config(json: &[u8], registry: &str) -> Option<Credentials> {
+    use base64::Engine;
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let auths = v.get("auths").unwrap_or(&v).as_object()?;
+    let want = config_key_host(registry);
+    let entry = auths
+        .iter()
+        .find(|(k, _)| config_key_host(k) == want)
+        .map(|(_, e)| e)?;
+    if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (username, password) = text.split_once(':')?;
+        return Some(Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+        });
+    }
+    Some(Credentials {
+        username: entry.get("username")?.as_str()?.to_string(),
+        password: entry.get("password")?.as_str()?.to_string(),
+    })
 }
 
 /// Whether `reference` names a registry on this machine (localhost, 127.0.0.0/8): the only
@@ -109,6 +178,7 @@ async fn fetch_blob(
 pub(crate) async fn pull(
     store: &ImageStore,
     reference: &str,
+    credentials: Option<&Credentials>,
     progress: &(dyn Progress + Sync),
 ) -> Result<ImageSummary> {
     // kube's and our clients share one process-wide rustls provider; installing twice is fine.
@@ -121,7 +191,10 @@ pub(crate) async fn pull(
         protocol: ClientProtocol::HttpsExcept(plain_http_hosts(image.resolve_registry())),
         ..Default::default()
     });
-    let auth = RegistryAuth::Anonymous;
+    let auth = match credentials {
+        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+        None => RegistryAuth::Anonymous,
+    };
     progress.message(&format!("resolving {reference}"));
     // An index resolves to this platform's manifest; then fetch that manifest's exact bytes
     // (by digest), so what we store hashes to what the registry named.
@@ -217,5 +290,34 @@ mod tests {
         assert!(registry_is_loopback("127.0.0.1:5000/web:v1"));
         assert!(!registry_is_loopback("web:v1"));
         assert!(!registry_is_loopback("ghcr.io/org/app:v2"));
+    }
+
+    #[test]
+    fn docker_config_logins() {
+        let cfg = br#"{"auths": {
+            "https://index.docker.io/v1/": {"auth": "aHViOnNlY3JldA=="},
+            "127.0.0.1:5000": {"username": "u", "password": "p:w"}}}"#;
+        let hub = credentials_from_docker_config(cfg, "index.docker.io").expect("hub");
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "secret")
+        );
+        let local = credentials_from_docker_config(cfg, "127.0.0.1:5000").expect("local");
+        assert_eq!(local.password, "p:w");
+        assert!(credentials_from_docker_config(cfg, "ghcr.io").is_none());
+        // Legacy .dockercfg: the map without "auths".
+        let legacy = br#"{"ghcr.io": {"auth": "YTpi"}}"#;
+        assert_eq!(
+            credentials_from_docker_config(legacy, "ghcr.io").map(|c| c.username),
+            Some("a".to_string())
+        );
+        assert_eq!(
+            registry_of("nginx:1.27").as_deref(),
+            Some("index.docker.io")
+        );
+        assert!(
+            !format!("{hub:?}").contains("secret"),
+            "passwords are never printed"
+        );
     }
 }

@@ -152,7 +152,10 @@ async fn pulls_an_index_to_an_unpacked_tagged_image() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = ImageStore::open(dir.path()).expect("store");
     let reference = format!("{host}/test/hello:1");
-    let summary = store.pull(&reference, &NoProgress).await.expect("pull");
+    let summary = store
+        .pull(&reference, None, &NoProgress)
+        .await
+        .expect("pull");
     assert_eq!(summary.name, format!("{host}/test/hello"));
     assert_eq!(summary.tag, "1");
     let resolved = store.resolve(&reference).expect("resolve");
@@ -166,7 +169,7 @@ async fn pulls_an_index_to_an_unpacked_tagged_image() {
     // Manifest, config and layer blobs are stored, and a second pull changes nothing.
     assert_eq!(blob_count(dir.path()), 3);
     let again = store
-        .pull(&reference, &NoProgress)
+        .pull(&reference, None, &NoProgress)
         .await
         .expect("pull again");
     assert_eq!(again.id, summary.id);
@@ -180,7 +183,7 @@ async fn bad_content_and_unknown_tags_change_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ImageStore::open(dir.path()).expect("store");
         let err = store
-            .pull(&format!("{host}/test/hello:1"), &NoProgress)
+            .pull(&format!("{host}/test/hello:1"), None, &NoProgress)
             .await
             .expect_err("bad content must fail");
         let msg = err.to_string();
@@ -199,7 +202,7 @@ async fn bad_content_and_unknown_tags_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = ImageStore::open(dir.path()).expect("store");
     let err = store
-        .pull(&format!("{host}/test/hello:2"), &NoProgress)
+        .pull(&format!("{host}/test/hello:2"), None, &NoProgress)
         .await
         .expect_err("unknown tag");
     assert!(err.to_string().contains("test/hello:2"), "{err}");

@@ -17,6 +17,7 @@ pub enum ImageCommand {
     /// Build an image from a Containerfile: one layer per COPY, ADD and RUN.
     Build(BuildArgs),
     /// Pull an image from a registry (OCI distribution; loopback registries over plain HTTP).
+    /// Logins come from docker's config.json ($DOCKER_CONFIG or ~/.docker).
     Pull {
         /// e.g. `nginx:1.27`, `ghcr.io/org/app:v2`, `127.0.0.1:5000/web:v1`.
         reference: String,
@@ -86,6 +87,15 @@ pub struct BuildArgs {
     context: PathBuf,
 }
 
+/// The login for `reference`'s registry in docker's config.json, if any.
+fn docker_login(reference: &str) -> Option<skiff_image::Credentials> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+    let json = std::fs::read(dir.join("config.json")).ok()?;
+    skiff_image::credentials_from_docker_config(&json, &skiff_image::registry_of(reference)?)
+}
+
 pub fn open_store(data_dir: &Path) -> anyhow::Result<ImageStore> {
     let root = data_dir.join("images");
     ImageStore::open(&root).with_context(|| format!("cannot open image store {}", root.display()))
@@ -101,7 +111,9 @@ pub fn run(data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            let image = runtime.block_on(store.pull(&reference, &progress))?;
+            let credentials = docker_login(&reference);
+            let image =
+                runtime.block_on(store.pull(&reference, credentials.as_ref(), &progress))?;
             println!(
                 "Pulled image: {}:{} ({})",
                 image.name,

@@ -906,6 +906,56 @@ fn pods_pull_missing_images_from_a_registry() {
         "{listed}"
     );
 
+    // A private registry: refused without credentials, pulled with the pod's imagePullSecrets.
+    let private = common::cluster::LoopbackRegistry::serve_with_login(
+        &source,
+        "web:v1",
+        "private/web",
+        "v1",
+        Some(("puller", "s3cret")),
+    );
+    let private_image = format!("{}/private/web:v1", private.host);
+    c.ok(&[
+        "create",
+        "deployment",
+        "private",
+        &format!("--image={private_image}"),
+    ]);
+    let first = c.eventually(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=private",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        "private-",
+        Duration::from_secs(30),
+    );
+    c.eventually(
+        &["describe", "pod", first.trim()],
+        "uthorized: url",
+        Duration::from_secs(30),
+    );
+    c.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={}", private.host),
+        "--docker-username=puller",
+        "--docker-password=s3cret",
+    ]);
+    c.ok(&[
+        "patch",
+        "deployment",
+        "private",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"imagePullSecrets":[{"name":"regcred"}]}}}}"#,
+    ]);
+    c.ok(&["rollout", "status", "deployment/private", "--timeout=90s"]);
+
     // A missing image elsewhere: an offline node does not go looking for it.
     c.ok(&[
         "create",

@@ -156,3 +156,53 @@ fn pull_from_a_registry_and_run() {
     assert!(err.contains("tools/bb:2"), "{err}");
     assert_eq!(s.ok(&["image", "ls"]).matches("tools/bb").count(), 1);
 }
+
+/// A private registry: `skiff image pull` is refused without a login and succeeds with the one
+/// in docker's config.json (`DOCKER_CONFIG`).
+#[test]
+fn pull_from_a_private_registry_with_a_docker_login() {
+    let source = Skiff::with_busybox();
+    let registry = common::cluster::LoopbackRegistry::serve_with_login(
+        &source.data_dir(),
+        "bb:1",
+        "private/bb",
+        "1",
+        Some(("puller", "s3cret")),
+    );
+    let s = Skiff::new();
+    let reference = format!("{}/private/bb:1", registry.host);
+    let empty = s.dir.path().join("no-login");
+    fs::create_dir_all(&empty).expect("dir");
+    let out = s
+        .command(&["image", "pull", &reference])
+        .env("DOCKER_CONFIG", &empty)
+        .output()
+        .expect("pull");
+    assert!(!out.status.success(), "pulled without a login");
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("not authorized") || err.contains("401"),
+        "{err}"
+    );
+    let login = s.dir.path().join("login");
+    fs::create_dir_all(&login).expect("dir");
+    fs::write(
+        login.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"username": "puller", "password": "s3cret"}}}}}}"#,
+            registry.host
+        ),
+    )
+    .expect("config.json");
+    let out = s
+        .command(&["image", "pull", &reference])
+        .env("DOCKER_CONFIG", &login)
+        .output()
+        .expect("pull");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(inspect_id(&s, &reference), inspect_id(&source, "bb:1"));
+}

@@ -599,6 +599,25 @@ pub struct LoopbackRegistry {
 impl LoopbackRegistry {
     /// Serves `image` (e.g. `web:v1`) of `data_dir` as `<host>/<repo>:<tag>`.
     pub fn serve(data_dir: &Path, image: &str, repo: &str, tag: &str) -> Self {
+        Self::serve_with_login(data_dir, image, repo, tag, None)
+    }
+
+    /// Like [`LoopbackRegistry::serve`], but every request needs HTTP basic auth with `login`
+    /// (user, password); others get 401 with a Basic challenge, as a private registry does.
+    pub fn serve_with_login(
+        data_dir: &Path,
+        image: &str,
+        repo: &str,
+        tag: &str,
+        login: Option<(&str, &str)>,
+    ) -> Self {
+        use base64::Engine;
+        let expected = login.map(|(u, p)| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        });
         let work = tempfile::tempdir().expect("tempdir").keep();
         let tar = work.join("image.tar");
         let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -636,20 +655,30 @@ impl LoopbackRegistry {
         let (repo, tag) = (repo.to_string(), tag.to_string());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (layout, repo, tag, md) = (
+                let (layout, repo, tag, md, expected) = (
                     layout.clone(),
                     repo.clone(),
                     tag.clone(),
                     manifest_digest.clone(),
+                    expected.clone(),
                 );
-                std::thread::spawn(move || registry_reply(conn, &layout, &repo, &tag, &md));
+                std::thread::spawn(move || {
+                    registry_reply(conn, &layout, &repo, &tag, &md, expected.as_deref())
+                });
             }
         });
         LoopbackRegistry { host }
     }
 }
 
-fn registry_reply(mut conn: TcpStream, layout: &Path, repo: &str, tag: &str, manifest: &str) {
+fn registry_reply(
+    mut conn: TcpStream,
+    layout: &Path,
+    repo: &str,
+    tag: &str,
+    manifest: &str,
+    expected_auth: Option<&str>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -659,6 +688,30 @@ fn registry_reply(mut conn: TcpStream, layout: &Path, repo: &str, tag: &str, man
         }
     }
     let head = String::from_utf8_lossy(&buf).into_owned();
+    if let Some(want) = expected_auth {
+        // The header name and the scheme are case-insensitive; the credentials are not.
+        let authorized = head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("authorization")
+                    && value.trim().split_once(' ').is_some_and(|(scheme, token)| {
+                        scheme.eq_ignore_ascii_case("basic")
+                            && Some(token.trim()) == want.split_once(' ').map(|w| w.1)
+                    })
+            })
+        });
+        if !authorized {
+            let body =
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+            let _ = conn.write_all(
+                format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"skiff-test\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            return;
+        }
+    }
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let blob = |d: &str| {
