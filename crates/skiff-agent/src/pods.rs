@@ -1065,6 +1065,9 @@ impl Worker {
                         Some((_, i)) if i.status == Status::Running => {
                             self.run_probes(pod, c, i, sb).await;
                         }
+                        // Still starting (say, adopted mid-start after an agent restart):
+                        // starting another attempt now would leave two running.
+                        Some((_, i)) if i.status == Status::Created => {}
                         Some(last) => {
                             let code = last.1.exit.as_ref().map(|e| e.code).unwrap_or(255);
                             let again = match policy.as_str() {
@@ -1079,6 +1082,7 @@ impl Worker {
                     }
                 }
             }
+            self.remove_duplicates(&spec, &inst).await;
             inst = self.instances(pod).await?;
         }
         let status = self.status(pod, &inst, sb.as_ref(), &api_phase);
@@ -1090,6 +1094,34 @@ impl Worker {
             self.last_status = Some(status);
         }
         Ok(())
+    }
+
+    /// Only the newest instance of a container may run: an older one still running (left by
+    /// an agent killed mid-start) is removed, as the kubelet kills containers it does not own.
+    async fn remove_duplicates(
+        &self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        inst: &Instances,
+    ) {
+        let names = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .map(|c| c.name.as_str());
+        for name in names {
+            let Some(list) = inst.get(name) else {
+                continue;
+            };
+            for (attempt, info) in list.iter().skip(1) {
+                if matches!(info.status, Status::Running | Status::Created) {
+                    tracing::warn!(container = name, attempt, id = %info.id, "removing a duplicate instance");
+                    let rt = self.ctx.runtime.clone();
+                    let id = info.id.clone();
+                    let _ = blocking(move || Ok(rt.remove(&id, true)?)).await;
+                    self.ctx.containers.invalidate();
+                }
+            }
+        }
     }
 
     async fn run_probes(&mut self, pod: &Pod, c: &Container, info: &ContainerInfo, sb: &Sandbox) {

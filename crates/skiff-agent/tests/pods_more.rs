@@ -496,3 +496,74 @@ async fn host_network_pod_serves_on_the_node() {
     }
     h.shutdown().await;
 }
+
+/// Two running instances of one container (what an agent killed mid-start can leave): the
+/// newest is the pod's container, the older one is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_instances_are_removed() {
+    let h = Harness::start().await;
+    h.create_pod(
+        "dup",
+        json!({"containers": [{"name": "c", "image": "bb:1",
+            "command": ["/bin/sh", "-c", "exec sleep 3600"]}]}),
+    )
+    .await;
+    h.wait_pod("dup", "running", Duration::from_secs(60), |p| {
+        container_status(p, "c")
+            .and_then(|s| s.state.as_ref())
+            .is_some_and(|s| s.running.is_some())
+    })
+    .await;
+    let first = instance(&h, "dup", "c").expect("first instance");
+    let newer = first
+        .name
+        .rsplit_once('_')
+        .map(|(prefix, _)| format!("{prefix}_7"))
+        .expect("runtime name");
+    let out = std::process::Command::new(&h.config.skiff_exe)
+        .arg("--data-dir")
+        .arg(&h.config.data_dir)
+        .args([
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            &newer,
+            "bb:1",
+            "sleep",
+            "3600",
+        ])
+        .output()
+        .expect("skiff run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running: Vec<ContainerInfo> = h
+            .runtime()
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| {
+                skiff_agent::pods::parse_runtime_name(&i.name)
+                    .is_some_and(|n| n.pod == "dup" && n.container == "c")
+            })
+            .filter(|i| i.status == skiff_runtime::Status::Running)
+            .collect();
+        if running.len() == 1 && running[0].name == newer {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} running instances: {:?}",
+            running.len(),
+            running.iter().map(|i| &i.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.shutdown().await;
+}
