@@ -1065,9 +1065,10 @@ impl Worker {
                         Some((_, i)) if i.status == Status::Running => {
                             self.run_probes(pod, c, i, sb).await;
                         }
-                        // Still starting (say, adopted mid-start after an agent restart):
-                        // starting another attempt now would leave two running.
-                        Some((_, i)) if i.status == Status::Created => {}
+                        // Its shim is still starting it (say, adopted mid-start after an agent
+                        // restart): another attempt now would leave two running. Created with
+                        // no shim alive is abandoned: restarted below like an exited one.
+                        Some((_, i)) if i.status == Status::Created && i.shim_pid.is_some() => {}
                         Some(last) => {
                             let code = last.1.exit.as_ref().map(|e| e.code).unwrap_or(255);
                             let again = match policy.as_str() {
