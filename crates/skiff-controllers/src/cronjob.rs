@@ -10,22 +10,22 @@
 //! named `<cronjob>-<scheduled unix minutes>`, so a retried create finds it instead of making a
 //! second one. The next sync is queued for the next scheduled time.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{stream, Future, StreamExt, TryStreamExt};
+use futures::{stream, TryStreamExt};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
-use kube::runtime::controller::{self, applier, Action};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::{Resource, ResourceExt};
 
 use crate::events::EventType;
+use crate::owned::drive;
 use crate::replicaset::pods::controller_ref;
 use crate::{api_message, Context, Error, Result};
 
@@ -89,26 +89,15 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
     })
     .try_flatten();
-    let mut results = applier(
-        |cj, cjc: Arc<Cjc>| -> Pin<Box<dyn Future<Output = Result<Action>> + Send>> {
-            Box::pin(async move { cjc.reconcile(cj).await })
-        },
-        |cj, err, _| {
-            tracing::warn!(cronjob = %ObjectRef::from_obj(cj.as_ref()), error = %err, "sync failed");
-            Action::requeue(ERROR_REQUEUE)
-        },
+    drive(
+        "cronjob",
         cjc,
         cj_store,
         stream::select(cj_triggers, job_triggers),
-        controller::Config::default(),
+        ERROR_REQUEUE,
+        |obj, c| Box::pin(async move { c.reconcile(obj).await }),
     )
-    .boxed();
-    while let Some(r) = results.next().await {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "cronjob controller");
-        }
-    }
-    Err(Error::Other("cronjob watch streams ended".into()))
+    .await
 }
 
 fn cronjob_owner(meta: &ObjectMeta) -> Option<(String, String)> {

@@ -12,11 +12,10 @@
 //! than `maxUnavailable` nodes without an available pod; `OnDelete` waits for the user.
 
 use std::collections::{BTreeMap, HashMap};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{stream, Future, StreamExt, TryStreamExt};
+use futures::{stream, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -24,7 +23,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::controller::{self, applier, Action};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
@@ -32,7 +31,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::events::EventType;
-use crate::owned::{owner, owner_triggers, pod_key, pod_triggers};
+use crate::owned::{drive, owner, owner_triggers, pod_key, pod_triggers};
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::{is_available, pod_from_template, Selector};
 use crate::scheduler::plugins::{matches_node_affinity, tolerated_by};
@@ -107,26 +106,15 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     .try_flatten();
 
     let queue = stream::select(stream::select(ds_triggers, pod_triggers), node_triggers);
-    let mut results = applier(
-        |ds, dsc: Arc<Dsc>| -> Pin<Box<dyn Future<Output = Result<Action>> + Send>> {
-            Box::pin(async move { dsc.reconcile(ds).await })
-        },
-        |ds, err, _| {
-            tracing::warn!(daemonset = %ObjectRef::from_obj(ds.as_ref()), error = %err, "sync failed");
-            Action::requeue(ERROR_REQUEUE)
-        },
+    drive(
+        "daemonset",
         dsc,
         ds_store,
         queue,
-        controller::Config::default(),
+        ERROR_REQUEUE,
+        |obj, c| Box::pin(async move { c.reconcile(obj).await }),
     )
-    .boxed();
-    while let Some(r) = results.next().await {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "daemonset controller");
-        }
-    }
-    Err(Error::Other("daemonset watch streams ended".into()))
+    .await
 }
 
 fn ds_owner(p: &Pod) -> Option<(String, String)> {

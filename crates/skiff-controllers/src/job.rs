@@ -14,21 +14,20 @@
 //! A finished Job with `ttlSecondsAfterFinished` is deleted (background propagation) that long
 //! after it finished.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{stream, Future, StreamExt};
+use futures::stream;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
-use kube::runtime::controller::{self, applier, Action};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::events::EventType;
-use crate::owned::{owner, owner_triggers, pod_key, pod_triggers};
+use crate::owned::{drive, owner, owner_triggers, pod_key, pod_triggers};
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::{is_active, is_ready, pod_from_template, Selector};
 use crate::{api_message, Context, Error, Result};
@@ -73,26 +72,10 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         "batch",
     );
     let queue = stream::select(job_triggers, pod_triggers);
-    let mut results = applier(
-        |job, jc: Arc<Jc>| -> Pin<Box<dyn Future<Output = Result<Action>> + Send>> {
-            Box::pin(async move { jc.reconcile(job).await })
-        },
-        |job, err, _| {
-            tracing::warn!(job = %ObjectRef::from_obj(job.as_ref()), error = %err, "sync failed");
-            Action::requeue(ERROR_REQUEUE)
-        },
-        jc,
-        job_store,
-        queue,
-        controller::Config::default(),
-    )
-    .boxed();
-    while let Some(r) = results.next().await {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "job controller");
-        }
-    }
-    Err(Error::Other("job watch streams ended".into()))
+    drive("job", jc, job_store, queue, ERROR_REQUEUE, |obj, c| {
+        Box::pin(async move { c.reconcile(obj).await })
+    })
+    .await
 }
 
 fn job_owner(meta: &ObjectMeta) -> Option<(String, String)> {
