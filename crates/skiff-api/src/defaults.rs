@@ -77,7 +77,10 @@ pub fn apply_defaults(info: &ResourceInfo, object: &mut Value) {
         }
         ("", "Service") => service(obj),
         ("", "Namespace") => namespace(obj),
-        ("", "Secret") => default(obj, "type", json!("Opaque")),
+        ("", "Secret") => {
+            default(obj, "type", json!("Opaque"));
+            merge_string_data(obj);
+        }
         ("", "Node") => node(obj),
         ("", "Endpoints") => {
             for subset in array(obj, "subsets") {
@@ -142,6 +145,25 @@ fn default(obj: &mut Map<String, Value>, key: &str, value: Value) {
         } else {
             obj.insert(key.to_string(), value);
         }
+    }
+}
+
+/// `Secret.stringData` is write-only: its values are merged into `data` (base64), winning over
+/// `data` for the same key, and the field itself is never stored or returned (upstream does
+/// this when converting to the internal type, on every write).
+fn merge_string_data(obj: &mut Map<String, Value>) {
+    use base64::Engine as _;
+    let Some(Value::Object(string_data)) = obj.remove("stringData") else {
+        return;
+    };
+    if string_data.is_empty() {
+        return;
+    }
+    let data = child(obj, "data");
+    for (k, v) in string_data {
+        let plain = v.as_str().unwrap_or("");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(plain.as_bytes());
+        data.insert(k, Value::String(encoded));
     }
 }
 

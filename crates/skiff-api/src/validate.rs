@@ -14,7 +14,11 @@ use crate::{ApiError, Cause, ResourceInfo};
 
 mod cronjob;
 mod daemonset;
+mod endpoints;
 mod job;
+mod types;
+
+pub use types::check_types;
 
 /// Validates an object about to be stored (`old` = the current object for updates). Returns a
 /// 422 Invalid with field causes.
@@ -67,6 +71,8 @@ pub fn validation_causes(info: &ResourceInfo, object: &Value, old: Option<&Value
         ("", "Service") => service(&mut e, spec, old_spec),
         ("", "ConfigMap") => config_map(&mut e, obj, old),
         ("", "Secret") => secret(&mut e, obj, old),
+        ("", "Endpoints") => endpoints::endpoints(&mut e, obj),
+        ("discovery.k8s.io", "EndpointSlice") => endpoints::endpoint_slice(&mut e, obj),
         _ => {}
     }
     e.0

@@ -297,6 +297,8 @@ impl Ctx {
 
     /// `fieldValidation`: Strict rejects unknown fields (400), Warn (default) returns warnings.
     pub(crate) fn field_validation(&self, obj: &Value) -> ApiResult<Vec<String>> {
+        // Upstream's decode: map-of-string fields holding other types are a 400.
+        skiff_api::validate::check_types(self.info, obj)?;
         let mode = self.query.get("fieldValidation").unwrap_or("Warn");
         if mode.eq_ignore_ascii_case("Ignore") {
             return Ok(Vec::new());
@@ -646,6 +648,7 @@ fn is_service(info: &ResourceInfo) -> bool {
 
 /// Claims a new Service's ClusterIP and nodePorts (nothing for other kinds).
 async fn allocate_on_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<allocator::Claimed> {
+    allocator::check_endpoint_addresses(&ctx.st, ctx.info, obj)?;
     if !is_service(ctx.info) {
         return Ok(allocator::Claimed::default());
     }
@@ -656,6 +659,7 @@ type UpdateAllocs = Option<(allocator::Claimed, Vec<String>)>;
 
 /// Claims what an updated Service newly uses; see [`finish_allocations`].
 async fn allocate_on_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<UpdateAllocs> {
+    allocator::check_endpoint_addresses(&ctx.st, ctx.info, new)?;
     if !is_service(ctx.info) {
         return Ok(None);
     }
