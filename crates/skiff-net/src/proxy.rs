@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
-pub use rules::{render, usable_endpoints, RenderConfig};
+pub use rules::{forbidden_endpoint, render, usable_endpoints, RenderConfig};
 
 use crate::{io_err, Ipv4Cidr, NetError, Result};
 
@@ -340,22 +340,7 @@ fn new_connection_targets(services: &[ServiceModel]) -> BTreeSet<Ipv4Addr> {
     let mut out = BTreeSet::new();
     for svc in services {
         for port in &svc.ports {
-            let ready: Vec<Ipv4Addr> = port
-                .endpoints
-                .iter()
-                .filter(|e| e.ready)
-                .map(|e| e.ip)
-                .collect();
-            if ready.is_empty() {
-                out.extend(
-                    port.endpoints
-                        .iter()
-                        .filter(|e| e.serving && e.terminating)
-                        .map(|e| e.ip),
-                );
-            } else {
-                out.extend(ready);
-            }
+            out.extend(usable_endpoints(&port.endpoints).iter().map(|e| e.ip));
         }
     }
     out

@@ -207,3 +207,64 @@ fn deterministic_and_empty() {
     assert!(!empty.contains("elements"), "{empty}");
     nft_check(&empty);
 }
+
+/// Defence in depth (issue 10 item 5): an endpoint that got stored with a loopback,
+/// link-local, unspecified, multicast or ClusterIP address is never DNATed to; a service left
+/// with only such endpoints rejects like one with no endpoints.
+#[test]
+fn special_endpoint_addresses_are_never_programmed() {
+    let at = |ip: [u8; 4]| EndpointModel {
+        ip: Ipv4Addr::from(ip),
+        ..ep(0, true, true, false)
+    };
+    let hostile = [
+        [127, 0, 0, 1],
+        [127, 1, 2, 3],
+        [169, 254, 169, 254],
+        [0, 0, 0, 0],
+        [224, 0, 0, 251],
+        [239, 1, 1, 1],
+        [255, 255, 255, 255],
+        [10, 160, 0, 30],
+    ];
+    // Only hostile endpoints (the last is the other service's ClusterIP).
+    let only = svc(
+        "only",
+        [10, 160, 0, 20],
+        Some(29170),
+        hostile.iter().map(|ip| at(*ip)).collect(),
+    );
+    // Hostile ones next to a real pod: only the pod is used.
+    let mut mixed_eps: Vec<EndpointModel> = hostile.iter().map(|ip| at(*ip)).collect();
+    mixed_eps.push(ep(7, true, true, false));
+    let mixed = svc("mixed", [10, 160, 0, 30], None, mixed_eps);
+    // Terminating fallback never picks a hostile one either.
+    let fallback = svc(
+        "fallback",
+        [10, 160, 0, 31],
+        None,
+        vec![
+            EndpointModel {
+                ready: false,
+                terminating: true,
+                ..at([127, 0, 0, 1])
+            },
+            ep(8, false, true, true),
+        ],
+    );
+    let s = render(&cfg(), &[only, mixed, fallback]);
+    for ip in hostile {
+        let ip = Ipv4Addr::from(ip);
+        assert!(!s.contains(&format!("dnat to {ip}:")), "{ip} programmed:\n{s}");
+    }
+    line_with(&s, "10.160.0.20 . tcp . 80 : goto reject-chain");
+    line_with(&s, "tcp . 29170 : goto reject-chain");
+    line_with(&s, "10.160.0.30 . tcp . 80 : goto service-");
+    assert!(s.contains("dnat to 100.64.160.7:8080"), "{s}");
+    assert!(s.contains("dnat to 100.64.160.8:8080"), "{s}");
+    nft_check(&s);
+    for ip in hostile.iter().take(7) {
+        assert!(skiff_net::proxy::forbidden_endpoint(Ipv4Addr::from(*ip)));
+    }
+    assert!(!skiff_net::proxy::forbidden_endpoint(Ipv4Addr::new(10, 1, 2, 3)));
+}

@@ -1,7 +1,7 @@
 //! Pure rendering of the service model into one `nft -f` script that replaces the proxy's table
 //! atomically (layout after kube-proxy's nftables mode, shared reference §4.5).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -64,13 +64,26 @@ fn endpoint_id(port_id: &str, ep: &EndpointModel) -> String {
     cap(format!("{port_id}__{}/{}", ep.ip, ep.port))
 }
 
+/// Addresses the proxy never DNATs to, whatever the API stored (defence in depth behind the
+/// API server's validation): unspecified, loopback (with route_localnet a pod could otherwise
+/// reach services bound to the node's 127.0.0.1), link-local (metadata services), multicast
+/// and broadcast.
+pub fn forbidden_endpoint(ip: Ipv4Addr) -> bool {
+    ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+}
+
 /// The endpoints traffic goes to: ready ones; if none, serving+terminating ones (upstream's
-/// fallback so rolling updates don't drop connections); sorted and de-duplicated.
+/// fallback so rolling updates don't drop connections); sorted and de-duplicated. Forbidden
+/// addresses ([`forbidden_endpoint`]) are dropped first.
 pub fn usable_endpoints(endpoints: &[EndpointModel]) -> Vec<EndpointModel> {
-    let mut ready: Vec<EndpointModel> = endpoints.iter().filter(|e| e.ready).cloned().collect();
+    let allowed = || endpoints.iter().filter(|e| !forbidden_endpoint(e.ip));
+    let mut ready: Vec<EndpointModel> = allowed().filter(|e| e.ready).cloned().collect();
     if ready.is_empty() {
-        ready = endpoints
-            .iter()
+        ready = allowed()
             .filter(|e| e.serving && e.terminating)
             .cloned()
             .collect();
@@ -141,12 +154,15 @@ pub fn render(cfg: &RenderConfig, services: &[ServiceModel]) -> String {
     let mut seen_np: BTreeMap<(Protocol, u16), ()> = BTreeMap::new();
     let mut seen_ip: BTreeMap<(Ipv4Addr, Protocol, u16), ()> = BTreeMap::new();
 
+    // An endpoint that is another Service's ClusterIP would DNAT to a virtual address.
+    let cluster_ips: BTreeSet<Ipv4Addr> = svcs.iter().filter_map(|s| s.cluster_ip).collect();
     for svc in svcs {
         let affinity = svc.session_affinity_timeout;
         for port in &svc.ports {
             let proto = port.protocol.nft();
             let pid = port_id(svc, port);
-            let eps = usable_endpoints(&port.endpoints);
+            let mut eps = usable_endpoints(&port.endpoints);
+            eps.retain(|e| !cluster_ips.contains(&e.ip));
             let np = port
                 .node_port
                 .filter(|np| *np != 0 && seen_np.insert((port.protocol, *np), ()).is_none());
