@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
@@ -797,7 +797,7 @@ fn plan_copy(
         let is_archive = kw == "ADD" && m.is_file() && looks_like_tar(&full);
         if m.is_dir() {
             all_single_file = false;
-            walk_context(&full, &dest_rel, chown, chmod, &mut items)?;
+            walk_context(&ctx.context, &full, &dest_rel, chown, chmod, &mut items)?;
         } else if is_archive {
             all_single_file = false;
             // Archives always extract into dest as a directory.
@@ -816,7 +816,7 @@ fn plan_copy(
         }
     }
     for it in &items {
-        hash_item(&mut hasher, it)?;
+        hash_item(&ctx.context, &mut hasher, it)?;
     }
     let content = hex::encode(hasher.finalize());
     let kind = if all_single_file { "file" } else { "dir" };
@@ -874,12 +874,15 @@ fn item_for(
 }
 
 fn walk_context(
+    root: &Path,
     dir: &Path,
     dest: &Path,
     chown: Option<(u64, u64)>,
     chmod: Option<u32>,
     items: &mut Vec<Item>,
 ) -> Result<()> {
+    // The directory must still be below the context with no symlink on the way.
+    crate::beneath::check_dir(root, dir).ctx(|| format!("reading {}", dir.display()))?;
     let mut names: Vec<OsString> = Vec::new();
     for e in fs::read_dir(dir).ctx(|| format!("reading {}", dir.display()))? {
         names.push(e.ctx(|| format!("reading {}", dir.display()))?.file_name());
@@ -895,13 +898,22 @@ fn walk_context(
         let target = dest.join(&n);
         items.push(item_for(&full, &m, target.clone(), chown, chmod)?);
         if ft.is_dir() {
-            walk_context(&full, &target, chown, chmod, items)?;
+            walk_context(root, &full, &target, chown, chmod, items)?;
         }
     }
     Ok(())
 }
 
-fn hash_item(h: &mut Sha256, it: &Item) -> Result<()> {
+/// Digest of a context file, read through [`crate::beneath`].
+fn hash_context_file(root: &Path, src: &Path) -> Result<String> {
+    let f = crate::beneath::open_file(root, src).ctx(|| format!("opening {}", src.display()))?;
+    let (d, _) = crate::util::HashReader::new(f)
+        .finish()
+        .ctx(|| format!("reading {}", src.display()))?;
+    Ok(d)
+}
+
+fn hash_item(root: &Path, h: &mut Sha256, it: &Item) -> Result<()> {
     let meta_text = |m: &Meta| format!("{:o} {} {}", m.mode, m.uid, m.gid);
     match it {
         Item::Dir { dest, meta } => h.update(format!("D {} {}\n", dest.display(), meta_text(meta))),
@@ -914,11 +926,11 @@ fn hash_item(h: &mut Sha256, it: &Item) -> Result<()> {
         Item::File {
             dest, src, meta, ..
         } => {
-            let (d, _) = crate::util::hash_file(src)?;
+            let d = hash_context_file(root, src)?;
             h.update(format!("F {} {} {d}\n", dest.display(), meta_text(meta)));
         }
         Item::Archive { dest, src, chown } => {
-            let (d, _) = crate::util::hash_file(src)?;
+            let d = hash_context_file(root, src)?;
             h.update(format!("A {} {chown:?} {d}\n", dest.display()));
         }
     }
@@ -1076,44 +1088,52 @@ fn expand_source(context: &Path, src: &str) -> std::result::Result<Vec<PathBuf>,
             _ => {}
         }
     }
+    let through_link =
+        |p: &Path| format!("source {src:?} goes through a symlink ({})", p.display());
     let mut found = vec![PathBuf::new()];
-    for part in &parts {
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
         let mut next = Vec::new();
         for base in &found {
+            // Every candidate is checked the same way whether it was named or matched by a
+            // wildcard: a symlink is only ever the last component (copied as a link).
+            let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
             if part.contains(['*', '?']) {
                 let Ok(rd) = fs::read_dir(context.join(base)) else {
                     continue;
                 };
-                let mut names: Vec<String> = rd
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| wildcard(part, n))
-                    .collect();
-                names.sort();
-                next.extend(names.into_iter().map(|n| base.join(n)));
+                for e in rd.filter_map(|e| e.ok()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if wildcard(part, &name) {
+                        // DirEntry::file_type does not follow symlinks.
+                        let link = e.file_type().is_ok_and(|t| t.is_symlink());
+                        candidates.push((base.join(name), link));
+                    }
+                }
+                candidates.sort();
             } else {
                 let p = base.join(part);
-                // Never leave the context through a symlinked directory.
-                let full = context.join(&p);
-                match fs::symlink_metadata(&full) {
-                    Ok(m)
-                        if m.file_type().is_symlink()
-                            && !std::ptr::eq(part, parts.last().unwrap_or(part)) =>
-                    {
-                        return Err(format!(
-                            "source {src:?} goes through a symlink ({})",
-                            p.display()
-                        ))
-                    }
-                    Ok(_) => next.push(p),
-                    Err(_) => {}
+                match fs::symlink_metadata(context.join(&p)) {
+                    Ok(m) => candidates.push((p, m.file_type().is_symlink())),
+                    Err(_) => continue,
                 }
+            }
+            for (p, link) in candidates {
+                if link && !last {
+                    return Err(through_link(&p));
+                }
+                next.push(p);
             }
         }
         found = next;
     }
     if parts.is_empty() {
         return Ok(vec![PathBuf::new()]);
+    }
+    // Resolved again beneath the context root with no symlink followed: what was listed
+    // above by path is exactly what will be read.
+    for p in &found {
+        crate::beneath::check(context, p).map_err(|_| through_link(p))?;
     }
     Ok(found)
 }
@@ -1254,12 +1274,14 @@ fn write_items(ctx: &Ctx<'_>, items: &[Item], line: usize) -> Result<NewLayer> {
                 meta,
                 size,
             } => {
-                let f = File::open(src).ctx(|| format!("opening {}", src.display()))?;
+                let f = crate::beneath::open_file(&ctx.context, src)
+                    .ctx(|| format!("opening {}", src.display()))?;
                 w.file(dest, *meta, *size, f)?;
             }
             Item::Symlink { dest, target, meta } => w.symlink(dest, *meta, target)?,
             Item::Archive { dest, src, chown } => {
-                add_archive(&mut w, dest, src, *chown).map_err(|e| ctx.err(line, e.to_string()))?
+                add_archive(&mut w, &ctx.context, dest, src, *chown)
+                    .map_err(|e| ctx.err(line, e.to_string()))?
             }
         }
     }
@@ -1269,11 +1291,12 @@ fn write_items(ctx: &Ctx<'_>, items: &[Item], line: usize) -> Result<NewLayer> {
 /// ADD of a local tar: its entries re-rooted under `dest`.
 fn add_archive(
     w: &mut LayerWriter,
+    root: &Path,
     dest: &Path,
     src: &Path,
     chown: Option<(u64, u64)>,
 ) -> Result<()> {
-    let f = File::open(src).ctx(|| format!("opening {}", src.display()))?;
+    let f = crate::beneath::open_file(root, src).ctx(|| format!("opening {}", src.display()))?;
     let mut r = std::io::BufReader::new(f);
     let magic = std::io::BufRead::fill_buf(&mut r)
         .ctx(|| format!("reading {}", src.display()))?

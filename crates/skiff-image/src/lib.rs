@@ -33,6 +33,7 @@
 use std::path::{Path, PathBuf};
 
 mod archive;
+mod beneath;
 mod build;
 mod layer;
 mod pull;

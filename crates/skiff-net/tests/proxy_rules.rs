@@ -255,7 +255,10 @@ fn special_endpoint_addresses_are_never_programmed() {
     let s = render(&cfg(), &[only, mixed, fallback]);
     for ip in hostile {
         let ip = Ipv4Addr::from(ip);
-        assert!(!s.contains(&format!("dnat to {ip}:")), "{ip} programmed:\n{s}");
+        assert!(
+            !s.contains(&format!("dnat to {ip}:")),
+            "{ip} programmed:\n{s}"
+        );
     }
     line_with(&s, "10.160.0.20 . tcp . 80 : goto reject-chain");
     line_with(&s, "tcp . 29170 : goto reject-chain");
@@ -266,5 +269,7 @@ fn special_endpoint_addresses_are_never_programmed() {
     for ip in hostile.iter().take(7) {
         assert!(skiff_net::proxy::forbidden_endpoint(Ipv4Addr::from(*ip)));
     }
-    assert!(!skiff_net::proxy::forbidden_endpoint(Ipv4Addr::new(10, 1, 2, 3)));
+    assert!(!skiff_net::proxy::forbidden_endpoint(Ipv4Addr::new(
+        10, 1, 2, 3
+    )));
 }
