@@ -818,9 +818,12 @@ impl Worker {
             return false;
         }
         let rt = self.ctx.runtime.clone();
+        let pod_spec = pod.spec.as_ref();
         let join = JoinNamespaces {
             ipc: Some(sb.ipcns.clone()),
             uts: Some(sb.utsns.clone()),
+            host_pid: pod_spec.and_then(|s| s.host_pid) == Some(true),
+            host_ipc: pod_spec.and_then(|s| s.host_ipc) == Some(true),
         };
         let started = blocking(move || Ok(rt.create_and_start_joined(spec, &join)?)).await;
         self.ctx.containers.invalidate();

@@ -172,6 +172,10 @@ pub struct ContainerSpec {
 pub struct JoinNamespaces {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// No new PID namespace: the container sees the host's processes (pod `hostPID`).
+    pub host_pid: bool,
+    /// The host's IPC namespace instead of a new or joined one (pod `hostIPC`); wins over `ipc`.
+    pub host_ipc: bool,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]

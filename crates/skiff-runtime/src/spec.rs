@@ -310,21 +310,29 @@ fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamesp
     b.build().map_err(oci_err)
 }
 
-/// Points the IPC/UTS namespaces of `oci` at existing ones (pod sandboxes).
+/// Points the IPC/UTS namespaces of `oci` at existing ones (pod sandboxes), or leaves the PID
+/// and IPC namespaces out so the container stays in the host's (the shim's, i.e. the agent's).
 pub fn join_namespaces(oci: &mut Spec, join: &crate::JoinNamespaces) -> Result<()> {
     let Some(linux) = oci.linux().clone() else {
         return Ok(());
     };
     let mut linux = linux;
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    let ipc = if join.host_ipc { &None } else { &join.ipc };
     for (typ, path) in [
-        (LinuxNamespaceType::Ipc, &join.ipc),
+        (LinuxNamespaceType::Ipc, ipc),
         (LinuxNamespaceType::Uts, &join.uts),
     ] {
         if let Some(p) = path {
             namespaces.retain(|n| n.typ() != typ);
             namespaces.push(namespace(typ, Some(p))?);
         }
+    }
+    if join.host_pid {
+        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+    }
+    if join.host_ipc {
+        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Ipc);
     }
     linux.set_namespaces(Some(namespaces));
     oci.set_linux(Some(linux));
@@ -664,6 +672,38 @@ mod tests {
             LinuxNamespaceType::Network,
             Some(PathBuf::from("/var/run/netns/x"))
         )));
+    }
+
+    #[test]
+    fn host_pid_and_ipc_leave_namespaces_out() {
+        let join = crate::JoinNamespaces {
+            ipc: Some("/run/sb/ipc".into()),
+            uts: Some("/run/sb/uts".into()),
+            ..Default::default()
+        };
+        let mut spec = build(&base_spec());
+        join_namespaces(&mut spec, &join).unwrap();
+        let ns = ns_types(&spec);
+        assert!(ns.contains(&(LinuxNamespaceType::Pid, None)));
+        assert!(ns.contains(&(LinuxNamespaceType::Ipc, Some("/run/sb/ipc".into()))));
+        let mut spec = build(&base_spec());
+        let host = crate::JoinNamespaces {
+            host_pid: true,
+            host_ipc: true,
+            ..join
+        };
+        join_namespaces(&mut spec, &host).unwrap();
+        let ns = ns_types(&spec);
+        assert!(
+            !ns.iter().any(|(t, _)| *t == LinuxNamespaceType::Pid),
+            "{ns:?}"
+        );
+        assert!(
+            !ns.iter().any(|(t, _)| *t == LinuxNamespaceType::Ipc),
+            "{ns:?}"
+        );
+        assert!(ns.contains(&(LinuxNamespaceType::Uts, Some("/run/sb/uts".into()))));
+        assert!(ns.contains(&(LinuxNamespaceType::Mount, None)));
     }
 
     fn caps_of(spec: &Spec) -> LinuxCapabilities {

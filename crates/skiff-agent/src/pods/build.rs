@@ -591,6 +591,72 @@ pub fn argv(c: &Container, image: &ResolvedImage, vars: &HashMap<String, String>
     }
 }
 
+/// The image's user as the CRI reports it: a numeric uid, or a name (only one is set; an
+/// image without USER runs as uid 0).
+fn image_uid_or_name(image: &ResolvedImage) -> (Option<i64>, String) {
+    let user = image.config.user().clone().unwrap_or_default();
+    let user = user.split(':').next().unwrap_or("");
+    if user.is_empty() {
+        return (Some(0), String::new());
+    }
+    match user.parse::<i64>() {
+        Ok(uid) => (Some(uid), String::new()),
+        Err(_) => (None, user.to_string()),
+    }
+}
+
+/// The kubelet's `verifyRunAsNonRoot`: with `runAsNonRoot: true` (container's or pod's) the
+/// effective user must be provably non-zero: `runAsUser` (container's, then pod's), else the
+/// image's numeric USER. A username-only USER cannot be verified and is refused.
+fn verify_run_as_non_root(pod: &Pod, c: &Container, image: &ResolvedImage) -> Result<(), String> {
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = c.security_context.as_ref();
+    let non_root = sc
+        .and_then(|s| s.run_as_non_root)
+        .or_else(|| pod_sc.and_then(|s| s.run_as_non_root));
+    if non_root != Some(true) {
+        return Ok(());
+    }
+    // format.Pod: name_namespace(uid), printed with %q.
+    let who = format!(
+        "(pod: {:?}, container: {})",
+        format!(
+            "{}_{}({})",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.uid.as_deref().unwrap_or_default()
+        ),
+        c.name
+    );
+    let run_as_user = sc
+        .and_then(|s| s.run_as_user)
+        .or_else(|| pod_sc.and_then(|s| s.run_as_user));
+    if let Some(u) = run_as_user {
+        if u == 0 {
+            return Err(format!(
+                "container's runAsUser breaks non-root policy {who}"
+            ));
+        }
+        return Ok(());
+    }
+    match image_uid_or_name(image) {
+        (None, name) => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify \
+             user is non-root {who}"
+        )),
+        (Some(0), _) => Err(format!(
+            "container has runAsNonRoot and image will run as root {who}"
+        )),
+        (Some(uid), _) if !(0..=i64::from(i32::MAX)).contains(&uid) => Err(format!(
+            "container has runAsNonRoot and image has an invalid user id ({uid}). (Must be \
+             1-({})): must be between 0 and {}, inclusive {who}",
+            i32::MAX,
+            i32::MAX
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn image_user(image: &ResolvedImage) -> (u32, u32) {
     let user = image.config.user().clone().unwrap_or_default();
     let mut parts = user.splitn(2, ':');
@@ -632,6 +698,8 @@ pub async fn build_spec(
             readonly: vm.read_only.unwrap_or(false),
         });
     }
+    // After env and mounts, as the kubelet's generateContainerConfig.
+    verify_run_as_non_root(input.pod, c, input.image)?;
     let spec = input.pod.spec.as_ref();
     let pod_sc = spec.and_then(|s| s.security_context.as_ref());
     let sc = c.security_context.as_ref();
