@@ -100,16 +100,18 @@ impl skiff_image::BuildRunner for NoRun {
 
 /// `bb:1` with another USER, built into the agent's image store.
 fn image_with_user(h: &Harness, tag: &str, user: &str) {
+    build_image(h, tag, &format!("FROM bb:1\nUSER {user}\n"), |_| {});
+}
+
+/// Builds `containerfile` (context prepared by `setup`) into the agent's image store.
+fn build_image(h: &Harness, tag: &str, containerfile: &str, setup: impl FnOnce(&Path)) {
     let ctx = h
         .config
         .data_dir
         .join(format!("ctx-{}", tag.replace(':', "-")));
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Containerfile"),
-        format!("FROM bb:1\nUSER {user}\n"),
-    )
-    .unwrap();
+    std::fs::write(ctx.join("Containerfile"), containerfile).unwrap();
+    setup(&ctx);
     let store = skiff_image::ImageStore::open(h.config.data_dir.join("images")).unwrap();
     store
         .build(
@@ -313,5 +315,65 @@ async fn host_pid_and_host_ipc_share_the_hosts_namespaces() {
     assert!(log.contains("NO-HOST-PID"), "{log}");
     assert!(!log.contains(&format!("PIDNS={host_pid_ns}")), "{log}");
     assert!(!log.contains(&format!("IPCNS={host_ipc_ns}")), "{log}");
+    h.shutdown().await;
+}
+
+/// A USER name is looked up in the image's own /etc/passwd and /etc/group (never the host's):
+/// before, any name ran as root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_user_names_resolve_inside_the_image_only() {
+    let h = Harness::start().await;
+    build_image(
+        &h,
+        "bb-app:1",
+        "FROM bb:1\nCOPY passwd group /etc/\nUSER app:staff\n",
+        |ctx| {
+            std::fs::write(
+                ctx.join("passwd"),
+                "root:x:0:0:root:/root:/bin/sh\napp:x:1500:1600::/:/bin/sh\n",
+            )
+            .unwrap();
+            std::fs::write(ctx.join("group"), "root:x:0:\nstaff:x:1700:\n").unwrap();
+        },
+    );
+    // /etc/passwd as a link to the host's: `daemon` is only in the host's file.
+    build_image(
+        &h,
+        "bb-hostlink:1",
+        "FROM bb:1\nCOPY passwd /etc/\nUSER daemon\n",
+        |ctx| std::os::unix::fs::symlink("/etc/passwd", ctx.join("passwd")).unwrap(),
+    );
+    image_with_user(&h, "bb-missing:1", "nobody");
+    let show = "echo IDS=$(/bin/busybox id -u):$(/bin/busybox id -g); exec sleep 3600";
+    for (pod, image) in [
+        ("u-app", "bb-app:1"),
+        ("u-hostlink", "bb-hostlink:1"),
+        ("u-missing", "bb-missing:1"),
+    ] {
+        h.create_pod(
+            pod,
+            json!({"containers": [{"name": "c", "image": image,
+                "command": ["/bin/sh", "-c", show]}]}),
+        )
+        .await;
+    }
+    let i = wait_log(&h, "u-app", "c", "IDS=").await;
+    assert!(log_text(&i).contains("IDS=1500:1700\n"), "{}", log_text(&i));
+    assert_eq!(uid_of(i.pid.expect("pid")), "1500");
+
+    let msg = wait_config_error(&h, "u-missing", "c").await;
+    assert_eq!(
+        msg,
+        "unable to find user nobody: no matching entries in passwd file"
+    );
+    let msg = wait_config_error(&h, "u-hostlink", "c").await;
+    assert!(
+        msg.starts_with("reading /etc/passwd of the image:"),
+        "{msg}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for pod in ["u-missing", "u-hostlink"] {
+        assert!(instances(&h, pod, "c").is_empty(), "{pod} was started");
+    }
     h.shutdown().await;
 }

@@ -5,9 +5,9 @@
 //! directory for a symlink after the COPY sources were listed.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read as _};
 use std::os::fd::OwnedFd;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -59,6 +59,12 @@ fn walk(mut dir: OwnedFd, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
     }
 }
 
+fn is_missing(e: &io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::NOENT.raw_os_error())
+        || code == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+}
+
 /// `full` relative to `root`, or an error when it is not below it.
 fn relative<'a>(root: &Path, full: &'a Path) -> io::Result<&'a Path> {
     full.strip_prefix(root)
@@ -85,4 +91,38 @@ pub(crate) fn check_dir(root: &Path, full: &Path) -> io::Result<()> {
         OFlags::PATH | OFlags::DIRECTORY,
     )
     .map(drop)
+}
+
+/// Reads `rel` (e.g. `etc/passwd`) from an image's merged layers (`layers` bottom first, as in
+/// [`crate::ResolvedImage::layers`]) the way the overlay would show it, at most `max` bytes:
+/// the topmost layer that has it wins, a whiteout hides it (None). A symlink on the way is an
+/// error rather than a path out of the image (an image could point `etc/passwd` at a host
+/// file).
+pub fn read_image_file(layers: &[PathBuf], rel: &str, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let rel = Path::new(rel);
+    for layer in layers.iter().rev() {
+        let fd = match open_beneath(layer, rel, OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(e) if is_missing(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        match kind {
+            // Overlay whiteout (0:0 character device): deleted in this layer.
+            rustix::fs::FileType::CharacterDevice => return Ok(None),
+            rustix::fs::FileType::RegularFile => {}
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a regular file", rel.display()),
+                ))
+            }
+        }
+        let f = File::from(open_beneath(layer, rel, OFlags::RDONLY)?);
+        let mut buf = Vec::new();
+        f.take(max).read_to_end(&mut buf)?;
+        return Ok(Some(buf));
+    }
+    Ok(None)
 }

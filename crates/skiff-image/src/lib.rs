@@ -37,6 +37,7 @@ mod beneath;
 mod build;
 mod layer;
 mod pull;
+pub use beneath::read_image_file;
 pub use pull::{credentials_from_docker_config, registry_is_loopback, registry_of, Credentials};
 pub mod reference;
 mod store;

@@ -657,12 +657,60 @@ fn verify_run_as_non_root(pod: &Pod, c: &Container, image: &ResolvedImage) -> Re
     }
 }
 
-fn image_user(image: &ResolvedImage) -> (u32, u32) {
+/// Bound on the image's /etc/passwd and /etc/group reads.
+const MAX_ID_FILE: u64 = 1 << 20;
+
+/// The entry of the image's `file` (passwd/group format) whose field `key_at` is `key`.
+fn image_id_entry(
+    image: &ResolvedImage,
+    file: &str,
+    key_at: usize,
+    key: &str,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let text = skiff_image::read_image_file(&image.layers, file, MAX_ID_FILE)
+        .map_err(|e| format!("reading /{file} of the image: {e}"))?
+        .unwrap_or_default();
+    Ok(String::from_utf8_lossy(&text).lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.get(key_at) == Some(&key)).then(|| fields.iter().map(|f| f.to_string()).collect())
+    }))
+}
+
+/// The image's USER as uid/gid. Numeric values are used as they are (gid = uid when no group
+/// is given); names are looked up in the image's /etc/passwd and /etc/group (as containerd
+/// does), never on the host, and an unknown name fails the container.
+fn image_user(image: &ResolvedImage) -> Result<(u32, u32), ConfigError> {
     let user = image.config.user().clone().unwrap_or_default();
-    let mut parts = user.splitn(2, ':');
-    let uid = parts.next().and_then(|u| u.parse().ok()).unwrap_or(0);
-    let gid = parts.next().and_then(|g| g.parse().ok()).unwrap_or(uid);
-    (uid, gid)
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user.as_str(), None),
+    };
+    let (uid, primary_gid) = match u.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) if u.is_empty() => (0, 0),
+        Err(_) => {
+            let entry = image_id_entry(image, "etc/passwd", 0, u)?.ok_or_else(|| {
+                format!("unable to find user {u}: no matching entries in passwd file")
+            })?;
+            let id = |i: usize| entry.get(i).and_then(|v| v.parse::<u32>().ok());
+            match (id(2), id(3)) {
+                (Some(uid), Some(gid)) => (uid, gid),
+                _ => return Err(format!("malformed passwd entry for user {u}")),
+            }
+        }
+    };
+    let gid = match g.filter(|g| !g.is_empty()) {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => image_id_entry(image, "etc/group", 0, g)?
+                .and_then(|e| e.get(2).and_then(|v| v.parse().ok()))
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
+        },
+    };
+    Ok((uid, gid))
 }
 
 /// The full runtime spec of one container instance.
@@ -703,17 +751,26 @@ pub async fn build_spec(
     let spec = input.pod.spec.as_ref();
     let pod_sc = spec.and_then(|s| s.security_context.as_ref());
     let sc = c.security_context.as_ref();
-    let (img_uid, img_gid) = image_user(input.image);
-    let uid = sc
+    let run_as_user = sc
         .and_then(|s| s.run_as_user)
         .or_else(|| pod_sc.and_then(|s| s.run_as_user))
-        .map(|u| u as u32)
-        .unwrap_or(img_uid);
-    let gid = sc
+        .map(|u| u as u32);
+    let run_as_group = sc
         .and_then(|s| s.run_as_group)
         .or_else(|| pod_sc.and_then(|s| s.run_as_group))
-        .map(|g| g as u32)
-        .unwrap_or(if uid == img_uid { img_gid } else { uid });
+        .map(|g| g as u32);
+    // The image's USER only matters (and only has to resolve) when runAsUser does not override it.
+    let (uid, gid) = match (run_as_user, run_as_group) {
+        (Some(u), Some(g)) => (u, g),
+        (Some(u), None) => match image_user(input.image) {
+            Ok((img_uid, img_gid)) if img_uid == u => (u, img_gid),
+            _ => (u, u),
+        },
+        (None, g) => {
+            let (img_uid, img_gid) = image_user(input.image)?;
+            (img_uid, g.unwrap_or(img_gid))
+        }
+    };
     let mut additional_gids: Vec<u32> = pod_sc
         .and_then(|s| s.supplemental_groups.clone())
         .unwrap_or_default()
