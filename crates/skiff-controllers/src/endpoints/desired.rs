@@ -58,8 +58,17 @@ fn eligible_ip(pod: &Pod) -> Option<&str> {
     if is_terminal(pod) {
         return None;
     }
-    // Only IPv4 slices are produced.
-    pod_ip(pod).filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+    // Only IPv4 slices are produced. Addresses the API server refuses as endpoints (a
+    // hostNetwork pod on a node whose IP is 127.0.0.1, skiff's default) are left out, so one
+    // such pod cannot block the whole Service's update.
+    pod_ip(pod).filter(|ip| {
+        ip.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| {
+            !(ip.is_unspecified()
+                || ip.is_loopback()
+                || ip.is_link_local()
+                || ip.octets()[..3] == [224, 0, 0])
+        })
+    })
 }
 
 /// Resolves a Service targetPort for this pod: a number as-is, a name through the pod's
@@ -260,4 +269,31 @@ pub fn subsets(svc: &Service, pods: &[&Pod]) -> (Vec<EndpointSubset>, bool) {
         }
     }
     (out, truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_with_ip(ip: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Running", "podIP": ip}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn addresses_the_api_refuses_are_not_endpoints() {
+        for ip in [
+            "127.0.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "224.0.0.5",
+            "fe80::1",
+        ] {
+            assert_eq!(eligible_ip(&pod_with_ip(ip)), None, "{ip}");
+        }
+        assert_eq!(eligible_ip(&pod_with_ip("100.64.1.2")), Some("100.64.1.2"));
+    }
 }
