@@ -72,14 +72,14 @@ fn non_special_ip(e: &mut Errs, field: &str, raw: &str) {
 }
 
 fn port_number(e: &mut Errs, port: &Map<String, Value>, field: &str) {
-    match port.get("port").and_then(Value::as_i64) {
-        Some(p) if (1..=65535).contains(&p) => {}
-        Some(p) => e.invalid(
+    // A missing port decodes to 0 upstream.
+    let p = port.get("port").and_then(Value::as_i64).unwrap_or(0);
+    if !(1..=65535).contains(&p) {
+        e.invalid(
             &format!("{field}.port"),
             &Value::from(p),
             "must be between 1 and 65535, inclusive",
-        ),
-        None => e.required(&format!("{field}.port"), ""),
+        );
     }
 }
 
