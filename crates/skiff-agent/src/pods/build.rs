@@ -12,6 +12,8 @@ use kube::Client;
 use skiff_image::ResolvedImage;
 use skiff_runtime::{BindMount, ContainerSpec, NetworkMode};
 
+use super::volumes;
+
 /// Why a container could not be configured: `CreateContainerConfigError` with this message.
 pub type ConfigError = String;
 
@@ -274,20 +276,102 @@ pub fn qos_class(pod: &Pod) -> &'static str {
     }
 }
 
-/// Host paths of the pod's volumes, prepared (files written) for a container start.
+/// A pod volume on the host.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub path: PathBuf,
+    /// ConfigMap, Secret, projected and downwardAPI volumes: always mounted read-only.
+    pub read_only: bool,
+}
+
+/// The pod's memory limit for a `medium: Memory` emptyDir without a smaller sizeLimit
+/// (upstream: the sum of the app containers' limits, at least the largest init container's).
+fn pod_memory_limit(pod: &Pod) -> Option<u64> {
+    let spec = pod.spec.as_ref()?;
+    let lim = |c: &Container| resource(c, true, "memory").and_then(|q| parse_bytes(&q));
+    let sum: i64 = spec.containers.iter().filter_map(lim).sum();
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter_map(lim)
+        .max()
+        .unwrap_or(0);
+    u64::try_from(sum.max(init)).ok().filter(|v| *v > 0)
+}
+
+/// A disk emptyDir's sizeLimit in bytes (for the eviction check), by volume name.
+pub fn empty_dir_limits(pod: &Pod) -> Vec<(String, String, u64)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| {
+            let e = v.empty_dir.as_ref()?;
+            let q = e.size_limit.as_ref()?.0.clone();
+            let b = u64::try_from(parse_bytes(&q)?).ok().filter(|b| *b > 0)?;
+            Some((v.name.clone(), q, b))
+        })
+        .collect()
+}
+
+/// A container's ephemeral-storage limit (the quantity as written, and in bytes).
+pub fn ephemeral_storage_limit(c: &Container) -> Option<(String, u64)> {
+    let q = resource(c, true, "ephemeral-storage")?;
+    let b = u64::try_from(parse_bytes(&q)?).ok().filter(|b| *b > 0)?;
+    Some((q, b))
+}
+
+fn mode_of(m: Option<i32>, default: i32) -> u32 {
+    (m.unwrap_or(default) as u32) & 0o7777
+}
+
+/// Host paths of the pod's volumes, prepared (files written) for a container start. With
+/// `resync` only ConfigMap/Secret/projected/downwardAPI volumes are rewritten (the periodic
+/// update of running pods), and only those are returned.
 pub async fn prepare_volumes(
     pod: &Pod,
     pod_dir: &Path,
     objects: &mut Objects,
     pod_ip: &str,
     host_ip: &str,
-) -> Result<HashMap<String, PathBuf>, ConfigError> {
+    resync: bool,
+) -> Result<HashMap<String, Volume>, ConfigError> {
     let mut out = HashMap::new();
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(out);
     };
+    // Not readable by other local users: the pod's files include its secrets.
+    if let Some(pods) = pod_dir.parent() {
+        mkdir_mode(pods, 0o700)?;
+        set_mode(pods, 0o700)?;
+    }
+    mkdir_mode(pod_dir, 0o750)?;
     let vols = pod_dir.join("volumes");
+    let write = |dir: &Path, files: Vec<File>, default_mode: Option<i32>, tmpfs: bool| {
+        if tmpfs {
+            volumes::ensure_tmpfs(dir, 0o755, None)?;
+        } else {
+            mkdir_mode(dir, 0o755)?;
+        }
+        let payload: Vec<volumes::Payload> = files
+            .into_iter()
+            .map(|(path, data, mode)| volumes::Payload {
+                path,
+                data,
+                // Upstream's default for both defaultMode and item modes: 0644.
+                mode: mode_of(mode.or(default_mode), 0o644),
+            })
+            .collect();
+        volumes::write_atomic(dir, &payload).map(drop)
+    };
     for v in spec.volumes.iter().flatten() {
+        let synced = v.config_map.is_some()
+            || v.secret.is_some()
+            || v.projected.is_some()
+            || v.downward_api.is_some();
+        if resync && !synced {
+            continue;
+        }
         let path = if let Some(hp) = &v.host_path {
             let p = PathBuf::from(&hp.path);
             match hp.type_.as_deref() {
@@ -318,7 +402,7 @@ pub async fn prepare_volumes(
             let data = objects.config_map_data(&cm.name).await?;
             let optional = cm.optional.unwrap_or(false);
             let files = select_items(data, cm.items.as_deref(), optional, "configmap", &cm.name)?;
-            write_files(&dir, &files, cm.default_mode.unwrap_or(0o644))?;
+            write(&dir, files, cm.default_mode, false)?;
             dir
         } else if let Some(sec) = &v.secret {
             let name = sec.secret_name.clone().unwrap_or_default();
@@ -326,7 +410,8 @@ pub async fn prepare_volumes(
             let data = objects.secret_data(&name).await?;
             let optional = sec.optional.unwrap_or(false);
             let files = select_items(data, sec.items.as_deref(), optional, "secret", &name)?;
-            write_files(&dir, &files, sec.default_mode.unwrap_or(0o644))?;
+            // Secrets never touch the disk: a tmpfs per volume, as upstream.
+            write(&dir, files, sec.default_mode, true)?;
             dir
         } else if let Some(proj) = &v.projected {
             let dir = vols.join("kubernetes.io~projected").join(&v.name);
@@ -363,7 +448,7 @@ pub async fn prepare_volumes(
                 }
                 // serviceAccountToken and clusterTrustBundle sources are not supported yet.
             }
-            write_files(&dir, &files, proj.default_mode.unwrap_or(0o644))?;
+            write(&dir, files, proj.default_mode, true)?;
             dir
         } else if let Some(d) = &v.downward_api {
             let dir = vols.join("kubernetes.io~downward-api").join(&v.name);
@@ -374,16 +459,39 @@ pub async fn prepare_volumes(
                     files.push((item.path.clone(), val.into_bytes(), item.mode));
                 }
             }
-            write_files(&dir, &files, d.default_mode.unwrap_or(0o644))?;
+            write(&dir, files, d.default_mode, true)?;
             dir
         } else {
             // emptyDir, and volume types the agent does not support (an empty dir is the
-            // least surprising stand-in).
+            // least surprising stand-in). World-writable like upstream's: any container
+            // user may write; the pod dir above keeps other host users out.
             let dir = vols.join("kubernetes.io~empty-dir").join(&v.name);
-            mkdir(&dir)?;
+            let ed = v.empty_dir.as_ref();
+            if ed.and_then(|e| e.medium.as_deref()) == Some("Memory") {
+                // Capped at sizeLimit or the pod's memory limit, whichever is smaller.
+                let limit = ed
+                    .and_then(|e| e.size_limit.as_ref())
+                    .and_then(|q| parse_bytes(&q.0))
+                    .and_then(|b| u64::try_from(b).ok())
+                    .filter(|b| *b > 0);
+                let size = match (limit, pod_memory_limit(pod)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                volumes::ensure_tmpfs(&dir, 0o777, size)?;
+            } else {
+                mkdir_mode(&dir, 0o777)?;
+                set_mode(&dir, 0o777)?;
+            }
             dir
         };
-        out.insert(v.name.clone(), path);
+        out.insert(
+            v.name.clone(),
+            Volume {
+                path,
+                read_only: synced,
+            },
+        );
     }
     Ok(out)
 }
@@ -423,26 +531,14 @@ fn mkdir(p: &Path) -> Result<(), ConfigError> {
     std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))
 }
 
-/// Writes the volume's files (replacing stale ones); paths may not escape the dir.
-fn write_files(dir: &Path, files: &[File], default_mode: i32) -> Result<(), ConfigError> {
+fn mkdir_mode(p: &Path, mode: u32) -> Result<(), ConfigError> {
+    volumes::mkdir_mode(p, mode).map_err(|e| format!("creating {}: {e}", p.display()))
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
-    mkdir(dir)?;
-    for (rel, data, mode) in files {
-        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
-            return Err(format!("invalid volume file path {rel:?}"));
-        }
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            mkdir(parent)?;
-        }
-        let tmp = path.with_extension("skiff-tmp");
-        std::fs::write(&tmp, data).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-        let mode = mode.unwrap_or(default_mode) as u32 & 0o7777;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("renaming {}: {e}", path.display()))?;
-    }
-    Ok(())
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", p.display()))
 }
 
 /// What the runtime needs besides the spec itself.
@@ -454,7 +550,9 @@ pub struct BuildInput<'a> {
     pub netns: PathBuf,
     pub pod_ip: String,
     pub host_ip: String,
-    pub volumes: &'a HashMap<String, PathBuf>,
+    pub volumes: &'a HashMap<String, Volume>,
+    /// The pod's directory (subPath staging mounts live below it).
+    pub pod_dir: PathBuf,
 }
 
 /// The container's environment in order (image env first, then envFrom, then env).
@@ -612,24 +710,47 @@ pub async fn build_spec(
         return Err("no command specified".into());
     }
     let mut mounts = Vec::new();
-    for vm in c.volume_mounts.iter().flatten() {
-        let Some(src) = input.volumes.get(&vm.name) else {
+    for (index, vm) in c.volume_mounts.iter().flatten().enumerate() {
+        let Some(vol) = input.volumes.get(&vm.name) else {
             return Err(format!("volume {:?} not found", vm.name));
         };
-        let mut source = src.clone();
+        let mut source = vol.path.clone();
         if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
                 return Err(format!("invalid subPath {sub:?}"));
             }
-            source = source.join(sub);
-            if !source.exists() {
-                mkdir(&source)?;
+            // Resolved beneath the volume and mounted from the fd onto a staging path the
+            // pod cannot write (kubelet: volume-subpaths/<volume>/<container>/<index>).
+            let staging = input
+                .pod_dir
+                .join("volume-subpaths")
+                .join(&vm.name)
+                .join(&c.name)
+                .join(index.to_string());
+            match volumes::prepare_subpath(&vol.path, sub, &staging) {
+                Ok(()) => {}
+                Err(volumes::SubPathError::Create(e)) => {
+                    tracing::warn!(volume = %vm.name, container = %c.name, "creating subPath: {e}");
+                    // Details stay in the log: they could describe the host's filesystem.
+                    return Err(format!(
+                        "failed to create subPath directory for volumeMount {:?} of container {:?}",
+                        vm.name, c.name
+                    ));
+                }
+                Err(volumes::SubPathError::Prepare(e)) => {
+                    tracing::warn!(volume = %vm.name, container = %c.name, "preparing subPath: {e}");
+                    return Err(format!(
+                        "failed to prepare subPath for volumeMount {:?} of container {:?}",
+                        vm.name, c.name
+                    ));
+                }
             }
+            source = staging;
         }
         mounts.push(BindMount {
             source,
             destination: vm.mount_path.clone(),
-            readonly: vm.read_only.unwrap_or(false),
+            readonly: vol.read_only || vm.read_only.unwrap_or(false),
         });
     }
     let spec = input.pod.spec.as_ref();

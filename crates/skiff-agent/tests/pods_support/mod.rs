@@ -128,6 +128,8 @@ impl Harness {
             skiff_exe: skiff_exe(),
             lease_duration_seconds: 40,
             offline: true,
+            sync_frequency: Duration::from_secs(60),
+            housekeeping_interval: Duration::from_secs(10),
         };
         let mut h = Harness {
             client,
