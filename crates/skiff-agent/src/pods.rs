@@ -1126,10 +1126,11 @@ impl Worker {
     /// `sync_frequency`, so changed, added and removed keys appear in it (subPath mounts keep
     /// the inode they were given, as upstream).
     async fn resync_volumes(&mut self, pod: &Pod, sb: &Sandbox) {
-        let Some(last) = self.volumes_synced else {
-            return;
-        };
-        if last.elapsed() < self.ctx.config.sync_frequency {
+        // Never written by this worker (the agent restarted under running pods): due now.
+        if self
+            .volumes_synced
+            .is_some_and(|t| t.elapsed() < self.ctx.config.sync_frequency)
+        {
             return;
         }
         self.volumes_synced = Some(Instant::now());
