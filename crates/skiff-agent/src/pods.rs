@@ -1147,9 +1147,10 @@ impl Worker {
         }
     }
 
-    /// The eviction manager's local-storage checks, every `housekeeping_interval`: a disk
-    /// emptyDir over its sizeLimit, or a container whose writable layer plus logs exceed its
-    /// ephemeral-storage limit, gets the pod evicted.
+    /// The eviction manager's local-storage checks, every `housekeeping_interval`, in
+    /// upstream's order: an emptyDir over its sizeLimit; the pod's disk emptyDirs plus its
+    /// containers' writable layers and logs over the sum of its containers'
+    /// ephemeral-storage limits; one container over its own limit. Any of them evicts.
     async fn check_storage(&mut self, pod: &Pod, inst: &Instances) {
         if self.evicted.is_some()
             || self
@@ -1159,44 +1160,70 @@ impl Worker {
             return;
         }
         self.usage_checked = Some(Instant::now());
-        let empty_dirs = build::empty_dir_limits(pod);
+        let empty_dirs = build::empty_dirs(pod);
+        let pod_limit = build::pod_ephemeral_storage_limit(pod);
+        let spec = pod.spec.clone().unwrap_or_default();
         let mut containers = Vec::new();
-        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-            if let (Some(limit), Some((_, info))) = (
-                build::ephemeral_storage_limit(c),
-                inst.get(&c.name).and_then(|l| l.first()),
-            ) {
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            if let Some((_, info)) = inst.get(&c.name).and_then(|l| l.first()) {
                 containers.push((
                     c.name.clone(),
-                    limit,
+                    build::ephemeral_storage_limit(c),
                     info.id.clone(),
                     info.log_path.clone(),
                 ));
             }
         }
-        if empty_dirs.is_empty() && containers.is_empty() {
+        let limited = pod_limit.is_some()
+            || empty_dirs.iter().any(|e| e.limit.is_some())
+            || containers.iter().any(|c| c.1.is_some());
+        if !limited {
             return;
         }
         let vols = self.pod_dir().join("volumes/kubernetes.io~empty-dir");
         let data = self.ctx.config.data_dir.clone();
         let message = blocking(move || {
-            for (name, quantity, limit) in empty_dirs {
-                if volumes::disk_usage(&vols.join(&name)) > limit {
+            let mut pod_used = 0u64;
+            for e in &empty_dirs {
+                let used = volumes::disk_usage(&vols.join(&e.name));
+                if let Some((q, limit)) = &e.limit {
+                    if used > *limit {
+                        let name = &e.name;
+                        return Ok(Some(format!(
+                            "Usage of EmptyDir volume {name:?} exceeds the limit {q:?}. "
+                        )));
+                    }
+                }
+                if !e.memory {
+                    pod_used += used;
+                }
+            }
+            let mut over = None;
+            for (name, limit, id, log) in &containers {
+                let layer = volumes::disk_usage(&data.join("containers").join(id).join("upper"));
+                let logs = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+                pod_used += layer + logs;
+                if let Some((q, l)) = limit {
+                    if layer + logs > *l && over.is_none() {
+                        over = Some(format!(
+                            "Container {name} exceeded its local ephemeral storage limit {q:?}. "
+                        ));
+                    }
+                }
+            }
+            if let Some((q, limit)) = &pod_limit {
+                if pod_used > *limit {
                     return Ok(Some(format!(
-                        "Usage of EmptyDir volume {name:?} exceeds the limit {quantity:?}. "
+                        "Pod ephemeral local storage usage exceeds the total limit of containers {q}. "
                     )));
                 }
             }
-            for (name, (quantity, limit), id, log) in containers {
-                let layer = volumes::disk_usage(&data.join("containers").join(&id).join("upper"));
-                let logs = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-                if layer + logs > limit {
-                    return Ok(Some(format!(
-                        "Container {name} exceeded its local ephemeral storage limit {quantity:?}. "
-                    )));
-                }
-            }
-            Ok(None)
+            Ok(over)
         })
         .await
         .ok()

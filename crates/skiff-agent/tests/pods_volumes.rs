@@ -454,6 +454,17 @@ async fn storage_limits_evict_and_memory_empty_dir_is_capped() {
             "resources": {"limits": {"ephemeral-storage": "10Mi"}}}]}),
     )
     .await;
+    // Two containers: the pod's total limit (10Mi + 1Gi) holds, the first one's does not.
+    h.create_pod(
+        "layer2",
+        json!({"containers": [
+            {"name": "w1", "image": "bb:1", "command": ["/bin/sh", "-c",
+                "dd if=/dev/zero of=/big bs=1M count=50; sleep 3600"],
+             "resources": {"limits": {"ephemeral-storage": "10Mi"}}},
+            {"name": "w2", "image": "bb:1", "command": ["/bin/sleep", "3600"],
+             "resources": {"limits": {"ephemeral-storage": "1Gi"}}}]}),
+    )
+    .await;
     h.create_pod(
         "mem",
         json!({"restartPolicy": "Never", "containers": [{"name": "c", "image": "bb:1",
@@ -468,9 +479,14 @@ async fn storage_limits_evict_and_memory_empty_dir_is_capped() {
             "fill",
             "Usage of EmptyDir volume \"data\" exceeds the limit \"10Mi\". ",
         ),
+        // One container: upstream's pod-level check (same total) fires first.
         (
             "layer",
-            "Container w exceeded its local ephemeral storage limit \"10Mi\". ",
+            "Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. ",
+        ),
+        (
+            "layer2",
+            "Container w1 exceeded its local ephemeral storage limit \"10Mi\". ",
         ),
     ] {
         let pod = h
@@ -481,20 +497,31 @@ async fn storage_limits_evict_and_memory_empty_dir_is_capped() {
         let st = pod.status.clone().expect("status");
         assert_eq!(st.reason.as_deref(), Some("Evicted"), "{st:#?}");
         assert_eq!(st.message.as_deref(), Some(message));
-        let c = &pod.spec.as_ref().expect("spec").containers[0].name;
+        let names: Vec<String> = pod
+            .spec
+            .as_ref()
+            .expect("spec")
+            .containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         wait_for(
-            "the container to be killed",
+            "the containers to be killed",
             Duration::from_secs(20),
             || async {
-                instances(&h, name, c)
-                    .iter()
-                    .all(|i| i.status != Status::Running)
+                names.iter().all(|c| {
+                    instances(&h, name, c)
+                        .iter()
+                        .all(|i| i.status != Status::Running)
+                })
             },
         )
         .await;
         // Not restarted afterwards.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(instances(&h, name, c).len(), 1, "{name} restarted");
+        for c in &names {
+            assert_eq!(instances(&h, name, c).len(), 1, "{name}/{c} restarted");
+        }
         let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
         let evicted = events
             .list(&ListParams::default())

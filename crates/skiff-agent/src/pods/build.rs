@@ -300,25 +300,95 @@ fn pod_memory_limit(pod: &Pod) -> Option<u64> {
     u64::try_from(sum.max(init)).ok().filter(|v| *v > 0)
 }
 
-/// A disk emptyDir's sizeLimit in bytes (for the eviction check), by volume name.
-pub fn empty_dir_limits(pod: &Pod) -> Vec<(String, String, u64)> {
+/// A byte quantity as `resource.Quantity.String()` prints it (the eviction messages quote
+/// it): the largest binary (for `Ki`…`Ei` input) or decimal suffix that divides it evenly.
+pub fn canonical_bytes(bytes: u64, like: &str) -> String {
+    const BIN: &[(&str, u64)] = &[
+        ("Ei", 1 << 60),
+        ("Pi", 1 << 50),
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    const DEC: &[(&str, u64)] = &[
+        ("E", 1_000_000_000_000_000_000),
+        ("P", 1_000_000_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("G", 1_000_000_000),
+        ("M", 1_000_000),
+        ("k", 1_000),
+    ];
+    let table = if like.trim().ends_with('i') { BIN } else { DEC };
+    if bytes > 0 {
+        for (suffix, unit) in table {
+            if bytes % unit == 0 {
+                return format!("{}{suffix}", bytes / unit);
+            }
+        }
+    }
+    bytes.to_string()
+}
+
+/// An emptyDir for the eviction checks: name, sizeLimit (printed, bytes), memory-backed.
+pub struct EmptyDirUse {
+    pub name: String,
+    pub limit: Option<(String, u64)>,
+    pub memory: bool,
+}
+
+pub fn empty_dirs(pod: &Pod) -> Vec<EmptyDirUse> {
     pod.spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
         .filter_map(|v| {
             let e = v.empty_dir.as_ref()?;
-            let q = e.size_limit.as_ref()?.0.clone();
-            let b = u64::try_from(parse_bytes(&q)?).ok().filter(|b| *b > 0)?;
-            Some((v.name.clone(), q, b))
+            let limit = e.size_limit.as_ref().and_then(|q| {
+                let b = u64::try_from(parse_bytes(&q.0)?).ok().filter(|b| *b > 0)?;
+                Some((canonical_bytes(b, &q.0), b))
+            });
+            Some(EmptyDirUse {
+                name: v.name.clone(),
+                limit,
+                memory: e.medium.as_deref() == Some("Memory"),
+            })
         })
         .collect()
 }
 
-/// A container's ephemeral-storage limit (the quantity as written, and in bytes).
+/// A container's ephemeral-storage limit (printed, and in bytes).
 pub fn ephemeral_storage_limit(c: &Container) -> Option<(String, u64)> {
     let q = resource(c, true, "ephemeral-storage")?;
     let b = u64::try_from(parse_bytes(&q)?).ok().filter(|b| *b > 0)?;
-    Some((q, b))
+    Some((canonical_bytes(b, &q), b))
+}
+
+/// The pod's ephemeral-storage limit as upstream's PodLimits sums it: the app containers'
+/// limits added up (in the first one's format), at least the largest init container's.
+pub fn pod_ephemeral_storage_limit(pod: &Pod) -> Option<(String, u64)> {
+    let spec = pod.spec.as_ref()?;
+    let mut like: Option<String> = None;
+    let mut sum = 0u64;
+    for c in &spec.containers {
+        if let Some(q) = resource(c, true, "ephemeral-storage") {
+            if let Some(b) = parse_bytes(&q).and_then(|b| u64::try_from(b).ok()) {
+                sum = sum.saturating_add(b);
+                like.get_or_insert(q);
+            }
+        }
+    }
+    for c in spec.init_containers.iter().flatten() {
+        if let Some(q) = resource(c, true, "ephemeral-storage") {
+            if let Some(b) = parse_bytes(&q).and_then(|b| u64::try_from(b).ok()) {
+                if b > sum {
+                    sum = b;
+                    like = Some(q);
+                }
+            }
+        }
+    }
+    let like = like?;
+    (sum > 0).then(|| (canonical_bytes(sum, &like), sum))
 }
 
 fn mode_of(m: Option<i32>, default: i32) -> u32 {
@@ -843,5 +913,9 @@ mod tests {
         assert_eq!(parse_bytes("64Mi"), Some(64 << 20));
         assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
         assert_eq!(parse_bytes("129e6"), Some(129_000_000));
+        assert_eq!(canonical_bytes(10 << 20, "10Mi"), "10Mi");
+        assert_eq!(canonical_bytes(1 << 30, "1024Mi"), "1Gi");
+        assert_eq!(canonical_bytes(20_000_000, "10M"), "20M");
+        assert_eq!(canonical_bytes(1500, "1500"), "1500");
     }
 }
