@@ -322,7 +322,7 @@ pub fn canonical_bytes(bytes: u64, like: &str) -> String {
     let table = if like.trim().ends_with('i') { BIN } else { DEC };
     if bytes > 0 {
         for (suffix, unit) in table {
-            if bytes % unit == 0 {
+            if bytes.is_multiple_of(*unit) {
                 return format!("{}{suffix}", bytes / unit);
             }
         }
