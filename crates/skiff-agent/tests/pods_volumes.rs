@@ -112,6 +112,7 @@ async fn subpath_symlink_escape_is_refused() {
     let marker = h.dir.path().join("host-marker");
     std::fs::write(&marker, "host secret").expect("marker");
     let rel = "../../../../../../../../../../../../../../../..";
+    let created = h.dir.path().join("created-through-the-link");
     h.create_pod(
         "escape",
         json!({"restartPolicy": "Never",
@@ -125,6 +126,10 @@ async fn subpath_symlink_escape_is_refused() {
                 {"name": "app2", "image": "bb:1",
                  "command": ["/bin/sh", "-c", "cat /hostetc/shadow; sleep 3600"],
                  "volumeMounts": [{"name": "vol", "mountPath": "/hostetc", "subPath": "up/etc"}]},
+                // A missing directory behind the link: must not be created on the host.
+                {"name": "app3", "image": "bb:1", "command": ["/bin/sleep", "3600"],
+                 "volumeMounts": [{"name": "vol", "mountPath": "/x",
+                                   "subPath": format!("escape{}", created.display())}]},
             ],
             "volumes": [{"name": "vol", "emptyDir": {}}]}),
     )
@@ -132,10 +137,10 @@ async fn subpath_symlink_escape_is_refused() {
     let pod = h
         .wait_pod(
             "escape",
-            "CreateContainerConfigError on both apps",
+            "CreateContainerConfigError on every app",
             Duration::from_secs(60),
             |p| {
-                ["app", "app2"].iter().all(|c| {
+                ["app", "app2", "app3"].iter().all(|c| {
                     container_status(p, c)
                         .and_then(|s| s.state.as_ref())
                         .and_then(|s| s.waiting.as_ref())
@@ -144,7 +149,7 @@ async fn subpath_symlink_escape_is_refused() {
             },
         )
         .await;
-    for c in ["app", "app2"] {
+    for c in ["app", "app2", "app3"] {
         let w = container_status(&pod, c)
             .and_then(|s| s.state.clone())
             .and_then(|s| s.waiting)
@@ -159,7 +164,7 @@ async fn subpath_symlink_escape_is_refused() {
     }
     // A few more sync rounds: still nothing started, nothing of the host mounted.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for c in ["app", "app2"] {
+    for c in ["app", "app2", "app3"] {
         assert!(instances(&h, "escape", c).is_empty(), "{c} was started");
     }
     let dir = pod_dir(&h, &pod);
@@ -195,6 +200,10 @@ async fn subpath_symlink_escape_is_refused() {
     assert_eq!(
         std::fs::read_to_string(&marker).expect("marker"),
         "host secret"
+    );
+    assert!(
+        !created.exists(),
+        "the agent created a host directory through the link"
     );
     h.shutdown().await;
 }
