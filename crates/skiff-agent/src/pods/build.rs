@@ -435,6 +435,8 @@ pub async fn prepare_volumes(
         volumes::write_atomic(dir, &payload).map(drop)
     };
     for v in spec.volumes.iter().flatten() {
+        // Names become host path components (the API validates them as DNS labels already).
+        plain_name(&v.name)?;
         let synced = v.config_map.is_some()
             || v.secret.is_some()
             || v.projected.is_some()
@@ -595,6 +597,14 @@ fn select_items(
             Ok(out)
         }
     }
+}
+
+/// A name used as one host path component: no separator, not `.`/`..`.
+fn plain_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(format!("invalid name {name:?}"));
+    }
+    Ok(())
 }
 
 fn mkdir(p: &Path) -> Result<(), ConfigError> {
@@ -789,6 +799,8 @@ pub async fn build_spec(
             if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
                 return Err(format!("invalid subPath {sub:?}"));
             }
+            plain_name(&vm.name)?;
+            plain_name(&c.name)?;
             // Resolved beneath the volume and mounted from the fd onto a staging path the
             // pod cannot write (kubelet: volume-subpaths/<volume>/<container>/<index>).
             let staging = input
