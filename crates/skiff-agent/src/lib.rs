@@ -55,6 +55,12 @@ pub struct AgentConfig {
     /// Never contact remote image registries (air-gapped nodes, hermetic tests): images come
     /// from the local store, or from a registry on this machine (loopback).
     pub offline: bool,
+    /// How often running pods' ConfigMap, Secret, projected and downwardAPI volumes are
+    /// re-synced (kubelet's `--sync-frequency`, 1 minute by default).
+    pub sync_frequency: std::time::Duration,
+    /// How often emptyDir sizeLimits and ephemeral-storage limits are checked (kubelet's
+    /// `--housekeeping-interval`, 10 s by default).
+    pub housekeeping_interval: std::time::Duration,
 }
 
 /// `skiff exec [-i] -- ID CMD…` as a child of the agent. Its stderr belongs to the user (kubectl

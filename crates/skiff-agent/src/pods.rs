@@ -7,6 +7,7 @@
 
 mod build;
 mod etc;
+mod volumes;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -396,7 +397,12 @@ async fn cleanup_orphans(ctx: &Arc<Ctx>, known: &HashMap<String, Pod>) {
             if let Err(e) = blocking(move || Ok(net.remove_sandbox(&u)?)).await {
                 tracing::warn!(pod_uid = %uid, "removing sandbox: {e}");
             }
-            let _ = std::fs::remove_dir_all(ctx.config.data_dir.join("agent/pods").join(&uid));
+            let dir = ctx.config.data_dir.join("agent/pods").join(&uid);
+            let _ = blocking(move || {
+                volumes::remove_pod_dir(&dir);
+                Ok(())
+            })
+            .await;
         }
     }
 }
@@ -436,6 +442,12 @@ struct Worker {
     start_time: Option<String>,
     last_status: Option<Value>,
     sandbox_error: Option<String>,
+    /// When the pod's ConfigMap/Secret/projected/downwardAPI volumes were last written.
+    volumes_synced: Option<Instant>,
+    /// When emptyDir and ephemeral-storage usage was last measured.
+    usage_checked: Option<Instant>,
+    /// The eviction message, once the pod was evicted for its storage use.
+    evicted: Option<String>,
 }
 
 type Instances = HashMap<String, Vec<(u32, ContainerInfo)>>;
@@ -471,6 +483,9 @@ impl Worker {
             start_time: None,
             last_status: None,
             sandbox_error: None,
+            volumes_synced: None,
+            usage_checked: None,
+            evicted: None,
         }
     }
 
@@ -782,16 +797,23 @@ impl Worker {
         let mut objects = build::Objects::new(self.ctx.client.clone(), &ns);
         let pod_ip = sb.ip.to_string();
         let host_ip = self.ctx.config.node_ip.to_string();
-        let volumes =
-            match build::prepare_volumes(pod, &self.pod_dir(), &mut objects, &pod_ip, &host_ip)
-                .await
-            {
-                Ok(v) => v,
-                Err(msg) => {
-                    self.config_error(pod, c, msg).await;
-                    return false;
-                }
-            };
+        let volumes = match build::prepare_volumes(
+            pod,
+            &self.pod_dir(),
+            &mut objects,
+            &pod_ip,
+            &host_ip,
+            false,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(msg) => {
+                self.config_error(pod, c, msg).await;
+                return false;
+            }
+        };
+        self.volumes_synced = Some(Instant::now());
         let input = build::BuildInput {
             pod,
             container: c,
@@ -801,6 +823,7 @@ impl Worker {
             pod_ip,
             host_ip,
             volumes: &volumes,
+            pod_dir: self.pod_dir(),
         };
         let mut spec = match build::build_spec(&input, &mut objects).await {
             Ok(s) => s,
@@ -1016,7 +1039,7 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
-        let terminal = api_phase == "Succeeded" || api_phase == "Failed";
+        let terminal = api_phase == "Succeeded" || api_phase == "Failed" || self.evicted.is_some();
         let policy = spec
             .restart_policy
             .clone()
@@ -1087,6 +1110,8 @@ impl Worker {
                 }
             }
             self.remove_duplicates(&spec, &inst).await;
+            self.resync_volumes(pod, sb).await;
+            self.check_storage(pod, &inst).await;
             inst = self.instances(pod).await?;
         }
         let status = self.status(pod, &inst, sb.as_ref(), &api_phase);
@@ -1098,6 +1123,137 @@ impl Worker {
             self.last_status = Some(status);
         }
         Ok(())
+    }
+
+    /// Re-writes the ConfigMap/Secret/projected/downwardAPI volumes of a running pod every
+    /// `sync_frequency`, so changed, added and removed keys appear in it (subPath mounts keep
+    /// the inode they were given, as upstream).
+    async fn resync_volumes(&mut self, pod: &Pod, sb: &Sandbox) {
+        // Never written by this worker (the agent restarted under running pods): due now.
+        if self
+            .volumes_synced
+            .is_some_and(|t| t.elapsed() < self.ctx.config.sync_frequency)
+        {
+            return;
+        }
+        self.volumes_synced = Some(Instant::now());
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut objects = build::Objects::new(self.ctx.client.clone(), &ns);
+        let host_ip = self.ctx.config.node_ip.to_string();
+        let pod_dir = self.pod_dir();
+        let ip = sb.ip.to_string();
+        if let Err(e) =
+            build::prepare_volumes(pod, &pod_dir, &mut objects, &ip, &host_ip, true).await
+        {
+            // Upstream keeps the old content when an object cannot be read.
+            tracing::warn!(pod_uid = %self.uid, "re-syncing volumes: {e}");
+        }
+    }
+
+    /// The eviction manager's local-storage checks, every `housekeeping_interval`, in
+    /// upstream's order: an emptyDir over its sizeLimit; the pod's disk emptyDirs plus its
+    /// containers' writable layers and logs over the sum of its containers'
+    /// ephemeral-storage limits; one container over its own limit. Any of them evicts.
+    async fn check_storage(&mut self, pod: &Pod, inst: &Instances) {
+        if self.evicted.is_some()
+            || self
+                .usage_checked
+                .is_some_and(|t| t.elapsed() < self.ctx.config.housekeeping_interval)
+        {
+            return;
+        }
+        self.usage_checked = Some(Instant::now());
+        let empty_dirs = build::empty_dirs(pod);
+        let pod_limit = build::pod_ephemeral_storage_limit(pod);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut containers = Vec::new();
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            if let Some((_, info)) = inst.get(&c.name).and_then(|l| l.first()) {
+                containers.push((
+                    c.name.clone(),
+                    build::ephemeral_storage_limit(c),
+                    info.id.clone(),
+                    info.log_path.clone(),
+                ));
+            }
+        }
+        let limited = pod_limit.is_some()
+            || empty_dirs.iter().any(|e| e.limit.is_some())
+            || containers.iter().any(|c| c.1.is_some());
+        if !limited {
+            return;
+        }
+        let vols = self.pod_dir().join("volumes/kubernetes.io~empty-dir");
+        let data = self.ctx.config.data_dir.clone();
+        let message = blocking(move || {
+            let mut pod_used = 0u64;
+            for e in &empty_dirs {
+                let used = volumes::disk_usage(&vols.join(&e.name));
+                if let Some((q, limit)) = &e.limit {
+                    if used > *limit {
+                        let name = &e.name;
+                        return Ok(Some(format!(
+                            "Usage of EmptyDir volume {name:?} exceeds the limit {q:?}. "
+                        )));
+                    }
+                }
+                if !e.memory {
+                    pod_used += used;
+                }
+            }
+            let mut over = None;
+            for (name, limit, id, log) in &containers {
+                let layer = volumes::disk_usage(&data.join("containers").join(id).join("upper"));
+                let logs = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+                pod_used += layer + logs;
+                if let Some((q, l)) = limit {
+                    if layer + logs > *l && over.is_none() {
+                        over = Some(format!(
+                            "Container {name} exceeded its local ephemeral storage limit {q:?}. "
+                        ));
+                    }
+                }
+            }
+            if let Some((q, limit)) = &pod_limit {
+                if pod_used > *limit {
+                    return Ok(Some(format!(
+                        "Pod ephemeral local storage usage exceeds the total limit of containers {q}. "
+                    )));
+                }
+            }
+            Ok(over)
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(message) = message {
+            self.evict(pod, inst, message).await;
+        }
+    }
+
+    /// Evicts the pod as the kubelet's eviction manager does for local storage: containers
+    /// killed at once (grace 0), phase Failed, reason Evicted, an Evicted event.
+    async fn evict(&mut self, pod: &Pod, inst: &Instances, message: String) {
+        tracing::info!(pod_uid = %self.uid, "evicting pod: {message}");
+        self.event(pod, None, EventType::Warning, "Evicted", &message)
+            .await;
+        let stops = inst.values().filter_map(|l| l.first()).map(|(_, info)| {
+            let rt = self.ctx.runtime.clone();
+            let id = info.id.clone();
+            blocking(move || Ok(rt.stop(&id, Duration::ZERO)?))
+        });
+        for r in futures::future::join_all(stops).await {
+            if let Err(e) = r {
+                tracing::warn!(pod_uid = %self.uid, "killing an evicted container: {e}");
+            }
+        }
+        self.ctx.containers.invalidate();
+        self.evicted = Some(message);
     }
 
     /// Only the newest instance of a container may run: an older one still running (left by
@@ -1555,6 +1711,18 @@ impl Worker {
         if let Some(e) = &self.sandbox_error {
             status["message"] = json!(format!("pod sandbox: {e}"));
         }
+        if let Some(msg) = &self.evicted {
+            status["phase"] = json!("Failed");
+            status["reason"] = json!("Evicted");
+            status["message"] = json!(msg);
+            if let Some(conds) = status["conditions"].as_array_mut() {
+                if !conds.iter().any(|c| c["type"] == "DisruptionTarget") {
+                    conds.push(json!({"type": "DisruptionTarget", "status": "True",
+                        "reason": "TerminationByKubelet", "message": msg,
+                        "lastTransitionTime": now, "lastProbeTime": null}));
+                }
+            }
+        }
         status
     }
 
@@ -1763,11 +1931,26 @@ impl Worker {
             tracing::warn!(pod_uid = %self.uid, "removing sandbox: {e}");
         }
         self.sandbox = None;
-        let _ = std::fs::remove_dir_all(self.pod_dir());
+        // Unmounts subPath staging mounts and the secret/memory tmpfs before deleting.
+        let dir = self.pod_dir();
+        let _ = blocking(move || {
+            volumes::remove_pod_dir(&dir);
+            Ok(())
+        })
+        .await;
         if let Some(p) = pod {
             let (name, ns) = names(p);
             self.ctx.index.forget_pod(&ns, &name, &self.uid);
         }
+    }
+}
+
+/// Unmounts and removes every pod directory of a data dir (`skiff reset`): subPath staging
+/// mounts, secret and memory tmpfs mounts, then the files.
+pub fn remove_all_pod_dirs(data_dir: &std::path::Path) {
+    let pods = data_dir.join("agent/pods");
+    for e in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+        volumes::remove_pod_dir(&e.path());
     }
 }
 

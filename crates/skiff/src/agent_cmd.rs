@@ -66,6 +66,8 @@ pub fn agent_config(
         skiff_exe: std::env::current_exe().context("cannot find the skiff executable")?,
         lease_duration_seconds: node.node_lease_duration_seconds,
         offline: node.offline,
+        sync_frequency: std::time::Duration::from_secs(60),
+        housekeeping_interval: std::time::Duration::from_secs(10),
     })
 }
 

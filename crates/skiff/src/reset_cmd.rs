@@ -27,6 +27,8 @@ pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
         }
         Err(e) => report("listing containers", &e),
     }
+    // subPath staging mounts and secret/memory tmpfs mounts, then the pods' files.
+    skiff_agent::pods::remove_all_pod_dirs(data_dir);
     match skiff_net::PodNetwork::existing(data_dir) {
         Ok(Some(net)) => {
             if let Err(e) = net.teardown_all() {

@@ -12,6 +12,8 @@ use kube::Client;
 use skiff_image::ResolvedImage;
 use skiff_runtime::{BindMount, ContainerSpec, NetworkMode};
 
+use super::volumes;
+
 /// Why a container could not be configured: `CreateContainerConfigError` with this message.
 pub type ConfigError = String;
 
@@ -274,20 +276,174 @@ pub fn qos_class(pod: &Pod) -> &'static str {
     }
 }
 
-/// Host paths of the pod's volumes, prepared (files written) for a container start.
+/// A pod volume on the host.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub path: PathBuf,
+    /// ConfigMap, Secret, projected and downwardAPI volumes: always mounted read-only.
+    pub read_only: bool,
+}
+
+/// The pod's memory limit for a `medium: Memory` emptyDir without a smaller sizeLimit
+/// (upstream: the sum of the app containers' limits, at least the largest init container's).
+fn pod_memory_limit(pod: &Pod) -> Option<u64> {
+    let spec = pod.spec.as_ref()?;
+    let lim = |c: &Container| resource(c, true, "memory").and_then(|q| parse_bytes(&q));
+    let sum: i64 = spec.containers.iter().filter_map(lim).sum();
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter_map(lim)
+        .max()
+        .unwrap_or(0);
+    u64::try_from(sum.max(init)).ok().filter(|v| *v > 0)
+}
+
+/// A byte quantity as `resource.Quantity.String()` prints it (the eviction messages quote
+/// it): the largest binary (for `Ki`…`Ei` input) or decimal suffix that divides it evenly.
+pub fn canonical_bytes(bytes: u64, like: &str) -> String {
+    const BIN: &[(&str, u64)] = &[
+        ("Ei", 1 << 60),
+        ("Pi", 1 << 50),
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    const DEC: &[(&str, u64)] = &[
+        ("E", 1_000_000_000_000_000_000),
+        ("P", 1_000_000_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("G", 1_000_000_000),
+        ("M", 1_000_000),
+        ("k", 1_000),
+    ];
+    let table = if like.trim().ends_with('i') { BIN } else { DEC };
+    if bytes > 0 {
+        for (suffix, unit) in table {
+            if bytes.is_multiple_of(*unit) {
+                return format!("{}{suffix}", bytes / unit);
+            }
+        }
+    }
+    bytes.to_string()
+}
+
+/// An emptyDir for the eviction checks: name, sizeLimit (printed, bytes), memory-backed.
+pub struct EmptyDirUse {
+    pub name: String,
+    pub limit: Option<(String, u64)>,
+    pub memory: bool,
+}
+
+pub fn empty_dirs(pod: &Pod) -> Vec<EmptyDirUse> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| {
+            let e = v.empty_dir.as_ref()?;
+            let limit = e.size_limit.as_ref().and_then(|q| {
+                let b = u64::try_from(parse_bytes(&q.0)?).ok().filter(|b| *b > 0)?;
+                Some((canonical_bytes(b, &q.0), b))
+            });
+            Some(EmptyDirUse {
+                name: v.name.clone(),
+                limit,
+                memory: e.medium.as_deref() == Some("Memory"),
+            })
+        })
+        .collect()
+}
+
+/// A container's ephemeral-storage limit (printed, and in bytes).
+pub fn ephemeral_storage_limit(c: &Container) -> Option<(String, u64)> {
+    let q = resource(c, true, "ephemeral-storage")?;
+    let b = u64::try_from(parse_bytes(&q)?).ok().filter(|b| *b > 0)?;
+    Some((canonical_bytes(b, &q), b))
+}
+
+/// The pod's ephemeral-storage limit as upstream's PodLimits sums it: the app containers'
+/// limits added up (in the first one's format), at least the largest init container's.
+pub fn pod_ephemeral_storage_limit(pod: &Pod) -> Option<(String, u64)> {
+    let spec = pod.spec.as_ref()?;
+    let mut like: Option<String> = None;
+    let mut sum = 0u64;
+    for c in &spec.containers {
+        if let Some(q) = resource(c, true, "ephemeral-storage") {
+            if let Some(b) = parse_bytes(&q).and_then(|b| u64::try_from(b).ok()) {
+                sum = sum.saturating_add(b);
+                like.get_or_insert(q);
+            }
+        }
+    }
+    for c in spec.init_containers.iter().flatten() {
+        if let Some(q) = resource(c, true, "ephemeral-storage") {
+            if let Some(b) = parse_bytes(&q).and_then(|b| u64::try_from(b).ok()) {
+                if b > sum {
+                    sum = b;
+                    like = Some(q);
+                }
+            }
+        }
+    }
+    let like = like?;
+    (sum > 0).then(|| (canonical_bytes(sum, &like), sum))
+}
+
+fn mode_of(m: Option<i32>, default: i32) -> u32 {
+    (m.unwrap_or(default) as u32) & 0o7777
+}
+
+/// Host paths of the pod's volumes, prepared (files written) for a container start. With
+/// `resync` only ConfigMap/Secret/projected/downwardAPI volumes are rewritten (the periodic
+/// update of running pods), and only those are returned.
 pub async fn prepare_volumes(
     pod: &Pod,
     pod_dir: &Path,
     objects: &mut Objects,
     pod_ip: &str,
     host_ip: &str,
-) -> Result<HashMap<String, PathBuf>, ConfigError> {
+    resync: bool,
+) -> Result<HashMap<String, Volume>, ConfigError> {
     let mut out = HashMap::new();
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(out);
     };
+    // Not readable by other local users: the pod's files include its secrets.
+    if let Some(pods) = pod_dir.parent() {
+        mkdir_mode(pods, 0o700)?;
+        set_mode(pods, 0o700)?;
+    }
+    mkdir_mode(pod_dir, 0o750)?;
     let vols = pod_dir.join("volumes");
+    let write = |dir: &Path, files: Vec<File>, default_mode: Option<i32>, tmpfs: bool| {
+        if tmpfs {
+            volumes::ensure_tmpfs(dir, 0o755, None)?;
+        } else {
+            mkdir_mode(dir, 0o755)?;
+        }
+        let payload: Vec<volumes::Payload> = files
+            .into_iter()
+            .map(|(path, data, mode)| volumes::Payload {
+                path,
+                data,
+                // Upstream's default for both defaultMode and item modes: 0644.
+                mode: mode_of(mode.or(default_mode), 0o644),
+            })
+            .collect();
+        volumes::write_atomic(dir, &payload).map(drop)
+    };
     for v in spec.volumes.iter().flatten() {
+        // Names become host path components (the API validates them as DNS labels already).
+        plain_name(&v.name)?;
+        let synced = v.config_map.is_some()
+            || v.secret.is_some()
+            || v.projected.is_some()
+            || v.downward_api.is_some();
+        if resync && !synced {
+            continue;
+        }
         let path = if let Some(hp) = &v.host_path {
             let p = PathBuf::from(&hp.path);
             match hp.type_.as_deref() {
@@ -318,7 +474,7 @@ pub async fn prepare_volumes(
             let data = objects.config_map_data(&cm.name).await?;
             let optional = cm.optional.unwrap_or(false);
             let files = select_items(data, cm.items.as_deref(), optional, "configmap", &cm.name)?;
-            write_files(&dir, &files, cm.default_mode.unwrap_or(0o644))?;
+            write(&dir, files, cm.default_mode, false)?;
             dir
         } else if let Some(sec) = &v.secret {
             let name = sec.secret_name.clone().unwrap_or_default();
@@ -326,7 +482,8 @@ pub async fn prepare_volumes(
             let data = objects.secret_data(&name).await?;
             let optional = sec.optional.unwrap_or(false);
             let files = select_items(data, sec.items.as_deref(), optional, "secret", &name)?;
-            write_files(&dir, &files, sec.default_mode.unwrap_or(0o644))?;
+            // Secrets never touch the disk: a tmpfs per volume, as upstream.
+            write(&dir, files, sec.default_mode, true)?;
             dir
         } else if let Some(proj) = &v.projected {
             let dir = vols.join("kubernetes.io~projected").join(&v.name);
@@ -363,7 +520,7 @@ pub async fn prepare_volumes(
                 }
                 // serviceAccountToken and clusterTrustBundle sources are not supported yet.
             }
-            write_files(&dir, &files, proj.default_mode.unwrap_or(0o644))?;
+            write(&dir, files, proj.default_mode, true)?;
             dir
         } else if let Some(d) = &v.downward_api {
             let dir = vols.join("kubernetes.io~downward-api").join(&v.name);
@@ -374,16 +531,39 @@ pub async fn prepare_volumes(
                     files.push((item.path.clone(), val.into_bytes(), item.mode));
                 }
             }
-            write_files(&dir, &files, d.default_mode.unwrap_or(0o644))?;
+            write(&dir, files, d.default_mode, true)?;
             dir
         } else {
             // emptyDir, and volume types the agent does not support (an empty dir is the
-            // least surprising stand-in).
+            // least surprising stand-in). World-writable like upstream's: any container
+            // user may write; the pod dir above keeps other host users out.
             let dir = vols.join("kubernetes.io~empty-dir").join(&v.name);
-            mkdir(&dir)?;
+            let ed = v.empty_dir.as_ref();
+            if ed.and_then(|e| e.medium.as_deref()) == Some("Memory") {
+                // Capped at sizeLimit or the pod's memory limit, whichever is smaller.
+                let limit = ed
+                    .and_then(|e| e.size_limit.as_ref())
+                    .and_then(|q| parse_bytes(&q.0))
+                    .and_then(|b| u64::try_from(b).ok())
+                    .filter(|b| *b > 0);
+                let size = match (limit, pod_memory_limit(pod)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                volumes::ensure_tmpfs(&dir, 0o777, size)?;
+            } else {
+                mkdir_mode(&dir, 0o777)?;
+                set_mode(&dir, 0o777)?;
+            }
             dir
         };
-        out.insert(v.name.clone(), path);
+        out.insert(
+            v.name.clone(),
+            Volume {
+                path,
+                read_only: synced,
+            },
+        );
     }
     Ok(out)
 }
@@ -419,30 +599,26 @@ fn select_items(
     }
 }
 
+/// A name used as one host path component: no separator, not `.`/`..`.
+fn plain_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(format!("invalid name {name:?}"));
+    }
+    Ok(())
+}
+
 fn mkdir(p: &Path) -> Result<(), ConfigError> {
     std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))
 }
 
-/// Writes the volume's files (replacing stale ones); paths may not escape the dir.
-fn write_files(dir: &Path, files: &[File], default_mode: i32) -> Result<(), ConfigError> {
+fn mkdir_mode(p: &Path, mode: u32) -> Result<(), ConfigError> {
+    volumes::mkdir_mode(p, mode).map_err(|e| format!("creating {}: {e}", p.display()))
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
-    mkdir(dir)?;
-    for (rel, data, mode) in files {
-        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
-            return Err(format!("invalid volume file path {rel:?}"));
-        }
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            mkdir(parent)?;
-        }
-        let tmp = path.with_extension("skiff-tmp");
-        std::fs::write(&tmp, data).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-        let mode = mode.unwrap_or(default_mode) as u32 & 0o7777;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("renaming {}: {e}", path.display()))?;
-    }
-    Ok(())
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", p.display()))
 }
 
 /// What the runtime needs besides the spec itself.
@@ -454,7 +630,9 @@ pub struct BuildInput<'a> {
     pub netns: PathBuf,
     pub pod_ip: String,
     pub host_ip: String,
-    pub volumes: &'a HashMap<String, PathBuf>,
+    pub volumes: &'a HashMap<String, Volume>,
+    /// The pod's directory (subPath staging mounts live below it).
+    pub pod_dir: PathBuf,
 }
 
 /// The container's environment in order (image env first, then envFrom, then env).
@@ -726,24 +904,49 @@ pub async fn build_spec(
         return Err("no command specified".into());
     }
     let mut mounts = Vec::new();
-    for vm in c.volume_mounts.iter().flatten() {
-        let Some(src) = input.volumes.get(&vm.name) else {
+    for (index, vm) in c.volume_mounts.iter().flatten().enumerate() {
+        let Some(vol) = input.volumes.get(&vm.name) else {
             return Err(format!("volume {:?} not found", vm.name));
         };
-        let mut source = src.clone();
+        let mut source = vol.path.clone();
         if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
                 return Err(format!("invalid subPath {sub:?}"));
             }
-            source = source.join(sub);
-            if !source.exists() {
-                mkdir(&source)?;
+            plain_name(&vm.name)?;
+            plain_name(&c.name)?;
+            // Resolved beneath the volume and mounted from the fd onto a staging path the
+            // pod cannot write (kubelet: volume-subpaths/<volume>/<container>/<index>).
+            let staging = input
+                .pod_dir
+                .join("volume-subpaths")
+                .join(&vm.name)
+                .join(&c.name)
+                .join(index.to_string());
+            match volumes::prepare_subpath(&vol.path, sub, &staging) {
+                Ok(()) => {}
+                Err(volumes::SubPathError::Create(e)) => {
+                    tracing::warn!(volume = %vm.name, container = %c.name, "creating subPath: {e}");
+                    // Details stay in the log: they could describe the host's filesystem.
+                    return Err(format!(
+                        "failed to create subPath directory for volumeMount {:?} of container {:?}",
+                        vm.name, c.name
+                    ));
+                }
+                Err(volumes::SubPathError::Prepare(e)) => {
+                    tracing::warn!(volume = %vm.name, container = %c.name, "preparing subPath: {e}");
+                    return Err(format!(
+                        "failed to prepare subPath for volumeMount {:?} of container {:?}",
+                        vm.name, c.name
+                    ));
+                }
             }
+            source = staging;
         }
         mounts.push(BindMount {
             source,
             destination: vm.mount_path.clone(),
-            readonly: vm.read_only.unwrap_or(false),
+            readonly: vol.read_only || vm.read_only.unwrap_or(false),
         });
     }
     // After env and mounts, as the kubelet's generateContainerConfig.
@@ -847,5 +1050,9 @@ mod tests {
         assert_eq!(parse_bytes("64Mi"), Some(64 << 20));
         assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
         assert_eq!(parse_bytes("129e6"), Some(129_000_000));
+        assert_eq!(canonical_bytes(10 << 20, "10Mi"), "10Mi");
+        assert_eq!(canonical_bytes(1 << 30, "1024Mi"), "1Gi");
+        assert_eq!(canonical_bytes(20_000_000, "10M"), "20M");
+        assert_eq!(canonical_bytes(1500, "1500"), "1500");
     }
 }

@@ -87,6 +87,11 @@ fn busybox_image(data: &Path, work: &Path) {
 
 impl Harness {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like `start`, with the agent's configuration adjusted first (say, shorter periods).
+    pub async fn start_with(adjust: impl FnOnce(&mut skiff_agent::AgentConfig)) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = tempfile::Builder::new()
             .prefix("skiff-agent-test-")
@@ -119,7 +124,7 @@ impl Harness {
         let third = (std::process::id() % 50) * 4 + n % 4 + 40;
         let cidr = format!("100.64.{third}.0/24");
         let node = format!("agent-test-{}-{n}", std::process::id());
-        let config = skiff_agent::AgentConfig {
+        let mut config = skiff_agent::AgentConfig {
             data_dir: data,
             node_name: node.clone(),
             node_ip: "127.0.0.1".parse().expect("ip"),
@@ -128,7 +133,10 @@ impl Harness {
             skiff_exe: skiff_exe(),
             lease_duration_seconds: 40,
             offline: true,
+            sync_frequency: Duration::from_secs(60),
+            housekeeping_interval: Duration::from_secs(10),
         };
+        adjust(&mut config);
         let mut h = Harness {
             client,
             dir,
@@ -259,6 +267,15 @@ impl Harness {
                     self.wait_gone(&n, Duration::from_secs(60)).await;
                 }
             }
+        }
+        // Pods deleted at once (terminal ones) are torn down after they vanish from the API:
+        // give those workers time to unmount and remove the pod directories.
+        let pods_dir = self.config.data_dir.join("agent/pods");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::fs::read_dir(&pods_dir).is_ok_and(|mut d| d.next().is_some())
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.stop_agent().await;
         let rt = self.runtime();
