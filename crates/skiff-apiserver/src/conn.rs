@@ -2,8 +2,9 @@
 //! an idle (keep-alive) timeout and a per-listener connection cap.
 //!
 //! The cap never locks out a real client: when it is reached, a new connection evicts the oldest
-//! connection that has no request in flight (one still in its handshake, sending its headers,
-//! or idle between requests). Only when every connection is busy is the new one closed.
+//! connection that has no request in flight, preferring ones that never sent a request (still in
+//! their handshake or headers) over idle keep-alive ones. Only when every connection is busy is
+//! the new one closed.
 //! Slowloris connections therefore cost at most the cap in file descriptors and are the first
 //! to go, while a client that completes a request promptly is always served.
 
@@ -30,6 +31,8 @@ pub(crate) struct Timeouts {
 pub(crate) struct ConnState {
     epoch: Instant,
     in_flight: AtomicUsize,
+    /// A request has been received on it (real clients; slowloris never gets this far).
+    served: std::sync::atomic::AtomicBool,
     /// When the headers of the next request started (or the connection was established).
     head_since: AtomicU64,
     /// When the connection last became idle (no request in flight).
@@ -59,6 +62,7 @@ impl ConnState {
     /// Marks a request in flight until the guard (held by its response body) is dropped.
     pub(crate) fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.served.store(true, Ordering::SeqCst);
         self.head_since.store(0, Ordering::SeqCst);
         InFlight(self.clone())
     }
@@ -149,11 +153,14 @@ impl Tracker {
     pub(crate) fn admit(self: &Arc<Self>) -> Option<Admitted> {
         let mut inner = self.lock();
         if inner.conns.len() >= self.max {
-            // Ids grow with accept order, so the first idle entry is the oldest one.
+            // Ids grow with accept order, so the first match is the oldest. Connections that
+            // never sent a request go before idle keep-alive ones of real clients.
+            let idle = |e: &Entry| e.state.in_flight.load(Ordering::SeqCst) == 0;
             let victim = inner
                 .conns
                 .iter()
-                .find(|(_, e)| e.state.in_flight.load(Ordering::SeqCst) == 0)
+                .find(|(_, e)| idle(e) && !e.state.served.load(Ordering::SeqCst))
+                .or_else(|| inner.conns.iter().find(|(_, e)| idle(e)))
                 .map(|(id, _)| *id)?;
             inner.conns.remove(&victim);
         }
@@ -162,6 +169,7 @@ impl Tracker {
         let state = Arc::new(ConnState {
             epoch: self.epoch,
             in_flight: AtomicUsize::new(0),
+            served: Default::default(),
             head_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
         });
