@@ -459,8 +459,8 @@ pub async fn status(data_dir: &Path, raw: &dyn Store) -> Result<Status, Encrypti
     })
 }
 
-/// Adds a new key, makes it current, re-encrypts every Secret in `raw` under it and drops the
-/// old keys. Returns (new key name, Secrets rewritten). The server must not be running (the
+/// Adds a new key, makes it current, re-encrypts every Secret in `raw` under it, compacts away
+/// the history (old ciphertexts, earlier plaintext) and drops the old keys. Returns (new key name, Secrets rewritten). The server must not be running (the
 /// store's lock makes sure of that).
 pub async fn rotate_keys(
     data_dir: &Path,
@@ -480,6 +480,12 @@ pub async fn rotate_keys(
     for kv in list.items {
         store.update(&kv.key, kv.value, kv.mod_revision).await?;
         n += 1;
+    }
+    // Old revisions still hold the old ciphertexts (and plaintext written before encryption
+    // was enabled): drop all history. Nothing watches while the server is stopped.
+    let current = store.current_revision().await?;
+    if current > 0 {
+        store.compact(current).await?;
     }
     // Step 2: nothing is sealed with the old keys any more.
     cfg.keys.truncate(1);

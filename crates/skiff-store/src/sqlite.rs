@@ -1039,7 +1039,9 @@ fn compact_blocking(
         let what = format!("open {} for compaction", path.display());
         let conn = Connection::open(path).ctx(&what)?;
         conn.busy_timeout(Duration::from_secs(10)).ctx(&what)?;
-        conn.execute_batch("PRAGMA synchronous=FULL").ctx(&what)?;
+        // Compacted rows may be secrets: overwrite their content instead of leaving free pages.
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=ON")
+            .ctx(&what)?;
         *slot = Some(conn);
     }
     let Some(conn) = slot.as_mut() else {
