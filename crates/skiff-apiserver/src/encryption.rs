@@ -275,7 +275,8 @@ impl Transformer {
         if !Self::applies(key) {
             return Ok(stored);
         }
-        let fail = |why: &str| StoreError::Backend(format!("unable to transform key {key:?}: {why}"));
+        let fail =
+            |why: &str| StoreError::Backend(format!("unable to transform key {key:?}: {why}"));
         let Some(rest) = stored.strip_prefix(AESGCM_PREFIX) else {
             if stored.starts_with(ENC_PREFIX) {
                 return Err(fail("no matching prefix found"));

@@ -32,13 +32,13 @@ impl Limits {
         }
     }
 
-    /// A permit for the request's pool; Err = the 429 to send.
+    /// A permit for the request's pool; Err = the pool is full (answer [`too_many_requests`]).
     pub(crate) fn admit(
         &self,
         who: Identity,
         method: &Method,
         long_running: bool,
-    ) -> Result<Option<OwnedSemaphorePermit>, Response> {
+    ) -> Result<Option<OwnedSemaphorePermit>, PoolFull> {
         if long_running || who == Identity::Admin {
             return Ok(None);
         }
@@ -53,12 +53,16 @@ impl Limits {
         pool.clone()
             .try_acquire_owned()
             .map(Some)
-            .map_err(|_| too_many_requests())
+            .map_err(|_| PoolFull)
     }
 }
 
+/// The request's in-flight pool is full.
+#[derive(Debug)]
+pub(crate) struct PoolFull;
+
 /// Upstream's `tooManyRequests`: `http.Error` text and `Retry-After: 1`.
-fn too_many_requests() -> Response {
+pub(crate) fn too_many_requests() -> Response {
     let mut resp = Response::new(Body::from("Too many requests, please try again later.\n"));
     *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     let h = resp.headers_mut();
@@ -66,7 +70,10 @@ fn too_many_requests() -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
 }

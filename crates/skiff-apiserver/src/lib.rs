@@ -367,26 +367,27 @@ async fn serve_connection(
             state: state.clone(),
         };
         let svc_state = state.clone();
-        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            // In flight from the headers until the response body is done (or dropped).
-            let guard = svc_state.enter();
-            let app = app.clone();
-            async move {
-                let resp = match tower::ServiceExt::oneshot(app, req).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                };
-                let (parts, body) = resp.into_parts();
-                let body = http_body_util::BodyExt::map_frame(body, move |f| {
-                    let _ = &guard;
-                    f
-                });
-                Ok::<_, std::convert::Infallible>(http::Response::from_parts(
-                    parts,
-                    axum::body::Body::new(body),
-                ))
-            }
-        });
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                // In flight from the headers until the response body is done (or dropped).
+                let guard = svc_state.enter();
+                let app = app.clone();
+                async move {
+                    let resp = match tower::ServiceExt::oneshot(app, req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    let (parts, body) = resp.into_parts();
+                    let body = http_body_util::BodyExt::map_frame(body, move |f| {
+                        let _ = &guard;
+                        f
+                    });
+                    Ok::<_, std::convert::Infallible>(http::Response::from_parts(
+                        parts,
+                        axum::body::Body::new(body),
+                    ))
+                }
+            });
         let conn = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();

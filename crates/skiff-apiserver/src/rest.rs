@@ -115,7 +115,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
     let long_running = crate::inflight::long_running(&segs, query.flag("watch"));
     let _permit = match st.inflight.admit(who, &parts.method, long_running) {
         Ok(p) => p,
-        Err(resp) => return Ok(resp),
+        Err(crate::inflight::PoolFull) => return Ok(crate::inflight::too_many_requests()),
     };
     let host = parts
         .headers

@@ -31,9 +31,12 @@ async fn start(dir: &Path, encrypt: bool) -> Running {
     let raw: Arc<dyn skiff_store::Store> =
         Arc::new(skiff_store::SqliteStore::open(&db(dir)).unwrap());
     let store = encryption::wrap(dir, encrypt, raw).unwrap();
-    let server = Server::bind(ServerConfig::new(dir, "127.0.0.1:0".parse().unwrap()), store)
-        .await
-        .unwrap();
+    let server = Server::bind(
+        ServerConfig::new(dir, "127.0.0.1:0".parse().unwrap()),
+        store,
+    )
+    .await
+    .unwrap();
     let kubeconfig = server.kubeconfig_path().to_path_buf();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(server.run(async {
@@ -67,11 +70,9 @@ async fn open_raw(dir: &Path) -> Arc<dyn skiff_store::Store> {
 
 /// The newest stored value of every Secret, read from the database file itself.
 fn raw_secret_rows(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let conn = rusqlite::Connection::open_with_flags(
-        db(dir),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(db(dir), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let mut st = conn
         .prepare(
             "SELECT name, value FROM log WHERE name LIKE '/registry/core/secrets/%' \
@@ -79,7 +80,9 @@ fn raw_secret_rows(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         )
         .unwrap();
     let rows: BTreeMap<String, Vec<u8>> = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
@@ -87,11 +90,9 @@ fn raw_secret_rows(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn all_rows_contain(dir: &Path, needle: &[u8]) -> bool {
-    let conn = rusqlite::Connection::open_with_flags(
-        db(dir),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(db(dir), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let mut st = conn.prepare("SELECT value FROM log").unwrap();
     let rows: Vec<Vec<u8>> = st
         .query_map([], |r| r.get::<_, Vec<u8>>(0))
@@ -156,8 +157,14 @@ async fn secrets_are_encrypted_at_rest_survive_restarts_and_rotate() {
 
     // The raw database holds no plaintext: neither the value nor its base64.
     let b64 = base64_of(MARKER);
-    assert!(!all_rows_contain(&dir, MARKER.as_bytes()), "plaintext on disk");
-    assert!(!all_rows_contain(&dir, b64.as_bytes()), "base64 plaintext on disk");
+    assert!(
+        !all_rows_contain(&dir, MARKER.as_bytes()),
+        "plaintext on disk"
+    );
+    assert!(
+        !all_rows_contain(&dir, b64.as_bytes()),
+        "base64 plaintext on disk"
+    );
     let rows = raw_secret_rows(&dir);
     let db_row = &rows["/registry/core/secrets/default/db"];
     let prefix = format!("k8s:enc:aesgcm:v1:{first_key}:");
@@ -173,11 +180,17 @@ async fn secrets_are_encrypted_at_rest_survive_restarts_and_rotate() {
     let r = start(&dir, false).await;
     assert_eq!(password(&r.client, "db").await, MARKER);
     let api: Api<Secret> = Api::namespaced(r.client.clone(), "default");
-    api.create(&PostParams::default(), &secret("later", "written-after-restart"))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &secret("later", "written-after-restart"),
+    )
+    .await
+    .unwrap();
     r.stop().await;
-    assert!(!all_rows_contain(&dir, base64_of("written-after-restart").as_bytes()));
+    assert!(!all_rows_contain(
+        &dir,
+        base64_of("written-after-restart").as_bytes()
+    ));
 
     // rotate-keys: a new current key, every Secret rewritten under it, the old key gone.
     let raw = open_raw(&dir).await;
@@ -200,7 +213,10 @@ async fn secrets_are_encrypted_at_rest_survive_restarts_and_rotate() {
     }
     // Rotation also drops the history: no old plaintext or old-key ciphertext is left.
     assert!(!all_rows_contain(&dir, old_b64.as_bytes()));
-    assert!(!all_rows_contain(&dir, format!("k8s:enc:aesgcm:v1:{first_key}:").as_bytes()));
+    assert!(!all_rows_contain(
+        &dir,
+        format!("k8s:enc:aesgcm:v1:{first_key}:").as_bytes()
+    ));
 
     let r = start(&dir, false).await;
     assert_eq!(password(&r.client, "db").await, MARKER);

@@ -149,7 +149,10 @@ async fn read_resp(mut c: Tls) -> Resp {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let mut body = raw[text_end + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Resp {
@@ -280,8 +283,10 @@ async fn json_patch_of_repeated_copies_is_refused_and_the_object_is_unchanged() 
         .map(|_| json!({"op": "test", "path": "/metadata/name", "value": "web"}))
         .collect();
     for _ in 0..16 {
-        ops.push(json!({"op": "copy", "from": "/spec/template/spec/containers",
-            "path": "/spec/template/spec/containers/0/args/-"}));
+        ops.push(
+            json!({"op": "copy", "from": "/spec/template/spec/containers",
+            "path": "/spec/template/spec/containers/0/args/-"}),
+        );
     }
     let patch = serde_json::to_vec(&ops).unwrap();
     assert!((6_000..9_000).contains(&patch.len()), "{}", patch.len());
@@ -418,7 +423,12 @@ async fn objects_over_the_store_limit_are_refused_on_every_write_path() {
     let grow = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox", "args": huge}]}}}});
     // merge patch, strategic merge patch, apply, update and the status subresource
     for (method, p, ct, body) in [
-        ("PATCH", path.clone(), "application/merge-patch+json", grow.clone()),
+        (
+            "PATCH",
+            path.clone(),
+            "application/merge-patch+json",
+            grow.clone(),
+        ),
         (
             "PATCH",
             path.clone(),
@@ -431,7 +441,12 @@ async fn objects_over_the_store_limit_are_refused_on_every_write_path() {
             "application/apply-patch+yaml",
             deployment("web", huge.clone()),
         ),
-        ("PUT", path.clone(), "application/json", deployment("web", huge.clone())),
+        (
+            "PUT",
+            path.clone(),
+            "application/json",
+            deployment("web", huge.clone()),
+        ),
         (
             "PATCH",
             format!("{path}/status"),

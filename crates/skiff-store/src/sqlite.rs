@@ -193,7 +193,12 @@ impl Space {
     /// In low-space mode: true once the filesystem has room for the reserve again (and it was
     /// re-created).
     fn recovered(&self, db: &Path) -> bool {
-        let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = db
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // The field types differ between targets.
+        #[allow(clippy::unnecessary_cast)]
         let free = nix::sys::statvfs::statvfs(dir)
             .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
             .unwrap_or(0);
@@ -465,9 +470,7 @@ fn take_lock(path: &Path) -> Result<std::fs::File> {
             path.display(),
             lock_path.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(StoreError::Backend(format!("{what}: {e}")))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(format!("{what}: {e}"))),
     }
 }
 
@@ -763,7 +766,11 @@ fn writer_loop(
         let space = &shared.space;
         let low = space.low.load(Ordering::SeqCst) && !space.recovered(&path);
         let mut results = run_batch(&mut conn, &shared, &batch, low);
-        if !low && results.iter().any(|r| matches!(r, Err(StoreError::Full(_)))) {
+        if !low
+            && results
+                .iter()
+                .any(|r| matches!(r, Err(StoreError::Full(_))))
+        {
             // The disk filled up under this batch: free the reserve and let its deletes through.
             space.release();
             results = run_batch(&mut conn, &shared, &batch, true);
