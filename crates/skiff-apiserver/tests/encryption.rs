@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
@@ -149,10 +150,35 @@ async fn secrets_are_encrypted_at_rest_survive_restarts_and_rotate() {
     assert!(cfg.encrypt);
     let first_key = cfg.keys[0].0.clone();
     let api: Api<Secret> = Api::namespaced(r.client.clone(), "default");
+    let rv = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = api
+        .watch(&kube::api::WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
     api.create(&PostParams::default(), &secret("db", MARKER))
         .await
         .unwrap();
     assert_eq!(password(&r.client, "db").await, MARKER);
+    // Watches see the plaintext too.
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match ev {
+        kube::api::WatchEvent::Added(s) => {
+            assert_eq!(s.data.unwrap()["password"].0, MARKER.as_bytes())
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    drop(events);
     assert_eq!(password(&r.client, "old").await, "plain-before");
 
     // The raw database holds no plaintext: neither the value nor its base64.
