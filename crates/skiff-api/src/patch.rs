@@ -15,24 +15,118 @@ use schema::{Field, ListKind, Ty};
 
 use crate::{ApiError, ResourceInfo};
 
-/// `application/json-patch+json`.
+/// Upstream's cap on the operations of one JSON patch (`maxJSONPatchOperations`).
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+/// Upstream's `JSONPatchMaxCopyBytes`: the total size `copy` operations may add.
+pub const JSON_PATCH_MAX_COPY_BYTES: usize = 3 * 1024 * 1024;
+/// The largest document a patch may build: etcd's request limit (the store refuses more).
+pub const JSON_PATCH_MAX_DOC_BYTES: usize = 1536 * 1024;
+
+/// `application/json-patch+json`, with upstream's limits.
 pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
+    json_patch_limited(
+        doc,
+        patch,
+        MAX_JSON_PATCH_OPERATIONS,
+        JSON_PATCH_MAX_COPY_BYTES,
+        JSON_PATCH_MAX_DOC_BYTES,
+    )
+}
+
+/// Serialized size of a value, counted without building the text.
+fn encoded_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+fn apply_failed(message: String) -> ApiError {
+    // Upstream answers apply failures (missing path, failed test) with a generic 422.
+    let mut err = ApiError::new(
+        422,
+        "Invalid",
+        "the server rejected our request due to an error in our request",
+    );
+    err.details = Some(json!({"causes": [{
+        "reason": "UnexpectedServerResponse",
+        "message": message,
+    }]}));
+    err
+}
+
+/// A JSON patch with at most `max_ops` operations whose `copy` operations add at most
+/// `max_copy` bytes in total, and that stops (413) as soon as the document would outgrow
+/// `max_doc` bytes, so a small patch of repeated copies never builds a huge object.
+pub fn json_patch_limited(
+    doc: &Value,
+    patch: &Value,
+    max_ops: usize,
+    max_copy: usize,
+    max_doc: usize,
+) -> Result<Value, ApiError> {
+    if let Some(ops) = patch.as_array() {
+        if ops.len() > max_ops {
+            return Err(ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!(
+                    "Request entity too large: The allowed maximum operations in a JSON patch is {max_ops}, got {}",
+                    ops.len()
+                ),
+            ));
+        }
+    }
     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut out = doc.clone();
-    // Upstream answers apply failures (missing path, failed test) with a generic 422.
-    json_patch::patch(&mut out, &ops).map_err(|e| {
-        let mut err = ApiError::new(
-            422,
-            "Invalid",
-            "the server rejected our request due to an error in our request",
-        );
-        err.details = Some(json!({"causes": [{
-            "reason": "UnexpectedServerResponse",
-            "message": e.to_string(),
-        }]}));
-        err
-    })?;
+    let mut size = encoded_len(&out);
+    let mut copied = 0usize;
+    for (i, op) in ops.iter().enumerate() {
+        if let json_patch::PatchOperation::Copy(c) = op {
+            // Measure before copying: the growth is refused before it is allocated.
+            let grows = out.pointer(c.from.as_str()).map_or(0, encoded_len);
+            copied = copied.saturating_add(grows);
+            if copied > max_copy {
+                return Err(apply_failed(format!(
+                    "Unable to complete the copy, the accumulated size increase of copy is {copied}, exceeding the limit {max_copy}"
+                )));
+            }
+            size = size.saturating_add(grows);
+            if size > max_doc {
+                return Err(ApiError::new(
+                    413,
+                    "RequestEntityTooLarge",
+                    "etcdserver: request is too large",
+                ));
+            }
+        }
+        json_patch::patch(&mut out, std::slice::from_ref(op)).map_err(|mut e| {
+            e.operation = i;
+            apply_failed(e.to_string())
+        })?;
+        match op {
+            json_patch::PatchOperation::Copy(_) => {}
+            json_patch::PatchOperation::Add(a) => size = size.saturating_add(encoded_len(&a.value)),
+            json_patch::PatchOperation::Replace(r) => {
+                size = size.saturating_add(encoded_len(&r.value))
+            }
+            _ => {}
+        }
+        // The running size over-estimates; measure exactly once it may matter.
+        if size > max_doc / 2 && !matches!(op, json_patch::PatchOperation::Copy(_)) {
+            size = encoded_len(&out);
+        }
+    }
     Ok(out)
 }
 

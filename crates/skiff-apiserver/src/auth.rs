@@ -31,7 +31,11 @@ fn random_token() -> String {
 
 fn load_or_create(path: &Path) -> Result<String, ServerError> {
     match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(t) if !t.trim().is_empty() => {
+            // Tighten a token file an older version left readable.
+            write_file(path, &t)?;
+            return Ok(t.trim().to_string());
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
@@ -41,9 +45,20 @@ fn load_or_create(path: &Path) -> Result<String, ServerError> {
     Ok(token)
 }
 
+/// Writes a private (0600) file atomically; an identical file is left alone, so a restart on a
+/// full disk does not fail here.
 pub(crate) fn write_file(path: &Path, data: &str) -> Result<(), ServerError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let (Ok(old), Ok(meta)) = (std::fs::read(path), std::fs::metadata(path)) {
+        if old == data.as_bytes() {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io_err(format!("restricting {}", path.display())))?;
+            }
+            return Ok(());
+        }
+    }
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .create(true)

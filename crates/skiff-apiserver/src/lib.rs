@@ -10,7 +10,10 @@
 mod agent_client;
 mod allocator;
 mod auth;
+mod conn;
 mod discovery;
+pub mod encryption;
+mod inflight;
 mod keys;
 mod namespaces;
 mod query;
@@ -33,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use auth::Tokens;
+pub use inflight::{DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT, DEFAULT_MAX_REQUESTS_INFLIGHT};
 
 /// Upstream's default for [`ServerConfig::default_toleration_seconds`].
 pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
@@ -55,7 +59,23 @@ pub struct ServerConfig {
     pub service_cidr: (std::net::Ipv4Addr, u8),
     /// Inclusive NodePort range (`--service-node-port-range`), default 30000-32767.
     pub node_port_range: (u16, u16),
+    /// A TLS handshake must finish within this (default 10 s).
+    pub tls_handshake_timeout: Duration,
+    /// A request's headers must arrive within this, counted from the handshake or from their
+    /// first byte (upstream's ReadHeaderTimeout, 32 s).
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request is closed after this (upstream's 90 s).
+    pub idle_timeout: Duration,
+    /// Most connections the listener holds; see `conn.rs` for what happens at the cap.
+    pub max_connections: usize,
+    /// `--max-requests-inflight` (0 = unlimited).
+    pub max_requests_inflight: usize,
+    /// `--max-mutating-requests-inflight` (0 = unlimited).
+    pub max_mutating_requests_inflight: usize,
 }
+
+/// Default [`ServerConfig::max_connections`] (the binary derives it from RLIMIT_NOFILE).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// Default [`ServerConfig::service_cidr`]: 100.65.0.0/16.
 pub const DEFAULT_SERVICE_CIDR: (std::net::Ipv4Addr, u8) =
@@ -72,6 +92,12 @@ impl ServerConfig {
             default_toleration_seconds: DEFAULT_TOLERATION_SECONDS,
             service_cidr: DEFAULT_SERVICE_CIDR,
             node_port_range: DEFAULT_NODE_PORT_RANGE,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(32),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_requests_inflight: DEFAULT_MAX_REQUESTS_INFLIGHT,
+            max_mutating_requests_inflight: DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
         }
     }
 }
@@ -111,6 +137,8 @@ pub struct AppState {
     pub(crate) default_toleration_seconds: i64,
     /// Service ClusterIP and NodePort ranges.
     pub(crate) ranges: allocator::Ranges,
+    /// The max-in-flight pools.
+    pub(crate) inflight: inflight::Limits,
 }
 
 impl AppState {
@@ -129,6 +157,10 @@ impl AppState {
                 cidr: DEFAULT_SERVICE_CIDR,
                 node_ports: DEFAULT_NODE_PORT_RANGE,
             },
+            inflight::Limits::new(
+                DEFAULT_MAX_REQUESTS_INFLIGHT,
+                DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+            ),
         )
     }
 
@@ -138,6 +170,7 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
         default_toleration_seconds: i64,
         ranges: allocator::Ranges,
+        inflight: inflight::Limits,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -146,6 +179,7 @@ impl AppState {
             finalizing: Default::default(),
             default_toleration_seconds,
             ranges,
+            inflight,
         })
     }
 }
@@ -158,6 +192,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// A bound, ready-to-run server.
 pub struct Server {
     listener: TcpListener,
+    timeouts: conn::Timeouts,
+    tracker: Arc<conn::Tracker>,
     acceptor: tokio_rustls::TlsAcceptor,
     state: Arc<AppState>,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
@@ -170,8 +206,7 @@ impl Server {
     /// writes `<data-dir>/kubeconfig.yaml` and bootstraps the built-in namespaces.
     pub async fn bind(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
         let server_dir = config.data_dir.join("server");
-        std::fs::create_dir_all(&server_dir)
-            .map_err(io_err(format!("creating {}", server_dir.display())))?;
+        private_dir(&server_dir)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(io_err(format!("binding {}", config.listen)))?;
@@ -193,12 +228,27 @@ impl Server {
                 cidr: config.service_cidr,
                 node_ports: config.node_port_range,
             },
+            inflight::Limits::new(
+                config.max_requests_inflight,
+                config.max_mutating_requests_inflight,
+            ),
         );
-        namespaces::bootstrap(&state).await?;
-        allocator::repair(&state).await?;
-        allocator::ensure_kubernetes_service(&state, local_addr.port()).await?;
+        // On a full disk these writes fail: start anyway so reads and deletes can free space.
+        tolerate_full(namespaces::bootstrap(&state).await)?;
+        tolerate_full(allocator::repair(&state).await.map_err(ServerError::from))?;
+        tolerate_full(
+            allocator::ensure_kubernetes_service(&state, local_addr.port())
+                .await
+                .map_err(ServerError::from),
+        )?;
         Ok(Self {
             listener,
+            timeouts: conn::Timeouts {
+                handshake: config.tls_handshake_timeout,
+                header: config.header_read_timeout,
+                idle: config.idle_timeout,
+            },
+            tracker: conn::Tracker::new(config.max_connections),
             acceptor,
             state,
             shutdown_tx,
@@ -219,6 +269,11 @@ impl Server {
         self.state.clone()
     }
 
+    /// A handle that reports the listener's open connections (tests, diagnostics).
+    pub fn connections(&self) -> ConnectionCount {
+        ConnectionCount(self.tracker.clone())
+    }
+
     /// Serves HTTPS until `shutdown` completes, then ends watches and closes connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let app = router(self.state.clone());
@@ -233,31 +288,25 @@ impl Server {
                     let (tcp, peer) = match accepted {
                         Ok(x) => x,
                         Err(err) => {
+                            // EMFILE and friends: back off briefly instead of spinning.
                             tracing::warn!(%err, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
                         }
                     };
+                    let Some(admitted) = self.tracker.admit() else {
+                        tracing::debug!(%peer, "connection cap reached and every connection is busy; closing");
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
-                    let acceptor = self.acceptor.clone();
-                    let app = app.clone();
-                    conns.spawn(async move {
-                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(err)) => {
-                                tracing::debug!(%peer, %err, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
-                        let service = hyper_util::service::TowerToHyperService::new(app);
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(tls), service)
-                            .with_upgrades();
-                        if let Err(err) = conn.await {
-                            tracing::debug!(%peer, %err, "connection ended with an error");
-                        }
-                    });
+                    conns.spawn(serve_connection(
+                        tcp,
+                        peer,
+                        self.acceptor.clone(),
+                        app.clone(),
+                        admitted,
+                        self.timeouts,
+                    ));
                 }
             }
         }
@@ -272,6 +321,108 @@ impl Server {
             conns.abort_all();
         }
         Ok(())
+    }
+}
+
+/// Open connections of a running listener.
+#[derive(Clone)]
+pub struct ConnectionCount(Arc<conn::Tracker>);
+
+impl ConnectionCount {
+    pub fn get(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// One connection: TLS handshake (bounded), then HTTP/1.1 under the watchdog, until it ends, is
+/// evicted (the tracker drops its slot) or times out.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    admitted: conn::Admitted,
+    timeouts: conn::Timeouts,
+) {
+    let conn::Admitted {
+        state,
+        mut killed,
+        slot: _slot,
+    } = admitted;
+    let work = async {
+        let tls = match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        state.established();
+        let io = conn::Tracked {
+            inner: tls,
+            state: state.clone(),
+        };
+        let svc_state = state.clone();
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                // In flight from the headers until the response body is done (or dropped).
+                let guard = svc_state.enter();
+                let app = app.clone();
+                async move {
+                    let resp = match tower::ServiceExt::oneshot(app, req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    let (parts, body) = resp.into_parts();
+                    let body = http_body_util::BodyExt::map_frame(body, move |f| {
+                        let _ = &guard;
+                        f
+                    });
+                    Ok::<_, std::convert::Infallible>(http::Response::from_parts(
+                        parts,
+                        axum::body::Body::new(body),
+                    ))
+                }
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::select! {
+            res = conn => {
+                if let Err(err) = res {
+                    tracing::debug!(%peer, %err, "connection ended with an error");
+                }
+            }
+            why = conn::watchdog(state.clone(), timeouts) => {
+                tracing::debug!(%peer, why, "closing the connection");
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = &mut killed => tracing::debug!(%peer, "connection evicted at the connection cap"),
+    }
+}
+
+/// Creates `dir` (and parents) and makes it 0700.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("restricting {}", dir.display())))
+}
+
+fn tolerate_full(res: Result<(), ServerError>) -> Result<(), ServerError> {
+    match res {
+        Err(ServerError::Store(skiff_store::StoreError::Full(e))) => {
+            tracing::warn!("the disk is full ({e}); starting anyway: reads and deletes work, other writes fail until space is freed");
+            Ok(())
+        }
+        other => other,
     }
 }
 

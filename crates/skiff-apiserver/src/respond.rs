@@ -64,8 +64,32 @@ pub(crate) fn store_err(info: &ResourceInfo, name: &str, err: StoreError) -> Api
         StoreError::FutureRevision { requested, current } => timeout(format!(
             "Too large resource version: {requested}, current resource version: {current}"
         )),
+        StoreError::TooLarge { .. } => request_too_large(),
+        StoreError::Full(_) => disk_full(),
         StoreError::Backend(msg) => ApiError::internal(format!("storage error: {msg}")),
     }
+}
+
+/// An object over the store's size limit. Upstream passes etcd's error through (as a 500,
+/// kubernetes#112152); we keep its message but answer 413: the request cannot succeed as sent.
+pub(crate) fn request_too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "RequestEntityTooLarge",
+        "etcdserver: request is too large",
+    )
+}
+
+/// The disk under the database is full: deletes still work, other writes fail until there is
+/// room again.
+pub(crate) fn disk_full() -> ApiError {
+    ApiError::new(
+        507,
+        "InsufficientStorage",
+        "database or disk is full: the disk holding the server's data dir has no space left; \
+         only deletes are accepted until space is freed (delete objects or free disk space), \
+         then writes resume without a restart",
+    )
 }
 
 /// Media types from an Accept header, each with its parameters.

@@ -107,10 +107,16 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         "/version" | "/version/" => return Ok(discovery::version()),
         _ => {}
     }
-    if st.tokens.authenticate(&parts.headers).is_none() {
+    let Some(who) = st.tokens.authenticate(&parts.headers) else {
         return Err(ApiError::unauthorized());
-    }
+    };
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // Held until the response is built (streams are long-running and not counted).
+    let long_running = crate::inflight::long_running(&segs, query.flag("watch"));
+    let _permit = match st.inflight.admit(who, &parts.method, long_running) {
+        Ok(p) => p,
+        Err(crate::inflight::PoolFull) => return Ok(crate::inflight::too_many_requests()),
+    };
     let host = parts
         .headers
         .get(header::HOST)

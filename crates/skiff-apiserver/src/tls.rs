@@ -77,8 +77,16 @@ fn write_private(path: &Path, data: &str) -> Result<(), ServerError> {
 }
 
 fn read(path: &Path) -> Result<Option<String>, ServerError> {
+    use std::os::unix::fs::PermissionsExt;
     match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
+        Ok(s) => {
+            // Files an older version wrote 0644 become private.
+            if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io_err(format!("restricting {}", path.display())))?;
+            }
+            Ok(Some(s))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(format!("reading {}", path.display()))(e)),
     }
@@ -90,7 +98,7 @@ pub(crate) fn ensure(
     listen: SocketAddr,
     extra: &[String],
 ) -> Result<TlsMaterial, ServerError> {
-    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    crate::private_dir(dir)?;
     let p = |n: &str| -> PathBuf { dir.join(n) };
     let (ca_pem, ca_key_pem) = match (read(&p("ca.crt"))?, read(&p("ca.key"))?) {
         (Some(c), Some(k)) => (c, k),

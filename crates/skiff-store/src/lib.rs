@@ -34,7 +34,9 @@
 
 mod sqlite;
 
-pub use sqlite::{spawn_compactor, SqliteOptions, SqliteStore};
+pub use sqlite::{
+    spawn_compactor, SqliteOptions, SqliteStore, DEFAULT_MAX_VALUE_BYTES, DEFAULT_RESERVE_BYTES,
+};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,16 @@ pub enum StoreError {
     /// A revision in the future.
     #[error("revision {requested} is newer than the current revision {current}")]
     FutureRevision { requested: i64, current: i64 },
+    /// The value is larger than the store accepts (etcd: "request is too large").
+    #[error("value of {key} is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        key: String,
+        size: usize,
+        limit: usize,
+    },
+    /// The disk holding the database is full; deletes still work (see `sqlite.rs`).
+    #[error("database or disk is full: {0}")]
+    Full(String),
     #[error("storage backend: {0}")]
     Backend(String),
 }

@@ -9,9 +9,19 @@
 //!   `current_revision`, in lists and in watches started afterwards.
 //! * Reads use a small pool of read-only connections on blocking threads; WAL lets them run
 //!   while the writer commits. Each list is one read transaction (one snapshot).
-//! * A sidecar `<db>.lock` database held in SQLite's EXCLUSIVE locking mode makes a second
-//!   store on the same file (in this or another process) fail at open: watches fan out in
-//!   process, so a second writer would silently miss events.
+//! * An exclusive `flock` on a sidecar `<db>.lock` file makes a second store on the same file
+//!   (in this or another process) fail at open: watches fan out in process, so a second writer
+//!   would silently miss events. Taking it writes nothing, so it works on a full disk.
+//! * Values above [`SqliteOptions::max_value_bytes`] are refused ([`StoreError::TooLarge`], like
+//!   etcd's request limit).
+//! * A full disk: a `<db>.reserve` file of [`SqliteOptions::reserve_bytes`] is kept next to the
+//!   database. When SQLite reports the disk full (or the database cannot be opened while the
+//!   reserve exists) the reserve is released and the store enters low-space mode: deletes still
+//!   commit (into the released space) so a user can free space, every other write fails with
+//!   [`StoreError::Full`] until the filesystem has room again (checked before each batch); then
+//!   the reserve is re-created and writes resume, without a restart.
+//! * Files are private: the database, its WAL/SHM (SQLite gives them the database's mode), the
+//!   lock and the reserve are 0600.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -40,7 +50,16 @@ pub struct SqliteOptions {
     pub watch_buffer: usize,
     /// How long a connection waits on an SQLite lock before failing.
     pub busy_timeout: Duration,
+    /// Largest value accepted by create/update (etcd's default request limit, 1.5 MiB).
+    pub max_value_bytes: usize,
+    /// Size of the `<db>.reserve` file released when the disk fills up (0 = none).
+    pub reserve_bytes: u64,
 }
+
+/// etcd's default `--max-request-bytes`.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
+/// Default [`SqliteOptions::reserve_bytes`].
+pub const DEFAULT_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Default for SqliteOptions {
     fn default() -> Self {
@@ -49,6 +68,8 @@ impl Default for SqliteOptions {
             read_connections: 4,
             watch_buffer: 1024,
             busy_timeout: Duration::from_secs(10),
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            reserve_bytes: DEFAULT_RESERVE_BYTES,
         }
     }
 }
@@ -78,7 +99,13 @@ trait Ctx<T> {
 
 impl<T> Ctx<T> for std::result::Result<T, rusqlite::Error> {
     fn ctx(self, what: &str) -> Result<T> {
-        self.map_err(|e| StoreError::Backend(format!("{what}: {e}")))
+        self.map_err(|e| {
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+                StoreError::Full(format!("{what}: {e}"))
+            } else {
+                StoreError::Backend(format!("{what}: {e}"))
+            }
+        })
     }
 }
 
@@ -98,7 +125,8 @@ pub struct SqliteStore {
     /// committing between compaction steps.
     compactor: Arc<Mutex<Option<Connection>>>,
     watch_buffer: usize,
-    _lock: Mutex<Connection>,
+    max_value_bytes: usize,
+    _lock: std::fs::File,
 }
 
 /// State shared by the writer thread and the store handle.
@@ -106,6 +134,84 @@ struct Shared {
     current: AtomicI64,
     compacted: AtomicI64,
     subs: Mutex<Subscribers>,
+    space: Space,
+}
+
+/// The full-disk state (see the module docs).
+struct Space {
+    reserve: PathBuf,
+    reserve_bytes: u64,
+    low: std::sync::atomic::AtomicBool,
+}
+
+impl Space {
+    /// Creates the reserve file if it is missing (best effort: a failure only logs).
+    fn ensure_reserve(&self) -> bool {
+        if self.reserve_bytes == 0 {
+            return true;
+        }
+        match std::fs::metadata(&self.reserve) {
+            Ok(m) if m.len() >= self.reserve_bytes => return true,
+            _ => {}
+        }
+        let res = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&self.reserve)?;
+            // Real blocks (not a sparse file), so releasing it frees space.
+            let chunk = vec![0u8; 64 * 1024];
+            let mut left = self.reserve_bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()
+        })();
+        match res {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.reserve);
+                tracing::debug!(error = %e, "cannot create the disk-space reserve");
+                false
+            }
+        }
+    }
+
+    fn release(&self) {
+        if std::fs::remove_file(&self.reserve).is_ok() {
+            tracing::warn!(reserve = %self.reserve.display(), "disk full: released the reserve; only deletes are accepted until space is freed");
+        }
+        self.low.store(true, Ordering::SeqCst);
+    }
+
+    /// In low-space mode: true once the filesystem has room for the reserve again (and it was
+    /// re-created).
+    fn recovered(&self, db: &Path) -> bool {
+        let dir = db
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // The field types differ between targets.
+        #[allow(clippy::unnecessary_cast)]
+        let free = nix::sys::statvfs::statvfs(dir)
+            .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+            .unwrap_or(0);
+        if free < self.reserve_bytes.saturating_mul(2).max(1024 * 1024) {
+            return false;
+        }
+        if !self.ensure_reserve() {
+            return false;
+        }
+        self.low.store(false, Ordering::SeqCst);
+        tracing::info!("disk space is back: writes are accepted again");
+        true
+    }
 }
 
 struct Subscribers {
@@ -157,22 +263,28 @@ impl SqliteStore {
                 })?;
             }
         }
-        let lock_conn = take_lock(path)?;
-        let what = format!("open {}", path.display());
-        let mut conn = Connection::open(path).ctx(&what)?;
-        configure(&conn, &opts).ctx(&what)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .ctx(&what)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Backend(format!(
-                "{what}: cannot switch to WAL journal mode (got {mode})"
-            )));
+        let lock_file = take_lock(path)?;
+        let space = Space {
+            reserve: sidecar(path, ".reserve"),
+            reserve_bytes: opts.reserve_bytes,
+            low: Default::default(),
+        };
+        let mut conn = match open_writer(path, &opts) {
+            Ok(c) => c,
+            // A full disk cannot even create the WAL index: free the reserve and try again.
+            Err(e) if std::fs::metadata(&space.reserve).is_ok() => {
+                tracing::warn!(error = %e, "opening the database failed; retrying with the disk-space reserve released");
+                space.release();
+                open_writer(path, &opts)?
+            }
+            Err(e) => return Err(e),
+        };
+        if !space.low.load(Ordering::SeqCst) && !space.ensure_reserve() {
+            tracing::warn!("no room for the disk-space reserve: only deletes are accepted until space is freed");
+            space.low.store(true, Ordering::SeqCst);
         }
-        conn.execute_batch(SCHEMA)
-            .ctx(&format!("{what}: create schema"))?;
         let (current, compacted) = {
-            let tx = conn.transaction().ctx(&what)?;
+            let tx = conn.transaction().ctx("open: read revisions")?;
             let current = current_rev(&tx)?;
             let compacted = compact_rev(&tx)?;
             (current, compacted)
@@ -184,6 +296,7 @@ impl SqliteStore {
                 published: current,
                 list: Vec::new(),
             }),
+            space,
         });
         let readers = Arc::new(ReadPool {
             path: path.to_path_buf(),
@@ -198,7 +311,10 @@ impl SqliteStore {
         let max_batch = opts.max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("skiff-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_shared, max_batch))
+            .spawn({
+                let path = path.to_path_buf();
+                move || writer_loop(conn, rx, writer_shared, max_batch, path)
+            })
             .map_err(|e| StoreError::Backend(format!("spawn writer thread: {e}")))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -208,13 +324,19 @@ impl SqliteStore {
             readers,
             compactor: Arc::new(Mutex::new(None)),
             watch_buffer: opts.watch_buffer.max(1),
-            _lock: Mutex::new(lock_conn),
+            max_value_bytes: opts.max_value_bytes,
+            _lock: lock_file,
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// True while the disk is full (only deletes are accepted).
+    pub fn low_on_space(&self) -> bool {
+        self.shared.space.low.load(Ordering::SeqCst)
     }
 
     /// The revision at or below which history has been compacted (0 = none).
@@ -231,6 +353,18 @@ impl SqliteStore {
             .send(WriteReq { op, reply })
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    fn check_size(&self, key: &str, value: &[u8]) -> Result<()> {
+        let size = key.len() + value.len();
+        if self.max_value_bytes > 0 && size > self.max_value_bytes {
+            return Err(StoreError::TooLarge {
+                key: key.to_string(),
+                size,
+                limit: self.max_value_bytes,
+            });
+        }
+        Ok(())
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -258,35 +392,86 @@ fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")
 }
 
-/// Holds `<path>.lock` exclusively for the life of the store.
-fn take_lock(path: &Path) -> Result<Connection> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
-    let what = format!("lock {}", lock_path.display());
-    let conn = Connection::open(&lock_path).ctx(&what)?;
-    conn.execute_batch(
-        "PRAGMA locking_mode=EXCLUSIVE; CREATE TABLE IF NOT EXISTS holder (pid INTEGER);",
-    )
-    .and_then(|_| {
-        conn.execute_batch("BEGIN EXCLUSIVE; DELETE FROM holder;")?;
-        conn.execute(
-            "INSERT INTO holder (pid) VALUES (?1)",
-            params![std::process::id()],
-        )?;
-        conn.execute_batch("COMMIT")
-    })
-    .map_err(|e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
-            StoreError::Backend(format!(
-                "{} is already in use by another store (lock {} is held)",
-                path.display(),
-                lock_path.display()
-            ))
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Creates the database file 0600 (SQLite gives the WAL and SHM files its mode) and tightens
+/// the mode of files an older version left readable.
+fn private_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::Backend(format!("open {}: {e}", path.display())))?;
+    for p in [
+        path.to_path_buf(),
+        sidecar(path, "-wal"),
+        sidecar(path, "-shm"),
+    ] {
+        if let Ok(m) = std::fs::metadata(&p) {
+            if m.permissions().mode() & 0o077 != 0 {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
         }
-        _ => StoreError::Backend(format!("{what}: {e}")),
-    })?;
+    }
+    Ok(())
+}
+
+fn open_writer(path: &Path, opts: &SqliteOptions) -> Result<Connection> {
+    private_files(path)?;
+    let what = format!("open {}", path.display());
+    let conn = Connection::open(path).ctx(&what)?;
+    configure(&conn, opts).ctx(&what)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .ctx(&what)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(format!(
+            "{what}: cannot switch to WAL journal mode (got {mode})"
+        )));
+    }
+    // Only a new database needs the schema: a full disk must not stop an existing one opening.
+    let have: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('log', 'meta', 'log_name_id')",
+            [],
+            |r| r.get(0),
+        )
+        .ctx(&what)?;
+    if have < 3 {
+        conn.execute_batch(SCHEMA)
+            .ctx(&format!("{what}: create schema"))?;
+    }
     Ok(conn)
+}
+
+/// Holds an exclusive `flock` on `<path>.lock` for the life of the store.
+fn take_lock(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock_path = sidecar(path, ".lock");
+    let what = format!("lock {}", lock_path.display());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Backend(format!("{what}: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
+            "{} is already in use by another store (lock {} is held)",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(format!("{what}: {e}"))),
+    }
 }
 
 fn current_rev(conn: &Connection) -> Result<i64> {
@@ -566,6 +751,7 @@ fn writer_loop(
     rx: std_mpsc::Receiver<WriteReq>,
     shared: Arc<Shared>,
     max_batch: usize,
+    path: PathBuf,
 ) {
     while let Ok(first) = rx.recv() {
         // Everything that queued up while the previous batch was being fsynced commits
@@ -577,23 +763,18 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let results = match apply_batch(&mut conn, &batch) {
-            Ok((results, events)) => {
-                if let Some(last) = events.last() {
-                    let rev = last.kv.mod_revision;
-                    shared.current.store(rev, Ordering::SeqCst);
-                    publish(&shared, events, rev);
-                }
-                results
-            }
-            Err(e) => {
-                tracing::error!(error = %e, writes = batch.len(), "store write batch failed");
-                batch
-                    .iter()
-                    .map(|_| Err(StoreError::Backend(e.to_string())))
-                    .collect()
-            }
-        };
+        let space = &shared.space;
+        let low = space.low.load(Ordering::SeqCst) && !space.recovered(&path);
+        let mut results = run_batch(&mut conn, &shared, &batch, low);
+        if !low
+            && results
+                .iter()
+                .any(|r| matches!(r, Err(StoreError::Full(_))))
+        {
+            // The disk filled up under this batch: free the reserve and let its deletes through.
+            space.release();
+            results = run_batch(&mut conn, &shared, &batch, true);
+        }
         for (req, res) in batch.into_iter().zip(results) {
             let _ = req.reply.send(res);
         }
@@ -602,17 +783,61 @@ fn writer_loop(
     lock(&shared.subs).list.clear();
 }
 
+/// Applies a batch (in low-space mode only its deletes) and publishes its events.
+fn run_batch(
+    conn: &mut Connection,
+    shared: &Shared,
+    batch: &[WriteReq],
+    low_space: bool,
+) -> Vec<Result<KeyValue>> {
+    let ops: Vec<Option<&Op>> = batch
+        .iter()
+        .map(|r| (!low_space || matches!(r.op, Op::Delete { .. })).then_some(&r.op))
+        .collect();
+    match apply_batch(conn, &ops) {
+        Ok((results, events)) => {
+            if let Some(last) = events.last() {
+                let rev = last.kv.mod_revision;
+                shared.current.store(rev, Ordering::SeqCst);
+                publish(shared, events, rev);
+            }
+            results
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = batch.len(), "store write batch failed");
+            let full = matches!(e, StoreError::Full(_));
+            batch
+                .iter()
+                .map(|_| {
+                    Err(if full {
+                        StoreError::Full(e.to_string())
+                    } else {
+                        StoreError::Backend(e.to_string())
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
 type BatchOutcome = (Vec<Result<KeyValue>>, Vec<Event>);
 
-fn apply_batch(conn: &mut Connection, batch: &[WriteReq]) -> Result<BatchOutcome> {
+/// `None` entries are refused for lack of space without touching the database.
+fn apply_batch(conn: &mut Connection, batch: &[Option<&Op>]) -> Result<BatchOutcome> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .ctx("begin write")?;
     let mut rev = current_rev(&tx)?;
     let mut results = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
-    for req in batch {
-        match apply_one(&tx, &req.op, rev + 1)? {
+    for op in batch {
+        let Some(op) = op else {
+            results.push(Err(StoreError::Full(
+                "database or disk is full (only deletes are accepted)".into(),
+            )));
+            continue;
+        };
+        match apply_one(&tx, op, rev + 1)? {
             Ok((kv, ev)) => {
                 rev += 1;
                 results.push(Ok(kv));
@@ -821,7 +1046,9 @@ fn compact_blocking(
         let what = format!("open {} for compaction", path.display());
         let conn = Connection::open(path).ctx(&what)?;
         conn.busy_timeout(Duration::from_secs(10)).ctx(&what)?;
-        conn.execute_batch("PRAGMA synchronous=FULL").ctx(&what)?;
+        // Compacted rows may be secrets: overwrite their content instead of leaving free pages.
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=ON")
+            .ctx(&what)?;
         *slot = Some(conn);
     }
     let Some(conn) = slot.as_mut() else {
@@ -936,6 +1163,7 @@ impl Store for SqliteStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue> {
+        self.check_size(key, &value)?;
         self.write(Op::Create {
             key: key.to_string(),
             value,
@@ -944,6 +1172,7 @@ impl Store for SqliteStore {
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected_revision: i64) -> Result<KeyValue> {
+        self.check_size(key, &value)?;
         self.write(Op::Update {
             key: key.to_string(),
             value,

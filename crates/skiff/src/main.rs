@@ -7,6 +7,7 @@ mod container_cmd;
 mod image_cmd;
 mod progress;
 mod reset_cmd;
+mod secrets_cmd;
 mod server_cmd;
 mod units;
 
@@ -57,6 +58,9 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run a node agent that joins a cluster.
     Agent(agent_cmd::AgentArgs),
+    /// Secrets encryption at rest: status, key rotation (run while the server is stopped).
+    #[command(subcommand, name = "secrets-encrypt")]
+    SecretsEncrypt(secrets_cmd::SecretsCommand),
     /// Remove every container, pod sandbox and the pod network of this data dir.
     Reset,
     /// Print version information.
@@ -109,6 +113,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => container_cmd::rm(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Server(args) => server_cmd::run(&data_dir, args),
         Command::Agent(args) => agent_cmd::run(&data_dir, args),
+        Command::SecretsEncrypt(cmd) => secrets_cmd::run(&data_dir, cmd),
         Command::Reset => reset_cmd::run(&data_dir),
         Command::Version => {
             println!("skiff {}", env!("CARGO_PKG_VERSION"));
@@ -116,6 +121,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Shim(args) => container_cmd::shim(&data_dir, args),
     }
+}
+
+/// Creates `dir` and makes it 0700: it holds the cluster's state and credentials.
+pub(crate) fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))
 }
 
 /// The data dir is handed to shims and baked into mounts, so make it absolute once.

@@ -30,24 +30,61 @@ pub struct ServerArgs {
     /// Do not run a node agent in this process (a control-plane-only server).
     #[arg(long)]
     pub no_agent: bool,
+    /// Encrypt Secrets at rest (AES-GCM, key in <data-dir>/server/cred); once enabled it stays
+    /// on. Rotate with `skiff secrets-encrypt rotate-keys`.
+    #[arg(long)]
+    pub secrets_encryption: bool,
+    /// Most non-mutating requests in flight (0 = no limit); more get 429.
+    #[arg(long, default_value_t = skiff_apiserver::DEFAULT_MAX_REQUESTS_INFLIGHT)]
+    pub max_requests_inflight: usize,
+    /// Most mutating requests in flight (0 = no limit); more get 429.
+    #[arg(long, default_value_t = skiff_apiserver::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT)]
+    pub max_mutating_requests_inflight: usize,
+    /// Most open API connections (0 = half the open-file limit). At the cap, the oldest
+    /// connection without a request in flight is dropped for a new one.
+    #[arg(long, default_value_t = 0)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub node: crate::agent_cmd::NodeArgs,
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit (connections and watches are file
+/// descriptors) and returns the resulting soft limit.
+fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit: {e}");
+            1024
+        }
+    }
+}
+
 pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let nofile = raise_nofile_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let server_dir = data_dir.join("server");
-        std::fs::create_dir_all(&server_dir)
-            .with_context(|| format!("creating {}", server_dir.display()))?;
+        crate::private_dir(data_dir)?;
+        crate::private_dir(&server_dir)?;
         let db = server_dir.join("state.db");
         let store: Arc<dyn skiff_store::Store> = Arc::new(
             skiff_store::SqliteStore::open(&db)
                 .with_context(|| format!("opening {}", db.display()))?,
         );
+        let store = skiff_apiserver::encryption::wrap(data_dir, args.secrets_encryption, store)
+            .context("setting up secrets encryption")?;
         // Keep about five minutes of history for watches and continue tokens, like etcd's
         // default compaction in Kubernetes.
         let _compactor =
@@ -55,6 +92,14 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         let mut config = skiff_apiserver::ServerConfig::new(data_dir, args.listen);
         config.extra_sans = args.tls_san;
         config.default_toleration_seconds = args.default_toleration_seconds;
+        config.max_requests_inflight = args.max_requests_inflight;
+        config.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
+        // Half the descriptors for API connections; the rest for the store, agent and shims.
+        config.max_connections = if args.max_connections > 0 {
+            args.max_connections
+        } else {
+            usize::try_from(nofile / 2).unwrap_or(usize::MAX).max(64)
+        };
         let server = skiff_apiserver::Server::bind(config, store)
             .await
             .context("starting the API server")?;
