@@ -32,8 +32,10 @@
 //! - Only `exec` (and `remove` of a container whose shim died) calls libcontainer in the
 //!   caller's process; both fork, so call them from a single-threaded process.
 
+pub mod cgroups;
 mod cleanup;
 pub mod cri;
+mod exec;
 pub mod shim;
 pub mod spec;
 mod store;
@@ -55,6 +57,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 
+pub use cgroups::PodCgroup;
 pub use cleanup::leftover_cgroups;
 pub use cri::{format_cri_line, parse_cri_line};
 
@@ -165,7 +168,22 @@ pub struct ContainerSpec {
     pub cap_drop: Vec<String>,
     /// Remove the container (dir, rootfs) as soon as it exits.
     pub auto_remove: bool,
+    /// Create the container's cgroup below this pod cgroup (pod-wide PID limit).
+    #[serde(default)]
+    pub pod_cgroup: Option<PodCgroup>,
+    /// Rotate container.log once it would grow past this many bytes (default
+    /// [`DEFAULT_LOG_MAX_SIZE`]), like the kubelet's `--container-log-max-size`.
+    #[serde(default)]
+    pub log_max_size: Option<u64>,
+    /// Keep at most this many log files, the live one included (default
+    /// [`DEFAULT_LOG_MAX_FILES`], at least 2), like `--container-log-max-files`.
+    #[serde(default)]
+    pub log_max_files: Option<u32>,
 }
+
+/// The kubelet's defaults for `--container-log-max-size` (10Mi) and `--container-log-max-files`.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
+pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
 
 /// Existing namespaces a container joins (pod sandboxes share IPC and UTS between containers).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -309,6 +327,12 @@ pub(crate) fn friendly_start_error(msg: &str) -> String {
     msg.to_string()
 }
 
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io_err(format!("setting the mode of {}", path.display())))
+}
+
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut b = vec![0u8; bytes];
@@ -351,6 +375,7 @@ impl Runtime {
         }
         let data_dir =
             fs::canonicalize(dir).map_err(io_err(format!("resolving {}", dir.display())))?;
+        set_mode(&data_dir.join("containers"), 0o700)?;
         Ok(Self {
             config,
             layout: Layout { data_dir },
@@ -402,11 +427,19 @@ impl Runtime {
         let id = random_hex(32);
         let cdir = self.cdir(&id);
         // Validates the spec before anything touches the disk.
+        if let Some(pc) = &spec.pod_cgroup {
+            if !cgroups::valid_pod_cgroup_name(&pc.name) {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "invalid pod cgroup name {:?}",
+                    pc.name
+                )));
+            }
+        }
         let mut oci = spec::build_oci_spec(
             &spec,
             &id,
             &cdir.rootfs(),
-            &spec::cgroups_path(&self.layout.data_dir, &id),
+            &spec::container_cgroups_path(&self.layout.data_dir, &spec, &id),
         )?;
         spec::join_namespaces(&mut oci, join)?;
 
@@ -429,6 +462,8 @@ impl Runtime {
             };
             fs::create_dir_all(&cdir.0)
                 .map_err(io_err(format!("creating {}", cdir.0.display())))?;
+            // Logs and state are for root only (logs may hold secrets).
+            set_mode(&cdir.0, 0o700)?;
             let stored = StoredSpec {
                 id: id.clone(),
                 name: name.clone(),
@@ -463,7 +498,7 @@ impl Runtime {
         oci.save(bundle.join("config.json"))
             .map_err(|e| RuntimeError::Other(format!("writing OCI config of {id}: {e}")))?;
         write_state_json(&cdir.state(), &StoredState::default())?;
-        fs::File::create(cdir.log()).map_err(io_err("creating container.log"))?;
+        shim::open_log(&cdir.log()).map_err(io_err("creating container.log"))?;
         if auto_remove {
             let lock = lock_file(&cdir.wait_lock(), FlockArg::LockShared)?;
             self.held
@@ -767,28 +802,37 @@ impl Runtime {
         if opts.args.is_empty() {
             return Err(RuntimeError::InvalidSpec("exec: no command given".into()));
         }
-        let env: HashMap<String, String> = opts
-            .env
-            .iter()
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
+        let cdir = self.cdir(&info.id);
+        let bundle = cdir.bundle().join("config.json");
+        let oci = oci_spec::runtime::Spec::load(&bundle).map_err(|e| {
+            RuntimeError::Other(format!(
+                "exec in {}: reading {}: {e}",
+                info.id,
+                bundle.display()
+            ))
+        })?;
+        // Like `runc exec --process`: the exec'd process is the container's own process spec
+        // (capabilities, no_new_privs, rlimits, user and groups, AppArmor/SELinux labels) with
+        // only argv, env, cwd (and an explicit user) replaced.
+        let process = exec::exec_process(&oci, opts)
+            .map_err(|m| RuntimeError::Other(format!("exec in {}: {m}", info.id)))?;
+        let seccomp = oci.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let process_file = cdir.0.join(format!(".exec-{}.json", random_hex(8)));
+        write_json_atomic(&process_file, &process)?;
+        let _remove = exec::RemoveOnDrop(process_file.clone());
         let mut b = ContainerBuilder::new(info.id.clone(), SyscallType::default())
             .with_root_path(self.layout.runtime_root())
-            .map_err(|e| RuntimeError::Other(lc_error(&e)))?;
+            .map_err(|e| RuntimeError::Other(lc_error(&e)))?
+            // libcontainer's tenant builder drops the container's seccomp profile: the
+            // executor installs it as the very last step before execve.
+            .with_executor(exec::SeccompExecutor { seccomp });
         if !opts.stdin {
             let null = File::open("/dev/null").map_err(io_err("opening /dev/null"))?;
             b = b.with_stdin(null);
         }
         let b = b
             .as_tenant()
-            .with_container_args(opts.args.clone())
-            .with_env(env)
-            .with_cwd(opts.cwd.clone())
-            .with_user(opts.uid)
-            .with_group(opts.gid.or(opts.uid.map(|_| 0)))
+            .with_process(Some(process_file.clone()))
             .with_detach(false);
         // Ignored signals survive exec: give the command a default SIGPIPE (Rust ignores it).
         // SAFETY: restoring/setting dispositions without handler code.
@@ -888,6 +932,91 @@ impl Runtime {
         }
     }
 
+    /// Kills every process in pod cgroup `name` (whatever the containers' state files say),
+    /// removes the containers whose cgroups were below it (also those whose spec.json is
+    /// unreadable) and the pod cgroup itself. Ok if it does not exist.
+    pub fn remove_pod_cgroup(&self, name: &str) -> Result<()> {
+        if !cgroups::valid_pod_cgroup_name(name) {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "invalid pod cgroup name {name:?}"
+            )));
+        }
+        let rel = format!("{}/{name}", spec::cgroup_parent(&self.layout.data_dir));
+        let ids = cgroups::children(&rel);
+        if !cgroups::kill_tree(&rel, KILL_TIMEOUT) {
+            return Err(RuntimeError::Other(format!(
+                "processes of pod cgroup {name} survived SIGKILL"
+            )));
+        }
+        for id in ids.iter().filter(|id| valid_name(id)) {
+            if self.cdir(id).0.exists() {
+                self.purge_container(id);
+            }
+        }
+        let _lock = lock_file(&self.layout.cgroup_lock(), FlockArg::LockShared)?;
+        if !cgroups::remove_tree(&rel) {
+            return Err(RuntimeError::Other(format!(
+                "could not remove pod cgroup {rel}"
+            )));
+        }
+        drop(_lock);
+        cleanup::remove_cgroup_parent(&self.layout);
+        Ok(())
+    }
+
+    /// Names of the pod cgroups of this data dir.
+    pub fn pod_cgroups(&self) -> Vec<String> {
+        cgroups::children(&spec::cgroup_parent(&self.layout.data_dir))
+            .into_iter()
+            .filter(|n| n.starts_with("pod"))
+            .collect()
+    }
+
+    /// Removes container `id` by force, also when its spec.json or state.json is corrupt.
+    fn purge_container(&self, id: &str) {
+        if self.remove(id, true).is_ok() {
+            return;
+        }
+        let cdir = self.cdir(id);
+        let rootless_spec = ContainerSpec::default();
+        cleanup::leftovers(&self.layout, id, &cdir, &rootless_spec);
+        cleanup::remove_dir(&cdir.0);
+    }
+
+    /// For `skiff reset`: SIGKILLs every process in every cgroup of this data dir (every
+    /// hierarchy, whatever the state files say), removes every container dir (also those
+    /// with corrupt state), every libcontainer state dir and every cgroup.
+    pub fn purge_all(&self) -> Result<()> {
+        let parent = spec::cgroup_parent(&self.layout.data_dir);
+        let killed = cgroups::kill_tree(&parent, KILL_TIMEOUT);
+        let ids: Vec<String> = fs::read_dir(self.layout.containers())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            self.purge_container(&id);
+        }
+        if let Ok(rd) = fs::read_dir(self.layout.runtime_root()) {
+            for e in rd.flatten() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let removed = cgroups::remove_tree(&parent);
+        match (killed, removed) {
+            (true, true) => Ok(()),
+            (false, _) => Err(RuntimeError::Other(format!(
+                "processes in cgroup {parent} survived SIGKILL"
+            ))),
+            (_, false) => Err(RuntimeError::Other(format!(
+                "could not remove every cgroup below {parent}"
+            ))),
+        }
+    }
+
     /// Removes an exited container (force: kill it first). Leaves no mounts, cgroups,
     /// libcontainer state or directories behind.
     pub fn remove(&self, id: &str, force: bool) -> Result<()> {
@@ -924,6 +1053,13 @@ impl Runtime {
         let cdir = self.cdir(&id);
         let stored: Option<StoredSpec> = read_json(&cdir.spec())?;
         if let Some(stored) = &stored {
+            // Whatever state.json says: nothing of the container may outlive its removal.
+            let cg = spec::container_cgroups_path(&self.layout.data_dir, &stored.spec, &id);
+            if !cgroups::kill_tree(&cg, KILL_TIMEOUT) {
+                return Err(RuntimeError::Other(format!(
+                    "processes of container {id} survived SIGKILL"
+                )));
+            }
             cleanup::leftovers(&self.layout, &id, &cdir, &stored.spec);
         }
         if !cleanup::remove_dir(&cdir.0) {

@@ -128,6 +128,7 @@ impl Harness {
             skiff_exe: skiff_exe(),
             lease_duration_seconds: 40,
             offline: true,
+            limits: Default::default(),
         };
         let mut h = Harness {
             client,
