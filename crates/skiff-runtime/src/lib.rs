@@ -36,6 +36,7 @@ pub mod cgroups;
 mod cleanup;
 pub mod cri;
 mod exec;
+pub mod logfile;
 pub mod shim;
 pub mod spec;
 mod store;
@@ -43,7 +44,6 @@ mod watch;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -635,9 +635,12 @@ impl Runtime {
         let state: StoredState = read_json(&cdir.state()).ok().flatten().unwrap_or_default();
         let exit: Option<ExitInfo> = read_json(&cdir.exit()).ok().flatten();
         let shim_alive = same_process_alive(state.shim_pid, state.shim_start);
+        // The shim died and its guardian is killing the container and recording the exit.
+        let guard_busy =
+            !shim_alive && exit.is_none() && same_process_alive(state.guard_pid, state.guard_start);
         let status = if exit.is_some() {
             Status::Exited
-        } else if shim_alive {
+        } else if shim_alive || guard_busy {
             if state.pid.is_some() {
                 Status::Running
             } else {
@@ -735,8 +738,8 @@ impl Runtime {
         }
     }
 
-    /// Calls `f` for every log line; with `follow`, keeps reading until the container has
-    /// exited and the file is drained.
+    /// Calls `f` for every log line (rotated files first); with `follow`, keeps reading,
+    /// across rotations, until the container has exited and the log is drained.
     pub fn logs(
         &self,
         id: &str,
@@ -744,44 +747,37 @@ impl Runtime {
         mut f: impl FnMut(&LogLine) -> std::io::Result<()>,
     ) -> Result<()> {
         let info = self.get(id)?;
-        let path = info.log_path.clone();
-        let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-        let mut reader = BufReader::new(file);
-        let watch = follow.then(|| self.watch(&info.id));
-        let mut pending: Vec<u8> = Vec::new();
         let io = |e: std::io::Error| RuntimeError::Io {
             context: format!("logs of {}", info.id),
             source: e,
         };
+        let reader =
+            logfile::LogReader::open(&info.log_path, logfile::Start::Beginning).map_err(io)?;
+        let mut records = logfile::RecordReader::new(reader);
+        let watch = follow.then(|| self.watch(&info.id));
         loop {
-            let mut buf = Vec::new();
-            let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
-            if n > 0 {
-                pending.extend_from_slice(&buf);
-                if pending.ends_with(b"\n") {
-                    if let Some(line) = parse_cri_line(&pending) {
-                        f(&line).map_err(io)?;
-                    }
-                    pending.clear();
+            if let Some(rec) = records.next_record().map_err(io)? {
+                if let Some(line) = parse_cri_line(&rec) {
+                    f(&line).map_err(io)?;
                 }
                 continue;
             }
             if !follow {
                 return Ok(());
             }
-            // EOF: done once the container exited and nothing more arrived since.
+            // Nothing new: done once the container exited and the log is drained.
             let exited = match self.info(&info.id) {
                 Ok(i) => matches!(i.status, Status::Exited | Status::Unknown),
                 Err(_) => true,
             };
             if exited {
-                let mut rest = Vec::new();
-                reader.read_to_end(&mut rest).map_err(io)?;
-                pending.extend_from_slice(&rest);
-                for l in pending.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    if let Some(line) = parse_cri_line(l) {
+                while let Some(rec) = records.next_record().map_err(io)? {
+                    if let Some(line) = parse_cri_line(&rec) {
                         f(&line).map_err(io)?;
                     }
+                }
+                if let Some(line) = parse_cri_line(&records.rest()) {
+                    f(&line).map_err(io)?;
                 }
                 return Ok(());
             }
@@ -974,13 +970,32 @@ impl Runtime {
 
     /// Removes container `id` by force, also when its spec.json or state.json is corrupt.
     fn purge_container(&self, id: &str) {
+        let cdir = self.cdir(id);
+        // A shim still cleaning up after its (killed) container would write into the dir
+        // while it is removed: let it finish, or kill it (its pid is verified by start time).
+        if let Ok(Some(state)) = read_json::<StoredState>(&cdir.state()) {
+            let deadline = Instant::now() + KILL_TIMEOUT;
+            while same_process_alive(state.shim_pid, state.shim_start) {
+                if Instant::now() >= deadline {
+                    if let Some(pid) = state.shim_pid {
+                        let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                    break;
+                }
+                std::thread::sleep(POLL);
+            }
+        }
         if self.remove(id, true).is_ok() {
             return;
         }
-        let cdir = self.cdir(id);
-        let rootless_spec = ContainerSpec::default();
-        cleanup::leftovers(&self.layout, id, &cdir, &rootless_spec);
-        cleanup::remove_dir(&cdir.0);
+        let no_spec = ContainerSpec::default();
+        for _ in 0..10 {
+            cleanup::leftovers(&self.layout, id, &cdir, &no_spec);
+            if cleanup::remove_dir(&cdir.0) {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// For `skiff reset`: SIGKILLs every process in every cgroup of this data dir (every

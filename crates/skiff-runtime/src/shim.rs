@@ -139,13 +139,13 @@ fn spawn_guardian(
     cdir: &CDir,
     spec: &ContainerSpec,
     reporter_fd: Option<RawFd>,
-) -> Option<OwnedFd> {
+) -> Option<(OwnedFd, i32)> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).ok()?;
     // SAFETY: the shim is single-threaded, so fork is sound.
     match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => {
+        Ok(ForkResult::Parent { child }) => {
             drop(r);
-            Some(w)
+            Some((w, child.as_raw()))
         }
         Ok(ForkResult::Child) => {
             drop(w);
@@ -220,16 +220,24 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
     let stored: StoredSpec =
         read_json(&cdir.spec())?.ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
     let me = getpid().as_raw();
+    // Forked before the container exists, so it holds nothing of it: if this shim dies
+    // without saying goodbye (kill -9), the guardian kills the container through its cgroup.
+    let (guardian, guard_pid) =
+        match spawn_guardian(layout, id, cdir, &stored.spec, reporter.raw_fd()) {
+            Some((fd, pid)) => (Some(fd), Some(pid)),
+            None => (None, None),
+        };
     let mut state = StoredState {
         shim_pid: Some(me),
         shim_start: proc_start_time(me),
+        guard_pid,
+        guard_start: guard_pid.and_then(proc_start_time),
         ..Default::default()
     };
-    write_state_json(&cdir.state(), &state)?;
-
-    // Forked before the container exists, so it holds nothing of it: if this shim dies
-    // without saying goodbye (kill -9), the guardian kills the container through its cgroup.
-    let guardian = spawn_guardian(layout, id, cdir, &stored.spec, reporter.raw_fd());
+    if let Err(e) = write_state_json(&cdir.state(), &state) {
+        goodbye(guardian);
+        return Err(e);
+    }
     let started =
         mount_rootfs(cdir, &stored.spec).and_then(|()| start(layout, id, cdir, &stored.spec));
     let (container, pid, out_r, err_r) = match started {
