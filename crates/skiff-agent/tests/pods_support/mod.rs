@@ -87,6 +87,11 @@ fn busybox_image(data: &Path, work: &Path) {
 
 impl Harness {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`Harness::start`], with the agent's config adjusted first.
+    pub async fn start_with(adjust: impl FnOnce(&mut skiff_agent::AgentConfig)) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = tempfile::Builder::new()
             .prefix("skiff-agent-test-")
@@ -130,6 +135,8 @@ impl Harness {
             offline: true,
             limits: Default::default(),
         };
+        let mut config = config;
+        adjust(&mut config);
         let mut h = Harness {
             client,
             dir,
