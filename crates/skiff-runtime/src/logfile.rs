@@ -34,7 +34,7 @@ pub fn log_files(live: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     if live.exists() {
         out.push(live.to_path_buf());
