@@ -144,7 +144,7 @@ def main():
         r["rss_before"] = apiserver.rss_kib(server.pid)
 
         line = "x" * 99  # 100-byte lines with the newline
-        script = f"yes {line} | head -c {opts.bytes}; echo {MARK}; sleep 3600"
+        script = f"yes {line} | head -c {opts.bytes}; echo; echo {MARK}; sleep 3600"
         api.ok("POST", f"/api/v1/namespaces/{NS}/pods", {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD},
             "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
@@ -169,12 +169,16 @@ def main():
         t0 = now()
         during = []
         done = False
+        last_error = None
+        last_body = b""
         while now() - t0 < opts.timeout:
             try:
                 ms, body = tail1(api)
-            except RuntimeError:
+            except RuntimeError as e:
+                last_error = e
                 time.sleep(0.2)  # the container may not run yet
                 continue
+            last_body = body[-200:]
             if body.strip() == MARK.encode():
                 done = True
                 break
@@ -185,7 +189,9 @@ def main():
         stop.set()
         sampler.join()
         if not done:
-            raise RuntimeError(f"the flood did not finish within {opts.timeout}s")
+            raise RuntimeError(f"the flood did not finish within {opts.timeout}s "
+                               f"(log files {log_bytes(data)} bytes, last error {last_error}, "
+                               f"last answer {last_body!r})")
         after = [tail1(api)[0] for _ in range(20)]
         r["rss_peak"] = peak["rss"]
         r["files_peak"] = peak["files"]
