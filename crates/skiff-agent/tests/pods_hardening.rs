@@ -244,3 +244,156 @@ async fn corrupt_spec_does_not_survive_pod_deletion() {
     .await;
     h.shutdown().await;
 }
+
+/// Issue 10 item 3 end to end (API server → agent): a container writing far more than
+/// max-size × max-files keeps its files bounded; `--tail`, `--limit-bytes` and `-f` (across
+/// rotations) read the newest lines from the rotated files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_rotate_and_stream_across_rotation() {
+    use futures::{AsyncBufReadExt, StreamExt};
+    use kube::api::LogParams;
+    const MAX: u64 = 64 << 10;
+    let h = Harness::start_with(|c| {
+        c.limits.container_log_max_size = MAX;
+        c.limits.container_log_max_files = 3;
+        // The API server presents its node token to the agent API (logs go through it).
+        let server = c.data_dir.parent().unwrap().join("server");
+        c.api_token = std::fs::read_to_string(server.join("node-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+    })
+    .await;
+    // ~1.4 MB of CRI records in one burst, then a slow ticker (a 64 KiB file per ~3 s, so a
+    // follower on a loaded machine has ~6 s before a file it has not read is rotated away).
+    let burst = "i=0; while [ $i -lt 30000 ]; do echo line-$i; i=$((i+1)); done; sleep 1000";
+    let ticker = "i=0; while true; do j=0; while [ $j -lt 100 ]; do echo tick-$i; \
+                  i=$((i+1)); j=$((j+1)); done; sleep 0.2; done";
+    h.create_pod(
+        "logs",
+        json!({"terminationGracePeriodSeconds": 0, "containers": [
+            {"name": "burst", "image": "bb:1", "command": ["sh", "-c", burst]},
+            {"name": "ticker", "image": "bb:1", "command": ["sh", "-c", ticker]}
+        ]}),
+    )
+    .await;
+    h.wait_pod("logs", "running", Duration::from_secs(60), |p| {
+        ["burst", "ticker"].iter().all(|c| {
+            container_status(p, c)
+                .and_then(|s| s.state.as_ref())
+                .is_some_and(|s| s.running.is_some())
+        })
+    })
+    .await;
+    let pods = h.pods();
+    let lp = |c: &str| LogParams {
+        container: Some(c.to_string()),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lp = LogParams {
+            tail_lines: Some(1),
+            ..lp("burst")
+        };
+        let got = pods.logs("logs", &lp).await;
+        if got.as_ref().is_ok_and(|l| l == "line-29999\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the burst never finished: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rt = h.runtime();
+    let burst_c = rt
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name.starts_with("k8s_burst_"))
+        .unwrap();
+    let files = skiff_runtime::logfile::log_files(&burst_c.log_path);
+    assert_eq!(files.len(), 3, "{files:?}");
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(total <= 3 * MAX, "{total} bytes of logs kept");
+    // The newest lines, across the boundary between container.log and container.log.1.
+    let live_lines = std::fs::read_to_string(&burst_c.log_path)
+        .unwrap()
+        .lines()
+        .count() as i64;
+    let n = live_lines + 5;
+    let tail = pods
+        .logs(
+            "logs",
+            &LogParams {
+                tail_lines: Some(n),
+                ..lp("burst")
+            },
+        )
+        .await
+        .unwrap();
+    let want: String = (30000 - n..30000).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(tail, want);
+    let limited = pods
+        .logs(
+            "logs",
+            &LogParams {
+                limit_bytes: Some(5),
+                ..lp("burst")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(limited, "line-");
+    // Follow the ticker across several rotations: no line lost, none repeated.
+    let stream = pods
+        .log_stream(
+            "logs",
+            &LogParams {
+                follow: true,
+                tail_lines: Some(1),
+                ..lp("ticker")
+            },
+        )
+        .await
+        .unwrap();
+    let mut lines = stream.lines();
+    let mut prev: Option<u64> = None;
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < 4000 {
+        assert!(Instant::now() < deadline, "followed only {seen} lines");
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next())
+            .await
+            .expect("follow stalled")
+            .expect("follow ended")
+            .unwrap();
+        let i: u64 = line.strip_prefix("tick-").unwrap().parse().unwrap();
+        if let Some(p) = prev {
+            assert_eq!(
+                i,
+                p + 1,
+                "after tick-{p}: a line was lost or repeated while following"
+            );
+        }
+        prev = Some(i);
+        seen += 1;
+    }
+    let ticker_c = rt
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name.starts_with("k8s_ticker_"))
+        .unwrap();
+    assert_eq!(
+        skiff_runtime::logfile::log_files(&ticker_c.log_path).len(),
+        3,
+        "the ticker's log never rotated while followed"
+    );
+    drop(lines);
+    h.shutdown().await;
+}
