@@ -162,3 +162,20 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_log_size;
+
+    #[test]
+    fn log_sizes() {
+        assert_eq!(parse_log_size("10Mi"), Ok(10 << 20));
+        assert_eq!(parse_log_size("512Ki"), Ok(512 << 10));
+        assert_eq!(parse_log_size("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_log_size("65536"), Ok(65536));
+        assert!(parse_log_size("1Ki").is_err());
+        assert!(parse_log_size("10Xi").is_err());
+        assert!(parse_log_size("Mi").is_err());
+        assert!(parse_log_size("99999999999999999Gi").is_err());
+    }
+}
