@@ -27,8 +27,13 @@
 //! - `create_and_start` spawns `shim_exe shim --data-dir D ID` in a new session, passing a
 //!   socket (fd number in [`shim::SYNC_FD_ENV`]) on which the shim answers "started PID" or
 //!   "error MSG". The shim forks once so it is never the caller's child.
-//! - Cgroups live at `/skiff-<hash of data dir>/<id>` in every hierarchy, so two data dirs
-//!   never collide; the shim (or `remove`) deletes them, and the parent when it is empty.
+//! - Cgroups live at `/skiff-<hash of data dir>/<id>` (or `…/pod<uid>/<id>` for a pod's
+//!   containers, whose `pids.max` is pod-wide) in every hierarchy, so two data dirs never
+//!   collide; the shim (or `remove`) deletes them, and the parent when it is empty. Removal
+//!   never trusts state files to find processes: it kills through the cgroup tree.
+//! - The shim forks a guardian before creating the container: if the shim dies (even by
+//!   SIGKILL) the guardian kills the container's cgroup and records exit 137.
+//! - Logs rotate (`container.log`, `.1` … `.N-1`); [`logfile`] reads them with bounded memory.
 //! - Only `exec` (and `remove` of a container whose shim died) calls libcontainer in the
 //!   caller's process; both fork, so call them from a single-threaded process.
 
