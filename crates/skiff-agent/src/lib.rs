@@ -61,6 +61,64 @@ pub struct AgentConfig {
     /// How often emptyDir sizeLimits and ephemeral-storage limits are checked (kubelet's
     /// `--housekeeping-interval`, 10 s by default).
     pub housekeeping_interval: std::time::Duration,
+    /// Log rotation and PID limits of this node's containers.
+    pub limits: NodeLimits,
+}
+
+/// The kubelet's `--container-log-max-size`, `--container-log-max-files`, `--pod-max-pids` and
+/// the PIDs reserved for the node (`--system-reserved=pid=N` upstream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// Bytes; a container's live log rotates once it would grow past this (default 10Mi).
+    pub container_log_max_size: u64,
+    /// Log files kept per container, the live one included (default 5, at least 2).
+    pub container_log_max_files: u32,
+    /// PIDs of one pod, all its containers together; -1 = no per-pod limit.
+    pub pod_max_pids: i64,
+    /// PIDs kept for the node: all pods together get at most `pid_max - this` (0 = none).
+    pub system_reserved_pids: i64,
+}
+
+/// skiff's default `--pod-max-pids` (upstream's default is unlimited, which lets one fork
+/// bomb take the node): generous for any real pod, small next to the usual pid_max.
+pub const DEFAULT_POD_MAX_PIDS: i64 = 4096;
+/// Default PIDs reserved for the node (sshd, the agent, shims, kernel threads).
+pub const DEFAULT_SYSTEM_RESERVED_PIDS: i64 = 1000;
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            container_log_max_size: skiff_runtime::DEFAULT_LOG_MAX_SIZE,
+            container_log_max_files: skiff_runtime::DEFAULT_LOG_MAX_FILES,
+            pod_max_pids: DEFAULT_POD_MAX_PIDS,
+            system_reserved_pids: DEFAULT_SYSTEM_RESERVED_PIDS,
+        }
+    }
+}
+
+impl NodeLimits {
+    /// The pod cgroup of pod `uid` with these limits applied (see skiff_runtime::PodCgroup).
+    pub fn pod_cgroup(&self, uid: &str) -> skiff_runtime::PodCgroup {
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok());
+        let node = match pid_max {
+            Some(m) if self.system_reserved_pids > 0 => {
+                Some((m - self.system_reserved_pids).max(1))
+            }
+            _ => None,
+        };
+        let pod = (self.pod_max_pids > 0).then_some(self.pod_max_pids);
+        skiff_runtime::PodCgroup {
+            name: format!("pod{uid}"),
+            // A pod never gets more than the node's allocatable PIDs.
+            pids_max: match (pod, node) {
+                (Some(p), Some(n)) => Some(p.min(n)),
+                (p, n) => p.or(n),
+            },
+            node_pids_max: node,
+        }
+    }
 }
 
 /// `skiff exec [-i] -- ID CMD…` as a child of the agent. Its stderr belongs to the user (kubectl

@@ -385,8 +385,21 @@ async fn cleanup_orphans(ctx: &Arc<Ctx>, known: &HashMap<String, Pod>) {
         })
         .await;
     }
-    let net = ctx.net.clone();
     let known_uids: HashSet<String> = known.keys().cloned().collect();
+    let rt = ctx.runtime.clone();
+    let stale: Vec<String> = rt
+        .pod_cgroups()
+        .into_iter()
+        .filter(|n| !known_uids.contains(n.trim_start_matches("pod")))
+        .collect();
+    for name in stale {
+        let rt = ctx.runtime.clone();
+        let n = name.clone();
+        if let Err(e) = blocking(move || Ok(rt.remove_pod_cgroup(&n)?)).await {
+            tracing::warn!(cgroup = %name, "removing the cgroup of a pod that no longer exists: {e}");
+        }
+    }
+    let net = ctx.net.clone();
     let sandboxes = blocking(move || Ok(net.list_sandboxes()?))
         .await
         .unwrap_or_default();
@@ -832,6 +845,10 @@ impl Worker {
                 return false;
             }
         };
+        let limits = &self.ctx.config.limits;
+        spec.pod_cgroup = Some(limits.pod_cgroup(&self.uid));
+        spec.log_max_size = Some(limits.container_log_max_size);
+        spec.log_max_files = Some(limits.container_log_max_files);
         if sb.host_network {
             spec.network = skiff_runtime::NetworkMode::Host;
             spec.hostname = Some(self.ctx.config.node_name.clone());
@@ -1923,6 +1940,12 @@ impl Worker {
             if let Err(e) = r {
                 tracing::warn!(pod_uid = %self.uid, "removing container: {e}");
             }
+        }
+        // Whatever the containers' state files say: nothing of the pod survives it.
+        let rt = self.ctx.runtime.clone();
+        let cg = format!("pod{}", self.uid);
+        if let Err(e) = blocking(move || Ok(rt.remove_pod_cgroup(&cg)?)).await {
+            tracing::warn!(pod_uid = %self.uid, "removing the pod cgroup: {e}");
         }
         self.ctx.containers.invalidate();
         let net = self.ctx.net.clone();

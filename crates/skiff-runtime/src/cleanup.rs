@@ -12,10 +12,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::Duration;
 
+use crate::cgroups::hierarchy_roots;
 use crate::store::{append_line, external_work_dir, CDir, Layout};
 use crate::ContainerSpec;
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Best effort: everything except the container dir itself. Problems go to shim.log.
 pub(crate) fn leftovers(layout: &Layout, id: &str, cdir: &CDir, spec: &ContainerSpec) {
@@ -34,7 +33,7 @@ pub(crate) fn leftovers(layout: &Layout, id: &str, cdir: &CDir, spec: &Container
             let _ = fs::remove_dir_all(&lc_dir);
         }
     }
-    let cgroups_path = crate::spec::cgroups_path(&layout.data_dir, id);
+    let cgroups_path = crate::spec::container_cgroups_path(&layout.data_dir, spec, id);
     remove_cgroup_dirs(&cgroups_path);
     remove_cgroup_parent(layout);
 
@@ -121,8 +120,7 @@ pub(crate) fn unmount_all(path: &Path) -> nix::Result<()> {
 /// dir. Why not `delete` itself: it first builds a cgroup manager, which re-reads and
 /// re-verifies /proc/self/mountinfo once per controller (~1.5 ms of the teardown).
 /// Returns false when something is left; the caller then falls back to libcontainer.
-pub(crate) fn delete_stopped(layout: &Layout, id: &str) -> bool {
-    let cgroups_path = crate::spec::cgroups_path(&layout.data_dir, id);
+pub(crate) fn delete_stopped(layout: &Layout, id: &str, cgroups_path: &str) -> bool {
     let rel = cgroups_path.trim_start_matches('/');
     let mut ok = true;
     for root in hierarchy_roots() {
@@ -155,19 +153,6 @@ pub(crate) fn delete_stopped(layout: &Layout, id: &str) -> bool {
         Err(_) => ok = false,
     }
     ok
-}
-
-/// Every place a cgroup path can live: each v1 hierarchy and the v2 root.
-fn hierarchy_roots() -> Vec<std::path::PathBuf> {
-    let mut roots = vec![std::path::PathBuf::from(CGROUP_ROOT)];
-    if let Ok(rd) = fs::read_dir(CGROUP_ROOT) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                roots.push(e.path());
-            }
-        }
-    }
-    roots
 }
 
 /// rmdir of `<hierarchy>/<cgroups_path>` everywhere (only succeeds for empty cgroups).

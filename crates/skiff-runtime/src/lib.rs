@@ -27,13 +27,21 @@
 //! - `create_and_start` spawns `shim_exe shim --data-dir D ID` in a new session, passing a
 //!   socket (fd number in [`shim::SYNC_FD_ENV`]) on which the shim answers "started PID" or
 //!   "error MSG". The shim forks once so it is never the caller's child.
-//! - Cgroups live at `/skiff-<hash of data dir>/<id>` in every hierarchy, so two data dirs
-//!   never collide; the shim (or `remove`) deletes them, and the parent when it is empty.
+//! - Cgroups live at `/skiff-<hash of data dir>/<id>` (or `…/pod<uid>/<id>` for a pod's
+//!   containers, whose `pids.max` is pod-wide) in every hierarchy, so two data dirs never
+//!   collide; the shim (or `remove`) deletes them, and the parent when it is empty. Removal
+//!   never trusts state files to find processes: it kills through the cgroup tree.
+//! - The shim forks a guardian before creating the container: if the shim dies (even by
+//!   SIGKILL) the guardian kills the container's cgroup and records exit 137.
+//! - Logs rotate (`container.log`, `.1` … `.N-1`); [`logfile`] reads them with bounded memory.
 //! - Only `exec` (and `remove` of a container whose shim died) calls libcontainer in the
 //!   caller's process; both fork, so call them from a single-threaded process.
 
+pub mod cgroups;
 mod cleanup;
 pub mod cri;
+mod exec;
+pub mod logfile;
 pub mod shim;
 pub mod spec;
 mod store;
@@ -41,7 +49,6 @@ mod watch;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -55,6 +62,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 
+pub use cgroups::PodCgroup;
 pub use cleanup::leftover_cgroups;
 pub use cri::{format_cri_line, parse_cri_line};
 
@@ -165,7 +173,22 @@ pub struct ContainerSpec {
     pub cap_drop: Vec<String>,
     /// Remove the container (dir, rootfs) as soon as it exits.
     pub auto_remove: bool,
+    /// Create the container's cgroup below this pod cgroup (pod-wide PID limit).
+    #[serde(default)]
+    pub pod_cgroup: Option<PodCgroup>,
+    /// Rotate container.log once it would grow past this many bytes (default
+    /// [`DEFAULT_LOG_MAX_SIZE`]), like the kubelet's `--container-log-max-size`.
+    #[serde(default)]
+    pub log_max_size: Option<u64>,
+    /// Keep at most this many log files, the live one included (default
+    /// [`DEFAULT_LOG_MAX_FILES`], at least 2), like `--container-log-max-files`.
+    #[serde(default)]
+    pub log_max_files: Option<u32>,
 }
+
+/// The kubelet's defaults for `--container-log-max-size` (10Mi) and `--container-log-max-files`.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
+pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
 
 /// Existing namespaces a container joins (pod sandboxes share IPC and UTS between containers).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -313,6 +336,12 @@ pub(crate) fn friendly_start_error(msg: &str) -> String {
     msg.to_string()
 }
 
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io_err(format!("setting the mode of {}", path.display())))
+}
+
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut b = vec![0u8; bytes];
@@ -355,6 +384,7 @@ impl Runtime {
         }
         let data_dir =
             fs::canonicalize(dir).map_err(io_err(format!("resolving {}", dir.display())))?;
+        set_mode(&data_dir.join("containers"), 0o700)?;
         Ok(Self {
             config,
             layout: Layout { data_dir },
@@ -406,11 +436,19 @@ impl Runtime {
         let id = random_hex(32);
         let cdir = self.cdir(&id);
         // Validates the spec before anything touches the disk.
+        if let Some(pc) = &spec.pod_cgroup {
+            if !cgroups::valid_pod_cgroup_name(&pc.name) {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "invalid pod cgroup name {:?}",
+                    pc.name
+                )));
+            }
+        }
         let mut oci = spec::build_oci_spec(
             &spec,
             &id,
             &cdir.rootfs(),
-            &spec::cgroups_path(&self.layout.data_dir, &id),
+            &spec::container_cgroups_path(&self.layout.data_dir, &spec, &id),
         )?;
         spec::join_namespaces(&mut oci, join)?;
 
@@ -433,6 +471,8 @@ impl Runtime {
             };
             fs::create_dir_all(&cdir.0)
                 .map_err(io_err(format!("creating {}", cdir.0.display())))?;
+            // Logs and state are for root only (logs may hold secrets).
+            set_mode(&cdir.0, 0o700)?;
             let stored = StoredSpec {
                 id: id.clone(),
                 name: name.clone(),
@@ -467,7 +507,7 @@ impl Runtime {
         oci.save(bundle.join("config.json"))
             .map_err(|e| RuntimeError::Other(format!("writing OCI config of {id}: {e}")))?;
         write_state_json(&cdir.state(), &StoredState::default())?;
-        fs::File::create(cdir.log()).map_err(io_err("creating container.log"))?;
+        shim::open_log(&cdir.log()).map_err(io_err("creating container.log"))?;
         if auto_remove {
             let lock = lock_file(&cdir.wait_lock(), FlockArg::LockShared)?;
             self.held
@@ -604,9 +644,12 @@ impl Runtime {
         let state: StoredState = read_json(&cdir.state()).ok().flatten().unwrap_or_default();
         let exit: Option<ExitInfo> = read_json(&cdir.exit()).ok().flatten();
         let shim_alive = same_process_alive(state.shim_pid, state.shim_start);
+        // The shim died and its guardian is killing the container and recording the exit.
+        let guard_busy =
+            !shim_alive && exit.is_none() && same_process_alive(state.guard_pid, state.guard_start);
         let status = if exit.is_some() {
             Status::Exited
-        } else if shim_alive {
+        } else if shim_alive || guard_busy {
             if state.pid.is_some() {
                 Status::Running
             } else {
@@ -704,8 +747,8 @@ impl Runtime {
         }
     }
 
-    /// Calls `f` for every log line; with `follow`, keeps reading until the container has
-    /// exited and the file is drained.
+    /// Calls `f` for every log line (rotated files first); with `follow`, keeps reading,
+    /// across rotations, until the container has exited and the log is drained.
     pub fn logs(
         &self,
         id: &str,
@@ -713,44 +756,37 @@ impl Runtime {
         mut f: impl FnMut(&LogLine) -> std::io::Result<()>,
     ) -> Result<()> {
         let info = self.get(id)?;
-        let path = info.log_path.clone();
-        let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-        let mut reader = BufReader::new(file);
-        let watch = follow.then(|| self.watch(&info.id));
-        let mut pending: Vec<u8> = Vec::new();
         let io = |e: std::io::Error| RuntimeError::Io {
             context: format!("logs of {}", info.id),
             source: e,
         };
+        let reader =
+            logfile::LogReader::open(&info.log_path, logfile::Start::Beginning).map_err(io)?;
+        let mut records = logfile::RecordReader::new(reader);
+        let watch = follow.then(|| self.watch(&info.id));
         loop {
-            let mut buf = Vec::new();
-            let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
-            if n > 0 {
-                pending.extend_from_slice(&buf);
-                if pending.ends_with(b"\n") {
-                    if let Some(line) = parse_cri_line(&pending) {
-                        f(&line).map_err(io)?;
-                    }
-                    pending.clear();
+            if let Some(rec) = records.next_record().map_err(io)? {
+                if let Some(line) = parse_cri_line(&rec) {
+                    f(&line).map_err(io)?;
                 }
                 continue;
             }
             if !follow {
                 return Ok(());
             }
-            // EOF: done once the container exited and nothing more arrived since.
+            // Nothing new: done once the container exited and the log is drained.
             let exited = match self.info(&info.id) {
                 Ok(i) => matches!(i.status, Status::Exited | Status::Unknown),
                 Err(_) => true,
             };
             if exited {
-                let mut rest = Vec::new();
-                reader.read_to_end(&mut rest).map_err(io)?;
-                pending.extend_from_slice(&rest);
-                for l in pending.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    if let Some(line) = parse_cri_line(l) {
+                while let Some(rec) = records.next_record().map_err(io)? {
+                    if let Some(line) = parse_cri_line(&rec) {
                         f(&line).map_err(io)?;
                     }
+                }
+                if let Some(line) = parse_cri_line(&records.rest()) {
+                    f(&line).map_err(io)?;
                 }
                 return Ok(());
             }
@@ -771,28 +807,37 @@ impl Runtime {
         if opts.args.is_empty() {
             return Err(RuntimeError::InvalidSpec("exec: no command given".into()));
         }
-        let env: HashMap<String, String> = opts
-            .env
-            .iter()
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
+        let cdir = self.cdir(&info.id);
+        let bundle = cdir.bundle().join("config.json");
+        let oci = oci_spec::runtime::Spec::load(&bundle).map_err(|e| {
+            RuntimeError::Other(format!(
+                "exec in {}: reading {}: {e}",
+                info.id,
+                bundle.display()
+            ))
+        })?;
+        // Like `runc exec --process`: the exec'd process is the container's own process spec
+        // (capabilities, no_new_privs, rlimits, user and groups, AppArmor/SELinux labels) with
+        // only argv, env, cwd (and an explicit user) replaced.
+        let process = exec::exec_process(&oci, opts)
+            .map_err(|m| RuntimeError::Other(format!("exec in {}: {m}", info.id)))?;
+        let seccomp = oci.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let process_file = cdir.0.join(format!(".exec-{}.json", random_hex(8)));
+        write_json_atomic(&process_file, &process)?;
+        let _remove = exec::RemoveOnDrop(process_file.clone());
         let mut b = ContainerBuilder::new(info.id.clone(), SyscallType::default())
             .with_root_path(self.layout.runtime_root())
-            .map_err(|e| RuntimeError::Other(lc_error(&e)))?;
+            .map_err(|e| RuntimeError::Other(lc_error(&e)))?
+            // libcontainer's tenant builder drops the container's seccomp profile: the
+            // executor installs it as the very last step before execve.
+            .with_executor(exec::SeccompExecutor { seccomp });
         if !opts.stdin {
             let null = File::open("/dev/null").map_err(io_err("opening /dev/null"))?;
             b = b.with_stdin(null);
         }
         let b = b
             .as_tenant()
-            .with_container_args(opts.args.clone())
-            .with_env(env)
-            .with_cwd(opts.cwd.clone())
-            .with_user(opts.uid)
-            .with_group(opts.gid.or(opts.uid.map(|_| 0)))
+            .with_process(Some(process_file.clone()))
             .with_detach(false);
         // Ignored signals survive exec: give the command a default SIGPIPE (Rust ignores it).
         // SAFETY: restoring/setting dispositions without handler code.
@@ -892,6 +937,110 @@ impl Runtime {
         }
     }
 
+    /// Kills every process in pod cgroup `name` (whatever the containers' state files say),
+    /// removes the containers whose cgroups were below it (also those whose spec.json is
+    /// unreadable) and the pod cgroup itself. Ok if it does not exist.
+    pub fn remove_pod_cgroup(&self, name: &str) -> Result<()> {
+        if !cgroups::valid_pod_cgroup_name(name) {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "invalid pod cgroup name {name:?}"
+            )));
+        }
+        let rel = format!("{}/{name}", spec::cgroup_parent(&self.layout.data_dir));
+        let ids = cgroups::children(&rel);
+        if !cgroups::kill_tree(&rel, KILL_TIMEOUT) {
+            return Err(RuntimeError::Other(format!(
+                "processes of pod cgroup {name} survived SIGKILL"
+            )));
+        }
+        for id in ids.iter().filter(|id| valid_name(id)) {
+            if self.cdir(id).0.exists() {
+                self.purge_container(id);
+            }
+        }
+        let _lock = lock_file(&self.layout.cgroup_lock(), FlockArg::LockShared)?;
+        if !cgroups::remove_tree(&rel) {
+            return Err(RuntimeError::Other(format!(
+                "could not remove pod cgroup {rel}"
+            )));
+        }
+        drop(_lock);
+        cleanup::remove_cgroup_parent(&self.layout);
+        Ok(())
+    }
+
+    /// Names of the pod cgroups of this data dir.
+    pub fn pod_cgroups(&self) -> Vec<String> {
+        cgroups::children(&spec::cgroup_parent(&self.layout.data_dir))
+            .into_iter()
+            .filter(|n| n.starts_with("pod"))
+            .collect()
+    }
+
+    /// Removes container `id` by force, also when its spec.json or state.json is corrupt.
+    fn purge_container(&self, id: &str) {
+        let cdir = self.cdir(id);
+        // A shim still cleaning up after its (killed) container would write into the dir
+        // while it is removed: let it finish, or kill it (its pid is verified by start time).
+        if let Ok(Some(state)) = read_json::<StoredState>(&cdir.state()) {
+            let deadline = Instant::now() + KILL_TIMEOUT;
+            while same_process_alive(state.shim_pid, state.shim_start) {
+                if Instant::now() >= deadline {
+                    if let Some(pid) = state.shim_pid {
+                        let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                    break;
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        if self.remove(id, true).is_ok() {
+            return;
+        }
+        let no_spec = ContainerSpec::default();
+        for _ in 0..10 {
+            cleanup::leftovers(&self.layout, id, &cdir, &no_spec);
+            if cleanup::remove_dir(&cdir.0) {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// For `skiff reset`: SIGKILLs every process in every cgroup of this data dir (every
+    /// hierarchy, whatever the state files say), removes every container dir (also those
+    /// with corrupt state), every libcontainer state dir and every cgroup.
+    pub fn purge_all(&self) -> Result<()> {
+        let parent = spec::cgroup_parent(&self.layout.data_dir);
+        let killed = cgroups::kill_tree(&parent, KILL_TIMEOUT);
+        let ids: Vec<String> = fs::read_dir(self.layout.containers())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            self.purge_container(&id);
+        }
+        if let Ok(rd) = fs::read_dir(self.layout.runtime_root()) {
+            for e in rd.flatten() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let removed = cgroups::remove_tree(&parent);
+        match (killed, removed) {
+            (true, true) => Ok(()),
+            (false, _) => Err(RuntimeError::Other(format!(
+                "processes in cgroup {parent} survived SIGKILL"
+            ))),
+            (_, false) => Err(RuntimeError::Other(format!(
+                "could not remove every cgroup below {parent}"
+            ))),
+        }
+    }
+
     /// Removes an exited container (force: kill it first). Leaves no mounts, cgroups,
     /// libcontainer state or directories behind.
     pub fn remove(&self, id: &str, force: bool) -> Result<()> {
@@ -928,6 +1077,13 @@ impl Runtime {
         let cdir = self.cdir(&id);
         let stored: Option<StoredSpec> = read_json(&cdir.spec())?;
         if let Some(stored) = &stored {
+            // Whatever state.json says: nothing of the container may outlive its removal.
+            let cg = spec::container_cgroups_path(&self.layout.data_dir, &stored.spec, &id);
+            if !cgroups::kill_tree(&cg, KILL_TIMEOUT) {
+                return Err(RuntimeError::Other(format!(
+                    "processes of container {id} survived SIGKILL"
+                )));
+            }
             cleanup::leftovers(&self.layout, &id, &cdir, &stored.spec);
         }
         if !cleanup::remove_dir(&cdir.0) {

@@ -117,6 +117,87 @@ impl Reporter {
     fn finish(&mut self) {
         self.fd = None;
     }
+    fn raw_fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+}
+
+/// Tells the guardian the shim is done (exit.json written): it exits without killing.
+fn goodbye(guardian: Option<OwnedFd>) {
+    if let Some(fd) = guardian {
+        let _ = nix::unistd::write(&fd, b"x");
+    }
+}
+
+/// Forks the guardian: it blocks on a pipe whose only write end this shim holds. EOF without
+/// a goodbye byte means the shim died (even by SIGKILL): the guardian then SIGKILLs every
+/// process in the container's cgroup (frozen first), cleans up like the shim would and
+/// records exit 137, so the container never outlives its supervisor.
+fn spawn_guardian(
+    layout: &Layout,
+    id: &str,
+    cdir: &CDir,
+    spec: &ContainerSpec,
+    reporter_fd: Option<RawFd>,
+) -> Option<(OwnedFd, i32)> {
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).ok()?;
+    // SAFETY: the shim is single-threaded, so fork is sound.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            drop(r);
+            Some((w, child.as_raw()))
+        }
+        Ok(ForkResult::Child) => {
+            drop(w);
+            if let Some(fd) = reporter_fd {
+                // The caller must see the shim's end of the socket close with the shim.
+                let _ = nix::unistd::close(fd);
+            }
+            let _ = nix::sys::prctl::set_name(c"skiff-guard");
+            let mut b = [0u8; 1];
+            let died = loop {
+                match read(r.as_raw_fd(), &mut b) {
+                    Ok(0) => break true,
+                    Ok(_) => break false,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break false,
+                }
+            };
+            if died {
+                guard_cleanup(layout, id, cdir, spec);
+            }
+            std::process::exit(0)
+        }
+        Err(e) => {
+            append_line(
+                &cdir.shim_log(),
+                &format!("fork of the guardian failed: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// What the guardian does once the shim died: the container dies too, nothing is left.
+fn guard_cleanup(layout: &Layout, id: &str, cdir: &CDir, spec: &ContainerSpec) {
+    let cg = crate::spec::container_cgroups_path(&layout.data_dir, spec, id);
+    if !crate::cgroups::kill_tree(&cg, std::time::Duration::from_secs(10)) {
+        append_line(&cdir.shim_log(), "guardian: processes survived SIGKILL");
+    }
+    if cdir.exit().exists() {
+        return; // the shim got as far as recording the exit
+    }
+    append_line(
+        &cdir.shim_log(),
+        "shim died: the guardian killed the container with it",
+    );
+    cleanup::delete_stopped(layout, id, &cg);
+    cleanup::leftovers(layout, id, cdir, spec);
+    let exit = exit_info(None, Some(9), false, now_rfc3339_nano());
+    if write_json_atomic(&cdir.exit(), &exit).is_ok() && spec.auto_remove {
+        let _lock = lock_file(&cdir.wait_lock(), FlockArg::LockExclusive);
+        cleanup::remove_dir(&cdir.0);
+    }
 }
 
 fn take_sync_fd() -> Option<OwnedFd> {
@@ -139,18 +220,31 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
     let stored: StoredSpec =
         read_json(&cdir.spec())?.ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
     let me = getpid().as_raw();
+    // Forked before the container exists, so it holds nothing of it: if this shim dies
+    // without saying goodbye (kill -9), the guardian kills the container through its cgroup.
+    let (guardian, guard_pid) =
+        match spawn_guardian(layout, id, cdir, &stored.spec, reporter.raw_fd()) {
+            Some((fd, pid)) => (Some(fd), Some(pid)),
+            None => (None, None),
+        };
     let mut state = StoredState {
         shim_pid: Some(me),
         shim_start: proc_start_time(me),
+        guard_pid,
+        guard_start: guard_pid.and_then(proc_start_time),
         ..Default::default()
     };
-    write_state_json(&cdir.state(), &state)?;
-
-    let started = mount_rootfs(cdir, &stored.spec).and_then(|()| start(layout, id, cdir));
+    if let Err(e) = write_state_json(&cdir.state(), &state) {
+        goodbye(guardian);
+        return Err(e);
+    }
+    let started =
+        mount_rootfs(cdir, &stored.spec).and_then(|()| start(layout, id, cdir, &stored.spec));
     let (container, pid, out_r, err_r) = match started {
         Ok(v) => v,
         Err(e) => {
             cleanup::leftovers(layout, id, cdir, &stored.spec);
+            goodbye(guardian);
             return Err(e);
         }
     };
@@ -162,7 +256,19 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
     }
     reporter.started(pid.as_raw());
 
-    if let Err(e) = pump_logs(&cdir.log(), out_r, err_r, reporter) {
+    let rotation = Rotation {
+        max_size: stored
+            .spec
+            .log_max_size
+            .unwrap_or(crate::DEFAULT_LOG_MAX_SIZE)
+            .max(1),
+        max_files: stored
+            .spec
+            .log_max_files
+            .unwrap_or(crate::DEFAULT_LOG_MAX_FILES)
+            .max(2),
+    };
+    if let Err(e) = pump_logs(&cdir.log(), rotation, out_r, err_r, reporter) {
         append_line(&cdir.shim_log(), &format!("log copy failed: {e}"));
     }
     let status = loop {
@@ -175,7 +281,7 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
             }
         }
     };
-    let cgroups_path = crate::spec::cgroups_path(&layout.data_dir, id);
+    let cgroups_path = crate::spec::container_cgroups_path(&layout.data_dir, &stored.spec, id);
     let oom_killed = oom_kill_count(&cgroups_path) > 0;
     let (code, sig) = match status {
         Some(WaitStatus::Exited(_, c)) => (Some(c), None),
@@ -186,11 +292,13 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
 
     // The init is reaped: delete cgroups and libcontainer state without libcontainer's
     // cgroup manager (see cleanup::delete_stopped); libcontainer only if that fell short.
-    if !cleanup::delete_stopped(layout, id) {
+    if !cleanup::delete_stopped(layout, id, &cgroups_path) {
         delete_container(container, cdir);
     }
     cleanup::leftovers(layout, id, cdir, &stored.spec);
-    write_json_atomic(&cdir.exit(), &exit)?;
+    let written = write_json_atomic(&cdir.exit(), &exit);
+    goodbye(guardian);
+    written?;
     reporter.finish();
 
     if stored.spec.auto_remove {
@@ -292,7 +400,7 @@ pub(crate) fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> 
 
 type Started = (Container, Pid, OwnedFd, OwnedFd);
 
-fn start(layout: &Layout, id: &str, cdir: &CDir) -> Result<Started> {
+fn start(layout: &Layout, id: &str, cdir: &CDir, spec: &ContainerSpec) -> Result<Started> {
     let root = layout.runtime_root();
     fs::create_dir_all(&root)
         .map_err(crate::store::io_err(format!("creating {}", root.display())))?;
@@ -312,6 +420,9 @@ fn start(layout: &Layout, id: &str, cdir: &CDir) -> Result<Started> {
     // Shared lock: a concurrently exiting shim must not rmdir the cgroup parent while
     // libcontainer creates our cgroup below it.
     let cg_lock = lock_file(&layout.cgroup_lock(), FlockArg::LockShared)?;
+    if let Some(pc) = &spec.pod_cgroup {
+        crate::cgroups::ensure_pod_cgroup(&crate::spec::cgroup_parent(&layout.data_dir), pc)?;
+    }
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(&root)
         .and_then(|b| {
@@ -350,14 +461,96 @@ fn start_error(id: &str, e: &libcontainer::error::LibcontainerError) -> RuntimeE
     }
 }
 
+/// Log rotation settings (the kubelet's `--container-log-max-size`/`-max-files`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rotation {
+    pub max_size: u64,
+    /// Files kept including the live one (>= 2).
+    pub max_files: u32,
+}
+
+/// Opens a log file for appending, 0640 (logs may hold secrets; not for every local user).
+pub(crate) fn open_log(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// The CRI log with rotation: `container.log` is live; rotated files are `container.log.1`
+/// (newest) up to `container.log.<max_files-1>` (oldest). Records of one read are written
+/// with one write; no file grows past `max_size` unless a single record is larger.
+pub(crate) struct LogWriter {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    rotation: Rotation,
+    pending: Vec<u8>,
+}
+
+impl LogWriter {
+    pub fn open(path: &Path, rotation: Rotation) -> std::io::Result<Self> {
+        let file = open_log(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file,
+            size,
+            rotation,
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn push(&mut self, record: &[u8]) -> std::io::Result<()> {
+        let len = (self.pending.len() + record.len()) as u64;
+        if self.size + len > self.rotation.max_size && self.size + self.pending.len() as u64 > 0 {
+            self.flush()?;
+            self.rotate()?;
+        }
+        self.pending.extend_from_slice(record);
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file.write_all(&self.pending)?;
+            self.size += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let name = |i: u32| {
+            let mut s = self.path.as_os_str().to_owned();
+            s.push(format!(".{i}"));
+            PathBuf::from(s)
+        };
+        // rename() replaces the oldest in place; readers holding it open keep reading.
+        for i in (1..self.rotation.max_files - 1).rev() {
+            match fs::rename(name(i), name(i + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        fs::rename(&self.path, name(1))?;
+        self.file = open_log(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
 /// Copies both pipes into the CRI log until both reach EOF.
 fn pump_logs(
     log: &Path,
+    rotation: Rotation,
     out_r: OwnedFd,
     err_r: OwnedFd,
     reporter: &mut Reporter,
 ) -> std::io::Result<()> {
-    let mut file = OpenOptions::new().create(true).append(true).open(log)?;
+    let mut file = LogWriter::open(log, rotation)?;
     let mut streams = [
         (Some(out_r), Stream::Stdout, LineSplitter::default()),
         (Some(err_r), Stream::Stderr, LineSplitter::default()),
@@ -402,8 +595,9 @@ fn pump_logs(
             let now = now_rfc3339_nano();
             let wrote = !records.is_empty();
             for (full, text) in records {
-                file.write_all(&format_cri_line(&now, *stream, full, &text))?;
+                file.push(&format_cri_line(&now, *stream, full, &text))?;
             }
+            file.flush()?;
             if wrote {
                 reporter.wake();
             }

@@ -291,6 +291,14 @@ pub fn cgroups_path(data_dir: &Path, id: &str) -> String {
     format!("{}/{id}", cgroup_parent(data_dir))
 }
 
+/// The cgroup of container `id`: below its pod cgroup when it has one.
+pub fn container_cgroups_path(data_dir: &Path, spec: &ContainerSpec, id: &str) -> String {
+    match &spec.pod_cgroup {
+        Some(pc) => format!("{}/{}/{id}", cgroup_parent(data_dir), pc.name),
+        None => cgroups_path(data_dir, id),
+    }
+}
+
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
     MountBuilder::default()
         .destination(dest)

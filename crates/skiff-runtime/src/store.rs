@@ -115,6 +115,12 @@ pub(crate) struct StoredState {
     pub pid: Option<i32>,
     pub pid_start: Option<u64>,
     pub started_at: Option<String>,
+    /// The shim's guardian (kills the container if the shim dies), to tell "the shim died and
+    /// the guardian is cleaning up" from "the shim died and nobody is left".
+    #[serde(default)]
+    pub guard_pid: Option<i32>,
+    #[serde(default)]
+    pub guard_start: Option<u64>,
 }
 
 /// Writes JSON to a temp file and renames it over `path`, so readers never see half a file;

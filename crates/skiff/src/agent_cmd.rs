@@ -27,6 +27,48 @@ pub struct NodeArgs {
     /// (or on a registry on this machine). For air-gapped nodes.
     #[arg(long)]
     pub offline: bool,
+    /// A container's log is rotated once it would grow past this size (kubelet's flag;
+    /// a quantity like 10Mi, 512Ki or 1G).
+    #[arg(long, default_value = "10Mi", value_parser = parse_log_size)]
+    pub container_log_max_size: u64,
+    /// Log files kept per container, the live one included (kubelet's flag; at least 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub container_log_max_files: u32,
+    /// PIDs one pod may use, all its containers together (kubelet's flag); -1 for no limit.
+    #[arg(long, default_value_t = skiff_agent::DEFAULT_POD_MAX_PIDS, allow_negative_numbers = true)]
+    pub pod_max_pids: i64,
+    /// PIDs kept for the node: all pods together get at most pid_max minus this (the
+    /// kubelet's --system-reserved=pid=N); 0 for no node-wide limit.
+    #[arg(long, default_value_t = skiff_agent::DEFAULT_SYSTEM_RESERVED_PIDS)]
+    pub system_reserved_pids: i64,
+}
+
+/// A Kubernetes quantity of bytes ("10Mi", "1G", "65536"); at least 16Ki, so a full CRI record
+/// always fits in one file.
+fn parse_log_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected a quantity like 10Mi"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?}")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("invalid size {text:?}: too large"))?;
+    if v < 16 << 10 {
+        return Err(format!("invalid size {text:?}: must be at least 16Ki"));
+    }
+    Ok(v)
 }
 
 #[derive(Args)]
@@ -68,6 +110,12 @@ pub fn agent_config(
         offline: node.offline,
         sync_frequency: std::time::Duration::from_secs(60),
         housekeeping_interval: std::time::Duration::from_secs(10),
+        limits: skiff_agent::NodeLimits {
+            container_log_max_size: node.container_log_max_size,
+            container_log_max_files: node.container_log_max_files,
+            pod_max_pids: node.pod_max_pids,
+            system_reserved_pids: node.system_reserved_pids.max(0),
+        },
     })
 }
 
@@ -115,4 +163,21 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
             .context("node agent")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_log_size;
+
+    #[test]
+    fn log_sizes() {
+        assert_eq!(parse_log_size("10Mi"), Ok(10 << 20));
+        assert_eq!(parse_log_size("512Ki"), Ok(512 << 10));
+        assert_eq!(parse_log_size("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_log_size("65536"), Ok(65536));
+        assert!(parse_log_size("1Ki").is_err());
+        assert!(parse_log_size("10Xi").is_err());
+        assert!(parse_log_size("Mi").is_err());
+        assert!(parse_log_size("99999999999999999Gi").is_err());
+    }
 }

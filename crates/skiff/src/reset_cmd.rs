@@ -1,4 +1,4 @@
-//! `skiff reset`: removes every container, pod sandbox, the pod network, the routes to other
+//! `skiff reset`: kills every process in the data dir's cgroups and removes every container, pod sandbox, the pod network, the routes to other
 //! nodes and the service proxy's nftables table of a data dir, so a node can be wiped (like k3s's killall script). Images and
 //! cluster state are kept. Every step is attempted even when an earlier one fails.
 
@@ -17,15 +17,25 @@ pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
     if let Err(e) = skiff_agent::routes::remove_all(data_dir) {
         report("removing the routes to other nodes", &e);
     }
-    match crate::container_cmd::open_runtime(data_dir).and_then(|rt| Ok((rt.list()?, rt))) {
-        Ok((containers, runtime)) => {
-            for container in containers {
-                if let Err(e) = runtime.remove(&container.id, true) {
-                    report(&format!("removing container {}", container.name), &e);
+    match crate::container_cmd::open_runtime(data_dir) {
+        Ok(runtime) => {
+            match runtime.list() {
+                Ok(containers) => {
+                    for container in containers {
+                        if let Err(e) = runtime.remove(&container.id, true) {
+                            report(&format!("removing container {}", container.name), &e);
+                        }
+                    }
                 }
+                Err(e) => report("listing containers", &e),
+            }
+            // Whatever the state files say (corrupt, missing, a shim that died): every
+            // process in the data dir's cgroups is killed and every container dir removed.
+            if let Err(e) = runtime.purge_all() {
+                report("killing what is left in the data dir's cgroups", &e);
             }
         }
-        Err(e) => report("listing containers", &e),
+        Err(e) => report("opening the runtime", &e),
     }
     // subPath staging mounts and secret/memory tmpfs mounts, then the pods' files.
     skiff_agent::pods::remove_all_pod_dirs(data_dir);

@@ -2,9 +2,6 @@
 //! text like the kubelet does (P records joined up to their F record, optional timestamps,
 //! tailLines/sinceSeconds/limitBytes), streamed while following.
 
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,63 +99,46 @@ pub(crate) async fn handle(
         .unwrap_or_else(|_| bad_request("building the response"))
 }
 
-/// One reconstructed log line (with its trailing newline, if it had one).
-struct Line {
-    time: String,
-    text: Vec<u8>,
-}
-
-/// Turns CRI records into lines: P records are joined until their F record.
+/// Renders CRI records as the kubelet does: P records joined up to their F record, the
+/// line's timestamp (its first record's) in front with `timestamps`, lines before `since`
+/// dropped. Streams: a line is never buffered whole, so memory stays bounded.
 #[derive(Default)]
-struct Assembler {
-    raw: Vec<u8>,
-    partial: Option<Line>,
+struct Renderer {
+    /// The next record starts a line.
+    mid_line: bool,
+    /// Whether the current line is sent (sinceTime).
+    keep: bool,
 }
 
-impl Assembler {
-    fn push(&mut self, data: &[u8], out: &mut Vec<Line>) {
-        self.raw.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(pos) = self.raw[start..].iter().position(|b| *b == b'\n') {
-            let record = &self.raw[start..start + pos];
-            start += pos + 1;
-            let Some(rec) = skiff_runtime::parse_cri_line(record) else {
-                continue;
+impl Renderer {
+    fn push(&mut self, opts: &LogOptions, record: &[u8], out: &mut Vec<u8>) {
+        let Some(rec) = skiff_runtime::parse_cri_line(record) else {
+            return;
+        };
+        if !self.mid_line {
+            self.keep = match opts.since {
+                None => true,
+                Some(since) => rec
+                    .time
+                    .parse::<jiff::Timestamp>()
+                    .map_or(true, |t| t >= since),
             };
-            let line = self.partial.get_or_insert_with(|| Line {
-                time: rec.time.clone(),
-                text: Vec::new(),
-            });
-            line.text.extend_from_slice(&rec.text);
+            if self.keep && opts.timestamps {
+                out.extend_from_slice(rec.time.as_bytes());
+                out.push(b' ');
+            }
+        }
+        if self.keep {
+            out.extend_from_slice(&rec.text);
             if rec.full {
-                line.text.push(b'\n');
-                if let Some(l) = self.partial.take() {
-                    out.push(l);
-                }
+                out.push(b'\n');
             }
         }
-        self.raw.drain(..start);
-    }
-
-    /// At the very end: whatever is still partial (an unterminated last record).
-    fn finish(&mut self, out: &mut Vec<Line>) {
-        if !self.raw.is_empty() {
-            let raw = std::mem::take(&mut self.raw);
-            if let Some(rec) = skiff_runtime::parse_cri_line(&raw) {
-                let line = self.partial.get_or_insert_with(|| Line {
-                    time: rec.time.clone(),
-                    text: Vec::new(),
-                });
-                line.text.extend_from_slice(&rec.text);
-            }
-        }
-        if let Some(l) = self.partial.take() {
-            out.push(l);
-        }
+        self.mid_line = !rec.full;
     }
 }
 
-/// Writes lines to the client; false once the client went away or the byte limit was hit.
+/// Writes to the client; false once the client went away or the byte limit was hit.
 struct Sink<'a> {
     tx: &'a mpsc::Sender<Bytes>,
     opts: &'a LogOptions,
@@ -166,54 +146,33 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn keep(&self, line: &Line) -> bool {
-        match self.opts.since {
-            None => true,
-            Some(since) => line
-                .time
-                .parse::<jiff::Timestamp>()
-                .map_or(true, |t| t >= since),
-        }
-    }
-
-    fn send(&mut self, lines: Vec<Line>) -> bool {
-        let mut buf = Vec::new();
-        for line in lines {
-            if self.opts.timestamps {
-                buf.extend_from_slice(line.time.as_bytes());
-                buf.push(b' ');
-            }
-            buf.extend_from_slice(&line.text);
-        }
+    fn send(&mut self, buf: &mut Vec<u8>) -> bool {
         if buf.is_empty() {
             return !self.tx.is_closed();
         }
+        let mut data = std::mem::take(buf);
         let mut done = false;
         if let Some(limit) = self.opts.limit_bytes {
             let room = limit.saturating_sub(self.written) as usize;
-            if buf.len() >= room {
-                buf.truncate(room);
+            if data.len() >= room {
+                data.truncate(room);
                 done = true;
             }
         }
-        self.written += buf.len() as u64;
-        if !buf.is_empty() && self.tx.blocking_send(Bytes::from(buf)).is_err() {
+        self.written += data.len() as u64;
+        if !data.is_empty() && self.tx.blocking_send(Bytes::from(data)).is_err() {
             return false;
         }
         !done
     }
 }
 
-fn read_more(file: &mut Option<File>, buf: &mut Vec<u8>) -> usize {
-    buf.clear();
-    match file {
-        Some(f) => f.read_to_end(buf).unwrap_or(0),
-        None => 0,
-    }
-}
+/// Bytes sent to the client per chunk.
+const CHUNK: usize = 64 * 1024;
 
-/// The whole log request: the existing content (tail/since applied), then with `follow` new
-/// lines until `still_running` says the container is gone (and the file is drained).
+/// The whole log request: from the start of the rotated logs (or tailLines before the end,
+/// found by scanning backwards), sinceSeconds/limitBytes applied while streaming, then with
+/// `follow` new lines, across rotations, until `still_running` says the container is gone.
 fn stream(
     path: &std::path::Path,
     opts: &LogOptions,
@@ -221,60 +180,201 @@ fn stream(
     still_running: impl Fn() -> bool,
     tx: &mpsc::Sender<Bytes>,
 ) {
-    let mut file = File::open(path).ok();
-    let mut asm = Assembler::default();
+    use skiff_runtime::logfile::{LogReader, RecordReader, Start};
+    let start = match opts.tail_lines {
+        Some(n) => Start::TailLines(n),
+        None => Start::Beginning,
+    };
+    let Ok(reader) = LogReader::open(path, start) else {
+        return;
+    };
+    let mut records = RecordReader::new(reader);
+    let mut render = Renderer::default();
     let mut sink = Sink {
         tx,
         opts,
         written: 0,
     };
-    let mut buf = Vec::new();
-    // Existing content: tailLines needs the last N lines, so collect before sending.
-    let mut lines = Vec::new();
-    read_more(&mut file, &mut buf);
-    asm.push(&buf, &mut lines);
-    if !follow {
-        asm.finish(&mut lines);
-    }
-    let mut lines: VecDeque<Line> = lines.into_iter().filter(|l| sink.keep(l)).collect();
-    if let Some(n) = opts.tail_lines {
-        while lines.len() > n {
-            lines.pop_front();
-        }
-    }
-    if !sink.send(lines.into()) || !follow {
-        return;
-    }
+    let mut out = Vec::with_capacity(CHUNK);
     let mut last_check = Instant::now();
     loop {
-        let n = read_more(&mut file, &mut buf);
-        if n > 0 {
-            let mut out = Vec::new();
-            asm.push(&buf, &mut out);
-            if !sink.send(out) {
-                return;
+        match records.next_record() {
+            Ok(Some(rec)) => {
+                render.push(opts, &rec, &mut out);
+                if out.len() >= CHUNK && !sink.send(&mut out) {
+                    return;
+                }
+                continue;
             }
-            continue;
+            Ok(None) => {}
+            Err(_) => return,
         }
-        if tx.is_closed() {
+        if !sink.send(&mut out) {
+            return;
+        }
+        if !follow {
+            // An unterminated last record (a write in progress) is shown as is.
+            let rest = records.rest();
+            if !rest.is_empty() {
+                render.push(opts, &rest, &mut out);
+                sink.send(&mut out);
+            }
             return;
         }
         if last_check.elapsed() >= POLL {
             last_check = Instant::now();
             if !still_running() {
                 // The container is gone: drain what it wrote last, then end the stream.
-                let mut out = Vec::new();
-                read_more(&mut file, &mut buf);
-                asm.push(&buf, &mut out);
-                asm.finish(&mut out);
-                sink.send(out);
+                while let Ok(Some(rec)) = records.next_record() {
+                    render.push(opts, &rec, &mut out);
+                    if out.len() >= CHUNK && !sink.send(&mut out) {
+                        return;
+                    }
+                }
+                let rest = records.rest();
+                if !rest.is_empty() {
+                    render.push(opts, &rest, &mut out);
+                }
+                sink.send(&mut out);
                 return;
             }
-            // A log file that did not exist yet when the request came in.
-            if file.is_none() {
-                file = File::open(path).ok();
-            }
         }
-        std::thread::sleep(POLL / 4);
+        std::thread::sleep(POLL / 8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_runtime::{format_cri_line, Stream};
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn write(path: &std::path::Path, lines: &[(&str, bool, &str)]) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        for (t, full, text) in lines {
+            f.write_all(&format_cri_line(t, Stream::Stdout, *full, text.as_bytes()))
+                .unwrap();
+        }
+    }
+
+    fn collect(path: &std::path::Path, opts: LogOptions) -> String {
+        let (tx, mut rx) = mpsc::channel(16);
+        stream(path, &opts, false, || false, &tx);
+        drop(tx);
+        let mut out = Vec::new();
+        while let Some(b) = rx.blocking_recv() {
+            out.extend_from_slice(&b);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    const OLD: &str = "2020-01-01T00:00:00.000000000Z";
+
+    #[test]
+    fn tail_across_rotation_limit_and_since() {
+        let d = tempfile::tempdir().unwrap();
+        let live = d.path().join("container.log");
+        let rotated = d.path().join("container.log.1");
+        write(
+            &rotated,
+            &[(OLD, true, "a"), (OLD, true, "b"), (OLD, false, "c1-")],
+        );
+        let now = jiff::Timestamp::now().to_string();
+        // "c1-" + "c2" is one line split across the rotation boundary.
+        write(
+            &live,
+            &[(OLD, true, "c2"), (&now, true, "d"), (&now, true, "e")],
+        );
+        let all = collect(&live, LogOptions::default());
+        assert_eq!(all, "a\nb\nc1-c2\nd\ne\n");
+        let tail = |n| {
+            collect(
+                &live,
+                LogOptions {
+                    tail_lines: Some(n),
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!(tail(1), "e\n");
+        assert_eq!(tail(3), "c1-c2\nd\ne\n");
+        assert_eq!(tail(4), "b\nc1-c2\nd\ne\n");
+        assert_eq!(tail(100), all);
+        assert_eq!(tail(0), "");
+        let limited = collect(
+            &live,
+            LogOptions {
+                limit_bytes: Some(7),
+                ..Default::default()
+            },
+        );
+        assert_eq!(limited, "a\nb\nc1-");
+        let since = collect(
+            &live,
+            LogOptions {
+                since: Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60)),
+                timestamps: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(since, format!("{now} d\n{now} e\n"));
+    }
+
+    #[test]
+    fn follow_continues_after_rotation() {
+        let d = tempfile::tempdir().unwrap();
+        let live = d.path().join("container.log");
+        write(&live, &[(OLD, true, "1")]);
+        let running = std::sync::Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel(16);
+        let (path, r) = (live.clone(), running.clone());
+        let t = std::thread::spawn(move || {
+            let opts = LogOptions {
+                follow: true,
+                ..Default::default()
+            };
+            stream(&path, &opts, true, || r.load(Ordering::SeqCst), &tx);
+        });
+        let mut got = Vec::new();
+        let mut wait_for = |want: &str| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !String::from_utf8_lossy(&got).ends_with(want) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{:?}",
+                    String::from_utf8_lossy(&got)
+                );
+                if let Ok(b) = rx.try_recv() {
+                    got.extend_from_slice(&b);
+                } else {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        wait_for("1\n");
+        write(&live, &[(OLD, true, "2")]);
+        // Rotate twice before the follower looks again: .2 is the file it was reading.
+        std::fs::rename(&live, d.path().join("container.log.1")).unwrap();
+        write(&live, &[(OLD, true, "3")]);
+        std::fs::rename(
+            d.path().join("container.log.1"),
+            d.path().join("container.log.2"),
+        )
+        .unwrap();
+        std::fs::rename(&live, d.path().join("container.log.1")).unwrap();
+        write(&live, &[(OLD, true, "4")]);
+        wait_for("1\n2\n3\n4\n");
+        write(&live, &[(OLD, true, "5")]);
+        running.store(false, Ordering::SeqCst);
+        t.join().unwrap();
+        while let Ok(b) = rx.try_recv() {
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), "1\n2\n3\n4\n5\n");
     }
 }

@@ -1029,6 +1029,7 @@ pub async fn build_spec(
         cap_add: cap_names(caps.and_then(|c| c.add.as_ref())),
         cap_drop: cap_names(caps.and_then(|c| c.drop.as_ref())),
         auto_remove: false,
+        ..Default::default()
     })
 }
 

@@ -135,6 +135,7 @@ impl Harness {
             offline: true,
             sync_frequency: Duration::from_secs(60),
             housekeeping_interval: Duration::from_secs(10),
+            limits: Default::default(),
         };
         adjust(&mut config);
         let mut h = Harness {
