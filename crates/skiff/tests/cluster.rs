@@ -262,9 +262,16 @@ fn rolling_update_through_nodeport_loses_no_request() {
     build_web_images(&c);
     let port = node_port(&c);
     apply_web(&c, 9, port);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get("127.0.0.1", port).is_none() {
-        assert!(Instant::now() < deadline, "NodePort {port} never answered");
+    // The subject is the update: start the load once the proxy serves all nine pods (`rollout
+    // status` can finish before the last endpoints reach the node's table on a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 9 {
+        assert!(
+            Instant::now() < deadline,
+            "NodePort {port} served only {seen:?}"
+        );
+        seen.extend(answers(port, 9));
         std::thread::sleep(Duration::from_millis(100));
     }
 
