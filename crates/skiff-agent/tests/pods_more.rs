@@ -8,35 +8,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
-use pods_support::{container_status, is_ready, Harness};
+use pods_support::{container_status, instance, is_ready, log_text, Harness};
 use serde_json::json;
 use skiff_runtime::ContainerInfo;
-
-/// The newest runtime instance of `container` in pod `pod`.
-fn instance(h: &Harness, pod: &str, container: &str) -> Option<ContainerInfo> {
-    let mut mine: Vec<ContainerInfo> = h
-        .runtime()
-        .list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|i| {
-            skiff_agent::pods::parse_runtime_name(&i.name)
-                .is_some_and(|n| n.pod == pod && n.container == container)
-        })
-        .collect();
-    mine.sort_by_key(|i| {
-        std::cmp::Reverse(
-            skiff_agent::pods::parse_runtime_name(&i.name)
-                .map(|n| n.attempt)
-                .unwrap_or(0),
-        )
-    });
-    mine.into_iter().next()
-}
-
-fn log_text(info: &ContainerInfo) -> String {
-    std::fs::read_to_string(&info.log_path).unwrap_or_default()
-}
 
 fn condition(pod: &Pod, typ: &str) -> Option<String> {
     pod.status

@@ -9,35 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use pods_support::{container_status, Harness};
+use pods_support::{container_status, instances, log_text, Harness};
 use serde_json::json;
 use skiff_runtime::ContainerInfo;
-
-/// Every runtime instance of `container` in pod `pod`, newest first.
-fn instances(h: &Harness, pod: &str, container: &str) -> Vec<ContainerInfo> {
-    let mut mine: Vec<ContainerInfo> = h
-        .runtime()
-        .list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|i| {
-            skiff_agent::pods::parse_runtime_name(&i.name)
-                .is_some_and(|n| n.pod == pod && n.container == container)
-        })
-        .collect();
-    mine.sort_by_key(|i| {
-        std::cmp::Reverse(
-            skiff_agent::pods::parse_runtime_name(&i.name)
-                .map(|n| n.attempt)
-                .unwrap_or(0),
-        )
-    });
-    mine
-}
-
-fn log_text(info: &ContainerInfo) -> String {
-    std::fs::read_to_string(&info.log_path).unwrap_or_default()
-}
 
 /// Waits until the newest instance's log contains `needle`; returns that instance.
 async fn wait_log(h: &Harness, pod: &str, container: &str, needle: &str) -> ContainerInfo {

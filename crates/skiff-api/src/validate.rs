@@ -1418,13 +1418,7 @@ fn walk(
     if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
         return;
     }
-    let join = |k: &str| {
-        if path.is_empty() {
-            k.to_string()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
+    let join = |k: &str| field_path(path, k);
     match v {
         Value::Object(m) => {
             if let Some(props) = s.get("properties").and_then(Value::as_object) {
@@ -1448,5 +1442,14 @@ fn walk(
             }
         }
         _ => {}
+    }
+}
+
+/// `path.k`, or `k` at the top level (field paths in schema walks).
+fn field_path(path: &str, k: &str) -> String {
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
     }
 }

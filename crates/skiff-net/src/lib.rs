@@ -23,6 +23,7 @@
 
 mod cni;
 mod ns;
+pub use ns::mount_points;
 pub mod proxy;
 pub mod routes;
 

@@ -143,7 +143,7 @@ fn unmount(path: &Path) -> Result<()> {
 }
 
 /// Mount points from /proc/self/mountinfo (field 5, octal escapes decoded).
-fn mount_points() -> Result<Vec<PathBuf>> {
+pub fn mount_points() -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err("read mountinfo"))?;
     Ok(text
         .lines()

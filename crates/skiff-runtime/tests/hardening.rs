@@ -3,6 +3,8 @@
 //! state files, a fork bomb in a PID-limited pod cgroup, log rotation. Like lib_runtime, the
 //! test binary doubles as the shim.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,12 +15,6 @@ const APPLETS: &[&str] = &[
 ];
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("shim") {
-        skiff_runtime::shim::main(Path::new(&args[3]), &args[4]);
-    }
-    assert!(nix::unistd::geteuid().is_root(), "these tests need root");
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let tests: &[(&str, fn())] = &[
         (
             "exec_gets_the_containers_sandbox",
@@ -36,24 +32,7 @@ fn main() {
         ("fork_bomb_is_contained", fork_bomb_is_contained),
         ("logs_rotate_and_stay_bounded", logs_rotate_and_stay_bounded),
     ];
-    let mut failed = 0;
-    for (name, f) in tests {
-        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
-            continue;
-        }
-        eprintln!("test {name} ...");
-        let t = Instant::now();
-        if std::panic::catch_unwind(f).is_err() {
-            failed += 1;
-            eprintln!("test {name} FAILED");
-        } else {
-            eprintln!("test {name} ok ({:.1}s)", t.elapsed().as_secs_f64());
-        }
-    }
-    if failed > 0 {
-        eprintln!("{failed} test(s) failed");
-        std::process::exit(1);
-    }
+    support::main(tests);
 }
 
 struct Env {
@@ -66,16 +45,8 @@ impl Env {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let lower = dir.path().join("layer");
-        std::fs::create_dir_all(lower.join("bin")).unwrap();
-        std::fs::create_dir_all(lower.join("tmp")).unwrap();
+        support::busybox_layer(&lower, APPLETS);
         std::fs::create_dir_all(lower.join("m")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(lower.join("tmp"), std::fs::Permissions::from_mode(0o1777))
-            .unwrap();
-        std::fs::copy("/bin/busybox", lower.join("bin/busybox")).unwrap();
-        for a in APPLETS {
-            std::os::unix::fs::symlink("busybox", lower.join("bin").join(a)).unwrap();
-        }
         let rt = Runtime::new(RuntimeConfig {
             data_dir: dir.path().join("data"),
             shim_exe: std::env::current_exe().unwrap(),

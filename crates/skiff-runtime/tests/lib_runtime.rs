@@ -2,6 +2,8 @@
 //! doubles as the shim: invoked as `<self> shim --data-dir D ID` it runs
 //! `skiff_runtime::shim::main`, so these tests do not depend on the `skiff` CLI.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,31 +18,6 @@ const APPLETS: &[&str] = &[
 ];
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("shim") {
-        // shim --data-dir D ID
-        let data_dir = PathBuf::from(&args[3]);
-        // The shim's stderr is /dev/null: SKIFF_SHIM_TRACE=FILE captures libcontainer's traces.
-        if let Ok(path) = std::env::var("SKIFF_SHIM_TRACE") {
-            if let Ok(f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
-                tracing_subscriber::fmt()
-                    .with_writer(std::sync::Mutex::new(f))
-                    .with_env_filter("debug")
-                    .with_ansi(false)
-                    .init();
-            }
-        }
-        skiff_runtime::shim::main(&data_dir, &args[4]);
-    }
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "these tests need root (namespaces, mounts, cgroups)"
-    );
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let tests: &[(&str, fn())] = &[
         ("exit_codes_and_logs", exit_codes_and_logs),
         ("start_failure", start_failure),
@@ -55,24 +32,7 @@ fn main() {
         ("concurrent_starts", concurrent_starts),
         ("shim_crash_cleanup", shim_crash_cleanup),
     ];
-    let mut failed = 0;
-    for (name, f) in tests {
-        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
-            continue;
-        }
-        eprintln!("test {name} ...");
-        let t = Instant::now();
-        if std::panic::catch_unwind(f).is_err() {
-            failed += 1;
-            eprintln!("test {name} FAILED");
-        } else {
-            eprintln!("test {name} ok ({:.1}s)", t.elapsed().as_secs_f64());
-        }
-    }
-    if failed > 0 {
-        eprintln!("{failed} test(s) failed");
-        std::process::exit(1);
-    }
+    support::main(tests);
 }
 
 struct Env {
@@ -85,12 +45,7 @@ impl Env {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let lower = dir.path().join("layer");
-        std::fs::create_dir_all(lower.join("bin")).unwrap();
-        std::fs::create_dir_all(lower.join("tmp")).unwrap();
-        std::fs::copy("/bin/busybox", lower.join("bin/busybox")).unwrap();
-        for a in APPLETS {
-            std::os::unix::fs::symlink("busybox", lower.join("bin").join(a)).unwrap();
-        }
+        support::busybox_layer(&lower, APPLETS);
         let rt = Runtime::new(RuntimeConfig {
             data_dir: dir.path().join("data"),
             shim_exe: std::env::current_exe().unwrap(),

@@ -459,45 +459,15 @@ fn unmount_all(path: &Path) {
     }
 }
 
-/// Mount points at or below `dir`, deepest first (from /proc/self/mountinfo).
+/// Mount points at or below `dir`, deepest first.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(all) = skiff_net::mount_points() else {
         return Vec::new();
     };
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
-        .filter(|p| *p == prefix || p.starts_with(&format!("{prefix}/")))
-        .map(PathBuf::from)
-        .collect();
+    let mut out: Vec<PathBuf> = all.into_iter().filter(|p| p.starts_with(dir)).collect();
     out.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     out.dedup();
     out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Unmounts everything below `dir` (subPath staging mounts, secret and memory tmpfs); true
@@ -646,11 +616,5 @@ mod tests {
         );
         assert!(r.is_err());
         assert!(write_atomic(&dir, &[payload("../x", "y", 0o644)]).is_err());
-    }
-
-    #[test]
-    fn mountinfo_unescape() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
     }
 }

@@ -365,3 +365,35 @@ pub fn is_ready(pod: &Pod) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
+
+/// Runtime instances of `container` in pod `pod`, newest attempt first.
+pub fn instances(h: &Harness, pod: &str, container: &str) -> Vec<skiff_runtime::ContainerInfo> {
+    let mut mine: Vec<skiff_runtime::ContainerInfo> = h
+        .runtime()
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| {
+            skiff_agent::pods::parse_runtime_name(&i.name)
+                .is_some_and(|n| n.pod == pod && n.container == container)
+        })
+        .collect();
+    mine.sort_by_key(|i| {
+        std::cmp::Reverse(
+            skiff_agent::pods::parse_runtime_name(&i.name)
+                .map(|n| n.attempt)
+                .unwrap_or(0),
+        )
+    });
+    mine
+}
+
+/// The newest runtime instance of `container` in pod `pod`.
+pub fn instance(h: &Harness, pod: &str, container: &str) -> Option<skiff_runtime::ContainerInfo> {
+    instances(h, pod, container).into_iter().next()
+}
+
+/// The whole CRI log of one instance ("" if unreadable).
+pub fn log_text(info: &skiff_runtime::ContainerInfo) -> String {
+    std::fs::read_to_string(&info.log_path).unwrap_or_default()
+}

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::schema_for;
+use super::{field_path, schema_for};
 use crate::{ApiError, ResourceInfo};
 
 /// Go's name for a JSON value in `UnmarshalTypeError`.
@@ -100,13 +100,7 @@ fn walk(
             .find(|x| !x.is_string() && !x.is_null())
             .map(|x| mismatch(json_type(x), val_ty.to_string()));
     }
-    let join = |k: &str| {
-        if path.is_empty() {
-            k.to_string()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
+    let join = |k: &str| field_path(path, k);
     match v {
         Value::Object(m) => {
             let props = s.get("properties").and_then(Value::as_object)?;
