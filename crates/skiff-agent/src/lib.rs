@@ -2,7 +2,9 @@
 //! turns pods bound to the node into sandboxes (skiff-net) and containers (skiff-runtime, images
 //! from skiff-image), runs probes, restarts containers with back-off, terminates pods gracefully,
 //! reports status through pods/status, serves logs and exec to the API server over an
-//! authenticated HTTPS endpoint, and re-adopts running containers after a restart.
+//! authenticated HTTPS endpoint, and re-adopts running containers after a restart. Pod volumes
+//! (subPath beneath its volume, atomic-writer config volumes, tmpfs secrets) and the eviction of
+//! pods over their storage limits are its own (`pods::volumes`).
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §3, §5, §9.
 
 pub mod api;

@@ -1,8 +1,10 @@
 //! skiff-apiserver owns the Kubernetes API server of skiff: HTTPS (rustls + a self-signed CA from
-//! rcgen), bearer-token authentication, discovery (legacy and aggregated v2), OpenAPI v3, REST
-//! handlers for every resource in `skiff_api::resources`, subresources (status, scale, binding,
-//! eviction; log/exec behind a node-proxy seam), watch fan-out from the store, and the in-process
-//! admission steps (defaults, validation, managedFields, finalizers, namespace lifecycle).
+//! rcgen) with handshake/header/idle timeouts and a connection cap, bearer-token authentication,
+//! max-in-flight limits, discovery (legacy and aggregated v2), OpenAPI v3, REST handlers for every
+//! resource in `skiff_api::resources`, subresources (status, scale, binding, eviction; log/exec
+//! proxied to the node agent), watch fan-out from the store, the in-process admission steps
+//! (defaults, validation, managedFields, finalizers, namespace lifecycle) and Secrets encryption
+//! at rest.
 //!
 //! Entry points: [`Server::bind`] + [`Server::run`] (or [`serve`]) for a real listener, and
 //! [`router`] for an in-process axum router over an [`AppState`].

@@ -2,8 +2,9 @@
 //! namespaces (bind-mounted so they outlive any process), and its network is set up by the
 //! standard CNI plugins (bridge + host-local IPAM, portmap for hostPort) from Debian's
 //! containernetworking-plugins, with a default config skiff writes per data dir. `lo` inside the
-//! sandbox is brought up by skiff itself (no loopback plugin exec). The service proxy (nftables)
-//! joins this crate in a later issue.
+//! sandbox is brought up by skiff itself (no loopback plugin exec). It also owns the service
+//! proxy (one nftables table per data dir, rewritten atomically) and the routes to other nodes'
+//! pod CIDRs.
 //!
 //! CONTRACT (skiff-agent is written against these signatures; keep them):
 //! ```text
