@@ -84,12 +84,13 @@ fn classify<'a>(containers: impl IntoIterator<Item = Resources<'a>>) -> QosClass
 
 fn typed(c: &Container) -> Resources<'static> {
     let r = c.resources.as_ref();
-    let pick = |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
-        QOS_RESOURCES
-            .iter()
-            .filter_map(|n| m.and_then(|m| m.get(*n)).map(|q| (*n, q.0.clone())))
-            .collect()
-    };
+    let pick =
+        |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+            QOS_RESOURCES
+                .iter()
+                .filter_map(|n| m.and_then(|m| m.get(*n)).map(|q| (*n, q.0.clone())))
+                .collect()
+        };
     Resources {
         requests: pick(r.and_then(|r| r.requests.as_ref())),
         limits: pick(r.and_then(|r| r.limits.as_ref())),
@@ -171,18 +172,30 @@ mod tests {
     fn classes_follow_upstream() {
         let cases = [
             (json!({}), QosClass::BestEffort),
-            (json!({"requests": {"cpu": "0", "memory": "0"}}), QosClass::BestEffort),
+            (
+                json!({"requests": {"cpu": "0", "memory": "0"}}),
+                QosClass::BestEffort,
+            ),
             (json!({"requests": {"cpu": "100m"}}), QosClass::Burstable),
-            (json!({"limits": {"cpu": "1", "memory": "1Gi"}}), QosClass::Guaranteed),
+            (
+                json!({"limits": {"cpu": "1", "memory": "1Gi"}}),
+                QosClass::Guaranteed,
+            ),
             (json!({"limits": {"cpu": "1"}}), QosClass::Burstable),
             (
                 json!({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}),
                 QosClass::Burstable,
             ),
             // Only cpu and memory count.
-            (json!({"limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"},
-                    "requests": {"ephemeral-storage": "1Mi"}}), QosClass::Guaranteed),
-            (json!({"requests": {"ephemeral-storage": "1Mi"}}), QosClass::BestEffort),
+            (
+                json!({"limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+                    "requests": {"ephemeral-storage": "1Mi"}}),
+                QosClass::Guaranteed,
+            ),
+            (
+                json!({"requests": {"ephemeral-storage": "1Mi"}}),
+                QosClass::BestEffort,
+            ),
         ];
         for (res, want) in cases {
             assert_eq!(both(one(res.clone())), (want, want), "{res}");
@@ -197,7 +210,12 @@ mod tests {
 
     #[test]
     fn json_numbers_are_quantities() {
-        let spec = one(json!({"requests": {"cpu": 1, "memory": "1Gi"}, "limits": {"cpu": "1000m", "memory": "1Gi"}}));
-        assert_eq!(pod_qos_json(spec.as_object().unwrap()), QosClass::Guaranteed);
+        let spec = one(
+            json!({"requests": {"cpu": 1, "memory": "1Gi"}, "limits": {"cpu": "1000m", "memory": "1Gi"}}),
+        );
+        assert_eq!(
+            pod_qos_json(spec.as_object().unwrap()),
+            QosClass::Guaranteed
+        );
     }
 }

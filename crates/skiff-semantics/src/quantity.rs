@@ -75,7 +75,11 @@ impl Quantity {
             let d = i128::from(c - b'0');
             if i >= int_part.len() {
                 // Trailing fractional zeros add nothing; skip them so they cannot overflow.
-                if d == 0 && frac_part.as_bytes()[i - int_part.len()..].iter().all(|b| *b == b'0') {
+                if d == 0
+                    && frac_part.as_bytes()[i - int_part.len()..]
+                        .iter()
+                        .all(|b| *b == b'0')
+                {
                     break;
                 }
                 exp -= 1;
@@ -115,17 +119,12 @@ impl Quantity {
                 }
                 exp += e;
             }
-            s if s
-                .bytes()
-                .all(|b| b"eEinumkKMGTP+-0123456789".contains(&b)) =>
-            {
+            s if s.bytes().all(|b| b"eEinumkKMGTP+-0123456789".contains(&b)) => {
                 return Err(QuantityError::Suffix)
             }
             _ => return Err(QuantityError::Format),
         }
-        let mantissa = mantissa
-            .checked_mul(binary)
-            .ok_or(QuantityError::Numeric)?;
+        let mantissa = mantissa.checked_mul(binary).ok_or(QuantityError::Numeric)?;
         Ok(Quantity::new(if neg { -mantissa } else { mantissa }, exp))
     }
 
@@ -149,7 +148,11 @@ impl Quantity {
             return 0;
         }
         let shift = i64::from(self.exp) - i64::from(scale);
-        let sat = if self.mantissa > 0 { i128::MAX } else { i128::MIN };
+        let sat = if self.mantissa > 0 {
+            i128::MAX
+        } else {
+            i128::MIN
+        };
         if shift >= 0 {
             u32::try_from(shift)
                 .ok()
@@ -339,7 +342,10 @@ mod tests {
 
     #[test]
     fn malformed_quantities_are_refused() {
-        for bad in ["", ".", "abc", "1Qi", "1.2.3", "1e", "1e+", "1ee3", "--1", "1 Mi", "1KiB", "inf", "NaN", "1e1001"] {
+        for bad in [
+            "", ".", "abc", "1Qi", "1.2.3", "1e", "1e+", "1ee3", "--1", "1 Mi", "1KiB", "inf",
+            "NaN", "1e1001",
+        ] {
             assert!(Quantity::parse(bad).is_err(), "{bad:?} parsed");
         }
     }

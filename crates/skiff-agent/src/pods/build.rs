@@ -183,46 +183,14 @@ pub fn field_value(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option
     })
 }
 
-/// Quantities: cpu in millicores.
+/// Quantities: cpu in millicores (`MilliValue()`, the shared exact parser).
 pub fn parse_cpu_milli(q: &str) -> Option<i64> {
-    let q = q.trim();
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse::<f64>().ok().map(|v| v.ceil() as i64);
-    }
-    parse_quantity(q).map(|v| (v * 1000.0).ceil() as i64)
+    skiff_semantics::quantity::parse_milli_value(q)
 }
 
-/// Quantities: bytes (binary and decimal suffixes, exponents).
+/// Quantities: bytes (`Value()`, rounded up; the shared exact parser).
 pub fn parse_bytes(q: &str) -> Option<i64> {
-    parse_quantity(q.trim()).map(|v| v.ceil() as i64)
-}
-
-fn parse_quantity(q: &str) -> Option<f64> {
-    const SUFFIXES: &[(&str, f64)] = &[
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    for (s, mult) in SUFFIXES {
-        if let Some(n) = q.strip_suffix(s) {
-            if let Ok(v) = n.parse::<f64>() {
-                return Some(v * mult);
-            }
-        }
-    }
-    q.parse::<f64>().ok()
+    skiff_semantics::quantity::parse_value(q)
 }
 
 fn resource(c: &Container, limits: bool, name: &str) -> Option<String> {
@@ -231,49 +199,9 @@ fn resource(c: &Container, limits: bool, name: &str) -> Option<String> {
     m.as_ref()?.get(name).map(|q| q.0.clone())
 }
 
-/// QoS class (§9): Guaranteed / Burstable / BestEffort.
+/// QoS class (§9): the one shared with the API server's `status.qosClass`.
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let Some(spec) = pod.spec.as_ref() else {
-        return "BestEffort";
-    };
-    let all: Vec<&Container> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &all {
-        for res in ["cpu", "memory"] {
-            let limit = resource(c, true, res);
-            // A request defaults to the limit.
-            let request = resource(c, false, res).or_else(|| limit.clone());
-            if limit.is_some() || request.is_some() {
-                any = true;
-            }
-            let parse = |q: &Option<String>| {
-                q.as_deref().and_then(|q| {
-                    if res == "cpu" {
-                        parse_cpu_milli(q)
-                    } else {
-                        parse_bytes(q)
-                    }
-                })
-            };
-            match (parse(&limit), parse(&request)) {
-                (Some(l), Some(r)) if l == r => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    skiff_semantics::pod_qos(pod).as_str()
 }
 
 /// A pod volume on the host.
