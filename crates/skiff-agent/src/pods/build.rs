@@ -971,6 +971,34 @@ mod tests {
         assert_eq!(expand("$(A)-$(B)-$$(A)-$", &vars), "x-$(B)-$(A)-$");
     }
 
+    /// The API server's `status.qosClass` and the agent's class come from one function: a pod
+    /// whose request is `cpu: 1` and limit `cpu: 1000m` is Guaranteed in both (they disagreed
+    /// when the API server compared the strings and the agent compared floats).
+    #[test]
+    fn qos_class_agrees_with_api_server_status() {
+        let cases = [
+            (("1", "1000m"), ("64Mi", "67108864"), "Guaranteed"),
+            (("0.5", "500m"), ("1Gi", "1024Mi"), "Guaranteed"),
+            (("999m", "1"), ("1Gi", "1Gi"), "Burstable"),
+        ];
+        for ((cpu_req, cpu_lim), (mem_req, mem_lim), want) in cases {
+            let mut body = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"containers": [{"name": "c", "image": "x", "resources": {
+                    "requests": {"cpu": cpu_req, "memory": mem_req},
+                    "limits": {"cpu": cpu_lim, "memory": mem_lim}}}]}
+            });
+            let info = skiff_api::resources::by_kind("v1", "Pod").unwrap();
+            skiff_api::defaults::apply_defaults(info, &mut body);
+            assert_eq!(
+                body["status"]["qosClass"], want,
+                "API server, cpu {cpu_req}/{cpu_lim}"
+            );
+            let pod: Pod = serde_json::from_value(body).unwrap();
+            assert_eq!(qos_class(&pod), want, "agent, cpu {cpu_req}/{cpu_lim}");
+        }
+    }
+
     #[test]
     fn quantities() {
         assert_eq!(parse_cpu_milli("500m"), Some(500));
@@ -979,6 +1007,10 @@ mod tests {
         assert_eq!(parse_bytes("64Mi"), Some(64 << 20));
         assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
         assert_eq!(parse_bytes("129e6"), Some(129_000_000));
+        // Exact past f64's 53 bits; malformed quantities are refused, not guessed.
+        assert_eq!(parse_bytes("9007199254740993"), Some(9_007_199_254_740_993));
+        assert_eq!(parse_cpu_milli("1.0001"), Some(1001));
+        assert_eq!(parse_bytes("1.5.5Mi"), None);
         assert_eq!(canonical_bytes(10 << 20, "10Mi"), "10Mi");
         assert_eq!(canonical_bytes(1 << 30, "1024Mi"), "1Gi");
         assert_eq!(canonical_bytes(20_000_000, "10M"), "20M");
