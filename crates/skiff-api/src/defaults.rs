@@ -433,57 +433,10 @@ fn pod(obj: &mut Map<String, Value>) {
             }
         }
     }
-    let qos = qos_class(spec);
+    let qos = skiff_semantics::pod_qos_json(spec).as_str();
     let status = child(obj, "status");
     default(status, "phase", json!("Pending"));
     default(status, "qosClass", json!(qos));
-}
-
-/// `qos.GetPodQOS`: Guaranteed when every container has cpu and memory limits equal to the
-/// requests, BestEffort when nothing is requested or limited, else Burstable.
-fn qos_class(spec: &Map<String, Value>) -> &'static str {
-    let mut any = false;
-    let mut guaranteed = true;
-    for key in ["containers", "initContainers"] {
-        for c in spec
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let res = c.get("resources");
-            let get = |which: &str, r: &str| {
-                res.and_then(|x| x.get(which))
-                    .and_then(|x| x.get(r))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
-            for r in ["cpu", "memory"] {
-                let (req, lim) = (get("requests", r), get("limits", r));
-                if req.as_deref().is_some_and(|q| !is_zero_quantity(q))
-                    || lim.as_deref().is_some_and(|q| !is_zero_quantity(q))
-                {
-                    any = true;
-                }
-                match (req, lim) {
-                    (Some(a), Some(b)) if a == b => {}
-                    (None, Some(_)) => {}
-                    _ => guaranteed = false,
-                }
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
-}
-
-fn is_zero_quantity(q: &str) -> bool {
-    !q.chars().any(|c| ('1'..='9').contains(&c))
 }
 
 /// `SetDefaults_PodSpec` and everything nested in it.

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 
+use skiff_semantics::{Quantity, QuantityError};
+
 use crate::{ApiError, Cause, ResourceInfo};
 
 mod cronjob;
@@ -989,42 +991,11 @@ fn container(
     }
 }
 
-/// Quantity → f64 (enough to compare requests with limits).
-fn quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(n * mult)
-}
-
 fn resources(e: &mut Errs, res: Option<&Value>, f: &str) {
     let Some(res) = res else {
         return;
     };
-    let mut parsed: BTreeMap<(&str, String), f64> = BTreeMap::new();
+    let mut parsed: BTreeMap<(&str, String), Quantity> = BTreeMap::new();
     for which in ["limits", "requests"] {
         if let Some(m) = res.get(which).and_then(Value::as_object) {
             for (k, v) in m {
@@ -1033,15 +1004,19 @@ fn resources(e: &mut Errs, res: Option<&Value>, f: &str) {
                     Value::Number(n) => n.to_string(),
                     _ => String::new(),
                 };
-                match quantity(&s) {
-                    Some(q) if q >= 0.0 => {
+                match Quantity::parse(&s) {
+                    Ok(q) if !q.is_negative() => {
                         parsed.insert((which, k.clone()), q);
                     }
-                    Some(_) => e.invalid(&format!("{f}.{which}[{k}]"), v, "must be greater than or equal to 0"),
-                    None => e.invalid(
+                    Ok(_) => e.invalid(
                         &format!("{f}.{which}[{k}]"),
                         v,
-                        "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                        "must be greater than or equal to 0",
+                    ),
+                    Err(_) => e.invalid(
+                        &format!("{f}.{which}[{k}]"),
+                        v,
+                        &QuantityError::Format.to_string(),
                     ),
                 }
             }

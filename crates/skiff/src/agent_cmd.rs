@@ -43,28 +43,24 @@ pub struct NodeArgs {
     pub system_reserved_pids: i64,
 }
 
-/// A Kubernetes quantity of bytes ("10Mi", "1G", "65536"); at least 16Ki, so a full CRI record
-/// always fits in one file.
+/// A Kubernetes quantity of bytes ("10Mi", "1G", "65536"), read by the shared parser; at
+/// least 16Ki, so a full CRI record always fits in one file.
 fn parse_log_size(text: &str) -> Result<u64, String> {
+    use skiff_semantics::Quantity;
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected a quantity like 10Mi"))?;
-    let mult: u64 = match unit {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "k" | "K" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?}")),
-    };
-    let v = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("invalid size {text:?}: too large"))?;
+    // skiff accepted "K" before it used the shared parser; upstream spells it "k".
+    let t = t
+        .strip_suffix('K')
+        .map_or_else(|| t.to_string(), |n| format!("{n}k"));
+    let q = Quantity::parse(&t)
+        .map_err(|e| format!("invalid size {text:?}: expected a quantity like 10Mi ({e})"))?;
+    if q.is_negative() {
+        return Err(format!("invalid size {text:?}: must not be negative"));
+    }
+    if q > Quantity::new(i128::from(i64::MAX), 0) {
+        return Err(format!("invalid size {text:?}: too large"));
+    }
+    let v = u64::try_from(q.value()).map_err(|_| format!("invalid size {text:?}: too large"))?;
     if v < 16 << 10 {
         return Err(format!("invalid size {text:?}: must be at least 16Ki"));
     }
@@ -179,5 +175,8 @@ mod tests {
         assert!(parse_log_size("10Xi").is_err());
         assert!(parse_log_size("Mi").is_err());
         assert!(parse_log_size("99999999999999999Gi").is_err());
+        assert_eq!(parse_log_size("64K"), Ok(64_000));
+        assert_eq!(parse_log_size("1.5Mi"), Ok(3 << 19));
+        assert!(parse_log_size("-1Mi").is_err());
     }
 }

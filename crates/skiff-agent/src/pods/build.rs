@@ -183,46 +183,14 @@ pub fn field_value(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option
     })
 }
 
-/// Quantities: cpu in millicores.
+/// Quantities: cpu in millicores (`MilliValue()`, the shared exact parser).
 pub fn parse_cpu_milli(q: &str) -> Option<i64> {
-    let q = q.trim();
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse::<f64>().ok().map(|v| v.ceil() as i64);
-    }
-    parse_quantity(q).map(|v| (v * 1000.0).ceil() as i64)
+    skiff_semantics::quantity::parse_milli_value(q)
 }
 
-/// Quantities: bytes (binary and decimal suffixes, exponents).
+/// Quantities: bytes (`Value()`, rounded up; the shared exact parser).
 pub fn parse_bytes(q: &str) -> Option<i64> {
-    parse_quantity(q.trim()).map(|v| v.ceil() as i64)
-}
-
-fn parse_quantity(q: &str) -> Option<f64> {
-    const SUFFIXES: &[(&str, f64)] = &[
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    for (s, mult) in SUFFIXES {
-        if let Some(n) = q.strip_suffix(s) {
-            if let Ok(v) = n.parse::<f64>() {
-                return Some(v * mult);
-            }
-        }
-    }
-    q.parse::<f64>().ok()
+    skiff_semantics::quantity::parse_value(q)
 }
 
 fn resource(c: &Container, limits: bool, name: &str) -> Option<String> {
@@ -231,49 +199,9 @@ fn resource(c: &Container, limits: bool, name: &str) -> Option<String> {
     m.as_ref()?.get(name).map(|q| q.0.clone())
 }
 
-/// QoS class (§9): Guaranteed / Burstable / BestEffort.
+/// QoS class (§9): the one shared with the API server's `status.qosClass`.
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let Some(spec) = pod.spec.as_ref() else {
-        return "BestEffort";
-    };
-    let all: Vec<&Container> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &all {
-        for res in ["cpu", "memory"] {
-            let limit = resource(c, true, res);
-            // A request defaults to the limit.
-            let request = resource(c, false, res).or_else(|| limit.clone());
-            if limit.is_some() || request.is_some() {
-                any = true;
-            }
-            let parse = |q: &Option<String>| {
-                q.as_deref().and_then(|q| {
-                    if res == "cpu" {
-                        parse_cpu_milli(q)
-                    } else {
-                        parse_bytes(q)
-                    }
-                })
-            };
-            match (parse(&limit), parse(&request)) {
-                (Some(l), Some(r)) if l == r => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    skiff_semantics::pod_qos(pod).as_str()
 }
 
 /// A pod volume on the host.
@@ -1043,6 +971,34 @@ mod tests {
         assert_eq!(expand("$(A)-$(B)-$$(A)-$", &vars), "x-$(B)-$(A)-$");
     }
 
+    /// The API server's `status.qosClass` and the agent's class come from one function: a pod
+    /// whose request is `cpu: 1` and limit `cpu: 1000m` is Guaranteed in both (they disagreed
+    /// when the API server compared the strings and the agent compared floats).
+    #[test]
+    fn qos_class_agrees_with_api_server_status() {
+        let cases = [
+            (("1", "1000m"), ("64Mi", "67108864"), "Guaranteed"),
+            (("0.5", "500m"), ("1Gi", "1024Mi"), "Guaranteed"),
+            (("999m", "1"), ("1Gi", "1Gi"), "Burstable"),
+        ];
+        for ((cpu_req, cpu_lim), (mem_req, mem_lim), want) in cases {
+            let mut body = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"containers": [{"name": "c", "image": "x", "resources": {
+                    "requests": {"cpu": cpu_req, "memory": mem_req},
+                    "limits": {"cpu": cpu_lim, "memory": mem_lim}}}]}
+            });
+            let info = skiff_api::resources::by_kind("v1", "Pod").unwrap();
+            skiff_api::defaults::apply_defaults(info, &mut body);
+            assert_eq!(
+                body["status"]["qosClass"], want,
+                "API server, cpu {cpu_req}/{cpu_lim}"
+            );
+            let pod: Pod = serde_json::from_value(body).unwrap();
+            assert_eq!(qos_class(&pod), want, "agent, cpu {cpu_req}/{cpu_lim}");
+        }
+    }
+
     #[test]
     fn quantities() {
         assert_eq!(parse_cpu_milli("500m"), Some(500));
@@ -1051,6 +1007,10 @@ mod tests {
         assert_eq!(parse_bytes("64Mi"), Some(64 << 20));
         assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
         assert_eq!(parse_bytes("129e6"), Some(129_000_000));
+        // Exact past f64's 53 bits; malformed quantities are refused, not guessed.
+        assert_eq!(parse_bytes("9007199254740993"), Some(9_007_199_254_740_993));
+        assert_eq!(parse_cpu_milli("1.0001"), Some(1001));
+        assert_eq!(parse_bytes("1.5.5Mi"), None);
         assert_eq!(canonical_bytes(10 << 20, "10Mi"), "10Mi");
         assert_eq!(canonical_bytes(1 << 30, "1024Mi"), "1Gi");
         assert_eq!(canonical_bytes(20_000_000, "10M"), "20M");

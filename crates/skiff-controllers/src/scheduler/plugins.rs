@@ -29,86 +29,17 @@ impl Resources {
     }
 }
 
-/// Parses a Kubernetes quantity into thousandths of its unit, rounding up (like
-/// `Quantity.MilliValue()` / `Value()` round away from zero). None if malformed.
-pub fn parse_milli(q: &str) -> Option<i128> {
-    let q = q.trim();
-    let (neg, q) = match q.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, q.strip_prefix('+').unwrap_or(q)),
-    };
-    let num_end = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(num_end);
-    if number.is_empty() || number == "." {
-        return None;
-    }
-    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
-    if frac_part.contains('.') || int_part.len() + frac_part.len() > 30 {
-        return None;
-    }
-    let mut mantissa: i128 = 0;
-    for c in int_part.chars().chain(frac_part.chars()) {
-        mantissa = mantissa * 10 + i128::from(c.to_digit(10)?);
-    }
-    // value_milli = mantissa * num / (10^frac * den)
-    let mut den: i128 = 10i128.checked_pow(u32::try_from(frac_part.len()).ok()?)?;
-    let num: i128 = match suffix {
-        "n" => {
-            den = den.checked_mul(1_000_000)?;
-            1
-        }
-        "u" => {
-            den = den.checked_mul(1_000)?;
-            1
-        }
-        "m" => 1,
-        "" => 1_000,
-        "k" => 1_000_000,
-        "M" => 1_000_000_000,
-        "G" => 1_000_000_000_000,
-        "T" => 1_000_000_000_000_000,
-        "P" => 1_000_000_000_000_000_000,
-        "E" => 1_000_000_000_000_000_000_000,
-        "Ki" => 1_000 << 10,
-        "Mi" => 1_000 << 20,
-        "Gi" => 1_000 << 30,
-        "Ti" => 1_000 << 40,
-        "Pi" => 1_000 << 50,
-        "Ei" => 1_000 << 60,
-        s if s.starts_with(['e', 'E']) => {
-            let exp: i32 = s[1..].parse().ok()?;
-            if !(-30..=30).contains(&exp) {
-                return None;
-            }
-            if exp >= 0 {
-                1_000i128.checked_mul(10i128.pow(exp.unsigned_abs()))?
-            } else {
-                den = den.checked_mul(10i128.pow(exp.unsigned_abs()))?;
-                1_000
-            }
-        }
-        _ => return None,
-    };
-    let prod = mantissa.checked_mul(num)?;
-    let v = (prod + den - 1) / den;
-    Some(if neg { -v } else { v })
-}
-
-fn clamp_i64(v: i128) -> i64 {
-    v.clamp(0, i128::from(i64::MAX)) as i64
-}
-
-/// Millicores of a cpu quantity (0 if malformed).
+/// Millicores of a cpu quantity (0 if malformed or negative).
 pub fn milli_cpu(q: &Quantity) -> i64 {
-    parse_milli(&q.0).map(clamp_i64).unwrap_or(0)
+    skiff_semantics::Quantity::try_from(q)
+        .map(|q| q.milli_value().max(0))
+        .unwrap_or(0)
 }
 
-/// Whole units (bytes, pods) of a quantity, rounded up (0 if malformed).
+/// Whole units (bytes, pods) of a quantity, rounded up (0 if malformed or negative).
 pub fn units(q: &Quantity) -> i64 {
-    parse_milli(&q.0)
-        .map(|m| clamp_i64((m + 999).div_euclid(1000)))
+    skiff_semantics::Quantity::try_from(q)
+        .map(|q| q.value().max(0))
         .unwrap_or(0)
 }
 

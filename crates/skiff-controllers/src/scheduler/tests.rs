@@ -49,23 +49,24 @@ fn reason(r: std::result::Result<(), Rejection>) -> String {
 
 #[test]
 fn quantities() {
-    assert_eq!(parse_milli("100m"), Some(100));
-    assert_eq!(parse_milli("1"), Some(1000));
-    assert_eq!(parse_milli("1.5"), Some(1500));
-    assert_eq!(parse_milli("0.1"), Some(100));
-    assert_eq!(parse_milli("1Ki"), Some(1024 * 1000));
-    assert_eq!(parse_milli("2Gi"), Some(2 * (1 << 30) * 1000));
-    assert_eq!(parse_milli("1e3"), Some(1_000_000));
-    assert_eq!(parse_milli("1M"), Some(1_000_000_000));
-    assert_eq!(parse_milli("1u"), Some(1));
-    assert_eq!(parse_milli("abc"), None);
-    assert_eq!(parse_milli("1Qi"), None);
+    assert_eq!(parse_milli_value("100m"), Some(100));
+    assert_eq!(parse_milli_value("1"), Some(1000));
+    assert_eq!(parse_milli_value("1.5"), Some(1500));
+    assert_eq!(parse_milli_value("0.1"), Some(100));
+    assert_eq!(parse_milli_value("1Ki"), Some(1024 * 1000));
+    assert_eq!(parse_milli_value("2Gi"), Some(2 * (1 << 30) * 1000));
+    assert_eq!(parse_milli_value("1e3"), Some(1_000_000));
+    assert_eq!(parse_milli_value("1M"), Some(1_000_000_000));
+    assert_eq!(parse_milli_value("1u"), Some(1));
+    assert_eq!(parse_milli_value("abc"), None);
+    assert_eq!(parse_milli_value("1Qi"), None);
     assert_eq!(units(&Quantity("128974848".into())), 128974848);
     assert_eq!(units(&Quantity("129e6".into())), 129000000);
     assert_eq!(units(&Quantity("123Mi".into())), 123 * 1024 * 1024);
 }
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use skiff_semantics::quantity::parse_milli_value;
 
 #[test]
 fn effective_requests_use_init_max_and_sidecars() {
