@@ -25,16 +25,31 @@ pub fn main(tests: &[(&str, fn())]) {
         }
         skiff_runtime::shim::main(Path::new(&args[3]), &args[4]);
     }
+    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    let selected = tests
+        .iter()
+        .filter(|(name, _)| filter.as_ref().is_none_or(|f| name.contains(f.as_str())));
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in selected {
+            println!("{name}: test");
+        }
+        return;
+    }
+    // Like libtest's #[ignore]: every test here needs root, so a plain `cargo test` skips them
+    // and `-- --include-ignored` (what scripts/test passes) runs them.
+    if !args.iter().any(|a| a == "--include-ignored" || a == "--ignored") {
+        let n = selected
+            .map(|(name, _)| eprintln!("test {name} ... ignored, needs root: namespaces, mounts, cgroups"))
+            .count();
+        eprintln!("{n} test(s) ignored (run with -- --include-ignored as root)");
+        return;
+    }
     assert!(
         nix::unistd::geteuid().is_root(),
         "these tests need root (namespaces, mounts, cgroups)"
     );
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let mut failed = 0;
-    for (name, f) in tests {
-        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
-            continue;
-        }
+    for (name, f) in selected {
         eprintln!("test {name} ...");
         let t = Instant::now();
         if std::panic::catch_unwind(f).is_err() {
