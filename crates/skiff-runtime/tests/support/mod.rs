@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Instant;
 
 /// Runs as the shim when invoked as `<self> shim --data-dir D ID`; otherwise runs `tests`
-/// (those whose name contains the first non-flag argument) and exits 1 if any failed.
+/// (those whose name contains the first non-flag argument) and exits 1 if any failed. All of
+/// them need root, so like libtest's `#[ignore]` they only run with `--include-ignored` or
+/// `--ignored`; `--list` lists them.
 pub fn main(tests: &[(&str, fn())]) {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("shim") {
@@ -37,9 +39,14 @@ pub fn main(tests: &[(&str, fn())]) {
     }
     // Like libtest's #[ignore]: every test here needs root, so a plain `cargo test` skips them
     // and `-- --include-ignored` (what scripts/test passes) runs them.
-    if !args.iter().any(|a| a == "--include-ignored" || a == "--ignored") {
+    if !args
+        .iter()
+        .any(|a| a == "--include-ignored" || a == "--ignored")
+    {
         let n = selected
-            .map(|(name, _)| eprintln!("test {name} ... ignored, needs root: namespaces, mounts, cgroups"))
+            .map(|(name, _)| {
+                eprintln!("test {name} ... ignored, needs root: namespaces, mounts, cgroups")
+            })
             .count();
         eprintln!("{n} test(s) ignored (run with -- --include-ignored as root)");
         return;
