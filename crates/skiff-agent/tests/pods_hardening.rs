@@ -62,6 +62,7 @@ async fn delete_and_wait(h: &Harness, name: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn fork_bomb_in_a_pod_is_contained() {
     const LIMIT: i64 = 50;
     let h = Harness::start_with(|c| c.limits.pod_max_pids = LIMIT).await;
@@ -147,6 +148,7 @@ async fn fork_bomb_in_a_pod_is_contained() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn killed_shim_leaves_no_duplicate_container() {
     let h = Harness::start().await;
     h.create_pod(
@@ -193,6 +195,7 @@ async fn killed_shim_leaves_no_duplicate_container() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn corrupt_spec_does_not_survive_pod_deletion() {
     let h = Harness::start().await;
     h.create_pod(
@@ -249,6 +252,7 @@ async fn corrupt_spec_does_not_survive_pod_deletion() {
 /// max-size × max-files keeps its files bounded; `--tail`, `--limit-bytes` and `-f` (across
 /// rotations) read the newest lines from the rotated files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn logs_rotate_and_stream_across_rotation() {
     use futures::{AsyncBufReadExt, StreamExt};
     use kube::api::LogParams;

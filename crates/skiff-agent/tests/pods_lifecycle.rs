@@ -11,6 +11,7 @@ use pods_support::{container_status, is_ready, Harness};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn pod_runs_becomes_ready_and_is_reachable() {
     let h = Harness::start().await;
     h.create_pod(
@@ -45,6 +46,7 @@ async fn pod_runs_becomes_ready_and_is_reachable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn env_configmap_and_volume() {
     let h = Harness::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
@@ -95,6 +97,7 @@ async fn env_configmap_and_volume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn crash_loop_back_off() {
     let h = Harness::start().await;
     h.create_pod(
@@ -136,6 +139,7 @@ async fn crash_loop_back_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn graceful_delete_and_agent_restart_keeps_containers() {
     let mut h = Harness::start().await;
     h.create_pod(

@@ -43,6 +43,7 @@ fn ns_link(pid: i32, ns: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn containers_share_localhost_hostname_and_ipc() {
     let h = Harness::start().await;
     h.create_pod(
@@ -130,6 +131,7 @@ async fn containers_share_localhost_hostname_and_ipc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn readiness_flips_both_ways() {
     let h = Harness::start().await;
     h.create_pod(
@@ -185,6 +187,7 @@ async fn readiness_flips_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn secret_env_and_volume() {
     let h = Harness::start().await;
     let secrets: Api<Secret> = Api::namespaced(h.client.clone(), "default");
@@ -248,6 +251,7 @@ async fn secret_env_and_volume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn termination_grace_term_then_kill() {
     let h = Harness::start().await;
     let shared = h.dir.path().join("shared");
@@ -343,6 +347,7 @@ async fn termination_grace_term_then_kill() {
 /// cluster DNS with the namespace's search path, and both arrive even in a read-only root
 /// filesystem (which stays read-only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn hosts_and_resolv_conf_even_on_a_read_only_root() {
     let h = Harness::start().await;
     h.create_pod(
@@ -403,6 +408,7 @@ async fn hosts_and_resolv_conf_even_on_a_read_only_root() {
 /// `hostNetwork: true`: the pod serves on the host's network with the node's IP and hostname,
 /// and resolves names through the node's own resolv.conf.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn host_network_pod_serves_on_the_node() {
     let h = Harness::start().await;
     let port = {
@@ -474,6 +480,7 @@ async fn host_network_pod_serves_on_the_node() {
 /// Two running instances of one container (what an agent killed mid-start can leave): the
 /// newest is the pod's container, the older one is removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn duplicate_instances_are_removed() {
     let h = Harness::start().await;
     h.create_pod(

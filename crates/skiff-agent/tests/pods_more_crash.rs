@@ -9,6 +9,7 @@ use pods_support::{container_status, Harness};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn crash_loop_back_off_delays_grow() {
     let h = Harness::start().await;
     h.create_pod(

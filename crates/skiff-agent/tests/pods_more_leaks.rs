@@ -72,6 +72,7 @@ fn leftovers(h: &Harness) -> Vec<(&'static str, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn hundred_cycles_leave_nothing_behind() {
     let h = Harness::start().await;
     let started = Instant::now();

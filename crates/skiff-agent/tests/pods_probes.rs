@@ -8,6 +8,7 @@ use pods_support::{container_status, Harness};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn oom_killed() {
     let h = Harness::start().await;
     h.create_pod(
@@ -35,6 +36,7 @@ async fn oom_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn liveness_failure_restarts() {
     let h = Harness::start().await;
     h.create_pod(

@@ -115,6 +115,7 @@ fn uid_of(pid: i32) -> String {
 const SHOW_UID: &str = "echo UID=$(/bin/busybox id -u); exec sleep 3600";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn run_as_non_root_is_enforced_like_the_kubelet() {
     let h = Harness::start().await;
     image_with_user(&h, "bb-named:1", "nobody");
@@ -237,6 +238,7 @@ fn ns_link(path: impl AsRef<Path>) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn host_pid_and_host_ipc_share_the_hosts_namespaces() {
     let h = Harness::start().await;
     let me = std::process::id();
@@ -295,6 +297,7 @@ async fn host_pid_and_host_ipc_share_the_hosts_namespaces() {
 /// A USER name is looked up in the image's own /etc/passwd and /etc/group (never the host's):
 /// before, any name ran as root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn image_user_names_resolve_inside_the_image_only() {
     let h = Harness::start().await;
     build_image(

@@ -106,6 +106,7 @@ async fn create_secret(h: &Harness, name: &str, string_data: serde_json::Value) 
 /// and `subPath: up/etc`. Neither may start: CreateContainerConfigError with the kubelet's
 /// message, no runtime container, and no mount of anything outside the volume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn subpath_symlink_escape_is_refused() {
     let h = Harness::start().await;
     // A host file the escape would expose.
@@ -212,6 +213,7 @@ async fn subpath_symlink_escape_is_refused() {
 /// nested directory (created), an in-volume relative symlink, and a ConfigMap key. Writes
 /// through a directory subPath land in the volume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn subpath_dirs_and_files_work() {
     let h = Harness::start().await;
     create_config_map(&h, "subcm", json!({"app.conf": "port=80"})).await;
@@ -261,6 +263,7 @@ async fn subpath_dirs_and_files_work() {
 /// ConfigMap, Secret, projected and downwardAPI volumes are read-only in the container even
 /// when the volumeMount does not say so: no write, no delete, no planted link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn config_volumes_are_read_only() {
     let h = Harness::start().await;
     create_config_map(&h, "rocm", json!({"k": "v"})).await;
@@ -308,6 +311,7 @@ async fn config_volumes_are_read_only() {
 /// A secret volume lives on tmpfs (statfs magic), with the asked-for modes, in a directory
 /// another local user cannot read; the tmpfs goes with the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn secret_volume_on_tmpfs_with_modes_and_private_dirs() {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     let h = Harness::start().await;
@@ -379,6 +383,7 @@ async fn secret_volume_on_tmpfs_with_modes_and_private_dirs() {
 /// A running pod sees ConfigMap and Secret changes (a key changed, one added, one removed)
 /// within the sync period; a subPath mount of a key keeps its old content, as upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn config_map_and_secret_updates_reach_running_pods() {
     let h = Harness::start_with(|c| c.sync_frequency = Duration::from_secs(2)).await;
     create_config_map(&h, "live", json!({"a": "1", "b": "2"})).await;
@@ -446,6 +451,7 @@ async fn config_map_and_secret_updates_reach_running_pods() {
 /// eviction manager's message, containers killed, an Evicted event); so is a container over
 /// its ephemeral-storage limit; a memory emptyDir cannot grow past its cap (ENOSPC).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn storage_limits_evict_and_memory_empty_dir_is_capped() {
     let h = Harness::start_with(|c| c.housekeeping_interval = Duration::from_secs(2)).await;
     h.create_pod(
@@ -565,6 +571,7 @@ async fn storage_limits_evict_and_memory_empty_dir_is_capped() {
 /// `skiff reset` unmounts subPath staging mounts and secret/memory tmpfs mounts and removes
 /// the pods' directories, whatever the agent left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
 async fn reset_unmounts_pod_volumes() {
     let mut h = Harness::start().await;
     create_secret(&h, "rsec", json!({"k": "v"})).await;

@@ -98,6 +98,7 @@ fn setup() -> Setup {
 }
 
 #[test]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 fn copy_through_a_wildcard_symlink_cannot_leave_the_context() {
     let s = setup();
     let attacks = [

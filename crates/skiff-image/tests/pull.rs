@@ -147,6 +147,7 @@ fn blob_count(dir: &std::path::Path) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 async fn pulls_an_index_to_an_unpacked_tagged_image() {
     let host = serve(registry(false, false)).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -177,6 +178,7 @@ async fn pulls_an_index_to_an_unpacked_tagged_image() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 async fn bad_content_and_unknown_tags_change_nothing() {
     for (corrupt, wrong_diff) in [(true, false), (false, true)] {
         let host = serve(registry(corrupt, wrong_diff)).await;

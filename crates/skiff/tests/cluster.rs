@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{build_web_images, http_get, Cluster, Load, LoadResult};
 
 #[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
 fn deployment_runs_real_containers_reachable_on_pod_ips() {
     assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
     let c = Cluster::start();
@@ -116,6 +117,7 @@ fn answers(port: u16, n: usize) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
 fn nodeport_and_cluster_ip_reach_every_pod() {
     assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
     let c = Cluster::start();
@@ -256,6 +258,7 @@ fn nodeport_and_cluster_ip_reach_every_pod() {
 }
 
 #[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
 fn rolling_update_through_nodeport_loses_no_request() {
     assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
     let c = Cluster::start();
@@ -401,6 +404,7 @@ fn wait_two_nodes_ready(c: &Cluster, b: &common::cluster::Agent) {
 /// serves pods on both nodes; draining a node under load loses no request; when a node dies,
 /// its pods are replaced on the surviving node and the NodePort keeps answering.
 #[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
 fn second_node_joins_serves_drains_and_fails_over() {
     assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
     // Two node /24s in a /23 of our own (other cluster tests use 100.64.10-39.0/24).
@@ -533,6 +537,7 @@ fn web_pod_ips(c: &Cluster) -> Vec<(String, String, String)> {
 /// pod network: a NodePort on either node reaches pods on both, a pod reaches a pod on the other
 /// node by its IP, and logs and exec reach the other node's agent.
 #[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
 fn pods_on_two_hosts_share_one_network() {
     assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
     let other = common::cluster::OtherHost::create();
@@ -640,6 +645,7 @@ fn pods_on_two_hosts_share_one_network() {
 /// and `kubectl logs job/…`; a Job with completions and parallelism; a failing Job stops at its
 /// backoffLimit; a finished Job with ttlSecondsAfterFinished goes away with its pods.
 #[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
 fn jobs_run_to_completion_fail_at_backoff_limit_and_expire() {
     assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
     let c = Cluster::start();
@@ -758,6 +764,7 @@ spec:
 /// A DaemonSet runs one pod on every node, replaces a deleted one on the same node, and rolls
 /// a new image out node by node.
 #[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
 fn daemonset_runs_one_pod_per_node_and_rolls_out() {
     assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
     let cidr = format!("100.64.{}.0/23", 40 + 2 * (std::process::id() % 8));
@@ -866,6 +873,7 @@ spec:
 /// A pod whose image is not on the node is pulled from its registry (here one on loopback,
 /// which an `--offline` node still uses), with kubelet's Pulling/Pulled events.
 #[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
 fn pods_pull_missing_images_from_a_registry() {
     assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
     let c = Cluster::start();
@@ -994,6 +1002,7 @@ fn pods_pull_missing_images_from_a_registry() {
 /// at once); its Jobs' pods really run, `lastScheduleTime` and `lastSuccessfulTime` follow, and
 /// deleting the CronJob takes its Jobs along.
 #[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
 fn cronjob_schedules_jobs_that_run() {
     assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
     let c = Cluster::start();

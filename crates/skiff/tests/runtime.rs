@@ -10,6 +10,7 @@ mod common;
 use common::Skiff;
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn exit_codes_and_stdout() {
     let s = Skiff::with_busybox();
     let (code, out, _) = s.run(&["run", "--rm", "bb:1", "sh", "-c", "echo hello; exit 3"]);
@@ -27,6 +28,7 @@ fn exit_codes_and_stdout() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn env_workdir_user() {
     let s = Skiff::with_busybox();
     let out = s.ok(&[
@@ -71,6 +73,7 @@ fn env_workdir_user() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn cri_log_file_streams_and_tags() {
     let s = Skiff::with_busybox();
     let id = s.ok(&[
@@ -110,6 +113,7 @@ fn cri_log_file_streams_and_tags() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn logs_follow_while_running() {
     let s = Skiff::with_busybox();
     s.ok(&[
@@ -133,6 +137,7 @@ fn logs_follow_while_running() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn memory_limit_oom_kill() {
     let s = Skiff::with_busybox();
     let (code, _, err) = s.run(&[
@@ -156,6 +161,7 @@ fn memory_limit_oom_kill() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn pids_limit() {
     let s = Skiff::with_busybox();
     let (_, out, err) = s.run(&[
@@ -177,6 +183,7 @@ fn pids_limit() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn stop_grace_period() {
     let s = Skiff::with_busybox();
     // Traps TERM: exits by itself, well before the grace period ends.
@@ -215,6 +222,7 @@ fn stop_grace_period() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn detached_container_outlives_cli_and_exec() {
     let s = Skiff::with_busybox();
     let id = s.ok(&["run", "-d", "--name", "bg", "bb:1", "sleep", "1000"]);
@@ -277,6 +285,7 @@ fn detached_container_outlives_cli_and_exec() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn rm_force_running() {
     let s = Skiff::with_busybox();
     let id = s.ok(&["run", "-d", "bb:1", "sleep", "1000"]);
@@ -292,6 +301,7 @@ fn rm_force_running() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn names_are_unique() {
     let s = Skiff::with_busybox();
     s.ok(&["run", "-d", "--name", "same", "bb:1", "sleep", "100"]);
@@ -302,6 +312,7 @@ fn names_are_unique() {
 }
 
 #[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
 fn twenty_concurrent_runs() {
     let s = Skiff::with_busybox();
     let children: Vec<_> = (0..20)

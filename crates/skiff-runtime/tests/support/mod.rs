@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Instant;
 
 /// Runs as the shim when invoked as `<self> shim --data-dir D ID`; otherwise runs `tests`
-/// (those whose name contains the first non-flag argument) and exits 1 if any failed.
+/// (those whose name contains the first non-flag argument) and exits 1 if any failed. All of
+/// them need root, so like libtest's `#[ignore]` they only run with `--include-ignored` or
+/// `--ignored`; `--list` lists them.
 pub fn main(tests: &[(&str, fn())]) {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("shim") {
@@ -25,16 +27,36 @@ pub fn main(tests: &[(&str, fn())]) {
         }
         skiff_runtime::shim::main(Path::new(&args[3]), &args[4]);
     }
+    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    let selected = tests
+        .iter()
+        .filter(|(name, _)| filter.as_ref().is_none_or(|f| name.contains(f.as_str())));
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in selected {
+            println!("{name}: test");
+        }
+        return;
+    }
+    // Like libtest's #[ignore]: every test here needs root, so a plain `cargo test` skips them
+    // and `-- --include-ignored` (what scripts/test passes) runs them.
+    if !args
+        .iter()
+        .any(|a| a == "--include-ignored" || a == "--ignored")
+    {
+        let n = selected
+            .map(|(name, _)| {
+                eprintln!("test {name} ... ignored, needs root: namespaces, mounts, cgroups")
+            })
+            .count();
+        eprintln!("{n} test(s) ignored (run with -- --include-ignored as root)");
+        return;
+    }
     assert!(
         nix::unistd::geteuid().is_root(),
         "these tests need root (namespaces, mounts, cgroups)"
     );
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let mut failed = 0;
-    for (name, f) in tests {
-        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
-            continue;
-        }
+    for (name, f) in selected {
         eprintln!("test {name} ...");
         let t = Instant::now();
         if std::panic::catch_unwind(f).is_err() {
