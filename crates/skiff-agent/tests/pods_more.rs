@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
-use pods_support::{container_status, instance, is_ready, log_text, Harness};
+use pods_support::{container_status, instance, instances, is_ready, log_text, Harness};
 use serde_json::json;
 use skiff_runtime::ContainerInfo;
 
@@ -524,15 +524,8 @@ async fn duplicate_instances_are_removed() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let running: Vec<ContainerInfo> = h
-            .runtime()
-            .list()
-            .unwrap_or_default()
+        let running: Vec<ContainerInfo> = instances(&h, "dup", "c")
             .into_iter()
-            .filter(|i| {
-                skiff_agent::pods::parse_runtime_name(&i.name)
-                    .is_some_and(|n| n.pod == "dup" && n.container == "c")
-            })
             .filter(|i| i.status == skiff_runtime::Status::Running)
             .collect();
         if running.len() == 1 && running[0].name == newer {
