@@ -17,9 +17,13 @@ mod image;
 mod index;
 mod manager;
 mod probes;
-pub mod runtime;
+mod runtime;
 mod status;
 mod termination;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 mod volumes;
 mod worker;
 
