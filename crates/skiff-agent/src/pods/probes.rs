@@ -27,7 +27,7 @@ pub(super) struct ProbeState {
     pub(super) last: HashMap<&'static str, Instant>,
 }
 
-pub(super) fn started_secs_ago(info: &ContainerInfo) -> f64 {
+fn started_secs_ago(info: &ContainerInfo) -> f64 {
     info.started_at
         .as_deref()
         .and_then(|s| s.parse::<jiff::Timestamp>().ok())
