@@ -377,3 +377,46 @@ async fn status_reports_pod_ip_qos_and_host() {
     h.sync(&p).await;
     assert_eq!(h.requests("PATCH", "/pods/web/status").len(), patches);
 }
+
+#[tokio::test(start_paused = true)]
+async fn orphan_cleanup_keeps_known_pods_only() {
+    use super::runtime::PodRuntime;
+    let mut h = Harness::new();
+    h.rt.add_image("bb:1");
+    let p = pod(one_container("Always"));
+    h.sync(&p).await;
+    // What a pod deleted while the agent was down left behind.
+    let gone = "fedcba98-0000-4000-8000-000000000002";
+    let name = super::runtime_name("old", "gone", "default", gone, 0);
+    let spec = skiff_runtime::ContainerSpec {
+        name: Some(name),
+        ..Default::default()
+    };
+    h.rt.start_container(spec, Default::default())
+        .await
+        .unwrap();
+    let req = skiff_net::SandboxRequest {
+        pod_uid: gone.into(),
+        namespace: "default".into(),
+        name: "gone".into(),
+        hostname: "gone".into(),
+        port_mappings: Vec::new(),
+        host_network: None,
+    };
+    h.rt.run_sandbox(req).await.unwrap();
+    let known = std::collections::HashMap::from([(super::testing::UID.to_string(), p)]);
+    super::termination::cleanup_orphans(&h.worker.ctx, &known).await;
+    let log = h.rt.log();
+    // Stopped with the orphan grace, then removed; the live pod is untouched.
+    assert!(log.contains(&"stop old 2s".to_string()), "{log:?}");
+    assert!(log.contains(&"remove old".to_string()), "{log:?}");
+    assert!(
+        !log.iter().any(|l| l.ends_with(" app") && l != "start app"),
+        "{log:?}"
+    );
+    assert_eq!(h.rt.instances("app").len(), 1);
+    assert_eq!(
+        h.rt.list_sandboxes().await.unwrap(),
+        [super::testing::UID.to_string()]
+    );
+}
