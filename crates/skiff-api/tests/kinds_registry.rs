@@ -96,6 +96,13 @@ fn per_kind_behaviour_is_unchanged() {
 fn write_discovery_snapshot() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/discovery.txt");
     std::fs::write(path, format!("{:#?}\n", all())).unwrap();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kinds_behaviour.json");
-    std::fs::write(path, serde_json::to_string_pretty(&behaviour()).unwrap() + "\n").unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kinds_behaviour.json"
+    );
+    std::fs::write(
+        path,
+        serde_json::to_string_pretty(&behaviour()).unwrap() + "\n",
+    )
+    .unwrap();
 }

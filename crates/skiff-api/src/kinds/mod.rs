@@ -1,0 +1,180 @@
+//! One home per kind: every built-in kind skiff serves is one module here holding everything the
+//! server knows about it (its discovery data, defaulting, create/update preparation, validation,
+//! Table printer, strategic-merge root type and extra field selectors), and [`registry`] lists
+//! them. Discovery, OpenAPI, REST, defaulting, validation, patches and tables all dispatch
+//! through the registry; shared building blocks (pod-spec defaulting and validation, ObjectMeta
+//! and name rules, the table cell helpers) stay in `defaults`, `validate` and `table`.
+//!
+//! Adding a kind: one module under its group with a `pub(crate) const KIND: Kind`, one line in
+//! [`REGISTRY`], and its entry in the generated protobuf table.
+
+use serde_json::{Map, Value};
+
+use crate::patch::schema::Ty;
+use crate::table::{Col, AGE, NAME};
+use crate::validate::{Errs, NameRule};
+use crate::ResourceInfo;
+
+mod apps;
+mod batch;
+mod coordination;
+pub(crate) mod core;
+mod discovery;
+mod events;
+
+/// What a kind module imports: the strategy types and the shared building blocks.
+pub(crate) mod prelude {
+    pub(crate) use super::{Kind, Table, ALL, FULL, NS_VERBS};
+    pub(crate) use crate::defaults::{
+        array, child, default, is_empty, pod_condition_patterns, pod_template,
+    };
+    pub(crate) use crate::patch::schema::Ty;
+    pub(crate) use crate::table::*;
+    pub(crate) use crate::validate::*;
+    pub(crate) use crate::ResourceInfo;
+}
+
+/// Verbs of an ordinary collection resource (upstream's default REST storage).
+pub(crate) const FULL: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// Namespaces have no `deletecollection` upstream.
+pub(crate) const NS_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+
+pub(crate) const ALL: &[&str] = &["all"];
+
+/// A kind's strategy: static data and plain function pointers (a kind leaves out what it does
+/// not need by taking [`Kind::BASE`]'s no-op defaults).
+pub struct Kind {
+    /// Discovery data: GVK/GVR, scope, short names, categories, verbs, subresources.
+    pub info: ResourceInfo,
+    /// Upstream's `SetDefaults_*` on the JSON object (fields already set are kept).
+    pub(crate) defaults: fn(&mut Map<String, Value>),
+    /// Create-only strategy steps that need the server-assigned uid (before defaulting).
+    pub(crate) prepare_create: fn(&mut Value),
+    /// Update-only strategy steps (after defaulting, main and status writes): `(old, new)`.
+    pub(crate) prepare_update: fn(&Value, &mut Value),
+    /// The rule `metadata.name` follows.
+    pub(crate) name_rule: NameRule,
+    /// Kind-specific validation after ObjectMeta (`old` = the stored object on updates, main
+    /// and status writes alike).
+    pub(crate) validate: fn(&mut Errs, &Map<String, Value>, Option<&Value>),
+    /// The `meta.k8s.io/v1 Table` printer.
+    pub(crate) table: Table,
+    /// The type at the root of the object, for strategic merge and server-side apply list keys.
+    pub(crate) patch_root: Ty,
+    /// Field-selector fields beyond plain dotted paths (e.g. a Job's `status.successful`):
+    /// `Some(value)` when the kind defines `path`.
+    pub(crate) field: fn(&Value, &str) -> Option<String>,
+    /// A delete naming no propagation policy orphans the dependents (upstream's
+    /// `DefaultGarbageCollectionPolicy`).
+    pub(crate) orphans_by_default: bool,
+}
+
+/// A kind's Table printer: columns (kube-apiserver's printer column definitions) and rows.
+pub(crate) struct Table {
+    pub(crate) columns: &'static [Col],
+    /// The row's cells, one per column.
+    pub(crate) cells: fn(&Value, jiff::Timestamp) -> Vec<Value>,
+    /// Row conditions (e.g. a finished Pod's `Completed`), if any.
+    pub(crate) conditions: fn(&Value) -> Option<Value>,
+}
+
+impl Table {
+    /// Name and Age only (upstream's default printer).
+    pub(crate) const BASE: Table = Table {
+        columns: &[NAME, AGE],
+        cells: name_age_cells,
+        conditions: |_| None,
+    };
+}
+
+fn name_age_cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let (name, age) = crate::table::name_age(obj, now);
+    vec![Value::String(name), Value::String(age)]
+}
+
+impl Kind {
+    /// A kind with no hooks: no defaults, no preparation, ObjectMeta validation only with
+    /// DNS-1123 subdomain names, Name/Age table, no list merge keys, plain field selectors.
+    pub(crate) const BASE: Kind = Kind {
+        info: ResourceInfo {
+            group: "",
+            version: "",
+            kind: "",
+            list_kind: "",
+            plural: "",
+            singular: "",
+            namespaced: true,
+            short_names: &[],
+            categories: &[],
+            verbs: FULL,
+            subresources: &[],
+        },
+        defaults: |_| {},
+        prepare_create: |_| {},
+        prepare_update: |_, _| {},
+        name_rule: NameRule::Subdomain,
+        validate: |_, _, _| {},
+        table: Table::BASE,
+        patch_root: Ty::Other,
+        field: |_, _| None,
+        orphans_by_default: false,
+    };
+}
+
+/// The served kinds, core group first (kubectl resolves ambiguous short names like `ev` by
+/// discovery order, and upstream lists the legacy group first). One line per kind.
+static REGISTRY: &[Kind] = &[
+    core::configmap::KIND,
+    core::endpoints::KIND,
+    core::event::KIND,
+    core::namespace::KIND,
+    core::node::KIND,
+    core::pod::KIND,
+    core::secret::KIND,
+    core::serviceaccount::KIND,
+    core::service::KIND,
+    apps::daemonset::KIND,
+    apps::deployment::KIND,
+    apps::replicaset::KIND,
+    events::event::KIND,
+    // Upstream lists cronjobs before jobs (and `kubectl get all` prints them in that order).
+    batch::cronjob::KIND,
+    batch::job::KIND,
+    discovery::endpointslice::KIND,
+    coordination::lease::KIND,
+];
+
+/// Every served kind, in discovery order.
+pub fn registry() -> &'static [Kind] {
+    REGISTRY
+}
+
+/// The strategy of a kind by API group and kind (any served version).
+pub fn by_group_kind(group: &str, kind: &str) -> Option<&'static Kind> {
+    REGISTRY
+        .iter()
+        .find(|k| k.info.group == group && k.info.kind == kind)
+}
+
+/// The first served kind named `kind` in any group (objects carry only their kind when a field
+/// selector reads them; a name served in two groups shares its field selectors).
+pub(crate) fn by_kind_name(kind: &str) -> Option<&'static Kind> {
+    REGISTRY.iter().find(|k| k.info.kind == kind)
+}
+
+/// The strategy for `info` ([`Kind::BASE`] for a kind skiff does not serve).
+pub(crate) fn of(info: &ResourceInfo) -> &'static Kind {
+    by_group_kind(info.group, info.kind).unwrap_or(&Kind::BASE)
+}
