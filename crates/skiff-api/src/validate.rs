@@ -531,14 +531,9 @@ pub(crate) fn non_negative(e: &mut Errs, spec: &Value, key: &str, field: &str) {
     }
 }
 
-/// Deployment / ReplicaSet / StatefulSet / DaemonSet spec: replicas, selector, template.
-pub(crate) fn workload(
-    e: &mut Errs,
-    spec: Option<&Value>,
-    old: Option<&Value>,
-    what: &str,
-    always: bool,
-) {
+/// Deployment / ReplicaSet spec (`what` names the kind in messages): replicas, selector,
+/// template (whose pods always restart).
+pub(crate) fn workload(e: &mut Errs, spec: Option<&Value>, old: Option<&Value>, what: &str) {
     let Some(spec) = spec else {
         e.required("spec.selector", "");
         e.required("spec.template", "");
@@ -572,11 +567,10 @@ pub(crate) fn workload(
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len);
             if n == 0 {
-                let kind = if what.is_empty() { "deployment" } else { what };
                 e.invalid_omit(
                     "spec.selector",
                     &format!(
-                        "{}: empty selector is invalid for {kind}",
+                        "{}: empty selector is invalid for {what}",
                         go_label_selector(sel)
                     ),
                 );
@@ -608,12 +602,11 @@ pub(crate) fn workload(
                 .pointer("/spec/restartPolicy")
                 .and_then(Value::as_str)
                 .unwrap_or("Always");
-            if always && rp != "Always" {
+            if rp != "Always" {
                 e.not_supported("spec.template.spec.restartPolicy", rp, &["Always"]);
             }
-            if always
-                && t.pointer("/spec/activeDeadlineSeconds")
-                    .is_some_and(|v| !v.is_null())
+            if t.pointer("/spec/activeDeadlineSeconds")
+                .is_some_and(|v| !v.is_null())
             {
                 e.forbidden(
                     "spec.template.spec.activeDeadlineSeconds",

@@ -178,3 +178,78 @@ pub(crate) fn by_kind_name(kind: &str) -> Option<&'static Kind> {
 pub(crate) fn of(info: &ResourceInfo) -> &'static Kind {
     by_group_kind(info.group, info.kind).unwrap_or(&Kind::BASE)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn registry_entries_are_consistent() {
+        let mut gvr = HashSet::new();
+        let mut gk = HashSet::new();
+        let mut short: HashMap<&str, &str> = HashMap::new();
+        for k in registry() {
+            let i = &k.info;
+            assert!(gvr.insert((i.group, i.version, i.plural)), "{i:?}");
+            assert!(gk.insert((i.group, i.kind)), "{i:?}");
+            assert_eq!(i.list_kind, format!("{}List", i.kind));
+            assert_eq!(i.singular, i.kind.to_lowercase());
+            assert!(i.plural.starts_with(i.singular), "{i:?}");
+            assert!(!i.verbs.is_empty() && i.verbs.contains(&"get"), "{i:?}");
+            // A short name may be shared only by one kind served in two groups (`ev`).
+            for s in i.short_names {
+                let prev = short.insert(s, i.kind);
+                assert!(prev.is_none_or(|p| p == i.kind), "{s} for {i:?}");
+            }
+            // Lookups find the entry itself.
+            assert!(std::ptr::eq(of(i), k));
+            let by_plural = crate::resources::by_plural(i.group, i.version, i.plural);
+            assert_eq!(by_plural, Some(i));
+            assert_eq!(crate::resources::by_kind(&i.api_version(), i.kind), Some(i));
+            assert_eq!(
+                i.orphans_by_default(),
+                (i.group, i.kind) == ("batch", "Job")
+            );
+        }
+    }
+
+    #[test]
+    fn every_table_has_a_name_column_and_one_cell_per_column() {
+        let now: jiff::Timestamp = "2026-11-27T01:10:00Z".parse().expect("time");
+        let objects = [
+            json!({}),
+            json!({"metadata": {"name": "a", "creationTimestamp": "2026-11-27T01:00:00Z"},
+                   "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+        ];
+        for k in registry() {
+            let names: Vec<&str> = k.table.columns.iter().map(|c| c.0).collect();
+            assert!(names.contains(&"Name"), "{}: {names:?}", k.info.kind);
+            let unique: HashSet<&str> = names.iter().copied().collect();
+            assert_eq!(unique.len(), names.len(), "{}", k.info.kind);
+            for obj in &objects {
+                let cells = (k.table.cells)(obj, now);
+                assert_eq!(cells.len(), names.len(), "{} {obj}", k.info.kind);
+            }
+        }
+    }
+
+    #[test]
+    fn unserved_kinds_get_the_base_strategy() {
+        let info = ResourceInfo {
+            group: "apps",
+            kind: "StatefulSet",
+            ..Kind::BASE.info
+        };
+        let kind = of(&info);
+        assert_eq!(kind.info.kind, "");
+        let columns: Vec<&str> = kind.table.columns.iter().map(|c| c.0).collect();
+        assert_eq!(columns, ["Name", "Age"]);
+        assert_eq!(kind.patch_root, Ty::Other);
+        assert!(by_group_kind("apps", "StatefulSet").is_none());
+        assert!(by_kind_name("Job").is_some_and(|k| k.info.group == "batch"));
+    }
+}

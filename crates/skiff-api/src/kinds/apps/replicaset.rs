@@ -37,7 +37,7 @@ fn defaults(obj: &mut Map<String, Value>) {
 
 fn validate(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
     let spec = obj.get("spec");
-    workload(e, spec, old.and_then(|o| o.get("spec")), "replicaset", true);
+    workload(e, spec, old.and_then(|o| o.get("spec")), "replicaset");
 }
 
 #[rustfmt::skip]
