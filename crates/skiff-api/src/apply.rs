@@ -215,7 +215,7 @@ fn fill(v: &Value, f: Field, node: &mut FieldSet, mark_maps: bool) {
 
 fn root_field(info: &ResourceInfo) -> Field {
     Field {
-        ty: schema::root(info.kind),
+        ty: crate::kinds::of(info).patch_root,
         list: ListKind::Atomic,
         atomic: false,
     }

@@ -157,7 +157,7 @@ pub fn strategic_merge_patch(
         Value::Object(m) => m.clone(),
         _ => Map::new(),
     };
-    merge_map(&mut out, patch, schema::root(info.kind))?;
+    merge_map(&mut out, patch, crate::kinds::of(info).patch_root)?;
     Ok(Value::Object(out))
 }
 

@@ -576,13 +576,10 @@ fn find_unescaped(s: &str, op: &str) -> Option<usize> {
 /// The value at a dotted path as a string: strings as-is, bools/numbers stringified,
 /// missing/null/compound = "".
 fn field_value(object: &Value, path: &str) -> String {
-    // Jobs select on `status.successful` (upstream's name for status.succeeded, 0 when unset).
-    if path == "status.successful" && object.get("kind").and_then(Value::as_str) == Some("Job") {
-        let n = object
-            .pointer("/status/succeeded")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        return n.to_string();
+    // Fields a kind defines beyond dotted paths (e.g. a Job's `status.successful`).
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    if let Some(value) = crate::kinds::by_kind_name(kind).and_then(|k| (k.field)(object, path)) {
+        return value;
     }
     let mut cur = object;
     for part in path.split('.') {

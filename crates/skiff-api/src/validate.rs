@@ -1,5 +1,7 @@
-//! Validation as the upstream API server does it: names (DNS-1123), labels and annotations,
-//! required fields and immutable fields per kind, and strict unknown-field detection.
+//! Validation as the upstream API server does it: the entry points (ObjectMeta, then the kind's
+//! own checks from its module in `kinds`), the shared building blocks (names: DNS-1123/1035,
+//! labels and annotations, selectors, workload and pod-spec checks, ports, resources), and strict
+//! unknown-field detection.
 //!
 //! Causes use upstream's reasons (`FieldValueRequired`, `FieldValueInvalid`, ...), field paths
 //! (`spec.template.spec.containers[0].name`) and message wording (`Invalid value: "x": a
@@ -14,10 +16,7 @@ use skiff_semantics::{Quantity, QuantityError};
 
 use crate::{ApiError, Cause, ResourceInfo};
 
-mod cronjob;
-mod daemonset;
-mod endpoints;
-mod job;
+pub(crate) mod endpoints;
 mod types;
 
 pub use types::check_types;
@@ -43,55 +42,28 @@ pub fn validation_causes(info: &ResourceInfo, object: &Value, old: Option<&Value
         e.invalid("", object, "object expected");
         return e.0;
     };
-    let name_rule = match (info.group, info.kind) {
-        ("", "Namespace") => NameRule::Label,
-        ("", "Service") => NameRule::Dns1035,
-        _ => NameRule::Subdomain,
-    };
-    object_meta(&mut e, obj.get("metadata"), info.namespaced, name_rule);
+    let kind = crate::kinds::of(info);
+    object_meta(&mut e, obj.get("metadata"), info.namespaced, kind.name_rule);
     if let Some(old) = old {
         meta_update(&mut e, obj.get("metadata"), old.get("metadata"));
     }
-    let spec = obj.get("spec");
-    let old_spec = old.and_then(|o| o.get("spec"));
-    match (info.group, info.kind) {
-        ("apps", "Deployment") => {
-            workload(&mut e, spec, old_spec, "deployment", true);
-            deployment_strategy(&mut e, spec);
-        }
-        ("apps", "ReplicaSet") => workload(&mut e, spec, old_spec, "replicaset", true),
-        ("apps", "StatefulSet") => workload(&mut e, spec, old_spec, "", false),
-        ("apps", "DaemonSet") => daemonset::daemon_set(&mut e, obj, old),
-        ("batch", "Job") => job::job(&mut e, obj, old),
-        ("batch", "CronJob") => cronjob::cron_job(&mut e, obj, old),
-        ("", "Pod") => {
-            pod_spec(&mut e, spec, "spec");
-            if let (Some(new), Some(old)) = (spec, old_spec) {
-                pod_update(&mut e, new, old);
-            }
-        }
-        ("", "Service") => service(&mut e, spec, old_spec),
-        ("", "ConfigMap") => config_map(&mut e, obj, old),
-        ("", "Secret") => secret(&mut e, obj, old),
-        ("", "Endpoints") => endpoints::endpoints(&mut e, obj),
-        ("discovery.k8s.io", "EndpointSlice") => endpoints::endpoint_slice(&mut e, obj),
-        _ => {}
-    }
+    (kind.validate)(&mut e, obj, old);
     e.0
 }
 
+/// The causes collected so far (kind modules push through the helpers below).
 #[derive(Default)]
-struct Errs(Vec<Cause>);
+pub(crate) struct Errs(pub(crate) Vec<Cause>);
 
 impl Errs {
-    fn push(&mut self, reason: &str, field: &str, message: String) {
+    pub(crate) fn push(&mut self, reason: &str, field: &str, message: String) {
         self.0.push(Cause {
             reason: reason.into(),
             message,
             field: field.into(),
         });
     }
-    fn required(&mut self, field: &str, detail: &str) {
+    pub(crate) fn required(&mut self, field: &str, detail: &str) {
         let msg = if detail.is_empty() {
             "Required value".to_string()
         } else {
@@ -99,14 +71,14 @@ impl Errs {
         };
         self.push("FieldValueRequired", field, msg);
     }
-    fn invalid(&mut self, field: &str, value: &Value, detail: &str) {
+    pub(crate) fn invalid(&mut self, field: &str, value: &Value, detail: &str) {
         let msg = format!("Invalid value: {}: {detail}", go_value(value));
         self.push("FieldValueInvalid", field, msg);
     }
-    fn invalid_str(&mut self, field: &str, value: &str, detail: &str) {
+    pub(crate) fn invalid_str(&mut self, field: &str, value: &str, detail: &str) {
         self.invalid(field, &Value::String(value.into()), detail);
     }
-    fn not_supported(&mut self, field: &str, value: &str, supported: &[&str]) {
+    pub(crate) fn not_supported(&mut self, field: &str, value: &str, supported: &[&str]) {
         let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
         let msg = format!(
             "Unsupported value: {value:?}: supported values: {}",
@@ -114,28 +86,28 @@ impl Errs {
         );
         self.push("FieldValueNotSupported", field, msg);
     }
-    fn duplicate(&mut self, field: &str, value: &str) {
+    pub(crate) fn duplicate(&mut self, field: &str, value: &str) {
         self.push(
             "FieldValueDuplicate",
             field,
             format!("Duplicate value: {value:?}"),
         );
     }
-    fn forbidden(&mut self, field: &str, detail: &str) {
+    pub(crate) fn forbidden(&mut self, field: &str, detail: &str) {
         self.push("FieldValueForbidden", field, format!("Forbidden: {detail}"));
     }
-    fn not_found(&mut self, field: &str, value: &str) {
+    pub(crate) fn not_found(&mut self, field: &str, value: &str) {
         self.push("FieldValueNotFound", field, format!("Not found: {value:?}"));
     }
     /// `field.Invalid` with the value left out (`field.OmitValueType`).
-    fn invalid_omit(&mut self, field: &str, detail: &str) {
+    pub(crate) fn invalid_omit(&mut self, field: &str, detail: &str) {
         self.push(
             "FieldValueInvalid",
             field,
             format!("Invalid value: {detail}"),
         );
     }
-    fn too_many(&mut self, field: &str, actual: usize, max: usize) {
+    pub(crate) fn too_many(&mut self, field: &str, actual: usize, max: usize) {
         let items = if max == 1 { "item" } else { "items" };
         self.push(
             "FieldValueTooMany",
@@ -143,7 +115,7 @@ impl Errs {
             format!("Too many: {actual}: must have at most {max} {items}"),
         );
     }
-    fn too_long(&mut self, field: &str, max: usize) {
+    pub(crate) fn too_long(&mut self, field: &str, max: usize) {
         self.push(
             "FieldValueTooLong",
             field,
@@ -153,7 +125,7 @@ impl Errs {
 }
 
 /// How Go's field.Invalid prints a value: strings quoted, maps as `map[string]string{...}`.
-fn go_value(v: &Value) -> String {
+pub(crate) fn go_value(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
         Value::Null => "null".into(),
@@ -170,7 +142,7 @@ fn go_value(v: &Value) -> String {
 
 /// `%#v` of a metav1.LabelSelector value (what upstream prints for a selector in a cause; its
 /// `String` method has a pointer receiver, so Go falls back to the struct syntax).
-fn go_label_selector(sel: &Value) -> String {
+pub(crate) fn go_label_selector(sel: &Value) -> String {
     let labels = match sel.get("matchLabels") {
         Some(Value::Object(m)) => {
             let mut pairs: Vec<(&String, &str)> = m
@@ -214,26 +186,26 @@ fn go_label_selector(sel: &Value) -> String {
 
 // ---- name syntax (k8s.io/apimachinery/pkg/util/validation) ----
 
-const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
-const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-const QUALIFIED_NAME_FULL_MSG: &str = "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
-const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
-const IANA_SVC_NAME_MSG: &str =
+pub(crate) const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+pub(crate) const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+pub(crate) const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+pub(crate) const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+pub(crate) const QUALIFIED_NAME_FULL_MSG: &str = "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+pub(crate) const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+pub(crate) const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+pub(crate) const IANA_SVC_NAME_MSG: &str =
     "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)";
-const ENV_NAME_MSG: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";
+pub(crate) const ENV_NAME_MSG: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";
 
-fn max_len_msg(n: usize) -> String {
+pub(crate) fn max_len_msg(n: usize) -> String {
     format!("must be no more than {n} characters")
 }
 
-fn is_alnum_lower(c: char) -> bool {
+pub(crate) fn is_alnum_lower(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit()
 }
 
-fn dns1123_label_ok(s: &str) -> bool {
+pub(crate) fn dns1123_label_ok(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| is_alnum_lower(c) || c == '-')
         && s.starts_with(is_alnum_lower)
@@ -241,7 +213,7 @@ fn dns1123_label_ok(s: &str) -> bool {
 }
 
 /// Upstream `IsDNS1123Label`: the messages for an invalid label.
-fn dns1123_label(s: &str) -> Vec<String> {
+pub(crate) fn dns1123_label(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     if s.len() > 63 {
         out.push(max_len_msg(63));
@@ -252,7 +224,7 @@ fn dns1123_label(s: &str) -> Vec<String> {
     out
 }
 
-fn dns1123_subdomain(s: &str) -> Vec<String> {
+pub(crate) fn dns1123_subdomain(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     if s.len() > 253 {
         out.push(max_len_msg(253));
@@ -263,7 +235,7 @@ fn dns1123_subdomain(s: &str) -> Vec<String> {
     out
 }
 
-fn dns1035_label(s: &str) -> Vec<String> {
+pub(crate) fn dns1035_label(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     if s.len() > 63 {
         out.push(max_len_msg(63));
@@ -274,7 +246,7 @@ fn dns1035_label(s: &str) -> Vec<String> {
     out
 }
 
-fn qualified_part_ok(s: &str) -> bool {
+pub(crate) fn qualified_part_ok(s: &str) -> bool {
     let alnum = |c: char| c.is_ascii_alphanumeric();
     !s.is_empty()
         && s.chars()
@@ -284,7 +256,7 @@ fn qualified_part_ok(s: &str) -> bool {
 }
 
 /// Upstream `IsQualifiedName` (label and annotation keys).
-fn qualified_name(s: &str) -> Vec<String> {
+pub(crate) fn qualified_name(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let parts: Vec<&str> = s.split('/').collect();
     let name = match parts.as_slice() {
@@ -317,7 +289,7 @@ fn qualified_name(s: &str) -> Vec<String> {
     out
 }
 
-fn label_value(s: &str) -> Vec<String> {
+pub(crate) fn label_value(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     if s.len() > 63 {
         out.push(max_len_msg(63));
@@ -328,7 +300,7 @@ fn label_value(s: &str) -> Vec<String> {
     out
 }
 
-fn config_key(s: &str) -> Vec<String> {
+pub(crate) fn config_key(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     if s.len() > 253 {
         out.push(max_len_msg(253));
@@ -352,7 +324,7 @@ fn config_key(s: &str) -> Vec<String> {
 
 /// IANA_SVC_NAME (port names): ≤15 chars, lowercase alphanumerics and non-adjacent hyphens,
 /// at least one letter.
-fn port_name(s: &str) -> Vec<String> {
+pub(crate) fn port_name(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     if s.len() > 15 {
         out.push(max_len_msg(15));
@@ -373,13 +345,13 @@ fn port_name(s: &str) -> Vec<String> {
 }
 
 #[derive(Clone, Copy)]
-enum NameRule {
+pub(crate) enum NameRule {
     Subdomain,
     Label,
     Dns1035,
 }
 
-fn name_errors(rule: NameRule, s: &str) -> Vec<String> {
+pub(crate) fn name_errors(rule: NameRule, s: &str) -> Vec<String> {
     match rule {
         NameRule::Subdomain => dns1123_subdomain(s),
         NameRule::Label => dns1123_label(s),
@@ -389,11 +361,11 @@ fn name_errors(rule: NameRule, s: &str) -> Vec<String> {
 
 // ---- metadata ----
 
-fn str_at<'a>(v: Option<&'a Value>, key: &str) -> Option<&'a str> {
+pub(crate) fn str_at<'a>(v: Option<&'a Value>, key: &str) -> Option<&'a str> {
     v.and_then(|v| v.get(key)).and_then(Value::as_str)
 }
 
-fn object_meta(e: &mut Errs, meta: Option<&Value>, namespaced: bool, rule: NameRule) {
+pub(crate) fn object_meta(e: &mut Errs, meta: Option<&Value>, namespaced: bool, rule: NameRule) {
     let name = str_at(meta, "name").unwrap_or("");
     let generate = str_at(meta, "generateName").unwrap_or("");
     if !generate.is_empty() {
@@ -453,7 +425,7 @@ fn object_meta(e: &mut Errs, meta: Option<&Value>, namespaced: bool, rule: NameR
     }
 }
 
-fn labels(e: &mut Errs, labels: Option<&Value>, field: &str) {
+pub(crate) fn labels(e: &mut Errs, labels: Option<&Value>, field: &str) {
     let Some(labels) = labels.and_then(Value::as_object) else {
         return;
     };
@@ -468,7 +440,7 @@ fn labels(e: &mut Errs, labels: Option<&Value>, field: &str) {
     }
 }
 
-fn meta_update(e: &mut Errs, new: Option<&Value>, old: Option<&Value>) {
+pub(crate) fn meta_update(e: &mut Errs, new: Option<&Value>, old: Option<&Value>) {
     for key in ["name", "namespace", "uid"] {
         let (n, o) = (str_at(new, key), str_at(old, key));
         if let (Some(n), Some(o)) = (n, o) {
@@ -481,7 +453,7 @@ fn meta_update(e: &mut Errs, new: Option<&Value>, old: Option<&Value>) {
 
 // ---- workloads ----
 
-fn label_selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
+pub(crate) fn label_selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
     let get = |k: &str| labels.get(k).and_then(Value::as_str);
     let ml_ok = sel
         .get("matchLabels")
@@ -510,7 +482,7 @@ fn label_selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
     ml_ok && me_ok
 }
 
-fn label_selector(e: &mut Errs, sel: &Value, field: &str) {
+pub(crate) fn label_selector(e: &mut Errs, sel: &Value, field: &str) {
     labels(e, sel.get("matchLabels"), &format!("{field}.matchLabels"));
     if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
         for (i, x) in exprs.iter().enumerate() {
@@ -543,7 +515,7 @@ fn label_selector(e: &mut Errs, sel: &Value, field: &str) {
     }
 }
 
-fn template_labels(e: &mut Errs, template: &Value, field: &str) {
+pub(crate) fn template_labels(e: &mut Errs, template: &Value, field: &str) {
     labels(
         e,
         template.pointer("/metadata/labels"),
@@ -551,7 +523,7 @@ fn template_labels(e: &mut Errs, template: &Value, field: &str) {
     );
 }
 
-fn non_negative(e: &mut Errs, spec: &Value, key: &str, field: &str) {
+pub(crate) fn non_negative(e: &mut Errs, spec: &Value, key: &str, field: &str) {
     if let Some(n) = spec.get(key).and_then(Value::as_i64) {
         if n < 0 {
             e.invalid(field, &Value::from(n), "must be greater than or equal to 0");
@@ -559,8 +531,9 @@ fn non_negative(e: &mut Errs, spec: &Value, key: &str, field: &str) {
     }
 }
 
-/// Deployment / ReplicaSet / StatefulSet / DaemonSet spec: replicas, selector, template.
-fn workload(e: &mut Errs, spec: Option<&Value>, old: Option<&Value>, what: &str, always: bool) {
+/// Deployment / ReplicaSet spec (`what` names the kind in messages): replicas, selector,
+/// template (whose pods always restart).
+pub(crate) fn workload(e: &mut Errs, spec: Option<&Value>, old: Option<&Value>, what: &str) {
     let Some(spec) = spec else {
         e.required("spec.selector", "");
         e.required("spec.template", "");
@@ -594,11 +567,10 @@ fn workload(e: &mut Errs, spec: Option<&Value>, old: Option<&Value>, what: &str,
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len);
             if n == 0 {
-                let kind = if what.is_empty() { "deployment" } else { what };
                 e.invalid_omit(
                     "spec.selector",
                     &format!(
-                        "{}: empty selector is invalid for {kind}",
+                        "{}: empty selector is invalid for {what}",
                         go_label_selector(sel)
                     ),
                 );
@@ -630,12 +602,11 @@ fn workload(e: &mut Errs, spec: Option<&Value>, old: Option<&Value>, what: &str,
                 .pointer("/spec/restartPolicy")
                 .and_then(Value::as_str)
                 .unwrap_or("Always");
-            if always && rp != "Always" {
+            if rp != "Always" {
                 e.not_supported("spec.template.spec.restartPolicy", rp, &["Always"]);
             }
-            if always
-                && t.pointer("/spec/activeDeadlineSeconds")
-                    .is_some_and(|v| !v.is_null())
+            if t.pointer("/spec/activeDeadlineSeconds")
+                .is_some_and(|v| !v.is_null())
             {
                 e.forbidden(
                     "spec.template.spec.activeDeadlineSeconds",
@@ -657,70 +628,9 @@ fn workload(e: &mut Errs, spec: Option<&Value>, old: Option<&Value>, what: &str,
     }
 }
 
-/// Percent or int value of an IntOrString against 100 (None = not a valid value).
-fn int_or_percent(v: &Value) -> Option<(i64, bool)> {
-    match v {
-        Value::Number(n) => n.as_i64().map(|n| (n, false)),
-        Value::String(s) => s.strip_suffix('%')?.parse().ok().map(|n| (n, true)),
-        _ => None,
-    }
-}
-
-fn deployment_strategy(e: &mut Errs, spec: Option<&Value>) {
-    let Some(strategy) = spec.and_then(|s| s.get("strategy")) else {
-        return;
-    };
-    let ty = strategy.get("type").and_then(Value::as_str).unwrap_or("");
-    let ru = strategy.get("rollingUpdate").filter(|v| !v.is_null());
-    match ty {
-        "Recreate" => {
-            if ru.is_some() {
-                e.forbidden(
-                    "spec.strategy.rollingUpdate",
-                    "may not be specified when strategy `type` is 'Recreate'",
-                );
-            }
-        }
-        "RollingUpdate" => {
-            let Some(ru) = ru else {
-                return;
-            };
-            let mut zero = [false, false];
-            for (i, key) in ["maxUnavailable", "maxSurge"].iter().enumerate() {
-                let f = format!("spec.strategy.rollingUpdate.{key}");
-                let Some(v) = ru.get(*key).filter(|v| !v.is_null()) else {
-                    continue;
-                };
-                match int_or_percent(v) {
-                    None => e.invalid(&f, v, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"),
-                    Some((n, pct)) => {
-                        if n < 0 {
-                            e.invalid(&f, v, "must be greater than or equal to 0");
-                        }
-                        if pct && n > 100 && *key == "maxUnavailable" {
-                            e.invalid(&f, v, "must not be greater than 100%");
-                        }
-                        zero[i] = n == 0;
-                    }
-                }
-            }
-            if zero[0] && zero[1] {
-                let v = ru.get("maxUnavailable").cloned().unwrap_or(Value::Null);
-                e.invalid(
-                    "spec.strategy.rollingUpdate.maxUnavailable",
-                    &v,
-                    "may not be 0 when `maxSurge` is 0",
-                );
-            }
-        }
-        "" => {}
-        other => e.not_supported("spec.strategy.type", other, &["Recreate", "RollingUpdate"]),
-    }
-}
-
 // ---- pods ----
 
-fn pod_spec(e: &mut Errs, spec: Option<&Value>, field: &str) {
+pub(crate) fn pod_spec(e: &mut Errs, spec: Option<&Value>, field: &str) {
     let Some(spec) = spec.filter(|s| s.is_object()) else {
         e.required(&format!("{field}.containers"), "");
         return;
@@ -853,7 +763,7 @@ fn pod_spec(e: &mut Errs, spec: Option<&Value>, field: &str) {
     }
 }
 
-fn port_range(e: &mut Errs, v: Option<&Value>, field: &str, allow_zero: bool) {
+pub(crate) fn port_range(e: &mut Errs, v: Option<&Value>, field: &str, allow_zero: bool) {
     if let Some(n) = v.and_then(Value::as_i64) {
         let lo = if allow_zero { 0 } else { 1 };
         if !(lo..=65535).contains(&n) {
@@ -866,7 +776,7 @@ fn port_range(e: &mut Errs, v: Option<&Value>, field: &str, allow_zero: bool) {
     }
 }
 
-fn protocol(e: &mut Errs, p: &Value, field: &str) {
+pub(crate) fn protocol(e: &mut Errs, p: &Value, field: &str) {
     if let Some(proto) = p.get("protocol").and_then(Value::as_str) {
         if !["TCP", "UDP", "SCTP"].contains(&proto) {
             e.not_supported(field, proto, &["SCTP", "TCP", "UDP"]);
@@ -874,7 +784,7 @@ fn protocol(e: &mut Errs, p: &Value, field: &str) {
     }
 }
 
-fn container(
+pub(crate) fn container(
     e: &mut Errs,
     c: &Value,
     f: &str,
@@ -991,7 +901,7 @@ fn container(
     }
 }
 
-fn resources(e: &mut Errs, res: Option<&Value>, f: &str) {
+pub(crate) fn resources(e: &mut Errs, res: Option<&Value>, f: &str) {
     let Some(res) = res else {
         return;
     };
@@ -1048,183 +958,11 @@ fn resources(e: &mut Errs, res: Option<&Value>, f: &str) {
     }
 }
 
-const POD_UPDATE_MSG: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
-
-/// Pod spec is immutable except images, activeDeadlineSeconds, added tolerations and removed
-/// scheduling gates. `spec.nodeName` is set only through the binding subresource.
-fn pod_update(e: &mut Errs, new: &Value, old: &Value) {
-    let mut allowed = old.clone();
-    let (Some(a), Some(n)) = (allowed.as_object_mut(), new.as_object()) else {
-        return;
-    };
-    for key in ["containers", "initContainers"] {
-        if let (Some(ac), Some(nc)) = (
-            a.get_mut(key).and_then(Value::as_array_mut),
-            n.get(key).and_then(Value::as_array),
-        ) {
-            if ac.len() == nc.len() {
-                for (o, c) in ac.iter_mut().zip(nc) {
-                    if let (Some(o), Some(img)) = (o.as_object_mut(), c.get("image")) {
-                        o.insert("image".into(), img.clone());
-                    }
-                }
-            }
-        }
-    }
-    let copy = |a: &mut Map<String, Value>, key: &str| match n.get(key) {
-        Some(v) => {
-            a.insert(key.into(), v.clone());
-        }
-        None => {
-            a.remove(key);
-        }
-    };
-    copy(a, "activeDeadlineSeconds");
-    let list = |v: &Value, key: &str| -> Vec<Value> {
-        v.get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    // Tolerations may only be added, scheduling gates only removed (upstream).
-    let (old_tol, new_tol) = (list(old, "tolerations"), list(new, "tolerations"));
-    if old_tol.iter().all(|t| new_tol.contains(t)) {
-        copy(a, "tolerations");
-    }
-    let (old_gates, new_gates) = (list(old, "schedulingGates"), list(new, "schedulingGates"));
-    if new_gates.iter().all(|g| old_gates.contains(g)) {
-        copy(a, "schedulingGates");
-    }
-    if old
-        .get("terminationGracePeriodSeconds")
-        .and_then(Value::as_i64)
-        .is_some_and(|v| v < 0)
-    {
-        copy(a, "terminationGracePeriodSeconds");
-    }
-    if &allowed != new {
-        e.forbidden("spec", POD_UPDATE_MSG);
-    }
-}
-
 // ---- services ----
-
-fn service(e: &mut Errs, spec: Option<&Value>, old: Option<&Value>) {
-    let Some(spec) = spec else {
-        e.required("spec.ports", "");
-        return;
-    };
-    let ty = spec
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP");
-    if !["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"].contains(&ty) {
-        e.not_supported(
-            "spec.type",
-            ty,
-            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
-        );
-    }
-    let cluster_ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
-    let headless = cluster_ip == "None";
-    let ports = spec.get("ports").and_then(Value::as_array);
-    if ty == "ExternalName" {
-        let en = spec
-            .get("externalName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if en.is_empty() {
-            e.required("spec.externalName", "");
-        } else {
-            for m in dns1123_subdomain(en.trim_end_matches('.')) {
-                e.invalid_str("spec.externalName", en, &m);
-            }
-        }
-    } else if ports.is_none_or(Vec::is_empty) && !headless {
-        e.required("spec.ports", "");
-    }
-    if let Some(sa) = spec.get("sessionAffinity").and_then(Value::as_str) {
-        if !["ClientIP", "None"].contains(&sa) {
-            e.not_supported("spec.sessionAffinity", sa, &["ClientIP", "None"]);
-        }
-    }
-    if let Some(sel) = spec.get("selector") {
-        labels(e, Some(sel), "spec.selector");
-    }
-    let ports = ports.cloned().unwrap_or_default();
-    let mut names = HashSet::new();
-    for (i, p) in ports.iter().enumerate() {
-        let f = format!("spec.ports[{i}]");
-        let name = p.get("name").and_then(Value::as_str).unwrap_or("");
-        if name.is_empty() {
-            if ports.len() > 1 {
-                e.required(&format!("{f}.name"), "");
-            }
-        } else {
-            for m in dns1123_label(name) {
-                e.invalid_str(&format!("{f}.name"), name, &m);
-            }
-            if !names.insert(name.to_string()) {
-                e.duplicate(&format!("{f}.name"), name);
-            }
-        }
-        match p.get("port") {
-            None | Some(Value::Null) => e.required(&format!("{f}.port"), ""),
-            v => port_range(e, v, &format!("{f}.port"), false),
-        }
-        protocol(e, p, &format!("{f}.protocol"));
-        match p.get("targetPort") {
-            Some(Value::Number(_)) => {
-                port_range(e, p.get("targetPort"), &format!("{f}.targetPort"), false)
-            }
-            Some(Value::String(s)) if !s.is_empty() => {
-                for m in port_name(s) {
-                    e.invalid_str(&format!("{f}.targetPort"), s, &m);
-                }
-            }
-            _ => {}
-        }
-        if let Some(np) = p
-            .get("nodePort")
-            .and_then(Value::as_i64)
-            .filter(|n| *n != 0)
-        {
-            if ty == "ClusterIP" || ty == "ExternalName" {
-                e.forbidden(
-                    &format!("{f}.nodePort"),
-                    &format!("may not be used when `type` is '{ty}'"),
-                );
-            } else if !(30000..=32767).contains(&np) {
-                e.invalid(
-                    &format!("{f}.nodePort"),
-                    &Value::from(np),
-                    "provided port is not in the valid range. The range of valid ports is 30000-32767",
-                );
-            }
-        }
-    }
-    if let Some(old) = old {
-        let old_ip = old.get("clusterIP").and_then(Value::as_str).unwrap_or("");
-        let old_ty = old
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("ClusterIP");
-        // Empty means "keep" (the server copies the allocated IP); changes to/from ExternalName
-        // are allowed upstream.
-        if !old_ip.is_empty()
-            && !cluster_ip.is_empty()
-            && cluster_ip != old_ip
-            && ty != "ExternalName"
-            && old_ty != "ExternalName"
-        {
-            e.invalid_str("spec.clusterIPs[0]", cluster_ip, "may not change once set");
-        }
-    }
-}
 
 // ---- config maps and secrets ----
 
-fn data_keys(e: &mut Errs, obj: &Map<String, Value>, keys: &[&str]) -> usize {
+pub(crate) fn data_keys(e: &mut Errs, obj: &Map<String, Value>, keys: &[&str]) -> usize {
     let mut seen = HashSet::new();
     let mut total = 0;
     for key in keys {
@@ -1247,7 +985,12 @@ fn data_keys(e: &mut Errs, obj: &Map<String, Value>, keys: &[&str]) -> usize {
     total
 }
 
-fn immutable_data(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>, keys: &[&str]) {
+pub(crate) fn immutable_data(
+    e: &mut Errs,
+    obj: &Map<String, Value>,
+    old: Option<&Value>,
+    keys: &[&str],
+) {
     let Some(old) = old else {
         return;
     };
@@ -1264,76 +1007,12 @@ fn immutable_data(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>, k
     }
 }
 
-fn config_map(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
-    let total = data_keys(e, obj, &["data", "binaryData"]);
-    if total > 1024 * 1024 {
-        e.too_long("", 1024 * 1024);
-    }
-    immutable_data(e, obj, old, &["data", "binaryData"]);
-}
-
-fn secret(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
-    let total = data_keys(e, obj, &["data", "stringData"]);
-    if total > 1024 * 1024 {
-        e.too_long("data", 1024 * 1024);
-    }
-    let ty = obj.get("type").and_then(Value::as_str).unwrap_or("Opaque");
-    let has = |k: &str| {
-        ["data", "stringData"]
-            .iter()
-            .any(|d| obj.get(*d).and_then(|m| m.get(k)).is_some())
-    };
-    match ty {
-        "kubernetes.io/tls" => {
-            for k in ["tls.crt", "tls.key"] {
-                if !has(k) {
-                    e.required(&format!("data[{k}]"), "");
-                }
-            }
-        }
-        "kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg" | "kubernetes.io/ssh-auth" => {
-            // Upstream requires exactly this key per type.
-            let key = match ty {
-                "kubernetes.io/dockerconfigjson" => ".dockerconfigjson",
-                "kubernetes.io/dockercfg" => ".dockercfg",
-                _ => "ssh-privatekey",
-            };
-            if !has(key) {
-                e.required(&format!("data[{key}]"), "");
-            }
-        }
-        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
-            e.required("data[username]", "");
-            e.required("data[password]", "");
-        }
-        "kubernetes.io/service-account-token" => {
-            let sa = obj
-                .get("metadata")
-                .and_then(|m| m.pointer("/annotations/kubernetes.io~1service-account.name"));
-            if sa.is_none() {
-                e.required(
-                    "metadata.annotations[kubernetes.io/service-account.name]",
-                    "",
-                );
-            }
-        }
-        _ => {}
-    }
-    if let Some(old) = old {
-        let old_ty = old.get("type").and_then(Value::as_str).unwrap_or("Opaque");
-        if old_ty != ty {
-            e.invalid_str("type", ty, "field is immutable");
-        }
-    }
-    immutable_data(e, obj, old, &["data"]);
-}
-
 // ---- strict field validation ----
 
 /// Schema of a kind plus its definitions, cached per kind.
 type KindSchema = Arc<(Value, Map<String, Value>)>;
 
-fn schema_for(info: &ResourceInfo) -> Option<KindSchema> {
+pub(crate) fn schema_for(info: &ResourceInfo) -> Option<KindSchema> {
     static CACHE: OnceLock<Mutex<HashMap<String, Option<KindSchema>>>> = OnceLock::new();
     let key = format!("{}/{}/{}", info.group, info.version, info.kind);
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
@@ -1362,7 +1041,7 @@ pub fn unknown_fields(info: &ResourceInfo, object: &Value) -> Vec<String> {
 }
 
 /// Follows `$ref` and single-element `allOf` wrappers.
-fn resolve<'a>(mut s: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
+pub(crate) fn resolve<'a>(mut s: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
     for _ in 0..16 {
         if let Some(r) = s.get("$ref").and_then(Value::as_str) {
             match r.rsplit('/').next().and_then(|n| defs.get(n)) {
@@ -1378,7 +1057,7 @@ fn resolve<'a>(mut s: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
     s
 }
 
-fn walk(
+pub(crate) fn walk(
     schema: &Value,
     defs: &Map<String, Value>,
     v: &Value,
@@ -1421,7 +1100,7 @@ fn walk(
 }
 
 /// `path.k`, or `k` at the top level (field paths in schema walks).
-fn field_path(path: &str, k: &str) -> String {
+pub(crate) fn field_path(path: &str, k: &str) -> String {
     if path.is_empty() {
         k.to_string()
     } else {

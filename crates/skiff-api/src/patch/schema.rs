@@ -80,22 +80,6 @@ const fn set() -> Field {
     }
 }
 
-/// The root type of an object of `kind`.
-pub(crate) fn root(kind: &str) -> Ty {
-    match kind {
-        // Job: atomic selector, pod template, status conditions merged by type.
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => Ty::Workload,
-        // CronJob: the job template holds a Job spec (pod template, containers by name).
-        "CronJob" => Ty::CronJob,
-        "Pod" => Ty::Pod,
-        "Service" => Ty::Service,
-        "Node" => Ty::Node,
-        "Namespace" => Ty::Namespace,
-        "ServiceAccount" => Ty::ServiceAccount,
-        _ => Ty::Other,
-    }
-}
-
 /// The schema of field `name` inside a value of type `ty`.
 pub(crate) fn field(ty: Ty, name: &str) -> Field {
     use Ty::*;

@@ -102,7 +102,7 @@ fn objects(v: Option<&Value>) -> impl Iterator<Item = (usize, &Map<String, Value
 }
 
 /// core/v1 Endpoints.
-pub(super) fn endpoints(e: &mut Errs, obj: &Map<String, Value>) {
+pub(crate) fn endpoints(e: &mut Errs, obj: &Map<String, Value>) {
     for (i, subset) in objects(obj.get("subsets")) {
         let f = format!("subsets[{i}]");
         let has_addresses = ["addresses", "notReadyAddresses"].iter().any(|k| {
@@ -149,7 +149,7 @@ pub(super) fn endpoints(e: &mut Errs, obj: &Map<String, Value>) {
 }
 
 /// discovery.k8s.io/v1 EndpointSlice.
-pub(super) fn endpoint_slice(e: &mut Errs, obj: &Map<String, Value>) {
+pub(crate) fn endpoint_slice(e: &mut Errs, obj: &Map<String, Value>) {
     let ty = obj.get("addressType").and_then(Value::as_str).unwrap_or("");
     match ty {
         "" => e.required("addressType", ""),

@@ -5,14 +5,15 @@
 
 use serde_json::{Map, Value};
 
-use super::{go_label_selector, job::job_spec, non_negative, Errs};
+use super::super::job::validate::job_spec;
 use crate::cron;
+use crate::validate::{go_label_selector, non_negative, Errs};
 
 /// The controller names Jobs `<cronjob>-<11 chars>` and Job names are DNS labels (63).
 const MAX_NAME: usize = 52;
 
 /// Validates a CronJob (`old` = the stored CronJob on updates).
-pub(super) fn cron_job(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
+pub(crate) fn cron_job(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
     let empty = Value::Object(Map::new());
     let spec = obj.get("spec").filter(|s| s.is_object()).unwrap_or(&empty);
     let old_spec = old.map(|o| o.get("spec").unwrap_or(&empty));

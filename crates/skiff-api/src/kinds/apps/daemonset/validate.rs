@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{
+use crate::validate::{
     go_label_selector, label_selector, label_selector_matches, non_negative, pod_spec,
     template_labels, Errs,
 };
@@ -14,7 +14,7 @@ const PERCENT_MSG: &str = "a valid percent string must be a numeric string follo
 
 /// Validates a DaemonSet (`old` = the stored one on updates, main and status writes alike:
 /// main writes keep the stored status, status writes keep the stored spec).
-pub(super) fn daemon_set(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
+pub(crate) fn daemon_set(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
     let empty = Value::Object(Map::new());
     let spec = obj.get("spec").filter(|s| s.is_object()).unwrap_or(&empty);
     spec_fields(e, spec);

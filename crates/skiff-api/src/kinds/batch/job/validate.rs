@@ -4,11 +4,11 @@
 
 use serde_json::{Map, Value};
 
-use super::{
+use super::{JOB_NAME_LABELS, JOB_UID_LABELS};
+use crate::validate::{
     dns1123_label, dns1123_subdomain, label_selector, label_selector_matches, non_negative,
     pod_spec, qualified_name, template_labels, Errs,
 };
-use crate::defaults::{JOB_NAME_LABELS, JOB_UID_LABELS};
 
 const MAX_INDEXED_PARALLELISM: i64 = 100_000;
 const MAX_FAILED_INDEXES: i64 = 100_000;
@@ -23,7 +23,7 @@ const MAX_SUCCEEDED_INDEXES: usize = 64 * 1024;
 const MAX_SUCCESS_RULES: usize = 20;
 
 /// Validates a Job (`old` = the stored Job on updates).
-pub(super) fn job(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
+pub(crate) fn job(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
     let spec = obj.get("spec").filter(|s| s.is_object());
     let empty = Value::Object(Map::new());
     let spec = spec.unwrap_or(&empty);
@@ -129,7 +129,7 @@ fn generated_selector(e: &mut Errs, obj: &Map<String, Value>, spec: &Value, old:
 
 /// `validateJobSpec` (shared with CronJob templates): `fp` is the spec's field path,
 /// `spec` for a Job, `spec.jobTemplate.spec` for a CronJob.
-pub(super) fn job_spec(e: &mut Errs, spec: &Value, fp: &str) {
+pub(crate) fn job_spec(e: &mut Errs, spec: &Value, fp: &str) {
     for key in [
         "parallelism",
         "completions",
