@@ -19,7 +19,7 @@ use skiff_store::StoreError;
 
 use crate::keys::{decode, encode, object_key};
 use crate::respond::now_rfc3339;
-use crate::rest::meta_str;
+use crate::objects::meta_str;
 use crate::AppState;
 
 const IP_PREFIX: &str = "/registry/ranges/serviceips/";

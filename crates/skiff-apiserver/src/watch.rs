@@ -23,7 +23,9 @@ use tokio_stream::StreamExt;
 
 use crate::keys::{collection_prefix, decode};
 use crate::respond::*;
-use crate::rest::{include_object, list_objects, matches, selectors, Ctx};
+use crate::ctx::Ctx;
+use crate::objects::{include_object, matches, selectors};
+use crate::storage::list_objects;
 
 struct Encoder {
     info: &'static ResourceInfo,
