@@ -18,8 +18,8 @@ use skiff_api::{ApiError, Cause};
 use skiff_store::StoreError;
 
 use crate::keys::{decode, encode, object_key};
-use crate::respond::now_rfc3339;
 use crate::objects::meta_str;
+use crate::respond::now_rfc3339;
 use crate::AppState;
 
 const IP_PREFIX: &str = "/registry/ranges/serviceips/";

@@ -150,9 +150,10 @@ impl DeleteOpts {
             o.merge_json(&v);
         }
         if let Some(g) = ctx.query.get("gracePeriodSeconds") {
-            o.grace = Some(g.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))
-            })?);
+            o.grace =
+                Some(g.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))
+                })?);
         }
         if let Some(p) = ctx.query.get("propagationPolicy") {
             o.propagation = Some(p.to_string());

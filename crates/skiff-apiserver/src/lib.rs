@@ -26,7 +26,6 @@ mod query;
 mod respond;
 mod rest;
 mod storage;
-mod subresources;
 mod tls;
 mod watch;
 

@@ -21,10 +21,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::keys::{collection_prefix, decode};
-use crate::respond::*;
 use crate::ctx::Ctx;
+use crate::keys::{collection_prefix, decode};
 use crate::objects::{include_object, matches, selectors};
+use crate::respond::*;
 use crate::storage::list_objects;
 
 struct Encoder {

@@ -106,4 +106,3 @@ pub(super) async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
         ctx.info.group_resource()
     )))
 }
-

@@ -60,4 +60,3 @@ pub(super) async fn delete_collection(ctx: &Ctx, body: &[u8]) -> ApiResult<Respo
             "metadata": {"resourceVersion": rev.to_string()}, "items": out}),
     ))
 }
-

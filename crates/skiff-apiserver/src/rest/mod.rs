@@ -1,13 +1,14 @@
 //! Request dispatch: health and version, authentication, the max-in-flight gate, discovery and
 //! OpenAPI, then a resource path to its verb — `read` (get, list), `create`, `update` (update,
 //! patch, apply), `delete` (delete, deletecollection), `crate::watch` and
-//! `crate::subresources`. The verbs are generic: what differs by kind is an admission hook
+//! `subresources`. The verbs are generic: what differs by kind is an admission hook
 //! (`crate::hooks`) that the shared storage steps (`crate::storage`) call.
 
 mod create;
 mod delete;
-pub(crate) mod read;
-pub(crate) mod update;
+mod read;
+mod subresources;
+mod update;
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use skiff_api::ApiError;
 use crate::ctx::{Ctx, Mode};
 use crate::query::Query;
 use crate::respond::*;
-use crate::{discovery, subresources, watch, AppState};
+use crate::{discovery, watch, AppState};
 
 /// Request bodies above this are rejected with 413 (upstream's limit is 3 MiB too).
 pub(crate) const BODY_LIMIT: usize = 3 * 1024 * 1024;
@@ -215,4 +216,3 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         _ => Err(not_found_path()),
     }
 }
-

@@ -11,7 +11,7 @@ use crate::respond::*;
 use crate::storage::list_objects;
 
 /// The object, or its Table row when the client asked for a Table.
-pub(crate) fn object_response(ctx: &Ctx, code: u16, obj: &Value) -> Response {
+pub(super) fn object_response(ctx: &Ctx, code: u16, obj: &Value) -> Response {
     if wants_table(&ctx.headers) {
         let rv = meta_str(obj, "resourceVersion").unwrap_or("").to_string();
         let table = skiff_api::table::to_table(
@@ -26,11 +26,10 @@ pub(crate) fn object_response(ctx: &Ctx, code: u16, obj: &Value) -> Response {
     json_response(code, obj)
 }
 
-pub(crate) async fn get(ctx: &Ctx, name: &str) -> ApiResult<Response> {
+pub(super) async fn get(ctx: &Ctx, name: &str) -> ApiResult<Response> {
     let (obj, _) = ctx.get_current(name).await?;
     Ok(object_response(ctx, 200, &obj))
 }
-
 
 pub(super) async fn list(ctx: &Ctx) -> ApiResult<Response> {
     let (label, field) = selectors(&ctx.query)?;

@@ -33,10 +33,7 @@ pub(super) async fn update(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> Ap
         let Some(mut prepared) = prepare_update(ctx, &old, new.clone(), mode, true)? else {
             return Ok(with_warnings(object_response(ctx, 200, &old), &warnings));
         };
-        let reserved = ctx
-            .hooks()
-            .reserve_update(ctx, &old, &mut prepared)
-            .await?;
+        let reserved = ctx.hooks().reserve_update(ctx, &old, &mut prepared).await?;
         if ctx.dry_run() {
             let mut p = prepared;
             crate::keys::set_rv(&mut p, rev);
@@ -162,10 +159,7 @@ pub(super) async fn patch(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> Api
         let Some(mut prepared) = prepare_update(ctx, &cur, new, mode, record)? else {
             return Ok(with_warnings(object_response(ctx, 200, &cur), &warnings));
         };
-        let reserved = ctx
-            .hooks()
-            .reserve_update(ctx, &cur, &mut prepared)
-            .await?;
+        let reserved = ctx.hooks().reserve_update(ctx, &cur, &mut prepared).await?;
         if ctx.dry_run() {
             let mut p = prepared;
             crate::keys::set_rv(&mut p, rev);
@@ -220,4 +214,3 @@ pub(crate) async fn update_or_patch(
         _ => get(ctx, name).await,
     }
 }
-

@@ -8,12 +8,12 @@ use serde_json::{json, Value};
 use skiff_api::ApiError;
 use skiff_store::StoreError;
 
+use super::read::get;
+use super::update::{parse_patch, patch_kind, update_or_patch, PatchKind};
 use crate::ctx::{Ctx, DeleteOpts, Mode};
 use crate::keys::{encode, set_rv};
 use crate::objects::{meta, meta_mut, meta_str};
 use crate::respond::*;
-use crate::rest::read::get;
-use crate::rest::update::{parse_patch, patch_kind, update_or_patch, PatchKind};
 use crate::storage::{commit_update, delete_object, prepare_update};
 
 pub(crate) async fn handle(
@@ -37,9 +37,7 @@ pub(crate) async fn handle(
         }
         ("binding", &Method::POST) => binding(ctx, name, body).await,
         ("eviction", &Method::POST) => eviction(ctx, name, body).await,
-        ("finalize", &Method::PUT) => {
-            update_or_patch(ctx, method, name, body, Mode::Main).await
-        }
+        ("finalize", &Method::PUT) => update_or_patch(ctx, method, name, body, Mode::Main).await,
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
             node_proxy(ctx, method, name, sub, Upstream::default()).await
         }
