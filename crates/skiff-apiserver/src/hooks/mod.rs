@@ -11,23 +11,17 @@ use crate::admission::Registry;
 
 /// Every kind's hooks; `default_toleration_seconds` is the pods' DefaultTolerationSeconds.
 pub(crate) fn registry(default_toleration_seconds: i64) -> Registry {
+    let pods = pods::PodHooks {
+        default_toleration_seconds,
+    };
+    let slices = "discovery.k8s.io";
     Registry::default()
         .with("", "Namespace", namespaces::NamespaceHooks)
         .with("", "Node", nodes::NodeHooks)
-        .with(
-            "",
-            "Pod",
-            pods::PodHooks {
-                default_toleration_seconds,
-            },
-        )
+        .with("", "Pod", pods)
         .with("", "Service", services::ServiceHooks)
-        .with("", "Endpoints", endpoints::EndpointAddresses)
-        .with(
-            "discovery.k8s.io",
-            "EndpointSlice",
-            endpoints::EndpointAddresses,
-        )
+        .with("", "Endpoints", endpoints::EndpointsHooks)
+        .with(slices, "EndpointSlice", endpoints::EndpointSliceHooks)
 }
 
 #[cfg(test)]
