@@ -3,8 +3,9 @@
 //! max-in-flight limits, discovery (legacy and aggregated v2), OpenAPI v3, REST handlers for every
 //! resource in `skiff_api::resources`, subresources (status, scale, binding, eviction; log/exec
 //! proxied to the node agent), watch fan-out from the store, the in-process admission steps
-//! (defaults, validation, managedFields, finalizers, namespace lifecycle) and Secrets encryption
-//! at rest.
+//! (defaults, validation, managedFields, finalizers, and per-kind hooks in `hooks/`: allocation,
+//! namespace lifecycle, graceful pod deletion, default tolerations) and Secrets encryption at
+//! rest.
 //!
 //! Entry points: [`Server::bind`] + [`Server::run`] (or [`serve`]) for a real listener, and
 //! [`router`] for an in-process axum router over an [`AppState`].
