@@ -18,8 +18,8 @@ use skiff_api::{ApiError, Cause};
 use skiff_store::StoreError;
 
 use crate::keys::{decode, encode, object_key};
+use crate::objects::meta_str;
 use crate::respond::now_rfc3339;
-use crate::rest::meta_str;
 use crate::AppState;
 
 const IP_PREFIX: &str = "/registry/ranges/serviceips/";
@@ -655,39 +655,13 @@ pub(crate) async fn ensure_kubernetes_service(
 /// itself a ClusterIP would make the proxy DNAT to a virtual address (a loop, or a way around
 /// a Service's own endpoints). Upstream validation has no such check (it has no CIDR at hand);
 /// skiff rejects it at admission with a 422 like the other endpoint address rules.
-pub(crate) fn check_endpoint_addresses(
+/// `candidates` are (field path, address) pairs, from the kind's hook.
+pub(crate) fn reject_service_cidr_addresses(
     st: &AppState,
     info: &skiff_api::ResourceInfo,
     obj: &Value,
+    candidates: Vec<(String, &str)>,
 ) -> Result<(), ApiError> {
-    let mut candidates: Vec<(String, &str)> = Vec::new();
-    match (info.group, info.kind) {
-        ("", "Endpoints") => {
-            let subsets = obj.get("subsets").and_then(Value::as_array);
-            for (i, s) in subsets.into_iter().flatten().enumerate() {
-                for key in ["addresses", "notReadyAddresses"] {
-                    let list = s.get(key).and_then(Value::as_array);
-                    for (j, a) in list.into_iter().flatten().enumerate() {
-                        if let Some(ip) = a.get("ip").and_then(Value::as_str) {
-                            candidates.push((format!("subsets[{i}].{key}[{j}].ip"), ip));
-                        }
-                    }
-                }
-            }
-        }
-        ("discovery.k8s.io", "EndpointSlice") => {
-            let eps = obj.get("endpoints").and_then(Value::as_array);
-            for (i, ep) in eps.into_iter().flatten().enumerate() {
-                let list = ep.get("addresses").and_then(Value::as_array);
-                for (j, a) in list.into_iter().flatten().enumerate() {
-                    if let Some(ip) = a.as_str() {
-                        candidates.push((format!("endpoints[{i}].addresses[{j}]"), ip));
-                    }
-                }
-            }
-        }
-        _ => return Ok(()),
-    }
     let ranges = &st.ranges;
     let causes: Vec<Cause> = candidates
         .into_iter()

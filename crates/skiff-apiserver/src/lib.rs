@@ -3,25 +3,30 @@
 //! max-in-flight limits, discovery (legacy and aggregated v2), OpenAPI v3, REST handlers for every
 //! resource in `skiff_api::resources`, subresources (status, scale, binding, eviction; log/exec
 //! proxied to the node agent), watch fan-out from the store, the in-process admission steps
-//! (defaults, validation, managedFields, finalizers, namespace lifecycle) and Secrets encryption
-//! at rest.
+//! (defaults, validation, managedFields, finalizers, and per-kind hooks in `hooks/`: allocation,
+//! namespace lifecycle, graceful pod deletion, default tolerations) and Secrets encryption at
+//! rest.
 //!
 //! Entry points: [`Server::bind`] + [`Server::run`] (or [`serve`]) for a real listener, and
 //! [`router`] for an in-process axum router over an [`AppState`].
 
+mod admission;
 mod agent_client;
 mod allocator;
 mod auth;
 mod conn;
+mod ctx;
 mod discovery;
 pub mod encryption;
+mod hooks;
 mod inflight;
 mod keys;
 mod namespaces;
+mod objects;
 mod query;
 mod respond;
 mod rest;
-mod subresources;
+mod storage;
 mod tls;
 mod watch;
 
@@ -135,8 +140,8 @@ pub struct AppState {
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     /// Namespaces whose in-process finalizer task is running.
     pub(crate) finalizing: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// See [`ServerConfig::default_toleration_seconds`].
-    pub(crate) default_toleration_seconds: i64,
+    /// Admission hooks by kind (`hooks::registry`).
+    pub(crate) admission: admission::Registry,
     /// Service ClusterIP and NodePort ranges.
     pub(crate) ranges: allocator::Ranges,
     /// The max-in-flight pools.
@@ -179,7 +184,7 @@ impl AppState {
             tokens,
             shutdown,
             finalizing: Default::default(),
-            default_toleration_seconds,
+            admission: hooks::registry(default_toleration_seconds),
             ranges,
             inflight,
         })

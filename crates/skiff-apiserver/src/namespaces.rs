@@ -1,14 +1,21 @@
-//! Namespace lifecycle: the built-in namespaces at first start, and the in-process namespace
-//! finalizer that empties a terminating namespace and then removes it.
+//! Namespace lifecycle: the built-in namespaces at first start, the check that refuses new
+//! content in a missing or terminating namespace, and the in-process namespace finalizer that
+//! empties a terminating namespace and then removes it (started by the Namespace hooks in
+//! `hooks/namespaces.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::keys::{collection_prefix, decode, encode};
+use skiff_api::ApiError;
+
+use crate::ctx::{Ctx, DeleteOpts};
+use crate::keys::{collection_prefix, decode, encode, object_key};
+use crate::objects::meta;
 use crate::query::Query;
-use crate::rest::{delete_object, meta, Ctx, DeleteOpts};
+use crate::respond::{store_err, ApiResult};
+use crate::storage::delete_object;
 use crate::{AppState, ServerError};
 
 const BUILTIN: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -81,9 +88,30 @@ pub(crate) fn start_finalizer(st: Arc<AppState>, name: String) {
     });
 }
 
-/// Called after a terminating namespace is updated (e.g. finalizers removed).
-pub(crate) fn maybe_finish(st: Arc<AppState>, name: &str) {
-    start_finalizer(st, name.to_string());
+/// Checks the namespace of a new object exists and is not terminating.
+pub(crate) async fn check_namespace(ctx: &Ctx, ns: &str) -> ApiResult<()> {
+    let Some(ns_info) = skiff_api::resources::by_plural("", "v1", "namespaces") else {
+        return Ok(());
+    };
+    let key = object_key(ns_info, None, ns);
+    match ctx.st.store.get(&key).await {
+        Ok(Some(kv)) => {
+            let obj = decode(&kv)?;
+            if meta(&obj).get("deletionTimestamp").is_some() {
+                let mut e = ApiError::forbidden(format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ));
+                e.details = Some(json!({"name": ns, "kind": "namespaces", "causes": [{
+                    "reason": "NamespaceTerminating",
+                    "message": format!("namespace {ns} is being terminated"),
+                    "field": "metadata.namespace"}]}));
+                return Err(e);
+            }
+            Ok(())
+        }
+        Ok(None) => Err(ApiError::not_found("", "namespaces", ns)),
+        Err(e) => Err(store_err(ns_info, ns, e)),
+    }
 }
 
 /// One pass: delete what is left; remove the namespace once empty. Ok(true) = done.

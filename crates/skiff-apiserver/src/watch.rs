@@ -21,9 +21,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
+use crate::ctx::Ctx;
 use crate::keys::{collection_prefix, decode};
+use crate::objects::{include_object, matches, selectors};
 use crate::respond::*;
-use crate::rest::{include_object, list_objects, matches, selectors, Ctx};
+use crate::storage::list_objects;
 
 struct Encoder {
     info: &'static ResourceInfo,

@@ -8,9 +8,13 @@ use serde_json::{json, Value};
 use skiff_api::ApiError;
 use skiff_store::StoreError;
 
+use super::read::get;
+use super::update::{parse_patch, patch_kind, update_or_patch, PatchKind};
+use crate::ctx::{Ctx, DeleteOpts, Mode};
 use crate::keys::{encode, set_rv};
+use crate::objects::{meta, meta_mut, meta_str};
 use crate::respond::*;
-use crate::rest::{self, meta, meta_mut, meta_str, Ctx, Mode};
+use crate::storage::{commit_update, delete_object, prepare_update};
 
 pub(crate) async fn handle(
     ctx: &Ctx,
@@ -20,9 +24,9 @@ pub(crate) async fn handle(
     body: &[u8],
 ) -> ApiResult<Response> {
     match (sub, method) {
-        ("status", &Method::GET) => rest::get_object_response(ctx, name).await,
+        ("status", &Method::GET) => get(ctx, name).await,
         ("status", &Method::PUT) | ("status", &Method::PATCH) => {
-            rest::update_or_patch(ctx, method, name, body, Mode::Status).await
+            update_or_patch(ctx, method, name, body, Mode::Status).await
         }
         ("scale", &Method::GET) => {
             let (obj, _) = ctx.get_current(name).await?;
@@ -33,9 +37,7 @@ pub(crate) async fn handle(
         }
         ("binding", &Method::POST) => binding(ctx, name, body).await,
         ("eviction", &Method::POST) => eviction(ctx, name, body).await,
-        ("finalize", &Method::PUT) => {
-            rest::update_or_patch(ctx, method, name, body, Mode::Main).await
-        }
+        ("finalize", &Method::PUT) => update_or_patch(ctx, method, name, body, Mode::Main).await,
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
             node_proxy(ctx, method, name, sub, Upstream::default()).await
         }
@@ -123,15 +125,15 @@ async fn write_scale(ctx: &Ctx, method: &Method, name: &str, body: &[u8]) -> Api
                 .map(str::to_string);
             (body, p)
         } else {
-            let kind = rest::patch_kind(ctx)?;
-            let patch = rest::parse_patch(&kind, body)?;
+            let kind = patch_kind(ctx)?;
+            let patch = parse_patch(&kind, body)?;
             let p = patch
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 .filter(|r| !r.is_empty())
                 .map(str::to_string);
             let patched = match kind {
-                rest::PatchKind::Json => skiff_api::patch::json_patch(&scale, &patch)?,
+                PatchKind::Json => skiff_api::patch::json_patch(&scale, &patch)?,
                 _ => skiff_api::patch::merge_patch(&scale, &patch)?,
             };
             (patched, p)
@@ -163,13 +165,13 @@ async fn write_scale(ctx: &Ctx, method: &Method, name: &str, body: &[u8]) -> Api
         }
         let mut new = cur.clone();
         new["spec"]["replicas"] = json!(replicas);
-        let Some(prepared) = rest::prepare_update(ctx, &cur, new, Mode::Main, true)? else {
+        let Some(prepared) = prepare_update(ctx, &cur, new, Mode::Main, true)? else {
             return Ok(json_response(200, &scale));
         };
         if ctx.dry_run() {
             return Ok(json_response(200, &to_scale(&prepared)));
         }
-        match rest::commit_update(ctx, name, prepared, rev).await {
+        match commit_update(ctx, name, prepared, rev).await {
             Ok(stored) => return Ok(json_response(200, &to_scale(&stored))),
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
             Err(e) => return Err(store_err(ctx.info, name, e)),
@@ -249,17 +251,17 @@ async fn binding(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Response> {
 }
 
 async fn eviction(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Response> {
-    let mut opts = rest::DeleteOpts {
+    let mut opts = DeleteOpts {
         dry_run: ctx.dry_run(),
         ..Default::default()
     };
     if !body.is_empty() {
         let ev = ctx.decode_body(body)?;
         if let Some(d) = ev.get("deleteOptions") {
-            rest::from_delete_options_json(&mut opts, d);
+            opts.merge_json(d);
         }
     }
-    rest::delete_object(ctx, name, &opts).await?;
+    delete_object(ctx, name, &opts).await?;
     Ok(json_response(
         201,
         &success(json!({"name": name, "kind": "pods"})),

@@ -1,0 +1,65 @@
+//! The read verbs: get and list (label/field selectors, limit and continue, Table output).
+
+use axum::response::Response;
+use serde_json::{json, Value};
+use skiff_api::ApiError;
+
+use crate::ctx::Ctx;
+use crate::keys::collection_prefix;
+use crate::objects::{include_object, meta_str, selectors};
+use crate::respond::*;
+use crate::storage::list_objects;
+
+/// The object, or its Table row when the client asked for a Table.
+pub(super) fn object_response(ctx: &Ctx, code: u16, obj: &Value) -> Response {
+    if wants_table(&ctx.headers) {
+        let rv = meta_str(obj, "resourceVersion").unwrap_or("").to_string();
+        let table = skiff_api::table::to_table(
+            ctx.info,
+            std::slice::from_ref(obj),
+            include_object(&ctx.query),
+            json!({"resourceVersion": rv}),
+            now(),
+        );
+        return json_response(code, &table);
+    }
+    json_response(code, obj)
+}
+
+pub(super) async fn get(ctx: &Ctx, name: &str) -> ApiResult<Response> {
+    let (obj, _) = ctx.get_current(name).await?;
+    Ok(object_response(ctx, 200, &obj))
+}
+
+pub(super) async fn list(ctx: &Ctx) -> ApiResult<Response> {
+    let (label, field) = selectors(&ctx.query)?;
+    let limit = ctx
+        .query
+        .get("limit")
+        .map(|l| {
+            l.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let prefix = collection_prefix(ctx.info, ctx.ns.as_deref());
+    let (items, rev, token) = list_objects(ctx, &prefix, &label, &field, limit).await?;
+    let mut list_meta = json!({"resourceVersion": rev.to_string()});
+    if let Some(t) = &token {
+        list_meta["continue"] = json!(t);
+    }
+    if wants_table(&ctx.headers) {
+        let table = skiff_api::table::to_table(
+            ctx.info,
+            &items,
+            include_object(&ctx.query),
+            list_meta,
+            now(),
+        );
+        return Ok(json_response(200, &table));
+    }
+    Ok(json_response(
+        200,
+        &json!({"kind": ctx.info.list_kind, "apiVersion": ctx.info.api_version(), "metadata": list_meta, "items": items}),
+    ))
+}

@@ -1,0 +1,216 @@
+//! The write verbs on an existing object: update (PUT), patch (JSON, merge, strategic) and
+//! server-side apply (which creates a missing object), for the main resource and `/status`.
+
+use axum::response::Response;
+use http::Method;
+use serde_json::{json, Value};
+use skiff_api::ApiError;
+use skiff_store::StoreError;
+
+use super::create::resolve_new_identity;
+use super::read::{get, object_response};
+use crate::admission;
+use crate::ctx::{Ctx, Mode, RETRIES};
+use crate::keys::{decode, encode};
+use crate::objects::{check_type_meta, meta_mut, meta_str};
+use crate::respond::*;
+use crate::storage::{commit_update, prepare_create, prepare_update};
+
+pub(super) async fn update(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> ApiResult<Response> {
+    let mut new = ctx.decode_body(body)?;
+    check_type_meta(ctx.info, &mut new)?;
+    let warnings = ctx.field_validation(&new)?;
+    let wanted_rv = meta_str(&new, "resourceVersion")
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
+    for _ in 0..RETRIES {
+        let (old, rev) = ctx.get_current(name).await?;
+        if let Some(w) = &wanted_rv {
+            if *w != rev.to_string() {
+                return Err(ctx.conflict(name));
+            }
+        }
+        let Some(mut prepared) = prepare_update(ctx, &old, new.clone(), mode, true)? else {
+            return Ok(with_warnings(object_response(ctx, 200, &old), &warnings));
+        };
+        let reserved = ctx.hooks().reserve_update(ctx, &old, &mut prepared).await?;
+        if ctx.dry_run() {
+            let mut p = prepared;
+            crate::keys::set_rv(&mut p, rev);
+            return Ok(with_warnings(object_response(ctx, 200, &p), &warnings));
+        }
+        let committed = commit_update(ctx, name, prepared, rev).await;
+        admission::finish(&ctx.st, reserved, committed.is_ok()).await;
+        match committed {
+            Ok(stored) => return Ok(with_warnings(object_response(ctx, 200, &stored), &warnings)),
+            Err(StoreError::Conflict { .. }) if wanted_rv.is_none() => continue,
+            Err(e) => return Err(store_err(ctx.info, name, e)),
+        }
+    }
+    Err(ctx.conflict(name))
+}
+
+/// The patch body and type from the request.
+pub(crate) enum PatchKind {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+pub(crate) fn patch_kind(ctx: &Ctx) -> ApiResult<PatchKind> {
+    match ctx.content_type().as_deref() {
+        Some("application/json-patch+json") => Ok(PatchKind::Json),
+        Some("application/merge-patch+json") => Ok(PatchKind::Merge),
+        Some("application/strategic-merge-patch+json") => Ok(PatchKind::Strategic),
+        Some("application/apply-patch+yaml") | Some("application/apply-patch+json") => {
+            Ok(PatchKind::Apply)
+        }
+        other => Err(ApiError::unsupported_media_type(other.unwrap_or(""))),
+    }
+}
+
+pub(crate) fn parse_patch(kind: &PatchKind, body: &[u8]) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the patch body is empty"));
+    }
+    match kind {
+        PatchKind::Apply => serde_json::from_slice(body).or_else(|_| {
+            serde_norway::from_slice::<Value>(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }),
+        _ => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}"))),
+    }
+}
+
+/// Applies a parsed patch to `cur`.
+pub(crate) fn apply_patch(
+    ctx: &Ctx,
+    kind: &PatchKind,
+    cur: Option<&Value>,
+    patch: &Value,
+) -> ApiResult<Value> {
+    let empty = json!({});
+    let doc = cur.unwrap_or(&empty);
+    match kind {
+        PatchKind::Json => skiff_api::patch::json_patch(doc, patch),
+        PatchKind::Merge => skiff_api::patch::merge_patch(doc, patch),
+        PatchKind::Strategic => skiff_api::patch::strategic_merge_patch(ctx.info, doc, patch),
+        PatchKind::Apply => {
+            let manager = ctx
+                .query
+                .get("fieldManager")
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| {
+                    ApiError::bad_request("PATCH /apply requires fieldManager to be set")
+                })?;
+            skiff_api::apply::server_side_apply(
+                ctx.info,
+                cur,
+                patch,
+                manager,
+                ctx.query.flag("force"),
+                &now_rfc3339(),
+            )
+        }
+    }
+}
+
+pub(super) async fn patch(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> ApiResult<Response> {
+    let kind = patch_kind(ctx)?;
+    let patch = parse_patch(&kind, body)?;
+    if matches!(kind, PatchKind::Apply) {
+        let mut p = patch.clone();
+        check_type_meta(ctx.info, &mut p)?;
+        if let Some(n) = meta_str(&p, "name") {
+            if n != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+        }
+    }
+    let precondition = patch
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    for _ in 0..RETRIES {
+        let current = match ctx.st.store.get(&ctx.key(name)).await {
+            Ok(Some(kv)) => Some((decode(&kv)?, kv.mod_revision)),
+            Ok(None) => None,
+            Err(e) => return Err(store_err(ctx.info, name, e)),
+        };
+        let Some((cur, rev)) = current else {
+            if matches!(kind, PatchKind::Apply) && mode == Mode::Main {
+                return apply_create(ctx, name, &patch).await;
+            }
+            return Err(ApiError::not_found(ctx.info.group, ctx.info.plural, name));
+        };
+        if let Some(p) = &precondition {
+            if *p != rev.to_string() {
+                return Err(ctx.conflict(name));
+            }
+        }
+        let mut new = apply_patch(ctx, &kind, Some(&cur), &patch)?;
+        meta_mut(&mut new).remove("resourceVersion");
+        let warnings = ctx.field_validation(&new)?;
+        let record = !matches!(kind, PatchKind::Apply);
+        let Some(mut prepared) = prepare_update(ctx, &cur, new, mode, record)? else {
+            return Ok(with_warnings(object_response(ctx, 200, &cur), &warnings));
+        };
+        let reserved = ctx.hooks().reserve_update(ctx, &cur, &mut prepared).await?;
+        if ctx.dry_run() {
+            let mut p = prepared;
+            crate::keys::set_rv(&mut p, rev);
+            return Ok(with_warnings(object_response(ctx, 200, &p), &warnings));
+        }
+        let committed = commit_update(ctx, name, prepared, rev).await;
+        admission::finish(&ctx.st, reserved, committed.is_ok()).await;
+        match committed {
+            Ok(stored) => return Ok(with_warnings(object_response(ctx, 200, &stored), &warnings)),
+            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+            Err(e) => return Err(store_err(ctx.info, name, e)),
+        }
+    }
+    Err(ctx.conflict(name))
+}
+
+/// Server-side apply of a missing object creates it (201).
+async fn apply_create(ctx: &Ctx, name: &str, patch: &Value) -> ApiResult<Response> {
+    let mut applied = patch.clone();
+    check_type_meta(ctx.info, &mut applied)?;
+    let warnings = ctx.field_validation(&applied)?;
+    meta_mut(&mut applied).insert("name".into(), json!(name));
+    resolve_new_identity(ctx, &mut applied).await?;
+    let mut obj = apply_patch(ctx, &PatchKind::Apply, None, &applied)?;
+    check_type_meta(ctx.info, &mut obj)?;
+    meta_mut(&mut obj).insert("name".into(), json!(name));
+    if let Some(ns) = &ctx.ns {
+        meta_mut(&mut obj).insert("namespace".into(), json!(ns));
+    }
+    prepare_create(ctx, &mut obj, false)?;
+    let reserved = ctx.hooks().reserve_create(ctx, &mut obj).await?;
+    if ctx.dry_run() {
+        return Ok(with_warnings(object_response(ctx, 201, &obj), &warnings));
+    }
+    let created = ctx.st.store.create(&ctx.key(name), encode(&obj)).await;
+    admission::finish(&ctx.st, reserved, created.is_ok()).await;
+    let kv = created.map_err(|e| store_err(ctx.info, name, e))?;
+    crate::keys::set_rv(&mut obj, kv.mod_revision);
+    Ok(with_warnings(object_response(ctx, 201, &obj), &warnings))
+}
+
+pub(crate) async fn update_or_patch(
+    ctx: &Ctx,
+    method: &Method,
+    name: &str,
+    body: &[u8],
+    mode: Mode,
+) -> ApiResult<Response> {
+    match *method {
+        Method::PUT => update(ctx, name, body, mode).await,
+        Method::PATCH => patch(ctx, name, body, mode).await,
+        _ => get(ctx, name).await,
+    }
+}
