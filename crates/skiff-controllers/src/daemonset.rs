@@ -33,9 +33,10 @@ use sha2::{Digest, Sha256};
 use crate::events::EventType;
 use crate::owned::{drive, owner, owner_triggers, pod_key, pod_triggers};
 use crate::replicaset::expectations::Expectations;
-use crate::replicaset::pods::{is_available, pod_from_template, Selector};
+use crate::replicaset::pods::{is_available, pod_from_template};
 use crate::scheduler::plugins::{matches_node_affinity, tolerated_by};
 use crate::{api_message, Context, Error, Result};
+use skiff_semantics::labels::Selector;
 
 const COMPONENT: &str = "daemonset-controller";
 const ERROR_REQUEUE: Duration = Duration::from_secs(2);
@@ -341,7 +342,7 @@ impl Dsc {
             .into_iter()
             .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
             .filter(|p| ds_owner(p).is_some_and(|(_, u)| u == uid))
-            .filter(|p| selector.matches(p.metadata.labels.as_ref()))
+            .filter(|p| selector.matches(&p.metadata.labels.as_ref()))
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);

@@ -1,6 +1,8 @@
 //! Kubernetes semantics that the API server, the controllers and the agent must agree on, in
-//! one place: resource quantities ([`quantity`]) and the pod QoS class ([`qos`]).
+//! one place: resource quantities ([`quantity`]), the pod QoS class ([`qos`]) and label-selector
+//! matching ([`labels`]).
 
+pub mod labels;
 pub mod qos;
 pub mod quantity;
 

@@ -287,32 +287,6 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Label selectors
 
-pub fn selector_is_empty(s: &LabelSelector) -> bool {
-    s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
-}
-
-pub fn selector_matches(s: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    let ml = s
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    ml && s.match_expressions.iter().flatten().all(|r| {
-        let values = r.values.as_deref().unwrap_or(&[]);
-        let got = labels.get(&r.key);
-        match r.operator.as_str() {
-            "In" => got.is_some_and(|g| values.contains(g)),
-            "NotIn" => !got.is_some_and(|g| values.contains(g)),
-            "Exists" => got.is_some(),
-            "DoesNotExist" => got.is_none(),
-            _ => false,
-        }
-    })
-}
-
 /// Renders a selector in the `labelSelector` query syntax.
 pub fn selector_string(s: &LabelSelector) -> String {
     let mut parts: Vec<String> = s

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
     Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use skiff_semantics::labels::{matches_set, Operator};
 
 /// Requests counted by the scheduler (cpu in millicores, memory in bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -310,28 +311,7 @@ fn filter_taints(pod: &Pod, node: &Node) -> Result<(), Rejection> {
 
 fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        op @ ("Gt" | "Lt") => {
-            let (Some(v), [bound]) = (value, values) else {
-                return false;
-            };
-            match (v.parse::<i64>(), bound.parse::<i64>()) {
-                (Ok(v), Ok(b)) => {
-                    if op == "Gt" {
-                        v > b
-                    } else {
-                        v < b
-                    }
-                }
-                _ => false,
-            }
-        }
-        _ => false,
-    }
+    Operator::node_selector(&r.operator).is_some_and(|op| op.matches(value, values))
 }
 
 /// One nodeSelectorTerm: expressions and fields ANDed; an empty term matches nothing.
@@ -359,7 +339,7 @@ pub fn matches_node_affinity(pod: &Pod, node: &Node) -> bool {
     let empty = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
     if let Some(sel) = &spec.node_selector {
-        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        if !matches_set(sel, labels) {
             return false;
         }
     }

@@ -356,21 +356,27 @@ fn selectors() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
-    assert!(selector_matches(
+    use skiff_semantics::labels::label_selector_matches;
+    assert!(label_selector_matches(
         &sel,
-        Some(&l(&[("app", "web"), ("env", "a")]))
+        &Some(&l(&[("app", "web"), ("env", "a")]))
     ));
-    assert!(!selector_matches(
+    assert!(!label_selector_matches(
         &sel,
-        Some(&l(&[("app", "web"), ("env", "a"), ("tier", "db")]))
+        &Some(&l(&[("app", "web"), ("env", "a"), ("tier", "db")]))
     ));
-    assert!(!selector_matches(&sel, Some(&l(&[("app", "web")]))));
-    assert!(!selector_matches(&sel, None));
+    assert!(!label_selector_matches(&sel, &Some(&l(&[("app", "web")]))));
+    assert!(!label_selector_matches(
+        &sel,
+        &None::<&BTreeMap<String, String>>
+    ));
     assert_eq!(
         selector_string(&sel),
         "app=web,tier notin (db),env in (a,b)"
     );
-    assert!(selector_is_empty(&LabelSelector::default()));
+    assert!(skiff_semantics::labels::label_selector_is_empty(
+        &LabelSelector::default()
+    ));
 }
 
 #[test]
