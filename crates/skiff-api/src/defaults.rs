@@ -8,6 +8,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::ResourceInfo;
+use skiff_semantics::wellknown::labels as wellknown;
 
 /// Fills defaults in place (e.g. Deployment replicas 1, strategy RollingUpdate 25%/25%,
 /// revisionHistoryLimit 10, progressDeadlineSeconds 600; container imagePullPolicy,
@@ -312,10 +313,10 @@ fn cron_job(obj: &mut Map<String, Value>) {
 }
 
 /// Labels the Job strategy puts on the pod template (legacy unprefixed ones too).
-pub const JOB_NAME_LABELS: [&str; 2] = ["job-name", "batch.kubernetes.io/job-name"];
-pub const JOB_UID_LABELS: [&str; 2] = ["controller-uid", "batch.kubernetes.io/controller-uid"];
+pub const JOB_NAME_LABELS: [&str; 2] = [wellknown::LEGACY_JOB_NAME, wellknown::JOB_NAME];
+pub const JOB_UID_LABELS: [&str; 2] = [wellknown::LEGACY_CONTROLLER_UID, wellknown::CONTROLLER_UID];
 /// The label a generated Job selector selects.
-pub const JOB_SELECTOR_LABEL: &str = "batch.kubernetes.io/controller-uid";
+pub const JOB_SELECTOR_LABEL: &str = wellknown::CONTROLLER_UID;
 
 /// Create-only strategy steps that need the server-assigned `metadata.uid` (call after it is
 /// set and before [`apply_defaults`]): for a Job without `manualSelector: true`, upstream's
@@ -674,7 +675,7 @@ fn namespace(obj: &mut Map<String, Value>) {
         .map(str::to_string)
     {
         let labels = child(child(obj, "metadata"), "labels");
-        labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        labels.insert(wellknown::METADATA_NAME.into(), json!(name));
     }
     let spec = child(obj, "spec");
     default(spec, "finalizers", json!(["kubernetes"]));

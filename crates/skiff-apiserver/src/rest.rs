@@ -441,7 +441,10 @@ pub(crate) fn prepare_create(ctx: &Ctx, obj: &mut Value, record: bool) -> ApiRes
         let m = meta_mut(obj);
         let labels = m.entry("labels").or_insert_with(|| json!({}));
         if let Some(l) = labels.as_object_mut() {
-            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            l.insert(
+                skiff_semantics::wellknown::labels::METADATA_NAME.into(),
+                json!(name),
+            );
         }
     }
     // Needs the uid assigned above (Job selector generation); DaemonSet template generation.
@@ -465,8 +468,8 @@ pub(crate) fn prepare_create(ctx: &Ctx, obj: &mut Value, record: bool) -> ApiRes
 /// taint-based eviction waits that long before evicting it from a failed node.
 pub(crate) fn add_default_tolerations(pod: &mut Value, seconds: i64) {
     const KEYS: [&str; 2] = [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
+        skiff_semantics::wellknown::taints::NOT_READY,
+        skiff_semantics::wellknown::taints::UNREACHABLE,
     ];
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return;

@@ -1,10 +1,11 @@
 //! Kubernetes semantics that the API server, the controllers and the agent must agree on, in
-//! one place: resource quantities ([`quantity`]), the pod QoS class ([`qos`]) and label-selector
-//! matching ([`labels`]).
+//! one place: resource quantities ([`quantity`]), the pod QoS class ([`qos`]), label-selector
+//! matching ([`labels`]) and well-known label, annotation and taint keys ([`wellknown`]).
 
 pub mod labels;
 pub mod qos;
 pub mod quantity;
+pub mod wellknown;
 
 pub use qos::{pod_qos, pod_qos_json, QosClass};
 pub use quantity::{Quantity, QuantityError};

@@ -16,12 +16,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
-pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
-pub const REVISION: &str = "deployment.kubernetes.io/revision";
-pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
-pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
-pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
-pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub use skiff_semantics::wellknown::annotations::{
+    DESIRED_REPLICAS, LAST_APPLIED_CONFIG, MAX_REPLICAS, REVISION, REVISION_HISTORY,
+};
+pub use skiff_semantics::wellknown::labels::POD_TEMPLATE_HASH;
 pub const ROLLBACK_TO: &str = "deprecated.deployment.rollback.to";
 /// Upstream caps the revision-history annotation at this many characters.
 pub const MAX_REV_HISTORY_CHARS: usize = 2000;
@@ -43,7 +41,7 @@ pub const REASON_RS_CREATE_ERROR: &str = "ReplicaSetCreateError";
 
 /// Annotations never copied from the Deployment to its ReplicaSets.
 const ANNOTATIONS_TO_SKIP: [&str; 6] = [
-    LAST_APPLIED,
+    LAST_APPLIED_CONFIG,
     REVISION,
     REVISION_HISTORY,
     DESIRED_REPLICAS,

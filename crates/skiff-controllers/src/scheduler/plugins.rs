@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use skiff_semantics::labels::{matches_set, Operator};
+use skiff_semantics::wellknown::taints;
 
 /// Requests counted by the scheduler (cpu in millicores, memory in bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -209,10 +210,6 @@ impl Rejection {
     }
 }
 
-pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
-pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
-pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
-
 /// Upstream's `Toleration.ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
@@ -269,7 +266,7 @@ fn filter_unschedulable(pod: &Pod, node: &Node) -> Result<(), Rejection> {
     if cordoned
         && !tolerated_by(
             pod_tolerations(pod),
-            &taint(TAINT_UNSCHEDULABLE, "NoSchedule"),
+            &taint(taints::UNSCHEDULABLE, "NoSchedule"),
         )
     {
         return Err(Rejection::unresolvable("node(s) were unschedulable"));
@@ -289,8 +286,8 @@ fn filter_taints(pod: &Pod, node: &Node) -> Result<(), Rejection> {
         .unwrap_or_default();
     let implicit = match ready_status(node) {
         Some("True") => None,
-        Some("False") => Some(TAINT_NOT_READY),
-        _ => Some(TAINT_UNREACHABLE),
+        Some("False") => Some(taints::NOT_READY),
+        _ => Some(taints::UNREACHABLE),
     };
     if let Some(key) = implicit {
         if !taints.iter().any(|t| t.key == key) {

@@ -387,7 +387,7 @@ fn revision_annotations() {
             "kubernetes.io/change-cause".to_string(),
             "set image".to_string(),
         ),
-        (LAST_APPLIED.to_string(), "{}".to_string()),
+        (LAST_APPLIED_CONFIG.to_string(), "{}".to_string()),
         (REVISION.to_string(), "7".to_string()),
     ]));
     // A brand-new RS: copied annotations, revision, replicas annotations.
@@ -397,7 +397,7 @@ fn revision_annotations() {
         a.get("kubernetes.io/change-cause").map(String::as_str),
         Some("set image")
     );
-    assert!(!a.contains_key(LAST_APPLIED));
+    assert!(!a.contains_key(LAST_APPLIED_CONFIG));
     assert_eq!(a.get(REVISION).map(String::as_str), Some("2"));
     assert_eq!(a.get(DESIRED_REPLICAS).map(String::as_str), Some("3"));
     assert_eq!(a.get(MAX_REPLICAS).map(String::as_str), Some("4"));
