@@ -1,7 +1,9 @@
 //! Kubernetes semantics that the API server, the controllers and the agent must agree on, in
 //! one place: resource quantities ([`quantity`]), the pod QoS class ([`qos`]), label-selector
-//! matching ([`labels`]) and well-known label, annotation and taint keys ([`wellknown`]).
+//! matching ([`labels`]), well-known label, annotation and taint keys ([`wellknown`]) and IPv4
+//! CIDR parsing ([`cidr`]).
 
+pub mod cidr;
 pub mod labels;
 pub mod qos;
 pub mod quantity;
