@@ -209,10 +209,19 @@ mod tests {
     #[test]
     fn cluster_cidr_flag_takes_networks_from_slash_8_to_slash_24() {
         let net = parse_cidr("100.64.0.0/16").expect("default");
-        assert_eq!((net.network().octets(), net.prefix_len()), ([100, 64, 0, 0], 16));
+        assert_eq!(
+            (net.network().octets(), net.prefix_len()),
+            ([100, 64, 0, 0], 16)
+        );
         assert!(parse_cidr("10.0.0.0/8").is_ok());
         assert!(parse_cidr("100.64.42.0/24").is_ok());
-        for bad in ["100.64.0.0/25", "10.0.0.0/7", "100.64.0.1/16", "100.64.0.0", "x/16"] {
+        for bad in [
+            "100.64.0.0/25",
+            "10.0.0.0/7",
+            "100.64.0.1/16",
+            "100.64.0.0",
+            "x/16",
+        ] {
             let err = parse_cidr(bad).expect_err(bad);
             assert!(err.contains("expected an IPv4 network"), "{err}");
         }
