@@ -125,6 +125,19 @@ fn package_dir(repo: &str, dir: &str) -> String {
     format!("k8s.io/{repo}/{dir}")
 }
 
+/// The lines of a `.proto` that are not comments or blank, with their 0-based numbers.
+fn proto_declarations(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut in_comment = false;
+    text.lines().enumerate().filter(move |(_, raw)| {
+        let line = raw.trim();
+        if in_comment || line.starts_with("/*") {
+            in_comment = !line.contains("*/");
+            return false;
+        }
+        !(line.is_empty() || line.starts_with("//"))
+    })
+}
+
 /// Parses a (filtered or upstream) `generated.proto`.
 fn parse_proto(file: &str, text: &str) -> Result<Vec<ProtoMessage>, Error> {
     let err = |line: usize, t: &str| Error::Parse {
@@ -135,20 +148,8 @@ fn parse_proto(file: &str, text: &str) -> Result<Vec<ProtoMessage>, Error> {
     let mut package = None;
     let mut out = Vec::new();
     let mut current: Option<ProtoMessage> = None;
-    let mut in_comment = false;
-    for (i, raw) in text.lines().enumerate() {
+    for (i, raw) in proto_declarations(text) {
         let line = raw.trim();
-        if in_comment {
-            in_comment = !line.contains("*/");
-            continue;
-        }
-        if line.starts_with("/*") {
-            in_comment = !line.contains("*/");
-            continue;
-        }
-        if line.is_empty() || line.starts_with("//") {
-            continue;
-        }
         if let Some(p) = line.strip_prefix("package ") {
             package = Some(p.trim_end_matches(';').trim().to_string());
         } else if let Some(rest) = line.strip_prefix("message ") {
@@ -495,21 +496,9 @@ pub fn vendor(api: &Path, apimachinery: &Path, data_dir: &Path) -> Result<(), Er
         let messages = parse_proto(PROTO_FILE, &proto_text)?;
         let names: HashSet<&str> = messages.iter().map(|m| m.name.as_str()).collect();
         let mut proto = String::new();
-        let mut in_comment = false;
-        for line in proto_text.lines() {
-            let t = line.trim();
-            if in_comment {
-                in_comment = !t.contains("*/");
-                continue;
-            }
-            if t.starts_with("/*") {
-                in_comment = !t.contains("*/");
-                continue;
-            }
-            if !t.is_empty() && !t.starts_with("//") {
-                proto.push_str(line);
-                proto.push('\n');
-            }
+        for (_, line) in proto_declarations(&proto_text) {
+            proto.push_str(line);
+            proto.push('\n');
         }
         let mut go = String::new();
         for path in go_sources(&src)? {
