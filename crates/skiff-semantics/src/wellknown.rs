@@ -40,6 +40,12 @@ pub mod annotations {
     pub const LAST_APPLIED_CONFIG: &str = "kubectl.kubernetes.io/last-applied-configuration";
     pub const CRONJOB_SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
     pub const ENDPOINTS_OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
+    /// ReplicaSet scale-down prefers pods with a lower cost.
+    pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+    /// The extensions/v1beta1 rollback request a Deployment may still carry.
+    pub const DEPRECATED_ROLLBACK_TO: &str = "deprecated.deployment.rollback.to";
+    /// On the bookmark that ends a watch's initial events (`sendInitialEvents`).
+    pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 }
 
 /// Node taint keys.

@@ -17,10 +17,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
 pub use skiff_semantics::wellknown::annotations::{
-    DESIRED_REPLICAS, LAST_APPLIED_CONFIG, MAX_REPLICAS, REVISION, REVISION_HISTORY,
+    DEPRECATED_ROLLBACK_TO, DESIRED_REPLICAS, LAST_APPLIED_CONFIG, MAX_REPLICAS, REVISION,
+    REVISION_HISTORY,
 };
 pub use skiff_semantics::wellknown::labels::POD_TEMPLATE_HASH;
-pub const ROLLBACK_TO: &str = "deprecated.deployment.rollback.to";
 /// Upstream caps the revision-history annotation at this many characters.
 pub const MAX_REV_HISTORY_CHARS: usize = 2000;
 
@@ -46,7 +46,7 @@ const ANNOTATIONS_TO_SKIP: [&str; 6] = [
     REVISION_HISTORY,
     DESIRED_REPLICAS,
     MAX_REPLICAS,
-    ROLLBACK_TO,
+    DEPRECATED_ROLLBACK_TO,
 ];
 
 pub fn skip_copy_annotation(key: &str) -> bool {
