@@ -77,12 +77,8 @@ pub enum Error {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Card {
-    One,
-    Repeated,
-    Map,
-}
+/// Cardinality, as the table's Rust path: `Card::One`, `Card::Repeated` or `Card::Map`.
+type Card = &'static str;
 
 #[derive(Debug)]
 struct ProtoField {
@@ -171,12 +167,12 @@ fn parse_proto(file: &str, text: &str) -> Result<Vec<ProtoMessage>, Error> {
             let (card, ty, name) = if let Some(m) = lhs.trim().strip_prefix("map<") {
                 let (kv, name) = m.split_once('>').ok_or_else(|| err(i, raw))?;
                 let (_, v) = kv.split_once(',').ok_or_else(|| err(i, raw))?;
-                (Card::Map, v.trim(), name.trim())
+                ("Card::Map", v.trim(), name.trim())
             } else {
                 let mut parts = lhs.split_whitespace();
                 let card = match parts.next() {
-                    Some("optional") => Card::One,
-                    Some("repeated") => Card::Repeated,
+                    Some("optional") => "Card::One",
+                    Some("repeated") => "Card::Repeated",
                     _ => return Err(err(i, raw)),
                 };
                 let (Some(ty), Some(name), None) = (parts.next(), parts.next(), parts.next())
@@ -441,11 +437,7 @@ pub fn generate(data_dir: &Path) -> Result<String, Error> {
             go.slices.contains(&msg.name)
         );
         for r in rows(msg, go)? {
-            let card = match r.card {
-                Card::One => "Card::One",
-                Card::Repeated => "Card::Repeated",
-                Card::Map => "Card::Map",
-            };
+            let card = r.card;
             let _ = writeln!(
                 out,
                 "        Field {{ num: {}, json: \"{}\", ty: {}, card: {card}, pointer: {}, inline: {} }},",
@@ -573,13 +565,13 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (2, "replicas", "Ty::I32", Card::One, true, false),
-                (1, "name", "Ty::Str", Card::One, false, false),
+                (2, "replicas", "Ty::I32", "Card::One", true, false),
+                (1, "name", "Ty::Str", "Card::One", false, false),
                 (
                     5,
                     "",
                     "Ty::Msg(\"k8s.io.api.demo.v1.Source\")",
-                    Card::One,
+                    "Card::One",
                     false,
                     true
                 ),
@@ -588,11 +580,11 @@ mod tests {
                     3,
                     "items",
                     "Ty::Msg(\"k8s.io.api.demo.v1.Item\")",
-                    Card::Repeated,
+                    "Card::Repeated",
                     false,
                     false
                 ),
-                (4, "labels", "Ty::Str", Card::Map, false, false),
+                (4, "labels", "Ty::Str", "Card::Map", false, false),
             ]
         );
     }
