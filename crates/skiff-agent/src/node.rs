@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::pods::{PodIndex, PodManager};
 use crate::{AgentConfig, Error, Result};
+use skiff_semantics::wellknown::labels as wellknown;
 
 pub const KUBELET_VERSION: &str = "v1.33.0-skiff";
 
@@ -229,11 +230,11 @@ async fn register(client: &Client, config: &AgentConfig, port: u16) -> Result<()
     let fingerprint = crate::api::cert_fingerprint(&config.data_dir)?;
     let annotations = json!({ crate::api::CERT_ANNOTATION: fingerprint });
     let labels = json!({
-        "kubernetes.io/hostname": name,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": arch(),
-        "beta.kubernetes.io/os": "linux",
-        "beta.kubernetes.io/arch": arch(),
+        wellknown::HOSTNAME: name,
+        wellknown::OS: "linux",
+        wellknown::ARCH: arch(),
+        wellknown::BETA_OS: "linux",
+        wellknown::BETA_ARCH: arch(),
     });
     match nodes.get_opt(name).await? {
         Some(_) => {

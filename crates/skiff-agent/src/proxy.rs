@@ -24,8 +24,8 @@ use skiff_net::proxy::{
 use skiff_net::{NetConfig, PodNetwork};
 
 use crate::{AgentConfig, Result};
+use skiff_semantics::wellknown::labels;
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Coalescing window for bursts of Service/EndpointSlice events.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
@@ -191,7 +191,7 @@ impl crate::dns::Lookup for StoreLookup {
             .iter()
             .filter(|s| {
                 s.namespace().as_deref() == Some(namespace)
-                    && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
+                    && s.labels().get(labels::SERVICE_NAME).map(String::as_str) == Some(name)
             })
             .flat_map(|s| s.endpoints.clone())
             .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
@@ -214,7 +214,7 @@ pub fn build_model(
     let mut by_service: HashMap<(String, String), Vec<std::sync::Arc<EndpointSlice>>> =
         HashMap::new();
     for s in slices.state() {
-        if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL) {
+        if let Some(svc) = s.labels().get(labels::SERVICE_NAME) {
             by_service
                 .entry((s.namespace().unwrap_or_default(), svc.clone()))
                 .or_default()

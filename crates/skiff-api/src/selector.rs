@@ -2,73 +2,28 @@
 //! selectors (`path=value`, `path==value`, `path!=value`, comma-separated).
 //!
 //! The label grammar and its matching rules follow `k8s.io/apimachinery/pkg/labels`: `!=` and
-//! `notin` also match objects without the key, `>`/`<` compare integers.
+//! `notin` also match objects without the key, `>`/`<` compare integers. Matching itself is
+//! `skiff_semantics::labels`, shared with the controllers and the agent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
+use skiff_semantics::labels::Requirement;
 
 use crate::ApiError;
 
-/// One ANDed term of a label selector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Requirement {
-    Eq(String, String),
-    NotEq(String, String),
-    In(String, BTreeSet<String>),
-    NotIn(String, BTreeSet<String>),
-    Exists(String),
-    DoesNotExist(String),
-    Gt(String, i64),
-    Lt(String, i64),
-}
-
-impl Requirement {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        match self {
-            Requirement::Eq(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEq(k, v) => labels.get(k) != Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => !labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
-            Requirement::Gt(k, n) => labels
-                .get(k)
-                .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|v| v > *n),
-            Requirement::Lt(k, n) => labels
-                .get(k)
-                .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|v| v < *n),
-        }
-    }
-
-    fn key(&self) -> &str {
-        match self {
-            Requirement::Eq(k, _)
-            | Requirement::NotEq(k, _)
-            | Requirement::In(k, _)
-            | Requirement::NotIn(k, _)
-            | Requirement::Exists(k)
-            | Requirement::DoesNotExist(k)
-            | Requirement::Gt(k, _)
-            | Requirement::Lt(k, _) => k,
-        }
-    }
-
-    /// Upstream's `Requirement.String()`.
-    fn render(&self) -> String {
-        let set = |vs: &BTreeSet<String>| vs.iter().cloned().collect::<Vec<_>>().join(",");
-        match self {
-            Requirement::Eq(k, v) => format!("{k}={v}"),
-            Requirement::NotEq(k, v) => format!("{k}!={v}"),
-            Requirement::In(k, vs) => format!("{k} in ({})", set(vs)),
-            Requirement::NotIn(k, vs) => format!("{k} notin ({})", set(vs)),
-            Requirement::Exists(k) => k.clone(),
-            Requirement::DoesNotExist(k) => format!("!{k}"),
-            Requirement::Gt(k, n) => format!("{k}>{n}"),
-            Requirement::Lt(k, n) => format!("{k}<{n}"),
-        }
+/// Upstream's `Requirement.String()`.
+fn render(r: &Requirement) -> String {
+    let set = |vs: &BTreeSet<String>| vs.iter().cloned().collect::<Vec<_>>().join(",");
+    match r {
+        Requirement::Eq(k, v) => format!("{k}={v}"),
+        Requirement::NotEq(k, v) => format!("{k}!={v}"),
+        Requirement::In(k, vs) => format!("{k} in ({})", set(vs)),
+        Requirement::NotIn(k, vs) => format!("{k} notin ({})", set(vs)),
+        Requirement::Exists(k) => k.clone(),
+        Requirement::DoesNotExist(k) => format!("!{k}"),
+        Requirement::Gt(k, n) => format!("{k}>{n}"),
+        Requirement::Lt(k, n) => format!("{k}<{n}"),
     }
 }
 
@@ -504,7 +459,7 @@ impl LabelSelector {
 impl std::fmt::Display for LabelSelector {
     /// The canonical string form (`app=web,tier in (a,b)`), as `kubectl get -o wide` shows it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.requirements.iter().map(Requirement::render).collect();
+        let parts: Vec<String> = self.requirements.iter().map(render).collect();
         f.write_str(&parts.join(","))
     }
 }

@@ -454,32 +454,7 @@ pub(crate) fn meta_update(e: &mut Errs, new: Option<&Value>, old: Option<&Value>
 // ---- workloads ----
 
 pub(crate) fn label_selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
-    let get = |k: &str| labels.get(k).and_then(Value::as_str);
-    let ml_ok = sel
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .is_none_or(|ml| ml.iter().all(|(k, v)| get(k) == v.as_str()));
-    let me_ok = sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .is_none_or(|exprs| {
-            exprs.iter().all(|x| {
-                let key = x.get("key").and_then(Value::as_str).unwrap_or("");
-                let values: Vec<&str> = x
-                    .get("values")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                match x.get("operator").and_then(Value::as_str) {
-                    Some("In") => get(key).is_some_and(|v| values.contains(&v)),
-                    Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
-                    Some("Exists") => get(key).is_some(),
-                    Some("DoesNotExist") => get(key).is_none(),
-                    _ => false,
-                }
-            })
-        });
-    ml_ok && me_ok
+    skiff_semantics::labels::label_selector_matches_json(sel, labels)
 }
 
 pub(crate) fn label_selector(e: &mut Errs, sel: &Value, field: &str) {

@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use rand::Rng;
 use serde_json::{json, Value};
 use skiff_api::{ApiError, Cause};
+use skiff_semantics::cidr::Ipv4Net;
 use skiff_store::StoreError;
 
 use crate::keys::{decode, encode, object_key};
@@ -30,35 +31,28 @@ const RANDOM_TRIES: usize = 16;
 /// The configured ranges.
 #[derive(Debug, Clone)]
 pub(crate) struct Ranges {
-    pub cidr: (Ipv4Addr, u8),
+    pub cidr: Ipv4Net,
     pub node_ports: (u16, u16),
 }
 
 impl Ranges {
     fn base(&self) -> u32 {
-        let bits = u32::from(self.cidr.1.min(32));
-        let mask = if bits == 0 {
-            0
-        } else {
-            u32::MAX << (32 - bits)
-        };
-        u32::from(self.cidr.0) & mask
+        u32::from(self.cidr.network())
     }
 
     /// Number of addresses in the CIDR.
     fn size(&self) -> u64 {
-        1u64 << (32 - u32::from(self.cidr.1.min(32)))
+        1u64 << (32 - u32::from(self.cidr.prefix_len()))
     }
 
     fn cidr_string(&self) -> String {
-        format!("{}/{}", Ipv4Addr::from(self.base()), self.cidr.1)
+        self.cidr.trunc().to_string()
     }
 
     /// Offset of `ip` in the range when it is usable (not network/broadcast).
     fn offset(&self, ip: Ipv4Addr) -> Option<u64> {
         let off = u64::from(u32::from(ip).wrapping_sub(self.base()));
-        let ip_in = (u32::from(ip) & !((self.size() - 1) as u32)) == self.base();
-        (ip_in && off >= 1 && off + 1 < self.size()).then_some(off)
+        (self.cidr.contains(&ip) && off >= 1 && off + 1 < self.size()).then_some(off)
     }
 
     fn ip_at(&self, off: u64) -> Ipv4Addr {
@@ -667,7 +661,7 @@ pub(crate) fn reject_service_cidr_addresses(
         .into_iter()
         .filter(|(_, raw)| {
             raw.parse::<Ipv4Addr>()
-                .is_ok_and(|ip| u32::from(ip) & !((ranges.size() - 1) as u32) == ranges.base())
+                .is_ok_and(|ip| ranges.cidr.contains(&ip))
         })
         .map(|(field, raw)| Cause {
             reason: "FieldValueInvalid".into(),

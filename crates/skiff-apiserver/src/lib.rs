@@ -63,7 +63,7 @@ pub struct ServerConfig {
     pub default_toleration_seconds: i64,
     /// The range Service ClusterIPs come from (`--service-cluster-ip-range`); the first usable
     /// address is the `kubernetes` Service's. Default [`DEFAULT_SERVICE_CIDR`].
-    pub service_cidr: (std::net::Ipv4Addr, u8),
+    pub service_cidr: skiff_semantics::cidr::Ipv4Net,
     /// Inclusive NodePort range (`--service-node-port-range`), default 30000-32767.
     pub node_port_range: (u16, u16),
     /// A TLS handshake must finish within this (default 10 s).
@@ -85,8 +85,8 @@ pub struct ServerConfig {
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// Default [`ServerConfig::service_cidr`]: 100.65.0.0/16.
-pub const DEFAULT_SERVICE_CIDR: (std::net::Ipv4Addr, u8) =
-    (std::net::Ipv4Addr::new(100, 65, 0, 0), 16);
+pub const DEFAULT_SERVICE_CIDR: skiff_semantics::cidr::Ipv4Net =
+    skiff_semantics::cidr::Ipv4Net::new_assert(std::net::Ipv4Addr::new(100, 65, 0, 0), 16);
 /// Default [`ServerConfig::node_port_range`].
 pub const DEFAULT_NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 

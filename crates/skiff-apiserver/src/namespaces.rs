@@ -34,7 +34,7 @@ pub(crate) async fn bootstrap(st: &Arc<AppState>) -> Result<(), ServerError> {
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "uid": uuid::Uuid::new_v4().to_string(),
                 "creationTimestamp": crate::respond::now_rfc3339(),
-                "labels": {"kubernetes.io/metadata.name": name}},
+                "labels": {skiff_semantics::wellknown::labels::METADATA_NAME: name}},
             "spec": {"finalizers": ["kubernetes"]},
             "status": {"phase": "Active"},
         });

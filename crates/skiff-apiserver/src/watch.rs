@@ -59,7 +59,8 @@ impl Encoder {
     fn bookmark(&self, rev: i64, initial_end: bool) -> Bytes {
         let mut md = json!({"resourceVersion": rev.to_string()});
         if initial_end {
-            md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            md["annotations"] =
+                json!({skiff_semantics::wellknown::annotations::INITIAL_EVENTS_END: "true"});
         }
         let obj =
             json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": md});

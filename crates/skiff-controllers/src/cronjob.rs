@@ -28,13 +28,12 @@ use crate::events::EventType;
 use crate::owned::drive;
 use crate::replicaset::pods::controller_ref;
 use crate::{api_message, Context, Error, Result};
+use skiff_semantics::wellknown::annotations;
 
 const COMPONENT: &str = "cronjob-controller";
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 /// Upstream gives up listing missed times past this many and starts from the latest.
 const MAX_MISSED: usize = 100;
-/// Annotation upstream puts on Jobs it schedules.
-const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
 struct Cjc {
     ctx: Arc<Context>,
@@ -409,7 +408,10 @@ impl Cjc {
         let tmeta = template.metadata.unwrap_or_default();
         let name = format!("{}-{}", cj.name_any(), scheduled.as_second() / 60);
         let mut annotations = tmeta.annotations.unwrap_or_default();
-        annotations.insert(SCHEDULED_ANNOTATION.into(), scheduled.to_string());
+        annotations.insert(
+            annotations::CRONJOB_SCHEDULED_TIMESTAMP.into(),
+            scheduled.to_string(),
+        );
         let job = Job {
             metadata: ObjectMeta {
                 name: Some(name.clone()),

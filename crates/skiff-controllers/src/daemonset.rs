@@ -33,15 +33,15 @@ use sha2::{Digest, Sha256};
 use crate::events::EventType;
 use crate::owned::{drive, owner, owner_triggers, pod_key, pod_triggers};
 use crate::replicaset::expectations::Expectations;
-use crate::replicaset::pods::{is_available, pod_from_template, Selector};
+use crate::replicaset::pods::{is_available, pod_from_template};
 use crate::scheduler::plugins::{matches_node_affinity, tolerated_by};
 use crate::{api_message, Context, Error, Result};
+use skiff_semantics::labels::Selector;
+use skiff_semantics::wellknown::{labels, taints};
 
 const COMPONENT: &str = "daemonset-controller";
 const ERROR_REQUEUE: Duration = Duration::from_secs(2);
 const UNSATISFIED_RECHECK: Duration = Duration::from_secs(30);
-/// The label carrying the template hash on daemon pods (upstream's name).
-pub const REVISION_LABEL: &str = "controller-revision-hash";
 
 /// A daemon pod as one sync sees it: (`ns/name`, revision hash, available).
 type DaemonPod = (String, String, bool);
@@ -144,18 +144,15 @@ fn add_daemon_tolerations(pod: &mut Pod) {
         return;
     };
     let mut wanted = vec![
-        toleration("node.kubernetes.io/not-ready", "NoExecute"),
-        toleration("node.kubernetes.io/unreachable", "NoExecute"),
-        toleration("node.kubernetes.io/disk-pressure", "NoSchedule"),
-        toleration("node.kubernetes.io/memory-pressure", "NoSchedule"),
-        toleration("node.kubernetes.io/pid-pressure", "NoSchedule"),
-        toleration("node.kubernetes.io/unschedulable", "NoSchedule"),
+        toleration(taints::NOT_READY, "NoExecute"),
+        toleration(taints::UNREACHABLE, "NoExecute"),
+        toleration(taints::DISK_PRESSURE, "NoSchedule"),
+        toleration(taints::MEMORY_PRESSURE, "NoSchedule"),
+        toleration(taints::PID_PRESSURE, "NoSchedule"),
+        toleration(taints::UNSCHEDULABLE, "NoSchedule"),
     ];
     if spec.host_network == Some(true) {
-        wanted.push(toleration(
-            "node.kubernetes.io/network-unavailable",
-            "NoSchedule",
-        ));
+        wanted.push(toleration(taints::NETWORK_UNAVAILABLE, "NoSchedule"));
     }
     let list = spec.tolerations.get_or_insert_with(Vec::new);
     for t in wanted {
@@ -183,7 +180,7 @@ fn new_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
     pod.metadata
         .labels
         .get_or_insert_with(BTreeMap::new)
-        .insert(REVISION_LABEL.into(), hash.into());
+        .insert(labels::CONTROLLER_REVISION_HASH.into(), hash.into());
     add_daemon_tolerations(&mut pod);
     if let Some(spec) = pod.spec.as_mut() {
         // Upstream's ReplaceDaemonSetPodNodeNameNodeAffinity: the scheduler binds it there.
@@ -341,7 +338,7 @@ impl Dsc {
             .into_iter()
             .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
             .filter(|p| ds_owner(p).is_some_and(|(_, u)| u == uid))
-            .filter(|p| selector.matches(p.metadata.labels.as_ref()))
+            .filter(|p| selector.matches(&p.metadata.labels.as_ref()))
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
@@ -357,7 +354,11 @@ impl Dsc {
                 failed.push(pod_key(p));
                 continue;
             }
-            let rev = p.labels().get(REVISION_LABEL).cloned().unwrap_or_default();
+            let rev = p
+                .labels()
+                .get(labels::CONTROLLER_REVISION_HASH)
+                .cloned()
+                .unwrap_or_default();
             match target_node(p).and_then(|n| by_node.get_mut(&n)) {
                 Some((_, list)) => list.push((pod_key(p), rev, is_available(p, min_ready, now))),
                 // Its node is gone.
@@ -644,7 +645,9 @@ mod tests {
         let pod = new_pod(&ds, "n1", "abc");
         assert_eq!(target_node(&pod).as_deref(), Some("n1"));
         assert_eq!(
-            pod.labels().get(REVISION_LABEL).map(String::as_str),
+            pod.labels()
+                .get(labels::CONTROLLER_REVISION_HASH)
+                .map(String::as_str),
             Some("abc")
         );
     }

@@ -27,6 +27,7 @@ use kube::Resource;
 
 use crate::events::EventType;
 use crate::{Context, Error, Result};
+use skiff_semantics::labels::{label_selector_is_empty, label_selector_matches};
 use util::*;
 
 const COMPONENT: &str = "deployment-controller";
@@ -77,8 +78,8 @@ fn recreate_deployments_for_pod(
         .filter(|d| d.metadata.namespace.as_deref() == Some(ns) && !is_rolling(d))
         .filter(|d| {
             d.spec.as_ref().is_some_and(|s| {
-                !selector_is_empty(&s.selector)
-                    && selector_matches(&s.selector, pod.metadata.labels.as_ref())
+                !label_selector_is_empty(&s.selector)
+                    && label_selector_matches(&s.selector, &pod.metadata.labels.as_ref())
             })
         })
         .filter_map(|d| {
@@ -195,7 +196,7 @@ impl Syncer<'_> {
     /// `syncDeployment`.
     async fn sync_deployment(&mut self) -> Result<Action> {
         let selector = self.selector();
-        if selector_is_empty(&selector) {
+        if label_selector_is_empty(&selector) {
             self.event(
                 EventType::Warning,
                 "SelectingAll",
@@ -246,7 +247,7 @@ impl Syncer<'_> {
         let list = self.rs_api.list(&ListParams::default()).await?;
         let mut claimed = Vec::new();
         for mut rs in list.items {
-            let matches = selector_matches(&selector, rs.metadata.labels.as_ref());
+            let matches = label_selector_matches(&selector, &rs.metadata.labels.as_ref());
             match controller_of(&rs.metadata) {
                 Some(c) if c.uid == uid => {
                     if matches {
@@ -317,7 +318,7 @@ impl Syncer<'_> {
         Ok(pods
             .items
             .into_iter()
-            .filter(|p| selector_matches(&selector, p.metadata.labels.as_ref()))
+            .filter(|p| label_selector_matches(&selector, &p.metadata.labels.as_ref()))
             .collect())
     }
 

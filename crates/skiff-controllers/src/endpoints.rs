@@ -32,13 +32,9 @@ use kube::ResourceExt;
 use self::desired::{selects, SliceGroup};
 pub use self::desired::{MAX_ENDPOINTS_ADDRESSES, MAX_ENDPOINTS_PER_SLICE};
 use crate::{Context, Error, Result};
+use skiff_semantics::wellknown::{annotations, labels};
 
-pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
-pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
-pub const LABEL_SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";
-pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
-const OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
 /// Retry delay after a failed sync (conflicts mostly: short, the next try uses fresh data).
 const ERROR_REQUEUE: Duration = Duration::from_millis(200);
 
@@ -112,7 +108,10 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     })
     .try_flatten();
 
-    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={MANAGED_BY}",
+        labels::ENDPOINTSLICE_MANAGED_BY
+    ));
     let slice_triggers = reflector(
         slice_writer,
         watcher(Api::<EndpointSlice>::all(client.clone()), managed),
@@ -267,7 +266,7 @@ impl Epc {
             _ => return vec![],
         };
         let ns = slice.namespace().unwrap_or_default();
-        let Some(svc) = slice.labels().get(LABEL_SERVICE_NAME).cloned() else {
+        let Some(svc) = slice.labels().get(labels::SERVICE_NAME).cloned() else {
             return vec![];
         };
         if let Ok(mut w) = self.written.lock() {
@@ -316,7 +315,7 @@ impl Epc {
             .iter()
             .filter(|s| {
                 s.namespace().as_deref() == Some(ns)
-                    && s.labels().get(LABEL_SERVICE_NAME) == Some(&name)
+                    && s.labels().get(labels::SERVICE_NAME) == Some(&name)
             })
             .map(|s| (s.name_any(), s.as_ref().clone()))
             .collect();
@@ -423,18 +422,21 @@ impl Epc {
         };
         let (subsets, truncated) = desired::subsets(svc, pods);
         let mut labels = svc.labels().clone();
-        labels.insert(LABEL_SKIP_MIRROR.into(), "true".into());
+        labels.insert(labels::ENDPOINTSLICE_SKIP_MIRROR.into(), "true".into());
         if is_headless(svc) {
-            labels.insert(LABEL_HEADLESS.into(), String::new());
+            labels.insert(labels::SERVICE_HEADLESS.into(), String::new());
         }
         let mut annotations = existing
             .as_ref()
             .and_then(|e| e.metadata.annotations.clone())
             .unwrap_or_default();
         if truncated {
-            annotations.insert(OVER_CAPACITY.into(), "truncated".into());
+            annotations.insert(
+                annotations::ENDPOINTS_OVER_CAPACITY.into(),
+                "truncated".into(),
+            );
         } else {
-            annotations.remove(OVER_CAPACITY);
+            annotations.remove(annotations::ENDPOINTS_OVER_CAPACITY);
         }
         let subsets = (!subsets.is_empty()).then_some(subsets);
         if let Some(e) = &existing {
@@ -487,12 +489,12 @@ fn is_headless(svc: &Service) -> bool {
 /// The Service's labels plus the controller's own (which win).
 fn slice_labels(svc: &Service) -> BTreeMap<String, String> {
     let mut labels = svc.labels().clone();
-    labels.insert(LABEL_SERVICE_NAME.into(), svc.name_any());
-    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+    labels.insert(labels::SERVICE_NAME.into(), svc.name_any());
+    labels.insert(labels::ENDPOINTSLICE_MANAGED_BY.into(), MANAGED_BY.into());
     if is_headless(svc) {
-        labels.insert(LABEL_HEADLESS.into(), String::new());
+        labels.insert(labels::SERVICE_HEADLESS.into(), String::new());
     } else {
-        labels.remove(LABEL_HEADLESS);
+        labels.remove(labels::SERVICE_HEADLESS);
     }
     labels
 }

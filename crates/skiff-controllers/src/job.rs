@@ -29,8 +29,9 @@ use kube::{Resource, ResourceExt};
 use crate::events::EventType;
 use crate::owned::{drive, owner, owner_triggers, pod_key, pod_triggers};
 use crate::replicaset::expectations::Expectations;
-use crate::replicaset::pods::{is_active, is_ready, pod_from_template, Selector};
+use crate::replicaset::pods::{is_active, is_ready, pod_from_template};
 use crate::{api_message, Context, Error, Result};
+use skiff_semantics::labels::Selector;
 
 const COMPONENT: &str = "job-controller";
 const ERROR_REQUEUE: Duration = Duration::from_secs(2);
@@ -297,7 +298,7 @@ impl Jc {
             .into_iter()
             .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
             .filter(|p| job_owner(&p.metadata).is_some_and(|(_, u)| u == uid))
-            .filter(|p| selector.matches(p.metadata.labels.as_ref()))
+            .filter(|p| selector.matches(&p.metadata.labels.as_ref()))
             .collect();
         let mut active: Vec<Arc<Pod>> = pods.iter().filter(|p| is_active(p)).cloned().collect();
         let succeeded = (pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32)

@@ -54,7 +54,7 @@ pub struct Options {
     /// pods at admission by the API server.
     pub default_toleration_seconds: i64,
     /// The pod network nodes get their /24s from (100.64.0.0/16).
-    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    pub cluster_cidr: skiff_semantics::cidr::Ipv4Net,
 }
 
 impl Default for Options {
@@ -63,7 +63,10 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(50),
             node_monitor_period: Duration::from_secs(5),
             default_toleration_seconds: 300,
-            cluster_cidr: (std::net::Ipv4Addr::new(100, 64, 0, 0), 16),
+            cluster_cidr: skiff_semantics::cidr::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(100, 64, 0, 0),
+                16,
+            ),
         }
     }
 }

@@ -14,35 +14,30 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::json;
+use skiff_semantics::cidr::{parse_ipv4_network, Ipv4Net};
 
 use crate::{Context, Error, Result};
 
 /// The per-node prefix length.
 pub const NODE_MASK: u8 = 24;
 
-type Cidr = (Ipv4Addr, u8);
+type Cidr = Ipv4Net;
 
 /// Index of a node /24 inside the cluster CIDR, if `cidr` is one.
 fn block_index(cluster: Cidr, cidr: &str) -> Option<u32> {
-    let (addr, len) = cidr.split_once('/')?;
-    let addr: Ipv4Addr = addr.parse().ok()?;
-    if len.parse::<u8>().ok()? != NODE_MASK {
-        return None;
-    }
-    let base = u32::from(cluster.0);
-    let offset = u32::from(addr).checked_sub(base)?;
-    let blocks = blocks(cluster);
+    let block = parse_ipv4_network(cidr, NODE_MASK..=NODE_MASK).ok()?;
+    let offset = u32::from(block.network()).checked_sub(u32::from(cluster.network()))?;
     let index = offset >> (32 - NODE_MASK);
-    (index < blocks && offset & 0xff == 0).then_some(index)
+    (index < blocks(cluster)).then_some(index)
 }
 
 /// How many node /24s the cluster CIDR holds (a cluster CIDR of /24 or longer holds one).
 fn blocks(cluster: Cidr) -> u32 {
-    1u32 << NODE_MASK.saturating_sub(cluster.1).min(16)
+    1u32 << NODE_MASK.saturating_sub(cluster.prefix_len()).min(16)
 }
 
 fn block_cidr(cluster: Cidr, index: u32) -> String {
-    let addr = Ipv4Addr::from(u32::from(cluster.0) + (index << (32 - NODE_MASK)));
+    let addr = Ipv4Addr::from(u32::from(cluster.network()) + (index << (32 - NODE_MASK)));
     format!("{addr}/{NODE_MASK}")
 }
 
@@ -121,7 +116,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
 mod tests {
     use super::*;
 
-    const DEFAULT: Cidr = (Ipv4Addr::new(100, 64, 0, 0), 16);
+    const DEFAULT: Cidr = Ipv4Net::new_assert(Ipv4Addr::new(100, 64, 0, 0), 16);
 
     #[test]
     fn blocks_round_trip() {
@@ -145,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_single_block_cluster_cidr() {
-        let one: Cidr = (Ipv4Addr::new(100, 64, 42, 0), 24);
+        let one: Cidr = Ipv4Net::new_assert(Ipv4Addr::new(100, 64, 42, 0), 24);
         assert_eq!(blocks(one), 1);
         assert_eq!(block_cidr(one, 0), "100.64.42.0/24");
         assert_eq!(block_index(one, "100.64.42.0/24"), Some(0));

@@ -25,8 +25,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::events::EventType;
-use crate::scheduler::plugins::{ready_status, TAINT_NOT_READY, TAINT_UNREACHABLE};
+use crate::scheduler::plugins::ready_status;
 use crate::{Context, Result};
+use skiff_semantics::wellknown::taints;
 
 const COMPONENT: &str = "node-controller";
 const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -35,16 +36,15 @@ const KUBELET_CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure"
 
 /// Taints this controller owns: (key, effect). Others' taints are never touched.
 const OWNED_TAINTS: [(&str, &str); 8] = [
-    (TAINT_NOT_READY, "NoSchedule"),
-    (TAINT_NOT_READY, "NoExecute"),
-    (TAINT_UNREACHABLE, "NoSchedule"),
-    (TAINT_UNREACHABLE, "NoExecute"),
-    ("node.kubernetes.io/memory-pressure", "NoSchedule"),
-    ("node.kubernetes.io/disk-pressure", "NoSchedule"),
-    ("node.kubernetes.io/pid-pressure", "NoSchedule"),
-    ("node.kubernetes.io/network-unavailable", "NoSchedule"),
+    (taints::NOT_READY, "NoSchedule"),
+    (taints::NOT_READY, "NoExecute"),
+    (taints::UNREACHABLE, "NoSchedule"),
+    (taints::UNREACHABLE, "NoExecute"),
+    (taints::MEMORY_PRESSURE, "NoSchedule"),
+    (taints::DISK_PRESSURE, "NoSchedule"),
+    (taints::PID_PRESSURE, "NoSchedule"),
+    (taints::NETWORK_UNAVAILABLE, "NoSchedule"),
 ];
-const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 
 /// What the controller remembers about a node between passes.
 struct Health {
@@ -189,8 +189,8 @@ fn node_ref(node: &Node) -> ObjectReference {
 fn desired_taints(node: &Node, no_execute: bool) -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
     let ready_key = match ready_status(node) {
-        Some("False") => Some(TAINT_NOT_READY),
-        Some("Unknown") => Some(TAINT_UNREACHABLE),
+        Some("False") => Some(taints::NOT_READY),
+        Some("Unknown") => Some(taints::UNREACHABLE),
         _ => None,
     };
     if let Some(key) = ready_key {
@@ -201,20 +201,17 @@ fn desired_taints(node: &Node, no_execute: bool) -> Vec<(&'static str, &'static 
     }
     let is_true = |t: &str| condition(node, t).is_some_and(|c| c.status == "True");
     for (cond, key) in [
-        ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
-        ("DiskPressure", "node.kubernetes.io/disk-pressure"),
-        ("PIDPressure", "node.kubernetes.io/pid-pressure"),
-        (
-            "NetworkUnavailable",
-            "node.kubernetes.io/network-unavailable",
-        ),
+        ("MemoryPressure", taints::MEMORY_PRESSURE),
+        ("DiskPressure", taints::DISK_PRESSURE),
+        ("PIDPressure", taints::PID_PRESSURE),
+        ("NetworkUnavailable", taints::NETWORK_UNAVAILABLE),
     ] {
         if is_true(cond) {
             out.push((key, "NoSchedule"));
         }
     }
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
-        out.push((TAINT_UNSCHEDULABLE, "NoSchedule"));
+        out.push((taints::UNSCHEDULABLE, "NoSchedule"));
     }
     out
 }
@@ -222,7 +219,7 @@ fn desired_taints(node: &Node, no_execute: bool) -> Vec<(&'static str, &'static 
 fn owned(t: &Taint) -> bool {
     OWNED_TAINTS
         .iter()
-        .chain(std::iter::once(&(TAINT_UNSCHEDULABLE, "NoSchedule")))
+        .chain(std::iter::once(&(taints::UNSCHEDULABLE, "NoSchedule")))
         .any(|(k, e)| t.key == *k && t.effect == *e)
 }
 

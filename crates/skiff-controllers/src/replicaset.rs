@@ -28,10 +28,11 @@ use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::{Resource, ResourceExt};
+use skiff_semantics::labels::{matches_set, Selector};
 
 use self::expectations::Expectations;
 use self::pods::{
-    controller_ref, is_active, is_available, is_ready, pod_from_template, ready_since, Selector,
+    controller_ref, is_active, is_available, is_ready, pod_from_template, ready_since,
 };
 use crate::events::EventType;
 use crate::{api_message, Context, Error, Result};
@@ -267,7 +268,7 @@ impl Rsc {
                 rs.spec
                     .as_ref()
                     .and_then(|s| Selector::from_label_selector(&s.selector).ok())
-                    .is_some_and(|sel| sel.matches(pod.metadata.labels.as_ref()))
+                    .is_some_and(|sel| sel.matches(&pod.metadata.labels.as_ref()))
             })
             .map(|rs| ObjectRef::from_obj(rs.as_ref()))
             .collect()
@@ -357,7 +358,7 @@ impl Rsc {
         let mut can_adopt: Option<std::result::Result<(), String>> = None;
         let mut errors = Vec::new();
         for pod in pods {
-            let matches = selector.matches(pod.metadata.labels.as_ref());
+            let matches = selector.matches(&pod.metadata.labels.as_ref());
             match controller_ref(&pod.metadata) {
                 Some(r) if r.uid == rs_uid => {
                     if matches {
@@ -654,10 +655,7 @@ fn calculate_status(
     let (mut fully, mut ready, mut available) = (0, 0, 0);
     for p in pods {
         let labels = p.metadata.labels.as_ref();
-        if template_labels
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        {
+        if matches_set(&template_labels, &labels) {
             fully += 1;
         }
         if is_ready(p) {

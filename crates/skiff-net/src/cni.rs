@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 
 use crate::{io_err, Ipv4Cidr, NetError, PortMapping, Result};
+use skiff_semantics::cidr::Ipv4Net;
 
 pub(crate) const CNI_VERSION: &str = "1.0.0";
 
@@ -260,8 +261,12 @@ pub(crate) fn parse_ip(result: &Value, cidr: &Ipv4Cidr) -> Result<(Ipv4Addr, Ipv
         let Some(addr) = entry["address"].as_str() else {
             continue;
         };
-        let ip_part = addr.split('/').next().unwrap_or("");
-        let Ok(ip) = ip_part.parse::<Ipv4Addr>() else {
+        // CNI results carry `ip/prefix`; the prefix itself is not needed.
+        let Ok(ip) = addr
+            .parse::<Ipv4Net>()
+            .map(|n| n.addr())
+            .or_else(|_| addr.parse::<Ipv4Addr>())
+        else {
             continue;
         };
         if !cidr.contains(ip) {

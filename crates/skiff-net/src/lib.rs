@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::Digest;
+use skiff_semantics::cidr::Ipv4Net;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -121,46 +122,34 @@ pub struct Sandbox {
 
 /// An IPv4 network in CIDR form, host bits zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Cidr {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
+pub struct Ipv4Cidr(Ipv4Net);
 
 impl Ipv4Cidr {
     /// Parses `a.b.c.d/N`; rejects host bits and prefixes that leave no room for a gateway and
     /// a pod (N > 30) or are absurdly wide (N < 8).
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = || NetError::InvalidCidr(s.to_string());
-        let (a, p) = s.trim().split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let prefix: u8 = p.parse().map_err(|_| bad())?;
-        if !(8..=30).contains(&prefix) {
-            return Err(bad());
-        }
-        let mask = u32::MAX << (32 - prefix);
-        if u32::from(addr) & !mask != 0 {
-            return Err(bad());
-        }
-        Ok(Self { addr, prefix })
+        skiff_semantics::cidr::parse_ipv4_network(s.trim(), 8..=30)
+            .map(Self)
+            .map_err(|_| NetError::InvalidCidr(s.to_string()))
+    }
+
+    pub fn net(&self) -> Ipv4Net {
+        self.0
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - self.prefix);
-        u32::from(ip) & mask == u32::from(self.addr)
+        self.0.contains(&ip)
     }
 
     /// The first host address, which the bridge plugin gives the bridge (the pods' gateway).
     pub fn first_host(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) + 1)
+        Ipv4Addr::from(u32::from(self.0.network()) + 1)
     }
 }
 
 impl std::fmt::Display for Ipv4Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -606,7 +595,7 @@ mod tests {
     #[test]
     fn cidr_parse() {
         let c = Ipv4Cidr::parse("100.64.3.0/24").unwrap();
-        assert_eq!(c.prefix, 24);
+        assert_eq!(c.net().prefix_len(), 24);
         assert_eq!(c.first_host(), Ipv4Addr::new(100, 64, 3, 1));
         assert!(c.contains(Ipv4Addr::new(100, 64, 3, 200)));
         assert!(!c.contains(Ipv4Addr::new(100, 64, 4, 1)));

@@ -443,7 +443,7 @@ fn thousand_services_program_fast() {
         .map(|i| {
             let eps = (0..3u32)
                 .map(|k| EndpointModel {
-                    ip: Ipv4Addr::from(u32::from(cidr.addr) + 2 + (i * 3 + k) % 250),
+                    ip: Ipv4Addr::from(u32::from(cidr.net().network()) + 2 + (i * 3 + k) % 250),
                     port: 8080,
                     ready: true,
                     serving: true,

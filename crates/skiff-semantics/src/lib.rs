@@ -1,8 +1,13 @@
 //! Kubernetes semantics that the API server, the controllers and the agent must agree on, in
-//! one place: resource quantities ([`quantity`]) and the pod QoS class ([`qos`]).
+//! one place: resource quantities ([`quantity`]), the pod QoS class ([`qos`]), label-selector
+//! matching ([`labels`]), well-known label, annotation and taint keys ([`wellknown`]) and IPv4
+//! CIDR parsing ([`cidr`]).
 
+pub mod cidr;
+pub mod labels;
 pub mod qos;
 pub mod quantity;
+pub mod wellknown;
 
 pub use qos::{pod_qos, pod_qos_json, QosClass};
 pub use quantity::{Quantity, QuantityError};

@@ -26,7 +26,7 @@ pub struct ServerArgs {
     pub default_toleration_seconds: i64,
     /// The pod network: every node gets a /24 of it.
     #[arg(long, default_value = "100.64.0.0/16", value_parser = parse_cidr)]
-    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    pub cluster_cidr: skiff_semantics::cidr::Ipv4Net,
     /// Do not run a node agent in this process (a control-plane-only server).
     #[arg(long)]
     pub no_agent: bool,
@@ -172,15 +172,9 @@ async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("creating the controllers' API client")
 }
 
-fn parse_cidr(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
-    let bad = || format!("invalid CIDR {text:?}: expected an IPv4 network like 100.64.0.0/16");
-    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
-    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if !(8..=24).contains(&len) || u32::from(addr) & (u32::MAX >> len) != 0 {
-        return Err(bad());
-    }
-    Ok((addr, len))
+fn parse_cidr(text: &str) -> Result<skiff_semantics::cidr::Ipv4Net, String> {
+    skiff_semantics::cidr::parse_ipv4_network(text, 8..=24)
+        .map_err(|_| format!("invalid CIDR {text:?}: expected an IPv4 network like 100.64.0.0/16"))
 }
 
 async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
@@ -204,6 +198,32 @@ pub async fn shutdown_signal() {
         }
         _ => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cidr;
+
+    #[test]
+    fn cluster_cidr_flag_takes_networks_from_slash_8_to_slash_24() {
+        let net = parse_cidr("100.64.0.0/16").expect("default");
+        assert_eq!(
+            (net.network().octets(), net.prefix_len()),
+            ([100, 64, 0, 0], 16)
+        );
+        assert!(parse_cidr("10.0.0.0/8").is_ok());
+        assert!(parse_cidr("100.64.42.0/24").is_ok());
+        for bad in [
+            "100.64.0.0/25",
+            "10.0.0.0/7",
+            "100.64.0.1/16",
+            "100.64.0.0",
+            "x/16",
+        ] {
+            let err = parse_cidr(bad).expect_err(bad);
+            assert!(err.contains("expected an IPv4 network"), "{err}");
         }
     }
 }

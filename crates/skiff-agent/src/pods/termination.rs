@@ -140,7 +140,7 @@ impl Worker {
                     .as_ref()
                     .and_then(|s| s.selector.as_ref())
                     .is_some_and(|sel| {
-                        !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                        !sel.is_empty() && skiff_semantics::labels::matches_set(sel, &labels)
                     })
             }),
             Err(_) => true,

@@ -21,7 +21,10 @@ impl Admission for NamespaceHooks {
         let m = meta_mut(obj);
         let labels = m.entry("labels").or_insert_with(|| json!({}));
         if let Some(l) = labels.as_object_mut() {
-            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            l.insert(
+                skiff_semantics::wellknown::labels::METADATA_NAME.into(),
+                json!(name),
+            );
         }
     }
 

@@ -55,8 +55,8 @@ impl Admission for PodHooks {
 /// taint-based eviction waits that long before evicting it from a failed node.
 fn add_default_tolerations(pod: &mut Value, seconds: i64) {
     const KEYS: [&str; 2] = [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
+        skiff_semantics::wellknown::taints::NOT_READY,
+        skiff_semantics::wellknown::taints::UNREACHABLE,
     ];
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return;

@@ -16,13 +16,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
-pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
-pub const REVISION: &str = "deployment.kubernetes.io/revision";
-pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
-pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
-pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
-pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-pub const ROLLBACK_TO: &str = "deprecated.deployment.rollback.to";
+pub use skiff_semantics::wellknown::annotations::{
+    DEPRECATED_ROLLBACK_TO, DESIRED_REPLICAS, LAST_APPLIED_CONFIG, MAX_REPLICAS, REVISION,
+    REVISION_HISTORY,
+};
+pub use skiff_semantics::wellknown::labels::POD_TEMPLATE_HASH;
 /// Upstream caps the revision-history annotation at this many characters.
 pub const MAX_REV_HISTORY_CHARS: usize = 2000;
 
@@ -43,12 +41,12 @@ pub const REASON_RS_CREATE_ERROR: &str = "ReplicaSetCreateError";
 
 /// Annotations never copied from the Deployment to its ReplicaSets.
 const ANNOTATIONS_TO_SKIP: [&str; 6] = [
-    LAST_APPLIED,
+    LAST_APPLIED_CONFIG,
     REVISION,
     REVISION_HISTORY,
     DESIRED_REPLICAS,
     MAX_REPLICAS,
-    ROLLBACK_TO,
+    DEPRECATED_ROLLBACK_TO,
 ];
 
 pub fn skip_copy_annotation(key: &str) -> bool {
@@ -286,32 +284,6 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // Label selectors
-
-pub fn selector_is_empty(s: &LabelSelector) -> bool {
-    s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
-}
-
-pub fn selector_matches(s: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    let ml = s
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    ml && s.match_expressions.iter().flatten().all(|r| {
-        let values = r.values.as_deref().unwrap_or(&[]);
-        let got = labels.get(&r.key);
-        match r.operator.as_str() {
-            "In" => got.is_some_and(|g| values.contains(g)),
-            "NotIn" => !got.is_some_and(|g| values.contains(g)),
-            "Exists" => got.is_some(),
-            "DoesNotExist" => got.is_none(),
-            _ => false,
-        }
-    })
-}
 
 /// Renders a selector in the `labelSelector` query syntax.
 pub fn selector_string(s: &LabelSelector) -> String {

@@ -27,8 +27,7 @@ pub struct SliceGroup {
 /// Whether `pod` carries every label of the Service selector (equality-based; an empty
 /// selector matches everything, like upstream).
 pub fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
-    let labels = pod.labels();
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    skiff_semantics::labels::matches_set(selector, pod.labels())
 }
 
 pub fn is_pod_ready(pod: &Pod) -> bool {

@@ -39,21 +39,21 @@ fn conditions_map_to_taints() {
     assert_eq!(
         desired_taints(&node("Unknown", json!([]), false), true),
         vec![
-            (TAINT_UNREACHABLE, "NoSchedule"),
-            (TAINT_UNREACHABLE, "NoExecute")
+            (taints::UNREACHABLE, "NoSchedule"),
+            (taints::UNREACHABLE, "NoExecute")
         ]
     );
     assert_eq!(
         desired_taints(&node("False", json!([]), false), true),
         vec![
-            (TAINT_NOT_READY, "NoSchedule"),
-            (TAINT_NOT_READY, "NoExecute")
+            (taints::NOT_READY, "NoSchedule"),
+            (taints::NOT_READY, "NoExecute")
         ]
     );
     // Full disruption: no NoExecute.
     assert_eq!(
         desired_taints(&node("False", json!([]), false), false),
-        vec![(TAINT_NOT_READY, "NoSchedule")]
+        vec![(taints::NOT_READY, "NoSchedule")]
     );
     assert_eq!(
         desired_taints(
@@ -77,26 +77,26 @@ fn taints_are_reconciled_keeping_foreign_ones_and_time_added() {
     let now = Time("2024-01-01T00:01:00Z".parse().expect("ts"));
     let current = vec![
         taint("dedicated", "NoSchedule", None),
-        taint(TAINT_NOT_READY, "NoSchedule", Some(t0)),
-        taint(TAINT_NOT_READY, "NoExecute", Some(t0)),
+        taint(taints::NOT_READY, "NoSchedule", Some(t0)),
+        taint(taints::NOT_READY, "NoExecute", Some(t0)),
     ];
     // Same desired set: nothing to do.
     let desired = [
-        (TAINT_NOT_READY, "NoSchedule"),
-        (TAINT_NOT_READY, "NoExecute"),
+        (taints::NOT_READY, "NoSchedule"),
+        (taints::NOT_READY, "NoExecute"),
     ];
     assert!(reconcile_taints(&current, &desired, &now).is_none());
     // not-ready → unreachable.
     let desired = [
-        (TAINT_UNREACHABLE, "NoSchedule"),
-        (TAINT_UNREACHABLE, "NoExecute"),
+        (taints::UNREACHABLE, "NoSchedule"),
+        (taints::UNREACHABLE, "NoExecute"),
     ];
     let out = reconcile_taints(&current, &desired, &now).expect("changed");
     assert_eq!(out.len(), 3);
     assert_eq!(out[0].key, "dedicated");
     assert!(out[1..]
         .iter()
-        .all(|t| t.key == TAINT_UNREACHABLE && t.time_added == Some(now.clone())));
+        .all(|t| t.key == taints::UNREACHABLE && t.time_added == Some(now.clone())));
     // Healthy: only the foreign taint stays.
     let out = reconcile_taints(&current, &[], &now).expect("changed");
     assert_eq!(out, vec![taint("dedicated", "NoSchedule", None)]);
@@ -106,7 +106,7 @@ fn taints_are_reconciled_keeping_foreign_ones_and_time_added() {
 fn eviction_timing() {
     let t0: jiff::Timestamp = "2024-01-01T00:00:00Z".parse().expect("ts");
     let taints = [taint(
-        TAINT_UNREACHABLE,
+        taints::UNREACHABLE,
         "NoExecute",
         Some("2024-01-01T00:00:00Z"),
     )];
@@ -114,7 +114,7 @@ fn eviction_timing() {
     assert_eq!(eviction_time(&taints, &[]), When::Now);
     let t = |secs: Option<i64>| {
         toleration(
-            json!({"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute",
+            json!({"key": taints::UNREACHABLE, "operator": "Exists", "effect": "NoExecute",
             "tolerationSeconds": secs}),
         )
     };

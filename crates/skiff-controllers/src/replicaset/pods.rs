@@ -1,9 +1,7 @@
 //! Small pod and label-selector helpers shared by the ReplicaSet and Job controllers.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 /// Not finished (Succeeded/Failed) and not being deleted (upstream `IsPodActive`).
 pub fn is_active(p: &Pod) -> bool {
@@ -61,60 +59,6 @@ pub fn controller_ref(
         .find(|r| r.controller == Some(true))
 }
 
-/// A parsed label selector.
-#[derive(Debug, Clone)]
-pub struct Selector {
-    reqs: Vec<Requirement>,
-}
-
-#[derive(Debug, Clone)]
-enum Requirement {
-    Eq(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    DoesNotExist(String),
-}
-
-impl Selector {
-    /// Converts a metav1 LabelSelector (upstream `LabelSelectorAsSelector`; empty = everything).
-    pub fn from_label_selector(s: &LabelSelector) -> Result<Selector, String> {
-        let mut reqs = Vec::new();
-        for (k, v) in s.match_labels.iter().flatten() {
-            reqs.push(Requirement::Eq(k.clone(), v.clone()));
-        }
-        for e in s.match_expressions.iter().flatten() {
-            let values = e.values.clone().unwrap_or_default();
-            let r = match e.operator.as_str() {
-                "In" if !values.is_empty() => Requirement::In(e.key.clone(), values),
-                "NotIn" if !values.is_empty() => Requirement::NotIn(e.key.clone(), values),
-                "Exists" if values.is_empty() => Requirement::Exists(e.key.clone()),
-                "DoesNotExist" if values.is_empty() => Requirement::DoesNotExist(e.key.clone()),
-                op => {
-                    return Err(format!(
-                        "invalid label selector operator {op:?} for key {:?}",
-                        e.key
-                    ));
-                }
-            };
-            reqs.push(r);
-        }
-        Ok(Selector { reqs })
-    }
-
-    /// Whether `labels` satisfy every requirement.
-    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k));
-        self.reqs.iter().all(|r| match r {
-            Requirement::Eq(k, v) => get(k) == Some(v),
-            Requirement::In(k, vs) => get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => get(k).is_none_or(|v| !vs.contains(v)),
-            Requirement::Exists(k) => get(k).is_some(),
-            Requirement::DoesNotExist(k) => get(k).is_none(),
-        })
-    }
-}
-
 /// A pod from a controller's template, controlled by `owner` (upstream `GetPodFromTemplate`):
 /// named `<owner>-<random>` when that prefix can form a valid name.
 pub fn pod_from_template(
@@ -142,8 +86,9 @@ pub fn pod_from_template(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    use skiff_semantics::labels::Selector;
+    use std::collections::BTreeMap;
 
     #[test]
     fn selector_matching() {
@@ -162,16 +107,16 @@ mod tests {
                 },
             ]),
         };
-        let sel = Selector::from_label_selector(&s).unwrap_or(Selector { reqs: vec![] });
+        let sel = Selector::from_label_selector(&s).expect("valid selector");
         let l = |v: &[(&str, &str)]| -> BTreeMap<String, String> {
             v.iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect()
         };
-        assert!(sel.matches(Some(&l(&[("app", "web"), ("tier", "a")]))));
-        assert!(!sel.matches(Some(&l(&[("app", "web"), ("tier", "c")]))));
-        assert!(!sel.matches(Some(&l(&[("app", "web"), ("tier", "a"), ("x", "1")]))));
-        assert!(!sel.matches(None));
+        assert!(sel.matches(&Some(&l(&[("app", "web"), ("tier", "a")]))));
+        assert!(!sel.matches(&Some(&l(&[("app", "web"), ("tier", "c")]))));
+        assert!(!sel.matches(&Some(&l(&[("app", "web"), ("tier", "a"), ("x", "1")]))));
+        assert!(!sel.matches(&None::<&BTreeMap<String, String>>));
         let bad = LabelSelector {
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: "k".into(),

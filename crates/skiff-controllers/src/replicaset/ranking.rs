@@ -6,10 +6,9 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::pods::{is_active, is_ready, ready_since};
+use skiff_semantics::wellknown::annotations::POD_DELETION_COST;
 
-/// Annotation lowering (or raising) a pod's deletion priority.
-pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+use super::pods::{is_active, is_ready, ready_since};
 
 fn node(p: &Pod) -> &str {
     p.spec
@@ -31,7 +30,7 @@ fn deletion_cost(p: &Pod) -> i32 {
     p.metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(DELETION_COST))
+        .and_then(|a| a.get(POD_DELETION_COST))
         .and_then(|v| v.trim().parse::<i32>().ok())
         .unwrap_or(0)
 }
@@ -202,7 +201,8 @@ mod tests {
         pod.metadata.uid = Some(format!("uid-{}", p.name));
         pod.metadata.creation_timestamp = Some(Time(ts(p.created)));
         if let Some(c) = p.cost {
-            pod.metadata.annotations = Some([(DELETION_COST.to_string(), c.to_string())].into());
+            pod.metadata.annotations =
+                Some([(POD_DELETION_COST.to_string(), c.to_string())].into());
         }
         pod.spec = Some(PodSpec {
             node_name: Some(p.node.into()),

@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::{
     Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use skiff_semantics::labels::{matches_set, Operator};
+use skiff_semantics::wellknown::taints;
 
 /// Requests counted by the scheduler (cpu in millicores, memory in bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -208,10 +210,6 @@ impl Rejection {
     }
 }
 
-pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
-pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
-pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
-
 /// Upstream's `Toleration.ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
@@ -268,7 +266,7 @@ fn filter_unschedulable(pod: &Pod, node: &Node) -> Result<(), Rejection> {
     if cordoned
         && !tolerated_by(
             pod_tolerations(pod),
-            &taint(TAINT_UNSCHEDULABLE, "NoSchedule"),
+            &taint(taints::UNSCHEDULABLE, "NoSchedule"),
         )
     {
         return Err(Rejection::unresolvable("node(s) were unschedulable"));
@@ -288,8 +286,8 @@ fn filter_taints(pod: &Pod, node: &Node) -> Result<(), Rejection> {
         .unwrap_or_default();
     let implicit = match ready_status(node) {
         Some("True") => None,
-        Some("False") => Some(TAINT_NOT_READY),
-        _ => Some(TAINT_UNREACHABLE),
+        Some("False") => Some(taints::NOT_READY),
+        _ => Some(taints::UNREACHABLE),
     };
     if let Some(key) = implicit {
         if !taints.iter().any(|t| t.key == key) {
@@ -310,28 +308,7 @@ fn filter_taints(pod: &Pod, node: &Node) -> Result<(), Rejection> {
 
 fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        op @ ("Gt" | "Lt") => {
-            let (Some(v), [bound]) = (value, values) else {
-                return false;
-            };
-            match (v.parse::<i64>(), bound.parse::<i64>()) {
-                (Ok(v), Ok(b)) => {
-                    if op == "Gt" {
-                        v > b
-                    } else {
-                        v < b
-                    }
-                }
-                _ => false,
-            }
-        }
-        _ => false,
-    }
+    Operator::node_selector(&r.operator).is_some_and(|op| op.matches(value, values))
 }
 
 /// One nodeSelectorTerm: expressions and fields ANDed; an empty term matches nothing.
@@ -359,7 +336,7 @@ pub fn matches_node_affinity(pod: &Pod, node: &Node) -> bool {
     let empty = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
     if let Some(sel) = &spec.node_selector {
-        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        if !matches_set(sel, labels) {
             return false;
         }
     }

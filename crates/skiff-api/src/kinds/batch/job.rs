@@ -6,6 +6,7 @@ pub(crate) mod validate;
 use serde_json::{json, Map, Value};
 
 use crate::kinds::prelude::*;
+use skiff_semantics::wellknown::labels as wellknown;
 
 pub(crate) const KIND: Kind = Kind {
     info: ResourceInfo {
@@ -89,12 +90,12 @@ fn job_spec(spec: &mut Map<String, Value>) {
 }
 
 /// Labels the Job strategy puts on the pod template (legacy unprefixed ones too).
-pub(crate) const JOB_NAME_LABELS: [&str; 2] = ["job-name", "batch.kubernetes.io/job-name"];
+pub(crate) const JOB_NAME_LABELS: [&str; 2] = [wellknown::LEGACY_JOB_NAME, wellknown::JOB_NAME];
 pub(crate) const JOB_UID_LABELS: [&str; 2] =
-    ["controller-uid", "batch.kubernetes.io/controller-uid"];
+    [wellknown::LEGACY_CONTROLLER_UID, wellknown::CONTROLLER_UID];
 
 /// The label a generated Job selector selects.
-const JOB_SELECTOR_LABEL: &str = "batch.kubernetes.io/controller-uid";
+const JOB_SELECTOR_LABEL: &str = wellknown::CONTROLLER_UID;
 
 /// Create-only strategy step that needs the server-assigned `metadata.uid`: without
 /// `manualSelector: true`, upstream's `generateSelector` adds `job-name`/`controller-uid` labels

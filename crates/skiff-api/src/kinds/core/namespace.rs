@@ -38,7 +38,10 @@ fn defaults(obj: &mut Map<String, Value>) {
         .map(str::to_string)
     {
         let labels = child(child(obj, "metadata"), "labels");
-        labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        labels.insert(
+            skiff_semantics::wellknown::labels::METADATA_NAME.into(),
+            json!(name),
+        );
     }
     let spec = child(obj, "spec");
     default(spec, "finalizers", json!(["kubernetes"]));

@@ -75,11 +75,12 @@ fn node_cells(obj: &Value, name: String, age: String) -> Vec<Value> {
     let mut roles: Vec<String> = Vec::new();
     if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
         for (k, v) in labels {
-            if let Some(role) = k.strip_prefix("node-role.kubernetes.io/") {
+            if let Some(role) = k.strip_prefix(skiff_semantics::wellknown::labels::NODE_ROLE_PREFIX)
+            {
                 if !role.is_empty() {
                     roles.push(role.to_string());
                 }
-            } else if k == "kubernetes.io/role" {
+            } else if k == skiff_semantics::wellknown::labels::ROLE {
                 if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
                     roles.push(v.to_string());
                 }

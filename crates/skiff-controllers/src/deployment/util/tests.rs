@@ -356,21 +356,27 @@ fn selectors() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
-    assert!(selector_matches(
+    use skiff_semantics::labels::label_selector_matches;
+    assert!(label_selector_matches(
         &sel,
-        Some(&l(&[("app", "web"), ("env", "a")]))
+        &Some(&l(&[("app", "web"), ("env", "a")]))
     ));
-    assert!(!selector_matches(
+    assert!(!label_selector_matches(
         &sel,
-        Some(&l(&[("app", "web"), ("env", "a"), ("tier", "db")]))
+        &Some(&l(&[("app", "web"), ("env", "a"), ("tier", "db")]))
     ));
-    assert!(!selector_matches(&sel, Some(&l(&[("app", "web")]))));
-    assert!(!selector_matches(&sel, None));
+    assert!(!label_selector_matches(&sel, &Some(&l(&[("app", "web")]))));
+    assert!(!label_selector_matches(
+        &sel,
+        &None::<&BTreeMap<String, String>>
+    ));
     assert_eq!(
         selector_string(&sel),
         "app=web,tier notin (db),env in (a,b)"
     );
-    assert!(selector_is_empty(&LabelSelector::default()));
+    assert!(skiff_semantics::labels::label_selector_is_empty(
+        &LabelSelector::default()
+    ));
 }
 
 #[test]
@@ -381,7 +387,7 @@ fn revision_annotations() {
             "kubernetes.io/change-cause".to_string(),
             "set image".to_string(),
         ),
-        (LAST_APPLIED.to_string(), "{}".to_string()),
+        (LAST_APPLIED_CONFIG.to_string(), "{}".to_string()),
         (REVISION.to_string(), "7".to_string()),
     ]));
     // A brand-new RS: copied annotations, revision, replicas annotations.
@@ -391,7 +397,7 @@ fn revision_annotations() {
         a.get("kubernetes.io/change-cause").map(String::as_str),
         Some("set image")
     );
-    assert!(!a.contains_key(LAST_APPLIED));
+    assert!(!a.contains_key(LAST_APPLIED_CONFIG));
     assert_eq!(a.get(REVISION).map(String::as_str), Some("2"));
     assert_eq!(a.get(DESIRED_REPLICAS).map(String::as_str), Some("3"));
     assert_eq!(a.get(MAX_REPLICAS).map(String::as_str), Some("4"));
