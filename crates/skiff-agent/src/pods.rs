@@ -22,7 +22,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{json, Value};
-use skiff_controllers::events::{EventType, Recorder};
+use skiff_client::events::{EventType, Recorder};
 use skiff_image::{ImageStore, ResolvedImage};
 use skiff_net::{NetConfig, PodNetwork, PortMapping, Sandbox, SandboxRequest};
 use skiff_runtime::{ContainerInfo, JoinNamespaces, Runtime, RuntimeConfig, Status};

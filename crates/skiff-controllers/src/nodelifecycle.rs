@@ -24,9 +24,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::events::EventType;
 use crate::scheduler::plugins::{ready_status, TAINT_NOT_READY, TAINT_UNREACHABLE};
 use crate::{Context, Result};
+use skiff_client::events::EventType;
 
 const COMPONENT: &str = "node-controller";
 const LEASE_NAMESPACE: &str = "kube-node-lease";
