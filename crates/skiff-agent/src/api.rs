@@ -1,6 +1,6 @@
 //! The agent API: what the API server proxies `kubectl logs` and `kubectl exec` to. HTTPS with a
-//! self-signed certificate kept in `<data-dir>/agent/tls/` (its SHA-256 fingerprint is published
-//! in the Node annotation [`CERT_ANNOTATION`] so the API server can pin it), and every request
+//! serving certificate signed by the cluster CA ([`ServingCert`], requested from the API server
+//! at start; the API server verifies it against that CA and the node's IP), and every request
 //! must carry `Authorization: Bearer <node token>`.
 //!
 //! Endpoints (kubelet-like paths):
@@ -16,7 +16,7 @@ mod logs;
 mod tls;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,17 +32,12 @@ use tokio::task::JoinSet;
 
 use crate::{ContainerIndex, Error, Result};
 
-pub use tls::cert_fingerprint;
-
-/// The Node annotation carrying the lowercase hex SHA-256 of the agent API certificate (DER).
-/// The node registration sets it from [`cert_fingerprint`]; the API server refuses to proxy to
-/// a node without it.
-pub const CERT_ANNOTATION: &str = "skiff.dev/agent-cert-sha256";
+pub use tls::{request as request_serving_cert, ServingCert};
 
 /// What the agent API serves from.
 #[derive(Clone)]
 pub struct ApiState {
-    /// skiff's data dir (containers, `agent/tls/`).
+    /// skiff's data dir (containers).
     pub data_dir: PathBuf,
     /// The `skiff` executable; exec runs `skiff --data-dir D exec …`.
     pub skiff_exe: PathBuf,
@@ -144,20 +139,14 @@ pub fn router(state: ApiState) -> Router {
         .with_state(st)
 }
 
-fn tls_acceptor(data_dir: &Path) -> Result<tokio_rustls::TlsAcceptor> {
-    let material = tls::ensure(data_dir)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(
-        material.server_config()?,
-    )))
-}
-
-/// Serves the agent API over HTTPS on `listener` until `shutdown` completes.
+/// Serves the agent API over HTTPS with `cert` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
+    cert: &ServingCert,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let acceptor = tls_acceptor(&state.data_dir)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cert.server_config()?));
     let app = router(state);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);

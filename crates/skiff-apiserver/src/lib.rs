@@ -18,6 +18,7 @@ pub mod encryption;
 mod inflight;
 mod keys;
 mod namespaces;
+mod node_cert;
 mod query;
 mod respond;
 mod rest;
@@ -141,6 +142,23 @@ pub struct AppState {
     pub(crate) ranges: allocator::Ranges,
     /// The max-in-flight pools.
     pub(crate) inflight: inflight::Limits,
+    /// The cluster CA (issues and verifies node agents' certificates); None in an in-process
+    /// router, which then neither issues node certificates nor proxies to agents.
+    pub(crate) pki: Option<Pki>,
+}
+
+/// The cluster CA as the handlers use it.
+pub(crate) struct Pki {
+    material: tls::TlsMaterial,
+    /// The TLS client configuration for dialing node agents.
+    pub agent_tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::ops::Deref for Pki {
+    type Target = tls::TlsMaterial;
+    fn deref(&self) -> &tls::TlsMaterial {
+        &self.material
+    }
 }
 
 impl AppState {
@@ -163,6 +181,7 @@ impl AppState {
                 DEFAULT_MAX_REQUESTS_INFLIGHT,
                 DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             ),
+            None,
         )
     }
 
@@ -173,6 +192,7 @@ impl AppState {
         default_toleration_seconds: i64,
         ranges: allocator::Ranges,
         inflight: inflight::Limits,
+        pki: Option<Pki>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -182,13 +202,20 @@ impl AppState {
             default_toleration_seconds,
             ranges,
             inflight,
+            pki,
         })
     }
 }
 
 /// The API as an axum router (all paths are dispatched by [`rest::handle`]).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().fallback(rest::handle).with_state(state)
+    Router::new()
+        .route(
+            skiff_client::node_cert::PATH,
+            axum::routing::post(node_cert::handle),
+        )
+        .fallback(rest::handle)
+        .with_state(state)
 }
 
 /// A bound, ready-to-run server.
@@ -234,6 +261,10 @@ impl Server {
                 config.max_requests_inflight,
                 config.max_mutating_requests_inflight,
             ),
+            Some(Pki {
+                agent_tls: Arc::new(material.agent_client_config()?),
+                material,
+            }),
         );
         // On a full disk these writes fail: start anyway so reads and deletes can free space.
         tolerate_full(namespaces::bootstrap(&state).await)?;

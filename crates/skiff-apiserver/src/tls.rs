@@ -1,8 +1,11 @@
-//! TLS material: a self-signed CA and a serving certificate signed by it, generated once with
-//! rcgen into `<data-dir>/server/tls/` and reused on restart (the serving certificate is re-issued
-//! by the same CA when the wanted SANs change, so existing kubeconfigs stay valid).
+//! The cluster PKI: a self-signed CA and the API server's serving certificate signed by it,
+//! generated once with rcgen into `<data-dir>/server/tls/` and reused on restart (the serving
+//! certificate is re-issued by the same CA when the wanted SANs change, so existing kubeconfigs
+//! stay valid). The same CA signs each node agent's serving certificate ([`TlsMaterial::
+//! node_serving_cert`], issued through `node_cert`), and the API server trusts exactly this CA
+//! when it dials an agent ([`TlsMaterial::agent_client_config`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +18,7 @@ use crate::{io_err, ServerError};
 
 pub(crate) struct TlsMaterial {
     pub ca_pem: String,
+    ca_key_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
 }
@@ -124,6 +128,7 @@ pub(crate) fn ensure(
         if old_sans.trim() == sans_line {
             return Ok(TlsMaterial {
                 ca_pem,
+                ca_key_pem,
                 cert_pem,
                 key_pem,
             });
@@ -150,12 +155,56 @@ pub(crate) fn ensure(
     write_private(&p("server.sans"), &sans_line)?;
     Ok(TlsMaterial {
         ca_pem,
+        ca_key_pem,
         cert_pem,
         key_pem,
     })
 }
 
 impl TlsMaterial {
+    /// A serving certificate and key for the agent of node `node_name`, signed by the cluster
+    /// CA, naming the node and its `addresses` (what the API server dials and verifies).
+    pub(crate) fn node_serving_cert(
+        &self,
+        node_name: &str,
+        addresses: &[IpAddr],
+    ) -> Result<(String, String), rcgen::Error> {
+        let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&self.ca_key_pem)?);
+        let mut sans: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
+        sans.push(node_name.to_string());
+        let mut params = CertificateParams::new(sans)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("system:node:{node_name}"));
+        params.distinguished_name = dn;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The TLS client configuration for dialing node agents: only certificates signed by the
+    /// cluster CA, for the address dialed, are accepted.
+    pub(crate) fn agent_client_config(&self) -> Result<rustls::ClientConfig, ServerError> {
+        let bad = || ServerError::BadPem(PathBuf::from("ca.crt"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            roots.add(cert.map_err(|_| bad())?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     /// The rustls server configuration (ring provider, HTTP/1.1 only so upgrades work).
     pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, ServerError> {
         let bad = || ServerError::BadPem(PathBuf::from("server.crt/server.key"));

@@ -1,12 +1,14 @@
 //! skiff-client owns what every API client of skiff shares, whatever process it runs in:
 //! building a `kube::Client` from a kubeconfig or from a node token ([`config`]), the core/v1
-//! event recorder ([`events`]), and the controller driver ([`driver`]: reflector-fed trigger
-//! streams into kube-runtime's applier). Lean on purpose: kube, k8s-openapi, tokio, futures —
-//! never the API server or the store.
+//! event recorder ([`events`]), the controller driver ([`driver`]: reflector-fed trigger
+//! streams into kube-runtime's applier), and the node agent's serving-certificate request to
+//! the cluster CA ([`node_cert`]). Lean on purpose: kube, k8s-openapi, tokio, futures — never
+//! the API server or the store.
 
 pub mod config;
 pub mod driver;
 pub mod events;
+pub mod node_cert;
 
 /// Errors building a client.
 #[derive(Debug, thiserror::Error)]
