@@ -28,7 +28,6 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::{ContainerIndex, Error, Result};
 
@@ -148,55 +147,37 @@ pub async fn serve(
 ) -> Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cert.server_config()?));
     let app = router(state);
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "agent API listening (https)");
     }
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(err) => {
-                        tracing::warn!(%err, "agent API accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+    skiff_client::https::serve_https(
+        listener,
+        acceptor,
+        skiff_client::https::HttpsOptions {
+            name: "agent API",
+            handshake_timeout: Duration::from_secs(10),
+            accept_backoff: Duration::from_millis(50),
+            drain_timeout: Duration::from_secs(2),
+        },
+        shutdown,
+        |_| Some(()),
+        move |handshake, peer, ()| {
+            let app = app.clone();
+            async move {
+                let Some(tls) = handshake.await else {
+                    return;
                 };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                conns.spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, %err, "agent API TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .with_upgrades();
-                    if let Err(err) = conn.await {
-                        tracing::debug!(%peer, %err, "agent API connection ended with an error");
-                    }
-                });
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades();
+                if let Err(err) = conn.await {
+                    tracing::debug!(%peer, %err, "agent API connection ended with an error");
+                }
             }
-        }
-    }
-    // Give in-flight requests a moment, then drop the rest (follows and exec sessions).
-    let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(2), drain)
-        .await
-        .is_err()
-    {
-        conns.abort_all();
-    }
+        },
+    )
+    .await;
     Ok(())
 }
 

@@ -36,7 +36,6 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use skiff_store::Store;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub use auth::Tokens;
 pub use inflight::{DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT, DEFAULT_MAX_REQUESTS_INFLIGHT};
@@ -310,49 +309,38 @@ impl Server {
     /// Serves HTTPS until `shutdown` completes, then ends watches and closes connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let app = router(self.state.clone());
-        let mut conns = JoinSet::new();
-        tokio::pin!(shutdown);
         tracing::info!(addr = %self.local_addr, "skiff API server listening (https)");
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = self.listener.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(err) => {
-                            // EMFILE and friends: back off briefly instead of spinning.
-                            tracing::warn!(%err, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    let Some(admitted) = self.tracker.admit() else {
-                        tracing::debug!(%peer, "connection cap reached and every connection is busy; closing");
-                        continue;
-                    };
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(serve_connection(
-                        tcp,
-                        peer,
-                        self.acceptor.clone(),
-                        app.clone(),
-                        admitted,
-                        self.timeouts,
-                    ));
+        let shutdown_tx = self.shutdown_tx;
+        let stopping = async move {
+            shutdown.await;
+            tracing::info!("shutting down the API server");
+            // Ends watches before the drain.
+            let _ = shutdown_tx.send(true);
+        };
+        let tracker = self.tracker;
+        let timeouts = self.timeouts;
+        skiff_client::https::serve_https(
+            self.listener,
+            self.acceptor,
+            skiff_client::https::HttpsOptions {
+                name: "apiserver",
+                handshake_timeout: timeouts.handshake,
+                accept_backoff: Duration::from_millis(10),
+                drain_timeout: Duration::from_secs(2),
+            },
+            stopping,
+            move |peer| {
+                let admitted = tracker.admit();
+                if admitted.is_none() {
+                    tracing::debug!(%peer, "connection cap reached and every connection is busy; closing");
                 }
-            }
-        }
-        tracing::info!("shutting down the API server");
-        let _ = self.shutdown_tx.send(true);
-        // Give in-flight requests a moment, then drop idle keep-alive connections.
-        let drain = async { while conns.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(2), drain)
-            .await
-            .is_err()
-        {
-            conns.abort_all();
-        }
+                admitted
+            },
+            move |handshake, peer, admitted| {
+                serve_connection(handshake, peer, app.clone(), admitted, timeouts)
+            },
+        )
+        .await;
         Ok(())
     }
 }
@@ -370,9 +358,8 @@ impl ConnectionCount {
 /// One connection: TLS handshake (bounded), then HTTP/1.1 under the watchdog, until it ends, is
 /// evicted (the tracker drops its slot) or times out.
 async fn serve_connection(
-    tcp: tokio::net::TcpStream,
+    handshake: skiff_client::https::Handshake,
     peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
     admitted: conn::Admitted,
     timeouts: conn::Timeouts,
@@ -383,16 +370,8 @@ async fn serve_connection(
         slot: _slot,
     } = admitted;
     let work = async {
-        let tls = match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(err)) => {
-                tracing::debug!(%peer, %err, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
+        let Some(tls) = handshake.await else {
+            return;
         };
         state.established();
         let io = conn::Tracked {
