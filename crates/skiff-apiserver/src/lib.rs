@@ -1,5 +1,6 @@
-//! skiff-apiserver owns the Kubernetes API server of skiff: HTTPS (rustls + a self-signed CA from
-//! rcgen) with handshake/header/idle timeouts and a connection cap, bearer-token authentication,
+//! skiff-apiserver owns the Kubernetes API server of skiff: HTTPS (rustls + the cluster CA from
+//! rcgen, which also issues node agents' serving certificates and is the only CA trusted when
+//! dialing them) with handshake/header/idle timeouts and a connection cap, bearer-token authentication,
 //! max-in-flight limits, discovery (legacy and aggregated v2), OpenAPI v3, REST handlers for every
 //! resource in `skiff_api::resources`, subresources (status, scale, binding, eviction; log/exec
 //! proxied to the node agent), watch fan-out from the store, the in-process admission steps

@@ -64,20 +64,8 @@ fn wanted_sans(listen: SocketAddr, extra: &[String]) -> Vec<String> {
 }
 
 fn write_private(path: &Path, data: &str) -> Result<(), ServerError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(format!("writing {}", tmp.display())))?;
-    f.write_all(data.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(io_err(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io_err(format!("writing {}", path.display())))
+    skiff_client::fs::write_private(path, data.as_bytes())
+        .map_err(io_err(format!("writing {}", path.display())))
 }
 
 fn read(path: &Path) -> Result<Option<String>, ServerError> {

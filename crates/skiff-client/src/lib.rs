@@ -3,12 +3,14 @@
 //! event recorder ([`events`]), the controller driver ([`driver`]: reflector-fed trigger
 //! streams into kube-runtime's applier), the node agent's serving-certificate request to the
 //! cluster CA ([`node_cert`]), and the HTTPS accept/handshake/drain loop both servers use
-//! ([`https`]: it lives here, the lowest crate the API server and the agent both depend on). Lean on purpose: kube, k8s-openapi, tokio, futures — never
+//! ([`https`]: it lives here, the lowest crate the API server and the agent both depend on),
+//! and the atomic private-file write ([`fs`]). Lean on purpose: kube, k8s-openapi, tokio, futures — never
 //! the API server or the store.
 
 pub mod config;
 pub mod driver;
 pub mod events;
+pub mod fs;
 pub mod https;
 pub mod node_cert;
 
