@@ -84,6 +84,29 @@ fn read(path: &Path) -> Result<Option<String>, ServerError> {
     }
 }
 
+/// A new key and a serving certificate for it with `sans`, signed by the CA; (cert, key) PEM.
+fn issue_serving_cert(
+    ca_key_pem: &str,
+    sans: Vec<String>,
+    common_name: &str,
+) -> Result<(String, String), rcgen::Error> {
+    let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(ca_key_pem)?);
+    let mut params = CertificateParams::new(sans)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// Loads or creates the CA and serving certificate in `dir`.
 pub(crate) fn ensure(
     dir: &Path,
@@ -122,22 +145,7 @@ pub(crate) fn ensure(
             });
         }
     }
-    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
-    let issuer = Issuer::new(ca_params()?, ca_key);
-    let mut params = CertificateParams::new(sans.clone())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "skiff-apiserver");
-    params.distinguished_name = dn;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
-    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+    let (cert_pem, key_pem) = issue_serving_cert(&ca_key_pem, sans, "skiff-apiserver")?;
     write_private(&p("server.key"), &key_pem)?;
     write_private(&p("server.crt"), &cert_pem)?;
     write_private(&p("server.sans"), &sans_line)?;
@@ -157,23 +165,9 @@ impl TlsMaterial {
         node_name: &str,
         addresses: &[IpAddr],
     ) -> Result<(String, String), rcgen::Error> {
-        let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&self.ca_key_pem)?);
         let mut sans: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
         sans.push(node_name.to_string());
-        let mut params = CertificateParams::new(sans)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("system:node:{node_name}"));
-        params.distinguished_name = dn;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &issuer)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        issue_serving_cert(&self.ca_key_pem, sans, &format!("system:node:{node_name}"))
     }
 
     /// The TLS client configuration for dialing node agents: only certificates signed by the
