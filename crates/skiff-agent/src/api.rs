@@ -1,6 +1,6 @@
 //! The agent API: what the API server proxies `kubectl logs` and `kubectl exec` to. HTTPS with a
-//! self-signed certificate kept in `<data-dir>/agent/tls/` (its SHA-256 fingerprint is published
-//! in the Node annotation [`CERT_ANNOTATION`] so the API server can pin it), and every request
+//! serving certificate signed by the cluster CA ([`ServingCert`], requested from the API server
+//! at start; the API server verifies it against that CA and the node's IP), and every request
 //! must carry `Authorization: Bearer <node token>`.
 //!
 //! Endpoints (kubelet-like paths):
@@ -16,7 +16,7 @@ mod logs;
 mod tls;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,21 +28,15 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::{ContainerIndex, Error, Result};
 
-pub use tls::cert_fingerprint;
-
-/// The Node annotation carrying the lowercase hex SHA-256 of the agent API certificate (DER).
-/// The node registration sets it from [`cert_fingerprint`]; the API server refuses to proxy to
-/// a node without it.
-pub const CERT_ANNOTATION: &str = "skiff.dev/agent-cert-sha256";
+pub use tls::{request as request_serving_cert, ServingCert};
 
 /// What the agent API serves from.
 #[derive(Clone)]
 pub struct ApiState {
-    /// skiff's data dir (containers, `agent/tls/`).
+    /// skiff's data dir (containers).
     pub data_dir: PathBuf,
     /// The `skiff` executable; exec runs `skiff --data-dir D exec …`.
     pub skiff_exe: PathBuf,
@@ -144,70 +138,46 @@ pub fn router(state: ApiState) -> Router {
         .with_state(st)
 }
 
-fn tls_acceptor(data_dir: &Path) -> Result<tokio_rustls::TlsAcceptor> {
-    let material = tls::ensure(data_dir)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(
-        material.server_config()?,
-    )))
-}
-
-/// Serves the agent API over HTTPS on `listener` until `shutdown` completes.
+/// Serves the agent API over HTTPS with `cert` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
+    cert: &ServingCert,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let acceptor = tls_acceptor(&state.data_dir)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cert.server_config()?));
     let app = router(state);
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "agent API listening (https)");
     }
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(err) => {
-                        tracing::warn!(%err, "agent API accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+    skiff_client::https::serve_https(
+        listener,
+        acceptor,
+        skiff_client::https::HttpsOptions {
+            name: "agent API",
+            handshake_timeout: Duration::from_secs(10),
+            accept_backoff: Duration::from_millis(50),
+            drain_timeout: Duration::from_secs(2),
+        },
+        shutdown,
+        |_| Some(()),
+        move |handshake, peer, ()| {
+            let app = app.clone();
+            async move {
+                let Some(tls) = handshake.await else {
+                    return;
                 };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                conns.spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, %err, "agent API TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .with_upgrades();
-                    if let Err(err) = conn.await {
-                        tracing::debug!(%peer, %err, "agent API connection ended with an error");
-                    }
-                });
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades();
+                if let Err(err) = conn.await {
+                    tracing::debug!(%peer, %err, "agent API connection ended with an error");
+                }
             }
-        }
-    }
-    // Give in-flight requests a moment, then drop the rest (follows and exec sessions).
-    let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(2), drain)
-        .await
-        .is_err()
-    {
-        conns.abort_all();
-    }
+        },
+    )
+    .await;
     Ok(())
 }
 

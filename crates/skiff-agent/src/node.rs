@@ -33,14 +33,15 @@ pub async fn run(
         .local_addr()
         .map_err(|e| Error::Other(format!("agent API address: {e}")))?
         .port();
+    let cert = crate::api::request_serving_cert(&client, &config).await?;
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(crate::api::serve(
-        listener,
-        crate::api::ApiState::new(&config, index.clone()),
-        async {
+    let state = crate::api::ApiState::new(&config, index.clone());
+    let api = tokio::spawn(async move {
+        crate::api::serve(listener, state, &cert, async {
             let _ = api_stopped.await;
-        },
-    ));
+        })
+        .await
+    });
     let result = run_with(client, config, index, port, shutdown).await;
     let _ = stop_api.send(());
     if let Ok(Err(e)) = api.await {
@@ -226,9 +227,6 @@ fn node_status(config: &AgentConfig, port: u16, transition: &str) -> serde_json:
 async fn register(client: &Client, config: &AgentConfig, port: u16) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let name = &config.node_name;
-    // The API server pins the agent API's certificate by this fingerprint.
-    let fingerprint = crate::api::cert_fingerprint(&config.data_dir)?;
-    let annotations = json!({ crate::api::CERT_ANNOTATION: fingerprint });
     let labels = json!({
         wellknown::HOSTNAME: name,
         wellknown::OS: "linux",
@@ -238,7 +236,7 @@ async fn register(client: &Client, config: &AgentConfig, port: u16) -> Result<()
     });
     match nodes.get_opt(name).await? {
         Some(_) => {
-            let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
+            let patch = json!({"metadata": {"labels": labels}});
             nodes
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
@@ -246,7 +244,7 @@ async fn register(client: &Client, config: &AgentConfig, port: u16) -> Result<()
         None => {
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "labels": labels, "annotations": annotations},
+                "metadata": {"name": name, "labels": labels},
             }))
             .map_err(|e| Error::Other(format!("node object: {e}")))?;
             match nodes.create(&PostParams::default(), &node).await {

@@ -13,9 +13,8 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use skiff_agent::api::{self, ApiState};
+use rustls::pki_types::ServerName;
+use skiff_agent::api::{self, ApiState, ServingCert};
 use skiff_agent::{ContainerIndex, ContainerRef};
 use skiff_runtime::{ContainerSpec, Runtime, RuntimeConfig, Status};
 use tokio_tungstenite::tungstenite::Message;
@@ -70,16 +69,40 @@ struct Env {
     index: Arc<FakeIndex>,
     addr: std::net::SocketAddr,
     token: String,
-    fingerprint: String,
+    /// The CA the agent's serving certificate is signed by.
+    ca_pem: String,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A CA of the test's own and a serving certificate for 127.0.0.1 signed by it.
+fn test_ca_and_cert() -> (String, ServingCert) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.clone().self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    (
+        ca_cert.pem(),
+        ServingCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+    )
 }
 
 impl Env {
     async fn new() -> Env {
-        Env::with_token("node-token-for-tests").await
+        let (ca_pem, cert) = test_ca_and_cert();
+        Env::with_cert("node-token-for-tests", ca_pem, cert).await
     }
 
-    async fn with_token(token: &str) -> Env {
+    async fn with_cert(token: &str, ca_pem: String, cert: ServingCert) -> Env {
         assert!(
             nix::unistd::geteuid().is_root(),
             "these tests need root (namespaces, overlayfs, cgroups)"
@@ -112,21 +135,23 @@ impl Env {
             token: token.clone(),
             index: index.clone(),
         };
-        let fingerprint = api::cert_fingerprint(&data_dir).expect("fingerprint");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(api::serve(listener, state, async {
-            let _ = rx.await;
-        }));
+        tokio::spawn(async move {
+            api::serve(listener, state, &cert, async {
+                let _ = rx.await;
+            })
+            .await
+        });
         Env {
             dir,
             index,
             addr,
             token,
-            fingerprint,
+            ca_pem,
             _stop: tx,
         }
     }
@@ -154,15 +179,15 @@ impl Env {
     }
 
     async fn tls(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            roots.add(c.expect("CA pem")).expect("CA");
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                fingerprint: self.fingerprint.clone(),
-                provider,
-            }))
+            .with_root_certificates(roots)
             .with_no_client_auth();
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
@@ -276,65 +301,6 @@ impl Drop for Env {
             let _ = self.index.rt.stop(&id, Duration::from_secs(0));
             let _ = self.index.rt.remove(&id, true);
         }
-    }
-}
-
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        use sha2::Digest;
-        let fp: String = sha2::Sha256::digest(end_entity.as_ref())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if fp == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("fingerprint mismatch".into()))
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
@@ -486,12 +452,6 @@ async fn requests_need_the_node_token() {
     assert_eq!(code, 401);
     let (code, _) = env.get("/exec/default/p/c?command=true", None).await;
     assert_eq!(code, 401);
-    // The certificate and its fingerprint are stable across restarts.
-    let data_dir = env.dir.path().canonicalize().expect("dir").join("data");
-    assert_eq!(
-        api::cert_fingerprint(&data_dir).expect("fingerprint"),
-        env.fingerprint
-    );
 }
 
 /// Runs kubectl against `kubeconfig`; returns (exit code, stdout, stderr).
@@ -544,12 +504,22 @@ async fn kubectl_logs_and_exec_through_the_api_server() {
     .await
     .expect("bind");
     let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let server_addr = server.local_addr();
     let node_token = server.state().tokens.node.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(async {
         let _ = stop_rx.await;
     }));
-    let env = Env::with_token(&node_token).await;
+    // The agent's certificate comes from the cluster CA, asked for with the node token.
+    let ca_pem = std::fs::read_to_string(server_dir.path().join("server/tls/ca.crt")).expect("CA");
+    let server_url = format!("https://{}", server_addr);
+    let node_client = skiff_client::config::with_token(&server_url, ca_pem.as_bytes(), &node_token)
+        .expect("node client");
+    let localhost = [std::net::IpAddr::from([127, 0, 0, 1])];
+    let cert = skiff_client::node_cert::request(&node_client, "n1", &localhost)
+        .await
+        .expect("serving certificate");
+    let env = Env::with_cert(&node_token, ca_pem, cert.into()).await;
     env.start(
         "web",
         "web",
@@ -557,15 +527,13 @@ async fn kubectl_logs_and_exec_through_the_api_server() {
     );
     env.start("job", "job", &["sh", "-c", "echo a; sleep 2; echo b"]);
 
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    let client = skiff_client::config::from_kubeconfig(&kubeconfig)
         .await
-        .expect("config");
-    let client = kube::Client::try_from(config).expect("client");
+        .expect("client");
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": "n1", "annotations": {api::CERT_ANNOTATION: env.fingerprint}},
+        "metadata": {"name": "n1"},
     }))
     .expect("node");
     nodes
@@ -639,22 +607,18 @@ async fn kubectl_logs_and_exec_through_the_api_server() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("command terminated with exit code 3"), "{err}");
 
-    // A node without the fingerprint annotation is refused (no unpinned TLS).
+    // An agent whose certificate the cluster CA did not sign is refused.
+    let rogue = Env::new().await;
+    rogue.start("web", "web", &["sh", "-c", "echo rogue; exec sleep 1000"]);
+    let status = serde_json::json!({"status": {
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": rogue.addr.port()}},
+    }});
     nodes
-        .patch(
-            "n1",
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({"metadata": {"annotations": {api::CERT_ANNOTATION: null}}}),
-            ),
-        )
+        .patch_status("n1", &PatchParams::default(), &Patch::Merge(&status))
         .await
-        .expect("drop annotation");
-    let (code, _, err) = kubectl(&kubeconfig, &["logs", "web"], b"").await;
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("has not published its agent certificate"),
-        "{err}"
-    );
+        .expect("node status");
+    let (code, out, err) = kubectl(&kubeconfig, &["logs", "web"], b"").await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("TLS handshake"), "{err}");
     drop(stop_tx);
 }

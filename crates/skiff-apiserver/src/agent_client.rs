@@ -1,8 +1,8 @@
 //! The API server's client for node agents (logs, exec): HTTPS to the agent API with the node
-//! token as bearer token, and the agent's self-signed certificate pinned by the SHA-256
-//! fingerprint the node publishes in its [`CERT_ANNOTATION`] annotation.
+//! token as bearer token. The agent's serving certificate must be signed by the cluster CA and
+//! name the address dialed (the node's InternalIP), like the kubelet's serving certificate.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,113 +10,26 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
-
-/// The Node annotation with the lowercase hex SHA-256 of the agent API certificate (DER); the
-/// agent's node registration sets it (`skiff_agent::api::CERT_ANNOTATION`).
-pub(crate) const CERT_ANNOTATION: &str = "skiff.dev/agent-cert-sha256";
+use rustls::pki_types::ServerName;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts exactly the certificate whose fingerprint the node published (no CA, no names: the
-/// agent's certificate is self-signed), but still checks the handshake signatures.
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: String,
-    provider: Arc<CryptoProvider>,
-}
-
-fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if fingerprint(end_entity.as_ref()) == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the node agent's certificate does not match its published fingerprint".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// Where a node's agent is.
 pub(crate) struct Agent {
-    pub ip: IpAddr,
+    pub ip: std::net::IpAddr,
     pub port: u16,
-    pub fingerprint: String,
+    /// Trusts the cluster CA only (`TlsMaterial::agent_client_config`).
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
-/// Sends `req` to the agent over a fresh pinned TLS connection. The connection task keeps
+/// Sends `req` to the agent over a fresh verified TLS connection. The connection task keeps
 /// running (with upgrades) until the response body or the upgraded stream is done.
 pub(crate) async fn send(
     agent: &Agent,
     req: http::Request<Empty<Bytes>>,
 ) -> Result<http::Response<Incoming>, String> {
     let addr = SocketAddr::new(agent.ip, agent.port);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(Pinned {
-        fingerprint: agent.fingerprint.to_ascii_lowercase(),
-        provider: provider.clone(),
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(agent.tls.clone());
     let connect = async {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
@@ -142,4 +55,108 @@ pub(crate) async fn send(
         .send_request(req)
         .await
         .map_err(|e| format!("request to the node agent at {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use http_body_util::Full;
+
+    use super::*;
+    use crate::tls::{ensure, TlsMaterial};
+
+    fn material(dir: &std::path::Path) -> TlsMaterial {
+        ensure(dir, "127.0.0.1:0".parse().expect("addr"), &[]).expect("cluster CA")
+    }
+
+    /// An HTTPS server on loopback answering 200 with `cert`/`key`.
+    async fn agent_with(cert_pem: &str, key_pem: &str) -> u16 {
+        let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .expect("key")
+            .expect("a key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc),
+                );
+            }
+        });
+        port
+    }
+
+    async fn get(ca: &TlsMaterial, port: u16) -> Result<u16, String> {
+        let agent = Agent {
+            ip: IpAddr::from([127, 0, 0, 1]),
+            port,
+            tls: Arc::new(ca.agent_client_config().expect("client config")),
+        };
+        let req = http::Request::get("/containerLogs/default/p/c")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        send(&agent, req).await.map(|r| r.status().as_u16())
+    }
+
+    #[tokio::test]
+    async fn agents_must_present_a_cluster_ca_certificate_for_their_ip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = material(&dir.path().join("cluster"));
+        let loopback = [IpAddr::from([127, 0, 0, 1])];
+
+        // Signed by the cluster CA for the dialed IP: accepted.
+        let (cert, key) = cluster.node_serving_cert("n1", &loopback).expect("cert");
+        assert_eq!(get(&cluster, agent_with(&cert, &key).await).await, Ok(200));
+
+        // Self-signed (the old scheme): refused.
+        let rogue_key = rcgen::KeyPair::generate().expect("key");
+        let rogue = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .self_signed(&rogue_key)
+            .expect("self-signed");
+        let port = agent_with(&rogue.pem(), &rogue_key.serialize_pem()).await;
+        let err = get(&cluster, port).await.expect_err("self-signed accepted");
+        assert!(err.contains("TLS handshake"), "{err}");
+
+        // Signed by another cluster's CA: refused.
+        let other = material(&dir.path().join("other"));
+        let (cert, key) = other.node_serving_cert("n1", &loopback).expect("cert");
+        let err = get(&cluster, agent_with(&cert, &key).await)
+            .await
+            .expect_err("foreign CA accepted");
+        assert!(err.contains("TLS handshake"), "{err}");
+
+        // Signed by the cluster CA but for another node's IP: refused.
+        let (cert, key) = cluster
+            .node_serving_cert("n2", &[IpAddr::from([10, 9, 9, 9])])
+            .expect("cert");
+        let err = get(&cluster, agent_with(&cert, &key).await)
+            .await
+            .expect_err("wrong IP accepted");
+        assert!(err.contains("TLS handshake"), "{err}");
+    }
 }

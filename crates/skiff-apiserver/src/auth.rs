@@ -48,8 +48,7 @@ fn load_or_create(path: &Path) -> Result<String, ServerError> {
 /// Writes a private (0600) file atomically; an identical file is left alone, so a restart on a
 /// full disk does not fail here.
 pub(crate) fn write_file(path: &Path, data: &str) -> Result<(), ServerError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     if let (Ok(old), Ok(meta)) = (std::fs::read(path), std::fs::metadata(path)) {
         if old == data.as_bytes() {
             if meta.permissions().mode() & 0o077 != 0 {
@@ -59,18 +58,8 @@ pub(crate) fn write_file(path: &Path, data: &str) -> Result<(), ServerError> {
             return Ok(());
         }
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(format!("writing {}", tmp.display())))?;
-    f.write_all(data.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(io_err(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io_err(format!("writing {}", path.display())))
+    skiff_client::fs::write_private(path, data.as_bytes())
+        .map_err(io_err(format!("writing {}", path.display())))
 }
 
 impl Tokens {

@@ -1,5 +1,6 @@
-//! skiff-apiserver owns the Kubernetes API server of skiff: HTTPS (rustls + a self-signed CA from
-//! rcgen) with handshake/header/idle timeouts and a connection cap, bearer-token authentication,
+//! skiff-apiserver owns the Kubernetes API server of skiff: HTTPS (rustls + the cluster CA from
+//! rcgen, which also issues node agents' serving certificates and is the only CA trusted when
+//! dialing them) with handshake/header/idle timeouts and a connection cap, bearer-token authentication,
 //! max-in-flight limits, discovery (legacy and aggregated v2), OpenAPI v3, REST handlers for every
 //! resource in `skiff_api::resources`, subresources (status, scale, binding, eviction; log/exec
 //! proxied to the node agent), watch fan-out from the store, the in-process admission steps
@@ -22,6 +23,7 @@ mod hooks;
 mod inflight;
 mod keys;
 mod namespaces;
+mod node_cert;
 mod objects;
 mod query;
 mod respond;
@@ -40,7 +42,6 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use skiff_store::Store;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub use auth::Tokens;
 pub use inflight::{DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT, DEFAULT_MAX_REQUESTS_INFLIGHT};
@@ -146,6 +147,23 @@ pub struct AppState {
     pub(crate) ranges: allocator::Ranges,
     /// The max-in-flight pools.
     pub(crate) inflight: inflight::Limits,
+    /// The cluster CA (issues and verifies node agents' certificates); None in an in-process
+    /// router, which then neither issues node certificates nor proxies to agents.
+    pub(crate) pki: Option<Pki>,
+}
+
+/// The cluster CA as the handlers use it.
+pub(crate) struct Pki {
+    material: tls::TlsMaterial,
+    /// The TLS client configuration for dialing node agents.
+    pub agent_tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::ops::Deref for Pki {
+    type Target = tls::TlsMaterial;
+    fn deref(&self) -> &tls::TlsMaterial {
+        &self.material
+    }
 }
 
 impl AppState {
@@ -168,6 +186,7 @@ impl AppState {
                 DEFAULT_MAX_REQUESTS_INFLIGHT,
                 DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             ),
+            None,
         )
     }
 
@@ -178,6 +197,7 @@ impl AppState {
         default_toleration_seconds: i64,
         ranges: allocator::Ranges,
         inflight: inflight::Limits,
+        pki: Option<Pki>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -187,13 +207,20 @@ impl AppState {
             admission: hooks::registry(default_toleration_seconds),
             ranges,
             inflight,
+            pki,
         })
     }
 }
 
 /// The API as an axum router (all paths are dispatched by [`rest::handle`]).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().fallback(rest::handle).with_state(state)
+    Router::new()
+        .route(
+            skiff_client::node_cert::PATH,
+            axum::routing::post(node_cert::handle),
+        )
+        .fallback(rest::handle)
+        .with_state(state)
 }
 
 /// A bound, ready-to-run server.
@@ -239,6 +266,10 @@ impl Server {
                 config.max_requests_inflight,
                 config.max_mutating_requests_inflight,
             ),
+            Some(Pki {
+                agent_tls: Arc::new(material.agent_client_config()?),
+                material,
+            }),
         );
         // On a full disk these writes fail: start anyway so reads and deletes can free space.
         tolerate_full(namespaces::bootstrap(&state).await)?;
@@ -284,49 +315,38 @@ impl Server {
     /// Serves HTTPS until `shutdown` completes, then ends watches and closes connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let app = router(self.state.clone());
-        let mut conns = JoinSet::new();
-        tokio::pin!(shutdown);
         tracing::info!(addr = %self.local_addr, "skiff API server listening (https)");
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = self.listener.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(err) => {
-                            // EMFILE and friends: back off briefly instead of spinning.
-                            tracing::warn!(%err, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    let Some(admitted) = self.tracker.admit() else {
-                        tracing::debug!(%peer, "connection cap reached and every connection is busy; closing");
-                        continue;
-                    };
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(serve_connection(
-                        tcp,
-                        peer,
-                        self.acceptor.clone(),
-                        app.clone(),
-                        admitted,
-                        self.timeouts,
-                    ));
+        let shutdown_tx = self.shutdown_tx;
+        let stopping = async move {
+            shutdown.await;
+            tracing::info!("shutting down the API server");
+            // Ends watches before the drain.
+            let _ = shutdown_tx.send(true);
+        };
+        let tracker = self.tracker;
+        let timeouts = self.timeouts;
+        skiff_client::https::serve_https(
+            self.listener,
+            self.acceptor,
+            skiff_client::https::HttpsOptions {
+                name: "apiserver",
+                handshake_timeout: timeouts.handshake,
+                accept_backoff: Duration::from_millis(10),
+                drain_timeout: Duration::from_secs(2),
+            },
+            stopping,
+            move |peer| {
+                let admitted = tracker.admit();
+                if admitted.is_none() {
+                    tracing::debug!(%peer, "connection cap reached and every connection is busy; closing");
                 }
-            }
-        }
-        tracing::info!("shutting down the API server");
-        let _ = self.shutdown_tx.send(true);
-        // Give in-flight requests a moment, then drop idle keep-alive connections.
-        let drain = async { while conns.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(2), drain)
-            .await
-            .is_err()
-        {
-            conns.abort_all();
-        }
+                admitted
+            },
+            move |handshake, peer, admitted| {
+                serve_connection(handshake, peer, app.clone(), admitted, timeouts)
+            },
+        )
+        .await;
         Ok(())
     }
 }
@@ -344,9 +364,8 @@ impl ConnectionCount {
 /// One connection: TLS handshake (bounded), then HTTP/1.1 under the watchdog, until it ends, is
 /// evicted (the tracker drops its slot) or times out.
 async fn serve_connection(
-    tcp: tokio::net::TcpStream,
+    handshake: skiff_client::https::Handshake,
     peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
     admitted: conn::Admitted,
     timeouts: conn::Timeouts,
@@ -357,16 +376,8 @@ async fn serve_connection(
         slot: _slot,
     } = admitted;
     let work = async {
-        let tls = match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(err)) => {
-                tracing::debug!(%peer, %err, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
+        let Some(tls) = handshake.await else {
+            return;
         };
         state.established();
         let io = conn::Tracked {

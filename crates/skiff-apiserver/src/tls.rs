@@ -1,8 +1,11 @@
-//! TLS material: a self-signed CA and a serving certificate signed by it, generated once with
-//! rcgen into `<data-dir>/server/tls/` and reused on restart (the serving certificate is re-issued
-//! by the same CA when the wanted SANs change, so existing kubeconfigs stay valid).
+//! The cluster PKI: a self-signed CA and the API server's serving certificate signed by it,
+//! generated once with rcgen into `<data-dir>/server/tls/` and reused on restart (the serving
+//! certificate is re-issued by the same CA when the wanted SANs change, so existing kubeconfigs
+//! stay valid). The same CA signs each node agent's serving certificate ([`TlsMaterial::
+//! node_serving_cert`], issued through `node_cert`), and the API server trusts exactly this CA
+//! when it dials an agent ([`TlsMaterial::agent_client_config`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +18,7 @@ use crate::{io_err, ServerError};
 
 pub(crate) struct TlsMaterial {
     pub ca_pem: String,
+    ca_key_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
 }
@@ -60,20 +64,8 @@ fn wanted_sans(listen: SocketAddr, extra: &[String]) -> Vec<String> {
 }
 
 fn write_private(path: &Path, data: &str) -> Result<(), ServerError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(format!("writing {}", tmp.display())))?;
-    f.write_all(data.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(io_err(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io_err(format!("writing {}", path.display())))
+    skiff_client::fs::write_private(path, data.as_bytes())
+        .map_err(io_err(format!("writing {}", path.display())))
 }
 
 fn read(path: &Path) -> Result<Option<String>, ServerError> {
@@ -90,6 +82,29 @@ fn read(path: &Path) -> Result<Option<String>, ServerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(format!("reading {}", path.display()))(e)),
     }
+}
+
+/// A new key and a serving certificate for it with `sans`, signed by the CA; (cert, key) PEM.
+fn issue_serving_cert(
+    ca_key_pem: &str,
+    sans: Vec<String>,
+    common_name: &str,
+) -> Result<(String, String), rcgen::Error> {
+    let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(ca_key_pem)?);
+    let mut params = CertificateParams::new(sans)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Loads or creates the CA and serving certificate in `dir`.
@@ -124,38 +139,54 @@ pub(crate) fn ensure(
         if old_sans.trim() == sans_line {
             return Ok(TlsMaterial {
                 ca_pem,
+                ca_key_pem,
                 cert_pem,
                 key_pem,
             });
         }
     }
-    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
-    let issuer = Issuer::new(ca_params()?, ca_key);
-    let mut params = CertificateParams::new(sans.clone())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "skiff-apiserver");
-    params.distinguished_name = dn;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
-    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+    let (cert_pem, key_pem) = issue_serving_cert(&ca_key_pem, sans, "skiff-apiserver")?;
     write_private(&p("server.key"), &key_pem)?;
     write_private(&p("server.crt"), &cert_pem)?;
     write_private(&p("server.sans"), &sans_line)?;
     Ok(TlsMaterial {
         ca_pem,
+        ca_key_pem,
         cert_pem,
         key_pem,
     })
 }
 
 impl TlsMaterial {
+    /// A serving certificate and key for the agent of node `node_name`, signed by the cluster
+    /// CA, naming the node and its `addresses` (what the API server dials and verifies).
+    pub(crate) fn node_serving_cert(
+        &self,
+        node_name: &str,
+        addresses: &[IpAddr],
+    ) -> Result<(String, String), rcgen::Error> {
+        let mut sans: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
+        sans.push(node_name.to_string());
+        issue_serving_cert(&self.ca_key_pem, sans, &format!("system:node:{node_name}"))
+    }
+
+    /// The TLS client configuration for dialing node agents: only certificates signed by the
+    /// cluster CA, for the address dialed, are accepted.
+    pub(crate) fn agent_client_config(&self) -> Result<rustls::ClientConfig, ServerError> {
+        let bad = || ServerError::BadPem(PathBuf::from("ca.crt"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            roots.add(cert.map_err(|_| bad())?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     /// The rustls server configuration (ring provider, HTTP/1.1 only so upgrades work).
     pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, ServerError> {
         let bad = || ServerError::BadPem(PathBuf::from("server.crt/server.key"));

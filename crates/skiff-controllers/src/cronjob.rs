@@ -24,10 +24,10 @@ use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::{Resource, ResourceExt};
 
-use crate::events::EventType;
-use crate::owned::drive;
 use crate::replicaset::pods::controller_ref;
 use crate::{api_message, Context, Error, Result};
+use skiff_client::driver::{drive, requeue_after};
+use skiff_client::events::EventType;
 use skiff_semantics::wellknown::annotations;
 
 const COMPONENT: &str = "cronjob-controller";
@@ -93,10 +93,11 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         cjc,
         cj_store,
         stream::select(cj_triggers, job_triggers),
-        ERROR_REQUEUE,
+        requeue_after("cronjob", ERROR_REQUEUE),
         |obj, c| Box::pin(async move { c.reconcile(obj).await }),
     )
-    .await
+    .await;
+    Err(Error::WatchEnded("cronjob"))
 }
 
 fn cronjob_owner(meta: &ObjectMeta) -> Option<(String, String)> {

@@ -30,12 +30,13 @@ use kube::runtime::WatchStreamExt;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::events::EventType;
-use crate::owned::{drive, owner, owner_triggers, pod_key, pod_triggers};
+use crate::owned::{owner, owner_triggers, pod_key, pod_triggers};
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::{is_available, pod_from_template};
 use crate::scheduler::plugins::{matches_node_affinity, tolerated_by};
 use crate::{api_message, Context, Error, Result};
+use skiff_client::driver::{drive, requeue_after};
+use skiff_client::events::EventType;
 use skiff_semantics::labels::Selector;
 use skiff_semantics::wellknown::{labels, taints};
 
@@ -111,10 +112,11 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         dsc,
         ds_store,
         queue,
-        ERROR_REQUEUE,
+        requeue_after("daemonset", ERROR_REQUEUE),
         |obj, c| Box::pin(async move { c.reconcile(obj).await }),
     )
-    .await
+    .await;
+    Err(Error::WatchEnded("daemonset"))
 }
 
 fn ds_owner(p: &Pod) -> Option<(String, String)> {

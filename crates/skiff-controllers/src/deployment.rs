@@ -15,18 +15,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::Resource;
 
-use crate::events::EventType;
 use crate::{Context, Error, Result};
+use skiff_client::driver::{drive, mapped_triggers, owner_ref_triggers, self_triggers};
+use skiff_client::events::EventType;
 use skiff_semantics::labels::{label_selector_is_empty, label_selector_matches};
 use util::*;
 
@@ -39,29 +38,19 @@ const RECREATE_POLL: Duration = Duration::from_secs(2);
 /// Runs this controller until the process stops (errors are retried inside).
 pub async fn run(ctx: Arc<Context>) -> Result<()> {
     let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let store = controller.store();
-    controller
-        .owns(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .watches(
-            Api::<Pod>::all(client),
-            watcher::Config::default(),
-            move |pod| recreate_deployments_for_pod(&store, &pod),
-        )
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "deployment controller");
-            }
-        })
-        .await;
-    Ok(())
+    let (store, writer) = reflector::store::<Deployment>();
+    let d_triggers = self_triggers(writer, Api::<Deployment>::all(client.clone()));
+    let rs_triggers = owner_ref_triggers::<Deployment, ReplicaSet>(client.clone());
+    let pod_triggers = mapped_triggers(Api::<Pod>::all(client), {
+        let store = store.clone();
+        move |pod: Pod| recreate_deployments_for_pod(&store, &pod)
+    });
+    let queue = futures::stream::select_all([d_triggers, rs_triggers, pod_triggers]);
+    drive("deployment", ctx, store, queue, error_policy, |d, ctx| {
+        Box::pin(reconcile(d, ctx))
+    })
+    .await;
+    Err(Error::WatchEnded("deployment"))
 }
 
 /// Pod events matter only to Recreate Deployments (they wait for old pods to disappear).

@@ -4,8 +4,8 @@
 //! `kubernetes.io/service-name` and `endpointslice.kubernetes.io/managed-by`) and the legacy
 //! Endpoints object of the same name.
 //!
-//! Reflectors on Services, Pods, EndpointSlices and Endpoints feed a kube-runtime `applier`
-//! (no debounce). A pod event maps to the Services whose selector matches its new or previous
+//! Reflectors on Services, Pods, EndpointSlices and Endpoints feed the shared driver
+//! (`skiff_client::driver`, no debounce). A pod event maps to the Services whose selector matches its new or previous
 //! labels, so a pod turning not-ready or terminating reaches kube-proxy within one watch hop
 //! plus one write: rolling updates rely on that. Writes are compared against the cache first
 //! and only happen on change; what we wrote is remembered until the watch catches up so quick
@@ -14,16 +14,15 @@
 mod desired;
 
 use std::collections::{BTreeMap, HashMap};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{stream, Future, StreamExt, TryStreamExt};
+use futures::{stream, TryStreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::controller::{self, applier, Action};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
@@ -32,6 +31,7 @@ use kube::ResourceExt;
 use self::desired::{selects, SliceGroup};
 pub use self::desired::{MAX_ENDPOINTS_ADDRESSES, MAX_ENDPOINTS_PER_SLICE};
 use crate::{Context, Error, Result};
+use skiff_client::driver::drive;
 use skiff_semantics::wellknown::{annotations, labels};
 
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
@@ -141,11 +141,12 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         stream::select(svc_triggers, pod_triggers),
         stream::select(slice_triggers, ep_triggers),
     );
-    let mut results = applier(
-        |svc, epc: Arc<Epc>| -> Pin<Box<dyn Future<Output = Result<Action>> + Send>> {
-            Box::pin(async move { epc.reconcile(svc).await })
-        },
-        |svc, err, epc| {
+    drive(
+        "endpoints",
+        epc,
+        services,
+        queue,
+        |svc, err: &Error, epc| {
             tracing::debug!(service = %ObjectRef::from_obj(svc.as_ref()), error = %err, "endpoints sync failed");
             // Retry from the watch caches, not from what we believed we wrote.
             if let Ok(mut w) = epc.written.lock() {
@@ -153,18 +154,10 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
             }
             Action::requeue(ERROR_REQUEUE)
         },
-        epc,
-        services,
-        queue,
-        controller::Config::default(),
+        |svc, epc| Box::pin(async move { epc.reconcile(svc).await }),
     )
-    .boxed();
-    while let Some(r) = results.next().await {
-        if let Err(e) = r {
-            tracing::trace!(error = %e, "endpoints controller");
-        }
-    }
-    Err(Error::Other("endpoints watch streams ended".into()))
+    .await;
+    Err(Error::WatchEnded("endpoints"))
 }
 
 fn key_of<K: ResourceExt>(obj: &K) -> String {

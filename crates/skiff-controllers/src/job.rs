@@ -26,11 +26,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
 use kube::{Resource, ResourceExt};
 
-use crate::events::EventType;
-use crate::owned::{drive, owner, owner_triggers, pod_key, pod_triggers};
+use crate::owned::{owner, owner_triggers, pod_key, pod_triggers};
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::{is_active, is_ready, pod_from_template};
 use crate::{api_message, Context, Error, Result};
+use skiff_client::driver::{drive, requeue_after};
+use skiff_client::events::EventType;
 use skiff_semantics::labels::Selector;
 
 const COMPONENT: &str = "job-controller";
@@ -73,10 +74,16 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         "batch",
     );
     let queue = stream::select(job_triggers, pod_triggers);
-    drive("job", jc, job_store, queue, ERROR_REQUEUE, |obj, c| {
-        Box::pin(async move { c.reconcile(obj).await })
-    })
-    .await
+    drive(
+        "job",
+        jc,
+        job_store,
+        queue,
+        requeue_after("job", ERROR_REQUEUE),
+        |obj, c| Box::pin(async move { c.reconcile(obj).await }),
+    )
+    .await;
+    Err(Error::WatchEnded("job"))
 }
 
 fn job_owner(meta: &ObjectMeta) -> Option<(String, String)> {

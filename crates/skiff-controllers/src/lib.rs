@@ -2,14 +2,13 @@
 //! clients (kube-runtime reflectors, de-duplicating work queues, level-triggered idempotent
 //! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
-//! EndpointSlices, and the event recorder they share.
+//! EndpointSlices. They run through `skiff_client`'s driver and event recorder.
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §4.4, §5, §6, §7.
 
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
-pub mod events;
 pub mod gc;
 pub mod job;
 pub mod manager;
@@ -28,6 +27,9 @@ pub use manager::run;
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A controller's watch streams ended (it is restarted by the manager).
+    #[error("{0} watch streams ended")]
+    WatchEnded(&'static str),
     #[error("{0}")]
     Other(String),
 }
@@ -75,5 +77,5 @@ impl Default for Options {
 pub struct Context {
     pub client: kube::Client,
     pub options: Options,
-    pub events: events::Recorder,
+    pub events: skiff_client::events::Recorder,
 }

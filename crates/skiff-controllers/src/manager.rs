@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::{
-    cronjob, daemonset, deployment, endpoints, events, gc, job, nodeipam, nodelifecycle,
-    replicaset, scheduler, Context, Options, Result,
+    cronjob, daemonset, deployment, endpoints, gc, job, nodeipam, nodelifecycle, replicaset,
+    scheduler, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -58,7 +58,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let ctx = Arc::new(Context {
-        events: events::Recorder::new(client.clone()),
+        events: skiff_client::events::Recorder::new(client.clone()),
         client,
         options,
     });

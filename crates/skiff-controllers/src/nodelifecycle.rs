@@ -24,9 +24,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::events::EventType;
 use crate::scheduler::plugins::ready_status;
 use crate::{Context, Result};
+use skiff_client::events::EventType;
 use skiff_semantics::wellknown::taints;
 
 const COMPONENT: &str = "node-controller";

@@ -1,69 +1,23 @@
-//! Watch plumbing shared by the controllers written on kube-runtime's applier (Job, DaemonSet,
-//! CronJob): owner events become work items, pod events satisfy expectations and wake the
-//! owning controller, and [`drive`] runs the reconciles.
+//! Trigger streams of the controllers that own pods through expectations (Job, DaemonSet):
+//! owner events become work items, pod events satisfy expectations and wake the owning
+//! controller. `skiff_client::driver::drive` runs the reconciles.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::{stream, Stream, StreamExt, TryStreamExt};
+use futures::{stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::runtime::controller::{self, applier, Action};
-use kube::runtime::reflector::{reflector, store::Writer, ObjectRef, Store};
+use kube::runtime::reflector::{reflector, store::Writer, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::controller_ref;
-use crate::{Error, Result};
-
-/// A stream of objects to reconcile.
-pub(crate) type Triggers<K> =
-    Pin<Box<dyn Stream<Item = std::result::Result<ObjectRef<K>, watcher::Error>> + Send>>;
-
-/// One reconcile's future.
-pub(crate) type Reconciled = Pin<Box<dyn Future<Output = Result<Action>> + Send>>;
-
-/// Runs `reconcile` for every object `queue` names (kube-runtime's applier: de-duplicated, one
-/// reconcile per object at a time), retrying a failed one after `retry`. Returns only when
-/// the watch streams end.
-pub(crate) async fn drive<K, C>(
-    name: &'static str,
-    ctx: Arc<C>,
-    store: Store<K>,
-    queue: impl Stream<Item = std::result::Result<ObjectRef<K>, watcher::Error>> + Send + 'static,
-    retry: Duration,
-    reconcile: fn(Arc<K>, Arc<C>) -> Reconciled,
-) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    C: Send + Sync + 'static,
-{
-    let mut results = applier(
-        reconcile,
-        move |obj: Arc<K>, err: &Error, _| {
-            tracing::warn!(controller = name, object = %ObjectRef::from_obj(obj.as_ref()), error = %err, "sync failed");
-            Action::requeue(retry)
-        },
-        ctx,
-        store,
-        queue,
-        controller::Config::default(),
-    )
-    .boxed();
-    while let Some(r) = results.next().await {
-        if let Err(e) = r {
-            tracing::debug!(controller = name, error = %e, "reconcile loop");
-        }
-    }
-    Err(Error::Other(format!("{name} watch streams ended")))
-}
+use skiff_client::driver::Triggers;
 
 /// The (name, uid) of the `kind` in API group `group` (e.g. "batch") controlling `meta`.
 pub(crate) fn owner(meta: &ObjectMeta, kind: &str, group: &str) -> Option<(String, String)> {

@@ -1,8 +1,8 @@
 //! The ReplicaSet controller (upstream `pkg/controller/replicaset`): keeps `spec.replicas` active
 //! pods per ReplicaSet.
 //!
-//! Reflectors on ReplicaSets and Pods feed a kube-runtime `applier` (de-duplicating queue, one
-//! reconcile per object at a time). A reconcile claims pods (adopt matching orphans, release
+//! Reflectors on ReplicaSets and Pods feed the shared driver (`skiff_client::driver`: a
+//! de-duplicating queue, one reconcile per object at a time). A reconcile claims pods (adopt matching orphans, release
 //! owned pods that stopped matching), then — only when its expectations are satisfied, so a
 //! lagging cache never causes double creates/deletes — creates missing pods in slow-start
 //! batches or deletes the most deletable surplus pods, and finally writes `status` when it
@@ -14,16 +14,15 @@ pub(crate) mod pods;
 mod ranking;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{stream, Future, StreamExt, TryStreamExt};
+use futures::{stream, TryStreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{self, applier, Action};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
@@ -34,8 +33,9 @@ use self::expectations::Expectations;
 use self::pods::{
     controller_ref, is_active, is_available, is_ready, pod_from_template, ready_since,
 };
-use crate::events::EventType;
 use crate::{api_message, Context, Error, Result};
+use skiff_client::driver::{drive, requeue_after};
+use skiff_client::events::EventType;
 
 const COMPONENT: &str = "replicaset-controller";
 /// Max creates or deletes per sync (upstream `BurstReplicas`).
@@ -107,26 +107,16 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         .try_flatten();
 
     let queue = stream::select(rs_triggers, pod_triggers);
-    let mut results = applier(
-        |rs, rsc: Arc<Rsc>| -> Pin<Box<dyn Future<Output = Result<Action>> + Send>> {
-            Box::pin(async move { rsc.reconcile(rs).await })
-        },
-        |rs, err, _| {
-            tracing::warn!(replicaset = %ObjectRef::from_obj(rs.as_ref()), error = %err, "sync failed");
-            Action::requeue(ERROR_REQUEUE)
-        },
+    drive(
+        "replicaset",
         rsc,
         rs_store,
         queue,
-        controller::Config::default(),
+        requeue_after("replicaset", ERROR_REQUEUE),
+        |rs, rsc| Box::pin(async move { rsc.reconcile(rs).await }),
     )
-    .boxed();
-    while let Some(r) = results.next().await {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "replicaset controller");
-        }
-    }
-    Err(Error::Other("replicaset watch streams ended".into()))
+    .await;
+    Err(Error::WatchEnded("replicaset"))
 }
 
 fn rs_ref(namespace: &str, name: &str) -> ObjectRef<ReplicaSet> {

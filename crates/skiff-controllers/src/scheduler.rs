@@ -25,9 +25,9 @@ use rand::Rng;
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::events::EventType;
 use crate::{Context, Result};
 use plugins::{NodeInfo, PodFacts, Rejection};
+use skiff_client::events::EventType;
 
 /// The scheduler name pods select by default.
 pub const DEFAULT_SCHEDULER: &str = "default-scheduler";

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use skiff_controllers::events::{EventType, Recorder};
+use skiff_client::events::{EventType, Recorder};
 
 const WAIT: Duration = Duration::from_secs(30);
 

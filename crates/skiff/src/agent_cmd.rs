@@ -117,17 +117,8 @@ pub fn agent_config(
 
 /// An API client that authenticates with the node token.
 pub fn node_client(server: &str, ca_pem: &[u8], token: &str) -> anyhow::Result<kube::Client> {
-    let url: http::Uri = server
-        .parse()
-        .with_context(|| format!("invalid server URL {server:?}"))?;
-    let mut config = kube::Config::new(url);
-    let certs = rustls_pemfile::certs(&mut &ca_pem[..])
-        .collect::<Result<Vec<_>, _>>()
-        .context("reading the CA certificate")?;
-    anyhow::ensure!(!certs.is_empty(), "no certificate in the CA file");
-    config.root_cert = Some(certs.into_iter().map(|c| c.to_vec()).collect());
-    config.auth_info.token = Some(token.to_string().into());
-    kube::Client::try_from(config).context("creating the agent's API client")
+    skiff_client::config::with_token(server, ca_pem, token)
+        .context("creating the agent\'s API client")
 }
 
 /// The node agent needs root (namespaces, mounts, cgroups); say why it cannot run otherwise.

@@ -109,7 +109,9 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             server.local_addr()
         );
         // Controllers talk to the server like any client: through HTTPS with the admin token.
-        let client = kube_client(server.kubeconfig_path()).await?;
+        let client = skiff_client::config::from_kubeconfig(server.kubeconfig_path())
+            .await
+            .context("creating the controllers' API client")?;
         let options = skiff_controllers::Options {
             node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
             default_toleration_seconds: args.default_toleration_seconds,
@@ -160,16 +162,6 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         served.context("serving")?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .context("loading the admin kubeconfig")?;
-    kube::Client::try_from(config).context("creating the controllers' API client")
 }
 
 fn parse_cidr(text: &str) -> Result<skiff_semantics::cidr::Ipv4Net, String> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::Api;
-use skiff_controllers::events::EventType;
+use skiff_client::events::EventType;
 use skiff_image::ResolvedImage;
 use tokio::time::Instant;
 

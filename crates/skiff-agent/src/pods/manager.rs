@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
-use skiff_controllers::events::Recorder;
+use skiff_client::events::Recorder;
 use skiff_image::ImageStore;
 use skiff_net::{NetConfig, PodNetwork};
 use skiff_runtime::ContainerInfo;

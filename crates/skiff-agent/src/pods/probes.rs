@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
-use skiff_controllers::events::EventType;
+use skiff_client::events::EventType;
 use skiff_net::Sandbox;
 use skiff_runtime::ContainerInfo;
 use tokio::time::Instant;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
-use skiff_controllers::events::EventType;
+use skiff_client::events::EventType;
 use skiff_runtime::{ContainerInfo, Status};
 use tokio::time::Instant;
 

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use kube::Resource;
 use serde_json::{json, Value};
-use skiff_controllers::events::EventType;
+use skiff_client::events::EventType;
 use skiff_image::ResolvedImage;
 use skiff_net::{PortMapping, Sandbox, SandboxRequest};
 use skiff_runtime::{ContainerInfo, JoinNamespaces, Status};

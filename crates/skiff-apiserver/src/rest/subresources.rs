@@ -474,7 +474,8 @@ fn waiting_reason(obj: &Value, container: &str) -> Option<String> {
     })
 }
 
-/// The agent endpoint of `node`: InternalIP, kubelet endpoint port and pinned fingerprint.
+/// The agent endpoint of `node`: InternalIP and kubelet endpoint port, dialed trusting the
+/// cluster CA only.
 async fn node_agent(ctx: &Ctx, node: &str) -> ApiResult<crate::agent_client::Agent> {
     let no_agent = || unavailable(format!("no node agent for node {node}"));
     let info = skiff_api::resources::by_plural("", "v1", "nodes").ok_or_else(no_agent)?;
@@ -498,21 +499,13 @@ async fn node_agent(ctx: &Ctx, node: &str) -> ApiResult<crate::agent_client::Age
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p != 0)
         .ok_or_else(no_agent)?;
-    let fingerprint = meta(&obj)
-        .get("annotations")
-        .and_then(|a| a.get(crate::agent_client::CERT_ANNOTATION))
-        .and_then(Value::as_str)
-        .filter(|f| !f.is_empty())
-        .ok_or_else(|| {
-            unavailable(format!(
-                "node {node} has not published its agent certificate (annotation {})",
-                crate::agent_client::CERT_ANNOTATION
-            ))
-        })?
-        .to_string();
+    let pki =
+        ctx.st.pki.as_ref().ok_or_else(|| {
+            unavailable("this API server has no cluster CA to verify node agents")
+        })?;
     Ok(crate::agent_client::Agent {
         ip,
         port,
-        fingerprint,
+        tls: pki.agent_tls.clone(),
     })
 }

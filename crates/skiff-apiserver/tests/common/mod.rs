@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use skiff_apiserver::{Server, ServerConfig};
 
@@ -16,11 +15,9 @@ pub struct TestServer {
 }
 
 pub async fn client_from(path: &std::path::Path) -> Client {
-    let kc = Kubeconfig::read_from(path).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    skiff_client::config::from_kubeconfig(path)
         .await
-        .expect("config");
-    Client::try_from(config).expect("client")
+        .expect("client")
 }
 
 pub async fn start() -> TestServer {

@@ -5,9 +5,9 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod, Taint, Toleration};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::events::EventType;
 use crate::scheduler::plugins::tolerates;
 use crate::Context;
+use skiff_client::events::EventType;
 
 const COMPONENT: &str = "taint-eviction-controller";
 

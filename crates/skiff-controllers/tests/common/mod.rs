@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::json;
 use skiff_controllers::Options;
@@ -38,11 +37,9 @@ pub fn fast_options() -> Options {
 }
 
 pub async fn client_from(path: &std::path::Path) -> Client {
-    let kc = Kubeconfig::read_from(path).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    skiff_client::config::from_kubeconfig(path)
         .await
-        .expect("client config");
-    Client::try_from(config).expect("client")
+        .expect("client")
 }
 
 impl TestCluster {

@@ -1,0 +1,82 @@
+//! Node agents' serving certificates, issued by the cluster CA (as k3s issues kubelet serving
+//! certificates): an agent holding the node token POSTs its node name and addresses to
+//! `skiff_client::node_cert::PATH` and gets a certificate and key back over this TLS connection. The API server later
+//! dials the agent trusting only the cluster CA, so no per-node fingerprint is published.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use http::HeaderMap;
+use skiff_api::ApiError;
+use skiff_client::node_cert::{NodeCert, NodeCertRequest};
+
+use crate::respond::{error_response, json_response, unavailable};
+use crate::AppState;
+
+/// A DNS-1123 subdomain (what a Node name is), so it is a valid DNS SAN.
+fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+pub(crate) async fn handle(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match issue(&st, &headers, &body) {
+        Ok(cert) => json_response(200, &serde_json::json!(cert)),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn issue(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<NodeCert, ApiError> {
+    if st.tokens.authenticate(headers).is_none() {
+        return Err(ApiError::unauthorized());
+    }
+    let Some(pki) = st.pki.as_ref() else {
+        return Err(unavailable("this API server has no cluster CA"));
+    };
+    let req: NodeCertRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid node certificate request: {e}")))?;
+    if !valid_node_name(&req.node_name) {
+        return Err(ApiError::bad_request(format!(
+            "invalid node name {:?}",
+            req.node_name
+        )));
+    }
+    if req.addresses.is_empty() {
+        return Err(ApiError::bad_request("a node certificate needs an address"));
+    }
+    let (cert, key) = pki
+        .node_serving_cert(&req.node_name, &req.addresses)
+        .map_err(|e| ApiError::internal(format!("issuing the node certificate: {e}")))?;
+    tracing::info!(node = %req.node_name, addresses = ?req.addresses, "issued a node serving certificate");
+    Ok(NodeCert { cert, key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_must_be_dns_subdomains() {
+        assert!(valid_node_name("node-1.example"));
+        assert!(!valid_node_name(""));
+        assert!(!valid_node_name("Node"));
+        assert!(!valid_node_name("-a"));
+        assert!(!valid_node_name("a..b"));
+        assert!(!valid_node_name("a b"));
+    }
+}
