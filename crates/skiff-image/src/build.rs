@@ -181,6 +181,12 @@ pub(crate) fn build(
     progress: &dyn Progress,
 ) -> Result<BuildResult> {
     let tag = Reference::parse(&opts.tag)?;
+    if tag.digest.is_some() {
+        return Err(ImageError::InvalidReference(
+            opts.tag.clone(),
+            "a build names its image by tag, not by digest".into(),
+        ));
+    }
     let file = match &opts.file {
         Some(f) => f.clone(),
         None => {

@@ -56,7 +56,7 @@ pub(crate) fn create_namespaces(
         .name("skiff-net-unshare".into())
         .spawn(move || -> Result<()> {
             nix::sched::unshare(flags).map_err(nix_err("unshare(net, ipc, uts)"))?;
-            set_hostname(&hostname)?;
+            nix::unistd::sethostname(&hostname).map_err(nix_err("sethostname"))?;
             if new_net {
                 loopback_up()?;
             }
@@ -77,16 +77,6 @@ pub(crate) fn create_namespaces(
     handle
         .join()
         .map_err(|_| NetError::Other("namespace thread panicked".into()))?
-}
-
-/// sethostname(2) via libc: nix gates it behind a feature the workspace doesn't enable.
-fn set_hostname(h: &str) -> Result<()> {
-    // SAFETY: pointer/length of a live byte slice.
-    let rc = unsafe { nix::libc::sethostname(h.as_ptr().cast(), h.len()) };
-    if rc < 0 {
-        return Err(io_err("sethostname")(std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// Sets IFF_UP on `lo` in the calling thread's network namespace.
