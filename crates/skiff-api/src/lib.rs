@@ -7,7 +7,8 @@
 
 pub mod apply;
 pub mod body;
-pub mod cron;
+/// The schedule parser lives in skiff-semantics (the CronJob controller computes times with it).
+pub use skiff_semantics::cron;
 pub mod defaults;
 pub mod error;
 pub mod openapi;

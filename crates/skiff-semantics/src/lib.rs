@@ -1,6 +1,8 @@
 //! Kubernetes semantics that the API server, the controllers and the agent must agree on, in
-//! one place: resource quantities ([`quantity`]) and the pod QoS class ([`qos`]).
+//! one place: resource quantities ([`quantity`]), the pod QoS class ([`qos`]) and cron
+//! schedules ([`cron`]: parsed for validation, evaluated by the CronJob controller).
 
+pub mod cron;
 pub mod qos;
 pub mod quantity;
 
