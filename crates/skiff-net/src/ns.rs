@@ -58,7 +58,8 @@ pub(crate) fn create_namespaces(
             nix::sched::unshare(flags).map_err(nix_err("unshare(net, ipc, uts)"))?;
             nix::unistd::sethostname(&hostname).map_err(nix_err("sethostname"))?;
             if new_net {
-                loopback_up()?;
+                // The netlink thread inherits this thread's new network namespace.
+                crate::netlink::link_up(None, "lo")?;
             }
             for (target, kind) in &targets {
                 let src = format!("/proc/thread-self/ns/{kind}");
@@ -77,31 +78,6 @@ pub(crate) fn create_namespaces(
     handle
         .join()
         .map_err(|_| NetError::Other("namespace thread panicked".into()))?
-}
-
-/// Sets IFF_UP on `lo` in the calling thread's network namespace.
-fn loopback_up() -> Result<()> {
-    use nix::libc;
-    // SAFETY: plain syscalls on a zeroed ifreq whose name we fill; fd closed by OwnedFd.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io_err("socket for lo")(std::io::Error::last_os_error()));
-        }
-        let _fd = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-            *d = *s as libc::c_char;
-        }
-        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
-            return Err(io_err("SIOCGIFFLAGS lo")(std::io::Error::last_os_error()));
-        }
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr) < 0 {
-            return Err(io_err("SIOCSIFFLAGS lo")(std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
 }
 
 /// Unmounts whatever is mounted on the three ns files of a sandbox dir (all of them, even if
