@@ -225,12 +225,12 @@ pub(crate) fn delete_route(netns: Option<&Path>, route: Route) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Runs `f` on a thread in a fresh network namespace of its own (the netlink threads it
     /// starts inherit it); the namespace goes away with the thread.
-    fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    pub(crate) fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {
             s.spawn(|| {
                 nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(net)");
@@ -298,33 +298,38 @@ mod tests {
         });
     }
 
+    /// Adds an up bridge `name` with `addr/prefix` in the caller's network namespace.
+    pub(crate) fn add_bridge(name: &str, addr: Ipv4Addr, prefix: u8) {
+        run(None, |h| async move {
+            h.link()
+                .add(rtnetlink::LinkBridge::new(name).up().build())
+                .execute()
+                .await
+                .map_err(netlink_err("add bridge"))?;
+            let link = h
+                .link()
+                .get()
+                .match_name(name.to_string())
+                .execute()
+                .try_next()
+                .await
+                .map_err(netlink_err("get bridge"))?
+                .expect("bridge");
+            h.address()
+                .add(link.header.index, addr.into(), prefix)
+                .execute()
+                .await
+                .map_err(netlink_err("address"))
+        })
+        .unwrap();
+    }
+
     #[test]
     #[ignore = "needs root: creates a network namespace"]
     fn routes_replace_show_delete() {
         in_new_netns(|| {
             // A bridge with 192.0.2.1/24 makes 192.0.2.2 an on-link gateway.
-            run(None, |h| async move {
-                h.link()
-                    .add(rtnetlink::LinkBridge::new("skt1").up().build())
-                    .execute()
-                    .await
-                    .map_err(netlink_err("add skt1"))?;
-                let link = h
-                    .link()
-                    .get()
-                    .match_name("skt1".to_string())
-                    .execute()
-                    .try_next()
-                    .await
-                    .map_err(netlink_err("get skt1"))?
-                    .expect("skt1");
-                h.address()
-                    .add(link.header.index, "192.0.2.1".parse().expect("ip"), 24)
-                    .execute()
-                    .await
-                    .map_err(netlink_err("address"))
-            })
-            .unwrap();
+            add_bridge("skt1", Ipv4Addr::new(192, 0, 2, 1), 24);
             let route = Route {
                 dst: Ipv4Addr::new(198, 51, 100, 0),
                 prefix: 24,

@@ -177,4 +177,46 @@ mod tests {
             },]
         );
     }
+
+    #[test]
+    #[ignore = "needs root: creates a network namespace"]
+    fn sync_installs_changes_and_removes_its_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::netlink::tests::in_new_netns(|| {
+            crate::netlink::tests::add_bridge("skr0", Ipv4Addr::new(192, 0, 2, 1), 24);
+            let table = NodeRoutes::new(dir.path());
+            let r = |cidr: &str, last: u8| NodeRoute {
+                cidr: cidr.into(),
+                via: Ipv4Addr::new(192, 0, 2, last),
+            };
+            table
+                .sync(&[r("100.64.1.0/24", 2), r("100.64.2.0/24", 3)])
+                .unwrap();
+            assert!(route_present(&r("100.64.1.0/24", 2)));
+            assert!(route_present(&r("100.64.2.0/24", 3)));
+            // A node moved: replaced in place. A node left: deleted.
+            table.sync(&[r("100.64.1.0/24", 4)]).unwrap();
+            assert!(route_present(&r("100.64.1.0/24", 4)));
+            assert!(!route_present(&r("100.64.1.0/24", 2)));
+            assert!(!route_present(&r("100.64.2.0/24", 3)));
+            // A route the kernel dropped behind our back still syncs away cleanly (ESRCH).
+            delete_route("100.64.1.0/24", Ipv4Addr::new(192, 0, 2, 4)).unwrap();
+            delete_route("100.64.1.0/24", Ipv4Addr::new(192, 0, 2, 4)).unwrap();
+            // An unreachable gateway is reported with its errno, and the rest still applies.
+            let err = table
+                .sync(&[
+                    NodeRoute {
+                        cidr: "100.64.3.0/24".into(),
+                        via: Ipv4Addr::new(203, 0, 113, 9),
+                    },
+                    r("100.64.5.0/24", 5),
+                ])
+                .unwrap_err();
+            assert_eq!(err.errno(), Some(nix::errno::Errno::ENETUNREACH), "{err}");
+            assert!(route_present(&r("100.64.5.0/24", 5)));
+            table.remove_all().unwrap();
+            assert!(!route_present(&r("100.64.5.0/24", 5)));
+            assert!(!dir.path().join("net/routes.json").exists());
+        });
+    }
 }
