@@ -53,7 +53,7 @@ pub(crate) fn ensure(data_dir: &Path) -> Result<Material> {
     }
     std::fs::create_dir_all(&d).map_err(|e| other(format!("creating {}: {e}", d.display())))?;
     let mut sans = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+    if let Ok(host) = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()) {
         let host = host.trim();
         if !host.is_empty()
             && host
