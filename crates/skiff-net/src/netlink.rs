@@ -9,6 +9,7 @@ use std::path::Path;
 use futures::TryStreamExt;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
@@ -65,36 +66,32 @@ where
     })
 }
 
+/// The link named `name`, if there is one.
+async fn find_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+    let found = handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await;
+    match found.map_err(netlink_err(format!("find link {name}"))) {
+        Err(e) if e.errno() == Some(Errno::ENODEV) => Ok(None),
+        other => other,
+    }
+}
+
 /// Deletes the link `name`; false if there was none.
 pub(crate) fn delete_link(netns: Option<&Path>, name: &str) -> Result<bool> {
     run(netns, |handle| async move {
-        let op = format!("delete link {name}");
-        let found = handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await;
-        let index = match found {
-            Ok(Some(link)) => link.header.index,
-            Ok(None) => return Ok(false),
-            Err(e) => match netlink_err(op.clone())(e) {
-                NetError::Netlink {
-                    errno: Errno::ENODEV,
-                    ..
-                } => return Ok(false),
-                e => return Err(e),
-            },
+        let Some(link) = find_link(&handle, name).await? else {
+            return Ok(false);
         };
-        match handle.link().del(index).execute().await {
+        match handle.link().del(link.header.index).execute().await {
             Ok(()) => Ok(true),
             // Gone in between.
-            Err(e) => match netlink_err(op)(e) {
-                NetError::Netlink {
-                    errno: Errno::ENODEV,
-                    ..
-                } => Ok(false),
+            Err(e) => match netlink_err(format!("delete link {name}"))(e) {
+                e if e.errno() == Some(Errno::ENODEV) => Ok(false),
                 e => Err(e),
             },
         }
@@ -105,14 +102,8 @@ pub(crate) fn delete_link(netns: Option<&Path>, name: &str) -> Result<bool> {
 pub(crate) fn link_up(netns: Option<&Path>, name: &str) -> Result<()> {
     run(netns, |handle| async move {
         let op = format!("set link {name} up");
-        let link = handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await
-            .map_err(netlink_err(op.clone()))?
+        let link = find_link(&handle, name)
+            .await?
             .ok_or_else(|| NetError::Netlink {
                 op: op.clone(),
                 errno: Errno::ENODEV,
@@ -243,15 +234,7 @@ pub(crate) mod tests {
 
     fn link_flags_up(name: &str) -> bool {
         run(None, |h| async move {
-            let link = h
-                .link()
-                .get()
-                .match_name(name.to_string())
-                .execute()
-                .try_next()
-                .await
-                .map_err(netlink_err("get"))?
-                .expect("link");
+            let link = find_link(&h, name).await?.expect("link");
             Ok(link
                 .header
                 .flags
@@ -306,15 +289,7 @@ pub(crate) mod tests {
                 .execute()
                 .await
                 .map_err(netlink_err("add bridge"))?;
-            let link = h
-                .link()
-                .get()
-                .match_name(name.to_string())
-                .execute()
-                .try_next()
-                .await
-                .map_err(netlink_err("get bridge"))?
-                .expect("bridge");
+            let link = find_link(&h, name).await?.expect("bridge");
             h.address()
                 .add(link.header.index, addr.into(), prefix)
                 .execute()
@@ -377,15 +352,7 @@ pub(crate) mod tests {
         crate::ns::create_namespaces(Some(&net), &ipc, &uts, "nl-test").unwrap();
         // create_namespaces brought lo up in there; the host's namespace is untouched.
         let up = run(Some(&net), |h| async move {
-            let lo = h
-                .link()
-                .get()
-                .match_name("lo".to_string())
-                .execute()
-                .try_next()
-                .await
-                .map_err(netlink_err("get lo"))?
-                .expect("lo");
+            let lo = find_link(&h, "lo").await?.expect("lo");
             let links: Vec<_> = h
                 .link()
                 .get()
