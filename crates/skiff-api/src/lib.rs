@@ -8,7 +8,6 @@
 
 pub mod apply;
 pub mod body;
-pub mod cron;
 pub mod defaults;
 pub mod error;
 pub mod kinds;

@@ -51,7 +51,7 @@ fn wanted_sans(listen: SocketAddr, extra: &[String]) -> Vec<String> {
     if !ip.is_unspecified() {
         sans.push(ip.to_string());
     }
-    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+    if let Ok(host) = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()) {
         let host = host.trim();
         if !host.is_empty() {
             sans.push(host.to_string());

@@ -108,103 +108,31 @@ fn cronjob_owner(meta: &ObjectMeta) -> Option<(String, String)> {
 
 /// A parsed schedule in a time zone.
 pub struct Schedule {
-    kind: Kind,
+    cron: skiff_semantics::cron::CronSchedule,
     tz: jiff::tz::TimeZone,
 }
 
-enum Kind {
-    Cron(Box<croner::Cron>),
-    /// `@every <duration>`: a fixed delay after the previous time (robfig/cron's
-    /// ConstantDelaySchedule, which upstream accepts).
-    Every(jiff::SignedDuration),
-}
-
 impl Schedule {
-    /// `schedule` (5 fields, an `@macro` or `@every 1h30m`) in `time_zone` (IANA), else the
-    /// local zone. A `TZ=`/`CRON_TZ=` prefix (allowed in CronJobs stored before 1.27) names the
-    /// zone too.
+    /// `schedule` as validation parsed it (robfig's `ParseStandard`: 5 fields, an `@macro` or
+    /// `@every 1h30m`) in `time_zone` (IANA), else the local zone. A `TZ=`/`CRON_TZ=` prefix
+    /// (allowed in CronJobs stored before 1.27) names the zone too.
     pub fn parse(schedule: &str, time_zone: Option<&str>) -> std::result::Result<Self, String> {
-        let mut text = schedule.trim();
-        let mut zone = time_zone.map(str::to_string);
-        for prefix in ["CRON_TZ=", "TZ="] {
-            if let Some(rest) = text.strip_prefix(prefix) {
-                let (z, rest) = rest.split_once(' ').unwrap_or((rest, ""));
-                zone = Some(z.to_string());
-                text = rest.trim();
-            }
-        }
-        let kind = if let Some(d) = text.strip_prefix("@every ") {
-            let d: jiff::SignedDuration = d
-                .trim()
-                .parse::<jiff::Span>()
-                .ok()
-                .and_then(|s| jiff::SignedDuration::try_from(s).ok())
-                .filter(|d| d.as_secs() >= 1)
-                .ok_or_else(|| format!("unparseable schedule {schedule:?}: bad @every duration"))?;
-            Kind::Every(d)
-        } else {
-            // robfig/cron's @midnight is croner's @daily.
-            let text = if text == "@midnight" { "@daily" } else { text };
-            Kind::Cron(Box::new(
-                croner::Cron::new(text)
-                    .parse()
-                    .map_err(|e| format!("unparseable schedule {schedule:?}: {e}"))?,
-            ))
-        };
-        let tz = match zone.as_deref() {
+        let cron = skiff_semantics::cron::parse_standard(schedule)
+            .map_err(|e| format!("unparseable schedule {schedule:?}: {e}"))?;
+        let fallback = match time_zone {
             Some(name) => jiff::tz::TimeZone::get(name)
                 .map_err(|e| format!("unknown time zone {name:?}: {e}"))?,
             None => jiff::tz::TimeZone::system(),
         };
-        Ok(Schedule { kind, tz })
+        let tz = cron
+            .zone(fallback)
+            .map_err(|e| format!("unparseable schedule {schedule:?}: {e}"))?;
+        Ok(Schedule { cron, tz })
     }
 
-    /// The first scheduled time strictly after `after`. croner works on wall-clock times: the
-    /// zone's wall clock is handed to it as if it were UTC, and its answer is mapped back
-    /// through the zone (jiff resolves DST gaps and folds).
+    /// The first scheduled time strictly after `after`.
     pub fn next_after(&self, after: jiff::Timestamp) -> Option<jiff::Timestamp> {
-        use chrono::{Datelike, Timelike};
-        let cron = match &self.kind {
-            Kind::Every(d) => {
-                // Whole seconds, like robfig/cron.
-                let next = after.checked_add(*d).ok()?;
-                return jiff::Timestamp::from_second(next.as_second()).ok();
-            }
-            Kind::Cron(c) => c,
-        };
-        let mut from = after;
-        for _ in 0..4 {
-            let wall = from.to_zoned(self.tz.clone()).datetime();
-            let naive = chrono::NaiveDate::from_ymd_opt(
-                i32::from(wall.year()),
-                u32::try_from(wall.month()).ok()?,
-                u32::try_from(wall.day()).ok()?,
-            )?
-            .and_hms_opt(
-                u32::try_from(wall.hour()).ok()?,
-                u32::try_from(wall.minute()).ok()?,
-                u32::try_from(wall.second()).ok()?,
-            )?;
-            let as_utc =
-                chrono::DateTime::<chrono::Utc>::from_naive_utc_and_offset(naive, chrono::Utc);
-            let next = cron.find_next_occurrence(&as_utc, false).ok()?;
-            let civil = jiff::civil::datetime(
-                i16::try_from(next.year()).ok()?,
-                i8::try_from(next.month()).ok()?,
-                i8::try_from(next.day()).ok()?,
-                i8::try_from(next.hour()).ok()?,
-                i8::try_from(next.minute()).ok()?,
-                0,
-                0,
-            );
-            let ts = civil.to_zoned(self.tz.clone()).ok()?.timestamp();
-            if ts > after {
-                return Some(ts);
-            }
-            // A DST fold mapped it back before `after`: look past it.
-            from = ts.checked_add(jiff::SignedDuration::from_secs(60)).ok()?;
-        }
-        None
+        self.cron.next_after(after, &self.tz)
     }
 
     /// The most recent scheduled time in (`since`, `now`], and how many there were.

@@ -148,7 +148,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     }
     let watches = tokio::spawn(futures::future::join_all(streams).map(|_| ()));
     // Dropping `run` (restart, shutdown) must stop the watches too.
-    let _guard = AbortOnDrop(watches);
+    let _guard = tokio_util::task::AbortOnDropHandle::new(watches);
 
     let gc = Gc { ctx, kinds, stores };
     for s in &gc.stores {
@@ -161,14 +161,6 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         let wait = if ok { RESYNC } else { RETRY };
         let _ = tokio::time::timeout(wait, notify.notified()).await;
         tokio::time::sleep(DEBOUNCE).await;
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -9,8 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     cronjob, daemonset, deployment, endpoints, gc, job, nodeipam, nodelifecycle, replicaset,
@@ -39,15 +39,6 @@ fn controllers() -> [(&'static str, Start); 10] {
         ("node-ipam", |ctx| Box::pin(nodeipam::run(ctx))),
         ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
     ]
-}
-
-/// Aborts the wrapped task when dropped, so aborting a supervisor also stops its controller.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Runs all controllers (deployment, replicaset, scheduler, garbage collector, node lifecycle)
@@ -80,8 +71,9 @@ async fn supervise(name: &'static str, ctx: Arc<Context>, start: Start) {
         let started = Instant::now();
         tracing::debug!(controller = name, "starting controller");
         // A separate task, so a panic is caught by the JoinHandle instead of killing us.
-        let mut task = AbortOnDrop(tokio::spawn(start(ctx.clone())));
-        match (&mut task.0).await {
+        // Aborted when dropped, so aborting a supervisor also stops its controller.
+        let task = AbortOnDropHandle::new(tokio::spawn(start(ctx.clone())));
+        match task.await {
             Ok(Ok(())) => tracing::warn!(controller = name, "controller exited; restarting"),
             Ok(Err(e)) => {
                 tracing::error!(controller = name, error = %e, "controller failed; restarting")

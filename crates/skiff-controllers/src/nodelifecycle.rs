@@ -110,7 +110,8 @@ async fn watch_taint_facts(ctx: Arc<Context>, wake: Arc<tokio::sync::Notify>) {
 pub async fn run(ctx: Arc<Context>) -> Result<()> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let watch = tokio::spawn(watch_taint_facts(ctx.clone(), wake.clone()));
-    let _watch = abort_on_drop(watch);
+    // Aborted when the controller's future is dropped (the manager restarts it).
+    let _watch = tokio_util::task::AbortOnDropHandle::new(watch);
     let mut c = Controller {
         ctx,
         health: HashMap::new(),
@@ -140,17 +141,6 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
             }
         }
     }
-}
-
-/// Aborts the watch task when the controller's future is dropped (the manager restarts it).
-fn abort_on_drop(task: tokio::task::JoinHandle<()>) -> impl Drop {
-    struct Abort(tokio::task::JoinHandle<()>);
-    impl Drop for Abort {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    Abort(task)
 }
 
 struct Controller {

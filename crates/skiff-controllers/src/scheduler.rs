@@ -53,7 +53,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     let node_task = tokio::spawn(watch_nodes(nodes, shared.clone()));
     let writes = Arc::new(Semaphore::new(PARALLEL_WRITES));
     // The watch tasks never end on their own; if they do (panic), stop so the manager notices.
-    let abort = AbortOnDrop(vec![pod_task, node_task]);
+    let abort = [pod_task, node_task].map(tokio_util::task::AbortOnDropHandle::new);
     loop {
         let notified = shared.notify.notified();
         let (work, wake_at) = {
@@ -75,18 +75,8 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
             _ = notified => {}
             _ = tokio::time::sleep(sleep) => {}
         }
-        if abort.0.iter().any(|t| t.is_finished()) {
+        if abort.iter().any(|t| t.is_finished()) {
             return Err(crate::Error::Other("scheduler watch task ended".into()));
-        }
-    }
-}
-
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
         }
     }
 }

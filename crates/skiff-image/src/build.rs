@@ -181,6 +181,12 @@ pub(crate) fn build(
     progress: &dyn Progress,
 ) -> Result<BuildResult> {
     let tag = Reference::parse(&opts.tag)?;
+    if tag.digest.is_some() {
+        return Err(ImageError::InvalidReference(
+            opts.tag.clone(),
+            "a build names its image by tag, not by digest".into(),
+        ));
+    }
     let file = match &opts.file {
         Some(f) => f.clone(),
         None => {
@@ -1075,8 +1081,8 @@ fn clean_abs(p: &Path) -> String {
     format!("/{}", out.join("/"))
 }
 
-/// Context-relative paths a COPY source names (wildcards `*` and `?` allowed); refuses sources
-/// outside the context.
+/// Context-relative paths a COPY source names (wildcards per component, see [`wildcard`]);
+/// refuses sources outside the context.
 fn expand_source(context: &Path, src: &str) -> std::result::Result<Vec<PathBuf>, String> {
     let mut parts: Vec<String> = Vec::new();
     for c in Path::new(src).components() {
@@ -1098,13 +1104,13 @@ fn expand_source(context: &Path, src: &str) -> std::result::Result<Vec<PathBuf>,
             // Every candidate is checked the same way whether it was named or matched by a
             // wildcard: a symlink is only ever the last component (copied as a link).
             let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
-            if part.contains(['*', '?']) {
+            if let Some(pattern) = wildcard(part) {
                 let Ok(rd) = fs::read_dir(context.join(base)) else {
                     continue;
                 };
                 for e in rd.filter_map(|e| e.ok()) {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if wildcard(part, &name) {
+                    if matches(&pattern, &name) {
                         // DirEntry::file_type does not follow symlinks.
                         let link = e.file_type().is_ok_and(|t| t.is_symlink());
                         candidates.push((base.join(name), link));
@@ -1138,29 +1144,23 @@ fn expand_source(context: &Path, src: &str) -> std::result::Result<Vec<PathBuf>,
     Ok(found)
 }
 
-fn wildcard(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
+/// A path component as a COPY wildcard (`*`, `?`, `[class]`, as Go's `filepath.Match` that
+/// docker uses), or `None` for a plain name (including one that is no valid pattern).
+fn wildcard(part: &str) -> Option<glob::Pattern> {
+    if !part.contains(['*', '?', '[']) {
+        return None;
     }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
+    glob::Pattern::new(part).ok()
+}
+
+/// Whether a directory entry's name matches a component's pattern (dot files included).
+fn matches(pattern: &glob::Pattern, name: &str) -> bool {
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    pattern.matches_with(name, opts)
 }
 
 fn execute(
@@ -1548,10 +1548,19 @@ mod tests {
 
     #[test]
     fn wildcards() {
-        assert!(wildcard("*.txt", "a.txt"));
-        assert!(!wildcard("*.txt", "a.txt.bak"));
-        assert!(wildcard("a?c*", "abcdef"));
-        assert!(!wildcard("a?c", "ac"));
+        let m = |p: &str, n: &str| matches(&wildcard(p).expect("a pattern"), n);
+        assert!(m("*.txt", "a.txt"));
+        assert!(!m("*.txt", "a.txt.bak"));
+        assert!(m("a?c*", "abcdef"));
+        assert!(!m("a?c", "ac"));
+        assert!(m("*", ".hidden"), "a leading dot is not special");
+        // Character classes, as filepath.Match has them.
+        assert!(m("file[0-9].txt", "file7.txt"));
+        assert!(!m("file[0-9].txt", "filex.txt"));
+        assert!(m("file[!0-9].txt", "filex.txt"));
+        // Plain names and unparseable patterns are looked up literally.
+        assert!(wildcard("plain.txt").is_none());
+        assert!(wildcard("a[b").is_none());
     }
 
     #[test]

@@ -184,9 +184,9 @@ pub(crate) async fn pull(
     // kube's and our clients share one process-wide rustls provider; installing twice is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ours = Reference::parse(reference)?;
-    let image: oci_client::Reference = reference
-        .parse()
-        .map_err(|e| ImageError::Other(format!("invalid image reference {reference:?}: {e}")))?;
+    let image: oci_client::Reference = reference.parse().map_err(|e: oci_client::ParseError| {
+        ImageError::InvalidReference(reference.to_string(), e.to_string())
+    })?;
     let client = oci_client::Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(plain_http_hosts(image.resolve_registry())),
         ..Default::default()
@@ -202,6 +202,13 @@ pub(crate) async fn pull(
         .pull_image_manifest(&image, &auth)
         .await
         .map_err(pull_err("manifest", reference))?;
+    if let Some(want) = ours.digest.as_ref().filter(|w| **w != digest) {
+        return Err(ImageError::DigestMismatch {
+            what: format!("manifest of {reference}"),
+            expected: want.clone(),
+            actual: digest,
+        });
+    }
     let pinned = oci_client::Reference::with_digest(
         image.registry().to_string(),
         image.repository().to_string(),

@@ -1,107 +1,79 @@
-//! Image references: `name[:tag]` (tag defaults to `latest`) and image IDs.
+//! Image references: `name[:tag][@digest]` (tag defaults to `latest` when neither is given),
+//! parsed by `oci_client::Reference` (the distribution grammar), and image IDs.
 
 use crate::{ImageError, Result};
 
-/// A parsed `name:tag`.
+/// A parsed reference. `name` is spelled as the user wrote it (no Docker Hub expansion; see
+/// [`aliases`]); at least one of `tag` and `digest` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
     pub name: String,
-    pub tag: String,
+    pub tag: Option<String>,
+    /// `algorithm:hex`, e.g. `sha256:<64 hex>`.
+    pub digest: Option<String>,
 }
 
 impl std::fmt::Display for Reference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.name, self.tag)
+        f.write_str(&self.name)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
     }
 }
 
 impl Reference {
-    /// Parses "web", "web:v1", "docker.io/library/nginx:1.25", "localhost:5000/x/y:t".
-    /// A colon after the last '/' separates the tag.
+    /// Parses "web", "web:v1", "docker.io/library/nginx:1.25", "localhost:5000/x/y:t",
+    /// "nginx@sha256:<hex>", "nginx:1.25@sha256:<hex>".
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = |why: &str| ImageError::InvalidReference(s.to_string(), why.to_string());
-        if s.is_empty() {
-            return Err(bad("empty reference"));
-        }
-        if s.contains('@') {
-            return Err(bad("digest references (name@sha256:...) are not supported"));
-        }
-        let last_slash = s.rfind('/').map(|i| i + 1).unwrap_or(0);
-        let (name, tag) = match s[last_slash..].rfind(':') {
-            Some(i) => (&s[..last_slash + i], &s[last_slash + i + 1..]),
-            None => (s, "latest"),
-        };
-        validate_name(name).map_err(|why| bad(&why))?;
-        validate_tag(tag).map_err(|why| bad(&why))?;
-        Ok(Reference {
-            name: name.to_string(),
-            tag: tag.to_string(),
-        })
-    }
-}
-
-fn validate_tag(tag: &str) -> std::result::Result<(), String> {
-    let ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "tag {tag:?} must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"
-        ))
-    }
-}
-
-fn validate_name(name: &str) -> std::result::Result<(), String> {
-    if name.is_empty() {
-        return Err("empty name".into());
-    }
-    if name.len() > 255 {
-        return Err("name longer than 255 characters".into());
-    }
-    let comps: Vec<&str> = name.split('/').collect();
-    for (i, comp) in comps.iter().enumerate() {
-        // The first of several components may be a registry host[:port].
-        let is_domain = i == 0
-            && comps.len() > 1
-            && (comp.contains('.') || comp.contains(':') || *comp == "localhost");
-        if is_domain {
-            let (host, port) = match comp.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (*comp, None),
-            };
-            let host_ok = !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-            let port_ok =
-                port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-            if !host_ok || !port_ok {
-                return Err(format!("invalid registry host {comp:?}"));
-            }
-            continue;
-        }
-        let b = comp.as_bytes();
-        let ok = !b.is_empty()
-            && b.iter().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-            })
-            && b[0].is_ascii_alphanumeric()
-            && b[b.len() - 1].is_ascii_alphanumeric();
-        if !ok {
-            return Err(format!(
-                "name component {comp:?} must be lowercase letters and digits separated by '.', '_' or '-'"
+        let bad = |why: String| ImageError::InvalidReference(s.to_string(), why);
+        let parsed = oci_client::Reference::try_from(s).map_err(|e| bad(e.to_string()))?;
+        // The grammar lets an upper-case first component through as a (non-)domain.
+        if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad(
+                oci_client::ParseError::NameContainsUppercase.to_string()
             ));
         }
+        let digest = parsed.digest().map(str::to_string);
+        // The name is the input minus the "@digest" and ":tag" the parser found.
+        let mut name = s;
+        if let Some(d) = &digest {
+            name = name
+                .strip_suffix(d.as_str())
+                .and_then(|n| n.strip_suffix('@'))
+                .unwrap_or(name);
+        }
+        let written_tag = parsed.tag().and_then(|t| {
+            name.strip_suffix(t)
+                .and_then(|n| n.strip_suffix(':'))
+                .map(|n| (n, t))
+        });
+        let tag = match written_tag {
+            Some((n, t)) => {
+                name = n;
+                Some(t.to_string())
+            }
+            // No tag in the input: the parser's default ("latest"), or none beside a digest.
+            None => parsed.tag().map(str::to_string),
+        };
+        Ok(Reference {
+            name: name.to_string(),
+            tag,
+            digest,
+        })
     }
-    Ok(())
+
+    /// The same tag and digest under another name.
+    pub(crate) fn with_name(&self, name: String) -> Reference {
+        Reference {
+            name,
+            ..self.clone()
+        }
+    }
 }
 
 /// If `s` looks like an image ID or ID prefix, returns the lowercase hex part.
@@ -123,10 +95,7 @@ pub(crate) fn id_prefix(s: &str) -> Option<&str> {
 /// ("nginx" <-> "docker.io/library/nginx").
 pub(crate) fn aliases(r: &Reference) -> Vec<Reference> {
     let mut out = Vec::new();
-    let mk = |name: String| Reference {
-        name,
-        tag: r.tag.clone(),
-    };
+    let mk = |name: String| r.with_name(name);
     if let Some(rest) = r.name.strip_prefix("docker.io/library/") {
         out.push(mk(rest.to_string()));
         out.push(mk(format!("library/{rest}")));
@@ -151,7 +120,44 @@ mod tests {
 
     fn p(s: &str) -> (String, String) {
         let r = Reference::parse(s).unwrap();
-        (r.name, r.tag)
+        assert_eq!(r.digest, None);
+        (r.name, r.tag.unwrap())
+    }
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn parses_digests() {
+        let d = format!("sha256:{HEX}");
+        let r = Reference::parse(&format!("nginx@{d}")).unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.tag.as_deref(), r.digest.as_deref()),
+            ("nginx", None, Some(d.as_str()))
+        );
+        assert_eq!(r.to_string(), format!("nginx@{d}"));
+        let r = Reference::parse(&format!("localhost:5000/x/y:v1@{d}")).unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.tag.as_deref(), r.digest.as_deref()),
+            ("localhost:5000/x/y", Some("v1"), Some(d.as_str()))
+        );
+        assert_eq!(r.to_string(), format!("localhost:5000/x/y:v1@{d}"));
+        // Hub spellings keep the digest.
+        let r = Reference::parse(&format!("nginx@{d}")).unwrap();
+        let a = aliases(&r);
+        assert_eq!(a[0].to_string(), format!("docker.io/library/nginx@{d}"));
+        for bad in [
+            format!("nginx@sha256:{}", &HEX[..40]),
+            format!("nginx@md5:{HEX}"),
+            format!("@sha256:{HEX}"),
+        ] {
+            assert!(
+                matches!(
+                    Reference::parse(&bad),
+                    Err(ImageError::InvalidReference(..))
+                ),
+                "{bad:?} should be rejected"
+            );
+        }
     }
 
     #[test]
@@ -191,6 +197,7 @@ mod tests {
             "web:v1:v2",
             "x@sha256:abcd",
             "we$b",
+            "Web/x:v1",
         ] {
             assert!(
                 matches!(Reference::parse(bad), Err(ImageError::InvalidReference(..))),

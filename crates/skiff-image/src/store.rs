@@ -21,6 +21,8 @@ use crate::{
 };
 
 pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The tag an image stored only under `name@digest` lists with (as `docker images` does).
+const NO_TAG: &str = "<none>";
 
 /// An image as loaded from the store.
 #[derive(Debug, Clone)]
@@ -462,7 +464,11 @@ impl ImageStore {
     pub(crate) fn summary(&self, image: &Image) -> ImageSummary {
         ImageSummary {
             name: image.reference.name.clone(),
-            tag: image.reference.tag.clone(),
+            tag: image
+                .reference
+                .tag
+                .clone()
+                .unwrap_or_else(|| NO_TAG.to_string()),
             id: image.config_digest.clone(),
             manifest_digest: image.manifest_digest.clone(),
             created: image.config.created().clone(),
@@ -554,7 +560,11 @@ impl ImageStore {
         }
         Ok(ResolvedImage {
             name: image.reference.name.clone(),
-            tag: image.reference.tag.clone(),
+            tag: image
+                .reference
+                .tag
+                .clone()
+                .unwrap_or_else(|| NO_TAG.to_string()),
             id: image.config_digest.clone(),
             layers: dirs,
             config: image.config.config().clone().unwrap_or_default(),

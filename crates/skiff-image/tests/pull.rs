@@ -209,3 +209,45 @@ async fn bad_content_and_unknown_tags_change_nothing() {
         .expect_err("unknown tag");
     assert!(err.to_string().contains("test/hello:2"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: unpacking chowns files to the image's owners"]
+async fn pulls_by_digest_and_checks_it() {
+    let mut reg = registry(false, false);
+    let manifest_digest = reg
+        .manifests
+        .keys()
+        .find(|k| k.starts_with("sha256:"))
+        .cloned()
+        .expect("manifest digest");
+    // Another digest that the registry answers with the same (so wrong) bytes.
+    let lying = digest(b"not this manifest");
+    let bytes = reg.manifests[&manifest_digest].clone();
+    reg.manifests.insert(lying.clone(), bytes);
+    let host = serve(reg).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ImageStore::open(dir.path()).expect("store");
+
+    let reference = format!("{host}/test/hello@{manifest_digest}");
+    let summary = store
+        .pull(&reference, None, &NoProgress)
+        .await
+        .expect("pull by digest");
+    assert_eq!(summary.name, format!("{host}/test/hello"));
+    assert_eq!(summary.tag, "<none>");
+    assert_eq!(summary.manifest_digest, manifest_digest);
+    let resolved = store.resolve(&reference).expect("resolve by digest");
+    assert_eq!(resolved.id, summary.id);
+    // Tagged and digest references are different names.
+    assert!(store.resolve(&format!("{host}/test/hello:1")).is_err());
+
+    let err = store
+        .pull(&format!("{host}/test/hello@{lying}"), None, &NoProgress)
+        .await
+        .expect_err("a manifest that does not hash to the digest");
+    assert!(
+        matches!(err, ImageError::DigestMismatch { .. }) || err.to_string().contains("digest"),
+        "{err}"
+    );
+    assert_eq!(store.list().expect("list").len(), 1);
+}

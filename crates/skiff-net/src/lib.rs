@@ -23,6 +23,7 @@
 //! The bridge is `sk<8 hex>` and the CNI network `skiff-<8 hex>`, both from a hash of the data dir.
 
 mod cni;
+mod netlink;
 mod ns;
 pub use ns::mount_points;
 pub mod proxy;
@@ -54,8 +55,25 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    /// A netlink request the kernel refused (`ENODEV`, `ESRCH`, `EEXIST`, `EPERM` …).
+    #[error("{op}: {errno}")]
+    Netlink {
+        op: String,
+        errno: nix::errno::Errno,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+impl NetError {
+    /// The errno of a refused netlink request or failed system call.
+    pub fn errno(&self) -> Option<nix::errno::Errno> {
+        match self {
+            NetError::Netlink { errno, .. } => Some(*errno),
+            NetError::Io { source, .. } => source.raw_os_error().map(nix::errno::Errno::from_raw),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, NetError>;
@@ -555,18 +573,8 @@ impl PodNetwork {
         for uid in self.list_sandboxes()? {
             self.remove_sandbox(&uid)?;
         }
-        let out = std::process::Command::new("ip")
-            .args(["link", "del", "dev", &self.bridge])
-            .output()
-            .map_err(io_err("run ip link del"))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() && !stderr.contains("Cannot find device") {
-            return Err(NetError::Other(format!(
-                "ip link del {}: {}",
-                self.bridge,
-                stderr.trim()
-            )));
-        }
+        // A bridge that is already gone is fine.
+        netlink::delete_link(None, &self.bridge)?;
         let ipam = self.net_dir.join("ipam");
         match std::fs::remove_dir_all(&ipam) {
             Ok(()) => {}

@@ -56,9 +56,10 @@ pub(crate) fn create_namespaces(
         .name("skiff-net-unshare".into())
         .spawn(move || -> Result<()> {
             nix::sched::unshare(flags).map_err(nix_err("unshare(net, ipc, uts)"))?;
-            set_hostname(&hostname)?;
+            nix::unistd::sethostname(&hostname).map_err(nix_err("sethostname"))?;
             if new_net {
-                loopback_up()?;
+                // The netlink thread inherits this thread's new network namespace.
+                crate::netlink::link_up(None, "lo")?;
             }
             for (target, kind) in &targets {
                 let src = format!("/proc/thread-self/ns/{kind}");
@@ -77,41 +78,6 @@ pub(crate) fn create_namespaces(
     handle
         .join()
         .map_err(|_| NetError::Other("namespace thread panicked".into()))?
-}
-
-/// sethostname(2) via libc: nix gates it behind a feature the workspace doesn't enable.
-fn set_hostname(h: &str) -> Result<()> {
-    // SAFETY: pointer/length of a live byte slice.
-    let rc = unsafe { nix::libc::sethostname(h.as_ptr().cast(), h.len()) };
-    if rc < 0 {
-        return Err(io_err("sethostname")(std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// Sets IFF_UP on `lo` in the calling thread's network namespace.
-fn loopback_up() -> Result<()> {
-    use nix::libc;
-    // SAFETY: plain syscalls on a zeroed ifreq whose name we fill; fd closed by OwnedFd.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io_err("socket for lo")(std::io::Error::last_os_error()));
-        }
-        let _fd = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-            *d = *s as libc::c_char;
-        }
-        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
-            return Err(io_err("SIOCGIFFLAGS lo")(std::io::Error::last_os_error()));
-        }
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr) < 0 {
-            return Err(io_err("SIOCSIFFLAGS lo")(std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
 }
 
 /// Unmounts whatever is mounted on the three ns files of a sandbox dir (all of them, even if
@@ -142,18 +108,22 @@ fn unmount(path: &Path) -> Result<()> {
     }
 }
 
-/// Mount points from /proc/self/mountinfo (field 5, octal escapes decoded).
+/// Mount points of this mount namespace (procfs parses /proc/self/mountinfo).
 pub fn mount_points() -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err("read mountinfo"))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+    let infos = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(|e| NetError::Other(format!("read mountinfo: {e}")))?;
+    Ok(infos
+        .into_iter()
+        .map(|m| unescape_mount_point(&m.mount_point))
         .collect())
 }
 
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
+/// procfs hands the field over as written: the kernel's `\ooo` escapes of space, tab, newline
+/// and backslash are still in it.
+fn unescape_mount_point(p: &Path) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let b = p.as_os_str().as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -168,7 +138,7 @@ fn unescape_mountinfo(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Makes `dir` a private bind mount of itself (as `ip netns` does for /run/netns), so the ns
@@ -199,9 +169,34 @@ pub(crate) fn unmount_self_mount(dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     #[test]
     fn unescape() {
-        assert_eq!(super::unescape_mountinfo(r"/a\040b/c"), "/a b/c");
-        assert_eq!(super::unescape_mountinfo(r"/a\0"), r"/a\0");
+        let u = |s: &str| super::unescape_mount_point(Path::new(s));
+        assert_eq!(u(r"/a\040b/c"), Path::new("/a b/c"));
+        assert_eq!(u(r"/a\0"), Path::new(r"/a\0"));
+    }
+
+    #[test]
+    fn mount_points_lists_proc() {
+        let all = super::mount_points().unwrap();
+        assert!(all.iter().any(|p| p == Path::new("/proc")));
+        assert!(!all
+            .iter()
+            .any(|p| p == Path::new("/definitely/not/mounted")));
+    }
+
+    #[test]
+    #[ignore = "needs root: bind-mounts a directory"]
+    fn mount_points_decodes_a_space() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a b");
+        std::fs::create_dir(&dir).unwrap();
+        super::make_private_mount(&dir).unwrap();
+        let listed = super::mount_points().unwrap().contains(&dir);
+        super::unmount_self_mount(&dir).unwrap();
+        assert!(listed, "{} not in mount_points()", dir.display());
+        assert!(!super::mount_points().unwrap().contains(&dir));
     }
 }

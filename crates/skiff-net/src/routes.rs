@@ -4,15 +4,14 @@
 //!
 //! Only routes this data dir installed are ever changed or removed: they are recorded in
 //! `<data_dir>/net/routes.json`, so two nodes on one host (tests) never touch each other's.
-//! Routes carry [`METRIC`], so `ip route replace` can never overwrite a connected route of a
+//! Routes carry [`METRIC`], so replacing one (netlink `NLM_F_REPLACE`) can never overwrite a connected route of a
 //! local bridge (those have metric 0 and win the lookup anyway).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::{io_err, write_atomic, Ipv4Cidr, NetError, Result};
+use crate::{io_err, netlink, write_atomic, Ipv4Cidr, NetError, Result};
 
 /// Metric of the node routes skiff installs.
 pub const METRIC: u32 = 4096;
@@ -98,7 +97,7 @@ impl NodeRoutes {
             if before.get(&r.cidr) == Some(&r.via) && route_present(r) {
                 continue;
             }
-            if let Err(e) = ip_route("replace", &r.cidr, Some(r.via)) {
+            if let Err(e) = replace_route(&r.cidr, r.via) {
                 first_err.get_or_insert(e);
             } else {
                 tracing::info!(cidr = %r.cidr, via = %r.via, "route to node pods installed");
@@ -106,7 +105,7 @@ impl NodeRoutes {
         }
         for (cidr, via) in &before {
             if !now.contains_key(cidr) {
-                if let Err(e) = ip_route("del", cidr, Some(*via)) {
+                if let Err(e) = delete_route(cidr, *via) {
                     first_err.get_or_insert(e);
                     now.insert(cidr.clone(), *via);
                 }
@@ -127,40 +126,33 @@ impl NodeRoutes {
     }
 }
 
+/// The kernel route for `cidr via via`, with skiff's metric.
+fn kernel_route(cidr: &str, via: Ipv4Addr) -> Result<netlink::Route> {
+    let c = Ipv4Cidr::parse(cidr)?.net();
+    Ok(netlink::Route {
+        dst: c.network(),
+        prefix: c.prefix_len(),
+        gateway: via,
+        metric: METRIC,
+    })
+}
+
 fn route_present(r: &NodeRoute) -> bool {
-    Command::new("ip")
-        .args([
-            "-4",
-            "route",
-            "show",
-            "exact",
-            &r.cidr,
-            "metric",
-            &METRIC.to_string(),
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("via {} ", r.via)))
+    kernel_route(&r.cidr, r.via)
+        .and_then(|route| netlink::route_present(None, route))
         .unwrap_or(false)
 }
 
-fn ip_route(verb: &str, cidr: &str, via: Option<Ipv4Addr>) -> Result<()> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["-4", "route", verb, cidr]);
-    if let Some(via) = via {
-        cmd.args(["via", &via.to_string()]);
+fn replace_route(cidr: &str, via: Ipv4Addr) -> Result<()> {
+    netlink::replace_route(None, kernel_route(cidr, via)?)
+}
+
+fn delete_route(cidr: &str, via: Ipv4Addr) -> Result<()> {
+    match netlink::delete_route(None, kernel_route(cidr, via)?) {
+        // The kernel already dropped it (its gateway's link went away): fine.
+        Err(e) if e.errno() == Some(nix::errno::Errno::ESRCH) => Ok(()),
+        other => other,
     }
-    cmd.args(["metric", &METRIC.to_string()]);
-    let out = cmd.output().map_err(io_err("run ip route"))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Deleting a route the kernel already dropped (its gateway's link went away) is fine.
-    if out.status.success() || (verb == "del" && stderr.contains("No such process")) {
-        return Ok(());
-    }
-    Err(NetError::Other(format!(
-        "ip route {verb} {cidr}{}: {}",
-        via.map(|v| format!(" via {v}")).unwrap_or_default(),
-        stderr.trim()
-    )))
 }
 
 #[cfg(test)]
@@ -184,5 +176,47 @@ mod tests {
                 via: Ipv4Addr::new(198, 51, 100, 2)
             },]
         );
+    }
+
+    #[test]
+    #[ignore = "needs root: creates a network namespace"]
+    fn sync_installs_changes_and_removes_its_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::netlink::tests::in_new_netns(|| {
+            crate::netlink::tests::add_bridge("skr0", Ipv4Addr::new(192, 0, 2, 1), 24);
+            let table = NodeRoutes::new(dir.path());
+            let r = |cidr: &str, last: u8| NodeRoute {
+                cidr: cidr.into(),
+                via: Ipv4Addr::new(192, 0, 2, last),
+            };
+            table
+                .sync(&[r("100.64.1.0/24", 2), r("100.64.2.0/24", 3)])
+                .unwrap();
+            assert!(route_present(&r("100.64.1.0/24", 2)));
+            assert!(route_present(&r("100.64.2.0/24", 3)));
+            // A node moved: replaced in place. A node left: deleted.
+            table.sync(&[r("100.64.1.0/24", 4)]).unwrap();
+            assert!(route_present(&r("100.64.1.0/24", 4)));
+            assert!(!route_present(&r("100.64.1.0/24", 2)));
+            assert!(!route_present(&r("100.64.2.0/24", 3)));
+            // A route the kernel dropped behind our back still syncs away cleanly (ESRCH).
+            delete_route("100.64.1.0/24", Ipv4Addr::new(192, 0, 2, 4)).unwrap();
+            delete_route("100.64.1.0/24", Ipv4Addr::new(192, 0, 2, 4)).unwrap();
+            // An unreachable gateway is reported with its errno, and the rest still applies.
+            let err = table
+                .sync(&[
+                    NodeRoute {
+                        cidr: "100.64.3.0/24".into(),
+                        via: Ipv4Addr::new(203, 0, 113, 9),
+                    },
+                    r("100.64.5.0/24", 5),
+                ])
+                .unwrap_err();
+            assert_eq!(err.errno(), Some(nix::errno::Errno::ENETUNREACH), "{err}");
+            assert!(route_present(&r("100.64.5.0/24", 5)));
+            table.remove_all().unwrap();
+            assert!(!route_present(&r("100.64.5.0/24", 5)));
+            assert!(!dir.path().join("net/routes.json").exists());
+        });
     }
 }

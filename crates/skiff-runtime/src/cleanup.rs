@@ -61,42 +61,6 @@ pub(crate) fn remove_dir(dir: &Path) -> bool {
     }
 }
 
-/// True if `path` is a mount point in this mount namespace. Only tests use it now:
-/// [`unmount_all`] asks umount2 instead (cheaper).
-#[cfg(test)]
-pub(crate) fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == want)
-}
-
-#[cfg(test)]
-fn unescape_mountinfo(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 4 <= b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let oct = |c: u8| u32::from(c - b'0');
-            let v = (oct(b[i + 1]) * 64 + oct(b[i + 2]) * 8 + oct(b[i + 3])) as u8;
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Unmounts `path` (repeatedly, in case of stacked mounts); lazily if it is busy.
 ///
 /// Asks umount2 directly instead of looking the path up in /proc/self/mountinfo first:
@@ -194,18 +158,4 @@ pub fn leftover_cgroups(data_dir: &Path) -> Vec<std::path::PathBuf> {
         .map(|r| r.join(rel))
         .filter(|p| p.exists())
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_unescape() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
-        assert!(is_mounted(Path::new("/proc")));
-        assert!(!is_mounted(Path::new("/definitely/not/mounted")));
-    }
 }

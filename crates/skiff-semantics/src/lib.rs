@@ -1,9 +1,11 @@
 //! Kubernetes semantics that the API server, the controllers and the agent must agree on, in
 //! one place: resource quantities ([`quantity`]), the pod QoS class ([`qos`]), label-selector
-//! matching ([`labels`]), well-known label, annotation and taint keys ([`wellknown`]) and IPv4
-//! CIDR parsing ([`cidr`]).
+//! matching ([`labels`]), well-known label, annotation and taint keys ([`wellknown`]), IPv4
+//! CIDR parsing ([`cidr`]) and cron schedules ([`cron`]: parsed for validation, evaluated by the
+//! CronJob controller).
 
 pub mod cidr;
+pub mod cron;
 pub mod labels;
 pub mod qos;
 pub mod quantity;

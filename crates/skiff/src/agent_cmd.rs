@@ -83,9 +83,10 @@ pub struct AgentArgs {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_lowercase())
+    nix::unistd::gethostname()
         .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.trim().to_lowercase())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "skiff-node".to_string())
 }

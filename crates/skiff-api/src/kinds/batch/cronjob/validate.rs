@@ -6,8 +6,8 @@
 use serde_json::{Map, Value};
 
 use super::super::job::validate::job_spec;
-use crate::cron;
 use crate::validate::{go_label_selector, non_negative, Errs};
+use skiff_semantics::cron;
 
 /// The controller names Jobs `<cronjob>-<11 chars>` and Job names are DNS labels (63).
 const MAX_NAME: usize = 52;

@@ -1,7 +1,7 @@
 //! Cron schedules as upstream's CronJob validation parses them (robfig/cron v3.0.1
 //! `ParseStandard`): what is accepted, the bits, and the error texts kubectl prints.
 
-use skiff_api::cron::{load_location, parse_standard, CronSchedule, Schedule, STAR_BIT};
+use skiff_semantics::cron::{load_location, parse_standard, CronSchedule, Schedule, STAR_BIT};
 
 fn fields(spec: &str) -> (u64, u64, u64, u64, u64) {
     match parse_standard(spec) {
@@ -168,5 +168,80 @@ fn time_zone_prefixes() {
     assert_eq!(
         load_location("../etc/passwd"),
         Err("time: invalid location name".into())
+    );
+}
+
+fn ts(s: &str) -> jiff::Timestamp {
+    s.parse().expect("timestamp")
+}
+
+fn next(spec: &str, zone: &str, after: &str) -> Option<jiff::Timestamp> {
+    let tz = jiff::tz::TimeZone::get(zone).expect("zone");
+    parse_standard(spec)
+        .expect("parse")
+        .next_after(ts(after), &tz)
+}
+
+#[test]
+fn next_after_walks_fields_like_robfig() {
+    // Strictly after, from the next whole second.
+    assert_eq!(
+        next("*/5 * * * *", "UTC", "2026-11-27T10:05:00Z"),
+        Some(ts("2026-11-27T10:10:00Z"))
+    );
+    assert_eq!(
+        next("* * * * *", "UTC", "2026-11-27T10:04:59.9Z"),
+        Some(ts("2026-11-27T10:05:00Z"))
+    );
+    // Neither day field starred: either one matches (the 13th, or a Friday).
+    // 2026-12-04 is a Friday, before the 13th.
+    assert_eq!(
+        next("0 0 13 * 5", "UTC", "2026-11-28T00:00:00Z"),
+        Some(ts("2026-12-04T00:00:00Z"))
+    );
+    // A starred day-of-week: only the 13th.
+    assert_eq!(
+        next("0 0 13 * *", "UTC", "2026-11-28T00:00:00Z"),
+        Some(ts("2026-12-13T00:00:00Z"))
+    );
+    // Month wrap into the next year, with names.
+    assert_eq!(
+        next("30 6 1 jan *", "UTC", "2026-03-01T00:00:00Z"),
+        Some(ts("2027-01-01T06:30:00Z"))
+    );
+    // A zone: 09:00 in New York in winter is 14:00 UTC.
+    assert_eq!(
+        next("0 9 * * *", "America/New_York", "2026-11-27T10:00:00Z"),
+        Some(ts("2026-11-27T14:00:00Z"))
+    );
+    // The spring-forward gap (02:00-03:00 on 2026-03-08 in New York) skips 02:30 that day.
+    assert_eq!(
+        next("30 2 * * *", "America/New_York", "2026-03-07T08:00:00Z"),
+        Some(ts("2026-03-09T06:30:00Z"))
+    );
+    // Never (Feb 30): robfig gives up after five years.
+    assert_eq!(next("0 0 30 2 *", "UTC", "2026-01-01T00:00:00Z"), None);
+    // A TZ= prefix names the zone; the fallback applies only without one.
+    let tokyo = parse_standard("TZ=Asia/Tokyo 0 9 * * *").expect("parse");
+    let tz = tokyo.zone(jiff::tz::TimeZone::UTC).expect("zone");
+    assert_eq!(
+        tokyo.next_after(ts("2026-11-27T10:00:00Z"), &tz),
+        Some(ts("2026-11-28T00:00:00Z"))
+    );
+}
+
+#[test]
+fn next_after_every_is_a_whole_second_delay() {
+    let utc = jiff::tz::TimeZone::UTC;
+    let every = parse_standard("@every 1h30m").expect("parse");
+    assert_eq!(
+        every.next_after(ts("2026-11-27T10:00:00.5Z"), &utc),
+        Some(ts("2026-11-27T11:30:00Z"))
+    );
+    // Under a second rounds up to one, as robfig's Every does.
+    let fast = parse_standard("@every 300ms").expect("parse");
+    assert_eq!(
+        fast.next_after(ts("2026-11-27T10:00:00.5Z"), &utc),
+        Some(ts("2026-11-27T10:00:01Z"))
     );
 }

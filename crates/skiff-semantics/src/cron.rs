@@ -5,6 +5,9 @@
 //! `TZ=<zone> ` / `CRON_TZ=<zone> ` prefix. Acceptance and error texts match upstream because
 //! kubectl prints the 422 message verbatim (`expected exactly 5 fields, found 1: [bad]`).
 //!
+//! [`CronSchedule::next_after`] is robfig's `Schedule.Next`, so the CronJob controller fires on
+//! exactly what validation accepted.
+//!
 //! Known differences from other cron dialects that upstream keeps: day-of-week is 0–6 (`7` is
 //! out of range), no `L`/`W`/`#`, `?` means `*` in every field, names are case-insensitive.
 
@@ -33,6 +36,146 @@ pub struct CronSchedule {
     /// The zone of a `TZ=`/`CRON_TZ=` prefix (`""` = UTC, as Go loads it).
     pub time_zone: Option<String>,
     pub schedule: Schedule,
+}
+
+impl CronSchedule {
+    /// The zone the schedule runs in: its `TZ=` prefix, else `fallback`. `""`/`UTC` are UTC
+    /// and `Local` is the host zone, as Go loads them.
+    pub fn zone(&self, fallback: jiff::tz::TimeZone) -> Result<jiff::tz::TimeZone, String> {
+        match self.time_zone.as_deref() {
+            None => Ok(fallback),
+            Some("" | "UTC") => Ok(jiff::tz::TimeZone::UTC),
+            Some("Local") => Ok(jiff::tz::TimeZone::system()),
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The first activation strictly after `after`, evaluated in `tz` (robfig's `Next`; `None`
+    /// where it returns the zero time: nothing within five years).
+    pub fn next_after(
+        &self,
+        after: jiff::Timestamp,
+        tz: &jiff::tz::TimeZone,
+    ) -> Option<jiff::Timestamp> {
+        match self.schedule {
+            Schedule::Every(delay) => {
+                // ConstantDelaySchedule: at least a second, whole seconds, from the whole second.
+                let secs = (delay / 1_000_000_000).max(1);
+                jiff::Timestamp::from_second(after.as_second().checked_add(secs)?).ok()
+            }
+            Schedule::Fields {
+                minute,
+                hour,
+                dom,
+                month,
+                dow,
+            } => next_fields([minute, hour, dom, month, dow], after, tz),
+        }
+    }
+}
+
+/// robfig's `SpecSchedule.Next` with the seconds field fixed at 0: walk month, day, hour,
+/// minute forward (resetting the smaller fields on the first step) and start over on a wrap.
+fn next_fields(
+    [minute, hour, dom, month, dow]: [u64; 5],
+    after: jiff::Timestamp,
+    tz: &jiff::tz::TimeZone,
+) -> Option<jiff::Timestamp> {
+    use jiff::{civil, SignedDuration, Span, Zoned};
+    let set = |mask: u64, v: i8| u64::try_from(v).is_ok_and(|v| mask & (1 << v) != 0);
+    let at = |d: civil::Date, h: i8, m: i8| -> Option<Zoned> {
+        d.at(h, m, 0, 0).to_zoned(tz.clone()).ok()
+    };
+    let day_matches = |t: &Zoned| {
+        let (d, w) = (
+            set(dom, t.day()),
+            set(dow, t.weekday().to_sunday_zero_offset()),
+        );
+        if dom & STAR_BIT != 0 || dow & STAR_BIT != 0 {
+            d && w
+        } else {
+            d || w
+        }
+    };
+    // The upcoming whole second.
+    let mut t = jiff::Timestamp::from_second(after.as_second().checked_add(1)?)
+        .ok()?
+        .to_zoned(tz.clone());
+    let mut added = false;
+    let year_limit = t.year().checked_add(5)?;
+    'wrap: loop {
+        if t.year() > year_limit {
+            return None;
+        }
+        while !set(month, t.month()) {
+            if !added {
+                added = true;
+                t = at(t.date().first_of_month(), 0, 0)?;
+            }
+            t = t.checked_add(Span::new().months(1)).ok()?;
+            if t.month() == 1 {
+                continue 'wrap;
+            }
+        }
+        while !day_matches(&t) {
+            if !added {
+                added = true;
+                t = at(t.date(), 0, 0)?;
+            }
+            t = t.checked_add(Span::new().days(1)).ok()?;
+            // A DST change can leave the day starting off midnight: snap back to it.
+            if t.hour() != 0 {
+                let fix = if t.hour() > 12 {
+                    24 - i64::from(t.hour())
+                } else {
+                    -i64::from(t.hour())
+                };
+                t = t.checked_add(SignedDuration::from_hours(fix)).ok()?;
+            }
+            if t.day() == 1 {
+                continue 'wrap;
+            }
+        }
+        while !set(hour, t.hour()) {
+            if !added {
+                added = true;
+                t = at(t.date(), t.hour(), 0)?;
+            }
+            t = t.checked_add(SignedDuration::from_hours(1)).ok()?;
+            if t.hour() == 0 {
+                continue 'wrap;
+            }
+        }
+        while !set(minute, t.minute()) {
+            if !added {
+                added = true;
+                t = truncate(&t, 60)?;
+            }
+            t = t.checked_add(SignedDuration::from_mins(1)).ok()?;
+            if t.minute() == 0 {
+                continue 'wrap;
+            }
+        }
+        // Seconds: only 0 is set.
+        while t.second() != 0 {
+            if !added {
+                added = true;
+                t = truncate(&t, 1)?;
+            }
+            t = t.checked_add(SignedDuration::from_secs(1)).ok()?;
+            if t.second() == 0 {
+                continue 'wrap;
+            }
+        }
+        return Some(t.timestamp());
+    }
+}
+
+/// Go's `Time.Truncate`: down to a multiple of `secs` of absolute time.
+fn truncate(t: &jiff::Zoned, secs: i64) -> Option<jiff::Zoned> {
+    let s = t.timestamp().as_second();
+    let ts = jiff::Timestamp::from_second(s - s.rem_euclid(secs)).ok()?;
+    Some(ts.to_zoned(t.time_zone().clone()))
 }
 
 struct Bounds {
