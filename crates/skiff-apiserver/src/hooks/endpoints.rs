@@ -9,11 +9,13 @@ use crate::allocator;
 use crate::ctx::Ctx;
 use crate::respond::ApiResult;
 
-/// core/v1 Endpoints: `subsets[].addresses[].ip` and `notReadyAddresses[].ip`.
-pub(crate) struct EndpointsHooks;
+/// Service-CIDR check for an addresses-holding kind: core/v1 Endpoints
+/// (`subsets[].addresses[].ip`, `notReadyAddresses[].ip`) or discovery.k8s.io/v1 EndpointSlice
+/// (`endpoints[].addresses[]`).
+pub(crate) struct AddressHooks(pub(crate) fn(&Value) -> Vec<(String, &str)>);
 
-/// discovery.k8s.io/v1 EndpointSlice: `endpoints[].addresses[]`.
-pub(crate) struct EndpointSliceHooks;
+pub(crate) const ENDPOINTS: AddressHooks = AddressHooks(endpoints_addresses);
+pub(crate) const ENDPOINT_SLICES: AddressHooks = AddressHooks(slice_addresses);
 
 fn endpoints_addresses(obj: &Value) -> Vec<(String, &str)> {
     let mut out = Vec::new();
@@ -45,18 +47,14 @@ fn slice_addresses(obj: &Value) -> Vec<(String, &str)> {
     out
 }
 
-fn check(ctx: &Ctx, obj: &Value, addresses: fn(&Value) -> Vec<(String, &str)>) -> ApiResult<()> {
-    allocator::reject_service_cidr_addresses(&ctx.st, ctx.info, obj, addresses(obj))
-}
-
 #[async_trait]
-impl Admission for EndpointsHooks {
+impl Admission for AddressHooks {
     async fn reserve_create(
         &self,
         ctx: &Ctx,
         obj: &mut Value,
     ) -> ApiResult<Option<Box<dyn Reservation>>> {
-        check(ctx, obj, endpoints_addresses)?;
+        self.check(ctx, obj)?;
         Ok(None)
     }
 
@@ -66,29 +64,13 @@ impl Admission for EndpointsHooks {
         _old: &Value,
         new: &mut Value,
     ) -> ApiResult<Option<Box<dyn Reservation>>> {
-        check(ctx, new, endpoints_addresses)?;
+        self.check(ctx, new)?;
         Ok(None)
     }
 }
 
-#[async_trait]
-impl Admission for EndpointSliceHooks {
-    async fn reserve_create(
-        &self,
-        ctx: &Ctx,
-        obj: &mut Value,
-    ) -> ApiResult<Option<Box<dyn Reservation>>> {
-        check(ctx, obj, slice_addresses)?;
-        Ok(None)
-    }
-
-    async fn reserve_update(
-        &self,
-        ctx: &Ctx,
-        _old: &Value,
-        new: &mut Value,
-    ) -> ApiResult<Option<Box<dyn Reservation>>> {
-        check(ctx, new, slice_addresses)?;
-        Ok(None)
+impl AddressHooks {
+    fn check(&self, ctx: &Ctx, obj: &Value) -> ApiResult<()> {
+        allocator::reject_service_cidr_addresses(&ctx.st, ctx.info, obj, (self.0)(obj))
     }
 }

@@ -20,8 +20,8 @@ pub(crate) fn registry(default_toleration_seconds: i64) -> Registry {
         .with("", "Node", nodes::NodeHooks)
         .with("", "Pod", pods)
         .with("", "Service", services::ServiceHooks)
-        .with("", "Endpoints", endpoints::EndpointsHooks)
-        .with(slices, "EndpointSlice", endpoints::EndpointSliceHooks)
+        .with("", "Endpoints", endpoints::ENDPOINTS)
+        .with(slices, "EndpointSlice", endpoints::ENDPOINT_SLICES)
 }
 
 #[cfg(test)]

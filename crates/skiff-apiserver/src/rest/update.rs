@@ -30,24 +30,68 @@ pub(super) async fn update(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> Ap
                 return Err(ctx.conflict(name));
             }
         }
-        let Some(mut prepared) = prepare_update(ctx, &old, new.clone(), mode, true)? else {
-            return Ok(with_warnings(object_response(ctx, 200, &old), &warnings));
+        let write = Write {
+            old: &old,
+            rev,
+            mode,
+            record: true,
+            retry: wanted_rv.is_none(),
         };
-        let reserved = ctx.hooks().reserve_update(ctx, &old, &mut prepared).await?;
-        if ctx.dry_run() {
-            let mut p = prepared;
-            crate::keys::set_rv(&mut p, rev);
-            return Ok(with_warnings(object_response(ctx, 200, &p), &warnings));
-        }
-        let committed = commit_update(ctx, name, prepared, rev).await;
-        admission::finish(&ctx.st, reserved, committed.is_ok()).await;
-        match committed {
-            Ok(stored) => return Ok(with_warnings(object_response(ctx, 200, &stored), &warnings)),
-            Err(StoreError::Conflict { .. }) if wanted_rv.is_none() => continue,
-            Err(e) => return Err(store_err(ctx.info, name, e)),
+        if let Some(resp) = write.run(ctx, name, new.clone(), &warnings).await? {
+            return Ok(resp);
         }
     }
     Err(ctx.conflict(name))
+}
+
+/// The tail update, patch and apply share: strategy preparation, admission, then the
+/// compare-and-swap at `rev`.
+struct Write<'a> {
+    old: &'a Value,
+    rev: i64,
+    mode: Mode,
+    /// Record managedFields for this write (apply records its own).
+    record: bool,
+    /// A lost race is retried (`Ok(None)`) only when the client sent no resourceVersion.
+    retry: bool,
+}
+
+impl Write<'_> {
+    async fn run(
+        self,
+        ctx: &Ctx,
+        name: &str,
+        new: Value,
+        warnings: &[String],
+    ) -> ApiResult<Option<Response>> {
+        let Some(mut prepared) = prepare_update(ctx, self.old, new, self.mode, self.record)? else {
+            return Ok(Some(with_warnings(
+                object_response(ctx, 200, self.old),
+                warnings,
+            )));
+        };
+        let reserved = ctx
+            .hooks()
+            .reserve_update(ctx, self.old, &mut prepared)
+            .await?;
+        if ctx.dry_run() {
+            crate::keys::set_rv(&mut prepared, self.rev);
+            return Ok(Some(with_warnings(
+                object_response(ctx, 200, &prepared),
+                warnings,
+            )));
+        }
+        let committed = commit_update(ctx, name, prepared, self.rev).await;
+        admission::finish(&ctx.st, reserved, committed.is_ok()).await;
+        match committed {
+            Ok(stored) => Ok(Some(with_warnings(
+                object_response(ctx, 200, &stored),
+                warnings,
+            ))),
+            Err(StoreError::Conflict { .. }) if self.retry => Ok(None),
+            Err(e) => Err(store_err(ctx.info, name, e)),
+        }
+    }
 }
 
 /// The patch body and type from the request.
@@ -155,22 +199,15 @@ pub(super) async fn patch(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> Api
         let mut new = apply_patch(ctx, &kind, Some(&cur), &patch)?;
         meta_mut(&mut new).remove("resourceVersion");
         let warnings = ctx.field_validation(&new)?;
-        let record = !matches!(kind, PatchKind::Apply);
-        let Some(mut prepared) = prepare_update(ctx, &cur, new, mode, record)? else {
-            return Ok(with_warnings(object_response(ctx, 200, &cur), &warnings));
+        let write = Write {
+            old: &cur,
+            rev,
+            mode,
+            record: !matches!(kind, PatchKind::Apply),
+            retry: precondition.is_none(),
         };
-        let reserved = ctx.hooks().reserve_update(ctx, &cur, &mut prepared).await?;
-        if ctx.dry_run() {
-            let mut p = prepared;
-            crate::keys::set_rv(&mut p, rev);
-            return Ok(with_warnings(object_response(ctx, 200, &p), &warnings));
-        }
-        let committed = commit_update(ctx, name, prepared, rev).await;
-        admission::finish(&ctx.st, reserved, committed.is_ok()).await;
-        match committed {
-            Ok(stored) => return Ok(with_warnings(object_response(ctx, 200, &stored), &warnings)),
-            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-            Err(e) => return Err(store_err(ctx.info, name, e)),
+        if let Some(resp) = write.run(ctx, name, new, &warnings).await? {
+            return Ok(resp);
         }
     }
     Err(ctx.conflict(name))
