@@ -349,6 +349,9 @@ pub(crate) enum NameRule {
     Subdomain,
     Label,
     Dns1035,
+    /// Any name usable as one URL path segment (upstream's `path.IsValidPathSegmentName`,
+    /// which RBAC objects use).
+    PathSegment,
 }
 
 pub(crate) fn name_errors(rule: NameRule, s: &str) -> Vec<String> {
@@ -356,7 +359,19 @@ pub(crate) fn name_errors(rule: NameRule, s: &str) -> Vec<String> {
         NameRule::Subdomain => dns1123_subdomain(s),
         NameRule::Label => dns1123_label(s),
         NameRule::Dns1035 => dns1035_label(s),
+        NameRule::PathSegment => path_segment(s),
     }
+}
+
+pub(crate) fn path_segment(s: &str) -> Vec<String> {
+    if s == "." || s == ".." {
+        return vec![format!("may not be '{s}'")];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|c| s.contains(**c))
+        .map(|c| format!("may not contain '{c}'"))
+        .collect()
 }
 
 // ---- metadata ----

@@ -1270,3 +1270,64 @@ fn cronjobs_create_get_apply_and_delete() {
     assert!(out.contains("cronjob.batch \"hello133\" deleted"), "{out}");
     assert_eq!(c.ok(&["get", "cj", "-o", "name"]).trim(), "");
 }
+
+#[test]
+fn rbac_objects_create_print_and_keep_their_role_ref() {
+    let c = Cluster::start();
+    c.ok(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "read-pods",
+        "--role=pod-reader",
+        "--user=alice",
+        "--group=dev",
+        "--serviceaccount=default:robot",
+    ]);
+    c.ok(&[
+        "create",
+        "clusterrole",
+        "health",
+        "--verb=get",
+        "--non-resource-url=/healthz",
+    ]);
+    c.ok(&[
+        "create",
+        "clusterrolebinding",
+        "health",
+        "--clusterrole=health",
+        "--group=system:authenticated",
+    ]);
+    let wide = c.ok(&["get", "rolebinding", "read-pods", "-o", "wide"]);
+    let row = wide.lines().nth(1).unwrap_or_default();
+    for cell in [
+        "read-pods",
+        "Role/pod-reader",
+        "alice",
+        "dev",
+        "default:robot",
+    ] {
+        assert!(row.contains(cell), "{cell} missing from {wide}");
+    }
+    assert!(c.ok(&["get", "clusterroles"]).contains("CREATED AT"));
+    assert_eq!(
+        jsonpath(&c, "clusterrolebinding/health", "{.subjects[0].apiGroup}"),
+        "rbac.authorization.k8s.io"
+    );
+    // roleRef is immutable, as upstream.
+    let err = c.fails(&[
+        "patch",
+        "rolebinding",
+        "read-pods",
+        "--type=merge",
+        "-p",
+        r#"{"roleRef":{"name":"other"}}"#,
+    ]);
+    assert!(err.contains("cannot change roleRef"), "{err}");
+}

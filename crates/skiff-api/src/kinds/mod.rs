@@ -21,6 +21,7 @@ mod coordination;
 pub(crate) mod core;
 mod discovery;
 mod events;
+mod rbac;
 
 /// What a kind module imports: the strategy types and the shared building blocks.
 pub(crate) mod prelude {
@@ -152,6 +153,11 @@ static REGISTRY: &[Kind] = &[
     // Upstream lists cronjobs before jobs (and `kubectl get all` prints them in that order).
     batch::cronjob::KIND,
     batch::job::KIND,
+    // Upstream's group priority puts RBAC before discovery and coordination.
+    rbac::CLUSTER_ROLE_BINDING,
+    rbac::CLUSTER_ROLE,
+    rbac::ROLE_BINDING,
+    rbac::ROLE,
     discovery::endpointslice::KIND,
     coordination::lease::KIND,
 ];
