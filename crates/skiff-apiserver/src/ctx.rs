@@ -24,6 +24,8 @@ pub(crate) struct Ctx {
     pub ns: Option<String>,
     pub query: Query,
     pub headers: HeaderMap,
+    /// Who the request acts as (after impersonation).
+    pub user: Arc<crate::auth::UserInfo>,
 }
 
 /// Whether a write targets the main resource or its `/status` subresource.

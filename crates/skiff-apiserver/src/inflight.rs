@@ -11,7 +11,7 @@ use axum::response::Response;
 use http::{header, HeaderValue, Method, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::auth::Identity;
+use crate::auth::UserInfo;
 
 /// Upstream's defaults.
 pub const DEFAULT_MAX_REQUESTS_INFLIGHT: usize = 400;
@@ -35,11 +35,12 @@ impl Limits {
     /// A permit for the request's pool; Err = the pool is full (answer [`too_many_requests`]).
     pub(crate) fn admit(
         &self,
-        who: Identity,
+        who: &UserInfo,
         method: &Method,
         long_running: bool,
     ) -> Result<Option<OwnedSemaphorePermit>, PoolFull> {
-        if long_running || who == Identity::Admin {
+        // system:masters is exempt, as upstream's exempt priority level.
+        if long_running || who.is_master() {
             return Ok(None);
         }
         let pool = if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {

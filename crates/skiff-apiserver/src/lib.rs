@@ -14,7 +14,8 @@
 mod admission;
 mod agent_client;
 mod allocator;
-mod auth;
+pub mod auth;
+pub mod authz;
 mod conn;
 mod ctx;
 mod discovery;
@@ -25,6 +26,7 @@ mod keys;
 mod namespaces;
 mod node_cert;
 mod objects;
+mod plugins;
 mod query;
 mod respond;
 mod rest;
@@ -43,7 +45,7 @@ use hyper_util::rt::TokioIo;
 use skiff_store::Store;
 use tokio::net::TcpListener;
 
-pub use auth::Tokens;
+pub use auth::{Tokens, UserInfo};
 pub use inflight::{DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT, DEFAULT_MAX_REQUESTS_INFLIGHT};
 
 /// Upstream's default for [`ServerConfig::default_toleration_seconds`].
@@ -81,6 +83,11 @@ pub struct ServerConfig {
     /// `--max-mutating-requests-inflight` (0 = unlimited).
     pub max_mutating_requests_inflight: usize,
 }
+
+/// Client certificates skiff issues for its own users (admin, controllers) last a year and are
+/// renewed at start within 90 days of expiry, as k3s does.
+pub const CLIENT_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+pub const CLIENT_CERT_RENEW_BEFORE: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Default [`ServerConfig::max_connections`] (the binary derives it from RLIMIT_NOFILE).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
@@ -150,6 +157,12 @@ pub struct AppState {
     /// The cluster CA (issues and verifies node agents' certificates); None in an in-process
     /// router, which then neither issues node certificates nor proxies to agents.
     pub(crate) pki: Option<Pki>,
+    /// Bearer-token authenticators beyond the static tokens (ServiceAccount JWTs).
+    pub(crate) token_authenticators: Vec<Arc<dyn auth::TokenAuthenticator>>,
+    /// The authorizer chain after `system:masters` (see `authz`).
+    pub(crate) authorizers: Vec<Arc<dyn authz::Authorizer>>,
+    /// The admission plugins (see `plugins`).
+    pub(crate) plugins: Vec<Box<dyn plugins::Plugin>>,
 }
 
 /// The cluster CA as the handlers use it.
@@ -208,6 +221,9 @@ impl AppState {
             ranges,
             inflight,
             pki,
+            token_authenticators: Vec::new(),
+            authorizers: authz::registry(),
+            plugins: plugins::registry(),
         })
     }
 }
@@ -251,7 +267,15 @@ impl Server {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(material.server_config()?));
         let tokens = Tokens::ensure(&config.data_dir)?;
         let kubeconfig = config.data_dir.join("kubeconfig.yaml");
-        auth::write_kubeconfig(&kubeconfig, local_addr, &material.ca_pem, &tokens.admin)?;
+        let admin = material.kept_client_cert(
+            &server_dir.join("tls"),
+            "admin",
+            auth::user::users::ADMIN,
+            &[auth::user::groups::MASTERS.to_string()],
+            CLIENT_CERT_TTL,
+            CLIENT_CERT_RENEW_BEFORE,
+        )?;
+        auth::write_kubeconfig(&kubeconfig, local_addr, &material.ca_pem, &admin)?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::with_toleration_seconds(
             store,
@@ -379,6 +403,14 @@ async fn serve_connection(
         let Some(tls) = handshake.await else {
             return;
         };
+        // The verified client certificate's identity holds for every request on the connection.
+        let peer_user = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|der| auth::cert::user_of(der))
+            .map(|u| auth::PeerUser(Arc::new(u)));
         state.established();
         let io = conn::Tracked {
             inner: tls,
@@ -386,7 +418,10 @@ async fn serve_connection(
         };
         let svc_state = state.clone();
         let service =
-            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                if let Some(u) = &peer_user {
+                    req.extensions_mut().insert(u.clone());
+                }
                 // In flight from the headers until the response body is done (or dropped).
                 let guard = svc_state.enter();
                 let app = app.clone();

@@ -142,6 +142,7 @@ async fn finalize_once(st: &Arc<AppState>, name: &str) -> Result<bool, String> {
             ns: Some(name.to_string()),
             query: Query::default(),
             headers: Default::default(),
+            user: Arc::new(crate::auth::UserInfo::apiserver()),
         };
         let opts = DeleteOpts {
             propagation: Some("Background".into()),

@@ -42,7 +42,7 @@ pub(crate) async fn handle(
 }
 
 fn issue(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<NodeCert, ApiError> {
-    if st.tokens.authenticate(headers).is_none() {
+    if !st.tokens.is_node_token(headers) {
         return Err(ApiError::unauthorized());
     }
     let Some(pki) = st.pki.as_ref() else {

@@ -239,6 +239,17 @@ pub(crate) async fn delete_object(ctx: &Ctx, name: &str, opts: &DeleteOpts) -> A
                 ));
             }
         }
+        crate::plugins::admit(
+            &crate::plugins::Request {
+                ctx,
+                op: crate::plugins::Operation::Delete,
+                name,
+                subresource: "",
+                old: Some(&cur),
+            },
+            None,
+        )
+        .await?;
         let already = meta(&cur).get("deletionTimestamp").is_some();
         let result = match hooks.on_delete(&cur, opts, now()) {
             DeleteDecision::AlreadyPending => return Ok(Deleted::Pending(cur)),

@@ -170,6 +170,51 @@ impl TlsMaterial {
         issue_serving_cert(&self.ca_key_pem, sans, &format!("system:node:{node_name}"))
     }
 
+    /// The CA as an rcgen issuer (signs client certificates).
+    pub(crate) fn issuer(&self) -> Result<Issuer<'static, KeyPair>, rcgen::Error> {
+        Ok(Issuer::new(
+            ca_params()?,
+            KeyPair::from_pem(&self.ca_key_pem)?,
+        ))
+    }
+
+    /// A new client certificate for `user` in `groups`, valid for `ttl`.
+    pub(crate) fn client_cert(
+        &self,
+        user: &str,
+        groups: &[String],
+        ttl: std::time::Duration,
+    ) -> Result<crate::auth::cert::ClientCert, rcgen::Error> {
+        crate::auth::cert::issue(&self.issuer()?, user, groups, ttl)
+    }
+
+    /// The client certificate kept in `dir/<file>.crt|.key`, re-issued when missing, unreadable
+    /// or within `renew_before` of expiry (k3s renews its certificates the same way at start).
+    pub(crate) fn kept_client_cert(
+        &self,
+        dir: &Path,
+        file: &str,
+        user: &str,
+        groups: &[String],
+        ttl: std::time::Duration,
+        renew_before: std::time::Duration,
+    ) -> Result<crate::auth::cert::ClientCert, ServerError> {
+        let (crt, key) = (
+            dir.join(format!("{file}.crt")),
+            dir.join(format!("{file}.key")),
+        );
+        if let (Some(cert_pem), Some(key_pem)) = (read(&crt)?, read(&key)?) {
+            let left = crate::auth::cert::seconds_left(&cert_pem).unwrap_or(0);
+            if left > renew_before.as_secs() as i64 {
+                return Ok(crate::auth::cert::ClientCert { cert_pem, key_pem });
+            }
+        }
+        let c = self.client_cert(user, groups, ttl)?;
+        write_private(&key, &c.key_pem)?;
+        write_private(&crt, &c.cert_pem)?;
+        Ok(c)
+    }
+
     /// The TLS client configuration for dialing node agents: only certificates signed by the
     /// cluster CA, for the address dialed, are accepted.
     pub(crate) fn agent_client_config(&self) -> Result<rustls::ClientConfig, ServerError> {
@@ -197,9 +242,22 @@ impl TlsMaterial {
             .map_err(|_| bad())?
             .ok_or_else(bad)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Client certificates are optional (tokens work too) but, when sent, must chain to the
+        // cluster CA with the clientAuth usage.
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            roots.add(cert.map_err(|_| ServerError::BadPem(PathBuf::from("ca.crt")))?)?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| ServerError::Tls(rustls::Error::General(e.to_string())))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+            .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)

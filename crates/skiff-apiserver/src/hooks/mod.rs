@@ -65,6 +65,7 @@ mod tests {
             ns: ns.map(str::to_string),
             query: Query::default(),
             headers: Default::default(),
+            user: Arc::new(crate::auth::UserInfo::apiserver()),
         }
     }
 

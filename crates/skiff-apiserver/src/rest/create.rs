@@ -12,6 +12,7 @@ use crate::ctx::{Ctx, RETRIES};
 use crate::keys::encode;
 use crate::namespaces::check_namespace;
 use crate::objects::{check_type_meta, meta_mut, meta_str};
+use crate::plugins;
 use crate::respond::*;
 use crate::storage::prepare_create;
 
@@ -72,6 +73,20 @@ pub(super) async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
             name.clone()
         };
         prepare_create(ctx, &mut candidate, true)?;
+        let mut warnings = warnings.clone();
+        warnings.extend(
+            plugins::admit(
+                &plugins::Request {
+                    ctx,
+                    op: plugins::Operation::Create,
+                    name: &name,
+                    subresource: "",
+                    old: None,
+                },
+                Some(&mut candidate),
+            )
+            .await?,
+        );
         let reserved = ctx.hooks().reserve_create(ctx, &mut candidate).await?;
         if ctx.dry_run() {
             return Ok(with_warnings(

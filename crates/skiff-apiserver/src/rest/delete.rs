@@ -47,6 +47,7 @@ pub(super) async fn delete_collection(ctx: &Ctx, body: &[u8]) -> ApiResult<Respo
                 .or_else(|| ctx.ns.clone()),
             query: ctx.query.clone(),
             headers: ctx.headers.clone(),
+            user: ctx.user.clone(),
         };
         match delete_object(&item_ctx, &name, &opts).await {
             Ok(Deleted::Gone(o)) | Ok(Deleted::Pending(o)) => out.push(o),

@@ -92,13 +92,12 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         "/version" | "/version/" => return Ok(discovery::version()),
         _ => {}
     }
-    let Some(who) = st.tokens.authenticate(&parts.headers) else {
-        return Err(ApiError::unauthorized());
-    };
+    let real = Arc::new(crate::auth::authenticate(&st, &parts).await?);
+    let user = crate::auth::impersonate::resolve(&st, real, &parts.headers).await?;
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     // Held until the response is built (streams are long-running and not counted).
     let long_running = crate::inflight::long_running(&segs, query.flag("watch"));
-    let _permit = match st.inflight.admit(who, &parts.method, long_running) {
+    let _permit = match st.inflight.admit(&user, &parts.method, long_running) {
         Ok(p) => p,
         Err(crate::inflight::PoolFull) => return Ok(crate::inflight::too_many_requests()),
     };
@@ -108,6 +107,11 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_string();
+    let resource_request = matches!(segs.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]);
+    if !resource_request {
+        let attrs = crate::authz::path_attributes(user.clone(), &parts.method, &path);
+        crate::authz::check(&st, &attrs).await?;
+    }
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api"] => return Ok(discovery::api(&parts.headers, &host)),
         ["apis"] => return Ok(discovery::apis(&parts.headers)),
@@ -132,6 +136,20 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         [plural, tail @ ..] => (None, *plural, tail),
         [] => return Err(not_found_path()),
     };
+    let attrs = crate::authz::resource_attributes(
+        user.clone(),
+        &parts.method,
+        &crate::authz::ResourcePath {
+            group,
+            version,
+            resource: plural,
+            namespace: ns,
+            name: tail.first().copied(),
+            subresource: tail.get(1).copied(),
+            watch: legacy_watch || query.flag("watch"),
+        },
+    );
+    crate::authz::check(&st, &attrs).await?;
     let info =
         skiff_api::resources::by_plural(group, version, plural).ok_or_else(not_found_path)?;
     if ns.is_some() && !info.namespaced {
@@ -164,6 +182,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         ns: ns.map(str::to_string),
         query,
         headers: parts.headers.clone(),
+        user,
     };
     match tail {
         [] => match method {

@@ -13,6 +13,7 @@ use crate::admission;
 use crate::ctx::{Ctx, Mode, RETRIES};
 use crate::keys::{decode, encode};
 use crate::objects::{check_type_meta, meta_mut, meta_str};
+use crate::plugins;
 use crate::respond::*;
 use crate::storage::{commit_update, prepare_create, prepare_update};
 
@@ -70,6 +71,25 @@ impl Write<'_> {
                 warnings,
             )));
         };
+        let mut warnings = warnings.to_vec();
+        warnings.extend(
+            plugins::admit(
+                &plugins::Request {
+                    ctx,
+                    op: plugins::Operation::Update,
+                    name,
+                    subresource: if self.mode == Mode::Status {
+                        "status"
+                    } else {
+                        ""
+                    },
+                    old: Some(self.old),
+                },
+                Some(&mut prepared),
+            )
+            .await?,
+        );
+        let warnings = &warnings[..];
         let reserved = ctx
             .hooks()
             .reserve_update(ctx, self.old, &mut prepared)
@@ -227,6 +247,20 @@ async fn apply_create(ctx: &Ctx, name: &str, patch: &Value) -> ApiResult<Respons
         meta_mut(&mut obj).insert("namespace".into(), json!(ns));
     }
     prepare_create(ctx, &mut obj, false)?;
+    let mut warnings = warnings;
+    warnings.extend(
+        plugins::admit(
+            &plugins::Request {
+                ctx,
+                op: plugins::Operation::Create,
+                name,
+                subresource: "",
+                old: None,
+            },
+            Some(&mut obj),
+        )
+        .await?,
+    );
     let reserved = ctx.hooks().reserve_create(ctx, &mut obj).await?;
     if ctx.dry_run() {
         return Ok(with_warnings(object_response(ctx, 201, &obj), &warnings));
