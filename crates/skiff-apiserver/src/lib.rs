@@ -159,6 +159,8 @@ pub struct AppState {
     pub(crate) pki: Option<Pki>,
     /// Bearer-token authenticators beyond the static tokens (ServiceAccount JWTs).
     pub(crate) token_authenticators: Vec<Arc<dyn auth::TokenAuthenticator>>,
+    /// The RBAC policy index (read by the RBAC authorizer, escalation checks and reviews).
+    pub(crate) rbac: Arc<authz::rbac::Rbac>,
     /// The authorizer chain after `system:masters` (see `authz`).
     pub(crate) authorizers: Vec<Arc<dyn authz::Authorizer>>,
     /// The admission plugins (see `plugins`).
@@ -212,6 +214,7 @@ impl AppState {
         inflight: inflight::Limits,
         pki: Option<Pki>,
     ) -> Arc<Self> {
+        let rbac = authz::rbac::Rbac::new();
         Arc::new(Self {
             store,
             tokens,
@@ -222,7 +225,8 @@ impl AppState {
             inflight,
             pki,
             token_authenticators: Vec::new(),
-            authorizers: authz::registry(),
+            authorizers: authz::registry(&rbac),
+            rbac,
             plugins: plugins::registry(),
         })
     }
@@ -303,6 +307,7 @@ impl Server {
                 .await
                 .map_err(ServerError::from),
         )?;
+        tolerate_full(bootstrap_rbac(&state).await)?;
         Ok(Self {
             listener,
             timeouts: conn::Timeouts {
@@ -477,6 +482,16 @@ fn tolerate_full(res: Result<(), ServerError>) -> Result<(), ServerError> {
         }
         other => other,
     }
+}
+
+/// Reconciles the RBAC bootstrap policy (default roles and bindings) and waits until the
+/// authorizer's index reflects it. [`Server::bind`] does this at every start; in-process
+/// routers (tests) call it themselves.
+pub async fn bootstrap_rbac(st: &AppState) -> Result<(), ServerError> {
+    authz::rbac::bootstrap::reconcile(st).await?;
+    st.rbac.ready_policy(st).await;
+    st.rbac.catch_up(st.store.as_ref()).await;
+    Ok(())
 }
 
 /// Binds and serves until `shutdown` completes.

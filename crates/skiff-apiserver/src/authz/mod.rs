@@ -13,6 +13,8 @@ use skiff_api::ApiError;
 use crate::auth::UserInfo;
 use crate::AppState;
 
+pub mod rbac;
+
 /// Upstream's `authorizer.Attributes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attributes {
@@ -58,20 +60,12 @@ pub trait Authorizer: Send + Sync {
     async fn authorize(&self, st: &AppState, attrs: &Attributes) -> Decision;
 }
 
-/// Allows every authenticated request: the chain's only member until the Node and RBAC
-/// authorizers replace it (transitional, while issue 12 lands).
-struct AllowAuthenticated;
-
-#[async_trait]
-impl Authorizer for AllowAuthenticated {
-    async fn authorize(&self, _st: &AppState, _attrs: &Attributes) -> Decision {
-        Decision::Allow
-    }
-}
-
-/// The authorizers after `system:masters`, in order.
-pub(crate) fn registry() -> Vec<Arc<dyn Authorizer>> {
-    vec![Arc::new(AllowAuthenticated)]
+/// The authorizers after `system:masters`, in order: the Node authorizer, then RBAC.
+pub(crate) fn registry(rbac: &Arc<rbac::Rbac>) -> Vec<Arc<dyn Authorizer>> {
+    vec![
+        // Node authorizer slot: goes here, before RBAC (issue 12, node helper).
+        Arc::new(rbac::RbacAuthorizer(rbac.clone())),
+    ]
 }
 
 /// Runs the chain: `system:masters`, then the registered authorizers in order.
