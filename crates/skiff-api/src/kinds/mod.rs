@@ -17,6 +17,7 @@ use crate::ResourceInfo;
 
 mod apps;
 mod authentication;
+mod authorization;
 mod batch;
 mod coordination;
 pub(crate) mod core;
@@ -152,6 +153,10 @@ static REGISTRY: &[Kind] = &[
     apps::replicaset::KIND,
     events::event::KIND,
     authentication::SELF_SUBJECT_REVIEW,
+    authorization::LOCAL_SUBJECT_ACCESS_REVIEW,
+    authorization::SELF_SUBJECT_ACCESS_REVIEW,
+    authorization::SELF_SUBJECT_RULES_REVIEW,
+    authorization::SUBJECT_ACCESS_REVIEW,
     // Upstream lists cronjobs before jobs (and `kubectl get all` prints them in that order).
     batch::cronjob::KIND,
     batch::job::KIND,

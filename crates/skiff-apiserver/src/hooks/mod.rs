@@ -5,6 +5,7 @@ mod endpoints;
 mod namespaces;
 mod nodes;
 mod pods;
+mod rbac;
 mod reviews;
 mod services;
 
@@ -16,6 +17,8 @@ pub(crate) fn registry(default_toleration_seconds: i64) -> Registry {
         default_toleration_seconds,
     };
     let slices = "discovery.k8s.io";
+    let authz = "authorization.k8s.io";
+    let rbac = "rbac.authorization.k8s.io";
     Registry::default()
         .with("", "Namespace", namespaces::NamespaceHooks)
         .with("", "Node", nodes::NodeHooks)
@@ -27,6 +30,26 @@ pub(crate) fn registry(default_toleration_seconds: i64) -> Registry {
             "authentication.k8s.io",
             "SelfSubjectReview",
             reviews::SelfSubjectReview,
+        )
+        .with(rbac, "Role", rbac::RbacHooks)
+        .with(rbac, "ClusterRole", rbac::RbacHooks)
+        .with(rbac, "RoleBinding", rbac::RbacHooks)
+        .with(rbac, "ClusterRoleBinding", rbac::RbacHooks)
+        .with(authz, "SubjectAccessReview", reviews::AccessReview::Subject)
+        .with(
+            authz,
+            "SelfSubjectAccessReview",
+            reviews::AccessReview::SelfSubject,
+        )
+        .with(
+            authz,
+            "LocalSubjectAccessReview",
+            reviews::AccessReview::Local,
+        )
+        .with(
+            authz,
+            "SelfSubjectRulesReview",
+            reviews::SelfSubjectRulesReview,
         )
 }
 

@@ -1314,27 +1314,36 @@ pub fn aggregated_rules(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
 async fn aggregate_all(st: &AppState) -> Result<(), StoreError> {
     let prefix = format!("/registry/{RBAC}/clusterroles/");
     let list = st.store.list(&prefix, &Default::default()).await?;
-    let all: Vec<(skiff_store::KeyValue, Value)> = list
+    let mut all: Vec<(skiff_store::KeyValue, Value, bool)> = list
         .items
         .into_iter()
-        .filter_map(|kv| decode(&kv).ok().map(|o| (kv, o)))
+        .filter_map(|kv| decode(&kv).ok().map(|o| (kv, o, false)))
         .collect();
-    let objs: Vec<Value> = all.iter().map(|(_, o)| o.clone()).collect();
-    for (kv, obj) in &all {
-        let Some(rules) = aggregated_rules(obj, &objs) else {
-            continue;
-        };
-        let current = obj.get("rules").cloned().unwrap_or(json!([]));
-        if current == Value::Array(rules.clone()) {
+    // Aggregated roles can aggregate each other (admin takes edit, which takes view): iterate in
+    // memory to a fixed point, then write what changed.
+    for _ in 0..8 {
+        let objs: Vec<Value> = all.iter().map(|(_, o, _)| o.clone()).collect();
+        let mut changed = false;
+        for (_, obj, dirty) in all.iter_mut() {
+            let Some(rules) = aggregated_rules(obj, &objs) else {
+                continue;
+            };
+            let rules = Value::Array(rules);
+            if obj.get("rules").unwrap_or(&json!([])) != &rules {
+                obj["rules"] = rules;
+                *dirty = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (kv, obj, dirty) in &all {
+        if !dirty {
             continue;
         }
-        let mut updated = obj.clone();
-        updated["rules"] = Value::Array(rules);
-        match st
-            .store
-            .update(&kv.key, encode(&updated), kv.mod_revision)
-            .await
-        {
+        match st.store.update(&kv.key, encode(obj), kv.mod_revision).await {
             Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }

@@ -141,6 +141,49 @@ pub enum Source<'a> {
     RoleBinding(&'a Binding),
 }
 
+impl Source<'_> {
+    /// Upstream's binding describers.
+    pub fn describe(&self, user: &UserInfo) -> String {
+        let (label, b) = match self {
+            Source::ClusterRoleBinding(b) => ("ClusterRoleBinding", *b),
+            Source::RoleBinding(b) => ("RoleBinding", *b),
+        };
+        let name = match self {
+            Source::ClusterRoleBinding(_) => b.name.clone(),
+            Source::RoleBinding(_) => format!("{}/{}", b.name, b.namespace),
+        };
+        let (kind, role) = match &b.role_ref {
+            Some(RoleRef {
+                kind: RoleKind::Role,
+                name,
+            }) => ("Role", name.as_str()),
+            Some(RoleRef {
+                kind: RoleKind::ClusterRole,
+                name,
+            }) => ("ClusterRole", name.as_str()),
+            None => ("", ""),
+        };
+        let subject = b
+            .subjects
+            .iter()
+            .find(|s| s.applies_to(user, &b.namespace))
+            .map(|s| {
+                if s.kind == "ServiceAccount" {
+                    let ns = if s.namespace.is_empty() {
+                        &b.namespace
+                    } else {
+                        &s.namespace
+                    };
+                    format!("{} {:?}", s.kind, format!("{}/{}", s.name, ns))
+                } else {
+                    format!("{} {:?}", s.kind, s.name)
+                }
+            })
+            .unwrap_or_default();
+        format!("{label} {name:?} of {kind} {role:?} to {subject}")
+    }
+}
+
 /// The RBAC objects, as the authorizer reads them.
 #[derive(Debug, Default, Clone)]
 pub struct Policy {
@@ -320,26 +363,42 @@ impl Policy {
 
     /// The authorizer's decision.
     pub fn decide(&self, attrs: &Attributes) -> Decision {
-        let mut allowed = false;
+        match self.decide_with_reason(attrs) {
+            (true, _) => Decision::Allow,
+            (false, reason) => Decision::NoOpinion(reason),
+        }
+    }
+
+    /// Whether RBAC allows, with upstream's reason either way (`RBAC: allowed by
+    /// ClusterRoleBinding "x" of ClusterRole "y" to Group "z"` when it does).
+    pub fn decide_with_reason(&self, attrs: &Attributes) -> (bool, String) {
+        let mut allowed_by: Option<Source<'_>> = None;
         let mut errors: Vec<String> = Vec::new();
-        self.visit(&attrs.user, &attrs.namespace, &mut |_, r| match r {
+        self.visit(&attrs.user, &attrs.namespace, &mut |src, r| match r {
             Ok(rule) => {
-                allowed = rule.allows(attrs);
-                !allowed
+                if rule.allows(attrs) {
+                    allowed_by = Some(src);
+                    return false;
+                }
+                true
             }
             Err(e) => {
                 errors.push(e);
                 true
             }
         });
-        if allowed {
-            return Decision::Allow;
+        if let Some(src) = allowed_by {
+            return (
+                true,
+                format!("RBAC: allowed by {}", src.describe(&attrs.user)),
+            );
         }
-        Decision::NoOpinion(if errors.is_empty() {
+        let reason = if errors.is_empty() {
             String::new()
         } else {
             format!("RBAC: {}", aggregate(errors))
-        })
+        };
+        (false, reason)
     }
 }
 
