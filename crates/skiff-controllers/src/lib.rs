@@ -2,9 +2,10 @@
 //! clients (kube-runtime reflectors, de-duplicating work queues, level-triggered idempotent
 //! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
-//! EndpointSlices. They run through `skiff_client`'s driver and event recorder.
+//! EndpointSlices, ClusterRole aggregation. They run through `skiff_client`'s driver and event recorder.
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §4.4, §5, §6, §7.
 
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
-    cronjob, daemonset, deployment, endpoints, gc, job, nodeipam, nodelifecycle, replicaset,
+    clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam, nodelifecycle, replicaset,
     scheduler, Context, Options, Result,
 };
 
@@ -26,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 10] {
+fn controllers() -> [(&'static str, Start); 11] {
     [
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
@@ -38,6 +38,9 @@ fn controllers() -> [(&'static str, Start); 10] {
         ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
         ("node-ipam", |ctx| Box::pin(nodeipam::run(ctx))),
         ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
+        ("clusterrole-aggregation", |ctx| {
+            Box::pin(clusterrole_aggregation::run(ctx))
+        }),
     ]
 }
 

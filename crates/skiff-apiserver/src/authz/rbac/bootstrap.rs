@@ -1288,7 +1288,7 @@ pub fn aggregated_rules(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
     let mut sorted: Vec<&Value> = all
         .iter()
         .filter(|o| o.pointer("/metadata/name").and_then(Value::as_str) != name)
-        .filter(|o| parsed.iter().any(|p| !p.is_empty() && p.matches_object(o)))
+        .filter(|o| parsed.iter().any(|p| p.matches_object(o)))
         .collect();
     sorted.sort_by_key(|o| {
         o.pointer("/metadata/name")
