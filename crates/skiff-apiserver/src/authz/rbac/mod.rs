@@ -5,7 +5,7 @@
 //! `RBAC: role.rbac.authorization.k8s.io "x" not found` for bindings whose role is missing).
 //!
 //! Requests never read the store: [`Rbac`] keeps an in-memory [`Policy`] current from one store
-//! watch over all of `/registry/` (so its revision follows the store's and a request denied
+//! watch over the whole keyspace (so its revision follows the store's and a request denied
 //! right after a grant can wait for the grant to arrive; see [`Rbac::catch_up`]).
 
 pub mod bootstrap;
@@ -537,8 +537,8 @@ impl Rbac {
         for kv in &list.items {
             p.apply(&kv.key, Some(&kv.value));
         }
-        // Everything under /registry/ so the revision follows the store's.
-        let mut w = store.watch("/registry/", list.revision).await?;
+        // Every key, so the revision follows the store's.
+        let mut w = store.watch("/", list.revision).await?;
         self.set_policy(p);
         self.rev.send_replace(list.revision);
         loop {
