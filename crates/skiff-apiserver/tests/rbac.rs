@@ -207,6 +207,11 @@ async fn bindings_grant_and_revoke_with_upstream_messages() {
     )
     .await;
     assert_eq!(code, 403);
+    // Reading one's own namespace (namespace attribute = its name, as upstream's RequestInfo).
+    let (code, _) = call(c, Method::GET, "/api/v1/namespaces/dev", alice, None).await;
+    assert_eq!(code, 200);
+    let (code, _) = call(c, Method::GET, "/api/v1/namespaces/default", alice, None).await;
+    assert_eq!(code, 403);
     // Discovery and health are open to every authenticated user.
     let (code, _) = call(c, Method::GET, "/apis", alice, None).await;
     assert_eq!(code, 200);

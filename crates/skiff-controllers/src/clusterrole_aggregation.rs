@@ -62,11 +62,7 @@ async fn reconcile_all(api: &Api<ClusterRole>) -> Result<()> {
         };
         let patch = json!({"rules": rules});
         match api
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => tracing::debug!(clusterrole = name, "aggregated rules updated"),
@@ -120,8 +116,10 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "rules": rules}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": labels}, "rules": rules}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -136,12 +134,18 @@ mod tests {
         let all = vec![
             role("b", &[("x", "1")], json!([get_x])),
             role("a", &[("y", "")], json!([get_y, get_x])),
-            role("c", &[("x", "2")], json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}])),
+            role(
+                "c",
+                &[("x", "2")],
+                json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+            ),
             agg.clone(),
         ];
         let rules = aggregated_rules(&agg, &all).unwrap();
-        let as_json: Vec<serde_json::Value> =
-            rules.iter().map(|r| serde_json::to_value(r).unwrap()).collect();
+        let as_json: Vec<serde_json::Value> = rules
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect();
         assert_eq!(as_json, vec![get_y, get_x]);
         assert!(aggregated_rules(&all[0], &all).is_none());
     }

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
-    clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam, nodelifecycle, replicaset,
-    scheduler, Context, Options, Result,
+    clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam,
+    nodelifecycle, replicaset, scheduler, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;

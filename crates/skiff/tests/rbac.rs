@@ -37,11 +37,24 @@ fn can_i_matrix_forbidden_messages_and_escalation() {
     let c = Cluster::start();
     c.ok(&["create", "namespace", "dev"]);
     c.ok(&["create", "namespace", "prod"]);
-    c.ok(&["create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice", "-n", "dev"]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+        "-n",
+        "dev",
+    ]);
     c.ok(&["create", "serviceaccount", "builder", "-n", "dev"]);
     c.ok(&[
-        "create", "rolebinding", "builder-edit", "--clusterrole=edit",
-        "--serviceaccount=dev:builder", "-n", "dev",
+        "create",
+        "rolebinding",
+        "builder-edit",
+        "--clusterrole=edit",
+        "--serviceaccount=dev:builder",
+        "-n",
+        "dev",
     ]);
 
     // The admin (system:masters).
@@ -67,7 +80,8 @@ fn can_i_matrix_forbidden_messages_and_escalation() {
             ("get deployments.apps -n dev", true),
             ("watch configmaps -n dev", true),
             ("get pods --subresource=log -n dev", true),
-            ("get namespaces/dev", true),
+            ("get namespaces/dev -n dev", true),
+            ("get namespaces/prod -n prod", false),
             ("list pods -n prod", false),
             ("list pods -A", false),
             ("get secrets -n dev", false),
@@ -92,7 +106,10 @@ fn can_i_matrix_forbidden_messages_and_escalation() {
             ("create serviceaccounts --subresource=token -n dev", true),
             ("delete pods -n dev", true),
             ("create roles.rbac.authorization.k8s.io -n dev", false),
-            ("create rolebindings.rbac.authorization.k8s.io -n dev", false),
+            (
+                "create rolebindings.rbac.authorization.k8s.io -n dev",
+                false,
+            ),
             ("get resourcequotas -n dev", true),
             ("create resourcequotas -n dev", false),
             ("list pods -n prod", false),
@@ -109,7 +126,10 @@ fn can_i_matrix_forbidden_messages_and_escalation() {
             ("get secrets -n dev", false),
             ("list secrets -A", false),
             ("delete namespaces", false),
-            ("create clusterrolebindings.rbac.authorization.k8s.io", false),
+            (
+                "create clusterrolebindings.rbac.authorization.k8s.io",
+                false,
+            ),
             ("create selfsubjectrulesreviews.authorization.k8s.io", true),
         ],
     );
@@ -119,7 +139,14 @@ fn can_i_matrix_forbidden_messages_and_escalation() {
     let header = list.lines().next().unwrap_or_default();
     assert_eq!(
         header.split_whitespace().collect::<Vec<_>>(),
-        ["Resources", "Non-Resource", "URLs", "Resource", "Names", "Verbs"],
+        [
+            "Resources",
+            "Non-Resource",
+            "URLs",
+            "Resource",
+            "Names",
+            "Verbs"
+        ],
         "{list}"
     );
     let row = |name: &str| {
@@ -129,15 +156,19 @@ fn can_i_matrix_forbidden_messages_and_escalation() {
             .unwrap_or_default()
     };
     assert_eq!(row("pods"), "pods [] [] [get list watch]", "{list}");
-    assert_eq!(row("deployments.apps"), "deployments.apps [] [] [get list watch]", "{list}");
+    assert_eq!(
+        row("deployments.apps"),
+        "deployments.apps [] [] [get list watch]",
+        "{list}"
+    );
     assert_eq!(
         row("selfsubjectaccessreviews.authorization.k8s.io"),
         "selfsubjectaccessreviews.authorization.k8s.io [] [] [create]",
         "{list}"
     );
-    assert_eq!(row("[]"), "", "{list}");
     assert!(
-        list.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["[/healthz]", "[]", "[get]"]),
+        list.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["[/healthz]", "[]", "[get]"]),
         "{list}"
     );
     assert!(!list.contains("secrets "), "{list}");
@@ -160,19 +191,67 @@ fn can_i_matrix_forbidden_messages_and_escalation() {
     );
 
     // Escalation: bob administers dev but cannot grant what he does not hold.
-    c.ok(&["create", "rolebinding", "bob-admin", "--clusterrole=admin", "--user=bob", "-n", "dev"]);
-    c.ok(&["create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", "dev", "--as", "bob"]);
-    let err = c.fails(&["create", "role", "node-reader", "--verb=get", "--resource=nodes", "-n", "dev", "--as", "bob"]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "bob-admin",
+        "--clusterrole=admin",
+        "--user=bob",
+        "-n",
+        "dev",
+    ]);
+    c.ok(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=get,list",
+        "--resource=pods",
+        "-n",
+        "dev",
+        "--as",
+        "bob",
+    ]);
+    let err = c.fails(&[
+        "create",
+        "role",
+        "node-reader",
+        "--verb=get",
+        "--resource=nodes",
+        "-n",
+        "dev",
+        "--as",
+        "bob",
+    ]);
     assert!(
         err.contains("roles.rbac.authorization.k8s.io \"node-reader\" is forbidden: user \"bob\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"nodes\"], Verbs:[\"get\"]}"),
         "{err}"
     );
-    let err = c.fails(&["create", "rolebinding", "carol-admin", "--clusterrole=cluster-admin", "--user=carol", "-n", "dev", "--as", "bob"]);
+    let err = c.fails(&[
+        "create",
+        "rolebinding",
+        "carol-admin",
+        "--clusterrole=cluster-admin",
+        "--user=carol",
+        "-n",
+        "dev",
+        "--as",
+        "bob",
+    ]);
     assert!(
         err.contains("rolebindings.rbac.authorization.k8s.io \"carol-admin\" is forbidden: user \"bob\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:"),
         "{err}"
     );
-    c.ok(&["create", "rolebinding", "carol-view", "--clusterrole=view", "--user=carol", "-n", "dev", "--as", "bob"]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "carol-view",
+        "--clusterrole=view",
+        "--user=carol",
+        "-n",
+        "dev",
+        "--as",
+        "bob",
+    ]);
     expect(&c, &["--as", "carol"], &[("list pods -n dev", true)]);
 
     // Revocation.
@@ -184,36 +263,91 @@ fn can_i_matrix_forbidden_messages_and_escalation() {
 fn aggregation_controller_and_python_client() {
     let c = Cluster::start();
     c.ok(&["create", "namespace", "dev"]);
-    c.ok(&["create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice", "-n", "dev"]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+        "-n",
+        "dev",
+    ]);
     // A role labelled to aggregate into view: alice gains it through the controller.
-    let manifest = c.dir.path().join("widgets.yaml");
+    let (answer, _) = can_i(
+        &c,
+        &[
+            "list",
+            "leases.coordination.k8s.io",
+            "-n",
+            "dev",
+            "--as",
+            "alice",
+        ],
+    );
+    assert_eq!(answer, "no");
+    let manifest = c.dir.path().join("lease-viewer.yaml");
     std::fs::write(
         &manifest,
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: widget-viewer\n  labels:\n    rbac.authorization.k8s.io/aggregate-to-view: \"true\"\nrules:\n- apiGroups: [\"example.com\"]\n  resources: [\"widgets\"]\n  verbs: [\"get\", \"list\"]\n",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: lease-viewer\n  labels:\n    rbac.authorization.k8s.io/aggregate-to-view: \"true\"\nrules:\n- apiGroups: [\"coordination.k8s.io\"]\n  resources: [\"leases\"]\n  verbs: [\"get\", \"list\"]\n",
     )
     .unwrap();
     c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
     c.eventually(
-        &["get", "clusterrole", "view", "-o", "jsonpath={.rules[*].resources}"],
-        "widgets",
+        &[
+            "get",
+            "clusterrole",
+            "view",
+            "-o",
+            "jsonpath={.rules[*].resources}",
+        ],
+        "leases",
         Duration::from_secs(30),
     );
     // edit and admin aggregate view's labelled roles too (edit takes view's inputs).
     c.eventually(
-        &["get", "clusterrole", "admin", "-o", "jsonpath={.rules[*].resources}"],
-        "widgets",
+        &[
+            "get",
+            "clusterrole",
+            "admin",
+            "-o",
+            "jsonpath={.rules[*].resources}",
+        ],
+        "leases",
         Duration::from_secs(30),
     );
-    let (answer, _) = can_i(&c, &["list", "widgets.example.com", "-n", "dev", "--as", "alice"]);
+    let (answer, _) = can_i(
+        &c,
+        &[
+            "list",
+            "leases.coordination.k8s.io",
+            "-n",
+            "dev",
+            "--as",
+            "alice",
+        ],
+    );
     assert_eq!(answer, "yes");
-    c.ok(&["delete", "clusterrole", "widget-viewer"]);
+    c.ok(&["delete", "clusterrole", "lease-viewer"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (answer, _) = can_i(&c, &["list", "widgets.example.com", "-n", "dev", "--as", "alice"]);
+        let (answer, _) = can_i(
+            &c,
+            &[
+                "list",
+                "leases.coordination.k8s.io",
+                "-n",
+                "dev",
+                "--as",
+                "alice",
+            ],
+        );
         if answer == "no" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "aggregated rule not removed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aggregated rule not removed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 

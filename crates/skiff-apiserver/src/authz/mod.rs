@@ -200,7 +200,12 @@ pub(crate) fn resource_attributes(
         api_version: p.version.to_string(),
         resource: p.resource.to_string(),
         subresource: p.subresource.unwrap_or("").to_string(),
-        namespace: p.namespace.unwrap_or("").to_string(),
+        // Upstream's RequestInfo: `/namespaces/<name>[/<subresource>]` is in namespace <name>, so
+        // a RoleBinding granting `get namespaces` lets its subjects read their own namespace.
+        namespace: match (p.namespace, p.resource, p.name) {
+            (None, "namespaces", Some(name)) => name.to_string(),
+            (ns, _, _) => ns.unwrap_or("").to_string(),
+        },
         name: p.name.unwrap_or("").to_string(),
         path: String::new(),
     }
