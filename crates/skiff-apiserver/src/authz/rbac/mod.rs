@@ -734,7 +734,13 @@ mod tests {
             );
         }
         for i in 0..500 {
-            for (j, role) in ["view", "edit", "admin"].iter().enumerate() {
+            // The aggregated roles are empty until reconciled: bind their inputs.
+            let roles = [
+                "system:aggregate-to-view",
+                "system:aggregate-to-edit",
+                "system:aggregate-to-admin",
+            ];
+            for (j, role) in roles.iter().enumerate() {
                 put(
                     &mut p,
                     &format!("{PREFIX}rolebindings/ns{i}/b{j}"),
