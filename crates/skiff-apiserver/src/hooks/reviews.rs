@@ -82,7 +82,7 @@ fn review_attributes(user: Arc<UserInfo>, spec: &Value) -> Attributes {
             subresource: s(ra, "subresource"),
             namespace: s(ra, "namespace"),
             name: s(ra, "name"),
-            path: String::new(),
+            ..Default::default()
         };
     }
     let nra = spec
