@@ -19,6 +19,7 @@ use skiff_semantics::podsecurity::{
     self as pss, Evaluation, LabelError, Level, LevelVersion, Policy,
 };
 use skiff_store::ListOptions;
+use tracing::Instrument;
 
 use super::{Operation, Plugin, Request};
 use crate::keys::{collection_prefix, decode, object_key};
@@ -65,11 +66,17 @@ impl Plugin for PodSecurity {
             return Ok(Vec::new());
         };
         let info = req.ctx.info;
-        match (info.group, info.kind) {
-            ("", "Namespace") => validate_namespace(req, obj).await,
-            ("", "Pod") => validate_pod(req, obj).await,
-            _ => validate_workload(req, obj).await,
+        // The plugin's name on every event it logs (the audit record included).
+        let span = tracing::debug_span!("admission", plugin = self.name());
+        async {
+            match (info.group, info.kind) {
+                ("", "Namespace") => validate_namespace(req, obj).await,
+                ("", "Pod") => validate_pod(req, obj).await,
+                _ => validate_workload(req, obj).await,
+            }
         }
+        .instrument(span)
+        .await
     }
 }
 

@@ -225,7 +225,7 @@ fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 }
 
 /// Init containers, containers, then ephemeral containers (upstream's visit order).
-fn containers<'a>(spec: &'a Value) -> impl Iterator<Item = &'a Value> {
+fn containers(spec: &Value) -> impl Iterator<Item = &Value> {
     ["initContainers", "containers", "ephemeralContainers"]
         .into_iter()
         .flat_map(move |k| array(spec, k).iter())

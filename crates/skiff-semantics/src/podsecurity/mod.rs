@@ -167,13 +167,13 @@ impl Policy {
         let get = |k: &str| labels.get(k).map(|v| v.as_str().unwrap_or(""));
         let level = |key: &'static str, invalid: Level, errs: &mut Vec<LabelError>| {
             get(key).map(|v| {
-                Level::parse(v).ok_or(()).or_else(|()| {
+                Level::parse(v).ok_or_else(|| {
                     errs.push(LabelError {
                         label: key,
                         value: v.to_string(),
                         message: LEVEL_MESSAGE,
                     });
-                    Err(invalid)
+                    invalid
                 })
             })
         };
