@@ -54,6 +54,25 @@ fn restricted_namespace_with_kubectl() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("pod/ok created"), "{out}");
     assert!(!err.contains("Warning"), "{err}");
+
+    // A Deployment is admitted with a warning; its ReplicaSet's pods are rejected and the
+    // controller reports upstream's FailedCreate event.
+    let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/web/web.yaml");
+    let (code, out, err) = c.kubectl(&["apply", "-n", "locked", "-f", web]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+    assert!(
+        err.starts_with(r#"Warning: would violate PodSecurity "restricted:latest": "#),
+        "{err}"
+    );
+    let events = c.eventually(
+        &["get", "events", "-n", "locked", "--field-selector", "reason=FailedCreate"],
+        r#"is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false"#,
+        std::time::Duration::from_secs(30),
+    );
+    assert!(events.contains(r#"Error creating: pods "web-"#), "{events}");
+    let (_, pods, _) = c.kubectl(&["get", "pods", "-n", "locked", "-l", "app=web", "-o", "name"]);
+    assert!(pods.trim().is_empty(), "{pods}");
 }
 
 #[test]
