@@ -435,3 +435,60 @@ fn audit(req: &Request<'_>, annotations: &[(&str, String)]) {
             name = req.name, user = %user, "{text}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_semantics::podsecurity::{Failure, Version};
+
+    #[test]
+    fn forbidden_names_the_pod_like_upstreams_new_forbidden() {
+        let lv = LevelVersion {
+            level: Level::Baseline,
+            version: Version::V1(30),
+        };
+        let r = Evaluation {
+            failures: vec![Failure {
+                reason: "host namespaces".into(),
+                detail: "hostPID=true".into(),
+            }],
+        };
+        let e = forbidden("p", lv, &r);
+        assert_eq!(
+            e.message,
+            r#"pods "p" is forbidden: violates PodSecurity "baseline:v1.30": host namespaces (hostPID=true)"#
+        );
+        assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+        assert_eq!(e.details, Some(json!({"name": "p", "kind": "pods"})));
+        let e = forbidden("", lv, &r);
+        assert_eq!(
+            e.message,
+            r#"pods is forbidden: violates PodSecurity "baseline:v1.30": host namespaces (hostPID=true)"#
+        );
+        assert_eq!(e.details, Some(json!({"kind": "pods"})));
+    }
+
+    #[test]
+    fn label_errors_aggregate_like_field_error_lists() {
+        let l = serde_json::Map::from_iter([
+            (pss::labels::ENFORCE.to_string(), json!("x")),
+            (pss::labels::WARN_VERSION.to_string(), json!("v2")),
+        ]);
+        let (_, errs) = Policy::from_labels(Some(&l));
+        assert_eq!(
+            aggregate_text(&errs[..1]),
+            r#"metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: "x": must be one of privileged, baseline, restricted"#
+        );
+        assert_eq!(
+            aggregate_text(&errs),
+            r#"[metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: "x": must be one of privileged, baseline, restricted, metadata.labels[pod-security.kubernetes.io/warn-version]: Invalid value: "v2": must be "latest" or "v1.x"]"#
+        );
+        let e = invalid_labels("ns", &errs);
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message.starts_with(r#"Namespace "ns" is invalid: ["#),
+            "{}",
+            e.message
+        );
+    }
+}
