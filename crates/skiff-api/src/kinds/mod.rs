@@ -17,6 +17,7 @@ use crate::ResourceInfo;
 
 mod apps;
 mod batch;
+pub mod certificates;
 mod coordination;
 pub(crate) mod core;
 mod discovery;
@@ -158,6 +159,7 @@ static REGISTRY: &[Kind] = &[
     rbac::CLUSTER_ROLE,
     rbac::ROLE_BINDING,
     rbac::ROLE,
+    certificates::KIND,
     discovery::endpointslice::KIND,
     coordination::lease::KIND,
 ];
