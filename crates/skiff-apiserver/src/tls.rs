@@ -25,7 +25,7 @@ pub(crate) struct TlsMaterial {
 
 // Deterministic CA parameters: rebuilding them lets us sign with the stored CA key without
 // parsing the CA certificate (rcgen's parser needs an extra feature).
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+pub(crate) fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "skiff-ca");
@@ -68,7 +68,7 @@ fn write_private(path: &Path, data: &str) -> Result<(), ServerError> {
         .map_err(io_err(format!("writing {}", path.display())))
 }
 
-fn read(path: &Path) -> Result<Option<String>, ServerError> {
+pub(crate) fn read(path: &Path) -> Result<Option<String>, ServerError> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::read_to_string(path) {
         Ok(s) => {

@@ -95,7 +95,12 @@ pub fn parse_request(pem: &[u8]) -> Result<Vec<u8>, String> {
         Err(_) => return Err("x509: malformed certificate request".into()),
     };
     if req.verify_signature().is_err() {
-        let alg = req.certification_request_info.subject_pki.algorithm.algorithm.to_id_string();
+        let alg = req
+            .certification_request_info
+            .subject_pki
+            .algorithm
+            .algorithm
+            .to_id_string();
         return Err(match alg.as_str() {
             "1.2.840.10045.2.1" => "x509: ECDSA verification failure",
             "1.2.840.113549.1.1.1" => "crypto/rsa: verification error",
@@ -278,7 +283,10 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
     } else {
         signer_name(e, signer);
     }
-    if let Some(secs) = new.pointer("/spec/expirationSeconds").and_then(Value::as_i64) {
+    if let Some(secs) = new
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+    {
         if secs < 600 {
             e.invalid(
                 "spec.expirationSeconds",
@@ -348,7 +356,11 @@ fn validate_conditions(e: &mut Errs, obj: &Value, tol: &Tolerate) {
                 _ => false,
             };
             if clash {
-                e.invalid_str(F, t, "Approved and Denied conditions are mutually exclusive");
+                e.invalid_str(
+                    F,
+                    t,
+                    "Approved and Denied conditions are mutually exclusive",
+                );
             }
         }
         if !tol.duplicate_condition_types {
@@ -455,7 +467,10 @@ syBeji39Y7dgtHoHZcE2mCH9xEihALGM4K8glg==
             "expirationSeconds": 100,
         }});
         let got = causes(obj, None);
-        let req = format!("spec.request: Invalid value: {:?}: PEM block type must be CERTIFICATE REQUEST", b64("not a pem"));
+        let req = format!(
+            "spec.request: Invalid value: {:?}: PEM block type must be CERTIFICATE REQUEST",
+            b64("not a pem")
+        );
         assert_eq!(got[0], req);
         assert!(got[1].starts_with("spec.usages[1]: Unsupported value: \"bogus\": supported values: \"any\", \"cert sign\", \"client auth\""), "{}", got[1]);
         assert_eq!(got[2], "spec.usages[2]: Duplicate value: \"client auth\"");
@@ -464,12 +479,24 @@ syBeji39Y7dgtHoHZcE2mCH9xEihALGM4K8glg==
         assert_eq!(got.len(), 5, "{got:?}");
 
         let missing = causes(json!({"spec": {"request": b64(REQUEST)}}), None);
-        assert_eq!(missing, ["spec.usages: Required value", "spec.signerName: Required value"]);
-        let legacy = causes(json!({"spec": {"request": b64(REQUEST), "usages": ["client auth"],
-            "signerName": "kubernetes.io/legacy-unknown"}}), None);
+        assert_eq!(
+            missing,
+            [
+                "spec.usages: Required value",
+                "spec.signerName: Required value"
+            ]
+        );
+        let legacy = causes(
+            json!({"spec": {"request": b64(REQUEST), "usages": ["client auth"],
+            "signerName": "kubernetes.io/legacy-unknown"}}),
+            None,
+        );
         assert_eq!(legacy, ["spec.signerName: Invalid value: \"kubernetes.io/legacy-unknown\": the legacy signerName is not allowed via this API version"]);
-        let one_label = causes(json!({"spec": {"request": b64(REQUEST), "usages": ["client auth"],
-            "signerName": "example/Signer"}}), None);
+        let one_label = causes(
+            json!({"spec": {"request": b64(REQUEST), "usages": ["client auth"],
+            "signerName": "example/Signer"}}),
+            None,
+        );
         assert_eq!(one_label[0], "spec.signerName: Invalid value: \"example\": should be a domain with at least two segments separated by dots");
         assert!(one_label[1].starts_with("spec.signerName: Invalid value: \"Signer\": validating label \"Signer\": a lowercase RFC 1123 subdomain"), "{one_label:?}");
     }
@@ -538,8 +565,24 @@ syBeji39Y7dgtHoHZcE2mCH9xEihALGM4K8glg==
             "status": {"conditions": [{"type": "Approved", "status": "True"}],
                        "certificate": b64("x")}});
         let c = cells(&obj, now);
-        assert_eq!(c[2..], [json!("kubernetes.io/kube-apiserver-client"), json!("bob"), json!("24h"), json!("Approved,Issued")]);
+        assert_eq!(
+            c[2..],
+            [
+                json!("kubernetes.io/kube-apiserver-client"),
+                json!("bob"),
+                json!("24h"),
+                json!("Approved,Issued")
+            ]
+        );
         let pending = json!({"metadata": {"name": "p"}, "spec": {}});
-        assert_eq!(cells(&pending, now)[2..], [json!("<none>"), json!(""), json!("<none>"), json!("Pending")]);
+        assert_eq!(
+            cells(&pending, now)[2..],
+            [
+                json!("<none>"),
+                json!(""),
+                json!("<none>"),
+                json!("Pending")
+            ]
+        );
     }
 }
