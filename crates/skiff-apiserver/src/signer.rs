@@ -10,10 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
-    SanType,
-};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType};
 use serde_json::{json, Value};
 use skiff_api::kinds::certificates as csr;
 use skiff_api::ResourceInfo;
@@ -216,7 +213,8 @@ fn ttl(obj: &Value) -> Duration {
 /// The parts of a request the signer looks at.
 struct Parsed {
     spki: Vec<u8>,
-    dn: DistinguishedName,
+    /// X.520 attributes (under 2.5.4) in order; others are not carried over.
+    subject: Vec<(u8, String)>,
     common_name: String,
     organizations: Vec<String>,
     sans: Vec<SanType>,
@@ -227,32 +225,24 @@ fn parse(der: &[u8]) -> Result<Parsed, SignError> {
     let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
         .map_err(|e| bad(e.to_string()))?;
     let info = &req.certification_request_info;
-    let mut dn = DistinguishedName::new();
+    let mut subject = Vec::new();
     let mut common_name = String::new();
     let mut organizations = Vec::new();
     for rdn in info.subject.iter() {
         for attr in rdn.iter() {
             let Ok(value) = attr.as_str() else { continue };
-            let oid = attr.attr_type().to_id_string();
-            let ty = match oid.as_str() {
-                "2.5.4.3" => {
-                    common_name = value.to_string();
-                    DnType::CommonName
-                }
-                "2.5.4.10" => {
-                    organizations.push(value.to_string());
-                    DnType::OrganizationName
-                }
-                "2.5.4.11" => DnType::OrganizationalUnitName,
-                "2.5.4.6" => DnType::CountryName,
-                "2.5.4.8" => DnType::StateOrProvinceName,
-                "2.5.4.7" => DnType::LocalityName,
-                _ => match attr.attr_type().iter() {
-                    Some(arcs) => DnType::CustomDnType(arcs.collect()),
-                    None => continue,
-                },
-            };
-            dn.push(ty, value);
+            let arcs: Vec<u64> = attr.attr_type().iter().into_iter().flatten().collect();
+            let [2, 5, 4, n] = arcs[..] else { continue };
+            let Ok(n) = u8::try_from(n) else { continue };
+            if n >= 100 {
+                continue;
+            }
+            match n {
+                crate::auth::cert::COMMON_NAME => common_name = value.to_string(),
+                crate::auth::cert::ORGANIZATION => organizations.push(value.to_string()),
+                _ => {}
+            }
+            subject.push((n, value.to_string()));
         }
     }
     let mut sans = Vec::new();
@@ -280,7 +270,7 @@ fn parse(der: &[u8]) -> Result<Parsed, SignError> {
     }
     Ok(Parsed {
         spki: info.subject_pki.raw.to_vec(),
-        dn,
+        subject,
         common_name,
         organizations,
         sans,
@@ -392,7 +382,6 @@ fn sign(pki: &crate::Pki, obj: &Value) -> Result<String, SignError> {
         .map_err(|e| SignError::Rejected(format!("unsupported public key: {e}")))?;
     let internal = |e: rcgen::Error| SignError::Internal(e.to_string());
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(internal)?;
-    params.distinguished_name = parsed.dn;
     params.subject_alt_names = parsed.sans;
     params.is_ca = IsCa::ExplicitNoCa;
     params.use_authority_key_identifier_extension = true;
@@ -418,9 +407,9 @@ fn sign(pki: &crate::Pki, obj: &Value) -> Result<String, SignError> {
     let not_before = time::OffsetDateTime::now_utc() - BACKDATE;
     params.not_before = not_before;
     params.not_after = not_before + ttl(obj);
-    let issuer = pki.issuer().map_err(internal)?;
-    let cert = params.signed_by(&key, &issuer).map_err(internal)?;
-    Ok(cert.pem())
+    let ca_key = pki.ca_key().map_err(internal)?;
+    let ca = crate::tls::ca_params().map_err(internal)?;
+    crate::auth::cert::sign(params, &parsed.subject, &key, ca, &ca_key).map_err(internal)
 }
 
 #[cfg(test)]
@@ -430,7 +419,7 @@ mod tests {
     fn parsed(cn: &str, orgs: &[&str]) -> Parsed {
         Parsed {
             spki: Vec::new(),
-            dn: DistinguishedName::new(),
+            subject: Vec::new(),
             common_name: cn.into(),
             organizations: orgs.iter().map(|s| s.to_string()).collect(),
             sans: Vec::new(),

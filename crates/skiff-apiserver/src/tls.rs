@@ -170,12 +170,9 @@ impl TlsMaterial {
         issue_serving_cert(&self.ca_key_pem, sans, &format!("system:node:{node_name}"))
     }
 
-    /// The CA as an rcgen issuer (signs client certificates).
-    pub(crate) fn issuer(&self) -> Result<Issuer<'static, KeyPair>, rcgen::Error> {
-        Ok(Issuer::new(
-            ca_params()?,
-            KeyPair::from_pem(&self.ca_key_pem)?,
-        ))
+    /// The CA's key (signs client certificates with [`ca_params`]).
+    pub(crate) fn ca_key(&self) -> Result<KeyPair, rcgen::Error> {
+        KeyPair::from_pem(&self.ca_key_pem)
     }
 
     /// A new client certificate for `user` in `groups`, valid for `ttl`.
@@ -185,7 +182,7 @@ impl TlsMaterial {
         groups: &[String],
         ttl: std::time::Duration,
     ) -> Result<crate::auth::cert::ClientCert, rcgen::Error> {
-        crate::auth::cert::issue(&self.issuer()?, user, groups, ttl)
+        crate::auth::cert::issue(ca_params()?, &self.ca_key()?, user, groups, ttl)
     }
 
     /// The client certificate kept in `dir/<file>.crt|.key`, re-issued when missing, unreadable

@@ -63,8 +63,8 @@ pub fn user_kubeconfig(
         })?,
     };
     let key = rcgen::KeyPair::from_pem(&ca_key).map_err(ServerError::from)?;
-    let issuer = rcgen::Issuer::new(crate::tls::ca_params().map_err(ServerError::from)?, key);
-    let c = cert::issue(&issuer, user, groups, ttl).map_err(ServerError::from)?;
+    let ca = crate::tls::ca_params().map_err(ServerError::from)?;
+    let c = cert::issue(ca, &key, user, groups, ttl).map_err(ServerError::from)?;
     Ok(kubeconfig_text(
         &server,
         &ca_pem,
