@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType};
 use serde_json::{json, Value};
 use skiff_api::kinds::certificates as csr;
 use skiff_api::ResourceInfo;
@@ -210,14 +209,24 @@ fn ttl(obj: &Value) -> Duration {
     }
 }
 
+/// Kinds of subjectAltName a request may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum San {
+    Dns,
+    Email,
+    Ip,
+    Uri,
+}
+
 /// The parts of a request the signer looks at.
 struct Parsed {
+    /// The DER SubjectPublicKeyInfo.
     spki: Vec<u8>,
-    /// X.520 attributes (under 2.5.4) in order; others are not carried over.
-    subject: Vec<(u8, String)>,
+    /// The DER subject, issued exactly as requested.
+    subject: Vec<u8>,
     common_name: String,
     organizations: Vec<String>,
-    sans: Vec<SanType>,
+    sans: Vec<San>,
 }
 
 fn parse(der: &[u8]) -> Result<Parsed, SignError> {
@@ -225,52 +234,36 @@ fn parse(der: &[u8]) -> Result<Parsed, SignError> {
     let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
         .map_err(|e| bad(e.to_string()))?;
     let info = &req.certification_request_info;
-    let mut subject = Vec::new();
-    let mut common_name = String::new();
-    let mut organizations = Vec::new();
-    for rdn in info.subject.iter() {
-        for attr in rdn.iter() {
-            let Ok(value) = attr.as_str() else { continue };
-            let arcs: Vec<u64> = attr.attr_type().iter().into_iter().flatten().collect();
-            let [2, 5, 4, n] = arcs[..] else { continue };
-            let Ok(n) = u8::try_from(n) else { continue };
-            if n >= 100 {
-                continue;
-            }
-            match n {
-                crate::auth::cert::COMMON_NAME => common_name = value.to_string(),
-                crate::auth::cert::ORGANIZATION => organizations.push(value.to_string()),
-                _ => {}
-            }
-            subject.push((n, value.to_string()));
-        }
-    }
+    let first = |v: Vec<&str>| v.first().map(|s| s.to_string()).unwrap_or_default();
+    let common_name = first(
+        info.subject
+            .iter_common_name()
+            .filter_map(|a| a.as_str().ok())
+            .collect(),
+    );
+    let organizations = info
+        .subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .map(str::to_string)
+        .collect();
     let mut sans = Vec::new();
     for ext in req.requested_extensions().into_iter().flatten() {
         if let ParsedExtension::SubjectAlternativeName(san) = ext {
             for n in &san.general_names {
-                let s = match n {
-                    GeneralName::DNSName(d) => d.to_string().try_into().map(SanType::DnsName),
-                    GeneralName::RFC822Name(m) => m.to_string().try_into().map(SanType::Rfc822Name),
-                    GeneralName::URI(u) => u.to_string().try_into().map(SanType::URI),
-                    GeneralName::IPAddress(ip) => match ip.len() {
-                        4 => Ok(SanType::IpAddress(std::net::IpAddr::from(
-                            <[u8; 4]>::try_from(*ip).unwrap_or_default(),
-                        ))),
-                        16 => Ok(SanType::IpAddress(std::net::IpAddr::from(
-                            <[u8; 16]>::try_from(*ip).unwrap_or_default(),
-                        ))),
-                        _ => continue,
-                    },
+                sans.push(match n {
+                    GeneralName::DNSName(_) => San::Dns,
+                    GeneralName::RFC822Name(_) => San::Email,
+                    GeneralName::URI(_) => San::Uri,
+                    GeneralName::IPAddress(_) => San::Ip,
                     _ => continue,
-                };
-                sans.push(s.map_err(|e| bad(e.to_string()))?);
+                });
             }
         }
     }
     Ok(Parsed {
         spki: info.subject_pki.raw.to_vec(),
-        subject,
+        subject: info.subject.as_raw().to_vec(),
         common_name,
         organizations,
         sans,
@@ -285,22 +278,13 @@ fn check(signer: &str, p: &Parsed, usages: &[&str]) -> Result<(), String> {
         if p.organizations != ["system:nodes"] {
             return Err("subject organization is not system:nodes".into());
         }
-        for (kind, present) in [
-            (
-                "DNS",
-                p.sans.iter().any(|s| matches!(s, SanType::DnsName(_))),
-            ),
-            (
-                "Email",
-                p.sans.iter().any(|s| matches!(s, SanType::Rfc822Name(_))),
-            ),
-            (
-                "IP",
-                p.sans.iter().any(|s| matches!(s, SanType::IpAddress(_))),
-            ),
-            ("URI", p.sans.iter().any(|s| matches!(s, SanType::URI(_)))),
+        for (san, kind) in [
+            (San::Dns, "DNS"),
+            (San::Email, "Email"),
+            (San::Ip, "IP"),
+            (San::Uri, "URI"),
         ] {
-            if present {
+            if p.sans.contains(&san) {
                 return Err(format!("{kind} subjectAltNames are not allowed"));
             }
         }
@@ -330,39 +314,6 @@ fn check(signer: &str, p: &Parsed, usages: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-fn key_usage(u: &str) -> Option<KeyUsagePurpose> {
-    Some(match u {
-        "signing" | "digital signature" => KeyUsagePurpose::DigitalSignature,
-        "content commitment" => KeyUsagePurpose::ContentCommitment,
-        "key encipherment" => KeyUsagePurpose::KeyEncipherment,
-        "key agreement" => KeyUsagePurpose::KeyAgreement,
-        "data encipherment" => KeyUsagePurpose::DataEncipherment,
-        "cert sign" => KeyUsagePurpose::KeyCertSign,
-        "crl sign" => KeyUsagePurpose::CrlSign,
-        "encipher only" => KeyUsagePurpose::EncipherOnly,
-        "decipher only" => KeyUsagePurpose::DecipherOnly,
-        _ => return None,
-    })
-}
-
-fn ext_key_usage(u: &str) -> Option<ExtendedKeyUsagePurpose> {
-    Some(match u {
-        "any" => ExtendedKeyUsagePurpose::Any,
-        "server auth" => ExtendedKeyUsagePurpose::ServerAuth,
-        "client auth" => ExtendedKeyUsagePurpose::ClientAuth,
-        "code signing" => ExtendedKeyUsagePurpose::CodeSigning,
-        "email protection" | "s/mime" => ExtendedKeyUsagePurpose::EmailProtection,
-        "timestamping" => ExtendedKeyUsagePurpose::TimeStamping,
-        "ocsp signing" => ExtendedKeyUsagePurpose::OcspSigning,
-        "ipsec end system" => ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 5]),
-        "ipsec tunnel" => ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 6]),
-        "ipsec user" => ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 7]),
-        "microsoft sgc" => ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 4, 1, 311, 10, 3, 3]),
-        "netscape sgc" => ExtendedKeyUsagePurpose::Other(vec![2, 16, 840, 1, 113730, 4, 1]),
-        _ => return None,
-    })
-}
-
 /// Checks and signs the request of `obj`; the certificate PEM.
 fn sign(pki: &crate::Pki, obj: &Value) -> Result<String, SignError> {
     let signer = obj
@@ -378,38 +329,19 @@ fn sign(pki: &crate::Pki, obj: &Value) -> Result<String, SignError> {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     check(signer, &parsed, &usages).map_err(SignError::Rejected)?;
-    let key = rcgen::SubjectPublicKeyInfo::from_der(&parsed.spki)
-        .map_err(|e| SignError::Rejected(format!("unsupported public key: {e}")))?;
-    let internal = |e: rcgen::Error| SignError::Internal(e.to_string());
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(internal)?;
-    params.subject_alt_names = parsed.sans;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.use_authority_key_identifier_extension = true;
-    let mut ku = Vec::new();
-    let mut eku = Vec::new();
-    for u in &usages {
-        if let Some(k) = key_usage(u) {
-            if !ku.contains(&k) {
-                ku.push(k);
-            }
-        } else if let Some(e) = ext_key_usage(u) {
-            if !eku.contains(&e) {
-                eku.push(e);
-            }
-        }
-    }
-    params.key_usages = ku;
-    params.extended_key_usages = eku;
-    let mut serial = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut serial);
-    serial[0] &= 0x7f;
-    params.serial_number = Some(serial.to_vec().into());
+    let ca = pki
+        .signer()
+        .map_err(|e| SignError::Internal(e.to_string()))?;
     let not_before = time::OffsetDateTime::now_utc() - BACKDATE;
-    params.not_before = not_before;
-    params.not_after = not_before + ttl(obj);
-    let ca_key = pki.ca_key().map_err(internal)?;
-    let ca = crate::tls::ca_params().map_err(internal)?;
-    crate::auth::cert::sign(params, &parsed.subject, &key, ca, &ca_key).map_err(internal)
+    // The signed certificate has the client usages (digital signature, key encipherment,
+    // client auth) both signers allow.
+    ca.sign_client(
+        &parsed.subject,
+        &parsed.spki,
+        not_before,
+        not_before + ttl(obj),
+    )
+    .map_err(|e| SignError::Internal(e.to_string()))
 }
 
 #[cfg(test)]

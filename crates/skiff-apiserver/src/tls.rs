@@ -25,7 +25,7 @@ pub(crate) struct TlsMaterial {
 
 // Deterministic CA parameters: rebuilding them lets us sign with the stored CA key without
 // parsing the CA certificate (rcgen's parser needs an extra feature).
-pub(crate) fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "skiff-ca");
@@ -170,9 +170,11 @@ impl TlsMaterial {
         issue_serving_cert(&self.ca_key_pem, sans, &format!("system:node:{node_name}"))
     }
 
-    /// The CA's key (signs client certificates with [`ca_params`]).
-    pub(crate) fn ca_key(&self) -> Result<KeyPair, rcgen::Error> {
-        KeyPair::from_pem(&self.ca_key_pem)
+    /// The CA as a client-certificate signer.
+    pub(crate) fn signer(
+        &self,
+    ) -> Result<crate::auth::x509::CaSigner, crate::auth::x509::X509Error> {
+        crate::auth::x509::CaSigner::new(&self.ca_pem, &self.ca_key_pem)
     }
 
     /// A new client certificate for `user` in `groups`, valid for `ttl`.
@@ -181,8 +183,8 @@ impl TlsMaterial {
         user: &str,
         groups: &[String],
         ttl: std::time::Duration,
-    ) -> Result<crate::auth::cert::ClientCert, rcgen::Error> {
-        crate::auth::cert::issue(ca_params()?, &self.ca_key()?, user, groups, ttl)
+    ) -> Result<crate::auth::cert::ClientCert, crate::auth::x509::X509Error> {
+        crate::auth::cert::issue(&self.signer()?, user, groups, ttl)
     }
 
     /// The client certificate kept in `dir/<file>.crt|.key`, re-issued when missing, unreadable
@@ -206,7 +208,9 @@ impl TlsMaterial {
                 return Ok(crate::auth::cert::ClientCert { cert_pem, key_pem });
             }
         }
-        let c = self.client_cert(user, groups, ttl)?;
+        let c = self
+            .client_cert(user, groups, ttl)
+            .map_err(|e| ServerError::ClientCert(e.to_string()))?;
         write_private(&key, &c.key_pem)?;
         write_private(&crt, &c.cert_pem)?;
         Ok(c)

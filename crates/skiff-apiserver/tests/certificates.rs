@@ -139,8 +139,24 @@ fn seconds_left(cert_pem: &[u8]) -> i64 {
     ts.as_second() - jiff::Timestamp::now().as_second()
 }
 
-/// The identity the server sees for `kubeconfig`: the requestor it records on a new CSR.
-fn whoami(kubeconfig: &Path, dir: &Path, probe: &str) -> (String, Vec<String>) {
+/// The identity the server sees for `kubeconfig` (`kubectl auth whoami`).
+fn whoami(kubeconfig: &Path) -> (String, Vec<String>) {
+    let out = ok(kubeconfig, &["auth", "whoami", "-o", "json"], "");
+    let review: Value = serde_json::from_str(&out).expect("json");
+    let info = &review["status"]["userInfo"];
+    let groups = info["groups"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    (info["username"].as_str().unwrap_or("").to_string(), groups)
+}
+
+/// The requestor the server records on a new CSR made with `kubeconfig`.
+fn requestor(kubeconfig: &Path, dir: &Path, probe: &str) -> (String, Vec<String>) {
     let (_, pem) = openssl_csr(dir, probe, &format!("/CN={probe}"));
     let yaml = csr_yaml(probe, &pem, "example.com/probe", &["client auth"], None);
     ok(kubeconfig, &["create", "-f", "-"], &yaml);
@@ -239,9 +255,11 @@ async fn an_approved_request_is_signed_and_authenticates_its_subject() {
 
         // The certificate authenticates as alice in her groups.
         let alice = user_kubeconfig(&dir, &kc, "alice", &key, &cert);
-        let (user, groups) = whoami(&alice, &dir, "probe-alice");
+        let (user, groups) = whoami(&alice);
         assert_eq!(user, "alice");
         assert_eq!(groups, ["dev", "ops", "system:authenticated"]);
+        // Her requests are recorded as hers.
+        assert_eq!(requestor(&alice, &dir, "probe-alice"), (user, groups));
     })
     .await
     .expect("test body");
@@ -396,9 +414,10 @@ async fn minted_user_kubeconfigs_authenticate_with_their_groups_and_expiry() {
     let path = dir.join("alice-minted.kubeconfig");
     std::fs::write(&path, &text).expect("write");
     tokio::task::spawn_blocking(move || {
-        let (user, groups) = whoami(&path, &dir, "probe-minted");
+        let (user, groups) = whoami(&path);
         assert_eq!(user, "alice");
         assert_eq!(groups, ["dev", "qa", "system:authenticated"]);
+        assert_eq!(requestor(&path, &dir, "probe-minted"), (user, groups));
         let cert_b64 = text
             .lines()
             .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))

@@ -16,6 +16,8 @@ pub const MAX_TTL: Duration = crate::CLIENT_CERT_TTL;
 pub enum MintError {
     #[error("{0}")]
     Server(#[from] ServerError),
+    #[error("{0}")]
+    X509(#[from] super::x509::X509Error),
     #[error("no cluster CA in {0} (run this on a server, with its --data-dir)")]
     NoCa(String),
     #[error("a user name is required")]
@@ -62,9 +64,8 @@ pub fn user_kubeconfig(
             MintError::NoServer(data_dir.join("kubeconfig.yaml").display().to_string())
         })?,
     };
-    let key = rcgen::KeyPair::from_pem(&ca_key).map_err(ServerError::from)?;
-    let ca = crate::tls::ca_params().map_err(ServerError::from)?;
-    let c = cert::issue(ca, &key, user, groups, ttl).map_err(ServerError::from)?;
+    let ca = super::x509::CaSigner::new(&ca_pem, &ca_key)?;
+    let c = cert::issue(&ca, user, groups, ttl)?;
     Ok(kubeconfig_text(
         &server,
         &ca_pem,

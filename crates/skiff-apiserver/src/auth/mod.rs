@@ -10,6 +10,7 @@ pub mod cert;
 pub(crate) mod impersonate;
 pub mod mint;
 pub mod user;
+pub mod x509;
 
 use std::net::SocketAddr;
 use std::path::Path;
