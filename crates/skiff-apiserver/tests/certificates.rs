@@ -351,6 +351,13 @@ async fn denied_failed_and_forbidden_requests_get_no_certificate() {
         ok(&kc, &["certificate", "approve", "other"], "");
         std::thread::sleep(Duration::from_millis(800));
         assert!(ok(&kc, &["get", "csr", "other"], "").contains(" Approved\n"));
+        // Lists filter on spec.signerName.
+        let names = ok(
+            &kc,
+            &["get", "csr", "-o", "name", "--field-selector", "spec.signerName=example.com/custom"],
+            "",
+        );
+        assert_eq!(names.trim(), "certificatesigningrequest.certificates.k8s.io/other");
     })
     .await
     .expect("test body");

@@ -160,7 +160,7 @@ fn users_get_certificates_through_csrs_and_skiff_kubeconfig() {
     std::thread::sleep(Duration::from_secs(2));
     let status = c.ok(&["get", "csr", "bob", "-o", "jsonpath={.status}"]);
     assert!(
-        status.contains("Denied") && !status.contains("certificate"),
+        status.contains("Denied") && !status.contains("\"certificate\""),
         "{status}"
     );
 

@@ -100,7 +100,10 @@ pub(crate) async fn admit(
     }
     let mut warnings = Vec::new();
     for p in &active {
-        warnings.extend(p.validate(req, obj.as_deref()).await?);
+        let checked = p.validate(req, obj.as_deref()).await.inspect_err(|e| {
+            tracing::debug!(plugin = p.name(), name = req.name, err = %e.message, "admission denied");
+        });
+        warnings.extend(checked?);
     }
     Ok(warnings)
 }
