@@ -276,8 +276,7 @@ async fn an_approved_request_is_signed_and_authenticates_its_subject() {
     let err = api
         .replace_subresource("approval", "alice", &kube::api::PostParams::default(), &obj)
         .await
-        .err()
-        .expect("approved and denied");
+        .expect_err("approved and denied");
     assert_eq!(common::status_code(&err), Some(422), "{err}");
     assert!(
         err.to_string()
@@ -292,8 +291,7 @@ async fn an_approved_request_is_signed_and_authenticates_its_subject() {
     let err = api
         .replace_subresource("approval", "alice", &kube::api::PostParams::default(), &obj)
         .await
-        .err()
-        .expect("approval removed");
+        .expect_err("approval removed");
     assert!(
         err.to_string()
             .contains("updates may not remove a condition of type \"Approved\""),

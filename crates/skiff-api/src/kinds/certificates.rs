@@ -90,7 +90,7 @@ pub fn parse_request(pem: &[u8]) -> Result<Vec<u8>, String> {
         _ => return Err(BAD_BLOCK.into()),
     };
     let req = match x509_parser::certification_request::X509CertificationRequest::from_der(&der) {
-        Ok((rest, req)) if rest.is_empty() => req,
+        Ok(([], req)) => req,
         Ok(_) => return Err("x509: trailing data".into()),
         Err(_) => return Err("x509: malformed certificate request".into()),
     };

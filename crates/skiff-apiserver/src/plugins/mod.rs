@@ -20,6 +20,8 @@ pub(crate) enum Operation {
     Create,
     Update,
     Delete,
+    // Exec/attach/port-forward admission is not wired into the chain yet.
+    #[allow(dead_code)]
     Connect,
 }
 
