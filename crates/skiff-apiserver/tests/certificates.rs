@@ -158,9 +158,14 @@ fn whoami(kubeconfig: &Path) -> (String, Vec<String>) {
 /// The requestor the server records on a new CSR made with `kubeconfig`.
 fn requestor(kubeconfig: &Path, dir: &Path, probe: &str) -> (String, Vec<String>) {
     let (_, pem) = openssl_csr(dir, probe, &format!("/CN={probe}"));
-    let yaml = csr_yaml(probe, &pem, "example.com/probe", &["client auth"], None);
+    // The body claims to be the admin: the server records who really asked.
+    let yaml = csr_yaml(probe, &pem, "example.com/probe", &["client auth"], None).replace(
+        "spec:\n",
+        "spec:\n  username: system:admin\n  uid: spoofed\n  groups: [system:masters]\n",
+    );
     ok(kubeconfig, &["create", "-f", "-"], &yaml);
     let obj = get_json(kubeconfig, probe);
+    assert!(obj["spec"].get("uid").is_none(), "{obj}");
     let groups = obj["spec"]["groups"]
         .as_array()
         .map(|a| {
@@ -393,6 +398,10 @@ async fn invalid_requests_get_upstreams_messages() {
         );
         assert!(!success);
         assert!(err.contains("status.conditions: Forbidden: updates may not add a condition of type \"Approved\""), "{err}");
+        // Nor can the main resource: its status is the stored one.
+        ok(&kc, &["patch", "csr", "dave", "--type=merge", "-p",
+            r#"{"status":{"conditions":[{"type":"Approved","status":"True"}]}}"#], "");
+        assert!(get_json(&kc, "dave")["status"].get("conditions").is_none());
         // The main resource cannot change spec or status.
         ok(&kc, &["patch", "csr", "dave", "--type=merge", "-p",
             r#"{"spec":{"username":"root"},"metadata":{"labels":{"a":"b"}}}"#], "");

@@ -248,3 +248,140 @@ impl Plugin for SubjectRestriction {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::auth::UserInfo;
+    use crate::ctx::Ctx;
+    use crate::query::Query;
+    use crate::{AppState, Tokens};
+
+    /// Allows `verb` on `signers` named `name` only.
+    struct Only {
+        verb: &'static str,
+        name: &'static str,
+    }
+
+    #[async_trait]
+    impl crate::authz::Authorizer for Only {
+        async fn authorize(&self, _st: &AppState, a: &Attributes) -> Decision {
+            let hit = a.resource == "signers"
+                && a.api_group == GROUP
+                && a.verb == self.verb
+                && a.name == self.name;
+            if hit {
+                Decision::Allow
+            } else {
+                Decision::NoOpinion(String::new())
+            }
+        }
+    }
+
+    fn state(dir: &Path, allow: Only) -> Arc<AppState> {
+        let store = Arc::new(skiff_store::SqliteStore::open(&dir.join("state.db")).unwrap());
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let tokens = Tokens {
+            admin: "admin".into(),
+            node: "node".into(),
+        };
+        let Ok(mut st) = Arc::try_unwrap(AppState::new(store, tokens, rx)) else {
+            panic!("state is shared")
+        };
+        st.authorizers = vec![Arc::new(allow)];
+        Arc::new(st)
+    }
+
+    fn ctx(st: &Arc<AppState>) -> Ctx {
+        Ctx {
+            st: st.clone(),
+            info: skiff_api::resources::by_plural(GROUP, "v1", RESOURCE).unwrap(),
+            ns: None,
+            query: Query::default(),
+            headers: Default::default(),
+            user: Arc::new(UserInfo::new("alice", &["dev"])),
+        }
+    }
+
+    fn csr(signer: &str) -> Value {
+        json!({"metadata": {"name": "x"}, "spec": {"signerName": signer}, "status": {}})
+    }
+
+    async fn check(st: &Arc<AppState>, sub: &str, old: &Value, new: &Value) -> ApiResult<()> {
+        let ctx = ctx(st);
+        let req = Request {
+            ctx: &ctx,
+            op: Operation::Update,
+            name: "x",
+            subresource: sub,
+            old: Some(old),
+        };
+        for p in [&Approval as &dyn Plugin, &Signing] {
+            if p.handles(&req) {
+                p.validate(&req, Some(new)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn approving_and_signing_need_the_signer_permission() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = csr(CLIENT_SIGNER);
+        let mut approved = old.clone();
+        approved["status"]["conditions"] = json!([{"type": "Approved", "status": "True"}]);
+
+        // `approve` on the domain wildcard is enough to approve; it is not `sign`.
+        let st = state(
+            dir.path(),
+            Only {
+                verb: "approve",
+                name: "kubernetes.io/*",
+            },
+        );
+        check(&st, "approval", &old, &approved).await.unwrap();
+        let mut issued = approved.clone();
+        issued["status"]["certificate"] = json!("Y2VydA==");
+        let err = check(&st, "status", &approved, &issued).await.unwrap_err();
+        assert_eq!(err.code, 403);
+        assert_eq!(
+            err.message,
+            "certificatesigningrequests.certificates.k8s.io \"x\" is forbidden: user not permitted to sign requests with signerName \"kubernetes.io/kube-apiserver-client\""
+        );
+        // A status write that changes neither certificate nor conditions needs nothing.
+        let mut annotated = approved.clone();
+        annotated["metadata"]["annotations"] = json!({"a": "b"});
+        check(&st, "status", &approved, &annotated).await.unwrap();
+
+        // `approve` on another signer's name is not enough.
+        let dir2 = tempfile::tempdir().unwrap();
+        let st = state(
+            dir2.path(),
+            Only {
+                verb: "approve",
+                name: "example.com/other",
+            },
+        );
+        let err = check(&st, "approval", &old, &approved).await.unwrap_err();
+        assert_eq!(
+            err.message,
+            "certificatesigningrequests.certificates.k8s.io \"x\" is forbidden: user not permitted to approve requests with signerName \"kubernetes.io/kube-apiserver-client\""
+        );
+        // The stored signer counts, not one the write claims.
+        let dir3 = tempfile::tempdir().unwrap();
+        let st = state(
+            dir3.path(),
+            Only {
+                verb: "sign",
+                name: CLIENT_SIGNER,
+            },
+        );
+        check(&st, "status", &approved, &issued).await.unwrap();
+        let mut moved = issued.clone();
+        moved["spec"]["signerName"] = json!("example.com/other");
+        let other = csr("example.com/other");
+        assert!(check(&st, "status", &other, &moved).await.is_err());
+    }
+}
