@@ -257,6 +257,19 @@ async fn an_approved_request_is_signed_and_authenticates_its_subject() {
         assert!((3200..=3300).contains(&left), "{left}");
         let table = ok(&kc, &["get", "csr", "alice"], "");
         assert!(table.contains("Approved,Issued"), "{table}");
+        let described = ok(&kc, &["describe", "csr", "alice"], "");
+        for part in [
+            "Requesting User:",
+            "system:admin",
+            "kubernetes.io/kube-apiserver-client",
+            "Approved,Issued",
+            "Common Name:",
+            "alice",
+            "Organization:",
+            "dev",
+        ] {
+            assert!(described.contains(part), "{part:?} not in {described}");
+        }
 
         // The certificate authenticates as alice in her groups.
         let alice = user_kubeconfig(&dir, &kc, "alice", &key, &cert);
