@@ -83,6 +83,14 @@ fn served_resources_have_upstream_discovery_data() {
             false,
         ),
         (
+            "certificates.k8s.io",
+            "certificatesigningrequests",
+            "CertificateSigningRequest",
+            false,
+            &["csr"][..],
+            false,
+        ),
+        (
             "coordination.k8s.io",
             "leases",
             "Lease",

@@ -18,6 +18,7 @@ use crate::ResourceInfo;
 mod apps;
 mod authentication;
 mod batch;
+pub mod certificates;
 mod coordination;
 pub(crate) mod core;
 mod discovery;
@@ -160,6 +161,7 @@ static REGISTRY: &[Kind] = &[
     rbac::CLUSTER_ROLE,
     rbac::ROLE_BINDING,
     rbac::ROLE,
+    certificates::KIND,
     discovery::endpointslice::KIND,
     coordination::lease::KIND,
 ];
