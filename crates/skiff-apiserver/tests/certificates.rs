@@ -139,6 +139,22 @@ fn seconds_left(cert_pem: &[u8]) -> i64 {
     ts.as_second() - jiff::Timestamp::now().as_second()
 }
 
+/// RBAC: lets every authenticated user create and read CSRs (upstream's
+/// `system:node-bootstrapper` role), as a cluster that accepts user CSRs would.
+fn allow_csr_requests(admin: &Path) {
+    ok(
+        admin,
+        &[
+            "create",
+            "clusterrolebinding",
+            "csr-requestors",
+            "--clusterrole=system:node-bootstrapper",
+            "--group=system:authenticated",
+        ],
+        "",
+    );
+}
+
 /// The identity the server sees for `kubeconfig` (`kubectl auth whoami`).
 fn whoami(kubeconfig: &Path) -> (String, Vec<String>) {
     let out = ok(kubeconfig, &["auth", "whoami", "-o", "json"], "");
@@ -186,6 +202,7 @@ async fn an_approved_request_is_signed_and_authenticates_its_subject() {
     let kc = srv.kubeconfig.clone();
     let dir = srv._dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
+        allow_csr_requests(&kc);
         let (key, pem) = openssl_csr(&dir, "alice", "/CN=alice/O=dev/O=ops");
         let yaml = csr_yaml(
             "alice",
@@ -440,7 +457,9 @@ async fn minted_user_kubeconfigs_authenticate_with_their_groups_and_expiry() {
     .expect("mint");
     let path = dir.join("alice-minted.kubeconfig");
     std::fs::write(&path, &text).expect("write");
+    let admin = srv.kubeconfig.clone();
     tokio::task::spawn_blocking(move || {
+        allow_csr_requests(&admin);
         let (user, groups) = whoami(&path);
         assert_eq!(user, "alice");
         assert_eq!(groups, ["dev", "qa", "system:authenticated"]);
