@@ -647,3 +647,113 @@ async fn escalation_is_prevented() {
     // dave cannot even create ClusterRoles.
     assert_eq!(code, 403, "{r}");
 }
+
+/// Reconciliation at start: a tampered bootstrap role gets its rules back (extra rules stay), a
+/// removed subject returns, a deleted binding is recreated, and `autoupdate: "false"` is left
+/// alone.
+#[tokio::test]
+async fn bootstrap_policy_is_reconciled_at_every_start() {
+    use skiff_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).unwrap());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let tokens = skiff_apiserver::Tokens {
+        admin: "a".into(),
+        node: "n".into(),
+    };
+    let st = skiff_apiserver::AppState::new(store.clone(), tokens, rx);
+    skiff_apiserver::bootstrap_rbac(&st).await.unwrap();
+    let key =
+        |plural: &str, name: &str| format!("/registry/rbac.authorization.k8s.io/{plural}/{name}");
+    let read = |k: String| {
+        let store = store.clone();
+        async move {
+            let kv = store.get(&k).await.unwrap();
+            kv.map(|kv| {
+                (
+                    serde_json::from_slice::<Value>(&kv.value).unwrap(),
+                    kv.mod_revision,
+                )
+            })
+        }
+    };
+    // Tamper: basic-user loses its rules but gains one; discovery's binding loses its subject;
+    // public-info-viewer's binding is deleted; monitoring opts out and loses its rules.
+    let (mut basic, rev) = read(key("clusterroles", "system:basic-user"))
+        .await
+        .unwrap();
+    basic["rules"] = json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]);
+    store
+        .update(
+            &key("clusterroles", "system:basic-user"),
+            serde_json::to_vec(&basic).unwrap(),
+            rev,
+        )
+        .await
+        .unwrap();
+    let (mut disc, rev) = read(key("clusterrolebindings", "system:discovery"))
+        .await
+        .unwrap();
+    disc["subjects"] = json!([]);
+    store
+        .update(
+            &key("clusterrolebindings", "system:discovery"),
+            serde_json::to_vec(&disc).unwrap(),
+            rev,
+        )
+        .await
+        .unwrap();
+    store
+        .delete(
+            &key("clusterrolebindings", "system:public-info-viewer"),
+            None,
+        )
+        .await
+        .unwrap();
+    let (mut mon, rev) = read(key("clusterroles", "system:monitoring"))
+        .await
+        .unwrap();
+    mon["rules"] = json!([]);
+    mon["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = json!("false");
+    store
+        .update(
+            &key("clusterroles", "system:monitoring"),
+            serde_json::to_vec(&mon).unwrap(),
+            rev,
+        )
+        .await
+        .unwrap();
+
+    skiff_apiserver::bootstrap_rbac(&st).await.unwrap();
+
+    let (basic, _) = read(key("clusterroles", "system:basic-user"))
+        .await
+        .unwrap();
+    let resources: Vec<Value> = basic["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap().clone())
+        .collect();
+    for r in [
+        "configmaps",
+        "selfsubjectaccessreviews",
+        "selfsubjectrulesreviews",
+        "selfsubjectreviews",
+    ] {
+        assert!(resources.contains(&json!(r)), "{basic}");
+    }
+    let (disc, _) = read(key("clusterrolebindings", "system:discovery"))
+        .await
+        .unwrap();
+    assert_eq!(disc["subjects"][0]["name"], "system:authenticated");
+    let (piv, _) = read(key("clusterrolebindings", "system:public-info-viewer"))
+        .await
+        .unwrap();
+    assert_eq!(piv["subjects"].as_array().map(Vec::len), Some(2));
+    let (mon, _) = read(key("clusterroles", "system:monitoring"))
+        .await
+        .unwrap();
+    assert_eq!(mon["rules"], json!([]));
+}
