@@ -572,6 +572,35 @@ async fn escalation_is_prevented() {
         r["message"],
         r#"rolebindings.rbac.authorization.k8s.io "x" is forbidden: roles.rbac.authorization.k8s.io "ghost" not found"#
     );
+    // Roles bob is bound to that do not exist are listed after the missing rules.
+    admin(
+        c,
+        Method::POST,
+        &rbs,
+        binding(
+            "bob-ghost",
+            "Role",
+            "ghost",
+            json!([{"kind": "User", "name": "bob"}]),
+        ),
+    )
+    .await;
+    let (code, r) = call(
+        c,
+        Method::POST,
+        &roles,
+        bob,
+        Some(role(
+            "node-getter",
+            json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]),
+        )),
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        r["message"],
+        "roles.rbac.authorization.k8s.io \"node-getter\" is forbidden: user \"bob\" (groups=[\"team\" \"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"nodes\"], Verbs:[\"get\"]}; resolution errors: [roles.rbac.authorization.k8s.io \"ghost\" not found]"
+    );
     // With `bind` on cluster-admin, the binding is allowed; with `escalate`, the role is.
     admin(
         c,

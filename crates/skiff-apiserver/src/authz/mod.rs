@@ -85,7 +85,8 @@ pub async fn authorize(st: &AppState, attrs: &Attributes) -> Decision {
             }
         }
     }
-    Decision::NoOpinion(reasons.join(", "))
+    // Upstream's union authorizer joins the reasons with newlines.
+    Decision::NoOpinion(reasons.join("\n"))
 }
 
 /// Authorizes or returns upstream's Forbidden error.

@@ -124,6 +124,18 @@ impl RbacEscalation {
             lines.join("\n")
         );
         if !errors.is_empty() {
+            // Upstream resolves through the registry here, whose NotFound names the plural.
+            let errors = errors
+                .into_iter()
+                .map(|e| {
+                    for kind in ["role", "clusterrole"] {
+                        if let Some(rest) = e.strip_prefix(&format!("{kind}.{GROUP} ")) {
+                            return format!("{kind}s.{GROUP} {rest}");
+                        }
+                    }
+                    e
+                })
+                .collect();
             msg.push_str(&format!("; resolution errors: [{}]", aggregate(errors)));
         }
         Err(msg)
