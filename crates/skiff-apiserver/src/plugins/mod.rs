@@ -12,6 +12,8 @@ use crate::auth::UserInfo;
 use crate::ctx::Ctx;
 use crate::respond::ApiResult;
 
+mod noderestriction;
+
 /// The admission operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Operation {
@@ -29,7 +31,7 @@ pub(crate) struct Request<'a> {
     pub name: &'a str,
     /// "" for the main resource, else e.g. "status", "binding", "eviction", "exec".
     pub subresource: &'a str,
-    /// The stored object on updates and deletes.
+    /// The stored object on updates and deletes (and the pod of an eviction).
     pub old: Option<&'a Value>,
 }
 
@@ -63,7 +65,7 @@ pub(crate) trait Plugin: Send + Sync {
 /// The built-in plugins, in upstream's order (mutating ones before validating ones matters
 /// only within each phase).
 pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
-    Vec::new()
+    vec![Box::new(noderestriction::NodeRestriction)]
 }
 
 /// Runs the chain for a write of `obj` (already defaulted and validated by the kind); returns
