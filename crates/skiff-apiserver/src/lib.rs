@@ -235,6 +235,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             skiff_client::node_cert::PATH,
             axum::routing::post(node_cert::handle),
         )
+        .route(
+            skiff_client::node_identity::PATH,
+            axum::routing::post(node_cert::handle_client),
+        )
         .fallback(rest::handle)
         .with_state(state)
 }

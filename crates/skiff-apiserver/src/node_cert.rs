@@ -1,19 +1,33 @@
-//! Node agents' serving certificates, issued by the cluster CA (as k3s issues kubelet serving
-//! certificates): an agent holding the node token POSTs its node name and addresses to
-//! `skiff_client::node_cert::PATH` and gets a certificate and key back over this TLS connection. The API server later
-//! dials the agent trusting only the cluster CA, so no per-node fingerprint is published.
+//! Node agents' certificates, issued by the cluster CA (as k3s issues kubelet certificates),
+//! to the holder of the node join token or of node `<n>`'s own client certificate (renewal):
+//! - the serving certificate (`skiff_client::node_cert::PATH`, name and addresses): the API
+//!   server dials the agent trusting only the cluster CA, so no per-node fingerprint is
+//!   published;
+//! - the client certificate `CN=system:node:<n>, O=system:nodes`
+//!   (`skiff_client::node_identity::PATH`): the node's identity for every API call after the
+//!   join. As in k3s, whoever holds the join token can mint any node's identity; it cannot do
+//!   anything else (the authorizers give `system:bootstrappers` nothing beyond discovery).
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::Response;
-use http::HeaderMap;
+use http::request::Parts;
+use http_body_util::BodyExt;
 use skiff_api::ApiError;
 use skiff_client::node_cert::{NodeCert, NodeCertRequest};
+use skiff_client::node_identity::NodeClientCertRequest;
 
+use crate::auth::user::groups;
+use crate::auth::PeerUser;
 use crate::respond::{error_response, json_response, unavailable};
 use crate::AppState;
+
+/// Certificate requests are small.
+const BODY_LIMIT: usize = 16 << 10;
+
+/// The shortest client certificate lifetime (a CSR's `expirationSeconds` minimum).
+const MIN_EXPIRATION_SECONDS: u64 = 600;
 
 /// A DNS-1123 subdomain (what a Node name is), so it is a valid DNS SAN.
 fn valid_node_name(name: &str) -> bool {
@@ -30,32 +44,103 @@ fn valid_node_name(name: &str) -> bool {
         })
 }
 
-pub(crate) async fn handle(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match issue(&st, &headers, &body) {
+/// Who may get certificates for node `name`: the join token, or node `name` itself.
+/// Err is 401 without either credential, 403 for another node's (or user's) certificate.
+fn authorize(st: &AppState, parts: &Parts, name: &str) -> Result<(), ApiError> {
+    if st.tokens.is_node_token(&parts.headers) {
+        return Ok(());
+    }
+    match parts.extensions.get::<PeerUser>() {
+        Some(PeerUser(user)) if user.node_name() == Some(name) => Ok(()),
+        Some(PeerUser(user)) => Err(ApiError::forbidden(format!(
+            "User {:?} cannot request certificates for node {name:?}: only the node itself or the node join token can",
+            user.name
+        ))),
+        None => Err(ApiError::unauthorized()),
+    }
+}
+
+/// Reads the JSON body (bounded) after checking there is some credential at all.
+async fn read<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    req: Request,
+) -> Result<(Parts, T), ApiError> {
+    let (parts, body) = req.into_parts();
+    if !st.tokens.is_node_token(&parts.headers) && parts.extensions.get::<PeerUser>().is_none() {
+        return Err(ApiError::unauthorized());
+    }
+    let bytes = http_body_util::Limited::new(body, BODY_LIMIT)
+        .collect()
+        .await
+        .map_err(|_| ApiError::too_large(BODY_LIMIT))?
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid node certificate request: {e}")))?;
+    Ok((parts, value))
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if valid_node_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("invalid node name {name:?}")))
+    }
+}
+
+fn respond(res: Result<NodeCert, ApiError>) -> Response {
+    match res {
         Ok(cert) => json_response(200, &serde_json::json!(cert)),
         Err(e) => error_response(&e),
     }
 }
 
-fn issue(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<NodeCert, ApiError> {
-    if !st.tokens.is_node_token(headers) {
-        return Err(ApiError::unauthorized());
-    }
+pub(crate) async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    respond(issue(&st, req).await)
+}
+
+pub(crate) async fn handle_client(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    respond(issue_client(&st, req).await)
+}
+
+async fn issue_client(st: &AppState, req: Request) -> Result<NodeCert, ApiError> {
+    let (parts, req): (_, NodeClientCertRequest) = read(st, req).await?;
+    check_name(&req.node_name)?;
+    authorize(st, &parts, &req.node_name)?;
     let Some(pki) = st.pki.as_ref() else {
         return Err(unavailable("this API server has no cluster CA"));
     };
-    let req: NodeCertRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid node certificate request: {e}")))?;
-    if !valid_node_name(&req.node_name) {
-        return Err(ApiError::bad_request(format!(
-            "invalid node name {:?}",
-            req.node_name
-        )));
-    }
+    let max = crate::CLIENT_CERT_TTL.as_secs();
+    let secs = match req.expiration_seconds {
+        Some(s) if s < MIN_EXPIRATION_SECONDS => {
+            return Err(ApiError::bad_request(format!(
+                "expirationSeconds: may not specify a duration less than {MIN_EXPIRATION_SECONDS} seconds (10 minutes)"
+            )))
+        }
+        Some(s) => s.min(max),
+        None => max,
+    };
+    let user = skiff_client::node_identity::node_user(&req.node_name);
+    let cert = pki
+        .client_cert(
+            &user,
+            &[groups::NODES.to_string()],
+            std::time::Duration::from_secs(secs),
+        )
+        .map_err(|e| ApiError::internal(format!("issuing the node client certificate: {e}")))?;
+    tracing::info!(node = %req.node_name, seconds = secs, "issued a node client certificate");
+    Ok(NodeCert {
+        cert: cert.cert_pem,
+        key: cert.key_pem,
+    })
+}
+
+async fn issue(st: &AppState, req: Request) -> Result<NodeCert, ApiError> {
+    let (parts, req): (_, NodeCertRequest) = read(st, req).await?;
+    check_name(&req.node_name)?;
+    authorize(st, &parts, &req.node_name)?;
+    let Some(pki) = st.pki.as_ref() else {
+        return Err(unavailable("this API server has no cluster CA"));
+    };
     if req.addresses.is_empty() {
         return Err(ApiError::bad_request("a node certificate needs an address"));
     }
