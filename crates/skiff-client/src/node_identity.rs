@@ -208,8 +208,7 @@ impl NodeIdentity {
         let kept = read_kept(&files, &opts.node_name);
         let mut chosen = None;
         if let Some((cert, key, info)) = kept.clone() {
-            let client =
-                crate::config::with_client_cert(&opts.server, &opts.ca_pem, &cert, &key)?;
+            let client = crate::config::with_client_cert(&opts.server, &opts.ca_pem, &cert, &key)?;
             // An authenticated read the node may always do: 401 means the cluster no longer
             // accepts the certificate (a new CA, say); anything else keeps it.
             let probe: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
@@ -450,7 +449,10 @@ mod tests {
         write("system:node:n1", 100, 10_000);
         let (_, _, info) = read_kept(&files, "n1").expect("fresh certificate kept");
         assert_eq!(info.common_name, "system:node:n1");
-        assert!(read_kept(&files, "n2").is_none(), "another node's certificate");
+        assert!(
+            read_kept(&files, "n2").is_none(),
+            "another node's certificate"
+        );
         // Two thirds into its life: renewed.
         write("system:node:n1", 7_000, 3_000);
         assert!(read_kept(&files, "n1").is_none());

@@ -127,8 +127,8 @@ pub async fn node_identity(
     node_name: &str,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<kube::Client> {
-    use skiff_client::node_identity::{IdentityOptions, NodeIdentity};
     use skiff_client::node_identity::IdentityError;
+    use skiff_client::node_identity::{IdentityOptions, NodeIdentity};
     let opts = IdentityOptions {
         server: server.to_string(),
         ca_pem: ca_pem.to_vec(),
