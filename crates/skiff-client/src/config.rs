@@ -24,27 +24,30 @@ pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
 }
 
 /// A client for `server` trusting only the cluster CA in `ca_pem`, authenticating with `token`
-/// (the node join token).
+/// (the node token).
 pub fn with_token(server: &str, ca_pem: &[u8], token: &str) -> Result<kube::Client, Error> {
     let mut config = base_config(server, ca_pem)?;
     config.auth_info.token = Some(token.to_string().into());
     Ok(kube::Client::try_from(config)?)
 }
 
-/// A client for `server` trusting only the cluster CA in `ca_pem`, authenticating with a
-/// client certificate (PEM certificate and key; a node's own identity).
+/// A client for `server` trusting only the cluster CA in `ca_pem`, authenticating with a client
+/// certificate (`cert_pem`, `key_pem`).
 pub fn with_client_cert(
     server: &str,
     ca_pem: &[u8],
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<kube::Client, Error> {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let mut config = base_config(server, ca_pem)?;
-    config.auth_info.client_certificate_data = Some(b64(cert_pem));
-    config.auth_info.client_key_data = Some(b64(key_pem).into());
+    config.auth_info.client_certificate_data = Some(base64_encode(cert_pem));
+    config.auth_info.client_key_data = Some(base64_encode(key_pem).into());
     Ok(kube::Client::try_from(config)?)
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 fn base_config(server: &str, ca_pem: &[u8]) -> Result<kube::Config, Error> {
