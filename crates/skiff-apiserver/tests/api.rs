@@ -251,21 +251,15 @@ async fn configmap_conflict_and_replace() {
 #[tokio::test]
 async fn unauthorized_without_valid_token() {
     let t = start().await;
+    // The kubeconfig authenticates with a client certificate: build a token-only client.
     let text = std::fs::read_to_string(&t.kubeconfig).unwrap();
-    let bad = text
+    let url = text
         .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("token:") {
-                "    token: wrong".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let path = t.kubeconfig.with_file_name("bad.yaml");
-    std::fs::write(&path, bad).unwrap();
-    let client = client_from(&path).await;
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let ca = std::fs::read(t._dir.path().join("server/tls/ca.crt")).unwrap();
+    let client = skiff_client::config::with_token(&url, &ca, "wrong").unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     let err = api.list(&ListParams::default()).await.unwrap_err();
     assert_eq!(status_code(&err), Some(401));
