@@ -95,7 +95,13 @@ pub(crate) async fn admit(
     }
     let mut warnings = Vec::new();
     for p in &active {
-        warnings.extend(p.validate(req, obj.as_deref()).await?);
+        match p.validate(req, obj.as_deref()).await {
+            Ok(w) => warnings.extend(w),
+            Err(e) => {
+                tracing::debug!(plugin = p.name(), user = %req.user().name, "admission denied: {}", e.message);
+                return Err(e);
+            }
+        }
     }
     Ok(warnings)
 }
