@@ -5,8 +5,12 @@
 //!   published;
 //! - the client certificate `CN=system:node:<n>, O=system:nodes`
 //!   (`skiff_client::node_identity::PATH`): the node's identity for every API call after the
-//!   join. As in k3s, whoever holds the join token can mint any node's identity; it cannot do
-//!   anything else (the authorizers give `system:bootstrappers` nothing beyond discovery).
+//!   join. As in k3s, the join token alone can mint the identity of a node name nobody holds;
+//!   for a name whose Node exists, the request must also carry the password the first machine
+//!   presented for it (k3s's node password; its hash is kept in
+//!   `server/cred/node-passwords.json`), so a leaked join token (which every agent machine
+//!   holds) cannot take over an existing node. Deleting the Node frees its name. The join token
+//!   can do nothing else (the authorizers give `system:bootstrappers` only discovery).
 
 use std::sync::Arc;
 
@@ -102,6 +106,76 @@ pub(crate) async fn handle_client(State(st): State<Arc<AppState>>, req: Request)
     respond(issue_client(&st, req).await)
 }
 
+/// Longest node password accepted.
+const MAX_PASSWORD: usize = 512;
+
+/// Serializes read-modify-writes of the password file.
+static PASSWORDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A join-token request for `name` must carry the password first presented for it while its
+/// Node exists; otherwise the password is (re)recorded.
+async fn check_node_password(
+    st: &AppState,
+    pki: &crate::Pki,
+    name: &str,
+    password: Option<&str>,
+) -> Result<(), ApiError> {
+    let password = password
+        .filter(|p| !p.is_empty() && p.len() <= MAX_PASSWORD)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "nodePassword: required with the join token (1 to {MAX_PASSWORD} characters)"
+            ))
+        })?;
+    let hash = sha256_hex(password);
+    let path = &pki.node_passwords;
+    let _guard = PASSWORDS.lock().await;
+    let mut records: std::collections::BTreeMap<String, String> =
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| ApiError::internal(format!("corrupt {}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => {
+                return Err(ApiError::internal(format!(
+                    "reading {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+    match records.get(name) {
+        Some(h) if *h == hash => return Ok(()),
+        Some(_) => {
+            let node = st
+                .store
+                .get(&format!("/registry/core/nodes/{name}"))
+                .await
+                .map_err(|e| ApiError::internal(format!("reading node {name}: {e}")))?;
+            if node.is_some() {
+                tracing::warn!(node = %name, "refused a node certificate: wrong node password");
+                return Err(ApiError::forbidden(format!(
+                    "Node password rejected, duplicate hostname or contents of the agent's agent/pki/node-password may not match the server's record for node {name:?}; delete the Node to let another machine use its name"
+                )));
+            }
+        }
+        None => {}
+    }
+    records.insert(name.to_string(), hash);
+    let text = serde_json::to_string_pretty(&records)
+        .map_err(|e| ApiError::internal(format!("encoding node passwords: {e}")))?;
+    if let Some(dir) = path.parent() {
+        crate::private_dir(dir).map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    crate::auth::write_file(path, &text).map_err(|e| ApiError::internal(e.to_string()))
+}
+
 async fn issue_client(st: &AppState, req: Request) -> Result<NodeCert, ApiError> {
     let (parts, req): (_, NodeClientCertRequest) = read(st, req).await?;
     check_name(&req.node_name)?;
@@ -119,6 +193,10 @@ async fn issue_client(st: &AppState, req: Request) -> Result<NodeCert, ApiError>
         Some(s) => s.min(max),
         None => max,
     };
+    // The node's own certificate proves who it is; the shared join token does not.
+    if st.tokens.is_node_token(&parts.headers) {
+        check_node_password(st, pki, &req.node_name, req.node_password.as_deref()).await?;
+    }
     let user = skiff_client::node_identity::node_user(&req.node_name);
     let cert = pki
         .client_cert(

@@ -166,29 +166,67 @@ async fn agents_get_their_own_certificate_and_renew_it() {
     drop(again);
 
     // The node's own certificate cannot mint another node's identity.
-    let err = skiff_client::node_identity::request(&client, "n2", None)
+    let err = skiff_client::node_identity::request(&client, "n2", None, None)
         .await
         .err()
         .expect("n1 minted n2");
     assert_eq!(common::status_code(&err), Some(403), "{err}");
     // Bad input is refused.
     let token = c.token_client();
-    let err = skiff_client::node_identity::request(&token, "N_1", None)
+    let err = skiff_client::node_identity::request(&token, "N_1", None, Some("pw"))
         .await
         .err()
         .expect("invalid name");
     assert_eq!(common::status_code(&err), Some(400), "{err}");
-    let err = skiff_client::node_identity::request(&token, "n1", Some(60))
+    let err = skiff_client::node_identity::request(&token, "n1", Some(60), Some("pw"))
         .await
         .err()
         .expect("too short");
     assert_eq!(common::status_code(&err), Some(400), "{err}");
     let wrong = skiff_client::config::with_token(&c.url, &c.ca, "wrong").unwrap();
-    let err = skiff_client::node_identity::request(&wrong, "n1", None)
+    let err = skiff_client::node_identity::request(&wrong, "n1", None, Some("pw"))
         .await
         .err()
         .expect("wrong token");
     assert_eq!(common::status_code(&err), Some(401), "{err}");
+}
+
+#[tokio::test]
+async fn the_join_token_cannot_take_over_an_existing_node() {
+    let c = cluster().await;
+    let first = c.node("n1").await;
+    call(
+        &first,
+        "POST",
+        "/api/v1/nodes",
+        Some(json!({"metadata": {"name": "n1"}})),
+    )
+    .await
+    .expect("own node");
+    // Another machine (its own password) with the join token, for the same name.
+    let mut other = c.options("n1");
+    other.dir = c.srv._dir.path().join("other-machine");
+    let err = NodeIdentity::establish(other.clone())
+        .await
+        .err()
+        .expect("took over n1");
+    assert!(err.to_string().contains("Node password rejected"), "{err}");
+    // Without a password at all: refused before anything is issued.
+    let token = c.token_client();
+    let err = skiff_client::node_identity::request(&token, "n1", None, None)
+        .await
+        .err()
+        .expect("no password");
+    assert_eq!(common::status_code(&err), Some(400), "{err}");
+    // The first machine restarts (same password) and is still itself.
+    NodeIdentity::establish(c.options("n1"))
+        .await
+        .expect("same machine");
+    // Once the Node is deleted, the name is free for a new machine.
+    call(c.admin(), "DELETE", "/api/v1/nodes/n1", None)
+        .await
+        .expect("delete node");
+    NodeIdentity::establish(other).await.expect("freed name");
 }
 
 fn pod_on(name: &str, node: &str, secret: &str, cm: &str) -> Value {

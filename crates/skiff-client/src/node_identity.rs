@@ -5,7 +5,10 @@
 //! certificate is renewed at two thirds of its life — checked at start, then by
 //! [`NodeIdentity::run`] — authenticating with the certificate itself (the join token only
 //! when that no longer works). The API client from [`NodeIdentity::client`] always sends the
-//! current certificate, so nothing that holds it needs rebuilding after a renewal.
+//! current certificate, so nothing that holds it needs rebuilding after a renewal. Like k3s,
+//! the agent also keeps a random node password (`node-password`): with the join token, the
+//! server issues the identity of a node whose Node object exists only to the machine that
+//! presented the same password before.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -32,6 +35,10 @@ pub struct NodeClientCertRequest {
     /// Requested lifetime (like a CSR's `spec.expirationSeconds`); the server caps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration_seconds: Option<u64>,
+    /// The node's own secret (k3s's node password): with the join token, a name whose Node
+    /// exists is issued only to the machine that first claimed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_password: Option<String>,
 }
 
 /// Asks the API server behind `client` (the join token, or the node's current certificate)
@@ -40,10 +47,12 @@ pub async fn request(
     client: &kube::Client,
     node_name: &str,
     expiration_seconds: Option<u64>,
+    node_password: Option<&str>,
 ) -> Result<NodeCert, kube::Error> {
     let body = NodeClientCertRequest {
         node_name: node_name.to_string(),
         expiration_seconds,
+        node_password: node_password.map(str::to_string),
     };
     let body = serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?;
     let req = http::Request::post(PATH)
@@ -129,6 +138,8 @@ pub struct Files {
     pub key: PathBuf,
     /// A kubeconfig using them (for kubectl on the node, and tests).
     pub kubeconfig: PathBuf,
+    /// The node password, created on first join.
+    pub password: PathBuf,
 }
 
 impl Files {
@@ -137,6 +148,7 @@ impl Files {
             cert: dir.join("client-node.crt"),
             key: dir.join("client-node.key"),
             kubeconfig: dir.join("node.kubeconfig"),
+            password: dir.join("node-password"),
         }
     }
 }
@@ -193,6 +205,7 @@ impl tower::Service<http::Request<kube::client::Body>> for Current {
 pub struct NodeIdentity {
     opts: IdentityOptions,
     files: Files,
+    password: String,
     current: Current,
     /// The current certificate's validity.
     info: RwLock<CertInfo>,
@@ -205,6 +218,7 @@ impl NodeIdentity {
     pub async fn establish(opts: IdentityOptions) -> Result<Arc<Self>, IdentityError> {
         private_dir(&opts.dir)?;
         let files = Files::in_dir(&opts.dir);
+        let password = node_password(&files.password)?;
         let kept = read_kept(&files, &opts.node_name);
         let mut chosen = None;
         if let Some((cert, key, info)) = kept.clone() {
@@ -224,7 +238,7 @@ impl NodeIdentity {
         }
         let (client, info) = match chosen {
             Some(c) => c,
-            None => match mint_with_token(&opts, &files).await {
+            None => match mint_with_token(&opts, &files, &password).await {
                 Ok(c) => c,
                 // The server may be briefly unreachable: start with the kept certificate.
                 Err(e) => match kept {
@@ -250,6 +264,7 @@ impl NodeIdentity {
         Ok(Arc::new(NodeIdentity {
             opts,
             files,
+            password,
             current,
             info: RwLock::new(info),
             client: rotating,
@@ -280,6 +295,7 @@ impl NodeIdentity {
             &self.current.get(),
             &self.opts.node_name,
             self.opts.expiration_seconds,
+            Some(&self.password),
         )
         .await
         {
@@ -290,7 +306,13 @@ impl NodeIdentity {
                     &self.opts.ca_pem,
                     &self.opts.join_token,
                 )?;
-                request(&token, &self.opts.node_name, self.opts.expiration_seconds).await?
+                request(
+                    &token,
+                    &self.opts.node_name,
+                    self.opts.expiration_seconds,
+                    Some(&self.password),
+                )
+                .await?
             }
             Err(e) => return Err(e.into()),
         };
@@ -348,12 +370,38 @@ fn read_kept(files: &Files, node: &str) -> Option<(String, String, CertInfo)> {
     ok.then_some((cert, key, info))
 }
 
+/// The node password kept in `path`, created (32 random bytes, hex) on first use.
+fn node_password(path: &Path) -> Result<String, IdentityError> {
+    use std::io::Read;
+    match std::fs::read_to_string(path) {
+        Ok(p) if !p.trim().is_empty() => return Ok(p.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io("reading /dev/urandom".to_string()))?;
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    crate::fs::write_private(path, format!("{password}\n").as_bytes())
+        .map_err(io(format!("writing {}", path.display())))?;
+    Ok(password)
+}
+
 async fn mint_with_token(
     opts: &IdentityOptions,
     files: &Files,
+    password: &str,
 ) -> Result<(kube::Client, CertInfo), IdentityError> {
     let token = crate::config::with_token(&opts.server, &opts.ca_pem, &opts.join_token)?;
-    let issued = request(&token, &opts.node_name, opts.expiration_seconds).await?;
+    let issued = request(
+        &token,
+        &opts.node_name,
+        opts.expiration_seconds,
+        Some(password),
+    )
+    .await?;
     install(opts, files, issued)
 }
 
@@ -406,6 +454,7 @@ mod tests {
         let req = NodeClientCertRequest {
             node_name: "n1".into(),
             expiration_seconds: None,
+            node_password: None,
         };
         assert_eq!(
             serde_json::to_value(&req).unwrap(),

@@ -294,8 +294,8 @@ async fn list_all(
     }
 }
 
-/// Keeps `graph` current: one watch over the whole registry (so the graph's revision tracks
-/// the store's), re-listing whenever the watch ends (compaction, a slow consumer).
+/// Keeps `graph` current: one watch over the whole store (so the graph's revision tracks the
+/// store's), re-listing whenever the watch ends (compaction, a slow consumer).
 async fn follow(
     graph: Arc<Graph>,
     store: Arc<dyn Store>,
@@ -306,8 +306,9 @@ async fn follow(
         if *shutdown.borrow() {
             return;
         }
-        if let Ok(mut w) = store.watch("/registry/", rev).await {
-            loop {
+        // Every key, so the graph's revision is the store's once it has caught up.
+        match store.watch("/", rev).await {
+            Ok(mut w) => loop {
                 let ev = tokio::select! {
                     ev = w.events.recv() => ev,
                     _ = shutdown.changed() => return,
@@ -320,6 +321,14 @@ async fn follow(
                 }
                 rev = ev.kv.mod_revision;
                 graph.revision.send_replace(rev);
+            },
+            Err(e) => {
+                tracing::debug!("node authorizer: watching the store: {e}");
+                // Not a busy loop when the store refuses watches.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.changed() => return,
+                }
             }
         }
         // The watch ended or could not start: rebuild from a fresh list.
