@@ -2,7 +2,7 @@
 //! to the holder of the node join token or of node `<n>`'s own client certificate (renewal):
 //! - the serving certificate (`skiff_client::node_cert::PATH`, name and addresses): the API
 //!   server dials the agent trusting only the cluster CA, so no per-node fingerprint is
-//!   published;
+//!   published (with the join token only for a name that has no Node yet);
 //! - the client certificate `CN=system:node:<n>, O=system:nodes`
 //!   (`skiff_client::node_identity::PATH`): the node's identity for every API call after the
 //!   join. As in k3s, the join token alone can mint the identity of a node name nobody holds;
@@ -221,6 +221,21 @@ async fn issue(st: &AppState, req: Request) -> Result<NodeCert, ApiError> {
     };
     if req.addresses.is_empty() {
         return Err(ApiError::bad_request("a node certificate needs an address"));
+    }
+    // Agents ask with their own certificate; the shared join token may not impersonate the
+    // agent API of a node that exists.
+    if st.tokens.is_node_token(&parts.headers) {
+        let node = st
+            .store
+            .get(&format!("/registry/core/nodes/{}", req.node_name))
+            .await
+            .map_err(|e| ApiError::internal(format!("reading node {}: {e}", req.node_name)))?;
+        if node.is_some() {
+            return Err(ApiError::forbidden(format!(
+                "node {:?} exists: only the node itself can request its serving certificate",
+                req.node_name
+            )));
+        }
     }
     let (cert, key) = pki
         .node_serving_cert(&req.node_name, &req.addresses)

@@ -222,6 +222,17 @@ async fn the_join_token_cannot_take_over_an_existing_node() {
     NodeIdentity::establish(c.options("n1"))
         .await
         .expect("same machine");
+    // Nor can the join token get a serving certificate for the existing node (to pose as its
+    // agent API); the node itself can.
+    let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
+    let err = skiff_client::node_cert::request(&token, "n1", &loopback)
+        .await
+        .err()
+        .expect("serving certificate for n1 with the join token");
+    assert_eq!(common::status_code(&err), Some(403), "{err}");
+    skiff_client::node_cert::request(&first, "n1", &loopback)
+        .await
+        .expect("the node's own serving certificate");
     // Once the Node is deleted, the name is free for a new machine.
     call(c.admin(), "DELETE", "/api/v1/nodes/n1", None)
         .await
