@@ -1,5 +1,6 @@
 //! Node agents' certificates, issued by the cluster CA (as k3s issues kubelet certificates),
-//! to the holder of the node join token or of node `<n>`'s own client certificate (renewal):
+//! to the holder of the node join token, of node `<n>`'s own client certificate (renewal), or to
+//! `system:masters` acting for a node:
 //! - the serving certificate (`skiff_client::node_cert::PATH`, name and addresses): the API
 //!   server dials the agent trusting only the cluster CA, so no per-node fingerprint is
 //!   published (with the join token only for a name that has no Node yet);
@@ -23,7 +24,6 @@ use skiff_client::node_cert::{NodeCert, NodeCertRequest};
 use skiff_client::node_identity::NodeClientCertRequest;
 
 use crate::auth::user::groups;
-use crate::auth::PeerUser;
 use crate::respond::{error_response, json_response, unavailable};
 use crate::AppState;
 
@@ -48,31 +48,53 @@ fn valid_node_name(name: &str) -> bool {
         })
 }
 
-/// Who may get certificates for node `name`: the join token, or node `name` itself.
-/// Err is 401 without either credential, 403 for another node's (or user's) certificate.
-fn authorize(st: &AppState, parts: &Parts, name: &str) -> Result<(), ApiError> {
+/// Who asks for a node's certificates.
+#[derive(Debug, PartialEq, Eq)]
+enum Requester {
+    /// The shared join token (bootstrap).
+    JoinToken,
+    /// `system:masters` acting for a node.
+    Master,
+    /// Node `<name>` itself (its client certificate).
+    Node(String),
+}
+
+/// The requester, if it may ask at all: the join token, an admin, or a node. 401 without a
+/// credential, 403 for any other user.
+async fn requester(st: &AppState, parts: &Parts) -> Result<Requester, ApiError> {
     if st.tokens.is_node_token(&parts.headers) {
-        return Ok(());
+        return Ok(Requester::JoinToken);
     }
-    match parts.extensions.get::<PeerUser>() {
-        Some(PeerUser(user)) if user.node_name() == Some(name) => Ok(()),
-        Some(PeerUser(user)) => Err(ApiError::forbidden(format!(
-            "User {:?} cannot request certificates for node {name:?}: only the node itself or the node join token can",
+    let user = crate::auth::authenticate(st, parts).await?;
+    if user.is_master() {
+        return Ok(Requester::Master);
+    }
+    match user.node_name() {
+        Some(n) => Ok(Requester::Node(n.to_string())),
+        None => Err(ApiError::forbidden(format!(
+            "User {:?} cannot request node certificates: only nodes, the node join token and system:masters can",
             user.name
         ))),
-        None => Err(ApiError::unauthorized()),
     }
 }
 
-/// Reads the JSON body (bounded) after checking there is some credential at all.
+/// A node asks only for itself.
+fn authorize(who: &Requester, name: &str) -> Result<(), ApiError> {
+    match who {
+        Requester::Node(n) if n != name => Err(ApiError::forbidden(format!(
+            "User \"system:node:{n}\" cannot request certificates for node {name:?}: only the node itself can"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Reads the JSON body (bounded) after checking who asks.
 async fn read<T: serde::de::DeserializeOwned>(
     st: &AppState,
     req: Request,
-) -> Result<(Parts, T), ApiError> {
+) -> Result<(Requester, T), ApiError> {
     let (parts, body) = req.into_parts();
-    if !st.tokens.is_node_token(&parts.headers) && parts.extensions.get::<PeerUser>().is_none() {
-        return Err(ApiError::unauthorized());
-    }
+    let who = requester(st, &parts).await?;
     let bytes = http_body_util::Limited::new(body, BODY_LIMIT)
         .collect()
         .await
@@ -80,7 +102,7 @@ async fn read<T: serde::de::DeserializeOwned>(
         .to_bytes();
     let value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid node certificate request: {e}")))?;
-    Ok((parts, value))
+    Ok((who, value))
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -177,9 +199,9 @@ async fn check_node_password(
 }
 
 async fn issue_client(st: &AppState, req: Request) -> Result<NodeCert, ApiError> {
-    let (parts, req): (_, NodeClientCertRequest) = read(st, req).await?;
+    let (who, req): (_, NodeClientCertRequest) = read(st, req).await?;
     check_name(&req.node_name)?;
-    authorize(st, &parts, &req.node_name)?;
+    authorize(&who, &req.node_name)?;
     let Some(pki) = st.pki.as_ref() else {
         return Err(unavailable("this API server has no cluster CA"));
     };
@@ -194,7 +216,7 @@ async fn issue_client(st: &AppState, req: Request) -> Result<NodeCert, ApiError>
         None => max,
     };
     // The node's own certificate proves who it is; the shared join token does not.
-    if st.tokens.is_node_token(&parts.headers) {
+    if who == Requester::JoinToken {
         check_node_password(st, pki, &req.node_name, req.node_password.as_deref()).await?;
     }
     let user = skiff_client::node_identity::node_user(&req.node_name);
@@ -213,9 +235,9 @@ async fn issue_client(st: &AppState, req: Request) -> Result<NodeCert, ApiError>
 }
 
 async fn issue(st: &AppState, req: Request) -> Result<NodeCert, ApiError> {
-    let (parts, req): (_, NodeCertRequest) = read(st, req).await?;
+    let (who, req): (_, NodeCertRequest) = read(st, req).await?;
     check_name(&req.node_name)?;
-    authorize(st, &parts, &req.node_name)?;
+    authorize(&who, &req.node_name)?;
     let Some(pki) = st.pki.as_ref() else {
         return Err(unavailable("this API server has no cluster CA"));
     };
@@ -224,7 +246,7 @@ async fn issue(st: &AppState, req: Request) -> Result<NodeCert, ApiError> {
     }
     // Agents ask with their own certificate; the shared join token may not impersonate the
     // agent API of a node that exists.
-    if st.tokens.is_node_token(&parts.headers) {
+    if who == Requester::JoinToken {
         let node = st
             .store
             .get(&format!("/registry/core/nodes/{}", req.node_name))
