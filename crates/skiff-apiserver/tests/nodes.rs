@@ -440,6 +440,60 @@ async fn node_restriction_keeps_nodes_to_their_own_objects() {
         forbidden(call(&a, "POST", pods, Some(pod("evil", "node-a"))).await),
         r#"pods "evil" is forbidden: pod does not have "kubernetes.io/config.mirror" annotation, node "node-a" can only create mirror pods"#
     );
+    // Mirror pods: bound to itself, owned by its Node, referencing nothing.
+    let node_uid = call(&a, "GET", "/api/v1/nodes/node-a", None)
+        .await
+        .expect("own node")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let mirror = |name: &str, node: &str, extra: Value| {
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name,
+            "annotations": {"kubernetes.io/config.mirror": "hash"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "node-a",
+                "uid": node_uid, "controller": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}});
+        if let (Some(spec), Some(extra)) = (p["spec"].as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        p
+    };
+    call(
+        &a,
+        "POST",
+        pods,
+        Some(mirror("static-a", "node-a", json!({}))),
+    )
+    .await
+    .expect("mirror pod");
+    assert_eq!(
+        forbidden(
+            call(
+                &a,
+                "POST",
+                pods,
+                Some(mirror("static-b", "node-b", json!({})))
+            )
+            .await
+        ),
+        r#"pods "static-b" is forbidden: node "node-a" can only create pods with spec.nodeName set to itself"#
+    );
+    assert_eq!(
+        forbidden(
+            call(
+                &a,
+                "POST",
+                pods,
+                Some(mirror(
+                    "static-s",
+                    "node-a",
+                    json!({"volumes": [{"name": "s", "secret": {"secretName": "x"}}]})
+                ))
+            )
+            .await
+        ),
+        r#"pods "static-s" is forbidden: node "node-a" can not create pods that reference secrets"#
+    );
     call(admin, "POST", pods, Some(pod("on-b", "node-b")))
         .await
         .expect("pod");
