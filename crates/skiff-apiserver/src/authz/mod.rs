@@ -13,6 +13,7 @@ use skiff_api::ApiError;
 use crate::auth::UserInfo;
 use crate::AppState;
 
+pub(crate) mod node;
 pub mod rbac;
 
 /// Upstream's `authorizer.Attributes`.
@@ -31,6 +32,9 @@ pub struct Attributes {
     pub name: String,
     /// The request path (non-resource requests).
     pub path: String,
+    /// The `field=value` (or `==`) requirements of the request's fieldSelector, in order
+    /// (upstream's `GetFieldSelector`; the Node authorizer scopes pod lists with it).
+    pub field_selector: Vec<(String, String)>,
 }
 
 impl Attributes {
@@ -60,10 +64,11 @@ pub trait Authorizer: Send + Sync {
     async fn authorize(&self, st: &AppState, attrs: &Attributes) -> Decision;
 }
 
-/// The authorizers after `system:masters`, in order: the Node authorizer, then RBAC.
+/// The authorizers after `system:masters`, in order: the Node authorizer, then RBAC (upstream's
+/// `--authorization-mode=Node,RBAC`).
 pub(crate) fn registry(rbac: &Arc<rbac::Rbac>) -> Vec<Arc<dyn Authorizer>> {
     vec![
-        // Node authorizer slot: goes here, before RBAC (issue 12, node helper).
+        Arc::new(node::NodeAuthorizer::default()),
         Arc::new(rbac::RbacAuthorizer(rbac.clone())),
     ]
 }
@@ -166,6 +171,23 @@ pub(crate) struct ResourcePath<'a> {
     pub name: Option<&'a str>,
     pub subresource: Option<&'a str>,
     pub watch: bool,
+    /// The raw `fieldSelector` query parameter.
+    pub field_selector: Option<&'a str>,
+}
+
+/// The equality requirements of a field selector (`a=b,c==d`; `!=` requirements are not
+/// equalities and are left out).
+pub(crate) fn field_equalities(selector: &str) -> Vec<(String, String)> {
+    selector
+        .split(',')
+        .filter_map(|req| {
+            if req.contains("!=") {
+                return None;
+            }
+            let (k, v) = req.split_once("==").or_else(|| req.split_once('='))?;
+            Some((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
 }
 
 /// Upstream's RequestInfo verb for a resource request.
@@ -193,9 +215,21 @@ pub(crate) fn resource_attributes(
     method: &Method,
     p: &ResourcePath<'_>,
 ) -> Attributes {
+    let verb = resource_verb(method, p);
+    let field_selector = p.field_selector.map(field_equalities).unwrap_or_default();
+    // Upstream's RequestInfo takes the name of a list/watch from a `metadata.name` field
+    // selector, so a node may watch exactly one Secret it is allowed to get.
+    let selected_name = match (p.name, verb) {
+        (None, "list" | "watch") => field_selector
+            .iter()
+            .find(|(k, _)| k == "metadata.name")
+            .map(|(_, v)| v.as_str())
+            .filter(|n| !n.is_empty() && *n != "." && *n != ".." && !n.contains(['/', '%'])),
+        _ => None,
+    };
     Attributes {
         user,
-        verb: resource_verb(method, p).to_string(),
+        verb: verb.to_string(),
         resource_request: true,
         api_group: p.group.to_string(),
         api_version: p.version.to_string(),
@@ -207,8 +241,9 @@ pub(crate) fn resource_attributes(
             (None, "namespaces", Some(name)) => name.to_string(),
             (ns, _, _) => ns.unwrap_or("").to_string(),
         },
-        name: p.name.unwrap_or("").to_string(),
+        name: p.name.or(selected_name).unwrap_or("").to_string(),
         path: String::new(),
+        field_selector,
     }
 }
 
@@ -275,6 +310,7 @@ mod tests {
             name,
             subresource: sub,
             watch,
+            field_selector: None,
         };
         assert_eq!(resource_verb(&Method::GET, &p(None, None, false)), "list");
         assert_eq!(resource_verb(&Method::GET, &p(None, None, true)), "watch");
