@@ -54,15 +54,12 @@ fn plain_user_cert(
 async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Srv {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).unwrap());
-    // RBAC: the test's non-admin identity may edit everything (a ClusterRoleBinding to `edit`,
-    // stored before the server starts). The join token's user today; `limits-user`, a plain
-    // certificate user, once the join token only bootstraps (issue 12, node identities).
+    // RBAC: the plain user may edit everything (a ClusterRoleBinding to `edit`, stored before
+    // the server starts so its first request already sees it).
     let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": "limits-user", "uid": "limits-user"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
-        "subjects": [
-            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:bootstrap:skiff-node"},
-            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "limits-user"}]});
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "limits-user"}]});
     skiff_store::Store::create(
         store.as_ref(),
         "/registry/rbac.authorization.k8s.io/clusterrolebindings/limits-user",
