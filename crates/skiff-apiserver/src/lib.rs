@@ -30,6 +30,7 @@ mod plugins;
 mod query;
 mod respond;
 mod rest;
+pub mod serviceaccount;
 mod storage;
 mod tls;
 mod watch;
@@ -82,6 +83,13 @@ pub struct ServerConfig {
     pub max_requests_inflight: usize,
     /// `--max-mutating-requests-inflight` (0 = unlimited).
     pub max_mutating_requests_inflight: usize,
+    /// `--service-account-issuer`: `iss` of ServiceAccount tokens and the API audience
+    /// (default [`serviceaccount::DEFAULT_ISSUER`]).
+    pub service_account_issuer: String,
+    /// `--disable-admission-plugins`: built-in admission plugins to turn off by name (e.g.
+    /// `ServiceAccount` for a server run without controllers, where no `default`
+    /// ServiceAccount would ever appear).
+    pub disable_admission_plugins: Vec<String>,
 }
 
 /// Client certificates skiff issues for its own users (admin, controllers) last a year and are
@@ -113,6 +121,8 @@ impl ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_requests_inflight: DEFAULT_MAX_REQUESTS_INFLIGHT,
             max_mutating_requests_inflight: DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+            service_account_issuer: serviceaccount::DEFAULT_ISSUER.to_string(),
+            disable_admission_plugins: Vec::new(),
         }
     }
 }
@@ -163,6 +173,8 @@ pub struct AppState {
     pub(crate) authorizers: Vec<Arc<dyn authz::Authorizer>>,
     /// The admission plugins (see `plugins`).
     pub(crate) plugins: Vec<Box<dyn plugins::Plugin>>,
+    /// ServiceAccount token signing key, issuer and audiences.
+    pub(crate) service_accounts: Arc<serviceaccount::ServiceAccounts>,
 }
 
 /// The cluster CA as the handlers use it.
@@ -200,6 +212,15 @@ impl AppState {
                 DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             ),
             None,
+            // An in-process router signs with a throwaway key; only a failing system RNG
+            // could make this fail.
+            serviceaccount::ServiceAccounts::new(
+                serviceaccount::jwt::SigningKey::generate()
+                    .expect("generating an in-memory ServiceAccount signing key"),
+                serviceaccount::DEFAULT_ISSUER,
+                "https://127.0.0.1",
+            ),
+            &[],
         )
     }
 
@@ -211,7 +232,11 @@ impl AppState {
         ranges: allocator::Ranges,
         inflight: inflight::Limits,
         pki: Option<Pki>,
+        service_accounts: Arc<serviceaccount::ServiceAccounts>,
+        disabled_plugins: &[String],
     ) -> Arc<Self> {
+        let mut plugins = plugins::registry();
+        plugins.retain(|p| !disabled_plugins.iter().any(|d| d == p.name()));
         Arc::new(Self {
             store,
             tokens,
@@ -221,9 +246,12 @@ impl AppState {
             ranges,
             inflight,
             pki,
-            token_authenticators: Vec::new(),
+            token_authenticators: vec![Arc::new(
+                serviceaccount::authn::ServiceAccountAuthenticator,
+            )],
             authorizers: authz::registry(),
-            plugins: plugins::registry(),
+            plugins,
+            service_accounts,
         })
     }
 }
@@ -276,6 +304,13 @@ impl Server {
             CLIENT_CERT_RENEW_BEFORE,
         )?;
         auth::write_kubeconfig(&kubeconfig, local_addr, &material.ca_pem, &admin)?;
+        let service_accounts = serviceaccount::ServiceAccounts::new(
+            serviceaccount::jwt::SigningKey::load_or_create(
+                &server_dir.join("service-account.key"),
+            )?,
+            &config.service_account_issuer,
+            &auth::server_url(local_addr),
+        );
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::with_toleration_seconds(
             store,
@@ -294,6 +329,8 @@ impl Server {
                 agent_tls: Arc::new(material.agent_client_config()?),
                 material,
             }),
+            service_accounts,
+            &config.disable_admission_plugins,
         );
         // On a full disk these writes fail: start anyway so reads and deletes can free space.
         tolerate_full(namespaces::bootstrap(&state).await)?;

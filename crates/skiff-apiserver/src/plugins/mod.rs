@@ -5,6 +5,8 @@
 //! `admission.rs` (one kind, no user), a plugin sees the user, the operation, the subresource
 //! and the old object, for any kind. The built-in plugins are listed in [`registry`].
 
+pub(crate) mod serviceaccount;
+
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -63,7 +65,7 @@ pub(crate) trait Plugin: Send + Sync {
 /// The built-in plugins, in upstream's order (mutating ones before validating ones matters
 /// only within each phase).
 pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
-    Vec::new()
+    vec![Box::new(serviceaccount::ServiceAccount)]
 }
 
 /// Runs the chain for a write of `obj` (already defaulted and validated by the kind); returns

@@ -1,0 +1,263 @@
+//! The ServiceAccount token authenticator: a JWT whose issuer is ours (or the legacy issuer)
+//! is verified here and nowhere else; any other bearer token is not ours (None).
+//!
+//! Bound tokens: ES256 signature by our key, `aud` intersecting the API audiences, exp/nbf
+//! with a minute of leeway, then the objects: the ServiceAccount must exist with the claimed
+//! uid, and so must the bound Pod or Secret (a token dies with its pod; a pod being deleted
+//! keeps it for a minute past its deletionTimestamp, as upstream). The user is the
+//! ServiceAccount with upstream's `extra` (pod name/uid, node name/uid, credential id).
+//!
+//! Legacy tokens (a `kubernetes.io/service-account-token` Secret the user created): valid
+//! while that Secret exists holding exactly this token and the ServiceAccount has the uid.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use skiff_api::ApiError;
+
+use super::{get_core, jwt, private_claims, LEEWAY, LEGACY_ISSUER};
+use crate::auth::{TokenAuthenticator, UserInfo};
+use crate::AppState;
+
+/// Upstream's `extra` keys of a ServiceAccount user.
+pub(crate) mod extra {
+    pub const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
+    pub const POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+    pub const NODE_NAME: &str = "authentication.kubernetes.io/node-name";
+    pub const NODE_UID: &str = "authentication.kubernetes.io/node-uid";
+    pub const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
+}
+
+pub(crate) struct ServiceAccountAuthenticator;
+
+/// Why a token of ours is rejected (logged; the client only sees 401).
+#[derive(Debug, thiserror::Error)]
+enum Rejected {
+    #[error("{0}")]
+    Jwt(#[from] jwt::JwtError),
+    #[error("service account token has expired")]
+    Expired,
+    #[error("service account token is not valid yet")]
+    NotYetValid,
+    #[error("token audiences {0:?} do not match the API audiences")]
+    Audience(Value),
+    #[error("service account token claims are malformed")]
+    Claims,
+    #[error("{0}")]
+    Gone(String),
+    #[error("looking up {0}")]
+    Lookup(#[source] ApiError),
+}
+
+#[async_trait]
+impl TokenAuthenticator for ServiceAccountAuthenticator {
+    async fn authenticate_token(
+        &self,
+        st: &AppState,
+        token: &str,
+    ) -> Option<Result<UserInfo, ApiError>> {
+        let claims = jwt::peek_claims(token).ok()?;
+        let iss = claims.get("iss").and_then(Value::as_str)?;
+        let res = if iss == st.service_accounts.issuer {
+            bound(st, token).await
+        } else if iss == LEGACY_ISSUER {
+            legacy(st, token).await
+        } else {
+            return None;
+        };
+        Some(res.map_err(|why| {
+            tracing::debug!(%why, "rejected a ServiceAccount token");
+            match why {
+                Rejected::Lookup(e) if e.code >= 500 => e,
+                _ => ApiError::unauthorized(),
+            }
+        }))
+    }
+}
+
+fn num(claims: &Value, f: &str) -> Option<i64> {
+    claims
+        .get(f)
+        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+}
+
+/// exp/nbf/iat with upstream's leeway.
+fn check_times(claims: &Value, now: i64) -> Result<(), Rejected> {
+    if let Some(exp) = num(claims, "exp") {
+        if now > exp + LEEWAY {
+            return Err(Rejected::Expired);
+        }
+    }
+    for f in ["nbf", "iat"] {
+        if let Some(t) = num(claims, f) {
+            if now + LEEWAY < t {
+                return Err(Rejected::NotYetValid);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn get(
+    st: &AppState,
+    plural: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>, Rejected> {
+    get_core(st, plural, ns, name)
+        .await
+        .map_err(Rejected::Lookup)
+}
+
+/// Requires `obj` to exist with `uid`.
+fn same(obj: Option<&Value>, uid: &str, what: &str) -> Result<(), Rejected> {
+    let Some(obj) = obj else {
+        return Err(Rejected::Gone(format!("{what} has been deleted")));
+    };
+    let have = super::Ref::of(obj).uid;
+    if have != uid {
+        return Err(Rejected::Gone(format!(
+            "{what} UID ({have}) does not match claim ({uid})"
+        )));
+    }
+    Ok(())
+}
+
+/// Pods and Secrets being deleted keep their tokens for a minute past the deletion time.
+fn deleted_long_ago(obj: &Value, now: i64) -> bool {
+    crate::objects::meta_str(obj, "deletionTimestamp")
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .is_some_and(|t| t.as_second() < now - 60)
+}
+
+async fn bound(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
+    let sa_cfg = &st.service_accounts;
+    let claims = sa_cfg.key.verify(token)?;
+    let now = crate::respond::now().as_second();
+    check_times(&claims, now)?;
+    let aud: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !aud.iter().any(|a| sa_cfg.audiences.iter().any(|x| x == a)) {
+        return Err(Rejected::Audience(
+            claims.get("aud").cloned().unwrap_or(Value::Null),
+        ));
+    }
+    let p = private_claims(&claims).ok_or(Rejected::Claims)?;
+    let ns = p.namespace.as_str();
+    let sa = get(st, "serviceaccounts", Some(ns), &p.sa.name).await?;
+    same(
+        sa.as_ref(),
+        &p.sa.uid,
+        &format!("service account {ns}/{}", p.sa.name),
+    )?;
+    let mut user = UserInfo::for_service_account(ns, &p.sa.name, &p.sa.uid);
+    if let Some(secret) = &p.bound.secret {
+        let obj = get(st, "secrets", Some(ns), &secret.name).await?;
+        let what = format!("secret {ns}/{}", secret.name);
+        same(obj.as_ref(), &secret.uid, &what)?;
+        if obj.as_ref().is_some_and(|o| deleted_long_ago(o, now)) {
+            return Err(Rejected::Gone(format!("{what} is marked for deletion")));
+        }
+    }
+    if let Some(pod) = &p.bound.pod {
+        let obj = get(st, "pods", Some(ns), &pod.name).await?;
+        let what = format!("pod {ns}/{}", pod.name);
+        same(obj.as_ref(), &pod.uid, &what)?;
+        if obj.as_ref().is_some_and(|o| deleted_long_ago(o, now)) {
+            return Err(Rejected::Gone(format!("{what} is marked for deletion")));
+        }
+        user.extra
+            .insert(extra::POD_NAME.into(), vec![pod.name.clone()]);
+        user.extra
+            .insert(extra::POD_UID.into(), vec![pod.uid.clone()]);
+    }
+    if let Some(node) = &p.bound.node {
+        if p.bound.pod.is_none() {
+            // A node-bound token dies with its node.
+            let obj = get(st, "nodes", None, &node.name).await?;
+            same(obj.as_ref(), &node.uid, &format!("node {}", node.name))?;
+        }
+        user.extra
+            .insert(extra::NODE_NAME.into(), vec![node.name.clone()]);
+        user.extra
+            .insert(extra::NODE_UID.into(), vec![node.uid.clone()]);
+    }
+    if let Some(jti) = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty())
+    {
+        user.extra
+            .insert(extra::CREDENTIAL_ID.into(), vec![format!("JTI={jti}")]);
+    }
+    Ok(user)
+}
+
+/// The claims of a legacy Secret-based token (upstream's legacyPrivateClaims).
+pub(crate) mod legacy_claims {
+    pub const NAMESPACE: &str = "kubernetes.io/serviceaccount/namespace";
+    pub const SECRET_NAME: &str = "kubernetes.io/serviceaccount/secret.name";
+    pub const SA_NAME: &str = "kubernetes.io/serviceaccount/service-account.name";
+    pub const SA_UID: &str = "kubernetes.io/serviceaccount/service-account.uid";
+}
+
+async fn legacy(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
+    let claims = st.service_accounts.key.verify(token)?;
+    let s = |f: &str| {
+        claims
+            .get(f)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or(Rejected::Claims)
+    };
+    let ns = s(legacy_claims::NAMESPACE)?;
+    let secret_name = s(legacy_claims::SECRET_NAME)?;
+    let sa_name = s(legacy_claims::SA_NAME)?;
+    let sa_uid = s(legacy_claims::SA_UID)?;
+    let sa = get(st, "serviceaccounts", Some(&ns), &sa_name).await?;
+    same(
+        sa.as_ref(),
+        &sa_uid,
+        &format!("service account {ns}/{sa_name}"),
+    )?;
+    let secret = get(st, "secrets", Some(&ns), &secret_name)
+        .await?
+        .ok_or_else(|| Rejected::Gone(format!("secret {ns}/{secret_name} has been deleted")))?;
+    // The Secret must still hold this very token (deleting or rotating it revokes the token).
+    let stored = secret
+        .pointer("/data/token")
+        .and_then(Value::as_str)
+        .and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b).ok()
+        });
+    if stored.as_deref() != Some(token.as_bytes()) {
+        return Err(Rejected::Gone(format!(
+            "token does not match the one in secret {ns}/{secret_name}"
+        )));
+    }
+    if crate::objects::meta_str(&secret, "deletionTimestamp").is_some() {
+        return Err(Rejected::Gone(format!(
+            "secret {ns}/{secret_name} is being deleted"
+        )));
+    }
+    Ok(UserInfo::for_service_account(&ns, &sa_name, &sa_uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_have_a_minute_of_leeway() {
+        let c = serde_json::json!({"exp": 1000, "nbf": 400, "iat": 400});
+        assert!(check_times(&c, 500).is_ok());
+        assert!(check_times(&c, 1060).is_ok());
+        assert!(matches!(check_times(&c, 1061), Err(Rejected::Expired)));
+        assert!(check_times(&c, 340).is_ok());
+        assert!(matches!(check_times(&c, 339), Err(Rejected::NotYetValid)));
+    }
+}
