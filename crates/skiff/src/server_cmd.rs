@@ -40,6 +40,9 @@ pub struct ServerArgs {
     /// Most mutating requests in flight (0 = no limit); more get 429.
     #[arg(long, default_value_t = skiff_apiserver::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT)]
     pub max_mutating_requests_inflight: usize,
+    /// `iss` of ServiceAccount tokens and the audience the API accepts them for.
+    #[arg(long, default_value = skiff_apiserver::serviceaccount::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
     /// Most open API connections (0 = half the open-file limit). At the cap, the oldest
     /// connection without a request in flight is dropped for a new one.
     #[arg(long, default_value_t = 0)]
@@ -94,6 +97,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         config.default_toleration_seconds = args.default_toleration_seconds;
         config.max_requests_inflight = args.max_requests_inflight;
         config.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
+        config.service_account_issuer = args.service_account_issuer;
         // Half the descriptors for API connections; the rest for the store, agent and shims.
         config.max_connections = if args.max_connections > 0 {
             args.max_connections
@@ -112,10 +116,13 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         let client = skiff_client::config::from_kubeconfig(server.kubeconfig_path())
             .await
             .context("creating the controllers' API client")?;
+        let root_ca = std::fs::read_to_string(server_dir.join("tls/ca.crt"))
+            .context("reading the cluster CA")?;
         let options = skiff_controllers::Options {
             node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
             default_toleration_seconds: args.default_toleration_seconds,
             cluster_cidr: args.cluster_cidr,
+            root_ca_pem: Some(root_ca),
             ..Default::default()
         };
         // One signal stops everything; each part gets its own view of it.
