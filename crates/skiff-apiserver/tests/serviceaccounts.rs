@@ -461,3 +461,105 @@ async fn oidc_discovery_serves_the_key_that_verifies_tokens() {
     let err = get_raw(&anon, "/openid/v1/jwks").await.unwrap_err();
     assert_eq!(status_code(&err), Some(401));
 }
+
+#[tokio::test]
+async fn token_review_answers_for_bound_tokens() {
+    let t = start().await;
+    let sa = create_sa(&t, "default", "build", json!({})).await;
+    let pod = create_pod(
+        &t,
+        "default",
+        json!({"metadata": {"name": "runner"}, "spec": {"serviceAccountName": "build",
+            "containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .await
+    .unwrap();
+    let tr = post(
+        &t,
+        "/api/v1/namespaces/default/serviceaccounts/build/token",
+        json!({"spec": {"audiences": ["https://kubernetes.default.svc.cluster.local", "vault"],
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "runner"}}}),
+    )
+    .await
+    .unwrap();
+    let token = tr["status"]["token"].as_str().unwrap().to_string();
+    let jti = claims_of(&token)["jti"].as_str().unwrap().to_string();
+    let review = |token: String, auds: Value| {
+        let t = &t;
+        async move {
+            let mut spec = json!({"token": token});
+            if !auds.is_null() {
+                spec["audiences"] = auds;
+            }
+            post(
+                t,
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let r = review(token.clone(), Value::Null).await;
+    assert_eq!(r["kind"], "TokenReview");
+    assert_eq!(r["spec"]["token"], token.as_str());
+    assert_eq!(r["status"]["authenticated"], true, "{r}");
+    assert_eq!(
+        r["status"]["audiences"],
+        json!(["https://kubernetes.default.svc.cluster.local"])
+    );
+    let user = &r["status"]["user"];
+    assert_eq!(user["username"], "system:serviceaccount:default:build");
+    assert_eq!(user["uid"], sa.metadata.uid.clone().unwrap().as_str());
+    assert_eq!(
+        user["groups"],
+        json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:default",
+            "system:authenticated"
+        ])
+    );
+    assert_eq!(
+        user["extra"],
+        json!({"authentication.kubernetes.io/credential-id": [format!("JTI={jti}")],
+            "authentication.kubernetes.io/pod-name": ["runner"],
+            "authentication.kubernetes.io/pod-uid": [pod.metadata.uid.clone().unwrap()]})
+    );
+    // Another audience the token carries.
+    let r = review(token.clone(), json!(["vault"])).await;
+    assert_eq!(r["status"]["authenticated"], true);
+    assert_eq!(r["status"]["audiences"], json!(["vault"]));
+    // An audience it does not.
+    let r = review(token.clone(), json!(["other"])).await;
+    assert_eq!(r["status"]["authenticated"], false);
+    assert_eq!(
+        r["status"]["error"],
+        "[invalid bearer token, token audiences [\"https://kubernetes.default.svc.cluster.local\" \"vault\"] is invalid for the target audiences [\"other\"]]"
+    );
+    // Garbage.
+    let r = review("nope".into(), Value::Null).await;
+    assert_eq!(
+        r["status"],
+        json!({"authenticated": false, "user": {}, "error": "invalid bearer token"})
+    );
+    // The pod goes, the token with it.
+    let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
+    pods.delete("runner", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let r = review(token.clone(), Value::Null).await;
+    assert_eq!(r["status"]["authenticated"], false);
+    assert_eq!(
+        r["status"]["error"],
+        "[invalid bearer token, service account token has been invalidated]"
+    );
+    // A TokenReview without a token is a bad request.
+    let err = post(
+        &t,
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status_code(&err), Some(400));
+}

@@ -152,6 +152,7 @@ static REGISTRY: &[Kind] = &[
     apps::replicaset::KIND,
     events::event::KIND,
     authentication::SELF_SUBJECT_REVIEW,
+    authentication::TOKEN_REVIEW,
     // Upstream lists cronjobs before jobs (and `kubectl get all` prints them in that order).
     batch::cronjob::KIND,
     batch::job::KIND,

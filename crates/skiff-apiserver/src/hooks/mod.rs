@@ -7,6 +7,7 @@ mod nodes;
 mod pods;
 mod reviews;
 mod services;
+mod tokenreview;
 
 use crate::admission::Registry;
 
@@ -27,6 +28,11 @@ pub(crate) fn registry(default_toleration_seconds: i64) -> Registry {
             "authentication.k8s.io",
             "SelfSubjectReview",
             reviews::SelfSubjectReview,
+        )
+        .with(
+            "authentication.k8s.io",
+            "TokenReview",
+            tokenreview::TokenReview,
         )
 }
 

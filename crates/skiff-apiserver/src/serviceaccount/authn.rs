@@ -29,23 +29,79 @@ pub(crate) mod extra {
 
 pub(crate) struct ServiceAccountAuthenticator;
 
-/// Why a token of ours is rejected (logged; the client only sees 401).
+/// Why a token of ours is rejected, in upstream's words (the client of a request only sees
+/// 401; a TokenReview shows the reason).
 #[derive(Debug, thiserror::Error)]
-enum Rejected {
-    #[error("{0}")]
-    Jwt(#[from] jwt::JwtError),
+pub(crate) enum Rejected {
+    #[error("go-jose/go-jose: error in cryptographic primitive")]
+    Signature,
+    #[error("service account token is malformed")]
+    Malformed,
     #[error("service account token has expired")]
     Expired,
-    #[error("service account token is not valid yet")]
+    #[error("service account token could not be validated")]
     NotYetValid,
-    #[error("token audiences {0:?} do not match the API audiences")]
-    Audience(Value),
+    #[error("token audiences {0} is invalid for the target audiences {1}")]
+    Audience(String, String),
     #[error("service account token claims are malformed")]
     Claims,
+    #[error("service account token has been invalidated")]
+    Invalidated,
     #[error("{0}")]
-    Gone(String),
+    Mismatch(String),
     #[error("looking up {0}")]
     Lookup(#[source] ApiError),
+}
+
+impl From<jwt::JwtError> for Rejected {
+    fn from(e: jwt::JwtError) -> Self {
+        match e {
+            jwt::JwtError::Signature => Rejected::Signature,
+            jwt::JwtError::Malformed | jwt::JwtError::Algorithm => Rejected::Malformed,
+        }
+    }
+}
+
+/// Go's `%q` of a string list: `["a" "b"]`.
+fn go_quoted(list: &[&str]) -> String {
+    let items: Vec<String> = list.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", items.join(" "))
+}
+
+/// A ServiceAccount token checked for `wanted` audiences: None when the token is not one of
+/// ours; else the user and the audiences it is good for (token ∩ wanted), or why not.
+pub(crate) async fn review(
+    st: &AppState,
+    token: &str,
+    wanted: &[String],
+) -> Option<Result<(UserInfo, Vec<String>), Rejected>> {
+    let claims = jwt::peek_claims(token).ok()?;
+    let iss = claims.get("iss").and_then(Value::as_str)?;
+    if iss == st.service_accounts.issuer {
+        Some(bound(st, token, wanted).await)
+    } else if iss == LEGACY_ISSUER {
+        // Legacy tokens carry no audience: they are good for the API audiences.
+        let auds: Vec<String> = wanted
+            .iter()
+            .filter(|a| st.service_accounts.audiences.contains(a))
+            .cloned()
+            .collect();
+        if auds.is_empty() {
+            return Some(Err(Rejected::Audience(
+                go_quoted(
+                    &st.service_accounts
+                        .audiences
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                ),
+                go_quoted(&wanted.iter().map(String::as_str).collect::<Vec<_>>()),
+            )));
+        }
+        Some(legacy(st, token).await.map(|u| (u, auds)))
+    } else {
+        None
+    }
 }
 
 #[async_trait]
@@ -55,16 +111,8 @@ impl TokenAuthenticator for ServiceAccountAuthenticator {
         st: &AppState,
         token: &str,
     ) -> Option<Result<UserInfo, ApiError>> {
-        let claims = jwt::peek_claims(token).ok()?;
-        let iss = claims.get("iss").and_then(Value::as_str)?;
-        let res = if iss == st.service_accounts.issuer {
-            bound(st, token).await
-        } else if iss == LEGACY_ISSUER {
-            legacy(st, token).await
-        } else {
-            return None;
-        };
-        Some(res.map_err(|why| {
+        let res = review(st, token, &st.service_accounts.audiences).await?;
+        Some(res.map(|(user, _)| user).map_err(|why| {
             tracing::debug!(%why, "rejected a ServiceAccount token");
             match why {
                 Rejected::Lookup(e) if e.code >= 500 => e,
@@ -108,15 +156,15 @@ async fn get(
         .map_err(Rejected::Lookup)
 }
 
-/// Requires `obj` to exist with `uid`.
-fn same(obj: Option<&Value>, uid: &str, what: &str) -> Result<(), Rejected> {
+/// Requires `obj` to exist with `uid` (`claim` names the claim in the mismatch message).
+fn same(obj: Option<&Value>, uid: &str, what: &str, claim: &str) -> Result<(), Rejected> {
     let Some(obj) = obj else {
-        return Err(Rejected::Gone(format!("{what} has been deleted")));
+        return Err(Rejected::Invalidated);
     };
     let have = super::Ref::of(obj).uid;
     if have != uid {
-        return Err(Rejected::Gone(format!(
-            "{what} UID ({have}) does not match claim ({uid})"
+        return Err(Rejected::Mismatch(format!(
+            "{what} UID ({have}) does not match {claim} ({uid})"
         )));
     }
     Ok(())
@@ -129,7 +177,11 @@ fn deleted_long_ago(obj: &Value, now: i64) -> bool {
         .is_some_and(|t| t.as_second() < now - 60)
 }
 
-async fn bound(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
+async fn bound(
+    st: &AppState,
+    token: &str,
+    wanted: &[String],
+) -> Result<(UserInfo, Vec<String>), Rejected> {
     let sa_cfg = &st.service_accounts;
     let claims = sa_cfg.key.verify(token)?;
     let now = crate::respond::now().as_second();
@@ -139,34 +191,42 @@ async fn bound(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
-    if !aud.iter().any(|a| sa_cfg.audiences.iter().any(|x| x == a)) {
-        return Err(Rejected::Audience(
-            claims.get("aud").cloned().unwrap_or(Value::Null),
-        ));
+    let auds: Vec<String> = wanted
+        .iter()
+        .filter(|w| aud.contains(&w.as_str()))
+        .cloned()
+        .collect();
+    if auds.is_empty() {
+        let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        return Err(Rejected::Audience(go_quoted(&aud), go_quoted(&wanted)));
     }
     let p = private_claims(&claims).ok_or(Rejected::Claims)?;
     let ns = p.namespace.as_str();
     let sa = get(st, "serviceaccounts", Some(ns), &p.sa.name).await?;
-    same(
-        sa.as_ref(),
-        &p.sa.uid,
-        &format!("service account {ns}/{}", p.sa.name),
-    )?;
+    same(sa.as_ref(), &p.sa.uid, "service account", "claim")?;
     let mut user = UserInfo::for_service_account(ns, &p.sa.name, &p.sa.uid);
     if let Some(secret) = &p.bound.secret {
         let obj = get(st, "secrets", Some(ns), &secret.name).await?;
-        let what = format!("secret {ns}/{}", secret.name);
-        same(obj.as_ref(), &secret.uid, &what)?;
+        same(
+            obj.as_ref(),
+            &secret.uid,
+            "secret",
+            "service account secret ref claim",
+        )?;
         if obj.as_ref().is_some_and(|o| deleted_long_ago(o, now)) {
-            return Err(Rejected::Gone(format!("{what} is marked for deletion")));
+            return Err(Rejected::Invalidated);
         }
     }
     if let Some(pod) = &p.bound.pod {
         let obj = get(st, "pods", Some(ns), &pod.name).await?;
-        let what = format!("pod {ns}/{}", pod.name);
-        same(obj.as_ref(), &pod.uid, &what)?;
+        same(
+            obj.as_ref(),
+            &pod.uid,
+            "pod",
+            "service account pod ref claim",
+        )?;
         if obj.as_ref().is_some_and(|o| deleted_long_ago(o, now)) {
-            return Err(Rejected::Gone(format!("{what} is marked for deletion")));
+            return Err(Rejected::Invalidated);
         }
         user.extra
             .insert(extra::POD_NAME.into(), vec![pod.name.clone()]);
@@ -177,7 +237,12 @@ async fn bound(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
         if p.bound.pod.is_none() {
             // A node-bound token dies with its node.
             let obj = get(st, "nodes", None, &node.name).await?;
-            same(obj.as_ref(), &node.uid, &format!("node {}", node.name))?;
+            same(
+                obj.as_ref(),
+                &node.uid,
+                "node",
+                "service account node ref claim",
+            )?;
         }
         user.extra
             .insert(extra::NODE_NAME.into(), vec![node.name.clone()]);
@@ -192,7 +257,7 @@ async fn bound(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
         user.extra
             .insert(extra::CREDENTIAL_ID.into(), vec![format!("JTI={jti}")]);
     }
-    Ok(user)
+    Ok((user, auds))
 }
 
 /// The claims of a legacy Secret-based token (upstream's legacyPrivateClaims).
@@ -205,6 +270,7 @@ pub(crate) mod legacy_claims {
 
 async fn legacy(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
     let claims = st.service_accounts.key.verify(token)?;
+    check_times(&claims, crate::respond::now().as_second())?;
     let s = |f: &str| {
         claims
             .get(f)
@@ -218,14 +284,10 @@ async fn legacy(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
     let sa_name = s(legacy_claims::SA_NAME)?;
     let sa_uid = s(legacy_claims::SA_UID)?;
     let sa = get(st, "serviceaccounts", Some(&ns), &sa_name).await?;
-    same(
-        sa.as_ref(),
-        &sa_uid,
-        &format!("service account {ns}/{sa_name}"),
-    )?;
+    same(sa.as_ref(), &sa_uid, "service account", "claim")?;
     let secret = get(st, "secrets", Some(&ns), &secret_name)
         .await?
-        .ok_or_else(|| Rejected::Gone(format!("secret {ns}/{secret_name} has been deleted")))?;
+        .ok_or(Rejected::Invalidated)?;
     // The Secret must still hold this very token (deleting or rotating it revokes the token).
     let stored = secret
         .pointer("/data/token")
@@ -235,14 +297,10 @@ async fn legacy(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
             base64::engine::general_purpose::STANDARD.decode(b).ok()
         });
     if stored.as_deref() != Some(token.as_bytes()) {
-        return Err(Rejected::Gone(format!(
-            "token does not match the one in secret {ns}/{secret_name}"
-        )));
+        return Err(Rejected::Invalidated);
     }
     if crate::objects::meta_str(&secret, "deletionTimestamp").is_some() {
-        return Err(Rejected::Gone(format!(
-            "secret {ns}/{secret_name} is being deleted"
-        )));
+        return Err(Rejected::Invalidated);
     }
     Ok(UserInfo::for_service_account(&ns, &sa_name, &sa_uid))
 }
