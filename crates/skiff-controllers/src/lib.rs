@@ -19,6 +19,7 @@ mod owned;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceaccounts;
+pub mod tokens;
 
 use std::time::Duration;
 

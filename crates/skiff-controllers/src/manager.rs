@@ -14,7 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     cronjob, daemonset, deployment, endpoints, gc, job, nodeipam, nodelifecycle, replicaset,
-    scheduler, serviceaccounts, Context, Options, Result,
+    scheduler, serviceaccounts, tokens, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -26,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 12] {
+fn controllers() -> [(&'static str, Start); 13] {
     [
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
@@ -42,6 +42,7 @@ fn controllers() -> [(&'static str, Start); 12] {
         ("root-ca-cert-publisher", |ctx| {
             Box::pin(serviceaccounts::run_root_ca_publisher(ctx))
         }),
+        ("serviceaccount-token", |ctx| Box::pin(tokens::run(ctx))),
     ]
 }
 

@@ -7,14 +7,15 @@
 //! keeps it for a minute past its deletionTimestamp, as upstream). The user is the
 //! ServiceAccount with upstream's `extra` (pod name/uid, node name/uid, credential id).
 //!
-//! Legacy tokens (a `kubernetes.io/service-account-token` Secret the user created): valid
-//! while that Secret exists holding exactly this token and the ServiceAccount has the uid.
+//! Tokens of `kubernetes.io/service-account-token` Secrets (legacy tokens, which skiff's token
+//! controller gets through TokenRequest bound to the Secret) are Secret-bound tokens: valid
+//! while that Secret and the ServiceAccount exist with the claimed uids.
 
 use async_trait::async_trait;
 use serde_json::Value;
 use skiff_api::ApiError;
 
-use super::{get_core, jwt, private_claims, LEEWAY, LEGACY_ISSUER};
+use super::{get_core, jwt, private_claims, LEEWAY};
 use crate::auth::{TokenAuthenticator, UserInfo};
 use crate::AppState;
 
@@ -79,26 +80,6 @@ pub(crate) async fn review(
     let iss = claims.get("iss").and_then(Value::as_str)?;
     if iss == st.service_accounts.issuer {
         Some(bound(st, token, wanted).await)
-    } else if iss == LEGACY_ISSUER {
-        // Legacy tokens carry no audience: they are good for the API audiences.
-        let auds: Vec<String> = wanted
-            .iter()
-            .filter(|a| st.service_accounts.audiences.contains(a))
-            .cloned()
-            .collect();
-        if auds.is_empty() {
-            return Some(Err(Rejected::Audience(
-                go_quoted(
-                    &st.service_accounts
-                        .audiences
-                        .iter()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>(),
-                ),
-                go_quoted(&wanted.iter().map(String::as_str).collect::<Vec<_>>()),
-            )));
-        }
-        Some(legacy(st, token).await.map(|u| (u, auds)))
     } else {
         None
     }
@@ -258,51 +239,6 @@ async fn bound(
             .insert(extra::CREDENTIAL_ID.into(), vec![format!("JTI={jti}")]);
     }
     Ok((user, auds))
-}
-
-/// The claims of a legacy Secret-based token (upstream's legacyPrivateClaims).
-pub(crate) mod legacy_claims {
-    pub const NAMESPACE: &str = "kubernetes.io/serviceaccount/namespace";
-    pub const SECRET_NAME: &str = "kubernetes.io/serviceaccount/secret.name";
-    pub const SA_NAME: &str = "kubernetes.io/serviceaccount/service-account.name";
-    pub const SA_UID: &str = "kubernetes.io/serviceaccount/service-account.uid";
-}
-
-async fn legacy(st: &AppState, token: &str) -> Result<UserInfo, Rejected> {
-    let claims = st.service_accounts.key.verify(token)?;
-    check_times(&claims, crate::respond::now().as_second())?;
-    let s = |f: &str| {
-        claims
-            .get(f)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .ok_or(Rejected::Claims)
-    };
-    let ns = s(legacy_claims::NAMESPACE)?;
-    let secret_name = s(legacy_claims::SECRET_NAME)?;
-    let sa_name = s(legacy_claims::SA_NAME)?;
-    let sa_uid = s(legacy_claims::SA_UID)?;
-    let sa = get(st, "serviceaccounts", Some(&ns), &sa_name).await?;
-    same(sa.as_ref(), &sa_uid, "service account", "claim")?;
-    let secret = get(st, "secrets", Some(&ns), &secret_name)
-        .await?
-        .ok_or(Rejected::Invalidated)?;
-    // The Secret must still hold this very token (deleting or rotating it revokes the token).
-    let stored = secret
-        .pointer("/data/token")
-        .and_then(Value::as_str)
-        .and_then(|b| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(b).ok()
-        });
-    if stored.as_deref() != Some(token.as_bytes()) {
-        return Err(Rejected::Invalidated);
-    }
-    if crate::objects::meta_str(&secret, "deletionTimestamp").is_some() {
-        return Err(Rejected::Invalidated);
-    }
-    Ok(UserInfo::for_service_account(&ns, &sa_name, &sa_uid))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! ServiceAccount tokens, server side: the signing key ([`jwt`]), the claims of bound tokens
 //! ([`claims`]), the `serviceaccounts/token` TokenRequest subresource ([`token`]), the
-//! authenticator that accepts bound and legacy Secret-based tokens ([`authn`]) and the OIDC
+//! authenticator that accepts them ([`authn`]) and the OIDC
 //! discovery documents ([`oidc`]).
 
 pub(crate) mod authn;
@@ -19,8 +19,6 @@ use crate::AppState;
 
 /// Upstream's default issuer for kubeadm and k3s clusters (`--service-account-issuer`).
 pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-/// The issuer of legacy Secret-based tokens.
-pub(crate) const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
 /// The projected volume's expirationSeconds: such pod-bound tokens are quietly extended to
 /// [`EXTENDED_EXPIRATION`] and only warn after this (upstream's safe transition to bound
 /// tokens, `--service-account-extend-token-expiration`, on by default).
