@@ -226,6 +226,7 @@ impl AppState {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn with_toleration_seconds(
         store: Arc<dyn Store>,
         tokens: Tokens,
