@@ -306,6 +306,47 @@ async fn bound_tokens_authenticate_until_their_pod_goes() {
     );
     assert_eq!(authenticates(&t, &bound).await, None);
 
+    // With the pod's node registered, the node goes in the claims and the user's extra.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(t.client.clone());
+    let node = nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "node-a"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let node_uid = node.metadata.uid.unwrap();
+    let tr = post(
+        &t,
+        base,
+        json!({"spec": {
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "runner"}}}),
+    )
+    .await
+    .unwrap();
+    let with_node = tr["status"]["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        claims_of(&with_node)["kubernetes.io"]["node"],
+        json!({"name": "node-a", "uid": node_uid})
+    );
+    let review = post(
+        &t,
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": with_node}}),
+    )
+    .await
+    .unwrap();
+    let extra = &review["status"]["user"]["extra"];
+    assert_eq!(
+        extra["authentication.kubernetes.io/node-name"],
+        json!(["node-a"])
+    );
+    assert_eq!(
+        extra["authentication.kubernetes.io/node-uid"],
+        json!([node_uid])
+    );
+
     // The projected-volume expiry is extended to a year, warning after 3607 s.
     let tr = post(
         &t,
