@@ -227,6 +227,26 @@ fn uses_token_projection(pod: &Value) -> bool {
         .any(|s| s.get("serviceAccountToken").is_some())
 }
 
+/// Mirror pods may not name a ServiceAccount, reference Secrets or project tokens.
+fn check_mirror(req: &Request<'_>, pod: &Value) -> ApiResult<()> {
+    if !sa_name(pod).is_empty() {
+        return Err(forbidden(
+            req,
+            "a mirror pod may not reference service accounts",
+        ));
+    }
+    if references_secrets(pod) {
+        return Err(forbidden(req, "a mirror pod may not reference secrets"));
+    }
+    if uses_token_projection(pod) {
+        return Err(forbidden(
+            req,
+            "a mirror pod may not use ServiceAccountToken volume projections",
+        ));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Plugin for ServiceAccount {
     fn name(&self) -> &'static str {
@@ -245,7 +265,8 @@ impl Plugin for ServiceAccount {
             return Ok(());
         };
         if is_mirror(pod) {
-            return Ok(());
+            // Upstream's Admit validates mirror pods right away (so before NodeRestriction).
+            return check_mirror(req, pod);
         }
         if sa_name(pod).is_empty() {
             if !pod.get("spec").is_some_and(Value::is_object) {
@@ -281,22 +302,7 @@ impl Plugin for ServiceAccount {
             return Ok(Vec::new());
         };
         if is_mirror(pod) {
-            if !sa_name(pod).is_empty() {
-                return Err(forbidden(
-                    req,
-                    "a mirror pod may not reference service accounts",
-                ));
-            }
-            if references_secrets(pod) {
-                return Err(forbidden(req, "a mirror pod may not reference secrets"));
-            }
-            if uses_token_projection(pod) {
-                return Err(forbidden(
-                    req,
-                    "a mirror pod may not use ServiceAccountToken volume projections",
-                ));
-            }
-            return Ok(Vec::new());
+            return check_mirror(req, pod).map(|()| Vec::new());
         }
         let name = sa_name(pod);
         if name.is_empty() {
