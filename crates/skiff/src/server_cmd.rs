@@ -147,7 +147,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                 .context("reading the cluster CA")?;
             let url = format!("https://{}", server.local_addr());
             let node_client = crate::agent_cmd::node_client(&url, &ca, &token)?;
-            let config = crate::agent_cmd::agent_config(data_dir, &args.node, token)?;
+            let config = crate::agent_cmd::agent_config(data_dir, &args.node, token, &url)?;
             Some(tokio::spawn(skiff_agent::run(
                 node_client,
                 config,
