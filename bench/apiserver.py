@@ -32,7 +32,7 @@ def free_port():
 
 
 def load_kubeconfig(path):
-    """Our kubeconfig is YAML we write ourselves; pick the three fields without a YAML lib."""
+    """Our kubeconfig is YAML we write ourselves; pick server, token and CA without a YAML lib."""
     server = token = ca = None
     with open(path) as f:
         for line in f:
@@ -43,6 +43,11 @@ def load_kubeconfig(path):
                 token = line.split(":", 1)[1].strip()
             elif line.startswith("certificate-authority-data:"):
                 ca = base64.b64decode(line.split(":", 1)[1].strip()).decode()
+    if token is None:
+        # The admin kubeconfig holds a client certificate; the bench uses the data dir's static
+        # admin token (same user, system:admin in system:masters) over plain http.client.
+        with open(os.path.join(os.path.dirname(path), "server", "admin-token")) as f:
+            token = f.read().strip()
     return server, token, ca
 
 

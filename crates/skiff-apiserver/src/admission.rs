@@ -38,6 +38,12 @@ pub(crate) trait Admission: Send + Sync {
         false
     }
 
+    /// A computed kind (reviews): the create verb answers with the returned object (201) and
+    /// stores nothing. None: an ordinary stored kind.
+    async fn review(&self, _ctx: &Ctx, _obj: &Value) -> Option<ApiResult<Value>> {
+        None
+    }
+
     /// Server-set fields of a new object, before defaulting (initial status, finalizers, labels).
     fn init_create(&self, _obj: &mut Value) {}
 

@@ -139,6 +139,8 @@ pub enum ServerError {
     Cert(#[from] rcgen::Error),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("issuing a client certificate: {0}")]
+    ClientCert(String),
     #[error("invalid TLS material in {0}")]
     BadPem(PathBuf),
     #[error("store: {0}")]
@@ -354,6 +356,27 @@ impl Server {
 
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// A new client certificate for one of skiff's own components (controllers, scheduler),
+    /// valid for [`CLIENT_CERT_TTL`]; kept in memory by the caller, re-issued at every start.
+    pub fn component_cert(
+        &self,
+        user: &str,
+        groups: &[String],
+    ) -> Result<auth::cert::ClientCert, ServerError> {
+        let pki = self
+            .state
+            .pki
+            .as_ref()
+            .ok_or_else(|| ServerError::ClientCert("no cluster CA".into()))?;
+        pki.client_cert(user, groups, CLIENT_CERT_TTL)
+            .map_err(|e| ServerError::ClientCert(e.to_string()))
+    }
+
+    /// The cluster CA certificate (PEM).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.state.pki.as_ref().map(|p| p.ca_pem.as_str())
     }
 
     pub fn state(&self) -> Arc<AppState> {

@@ -170,12 +170,11 @@ impl TlsMaterial {
         issue_serving_cert(&self.ca_key_pem, sans, &format!("system:node:{node_name}"))
     }
 
-    /// The CA as an rcgen issuer (signs client certificates).
-    pub(crate) fn issuer(&self) -> Result<Issuer<'static, KeyPair>, rcgen::Error> {
-        Ok(Issuer::new(
-            ca_params()?,
-            KeyPair::from_pem(&self.ca_key_pem)?,
-        ))
+    /// The CA as a client-certificate signer.
+    pub(crate) fn signer(
+        &self,
+    ) -> Result<crate::auth::x509::CaSigner, crate::auth::x509::X509Error> {
+        crate::auth::x509::CaSigner::new(&self.ca_pem, &self.ca_key_pem)
     }
 
     /// A new client certificate for `user` in `groups`, valid for `ttl`.
@@ -184,8 +183,8 @@ impl TlsMaterial {
         user: &str,
         groups: &[String],
         ttl: std::time::Duration,
-    ) -> Result<crate::auth::cert::ClientCert, rcgen::Error> {
-        crate::auth::cert::issue(&self.issuer()?, user, groups, ttl)
+    ) -> Result<crate::auth::cert::ClientCert, crate::auth::x509::X509Error> {
+        crate::auth::cert::issue(&self.signer()?, user, groups, ttl)
     }
 
     /// The client certificate kept in `dir/<file>.crt|.key`, re-issued when missing, unreadable
@@ -209,7 +208,9 @@ impl TlsMaterial {
                 return Ok(crate::auth::cert::ClientCert { cert_pem, key_pem });
             }
         }
-        let c = self.client_cert(user, groups, ttl)?;
+        let c = self
+            .client_cert(user, groups, ttl)
+            .map_err(|e| ServerError::ClientCert(e.to_string()))?;
         write_private(&key, &c.key_pem)?;
         write_private(&crt, &c.cert_pem)?;
         Ok(c)

@@ -26,6 +26,31 @@ pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
 /// A client for `server` trusting only the cluster CA in `ca_pem`, authenticating with `token`
 /// (the node token).
 pub fn with_token(server: &str, ca_pem: &[u8], token: &str) -> Result<kube::Client, Error> {
+    let mut config = base_config(server, ca_pem)?;
+    config.auth_info.token = Some(token.to_string().into());
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// A client for `server` trusting only the cluster CA in `ca_pem`, authenticating with a client
+/// certificate (`cert_pem`, `key_pem`).
+pub fn with_client_cert(
+    server: &str,
+    ca_pem: &[u8],
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<kube::Client, Error> {
+    let mut config = base_config(server, ca_pem)?;
+    config.auth_info.client_certificate_data = Some(base64_encode(cert_pem));
+    config.auth_info.client_key_data = Some(base64_encode(key_pem).into());
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn base_config(server: &str, ca_pem: &[u8]) -> Result<kube::Config, Error> {
     let url: http::Uri = server.parse().map_err(|source| Error::BadUrl {
         url: server.to_string(),
         source,
@@ -38,8 +63,7 @@ pub fn with_token(server: &str, ca_pem: &[u8], token: &str) -> Result<kube::Clie
         return Err(Error::BadCa("no certificate in the CA file".into()));
     }
     config.root_cert = Some(certs.into_iter().map(|c| c.to_vec()).collect());
-    config.auth_info.token = Some(token.to_string().into());
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 #[cfg(test)]

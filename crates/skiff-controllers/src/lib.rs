@@ -20,7 +20,7 @@ pub mod scheduler;
 
 use std::time::Duration;
 
-pub use manager::run;
+pub use manager::{run, run_as};
 
 /// Errors of a controller loop (a reconcile error is retried with back-off, never fatal).
 #[derive(Debug, thiserror::Error)]

@@ -42,21 +42,42 @@ fn controllers() -> [(&'static str, Start); 10] {
 }
 
 /// Runs all controllers (deployment, replicaset, scheduler, garbage collector, node lifecycle)
-/// until `shutdown` resolves.
+/// on one client until `shutdown` resolves.
 pub async fn run(
     client: kube::Client,
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let ctx = Arc::new(Context {
-        events: skiff_client::events::Recorder::new(client.clone()),
-        client,
-        options,
-    });
+    run_as(client.clone(), client, options, shutdown).await
+}
+
+/// Like [`run`], with the scheduler on its own client (its own identity,
+/// `system:kube-scheduler`) and every other controller on `controllers`
+/// (`system:kube-controller-manager`).
+pub async fn run_as(
+    controllers_client: kube::Client,
+    scheduler_client: kube::Client,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let context = |client: kube::Client| {
+        Arc::new(Context {
+            events: skiff_client::events::Recorder::new(client.clone()),
+            client,
+            options: options.clone(),
+        })
+    };
+    let ctx = context(controllers_client);
+    let scheduler_ctx = context(scheduler_client);
     // A JoinSet aborts every supervisor when dropped, so nothing outlives `run`.
     let mut supervisors = tokio::task::JoinSet::new();
     for (name, start) in controllers() {
-        supervisors.spawn(supervise(name, ctx.clone(), start));
+        let ctx = if name == "scheduler" {
+            scheduler_ctx.clone()
+        } else {
+            ctx.clone()
+        };
+        supervisors.spawn(supervise(name, ctx, start));
     }
     shutdown.await;
     tracing::info!("controller manager shutting down");

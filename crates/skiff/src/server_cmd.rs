@@ -112,10 +112,27 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             "API server ready at https://{}",
             server.local_addr()
         );
-        // Controllers talk to the server like any client: through HTTPS with the admin token.
-        let client = skiff_client::config::from_kubeconfig(server.kubeconfig_path())
-            .await
-            .context("creating the controllers' API client")?;
+        // Controllers and the scheduler talk to the server like any client, through HTTPS, each
+        // with its own least-privileged identity (bound by the bootstrap RBAC policy).
+        let url = format!("https://{}", server.local_addr());
+        let ca_pem = server
+            .ca_pem()
+            .context("the server has no cluster CA")?
+            .to_string();
+        let component = |user: &str| -> anyhow::Result<kube::Client> {
+            let cert = server
+                .component_cert(user, &[])
+                .with_context(|| format!("issuing the client certificate of {user}"))?;
+            skiff_client::config::with_client_cert(
+                &url,
+                ca_pem.as_bytes(),
+                &cert.cert_pem,
+                &cert.key_pem,
+            )
+            .with_context(|| format!("creating the API client of {user}"))
+        };
+        let controllers_client = component(skiff_apiserver::auth::user::users::CONTROLLER_MANAGER)?;
+        let scheduler_client = component(skiff_apiserver::auth::user::users::SCHEDULER)?;
         let options = skiff_controllers::Options {
             node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
             default_toleration_seconds: args.default_toleration_seconds,
@@ -128,8 +145,9 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             let _ = stop.send(true);
         });
-        let controllers = tokio::spawn(skiff_controllers::run(
-            client,
+        let controllers = tokio::spawn(skiff_controllers::run_as(
+            controllers_client,
+            scheduler_client,
             options,
             wait_for(stopped.clone()),
         ));
@@ -145,7 +163,6 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                 .to_string();
             let ca = std::fs::read(data_dir.join("server/tls/ca.crt"))
                 .context("reading the cluster CA")?;
-            let url = format!("https://{}", server.local_addr());
             let node_client = crate::agent_cmd::node_client(&url, &ca, &token)?;
             let config = crate::agent_cmd::agent_config(data_dir, &args.node, token, &url)?;
             Some(tokio::spawn(skiff_agent::run(

@@ -446,13 +446,21 @@ fn bad_input_gets_statuses_kubectl_prints_well() {
         .fails(&["get", "deployment", "noselector"])
         .contains("NotFound"));
 
-    // A wrong token is refused.
+    // A wrong token is refused (the admin kubeconfig's client certificate swapped for it).
     let config = std::fs::read_to_string(c.kubeconfig()).expect("kubeconfig");
-    let token_line = config
+    let bad: String = config
         .lines()
-        .find(|l| l.trim_start().starts_with("token:"))
-        .expect("token line");
-    let bad = config.replace(token_line, "    token: not-the-token");
+        .map(|l| {
+            if l.trim_start().starts_with("client-certificate-data:") {
+                "    token: not-the-token".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .filter(|l| !l.trim_start().starts_with("client-key-data:"))
+        .map(|l| l + "\n")
+        .collect();
+    assert!(bad.contains("token: not-the-token"), "{bad}");
     let bad_path = c.dir.path().join("bad-kubeconfig.yaml");
     std::fs::write(&bad_path, bad).expect("write");
     let mut cmd = c.kubectl_command("kubectl", &["get", "pods"]);

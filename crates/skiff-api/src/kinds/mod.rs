@@ -16,6 +16,7 @@ use crate::validate::{Errs, NameRule};
 use crate::ResourceInfo;
 
 mod apps;
+mod authentication;
 mod batch;
 mod coordination;
 pub(crate) mod core;
@@ -150,6 +151,7 @@ static REGISTRY: &[Kind] = &[
     apps::deployment::KIND,
     apps::replicaset::KIND,
     events::event::KIND,
+    authentication::SELF_SUBJECT_REVIEW,
     // Upstream lists cronjobs before jobs (and `kubectl get all` prints them in that order).
     batch::cronjob::KIND,
     batch::job::KIND,

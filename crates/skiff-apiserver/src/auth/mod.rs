@@ -9,6 +9,7 @@
 pub mod cert;
 pub(crate) mod impersonate;
 pub mod user;
+pub mod x509;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -5,6 +5,7 @@ mod endpoints;
 mod namespaces;
 mod nodes;
 mod pods;
+mod reviews;
 mod services;
 
 use crate::admission::Registry;
@@ -22,6 +23,11 @@ pub(crate) fn registry(default_toleration_seconds: i64) -> Registry {
         .with("", "Service", services::ServiceHooks)
         .with("", "Endpoints", endpoints::ENDPOINTS)
         .with(slices, "EndpointSlice", endpoints::ENDPOINT_SLICES)
+        .with(
+            "authentication.k8s.io",
+            "SelfSubjectReview",
+            reviews::SelfSubjectReview,
+        )
 }
 
 #[cfg(test)]

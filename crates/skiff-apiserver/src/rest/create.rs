@@ -46,6 +46,12 @@ pub(super) async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
     let mut obj = ctx.decode_body(body)?;
     check_type_meta(ctx.info, &mut obj)?;
     let warnings = ctx.field_validation(&obj)?;
+    if let Some(reviewed) = ctx.hooks().review(ctx, &obj).await {
+        return Ok(with_warnings(
+            object_response(ctx, 201, &reviewed?),
+            &warnings,
+        ));
+    }
     resolve_new_identity(ctx, &mut obj).await?;
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
     let generate = meta_str(&obj, "generateName").unwrap_or("").to_string();
