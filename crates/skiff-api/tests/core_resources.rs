@@ -32,6 +32,14 @@ fn served_resources_have_upstream_discovery_data() {
             true,
         ),
         ("apps", "replicasets", "ReplicaSet", true, &["rs"][..], true),
+        (
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+            &[][..],
+            false,
+        ),
         ("batch", "cronjobs", "CronJob", true, &["cj"][..], true),
         ("batch", "jobs", "Job", true, &[][..], true),
         (
@@ -75,6 +83,14 @@ fn served_resources_have_upstream_discovery_data() {
             false,
         ),
         (
+            "certificates.k8s.io",
+            "certificatesigningrequests",
+            "CertificateSigningRequest",
+            false,
+            &["csr"][..],
+            false,
+        ),
+        (
             "coordination.k8s.io",
             "leases",
             "Lease",
@@ -91,7 +107,10 @@ fn served_resources_have_upstream_discovery_data() {
         assert_eq!(r.namespaced, namespaced, "{plural}");
         assert_eq!(r.short_names, short, "{plural}");
         assert_eq!(r.categories.contains(&"all"), in_all, "{plural}");
-        assert!(r.verbs.contains(&"watch") && r.verbs.contains(&"patch"));
+        assert!(
+            (r.verbs.contains(&"watch") && r.verbs.contains(&"patch")) || r.verbs == ["create"],
+            "{plural}"
+        );
     }
     let d = by_kind("apps/v1", "Deployment").expect("deployment");
     assert_eq!(d.subresources, ["status", "scale"]);

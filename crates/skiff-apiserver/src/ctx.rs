@@ -28,11 +28,24 @@ pub(crate) struct Ctx {
     pub user: Arc<crate::auth::UserInfo>,
 }
 
-/// Whether a write targets the main resource or its `/status` subresource.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Whether a write targets the main resource, its `/status` subresource, or a CSR's
+/// `/approval` (which, like status, writes only under `status`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Mode {
     Main,
     Status,
+    Approval,
+}
+
+impl Mode {
+    /// The subresource name admission sees ("" for the main resource).
+    pub(crate) fn subresource(self) -> &'static str {
+        match self {
+            Mode::Main => "",
+            Mode::Status => "status",
+            Mode::Approval => "approval",
+        }
+    }
 }
 
 impl Ctx {

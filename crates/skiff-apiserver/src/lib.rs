@@ -30,6 +30,7 @@ mod plugins;
 mod query;
 mod respond;
 mod rest;
+mod signer;
 mod storage;
 mod tls;
 mod watch;
@@ -391,6 +392,8 @@ impl Server {
     /// Serves HTTPS until `shutdown` completes, then ends watches and closes connections.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let app = router(self.state.clone());
+        // The CSR signer holds the CA key, so it runs with the server.
+        signer::start(self.state.clone());
         tracing::info!(addr = %self.local_addr, "skiff API server listening (https)");
         let shutdown_tx = self.shutdown_tx;
         let stopping = async move {

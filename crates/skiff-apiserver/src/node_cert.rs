@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use http::HeaderMap;
@@ -32,19 +31,30 @@ fn valid_node_name(name: &str) -> bool {
 
 pub(crate) async fn handle(
     State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Response {
-    match issue(&st, &headers, &body) {
+    let (parts, body) = req.into_parts();
+    // The join token, or an admin (system:masters) acting for a node.
+    let allowed = st.tokens.is_node_token(&parts.headers)
+        || crate::auth::authenticate(&st, &parts)
+            .await
+            .is_ok_and(|u| u.is_master());
+    if !allowed {
+        return error_response(&ApiError::unauthorized());
+    }
+    let body = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(&ApiError::bad_request("invalid node certificate request"))
+        }
+    };
+    match issue(&st, &parts.headers, &body) {
         Ok(cert) => json_response(200, &serde_json::json!(cert)),
         Err(e) => error_response(&e),
     }
 }
 
-fn issue(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<NodeCert, ApiError> {
-    if !st.tokens.is_node_token(headers) {
-        return Err(ApiError::unauthorized());
-    }
+fn issue(st: &AppState, _headers: &HeaderMap, body: &[u8]) -> Result<NodeCert, ApiError> {
     let Some(pki) = st.pki.as_ref() else {
         return Err(unavailable("this API server has no cluster CA"));
     };

@@ -102,7 +102,7 @@ pub(crate) fn prepare_update(
             }
             new
         }
-        Mode::Status => {
+        Mode::Status | Mode::Approval => {
             // Status writes change status (and annotations, which controllers rely on) only.
             let mut merged = old.clone();
             match new.get("status") {

@@ -68,7 +68,7 @@ fn write_private(path: &Path, data: &str) -> Result<(), ServerError> {
         .map_err(io_err(format!("writing {}", path.display())))
 }
 
-fn read(path: &Path) -> Result<Option<String>, ServerError> {
+pub(crate) fn read(path: &Path) -> Result<Option<String>, ServerError> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::read_to_string(path) {
         Ok(s) => {

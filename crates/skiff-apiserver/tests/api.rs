@@ -252,10 +252,12 @@ async fn configmap_conflict_and_replace() {
 async fn unauthorized_without_valid_token() {
     let t = start().await;
     let text = std::fs::read_to_string(&t.kubeconfig).unwrap();
+    // The admin client certificate swapped for a wrong bearer token.
     let bad = text
         .lines()
+        .filter(|l| !l.trim_start().starts_with("client-key-data:"))
         .map(|l| {
-            if l.trim_start().starts_with("token:") {
+            if l.trim_start().starts_with("client-certificate-data:") {
                 "    token: wrong".to_string()
             } else {
                 l.to_string()
@@ -263,12 +265,143 @@ async fn unauthorized_without_valid_token() {
         })
         .collect::<Vec<_>>()
         .join("\n");
+    assert!(bad.contains("token: wrong"));
     let path = t.kubeconfig.with_file_name("bad.yaml");
     std::fs::write(&path, bad).unwrap();
     let client = client_from(&path).await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     let err = api.list(&ListParams::default()).await.unwrap_err();
     assert_eq!(status_code(&err), Some(401));
+}
+
+async fn whoami(client: &kube::Client) -> Result<Value, kube::Error> {
+    let req = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header("content-type", "application/json")
+        .body(
+            serde_json::to_vec(
+                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    client.request::<Value>(req).await
+}
+
+/// A kubeconfig for the test server with a client certificate issued by `ca`.
+fn cert_kubeconfig(t: &common::TestServer, cert_pem: &str, key_pem: &str) -> std::path::PathBuf {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let text = std::fs::read_to_string(&t.kubeconfig).unwrap();
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            if l.trim_start().starts_with("client-certificate-data:") {
+                format!("{indent}client-certificate-data: {}", b64(cert_pem))
+            } else if l.trim_start().starts_with("client-key-data:") {
+                format!("{indent}client-key-data: {}", b64(key_pem))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let path = t
+        .kubeconfig
+        .with_file_name(format!("cert-{}.yaml", rand_suffix()));
+    std::fs::write(&path, out.join("\n")).unwrap();
+    path
+}
+
+fn rand_suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+#[tokio::test]
+async fn client_certificates_name_the_user_and_groups_and_foreign_ones_are_refused() {
+    let t = start().await;
+    // The admin kubeconfig is system:admin in system:masters.
+    let me = whoami(&t.client).await.unwrap();
+    assert_eq!(me["status"]["userInfo"]["username"], "system:admin");
+    assert_eq!(
+        me["status"]["userInfo"]["groups"],
+        json!(["system:masters", "system:authenticated"])
+    );
+    // A certificate from the cluster CA for alice in two groups.
+    let dir = t.kubeconfig.parent().unwrap();
+    let ca_pem = std::fs::read_to_string(dir.join("server/tls/ca.crt")).unwrap();
+    let ca_key = std::fs::read_to_string(dir.join("server/tls/ca.key")).unwrap();
+    let signer = skiff_apiserver::auth::x509::CaSigner::new(&ca_pem, &ca_key).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key) = signer
+        .issue_client(
+            "alice",
+            &["dev".into(), "qa".into()],
+            now - time::Duration::minutes(5),
+            now + time::Duration::hours(1),
+        )
+        .unwrap();
+    let alice = client_from(&cert_kubeconfig(&t, &cert, &key)).await;
+    let me = whoami(&alice).await.unwrap();
+    assert_eq!(me["status"]["userInfo"]["username"], "alice");
+    assert_eq!(
+        me["status"]["userInfo"]["groups"],
+        json!(["dev", "qa", "system:authenticated"])
+    );
+    // Impersonation is the acting user in whoami.
+    let mut cfg = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&t.kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    cfg.auth_info.impersonate = Some("bob".into());
+    cfg.auth_info.impersonate_groups = Some(vec!["ops".into()]);
+    let as_bob = kube::Client::try_from(cfg).unwrap();
+    let me = whoami(&as_bob).await.unwrap();
+    assert_eq!(me["status"]["userInfo"]["username"], "bob");
+    assert_eq!(
+        me["status"]["userInfo"]["groups"],
+        json!(["ops", "system:authenticated"])
+    );
+    // An expired certificate from the right CA fails the TLS handshake.
+    let (old, old_key) = signer
+        .issue_client(
+            "alice",
+            &[],
+            now - time::Duration::hours(2),
+            now - time::Duration::hours(1),
+        )
+        .unwrap();
+    let expired = client_from(&cert_kubeconfig(&t, &old, &old_key)).await;
+    assert!(whoami(&expired).await.is_err());
+    // The same name from a CA of the attacker's own fails the handshake: no request is served.
+    let fake_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, "skiff-ca");
+    params.distinguished_name = dn;
+    let fake_ca = params.self_signed(&fake_key).unwrap();
+    let fake =
+        skiff_apiserver::auth::x509::CaSigner::new(&fake_ca.pem(), &fake_key.serialize_pem())
+            .unwrap();
+    let (forged, forged_key) = fake
+        .issue_client(
+            "system:admin",
+            &["system:masters".into()],
+            now - time::Duration::minutes(5),
+            now + time::Duration::hours(1),
+        )
+        .unwrap();
+    let forged = client_from(&cert_kubeconfig(&t, &forged, &forged_key)).await;
+    let err = whoami(&forged).await.unwrap_err();
+    assert!(status_code(&err).is_none(), "{err}");
 }
 
 #[tokio::test]

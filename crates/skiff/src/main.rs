@@ -6,6 +6,7 @@ mod agent_cmd;
 mod container_cmd;
 mod image_cmd;
 mod incluster_cmd;
+mod kubeconfig_cmd;
 mod progress;
 mod reset_cmd;
 mod secrets_cmd;
@@ -59,6 +60,9 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run a node agent that joins a cluster.
     Agent(agent_cmd::AgentArgs),
+    /// Mint a kubeconfig for a user: a client certificate (CN = user, O = groups) signed by the
+    /// cluster CA, valid for --ttl. Run on a server machine (it reads the CA key).
+    Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Secrets encryption at rest: status, key rotation (run while the server is stopped).
     #[command(subcommand, name = "secrets-encrypt")]
     SecretsEncrypt(secrets_cmd::SecretsCommand),
@@ -122,6 +126,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => container_cmd::rm(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Server(args) => server_cmd::run(&data_dir, args),
         Command::Agent(args) => agent_cmd::run(&data_dir, args),
+        Command::Kubeconfig(args) => {
+            kubeconfig_cmd::run(&data_dir, args).map(|()| ExitCode::SUCCESS)
+        }
         Command::SecretsEncrypt(cmd) => secrets_cmd::run(&data_dir, cmd),
         Command::Reset => reset_cmd::run(&data_dir),
         Command::Version => {

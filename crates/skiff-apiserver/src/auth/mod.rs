@@ -8,6 +8,7 @@
 
 pub mod cert;
 pub(crate) mod impersonate;
+pub mod mint;
 pub mod user;
 pub mod x509;
 

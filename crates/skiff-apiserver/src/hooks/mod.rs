@@ -1,6 +1,7 @@
 //! The admission hooks of the kinds that have any, one module per kind, and the registry table
 //! that maps (group, kind) to them. A kind without an entry gets the generic path only.
 
+mod certificates;
 mod endpoints;
 mod namespaces;
 mod nodes;
@@ -27,6 +28,11 @@ pub(crate) fn registry(default_toleration_seconds: i64) -> Registry {
             "authentication.k8s.io",
             "SelfSubjectReview",
             reviews::SelfSubjectReview,
+        )
+        .with(
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            certificates::CsrHooks,
         )
 }
 

@@ -28,6 +28,11 @@ pub(crate) async fn handle(
         ("status", &Method::PUT) | ("status", &Method::PATCH) => {
             update_or_patch(ctx, method, name, body, Mode::Status).await
         }
+        // A CertificateSigningRequest's Approved/Denied conditions.
+        ("approval", &Method::GET) => get(ctx, name).await,
+        ("approval", &Method::PUT) | ("approval", &Method::PATCH) => {
+            update_or_patch(ctx, method, name, body, Mode::Approval).await
+        }
         ("scale", &Method::GET) => {
             let (obj, _) = ctx.get_current(name).await?;
             Ok(json_response(200, &to_scale(&obj)))

@@ -78,11 +78,7 @@ impl Write<'_> {
                     ctx,
                     op: plugins::Operation::Update,
                     name,
-                    subresource: if self.mode == Mode::Status {
-                        "status"
-                    } else {
-                        ""
-                    },
+                    subresource: self.mode.subresource(),
                     old: Some(self.old),
                 },
                 Some(&mut prepared),
