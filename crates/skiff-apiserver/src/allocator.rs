@@ -758,3 +758,30 @@ pub(crate) async fn ensure_kubernetes_endpoints(
     }
     Ok(())
 }
+
+/// Re-applies [`ensure_kubernetes_endpoints`] every `interval` until the server shuts down.
+pub(crate) async fn reconcile_kubernetes_endpoints(
+    st: std::sync::Arc<AppState>,
+    advertise: Ipv4Addr,
+    api_port: u16,
+    interval: std::time::Duration,
+) {
+    let mut stop = st.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            changed = stop.changed() => {
+                // The server is gone (sender dropped) or stopping.
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = ensure_kubernetes_endpoints(&st, advertise, api_port).await {
+            tracing::warn!("reconciling the kubernetes Service's endpoints: {e}");
+        }
+    }
+}

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// `--advertise-address`); None = the listen address when it is a specific one, else
     /// 127.0.0.1. Pods reach the API through their node agent's relay whatever it is.
     pub advertise_address: Option<std::net::Ipv4Addr>,
+    /// How often the `kubernetes` Service's endpoints are checked and repaired (upstream's
+    /// endpoint reconciler interval, 10 s).
+    pub endpoint_reconcile_interval: Duration,
     /// tolerationSeconds of the `node.kubernetes.io/not-ready` and `/unreachable` NoExecute
     /// tolerations added to new pods (upstream's DefaultTolerationSeconds admission plugin,
     /// `--default-not-ready-toleration-seconds`/`--default-unreachable-toleration-seconds`, 300).
@@ -115,6 +118,7 @@ impl ServerConfig {
             listen,
             extra_sans: Vec::new(),
             advertise_address: None,
+            endpoint_reconcile_interval: Duration::from_secs(10),
             default_toleration_seconds: DEFAULT_TOLERATION_SECONDS,
             service_cidr: DEFAULT_SERVICE_CIDR,
             node_port_range: DEFAULT_NODE_PORT_RANGE,
@@ -335,6 +339,13 @@ impl Server {
                 .await
                 .map_err(ServerError::from),
         )?;
+        // Like upstream's endpoint reconciler: put them back if someone changes or deletes them.
+        tokio::spawn(allocator::reconcile_kubernetes_endpoints(
+            state.clone(),
+            advertise,
+            local_addr.port(),
+            config.endpoint_reconcile_interval,
+        ));
         Ok(Self {
             listener,
             timeouts: conn::Timeouts {
