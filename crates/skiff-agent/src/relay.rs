@@ -8,7 +8,8 @@
 //! untouched: pods authenticate to the API server, not to the relay.
 //! Like k3s's agent load balancer, this is the seam for API server failover (several upstreams).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Connections relayed at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 1024;
+/// Connections one source address (one pod) may hold, so a single pod cannot take every slot
+/// and cut its neighbours off the API; more are closed at once.
+const MAX_PER_SOURCE: usize = 128;
 /// How long to try reaching the API server for one pod connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,6 +59,7 @@ pub async fn serve(
 ) {
     let upstream: Arc<str> = upstream.into();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_source: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -78,9 +83,14 @@ pub async fn serve(
         while tasks.try_join_next().is_some() {}
         match accepted {
             Ok((client, peer)) => {
+                let Some(source) = SourceSlot::take(&per_source, peer.ip()) else {
+                    tracing::debug!(%peer, "API relay: too many connections from this address");
+                    continue;
+                };
                 let upstream = upstream.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
+                    let _source = source;
                     if let Err(e) = relay(client, &upstream).await {
                         tracing::debug!(%peer, %upstream, "API relay connection: {e}");
                     }
@@ -90,6 +100,39 @@ pub async fn serve(
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!("API relay accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One connection's share of its source address's quota, given back on drop.
+struct SourceSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
             }
         }
     }
@@ -131,6 +174,22 @@ mod tests {
         );
         assert_eq!(authority("http://x:1"), None);
         assert_eq!(authority("https://"), None);
+    }
+
+    #[test]
+    fn one_source_cannot_take_every_slot() {
+        let counts = Arc::default();
+        let a: IpAddr = "100.64.0.5".parse().unwrap();
+        let b: IpAddr = "100.64.0.6".parse().unwrap();
+        let held: Vec<SourceSlot> = (0..MAX_PER_SOURCE)
+            .map(|_| SourceSlot::take(&counts, a).unwrap())
+            .collect();
+        assert!(SourceSlot::take(&counts, a).is_none());
+        // Another pod still gets in.
+        assert!(SourceSlot::take(&counts, b).is_some());
+        drop(held);
+        assert!(SourceSlot::take(&counts, a).is_some());
+        assert!(counts.lock().unwrap().get(&a).is_none_or(|n| *n <= 1));
     }
 
     #[tokio::test]
