@@ -162,6 +162,108 @@ fn api_error_message(e: &kube::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+    /// A canned API server answering TokenRequests: token `t<n>` for the n-th request,
+    /// expiring `lifetime` seconds from now while claiming `expirationSeconds: 600`; with
+    /// `fail` set it answers 503.
+    fn token_server(lifetime: i64, fail: Arc<std::sync::atomic::AtomicBool>) -> (Client, Seen) {
+        use http_body_util::Full;
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let log = log.clone();
+            let fail = fail.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                let body = req.into_body().collect_bytes().await?;
+                let body: serde_json::Value =
+                    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    l.push((path, body.clone()));
+                    l.len()
+                };
+                let (code, answer) = if fail.load(std::sync::atomic::Ordering::SeqCst) {
+                    (
+                        503,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                        "status": "Failure", "code": 503, "message": "unavailable"}),
+                    )
+                } else {
+                    let exp = jiff::Timestamp::now().as_second() + lifetime;
+                    let mut tr = body.clone();
+                    tr["spec"]["expirationSeconds"] = serde_json::json!(600);
+                    tr["status"] = serde_json::json!({
+                        "token": format!("t{n}"),
+                        "expirationTimestamp": jiff::Timestamp::from_second(exp).unwrap().to_string(),
+                    });
+                    (201, tr)
+                };
+                let resp = http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Full::new(bytes::Bytes::from(answer.to_string())))
+                    .map_err(|e| kube::Error::Service(Box::new(e)))?;
+                Ok::<_, kube::Error>(resp)
+            }
+        });
+        (Client::new(service, "default"), seen)
+    }
+
+    fn key() -> TokenKey {
+        TokenKey {
+            namespace: "shop".into(),
+            service_account: "robot".into(),
+            audience: "vault".into(),
+            expiration_seconds: Some(600),
+            pod_uid: "uid-1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_a_bound_token_and_caches_it() {
+        let (client, seen) = token_server(600, Arc::default());
+        let m = TokenManager::default();
+        assert_eq!(m.get(&client, &key(), "web-0").await.unwrap(), "t1");
+        assert_eq!(m.get(&client, &key(), "web-0").await.unwrap(), "t1");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "the second get is served from the cache");
+        let (path, body) = &seen[0];
+        assert_eq!(path, "/api/v1/namespaces/shop/serviceaccounts/robot/token");
+        assert_eq!(body["spec"]["audiences"], serde_json::json!(["vault"]));
+        assert_eq!(body["spec"]["expirationSeconds"], 600);
+        assert_eq!(
+            body["spec"]["boundObjectRef"],
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "name": "web-0", "uid": "uid-1"})
+        );
+        // Another pod uid is another token.
+        let mut other = key();
+        other.pod_uid = "uid-2".into();
+        assert_eq!(m.get(&client, &other, "web-1").await.unwrap(), "t2");
+        m.forget_pod("uid-1");
+        assert_eq!(m.get(&client, &key(), "web-0").await.unwrap(), "t3");
+    }
+
+    #[tokio::test]
+    async fn renews_near_expiry_and_keeps_the_old_token_if_renewal_fails() {
+        // 600 s tokens that expire in 60 s: past 80 % of their life at once.
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (client, seen) = token_server(60, fail.clone());
+        let m = TokenManager::default();
+        assert_eq!(m.get(&client, &key(), "web-0").await.unwrap(), "t1");
+        assert_eq!(m.get(&client, &key(), "web-0").await.unwrap(), "t2");
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(m.get(&client, &key(), "web-0").await.unwrap(), "t2");
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        // Nothing cached and the API fails: the kubelet's error.
+        let mut fresh = key();
+        fresh.pod_uid = "uid-9".into();
+        let err = m.get(&client, &fresh, "web-9").await.unwrap_err();
+        assert!(err.starts_with("failed to fetch token: "), "{err}");
+    }
 
     fn ts(s: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(s).unwrap()
