@@ -187,6 +187,8 @@ pub(crate) struct Pki {
     material: tls::TlsMaterial,
     /// The TLS client configuration for dialing node agents.
     pub agent_tls: Arc<rustls::ClientConfig>,
+    /// `server/cred/node-passwords.json`: each node name's password hash (see `node_cert`).
+    pub node_passwords: PathBuf,
 }
 
 impl std::ops::Deref for Pki {
@@ -251,6 +253,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             skiff_client::node_cert::PATH,
             axum::routing::post(node_cert::handle),
+        )
+        .route(
+            skiff_client::node_identity::PATH,
+            axum::routing::post(node_cert::handle_client),
         )
         .fallback(rest::handle)
         .with_state(state)
@@ -320,6 +326,7 @@ impl Server {
             Some(Pki {
                 agent_tls: Arc::new(material.agent_client_config()?),
                 material,
+                node_passwords: server_dir.join("cred").join("node-passwords.json"),
             }),
         );
         // On a full disk these writes fail: start anyway so reads and deletes can free space.

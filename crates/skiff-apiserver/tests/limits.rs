@@ -15,9 +15,40 @@ struct Srv {
     dir: tempfile::TempDir,
     addr: std::net::SocketAddr,
     admin: String,
-    node: String,
+    /// A plain (non-master) user: the connector's client certificate, no token.
+    user: String,
     connector: tokio_rustls::TlsConnector,
+    /// Presents the plain user's certificate (a verified certificate wins over any token).
+    user_connector: tokio_rustls::TlsConnector,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A client certificate for a plain user, signed with the cluster CA's key (the CA's subject
+/// is fixed, so its parameters can be rebuilt here).
+fn plain_user_cert(
+    dir: &std::path::Path,
+) -> (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    let ca_key = std::fs::read_to_string(dir.join("server/tls/ca.key")).unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, "skiff-ca");
+    ca.distinguished_name = dn;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca, rcgen::KeyPair::from_pem(&ca_key).unwrap());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, "limits-user");
+    p.distinguished_name = dn;
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    (
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
 }
 
 async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Srv {
@@ -35,28 +66,33 @@ async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Srv {
         .unwrap()
         .trim()
         .to_string();
-    let node = std::fs::read_to_string(dir.path().join("node-token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    // The join token only bootstraps (403 here); requests go as the certificate's user.
+    let user = "no-token".to_string();
+    let (user_certs, user_key) = plain_user_cert(dir.path());
     let ca = std::fs::read(dir.path().join("server/tls/ca.crt")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut &ca[..]) {
         roots.add(c.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+    };
+    let config = builder().with_no_client_auth();
+    let user_config = builder()
+        .with_client_auth_cert(user_certs, user_key)
+        .unwrap();
     Srv {
         dir,
         addr,
         admin,
-        node,
+        user,
         connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        user_connector: tokio_rustls::TlsConnector::from(Arc::new(user_config)),
         _stop: tx,
     }
 }
@@ -85,9 +121,13 @@ impl Resp {
 
 impl Srv {
     async fn conn(&self) -> Tls {
+        self.conn_with(&self.connector).await
+    }
+
+    async fn conn_with(&self, connector: &tokio_rustls::TlsConnector) -> Tls {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        self.connector.connect(name, tcp).await.unwrap()
+        connector.connect(name, tcp).await.unwrap()
     }
 
     /// Sends the head (and `body`, which may be shorter than `content_length`) and returns the
@@ -101,7 +141,11 @@ impl Srv {
         body: &[u8],
         content_length: usize,
     ) -> Tls {
-        let mut c = self.conn().await;
+        let mut c = if token == self.user {
+            self.conn_with(&self.user_connector).await
+        } else {
+            self.conn().await
+        };
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nAccept: application/json\r\nContent-Length: {content_length}\r\nConnection: close\r\n\r\n"
         );
@@ -196,7 +240,7 @@ async fn inflight_limit_answers_429_with_retry_after_and_watches_are_not_counted
             s.send(
                 "GET",
                 "/api/v1/namespaces?watch=true",
-                &s.node,
+                &s.user,
                 "application/json",
                 b"",
                 0,
@@ -207,7 +251,7 @@ async fn inflight_limit_answers_429_with_retry_after_and_watches_are_not_counted
     tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..2 {
         let r = s
-            .request("GET", CM_PATH, &s.node, "application/json", b"")
+            .request("GET", CM_PATH, &s.user, "application/json", b"")
             .await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
@@ -218,7 +262,7 @@ async fn inflight_limit_answers_429_with_retry_after_and_watches_are_not_counted
         .send(
             "POST",
             CM_PATH,
-            &s.node,
+            &s.user,
             "application/json",
             &body[..5],
             body.len(),
@@ -226,7 +270,7 @@ async fn inflight_limit_answers_429_with_retry_after_and_watches_are_not_counted
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = s
-        .request("POST", CM_PATH, &s.node, "application/json", &cm("second"))
+        .request("POST", CM_PATH, &s.user, "application/json", &cm("second"))
         .await;
     assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("Retry-After").as_deref(), Some("1"));
@@ -236,7 +280,7 @@ async fn inflight_limit_answers_429_with_retry_after_and_watches_are_not_counted
     );
     // Reads have their own pool.
     let r = s
-        .request("GET", CM_PATH, &s.node, "application/json", b"")
+        .request("GET", CM_PATH, &s.user, "application/json", b"")
         .await;
     assert_eq!(r.status, 200);
     // The cluster admin (upstream's system:masters) is never refused.
@@ -248,7 +292,7 @@ async fn inflight_limit_answers_429_with_retry_after_and_watches_are_not_counted
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = s
-        .request("POST", CM_PATH, &s.node, "application/json", &cm("third"))
+        .request("POST", CM_PATH, &s.user, "application/json", &cm("third"))
         .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     drop(watches);

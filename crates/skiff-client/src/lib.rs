@@ -2,7 +2,8 @@
 //! building a `kube::Client` from a kubeconfig or from a node token ([`config`]), the core/v1
 //! event recorder ([`events`]), the controller driver ([`driver`]: reflector-fed trigger
 //! streams into kube-runtime's applier), the node agent's serving-certificate request to the
-//! cluster CA ([`node_cert`]), and the HTTPS accept/handshake/drain loop both servers use
+//! cluster CA ([`node_cert`]), the node's own client certificate, minted with the join token
+//! and renewed behind a client that never needs rebuilding ([`node_identity`]), and the HTTPS accept/handshake/drain loop both servers use
 //! ([`https`]: it lives here, the lowest crate the API server and the agent both depend on),
 //! and the atomic private-file write ([`fs`]). Lean on purpose: kube, k8s-openapi, tokio, futures — never
 //! the API server or the store.
@@ -13,6 +14,7 @@ pub mod events;
 pub mod fs;
 pub mod https;
 pub mod node_cert;
+pub mod node_identity;
 
 /// Errors building a client.
 #[derive(Debug, thiserror::Error)]

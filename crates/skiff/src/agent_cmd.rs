@@ -121,10 +121,44 @@ pub fn agent_config(
     })
 }
 
-/// An API client that authenticates with the node token.
-pub fn node_client(server: &str, ca_pem: &[u8], token: &str) -> anyhow::Result<kube::Client> {
-    skiff_client::config::with_token(server, ca_pem, token)
-        .context("creating the agent\'s API client")
+/// The node's own identity: exchanges the join token for the node's client certificate (or
+/// reuses the one kept in `<data-dir>/agent/pki/`) and keeps renewing it until `stop`. The
+/// returned client authenticates as `system:node:<name>`.
+pub async fn node_identity(
+    data_dir: &Path,
+    server: &str,
+    ca_pem: &[u8],
+    token: &str,
+    node_name: &str,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<kube::Client> {
+    use skiff_client::node_identity::IdentityError;
+    use skiff_client::node_identity::{IdentityOptions, NodeIdentity};
+    let opts = IdentityOptions {
+        server: server.to_string(),
+        ca_pem: ca_pem.to_vec(),
+        join_token: token.to_string(),
+        node_name: node_name.to_string(),
+        dir: data_dir.join("agent").join("pki"),
+        expiration_seconds: None,
+    };
+    let identity = loop {
+        match NodeIdentity::establish(opts.clone()).await {
+            Ok(identity) => break identity,
+            // The server may not be up yet; a refusal (bad token, bad name) is final.
+            Err(IdentityError::Request(kube::Error::Api(ae))) if ae.code < 500 => {
+                anyhow::bail!("getting the node\'s client certificate: {}", ae.message)
+            }
+            Err(e @ (IdentityError::Request(_) | IdentityError::Client(_))) => {
+                tracing::warn!("getting the node\'s client certificate (retrying): {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e).context("getting the node\'s client certificate"),
+        }
+    };
+    let client = identity.client();
+    tokio::spawn(identity.run(stop));
+    Ok(client)
 }
 
 /// The node agent needs root (namespaces, mounts, cgroups); say why it cannot run otherwise.
@@ -150,10 +184,19 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let client = node_client(&args.server, &ca, &token)?;
-        skiff_agent::run(client, config, crate::server_cmd::shutdown_signal())
-            .await
-            .context("node agent")?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let client = node_identity(
+            data_dir,
+            &args.server,
+            &ca,
+            &token,
+            &config.node_name,
+            crate::server_cmd::wait_for(stopped),
+        )
+        .await?;
+        let result = skiff_agent::run(client, config, crate::server_cmd::shutdown_signal()).await;
+        let _ = stop.send(true);
+        result.context("node agent")?;
         Ok(ExitCode::SUCCESS)
     })
 }

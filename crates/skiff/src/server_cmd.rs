@@ -163,18 +163,32 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                 .to_string();
             let ca = std::fs::read(data_dir.join("server/tls/ca.crt"))
                 .context("reading the cluster CA")?;
-            let node_client = crate::agent_cmd::node_client(&url, &ca, &token)?;
-            let config = crate::agent_cmd::agent_config(data_dir, &args.node, token, &url)?;
-            Some(tokio::spawn(skiff_agent::run(
-                node_client,
-                config,
-                wait_for(stopped.clone()),
-            )))
+            let url = url.clone();
+            let config = crate::agent_cmd::agent_config(data_dir, &args.node, token.clone(), &url)?;
+            let data_dir_owned = data_dir.to_path_buf();
+            // The server is not serving yet: the agent joins (exchanging the join token for
+            // its certificate) in the background once it is.
+            let stop = stopped.clone();
+            Some(tokio::spawn(async move {
+                let node = config.node_name.clone();
+                let client = crate::agent_cmd::node_identity(
+                    data_dir_owned.as_path(),
+                    &url,
+                    &ca,
+                    &token,
+                    &node,
+                    wait_for(stop.clone()),
+                )
+                .await?;
+                skiff_agent::run(client, config, wait_for(stop))
+                    .await
+                    .map_err(anyhow::Error::from)
+            }))
         };
         let served = server.run(wait_for(stopped)).await;
         if let Some(agent) = agent {
             if let Ok(Err(e)) = agent.await {
-                tracing::error!("node agent stopped with an error: {e}");
+                tracing::error!("node agent stopped with an error: {e:#}");
             }
         }
         if let Ok(Err(e)) = controllers.await {
@@ -190,7 +204,7 @@ fn parse_cidr(text: &str) -> Result<skiff_semantics::cidr::Ipv4Net, String> {
         .map_err(|_| format!("invalid CIDR {text:?}: expected an IPv4 network like 100.64.0.0/16"))
 }
 
-async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
     while !*stopped.borrow() {
         if stopped.changed().await.is_err() {
             return;

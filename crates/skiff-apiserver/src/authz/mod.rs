@@ -13,6 +13,8 @@ use skiff_api::ApiError;
 use crate::auth::UserInfo;
 use crate::AppState;
 
+pub(crate) mod node;
+
 /// Upstream's `authorizer.Attributes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attributes {
@@ -29,6 +31,9 @@ pub struct Attributes {
     pub name: String,
     /// The request path (non-resource requests).
     pub path: String,
+    /// The `field=value` (or `==`) requirements of the request's fieldSelector, in order
+    /// (upstream's `GetFieldSelector`; the Node authorizer scopes pod lists with it).
+    pub field_selector: Vec<(String, String)>,
 }
 
 impl Attributes {
@@ -58,20 +63,48 @@ pub trait Authorizer: Send + Sync {
     async fn authorize(&self, st: &AppState, attrs: &Attributes) -> Decision;
 }
 
-/// Allows every authenticated request: the chain's only member until the Node and RBAC
-/// authorizers replace it (transitional, while issue 12 lands).
+/// Allows every authenticated request except from nodes and bootstrap tokens, which get only
+/// what RBAC's bootstrap policy grants every authenticated user (discovery, health, version,
+/// self reviews): transitional until the RBAC authorizer replaces it (issue 12).
 struct AllowAuthenticated;
 
 #[async_trait]
 impl Authorizer for AllowAuthenticated {
-    async fn authorize(&self, _st: &AppState, _attrs: &Attributes) -> Decision {
-        Decision::Allow
+    async fn authorize(&self, _st: &AppState, attrs: &Attributes) -> Decision {
+        use crate::auth::user::groups;
+        let restricted =
+            attrs.user.in_group(groups::NODES) || attrs.user.in_group(groups::BOOTSTRAPPERS);
+        if !restricted {
+            return Decision::Allow;
+        }
+        let basic = if attrs.resource_request {
+            attrs.verb == "create"
+                && attrs.api_group == "authorization.k8s.io"
+                && matches!(
+                    attrs.resource.as_str(),
+                    "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+                )
+                || attrs.verb == "create"
+                    && attrs.api_group == "authentication.k8s.io"
+                    && attrs.resource == "selfsubjectreviews"
+        } else {
+            attrs.verb == "get"
+        };
+        if basic {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion(String::new())
+        }
     }
 }
 
-/// The authorizers after `system:masters`, in order.
+/// The authorizers after `system:masters`, in order: the Node authorizer first (as upstream's
+/// `--authorization-mode=Node,RBAC`).
 pub(crate) fn registry() -> Vec<Arc<dyn Authorizer>> {
-    vec![Arc::new(AllowAuthenticated)]
+    vec![
+        Arc::new(node::NodeAuthorizer::default()),
+        Arc::new(AllowAuthenticated),
+    ]
 }
 
 /// Runs the chain: `system:masters`, then the registered authorizers in order.
@@ -171,6 +204,23 @@ pub(crate) struct ResourcePath<'a> {
     pub name: Option<&'a str>,
     pub subresource: Option<&'a str>,
     pub watch: bool,
+    /// The raw `fieldSelector` query parameter.
+    pub field_selector: Option<&'a str>,
+}
+
+/// The equality requirements of a field selector (`a=b,c==d`; `!=` requirements are not
+/// equalities and are left out).
+pub(crate) fn field_equalities(selector: &str) -> Vec<(String, String)> {
+    selector
+        .split(',')
+        .filter_map(|req| {
+            if req.contains("!=") {
+                return None;
+            }
+            let (k, v) = req.split_once("==").or_else(|| req.split_once('='))?;
+            Some((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
 }
 
 /// Upstream's RequestInfo verb for a resource request.
@@ -198,17 +248,30 @@ pub(crate) fn resource_attributes(
     method: &Method,
     p: &ResourcePath<'_>,
 ) -> Attributes {
+    let verb = resource_verb(method, p);
+    let field_selector = p.field_selector.map(field_equalities).unwrap_or_default();
+    // Upstream's RequestInfo takes the name of a list/watch from a `metadata.name` field
+    // selector, so a node may watch exactly one Secret it is allowed to get.
+    let selected_name = match (p.name, verb) {
+        (None, "list" | "watch") => field_selector
+            .iter()
+            .find(|(k, _)| k == "metadata.name")
+            .map(|(_, v)| v.as_str())
+            .filter(|n| !n.is_empty() && *n != "." && *n != ".." && !n.contains(['/', '%'])),
+        _ => None,
+    };
     Attributes {
         user,
-        verb: resource_verb(method, p).to_string(),
+        verb: verb.to_string(),
         resource_request: true,
         api_group: p.group.to_string(),
         api_version: p.version.to_string(),
         resource: p.resource.to_string(),
         subresource: p.subresource.unwrap_or("").to_string(),
         namespace: p.namespace.unwrap_or("").to_string(),
-        name: p.name.unwrap_or("").to_string(),
+        name: p.name.or(selected_name).unwrap_or("").to_string(),
         path: String::new(),
+        field_selector,
     }
 }
 
@@ -275,6 +338,7 @@ mod tests {
             name,
             subresource: sub,
             watch,
+            field_selector: None,
         };
         assert_eq!(resource_verb(&Method::GET, &p(None, None, false)), "list");
         assert_eq!(resource_verb(&Method::GET, &p(None, None, true)), "watch");

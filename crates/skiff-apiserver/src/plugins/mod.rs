@@ -15,6 +15,8 @@ use crate::auth::UserInfo;
 use crate::ctx::Ctx;
 use crate::respond::ApiResult;
 
+mod noderestriction;
+
 /// The admission operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Operation {
@@ -34,7 +36,7 @@ pub(crate) struct Request<'a> {
     pub name: &'a str,
     /// "" for the main resource, else e.g. "status", "binding", "eviction", "exec".
     pub subresource: &'a str,
-    /// The stored object on updates and deletes.
+    /// The stored object on updates and deletes (and the pod of an eviction).
     pub old: Option<&'a Value>,
 }
 
@@ -69,6 +71,7 @@ pub(crate) trait Plugin: Send + Sync {
 /// only within each phase).
 pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
     vec![
+        Box::new(noderestriction::NodeRestriction),
         Box::new(certificates::Requestor),
         Box::new(certificates::Approval),
         Box::new(certificates::Signing),

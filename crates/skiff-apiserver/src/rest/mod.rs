@@ -147,6 +147,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
             name: tail.first().copied(),
             subresource: tail.get(1).copied(),
             watch: legacy_watch || query.flag("watch"),
+            field_selector: query.get("fieldSelector"),
         },
     );
     crate::authz::check(&st, &attrs).await?;

@@ -260,12 +260,27 @@ async fn eviction(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Response> {
         dry_run: ctx.dry_run(),
         ..Default::default()
     };
-    if !body.is_empty() {
-        let ev = ctx.decode_body(body)?;
-        if let Some(d) = ev.get("deleteOptions") {
-            opts.merge_json(d);
-        }
+    let mut ev = if body.is_empty() {
+        json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}})
+    } else {
+        ctx.decode_body(body)?
+    };
+    if let Some(d) = ev.get("deleteOptions") {
+        opts.merge_json(d);
     }
+    // Admission sees the eviction (create of pods/eviction) with the pod it targets as `old`.
+    let (pod, _) = ctx.get_current(name).await?;
+    crate::plugins::admit(
+        &crate::plugins::Request {
+            ctx,
+            op: crate::plugins::Operation::Create,
+            name,
+            subresource: "eviction",
+            old: Some(&pod),
+        },
+        Some(&mut ev),
+    )
+    .await?;
     delete_object(ctx, name, &opts).await?;
     Ok(json_response(
         201,
