@@ -62,6 +62,13 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Extra DNS names / IPs for the serving certificate.
     pub extra_sans: Vec<String>,
+    /// The address written to the `kubernetes` Service's endpoints (upstream's
+    /// `--advertise-address`); None = the listen address when it is a specific one, else
+    /// 127.0.0.1. Pods reach the API through their node agent's relay whatever it is.
+    pub advertise_address: Option<std::net::Ipv4Addr>,
+    /// How often the `kubernetes` Service's endpoints are checked and repaired (upstream's
+    /// endpoint reconciler interval, 10 s).
+    pub endpoint_reconcile_interval: Duration,
     /// tolerationSeconds of the `node.kubernetes.io/not-ready` and `/unreachable` NoExecute
     /// tolerations added to new pods (upstream's DefaultTolerationSeconds admission plugin,
     /// `--default-not-ready-toleration-seconds`/`--default-unreachable-toleration-seconds`, 300).
@@ -108,11 +115,18 @@ pub const DEFAULT_SERVICE_CIDR: skiff_semantics::cidr::Ipv4Net =
 pub const DEFAULT_NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 
 impl ServerConfig {
+    /// The `kubernetes` Service's ClusterIP (the first usable address of the service CIDR).
+    pub fn service_cidr_first_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from(self.service_cidr.network()).saturating_add(1))
+    }
+
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         Self {
             data_dir: data_dir.into(),
             listen,
             extra_sans: Vec::new(),
+            advertise_address: None,
+            endpoint_reconcile_interval: Duration::from_secs(10),
             default_toleration_seconds: DEFAULT_TOLERATION_SECONDS,
             service_cidr: DEFAULT_SERVICE_CIDR,
             node_port_range: DEFAULT_NODE_PORT_RANGE,
@@ -301,7 +315,17 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(io_err("reading the listen address"))?;
-        let material = tls::ensure(&server_dir.join("tls"), local_addr, &config.extra_sans)?;
+        // Pods reach the API at the `kubernetes` Service's ClusterIP and names, as upstream's
+        // serving certificate allows.
+        let mut sans = vec![
+            config.service_cidr_first_ip().to_string(),
+            "kubernetes".to_string(),
+            "kubernetes.default".to_string(),
+            "kubernetes.default.svc".to_string(),
+            "kubernetes.default.svc.cluster.local".to_string(),
+        ];
+        sans.extend(config.extra_sans.iter().cloned());
+        let material = tls::ensure(&server_dir.join("tls"), local_addr, &sans)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(material.server_config()?));
         let tokens = Tokens::ensure(&config.data_dir)?;
         let kubeconfig = config.data_dir.join("kubeconfig.yaml");
@@ -351,6 +375,22 @@ impl Server {
                 .await
                 .map_err(ServerError::from),
         )?;
+        let advertise = config.advertise_address.unwrap_or(match local_addr.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            _ => std::net::Ipv4Addr::LOCALHOST,
+        });
+        tolerate_full(
+            allocator::ensure_kubernetes_endpoints(&state, advertise, local_addr.port())
+                .await
+                .map_err(ServerError::from),
+        )?;
+        // Like upstream's endpoint reconciler: put them back if someone changes or deletes them.
+        tokio::spawn(allocator::reconcile_kubernetes_endpoints(
+            state.clone(),
+            advertise,
+            local_addr.port(),
+            config.endpoint_reconcile_interval,
+        ));
         Ok(Self {
             listener,
             timeouts: conn::Timeouts {

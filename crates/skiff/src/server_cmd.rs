@@ -94,6 +94,10 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             skiff_store::spawn_compactor(store.clone(), Duration::from_secs(300), 1000);
         let mut config = skiff_apiserver::ServerConfig::new(data_dir, args.listen);
         config.extra_sans = args.tls_san;
+        // Listening on every address: advertise the node's (upstream picks the host's).
+        if args.listen.ip().is_unspecified() && !args.node.node_ip.is_loopback() {
+            config.advertise_address = Some(args.node.node_ip);
+        }
         config.default_toleration_seconds = args.default_toleration_seconds;
         config.max_requests_inflight = args.max_requests_inflight;
         config.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
@@ -165,7 +169,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             let ca = std::fs::read(data_dir.join("server/tls/ca.crt"))
                 .context("reading the cluster CA")?;
             let url = url.clone();
-            let config = crate::agent_cmd::agent_config(data_dir, &args.node, token.clone())?;
+            let config = crate::agent_cmd::agent_config(data_dir, &args.node, token.clone(), &url)?;
             let data_dir_owned = data_dir.to_path_buf();
             // The server is not serving yet: the agent joins (exchanging the join token for
             // its certificate) in the background once it is.

@@ -138,6 +138,7 @@ impl Harness {
             sync_frequency: Duration::from_secs(60),
             housekeeping_interval: Duration::from_secs(10),
             limits: Default::default(),
+            api_server: None,
         };
         adjust(&mut config);
         let mut h = Harness {
