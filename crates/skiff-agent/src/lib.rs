@@ -13,6 +13,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod proxy;
+pub mod relay;
 pub mod routes;
 
 pub use node::{run, run_with};
@@ -65,6 +66,10 @@ pub struct AgentConfig {
     pub housekeeping_interval: std::time::Duration,
     /// Log rotation and PID limits of this node's containers.
     pub limits: NodeLimits,
+    /// `host:port` of the API server as this agent reaches it; pods reach the API through the
+    /// agent's relay to it ([`relay`]). None: no relay (the `kubernetes` Service then goes to
+    /// the address in its EndpointSlice).
+    pub api_server: Option<String>,
 }
 
 /// The kubelet's `--container-log-max-size`, `--container-log-max-files`, `--pod-max-pids` and

@@ -24,6 +24,7 @@ mod termination;
 mod testing;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod volumes;
 mod worker;
 

@@ -78,6 +78,26 @@ async fn run_inner(
         ready: AtomicBool::new(false),
     });
     let gateway = net.gateway();
+    // Pods reach the API server through this node's relay on their gateway (see relay.rs).
+    let api_relay = match &config.api_server {
+        Some(upstream) => match crate::relay::bind(std::net::SocketAddr::from((gateway, 0))) {
+            Ok(listener) => {
+                let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                tracing::info!(%gateway, port, %upstream, "API relay listening");
+                tokio::spawn(crate::relay::serve(
+                    listener,
+                    upstream.clone(),
+                    stop.clone(),
+                ));
+                Some((gateway, port)).filter(|(_, p)| *p != 0)
+            }
+            Err(e) => {
+                tracing::error!(%gateway, "API relay: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     let upstreams = crate::dns::upstreams(
         &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         gateway,
@@ -128,7 +148,7 @@ async fn run_inner(
                     }
                     if synced == [true, true] {
                         lookup.ready.store(true, Ordering::Relaxed);
-                        proxy.update(build_model(&svc_store, &eps_store, &config.node_name));
+                        proxy.update(build_model(&svc_store, &eps_store, &config.node_name, api_relay));
                     }
                 }
                 Some(Err(e)) => {
@@ -206,10 +226,12 @@ impl crate::dns::Lookup for StoreLookup {
 
 /// Services (ClusterIP/NodePort/LoadBalancer with a ClusterIP or NodePorts) joined with their
 /// EndpointSlices by the `kubernetes.io/service-name` label and port name/protocol.
+/// `api_relay` (this node's relay address) replaces the endpoints of `default/kubernetes`.
 pub fn build_model(
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
     node_name: &str,
+    api_relay: Option<(Ipv4Addr, u16)>,
 ) -> Vec<ServiceModel> {
     let mut by_service: HashMap<(String, String), Vec<std::sync::Arc<EndpointSlice>>> =
         HashMap::new();
@@ -252,7 +274,21 @@ pub fn build_model(
                 .node_port
                 .and_then(|n| u16::try_from(n).ok())
                 .filter(|n| *n != 0);
-            let endpoints = slice_endpoints(svc_slices, &port_name, protocol, node_name);
+            let endpoints = match api_relay {
+                // The API server may listen where pods cannot go (loopback): every node sends
+                // the kubernetes Service to its own relay, which reaches it as the agent does.
+                Some((ip, port)) if is_master_service(&ns, &name) && protocol == Protocol::Tcp => {
+                    vec![EndpointModel {
+                        ip,
+                        port,
+                        ready: true,
+                        serving: true,
+                        terminating: false,
+                        local: true,
+                    }]
+                }
+                _ => slice_endpoints(svc_slices, &port_name, protocol, node_name),
+            };
             ports.push(ServicePortModel {
                 name: port_name,
                 protocol,
@@ -284,6 +320,11 @@ pub fn build_model(
         });
     }
     out
+}
+
+/// `default/kubernetes`, the API server's own Service.
+fn is_master_service(namespace: &str, name: &str) -> bool {
+    namespace == "default" && name == "kubernetes"
 }
 
 fn slice_endpoints(
@@ -370,7 +411,7 @@ mod tests {
                 {"addresses": ["100.64.3.3"], "conditions": {"ready": false, "serving": true, "terminating": true}}
             ]
         })]);
-        let m = build_model(&svcs, &slices, "n1");
+        let m = build_model(&svcs, &slices, "n1", None);
         assert_eq!(m.len(), 1);
         let s = &m[0];
         assert_eq!(s.cluster_ip, Some(Ipv4Addr::new(10, 43, 0, 10)));
@@ -380,5 +421,43 @@ mod tests {
         assert_eq!(p.endpoints.len(), 2);
         assert!(p.endpoints[0].ready && p.endpoints[0].local && p.endpoints[0].port == 8080);
         assert!(!p.endpoints[1].ready && p.endpoints[1].terminating && !p.endpoints[1].local);
+    }
+
+    #[test]
+    fn kubernetes_service_goes_to_the_node_relay() {
+        let svcs = store::<Service>(vec![
+            serde_json::json!({
+                "metadata": {"namespace": "default", "name": "kubernetes"},
+                "spec": {"type": "ClusterIP", "clusterIP": "100.65.0.1",
+                         "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}
+            }),
+            // Same name elsewhere: an ordinary Service.
+            serde_json::json!({
+                "metadata": {"namespace": "other", "name": "kubernetes"},
+                "spec": {"type": "ClusterIP", "clusterIP": "100.65.0.9",
+                         "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}
+            }),
+        ]);
+        let slices = store::<EndpointSlice>(vec![serde_json::json!({
+            "metadata": {"namespace": "default", "name": "kubernetes",
+                         "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]
+        })]);
+        let relay = (Ipv4Addr::new(100, 64, 7, 1), 41000);
+        let m = build_model(&svcs, &slices, "n1", Some(relay));
+        let master = m.iter().find(|s| s.namespace == "default").unwrap();
+        let eps = &master.ports[0].endpoints;
+        assert_eq!(eps.len(), 1);
+        assert_eq!((eps[0].ip, eps[0].port), relay);
+        assert!(eps[0].ready);
+        let other = m.iter().find(|s| s.namespace == "other").unwrap();
+        assert!(other.ports[0].endpoints.is_empty());
+        // Without a relay the slice's (loopback) address is all there is, and the proxy
+        // never DNATs to loopback.
+        let m = build_model(&svcs, &slices, "n1", None);
+        let master = m.iter().find(|s| s.namespace == "default").unwrap();
+        assert!(skiff_net::proxy::usable_endpoints(&master.ports[0].endpoints).is_empty());
     }
 }

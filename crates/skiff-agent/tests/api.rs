@@ -497,12 +497,13 @@ async fn kubectl_logs_and_exec_through_the_api_server() {
     let store = Arc::new(
         skiff_store::SqliteStore::open(&server_dir.path().join("state.db")).expect("store"),
     );
-    let server = skiff_apiserver::Server::bind(
-        skiff_apiserver::ServerConfig::new(server_dir.path(), "127.0.0.1:0".parse().expect("addr")),
-        store,
-    )
-    .await
-    .expect("bind");
+    let mut config =
+        skiff_apiserver::ServerConfig::new(server_dir.path(), "127.0.0.1:0".parse().expect("addr"));
+    // No controllers here, so no `default` ServiceAccount: run without that admission.
+    config.disable_admission_plugins = vec!["ServiceAccount".into()];
+    let server = skiff_apiserver::Server::bind(config, store)
+        .await
+        .expect("bind");
     let kubeconfig = server.kubeconfig_path().to_path_buf();
     let server_addr = server.local_addr();
     let node_token = server.state().tokens.node.clone();

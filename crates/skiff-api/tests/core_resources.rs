@@ -40,6 +40,14 @@ fn served_resources_have_upstream_discovery_data() {
             &[][..],
             false,
         ),
+        (
+            "authentication.k8s.io",
+            "tokenreviews",
+            "TokenReview",
+            false,
+            &[][..],
+            false,
+        ),
         ("batch", "cronjobs", "CronJob", true, &["cj"][..], true),
         ("batch", "jobs", "Job", true, &[][..], true),
         (

@@ -682,3 +682,106 @@ pub(crate) fn reject_service_cidr_addresses(
         causes,
     ))
 }
+
+/// Writes the `kubernetes` Service's Endpoints and EndpointSlice in `default` at every start,
+/// like upstream's master endpoint reconciler: one address (the API server's advertise address)
+/// with port `https`, the Endpoints labelled to skip mirroring, the slice named `kubernetes`
+/// with only the `kubernetes.io/service-name` label (no endpointslice controller owns it).
+/// Existing objects are replaced only when addresses, ports or labels differ.
+pub(crate) async fn ensure_kubernetes_endpoints(
+    st: &AppState,
+    advertise: Ipv4Addr,
+    api_port: u16,
+) -> Result<(), StoreError> {
+    let ip = advertise.to_string();
+    let port = json!([{"name": "https", "port": api_port, "protocol": "TCP"}]);
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": port}],
+    });
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "ports": port,
+    });
+    let targets = [
+        (
+            skiff_api::resources::by_plural("", "v1", "endpoints"),
+            endpoints,
+            &["subsets"][..],
+        ),
+        (
+            skiff_api::resources::by_plural("discovery.k8s.io", "v1", "endpointslices"),
+            slice,
+            &["addressType", "endpoints", "ports"][..],
+        ),
+    ];
+    for (info, mut want, fields) in targets {
+        let Some(info) = info else { continue };
+        let key = object_key(info, Some("default"), "kubernetes");
+        match st.store.get(&key).await? {
+            None => {
+                want["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+                want["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+                skiff_api::defaults::apply_defaults(info, &mut want);
+                match st.store.create(&key, encode(&want)).await {
+                    Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(kv) => {
+                let Ok(mut have) = serde_json::from_slice::<Value>(&kv.value) else {
+                    continue;
+                };
+                let same = fields.iter().all(|f| have.get(*f) == want.get(*f))
+                    && have.pointer("/metadata/labels") == want.pointer("/metadata/labels");
+                if same {
+                    continue;
+                }
+                tracing::info!(kind = info.kind, %ip, api_port, "resetting the kubernetes Service's endpoints");
+                for f in fields {
+                    have[*f] = want[*f].clone();
+                }
+                have["metadata"]["labels"] = want["metadata"]["labels"].clone();
+                match st.store.update(&key, encode(&have), kv.mod_revision).await {
+                    // Someone wrote it meanwhile: the next start reconciles again.
+                    Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Re-applies [`ensure_kubernetes_endpoints`] every `interval` until the server shuts down.
+pub(crate) async fn reconcile_kubernetes_endpoints(
+    st: std::sync::Arc<AppState>,
+    advertise: Ipv4Addr,
+    api_port: u16,
+    interval: std::time::Duration,
+) {
+    let mut stop = st.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            changed = stop.changed() => {
+                // The server is gone (sender dropped) or stopping.
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = ensure_kubernetes_endpoints(&st, advertise, api_port).await {
+            tracing::warn!("reconciling the kubernetes Service's endpoints: {e}");
+        }
+    }
+}

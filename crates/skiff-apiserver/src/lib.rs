@@ -30,6 +30,7 @@ mod plugins;
 mod query;
 mod respond;
 mod rest;
+pub mod serviceaccount;
 mod signer;
 mod storage;
 mod tls;
@@ -61,6 +62,13 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Extra DNS names / IPs for the serving certificate.
     pub extra_sans: Vec<String>,
+    /// The address written to the `kubernetes` Service's endpoints (upstream's
+    /// `--advertise-address`); None = the listen address when it is a specific one, else
+    /// 127.0.0.1. Pods reach the API through their node agent's relay whatever it is.
+    pub advertise_address: Option<std::net::Ipv4Addr>,
+    /// How often the `kubernetes` Service's endpoints are checked and repaired (upstream's
+    /// endpoint reconciler interval, 10 s).
+    pub endpoint_reconcile_interval: Duration,
     /// tolerationSeconds of the `node.kubernetes.io/not-ready` and `/unreachable` NoExecute
     /// tolerations added to new pods (upstream's DefaultTolerationSeconds admission plugin,
     /// `--default-not-ready-toleration-seconds`/`--default-unreachable-toleration-seconds`, 300).
@@ -83,6 +91,13 @@ pub struct ServerConfig {
     pub max_requests_inflight: usize,
     /// `--max-mutating-requests-inflight` (0 = unlimited).
     pub max_mutating_requests_inflight: usize,
+    /// `--service-account-issuer`: `iss` of ServiceAccount tokens and the API audience
+    /// (default [`serviceaccount::DEFAULT_ISSUER`]).
+    pub service_account_issuer: String,
+    /// `--disable-admission-plugins`: built-in admission plugins to turn off by name (e.g.
+    /// `ServiceAccount` for a server run without controllers, where no `default`
+    /// ServiceAccount would ever appear).
+    pub disable_admission_plugins: Vec<String>,
 }
 
 /// Client certificates skiff issues for its own users (admin, controllers) last a year and are
@@ -100,11 +115,18 @@ pub const DEFAULT_SERVICE_CIDR: skiff_semantics::cidr::Ipv4Net =
 pub const DEFAULT_NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 
 impl ServerConfig {
+    /// The `kubernetes` Service's ClusterIP (the first usable address of the service CIDR).
+    pub fn service_cidr_first_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from(self.service_cidr.network()).saturating_add(1))
+    }
+
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         Self {
             data_dir: data_dir.into(),
             listen,
             extra_sans: Vec::new(),
+            advertise_address: None,
+            endpoint_reconcile_interval: Duration::from_secs(10),
             default_toleration_seconds: DEFAULT_TOLERATION_SECONDS,
             service_cidr: DEFAULT_SERVICE_CIDR,
             node_port_range: DEFAULT_NODE_PORT_RANGE,
@@ -114,6 +136,8 @@ impl ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_requests_inflight: DEFAULT_MAX_REQUESTS_INFLIGHT,
             max_mutating_requests_inflight: DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+            service_account_issuer: serviceaccount::DEFAULT_ISSUER.to_string(),
+            disable_admission_plugins: Vec::new(),
         }
     }
 }
@@ -168,6 +192,8 @@ pub struct AppState {
     pub(crate) authorizers: Vec<Arc<dyn authz::Authorizer>>,
     /// The admission plugins (see `plugins`).
     pub(crate) plugins: Vec<Box<dyn plugins::Plugin>>,
+    /// ServiceAccount token signing key, issuer and audiences.
+    pub(crate) service_accounts: Arc<serviceaccount::ServiceAccounts>,
 }
 
 /// The cluster CA as the handlers use it.
@@ -207,9 +233,19 @@ impl AppState {
                 DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             ),
             None,
+            // An in-process router signs with a throwaway key; only a failing system RNG
+            // could make this fail.
+            serviceaccount::ServiceAccounts::new(
+                serviceaccount::jwt::SigningKey::generate()
+                    .expect("generating an in-memory ServiceAccount signing key"),
+                serviceaccount::DEFAULT_ISSUER,
+                "https://127.0.0.1",
+            ),
+            &[],
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn with_toleration_seconds(
         store: Arc<dyn Store>,
         tokens: Tokens,
@@ -218,8 +254,12 @@ impl AppState {
         ranges: allocator::Ranges,
         inflight: inflight::Limits,
         pki: Option<Pki>,
+        service_accounts: Arc<serviceaccount::ServiceAccounts>,
+        disabled_plugins: &[String],
     ) -> Arc<Self> {
         let rbac = authz::rbac::Rbac::new();
+        let mut plugins = plugins::registry();
+        plugins.retain(|p| !disabled_plugins.iter().any(|d| d == p.name()));
         Arc::new(Self {
             store,
             tokens,
@@ -229,10 +269,13 @@ impl AppState {
             ranges,
             inflight,
             pki,
-            token_authenticators: Vec::new(),
+            token_authenticators: vec![Arc::new(
+                serviceaccount::authn::ServiceAccountAuthenticator,
+            )],
             authorizers: authz::registry(&rbac),
             rbac,
-            plugins: plugins::registry(),
+            plugins,
+            service_accounts,
         })
     }
 }
@@ -276,7 +319,17 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(io_err("reading the listen address"))?;
-        let material = tls::ensure(&server_dir.join("tls"), local_addr, &config.extra_sans)?;
+        // Pods reach the API at the `kubernetes` Service's ClusterIP and names, as upstream's
+        // serving certificate allows.
+        let mut sans = vec![
+            config.service_cidr_first_ip().to_string(),
+            "kubernetes".to_string(),
+            "kubernetes.default".to_string(),
+            "kubernetes.default.svc".to_string(),
+            "kubernetes.default.svc.cluster.local".to_string(),
+        ];
+        sans.extend(config.extra_sans.iter().cloned());
+        let material = tls::ensure(&server_dir.join("tls"), local_addr, &sans)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(material.server_config()?));
         let tokens = Tokens::ensure(&config.data_dir)?;
         let kubeconfig = config.data_dir.join("kubeconfig.yaml");
@@ -289,6 +342,13 @@ impl Server {
             CLIENT_CERT_RENEW_BEFORE,
         )?;
         auth::write_kubeconfig(&kubeconfig, local_addr, &material.ca_pem, &admin)?;
+        let service_accounts = serviceaccount::ServiceAccounts::new(
+            serviceaccount::jwt::SigningKey::load_or_create(
+                &server_dir.join("service-account.key"),
+            )?,
+            &config.service_account_issuer,
+            &auth::server_url(local_addr),
+        );
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::with_toleration_seconds(
             store,
@@ -308,6 +368,8 @@ impl Server {
                 material,
                 node_passwords: server_dir.join("cred").join("node-passwords.json"),
             }),
+            service_accounts,
+            &config.disable_admission_plugins,
         );
         // On a full disk these writes fail: start anyway so reads and deletes can free space.
         tolerate_full(namespaces::bootstrap(&state).await)?;
@@ -317,6 +379,22 @@ impl Server {
                 .await
                 .map_err(ServerError::from),
         )?;
+        let advertise = config.advertise_address.unwrap_or(match local_addr.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            _ => std::net::Ipv4Addr::LOCALHOST,
+        });
+        tolerate_full(
+            allocator::ensure_kubernetes_endpoints(&state, advertise, local_addr.port())
+                .await
+                .map_err(ServerError::from),
+        )?;
+        // Like upstream's endpoint reconciler: put them back if someone changes or deletes them.
+        tokio::spawn(allocator::reconcile_kubernetes_endpoints(
+            state.clone(),
+            advertise,
+            local_addr.port(),
+            config.endpoint_reconcile_interval,
+        ));
         tolerate_full(bootstrap_rbac(&state).await)?;
         Ok(Self {
             listener,

@@ -41,6 +41,7 @@ async fn default_toleration_seconds_are_added_on_create() {
     tokio::spawn(server.run(async {
         let _ = rx.await;
     }));
+    common::ensure_default_sa(&client, "default").await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
 
     let plain: Pod = serde_json::from_value(json!({"metadata": {"name": "plain"},

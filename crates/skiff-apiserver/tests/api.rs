@@ -554,6 +554,7 @@ async fn invalid_object_is_rejected() {
 #[tokio::test]
 async fn pod_table_and_graceful_delete() {
     let t = start().await;
+    common::ensure_default_sa(&t.client, "default").await;
     let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
     let pod: Pod =
         serde_json::from_value(json!({"metadata": {"name": "p1", "labels": {"app": "x"}},

@@ -18,6 +18,9 @@ struct Cluster {
 
 async fn cluster() -> Cluster {
     let srv = common::start().await;
+    // No controllers run here: the ServiceAccount admission (before NodeRestriction, as
+    // upstream) needs `default` to exist.
+    common::ensure_default_sa(&srv.client, "default").await;
     let ca = std::fs::read(srv._dir.path().join("server/tls/ca.crt")).expect("CA");
     let text = std::fs::read_to_string(&srv.kubeconfig).expect("kubeconfig");
     let url = text
@@ -492,7 +495,25 @@ async fn node_restriction_keeps_nodes_to_their_own_objects() {
             )
             .await
         ),
-        r#"pods "static-s" is forbidden: node "node-a" can not create pods that reference secrets"#
+        // The ServiceAccount admission runs before NodeRestriction (upstream's plugin order)
+        // and already refuses a mirror pod that references a Secret.
+        r#"pods "static-s" is forbidden: a mirror pod may not reference secrets"#
+    );
+    assert_eq!(
+        forbidden(
+            call(
+                &a,
+                "POST",
+                pods,
+                Some(mirror(
+                    "static-c",
+                    "node-a",
+                    json!({"volumes": [{"name": "c", "configMap": {"name": "x"}}]})
+                ))
+            )
+            .await
+        ),
+        r#"pods "static-c" is forbidden: node "node-a" can not create pods that reference configmaps"#
     );
     call(admin, "POST", pods, Some(pod("on-b", "node-b")))
         .await

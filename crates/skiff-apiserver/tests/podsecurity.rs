@@ -71,6 +71,8 @@ async fn namespace(client: &kube::Client, name: &str, labels: Value) {
     )
     .await;
     assert_eq!(code, 201, "{body}");
+    // No controllers run here: the ServiceAccount admission needs `default` to exist.
+    common::ensure_default_sa(client, name).await;
 }
 
 fn pod(name: &str, container_sc: Value, pod_sc: Value) -> Value {
@@ -149,6 +151,7 @@ async fn restricted_rejects_a_privileged_pod_and_admits_a_compliant_one() {
     assert!(msg.contains(r#"" is forbidden: violates PodSecurity "restricted:latest": "#));
 
     // Unlabeled namespaces stay privileged.
+    common::ensure_default_sa(c, "default").await;
     let (code, warnings, _) = send(
         c,
         "POST",

@@ -326,3 +326,93 @@ async fn allocations_survive_restart() {
         running.await.unwrap().unwrap();
     }
 }
+
+/// The `kubernetes` Service has upstream's master Endpoints and EndpointSlice (the advertise
+/// address, port `https`), and the reconciler puts them back when they are deleted or changed.
+#[tokio::test]
+async fn kubernetes_service_endpoints_are_reconciled() {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+    let mut config = ServerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap());
+    config.endpoint_reconcile_interval = std::time::Duration::from_millis(100);
+    let server = Server::bind(config, store).await.expect("bind");
+    let port = i32::from(server.local_addr().port());
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    let client = client_from(&kubeconfig).await;
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
+
+    let check = |e: &Endpoints, s: &EndpointSlice| {
+        let subset = &e.subsets.as_ref().expect("subsets")[0];
+        let addrs = subset.addresses.as_ref().expect("addresses");
+        assert_eq!(addrs.len(), 1);
+        assert_eq!(addrs[0].ip, "127.0.0.1");
+        let p = &subset.ports.as_ref().expect("ports")[0];
+        assert_eq!(
+            (p.name.as_deref(), p.port, p.protocol.as_deref()),
+            (Some("https"), port, Some("TCP"))
+        );
+        assert_eq!(
+            e.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("endpointslice.kubernetes.io/skip-mirror"))
+                .map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(s.address_type, "IPv4");
+        assert_eq!(
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .map(String::as_str),
+            Some("kubernetes")
+        );
+        assert_eq!(s.endpoints[0].addresses, vec!["127.0.0.1".to_string()]);
+        assert_eq!(
+            s.endpoints[0].conditions.as_ref().and_then(|c| c.ready),
+            Some(true)
+        );
+        let sp = &s.ports.as_ref().expect("slice ports")[0];
+        assert_eq!((sp.name.as_deref(), sp.port), (Some("https"), Some(port)));
+    };
+    check(
+        &eps.get("kubernetes").await.unwrap(),
+        &slices.get("kubernetes").await.unwrap(),
+    );
+
+    // Deleted and tampered with: both come back as they were.
+    eps.delete("kubernetes", &DeleteParams::default())
+        .await
+        .unwrap();
+    slices
+        .patch(
+            "kubernetes",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"endpoints": [{"addresses": ["10.9.9.9"]}]})),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let e = eps.get_opt("kubernetes").await.unwrap();
+        let s = slices.get("kubernetes").await.unwrap();
+        if let Some(e) = e.filter(|_| s.endpoints[0].addresses == vec!["127.0.0.1".to_string()]) {
+            check(&e, &s);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reconciled: {s:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -2,7 +2,8 @@
 //! clients (kube-runtime reflectors, de-duplicating work queues, level-triggered idempotent
 //! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
-//! EndpointSlices, ClusterRole aggregation. They run through `skiff_client`'s driver and event recorder.
+//! EndpointSlices, the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in every
+//! namespace, ClusterRole aggregation. They run through `skiff_client`'s driver and event recorder.
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §4.4, §5, §6, §7.
 
 pub mod clusterrole_aggregation;
@@ -18,6 +19,8 @@ pub mod nodelifecycle;
 mod owned;
 pub mod replicaset;
 pub mod scheduler;
+pub mod serviceaccounts;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -58,6 +61,9 @@ pub struct Options {
     pub default_toleration_seconds: i64,
     /// The pod network nodes get their /24s from (100.64.0.0/16).
     pub cluster_cidr: skiff_semantics::cidr::Ipv4Net,
+    /// The cluster CA (PEM) the root CA publisher puts in every namespace's
+    /// `kube-root-ca.crt`; None publishes nothing.
+    pub root_ca_pem: Option<String>,
 }
 
 impl Default for Options {
@@ -70,6 +76,7 @@ impl Default for Options {
                 std::net::Ipv4Addr::new(100, 64, 0, 0),
                 16,
             ),
+            root_ca_pem: None,
         }
     }
 }

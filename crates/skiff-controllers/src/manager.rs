@@ -14,7 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam,
-    nodelifecycle, replicaset, scheduler, Context, Options, Result,
+    nodelifecycle, replicaset, scheduler, serviceaccounts, tokens, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -26,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 11] {
+fn controllers() -> [(&'static str, Start); 14] {
     [
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
@@ -38,6 +38,11 @@ fn controllers() -> [(&'static str, Start); 11] {
         ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
         ("node-ipam", |ctx| Box::pin(nodeipam::run(ctx))),
         ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
+        ("serviceaccount", |ctx| Box::pin(serviceaccounts::run(ctx))),
+        ("root-ca-cert-publisher", |ctx| {
+            Box::pin(serviceaccounts::run_root_ca_publisher(ctx))
+        }),
+        ("serviceaccount-token", |ctx| Box::pin(tokens::run(ctx))),
         ("clusterrole-aggregation", |ctx| {
             Box::pin(clusterrole_aggregation::run(ctx))
         }),

@@ -95,6 +95,7 @@ pub fn agent_config(
     data_dir: &Path,
     node: &NodeArgs,
     token: String,
+    server: &str,
 ) -> anyhow::Result<skiff_agent::AgentConfig> {
     Ok(skiff_agent::AgentConfig {
         data_dir: data_dir.to_path_buf(),
@@ -113,6 +114,10 @@ pub fn agent_config(
             pod_max_pids: node.pod_max_pids,
             system_reserved_pids: node.system_reserved_pids.max(0),
         },
+        api_server: Some(
+            skiff_agent::relay::authority(server)
+                .with_context(|| format!("--server {server:?}: expected https://host:port"))?,
+        ),
     })
 }
 
@@ -173,7 +178,7 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
         .to_string();
     let ca = std::fs::read(&args.ca_file)
         .with_context(|| format!("reading {}", args.ca_file.display()))?;
-    let config = agent_config(data_dir, &args.node, token.clone())?;
+    let config = agent_config(data_dir, &args.node, token.clone(), &args.server)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

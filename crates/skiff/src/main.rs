@@ -5,6 +5,7 @@
 mod agent_cmd;
 mod container_cmd;
 mod image_cmd;
+mod incluster_cmd;
 mod kubeconfig_cmd;
 mod progress;
 mod reset_cmd;
@@ -72,6 +73,9 @@ enum Command {
     /// The per-container supervisor started by the runtime (internal).
     #[command(hide = true)]
     Shim(container_cmd::ShimArgs),
+    /// An in-cluster API client run inside pods by the tests (internal).
+    #[command(hide = true, name = "in-cluster")]
+    InCluster(incluster_cmd::InClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,8 +110,13 @@ fn init_tracing() {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Runs inside pods: no data dir of its own.
+    let command = match cli.command {
+        Command::InCluster(args) => return incluster_cmd::run(args),
+        other => other,
+    };
     let data_dir = absolute(&cli.data_dir)?;
-    match cli.command {
+    match command {
         Command::Image(cmd) => image_cmd::run(&data_dir, cmd).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => container_cmd::run(&data_dir, args),
         Command::Ps(args) => container_cmd::ps(&data_dir, args).map(|()| ExitCode::SUCCESS),
@@ -127,6 +136,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Shim(args) => container_cmd::shim(&data_dir, args),
+        Command::InCluster(args) => incluster_cmd::run(args),
     }
 }
 

@@ -40,6 +40,9 @@ pub struct ServerArgs {
     /// Most mutating requests in flight (0 = no limit); more get 429.
     #[arg(long, default_value_t = skiff_apiserver::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT)]
     pub max_mutating_requests_inflight: usize,
+    /// `iss` of ServiceAccount tokens and the audience the API accepts them for.
+    #[arg(long, default_value = skiff_apiserver::serviceaccount::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
     /// Most open API connections (0 = half the open-file limit). At the cap, the oldest
     /// connection without a request in flight is dropped for a new one.
     #[arg(long, default_value_t = 0)]
@@ -91,9 +94,14 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             skiff_store::spawn_compactor(store.clone(), Duration::from_secs(300), 1000);
         let mut config = skiff_apiserver::ServerConfig::new(data_dir, args.listen);
         config.extra_sans = args.tls_san;
+        // Listening on every address: advertise the node's (upstream picks the host's).
+        if args.listen.ip().is_unspecified() && !args.node.node_ip.is_loopback() {
+            config.advertise_address = Some(args.node.node_ip);
+        }
         config.default_toleration_seconds = args.default_toleration_seconds;
         config.max_requests_inflight = args.max_requests_inflight;
         config.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
+        config.service_account_issuer = args.service_account_issuer;
         // Half the descriptors for API connections; the rest for the store, agent and shims.
         config.max_connections = if args.max_connections > 0 {
             args.max_connections
@@ -133,6 +141,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
             default_toleration_seconds: args.default_toleration_seconds,
             cluster_cidr: args.cluster_cidr,
+            root_ca_pem: Some(ca_pem.clone()),
             ..Default::default()
         };
         // One signal stops everything; each part gets its own view of it.
@@ -160,7 +169,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             let ca = std::fs::read(data_dir.join("server/tls/ca.crt"))
                 .context("reading the cluster CA")?;
             let url = url.clone();
-            let config = crate::agent_cmd::agent_config(data_dir, &args.node, token.clone())?;
+            let config = crate::agent_cmd::agent_config(data_dir, &args.node, token.clone(), &url)?;
             let data_dir_owned = data_dir.to_path_buf();
             // The server is not serving yet: the agent joins (exchanging the join token for
             // its certificate) in the background once it is.

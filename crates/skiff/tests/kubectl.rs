@@ -1339,3 +1339,161 @@ fn rbac_objects_create_print_and_keep_their_role_ref() {
     ]);
     assert!(err.contains("cannot change roleRef"), "{err}");
 }
+
+/// A kubeconfig next to the admin one whose user is a bearer token.
+fn token_kubeconfig(c: &Cluster, name: &str, token: &str) -> String {
+    let text = std::fs::read_to_string(c.kubeconfig()).expect("kubeconfig");
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("client-certificate-data:") {
+            out.push_str(&format!("    token: {token}\n"));
+        } else if !t.starts_with("client-key-data:") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let path = c.data_dir().join(name);
+    std::fs::write(&path, out).expect("write kubeconfig");
+    path.to_string_lossy().into_owned()
+}
+
+fn token_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("claims")
+}
+
+#[test]
+fn service_accounts_tokens_and_the_pod_volume() {
+    let cidr = format!("100.64.{}.0/24", 40 + std::process::id() % 20);
+    let c = Cluster::start_with(cidr, &["--no-agent"]);
+    // Every namespace gets `default` and the root CA.
+    c.ok(&["create", "namespace", "team-a"]);
+    c.eventually(
+        &["get", "sa", "-n", "team-a"],
+        "default",
+        Duration::from_secs(20),
+    );
+    let ca = std::fs::read_to_string(c.data_dir().join("server/tls/ca.crt")).expect("ca");
+    c.eventually(
+        &[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ],
+        ca.trim(),
+        Duration::from_secs(20),
+    );
+
+    // kubectl create token: the token authenticates as the ServiceAccount.
+    c.ok(&["create", "serviceaccount", "robot", "-n", "team-a"]);
+    let token = c
+        .ok(&[
+            "create",
+            "token",
+            "robot",
+            "-n",
+            "team-a",
+            "--duration",
+            "15m",
+        ])
+        .trim()
+        .to_string();
+    let claims = token_claims(&token);
+    assert_eq!(claims["sub"], "system:serviceaccount:team-a:robot");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        900
+    );
+    let kc = token_kubeconfig(&c, "robot.kubeconfig", &token);
+    let who = c.ok(&["--kubeconfig", &kc, "auth", "whoami"]);
+    assert!(who.contains("system:serviceaccount:team-a:robot"), "{who}");
+    assert!(who.contains("system:serviceaccounts:team-a"), "{who}");
+
+    // A pod gets the kube-api-access volume mounted in its container.
+    c.ok(&[
+        "run",
+        "runner",
+        "-n",
+        "team-a",
+        "--image=busybox",
+        "--overrides",
+        r#"{"spec":{"serviceAccountName":"robot"}}"#,
+    ]);
+    let vol = c.ok(&[
+        "get",
+        "pod",
+        "runner",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.spec.volumes[0].name} {.spec.volumes[0].projected.sources[0].serviceAccountToken.expirationSeconds} {.spec.containers[0].volumeMounts[0].mountPath}",
+    ]);
+    let parts: Vec<&str> = vol.split(' ').collect();
+    assert!(parts[0].starts_with("kube-api-access-"), "{vol}");
+    assert_eq!(parts[1], "3607", "{vol}");
+    assert_eq!(
+        parts[2], "/var/run/secrets/kubernetes.io/serviceaccount",
+        "{vol}"
+    );
+
+    // A token bound to the pod dies with it.
+    let bound = c
+        .ok(&[
+            "create",
+            "token",
+            "robot",
+            "-n",
+            "team-a",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "runner",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(
+        token_claims(&bound)["kubernetes.io"]["pod"]["name"],
+        "runner"
+    );
+    let kc = token_kubeconfig(&c, "bound.kubeconfig", &bound);
+    let who = c.ok(&["--kubeconfig", &kc, "auth", "whoami"]);
+    assert!(
+        who.contains("authentication.kubernetes.io/pod-name"),
+        "{who}"
+    );
+    c.ok(&[
+        "delete",
+        "pod",
+        "runner",
+        "-n",
+        "team-a",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let err = c.fails(&["--kubeconfig", &kc, "auth", "whoami"]);
+    assert!(err.contains("Unauthorized"), "{err}");
+
+    // A pod naming a missing ServiceAccount is refused in upstream's words.
+    let err = c.fails(&[
+        "run",
+        "lost",
+        "-n",
+        "team-a",
+        "--image=busybox",
+        "--overrides",
+        r#"{"spec":{"serviceAccountName":"ghost"}}"#,
+    ]);
+    assert!(
+        err.contains("pods \"lost\" is forbidden: error looking up service account team-a/ghost: serviceaccount \"ghost\" not found"),
+        "{err}"
+    );
+}

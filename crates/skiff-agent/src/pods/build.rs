@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Service};
 use kube::api::Api;
 use kube::Client;
 use skiff_image::ResolvedImage;
@@ -23,6 +23,10 @@ pub struct Objects {
     namespace: String,
     config_maps: HashMap<String, Option<ConfigMap>>,
     secrets: HashMap<String, Option<Secret>>,
+    /// The namespace's Services plus `default/kubernetes`, listed once (service links).
+    services: Option<Vec<Service>>,
+    /// Bound ServiceAccount tokens for projected volumes (shared by the node's workers).
+    tokens: Option<std::sync::Arc<super::tokens::TokenManager>>,
 }
 
 impl Objects {
@@ -32,7 +36,66 @@ impl Objects {
             namespace: namespace.to_string(),
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
+            services: None,
+            tokens: None,
         }
+    }
+
+    /// Projected `serviceAccountToken` sources get their tokens from `tokens`.
+    pub fn with_tokens(mut self, tokens: std::sync::Arc<super::tokens::TokenManager>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// A bound token for a projected `serviceAccountToken` source of `pod`.
+    async fn service_account_token(
+        &mut self,
+        pod: &Pod,
+        source: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+    ) -> Result<String, ConfigError> {
+        let Some(tokens) = self.tokens.clone() else {
+            return Err("failed to fetch token: no token manager on this node".into());
+        };
+        let key = super::tokens::TokenKey {
+            namespace: self.namespace.clone(),
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "default".into()),
+            audience: source.audience.clone().unwrap_or_default(),
+            expiration_seconds: source.expiration_seconds,
+            pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+        };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        tokens.get(&self.client, &key, &name).await
+    }
+
+    /// The Services whose variables a container of this namespace may get: the namespace's
+    /// own (only needed with service links) and `default/kubernetes` (always).
+    async fn services(&mut self, links: bool) -> Result<&[Service], ConfigError> {
+        if self.services.is_none() {
+            let mut out = Vec::new();
+            if links {
+                let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+                let list = api
+                    .list(&Default::default())
+                    .await
+                    .map_err(|e| format!("listing services: {e}"))?;
+                out.extend(list.items);
+            }
+            if self.namespace != "default" || !links {
+                let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+                let master = api
+                    .get_opt(MASTER_SERVICE)
+                    .await
+                    .map_err(|e| format!("reading service \"{MASTER_SERVICE}\": {e}"))?;
+                out.extend(master);
+            }
+            self.services = Some(out);
+        }
+        Ok(self.services.as_deref().unwrap_or_default())
     }
 
     async fn config_map(&mut self, name: &str) -> Result<Option<&ConfigMap>, ConfigError> {
@@ -95,6 +158,81 @@ impl Objects {
             out
         }))
     }
+}
+
+/// The API server's own Service, whose variables every container gets.
+const MASTER_SERVICE: &str = "kubernetes";
+
+/// The service-link variables of a container in `namespace`, as the kubelet writes them
+/// (`pkg/kubelet/envvars`): for each Service with a ClusterIP, `<NAME>_SERVICE_HOST`,
+/// `_SERVICE_PORT` (first port), `_SERVICE_PORT_<PORTNAME>` (named ports) and the Docker-link
+/// style `_PORT`, `_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`. `default/kubernetes` always
+/// counts; the namespace's other Services only with `links` (`enableServiceLinks`); a Service
+/// of the pod's own namespace wins over `default`'s of the same name.
+pub fn service_env(services: &[Service], namespace: &str, links: bool) -> Vec<(String, String)> {
+    let mut chosen: BTreeMap<&str, &Service> = BTreeMap::new();
+    for svc in services {
+        let (Some(name), Some(ns)) = (
+            svc.metadata.name.as_deref(),
+            svc.metadata.namespace.as_deref(),
+        ) else {
+            continue;
+        };
+        let ip = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+        if matches!(ip, None | Some("") | Some("None")) {
+            continue;
+        }
+        if ns == "default" && name == MASTER_SERVICE {
+            chosen.entry(name).or_insert(svc);
+        } else if ns == namespace && links {
+            chosen.insert(name, svc);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, svc) in chosen {
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let prefix = env_name(name);
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        if let Some(first) = ports.first() {
+            out.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        }
+        for p in ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!("{prefix}_SERVICE_PORT_{}", env_name(pn)),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        // IPv6 addresses are bracketed in the URLs (Go's net.JoinHostPort).
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let url = format!("{}://{host}:{}", proto.to_lowercase(), p.port);
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let pp = format!("{prefix}_PORT_{}_{}", p.port, proto.to_uppercase());
+            out.push((pp.clone(), url));
+            out.push((format!("{pp}_PROTO"), proto.to_lowercase()));
+            out.push((format!("{pp}_PORT"), p.port.to_string()));
+            out.push((format!("{pp}_ADDR"), ip.to_string()));
+        }
+    }
+    out
+}
+
+/// Upstream's makeEnvVariableName: upper case, `-` → `_`.
+fn env_name(s: &str) -> String {
+    s.replace('-', "_").to_uppercase()
 }
 
 /// Kubernetes `$(VAR)` expansion: defined names are replaced, `$$` escapes, others stay.
@@ -446,7 +584,11 @@ pub async fn prepare_volumes(
                         }
                     }
                 }
-                // serviceAccountToken and clusterTrustBundle sources are not supported yet.
+                if let Some(t) = &src.service_account_token {
+                    let token = objects.service_account_token(pod, t).await?;
+                    files.push((t.path.clone(), token.into_bytes(), None));
+                }
+                // clusterTrustBundle sources are not supported yet.
             }
             write(&dir, files, proj.default_mode, true)?;
             dir
@@ -581,6 +723,18 @@ pub async fn build_env(
         if let Some((k, v)) = kv.split_once('=') {
             set(&mut env, k.to_string(), v.to_string());
         }
+    }
+    // Service links come before the container's own variables, which win over them (and may
+    // refer to them with `$(VAR)`), as the kubelet does.
+    let links = input
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let ns = input.pod.metadata.namespace.as_deref().unwrap_or("default");
+    for (k, v) in service_env(objects.services(links).await?, ns, links) {
+        set(&mut env, k, v);
     }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
@@ -964,6 +1118,106 @@ pub async fn build_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn svc(ns: &str, name: &str, ip: &str, ports: serde_json::Value) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": ns, "name": name},
+            "spec": {"clusterIP": ip, "ports": ports}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn service_links_as_the_kubelet_writes_them() {
+        let services = vec![
+            svc(
+                "default",
+                "kubernetes",
+                "100.65.0.1",
+                serde_json::json!([{"name": "https", "port": 443, "protocol": "TCP"}]),
+            ),
+            svc(
+                "shop",
+                "my-db",
+                "100.65.0.7",
+                serde_json::json!([
+                {"port": 5432},
+                {"name": "metrics-http", "port": 9187, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "protocol": "UDP"}]),
+            ),
+            svc(
+                "shop",
+                "headless",
+                "None",
+                serde_json::json!([{"port": 80}]),
+            ),
+            svc(
+                "other",
+                "elsewhere",
+                "100.65.0.9",
+                serde_json::json!([{"port": 80}]),
+            ),
+        ];
+        let env: BTreeMap<String, String> =
+            service_env(&services, "shop", true).into_iter().collect();
+        let want = [
+            ("KUBERNETES_SERVICE_HOST", "100.65.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", "tcp://100.65.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP", "tcp://100.65.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+            ("KUBERNETES_PORT_443_TCP_PORT", "443"),
+            ("KUBERNETES_PORT_443_TCP_ADDR", "100.65.0.1"),
+            ("MY_DB_SERVICE_HOST", "100.65.0.7"),
+            ("MY_DB_SERVICE_PORT", "5432"),
+            ("MY_DB_SERVICE_PORT_METRICS_HTTP", "9187"),
+            ("MY_DB_SERVICE_PORT_DNS", "53"),
+            ("MY_DB_PORT", "tcp://100.65.0.7:5432"),
+            ("MY_DB_PORT_5432_TCP", "tcp://100.65.0.7:5432"),
+            ("MY_DB_PORT_5432_TCP_PROTO", "tcp"),
+            ("MY_DB_PORT_5432_TCP_PORT", "5432"),
+            ("MY_DB_PORT_5432_TCP_ADDR", "100.65.0.7"),
+            ("MY_DB_PORT_9187_TCP", "tcp://100.65.0.7:9187"),
+            ("MY_DB_PORT_9187_TCP_PROTO", "tcp"),
+            ("MY_DB_PORT_9187_TCP_PORT", "9187"),
+            ("MY_DB_PORT_9187_TCP_ADDR", "100.65.0.7"),
+            ("MY_DB_PORT_53_UDP", "udp://100.65.0.7:53"),
+            ("MY_DB_PORT_53_UDP_PROTO", "udp"),
+            ("MY_DB_PORT_53_UDP_PORT", "53"),
+            ("MY_DB_PORT_53_UDP_ADDR", "100.65.0.7"),
+        ];
+        let want: BTreeMap<String, String> = want
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(env, want);
+
+        // enableServiceLinks: false keeps only the API server's.
+        let env = service_env(&services, "shop", false);
+        assert!(
+            env.iter().all(|(k, _)| k.starts_with("KUBERNETES_")),
+            "{env:?}"
+        );
+        assert_eq!(env.len(), 8);
+
+        // A namespace's own "kubernetes" Service wins over default's.
+        let mut with_own = services.clone();
+        with_own.push(svc(
+            "shop",
+            "kubernetes",
+            "100.65.0.50",
+            serde_json::json!([{"port": 8443}]),
+        ));
+        let env: BTreeMap<String, String> =
+            service_env(&with_own, "shop", true).into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "100.65.0.50");
+        assert!(!env.contains_key("KUBERNETES_SERVICE_PORT_HTTPS"));
+        // ... but not when service links are off.
+        let env: BTreeMap<String, String> =
+            service_env(&with_own, "shop", false).into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "100.65.0.1");
+    }
 
     #[test]
     fn expansion() {

@@ -32,6 +32,8 @@ pub(super) struct Ctx {
     pub(super) events: Recorder,
     /// The node's service proxy, once it runs.
     pub(super) proxy: Arc<std::sync::OnceLock<skiff_net::proxy::ProxyStatus>>,
+    /// Bound ServiceAccount tokens of the node's pods (projected volumes).
+    pub(super) tokens: Arc<super::tokens::TokenManager>,
 }
 
 impl Ctx {
@@ -50,6 +52,7 @@ impl Ctx {
             index,
             containers: ContainerCache::default(),
             proxy,
+            tokens: Arc::default(),
         }
     }
 }

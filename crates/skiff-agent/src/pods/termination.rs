@@ -278,6 +278,7 @@ impl Worker {
             Ok(())
         })
         .await;
+        self.ctx.tokens.forget_pod(&self.uid);
         if let Some(p) = pod {
             let (name, ns) = names(p);
             self.ctx.index.forget_pod(&ns, &name, &self.uid);

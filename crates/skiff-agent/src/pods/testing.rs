@@ -334,6 +334,12 @@ fn fake_client() -> (kube::Client, Requests) {
                 "PATCH" if path.contains("/pods/") => (200, pod),
                 "DELETE" if path.contains("/pods/") => (200, pod),
                 "POST" => (201, body),
+                // Single objects (ConfigMaps, Secrets, the kubernetes Service) do not exist.
+                "GET" if path.contains("/services/") => (
+                    404,
+                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                           "reason": "NotFound", "code": 404, "message": "not found"}),
+                ),
                 "GET" if !path.contains("/pods/") => (
                     200,
                     json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
@@ -381,6 +387,7 @@ impl Harness {
             sync_frequency: Duration::from_secs(60),
             housekeeping_interval: Duration::from_secs(10),
             limits: NodeLimits::default(),
+            api_server: None,
         };
         let rt = Arc::new(FakeRuntime::default());
         let (client, requests) = fake_client();

@@ -287,7 +287,8 @@ impl Worker {
         self.event(pod, Some(&c.name), EventType::Normal, "Pulled", &msg)
             .await;
         let (name, ns) = names(pod);
-        let mut objects = build::Objects::new(self.ctx.client.clone(), &ns);
+        let mut objects =
+            build::Objects::new(self.ctx.client.clone(), &ns).with_tokens(self.ctx.tokens.clone());
         let pod_ip = sb.ip.to_string();
         let host_ip = self.ctx.config.node_ip.to_string();
         let volumes = match build::prepare_volumes(
@@ -603,7 +604,8 @@ impl Worker {
         }
         self.volumes_synced = Some(Instant::now());
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let mut objects = build::Objects::new(self.ctx.client.clone(), &ns);
+        let mut objects =
+            build::Objects::new(self.ctx.client.clone(), &ns).with_tokens(self.ctx.tokens.clone());
         let host_ip = self.ctx.config.node_ip.to_string();
         let pod_dir = self.pod_dir();
         let ip = sb.ip.to_string();

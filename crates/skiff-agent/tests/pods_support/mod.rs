@@ -100,10 +100,12 @@ impl Harness {
         let root = std::fs::canonicalize(dir.path()).expect("canonical");
         let store =
             Arc::new(skiff_store::SqliteStore::open(&root.join("state.db")).expect("store"));
-        let config = skiff_apiserver::ServerConfig::new(
+        let mut config = skiff_apiserver::ServerConfig::new(
             root.join("server"),
             "127.0.0.1:0".parse().expect("addr"),
         );
+        // No controllers here, so no `default` ServiceAccount: run without that admission.
+        config.disable_admission_plugins = vec!["ServiceAccount".into()];
         let server = skiff_apiserver::Server::bind(config, store)
             .await
             .expect("bind");
@@ -136,6 +138,7 @@ impl Harness {
             sync_frequency: Duration::from_secs(60),
             housekeeping_interval: Duration::from_secs(10),
             limits: Default::default(),
+            api_server: None,
         };
         adjust(&mut config);
         let mut h = Harness {

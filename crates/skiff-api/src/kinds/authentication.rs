@@ -22,3 +22,22 @@ pub(crate) const SELF_SUBJECT_REVIEW: Kind = Kind {
     },
     ..Kind::BASE
 };
+
+/// TokenReview: whether a bearer token authenticates, and as whom (webhook token
+/// authentication, `system:auth-delegator`); computed, never stored.
+pub(crate) const TOKEN_REVIEW: Kind = Kind {
+    info: ResourceInfo {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "TokenReview",
+        list_kind: "TokenReviewList",
+        plural: "tokenreviews",
+        singular: "tokenreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        verbs: CREATE_ONLY,
+        subresources: &[],
+    },
+    ..Kind::BASE
+};

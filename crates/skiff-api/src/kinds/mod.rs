@@ -154,6 +154,7 @@ static REGISTRY: &[Kind] = &[
     apps::replicaset::KIND,
     events::event::KIND,
     authentication::SELF_SUBJECT_REVIEW,
+    authentication::TOKEN_REVIEW,
     authorization::LOCAL_SUBJECT_ACCESS_REVIEW,
     authorization::SELF_SUBJECT_ACCESS_REVIEW,
     authorization::SELF_SUBJECT_RULES_REVIEW,

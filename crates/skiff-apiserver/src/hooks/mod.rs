@@ -9,6 +9,7 @@ mod pods;
 mod rbac;
 mod reviews;
 mod services;
+mod tokenreview;
 
 use crate::admission::Registry;
 
@@ -51,6 +52,11 @@ pub(crate) fn registry(default_toleration_seconds: i64) -> Registry {
             authz,
             "SelfSubjectRulesReview",
             reviews::SelfSubjectRulesReview,
+        )
+        .with(
+            "authentication.k8s.io",
+            "TokenReview",
+            tokenreview::TokenReview,
         )
         .with(
             "certificates.k8s.io",

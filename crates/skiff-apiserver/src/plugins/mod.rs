@@ -8,6 +8,7 @@
 pub(crate) mod certificates;
 mod podsecurity;
 mod rbac_escalation;
+pub(crate) mod serviceaccount;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -72,6 +73,7 @@ pub(crate) trait Plugin: Send + Sync {
 /// only within each phase).
 pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
     vec![
+        Box::new(serviceaccount::ServiceAccount),
         Box::new(noderestriction::NodeRestriction),
         Box::new(certificates::Requestor),
         Box::new(certificates::Approval),

@@ -113,6 +113,12 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         crate::authz::check(&st, &attrs).await?;
     }
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
+        [".well-known", "openid-configuration"] => {
+            return Ok(crate::serviceaccount::oidc::discovery(&st.service_accounts))
+        }
+        ["openid", "v1", "jwks"] => {
+            return Ok(crate::serviceaccount::oidc::jwks(&st.service_accounts))
+        }
         ["api"] => return Ok(discovery::api(&parts.headers, &host)),
         ["apis"] => return Ok(discovery::apis(&parts.headers)),
         ["apis", g] => return Ok(discovery::group(g)),

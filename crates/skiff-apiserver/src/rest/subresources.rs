@@ -42,6 +42,9 @@ pub(crate) async fn handle(
         }
         ("binding", &Method::POST) => binding(ctx, name, body).await,
         ("eviction", &Method::POST) => eviction(ctx, name, body).await,
+        ("token", &Method::POST) => {
+            crate::serviceaccount::token::token_request(ctx, name, body).await
+        }
         ("finalize", &Method::PUT) => update_or_patch(ctx, method, name, body, Mode::Main).await,
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
             node_proxy(ctx, method, name, sub, Upstream::default()).await

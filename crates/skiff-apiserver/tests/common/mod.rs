@@ -50,3 +50,17 @@ pub fn status_code(err: &kube::Error) -> Option<u16> {
         _ => None,
     }
 }
+
+/// Creates the `default` ServiceAccount in `ns` (no controllers run here to create it, and the
+/// ServiceAccount admission plugin rejects pods without it).
+pub async fn ensure_default_sa(client: &Client, ns: &str) {
+    let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(client.clone(), ns);
+    let sa =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).expect("sa");
+    match sas.create(&Default::default(), &sa).await {
+        Ok(_) => {}
+        Err(e) if status_code(&e) == Some(409) => {}
+        Err(e) => panic!("creating the default ServiceAccount: {e}"),
+    }
+}

@@ -93,7 +93,10 @@ impl TestCluster {
     {
         let deadline = Instant::now() + timeout;
         loop {
-            if check().await {
+            // Each check is bounded too: a request stuck in the client fails the test at the
+            // deadline instead of hanging it.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, check()).await == Ok(true) {
                 return;
             }
             assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -16,7 +16,7 @@ pub(crate) const KIND: Kind = Kind {
         short_names: &["sa"],
         categories: &[],
         verbs: FULL,
-        subresources: &[],
+        subresources: &["token"],
     },
     table: Table {
         columns: COLUMNS,
