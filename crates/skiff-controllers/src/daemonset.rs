@@ -81,6 +81,8 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         dsc.expectations.clone(),
         "DaemonSet",
         "apps",
+        // Orphans: not adopted (upstream does; a DaemonSet recreates its own pods).
+        None,
     );
 
     // Any node change may change where daemons should run: sync every DaemonSet.

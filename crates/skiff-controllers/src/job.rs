@@ -1,7 +1,8 @@
 //! The Job controller (upstream `pkg/controller/job`, NonIndexed completion mode) and the
 //! TTL-after-finished controller: runs a Job's pods to completion.
 //!
-//! A reconcile counts the Job's pods (owned through a controller reference): active (not
+//! A reconcile claims pods like the ReplicaSet controller (owned ones that still match, matching
+//! orphans adopted, relabelled ones released) and counts them: active (not
 //! finished, not terminating), succeeded and failed. While the Job is unfinished and its
 //! expectations are met it creates pods up to `min(parallelism, completions - succeeded)` (for
 //! a work-queue Job without `completions`: `parallelism` until one pod succeeded), or deletes
@@ -20,13 +21,13 @@ use std::time::Duration;
 use futures::stream;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
-use crate::owned::{owner, owner_triggers, pod_key, pod_triggers};
+use crate::owned::{owner_triggers, pod_key, pod_triggers};
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::{is_active, is_ready, pod_from_template};
 use crate::{api_message, Context, Error, Result};
@@ -66,12 +67,30 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         Api::<Job>::all(client.clone()),
         jc.expectations.clone(),
     );
+    // An orphan pod wakes every Job in its namespace whose selector matches, to adopt it.
+    let jobs = job_store.clone();
+    let orphans: crate::owned::OrphanMatcher<Job> = Arc::new(move |pod: &Pod| {
+        let ns = pod.namespace();
+        jobs.state()
+            .iter()
+            .filter(|j| j.namespace() == ns)
+            .filter(|j| {
+                j.spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .and_then(|s| Selector::from_label_selector(s).ok())
+                    .is_some_and(|s| s.matches(&pod.metadata.labels.as_ref()))
+            })
+            .map(|j| ObjectRef::from_obj(j.as_ref()))
+            .collect()
+    });
     let pod_triggers = pod_triggers::<Job>(
         pod_writer,
         Api::<Pod>::all(client),
         jc.expectations.clone(),
         "Job",
         "batch",
+        Some(orphans),
     );
     let queue = stream::select(job_triggers, pod_triggers);
     drive(
@@ -84,10 +103,6 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     )
     .await;
     Err(Error::WatchEnded("job"))
-}
-
-fn job_owner(meta: &ObjectMeta) -> Option<(String, String)> {
-    owner(meta, "Job", "batch")
 }
 
 fn phase(p: &Pod) -> &str {
@@ -299,14 +314,23 @@ impl Jc {
                 return Ok(Action::await_change());
             }
         };
-        let pods: Vec<Arc<Pod>> = self
+        // Owned pods that still match, plus matching orphans adopted (upstream `getPodsForJob`).
+        let candidates: Vec<Arc<Pod>> = self
             .pod_store
             .state()
             .into_iter()
             .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|p| job_owner(&p.metadata).is_some_and(|(_, u)| u == uid))
-            .filter(|p| selector.matches(&p.metadata.labels.as_ref()))
             .collect();
+        let pods = crate::owned::claim_pods(
+            &self.ctx.client,
+            &ns,
+            controller_ref(&job),
+            false,
+            &selector,
+            candidates,
+            self.recheck(&job),
+        )
+        .await?;
         let mut active: Vec<Arc<Pod>> = pods.iter().filter(|p| is_active(p)).cloned().collect();
         let succeeded = (pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32)
             .max(status.succeeded.unwrap_or(0));
@@ -435,6 +459,21 @@ impl Jc {
     }
 
     /// Deletes a finished Job `ttlSecondsAfterFinished` after it finished.
+    /// An uncached read before adopting: the Job still exists with the same uid and is not
+    /// being deleted.
+    async fn recheck(&self, job: &Job) -> std::result::Result<(), String> {
+        let ns = job.namespace().unwrap_or_default();
+        let api: Api<Job> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let fresh = api.get(&job.name_any()).await.map_err(|e| e.to_string())?;
+        if fresh.metadata.uid != job.metadata.uid {
+            return Err(format!("original Job {ns}/{} is gone", job.name_any()));
+        }
+        if fresh.metadata.deletion_timestamp.is_some() {
+            return Err(format!("{ns}/{} has just been deleted", job.name_any()));
+        }
+        Ok(())
+    }
+
     async fn ttl_after_finished(&self, job: &Job, finished: jiff::Timestamp) -> Result<Action> {
         let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else {
             return Ok(Action::await_change());
@@ -559,19 +598,24 @@ impl Jc {
     }
 }
 
+/// The Job's controller reference on its pods.
+fn controller_ref(job: &Job) -> OwnerReference {
+    OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job.name_any(),
+        uid: job.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 /// A pod from the Job's template, controlled by the Job.
 fn new_pod(job: &Job) -> Pod {
     pod_from_template(
         job.spec.as_ref().map(|s| s.template.clone()),
         job.metadata.namespace.clone(),
-        OwnerReference {
-            api_version: "batch/v1".into(),
-            kind: "Job".into(),
-            name: job.name_any(),
-            uid: job.metadata.uid.clone().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        },
+        controller_ref(job),
     )
 }
 

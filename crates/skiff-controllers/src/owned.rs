@@ -1,6 +1,7 @@
 //! Trigger streams of the controllers that own pods through expectations (Job, DaemonSet):
 //! owner events become work items, pod events satisfy expectations and wake the owning
-//! controller. `skiff_client::driver::drive` runs the reconciles.
+//! controller. `skiff_client::driver::drive` runs the reconciles. Also upstream's
+//! `ControllerRefManager.ClaimPods` ([`claim_pods`]), shared by the ReplicaSet and Job controllers.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
@@ -8,8 +9,8 @@ use std::sync::Arc;
 
 use futures::{stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{reflector, store::Writer, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
@@ -17,7 +18,9 @@ use serde::de::DeserializeOwned;
 
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::controller_ref;
+use crate::{Error, Result};
 use skiff_client::driver::Triggers;
+use skiff_semantics::labels::Selector;
 
 /// The (name, uid) of the `kind` in API group `group` (e.g. "batch") controlling `meta`.
 pub(crate) fn owner(meta: &ObjectMeta, kind: &str, group: &str) -> Option<(String, String)> {
@@ -61,14 +64,19 @@ where
         .boxed()
 }
 
+/// Which owners might adopt an orphan pod (queued when one appears or changes).
+pub(crate) type OrphanMatcher<K> = Arc<dyn Fn(&Pod) -> Vec<ObjectRef<K>> + Send + Sync>;
+
 /// Pod events queue the pod's controller of `kind`/`group`: a pod seen for the first time
-/// satisfies one expected creation, a terminating or deleted one an expected deletion.
+/// satisfies one expected creation, a terminating or deleted one an expected deletion. A live
+/// pod with no controller queues what `orphans` says might adopt it.
 pub(crate) fn pod_triggers<K>(
     writer: Writer<Pod>,
     api: Api<Pod>,
     expectations: Arc<Expectations>,
     kind: &'static str,
     group: &'static str,
+    orphans: Option<OrphanMatcher<K>>,
 ) -> Triggers<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -99,12 +107,98 @@ where
                         expectations.deletion_observed(&owner_uid, &pod_key(&p));
                     }
                     refs.push(ObjectRef::new(&name).within(&p.namespace().unwrap_or_default()));
+                } else if let Some(m) = orphans.as_ref().filter(|_| {
+                    !deleted
+                        && p.metadata.deletion_timestamp.is_none()
+                        && controller_ref(&p.metadata).is_none()
+                }) {
+                    refs.extend(m(&p));
                 }
             }
             stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
         })
         .try_flatten()
         .boxed()
+}
+
+/// Adopts matching orphans and releases owned pods that stopped matching (upstream
+/// `ControllerRefManager.ClaimPods`); returns the pods `controller` owns afterwards.
+/// `recheck` (an uncached read: the owner still exists with the same uid and is not being
+/// deleted) is awaited once, before the first adoption only.
+pub(crate) async fn claim_pods(
+    client: &kube::Client,
+    namespace: &str,
+    controller: OwnerReference,
+    owner_deleting: bool,
+    selector: &Selector,
+    pods: Vec<Arc<Pod>>,
+    recheck: impl std::future::Future<Output = std::result::Result<(), String>>,
+) -> Result<Vec<Arc<Pod>>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let owner_uid = controller.uid.clone();
+    let mut recheck = std::pin::pin!(recheck);
+    let mut can_adopt: Option<std::result::Result<(), String>> = None;
+    let mut claimed = Vec::new();
+    let mut errors = Vec::new();
+    let patch_pod = |pod: &Pod, refs: serde_json::Value| {
+        let patch = serde_json::json!({"metadata": {
+            "ownerReferences": refs,
+            "uid": pod.metadata.uid,
+        }});
+        let api = api.clone();
+        let name = pod.name_any();
+        async move {
+            api.patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+        }
+    };
+    for pod in pods {
+        let matches = selector.matches(&pod.metadata.labels.as_ref());
+        match controller_ref(&pod.metadata) {
+            Some(r) if r.uid == owner_uid => {
+                if matches {
+                    claimed.push(pod);
+                } else if !owner_deleting {
+                    let refs = serde_json::json!([{"$patch": "delete", "uid": owner_uid}]);
+                    if let Err(e) = patch_pod(&pod, refs).await {
+                        if !is_not_found(&e) {
+                            errors.push(e.to_string());
+                        }
+                    }
+                }
+            }
+            Some(_) => {}
+            None => {
+                if owner_deleting || !matches || pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                if can_adopt.is_none() {
+                    can_adopt = Some(recheck.as_mut().await);
+                }
+                if let Some(Err(e)) = &can_adopt {
+                    errors.push(e.clone());
+                    break;
+                }
+                match patch_pod(&pod, serde_json::json!([controller.clone()])).await {
+                    Ok(p) => claimed.push(Arc::new(p)),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(claimed)
+    } else {
+        Err(Error::Other(format!(
+            "claiming pods: {}",
+            errors.join("; ")
+        )))
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use futures::{stream, TryStreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::watcher;
@@ -332,86 +332,24 @@ impl Rsc {
         Ok(Action::await_change())
     }
 
-    /// Adopts matching orphans and releases owned pods that stopped matching (upstream
-    /// `ControllerRefManager.ClaimPods`); returns the pods this RS owns afterwards.
+    /// Adopts matching orphans and releases owned pods that stopped matching; returns the
+    /// pods this RS owns afterwards.
     async fn claim_pods(
         &self,
         rs: &ReplicaSet,
         selector: &Selector,
         pods: Vec<Arc<Pod>>,
     ) -> Result<Vec<Arc<Pod>>> {
-        let rs_uid = rs.metadata.uid.clone().unwrap_or_default();
-        let ns = rs.namespace().unwrap_or_default();
-        let rs_deleting = rs.metadata.deletion_timestamp.is_some();
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
-        let mut claimed = Vec::new();
-        let mut can_adopt: Option<std::result::Result<(), String>> = None;
-        let mut errors = Vec::new();
-        for pod in pods {
-            let matches = selector.matches(&pod.metadata.labels.as_ref());
-            match controller_ref(&pod.metadata) {
-                Some(r) if r.uid == rs_uid => {
-                    if matches {
-                        claimed.push(pod);
-                    } else if !rs_deleting {
-                        let patch = serde_json::json!({"metadata": {
-                            "ownerReferences": [{"$patch": "delete", "uid": rs_uid}],
-                            "uid": pod.metadata.uid,
-                        }});
-                        if let Err(e) = api
-                            .patch(
-                                &pod.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Strategic(&patch),
-                            )
-                            .await
-                        {
-                            if !is_not_found(&e) {
-                                errors.push(e.to_string());
-                            }
-                        }
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if rs_deleting || !matches || pod.metadata.deletion_timestamp.is_some() {
-                        continue;
-                    }
-                    // Before the first adoption, make sure the RS is still what we think it is.
-                    if can_adopt.is_none() {
-                        can_adopt = Some(self.recheck(rs).await);
-                    }
-                    if let Some(Err(e)) = &can_adopt {
-                        errors.push(e.clone());
-                        break;
-                    }
-                    let patch = serde_json::json!({"metadata": {
-                        "ownerReferences": [controller_owner_ref(rs)],
-                        "uid": pod.metadata.uid,
-                    }});
-                    match api
-                        .patch(
-                            &pod.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Strategic(&patch),
-                        )
-                        .await
-                    {
-                        Ok(p) => claimed.push(Arc::new(p)),
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => errors.push(e.to_string()),
-                    }
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(claimed)
-        } else {
-            Err(Error::Other(format!(
-                "claiming pods: {}",
-                errors.join("; ")
-            )))
-        }
+        crate::owned::claim_pods(
+            &self.ctx.client,
+            &rs.namespace().unwrap_or_default(),
+            controller_owner_ref(rs),
+            rs.metadata.deletion_timestamp.is_some(),
+            selector,
+            pods,
+            self.recheck(rs),
+        )
+        .await
     }
 
     /// An uncached read: the RS still exists with the same uid and is not being deleted.
