@@ -173,3 +173,100 @@ async fn graceful_delete_and_agent_restart_keeps_containers() {
     );
     h.shutdown().await;
 }
+
+/// `activeDeadlineSeconds`: a pod still running past it fails with reason DeadlineExceeded and
+/// its container is stopped (upstream's node conformance "pods should be terminated when
+/// deadline exceeded").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
+async fn active_deadline_fails_the_pod() {
+    let h = Harness::start().await;
+    h.create_pod(
+        "deadline",
+        json!({"activeDeadlineSeconds": 3, "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": "bb:1", "command": ["/bin/sleep", "3600"],
+        }]}),
+    )
+    .await;
+    let pod = h
+        .wait_pod("deadline", "Failed", Duration::from_secs(60), |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+        })
+        .await;
+    let status = pod.status.clone().unwrap_or_default();
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+    let h2 = &h;
+    pods_support::wait_for(
+        "container stopped",
+        Duration::from_secs(30),
+        || async move {
+            pods_support::instance(h2, "deadline", "c")
+                .is_some_and(|i| i.status != skiff_runtime::Status::Running)
+        },
+    )
+    .await;
+    h.shutdown().await;
+}
+
+/// `fsGroup`: volumes belong to the group (secret and configMap files included, with group
+/// read), directories are setgid so new files inherit it, and the container runs with it as
+/// a supplementary group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
+async fn fs_group_owns_volumes() {
+    let h = Harness::start().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(h.client.clone(), "default");
+    let s = serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"key": "v"}}))
+        .expect("secret");
+    secrets
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create secret");
+    let script = [
+        "set -e",
+        "test \"$(stat -c '%g %a' /sec/..data/key)\" = '1234 440'",
+        "cat /sec/key",
+        "test \"$(stat -c '%g' /ed)\" = 1234",
+        "stat -c '%A' /ed | grep -q '^drwxrwsrwx$'",
+        "touch /ed/new",
+        "test \"$(stat -c '%g' /ed/new)\" = 1234",
+        "id -G | tr ' ' '\\n' | grep -qx 1234",
+    ]
+    .join("\n");
+    h.create_pod(
+        "fsgroup",
+        json!({"restartPolicy": "Never",
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 1234},
+            "containers": [{
+                "name": "c", "image": "bb:1", "command": ["/bin/sh", "-c", script],
+                "volumeMounts": [{"name": "sec", "mountPath": "/sec"}, {"name": "ed", "mountPath": "/ed"}],
+            }],
+            "volumes": [
+                {"name": "sec", "secret": {"secretName": "s", "defaultMode": 0o440}},
+                {"name": "ed", "emptyDir": {}},
+            ]}),
+    )
+    .await;
+    let pod = h
+        .wait_pod("fsgroup", "terminal phase", Duration::from_secs(60), |p| {
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded") | Some("Failed")
+            )
+        })
+        .await;
+    let logs = pods_support::instance(&h, "fsgroup", "c")
+        .map(|i| pods_support::log_text(&i))
+        .unwrap_or_default();
+    assert_eq!(
+        pod.status.and_then(|s| s.phase).as_deref(),
+        Some("Succeeded"),
+        "{logs}"
+    );
+    h.shutdown().await;
+}

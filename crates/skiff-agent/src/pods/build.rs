@@ -627,6 +627,13 @@ pub async fn prepare_volumes(
             }
             dir
         };
+        // fsGroup: every volume type the kubelet manages ownership of (not hostPath).
+        let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
+        if let (Some(gid), None) = (fs_group, &v.host_path) {
+            let gid = u32::try_from(gid).map_err(|_| format!("invalid fsGroup {gid}"))?;
+            volumes::set_ownership(&path, gid, synced, synced)
+                .map_err(|e| format!("setting fsGroup {gid} on volume {:?}: {e}", v.name))?;
+        }
         out.insert(
             v.name.clone(),
             Volume {

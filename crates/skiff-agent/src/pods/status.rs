@@ -293,11 +293,15 @@ impl Worker {
         if let Some(e) = &self.sandbox_error {
             status["message"] = json!(format!("pod sandbox: {e}"));
         }
-        if let Some(msg) = &self.evicted {
+        if let Some((reason, msg)) = &self.evicted {
             status["phase"] = json!("Failed");
-            status["reason"] = json!("Evicted");
+            status["reason"] = json!(reason);
             status["message"] = json!(msg);
-            if let Some(conds) = status["conditions"].as_array_mut() {
+            // Upstream adds DisruptionTarget for evictions, not for an exceeded deadline.
+            let conds = status["conditions"]
+                .as_array_mut()
+                .filter(|_| reason == "Evicted");
+            if let Some(conds) = conds {
                 if !conds.iter().any(|c| c["type"] == "DisruptionTarget") {
                     conds.push(json!({"type": "DisruptionTarget", "status": "True",
                         "reason": "TerminationByKubelet", "message": msg,

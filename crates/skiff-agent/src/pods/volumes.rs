@@ -618,3 +618,91 @@ mod tests {
         assert!(write_atomic(&dir, &[payload("../x", "y", 0o644)]).is_err());
     }
 }
+
+/// Gives a volume to the pod's `fsGroup` like the kubelet's `SetVolumeOwnership`: group `gid`
+/// on every entry, group read (and write unless `read_only`) on files, setgid and group search
+/// on directories so files the pod creates later inherit the group. `recursive` walks below the
+/// root: only for volumes the agent writes (containers mount them read-only), since a walk of
+/// pod-written content could be raced. No symlink is followed; symlinks only change group.
+pub fn set_ownership(
+    dir: &Path,
+    gid: u32,
+    read_only: bool,
+    recursive: bool,
+) -> std::io::Result<()> {
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let root = unsafe { OwnedFd::from_raw_fd(fd) };
+    own(&root, gid, read_only, true)?;
+    if recursive {
+        own_below(&root, gid, read_only, 0)?;
+    }
+    Ok(())
+}
+
+fn own(fd: &OwnedFd, gid: u32, read_only: bool, dir: bool) -> std::io::Result<()> {
+    nix::unistd::fchown(fd.as_raw_fd(), None, Some(nix::unistd::Gid::from_raw(gid)))?;
+    let mode = fstat(fd.as_raw_fd())?.st_mode & 0o7777;
+    let mut mask = if read_only { 0o440 } else { 0o660 };
+    if dir {
+        mask |= 0o2000 | 0o110;
+    }
+    fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode | mask))?;
+    Ok(())
+}
+
+fn own_below(dfd: &OwnedFd, gid: u32, read_only: bool, depth: usize) -> std::io::Result<()> {
+    if depth > 32 {
+        return Err(std::io::Error::other("volume tree too deep"));
+    }
+    let listing = nix::dir::Dir::openat(
+        Some(dfd.as_raw_fd()),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    for entry in listing.into_iter().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+    }
+    for name in names {
+        let st = nix::sys::stat::fstatat(
+            Some(dfd.as_raw_fd()),
+            name.as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+        match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFLNK => nix::unistd::fchownat(
+                Some(dfd.as_raw_fd()),
+                name.as_str(),
+                None,
+                Some(nix::unistd::Gid::from_raw(gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?,
+            SFlag::S_IFDIR => {
+                let sub = open2(
+                    dfd,
+                    &name,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                    0,
+                    no_links(),
+                )?;
+                own(&sub, gid, read_only, true)?;
+                own_below(&sub, gid, read_only, depth + 1)?;
+            }
+            SFlag::S_IFREG => {
+                let f = open2(dfd, &name, OFlag::O_RDONLY, 0, no_links())?;
+                own(&f, gid, read_only, false)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

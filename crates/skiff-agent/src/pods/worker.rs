@@ -53,8 +53,9 @@ pub(super) struct Worker {
     pub(super) volumes_synced: Option<Instant>,
     /// When emptyDir and ephemeral-storage usage was last measured.
     pub(super) usage_checked: Option<Instant>,
-    /// The eviction message, once the pod was evicted for its storage use.
-    pub(super) evicted: Option<String>,
+    /// Why the kubelet failed the pod itself (reason, message): `Evicted` for its storage use,
+    /// `DeadlineExceeded` past `activeDeadlineSeconds`. Its containers are stopped and stay so.
+    pub(super) evicted: Option<(String, String)>,
 }
 
 pub(super) type Instances = HashMap<String, Vec<(u32, ContainerInfo)>>;
@@ -500,6 +501,7 @@ impl Worker {
         if let Some(first) = spec.containers.first() {
             self.ctx.index.set_pod(&ns, &name, &self.uid, &first.name);
         }
+        self.check_active_deadline(pod, &spec).await;
         let api_phase = pod
             .status
             .as_ref()
@@ -708,17 +710,58 @@ impl Worker {
         tracing::info!(pod_uid = %self.uid, "evicting pod: {message}");
         self.event(pod, None, EventType::Warning, "Evicted", &message)
             .await;
+        self.stop_all(inst, Duration::ZERO).await;
+        self.evicted = Some(("Evicted".into(), message));
+    }
+
+    /// Upstream's active deadline handler: a pod running longer than `activeDeadlineSeconds`
+    /// since its start time fails with reason `DeadlineExceeded` (a Normal event of that
+    /// reason), its containers stopped with the pod's grace period.
+    async fn check_active_deadline(
+        &mut self,
+        pod: &Pod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+    ) {
+        let Some(limit) = spec.active_deadline_seconds else {
+            return;
+        };
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if self.evicted.is_some() || matches!(phase, Some("Succeeded" | "Failed")) {
+            return;
+        }
+        let Some(start) = self.start_time.as_deref().and_then(parse_ts) else {
+            return;
+        };
+        let Ok(deadline) = start.checked_add(jiff::SignedDuration::from_secs(limit.max(0))) else {
+            return;
+        };
+        if jiff::Timestamp::now() < deadline {
+            return;
+        }
+        const MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+        tracing::info!(pod_uid = %self.uid, "{MESSAGE}");
+        self.event(pod, None, EventType::Normal, "DeadlineExceeded", MESSAGE)
+            .await;
+        let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
+        if let Ok(inst) = self.instances(pod).await {
+            self.stop_all(&inst, Duration::from_secs(grace)).await;
+        }
+        self.evicted = Some(("DeadlineExceeded".into(), MESSAGE.into()));
+    }
+
+    /// Stops the newest instance of every container.
+    async fn stop_all(&self, inst: &Instances, grace: Duration) {
         let stops = inst
             .values()
             .filter_map(|l| l.first())
-            .map(|(_, info)| self.ctx.runtime.stop_container(&info.id, Duration::ZERO));
+            .filter(|(_, info)| matches!(info.status, Status::Running | Status::Created))
+            .map(|(_, info)| self.ctx.runtime.stop_container(&info.id, grace));
         for r in futures::future::join_all(stops).await {
             if let Err(e) = r {
-                tracing::warn!(pod_uid = %self.uid, "killing an evicted container: {e}");
+                tracing::warn!(pod_uid = %self.uid, "stopping a container of a failed pod: {e}");
             }
         }
         self.ctx.containers.invalidate();
-        self.evicted = Some(message);
     }
 
     /// Only the newest instance of a container may run: an older one still running (left by
