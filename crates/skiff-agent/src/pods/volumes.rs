@@ -531,94 +531,6 @@ pub fn disk_usage(path: &Path) -> u64 {
     total
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn payload(path: &str, data: &str, mode: u32) -> Payload {
-        Payload {
-            path: path.into(),
-            data: data.as_bytes().to_vec(),
-            mode,
-        }
-    }
-
-    #[test]
-    fn atomic_writer_layout_and_updates() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("vol");
-        std::fs::create_dir(&dir).unwrap();
-        let v1 = vec![payload("a", "1", 0o644), payload("sub/b", "2", 0o400)];
-        assert!(write_atomic(&dir, &v1).unwrap());
-        assert!(
-            !write_atomic(&dir, &v1).unwrap(),
-            "unchanged payload rewritten"
-        );
-        let data = std::fs::read_link(dir.join("..data")).unwrap();
-        assert!(data.to_string_lossy().starts_with(".."));
-        assert_eq!(
-            std::fs::read_link(dir.join("a")).unwrap(),
-            Path::new("..data/a")
-        );
-        assert_eq!(std::fs::read_to_string(dir.join("sub/b")).unwrap(), "2");
-        let m = std::fs::metadata(dir.join("sub/b")).unwrap();
-        assert_eq!(m.mode() & 0o777, 0o400);
-        // Change a, drop sub, add c.
-        let v2 = vec![payload("a", "one", 0o644), payload("c", "3", 0o644)];
-        assert!(write_atomic(&dir, &v2).unwrap());
-        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "one");
-        assert_eq!(std::fs::read_to_string(dir.join("c")).unwrap(), "3");
-        assert!(std::fs::symlink_metadata(dir.join("sub")).is_err());
-        assert!(
-            std::fs::symlink_metadata(dir.join(&data)).is_err(),
-            "old data dir kept"
-        );
-    }
-
-    /// A link planted where the writer works never redirects a write: a stale `..data_tmp`
-    /// or user-visible name pointing outside is replaced, not written through, and nested
-    /// payload dirs are created fresh inside the new data dir.
-    #[test]
-    fn planted_links_do_not_redirect_writes() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("vol");
-        let outside = tmp.path().join("outside");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::write(outside.join("victim"), "host data").unwrap();
-        std::os::unix::fs::symlink(outside.join("victim"), dir.join("key")).unwrap();
-        std::os::unix::fs::symlink(&outside, dir.join("nested")).unwrap();
-        std::os::unix::fs::symlink(&outside, dir.join("..data_tmp")).unwrap();
-        let files = vec![
-            payload("key", "new", 0o644),
-            payload("nested/victim", "x", 0o644),
-        ];
-        assert!(write_atomic(&dir, &files).unwrap());
-        assert_eq!(
-            std::fs::read_to_string(outside.join("victim")).unwrap(),
-            "host data"
-        );
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
-        assert_eq!(std::fs::read_to_string(dir.join("key")).unwrap(), "new");
-        assert_eq!(
-            std::fs::read_link(dir.join("key")).unwrap(),
-            Path::new("..data/key")
-        );
-        // And the fd-based primitive itself refuses a link in the last component.
-        let tsfd = open_root(&dir).unwrap();
-        std::os::unix::fs::symlink(outside.join("victim"), dir.join("planted")).unwrap();
-        let r = open2(
-            &tsfd,
-            "planted",
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW,
-            0o644,
-            no_links(),
-        );
-        assert!(r.is_err());
-        assert!(write_atomic(&dir, &[payload("../x", "y", 0o644)]).is_err());
-    }
-}
-
 /// Gives a volume to the pod's `fsGroup` like the kubelet's `SetVolumeOwnership`: group `gid`
 /// on every entry, group read (and write unless `read_only`) on files, setgid and group search
 /// on directories so files the pod creates later inherit the group. `recursive` walks below the
@@ -705,4 +617,92 @@ fn own_below(dfd: &OwnedFd, gid: u32, read_only: bool, depth: usize) -> std::io:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(path: &str, data: &str, mode: u32) -> Payload {
+        Payload {
+            path: path.into(),
+            data: data.as_bytes().to_vec(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn atomic_writer_layout_and_updates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vol");
+        std::fs::create_dir(&dir).unwrap();
+        let v1 = vec![payload("a", "1", 0o644), payload("sub/b", "2", 0o400)];
+        assert!(write_atomic(&dir, &v1).unwrap());
+        assert!(
+            !write_atomic(&dir, &v1).unwrap(),
+            "unchanged payload rewritten"
+        );
+        let data = std::fs::read_link(dir.join("..data")).unwrap();
+        assert!(data.to_string_lossy().starts_with(".."));
+        assert_eq!(
+            std::fs::read_link(dir.join("a")).unwrap(),
+            Path::new("..data/a")
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("sub/b")).unwrap(), "2");
+        let m = std::fs::metadata(dir.join("sub/b")).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o400);
+        // Change a, drop sub, add c.
+        let v2 = vec![payload("a", "one", 0o644), payload("c", "3", 0o644)];
+        assert!(write_atomic(&dir, &v2).unwrap());
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "one");
+        assert_eq!(std::fs::read_to_string(dir.join("c")).unwrap(), "3");
+        assert!(std::fs::symlink_metadata(dir.join("sub")).is_err());
+        assert!(
+            std::fs::symlink_metadata(dir.join(&data)).is_err(),
+            "old data dir kept"
+        );
+    }
+
+    /// A link planted where the writer works never redirects a write: a stale `..data_tmp`
+    /// or user-visible name pointing outside is replaced, not written through, and nested
+    /// payload dirs are created fresh inside the new data dir.
+    #[test]
+    fn planted_links_do_not_redirect_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vol");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("victim"), "host data").unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), dir.join("key")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("nested")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("..data_tmp")).unwrap();
+        let files = vec![
+            payload("key", "new", 0o644),
+            payload("nested/victim", "x", 0o644),
+        ];
+        assert!(write_atomic(&dir, &files).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("victim")).unwrap(),
+            "host data"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        assert_eq!(std::fs::read_to_string(dir.join("key")).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_link(dir.join("key")).unwrap(),
+            Path::new("..data/key")
+        );
+        // And the fd-based primitive itself refuses a link in the last component.
+        let tsfd = open_root(&dir).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), dir.join("planted")).unwrap();
+        let r = open2(
+            &tsfd,
+            "planted",
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW,
+            0o644,
+            no_links(),
+        );
+        assert!(r.is_err());
+        assert!(write_atomic(&dir, &[payload("../x", "y", 0o644)]).is_err());
+    }
 }
