@@ -416,7 +416,7 @@ pub fn build_oci_spec(
         .map_err(oci_err)?;
 
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(spec.tty)
         .args(spec.args.clone())
         .env(env_with_path(&spec.env))
         .cwd(cwd)
