@@ -209,6 +209,9 @@ pub struct JoinNamespaces {
     pub host_pid: bool,
     /// The host's IPC namespace instead of a new or joined one (pod `hostIPC`); wins over `ipc`.
     pub host_ipc: bool,
+    /// Join this PID namespace (an ephemeral container's target, `/proc/<pid>/ns/pid`);
+    /// ignored with `host_pid`.
+    pub pid: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]

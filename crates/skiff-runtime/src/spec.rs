@@ -338,6 +338,9 @@ pub fn join_namespaces(oci: &mut Spec, join: &crate::JoinNamespaces) -> Result<(
     }
     if join.host_pid {
         namespaces.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+    } else if let Some(p) = &join.pid {
+        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+        namespaces.push(namespace(LinuxNamespaceType::Pid, Some(p))?);
     }
     if join.host_ipc {
         namespaces.retain(|n| n.typ() != LinuxNamespaceType::Ipc);
@@ -712,6 +715,22 @@ mod tests {
         );
         assert!(ns.contains(&(LinuxNamespaceType::Uts, Some("/run/sb/uts".into()))));
         assert!(ns.contains(&(LinuxNamespaceType::Mount, None)));
+        // An ephemeral container joins its target's PID namespace.
+        let mut spec = build(&base_spec());
+        let target = crate::JoinNamespaces {
+            pid: Some("/proc/42/ns/pid".into()),
+            ..Default::default()
+        };
+        join_namespaces(&mut spec, &target).unwrap();
+        let ns = ns_types(&spec);
+        let pids: Vec<_> = ns
+            .iter()
+            .filter(|(t, _)| *t == LinuxNamespaceType::Pid)
+            .collect();
+        assert_eq!(
+            pids,
+            vec![&(LinuxNamespaceType::Pid, Some("/proc/42/ns/pid".into()))]
+        );
     }
 
     fn caps_of(spec: &Spec) -> LinuxCapabilities {
