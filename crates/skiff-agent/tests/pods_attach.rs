@@ -61,8 +61,12 @@ async fn stdin_tty_pod_is_attachable() {
         let mut sock = rt.attach(&id, &ALL).expect("attach");
         sock.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
-        attach::write_frame(&mut sock, attach::FRAME_RESIZE, br#"{"Width":77,"Height":22}"#)
-            .expect("resize");
+        attach::write_frame(
+            &mut sock,
+            attach::FRAME_RESIZE,
+            br#"{"Width":77,"Height":22}"#,
+        )
+        .expect("resize");
         attach::write_frame(&mut sock, attach::FRAME_STDIN, b"hi\n").expect("stdin");
         let (first, _) = read_until(&mut sock, "got-hi");
         let (rest, code) = read_until(&mut sock, "\u{0}never");
@@ -132,9 +136,10 @@ async fn ephemeral_container_joins_target_pid_namespace() {
     let app = instance(&h, "target", "app").expect("app");
     let log = log_text(&dbg);
     assert!(log.contains("sleep 3602"), "{log}");
-    // PID 1 of the debugger's view is app's init.
+    // PID 1 of the debugger's view is app's init (CRI lines: time, stream, tag, then ps's).
     assert!(
-        log.lines().any(|l| l.split_whitespace().next() == Some("1") && l.contains("sleep 3602")),
+        log.lines()
+            .any(|l| l.split_whitespace().nth(3) == Some("1") && l.contains("sleep 3602")),
         "{log}"
     );
     assert!(app.pid.is_some());

@@ -187,8 +187,7 @@ impl Hub {
         // long data dir must not exceed sockaddr_un's 108 bytes.
         let dir = path.parent().unwrap_or(Path::new("/"));
         let name = path.file_name().unwrap_or_default();
-        let old_umask =
-            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
         let bound = std::env::set_current_dir(dir).and_then(|()| UnixListener::bind(name));
         nix::sys::stat::umask(old_umask);
         let _ = std::env::set_current_dir("/");
@@ -334,8 +333,7 @@ impl Hub {
         loop {
             match l.accept() {
                 Ok((sock, _)) => {
-                    if self.clients.len() >= MAX_CLIENTS || sock.set_nonblocking(true).is_err()
-                    {
+                    if self.clients.len() >= MAX_CLIENTS || sock.set_nonblocking(true).is_err() {
                         continue; // dropped: closed at once
                     }
                     self.clients.push(Client {
@@ -557,6 +555,12 @@ mod tests {
     #[test]
     fn resize_payload_uses_upstream_names() {
         let s: TerminalSize = serde_json::from_str(r#"{"Width":80,"Height":24}"#).unwrap();
-        assert_eq!(s, TerminalSize { width: 80, height: 24 });
+        assert_eq!(
+            s,
+            TerminalSize {
+                width: 80,
+                height: 24
+            }
+        );
     }
 }

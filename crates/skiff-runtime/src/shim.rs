@@ -424,7 +424,10 @@ pub(crate) fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> 
 
 /// The container's output as the shim reads it.
 enum Output {
-    Pipes { out: OwnedFd, err: OwnedFd },
+    Pipes {
+        out: OwnedFd,
+        err: OwnedFd,
+    },
     /// The pty master: everything the container writes, as stdout.
     Tty(OwnedFd),
 }
@@ -453,8 +456,7 @@ fn start(layout: &Layout, id: &str, cdir: &CDir, spec: &ContainerSpec) -> Result
         let (r, w) = pipe()?;
         (r, Some(w))
     } else {
-        let devnull =
-            File::open("/dev/null").map_err(crate::store::io_err("opening /dev/null"))?;
+        let devnull = File::open("/dev/null").map_err(crate::store::io_err("opening /dev/null"))?;
         (devnull.into(), None)
     };
     // A tty container's init makes the pty in its own devpts and sends us the master here.
@@ -592,7 +594,12 @@ impl ConsoleSocket {
         let mut name = [0u8; 64];
         let mut iov = [std::io::IoSliceMut::new(&mut name)];
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )?;
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(fds) = c {
                 let mut owned: Vec<OwnedFd> = fds

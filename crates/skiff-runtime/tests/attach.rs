@@ -120,7 +120,11 @@ impl Client {
     fn read_until(&mut self, done: impl Fn(&Client) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !done(self) {
-            assert!(Instant::now() < deadline, "timed out; out={:?}", self.text());
+            assert!(
+                Instant::now() < deadline,
+                "timed out; out={:?}",
+                self.text()
+            );
             match attach::read_frame(&mut self.sock, 1 << 20).unwrap() {
                 Some((FRAME_STDOUT, p)) => self.out.extend(p),
                 Some((FRAME_STDERR, p)) => self.err.extend(p),
@@ -261,7 +265,11 @@ fn slow_client_does_not_block() {
     assert_eq!(exit.code, 0);
     assert!(t.elapsed() < Duration::from_secs(60));
     let log = e.stdout_log(&info.id);
-    assert!(log.ends_with("\nend\n"), "log tail: {:?}", &log[log.len().saturating_sub(20)..]);
+    assert!(
+        log.ends_with("\nend\n"),
+        "log tail: {:?}",
+        &log[log.len().saturating_sub(20)..]
+    );
     assert_eq!(log.len(), 30_000_000 + "\nend\n".len());
     let shim_log = std::fs::canonicalize(&e.data)
         .unwrap()

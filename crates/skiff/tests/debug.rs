@@ -22,7 +22,12 @@ fn kubectl_debug_ephemeral_container_and_node() {
     )
     .expect("manifest");
     c.ok(&["apply", "-f", manifest.to_str().expect("utf-8")]);
-    c.ok(&["wait", "--for=condition=Ready", "pod/target", "--timeout=90s"]);
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/target",
+        "--timeout=90s",
+    ]);
 
     // The debugger joins app's PID namespace: its ps lists app's sleep.
     c.ok(&[

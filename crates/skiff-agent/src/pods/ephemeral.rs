@@ -46,7 +46,11 @@ impl Worker {
             let Some(c) = as_container(ec) else {
                 continue;
             };
-            let pid_ns = match ec.target_container_name.as_deref().filter(|t| !t.is_empty()) {
+            let pid_ns = match ec
+                .target_container_name
+                .as_deref()
+                .filter(|t| !t.is_empty())
+            {
                 None => None,
                 Some(t) => match target_pid_ns(inst, t) {
                     Some(p) => Some(p),

@@ -55,7 +55,9 @@ pub(crate) async fn handle(
     };
     let precondition = match &input {
         Input::Put(v) => meta_str(v, "resourceVersion"),
-        Input::Patch(_, p) => p.pointer("/metadata/resourceVersion").and_then(Value::as_str),
+        Input::Patch(_, p) => p
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str),
     }
     .filter(|r| !r.is_empty())
     .map(str::to_string);
@@ -111,9 +113,7 @@ pub(crate) async fn handle(
             return Ok(with_warnings(object_response(ctx, 200, &merged), &warnings));
         }
         match commit_update(ctx, name, merged, rev).await {
-            Ok(stored) => {
-                return Ok(with_warnings(object_response(ctx, 200, &stored), &warnings))
-            }
+            Ok(stored) => return Ok(with_warnings(object_response(ctx, 200, &stored), &warnings)),
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
             Err(e) => return Err(store_err(ctx.info, name, e)),
         }
@@ -200,7 +200,12 @@ pub(crate) fn validate(old: &Value, new: &Value) -> Vec<Cause> {
         } else {
             names.push(name);
         }
-        if c.get("image").and_then(Value::as_str).unwrap_or_default().trim().is_empty() {
+        if c.get("image")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+        {
             causes.push(cause(
                 "FieldValueRequired",
                 format!("{path}.image"),
@@ -208,7 +213,9 @@ pub(crate) fn validate(old: &Value, new: &Value) -> Vec<Cause> {
             ));
         }
         for f in FORBIDDEN {
-            if c.get(*f).is_some_and(|v| !v.is_null() && v != &json!({}) && v != &json!([])) {
+            if c.get(*f)
+                .is_some_and(|v| !v.is_null() && v != &json!({}) && v != &json!([]))
+            {
                 causes.push(cause(
                     "FieldValueForbidden",
                     format!("{path}.{f}"),
@@ -247,7 +254,10 @@ mod tests {
         let removed = pod(json!([]));
         assert_eq!(validate(&old, &removed)[0].reason, "FieldValueForbidden");
         let changed = pod(json!([{"name": "d1", "image": "alpine"}]));
-        assert_eq!(validate(&old, &changed)[0].field, "spec.ephemeralContainers");
+        assert_eq!(
+            validate(&old, &changed)[0].field,
+            "spec.ephemeralContainers"
+        );
         let dup = pod(json!([{"name": "d1", "image": "busybox"}, {"name": "app", "image": "b"}]));
         assert_eq!(validate(&old, &dup)[0].reason, "FieldValueDuplicate");
         let ports = pod(json!([{"name": "d1", "image": "busybox"},
