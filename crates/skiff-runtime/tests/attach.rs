@@ -24,6 +24,7 @@ fn main() {
         ("tty_resize_and_exit_code", tty_resize_and_exit_code),
         ("stdin_stays_open_without_stdin_once", stdin_without_once),
         ("slow_client_does_not_block", slow_client_does_not_block),
+        ("no_shim_fd_reaches_the_container", no_shim_fd_leaks),
     ];
     support::main(tests);
 }
@@ -88,6 +89,22 @@ impl Drop for Env {
                 let _ = self.rt.remove(&c.id, true);
             }
         }
+        if std::thread::panicking() {
+            return;
+        }
+        let data = std::fs::canonicalize(&self.data).unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = self._dir.path().to_string_lossy().to_string();
+        assert!(
+            !mounts.lines().any(|l| l.contains(&root)),
+            "leftover mounts"
+        );
+        assert!(
+            skiff_runtime::leftover_cgroups(&data).is_empty(),
+            "leftover cgroups"
+        );
+        let runtime_left: Vec<_> = std::fs::read_dir(data.join("runtime")).unwrap().collect();
+        assert!(runtime_left.is_empty(), "leftover libcontainer state");
     }
 }
 
@@ -279,4 +296,21 @@ fn slow_client_does_not_block() {
     let notes = std::fs::read_to_string(shim_log).unwrap_or_default();
     assert!(notes.contains("did not keep up"), "{notes:?}");
     drop(stalled);
+}
+
+/// The container holds only its stdio: not the attach or console socket, not the stdin pipe's
+/// write end (or it would never see EOF).
+fn no_shim_fd_leaks() {
+    let e = Env::new();
+    for tty in [false, true] {
+        let mut spec = e.spec(&["sh", "-c", "cd /proc/self/fd && echo *"]);
+        spec.stdin = true;
+        spec.tty = tty;
+        let info = e.rt.create_and_start(spec).unwrap();
+        assert_eq!(e.rt.wait(&info.id).unwrap().code, 0);
+        // The glob runs in the shell itself: 0-2 plus the directory it reads (3).
+        let out = e.stdout_log(&info.id);
+        assert_eq!(out.trim_end_matches(['\r', '\n']), "0 1 2 3", "tty={tty}");
+        e.rt.remove(&info.id, false).unwrap();
+    }
 }
