@@ -223,6 +223,26 @@ pub(crate) fn validate(old: &Value, new: &Value) -> Vec<Cause> {
                 ));
             }
         }
+        let volumes: Vec<&str> = list(new, "volumes")
+            .iter()
+            .filter_map(|v| v.get("name").and_then(Value::as_str))
+            .collect();
+        for (j, m) in c
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let vname = m.get("name").and_then(Value::as_str).unwrap_or_default();
+            if !volumes.contains(&vname) {
+                causes.push(cause(
+                    "FieldValueNotFound",
+                    format!("{path}.volumeMounts[{j}].name"),
+                    format!("Not found: {}", json!(vname)),
+                ));
+            }
+        }
         if let Some(t) = c.get("targetContainerName").and_then(Value::as_str) {
             if !t.is_empty() && !targets.contains(&t) {
                 causes.push(cause(
@@ -267,5 +287,11 @@ mod tests {
         let target = pod(json!([{"name": "d1", "image": "busybox"},
                                 {"name": "d4", "image": "b", "targetContainerName": "nope"}]));
         assert_eq!(validate(&old, &target)[0].reason, "FieldValueNotFound");
+        let mount = pod(json!([{"name": "d1", "image": "busybox"},
+                               {"name": "d5", "image": "b", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]));
+        assert_eq!(
+            validate(&old, &mount)[0].field,
+            "spec.ephemeralContainers[1].volumeMounts[0].name"
+        );
     }
 }
