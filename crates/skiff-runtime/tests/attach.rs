@@ -25,6 +25,10 @@ fn main() {
         ("stdin_stays_open_without_stdin_once", stdin_without_once),
         ("slow_client_does_not_block", slow_client_does_not_block),
         ("no_shim_fd_reaches_the_container", no_shim_fd_leaks),
+        (
+            "reader_that_keeps_up_gets_every_byte",
+            reader_gets_every_byte,
+        ),
     ];
     support::main(tests);
 }
@@ -313,4 +317,37 @@ fn no_shim_fd_leaks() {
         assert_eq!(out.trim_end_matches(['\r', '\n']), "0 1 2 3", "tty={tty}");
         e.rt.remove(&info.id, false).unwrap();
     }
+}
+
+/// A client that reads as fast as it can gets the whole stream, identical to the log; prints
+/// the throughput with and without it attached.
+fn reader_gets_every_byte() {
+    const N: usize = 64 << 20;
+    let e = Env::new();
+    let cmd = format!("sleep 0.3; head -c {N} /dev/zero | tr '\\0' 'y'");
+    let mut spec = e.spec(&["sh", "-c", &cmd]);
+    spec.log_max_size = Some(256 << 20);
+    let t = Instant::now();
+    let info = e.rt.create_and_start(spec.clone()).unwrap();
+    e.rt.wait(&info.id).unwrap();
+    let alone = t.elapsed();
+    let t = Instant::now();
+    let info = e.rt.create_and_start(spec).unwrap();
+    let mut c = Client::new(&e.rt, &info.id, OUT_ONLY);
+    let code = c.wait_exit();
+    let attached = t.elapsed();
+    assert_eq!(code, 0);
+    assert_eq!(c.out.len(), N, "the attached reader lost bytes");
+    assert!(c.out.iter().all(|b| *b == b'y'));
+    assert_eq!(
+        e.stdout_log(&info.id).len(),
+        N,
+        "the log has every byte too"
+    );
+    let mib = (N >> 20) as f64;
+    eprintln!(
+        "    {mib} MiB: {:.0} MiB/s logged alone, {:.0} MiB/s logged + attached",
+        mib / alone.as_secs_f64(),
+        mib / attached.as_secs_f64()
+    );
 }
