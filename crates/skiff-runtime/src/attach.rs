@@ -36,14 +36,15 @@ pub const FRAME_CLOSE_STDIN: u8 = 5;
 
 /// Largest payload of one frame a client may send (larger: the client is disconnected).
 pub const MAX_FRAME: usize = 1 << 20;
-/// Output queued for one client before it is disconnected as too slow.
-pub const CLIENT_OUT_LIMIT: usize = 4 << 20;
+/// Output queued for one client before it is disconnected as too slow (a reader descheduled
+/// for a moment must survive a fast writer; at most MAX_CLIENTS × this is ever queued).
+pub const CLIENT_OUT_LIMIT: usize = 8 << 20;
 /// Longest handshake line accepted.
 const MAX_HELLO: usize = 1024;
 /// Stdin bytes buffered towards the container; clients are not read while it is full.
 const STDIN_LIMIT: usize = 256 << 10;
 /// Attached clients at once; more are refused (closed at once).
-pub const MAX_CLIENTS: usize = 64;
+pub const MAX_CLIENTS: usize = 16;
 
 /// The handshake line: which streams the client wants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -140,6 +141,8 @@ struct Client {
     inbuf: Vec<u8>,
     out: VecDeque<u8>,
     dead: bool,
+    /// The client shut down its sending side (EOF read): it may still read output.
+    read_closed: bool,
     /// This session's stdin ended (close frame or disconnect) and was accounted for.
     stdin_done: bool,
 }
@@ -219,7 +222,7 @@ impl Hub {
         let stdin_full = self.stdin_pending.len() >= STDIN_LIMIT;
         for (i, c) in self.clients.iter().enumerate() {
             let mut ev = 0;
-            if !stdin_full {
+            if !stdin_full && !c.read_closed {
                 ev |= nix::libc::POLLIN;
             }
             if !c.out.is_empty() {
@@ -240,11 +243,19 @@ impl Hub {
         match token {
             Token::Listener => self.accept(),
             Token::Client(i) => {
-                if revents & (nix::libc::POLLIN | nix::libc::POLLHUP | nix::libc::POLLERR) != 0 {
+                if revents & nix::libc::POLLIN != 0 {
                     self.read_client(i);
                 }
                 if revents & nix::libc::POLLOUT != 0 {
                     self.flush_client(i);
+                }
+                if revents & (nix::libc::POLLHUP | nix::libc::POLLERR) != 0 {
+                    // Gone both ways: take what it sent before closing, then drop it.
+                    while !self.clients[i].read_closed
+                        && !self.clients[i].dead
+                        && self.read_client(i)
+                    {}
+                    self.clients[i].dead = true;
                 }
             }
             Token::Stdin => self.flush_stdin(),
@@ -342,6 +353,7 @@ impl Hub {
                         inbuf: Vec::new(),
                         out: VecDeque::new(),
                         dead: false,
+                        read_closed: false,
                         stdin_done: false,
                     });
                 }
@@ -351,30 +363,28 @@ impl Hub {
         }
     }
 
-    fn read_client(&mut self, i: usize) {
+    /// One read (per poll round, so one chatty client cannot starve the loop); false when
+    /// nothing was read.
+    fn read_client(&mut self, i: usize) -> bool {
         let mut buf = [0u8; 64 * 1024];
-        // One read per poll round keeps one chatty client from starving the loop.
         let n = match (&self.clients[i].sock).read(&mut buf) {
             Ok(0) => {
-                self.clients[i].dead = true;
-                return;
+                // A half-close ends the client's input; it still gets output and the exit.
+                self.clients[i].read_closed = true;
+                self.end_stdin_session(i);
+                return false;
             }
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(_) => {
                 self.clients[i].dead = true;
-                return;
+                return false;
             }
         };
         self.clients[i].inbuf.extend_from_slice(&buf[..n]);
         self.parse_client(i);
+        true
     }
 
     fn parse_client(&mut self, i: usize) {
