@@ -87,6 +87,12 @@ pub fn session(
         stderr: output,
     };
     let mut sock = runtime.attach(id, &opts)?;
+    // Stdin and resizes come from two threads: one lock keeps their frames whole.
+    let writer = std::sync::Arc::new(std::sync::Mutex::new(sock.try_clone()?));
+    let send = |w: &std::sync::Mutex<std::os::unix::net::UnixStream>, kind: u8, p: &[u8]| {
+        let mut w = w.lock().map_err(|_| std::io::Error::other("writer lock poisoned"))?;
+        attach::write_frame(&mut *w, kind, p)
+    };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let _raw = if stdin && output && tty {
         Some(RawMode::enter()?)
@@ -95,11 +101,26 @@ pub fn session(
     };
     if tty {
         if let Some(size) = terminal_size() {
-            attach::write_frame(&mut sock, attach::FRAME_RESIZE, &size)?;
+            send(&writer, attach::FRAME_RESIZE, &size)?;
         }
+        // Window changes follow: SIGWINCH is blocked here (threads spawned later inherit the
+        // mask) and taken by one thread, which sends the new size.
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGWINCH);
+        set.thread_block()?;
+        let w = writer.clone();
+        std::thread::spawn(move || {
+            while set.wait().is_ok() {
+                if let Some(size) = terminal_size() {
+                    if send(&w, attach::FRAME_RESIZE, &size).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
     }
     if stdin {
-        let mut w = sock.try_clone()?;
+        let w = writer.clone();
         // Blocking reads of our stdin; the thread ends with the process.
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 32 * 1024];
@@ -108,13 +129,13 @@ pub fn session(
                 match input.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if attach::write_frame(&mut w, attach::FRAME_STDIN, &buf[..n]).is_err() {
+                        if send(&w, attach::FRAME_STDIN, &buf[..n]).is_err() {
                             return;
                         }
                     }
                 }
             }
-            let _ = attach::write_frame(&mut w, attach::FRAME_CLOSE_STDIN, &[]);
+            let _ = send(&w, attach::FRAME_CLOSE_STDIN, &[]);
         });
     }
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
