@@ -4,7 +4,9 @@
 //! in a multi-threaded process. It detaches (forks, the first process exits so the caller
 //! reaps it at once), mounts the overlay rootfs, creates and starts the container with
 //! libcontainer, reports "started <pid>" or "error <msg>" on the sync socket, copies the
-//! container's stdout/stderr into the CRI log, reaps the container's init (a child of the
+//! container's stdout/stderr (or its terminal) into the CRI log and to the clients of its
+//! attach socket (stdin, resizes, the exit code: see the `attach` module), all from one poll
+//! loop, reaps the container's init (a child of the
 //! shim), reads the OOM-kill counter, deletes the container (cgroup, state), unmounts the
 //! rootfs, writes exit.json and, for auto-remove containers, deletes the container dir.
 

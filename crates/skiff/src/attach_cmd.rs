@@ -90,7 +90,9 @@ pub fn session(
     // Stdin and resizes come from two threads: one lock keeps their frames whole.
     let writer = std::sync::Arc::new(std::sync::Mutex::new(sock.try_clone()?));
     let send = |w: &std::sync::Mutex<std::os::unix::net::UnixStream>, kind: u8, p: &[u8]| {
-        let mut w = w.lock().map_err(|_| std::io::Error::other("writer lock poisoned"))?;
+        let mut w = w
+            .lock()
+            .map_err(|_| std::io::Error::other("writer lock poisoned"))?;
         attach::write_frame(&mut *w, kind, p)
     };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
