@@ -12,6 +12,7 @@
 //! cleanup; `build`, `etc` and `volumes` turn a pod spec into container specs and files.
 
 mod build;
+mod ephemeral;
 mod etc;
 mod image;
 mod index;

@@ -190,7 +190,14 @@ fn served_resources_have_upstream_discovery_data() {
     let p = by_kind("v1", "Pod").expect("pod");
     assert_eq!(
         p.subresources,
-        ["status", "binding", "eviction", "log", "exec"]
+        [
+            "status",
+            "binding",
+            "eviction",
+            "log",
+            "exec",
+            "ephemeralcontainers"
+        ]
     );
     assert!(!by_plural("", "v1", "namespaces")
         .expect("ns")

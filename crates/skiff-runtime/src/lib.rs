@@ -37,6 +37,7 @@
 //! - Only `exec` (and `remove` of a container whose shim died) calls libcontainer in the
 //!   caller's process; both fork, so call them from a single-threaded process.
 
+pub mod attach;
 pub mod cgroups;
 mod cleanup;
 pub mod cri;
@@ -184,6 +185,15 @@ pub struct ContainerSpec {
     /// [`DEFAULT_LOG_MAX_FILES`], at least 2), like `--container-log-max-files`.
     #[serde(default)]
     pub log_max_files: Option<u32>,
+    /// Keep the container's stdin open for attached clients (a pipe, or the terminal).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin once the first attach session's stdin ends (pod `stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Give the container a terminal as stdin/stdout/stderr (its output is logged as stdout).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// The kubelet's defaults for `--container-log-max-size` (10Mi) and `--container-log-max-files`.
@@ -199,6 +209,9 @@ pub struct JoinNamespaces {
     pub host_pid: bool,
     /// The host's IPC namespace instead of a new or joined one (pod `hostIPC`); wins over `ipc`.
     pub host_ipc: bool,
+    /// Join this PID namespace (an ephemeral container's target, `/proc/<pid>/ns/pid`);
+    /// ignored with `host_pid`.
+    pub pid: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -679,6 +692,23 @@ impl Runtime {
             exit,
             log_path: cdir.log(),
         }
+    }
+
+    /// Attaches to the stdio of running container `id` (full id) through its shim; see
+    /// [`attach`] for the frame protocol spoken on the returned stream.
+    pub fn attach(
+        &self,
+        id: &str,
+        opts: &attach::AttachOptions,
+    ) -> Result<std::os::unix::net::UnixStream> {
+        let info = self.info(id)?;
+        if info.status != Status::Running {
+            return Err(RuntimeError::Other(format!(
+                "container {id} is not running: cannot attach"
+            )));
+        }
+        attach::connect(&self.layout.data_dir, &info.id, opts)
+            .map_err(io_err(format!("attaching to container {id}")))
     }
 
     /// All containers, oldest first.

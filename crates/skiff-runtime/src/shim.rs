@@ -4,7 +4,9 @@
 //! in a multi-threaded process. It detaches (forks, the first process exits so the caller
 //! reaps it at once), mounts the overlay rootfs, creates and starts the container with
 //! libcontainer, reports "started <pid>" or "error <msg>" on the sync socket, copies the
-//! container's stdout/stderr into the CRI log, reaps the container's init (a child of the
+//! container's stdout/stderr (or its terminal) into the CRI log and to the clients of its
+//! attach socket (stdin, resizes, the exit code: see the `attach` module), all from one poll
+//! loop, reaps the container's init (a child of the
 //! shim), reads the OOM-kill counter, deletes the container (cgroup, state), unmounts the
 //! rootfs, writes exit.json and, for auto-remove containers, deletes the container dir.
 
@@ -24,6 +26,7 @@ use nix::sys::socket::{send, MsgFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, getpid, pipe2, read, setsid, ForkResult, Pid};
 
+use crate::attach::{Hub, StdinSink};
 use crate::cri::{format_cri_line, now_rfc3339_nano, LineSplitter};
 use crate::store::{
     append_line, external_work_dir, lock_file, proc_start_time, read_json, write_json_atomic,
@@ -240,7 +243,13 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
     }
     let started =
         mount_rootfs(cdir, &stored.spec).and_then(|()| start(layout, id, cdir, &stored.spec));
-    let (container, pid, out_r, err_r) = match started {
+    let Started {
+        container,
+        pid,
+        output,
+        stdin,
+        master,
+    } = match started {
         Ok(v) => v,
         Err(e) => {
             cleanup::leftovers(layout, id, cdir, &stored.spec);
@@ -254,6 +263,19 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
     if let Err(e) = write_state_json(&cdir.state(), &state) {
         append_line(&cdir.shim_log(), &format!("error: {e}"));
     }
+    // Bound before "started" is reported, so the socket exists once the caller returns.
+    let mut hub = match Hub::bind(
+        crate::attach::attach_socket_path(&layout.data_dir, id),
+        stdin,
+        stored.spec.stdin_once,
+        master,
+    ) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            append_line(&cdir.shim_log(), &format!("attach socket: {e}"));
+            None
+        }
+    };
     reporter.started(pid.as_raw());
 
     let rotation = Rotation {
@@ -268,7 +290,7 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
             .unwrap_or(crate::DEFAULT_LOG_MAX_FILES)
             .max(2),
     };
-    if let Err(e) = pump_logs(&cdir.log(), rotation, out_r, err_r, reporter) {
+    if let Err(e) = pump_logs(&cdir.log(), rotation, output, hub.as_mut(), reporter) {
         append_line(&cdir.shim_log(), &format!("log copy failed: {e}"));
     }
     let status = loop {
@@ -297,6 +319,10 @@ fn run(layout: &Layout, id: &str, cdir: &CDir, reporter: &mut Reporter) -> Resul
     }
     cleanup::leftovers(layout, id, cdir, &stored.spec);
     let written = write_json_atomic(&cdir.exit(), &exit);
+    if let Some(h) = hub.as_mut() {
+        h.finish(exit.code, std::time::Duration::from_secs(2));
+    }
+    drop(hub);
     goodbye(guardian);
     written?;
     reporter.finish();
@@ -398,17 +424,49 @@ pub(crate) fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> 
     Ok(data)
 }
 
-type Started = (Container, Pid, OwnedFd, OwnedFd);
+/// The container's output as the shim reads it.
+enum Output {
+    Pipes {
+        out: OwnedFd,
+        err: OwnedFd,
+    },
+    /// The pty master: everything the container writes, as stdout.
+    Tty(OwnedFd),
+}
+
+struct Started {
+    container: Container,
+    pid: Pid,
+    output: Output,
+    stdin: Option<StdinSink>,
+    /// The pty master's fd number (owned by `output`), for resizes.
+    master: Option<RawFd>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Other(format!("pipe: {e}")))
+}
 
 fn start(layout: &Layout, id: &str, cdir: &CDir, spec: &ContainerSpec) -> Result<Started> {
     let root = layout.runtime_root();
     fs::create_dir_all(&root)
         .map_err(crate::store::io_err(format!("creating {}", root.display())))?;
-    let (out_r, out_w) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
-    let (err_r, err_w) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
-    let devnull = File::open("/dev/null").map_err(crate::store::io_err("opening /dev/null"))?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    // Non-tty stdin: a pipe whose write end the shim keeps (attached clients write into it).
+    let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if spec.stdin && !spec.tty {
+        let (r, w) = pipe()?;
+        (r, Some(w))
+    } else {
+        let devnull = File::open("/dev/null").map_err(crate::store::io_err("opening /dev/null"))?;
+        (devnull.into(), None)
+    };
+    // A tty container's init makes the pty in its own devpts and sends us the master here.
+    let console = if spec.tty {
+        Some(ConsoleSocket::bind(&cdir.0.join("console.sock"))?)
+    } else {
+        None
+    };
 
     // The Rust runtime ignores SIGPIPE and ignored signals survive exec: give the container
     // the default disposition (the shim itself only writes to files and uses MSG_NOSIGNAL).
@@ -426,7 +484,8 @@ fn start(layout: &Layout, id: &str, cdir: &CDir, spec: &ContainerSpec) -> Result
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(&root)
         .and_then(|b| {
-            b.with_stdin(devnull)
+            b.with_console_socket(console.as_ref().map(|c| c.path.clone()))
+                .with_stdin(stdin_r)
                 .with_stdout(out_w)
                 .with_stderr(err_w)
                 .as_init(cdir.bundle())
@@ -435,7 +494,24 @@ fn start(layout: &Layout, id: &str, cdir: &CDir, spec: &ContainerSpec) -> Result
                 .build()
         });
     drop(cg_lock);
+    // The init is cloned: the shim itself must survive writing to a stdin pipe or socket
+    // whose reader is gone.
+    // SAFETY: ignoring a signal installs no handler code.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigIgn);
+    }
     let mut container = built.map_err(|e| start_error(id, &e))?;
+    let master = match console.map(|c| c.receive_master()) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            delete_container(container, cdir);
+            return Err(RuntimeError::StartFailed {
+                id: id.to_string(),
+                message: format!("receiving the terminal from the container: {e}"),
+            });
+        }
+    };
     if let Err(e) = container.start() {
         let err = start_error(id, &e);
         delete_container(container, cdir);
@@ -451,7 +527,102 @@ fn start(layout: &Layout, id: &str, cdir: &CDir, spec: &ContainerSpec) -> Result
             });
         }
     };
-    Ok((container, pid, out_r, err_r))
+    let (output, stdin, master_fd) = match master {
+        Some(m) => {
+            let raw = m.as_raw_fd();
+            let stdin = if spec.stdin {
+                let dup = m
+                    .try_clone()
+                    .map_err(crate::store::io_err("duplicating the pty master"))?;
+                Some(StdinSink { fd: dup, tty: true })
+            } else {
+                None
+            };
+            // Nothing is written to the pipes of a tty container; dropping them is harmless.
+            drop((out_r, err_r));
+            (Output::Tty(m), stdin, Some(raw))
+        }
+        None => (
+            Output::Pipes {
+                out: out_r,
+                err: err_r,
+            },
+            stdin_w.map(|fd| StdinSink { fd, tty: false }),
+            None,
+        ),
+    };
+    Ok(Started {
+        container,
+        pid,
+        output,
+        stdin,
+        master: master_fd,
+    })
+}
+
+/// The listening end of libcontainer's console socket (bound through the container dir, so
+/// a long data dir cannot overflow sockaddr_un), removed when dropped.
+struct ConsoleSocket {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl ConsoleSocket {
+    fn bind(path: &Path) -> Result<Self> {
+        let _ = fs::remove_file(path);
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let name = path.file_name().unwrap_or_default();
+        let bound = std::env::set_current_dir(dir)
+            .and_then(|()| std::os::unix::net::UnixListener::bind(name));
+        let _ = std::env::set_current_dir("/");
+        let listener = bound.map_err(crate::store::io_err("binding the console socket"))?;
+        Ok(ConsoleSocket {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Accepts the container init's connection and takes the pty master it passed.
+    fn receive_master(self) -> std::io::Result<OwnedFd> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned};
+        let ready = {
+            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::from(10_000u16))?
+        };
+        if ready == 0 {
+            return Err(std::io::Error::other("timed out"));
+        }
+        let (conn, _) = self.listener.accept()?;
+        let mut name = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut name)];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )?;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                let mut owned: Vec<OwnedFd> = fds
+                    .into_iter()
+                    // SAFETY: SCM_RIGHTS just installed these fds in this process.
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                    .collect();
+                if let Some(m) = owned.pop() {
+                    let _ = fcntl(m.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+                    return Ok(m);
+                }
+            }
+        }
+        Err(std::io::Error::other("no pty master in the message"))
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 fn start_error(id: &str, e: &libcontainer::error::LibcontainerError) -> RuntimeError {
@@ -542,50 +713,82 @@ impl LogWriter {
     }
 }
 
-/// Copies both pipes into the CRI log until both reach EOF.
+/// Copies the container's output into the CRI log (and to attached clients) until it
+/// reaches EOF, serving the attach socket meanwhile.
 fn pump_logs(
     log: &Path,
     rotation: Rotation,
-    out_r: OwnedFd,
-    err_r: OwnedFd,
+    output: Output,
+    mut hub: Option<&mut Hub>,
     reporter: &mut Reporter,
 ) -> std::io::Result<()> {
     let mut file = LogWriter::open(log, rotation)?;
-    let mut streams = [
-        (Some(out_r), Stream::Stdout, LineSplitter::default()),
-        (Some(err_r), Stream::Stderr, LineSplitter::default()),
-    ];
+    let mut streams: Vec<(Option<OwnedFd>, Stream, LineSplitter)> = match output {
+        Output::Pipes { out, err } => vec![
+            (Some(out), Stream::Stdout, LineSplitter::default()),
+            (Some(err), Stream::Stderr, LineSplitter::default()),
+        ],
+        Output::Tty(m) => vec![(Some(m), Stream::Stdout, LineSplitter::default())],
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let open: Vec<usize> = (0..2).filter(|i| streams[*i].0.is_some()).collect();
+        let open: Vec<usize> = (0..streams.len())
+            .filter(|i| streams[*i].0.is_some())
+            .collect();
         if open.is_empty() {
             return Ok(());
         }
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd> = open
-                .iter()
-                .filter_map(|i| streams[*i].0.as_ref())
-                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
-                .collect();
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+        let hub_set = hub.as_ref().map(|h| h.poll_set()).unwrap_or_default();
+        let mut fds: Vec<nix::libc::pollfd> = open
+            .iter()
+            .filter_map(|i| streams[*i].0.as_ref())
+            .map(|fd| nix::libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: nix::libc::POLLIN,
+                revents: 0,
+            })
+            .chain(hub_set.iter().map(|(_, fd, ev)| nix::libc::pollfd {
+                fd: *fd,
+                events: *ev,
+                revents: 0,
+            }))
+            .collect();
+        // SAFETY: fds is a valid, exclusively borrowed array of pollfd of the given length.
+        let rc = unsafe { nix::libc::poll(fds.as_mut_ptr(), fds.len() as nix::libc::nfds_t, -1) };
+        if rc < 0 {
+            match nix::errno::Errno::last() {
+                nix::errno::Errno::EINTR => continue,
+                e => return Err(e.into()),
             }
-            fds.iter()
-                .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
-                .collect()
-        };
+        }
+        if let Some(h) = hub.as_deref_mut() {
+            for (k, (token, _, _)) in hub_set.iter().enumerate() {
+                let rev = fds[open.len() + k].revents;
+                if rev != 0 {
+                    h.ready(*token, rev);
+                }
+            }
+            h.reap();
+            for note in h.log_note.drain(..) {
+                append_line(&log.with_file_name("shim.log"), &note);
+            }
+        }
         for (k, &i) in open.iter().enumerate() {
-            if !ready[k] {
+            if fds[k].revents == 0 {
                 continue;
             }
             let (fd, stream, splitter) = &mut streams[i];
             let n = match fd.as_ref().map(|fd| read(fd.as_raw_fd(), &mut buf)) {
                 Some(Ok(n)) => n,
                 Some(Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN)) => continue,
+                // EIO: every slave end of the pty is closed, the terminal's EOF.
                 Some(Err(_)) | None => 0,
             };
+            if n > 0 {
+                if let Some(h) = hub.as_deref_mut() {
+                    h.output(*stream == Stream::Stderr, &buf[..n]);
+                }
+            }
             let records = if n == 0 {
                 *fd = None;
                 splitter.finish().into_iter().collect()

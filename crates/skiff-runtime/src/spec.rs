@@ -338,6 +338,9 @@ pub fn join_namespaces(oci: &mut Spec, join: &crate::JoinNamespaces) -> Result<(
     }
     if join.host_pid {
         namespaces.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+    } else if let Some(p) = &join.pid {
+        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+        namespaces.push(namespace(LinuxNamespaceType::Pid, Some(p))?);
     }
     if join.host_ipc {
         namespaces.retain(|n| n.typ() != LinuxNamespaceType::Ipc);
@@ -347,12 +350,23 @@ pub fn join_namespaces(oci: &mut Spec, join: &crate::JoinNamespaces) -> Result<(
     Ok(())
 }
 
+/// Denied unless the container holds CAP_SYS_PTRACE (docker's profile allows them then, and
+/// `kubectl debug --profile=general` adds it to trace the target's processes).
+const PTRACE_CALLS: &[&str] = &["ptrace", "process_vm_readv", "process_vm_writev", "kcmp"];
+
 /// The deny-list seccomp profile (default allow, EPERM for [`SECCOMP_DENY`]).
 pub fn default_seccomp() -> Result<LinuxSeccomp> {
+    seccomp_profile(false)
+}
+
+/// [`default_seccomp`], with the tracing calls allowed when `sys_ptrace` (the container
+/// holds CAP_SYS_PTRACE).
+pub fn seccomp_profile(sys_ptrace: bool) -> Result<LinuxSeccomp> {
     let deny = LinuxSyscallBuilder::default()
         .names(
             SECCOMP_DENY
                 .iter()
+                .filter(|s| !(sys_ptrace && PTRACE_CALLS.contains(s)))
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )
@@ -416,7 +430,7 @@ pub fn build_oci_spec(
         .map_err(oci_err)?;
 
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(spec.tty)
         .args(spec.args.clone())
         .env(env_with_path(&spec.env))
         .cwd(cwd)
@@ -590,7 +604,10 @@ pub fn build_oci_spec(
             )
             // Privileged containers get no seccomp profile: they may load modules, mount,
             // trace etc. anyway, like docker's --privileged (seccomp=unconfined).
-            .seccomp(default_seccomp()?);
+            .seccomp(seccomp_profile(
+                capability_set(spec)?.contains(&Capability::SysPtrace)
+                    && bounding_caps().contains(&Capability::SysPtrace),
+            )?);
     }
     let linux = linux.build().map_err(oci_err)?;
 
@@ -712,6 +729,22 @@ mod tests {
         );
         assert!(ns.contains(&(LinuxNamespaceType::Uts, Some("/run/sb/uts".into()))));
         assert!(ns.contains(&(LinuxNamespaceType::Mount, None)));
+        // An ephemeral container joins its target's PID namespace.
+        let mut spec = build(&base_spec());
+        let target = crate::JoinNamespaces {
+            pid: Some("/proc/42/ns/pid".into()),
+            ..Default::default()
+        };
+        join_namespaces(&mut spec, &target).unwrap();
+        let ns = ns_types(&spec);
+        let pids: Vec<_> = ns
+            .iter()
+            .filter(|(t, _)| *t == LinuxNamespaceType::Pid)
+            .collect();
+        assert_eq!(
+            pids,
+            vec![&(LinuxNamespaceType::Pid, Some("/proc/42/ns/pid".into()))]
+        );
     }
 
     fn caps_of(spec: &Spec) -> LinuxCapabilities {
@@ -864,6 +897,25 @@ mod tests {
         assert_eq!(sc.default_action(), LinuxSeccompAction::ScmpActAllow);
         let names = sc.syscalls().clone().unwrap()[0].names().clone();
         assert!(names.contains(&"kexec_load".to_string()));
+        assert!(names.contains(&"ptrace".to_string()));
+        // CAP_SYS_PTRACE (kubectl debug --profile=general) allows tracing, as docker does.
+        let mut traced = base_spec();
+        traced.cap_add = vec!["SYS_PTRACE".into()];
+        let spec2 = build(&traced);
+        let names2 = spec2
+            .linux()
+            .clone()
+            .unwrap()
+            .seccomp()
+            .clone()
+            .unwrap()
+            .syscalls()
+            .clone()
+            .unwrap()[0]
+            .names()
+            .clone();
+        assert!(!names2.contains(&"ptrace".to_string()));
+        assert!(names2.contains(&"kexec_load".to_string()));
 
         let p = spec.process().as_ref().unwrap();
         assert_eq!(p.cwd(), Path::new("/work"));

@@ -54,6 +54,12 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
+    /// Keep the container's stdin open (and, in the foreground, send ours to it).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the container a terminal.
+    #[arg(short, long)]
+    tty: bool,
     /// Image to run.
     image: String,
     /// Command and arguments (replace the image's CMD).
@@ -213,6 +219,8 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         readonly_rootfs: args.read_only,
         // In the foreground we remove after draining the log; detached, the shim does it.
         auto_remove: args.rm && args.detach,
+        stdin: args.interactive,
+        tty: args.tty,
         ..Default::default()
     };
     let info = runtime.create_and_start(spec)?;
@@ -220,8 +228,25 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}", info.id);
         return Ok(ExitCode::SUCCESS);
     }
+    if args.tty {
+        // A terminal's output goes through the attach socket (a log only has whole lines);
+        // Ctrl-C is a byte for the container's terminal, so no signal forwarding.
+        let attached = crate::attach_cmd::session(&runtime, &info.id, args.interactive, true);
+        let exit = runtime.wait(&info.id);
+        if args.rm {
+            runtime.remove(&info.id, true)?;
+        }
+        attached?;
+        return Ok(ExitCode::from(exit?.code.clamp(0, 255) as u8));
+    }
     if let Some(pid) = info.pid {
         forward_signals(pid)?;
+    }
+    if args.interactive {
+        // Output comes from the log (nothing is missed); the socket carries only our stdin.
+        let runtime = open_runtime(data_dir)?;
+        let id = info.id.clone();
+        std::thread::spawn(move || crate::attach_cmd::session(&runtime, &id, true, false));
     }
     let streamed = stream_logs(&runtime, &info.id, true);
     let exit = runtime.wait(&info.id);

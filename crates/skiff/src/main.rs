@@ -3,6 +3,7 @@
 //! supervisor the runtime starts (the same executable, so one binary is all a node needs).
 
 mod agent_cmd;
+mod attach_cmd;
 mod container_cmd;
 mod image_cmd;
 mod incluster_cmd;
@@ -52,6 +53,8 @@ enum Command {
     Logs(container_cmd::LogsArgs),
     /// Run a command in a running container.
     Exec(container_cmd::ExecArgs),
+    /// Attach this terminal to a running container's stdin, stdout and stderr.
+    Attach(attach_cmd::AttachArgs),
     /// Stop running containers: SIGTERM, then SIGKILL after the grace period.
     Stop(container_cmd::StopArgs),
     /// Remove containers.
@@ -122,6 +125,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ps(args) => container_cmd::ps(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => container_cmd::logs(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Exec(args) => container_cmd::exec(&data_dir, args),
+        Command::Attach(args) => attach_cmd::attach(&data_dir, args),
         Command::Stop(args) => container_cmd::stop(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Rm(args) => container_cmd::rm(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Server(args) => server_cmd::run(&data_dir, args),

@@ -340,3 +340,76 @@ fn twenty_concurrent_runs() {
     );
     assert_eq!(s.ok(&["ps", "-a"]).lines().count(), 1);
 }
+
+/// Runs `skiff args` with `input` on its stdin; (exit code, stdout).
+fn with_input(s: &Skiff, args: &[&str], input: &[u8]) -> (i32, String) {
+    let o = s
+        .command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(input)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[test]
+#[ignore = "needs root: real containers (namespaces, overlayfs, cgroups)"]
+fn run_interactive_tty_and_attach() {
+    let s = Skiff::with_busybox();
+    // -i in the foreground: our stdin reaches the container; output comes from the log.
+    let (code, out) = with_input(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "bb:1",
+            "sh",
+            "-c",
+            "read x; echo got-$x; exit 3",
+        ],
+        b"one\n",
+    );
+    assert_eq!((code, out.as_str()), (3, "got-one\n"));
+    // -t: a terminal (its output is "\r\n"-terminated).
+    let (code, out) = with_input(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "-t",
+            "bb:1",
+            "sh",
+            "-c",
+            "read x; test -t 0 && echo tty-$x",
+        ],
+        b"two\n",
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("tty-two\r\n"), "{out:?}");
+    // Detached with stdin open; `skiff attach` sends input and reports the exit code.
+    s.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "waiter",
+        "bb:1",
+        "sh",
+        "-c",
+        "read x; echo late-$x; exit 4",
+    ]);
+    let (code, out) = with_input(&s, &["attach", "waiter"], b"three\n");
+    assert_eq!((code, out.as_str()), (4, "late-three\n"));
+    assert_eq!(s.ok(&["logs", "waiter"]), "late-three\n");
+    s.ok(&["rm", "waiter"]);
+}

@@ -1118,6 +1118,9 @@ pub async fn build_spec(
         cap_add: cap_names(caps.and_then(|c| c.add.as_ref())),
         cap_drop: cap_names(caps.and_then(|c| c.drop.as_ref())),
         auto_remove: false,
+        stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
         ..Default::default()
     })
 }

@@ -286,6 +286,23 @@ impl Worker {
         if !inits.is_empty() {
             status["initContainerStatuses"] = json!(init_statuses);
         }
+        let ephemeral: Vec<Value> = spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .filter_map(super::ephemeral::as_container)
+            .map(|c| {
+                self.container_status(
+                    &c,
+                    inst.get(&c.name).unwrap_or(&empty),
+                    false,
+                    "ContainerCreating",
+                )
+            })
+            .collect();
+        if !ephemeral.is_empty() {
+            status["ephemeralContainerStatuses"] = json!(ephemeral);
+        }
         if let Some(sb) = sb {
             status["podIP"] = json!(sb.ip.to_string());
             status["podIPs"] = json!([{"ip": sb.ip.to_string()}]);

@@ -253,6 +253,24 @@ impl Worker {
         attempt: u32,
         sb: &Sandbox,
     ) -> bool {
+        self.start_in(pod, c, attempt, sb, None).await
+    }
+
+    /// A waiting reason shown in the container's status until it starts.
+    pub(super) fn set_reason(&mut self, container: &str, reason: &str, message: String) {
+        self.reasons
+            .insert(container.to_string(), (reason.to_string(), message));
+    }
+
+    /// [`Worker::start`], joining PID namespace `pid_ns` (an ephemeral container's target).
+    pub(super) async fn start_in(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        sb: &Sandbox,
+        pid_ns: Option<PathBuf>,
+    ) -> bool {
         let (image, pulled) = match self.resolve_image(pod, c).await {
             Ok(i) => i,
             Err(reason) => {
@@ -345,6 +363,7 @@ impl Worker {
             uts: Some(sb.utsns.clone()),
             host_pid: pod_spec.and_then(|s| s.host_pid) == Some(true),
             host_ipc: pod_spec.and_then(|s| s.host_ipc) == Some(true),
+            pid: pid_ns,
         };
         let started = self.ctx.runtime.start_container(spec, join).await;
         self.ctx.containers.invalidate();
@@ -577,6 +596,7 @@ impl Worker {
                     }
                 }
             }
+            self.start_ephemeral(pod, &spec, &inst, sb).await;
             self.remove_duplicates(&spec, &inst).await;
             self.resync_volumes(pod, sb).await;
             self.check_storage(pod, &inst).await;

@@ -6,6 +6,7 @@
 
 mod create;
 mod delete;
+mod ephemeral;
 mod read;
 mod subresources;
 mod update;

@@ -40,6 +40,7 @@ pub(crate) async fn handle(
         ("scale", &Method::PUT) | ("scale", &Method::PATCH) => {
             write_scale(ctx, method, name, body).await
         }
+        ("ephemeralcontainers", _) => super::ephemeral::handle(ctx, method, name, body).await,
         ("binding", &Method::POST) => binding(ctx, name, body).await,
         ("eviction", &Method::POST) => eviction(ctx, name, body).await,
         ("token", &Method::POST) => {
