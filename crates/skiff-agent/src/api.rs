@@ -12,6 +12,8 @@
 //! Errors are metav1 Status JSON bodies, like upstream's.
 
 mod exec;
+mod remotecommand;
+pub mod spdy;
 mod logs;
 mod tls;
 
