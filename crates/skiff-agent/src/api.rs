@@ -15,6 +15,7 @@ mod exec;
 mod remotecommand;
 pub mod spdy;
 mod logs;
+mod portforward;
 mod tls;
 
 use std::future::Future;
@@ -125,6 +126,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::handle).post(exec::handle),
+        )
+        .route(
+            "/portForward/{ns}/{pod}",
+            get(portforward::handle).post(portforward::handle),
         )
         .fallback(|| async {
             status_response(

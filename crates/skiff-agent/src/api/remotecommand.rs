@@ -261,25 +261,17 @@ pub(crate) async fn serve_websocket(
 ) {
     let (mut tx, mut rx) = socket.split();
     let b64 = protocol.base64;
-    // Upstream opens every channel with an empty message (clients learn which exist).
-    let mut open = vec![ERROR];
-    if req.stdin {
-        open.push(STDIN);
-    }
-    if req.stdout {
-        open.push(STDOUT);
-    }
-    if req.stderr {
-        open.push(STDERR);
-    }
-    if req.tty {
-        open.push(RESIZE);
-    }
-    open.sort_unstable();
-    for ch in open {
-        if tx.send(ws_frame(b64, ch, &[])).await.is_err() {
-            return;
-        }
+    // Like upstream: one empty message on the lowest writable channel tells the client the
+    // session is established.
+    let first = if req.stdout {
+        STDOUT
+    } else if req.stderr {
+        STDERR
+    } else {
+        ERROR
+    };
+    if tx.send(ws_frame(b64, first, &[])).await.is_err() {
+        return;
     }
     let outcome = match start() {
         Err(message) => Some(Outcome::Error(message)),
