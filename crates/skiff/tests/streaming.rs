@@ -325,17 +325,17 @@ fn exec_over_spdy_and_cp_both_ways() {
     let want = Sha256::digest(&data).to_vec();
     drop(data);
     let start = Instant::now();
-    c.ok(&["cp", src.to_str().expect("path"), "box:/tmp/in.bin"]);
+    c.ok(&["cp", src.to_str().expect("path"), "box:/www/in.bin"]);
     let up = start.elapsed().as_secs_f64();
-    let sum = c.ok(&["exec", "box", "--", "sha256sum", "/tmp/in.bin"]);
+    let sum = c.ok(&["exec", "box", "--", "sha256sum", "/www/in.bin"]);
     let hex: String = want.iter().map(|b| format!("{b:02x}")).collect();
     assert!(sum.starts_with(&hex), "{sum} vs {hex}");
     let back = dir.join("back.bin");
     let start = Instant::now();
-    c.ok(&["cp", "box:/tmp/in.bin", back.to_str().expect("path")]);
+    c.ok(&["cp", "box:/www/in.bin", back.to_str().expect("path")]);
     let down = start.elapsed().as_secs_f64();
     let got = Sha256::digest(std::fs::read(&back).expect("read back")).to_vec();
     assert_eq!(got, want, "digest after the round trip");
     eprintln!("kubectl cp 100 MB: in {up:.1}s, out {down:.1}s");
-    c.ok(&["exec", "box", "--", "rm", "/tmp/in.bin"]);
+    c.ok(&["exec", "box", "--", "rm", "/www/in.bin"]);
 }
