@@ -560,6 +560,43 @@ async fn exec_over_every_websocket_protocol() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root: real containers behind the agent API (namespaces, overlayfs, cgroups)"]
+async fn logs_over_websocket() {
+    use base64::Engine;
+    let env = Env::new().await;
+    env.start("p", "c", &["sh", "-c", "echo one; echo two; exec sleep 1000"]);
+    wait_for_logs(&env, "two").await;
+    let msgs = env
+        .ws_session("/containerLogs/default/p/c", "binary.k8s.io", vec![])
+        .await;
+    let text: Vec<u8> = msgs
+        .iter()
+        .flat_map(|m| match m {
+            Message::Binary(b) => b.to_vec(),
+            other => panic!("binary.k8s.io sent {other:?}"),
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&text), "one\ntwo\n");
+    let msgs = env
+        .ws_session(
+            "/containerLogs/default/p/c?tailLines=1",
+            "base64.binary.k8s.io",
+            vec![],
+        )
+        .await;
+    let text: Vec<u8> = msgs
+        .iter()
+        .flat_map(|m| match m {
+            Message::Text(t) => base64::engine::general_purpose::STANDARD
+                .decode(t.as_str())
+                .expect("base64"),
+            other => panic!("base64.binary.k8s.io sent {other:?}"),
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&text), "two\n");
+}
+
 /// A fake shim on `path` speaking the attach socket contract: echoes stdin upper-cased on
 /// stdout, reports resizes on stderr, and on stdin close writes "bye" and exit code 0.
 fn fake_shim(path: std::path::PathBuf) -> tokio::task::JoinHandle<String> {
