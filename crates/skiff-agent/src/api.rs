@@ -18,10 +18,10 @@
 
 mod attach;
 mod exec;
-mod remotecommand;
-pub mod spdy;
 mod logs;
 mod portforward;
+mod remotecommand;
+pub mod spdy;
 mod tls;
 
 use std::future::Future;

@@ -527,7 +527,8 @@ async fn exec_over_every_websocket_protocol() {
 
     // Stdin in a TEXT frame (the Python client's way) on v4 and v5.
     for proto in ["v4.channel.k8s.io", "v5.channel.k8s.io"] {
-        let q = "/exec/default/p/c?command=sh&command=-c&command=head%20-c%205&stdin=true&stdout=true";
+        let q =
+            "/exec/default/p/c?command=sh&command=-c&command=head%20-c%205&stdin=true&stdout=true";
         let msgs = env
             .ws_session(q, proto, vec![Message::Text("\u{0}hello".into())])
             .await;
@@ -565,7 +566,11 @@ async fn exec_over_every_websocket_protocol() {
 async fn logs_over_websocket() {
     use base64::Engine;
     let env = Env::new().await;
-    env.start("p", "c", &["sh", "-c", "echo one; echo two; exec sleep 1000"]);
+    env.start(
+        "p",
+        "c",
+        &["sh", "-c", "echo one; echo two; exec sleep 1000"],
+    );
     wait_for_logs(&env, "two").await;
     let msgs = env
         .ws_session("/containerLogs/default/p/c", "binary.k8s.io", vec![])

@@ -155,7 +155,12 @@ fn echo_to(ip: &str, port: u16, total: usize, seed: u64) -> (Vec<u8>, Vec<u8>, u
         }
     }
     let sent = sender.join().expect("sender");
-    (sent, h.finalize().to_vec(), got, start.elapsed().as_secs_f64())
+    (
+        sent,
+        h.finalize().to_vec(),
+        got,
+        start.elapsed().as_secs_f64(),
+    )
 }
 
 /// 100 parallel HTTP requests to ip:port (busybox nc cannot take 100 at once; httpd can);
@@ -262,16 +267,14 @@ fn port_forward_over_websocket_and_spdy() {
         "cat",
     ]);
     c.ok(&["rollout", "status", "deployment/echod", "--timeout=120s"]);
-    c.ok(&[
-        "create",
-        "service",
-        "clusterip",
-        "echo",
-        "--tcp=9100:9000",
-    ]);
+    c.ok(&["create", "service", "clusterip", "echo", "--tcp=9100:9000"]);
     for target in ["deploy/echod", "svc/echo"] {
         let lp = free_port();
-        let remote = if target.starts_with("svc") { 9100 } else { 9000 };
+        let remote = if target.starts_with("svc") {
+            9100
+        } else {
+            9000
+        };
         let _fwd = Forward::start(&c, true, target, &[(lp, remote)]);
         let (sent, got, n, _) = echo(lp, 100_000, 7);
         assert_eq!((n, &sent), (100_000, &got), "{target}");

@@ -178,7 +178,7 @@ fn attach(sock: tokio::net::UnixStream, (stdin, stdout, stderr): (bool, bool, bo
     let resize_tx = to_shim.clone();
     let resize = Box::new(move |data: &[u8]| {
         let _ = resize_tx.try_send(frame(KIND_RESIZE, data));
-    }) as Box<dyn Fn(&[u8]) + Send>;
+    }) as rc::Resize;
     Process {
         out: out_rx,
         stdin: stdin_tx,

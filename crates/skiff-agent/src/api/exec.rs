@@ -95,7 +95,11 @@ where
         let chosen = match rc::negotiate_spdy(req.headers(), rc::SPDY_PROTOCOLS) {
             Ok(c) => c,
             Err((code, msg)) => {
-                let reason = if code == 403 { "Forbidden" } else { "BadRequest" };
+                let reason = if code == 403 {
+                    "Forbidden"
+                } else {
+                    "BadRequest"
+                };
                 return status_response(code, reason, &msg);
             }
         };

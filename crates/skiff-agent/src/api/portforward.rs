@@ -69,7 +69,11 @@ pub(crate) async fn handle(
             for p in v.1.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 match p.parse::<u16>() {
                     Ok(n) if n > 0 => ports.push(n),
-                    _ => return bad_request(&format!("unable to parse \"{p}\" as a port: invalid port")),
+                    _ => {
+                        return bad_request(&format!(
+                            "unable to parse \"{p}\" as a port: invalid port"
+                        ))
+                    }
                 }
             }
         }
@@ -100,7 +104,11 @@ pub(crate) async fn handle(
         let chosen = match rc::negotiate_spdy(req.headers(), &[SPDY_PROTOCOL]) {
             Ok(c) => c,
             Err((code, msg)) => {
-                let reason = if code == 403 { "Forbidden" } else { "BadRequest" };
+                let reason = if code == 403 {
+                    "Forbidden"
+                } else {
+                    "BadRequest"
+                };
                 return status_response(code, reason, &msg);
             }
         };
@@ -173,7 +181,10 @@ fn dial_error(e: &std::io::Error) -> String {
 }
 
 fn forward_error(target: &Target, port: u16, err: &str) -> String {
-    format!("error forwarding port {port} to pod {}, uid : {err}", target.pod)
+    format!(
+        "error forwarding port {port} to pod {}, uid : {err}",
+        target.pod
+    )
 }
 
 /// Pairs each connection's `error` and `data` streams by `requestID` and forwards them.
@@ -183,10 +194,11 @@ where
 {
     let (tx, mut streams) = mpsc::channel(16);
     let conn = tokio::spawn(spdy::serve(io, tx));
-    let mut pending: HashMap<String, (Option<spdy::Stream>, Option<spdy::Stream>)> =
-        HashMap::new();
+    let mut pending: HashMap<String, (Option<spdy::Stream>, Option<spdy::Stream>)> = HashMap::new();
     while let Some(s) = streams.recv().await {
-        let kind = spdy::header(&s.headers, "streamtype").unwrap_or("").to_string();
+        let kind = spdy::header(&s.headers, "streamtype")
+            .unwrap_or("")
+            .to_string();
         // Old clients send no requestID: the data stream follows its error stream.
         let id = match spdy::header(&s.headers, "requestid").filter(|r| !r.is_empty()) {
             Some(r) => r.to_string(),
@@ -282,11 +294,7 @@ impl WsBytes {
             let inbound = async move {
                 while let Some(Ok(msg)) = wrx.next().await {
                     match msg {
-                        Message::Binary(b) => {
-                            if wr.write_all(&b).await.is_err() {
-                                break;
-                            }
-                        }
+                        Message::Binary(b) if wr.write_all(&b).await.is_err() => break,
                         Message::Close(_) => break,
                         _ => {}
                     }

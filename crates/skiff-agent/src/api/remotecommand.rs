@@ -93,6 +93,9 @@ pub(crate) enum Outcome {
     Error(String),
 }
 
+/// Applies a terminal resize to the process.
+pub(crate) type Resize = Box<dyn Fn(&[u8]) + Send>;
+
 /// The far side of a session: an exec'd child or an attached container.
 pub(crate) struct Process {
     /// Output tagged with its channel (stdout/stderr); closes when all output ended.
@@ -100,7 +103,7 @@ pub(crate) struct Process {
     /// Input for stdin (dropped = stdin closed).
     pub stdin: Option<mpsc::Sender<Bytes>>,
     /// Applies a terminal resize (`{"Width":…,"Height":…}`).
-    pub resize: Option<Box<dyn Fn(&[u8]) + Send>>,
+    pub resize: Option<Resize>,
     /// The exit.
     pub exit: oneshot::Receiver<Outcome>,
     /// Dropping this stops the process (the client went away).
@@ -484,8 +487,7 @@ pub(crate) fn negotiate_spdy(
     if offered.is_empty() {
         return Err((
             400,
-            "unable to upgrade: header X-Stream-Protocol-Version does not exist in request"
-                .into(),
+            "unable to upgrade: header X-Stream-Protocol-Version does not exist in request".into(),
         ));
     }
     offered
@@ -507,8 +509,14 @@ pub(crate) fn spdy_switching(protocol: &str) -> axum::response::Response {
     let mut resp = axum::response::Response::new(axum::body::Body::empty());
     *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
-    h.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
-    h.insert(http::header::UPGRADE, http::HeaderValue::from_static("SPDY/3.1"));
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("SPDY/3.1"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(protocol) {
         h.insert("x-stream-protocol-version", v);
     }
@@ -582,16 +590,31 @@ mod tests {
     #[test]
     fn spdy_negotiation_picks_the_clients_first_supported_version() {
         let mut h = http::HeaderMap::new();
-        h.append("x-stream-protocol-version", "v6.channel.k8s.io".parse().unwrap());
-        h.append("x-stream-protocol-version", "v4.channel.k8s.io".parse().unwrap());
-        h.append("x-stream-protocol-version", "channel.k8s.io".parse().unwrap());
+        h.append(
+            "x-stream-protocol-version",
+            "v6.channel.k8s.io".parse().unwrap(),
+        );
+        h.append(
+            "x-stream-protocol-version",
+            "v4.channel.k8s.io".parse().unwrap(),
+        );
+        h.append(
+            "x-stream-protocol-version",
+            "channel.k8s.io".parse().unwrap(),
+        );
         assert_eq!(
             negotiate_spdy(&h, SPDY_PROTOCOLS).as_deref(),
             Ok("v4.channel.k8s.io")
         );
         let mut h = http::HeaderMap::new();
-        h.append("x-stream-protocol-version", "portforward.k8s.io".parse().unwrap());
-        assert_eq!(negotiate_spdy(&h, SPDY_PROTOCOLS).map_err(|e| e.0), Err(403));
+        h.append(
+            "x-stream-protocol-version",
+            "portforward.k8s.io".parse().unwrap(),
+        );
+        assert_eq!(
+            negotiate_spdy(&h, SPDY_PROTOCOLS).map_err(|e| e.0),
+            Err(403)
+        );
         assert_eq!(
             negotiate_spdy(&http::HeaderMap::new(), SPDY_PROTOCOLS).map_err(|e| e.0),
             Err(400)

@@ -48,7 +48,6 @@ const TYPE_WINDOW_UPDATE: u16 = 9;
 pub(crate) const PROTOCOL_ERROR: u32 = 1;
 pub(crate) const INVALID_STREAM: u32 = 2;
 pub(crate) const REFUSED_STREAM: u32 = 3;
-pub(crate) const CANCEL: u32 = 5;
 pub(crate) const FLOW_CONTROL_ERROR: u32 = 7;
 pub(crate) const STREAM_IN_USE: u32 = 8;
 
@@ -421,7 +420,12 @@ impl Encoder {
                 body.put_u8(priority << 5);
                 body.put_u8(0);
                 body.extend(self.deflate(&header_block(headers))?);
-                let flags = u8::from(*fin) | if *unidirectional { FLAG_UNIDIRECTIONAL } else { 0 };
+                let flags = u8::from(*fin)
+                    | if *unidirectional {
+                        FLAG_UNIDIRECTIONAL
+                    } else {
+                        0
+                    };
                 control(out, TYPE_SYN_STREAM, flags, &body);
             }
             Frame::SynReply {
@@ -816,7 +820,7 @@ mod tests {
             },
             Frame::RstStream {
                 stream: 5,
-                status: CANCEL,
+                status: 5,
             },
             Frame::Settings {
                 clear: false,
@@ -912,7 +916,11 @@ mod tests {
         // A pair count larger than the block.
         assert!(parse_header_block(&[0, 0, 1, 0, 0, 0, 0, 1, b'a']).is_err());
         // Unknown control types are skipped.
-        let mut b = BytesMut::from(&[0x80, 3, 0, 5, 0, 0, 0, 0, 0x80, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 9][..]);
+        let mut b = BytesMut::from(
+            &[
+                0x80, 3, 0, 5, 0, 0, 0, 0, 0x80, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 9,
+            ][..],
+        );
         assert_eq!(
             Decoder::new().decode(&mut b),
             Ok(Some(Frame::Ping { id: 9 }))
@@ -939,7 +947,8 @@ mod tests {
             &mut out,
         )
         .expect("encode");
-        enc.encode(&Frame::Ping { id: 7 }, &mut out).expect("encode");
+        enc.encode(&Frame::Ping { id: 7 }, &mut out)
+            .expect("encode");
         enc.encode(
             &Frame::Data {
                 stream: 1,
@@ -965,9 +974,18 @@ mod tests {
                 got.push(f);
             }
         }
-        assert!(matches!(got[0], Frame::SynReply { stream: 1, .. }), "{got:?}");
+        assert!(
+            matches!(got[0], Frame::SynReply { stream: 1, .. }),
+            "{got:?}"
+        );
         assert!(got.contains(&Frame::Ping { id: 7 }), "{got:?}");
-        assert!(got.contains(&Frame::WindowUpdate { stream: 1, delta: 3 }), "{got:?}");
+        assert!(
+            got.contains(&Frame::WindowUpdate {
+                stream: 1,
+                delta: 3
+            }),
+            "{got:?}"
+        );
         assert!(got.contains(&Frame::Data {
             stream: 1,
             fin: false,

@@ -426,7 +426,8 @@ pub(crate) async fn node_proxy(
             let mut a = hyper_util::rt::TokioIo::new(agent_io);
             let mut c = hyper_util::rt::TokioIo::new(client_io);
             // Large buffers: port-forward moves bulk data through here.
-            let copied = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut a, 64 << 10, 64 << 10);
+            let copied =
+                tokio::io::copy_bidirectional_with_sizes(&mut c, &mut a, 64 << 10, 64 << 10);
             if let Err(err) = copied.await {
                 tracing::debug!(%err, "{what} stream ended with an error");
             }
