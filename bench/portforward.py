@@ -42,8 +42,8 @@ def now():
 
 
 def download(host, port, total, timeout=60):
-    """Reads `total` bytes from host:port; MiB/s. Retries refused connects (the pod's listener
-    restarts between connections)."""
+    """Reads `total` bytes from host:port; MiB/s. Retries refused connects (the listener may
+    not be up yet)."""
     deadline = now() + timeout
     while True:
         try:
@@ -121,9 +121,9 @@ def main():
             if server.poll() is not None or now() > deadline:
                 raise RuntimeError("server not ready")
             time.sleep(0.2)
-        script = f"while true; do head -c {opts.bytes} /dev/zero | nc -l -p 9000; done"
+        # A persistent listener: every connection gets its own `head` (-e takes the rest).
         kubectl("run", POD, f"--image={IMAGE}", "--image-pull-policy=Never", "--command", "--",
-                "/bin/sh", "-c", script)
+                "nc", "-ll", "-p", "9000", "-e", "head", "-c", str(opts.bytes), "/dev/zero")
         kubectl("wait", "--for=condition=Ready", f"pod/{POD}", "--timeout=120s")
         ip = kubectl("get", "pod", POD, "-o", "jsonpath={.status.podIP}").strip()
 

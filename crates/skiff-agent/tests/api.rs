@@ -626,6 +626,12 @@ fn fake_shim(path: std::path::PathBuf) -> tokio::task::JoinHandle<String> {
             f.extend(data);
             f
         };
+        // Without stdin there is nothing to wait for: greet and exit.
+        if !hello.contains("\"stdin\":true") {
+            wr.write_all(&send(1, b"attached\n")).await.expect("write");
+            wr.write_all(&send(3, b"0")).await.expect("write");
+            return hello;
+        }
         loop {
             let mut head = [0u8; 5];
             rd.read_exact(&mut head).await.expect("frame");
@@ -777,7 +783,7 @@ async fn kubectl_logs_and_exec_through_the_api_server() {
         .await
         .expect("serving certificate");
     let env = Env::with_cert(&node_token, ca_pem, cert.into()).await;
-    env.start(
+    let web_id = env.start(
         "web",
         "web",
         &["sh", "-c", "echo hello; echo world; exec sleep 1000"],
@@ -863,6 +869,21 @@ async fn kubectl_logs_and_exec_through_the_api_server() {
     .await;
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("command terminated with exit code 3"), "{err}");
+
+    // pods/attach through the API server to the container's shim socket (a fake shim here).
+    let sock = env
+        .dir
+        .path()
+        .canonicalize()
+        .expect("canonical")
+        .join("data/containers")
+        .join(&web_id)
+        .join("attach.sock");
+    let shim = fake_shim(sock.clone());
+    let (code, out, err) = kubectl(&kubeconfig, &["attach", "web"], b"").await;
+    assert_eq!((code, out.as_str()), (0, "attached\n"), "{err}");
+    assert!(shim.await.expect("shim").contains("\"stdout\":true"));
+    let _ = std::fs::remove_file(&sock);
 
     // An agent whose certificate the cluster CA did not sign is refused.
     let rogue = Env::new().await;
