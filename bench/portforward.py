@@ -73,7 +73,7 @@ def download(host, port, total, timeout=60):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--skiff", default="target/release/skiff")
-    ap.add_argument("--bytes", type=int, default=256 * MIB)
+    ap.add_argument("--bytes", type=int, default=256 * MIB, help="a multiple of 1 MiB")
     ap.add_argument("--cluster-cidr", default="100.64.79.0/24")
     ap.add_argument("--runs", type=int, default=3)
     opts = ap.parse_args()
@@ -98,7 +98,7 @@ def main():
     try:
         rootfs = os.path.join(work, "rootfs")
         start.make_rootfs(rootfs)
-        for applet in ["nc", "head"]:
+        for applet in ["nc", "dd"]:
             os.symlink("busybox", os.path.join(rootfs, "bin", applet))
         tarball = os.path.join(work, "rootfs.tar")
         with tarfile.open(tarball, "w") as t:
@@ -121,9 +121,11 @@ def main():
             if server.poll() is not None or now() > deadline:
                 raise RuntimeError("server not ready")
             time.sleep(0.2)
-        # A persistent listener: every connection gets its own `head` (-e takes the rest).
+        # A persistent listener: every connection gets its own `dd` (-e takes the rest), which
+        # writes 1 MiB per syscall (`head` writes 4 KiB ones and caps the direct number).
         kubectl("run", POD, f"--image={IMAGE}", "--image-pull-policy=Never", "--command", "--",
-                "nc", "-ll", "-p", "9000", "-e", "head", "-c", str(opts.bytes), "/dev/zero")
+                "nc", "-ll", "-p", "9000", "-e", "dd", "if=/dev/zero", f"bs={MIB}",
+                f"count={opts.bytes // MIB}")
         kubectl("wait", "--for=condition=Ready", f"pod/{POD}", "--timeout=120s")
         ip = kubectl("get", "pod", POD, "-o", "jsonpath={.status.podIP}").strip()
 

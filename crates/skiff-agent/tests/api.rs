@@ -20,7 +20,7 @@ use skiff_runtime::{ContainerSpec, Runtime, RuntimeConfig, Status};
 use tokio_tungstenite::tungstenite::Message;
 
 const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "sleep", "true", "false", "test", "tr", "printf", "seq",
+    "sh", "echo", "cat", "sleep", "true", "false", "test", "tr", "printf", "seq", "nc",
 ];
 
 fn skiff_exe() -> PathBuf {
@@ -61,6 +61,13 @@ impl ContainerIndex for FakeIndex {
             log_path: info.log_path,
             running: info.status == Status::Running,
         })
+    }
+
+    fn pod_netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, String> {
+        let id = self.lookup(namespace, pod, None, false)?.container_id;
+        let pid = self.rt.get(&id).map_err(|e| e.to_string())?.pid;
+        pid.map(|p| PathBuf::from(format!("/proc/{p}/ns/net")))
+            .ok_or_else(|| "not running".to_string())
     }
 }
 
@@ -600,6 +607,55 @@ async fn logs_over_websocket() {
         })
         .collect();
     assert_eq!(String::from_utf8_lossy(&text), "two\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root: real containers behind the agent API (namespaces, overlayfs, cgroups)"]
+async fn port_forward_channel_protocol_in_the_pods_netns() {
+    let env = Env::new().await;
+    // Listens on the container's own loopback (a network namespace of its own): reachable only
+    // from inside it.
+    let id = env.start("p", "c", &["nc", "-ll", "-p", "7000", "-e", "echo", "pong"]);
+    // The runtime's own network namespace has loopback down (pod sandboxes bring it up).
+    let pid = env.index.rt.get(&id).expect("info").pid.expect("pid");
+    let up = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "link", "set", "lo", "up"])
+        .status()
+        .expect("nsenter");
+    assert!(up.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for proto in ["v4.channel.k8s.io", "channel.k8s.io"] {
+        let msgs = env
+            .ws_session("/portForward/default/p?ports=7000,7001", proto, vec![])
+            .await;
+        let frames = channels(&msgs);
+        // Every channel opens with its port, 2 bytes little endian.
+        let port = |p: u16| p.to_le_bytes().to_vec();
+        for (ch, p) in [(0u8, 7000u16), (1, 7000), (2, 7001), (3, 7001)] {
+            let first = frames
+                .iter()
+                .find(|(c, _)| *c == ch)
+                .map(|(_, d)| d.clone());
+            assert_eq!(first, Some(port(p)), "{proto} channel {ch}: {frames:?}");
+        }
+        let rest = |ch: u8| -> String {
+            let v: Vec<u8> = frames
+                .iter()
+                .filter(|(c, _)| *c == ch)
+                .skip(1)
+                .flat_map(|(_, d)| d.clone())
+                .collect();
+            String::from_utf8_lossy(&v).into_owned()
+        };
+        assert_eq!(rest(0), "pong\n", "{proto}: {frames:?}");
+        assert_eq!(rest(1), "", "{proto}");
+        let err = rest(3);
+        assert!(
+            err.contains("error forwarding port 7001") && err.contains("connection refused"),
+            "{proto}: {err}"
+        );
+    }
 }
 
 /// A fake shim on `path` speaking the attach socket contract: echoes stdin upper-cased on
