@@ -252,6 +252,22 @@ fn port_forward_over_websocket_and_spdy() {
     forward_checks(&c, true, "pod/echo");
     forward_checks(&c, false, "pod/echo");
 
+    // The Python client: exec with TEXT-frame stdin, port-forward over the channel protocol.
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_streaming.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(c.kubeconfig())
+        .arg("echo")
+        .output()
+        .expect("python3");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("python streaming ok"),
+        "python client failed (pip install kubernetes):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // svc/x and deploy/x are resolved to a pod by kubectl.
     c.ok(&[
         "create",
