@@ -253,8 +253,7 @@ fn port_forward_over_websocket_and_spdy() {
     forward_checks(&c, false, "pod/echo");
 
     // The Python client: exec with TEXT-frame stdin, port-forward over the channel protocol.
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_streaming.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_streaming.py");
     let out = std::process::Command::new("python3")
         .arg(&script)
         .arg(c.kubeconfig())
