@@ -333,6 +333,22 @@ fn exec_over_spdy_and_cp_both_ways() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through spdy\n");
 
+    // A terminal over SPDY: kubectl sends the size on the resize stream (`script` gives it a
+    // pty of 40x100).
+    let kc = c.kubeconfig();
+    let inner = format!(
+        "stty rows 40 cols 100; KUBECONFIG={} HOME={} KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false kubectl exec -it box -- sh -c 'sleep 1; stty size'",
+        kc.display(),
+        c.dir.path().join("home").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("40 100"), "{text}");
+
     // kubectl cp drives tar through exec: 100 MB in and back out, same digest.
     let dir = c.dir.path().join("cp");
     std::fs::create_dir_all(&dir).expect("dir");
