@@ -40,6 +40,12 @@ pub(crate) async fn handle(
         return bad_request("you must specify at least one command for the container");
     }
     let tty = query_flag(&pairs, "tty");
+    if !["stdin", "stdout", "stderr"]
+        .iter()
+        .any(|f| query_flag(&pairs, f))
+    {
+        return bad_request("you must specify at least 1 of stdin, stdout, stderr");
+    }
     let cref = match st.index.lookup(&ns, &pod, Some(&container), false) {
         Ok(c) => c,
         Err(m) => return bad_request(&m),

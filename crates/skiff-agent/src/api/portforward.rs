@@ -38,6 +38,8 @@ const WS_PROTOCOLS: &[&str] = &[
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read size towards the client (client-go reads in 32 KiB chunks too).
 const CHUNK: usize = 32 * 1024;
+/// Connections whose error or data stream is still missing, per SPDY connection.
+const MAX_PENDING_PAIRS: usize = 1024;
 /// Ports one WebSocket (channel protocol) may forward (channel numbers are a byte).
 const MAX_WS_PORTS: usize = 127;
 
@@ -205,6 +207,11 @@ where
             None if kind == "data" => s.id.saturating_sub(2).to_string(),
             None => s.id.to_string(),
         };
+        // Half-open pairs are bounded: a client that never sends the other half gets resets.
+        if pending.len() >= MAX_PENDING_PAIRS && !pending.contains_key(&id) {
+            s.tx.reset(spdy::REFUSED_STREAM).await;
+            continue;
+        }
         let entry = pending.entry(id.clone()).or_default();
         match kind.as_str() {
             "error" if entry.0.is_none() => entry.0 = Some(s),
