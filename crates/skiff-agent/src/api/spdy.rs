@@ -269,6 +269,7 @@ impl Decoder {
     fn inflate(&mut self, input: &[u8]) -> Result<Vec<u8>, SpdyError> {
         let mut out: Vec<u8> = Vec::with_capacity((input.len() * 4).clamp(256, MAX_HEADER_BLOCK));
         let mut pos = 0;
+        let mut retried = false;
         loop {
             if out.len() == out.capacity() {
                 if out.len() >= MAX_HEADER_BLOCK {
@@ -296,8 +297,9 @@ impl Decoder {
                 return Ok(out);
             }
             if consumed == 0 && produced == 0 && out.len() < out.capacity() {
-                // Needed the dictionary (retry) or the block is truncated.
-                if self.z.total_in() == 0 {
+                // Needed the dictionary (retry once) or the block is truncated.
+                if self.z.total_in() == 0 && !retried {
+                    retried = true;
                     continue;
                 }
                 return Err(SpdyError::Headers("truncated header block".into()));
