@@ -1,4 +1,5 @@
-//! The agent API: what the API server proxies `kubectl logs` and `kubectl exec` to. HTTPS with a
+//! The agent API: what the API server proxies `kubectl logs`, `exec`, `attach` and
+//! `port-forward` to. HTTPS with a
 //! serving certificate signed by the cluster CA ([`ServingCert`], requested from the API server
 //! at start; the API server verifies it against that CA and the node's IP), and every request
 //! must carry `Authorization: Bearer <node token>`.
@@ -6,13 +7,21 @@
 //! Endpoints (kubelet-like paths):
 //! - `GET /containerLogs/{ns}/{pod}/{container}?follow=&tailLines=&timestamps=&previous=&sinceSeconds=&limitBytes=`
 //!   → `text/plain`, streamed (chunked) while following.
-//! - `GET /exec/{ns}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=` → WebSocket
-//!   (`v5.channel.k8s.io`, `v4.channel.k8s.io`) with Kubernetes channel framing.
+//! - `GET|POST /exec/{ns}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=` and
+//!   `GET|POST /attach/{ns}/{pod}/{container}?stdin=&stdout=&stderr=&tty=` → a remote-command
+//!   session over WebSocket (`v5`/`v4`/`v4.base64`/`channel.k8s.io`/`base64.channel.k8s.io`)
+//!   or SPDY/3.1 (`remotecommand`).
+//! - `GET|POST /portForward/{ns}/{pod}?ports=…` → port-forward over WebSocket (tunnelled SPDY
+//!   or the channel protocol) or SPDY/3.1 (`portforward`).
 //!
 //! Errors are metav1 Status JSON bodies, like upstream's.
 
+mod attach;
 mod exec;
 mod logs;
+mod portforward;
+mod remotecommand;
+pub mod spdy;
 mod tls;
 
 use std::future::Future;
@@ -123,6 +132,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::handle).post(exec::handle),
+        )
+        .route(
+            "/attach/{ns}/{pod}/{container}",
+            get(attach::handle).post(attach::handle),
+        )
+        .route(
+            "/portForward/{ns}/{pod}",
+            get(portforward::handle).post(portforward::handle),
         )
         .fallback(|| async {
             status_response(

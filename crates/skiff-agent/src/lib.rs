@@ -177,4 +177,12 @@ pub trait ContainerIndex: Send + Sync + 'static {
         container: Option<&str>,
         previous: bool,
     ) -> std::result::Result<ContainerRef, String>;
+
+    /// The network namespace of pod `namespace/pod` (a path to open for setns), for
+    /// port-forward.
+    fn pod_netns(&self, namespace: &str, pod: &str) -> std::result::Result<PathBuf, String> {
+        Err(format!(
+            "pod {namespace}/{pod}: port-forward is not supported on this node"
+        ))
+    }
 }

@@ -20,7 +20,7 @@ use skiff_runtime::{ContainerSpec, Runtime, RuntimeConfig, Status};
 use tokio_tungstenite::tungstenite::Message;
 
 const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "sleep", "true", "false", "test", "tr", "printf", "seq",
+    "sh", "echo", "cat", "sleep", "true", "false", "test", "tr", "printf", "seq", "nc",
 ];
 
 fn skiff_exe() -> PathBuf {
@@ -61,6 +61,13 @@ impl ContainerIndex for FakeIndex {
             log_path: info.log_path,
             running: info.status == Status::Running,
         })
+    }
+
+    fn pod_netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, String> {
+        let id = self.lookup(namespace, pod, None, false)?.container_id;
+        let pid = self.rt.get(&id).map_err(|e| e.to_string())?.pid;
+        pid.map(|p| PathBuf::from(format!("/proc/{p}/ns/net")))
+            .ok_or_else(|| "not running".to_string())
     }
 }
 
@@ -440,6 +447,317 @@ async fn exec_over_websocket() {
     assert_eq!(code, 400);
 }
 
+impl Env {
+    /// A WebSocket session on `path` with subprotocol `proto`: sends `input`, returns every
+    /// message until the close (or 30 s).
+    async fn ws_session(&self, path: &str, proto: &str, input: Vec<Message>) -> Vec<Message> {
+        let req = http::Request::get(format!("wss://127.0.0.1{path}"))
+            .header("host", "agent")
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("sec-websocket-protocol", proto)
+            .header(
+                "sec-websocket-key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .header("sec-websocket-version", "13")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .expect("request");
+        let (mut ws, resp) = tokio_tungstenite::client_async(req, self.tls().await)
+            .await
+            .expect("websocket handshake");
+        assert_eq!(
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(proto)
+        );
+        for m in input {
+            ws.send(m).await.expect("send");
+        }
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await {
+            match msg {
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(m) => got.push(m),
+            }
+        }
+        got
+    }
+}
+
+/// (channel, payload) of binary-protocol messages, TEXT or BINARY.
+fn channels(msgs: &[Message]) -> Vec<(u8, Vec<u8>)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Message::Binary(b) => Some(b.to_vec()),
+            Message::Text(t) => Some(t.as_bytes().to_vec()),
+            _ => None,
+        })
+        .filter_map(|v| v.split_first().map(|(c, r)| (*c, r.to_vec())))
+        .collect()
+}
+
+fn joined(frames: &[(u8, Vec<u8>)], channel: u8) -> String {
+    let v: Vec<u8> = frames
+        .iter()
+        .filter(|(c, _)| *c == channel)
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root: real containers behind the agent API (namespaces, overlayfs, cgroups)"]
+async fn exec_over_every_websocket_protocol() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let env = Env::new().await;
+    env.start("p", "c", &["sleep", "1000"]);
+
+    // channel.k8s.io (the conformance spec's protocol): the first message is an empty stdout
+    // frame, then output; success writes nothing on the error channel, a failure its text.
+    let q = "/exec/default/p/c?command=echo&command=hi&stdout=true&stderr=true";
+    let msgs = env.ws_session(q, "channel.k8s.io", vec![]).await;
+    let frames = channels(&msgs);
+    assert_eq!(frames.first(), Some(&(1u8, vec![])), "{frames:?}");
+    assert_eq!(joined(&frames, 1), "hi\n");
+    assert_eq!(joined(&frames, 3), "");
+    let q = "/exec/default/p/c?command=sh&command=-c&command=exit%204&stdout=true";
+    let frames = channels(&env.ws_session(q, "channel.k8s.io", vec![]).await);
+    assert!(
+        joined(&frames, 3).starts_with("command terminated with non-zero exit code"),
+        "{frames:?}"
+    );
+
+    // Stdin in a TEXT frame (the Python client's way) on v4 and v5.
+    for proto in ["v4.channel.k8s.io", "v5.channel.k8s.io"] {
+        let q =
+            "/exec/default/p/c?command=sh&command=-c&command=head%20-c%205&stdin=true&stdout=true";
+        let msgs = env
+            .ws_session(q, proto, vec![Message::Text("\u{0}hello".into())])
+            .await;
+        let frames = channels(&msgs);
+        assert_eq!(joined(&frames, 1), "hello", "{proto}");
+        assert!(joined(&frames, 3).contains("Success"), "{proto}");
+    }
+
+    // base64.channel.k8s.io and v4.base64: TEXT frames both ways, '0'+channel then base64.
+    for proto in ["base64.channel.k8s.io", "v4.base64.channel.k8s.io"] {
+        let q = "/exec/default/p/c?command=sh&command=-c&command=head%20-c%203;%20echo%20e%20%3E%262&stdin=true&stdout=true&stderr=true";
+        let stdin = Message::Text(format!("0{}", b64.encode("abc")).into());
+        let msgs = env.ws_session(q, proto, vec![stdin]).await;
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        for m in &msgs {
+            let Message::Text(t) = m else {
+                panic!("{proto}: a non-text message {m:?}");
+            };
+            let (ch, data) = t.as_str().split_at(1);
+            let data = b64.decode(data).expect("base64");
+            match ch {
+                "1" => out.extend(data),
+                "2" => err.extend(data),
+                _ => {}
+            }
+        }
+        assert_eq!(out, b"abc", "{proto}");
+        assert_eq!(err, b"e\n", "{proto}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root: real containers behind the agent API (namespaces, overlayfs, cgroups)"]
+async fn logs_over_websocket() {
+    use base64::Engine;
+    let env = Env::new().await;
+    env.start(
+        "p",
+        "c",
+        &["sh", "-c", "echo one; echo two; exec sleep 1000"],
+    );
+    wait_for_logs(&env, "two").await;
+    let msgs = env
+        .ws_session("/containerLogs/default/p/c", "binary.k8s.io", vec![])
+        .await;
+    let text: Vec<u8> = msgs
+        .iter()
+        .flat_map(|m| match m {
+            Message::Binary(b) => b.to_vec(),
+            other => panic!("binary.k8s.io sent {other:?}"),
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&text), "one\ntwo\n");
+    let msgs = env
+        .ws_session(
+            "/containerLogs/default/p/c?tailLines=1",
+            "base64.binary.k8s.io",
+            vec![],
+        )
+        .await;
+    let text: Vec<u8> = msgs
+        .iter()
+        .flat_map(|m| match m {
+            Message::Text(t) => base64::engine::general_purpose::STANDARD
+                .decode(t.as_str())
+                .expect("base64"),
+            other => panic!("base64.binary.k8s.io sent {other:?}"),
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&text), "two\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root: real containers behind the agent API (namespaces, overlayfs, cgroups)"]
+async fn port_forward_channel_protocol_in_the_pods_netns() {
+    let env = Env::new().await;
+    // Listens on the container's own loopback (a network namespace of its own): reachable only
+    // from inside it.
+    let id = env.start("p", "c", &["nc", "-ll", "-p", "7000", "-e", "echo", "pong"]);
+    // The runtime's own network namespace has loopback down (pod sandboxes bring it up).
+    let pid = env.index.rt.get(&id).expect("info").pid.expect("pid");
+    let up = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "link", "set", "lo", "up"])
+        .status()
+        .expect("nsenter");
+    assert!(up.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for proto in ["v4.channel.k8s.io", "channel.k8s.io"] {
+        let msgs = env
+            .ws_session("/portForward/default/p?ports=7000,7001", proto, vec![])
+            .await;
+        let frames = channels(&msgs);
+        // Every channel opens with its port, 2 bytes little endian.
+        let port = |p: u16| p.to_le_bytes().to_vec();
+        for (ch, p) in [(0u8, 7000u16), (1, 7000), (2, 7001), (3, 7001)] {
+            let first = frames
+                .iter()
+                .find(|(c, _)| *c == ch)
+                .map(|(_, d)| d.clone());
+            assert_eq!(first, Some(port(p)), "{proto} channel {ch}: {frames:?}");
+        }
+        let rest = |ch: u8| -> String {
+            let v: Vec<u8> = frames
+                .iter()
+                .filter(|(c, _)| *c == ch)
+                .skip(1)
+                .flat_map(|(_, d)| d.clone())
+                .collect();
+            String::from_utf8_lossy(&v).into_owned()
+        };
+        assert_eq!(rest(0), "pong\n", "{proto}: {frames:?}");
+        assert_eq!(rest(1), "", "{proto}");
+        let err = rest(3);
+        assert!(
+            err.contains("error forwarding port 7001") && err.contains("connection refused"),
+            "{proto}: {err}"
+        );
+    }
+}
+
+/// A fake shim on `path` speaking the attach socket contract: echoes stdin upper-cased on
+/// stdout, reports resizes on stderr, and on stdin close writes "bye" and exit code 0.
+fn fake_shim(path: std::path::PathBuf) -> tokio::task::JoinHandle<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    // The path is longer than sun_path allows: bind through the directory's /proc link.
+    let dir = std::fs::File::open(path.parent().expect("dir")).expect("open dir");
+    let short = format!(
+        "/proc/self/fd/{}/attach.sock",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    );
+    let listener = tokio::net::UnixListener::bind(&short).expect("bind attach.sock");
+    drop(dir);
+    tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.expect("accept");
+        let (rd, mut wr) = sock.into_split();
+        let mut rd = tokio::io::BufReader::new(rd);
+        let mut hello = String::new();
+        rd.read_line(&mut hello).await.expect("hello line");
+        let send = |kind: u8, data: &[u8]| {
+            let mut f = vec![kind];
+            f.extend((data.len() as u32).to_be_bytes());
+            f.extend(data);
+            f
+        };
+        // Without stdin there is nothing to wait for: greet and exit.
+        if !hello.contains("\"stdin\":true") {
+            wr.write_all(&send(1, b"attached\n")).await.expect("write");
+            wr.write_all(&send(3, b"0")).await.expect("write");
+            return hello;
+        }
+        loop {
+            let mut head = [0u8; 5];
+            rd.read_exact(&mut head).await.expect("frame");
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let mut data = vec![0u8; len];
+            rd.read_exact(&mut data).await.expect("payload");
+            match head[0] {
+                0 => wr
+                    .write_all(&send(1, &data.to_ascii_uppercase()))
+                    .await
+                    .expect("write"),
+                4 => wr.write_all(&send(2, &data)).await.expect("write"),
+                5 => {
+                    wr.write_all(&send(1, b"bye")).await.expect("write");
+                    wr.write_all(&send(3, b"0")).await.expect("write");
+                    return hello;
+                }
+                k => panic!("unexpected frame kind {k}"),
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root: real containers behind the agent API (namespaces, overlayfs, cgroups)"]
+async fn attach_speaks_the_shim_socket_protocol() {
+    let env = Env::new().await;
+    let id = env.start("p", "c", &["sleep", "1000"]);
+    let sock = env
+        .dir
+        .path()
+        .canonicalize()
+        .expect("canonical")
+        .join("data/containers")
+        .join(&id)
+        .join("attach.sock");
+    let shim = fake_shim(sock.clone());
+    let q = "/attach/default/p/c?stdin=true&stdout=true&stderr=true";
+    let msgs = env
+        .ws_session(
+            q,
+            "v5.channel.k8s.io",
+            vec![
+                Message::Binary(b"\0hello".to_vec().into()),
+                Message::Binary([&[4u8][..], br#"{"Width":80,"Height":24}"#].concat().into()),
+                Message::Binary(vec![255, 0].into()),
+            ],
+        )
+        .await;
+    let frames = channels(&msgs);
+    assert_eq!(joined(&frames, 1), "HELLObye", "{frames:?}");
+    // No tty was asked for, but the resize still reaches the shim (it decides).
+    assert_eq!(joined(&frames, 2), r#"{"Width":80,"Height":24}"#);
+    assert!(joined(&frames, 3).contains("Success"), "{frames:?}");
+    let hello: serde_json::Value =
+        serde_json::from_str(&shim.await.expect("shim")).expect("hello JSON");
+    assert_eq!(
+        hello,
+        serde_json::json!({"stdin": true, "stdout": true, "stderr": true})
+    );
+    let _ = std::fs::remove_file(&sock);
+
+    // No shim socket: a plain 400 before any upgrade.
+    let (code, body) = env
+        .get("/attach/default/p/c?stdout=true", Some(&env.token))
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("unable to attach"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs root: real containers behind the agent API (namespaces, overlayfs, cgroups)"]
 async fn requests_need_the_node_token() {
@@ -521,7 +839,7 @@ async fn kubectl_logs_and_exec_through_the_api_server() {
         .await
         .expect("serving certificate");
     let env = Env::with_cert(&node_token, ca_pem, cert.into()).await;
-    env.start(
+    let web_id = env.start(
         "web",
         "web",
         &["sh", "-c", "echo hello; echo world; exec sleep 1000"],
@@ -607,6 +925,21 @@ async fn kubectl_logs_and_exec_through_the_api_server() {
     .await;
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("command terminated with exit code 3"), "{err}");
+
+    // pods/attach through the API server to the container's shim socket (a fake shim here).
+    let sock = env
+        .dir
+        .path()
+        .canonicalize()
+        .expect("canonical")
+        .join("data/containers")
+        .join(&web_id)
+        .join("attach.sock");
+    let shim = fake_shim(sock.clone());
+    let (code, out, err) = kubectl(&kubeconfig, &["attach", "web"], b"").await;
+    assert_eq!((code, out.as_str()), (0, "attached\n"), "{err}");
+    assert!(shim.await.expect("shim").contains("\"stdout\":true"));
+    let _ = std::fs::remove_file(&sock);
 
     // An agent whose certificate the cluster CA did not sign is refused.
     let rogue = Env::new().await;

@@ -1,35 +1,20 @@
-//! `GET /exec/{ns}/{pod}/{container}?command=…`: a WebSocket session (`v5.channel.k8s.io` or
-//! `v4.channel.k8s.io`) running `skiff --data-dir D exec [-i] -- <id> CMD…` as a child process.
-//! Binary messages carry a channel byte: 0 stdin, 1 stdout, 2 stderr, 3 the final metav1
-//! Status, 4 terminal resize, 255 close-stream (v5; `[255, 0]` = stdin EOF).
+//! `GET|POST /exec/{ns}/{pod}/{container}?command=…`: runs `skiff --data-dir D exec [-i] --
+//! <id> CMD…` as a child process and serves it as a remote-command session (WebSocket or SPDY,
+//! see [`super::remotecommand`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{bad_request, query_flag, query_pairs, ApiState};
-
-const V5: &str = "v5.channel.k8s.io";
-const V4: &str = "v4.channel.k8s.io";
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const ERROR: u8 = 3;
-const RESIZE: u8 = 4;
-const CLOSE: u8 = 255;
-/// After the child exited, how long to wait for its output pipes to drain (a background
-/// process inside the container may hold them open forever).
-const DRAIN_GRACE: Duration = Duration::from_secs(1);
+use super::remotecommand::{self as rc, Outcome, Process, Protocol, STDERR, STDOUT};
+use super::{bad_request, query_flag, query_pairs, status_response, ApiState};
 
 struct ExecRequest {
     container_id: String,
@@ -43,10 +28,9 @@ struct ExecRequest {
 pub(crate) async fn handle(
     State(st): State<Arc<ApiState>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
-    uri: http::Uri,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
-    let pairs = query_pairs(&uri);
+    let pairs = query_pairs(req.uri());
     let command: Vec<String> = pairs
         .iter()
         .filter(|(k, _)| k == "command")
@@ -56,15 +40,12 @@ pub(crate) async fn handle(
         return bad_request("you must specify at least one command for the container");
     }
     let tty = query_flag(&pairs, "tty");
-    let req = ExecRequest {
-        container_id: String::new(),
-        command,
-        stdin: query_flag(&pairs, "stdin"),
-        stdout: query_flag(&pairs, "stdout"),
-        // With a TTY stderr is merged into stdout (like upstream).
-        stderr: query_flag(&pairs, "stderr") && !tty,
-        tty,
-    };
+    if !["stdin", "stdout", "stderr"]
+        .iter()
+        .any(|f| query_flag(&pairs, f))
+    {
+        return bad_request("you must specify at least 1 of stdin, stdout, stderr");
+    }
     let cref = match st.index.lookup(&ns, &pod, Some(&container), false) {
         Ok(c) => c,
         Err(m) => return bad_request(&m),
@@ -74,25 +55,78 @@ pub(crate) async fn handle(
             "container {container} in pod {pod} is not running"
         ));
     }
-    let ws = match ws {
-        Ok(ws) => ws.protocols([V5, V4]),
-        Err(_) => {
-            return bad_request(&format!(
-                "exec needs a WebSocket upgrade with subprotocol {V5} or {V4}"
-            ))
-        }
-    };
-    let Some(proto) = ws.selected_protocol().cloned() else {
-        return bad_request(&format!("unsupported exec subprotocol: use {V5} or {V4}"));
-    };
-    let v5 = proto.as_bytes() == V5.as_bytes();
-    let req = ExecRequest {
+    let exec = ExecRequest {
         container_id: cref.container_id,
-        ..req
+        command: command.clone(),
+        stdin: query_flag(&pairs, "stdin"),
+        stdout: query_flag(&pairs, "stdout"),
+        // With a TTY stderr is merged into stdout (like upstream).
+        stderr: query_flag(&pairs, "stderr") && !tty,
+        tty,
     };
-    ws.on_upgrade(move |socket| async move {
-        session(socket, st, req, v5).await;
-    })
+    let session = rc::Request {
+        command,
+        stdin: exec.stdin,
+        stdout: exec.stdout,
+        stderr: exec.stderr,
+        tty,
+        report_exit_code: true,
+    };
+    let start = move || start(&st, &exec).map_err(|e| format!("starting exec: {e}"));
+    upgrade(req, session, start).await
+}
+
+/// Answers the upgrade (WebSocket or SPDY) and serves the session on the upgraded connection.
+pub(crate) async fn upgrade<F>(req: Request, session: rc::Request, start: F) -> Response
+where
+    F: FnOnce() -> Result<Process, String> + Send + 'static,
+{
+    if rc::wants_websocket(req.headers()) {
+        let ws = match WebSocketUpgrade::from_request(req, &()).await {
+            Ok(ws) => ws.protocols(rc::WS_PROTOCOLS.iter().copied()),
+            Err(e) => return bad_request(&format!("bad WebSocket upgrade: {e}")),
+        };
+        // No subprotocol offered = the original channel protocol (like upstream).
+        let proto = ws
+            .selected_protocol()
+            .and_then(|p| p.to_str().ok())
+            .and_then(Protocol::parse)
+            .unwrap_or(Protocol {
+                version: 1,
+                base64: false,
+            });
+        return ws.on_upgrade(move |socket| rc::serve_websocket(socket, proto, session, start));
+    }
+    if rc::wants_spdy(req.headers()) {
+        let chosen = match rc::negotiate_spdy(req.headers(), rc::SPDY_PROTOCOLS) {
+            Ok(c) => c,
+            Err((code, msg)) => {
+                let reason = if code == 403 {
+                    "Forbidden"
+                } else {
+                    "BadRequest"
+                };
+                return status_response(code, reason, &msg);
+            }
+        };
+        let Some(proto) = Protocol::parse(&chosen) else {
+            return bad_request("unsupported protocol");
+        };
+        let mut req = req;
+        let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+            return bad_request("this connection cannot be upgraded");
+        };
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(io) => {
+                    rc::serve_spdy(hyper_util::rt::TokioIo::new(io), proto, session, start).await
+                }
+                Err(err) => tracing::debug!(%err, "SPDY upgrade failed"),
+            }
+        });
+        return rc::spdy_switching(&chosen);
+    }
+    bad_request("Upgrade request required: use a WebSocket (v5.channel.k8s.io) or SPDY/3.1")
 }
 
 /// The child and its stdio, piped or on a pty.
@@ -212,7 +246,7 @@ fn start_tty(st: &ApiState, req: &ExecRequest) -> std::io::Result<Running> {
     })
 }
 
-fn resize(pty: &OwnedFd, data: &[u8]) {
+pub(crate) fn resize(pty: &OwnedFd, data: &[u8]) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Size {
@@ -242,102 +276,47 @@ fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or(1)
 }
 
-fn final_status(code: i32, command: &[String]) -> serde_json::Value {
-    if code == 0 {
-        return json!({"metadata": {}, "status": "Success"});
-    }
-    json!({"metadata": {}, "status": "Failure",
-        "message": format!("command terminated with non-zero exit code: error executing command {command:?}, exit code {code}"),
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
-}
-
-/// A close frame with code 1000: client-go treats a close without a code (1005) as an error.
-fn normal_close() -> Message {
-    Message::Close(Some(axum::extract::ws::CloseFrame {
-        code: axum::extract::ws::close_code::NORMAL,
-        reason: "".into(),
-    }))
-}
-
-fn frame(channel: u8, data: &[u8]) -> Message {
-    let mut v = Vec::with_capacity(data.len() + 1);
-    v.push(channel);
-    v.extend_from_slice(data);
-    Message::Binary(Bytes::from(v))
-}
-
-async fn session(socket: WebSocket, st: Arc<ApiState>, req: ExecRequest, v5: bool) {
-    let (mut tx, mut rx) = socket.split();
-    let started = if req.tty {
-        start_tty(&st, &req)
-    } else {
-        start_piped(&st, &req)
-    };
-    let mut run = match started {
-        Ok(r) => r,
-        Err(err) => {
-            let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
-                "message": format!("starting {}: {err}", st.skiff_exe.display())});
-            let _ = tx.send(frame(ERROR, status.to_string().as_bytes())).await;
-            let _ = tx.send(normal_close()).await;
-            return;
-        }
-    };
-    let mut code: Option<i32> = None;
-    let mut outputs_done = false;
-    let drain_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
-    tokio::pin!(drain_deadline);
-    loop {
-        if code.is_some() && outputs_done {
-            break;
-        }
+/// Turns the running child into a session [`Process`]: a task reaps it (or kills it when the
+/// session drops `stop`).
+fn into_process(run: Running) -> Process {
+    let Running {
+        mut child,
+        out_rx,
+        stdin_tx,
+        pty,
+    } = run;
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
         tokio::select! {
-            msg = rx.next() => match msg {
-                Some(Ok(Message::Binary(data))) => match data.first() {
-                    Some(&STDIN) => {
-                        if let Some(stdin) = &run.stdin_tx {
-                            if stdin.send(data.slice(1..)).await.is_err() {
-                                run.stdin_tx = None;
-                            }
-                        }
-                    }
-                    Some(&RESIZE) => {
-                        if let Some(pty) = &run.pty {
-                            resize(pty, &data[1..]);
-                        }
-                    }
-                    Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => run.stdin_tx = None,
-                    _ => {}
-                },
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    // The client went away: nobody is left to see the output.
-                    let _ = run.child.start_kill();
-                    let _ = run.child.wait().await;
-                    return;
-                }
-                Some(Ok(_)) => {}
-            },
-            out = run.out_rx.recv(), if !outputs_done => match out {
-                Some((channel, data)) => {
-                    if tx.send(frame(channel, &data)).await.is_err() {
-                        let _ = run.child.start_kill();
-                        let _ = run.child.wait().await;
-                        return;
-                    }
-                }
-                None => outputs_done = true,
-            },
-            status = run.child.wait(), if code.is_none() => {
-                code = Some(status.map(exit_code).unwrap_or(1));
-                run.stdin_tx = None;
-                drain_deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
-            },
-            _ = &mut drain_deadline, if code.is_some() => outputs_done = true,
+            status = child.wait() => {
+                let outcome = match status {
+                    Ok(s) => Outcome::Exit(exit_code(s)),
+                    Err(e) => Outcome::Error(format!("waiting for the exec process: {e}")),
+                };
+                let _ = exit_tx.send(outcome);
+            }
+            _ = stop_rx => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
         }
+    });
+    let resize = pty.map(|pty| Box::new(move |data: &[u8]| resize(&pty, data)) as Box<_>);
+    Process {
+        out: out_rx,
+        stdin: stdin_tx,
+        resize,
+        exit: exit_rx,
+        _stop: Some(stop_tx),
     }
-    let status = final_status(code.unwrap_or(1), &req.command);
-    let _ = tx.send(frame(ERROR, status.to_string().as_bytes())).await;
-    let _ = tx.send(normal_close()).await;
-    let _ = tx.flush().await;
+}
+
+fn start(st: &ApiState, req: &ExecRequest) -> std::io::Result<Process> {
+    let run = if req.tty {
+        start_tty(st, req)?
+    } else {
+        start_piped(st, req)?
+    };
+    Ok(into_process(run))
 }

@@ -1,12 +1,14 @@
 //! `GET /containerLogs/{ns}/{pod}/{container}`: the container's CRI log file rendered as plain
 //! text like the kubelet does (P records joined up to their F record, optional timestamps,
-//! tailLines/sinceSeconds/limitBytes), streamed while following.
+//! tailLines/sinceSeconds/limitBytes), streamed while following. With a WebSocket upgrade
+//! (upstream's `binary.k8s.io` / `base64.binary.k8s.io`) each chunk is one message.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -65,9 +67,9 @@ fn parse_opts(pairs: &[(String, String)]) -> Result<LogOptions, String> {
 pub(crate) async fn handle(
     State(st): State<Arc<ApiState>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
-    uri: http::Uri,
+    req: Request,
 ) -> Response {
-    let pairs = query_pairs(&uri);
+    let pairs = query_pairs(req.uri());
     let opts = match parse_opts(&pairs) {
         Ok(o) => o,
         Err(m) => return bad_request(&m),
@@ -89,6 +91,16 @@ pub(crate) async fn handle(
         };
         stream(&cref.log_path, &opts, follow, still_running, &tx);
     });
+    if super::remotecommand::wants_websocket(req.headers()) {
+        let ws = match WebSocketUpgrade::from_request(req, &()).await {
+            Ok(ws) => ws.protocols(["binary.k8s.io", "base64.binary.k8s.io"]),
+            Err(e) => return bad_request(&format!("bad WebSocket upgrade: {e}")),
+        };
+        let base64 = ws
+            .selected_protocol()
+            .is_some_and(|p| p.as_bytes() == b"base64.binary.k8s.io");
+        return ws.on_upgrade(move |socket| websocket(socket, rx, base64));
+    }
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });
@@ -97,6 +109,35 @@ pub(crate) async fn handle(
         .header(http::header::CONTENT_TYPE, "text/plain")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| bad_request("building the response"))
+}
+
+/// Sends each chunk as one message, then a normal close; a client that goes away drops `rx`,
+/// which ends the log reader.
+async fn websocket(socket: axum::extract::ws::WebSocket, mut rx: mpsc::Receiver<Bytes>, b64: bool) {
+    use base64::Engine;
+    use futures::{SinkExt, StreamExt};
+    let (mut tx, mut incoming) = socket.split();
+    loop {
+        tokio::select! {
+            chunk = rx.recv() => {
+                let Some(chunk) = chunk else { break };
+                let msg = if b64 {
+                    Message::Text(base64::engine::general_purpose::STANDARD.encode(&chunk).into())
+                } else {
+                    Message::Binary(chunk)
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = tx.send(super::remotecommand::normal_close()).await;
+    let _ = tx.flush().await;
 }
 
 /// Renders CRI records as the kubelet does: P records joined up to their F record, the

@@ -2,6 +2,7 @@
 //! API's view of the pods this node runs ([`PodIndex`]).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use skiff_runtime::{ContainerInfo, Runtime, RuntimeConfig, Status};
@@ -131,6 +132,24 @@ impl ContainerIndex for PodIndex {
             log_path: pick.1.log_path.clone(),
             running: pick.1.status == Status::Running,
         })
+    }
+
+    fn pod_netns(&self, namespace: &str, pod: &str) -> std::result::Result<PathBuf, String> {
+        let known = self
+            .pods
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&format!("{namespace}/{pod}")).cloned());
+        let all = self.runtime.list().map_err(|e| e.to_string())?;
+        // Every container of a pod shares its network namespace: any running one will do.
+        all.into_iter()
+            .filter(|i| i.status == Status::Running)
+            .filter_map(|i| parse_runtime_name(&i.name).map(|n| (n, i)))
+            .filter(|(n, _)| n.namespace == namespace && n.pod == pod)
+            .filter(|(n, _)| known.as_ref().is_none_or(|(u, _)| *u == n.uid8))
+            .find_map(|(_, i)| i.pid)
+            .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
+            .ok_or_else(|| format!("pod {namespace}/{pod} has no running container on this node"))
     }
 }
 

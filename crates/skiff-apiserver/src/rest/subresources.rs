@@ -300,8 +300,9 @@ pub(crate) struct Upstream {
     pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
-/// Pod streaming subresources: `log` and `exec` are proxied to the node agent of the pod's node
-/// (see `agent_client`); the others answer 503.
+/// Pod streaming subresources: `log`, `exec`, `attach` and `portforward` are proxied to the node
+/// agent of the pod's node (see `agent_client`); upgrades (WebSocket or SPDY) pass through byte
+/// for byte, the agent speaks every protocol. The others answer 503.
 pub(crate) async fn node_proxy(
     ctx: &Ctx,
     method: &Method,
@@ -326,8 +327,10 @@ pub(crate) async fn node_proxy(
         )));
     }
     match (sub, method) {
-        ("log", &Method::GET) | ("exec", &Method::GET) | ("exec", &Method::POST) => {}
-        ("log" | "exec", _) => {
+        ("log", &Method::GET)
+        | ("exec" | "attach" | "portforward", &Method::GET)
+        | ("exec" | "attach" | "portforward", &Method::POST) => {}
+        ("log" | "exec" | "attach" | "portforward", _) => {
             return Err(ApiError::method_not_allowed(format!(
                 "method {method} is not supported on pods/{sub}"
             )))
@@ -338,19 +341,29 @@ pub(crate) async fn node_proxy(
             )))
         }
     }
-    let container = pick_container(&obj, name, ctx.query.get("container"))?;
-    if sub == "exec" {
+    // Port-forward targets the pod's network namespace, not a container.
+    let container = if sub == "portforward" {
+        String::new()
+    } else {
+        pick_container(&obj, name, ctx.query.get("container"))?
+    };
+    if matches!(sub, "exec" | "attach" | "portforward") {
         let phase = obj
             .pointer("/status/phase")
             .and_then(Value::as_str)
             .unwrap_or("");
+        let verb = match sub {
+            "exec" => "exec into",
+            "attach" => "attach to",
+            _ => "port-forward to",
+        };
         if phase == "Succeeded" || phase == "Failed" {
             return Err(ApiError::bad_request(format!(
-                "cannot exec into a container in a completed pod; current phase is {phase}"
+                "cannot {verb} a container in a completed pod; current phase is {phase}"
             )));
         }
     }
-    if !(sub == "log" && ctx.query.flag("previous")) {
+    if !(sub == "portforward" || sub == "log" && ctx.query.flag("previous")) {
         if let Some(reason) = waiting_reason(&obj, &container) {
             return Err(ApiError::bad_request(format!(
                 "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
@@ -363,6 +376,8 @@ pub(crate) async fn node_proxy(
     // what it does not know, `container` included).
     let path = match sub {
         "log" => format!("/containerLogs/{ns}/{name}/{container}"),
+        "attach" => format!("/attach/{ns}/{name}/{container}"),
+        "portforward" => format!("/portForward/{ns}/{name}"),
         _ => format!("/exec/{ns}/{name}/{container}"),
     };
     let path = match upstream.uri.query() {
@@ -377,8 +392,8 @@ pub(crate) async fn node_proxy(
             http::header::AUTHORIZATION,
             format!("Bearer {}", ctx.st.tokens.node),
         );
-    if sub == "exec" {
-        // Everything the agent needs to answer the upgrade itself (its Sec-WebSocket-Accept is
+    {
+        // Everything the agent needs to answer an upgrade itself (its Sec-WebSocket-Accept is
         // computed from the client's key, so its 101 is valid for the client as is).
         for (k, v) in ctx.headers.iter() {
             let k = k.as_str();
@@ -404,14 +419,18 @@ pub(crate) async fn node_proxy(
             out = out.header(k, v);
         }
         let agent_io = hyper::upgrade::on(resp);
+        let what = sub.to_string();
         tokio::spawn(async move {
             let (Ok(agent_io), Ok(client_io)) = (agent_io.await, client.await) else {
                 return;
             };
             let mut a = hyper_util::rt::TokioIo::new(agent_io);
             let mut c = hyper_util::rt::TokioIo::new(client_io);
-            if let Err(err) = tokio::io::copy_bidirectional(&mut c, &mut a).await {
-                tracing::debug!(%err, "exec stream ended with an error");
+            // Large buffers: port-forward moves bulk data through here.
+            let copied =
+                tokio::io::copy_bidirectional_with_sizes(&mut c, &mut a, 64 << 10, 64 << 10);
+            if let Err(err) = copied.await {
+                tracing::debug!(%err, "{what} stream ended with an error");
             }
         });
         return out

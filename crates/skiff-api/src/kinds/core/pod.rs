@@ -25,6 +25,8 @@ pub(crate) const KIND: Kind = Kind {
             "log",
             "exec",
             "ephemeralcontainers",
+            "attach",
+            "portforward",
         ],
     },
     defaults,
