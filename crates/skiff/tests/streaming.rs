@@ -373,3 +373,151 @@ fn exec_over_spdy_and_cp_both_ways() {
     eprintln!("kubectl cp 100 MB: in {up:.1}s, out {down:.1}s");
     c.ok(&["exec", "box", "--", "rm", "/www/in.bin"]);
 }
+
+/// Attach to a real container through the API server, the agent and the shim's attach socket:
+/// `kubectl run -i --rm` (stdin piped, output back, pod deleted), `kubectl attach -it` to a
+/// running shell with a terminal (size and input arrive), and `kubectl debug -it` into a pod.
+#[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
+fn attach_run_interactive_and_debug() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let c = Cluster::start();
+    build_web_images(&c);
+
+    // kubectl run -i --rm: the pod reads what we type, and is deleted afterwards.
+    let mut cmd = c.kubectl_command(
+        "kubectl",
+        &[
+            "run",
+            "once",
+            "-i",
+            "--rm",
+            "--restart=Never",
+            "--image=web:v1",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got $x",
+        ],
+    );
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl run -i");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("got hello"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.kubectl(&["get", "pod", "once"]).0 == 0 {
+        assert!(Instant::now() < deadline, "--rm left the pod behind");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A pod with stdin and a terminal; kubectl attach -it (under `script` for a pty of 30x90).
+    c.ok(&[
+        "run",
+        "shell",
+        "-i",
+        "-t",
+        "--attach=false",
+        "--restart=Never",
+        "--image=web:v1",
+        "--command",
+        "--",
+        "sh",
+    ]);
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/shell",
+        "--timeout=120s",
+    ]);
+    let kc = c.kubeconfig();
+    let home = c.dir.path().join("home");
+    // `script` gives kubectl a pty of 30x90; what we write to script's stdin is typed into it.
+    let inner = format!(
+        "stty rows 30 cols 90; KUBECONFIG={} HOME={} kubectl attach -it shell",
+        kc.display(),
+        home.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut typing = child.stdin.take().expect("stdin");
+    std::thread::sleep(Duration::from_secs(3));
+    typing.write_all(b"stty size; exit 5\n").expect("type");
+    let out = child.wait_with_output().expect("wait");
+    drop(typing);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("30 90"),
+        "attach -it did not carry the size: {text}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let code = c.ok(&[
+            "get",
+            "pod",
+            "shell",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+        ]);
+        if code.trim() == "5" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shell never exited 5 ({code}): {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // kubectl debug -it: an ephemeral container in the target's PID namespace.
+    echo_pod(&c, "target");
+    let mut cmd = c.kubectl_command(
+        "kubectl",
+        &[
+            "debug",
+            "-i",
+            "target",
+            "--image=web:v1",
+            "--target=target",
+            "--container=dbg",
+            "--",
+            "sh",
+            "-c",
+            "read x; ps; echo $x",
+        ],
+    );
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl debug -i");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"debugged\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("debugged") && text.contains("nc -ll"),
+        "debug did not see the target's processes: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

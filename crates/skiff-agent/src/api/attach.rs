@@ -28,14 +28,6 @@ const KIND_STDIN_CLOSE: u8 = 5;
 /// Largest frame we accept from the shim.
 const MAX_FRAME: usize = 1 << 20;
 
-/// Where a container's shim serves attach (the runtime's container dir).
-pub(crate) fn socket_path(data_dir: &FsPath, container_id: &str) -> PathBuf {
-    data_dir
-        .join("containers")
-        .join(container_id)
-        .join("attach.sock")
-}
-
 pub(crate) async fn handle(
     State(st): State<Arc<ApiState>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
@@ -67,7 +59,7 @@ pub(crate) async fn handle(
         // Like the CRI's attach: the session ends cleanly when the container exits.
         report_exit_code: false,
     };
-    let path = socket_path(&st.data_dir, &cref.container_id);
+    let path = skiff_runtime::attach::attach_socket_path(&st.data_dir, &cref.container_id);
     let want = (session.stdin, session.stdout, session.stderr);
     // The connection is made before the upgrade is answered, so a container without an attach
     // socket gets a plain error.
