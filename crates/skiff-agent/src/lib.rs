@@ -16,7 +16,7 @@ pub mod proxy;
 pub mod relay;
 pub mod routes;
 
-pub use node::{run, run_with};
+pub use node::{run, run_publishing, run_with};
 pub use pods::PodIndex;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -25,6 +25,18 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    run_publishing(client, config, |_| {}, shutdown).await
+}
+
+/// Like [`run`], handing the agent API's router to `publish` before serving it, so an API
+/// server in the same process can reach this agent without TLS or TCP (see
+/// `skiff_apiserver::AppState::register_local_agent`).
+pub async fn run_publishing(
+    client: Client,
+    config: AgentConfig,
+    publish: impl FnOnce(axum::Router),
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let index = Arc::new(PodIndex::new(&config)?);
     let listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
@@ -36,6 +48,7 @@ pub async fn run(
     let cert = crate::api::request_serving_cert(&client, &config).await?;
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let state = crate::api::ApiState::new(&config, index.clone());
+    publish(crate::api::router(state.clone()));
     let api = tokio::spawn(async move {
         crate::api::serve(listener, state, &cert, async {
             let _ = api_stopped.await;

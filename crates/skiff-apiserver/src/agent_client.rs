@@ -1,6 +1,9 @@
 //! The API server's client for node agents (logs, exec): HTTPS to the agent API with the node
 //! token as bearer token. The agent's serving certificate must be signed by the cluster CA and
 //! name the address dialed (the node's InternalIP), like the kubelet's serving certificate.
+//! An agent in the same process (`skiff server`'s own node) is served over an in-memory pipe
+//! instead: no TCP, no TLS, the same router and authentication. Port-forward and cp move every
+//! byte through here, and the two TLS legs cost more than the rest of the path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +23,12 @@ pub(crate) struct Agent {
     pub port: u16,
     /// Trusts the cluster CA only (`TlsMaterial::agent_client_config`).
     pub tls: Arc<rustls::ClientConfig>,
+    /// The agent's router when it runs in this process.
+    pub local: Option<axum::Router>,
 }
+
+/// Bytes the in-memory pipe to a local agent buffers each way.
+const LOCAL_PIPE_BUFFER: usize = 256 * 1024;
 
 /// Sends `req` to the agent over a fresh verified TLS connection. The connection task keeps
 /// running (with upgrades) until the response body or the upgraded stream is done.
@@ -28,6 +36,9 @@ pub(crate) async fn send(
     agent: &Agent,
     req: http::Request<Empty<Bytes>>,
 ) -> Result<http::Response<Incoming>, String> {
+    if let Some(router) = &agent.local {
+        return send_local(router.clone(), req).await;
+    }
     let addr = SocketAddr::new(agent.ip, agent.port);
     let connector = tokio_rustls::TlsConnector::from(agent.tls.clone());
     let connect = async {
@@ -55,6 +66,36 @@ pub(crate) async fn send(
         .send_request(req)
         .await
         .map_err(|e| format!("request to the node agent at {addr}: {e}"))
+}
+
+/// `req` to an in-process agent over a [`tokio::io::duplex`] pipe, served by hyper like a
+/// network connection (upgrades included).
+async fn send_local(
+    router: axum::Router,
+    req: http::Request<Empty<Bytes>>,
+) -> Result<http::Response<Incoming>, String> {
+    let (client_io, server_io) = tokio::io::duplex(LOCAL_PIPE_BUFFER);
+    tokio::spawn(async move {
+        let svc = hyper_util::service::TowerToHyperService::new(router);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(server_io), svc)
+            .with_upgrades();
+        if let Err(err) = conn.await {
+            tracing::debug!(%err, "local node agent connection ended with an error");
+        }
+    });
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+        .await
+        .map_err(|e| format!("HTTP handshake with the local node agent: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(err) = conn.with_upgrades().await {
+            tracing::debug!(%err, "local node agent connection ended with an error");
+        }
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request to the local node agent: {e}"))
 }
 
 #[cfg(test)]
@@ -115,6 +156,7 @@ mod tests {
             ip: IpAddr::from([127, 0, 0, 1]),
             port,
             tls: Arc::new(ca.agent_client_config().expect("client config")),
+            local: None,
         };
         let req = http::Request::get("/containerLogs/default/p/c")
             .body(Empty::<Bytes>::new())

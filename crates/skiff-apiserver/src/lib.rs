@@ -194,6 +194,9 @@ pub struct AppState {
     pub(crate) plugins: Vec<Box<dyn plugins::Plugin>>,
     /// ServiceAccount token signing key, issuer and audiences.
     pub(crate) service_accounts: Arc<serviceaccount::ServiceAccounts>,
+    /// Node agents running in this process, by node name: reached through an in-memory
+    /// connection instead of TLS over TCP (see `agent_client`).
+    pub(crate) local_agents: std::sync::RwLock<std::collections::HashMap<String, Router>>,
 }
 
 /// The cluster CA as the handlers use it.
@@ -276,7 +279,21 @@ impl AppState {
             rbac,
             plugins,
             service_accounts,
+            local_agents: Default::default(),
         })
+    }
+
+    /// Registers the API router of the node agent for `node` that runs in this process (the
+    /// agent embedded in `skiff server`): log, exec, attach, port-forward and proxy requests
+    /// for that node then skip the TLS and TCP legs. The agent still authenticates them.
+    pub fn register_local_agent(&self, node: &str, router: Router) {
+        if let Ok(mut agents) = self.local_agents.write() {
+            agents.insert(node.to_string(), router);
+        }
+    }
+
+    pub(crate) fn local_agent(&self, node: &str) -> Option<Router> {
+        self.local_agents.read().ok()?.get(node).cloned()
     }
 }
 

@@ -171,6 +171,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             let url = url.clone();
             let config = crate::agent_cmd::agent_config(data_dir, &args.node, token.clone(), &url)?;
             let data_dir_owned = data_dir.to_path_buf();
+            let state = server.state();
             // The server is not serving yet: the agent joins (exchanging the join token for
             // its certificate) in the background once it is.
             let stop = stopped.clone();
@@ -185,7 +186,9 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                     wait_for(stop.clone()),
                 )
                 .await?;
-                skiff_agent::run(client, config, wait_for(stop))
+                // This process's API server reaches its own agent in memory (see agent_client).
+                let publish = |router| state.register_local_agent(&node, router);
+                skiff_agent::run_publishing(client, config, publish, wait_for(stop))
                     .await
                     .map_err(anyhow::Error::from)
             }))

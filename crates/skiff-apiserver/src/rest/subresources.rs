@@ -550,5 +550,6 @@ async fn node_agent(ctx: &Ctx, node: &str) -> ApiResult<crate::agent_client::Age
         ip,
         port,
         tls: pki.agent_tls.clone(),
+        local: ctx.st.local_agent(node),
     })
 }
