@@ -22,6 +22,7 @@ mod discovery;
 pub mod encryption;
 mod hooks;
 mod inflight;
+mod metrics;
 mod keys;
 mod namespaces;
 mod node_cert;
@@ -261,7 +262,7 @@ impl AppState {
         let mut plugins = plugins::registry();
         plugins.retain(|p| !disabled_plugins.iter().any(|d| d == p.name()));
         Arc::new(Self {
-            store,
+            store: Arc::new(metrics::InstrumentedStore(store)),
             tokens,
             shutdown,
             finalizing: Default::default(),

@@ -13,6 +13,7 @@ pub mod driver;
 pub mod events;
 pub mod fs;
 pub mod https;
+pub mod metrics;
 pub mod node_cert;
 pub mod node_identity;
 

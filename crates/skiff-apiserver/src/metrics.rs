@@ -1,0 +1,506 @@
+//! The API server's Prometheus metrics, with upstream's names and labels: requests
+//! (`apiserver_request_total`, `apiserver_request_duration_seconds`), in-flight and long-running
+//! gauges, store latency (`etcd_request_duration_seconds`: the store is SQLite, the name is the
+//! one dashboards know), object counts (`apiserver_storage_objects`), plus the process and the
+//! controllers' workqueue metrics of the same process. Served at `GET /metrics` to identities
+//! that RBAC allows the non-resource URL (the bootstrap `system:monitoring` role).
+//!
+//! Hot path: every label is a `&'static str` (resources come from the served-kinds registry,
+//! unknown paths get empty labels, so a client cannot grow the series), so recording a request
+//! costs a few hash lookups and atomic adds, no allocation.
+
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use futures::StreamExt;
+use http::{header, HeaderMap, Method};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use skiff_store::{ListOptions, ListResult, KeyValue, Store, Watch};
+
+/// The labels upstream puts on request metrics (`k8s.io/apiserver/pkg/endpoints/metrics`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    verb: &'static str,
+    dry_run: &'static str,
+    group: &'static str,
+    version: &'static str,
+    resource: &'static str,
+    subresource: &'static str,
+    scope: &'static str,
+    component: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    request_kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    operation: &'static str,
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: String,
+}
+
+/// Upstream's request latency buckets (seconds).
+const REQUEST_BUCKETS: [f64; 23] = [
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+];
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+struct Metrics {
+    requests: Family<(RequestLabels, CodeLabel), Counter>,
+    durations: Family<RequestLabels, Histogram>,
+    inflight: Family<KindLabel, Gauge>,
+    longrunning: Family<RequestLabels, Gauge>,
+    store: Family<StoreLabels, Histogram>,
+    objects: Family<ResourceLabel, Gauge>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    requests: Family::default(),
+    durations: Family::new_with_constructor(request_histogram as fn() -> Histogram),
+    inflight: Family::default(),
+    longrunning: Family::default(),
+    store: Family::new_with_constructor(request_histogram as fn() -> Histogram),
+    objects: Family::default(),
+});
+
+/// The process-wide registry `/metrics` encodes.
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let m = &*METRICS;
+    let mut reg = Registry::default();
+    reg.register(
+        "apiserver_request",
+        "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.",
+        m.requests.clone(),
+    );
+    reg.register(
+        "apiserver_request_duration_seconds",
+        "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.",
+        m.durations.clone(),
+    );
+    reg.register(
+        "apiserver_current_inflight_requests",
+        "Maximal number of currently used inflight request limit of this apiserver per request kind in last second.",
+        m.inflight.clone(),
+    );
+    reg.register(
+        "apiserver_longrunning_requests",
+        "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component. Not all requests are tracked this way.",
+        m.longrunning.clone(),
+    );
+    reg.register(
+        "etcd_request_duration_seconds",
+        "Store request latency in seconds for each operation and object type.",
+        m.store.clone(),
+    );
+    reg.register(
+        "apiserver_storage_objects",
+        "Number of stored objects at the time of last check split by kind.",
+        m.objects.clone(),
+    );
+    reg.register_collector(Box::new(skiff_client::metrics::ProcessCollector));
+    skiff_client::metrics::register_workqueue(&mut reg);
+    reg
+});
+
+const READ_ONLY: KindLabel = KindLabel {
+    request_kind: "readOnly",
+};
+const MUTATING: KindLabel = KindLabel {
+    request_kind: "mutating",
+};
+
+/// One request being measured (made before dispatch, finished with its response).
+pub(crate) struct Measured {
+    labels: RequestLabels,
+    started: Instant,
+    long_running: bool,
+    kind: &'static KindLabel,
+}
+
+/// Upstream's subresources whose verb is reported as CONNECT.
+fn connect_subresource(sub: &str) -> bool {
+    matches!(sub, "exec" | "attach" | "portforward" | "proxy")
+}
+
+/// Request labels from the method, path and query, as upstream's `RequestInfo` + `CleanVerb`.
+pub(crate) fn labels(method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap) -> (RequestLabels, bool) {
+    let mut l = RequestLabels {
+        verb: "",
+        dry_run: "",
+        group: "",
+        version: "",
+        resource: "",
+        subresource: "",
+        scope: "",
+        component: "apiserver",
+    };
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let q = query.unwrap_or("");
+    let mut watch = q
+        .split('&')
+        .any(|p| matches!(p, "watch=true" | "watch=1" | "watch=True"));
+    if q.contains("dryRun=All") {
+        l.dry_run = "All";
+    }
+    let long_running = crate::inflight::long_running(&segs, watch);
+    let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => {
+            // A non-resource request: upstream reports the method and no resource labels.
+            l.verb = method_verb(method);
+            return (l, long_running);
+        }
+    };
+    let rest = match rest {
+        ["watch", tail @ ..] => {
+            watch = true;
+            tail
+        }
+        _ => rest,
+    };
+    let (ns, plural, tail): (bool, &str, &[&str]) = match rest {
+        ["namespaces", _ns, plural, tail @ ..] if *plural != "status" && *plural != "finalize" => {
+            (true, *plural, tail)
+        }
+        [plural, tail @ ..] => (false, *plural, tail),
+        [] => (false, "", &[]),
+    };
+    let info = skiff_api::resources::by_plural(group, version, plural);
+    if let Some(info) = info {
+        l.group = info.group;
+        l.version = info.version;
+        l.resource = info.plural;
+        if let Some(sub) = tail.get(1) {
+            if let Some(s) = info.subresources.iter().find(|s| **s == *sub) {
+                l.subresource = s;
+            }
+        }
+    }
+    l.scope = if !tail.is_empty() {
+        "resource"
+    } else if ns {
+        "namespace"
+    } else {
+        "cluster"
+    };
+    l.verb = match *method {
+        Method::GET | Method::HEAD if watch => "WATCH",
+        Method::GET | Method::HEAD if tail.is_empty() => "LIST",
+        Method::DELETE if tail.is_empty() => "DELETECOLLECTION",
+        Method::PATCH
+            if headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/apply-patch")) =>
+        {
+            "APPLY"
+        }
+        _ => method_verb(method),
+    };
+    if connect_subresource(l.subresource) {
+        l.verb = "CONNECT";
+    }
+    (l, long_running)
+}
+
+fn method_verb(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Starts measuring a request (counts it in flight unless it is long-running).
+pub(crate) fn begin(method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap) -> Measured {
+    let (labels, long_running) = labels(method, path, query, headers);
+    let kind = if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        &READ_ONLY
+    } else {
+        &MUTATING
+    };
+    if !long_running {
+        METRICS.inflight.get_or_create(kind).inc();
+    }
+    Measured {
+        labels,
+        started: Instant::now(),
+        long_running,
+        kind,
+    }
+}
+
+/// Records a finished request.
+fn record(labels: &RequestLabels, code: u16, elapsed: Duration) {
+    METRICS
+        .requests
+        .get_or_create(&(labels.clone(), CodeLabel { code }))
+        .inc();
+    METRICS
+        .durations
+        .get_or_create(labels)
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Counts a long-running request until its body ends, then records it like upstream (a watch
+/// is counted when it ends, with its whole duration).
+struct LongRunning {
+    labels: RequestLabels,
+    code: u16,
+    started: Instant,
+}
+
+impl Drop for LongRunning {
+    fn drop(&mut self) {
+        METRICS.longrunning.get_or_create(&self.labels).dec();
+        record(&self.labels, self.code, self.started.elapsed());
+    }
+}
+
+/// Finishes measuring: ordinary requests are recorded now; a successful long-running one
+/// (watch, log follow, exec…) when its body is dropped.
+pub(crate) fn finish(m: Measured, resp: Response) -> Response {
+    let code = resp.status().as_u16();
+    if !m.long_running {
+        METRICS.inflight.get_or_create(m.kind).dec();
+        record(&m.labels, code, m.started.elapsed());
+        return resp;
+    }
+    if !resp.status().is_success() {
+        record(&m.labels, code, m.started.elapsed());
+        return resp;
+    }
+    METRICS.longrunning.get_or_create(&m.labels).inc();
+    let guard = LongRunning {
+        labels: m.labels,
+        code,
+        started: m.started,
+    };
+    let (parts, body) = resp.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        // The guard lives as long as the stream.
+        let _ = &guard;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// `type` label of a store key: `/registry/<group|core>/<plural>/…` → `pods`, `deployments.apps`.
+fn store_type(key: &str) -> String {
+    let mut it = key.trim_start_matches("/registry/").split('/');
+    match (it.next(), it.next()) {
+        (Some("core"), Some(plural)) => plural.to_string(),
+        (Some(group), Some(plural)) if !plural.is_empty() => format!("{plural}.{group}"),
+        _ => String::new(),
+    }
+}
+
+fn observe_store(operation: &'static str, key: &str, since: Instant) {
+    METRICS
+        .store
+        .get_or_create(&StoreLabels {
+            operation,
+            r#type: store_type(key),
+        })
+        .observe(since.elapsed().as_secs_f64());
+}
+
+/// The store with each call timed into `etcd_request_duration_seconds`.
+pub(crate) struct InstrumentedStore(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for InstrumentedStore {
+    async fn get(&self, key: &str) -> skiff_store::Result<Option<KeyValue>> {
+        let t = Instant::now();
+        let r = self.0.get(key).await;
+        observe_store("get", key, t);
+        r
+    }
+    async fn list(&self, prefix: &str, opts: &ListOptions) -> skiff_store::Result<ListResult> {
+        let t = Instant::now();
+        let r = self.0.list(prefix, opts).await;
+        observe_store("list", prefix, t);
+        r
+    }
+    async fn create(&self, key: &str, value: Vec<u8>) -> skiff_store::Result<KeyValue> {
+        let t = Instant::now();
+        let r = self.0.create(key, value).await;
+        observe_store("create", key, t);
+        r
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected_revision: i64,
+    ) -> skiff_store::Result<KeyValue> {
+        let t = Instant::now();
+        let r = self.0.update(key, value, expected_revision).await;
+        observe_store("update", key, t);
+        r
+    }
+    async fn delete(&self, key: &str, expected_revision: Option<i64>) -> skiff_store::Result<KeyValue> {
+        let t = Instant::now();
+        let r = self.0.delete(key, expected_revision).await;
+        observe_store("delete", key, t);
+        r
+    }
+    async fn watch(&self, prefix: &str, from_revision: i64) -> skiff_store::Result<Watch> {
+        self.0.watch(prefix, from_revision).await
+    }
+    async fn current_revision(&self) -> skiff_store::Result<i64> {
+        self.0.current_revision().await
+    }
+    async fn compact(&self, revision: i64) -> skiff_store::Result<()> {
+        let t = Instant::now();
+        let r = self.0.compact(revision).await;
+        observe_store("compact", "", t);
+        r
+    }
+}
+
+/// How often `apiserver_storage_objects` is recounted at most (upstream: every minute).
+const OBJECT_COUNT_INTERVAL: Duration = Duration::from_secs(30);
+/// Items read per page while counting.
+const COUNT_PAGE: i64 = 500;
+
+static LAST_COUNT: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Recounts the stored objects by resource (paged, so memory stays bounded).
+async fn count_objects(store: &dyn Store) {
+    {
+        let Ok(mut last) = LAST_COUNT.lock() else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < OBJECT_COUNT_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    let mut counts: std::collections::HashMap<String, i64> = Default::default();
+    let mut opts = ListOptions {
+        limit: COUNT_PAGE,
+        ..Default::default()
+    };
+    loop {
+        let Ok(page) = store.list("/registry/", &opts).await else {
+            return;
+        };
+        for kv in &page.items {
+            *counts.entry(store_type(&kv.key)).or_default() += 1;
+        }
+        if !page.more {
+            break;
+        }
+        opts.revision = page.revision;
+        opts.start_after = page.items.last().map(|kv| kv.key.clone());
+        if opts.start_after.is_none() {
+            break;
+        }
+    }
+    // Resources with no objects left report 0, as upstream.
+    for info in skiff_api::resources::all() {
+        let name = if info.group.is_empty() {
+            info.plural.to_string()
+        } else {
+            format!("{}.{}", info.plural, info.group)
+        };
+        let n = counts.remove(&name).unwrap_or(0);
+        METRICS
+            .objects
+            .get_or_create(&ResourceLabel { resource: name })
+            .set(n);
+    }
+}
+
+/// `GET /metrics` (after authentication and the non-resource authorization check).
+pub(crate) async fn serve(store: &dyn Store, headers: &HeaderMap) -> Response {
+    count_objects(store).await;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (ct, body) = skiff_client::metrics::render(&[&REGISTRY], accept);
+    let mut resp = Response::new(Body::from(body));
+    if let Ok(v) = http::HeaderValue::from_str(ct) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(method: Method, path: &str, query: Option<&str>) -> RequestLabels {
+        labels(&method, path, query, &HeaderMap::new()).0
+    }
+
+    #[test]
+    fn verbs_and_scopes_are_upstreams() {
+        let x = l(Method::GET, "/api/v1/namespaces/default/pods", None);
+        assert_eq!((x.verb, x.resource, x.scope), ("LIST", "pods", "namespace"));
+        let x = l(Method::GET, "/api/v1/pods", Some("watch=true"));
+        assert_eq!((x.verb, x.scope), ("WATCH", "cluster"));
+        let x = l(Method::GET, "/api/v1/watch/namespaces/a/pods", None);
+        assert_eq!((x.verb, x.resource), ("WATCH", "pods"));
+        let x = l(Method::GET, "/apis/apps/v1/namespaces/a/deployments/web/scale", None);
+        assert_eq!(
+            (x.verb, x.group, x.resource, x.subresource, x.scope),
+            ("GET", "apps", "deployments", "scale", "resource")
+        );
+        let x = l(Method::POST, "/api/v1/namespaces/a/pods/p/exec", None);
+        assert_eq!((x.verb, x.subresource), ("CONNECT", "exec"));
+        let x = l(Method::DELETE, "/api/v1/namespaces/a/pods", None);
+        assert_eq!(x.verb, "DELETECOLLECTION");
+        let x = l(Method::GET, "/api/v1/namespaces/kube-system", None);
+        assert_eq!((x.verb, x.resource, x.scope), ("GET", "namespaces", "resource"));
+        let x = l(Method::POST, "/api/v1/namespaces/a/pods", Some("dryRun=All"));
+        assert_eq!((x.verb, x.dry_run), ("POST", "All"));
+        // Unknown resources and non-resource paths get no resource labels (bounded series).
+        let x = l(Method::GET, "/apis/nope.example/v9/things", None);
+        assert_eq!((x.group, x.version, x.resource), ("", "", ""));
+        let x = l(Method::GET, "/metrics", None);
+        assert_eq!((x.verb, x.scope, x.resource), ("GET", "", ""));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/apply-patch+yaml"),
+        );
+        let (x, _) = labels(&Method::PATCH, "/api/v1/namespaces/a/configmaps/c", None, &h);
+        assert_eq!(x.verb, "APPLY");
+    }
+
+    #[test]
+    fn store_types() {
+        assert_eq!(store_type("/registry/core/pods/a/b"), "pods");
+        assert_eq!(store_type("/registry/apps/deployments/a/b"), "deployments.apps");
+        assert_eq!(store_type("/registry/core/namespaces/"), "namespaces");
+    }
+}
