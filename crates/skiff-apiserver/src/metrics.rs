@@ -393,18 +393,21 @@ const OBJECT_COUNT_INTERVAL: Duration = Duration::from_secs(30);
 /// Items read per page while counting.
 const COUNT_PAGE: i64 = 500;
 
-static LAST_COUNT: Mutex<Option<Instant>> = Mutex::new(None);
+/// When the objects were last counted, and in which store (tests run several servers in one
+/// process; the gauges are process-wide, as upstream's registry).
+static LAST_COUNT: Mutex<Option<(usize, Instant)>> = Mutex::new(None);
 
 /// Recounts the stored objects by resource (paged, so memory stays bounded).
-async fn count_objects(store: &dyn Store) {
+async fn count_objects(store: &Arc<dyn Store>) {
+    let id = Arc::as_ptr(store) as *const () as usize;
     {
         let Ok(mut last) = LAST_COUNT.lock() else {
             return;
         };
-        if last.is_some_and(|t| t.elapsed() < OBJECT_COUNT_INTERVAL) {
+        if last.is_some_and(|(s, t)| s == id && t.elapsed() < OBJECT_COUNT_INTERVAL) {
             return;
         }
-        *last = Some(Instant::now());
+        *last = Some((id, Instant::now()));
     }
     let mut counts: std::collections::HashMap<String, i64> = Default::default();
     let mut opts = ListOptions {
@@ -443,7 +446,7 @@ async fn count_objects(store: &dyn Store) {
 }
 
 /// `GET /metrics` (after authentication and the non-resource authorization check).
-pub(crate) async fn serve(store: &dyn Store, headers: &HeaderMap) -> Response {
+pub(crate) async fn serve(store: &Arc<dyn Store>, headers: &HeaderMap) -> Response {
     count_objects(store).await;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (ct, body) = skiff_client::metrics::render(&[&REGISTRY], accept);

@@ -124,7 +124,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         ["apis"] => return Ok(discovery::apis(&parts.headers)),
         ["apis", g] => return Ok(discovery::group(g)),
         ["metrics"] if parts.method == Method::GET => {
-            return Ok(crate::metrics::serve(st.store.as_ref(), &parts.headers).await)
+            return Ok(crate::metrics::serve(&st.store, &parts.headers).await)
         }
         ["openapi", "v3", rest @ ..] => return Ok(discovery::openapi(rest, &query)),
         ["api", v, rest @ ..] => ("", *v, rest),
