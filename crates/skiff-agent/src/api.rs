@@ -120,6 +120,8 @@ pub fn router(state: ApiState) -> Router {
     let st = Arc::new(state);
     Router::new()
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::handle))
+        .route("/metrics", get(crate::prometheus::metrics))
+        .route("/metrics/cadvisor", get(crate::prometheus::cadvisor))
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::handle).post(exec::handle),
