@@ -212,17 +212,95 @@ struct Cadvisor {
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// The cgroup v2 directory of process `pid` (the `0::` line of /proc/<pid>/cgroup).
-fn cgroup_of(pid: i32) -> Option<(String, PathBuf)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
-    if rel.split('/').any(|s| s == "..") {
-        return None;
+/// Where a process's CPU and memory counters are: its cgroup v2 directory, or (cgroup v1) its
+/// `cpuacct` and `memory` directories; plus the cgroup path for the `id` label.
+#[derive(Debug, PartialEq)]
+enum CgroupFiles {
+    V2 { id: String, dir: PathBuf },
+    V1 { id: String, cpuacct: Option<PathBuf>, memory: Option<PathBuf> },
+}
+
+/// Parses /proc/<pid>/cgroup text (paths with `..` are refused).
+fn cgroup_files(text: &str, unified: bool) -> Option<CgroupFiles> {
+    let safe = |rel: &str| !rel.split('/').any(|s| s == "..");
+    let root = Path::new(CGROUP_ROOT);
+    if unified {
+        let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+        return safe(rel).then(|| CgroupFiles::V2 {
+            id: rel.to_string(),
+            dir: root.join(rel.trim_start_matches('/')),
+        });
     }
-    Some((
-        rel.to_string(),
-        Path::new(CGROUP_ROOT).join(rel.trim_start_matches('/')),
-    ))
+    let mut cpuacct = None;
+    let mut memory = None;
+    let mut id = String::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(rel)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if !safe(rel) {
+            continue;
+        }
+        let rel_dir = rel.trim_start_matches('/');
+        for c in ctrls.split(',') {
+            match c {
+                "cpuacct" => cpuacct = Some(root.join("cpuacct").join(rel_dir)),
+                "memory" => {
+                    memory = Some(root.join("memory").join(rel_dir));
+                    id = rel.to_string();
+                }
+                _ => {}
+            }
+        }
+    }
+    (cpuacct.is_some() || memory.is_some()).then_some(CgroupFiles::V1 {
+        id,
+        cpuacct,
+        memory,
+    })
+}
+
+impl CgroupFiles {
+    fn id(&self) -> &str {
+        match self {
+            CgroupFiles::V2 { id, .. } | CgroupFiles::V1 { id, .. } => id,
+        }
+    }
+
+    /// Cumulative CPU seconds.
+    fn cpu_seconds(&self) -> Option<f64> {
+        match self {
+            CgroupFiles::V2 { dir, .. } => std::fs::read_to_string(dir.join("cpu.stat"))
+                .ok()
+                .and_then(|t| keyed(&t, "usage_usec"))
+                .map(|us| us as f64 / 1e6),
+            CgroupFiles::V1 { cpuacct, .. } => cpuacct
+                .as_ref()
+                .and_then(|d| read_u64(&d.join("cpuacct.usage")))
+                .map(|ns| ns as f64 / 1e9),
+        }
+    }
+
+    /// (usage, working set) bytes; the working set is usage less inactive file pages, as
+    /// cAdvisor computes it.
+    fn memory(&self) -> (Option<u64>, Option<u64>) {
+        let (usage, stat, key) = match self {
+            CgroupFiles::V2 { dir, .. } => (
+                read_u64(&dir.join("memory.current")),
+                std::fs::read_to_string(dir.join("memory.stat")).ok(),
+                "inactive_file",
+            ),
+            CgroupFiles::V1 { memory: Some(d), .. } => (
+                read_u64(&d.join("memory.usage_in_bytes")),
+                std::fs::read_to_string(d.join("memory.stat")).ok(),
+                "total_inactive_file",
+            ),
+            CgroupFiles::V1 { memory: None, .. } => return (None, None),
+        };
+        let inactive = stat.and_then(|t| keyed(&t, key)).unwrap_or(0);
+        (usage, usage.map(|u| u.saturating_sub(inactive)))
+    }
 }
 
 /// A `key value` line's value in a flat-keyed cgroup file (cpu.stat, memory.stat).
@@ -261,31 +339,27 @@ impl Cadvisor {
     fn read(list: &[(crate::pods::RuntimeName, ContainerInfo)]) -> Self {
         let mut out = Cadvisor::default();
         let mut pods_seen = HashSet::new();
+        let unified = Path::new(CGROUP_ROOT).join("cgroup.controllers").exists();
         for (n, c) in list {
             let Some(pid) = c.pid.filter(|_| c.status == Status::Running) else {
                 continue;
             };
-            let Some((rel, dir)) = cgroup_of(pid) else {
+            let Some(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|t| cgroup_files(&t, unified))
+            else {
                 continue;
             };
             let labels = ContainerLabels {
                 namespace: n.namespace.clone(),
                 pod: n.pod.clone(),
                 container: n.container.clone(),
-                id: rel,
+                id: cg.id().to_string(),
                 image: c.image.clone(),
                 name: c.name.clone(),
             };
-            let cpu = std::fs::read_to_string(dir.join("cpu.stat"))
-                .ok()
-                .and_then(|t| keyed(&t, "usage_usec"))
-                .map(|us| us as f64 / 1e6);
-            let usage = read_u64(&dir.join("memory.current"));
-            let inactive = std::fs::read_to_string(dir.join("memory.stat"))
-                .ok()
-                .and_then(|t| keyed(&t, "inactive_file"));
-            // cAdvisor's working set: usage less inactive file pages.
-            let working_set = usage.map(|u| u.saturating_sub(inactive.unwrap_or(0)));
+            let cpu = cg.cpu_seconds();
+            let (usage, working_set) = cg.memory();
             if pods_seen.insert((n.namespace.clone(), n.pod.clone(), n.uid8.clone())) {
                 if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) {
                     out.pods.push(NetUsage {
@@ -414,6 +488,27 @@ mod tests {
     fn net_dev_skips_loopback() {
         let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    1234      10    0    0    0     0          0         0     5678      20    0    0    0     0       0          0\n";
         assert_eq!(net_dev(text), vec![("eth0".to_string(), 1234, 5678)]);
+    }
+
+    #[test]
+    fn cgroup_paths_v1_and_v2() {
+        assert_eq!(
+            cgroup_files("0::/skiff-x/podu/abc\n", true),
+            Some(CgroupFiles::V2 {
+                id: "/skiff-x/podu/abc".into(),
+                dir: "/sys/fs/cgroup/skiff-x/podu/abc".into()
+            })
+        );
+        let v1 = "9:name=systemd:/\n4:memory:/skiff-x/abc\n2:cpu,cpuacct:/skiff-x/abc\n0::/\n";
+        assert_eq!(
+            cgroup_files(v1, false),
+            Some(CgroupFiles::V1 {
+                id: "/skiff-x/abc".into(),
+                cpuacct: Some("/sys/fs/cgroup/cpuacct/skiff-x/abc".into()),
+                memory: Some("/sys/fs/cgroup/memory/skiff-x/abc".into()),
+            })
+        );
+        assert_eq!(cgroup_files("0::/../etc\n", true), None);
     }
 
     #[test]
