@@ -8,6 +8,7 @@
 //!   → `text/plain`, streamed (chunked) while following.
 //! - `GET /exec/{ns}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=` → WebSocket
 //!   (`v5.channel.k8s.io`, `v4.channel.k8s.io`) with Kubernetes channel framing.
+//! - `GET /metrics`, `GET /metrics/cadvisor` → Prometheus text (`crate::prometheus`).
 //!
 //! Errors are metav1 Status JSON bodies, like upstream's.
 

@@ -114,10 +114,11 @@ struct Running {
 impl Running {
     fn of(list: &[(crate::pods::RuntimeName, ContainerInfo)]) -> Self {
         let mut pods = HashSet::new();
-        let mut containers: BTreeMap<&'static str, usize> = ["created", "exited", "running", "unknown"]
-            .into_iter()
-            .map(|s| (s, 0))
-            .collect();
+        let mut containers: BTreeMap<&'static str, usize> =
+            ["created", "exited", "running", "unknown"]
+                .into_iter()
+                .map(|s| (s, 0))
+                .collect();
         for (n, c) in list {
             let state = match c.status {
                 Status::Created => "created",
@@ -216,8 +217,15 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// `cpuacct` and `memory` directories; plus the cgroup path for the `id` label.
 #[derive(Debug, PartialEq)]
 enum CgroupFiles {
-    V2 { id: String, dir: PathBuf },
-    V1 { id: String, cpuacct: Option<PathBuf>, memory: Option<PathBuf> },
+    V2 {
+        id: String,
+        dir: PathBuf,
+    },
+    V1 {
+        id: String,
+        cpuacct: Option<PathBuf>,
+        memory: Option<PathBuf>,
+    },
 }
 
 /// Parses /proc/<pid>/cgroup text (paths with `..` are refused).
@@ -291,7 +299,9 @@ impl CgroupFiles {
                 std::fs::read_to_string(dir.join("memory.stat")).ok(),
                 "inactive_file",
             ),
-            CgroupFiles::V1 { memory: Some(d), .. } => (
+            CgroupFiles::V1 {
+                memory: Some(d), ..
+            } => (
                 read_u64(&d.join("memory.usage_in_bytes")),
                 std::fs::read_to_string(d.join("memory.stat")).ok(),
                 "total_inactive_file",
@@ -517,7 +527,10 @@ mod tests {
             keyed("usage_usec 2500000\nuser_usec 1\n", "usage_usec"),
             Some(2_500_000)
         );
-        assert_eq!(keyed("anon 1\ninactive_file 42\n", "inactive_file"), Some(42));
+        assert_eq!(
+            keyed("anon 1\ninactive_file 42\n", "inactive_file"),
+            Some(42)
+        );
         assert_eq!(keyed("anon 1\n", "inactive_file"), None);
     }
 
@@ -534,7 +547,12 @@ mod tests {
         let (_, body) = skiff_client::metrics::render(&[&REGISTRY, &now], None);
         assert!(body.contains("kubelet_running_pods 2\n"), "{body}");
         assert!(body.contains("kubelet_running_containers{container_state=\"running\"} 3\n"));
-        assert!(body.contains("kubelet_pod_start_duration_seconds_bucket{le=\"2.0\"} 1\n"), "{body}");
-        assert!(body.contains("kubelet_pod_worker_duration_seconds_count{operation=\"create\"} 1\n"));
+        assert!(
+            body.contains("kubelet_pod_start_duration_seconds_bucket{le=\"2.0\"} 1\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("kubelet_pod_worker_duration_seconds_count{operation=\"create\"} 1\n")
+        );
     }
 }

@@ -55,8 +55,8 @@ fn sample(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
 async fn metrics_have_upstream_names_after_real_requests() {
     let t = start().await;
     let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
-    let cm = serde_json::from_value(serde_json::json!({"metadata": {"name": "metrics-cm"}}))
-        .unwrap();
+    let cm =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "metrics-cm"}})).unwrap();
     cms.create(&PostParams::default(), &cm).await.unwrap();
     cms.list(&Default::default()).await.unwrap();
 
@@ -191,10 +191,7 @@ async fn metrics_are_authorized_by_non_resource_urls() {
     // No rule for /metrics: 403 with upstream's non-resource message.
     let (code, _, body) = get(&t.client, "/metrics", Some(("mallory", &[]))).await;
     assert_eq!(code, 403, "{body}");
-    assert!(
-        body.contains("cannot get path \\\"/metrics\\\""),
-        "{body}"
-    );
+    assert!(body.contains("cannot get path \\\"/metrics\\\""), "{body}");
     // The bootstrap system:monitoring ClusterRole, bound to the group of the same name.
     let (code, _, body) = get(
         &t.client,

@@ -258,8 +258,9 @@ mod tests {
         assert!(body.contains("workqueue_depth{name=\"unit-test-queue\"} 1\n"));
         assert!(body.contains("workqueue_adds_total{name=\"unit-test-queue\"} 3\n"));
         assert!(body.contains("workqueue_retries_total{name=\"unit-test-queue\"} 1\n"));
-        assert!(body
-            .contains("workqueue_queue_duration_seconds_count{name=\"unit-test-queue\"} 1\n"));
+        assert!(
+            body.contains("workqueue_queue_duration_seconds_count{name=\"unit-test-queue\"} 1\n")
+        );
         assert!(body.ends_with("# EOF\n"));
         let (ct, _) = render(&[&reg], None);
         assert_eq!(ct, TEXT);

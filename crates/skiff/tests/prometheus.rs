@@ -72,7 +72,11 @@ fn query(p: &Prometheus, q: &str) -> Vec<serde_json::Value> {
 }
 
 /// Polls `q` until it has a result for which `ok` holds.
-fn eventually(p: &Prometheus, q: &str, ok: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+fn eventually(
+    p: &Prometheus,
+    q: &str,
+    ok: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = query(p, q);
@@ -86,7 +90,10 @@ fn eventually(p: &Prometheus, q: &str, ok: impl Fn(&[serde_json::Value]) -> bool
 
 /// The value of a result as f64.
 fn value(r: &serde_json::Value) -> f64 {
-    r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    r["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// Writes the client certificate, key and CA of `kubeconfig` beside it; returns their paths.
@@ -131,12 +138,22 @@ fn prometheus_scrapes_the_api_server_and_the_agent() {
     let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .arg("--data-dir")
         .arg(c.data_dir())
-        .args(["kubeconfig", "--user", "prometheus", "--group", "system:monitoring"])
+        .args([
+            "kubeconfig",
+            "--user",
+            "prometheus",
+            "--group",
+            "system:monitoring",
+        ])
         .arg("--out")
         .arg(&kc)
         .output()
         .expect("skiff kubeconfig");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (cert, key, ca) = tls_files(&kc);
     // The same identity may read /metrics but nothing else; a user without the role gets 403.
     let kcs = kc.to_string_lossy().into_owned();
@@ -225,7 +242,8 @@ scrape_configs:
         .expect("start prometheus");
     let p = Prometheus { child, port };
 
-    let prom_log = || std::fs::read_to_string(c.dir.path().join("prometheus.log")).unwrap_or_default();
+    let prom_log =
+        || std::fs::read_to_string(c.dir.path().join("prometheus.log")).unwrap_or_default();
     for job in ["skiff-apiserver", "skiff-agent", "skiff-cadvisor"] {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -233,7 +251,11 @@ scrape_configs:
             if r.first().map(value) == Some(1.0) {
                 break;
             }
-            assert!(Instant::now() < deadline, "{job} never up: {r:?}\n{}", prom_log());
+            assert!(
+                Instant::now() < deadline,
+                "{job} never up: {r:?}\n{}",
+                prom_log()
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -245,7 +267,11 @@ scrape_configs:
         |r| value(&r[0]) >= 1.0,
     );
     eventually(&p, "apiserver_request_duration_seconds_bucket", |_| true);
-    eventually(&p, r#"etcd_request_duration_seconds_count{operation="get"}"#, |_| true);
+    eventually(
+        &p,
+        r#"etcd_request_duration_seconds_count{operation="get"}"#,
+        |_| true,
+    );
     eventually(&p, r#"apiserver_storage_objects{resource="pods"}"#, |r| {
         value(&r[0]) >= 1.0
     });
@@ -254,21 +280,27 @@ scrape_configs:
     eventually(&p, r#"workqueue_adds_total{name="deployment"}"#, |r| {
         value(&r[0]) >= 1.0
     });
-    eventually(&p, r#"workqueue_work_duration_seconds_count{name="replicaset"}"#, |r| {
-        value(&r[0]) >= 1.0
-    });
+    eventually(
+        &p,
+        r#"workqueue_work_duration_seconds_count{name="replicaset"}"#,
+        |r| value(&r[0]) >= 1.0,
+    );
     // The agent: the web pod started, counted and measured.
     c.eventually(&["get", "pods"], "Running", Duration::from_secs(60));
     eventually(&p, "kubelet_running_pods", |r| value(&r[0]) >= 1.0);
-    eventually(&p, r#"kubelet_running_containers{container_state="running"}"#, |r| {
-        value(&r[0]) >= 1.0
-    });
+    eventually(
+        &p,
+        r#"kubelet_running_containers{container_state="running"}"#,
+        |r| value(&r[0]) >= 1.0,
+    );
     eventually(&p, "kubelet_pod_start_duration_seconds_count", |r| {
         value(&r[0]) >= 1.0
     });
-    eventually(&p, r#"kubelet_pod_worker_duration_seconds_count{operation="create"}"#, |r| {
-        value(&r[0]) >= 1.0
-    });
+    eventually(
+        &p,
+        r#"kubelet_pod_worker_duration_seconds_count{operation="create"}"#,
+        |r| value(&r[0]) >= 1.0,
+    );
     let r = eventually(
         &p,
         r#"container_memory_working_set_bytes{namespace="default",container="web"}"#,

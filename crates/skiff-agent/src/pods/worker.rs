@@ -113,10 +113,7 @@ impl Worker {
                     if let Err(e) = self.sync(&p).await {
                         tracing::warn!(pod = ?p.metadata.name, "sync failed: {e}");
                     }
-                    crate::prometheus::observe_pod_worker(
-                        operation,
-                        began.elapsed().as_secs_f64(),
-                    );
+                    crate::prometheus::observe_pod_worker(operation, began.elapsed().as_secs_f64());
                     if start_pending
                         && self
                             .last_status
