@@ -331,17 +331,13 @@ impl std::hash::Hasher for Fnv {
 
 type Handles = (Counter, Histogram);
 
+/// Metric handles by label key, behind a read-mostly lock.
+type Cache<K, V> =
+    std::sync::RwLock<std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>>;
+
 /// (labels, code) → the counter and histogram of that series: one lookup per request instead of
 /// one per family.
-static SERIES: LazyLock<
-    std::sync::RwLock<
-        std::collections::HashMap<
-            (RequestLabels, u16),
-            Handles,
-            std::hash::BuildHasherDefault<Fnv>,
-        >,
-    >,
-> = LazyLock::new(Default::default);
+static SERIES: LazyLock<Cache<(RequestLabels, u16), Handles>> = LazyLock::new(Default::default);
 
 /// Records a finished request.
 fn record(labels: &RequestLabels, code: u16, elapsed: Duration) {
@@ -426,15 +422,8 @@ fn store_type(key: &str) -> StoreType {
 }
 
 /// (operation, type) → its histogram (see [`SERIES`]).
-static STORE_SERIES: LazyLock<
-    std::sync::RwLock<
-        std::collections::HashMap<
-            (&'static str, StoreType),
-            Histogram,
-            std::hash::BuildHasherDefault<Fnv>,
-        >,
-    >,
-> = LazyLock::new(Default::default);
+static STORE_SERIES: LazyLock<Cache<(&'static str, StoreType), Histogram>> =
+    LazyLock::new(Default::default);
 
 fn observe_store(operation: &'static str, key: &str, since: Instant) {
     let secs = since.elapsed().as_secs_f64();
