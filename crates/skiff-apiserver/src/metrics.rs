@@ -9,7 +9,10 @@
 //! unknown paths get empty labels, so a client cannot grow the series), so recording a request
 //! costs a few hash lookups and atomic adds, no allocation.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -425,80 +428,141 @@ fn store_type(key: &str) -> StoreType {
 static STORE_SERIES: LazyLock<Cache<(&'static str, StoreType), Histogram>> =
     LazyLock::new(Default::default);
 
-fn observe_store(operation: &'static str, key: &str, since: Instant) {
+fn observe_store(operation: &'static str, r#type: StoreType, since: Instant) {
     let secs = since.elapsed().as_secs_f64();
-    let k = (operation, store_type(key));
+    let k = (operation, r#type);
     if let Ok(series) = STORE_SERIES.read() {
         if let Some(h) = series.get(&k) {
             h.observe(secs);
             return;
         }
     }
-    let h = METRICS.store.get_or_create_owned(&StoreLabels {
-        operation,
-        r#type: k.1,
-    });
+    let h = METRICS
+        .store
+        .get_or_create_owned(&StoreLabels { operation, r#type });
     h.observe(secs);
     if let Ok(mut series) = STORE_SERIES.write() {
         series.insert(k, h);
     }
 }
 
-/// The store with each call timed into `etcd_request_duration_seconds`.
+/// The store with each call timed into `etcd_request_duration_seconds`. The trait methods are
+/// written out (what `async_trait` would generate) so a call costs the inner store's future
+/// plus one small wrapper, not a second async state machine; watch and revision calls pass
+/// straight through.
 pub(crate) struct InstrumentedStore(pub Arc<dyn Store>);
 
-#[async_trait::async_trait]
+type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = skiff_store::Result<T>> + Send + 'a>>;
+
+/// An inner store future that records its duration when it completes.
+struct Timed<'a, T> {
+    inner: StoreFuture<'a, T>,
+    operation: &'static str,
+    r#type: StoreType,
+    started: Instant,
+}
+
+impl<'a, T> Timed<'a, T> {
+    fn boxed(inner: StoreFuture<'a, T>, operation: &'static str, key: &str) -> StoreFuture<'a, T>
+    where
+        T: 'a,
+    {
+        Box::pin(Timed {
+            inner,
+            operation,
+            r#type: store_type(key),
+            started: Instant::now(),
+        })
+    }
+}
+
+impl<T> Future for Timed<'_, T> {
+    type Output = skiff_store::Result<T>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = self.inner.as_mut().poll(cx);
+        if r.is_ready() {
+            observe_store(self.operation, self.r#type, self.started);
+        }
+        r
+    }
+}
+
 impl Store for InstrumentedStore {
-    async fn get(&self, key: &str) -> skiff_store::Result<Option<KeyValue>> {
-        let t = Instant::now();
-        let r = self.0.get(key).await;
-        observe_store("get", key, t);
-        r
+    fn get<'a, 'b, 'c>(&'a self, key: &'b str) -> StoreFuture<'c, Option<KeyValue>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Timed::boxed(self.0.get(key), "get", key)
     }
-    async fn list(&self, prefix: &str, opts: &ListOptions) -> skiff_store::Result<ListResult> {
-        let t = Instant::now();
-        let r = self.0.list(prefix, opts).await;
-        observe_store("list", prefix, t);
-        r
+    fn list<'a, 'b, 'd, 'c>(
+        &'a self,
+        prefix: &'b str,
+        opts: &'d ListOptions,
+    ) -> StoreFuture<'c, ListResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        'd: 'c,
+        Self: 'c,
+    {
+        Timed::boxed(self.0.list(prefix, opts), "list", prefix)
     }
-    async fn create(&self, key: &str, value: Vec<u8>) -> skiff_store::Result<KeyValue> {
-        let t = Instant::now();
-        let r = self.0.create(key, value).await;
-        observe_store("create", key, t);
-        r
+    fn create<'a, 'b, 'c>(&'a self, key: &'b str, value: Vec<u8>) -> StoreFuture<'c, KeyValue>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Timed::boxed(self.0.create(key, value), "create", key)
     }
-    async fn update(
-        &self,
-        key: &str,
+    fn update<'a, 'b, 'c>(
+        &'a self,
+        key: &'b str,
         value: Vec<u8>,
         expected_revision: i64,
-    ) -> skiff_store::Result<KeyValue> {
-        let t = Instant::now();
-        let r = self.0.update(key, value, expected_revision).await;
-        observe_store("update", key, t);
-        r
+    ) -> StoreFuture<'c, KeyValue>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Timed::boxed(self.0.update(key, value, expected_revision), "update", key)
     }
-    async fn delete(
-        &self,
-        key: &str,
+    fn delete<'a, 'b, 'c>(
+        &'a self,
+        key: &'b str,
         expected_revision: Option<i64>,
-    ) -> skiff_store::Result<KeyValue> {
-        let t = Instant::now();
-        let r = self.0.delete(key, expected_revision).await;
-        observe_store("delete", key, t);
-        r
+    ) -> StoreFuture<'c, KeyValue>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Timed::boxed(self.0.delete(key, expected_revision), "delete", key)
     }
-    async fn watch(&self, prefix: &str, from_revision: i64) -> skiff_store::Result<Watch> {
-        self.0.watch(prefix, from_revision).await
+    fn watch<'a, 'b, 'c>(&'a self, prefix: &'b str, from_revision: i64) -> StoreFuture<'c, Watch>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.watch(prefix, from_revision)
     }
-    async fn current_revision(&self) -> skiff_store::Result<i64> {
-        self.0.current_revision().await
+    fn current_revision<'a, 'c>(&'a self) -> StoreFuture<'c, i64>
+    where
+        'a: 'c,
+        Self: 'c,
+    {
+        self.0.current_revision()
     }
-    async fn compact(&self, revision: i64) -> skiff_store::Result<()> {
-        let t = Instant::now();
-        let r = self.0.compact(revision).await;
-        observe_store("compact", "", t);
-        r
+    fn compact<'a, 'c>(&'a self, revision: i64) -> StoreFuture<'c, ()>
+    where
+        'a: 'c,
+        Self: 'c,
+    {
+        Timed::boxed(self.0.compact(revision), "compact", "")
     }
 }
 
@@ -679,7 +743,7 @@ mod tests {
             for _ in 0..n {
                 observe_store(
                     "get",
-                    "/registry/apps/deployments/default/x",
+                    store_type("/registry/apps/deployments/default/x"),
                     Instant::now(),
                 );
             }
