@@ -13,6 +13,7 @@
 //!   or SPDY/3.1 (`remotecommand`).
 //! - `GET|POST /portForward/{ns}/{pod}?ports=…` → port-forward over WebSocket (tunnelled SPDY
 //!   or the channel protocol) or SPDY/3.1 (`portforward`).
+//! - `GET /metrics`, `GET /metrics/cadvisor` → Prometheus text (`crate::prometheus`).
 //!
 //! Errors are metav1 Status JSON bodies, like upstream's.
 
@@ -129,6 +130,8 @@ pub fn router(state: ApiState) -> Router {
     let st = Arc::new(state);
     Router::new()
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::handle))
+        .route("/metrics", get(crate::prometheus::metrics))
+        .route("/metrics/cadvisor", get(crate::prometheus::cadvisor))
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::handle).post(exec::handle),

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod node;
 pub mod pods;
 pub mod probes;
+mod prometheus;
 pub mod proxy;
 pub mod relay;
 pub mod routes;

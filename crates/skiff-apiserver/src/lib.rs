@@ -23,6 +23,7 @@ pub mod encryption;
 mod hooks;
 mod inflight;
 mod keys;
+mod metrics;
 mod namespaces;
 mod node_cert;
 mod objects;
@@ -264,7 +265,7 @@ impl AppState {
         let mut plugins = plugins::registry();
         plugins.retain(|p| !disabled_plugins.iter().any(|d| d == p.name()));
         Arc::new(Self {
-            store,
+            store: Arc::new(metrics::InstrumentedStore(store)),
             tokens,
             shutdown,
             finalizing: Default::default(),

@@ -40,6 +40,28 @@ pub async fn drive<K, C, E>(
     C: Send + Sync + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
+    // Workqueue metrics (client-go's names): adds and depth from the trigger stream, wait and
+    // work time around each reconcile, retries from the error policy.
+    let tracker = crate::metrics::QueueTracker::<ObjectRef<K>>::new(name);
+    let t = tracker.clone();
+    let queue = queue.inspect_ok(move |r| t.add(r.clone()));
+    let t = tracker.clone();
+    let mut reconcile = reconcile;
+    let reconcile = move |obj: Arc<K>, ctx: Arc<C>| -> Reconciled<E> {
+        t.started(&ObjectRef::from_obj(obj.as_ref()));
+        let since = std::time::Instant::now();
+        let fut = reconcile(obj, ctx);
+        let t = t.clone();
+        Box::pin(async move {
+            let r = fut.await;
+            t.done(since);
+            r
+        })
+    };
+    let error_policy = move |obj: Arc<K>, err: &E, ctx: Arc<C>| {
+        tracker.retry();
+        error_policy(obj, err, ctx)
+    };
     let mut results = applier(
         reconcile,
         error_policy,

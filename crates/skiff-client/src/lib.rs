@@ -5,7 +5,8 @@
 //! cluster CA ([`node_cert`]), the node's own client certificate, minted with the join token
 //! and renewed behind a client that never needs rebuilding ([`node_identity`]), and the HTTPS accept/handshake/drain loop both servers use
 //! ([`https`]: it lives here, the lowest crate the API server and the agent both depend on),
-//! and the atomic private-file write ([`fs`]). Lean on purpose: kube, k8s-openapi, tokio, futures — never
+//! the atomic private-file write ([`fs`]), and the Prometheus pieces every process shares
+//! ([`metrics`]). Lean on purpose: kube, k8s-openapi, tokio, futures — never
 //! the API server or the store.
 
 pub mod config;
@@ -13,6 +14,7 @@ pub mod driver;
 pub mod events;
 pub mod fs;
 pub mod https;
+pub mod metrics;
 pub mod node_cert;
 pub mod node_identity;
 

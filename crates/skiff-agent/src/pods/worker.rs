@@ -86,6 +86,11 @@ impl Worker {
     }
 
     pub(super) async fn run(mut self) {
+        // Metrics: the first sync is a create, one after a pod change an update, else a resync;
+        // pod start latency counts from here, unless the pod already ran (agent restart).
+        let seen = Instant::now();
+        let mut operation = "create";
+        let mut start_pending = true;
         loop {
             let pod = self.rx.borrow_and_update().clone();
             match pod {
@@ -98,14 +103,37 @@ impl Worker {
                     return;
                 }
                 Some(p) => {
+                    if start_pending && operation == "create" {
+                        start_pending = !p.status.as_ref().is_some_and(|st| {
+                            st.phase.as_deref() == Some("Running")
+                                || st.phase.as_deref() == Some("Succeeded")
+                                || st.phase.as_deref() == Some("Failed")
+                        });
+                    }
+                    let began = Instant::now();
                     if let Err(e) = self.sync(&p).await {
                         tracing::warn!(pod = ?p.metadata.name, "sync failed: {e}");
+                    }
+                    crate::prometheus::observe_pod_worker(operation, began.elapsed().as_secs_f64());
+                    if start_pending
+                        && self
+                            .last_status
+                            .as_ref()
+                            .and_then(|st| st.get("phase"))
+                            .and_then(|p| p.as_str())
+                            == Some("Running")
+                    {
+                        start_pending = false;
+                        crate::prometheus::observe_pod_start(seen.elapsed().as_secs_f64());
                     }
                 }
             }
             tokio::select! {
-                r = self.rx.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(RESYNC) => {}
+                r = self.rx.changed() => {
+                    if r.is_err() { return }
+                    operation = "update";
+                }
+                _ = tokio::time::sleep(RESYNC) => operation = "sync",
             }
         }
     }

@@ -35,6 +35,7 @@ pub(crate) async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Res
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
+    let measured = crate::metrics::begin(&method, &path, req.uri().query(), req.headers());
     let resp = match std::panic::AssertUnwindSafe(dispatch(st, req))
         .catch_unwind()
         .await
@@ -45,7 +46,7 @@ pub(crate) async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Res
         )),
     };
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
-    resp
+    crate::metrics::finish(measured, resp)
 }
 
 async fn dispatch(st: Arc<AppState>, req: Request) -> Response {
@@ -123,6 +124,9 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         ["api"] => return Ok(discovery::api(&parts.headers, &host)),
         ["apis"] => return Ok(discovery::apis(&parts.headers)),
         ["apis", g] => return Ok(discovery::group(g)),
+        ["metrics"] if parts.method == Method::GET => {
+            return Ok(crate::metrics::serve(&st.store, &parts.headers).await)
+        }
         ["openapi", "v3", rest @ ..] => return Ok(discovery::openapi(rest, &query)),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
