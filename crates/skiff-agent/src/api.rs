@@ -8,11 +8,14 @@
 //!   → `text/plain`, streamed (chunked) while following.
 //! - `GET /exec/{ns}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=` → WebSocket
 //!   (`v5.channel.k8s.io`, `v4.channel.k8s.io`) with Kubernetes channel framing.
+//! - `GET /healthz` → `ok`; `GET /pods` → the v1 PodList of the pods bound to this node;
+//!   `GET /stats/summary` → the kubelet Summary API (see [`stats`]).
 //!
 //! Errors are metav1 Status JSON bodies, like upstream's.
 
 mod exec;
 mod logs;
+pub mod stats;
 mod tls;
 
 use std::future::Future;
@@ -120,6 +123,9 @@ pub fn router(state: ApiState) -> Router {
     let st = Arc::new(state);
     Router::new()
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::handle))
+        .route("/healthz", get(stats::healthz))
+        .route("/pods", get(stats::pods))
+        .route("/stats/summary", get(stats::summary))
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::handle).post(exec::handle),
