@@ -18,7 +18,7 @@ pub(crate) const KIND: Kind = Kind {
         short_names: &["po"],
         categories: ALL,
         verbs: FULL,
-        subresources: &["status", "binding", "eviction", "log", "exec"],
+        subresources: &["status", "binding", "eviction", "log", "exec", "proxy"],
     },
     defaults,
     validate,

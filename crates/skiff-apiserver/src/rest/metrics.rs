@@ -1,0 +1,314 @@
+//! `metrics.k8s.io/v1beta1` served by skiff itself (what metrics-server serves upstream):
+//! NodeMetrics and PodMetrics, get and list (label selectors, one namespace or all), computed on
+//! each request from the node agents' Summary API (`GET /stats/summary` over the agent client,
+//! each node's answer cached for [`CACHE_FOR`]). CPU is the agent's `usageNanoCores` (a rate over
+//! at least [`WINDOW`]), memory the working set, like metrics-server. Never stored; writes and
+//! watches are refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::response::Response;
+use http::Method;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use skiff_api::ApiError;
+use skiff_store::ListOptions;
+
+use super::read::object_response;
+use super::subresources::node_agent;
+use crate::ctx::Ctx;
+use crate::keys::{collection_prefix, decode};
+use crate::objects::{matches, selectors};
+use crate::respond::*;
+
+/// How long one node's summary answers metrics requests.
+const CACHE_FOR: Duration = Duration::from_secs(5);
+/// The shortest interval the agent computes CPU rates over (its `stats::WINDOW`).
+const WINDOW: &str = "1s";
+/// Summaries larger than this are refused (a node with thousands of pods stays far below).
+const SUMMARY_LIMIT: usize = 32 << 20;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+type Cache = Mutex<HashMap<String, (Instant, Arc<Value>)>>;
+
+/// Node agent address + node name → its last summary.
+static SUMMARIES: LazyLock<Cache> = LazyLock::new(Mutex::default);
+
+pub(super) async fn handle(ctx: &Ctx, method: &Method, tail: &[&str]) -> ApiResult<Response> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::method_not_allowed(format!(
+            "method {method} is not supported on {}",
+            ctx.info.group_resource()
+        )));
+    }
+    if ctx.query.flag("watch") {
+        return Err(ApiError::method_not_allowed(format!(
+            "watch is not supported on {}",
+            ctx.info.group_resource()
+        )));
+    }
+    let nodes = ctx.info.kind == "NodeMetrics";
+    match tail {
+        [] => {
+            let items = if nodes {
+                node_metrics(ctx, None).await?
+            } else {
+                pod_metrics(ctx, None).await?
+            };
+            if wants_table(&ctx.headers) {
+                let table = skiff_api::table::to_table(
+                    ctx.info,
+                    &items,
+                    crate::objects::include_object(&ctx.query),
+                    json!({}),
+                    now(),
+                );
+                return Ok(json_response(200, &table));
+            }
+            Ok(json_response(
+                200,
+                &json!({"kind": ctx.info.list_kind, "apiVersion": ctx.info.api_version(),
+                    "metadata": {}, "items": items}),
+            ))
+        }
+        [name] => {
+            if ctx.info.namespaced && ctx.ns.is_none() {
+                return Err(not_found_path());
+            }
+            let items = if nodes {
+                node_metrics(ctx, Some(name)).await?
+            } else {
+                pod_metrics(ctx, Some(name)).await?
+            };
+            match items.into_iter().next() {
+                Some(obj) => Ok(object_response(ctx, 200, &obj)),
+                None => {
+                    let shown = match &ctx.ns {
+                        Some(ns) if !nodes => format!("{ns}/{name}"),
+                        _ => name.to_string(),
+                    };
+                    let resource = if nodes { "nodemetrics" } else { "podmetrics" };
+                    Err(ApiError::not_found("metrics.k8s.io", resource, &shown))
+                }
+            }
+        }
+        _ => Err(not_found_path()),
+    }
+}
+
+/// The stored objects of a core kind (one namespace or all), filtered by the request's label
+/// (and field) selectors, or the one named.
+async fn sources(ctx: &Ctx, plural: &str, name: Option<&str>) -> ApiResult<Vec<Value>> {
+    let info = skiff_api::resources::by_plural("", "v1", plural).ok_or_else(not_found_path)?;
+    let (label, field) = selectors(&ctx.query)?;
+    if let Some(name) = name {
+        let key = crate::keys::object_key(info, ctx.ns.as_deref(), name);
+        return match ctx.st.store.get(&key).await {
+            Ok(Some(kv)) => Ok(vec![decode(&kv)?]),
+            Ok(None) => Ok(Vec::new()),
+            Err(e) => Err(store_err(info, name, e)),
+        };
+    }
+    let prefix = collection_prefix(info, ctx.ns.as_deref());
+    let res = ctx
+        .st
+        .store
+        .list(&prefix, &ListOptions::default())
+        .await
+        .map_err(|e| store_err(info, "", e))?;
+    let mut out = Vec::new();
+    for kv in &res.items {
+        let obj = decode(kv)?;
+        if matches(&obj, &label, &field) {
+            out.push(obj);
+        }
+    }
+    Ok(out)
+}
+
+fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn metadata(obj: &Value, timestamp: &str) -> Value {
+    let mut md = json!({"name": str_at(obj, "/metadata/name"), "creationTimestamp": timestamp});
+    if let Some(ns) = obj.pointer("/metadata/namespace") {
+        md["namespace"] = ns.clone();
+    }
+    if let Some(l) = obj.pointer("/metadata/labels") {
+        md["labels"] = l.clone();
+    }
+    md
+}
+
+/// `usage` from a Summary cpu/memory pair; None when either figure is missing.
+fn usage(stats: &Value) -> Option<Value> {
+    let cores = stats.pointer("/cpu/usageNanoCores")?.as_u64()?;
+    let ws = stats.pointer("/memory/workingSetBytes")?.as_u64()?;
+    Some(json!({"cpu": format!("{cores}n"), "memory": memory_quantity(ws)}))
+}
+
+/// Bytes as metrics-server prints them: `Ki` when whole kibibytes, else plain bytes.
+fn memory_quantity(bytes: u64) -> String {
+    if bytes % 1024 == 0 {
+        format!("{}Ki", bytes / 1024)
+    } else {
+        bytes.to_string()
+    }
+}
+
+async fn node_metrics(ctx: &Ctx, name: Option<&str>) -> ApiResult<Vec<Value>> {
+    let mut out = Vec::new();
+    for node in sources(ctx, "nodes", name).await? {
+        let node_name = str_at(&node, "/metadata/name").to_string();
+        let Some(summary) = summary(ctx, &node_name).await else {
+            continue;
+        };
+        let stats = &summary["node"];
+        let Some(usage) = usage(stats) else { continue };
+        let ts = str_at(stats, "/cpu/time").to_string();
+        out.push(
+            json!({"kind": "NodeMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+            "metadata": metadata(&node, &ts), "timestamp": ts, "window": WINDOW,
+            "usage": usage}),
+        );
+    }
+    Ok(out)
+}
+
+async fn pod_metrics(ctx: &Ctx, name: Option<&str>) -> ApiResult<Vec<Value>> {
+    let pods = sources(ctx, "pods", name).await?;
+    let mut out = Vec::new();
+    for pod in pods {
+        let node = str_at(&pod, "/spec/nodeName");
+        if node.is_empty() || str_at(&pod, "/status/phase") != "Running" {
+            continue;
+        }
+        let Some(summary) = summary(ctx, node).await else {
+            continue;
+        };
+        let (ns, pname, uid) = (
+            str_at(&pod, "/metadata/namespace"),
+            str_at(&pod, "/metadata/name"),
+            str_at(&pod, "/metadata/uid"),
+        );
+        let Some(stats) = summary
+            .get("pods")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| {
+                str_at(p, "/podRef/namespace") == ns
+                    && str_at(p, "/podRef/name") == pname
+                    && str_at(p, "/podRef/uid") == uid
+            })
+        else {
+            continue;
+        };
+        let containers: Vec<&Value> = stats
+            .get("containers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        // Like metrics-server: a pod is reported only with figures for every container.
+        let usages: Option<Vec<Value>> = containers
+            .iter()
+            .map(|c| usage(c).map(|u| json!({"name": str_at(c, "/name"), "usage": u})))
+            .collect();
+        let Some(usages) = usages.filter(|u| !u.is_empty()) else {
+            continue;
+        };
+        let ts = containers
+            .first()
+            .map(|c| str_at(c, "/cpu/time").to_string())
+            .unwrap_or_default();
+        out.push(
+            json!({"kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+            "metadata": metadata(&pod, &ts), "timestamp": ts, "window": WINDOW,
+            "containers": usages}),
+        );
+    }
+    Ok(out)
+}
+
+/// The node's Summary, from the cache or its agent; None when the agent cannot be asked (the
+/// node is then left out, like metrics-server leaves out nodes it failed to scrape).
+async fn summary(ctx: &Ctx, node: &str) -> Option<Arc<Value>> {
+    let agent = match node_agent(ctx, node).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(node, err = %e.message, "metrics: no agent");
+            return None;
+        }
+    };
+    let key = format!("{}:{}/{node}", agent.ip, agent.port);
+    if let Ok(mut cache) = SUMMARIES.lock() {
+        cache.retain(|_, (at, _)| at.elapsed() < CACHE_FOR * 12);
+        if let Some((at, v)) = cache.get(&key) {
+            if at.elapsed() < CACHE_FOR {
+                return Some(v.clone());
+            }
+        }
+    }
+    let fetched = tokio::time::timeout(FETCH_TIMEOUT, fetch(ctx, &agent)).await;
+    match fetched {
+        Ok(Ok(v)) => {
+            let v = Arc::new(v);
+            if let Ok(mut cache) = SUMMARIES.lock() {
+                cache.insert(key, (Instant::now(), v.clone()));
+            }
+            Some(v)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(node, err = %e, "metrics: reading the node's summary");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(node, "metrics: reading the node's summary timed out");
+            None
+        }
+    }
+}
+
+async fn fetch(ctx: &Ctx, agent: &crate::agent_client::Agent) -> Result<Value, String> {
+    let req = http::Request::get("/stats/summary")
+        .header(http::header::HOST, format!("{}:{}", agent.ip, agent.port))
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", ctx.st.tokens.node),
+        )
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = crate::agent_client::send(agent, req).await?;
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), SUMMARY_LIMIT)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the summary: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "the agent answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(512)])
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("decoding the summary: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_quantities() {
+        let stats = json!({"cpu": {"usageNanoCores": 123456}, "memory": {"workingSetBytes": 2048}});
+        assert_eq!(
+            usage(&stats),
+            Some(json!({"cpu": "123456n", "memory": "2Ki"}))
+        );
+        assert_eq!(memory_quantity(1000), "1000");
+        assert_eq!(usage(&json!({"cpu": {}})), None);
+    }
+}
