@@ -116,7 +116,14 @@ fn top_and_proxy_subresources() {
     apply(&c, HOG, "hog.yaml");
     apply(&c, WEB, "web.yaml");
     c.ok(&["wait", "--for=condition=Ready", "pod/hog", "--timeout=120s"]);
-    c.ok(&["wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=120s"]);
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod",
+        "-l",
+        "app=web",
+        "--timeout=120s",
+    ]);
     let node = c.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
 
     // nodes/proxy to the agent's kubelet endpoints.
@@ -153,7 +160,9 @@ fn top_and_proxy_subresources() {
         .is_some_and(|a| a.iter().any(|p| p["podRef"]["name"] == "hog")));
 
     // kubectl top, with no add-on.
+    let started = Instant::now();
     let top_nodes = c.eventually(&["top", "nodes"], &node, Duration::from_secs(60));
+    eprintln!("kubectl top nodes ({:?}):\n{top_nodes}", started.elapsed());
     assert!(top_nodes.contains("CPU(cores)"), "{top_nodes}");
     let uid = c.ok(&["get", "pod", "hog", "-o", "jsonpath={.metadata.uid}"]);
     let cid = c.ok(&[
@@ -189,6 +198,7 @@ fn top_and_proxy_subresources() {
             .unwrap_or_else(|| panic!("memory column in {line:?}"));
         let ws = cgroup_working_set(&uid, &cid) as f64 / (1024.0 * 1024.0);
         if ws > 55.0 && (mi - ws).abs() <= 0.10 * ws {
+            eprintln!("kubectl top: {mi}Mi; cgroup working set: {ws:.1}Mi\n{out}");
             break;
         }
         assert!(

@@ -152,7 +152,7 @@ fn usage(stats: &Value) -> Option<Value> {
 
 /// Bytes as metrics-server prints them: `Ki` when whole kibibytes, else plain bytes.
 fn memory_quantity(bytes: u64) -> String {
-    if bytes % 1024 == 0 {
+    if bytes.is_multiple_of(1024) {
         format!("{}Ki", bytes / 1024)
     } else {
         bytes.to_string()
