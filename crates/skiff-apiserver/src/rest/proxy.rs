@@ -108,11 +108,18 @@ async fn node_target(ctx: &Ctx, id: &str) -> ApiResult<Target> {
     // The node must exist (404 otherwise, like any get).
     get_object(ctx, name).await?;
     let agent = node_agent(ctx, name).await?;
-    if !port.is_empty() && port.parse::<u16>().ok() != Some(agent.port) {
-        return Err(unavailable(format!(
-            "node {name}: only the node agent's port ({}) can be proxied to",
-            agent.port
-        )));
+    if !port.is_empty() && port != agent.port.to_string() {
+        // Another port of the node: plain HTTP to it, as upstream (its address checked).
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid port {port:?}")))?;
+        proxyable(agent.ip)?;
+        return Ok(Target {
+            ip: agent.ip,
+            port,
+            tls: None,
+            bearer: None,
+        });
     }
     Ok(Target {
         ip: agent.ip,
