@@ -155,9 +155,19 @@ fn top_and_proxy_subresources() {
             .unwrap_or(0)
             > 0
     );
-    assert!(summary["pods"]
+    let hog_stats = summary["pods"]
         .as_array()
-        .is_some_and(|a| a.iter().any(|p| p["podRef"]["name"] == "hog")));
+        .and_then(|a| a.iter().find(|p| p["podRef"]["name"] == "hog"))
+        .expect("hog in the summary");
+    // The pod's own network namespace: its eth0, not the host's interfaces.
+    assert_eq!(hog_stats["network"]["name"], "eth0", "{hog_stats}");
+    assert_eq!(
+        hog_stats["network"]["interfaces"].as_array().map(Vec::len),
+        Some(1),
+        "{hog_stats}"
+    );
+    assert!(hog_stats["ephemeral-storage"]["usedBytes"].is_u64());
+    assert_eq!(hog_stats["containers"].as_array().map(Vec::len), Some(2));
 
     // kubectl top, with no add-on.
     let started = Instant::now();
