@@ -331,6 +331,26 @@ fn top_and_proxy_subresources() {
     let out = c.ok(&["top", "pods", "--as=viewer"]);
     assert!(out.contains("hog"), "{out}");
 
-    c.ok(&["delete", "pod", "hog", "--grace-period=1"]);
+    // Upstream's pod-deletion e2e: the terminating pod shows its grace period in the node's
+    // `/pods` (the burner ignores SIGTERM as PID 1, so it stays for the whole grace period).
+    c.ok(&["delete", "pod", "hog", "--grace-period=20", "--wait=false"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pods: serde_json::Value =
+            serde_json::from_str(&c.ok(&["get", "--raw", &node_pods])).expect("PodList");
+        let hog = pods["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["metadata"]["name"] == "hog"))
+            .cloned()
+            .unwrap_or_default();
+        if hog["metadata"]["deletionGracePeriodSeconds"] == 20
+            && hog["metadata"]["deletionTimestamp"].is_string()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no terminating hog in {pods}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.ok(&["delete", "pod", "hog", "--grace-period=0", "--force"]);
     c.ok(&["delete", "deployment", "web"]);
 }
