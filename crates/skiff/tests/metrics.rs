@@ -234,6 +234,8 @@ fn top_and_proxy_subresources() {
         .expect("burn cpu")
         .to_string();
     assert!(cpu.ends_with('n'), "{cpu}");
+    let window = list["items"][0]["window"].as_str().unwrap_or("");
+    assert!(window.ends_with('s') && window.len() > 1, "{raw}");
     let err = c.fails(&[
         "get",
         "--raw",

@@ -1,8 +1,10 @@
 //! `metrics.k8s.io/v1beta1` served by skiff itself (what metrics-server serves upstream):
 //! NodeMetrics and PodMetrics, get and list (label selectors, one namespace or all), computed on
 //! each request from the node agents' Summary API (`GET /stats/summary` over the agent client,
-//! each node's answer cached for [`CACHE_FOR`]). CPU is the agent's `usageNanoCores` (a rate over
-//! at least [`WINDOW`]), memory the working set, like metrics-server. Never stored; writes and
+//! each node's answer cached for [`CACHE_FOR`]). CPU is, like metrics-server's, the rate of
+//! `usageCoreNanoSeconds` between this summary and the node's previous one (when that is at most
+//! [`MAX_WINDOW`] older; the `window` is their distance), else the agent's own `usageNanoCores`
+//! (a rate over at least [`WINDOW`]); memory is the working set. Never stored; writes and
 //! watches are refused.
 
 use std::collections::HashMap;
@@ -27,11 +29,20 @@ use crate::respond::*;
 const CACHE_FOR: Duration = Duration::from_secs(5);
 /// The shortest interval the agent computes CPU rates over (its `stats::WINDOW`).
 const WINDOW: &str = "1s";
+/// The longest interval between two summaries a CPU rate is computed over.
+const MAX_WINDOW: Duration = Duration::from_secs(60);
 /// Summaries larger than this are refused (a node with thousands of pods stays far below).
 const SUMMARY_LIMIT: usize = 32 << 20;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
-type Cache = Mutex<HashMap<String, (Instant, Arc<Value>)>>;
+/// One node's summary and the one fetched before it (within the retention).
+#[derive(Clone)]
+struct Scrape {
+    now: Arc<Value>,
+    prev: Option<Arc<Value>>,
+}
+
+type Cache = Mutex<HashMap<String, (Instant, Scrape)>>;
 
 /// Node agent address + node name → its last summary.
 static SUMMARIES: LazyLock<Cache> = LazyLock::new(Mutex::default);
@@ -143,11 +154,70 @@ fn metadata(obj: &Value, timestamp: &str) -> Value {
     md
 }
 
-/// `usage` from a Summary cpu/memory pair; None when either figure is missing.
-fn usage(stats: &Value) -> Option<Value> {
-    let cores = stats.pointer("/cpu/usageNanoCores")?.as_u64()?;
+/// `usage` and `window` from a Summary cpu/memory pair (and the same entry of the previous
+/// summary); None when a figure is missing.
+fn usage(stats: &Value, prev: Option<&Value>) -> Option<(Value, String)> {
     let ws = stats.pointer("/memory/workingSetBytes")?.as_u64()?;
-    Some(json!({"cpu": format!("{cores}n"), "memory": memory_quantity(ws)}))
+    let (cores, window) = match prev.and_then(|p| cpu_rate(stats, p)) {
+        Some(r) => r,
+        None => (
+            stats.pointer("/cpu/usageNanoCores")?.as_u64()?,
+            WINDOW.to_string(),
+        ),
+    };
+    Some((
+        json!({"cpu": format!("{cores}n"), "memory": memory_quantity(ws)}),
+        window,
+    ))
+}
+
+/// Nanocores between two samples of `usageCoreNanoSeconds` and the window as a Go duration
+/// (`"5.012s"`); None unless the previous sample is older, at most [`MAX_WINDOW`], and lower.
+fn cpu_rate(cur: &Value, prev: &Value) -> Option<(u64, String)> {
+    let time = |v: &Value| -> Option<jiff::Timestamp> { str_at(v, "/cpu/time").parse().ok() };
+    let total = |v: &Value| {
+        v.pointer("/cpu/usageCoreNanoSeconds")
+            .and_then(Value::as_u64)
+    };
+    let elapsed = time(cur)?.duration_since(time(prev)?);
+    let nanos = u128::try_from(elapsed.as_nanos()).ok().filter(|n| *n > 0)?;
+    if nanos > MAX_WINDOW.as_nanos() {
+        return None;
+    }
+    let used = total(cur)?.checked_sub(total(prev)?)?;
+    let rate = u64::try_from(u128::from(used) * 1_000_000_000 / nanos).ok()?;
+    let millis = nanos / 1_000_000;
+    let window = match millis % 1000 {
+        0 => format!("{}s", millis / 1000),
+        ms => format!(
+            "{}.{}s",
+            millis / 1000,
+            format!("{ms:03}").trim_end_matches('0')
+        ),
+    };
+    Some((rate, window))
+}
+
+/// The entry of pod `(ns, name, uid)` in a summary.
+fn pod_stats<'a>(summary: &'a Value, ns: &str, name: &str, uid: &str) -> Option<&'a Value> {
+    summary
+        .get("pods")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            str_at(p, "/podRef/namespace") == ns
+                && str_at(p, "/podRef/name") == name
+                && str_at(p, "/podRef/uid") == uid
+        })
+}
+
+fn container_stats<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    pod.get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| str_at(c, "/name") == name)
 }
 
 /// Bytes as metrics-server prints them: `Ki` when whole kibibytes, else plain bytes.
@@ -166,12 +236,15 @@ async fn node_metrics(ctx: &Ctx, name: Option<&str>) -> ApiResult<Vec<Value>> {
         let Some(summary) = summary(ctx, &node_name).await else {
             continue;
         };
-        let stats = &summary["node"];
-        let Some(usage) = usage(stats) else { continue };
+        let stats = &summary.now["node"];
+        let prev = summary.prev.as_ref().map(|p| &p["node"]);
+        let Some((usage, window)) = usage(stats, prev) else {
+            continue;
+        };
         let ts = str_at(stats, "/cpu/time").to_string();
         out.push(
             json!({"kind": "NodeMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
-            "metadata": metadata(&node, &ts), "timestamp": ts, "window": WINDOW,
+            "metadata": metadata(&node, &ts), "timestamp": ts, "window": window,
             "usage": usage}),
         );
     }
@@ -194,40 +267,40 @@ async fn pod_metrics(ctx: &Ctx, name: Option<&str>) -> ApiResult<Vec<Value>> {
             str_at(&pod, "/metadata/name"),
             str_at(&pod, "/metadata/uid"),
         );
-        let Some(stats) = summary
-            .get("pods")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|p| {
-                str_at(p, "/podRef/namespace") == ns
-                    && str_at(p, "/podRef/name") == pname
-                    && str_at(p, "/podRef/uid") == uid
-            })
-        else {
+        let Some(stats) = pod_stats(&summary.now, ns, pname, uid) else {
             continue;
         };
+        let prev = summary
+            .prev
+            .as_ref()
+            .and_then(|p| pod_stats(p, ns, pname, uid));
         let containers: Vec<&Value> = stats
             .get("containers")
             .and_then(Value::as_array)
             .map(|a| a.iter().collect())
             .unwrap_or_default();
         // Like metrics-server: a pod is reported only with figures for every container.
-        let usages: Option<Vec<Value>> = containers
-            .iter()
-            .map(|c| usage(c).map(|u| json!({"name": str_at(c, "/name"), "usage": u})))
-            .collect();
-        let Some(usages) = usages.filter(|u| !u.is_empty()) else {
+        let mut usages = Vec::new();
+        let mut window = None;
+        for c in &containers {
+            let name = str_at(c, "/name");
+            let Some((u, w)) = usage(c, prev.and_then(|p| container_stats(p, name))) else {
+                break;
+            };
+            window.get_or_insert(w);
+            usages.push(json!({"name": name, "usage": u}));
+        }
+        if usages.is_empty() || usages.len() != containers.len() {
             continue;
-        };
+        }
         let ts = containers
             .first()
             .map(|c| str_at(c, "/cpu/time").to_string())
             .unwrap_or_default();
         out.push(
             json!({"kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
-            "metadata": metadata(&pod, &ts), "timestamp": ts, "window": WINDOW,
-            "containers": usages}),
+            "metadata": metadata(&pod, &ts), "timestamp": ts,
+            "window": window.unwrap_or_else(|| WINDOW.to_string()), "containers": usages}),
         );
     }
     Ok(out)
@@ -235,7 +308,7 @@ async fn pod_metrics(ctx: &Ctx, name: Option<&str>) -> ApiResult<Vec<Value>> {
 
 /// The node's Summary, from the cache or its agent; None when the agent cannot be asked (the
 /// node is then left out, like metrics-server leaves out nodes it failed to scrape).
-async fn summary(ctx: &Ctx, node: &str) -> Option<Arc<Value>> {
+async fn summary(ctx: &Ctx, node: &str) -> Option<Scrape> {
     let agent = match node_agent(ctx, node).await {
         Ok(a) => a,
         Err(e) => {
@@ -244,22 +317,27 @@ async fn summary(ctx: &Ctx, node: &str) -> Option<Arc<Value>> {
         }
     };
     let key = format!("{}:{}/{node}", agent.ip, agent.port);
+    let mut last = None;
     if let Ok(mut cache) = SUMMARIES.lock() {
-        cache.retain(|_, (at, _)| at.elapsed() < CACHE_FOR * 12);
-        if let Some((at, v)) = cache.get(&key) {
+        cache.retain(|_, (at, _)| at.elapsed() < MAX_WINDOW);
+        if let Some((at, scrape)) = cache.get(&key) {
             if at.elapsed() < CACHE_FOR {
-                return Some(v.clone());
+                return Some(scrape.clone());
             }
+            last = Some(scrape.now.clone());
         }
     }
     let fetched = tokio::time::timeout(FETCH_TIMEOUT, fetch(ctx, &agent)).await;
     match fetched {
         Ok(Ok(v)) => {
-            let v = Arc::new(v);
+            let scrape = Scrape {
+                now: Arc::new(v),
+                prev: last,
+            };
             if let Ok(mut cache) = SUMMARIES.lock() {
-                cache.insert(key, (Instant::now(), v.clone()));
+                cache.insert(key, (Instant::now(), scrape.clone()));
             }
-            Some(v)
+            Some(scrape)
         }
         Ok(Err(e)) => {
             tracing::warn!(node, err = %e, "metrics: reading the node's summary");
@@ -305,10 +383,43 @@ mod tests {
     fn usage_quantities() {
         let stats = json!({"cpu": {"usageNanoCores": 123456}, "memory": {"workingSetBytes": 2048}});
         assert_eq!(
-            usage(&stats),
-            Some(json!({"cpu": "123456n", "memory": "2Ki"}))
+            usage(&stats, None),
+            Some((json!({"cpu": "123456n", "memory": "2Ki"}), "1s".to_string()))
         );
         assert_eq!(memory_quantity(1000), "1000");
-        assert_eq!(usage(&json!({"cpu": {}})), None);
+        assert_eq!(usage(&json!({"cpu": {}}), None), None);
+    }
+
+    #[test]
+    fn cpu_rate_between_two_summaries() {
+        let at = |t: &str, ns: u64| {
+            json!({"cpu": {"time": t, "usageCoreNanoSeconds": ns, "usageNanoCores": 7},
+                "memory": {"workingSetBytes": 1024}})
+        };
+        let prev = at("2026-12-07T07:00:00Z", 1_000_000_000);
+        let cur = at("2026-12-07T07:00:05.5Z", 3_750_000_000);
+        // 2.75 CPU-seconds in 5.5 s: half a core.
+        assert_eq!(
+            usage(&cur, Some(&prev)),
+            Some((
+                json!({"cpu": "500000000n", "memory": "1Ki"}),
+                "5.5s".to_string()
+            ))
+        );
+        assert_eq!(
+            cpu_rate(&at("2026-12-07T07:00:10Z", 4_000_000_000), &prev).map(|r| r.1),
+            Some("10s".to_string())
+        );
+        // Same time, older than the window, or a counter that went back: the agent's rate.
+        assert_eq!(cpu_rate(&prev, &prev), None);
+        assert_eq!(
+            cpu_rate(&at("2026-12-07T07:05:00Z", 4_000_000_000), &prev),
+            None
+        );
+        assert_eq!(cpu_rate(&at("2026-12-07T07:00:05Z", 1), &prev), None);
+        assert_eq!(
+            usage(&prev, Some(&prev)).map(|u| u.1),
+            Some("1s".to_string())
+        );
     }
 }
