@@ -230,8 +230,10 @@ fn memory_quantity(bytes: u64) -> String {
 }
 
 async fn node_metrics(ctx: &Ctx, name: Option<&str>) -> ApiResult<Vec<Value>> {
+    let nodes = sources(ctx, "nodes", name).await?;
+    prefetch(ctx, nodes.iter().map(|n| str_at(n, "/metadata/name"))).await;
     let mut out = Vec::new();
-    for node in sources(ctx, "nodes", name).await? {
+    for node in nodes {
         let node_name = str_at(&node, "/metadata/name").to_string();
         let Some(summary) = summary(ctx, &node_name).await else {
             continue;
@@ -253,6 +255,7 @@ async fn node_metrics(ctx: &Ctx, name: Option<&str>) -> ApiResult<Vec<Value>> {
 
 async fn pod_metrics(ctx: &Ctx, name: Option<&str>) -> ApiResult<Vec<Value>> {
     let pods = sources(ctx, "pods", name).await?;
+    prefetch(ctx, pods.iter().map(|p| str_at(p, "/spec/nodeName"))).await;
     let mut out = Vec::new();
     for pod in pods {
         let node = str_at(&pod, "/spec/nodeName");
@@ -304,6 +307,16 @@ async fn pod_metrics(ctx: &Ctx, name: Option<&str>) -> ApiResult<Vec<Value>> {
         );
     }
     Ok(out)
+}
+
+/// Asks every node's agent at once (the answers land in the cache the loops read).
+async fn prefetch<'a>(ctx: &Ctx, nodes: impl Iterator<Item = &'a str>) {
+    let mut names: Vec<&str> = nodes.filter(|n| !n.is_empty()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() > 1 {
+        futures::future::join_all(names.into_iter().map(|n| summary(ctx, n))).await;
+    }
 }
 
 /// The node's Summary, from the cache or its agent; None when the agent cannot be asked (the
