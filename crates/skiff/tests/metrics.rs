@@ -2,7 +2,7 @@
 //! nodes`, `kubectl top pods --containers` (figures checked against the pod's cgroup),
 //! `nodes/proxy` to the agent's `/pods`, `/healthz`, `/stats/summary`, `pods/proxy` and
 //! `services/proxy` (also through `kubectl proxy`, with upstream's trailing-slash redirect),
-//! and 403s for a user without the RBAC grants.
+//! and 403s for a user without the RBAC grants; the same across two nodes.
 
 mod common;
 
@@ -355,4 +355,56 @@ fn top_and_proxy_subresources() {
     }
     c.ok(&["delete", "pod", "hog", "--grace-period=0", "--force"]);
     c.ok(&["delete", "deployment", "web"]);
+}
+
+/// Two nodes: `kubectl top nodes` lists both, a pod on the joined node has PodMetrics from that
+/// node's agent, and `nodes/proxy` and `pods/proxy` reach the other node's agent and pod.
+#[test]
+fn metrics_and_proxy_across_two_nodes() {
+    let cidr = format!("100.64.{}.0/23", 76 + 2 * (std::process::id() % 8));
+    let c = Cluster::start_with(cidr, &["--node-name", "node-a"]);
+    build_web_images(&c);
+    let b = c.join_agent("node-b", &[]);
+    c.copy_images(&b.data_dir, &["web:v1"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = c.ok(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+        ]);
+        if out.contains("node-a=True") && out.contains("node-b=True") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes never Ready: {out}\nnode-b log:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    apply(
+        &c,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: far\nspec:\n  nodeName: node-b\n  containers:\n  - name: web\n    image: web:v1\n",
+        "far.yaml",
+    );
+    c.ok(&["wait", "--for=condition=Ready", "pod/far", "--timeout=120s"]);
+
+    let top = c.eventually(&["top", "nodes"], "node-b", Duration::from_secs(60));
+    assert!(top.contains("node-a"), "{top}");
+    let pods = c.eventually(
+        &["top", "pods", "--containers"],
+        "far",
+        Duration::from_secs(60),
+    );
+    assert!(pods.contains("web"), "{pods}");
+    let on_b = c.ok(&["get", "--raw", "/api/v1/nodes/node-b/proxy/pods"]);
+    assert!(on_b.contains("\"far\""), "{on_b}");
+    let on_a = c.ok(&["get", "--raw", "/api/v1/nodes/node-a/proxy/pods"]);
+    assert!(!on_a.contains("\"far\""), "{on_a}");
+    let page = c.ok(&["get", "--raw", "/api/v1/namespaces/default/pods/far/proxy/"]);
+    assert_eq!(page.trim(), "web v1 on far");
+    c.ok(&["delete", "pod", "far", "--grace-period=1"]);
+    drop(b);
 }
