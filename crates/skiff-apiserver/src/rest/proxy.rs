@@ -249,7 +249,7 @@ async fn service_target(ctx: &Ctx, id: &str) -> ApiResult<Target> {
         return Err(no_endpoints());
     }
     // Upstream picks a random ready endpoint.
-    let (ip, port) = candidates[rand_index(candidates.len())];
+    let (ip, port) = candidates[rand::Rng::gen_range(&mut rand::thread_rng(), 0..candidates.len())];
     proxyable(ip)?;
     Ok(Target {
         ip,
@@ -257,14 +257,6 @@ async fn service_target(ctx: &Ctx, id: &str) -> ApiResult<Target> {
         tls: None,
         bearer: None,
     })
-}
-
-fn rand_index(n: usize) -> usize {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as usize)
-        .unwrap_or(0);
-    nanos % n.max(1)
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus those the `Connection` header names.
