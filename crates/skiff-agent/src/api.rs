@@ -14,6 +14,8 @@
 //! - `GET|POST /portForward/{ns}/{pod}?ports=…` → port-forward over WebSocket (tunnelled SPDY
 //!   or the channel protocol) or SPDY/3.1 (`portforward`).
 //! - `GET /metrics`, `GET /metrics/cadvisor` → Prometheus text (`crate::prometheus`).
+//! - `GET /healthz` → `ok`; `GET /pods` → the v1 PodList of the pods bound to this node;
+//!   `GET /stats/summary` → the kubelet Summary API (see [`stats`]).
 //!
 //! Errors are metav1 Status JSON bodies, like upstream's.
 
@@ -23,6 +25,7 @@ mod logs;
 mod portforward;
 mod remotecommand;
 pub mod spdy;
+pub mod stats;
 mod tls;
 
 use std::future::Future;
@@ -132,6 +135,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::handle))
         .route("/metrics", get(crate::prometheus::metrics))
         .route("/metrics/cadvisor", get(crate::prometheus::cadvisor))
+        .route("/healthz", get(stats::healthz))
+        .route("/pods", get(stats::pods))
+        .route("/stats/summary", get(stats::summary))
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::handle).post(exec::handle),

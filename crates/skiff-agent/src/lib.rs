@@ -186,4 +186,19 @@ pub trait ContainerIndex: Send + Sync + 'static {
             "pod {namespace}/{pod}: port-forward is not supported on this node"
         ))
     }
+
+    /// The node's name (the Summary API's `node.nodeName`).
+    fn node_name(&self) -> String {
+        String::new()
+    }
+
+    /// The pods bound to this node as the agent last saw them (`GET /pods`, `/stats/summary`).
+    fn pods(&self) -> Vec<k8s_openapi::api::core::v1::Pod> {
+        Vec::new()
+    }
+
+    /// Every runtime container on the node (`/stats/summary` maps them to pods by name).
+    fn containers(&self) -> std::result::Result<Vec<skiff_runtime::ContainerInfo>, String> {
+        Ok(Vec::new())
+    }
 }

@@ -11,6 +11,7 @@
 
 #[rustfmt::skip]
 mod ext;
+mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
@@ -41,9 +42,30 @@ macro_rules! kinds {
     };
 }
 
+/// Every kind with a schema: k8s-openapi's and metrics.k8s.io's (defined here).
+fn known_kinds() -> &'static [KindEntry] {
+    static ALL: OnceLock<Vec<KindEntry>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = openapi_kinds().to_vec();
+        all.push((
+            "metrics.k8s.io",
+            "v1beta1",
+            "NodeMetrics",
+            |g: &mut SchemaGenerator| g.subschema_for::<metrics::NodeMetrics>(),
+        ));
+        all.push((
+            "metrics.k8s.io",
+            "v1beta1",
+            "PodMetrics",
+            |g: &mut SchemaGenerator| g.subschema_for::<metrics::PodMetrics>(),
+        ));
+        all
+    })
+}
+
 /// Every stable kind k8s-openapi (v1_33) offers; a group/version document contains the schemas
 /// of its kinds and everything they reference.
-fn known_kinds() -> &'static [KindEntry] {
+fn openapi_kinds() -> &'static [KindEntry] {
     use k8s_openapi::api::*;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;

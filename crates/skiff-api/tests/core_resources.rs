@@ -139,7 +139,19 @@ fn served_resources_have_upstream_discovery_data() {
             false,
         ),
     ];
-    assert_eq!(all().len(), cases.len());
+    // Besides these, metrics.k8s.io/v1beta1 (checked below).
+    assert_eq!(all().len(), cases.len() + 2);
+    for (plural, kind, namespaced) in [
+        ("nodes", "NodeMetrics", false),
+        ("pods", "PodMetrics", true),
+    ] {
+        let r = by_plural("metrics.k8s.io", "v1beta1", plural).expect("metrics kind");
+        assert_eq!(r.kind, kind);
+        assert_eq!(r.list_kind, format!("{kind}List"));
+        assert_eq!(r.namespaced, namespaced);
+        assert_eq!(r.verbs, ["get", "list"]);
+        assert!(r.subresources.is_empty() && r.short_names.is_empty());
+    }
     for (group, plural, kind, namespaced, short, in_all) in cases {
         let r = by_plural(group, "v1", plural).unwrap_or_else(|| panic!("{group}/{plural}"));
         assert_eq!(r.kind, kind);
@@ -196,7 +208,10 @@ fn served_resources_have_upstream_discovery_data() {
             "eviction",
             "log",
             "exec",
-            "ephemeralcontainers"
+            "ephemeralcontainers",
+            "attach",
+            "portforward",
+            "proxy"
         ]
     );
     assert!(!by_plural("", "v1", "namespaces")

@@ -2,7 +2,8 @@
 //! hook does, is byte-identical to the hand-written tables and `match` arms it replaced
 //! (snapshots taken before the move, in `fixtures/`). Kinds added later are not in the
 //! snapshots and do not disturb them. Deliberate changes since: `serviceaccounts/token`
-//! (issue 12), `pods/ephemeralcontainers` (issue 13).
+//! (issue 12), `pods/ephemeralcontainers`, `pods/attach`, `pods/portforward`, `nodes/proxy`,
+//! `pods/proxy`, `services/proxy` (issue 13).
 
 use serde_json::{json, Value};
 use skiff_api::resources::all;

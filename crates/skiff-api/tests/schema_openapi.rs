@@ -278,3 +278,22 @@ fn batch_v1_document_serves_cron_jobs() {
         "atomic"
     );
 }
+
+#[test]
+fn metrics_kinds_have_upstream_schemas() {
+    let doc =
+        skiff_api::openapi::v3_document("apis/metrics.k8s.io/v1beta1").expect("metrics document");
+    let pm = &doc["components"]["schemas"]["io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetrics"];
+    for field in [
+        "apiVersion",
+        "kind",
+        "metadata",
+        "timestamp",
+        "window",
+        "containers",
+    ] {
+        assert!(pm["properties"].get(field).is_some(), "{field}: {pm}");
+    }
+    let nm = &doc["components"]["schemas"]["io.k8s.metrics.pkg.apis.metrics.v1beta1.NodeMetrics"];
+    assert!(nm["properties"].get("usage").is_some(), "{nm}");
+}

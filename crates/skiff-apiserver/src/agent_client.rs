@@ -9,8 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -32,10 +30,15 @@ const LOCAL_PIPE_BUFFER: usize = 256 * 1024;
 
 /// Sends `req` to the agent over a fresh verified TLS connection. The connection task keeps
 /// running (with upgrades) until the response body or the upgraded stream is done.
-pub(crate) async fn send(
+pub(crate) async fn send<B>(
     agent: &Agent,
-    req: http::Request<Empty<Bytes>>,
-) -> Result<http::Response<Incoming>, String> {
+    req: http::Request<B>,
+) -> Result<http::Response<Incoming>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if let Some(router) = &agent.local {
         return send_local(router.clone(), req).await;
     }
@@ -70,10 +73,15 @@ pub(crate) async fn send(
 
 /// `req` to an in-process agent over a [`tokio::io::duplex`] pipe, served by hyper like a
 /// network connection (upgrades included).
-async fn send_local(
+async fn send_local<B>(
     router: axum::Router,
-    req: http::Request<Empty<Bytes>>,
-) -> Result<http::Response<Incoming>, String> {
+    req: http::Request<B>,
+) -> Result<http::Response<Incoming>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (client_io, server_io) = tokio::io::duplex(LOCAL_PIPE_BUFFER);
     tokio::spawn(async move {
         let svc = hyper_util::service::TowerToHyperService::new(router);
@@ -102,7 +110,8 @@ async fn send_local(
 mod tests {
     use std::net::IpAddr;
 
-    use http_body_util::Full;
+    use bytes::Bytes;
+    use http_body_util::{Empty, Full};
 
     use super::*;
     use crate::tls::{ensure, TlsMaterial};

@@ -48,6 +48,9 @@ pub struct PodIndex {
     runtime: Arc<Runtime>,
     /// "ns/pod" → (uid8, default container name) of the pod the agent currently runs.
     pods: Mutex<HashMap<String, (String, String)>>,
+    /// uid → the pod as the pod watch last delivered it (for `GET /pods` and stats).
+    objects: Mutex<Arc<HashMap<String, k8s_openapi::api::core::v1::Pod>>>,
+    node_name: String,
 }
 
 impl PodIndex {
@@ -59,6 +62,8 @@ impl PodIndex {
         Ok(PodIndex {
             runtime: Arc::new(runtime),
             pods: Mutex::new(HashMap::new()),
+            objects: Mutex::default(),
+            node_name: config.node_name.clone(),
         })
     }
 
@@ -69,6 +74,13 @@ impl PodIndex {
     pub(super) fn set_pod(&self, ns: &str, pod: &str, uid: &str, first: &str) {
         if let Ok(mut m) = self.pods.lock() {
             m.insert(format!("{ns}/{pod}"), (uid8(uid), first.to_string()));
+        }
+    }
+
+    /// Replaces the pod objects the agent API serves (the pod manager's current set).
+    pub(super) fn set_objects(&self, pods: &HashMap<String, k8s_openapi::api::core::v1::Pod>) {
+        if let Ok(mut m) = self.objects.lock() {
+            *m = Arc::new(pods.clone());
         }
     }
 
@@ -150,6 +162,24 @@ impl ContainerIndex for PodIndex {
             .find_map(|(_, i)| i.pid)
             .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
             .ok_or_else(|| format!("pod {namespace}/{pod} has no running container on this node"))
+    }
+
+    fn node_name(&self) -> String {
+        self.node_name.clone()
+    }
+
+    fn pods(&self) -> Vec<k8s_openapi::api::core::v1::Pod> {
+        let objects = self.objects.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut pods: Vec<_> = objects.values().cloned().collect();
+        pods.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        pods
+    }
+
+    fn containers(&self) -> std::result::Result<Vec<ContainerInfo>, String> {
+        self.runtime.list().map_err(|e| e.to_string())
     }
 }
 

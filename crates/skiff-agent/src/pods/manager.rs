@@ -213,6 +213,7 @@ impl PodManager {
                     let _ = tx.send(None);
                 }
             }
+            ctx.index.set_objects(&known);
             workers.retain(|uid, (_, h)| !h.is_finished() || known.contains_key(uid));
             if listed && last_cleanup.elapsed() >= CLEANUP_EVERY {
                 let live: HashMap<String, Pod> = known.clone();

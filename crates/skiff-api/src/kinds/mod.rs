@@ -24,6 +24,7 @@ mod coordination;
 pub(crate) mod core;
 mod discovery;
 mod events;
+mod metrics;
 mod rbac;
 
 /// What a kind module imports: the strategy types and the shared building blocks.
@@ -170,6 +171,9 @@ static REGISTRY: &[Kind] = &[
     certificates::KIND,
     discovery::endpointslice::KIND,
     coordination::lease::KIND,
+    // Served like an aggregated API (metrics-server's), after the built-in groups.
+    metrics::NODE_METRICS,
+    metrics::POD_METRICS,
 ];
 
 /// Every served kind, in discovery order.
@@ -214,8 +218,12 @@ mod tests {
             assert!(gk.insert((i.group, i.kind)), "{i:?}");
             assert_eq!(i.list_kind, format!("{}List", i.kind));
             assert_eq!(i.singular, i.kind.to_lowercase());
-            assert!(i.plural.starts_with(i.singular), "{i:?}");
-            // Stored kinds can be read; review kinds are create-only.
+            // metrics.k8s.io names NodeMetrics and PodMetrics `nodes` and `pods`.
+            assert!(
+                i.plural.starts_with(i.singular) || i.group == "metrics.k8s.io",
+                "{i:?}"
+            );
+            // Stored kinds can be read; review kinds are create-only; metrics are read-only.
             assert!(i.verbs.contains(&"get") || i.verbs == ["create"], "{i:?}");
             // A short name may be shared only by one kind served in two groups (`ev`).
             for s in i.short_names {

@@ -7,6 +7,8 @@
 mod create;
 mod delete;
 mod ephemeral;
+mod metrics;
+mod proxy;
 mod read;
 mod subresources;
 mod update;
@@ -183,10 +185,10 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
     let streaming = tail
         .get(1)
         .is_some_and(|s| matches!(*s, "exec" | "attach" | "portforward" | "proxy"));
-    let body = if needs_body && !streaming {
-        read_body(body, &parts.headers).await?
+    let (body, raw_body) = if needs_body && !streaming {
+        (read_body(body, &parts.headers).await?, Body::empty())
     } else {
-        Bytes::new()
+        (Bytes::new(), body)
     };
     let ctx = Ctx {
         st,
@@ -196,6 +198,10 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         headers: parts.headers.clone(),
         user,
     };
+    if info.group == "metrics.k8s.io" {
+        // Computed from the node agents, never stored.
+        return metrics::handle(&ctx, &method, tail).await;
+    }
     match tail {
         [] => match method {
             Method::GET if ctx.query.flag("watch") => watch::watch(ctx).await,
@@ -226,6 +232,10 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
                     "method {method} is not supported on an object"
                 ))),
             }
+        }
+        // `proxy` and `proxy/<path>`: the rest of the path goes to the target.
+        [name, "proxy", ..] if info.subresources.contains(&"proxy") => {
+            proxy::handle(&ctx, &method, name, &mut parts, raw_body).await
         }
         [name, sub] => {
             if info.namespaced && ctx.ns.is_none() {

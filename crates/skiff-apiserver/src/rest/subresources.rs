@@ -519,7 +519,7 @@ fn waiting_reason(obj: &Value, container: &str) -> Option<String> {
 
 /// The agent endpoint of `node`: InternalIP and kubelet endpoint port, dialed trusting the
 /// cluster CA only.
-async fn node_agent(ctx: &Ctx, node: &str) -> ApiResult<crate::agent_client::Agent> {
+pub(super) async fn node_agent(ctx: &Ctx, node: &str) -> ApiResult<crate::agent_client::Agent> {
     let no_agent = || unavailable(format!("no node agent for node {node}"));
     let info = skiff_api::resources::by_plural("", "v1", "nodes").ok_or_else(no_agent)?;
     let key = crate::keys::object_key(info, None, node);

@@ -16,7 +16,7 @@ pub(crate) const KIND: Kind = Kind {
         short_names: &["no"],
         categories: &[],
         verbs: FULL,
-        subresources: &["status"],
+        subresources: &["status", "proxy"],
     },
     defaults,
     table: Table {

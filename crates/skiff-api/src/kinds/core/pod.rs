@@ -27,6 +27,7 @@ pub(crate) const KIND: Kind = Kind {
             "ephemeralcontainers",
             "attach",
             "portforward",
+            "proxy",
         ],
     },
     defaults,

@@ -18,7 +18,7 @@ pub(crate) const KIND: Kind = Kind {
         short_names: &["svc"],
         categories: ALL,
         verbs: FULL,
-        subresources: &["status"],
+        subresources: &["status", "proxy"],
     },
     defaults,
     validate,

@@ -313,6 +313,19 @@ pub fn cluster_roles() -> Vec<RoleSpec> {
                 r(WRITE, &[NETWORKING], &["networkpolicies", "ingresses"]),
             ],
         ),
+        // What a metrics-server install adds (skiff serves metrics.k8s.io itself): viewers,
+        // editors and admins may read resource metrics (`kubectl top`).
+        RoleSpec {
+            labels: vec![
+                (AGGREGATE_TO_VIEW, "true"),
+                (AGGREGATE_TO_EDIT, "true"),
+                (AGGREGATE_TO_ADMIN, "true"),
+            ],
+            ..role(
+                "system:aggregated-metrics-reader",
+                vec![r(READ, &["metrics.k8s.io"], &["pods", "nodes"])],
+            )
+        },
         labelled(
             "system:aggregate-to-view",
             AGGREGATE_TO_VIEW,
