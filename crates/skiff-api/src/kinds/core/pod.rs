@@ -28,6 +28,8 @@ pub(crate) const KIND: Kind = Kind {
         conditions,
     },
     patch_root: Ty::Pod,
+    fields: FIELDS,
+    field_error: not_supported_field_error,
     ..Kind::BASE
 };
 
@@ -334,3 +336,50 @@ fn conditions(obj: &Value) -> Option<Value> {
         _ => None,
     }
 }
+
+/// Upstream's Pod field labels (`ToSelectableFields`). `status.podIPs` is accepted but never
+/// set upstream (it always reads ""); `spec.host` is the pre-1.0 name of `spec.nodeName`.
+const FIELDS: &[Field] = &[
+    NAME_FIELD,
+    NAMESPACE_FIELD,
+    Field {
+        label: "spec.nodeName",
+        value: |o| text(o, "/spec/nodeName"),
+    },
+    Field {
+        label: "spec.host",
+        value: |o| text(o, "/spec/nodeName"),
+    },
+    Field {
+        label: "spec.restartPolicy",
+        value: |o| text(o, "/spec/restartPolicy"),
+    },
+    Field {
+        label: "spec.schedulerName",
+        value: |o| text(o, "/spec/schedulerName"),
+    },
+    Field {
+        label: "spec.serviceAccountName",
+        value: |o| text(o, "/spec/serviceAccountName"),
+    },
+    Field {
+        label: "spec.hostNetwork",
+        value: |o| boolean(o, "/spec/hostNetwork"),
+    },
+    Field {
+        label: "status.phase",
+        value: |o| text(o, "/status/phase"),
+    },
+    Field {
+        label: "status.podIP",
+        value: |o| text(o, "/status/podIPs/0/ip"),
+    },
+    Field {
+        label: "status.podIPs",
+        value: |_| String::new(),
+    },
+    Field {
+        label: "status.nominatedNodeName",
+        value: |o| text(o, "/status/nominatedNodeName"),
+    },
+];
