@@ -621,3 +621,62 @@ async fn field_selectors_on_watch() {
         },
     }
 }
+
+/// ReplicationController is served as upstream serves it (defaults from the template, the
+/// workload checks with a map selector, its field labels). No controller acts on it yet.
+#[tokio::test]
+async fn replication_controllers_are_served() {
+    let t = start().await;
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    let rc = create(
+        &t,
+        rcs,
+        json!({"apiVersion":"v1","kind":"ReplicationController","metadata":{"name":"mock"},
+            "spec":{"template":{"metadata":{"labels":{"app":"mock"}},
+            "spec":{"containers":[{"name":"c","image":"i"}]}}}}),
+    )
+    .await;
+    assert_eq!(rc["spec"]["replicas"], 1);
+    assert_eq!(rc["spec"]["selector"], json!({"app": "mock"}));
+    assert_eq!(rc["metadata"]["labels"], json!({"app": "mock"}));
+    assert_eq!(
+        rc["spec"]["template"]["spec"]["restartPolicy"],
+        json!("Always")
+    );
+    let (code, out) = json_req(
+        &t,
+        "POST",
+        rcs,
+        json!({"apiVersion":"v1","kind":"ReplicationController","metadata":{"name":"bad"},
+            "spec":{"selector":{"app":"other"},"template":{"metadata":{"labels":{"app":"mock"}},
+            "spec":{"containers":[{"name":"c","image":"i"}]}}}}),
+    )
+    .await;
+    assert_eq!(code, 422, "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("spec.template.metadata.labels"),
+        "{out}"
+    );
+    assert_eq!(select(&t, rcs, "status.replicas=0").await, ["mock"]);
+    let (code, out) = json_req(
+        &t,
+        "GET",
+        "/api/v1/namespaces/default/replicationcontrollers/mock",
+        Value::Null,
+    )
+    .await;
+    assert_eq!((code, &out["kind"]), (200, &json!("ReplicationController")));
+    let (code, _) = json_req(
+        &t,
+        "DELETE",
+        &format!("{rcs}?propagationPolicy=Background"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (_, list) = json_req(&t, "GET", rcs, Value::Null).await;
+    assert!(names(&list).is_empty());
+}

@@ -210,6 +210,7 @@ static REGISTRY: &[Kind] = &[
     core::namespace::KIND,
     core::node::KIND,
     core::pod::KIND,
+    core::replicationcontroller::KIND,
     core::secret::KIND,
     core::serviceaccount::KIND,
     core::service::KIND,
