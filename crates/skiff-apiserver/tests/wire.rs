@@ -637,6 +637,7 @@ async fn replication_controllers_are_served() {
     )
     .await;
     assert_eq!(rc["spec"]["replicas"], 1);
+    assert_eq!(rc["status"], json!({"replicas": 0}));
     assert_eq!(rc["spec"]["selector"], json!({"app": "mock"}));
     assert_eq!(rc["metadata"]["labels"], json!({"app": "mock"}));
     assert_eq!(
