@@ -681,3 +681,107 @@ async fn replication_controllers_are_served() {
     let (_, list) = json_req(&t, "GET", rcs, Value::Null).await;
     assert!(names(&list).is_empty());
 }
+
+/// The subresource writes client-go sends in protobuf: `UpdateScale` (autoscaling/v1 Scale),
+/// drain's eviction (policy/v1 Eviction with DeleteOptions inside), `kubectl create token`
+/// (authentication.k8s.io/v1 TokenRequest).
+#[tokio::test]
+async fn client_go_protobuf_subresources() {
+    use k8s_pb::api::authentication::v1 as authn;
+    use k8s_pb::api::autoscaling::v1 as autoscaling;
+    use k8s_pb::api::policy::v1 as policy;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    let t = start().await;
+    ensure_default_sa(&t.client, "default").await;
+    create(
+        &t,
+        "/apis/apps/v1/namespaces/default/deployments",
+        json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},
+            "spec":{"selector":{"matchLabels":{"x":"y"}},"template":{"metadata":{"labels":{"x":"y"}},
+            "spec":{"containers":[{"name":"c","image":"i"}]}}}}),
+    )
+    .await;
+    let scale = autoscaling::Scale {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("d".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        }),
+        spec: Some(autoscaling::ScaleSpec { replicas: Some(3) }),
+        status: None,
+    };
+    let (code, out) = raw(
+        &t,
+        "PUT",
+        "/apis/apps/v1/namespaces/default/deployments/d/scale",
+        PB,
+        envelope("autoscaling/v1", "Scale", scale.encode_to_vec()),
+    )
+    .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+    let (_, d) = json_req(
+        &t,
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/d",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(d["spec"]["replicas"], 3);
+
+    create(
+        &t,
+        "/api/v1/namespaces/default/pods",
+        json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
+            "spec":{"containers":[{"name":"c","image":"i"}]}}),
+    )
+    .await;
+    let eviction = policy::Eviction {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("p".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        }),
+        delete_options: Some(meta::DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        }),
+    };
+    let (code, out) = raw(
+        &t,
+        "POST",
+        "/api/v1/namespaces/default/pods/p/eviction",
+        PB,
+        envelope("policy/v1", "Eviction", eviction.encode_to_vec()),
+    )
+    .await;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&out));
+    let (code, _) = json_req(&t, "GET", "/api/v1/namespaces/default/pods/p", Value::Null).await;
+    assert_eq!(code, 404, "an unbound pod evicted with grace 0 is gone");
+
+    let tr = authn::TokenRequest {
+        metadata: Some(meta::ObjectMeta::default()),
+        spec: Some(authn::TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let (code, out) = raw(
+        &t,
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts/default/token",
+        PB,
+        envelope(
+            "authentication.k8s.io/v1",
+            "TokenRequest",
+            tr.encode_to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&out));
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        v["status"]["token"].as_str().is_some_and(|s| s.len() > 20),
+        "{v}"
+    );
+}
