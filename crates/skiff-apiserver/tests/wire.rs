@@ -785,3 +785,41 @@ async fn client_go_protobuf_subresources() {
         "{v}"
     );
 }
+
+/// deletecollection exists only where discovery lists it and only under a namespace for
+/// namespaced kinds (upstream registers no other route): a 405, nothing deleted.
+#[tokio::test]
+async fn deletecollection_only_where_upstream_routes_it() {
+    let t = start().await;
+    create(
+        &t,
+        "/api/v1/namespaces/default/configmaps",
+        json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"stay"}}),
+    )
+    .await;
+    for path in ["/api/v1/namespaces", "/api/v1/configmaps"] {
+        let (code, out) = raw(&t, "DELETE", path, None, Vec::new()).await;
+        assert_eq!(code, 405, "{path}");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["reason"], "MethodNotAllowed");
+    }
+    let (code, _) = json_req(
+        &t,
+        "GET",
+        "/api/v1/namespaces/default/configmaps/stay",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = json_req(&t, "GET", "/api/v1/namespaces/default", Value::Null).await;
+    assert_eq!(code, 200);
+    // Every kind that lists the verb serves it under a namespace (or cluster-wide if cluster-scoped).
+    let (code, out) = json_req(
+        &t,
+        "DELETE",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles?labelSelector=none%3Dnone",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+}

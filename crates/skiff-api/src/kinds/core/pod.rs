@@ -337,6 +337,17 @@ fn conditions(obj: &Value) -> Option<Value> {
     }
 }
 
+/// The first of `status.podIPs`; a v1 object carrying only `status.podIP` converts to that
+/// single entry upstream.
+fn pod_ip(o: &Value) -> String {
+    let first = text(o, "/status/podIPs/0/ip");
+    if first.is_empty() {
+        text(o, "/status/podIP")
+    } else {
+        first
+    }
+}
+
 /// Upstream's Pod field labels (`ToSelectableFields`). `status.podIPs` is accepted but never
 /// set upstream (it always reads ""); `spec.host` is the pre-1.0 name of `spec.nodeName`.
 const FIELDS: &[Field] = &[
@@ -372,7 +383,7 @@ const FIELDS: &[Field] = &[
     },
     Field {
         label: "status.podIP",
-        value: |o| text(o, "/status/podIPs/0/ip"),
+        value: pod_ip,
     },
     Field {
         label: "status.podIPs",
