@@ -499,6 +499,31 @@ async fn field_selectors_per_kind() {
         assert_eq!(select(&t, events, sel).await, *want, "{sel}");
     }
 
+    // events.k8s.io/v1: regarding.* and reportingController.
+    let ev2 = "/apis/events.k8s.io/v1/namespaces/default/events";
+    create(
+        &t,
+        ev2,
+        json!({"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"e3"},
+            "regarding":{"kind":"Pod","name":"p2","namespace":"default"},"reason":"Pulled",
+            "note":"n","reportingController":"skiff/kubelet","reportingInstance":"i","action":"Pull",
+            "eventTime":"2026-01-01T00:00:00.000000Z","type":"Normal"}),
+    )
+    .await;
+    assert_eq!(
+        select(
+            &t,
+            ev2,
+            "regarding.name=p2,reportingController=skiff/kubelet,source=skiff/kubelet"
+        )
+        .await,
+        ["e3"]
+    );
+    assert_eq!(
+        rejected(&t, ev2, "involvedObject.name=p2").await,
+        "field label not supported: involvedObject.name"
+    );
+
     // Secrets, namespaces, services, replicasets.
     let secrets = "/api/v1/namespaces/default/secrets";
     create(
