@@ -648,7 +648,8 @@ async fn field_selectors_on_watch() {
 }
 
 /// ReplicationController is served as upstream serves it (defaults from the template, the
-/// workload checks with a map selector, its field labels). No controller acts on it yet.
+/// workload checks with a map selector, its field labels); skiff-controllers' tests cover the
+/// controller.
 #[tokio::test]
 async fn replication_controllers_are_served() {
     let t = start().await;

@@ -1,6 +1,6 @@
 //! core/v1 ReplicationController: served as upstream serves it (defaults, validation, printer,
-//! field selectors). skiff runs no controller for it yet: it creates no pods (see
-//! docs/apiserver.md).
+//! field selectors); skiff-controllers' ReplicaSet loop runs over it too. No `scale`
+//! subresource yet.
 
 use serde_json::{json, Map, Value};
 
