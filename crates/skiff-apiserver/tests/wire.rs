@@ -849,3 +849,33 @@ async fn deletecollection_only_where_upstream_routes_it() {
     .await;
     assert_eq!(code, 200, "{out}");
 }
+
+/// `kubectl scale rc` goes through the scale subresource; its selector is the RC's label map.
+#[tokio::test]
+async fn replication_controller_scale_subresource() {
+    let t = start().await;
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    create(
+        &t,
+        rcs,
+        json!({"apiVersion":"v1","kind":"ReplicationController","metadata":{"name":"s"},
+            "spec":{"replicas":1,"selector":{"b":"2","a":"1"},"template":{"metadata":{"labels":{"a":"1","b":"2"}},
+            "spec":{"containers":[{"name":"c","image":"i"}]}}}}),
+    )
+    .await;
+    let (code, scale) = json_req(&t, "GET", &format!("{rcs}/s/scale"), Value::Null).await;
+    assert_eq!(code, 200, "{scale}");
+    assert_eq!(scale["status"]["selector"], "a=1,b=2");
+    assert_eq!(scale["spec"]["replicas"], 1);
+    let (code, out) = raw(
+        &t,
+        "PATCH",
+        &format!("{rcs}/s/scale"),
+        Some("application/merge-patch+json"),
+        br#"{"spec":{"replicas":4}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+    let (_, rc) = json_req(&t, "GET", &format!("{rcs}/s"), Value::Null).await;
+    assert_eq!(rc["spec"]["replicas"], 4);
+}

@@ -1,6 +1,6 @@
 //! core/v1 ReplicationController: served as upstream serves it (defaults, validation, printer,
-//! field selectors); skiff-controllers' ReplicaSet loop runs over it too. No `scale`
-//! subresource yet.
+//! field selectors, `scale` and `status`); skiff-controllers' ReplicaSet loop runs over it
+//! too.
 
 use serde_json::{json, Map, Value};
 
@@ -18,7 +18,7 @@ pub(crate) const KIND: Kind = Kind {
         short_names: &["rc"],
         categories: ALL,
         verbs: FULL,
-        subresources: &["status"],
+        subresources: &["status", "scale"],
     },
     defaults,
     validate,
