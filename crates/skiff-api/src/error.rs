@@ -223,4 +223,98 @@ impl ApiError {
         m.insert("code".into(), json!(self.code));
         Value::Object(m)
     }
+
+    /// The `Status` body exactly as kube-apiserver writes it: fields in `metav1.Status`
+    /// declaration order (kind, apiVersion, metadata, status, message, reason, details, code;
+    /// details as name, group, kind, uid, causes, retryAfterSeconds; causes as reason, message,
+    /// field) and the trailing newline of Go's `json.Encoder`. Clients compare these bytes (the
+    /// Python client's `FailToCreateError` text embeds them).
+    pub fn to_status_bytes(&self) -> Vec<u8> {
+        let details = self.details.as_ref().map(StatusDetails::from_value);
+        let status = StatusOut {
+            kind: "Status",
+            api_version: "v1",
+            metadata: EmptyMeta {},
+            status: "Failure",
+            message: &self.message,
+            reason: &self.reason,
+            details,
+            code: self.code,
+        };
+        // Serializing plain structs of strings and numbers cannot fail; fall back to the
+        // unordered form rather than panic.
+        let mut out = serde_json::to_vec(&status)
+            .unwrap_or_else(|_| serde_json::to_vec(&self.to_status()).unwrap_or_default());
+        out.push(b'\n');
+        out
+    }
+}
+
+#[derive(serde::Serialize)]
+struct EmptyMeta {}
+
+#[derive(serde::Serialize)]
+struct StatusOut<'a> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: EmptyMeta,
+    status: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<StatusDetails>,
+    code: u16,
+}
+
+/// `metav1.StatusDetails` in declaration order; unknown keys are dropped (upstream has none).
+#[derive(serde::Serialize)]
+struct StatusDetails {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causes: Option<Vec<StatusCause>>,
+    #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<Value>,
+}
+
+#[derive(serde::Serialize)]
+struct StatusCause {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<Value>,
+}
+
+impl StatusDetails {
+    fn from_value(v: &Value) -> Self {
+        let get = |k: &str| v.get(k).cloned();
+        let causes = v.get("causes").and_then(Value::as_array).map(|cs| {
+            cs.iter()
+                .map(|c| StatusCause {
+                    reason: c.get("reason").cloned(),
+                    message: c.get("message").cloned(),
+                    field: c.get("field").cloned(),
+                })
+                .collect()
+        });
+        StatusDetails {
+            name: get("name"),
+            group: get("group"),
+            kind: get("kind"),
+            uid: get("uid"),
+            causes,
+            retry_after_seconds: get("retryAfterSeconds"),
+        }
+    }
 }

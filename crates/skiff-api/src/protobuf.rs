@@ -126,6 +126,16 @@ fn decode_inner(bytes: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(obj))
 }
 
+/// The kinds `metav1.AddToGroupVersion` adds to every group version.
+const META_OPTIONS: &[&str] = &[
+    "DeleteOptions",
+    "ListOptions",
+    "GetOptions",
+    "CreateOptions",
+    "UpdateOptions",
+    "PatchOptions",
+];
+
 /// `apps/v1` + `Deployment` → `k8s.io.api.apps.v1.Deployment` (proto package = first label of the group).
 fn message_name(api_version: &str, kind: &str) -> Option<String> {
     let (group, version) = match api_version.split_once('/') {
@@ -137,8 +147,13 @@ fn message_name(api_version: &str, kind: &str) -> Option<String> {
         "internal.apiserver.k8s.io" => "apiserverinternal",
         g => g.split('.').next().unwrap_or(g),
     };
+    // `metav1.AddToGroupVersion` registers the option kinds in every group version, so
+    // client-go's protobuf DELETE body for a core or apps resource says `v1`/`apps/v1`
+    // `DeleteOptions`; they are always the meta/v1 messages.
     let name = if group == "meta.k8s.io" {
         format!("k8s.io.apimachinery.pkg.apis.meta.{version}.{kind}")
+    } else if META_OPTIONS.contains(&kind) {
+        format!("k8s.io.apimachinery.pkg.apis.meta.v1.{kind}")
     } else {
         format!("k8s.io.api.{dir}.{version}.{kind}")
     };

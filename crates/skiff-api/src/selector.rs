@@ -464,9 +464,25 @@ impl std::fmt::Display for LabelSelector {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A parsed field selector: `(label, equal?, value)` terms, all of which must hold.
+///
+/// [`FieldSelector::for_kind`] checks every label against the kind's field list (the form the
+/// API server uses); [`FieldSelector::parse`] only checks syntax and reads labels the object's
+/// kind does not define as dotted paths.
+#[derive(Clone, Default)]
 pub struct FieldSelector {
     terms: Vec<(String, bool, String)>,
+    /// The kind's readers for `terms`, index for index, when built by `for_kind`.
+    readers: Vec<fn(&Value) -> String>,
+}
+
+impl std::fmt::Debug for FieldSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FieldSelector")
+            .field("terms", &self.terms)
+            .field("bound", &!self.readers.is_empty())
+            .finish()
+    }
 }
 
 /// Splits on unescaped `sep`, keeping escapes for the second pass.
@@ -531,10 +547,12 @@ fn find_unescaped(s: &str, op: &str) -> Option<usize> {
 /// The value at a dotted path as a string: strings as-is, bools/numbers stringified,
 /// missing/null/compound = "".
 fn field_value(object: &Value, path: &str) -> String {
-    // Fields a kind defines beyond dotted paths (e.g. a Job's `status.successful`).
+    // A field the object's kind defines (e.g. a Job's `status.successful`).
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-    if let Some(value) = crate::kinds::by_kind_name(kind).and_then(|k| (k.field)(object, path)) {
-        return value;
+    if let Some(field) =
+        crate::kinds::by_kind_name(kind).and_then(|k| k.fields.iter().find(|f| f.label == path))
+    {
+        return (field.value)(object);
     }
     let mut cur = object;
     for part in path.split('.') {
@@ -582,11 +600,37 @@ impl FieldSelector {
             let value = unescape(&part[idx + len..]).map_err(|_| bad())?;
             terms.push((field, eq, value));
         }
-        Ok(FieldSelector { terms })
+        Ok(FieldSelector {
+            terms,
+            readers: Vec::new(),
+        })
     }
+
+    /// Parses a selector for one resource: every label must be one the kind supports
+    /// (upstream's field label conversion), else a 400 with upstream's message. Values then
+    /// compare as upstream's field sets hold them (booleans "true"/"false", unset = zero value).
+    pub fn for_kind(text: &str, info: &crate::ResourceInfo) -> Result<Self, ApiError> {
+        let mut sel = Self::parse(text)?;
+        let kind = crate::kinds::of(info);
+        let mut readers = Vec::with_capacity(sel.terms.len());
+        for (label, _, _) in &sel.terms {
+            let field = kind
+                .fields
+                .iter()
+                .find(|f| f.label == label)
+                .ok_or_else(|| ApiError::bad_request((kind.field_error)(label)))?;
+            readers.push(field.value);
+        }
+        sel.readers = readers;
+        Ok(sel)
+    }
+
     pub fn matches(&self, object: &serde_json::Value) -> bool {
-        self.terms.iter().all(|(path, eq, value)| {
-            let actual = field_value(object, path);
+        self.terms.iter().enumerate().all(|(i, (path, eq, value))| {
+            let actual = match self.readers.get(i) {
+                Some(read) => read(object),
+                None => field_value(object, path),
+            };
             (actual == *value) == *eq
         })
     }

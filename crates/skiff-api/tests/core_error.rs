@@ -114,3 +114,43 @@ fn simple_reasons_and_codes() {
         .message
         .starts_with("the body of the request was in an unknown format"));
 }
+
+/// The bytes kube-apiserver writes for an AlreadyExists error (the Python client's
+/// multi-conflict e2e test compares them verbatim).
+#[test]
+fn status_bytes_match_upstream_order_and_newline() {
+    let e = ApiError::already_exists("apps", "deployments", "triple-nginx");
+    assert_eq!(
+        String::from_utf8(e.to_status_bytes()).unwrap(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
+         \"message\":\"deployments.apps \\\"triple-nginx\\\" already exists\",\
+         \"reason\":\"AlreadyExists\",\"details\":{\"name\":\"triple-nginx\",\"group\":\"apps\",\
+         \"kind\":\"deployments\"},\"code\":409}\n"
+    );
+    let e = ApiError::already_exists("", "services", "mock-2");
+    assert_eq!(
+        String::from_utf8(e.to_status_bytes()).unwrap(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
+         \"message\":\"services \\\"mock-2\\\" already exists\",\"reason\":\"AlreadyExists\",\
+         \"details\":{\"name\":\"mock-2\",\"kind\":\"services\"},\"code\":409}\n"
+    );
+    // Causes keep reason, message, field order.
+    let e = ApiError::invalid(
+        "",
+        "Pod",
+        "p",
+        vec![Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: "spec.containers".into(),
+        }],
+    );
+    let text = String::from_utf8(e.to_status_bytes()).unwrap();
+    assert!(
+        text.contains(
+            "\"details\":{\"name\":\"p\",\"kind\":\"Pod\",\"causes\":[{\"reason\":\"FieldValueRequired\",\
+             \"message\":\"Required value\",\"field\":\"spec.containers\"}]},\"code\":422}\n"
+        ),
+        "{text}"
+    );
+}

@@ -158,3 +158,35 @@ fn job_status_successful_field() {
         .expect("parse")
         .matches(&pod));
 }
+
+#[test]
+fn field_selector_for_kind_checks_labels_and_reads_typed_values() {
+    let pod = &skiff_api::kinds::by_group_kind("", "Pod")
+        .expect("pod")
+        .info;
+    let node = &skiff_api::kinds::by_group_kind("", "Node")
+        .expect("node")
+        .info;
+    let cm = &skiff_api::kinds::by_group_kind("", "ConfigMap")
+        .expect("cm")
+        .info;
+    // Only status.podIP set (an older writer): it is the first pod IP.
+    let p = json!({"kind":"Pod","metadata":{"name":"p"},"spec":{},"status":{"podIP":"10.0.0.1"}});
+    let sel = FieldSelector::for_kind("status.podIP=10.0.0.1,spec.hostNetwork=false", pod)
+        .expect("pod selector");
+    assert!(sel.matches(&p));
+    let n = json!({"kind":"Node","metadata":{"name":"n"}});
+    assert!(FieldSelector::for_kind("spec.unschedulable=false", node)
+        .expect("node selector")
+        .matches(&n));
+    let e = FieldSelector::for_kind("spec.podCIDR=x", node).expect_err("unsupported");
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (400, "field label not supported: spec.podCIDR")
+    );
+    let e = FieldSelector::for_kind("data.k=v", cm).expect_err("unsupported");
+    assert_eq!(
+        e.message,
+        "\"data.k\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+    );
+}

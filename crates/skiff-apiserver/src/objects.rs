@@ -94,10 +94,13 @@ pub(crate) fn include_object(q: &Query) -> IncludeObject {
     }
 }
 
-/// Selectors from the query.
-pub(crate) fn selectors(q: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {
+/// Selectors from the query; field labels are checked against the kind's selectable fields.
+pub(crate) fn selectors(
+    q: &Query,
+    info: &ResourceInfo,
+) -> ApiResult<(LabelSelector, FieldSelector)> {
     let label = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))?;
-    let field = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))?;
+    let field = FieldSelector::for_kind(q.get("fieldSelector").unwrap_or(""), info)?;
     Ok((label, field))
 }
 

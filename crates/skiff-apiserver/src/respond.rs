@@ -27,7 +27,7 @@ pub(crate) fn json_bytes(code: u16, body: Vec<u8>, content_type: &'static str) -
 
 /// A Status response for an error.
 pub(crate) fn error_response(err: &ApiError) -> Response {
-    json_response(err.code, &err.to_status())
+    json_bytes(err.code, err.to_status_bytes(), "application/json")
 }
 
 // Errors skiff-api has no constructor for (they only arise in the server).

@@ -78,7 +78,7 @@ impl Encoder {
 }
 
 pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
-    let (label, field) = selectors(&ctx.query)?;
+    let (label, field) = selectors(&ctx.query, ctx.info)?;
     let prefix = collection_prefix(ctx.info, ctx.ns.as_deref());
     let rv = ctx.query.get("resourceVersion").unwrap_or("");
     let send_initial = ctx.query.flag("sendInitialEvents");

@@ -26,13 +26,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 14] {
+fn controllers() -> [(&'static str, Start); 15] {
     [
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("job", |ctx| Box::pin(job::run(ctx))),
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
+        ("replicationcontroller", |ctx| {
+            Box::pin(replicaset::run_replication_controllers(ctx))
+        }),
         ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
         ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),

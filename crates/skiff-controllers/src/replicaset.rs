@@ -17,10 +17,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{stream, TryStreamExt};
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use futures::{stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{
+    ReplicaSet, ReplicaSetCondition, ReplicaSetSpec, ReplicaSetStatus,
+};
+use k8s_openapi::api::core::v1::{
+    Pod, ReplicationController, ReplicationControllerCondition, ReplicationControllerSpec,
+    ReplicationControllerStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
@@ -45,8 +52,137 @@ const UNSATISFIED_RECHECK: Duration = Duration::from_secs(30);
 /// Retry delay after a failed sync.
 const ERROR_REQUEUE: Duration = Duration::from_secs(2);
 
+/// Which kind an instance of this controller drives. ReplicationControllers run through the
+/// same logic as ReplicaSets (upstream's replication controller is the ReplicaSet controller
+/// behind a conversion adapter): the watch converts each RC to a ReplicaSet with its map
+/// selector as `matchLabels`, and writes go back to the RC API.
+#[derive(Debug, Clone, Copy)]
+struct Flavor {
+    /// Driver and error name.
+    name: &'static str,
+    /// Event source component.
+    component: &'static str,
+    api_version: &'static str,
+    kind: &'static str,
+}
+
+const REPLICA_SET: Flavor = Flavor {
+    name: "replicaset",
+    component: COMPONENT,
+    api_version: "apps/v1",
+    kind: "ReplicaSet",
+};
+
+const REPLICATION_CONTROLLER: Flavor = Flavor {
+    name: "replicationcontroller",
+    component: "replication-controller",
+    api_version: "v1",
+    kind: "ReplicationController",
+};
+
+impl Flavor {
+    fn is_rc(self) -> bool {
+        self.kind == REPLICATION_CONTROLLER.kind
+    }
+
+    /// The (name, uid) of this flavor's controller of `meta`, if any.
+    fn owner(self, meta: &ObjectMeta) -> Option<(String, String)> {
+        controller_ref(meta)
+            .filter(|r| {
+                r.kind == self.kind
+                    && if self.is_rc() {
+                        r.api_version == "v1"
+                    } else {
+                        r.api_version.starts_with("apps/")
+                    }
+            })
+            .map(|r| (r.name.clone(), r.uid.clone()))
+    }
+}
+
+/// An RC seen as a ReplicaSet (upstream `conversion.go` of the replication controller).
+fn rc_to_rs(rc: ReplicationController) -> ReplicaSet {
+    let spec = rc.spec.map(|s| ReplicaSetSpec {
+        replicas: s.replicas,
+        min_ready_seconds: s.min_ready_seconds,
+        selector: LabelSelector {
+            match_labels: s.selector,
+            match_expressions: None,
+        },
+        template: s.template,
+    });
+    let status = rc.status.map(|s| ReplicaSetStatus {
+        replicas: s.replicas,
+        fully_labeled_replicas: s.fully_labeled_replicas,
+        ready_replicas: s.ready_replicas,
+        available_replicas: s.available_replicas,
+        observed_generation: s.observed_generation,
+        conditions: s.conditions.map(|cs| {
+            cs.into_iter()
+                .map(|c| ReplicaSetCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    reason: c.reason,
+                    message: c.message,
+                    last_transition_time: c.last_transition_time,
+                })
+                .collect()
+        }),
+        ..Default::default()
+    });
+    ReplicaSet {
+        metadata: rc.metadata,
+        spec,
+        status,
+    }
+}
+
+/// The RC a converted ReplicaSet came from, with `status` for a status write.
+fn rs_to_rc(rs: &ReplicaSet) -> ReplicationController {
+    let spec = rs.spec.as_ref().map(|s| ReplicationControllerSpec {
+        replicas: s.replicas,
+        min_ready_seconds: s.min_ready_seconds,
+        selector: s.selector.match_labels.clone(),
+        template: s.template.clone(),
+    });
+    let status = rs.status.as_ref().map(|s| ReplicationControllerStatus {
+        replicas: s.replicas,
+        fully_labeled_replicas: s.fully_labeled_replicas,
+        ready_replicas: s.ready_replicas,
+        available_replicas: s.available_replicas,
+        observed_generation: s.observed_generation,
+        conditions: s.conditions.as_ref().map(|cs| {
+            cs.iter()
+                .map(|c| ReplicationControllerCondition {
+                    type_: c.type_.clone(),
+                    status: c.status.clone(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                    last_transition_time: c.last_transition_time.clone(),
+                })
+                .collect()
+        }),
+    });
+    ReplicationController {
+        metadata: rs.metadata.clone(),
+        spec,
+        status,
+    }
+}
+
+fn rc_event(ev: watcher::Event<ReplicationController>) -> watcher::Event<ReplicaSet> {
+    match ev {
+        watcher::Event::Apply(o) => watcher::Event::Apply(rc_to_rs(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(rc_to_rs(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(rc_to_rs(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
 /// Shared state of the controller.
 struct Rsc {
+    flavor: Flavor,
     ctx: Arc<Context>,
     rs_store: Store<ReplicaSet>,
     pod_store: Store<Pod>,
@@ -71,18 +207,36 @@ struct PodTracker {
 
 /// Runs this controller until the process stops (errors are retried inside).
 pub async fn run(ctx: Arc<Context>) -> Result<()> {
+    run_flavor(ctx, REPLICA_SET).await
+}
+
+/// The replication controller: core/v1 ReplicationControllers through the same logic.
+pub async fn run_replication_controllers(ctx: Arc<Context>) -> Result<()> {
+    run_flavor(ctx, REPLICATION_CONTROLLER).await
+}
+
+async fn run_flavor(ctx: Arc<Context>, flavor: Flavor) -> Result<()> {
     let client = ctx.client.clone();
     let (rs_store, rs_writer) = reflector::store::<ReplicaSet>();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let rsc = Arc::new(Rsc {
+        flavor,
         ctx,
         rs_store: rs_store.clone(),
         pod_store,
         expectations: Expectations::default(),
     });
 
-    let rs_api: Api<ReplicaSet> = Api::all(client.clone());
-    let rs_triggers = reflector(rs_writer, watcher(rs_api, watcher::Config::default()))
+    let source = if flavor.is_rc() {
+        let rc_api: Api<ReplicationController> = Api::all(client.clone());
+        watcher(rc_api, watcher::Config::default())
+            .map_ok(rc_event)
+            .boxed()
+    } else {
+        let rs_api: Api<ReplicaSet> = Api::all(client.clone());
+        watcher(rs_api, watcher::Config::default()).boxed()
+    };
+    let rs_triggers = reflector(rs_writer, source)
         .default_backoff()
         .map_ok({
             let rsc = rsc.clone();
@@ -108,26 +262,19 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
 
     let queue = stream::select(rs_triggers, pod_triggers);
     drive(
-        "replicaset",
+        flavor.name,
         rsc,
         rs_store,
         queue,
-        requeue_after("replicaset", ERROR_REQUEUE),
+        requeue_after(flavor.name, ERROR_REQUEUE),
         |rs, rsc| Box::pin(async move { rsc.reconcile(rs).await }),
     )
     .await;
-    Err(Error::WatchEnded("replicaset"))
+    Err(Error::WatchEnded(flavor.name))
 }
 
 fn rs_ref(namespace: &str, name: &str) -> ObjectRef<ReplicaSet> {
     ObjectRef::new(name).within(namespace)
-}
-
-/// The ReplicaSet (name, uid) controlling this object, if its controller is a ReplicaSet.
-fn rs_owner(meta: &ObjectMeta) -> Option<(String, String)> {
-    controller_ref(meta)
-        .filter(|r| r.kind == "ReplicaSet" && r.api_version.starts_with("apps/"))
-        .map(|r| (r.name.clone(), r.uid.clone()))
 }
 
 fn pod_key(p: &Pod) -> String {
@@ -194,7 +341,7 @@ impl Rsc {
         let key = pod_key(pod);
         let ns = pod.namespace().unwrap_or_default();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let owner = rs_owner(&pod.metadata);
+        let owner = self.flavor.owner(&pod.metadata);
         let terminating = pod.metadata.deletion_timestamp.is_some();
         let prev = t.known.get(&key).filter(|p| p.uid == uid).cloned();
         if let Some((_, owner_uid)) = &owner {
@@ -238,7 +385,7 @@ impl Rsc {
     ) -> Vec<ObjectRef<ReplicaSet>> {
         let prev = t.known.remove(key);
         let owner = pod
-            .and_then(|p| rs_owner(&p.metadata))
+            .and_then(|p| self.flavor.owner(&p.metadata))
             .or_else(|| prev.as_ref().and_then(|p| p.owner.clone()));
         let Some((name, owner_uid)) = owner else {
             return vec![];
@@ -343,7 +490,7 @@ impl Rsc {
         crate::owned::claim_pods(
             &self.ctx.client,
             &rs.namespace().unwrap_or_default(),
-            controller_owner_ref(rs),
+            controller_owner_ref(self.flavor, rs),
             rs.metadata.deletion_timestamp.is_some(),
             selector,
             pods,
@@ -352,14 +499,52 @@ impl Rsc {
         .await
     }
 
+    /// An uncached read of the object behind `name`, as a ReplicaSet.
+    async fn get_fresh(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> std::result::Result<ReplicaSet, kube::Error> {
+        if self.flavor.is_rc() {
+            let api: Api<ReplicationController> = Api::namespaced(self.ctx.client.clone(), ns);
+            api.get(name).await.map(rc_to_rs)
+        } else {
+            let api: Api<ReplicaSet> = Api::namespaced(self.ctx.client.clone(), ns);
+            api.get(name).await
+        }
+    }
+
+    /// PUT of the status subresource (resourceVersion-checked).
+    async fn write_status(
+        &self,
+        ns: &str,
+        obj: &ReplicaSet,
+    ) -> std::result::Result<(), kube::Error> {
+        let pp = PostParams::default();
+        if self.flavor.is_rc() {
+            let api: Api<ReplicationController> = Api::namespaced(self.ctx.client.clone(), ns);
+            api.replace_status(&obj.name_any(), &pp, &rs_to_rc(obj))
+                .await
+                .map(|_| ())
+        } else {
+            let api: Api<ReplicaSet> = Api::namespaced(self.ctx.client.clone(), ns);
+            api.replace_status(&obj.name_any(), &pp, obj)
+                .await
+                .map(|_| ())
+        }
+    }
+
     /// An uncached read: the RS still exists with the same uid and is not being deleted.
     async fn recheck(&self, rs: &ReplicaSet) -> std::result::Result<(), String> {
         let ns = rs.namespace().unwrap_or_default();
-        let api: Api<ReplicaSet> = Api::namespaced(self.ctx.client.clone(), &ns);
-        let fresh = api.get(&rs.name_any()).await.map_err(|e| e.to_string())?;
+        let fresh = self
+            .get_fresh(&ns, &rs.name_any())
+            .await
+            .map_err(|e| e.to_string())?;
         if fresh.metadata.uid != rs.metadata.uid {
             return Err(format!(
-                "original ReplicaSet {ns}/{} is gone: got uid {}, wanted {}",
+                "original {} {ns}/{} is gone: got uid {}, wanted {}",
+                self.flavor.kind,
                 rs.name_any(),
                 fresh.metadata.uid.unwrap_or_default(),
                 rs.metadata.uid.clone().unwrap_or_default()
@@ -387,12 +572,14 @@ impl Rsc {
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let ns = rs.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
-        let reference = rs.object_ref(&());
+        let mut reference = rs.object_ref(&());
+        reference.api_version = Some(self.flavor.api_version.into());
+        reference.kind = Some(self.flavor.kind.into());
         if owned.len() < want {
             let diff = (want - owned.len()).min(BURST_REPLICAS);
             // Set before any request so watch events for our own pods are never missed.
             self.expectations.expect_creations(&uid, diff);
-            let template = new_pod(rs);
+            let template = new_pod(self.flavor, rs);
             let pp = PostParams::default();
             let mut remaining = diff;
             let mut batch = remaining.min(1);
@@ -410,7 +597,7 @@ impl Rsc {
                             self.ctx
                                 .events
                                 .publish(
-                                    COMPONENT,
+                                    self.flavor.component,
                                     &reference,
                                     EventType::Normal,
                                     "SuccessfulCreate",
@@ -424,7 +611,7 @@ impl Rsc {
                             self.ctx
                                 .events
                                 .publish(
-                                    COMPONENT,
+                                    self.flavor.component,
                                     &reference,
                                     EventType::Warning,
                                     "FailedCreate",
@@ -472,7 +659,7 @@ impl Rsc {
                         self.ctx
                             .events
                             .publish(
-                                COMPONENT,
+                                self.flavor.component,
                                 &reference,
                                 EventType::Normal,
                                 "SuccessfulDelete",
@@ -487,7 +674,7 @@ impl Rsc {
                             self.ctx
                                 .events
                                 .publish(
-                                    COMPONENT,
+                                    self.flavor.component,
                                     &reference,
                                     EventType::Warning,
                                     "FailedDelete",
@@ -540,20 +727,16 @@ impl Rsc {
             return Ok(());
         }
         let ns = rs.namespace().unwrap_or_default();
-        let api: Api<ReplicaSet> = Api::namespaced(self.ctx.client.clone(), &ns);
         let mut obj = rs.clone();
         for attempt in 0..2 {
             let mut s = status.clone();
             s.observed_generation = obj.metadata.generation;
             obj.status = Some(s);
-            match api
-                .replace_status(&obj.name_any(), &PostParams::default(), &obj)
-                .await
-            {
-                Ok(_) => return Ok(()),
+            match self.write_status(&ns, &obj).await {
+                Ok(()) => return Ok(()),
                 Err(e) if is_not_found(&e) => return Ok(()),
                 Err(e) if attempt == 0 && is_conflict(&e) => {
-                    obj = api.get(&rs.name_any()).await?;
+                    obj = self.get_fresh(&ns, &rs.name_any()).await?;
                     if obj.metadata.uid != rs.metadata.uid {
                         return Ok(());
                     }
@@ -627,10 +810,10 @@ fn calculate_status(
 }
 
 /// The controller ownerReference every pod of `rs` carries.
-fn controller_owner_ref(rs: &ReplicaSet) -> OwnerReference {
+fn controller_owner_ref(flavor: Flavor, rs: &ReplicaSet) -> OwnerReference {
     OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
+        api_version: flavor.api_version.into(),
+        kind: flavor.kind.into(),
         name: rs.name_any(),
         uid: rs.metadata.uid.clone().unwrap_or_default(),
         controller: Some(true),
@@ -639,11 +822,11 @@ fn controller_owner_ref(rs: &ReplicaSet) -> OwnerReference {
 }
 
 /// A pod from the template (upstream `GetPodFromTemplate`).
-fn new_pod(rs: &ReplicaSet) -> Pod {
+fn new_pod(flavor: Flavor, rs: &ReplicaSet) -> Pod {
     pod_from_template(
         rs.spec.as_ref().and_then(|s| s.template.clone()),
         rs.metadata.namespace.clone(),
-        controller_owner_ref(rs),
+        controller_owner_ref(flavor, rs),
     )
 }
 
@@ -731,7 +914,7 @@ mod tests {
 
     #[test]
     fn pod_from_template() {
-        let p = new_pod(&rs());
+        let p = new_pod(REPLICA_SET, &rs());
         assert_eq!(p.metadata.generate_name.as_deref(), Some("web-"));
         assert_eq!(
             p.metadata

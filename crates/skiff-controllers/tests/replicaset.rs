@@ -338,3 +338,67 @@ async fn available_replicas_respect_min_ready_seconds() {
         (2, 2, 2, 2, 1)
     );
 }
+
+/// core/v1 ReplicationControllers run through the same controller: pods from the template
+/// owned by the RC (`v1`/`ReplicationController`), scaling both ways, status written back to
+/// the RC (its map selector read as matchLabels).
+#[tokio::test]
+async fn replication_controller_creates_scales_and_reports_status() {
+    use k8s_openapi::api::core::v1::ReplicationController;
+    let c = common::TestCluster::start().await;
+    let _n1 = c.add_node("n1").await;
+    let rcs: Api<ReplicationController> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let rc: ReplicationController = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": "legacy", "namespace": "default"},
+        "spec": {"replicas": 2, "selector": {"app": "legacy"},
+            "template": {"metadata": {"labels": {"app": "legacy"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}
+    }))
+    .expect("rc json");
+    let rc = rcs
+        .create(&PostParams::default(), &rc)
+        .await
+        .expect("create rc");
+    let uid = rc.metadata.uid.clone().expect("uid");
+    c.wait_for("2 owned pods", WAIT, || async {
+        active_owned(&pods, &uid).await.len() == 2
+    })
+    .await;
+    for p in active_owned(&pods, &uid).await {
+        let refs = p.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(
+            (
+                refs[0].api_version.as_str(),
+                refs[0].kind.as_str(),
+                refs[0].name.as_str()
+            ),
+            ("v1", "ReplicationController", "legacy")
+        );
+    }
+    c.wait_for("RC status 2 ready", WAIT, || async {
+        rcs.get("legacy")
+            .await
+            .ok()
+            .and_then(|r| r.status)
+            .is_some_and(|s| {
+                s.replicas == 2 && s.ready_replicas == Some(2) && s.observed_generation == Some(1)
+            })
+    })
+    .await;
+    rcs.patch(
+        "legacy",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .expect("scale rc");
+    c.wait_for("1 owned pod", WAIT, || async {
+        active_owned(&pods, &uid).await.len() == 1
+    })
+    .await;
+    rcs.delete("legacy", &DeleteParams::background())
+        .await
+        .expect("delete rc");
+}

@@ -35,7 +35,14 @@ pub(crate) const KIND: Kind = Kind {
         cells,
         ..Table::BASE
     },
-    field: |obj, path| (path == "spec.signerName").then(|| s(obj, "/spec/signerName").to_string()),
+    fields: &[
+        NAME_FIELD,
+        Field {
+            label: "spec.signerName",
+            value: |o| text(o, "/spec/signerName"),
+        },
+    ],
+    field_error: not_supported_field_error,
     ..Kind::BASE
 };
 

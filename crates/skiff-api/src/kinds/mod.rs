@@ -29,7 +29,10 @@ mod rbac;
 
 /// What a kind module imports: the strategy types and the shared building blocks.
 pub(crate) mod prelude {
-    pub(crate) use super::{Kind, Table, ALL, FULL, NS_VERBS};
+    pub(crate) use super::{
+        boolean, integer, not_supported_field_error, text, Field, Kind, Table, ALL, FULL,
+        NAMESPACE_FIELD, NAME_FIELD, NS_VERBS,
+    };
     pub(crate) use crate::defaults::{
         array, child, default, is_empty, pod_condition_patterns, pod_template,
     };
@@ -78,9 +81,11 @@ pub struct Kind {
     pub(crate) table: Table,
     /// The type at the root of the object, for strategic merge and server-side apply list keys.
     pub(crate) patch_root: Ty,
-    /// Field-selector fields beyond plain dotted paths (e.g. a Job's `status.successful`):
-    /// `Some(value)` when the kind defines `path`.
-    pub(crate) field: fn(&Value, &str) -> Option<String>,
+    /// The field labels a field selector may name (upstream's field label conversion func and
+    /// `GetAttrs` for the kind) and how each reads from the object.
+    pub(crate) fields: &'static [Field],
+    /// The 400 message for a label not in `fields` (upstream's wording differs by kind).
+    pub(crate) field_error: fn(&str) -> String,
     /// A delete naming no propagation policy orphans the dependents (upstream's
     /// `DefaultGarbageCollectionPolicy`).
     pub(crate) orphans_by_default: bool,
@@ -133,9 +138,68 @@ impl Kind {
         validate: |_, _, _| {},
         table: Table::BASE,
         patch_root: Ty::Other,
-        field: |_, _| None,
+        fields: META_FIELDS,
+        field_error: default_field_error,
         orphans_by_default: false,
     };
+}
+
+/// One selectable field: the label a field selector names and the value it compares against
+/// (upstream's typed value as text: booleans "true"/"false", numbers in decimal, unset = the
+/// zero value).
+pub struct Field {
+    pub label: &'static str,
+    pub value: fn(&Value) -> String,
+}
+
+/// `metadata.name`.
+pub(crate) const NAME_FIELD: Field = Field {
+    label: "metadata.name",
+    value: |o| text(o, "/metadata/name"),
+};
+/// `metadata.namespace` (empty for cluster-scoped objects).
+pub(crate) const NAMESPACE_FIELD: Field = Field {
+    label: "metadata.namespace",
+    value: |o| text(o, "/metadata/namespace"),
+};
+/// What every kind without its own conversion func supports
+/// (`runtime.DefaultMetaV1FieldSelectorConversion`).
+pub(crate) const META_FIELDS: &[Field] = &[NAME_FIELD, NAMESPACE_FIELD];
+
+/// `DefaultMetaV1FieldSelectorConversion`'s message.
+pub(crate) fn default_field_error(label: &str) -> String {
+    format!(
+        "{label:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+    )
+}
+
+/// The message of the core kinds' own conversion funcs.
+pub(crate) fn not_supported_field_error(label: &str) -> String {
+    format!("field label not supported: {label}")
+}
+
+/// A string field (unset = "").
+pub(crate) fn text(o: &Value, pointer: &str) -> String {
+    o.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A boolean field as Go's `strconv.FormatBool` (unset = "false").
+pub(crate) fn boolean(o: &Value, pointer: &str) -> String {
+    o.pointer(pointer)
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        .to_string()
+}
+
+/// An integer field in decimal (unset = "0").
+pub(crate) fn integer(o: &Value, pointer: &str) -> String {
+    o.pointer(pointer)
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        .to_string()
 }
 
 /// The served kinds, core group first (kubectl resolves ambiguous short names like `ev` by
@@ -147,6 +211,7 @@ static REGISTRY: &[Kind] = &[
     core::namespace::KIND,
     core::node::KIND,
     core::pod::KIND,
+    core::replicationcontroller::KIND,
     core::secret::KIND,
     core::serviceaccount::KIND,
     core::service::KIND,

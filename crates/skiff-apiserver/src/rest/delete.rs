@@ -33,7 +33,7 @@ pub(super) async fn delete(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Resp
 
 pub(super) async fn delete_collection(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
     let opts = DeleteOpts::from_request(ctx, body)?;
-    let (label, field) = selectors(&ctx.query)?;
+    let (label, field) = selectors(&ctx.query, ctx.info)?;
     let prefix = collection_prefix(ctx.info, ctx.ns.as_deref());
     let (items, rev, _) = list_objects(ctx, &prefix, &label, &field, 0).await?;
     let mut out = Vec::new();

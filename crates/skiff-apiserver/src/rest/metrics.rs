@@ -113,7 +113,7 @@ pub(super) async fn handle(ctx: &Ctx, method: &Method, tail: &[&str]) -> ApiResu
 /// (and field) selectors, or the one named.
 async fn sources(ctx: &Ctx, plural: &str, name: Option<&str>) -> ApiResult<Vec<Value>> {
     let info = skiff_api::resources::by_plural("", "v1", plural).ok_or_else(not_found_path)?;
-    let (label, field) = selectors(&ctx.query)?;
+    let (label, field) = selectors(&ctx.query, ctx.info)?;
     if let Some(name) = name {
         let key = crate::keys::object_key(info, ctx.ns.as_deref(), name);
         return match ctx.st.store.get(&key).await {

@@ -214,7 +214,21 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
                 }
                 create::create(&ctx, &body).await
             }
-            Method::DELETE => delete::delete_collection(&ctx, &body).await,
+            Method::DELETE => {
+                // Upstream routes deletecollection only where discovery lists it, and for
+                // namespaced kinds only under a namespace: `DELETE /api/v1/namespaces` or
+                // `/api/v1/pods` is a 405, never a cluster-wide wipe.
+                if !info.verbs.contains(&"deletecollection")
+                    || (info.namespaced && ctx.ns.is_none())
+                {
+                    let mut e = ApiError::method_not_allowed(
+                        "the server does not allow this method on the requested resource",
+                    );
+                    e.details = Some(serde_json::json!({}));
+                    return Err(e);
+                }
+                delete::delete_collection(&ctx, &body).await
+            }
             _ => Err(ApiError::method_not_allowed(format!(
                 "method {method} is not supported on a collection"
             ))),

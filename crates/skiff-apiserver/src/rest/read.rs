@@ -32,7 +32,7 @@ pub(super) async fn get(ctx: &Ctx, name: &str) -> ApiResult<Response> {
 }
 
 pub(super) async fn list(ctx: &Ctx) -> ApiResult<Response> {
-    let (label, field) = selectors(&ctx.query)?;
+    let (label, field) = selectors(&ctx.query, ctx.info)?;
     let limit = ctx
         .query
         .get("limit")

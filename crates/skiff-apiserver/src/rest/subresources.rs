@@ -5,7 +5,7 @@
 use axum::response::Response;
 use http::Method;
 use serde_json::{json, Value};
-use skiff_api::ApiError;
+use skiff_api::{ApiError, ResourceInfo};
 use skiff_store::StoreError;
 
 use super::read::get;
@@ -35,7 +35,7 @@ pub(crate) async fn handle(
         }
         ("scale", &Method::GET) => {
             let (obj, _) = ctx.get_current(name).await?;
-            Ok(json_response(200, &to_scale(&obj)))
+            Ok(json_response(200, &to_scale(ctx.info, &obj)))
         }
         ("scale", &Method::PUT) | ("scale", &Method::PATCH) => {
             write_scale(ctx, method, name, body).await
@@ -91,7 +91,7 @@ fn selector_string(sel: &Value) -> String {
     parts.join(",")
 }
 
-fn to_scale(obj: &Value) -> Value {
+fn to_scale(info: &ResourceInfo, obj: &Value) -> Value {
     let m = meta(obj);
     let mut md = json!({});
     for f in [
@@ -113,10 +113,14 @@ fn to_scale(obj: &Value) -> Value {
         .pointer("/status/replicas")
         .and_then(Value::as_i64)
         .unwrap_or(0);
-    let selector = obj
-        .pointer("/spec/selector")
-        .map(selector_string)
-        .unwrap_or_default();
+    let selector = match obj.pointer("/spec/selector") {
+        // A ReplicationController's selector is a plain label map.
+        Some(map) if info.group.is_empty() && info.kind == "ReplicationController" => {
+            selector_string(&json!({ "matchLabels": map }))
+        }
+        Some(sel) => selector_string(sel),
+        None => String::new(),
+    };
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": md,
         "spec": {"replicas": replicas}, "status": {"replicas": current, "selector": selector}})
 }
@@ -124,7 +128,7 @@ fn to_scale(obj: &Value) -> Value {
 async fn write_scale(ctx: &Ctx, method: &Method, name: &str, body: &[u8]) -> ApiResult<Response> {
     for _ in 0..8 {
         let (cur, rev) = ctx.get_current(name).await?;
-        let scale = to_scale(&cur);
+        let scale = to_scale(ctx.info, &cur);
         // Only a resourceVersion the client sent is a precondition; a patch applied to the
         // current Scale always carries the current one, and must be retried on races instead.
         let (new_scale, precondition) = if method == Method::PUT {
@@ -178,10 +182,10 @@ async fn write_scale(ctx: &Ctx, method: &Method, name: &str, body: &[u8]) -> Api
             return Ok(json_response(200, &scale));
         };
         if ctx.dry_run() {
-            return Ok(json_response(200, &to_scale(&prepared)));
+            return Ok(json_response(200, &to_scale(ctx.info, &prepared)));
         }
         match commit_update(ctx, name, prepared, rev).await {
-            Ok(stored) => return Ok(json_response(200, &to_scale(&stored))),
+            Ok(stored) => return Ok(json_response(200, &to_scale(ctx.info, &stored))),
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
             Err(e) => return Err(store_err(ctx.info, name, e)),
         }

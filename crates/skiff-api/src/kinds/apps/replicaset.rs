@@ -26,6 +26,8 @@ pub(crate) const KIND: Kind = Kind {
         ..Table::BASE
     },
     patch_root: Ty::Workload,
+    fields: FIELDS,
+    field_error: not_supported_field_error,
     ..Kind::BASE
 };
 
@@ -66,3 +68,13 @@ fn cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         json!(selector_string(obj.pointer("/spec/selector"))),
     ]
 }
+
+/// Upstream's ReplicaSet selectable fields (`ReplicaSetToSelectableFields`).
+const FIELDS: &[Field] = &[
+    NAME_FIELD,
+    NAMESPACE_FIELD,
+    Field {
+        label: "status.replicas",
+        value: |o| integer(o, "/status/replicas"),
+    },
+];

@@ -31,7 +31,8 @@ pub(crate) const KIND: Kind = Kind {
         ..Table::BASE
     },
     patch_root: Ty::Workload,
-    field,
+    fields: FIELDS,
+    field_error: |label| format!("field label {label:?} not supported for batchv1.Job"),
     // Upstream's `DefaultGarbageCollectionPolicy` is OrphanDependents for batch/v1 Jobs (kept for
     // backward compatibility): a delete that names no propagation policy orphans the pods. kubectl
     // always sends `propagationPolicy=Background`, so `kubectl delete job` still cascades.
@@ -135,15 +136,14 @@ fn prepare_create(object: &mut Value) {
 }
 
 /// Jobs select on `status.successful` (upstream's name for status.succeeded, 0 when unset).
-fn field(object: &Value, path: &str) -> Option<String> {
-    (path == "status.successful").then(|| {
-        object
-            .pointer("/status/succeeded")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            .to_string()
-    })
-}
+const FIELDS: &[Field] = &[
+    NAME_FIELD,
+    NAMESPACE_FIELD,
+    Field {
+        label: "status.successful",
+        value: |o| integer(o, "/status/succeeded"),
+    },
+];
 
 #[rustfmt::skip]
 const COLUMNS: &[Col] = &[

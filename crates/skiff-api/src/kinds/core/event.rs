@@ -19,6 +19,8 @@ pub(crate) const KIND: Kind = Kind {
         subresources: &[],
     },
     table: TABLE,
+    fields: FIELDS,
+    field_error: not_supported_field_error,
     ..Kind::BASE
 };
 
@@ -121,4 +123,63 @@ fn event_cells(obj: &Value, name: &str, now: jiff::Timestamp) -> Vec<Value> {
         json!(count),
         json!(name),
     ]
+}
+
+/// Upstream's core/v1 Event field labels; `source` falls back to the reporting controller.
+const FIELDS: &[Field] = &[
+    Field {
+        label: "involvedObject.kind",
+        value: |o| text(o, "/involvedObject/kind"),
+    },
+    Field {
+        label: "involvedObject.namespace",
+        value: |o| text(o, "/involvedObject/namespace"),
+    },
+    Field {
+        label: "involvedObject.name",
+        value: |o| text(o, "/involvedObject/name"),
+    },
+    Field {
+        label: "involvedObject.uid",
+        value: |o| text(o, "/involvedObject/uid"),
+    },
+    Field {
+        label: "involvedObject.apiVersion",
+        value: |o| text(o, "/involvedObject/apiVersion"),
+    },
+    Field {
+        label: "involvedObject.resourceVersion",
+        value: |o| text(o, "/involvedObject/resourceVersion"),
+    },
+    Field {
+        label: "involvedObject.fieldPath",
+        value: |o| text(o, "/involvedObject/fieldPath"),
+    },
+    Field {
+        label: "reason",
+        value: |o| text(o, "/reason"),
+    },
+    Field {
+        label: "reportingComponent",
+        value: |o| text(o, "/reportingComponent"),
+    },
+    Field {
+        label: "source",
+        value: event_source,
+    },
+    Field {
+        label: "type",
+        value: |o| text(o, "/type"),
+    },
+    NAMESPACE_FIELD,
+    NAME_FIELD,
+];
+
+fn event_source(o: &Value) -> String {
+    let component = text(o, "/source/component");
+    if component.is_empty() {
+        text(o, "/reportingComponent")
+    } else {
+        component
+    }
 }

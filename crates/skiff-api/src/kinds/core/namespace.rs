@@ -26,6 +26,8 @@ pub(crate) const KIND: Kind = Kind {
         ..Table::BASE
     },
     patch_root: Ty::Namespace,
+    fields: FIELDS,
+    field_error: not_supported_field_error,
     ..Kind::BASE
 };
 
@@ -58,3 +60,12 @@ fn cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
     let (name, age) = name_age(obj, now);
     vec![json!(name), json!(s(obj, "/status/phase")), json!(age)]
 }
+
+/// Upstream's Namespace field labels.
+const FIELDS: &[Field] = &[
+    Field {
+        label: "status.phase",
+        value: |o| text(o, "/status/phase"),
+    },
+    NAME_FIELD,
+];

@@ -25,6 +25,8 @@ pub(crate) const KIND: Kind = Kind {
         ..Table::BASE
     },
     patch_root: Ty::Node,
+    fields: FIELDS,
+    field_error: not_supported_field_error,
     ..Kind::BASE
 };
 
@@ -124,3 +126,12 @@ fn node_cells(obj: &Value, name: String, age: String) -> Vec<Value> {
         ))),
     ]
 }
+
+/// Upstream's Node field labels (no `metadata.namespace`: Node has its own conversion func).
+const FIELDS: &[Field] = &[
+    NAME_FIELD,
+    Field {
+        label: "spec.unschedulable",
+        value: |o| boolean(o, "/spec/unschedulable"),
+    },
+];

@@ -38,6 +38,8 @@ pub(crate) const KIND: Kind = Kind {
         conditions,
     },
     patch_root: Ty::Pod,
+    fields: FIELDS,
+    field_error: not_supported_field_error,
     ..Kind::BASE
 };
 
@@ -344,3 +346,61 @@ fn conditions(obj: &Value) -> Option<Value> {
         _ => None,
     }
 }
+
+/// The first of `status.podIPs`; a v1 object carrying only `status.podIP` converts to that
+/// single entry upstream.
+fn pod_ip(o: &Value) -> String {
+    let first = text(o, "/status/podIPs/0/ip");
+    if first.is_empty() {
+        text(o, "/status/podIP")
+    } else {
+        first
+    }
+}
+
+/// Upstream's Pod field labels (`ToSelectableFields`). `status.podIPs` is accepted but never
+/// set upstream (it always reads ""); `spec.host` is the pre-1.0 name of `spec.nodeName`.
+const FIELDS: &[Field] = &[
+    NAME_FIELD,
+    NAMESPACE_FIELD,
+    Field {
+        label: "spec.nodeName",
+        value: |o| text(o, "/spec/nodeName"),
+    },
+    Field {
+        label: "spec.host",
+        value: |o| text(o, "/spec/nodeName"),
+    },
+    Field {
+        label: "spec.restartPolicy",
+        value: |o| text(o, "/spec/restartPolicy"),
+    },
+    Field {
+        label: "spec.schedulerName",
+        value: |o| text(o, "/spec/schedulerName"),
+    },
+    Field {
+        label: "spec.serviceAccountName",
+        value: |o| text(o, "/spec/serviceAccountName"),
+    },
+    Field {
+        label: "spec.hostNetwork",
+        value: |o| boolean(o, "/spec/hostNetwork"),
+    },
+    Field {
+        label: "status.phase",
+        value: |o| text(o, "/status/phase"),
+    },
+    Field {
+        label: "status.podIP",
+        value: pod_ip,
+    },
+    Field {
+        label: "status.podIPs",
+        value: |_| String::new(),
+    },
+    Field {
+        label: "status.nominatedNodeName",
+        value: |o| text(o, "/status/nominatedNodeName"),
+    },
+];

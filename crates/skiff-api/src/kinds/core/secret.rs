@@ -25,6 +25,8 @@ pub(crate) const KIND: Kind = Kind {
         cells,
         ..Table::BASE
     },
+    fields: FIELDS,
+    field_error: not_supported_field_error,
     ..Kind::BASE
 };
 
@@ -129,3 +131,13 @@ fn cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         json!(age),
     ]
 }
+
+/// Upstream's Secret field labels.
+const FIELDS: &[Field] = &[
+    Field {
+        label: "type",
+        value: |o| text(o, "/type"),
+    },
+    NAMESPACE_FIELD,
+    NAME_FIELD,
+];

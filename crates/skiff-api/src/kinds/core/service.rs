@@ -29,6 +29,8 @@ pub(crate) const KIND: Kind = Kind {
         ..Table::BASE
     },
     patch_root: Ty::Service,
+    fields: FIELDS,
+    field_error: not_supported_field_error,
     ..Kind::BASE
 };
 
@@ -279,3 +281,17 @@ fn service_external_ip(obj: &Value) -> String {
         _ => "<unknown>".into(),
     }
 }
+
+/// Upstream's Service field labels.
+const FIELDS: &[Field] = &[
+    NAMESPACE_FIELD,
+    NAME_FIELD,
+    Field {
+        label: "spec.clusterIP",
+        value: |o| text(o, "/spec/clusterIP"),
+    },
+    Field {
+        label: "spec.type",
+        value: |o| text(o, "/spec/type"),
+    },
+];

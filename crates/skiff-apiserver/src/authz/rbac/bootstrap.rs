@@ -855,6 +855,24 @@ pub fn controller_roles() -> Vec<RoleSpec> {
             ],
         ),
         role(
+            "system:controller:replication-controller",
+            vec![
+                r(
+                    &["get", "list", "watch", "update"],
+                    &[CORE],
+                    &["replicationcontrollers"],
+                ),
+                r(&["update"], &[CORE], &["replicationcontrollers/status"]),
+                r(&["update"], &[CORE], &["replicationcontrollers/finalizers"]),
+                r(
+                    &["list", "watch", "patch", "create", "delete"],
+                    &[CORE],
+                    &["pods"],
+                ),
+                events(),
+            ],
+        ),
+        role(
             "system:controller:root-ca-cert-publisher",
             vec![r(&["create", "update"], &[CORE], &["configmaps"]), events()],
         ),
