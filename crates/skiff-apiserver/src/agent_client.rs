@@ -57,18 +57,35 @@ where
     let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| format!("dial tcp {addr}: timed out"))??;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    request_over(TokioIo::new(tls), req, &format!("the node agent at {addr}")).await
+}
+
+/// One HTTP/1.1 request over `io`; the connection task keeps running (with upgrades) until
+/// the response body or the upgraded stream is done. `peer` names the other side in errors.
+pub(crate) async fn request_over<IO, B>(
+    io: IO,
+    req: http::Request<B>,
+    peer: &str,
+) -> Result<http::Response<Incoming>, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
+        .map_err(|e| format!("HTTP handshake with {peer}: {e}"))?;
+    let owned = peer.to_string();
     tokio::spawn(async move {
         if let Err(err) = conn.with_upgrades().await {
-            tracing::debug!(%err, "node agent connection ended with an error");
+            tracing::debug!(%err, peer = %owned, "connection ended with an error");
         }
     });
     sender
         .send_request(req)
         .await
-        .map_err(|e| format!("request to the node agent at {addr}: {e}"))
+        .map_err(|e| format!("request to {peer}: {e}"))
 }
 
 /// `req` to an in-process agent over a [`tokio::io::duplex`] pipe, served by hyper like a
@@ -92,18 +109,7 @@ where
             tracing::debug!(%err, "local node agent connection ended with an error");
         }
     });
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
-        .await
-        .map_err(|e| format!("HTTP handshake with the local node agent: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(err) = conn.with_upgrades().await {
-            tracing::debug!(%err, "local node agent connection ended with an error");
-        }
-    });
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request to the local node agent: {e}"))
+    request_over(TokioIo::new(client_io), req, "the local node agent").await
 }
 
 #[cfg(test)]

@@ -391,29 +391,7 @@ async fn send(
         .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
         .map_err(|e| format!("dial tcp {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    request(TokioIo::new(tcp), addr, req).await
-}
-
-async fn request<IO>(
-    io: IO,
-    addr: SocketAddr,
-    req: http::Request<Body>,
-) -> Result<http::Response<hyper::body::Incoming>, String>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(err) = conn.with_upgrades().await {
-            tracing::debug!(%err, "proxied connection ended with an error");
-        }
-    });
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request to {addr}: {e}"))
+    crate::agent_client::request_over(TokioIo::new(tcp), req, &addr.to_string()).await
 }
 
 #[cfg(test)]
