@@ -668,6 +668,9 @@ fn fake_shim(path: std::path::PathBuf) -> tokio::task::JoinHandle<String> {
         "/proc/self/fd/{}/attach.sock",
         std::os::fd::AsRawFd::as_raw_fd(&dir)
     );
+    // The container's real shim serves this path too: unlink its socket so ours takes its place
+    // (the shim keeps listening on the unlinked one, which nobody can reach any more).
+    let _ = std::fs::remove_file(&short);
     let listener = tokio::net::UnixListener::bind(&short).expect("bind attach.sock");
     drop(dir);
     tokio::spawn(async move {
@@ -926,7 +929,8 @@ async fn kubectl_logs_and_exec_through_the_api_server() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("command terminated with exit code 3"), "{err}");
 
-    // pods/attach through the API server to the container's shim socket (a fake shim here).
+    // pods/attach through the API server to the container's shim socket (a fake shim here; the
+    // real one is covered by crates/skiff/tests/streaming.rs).
     let sock = env
         .dir
         .path()
