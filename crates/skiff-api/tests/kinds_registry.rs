@@ -3,7 +3,7 @@
 //! (snapshots taken before the move, in `fixtures/`). Kinds added later are not in the
 //! snapshots and do not disturb them. Deliberate changes since: `serviceaccounts/token`
 //! (issue 12), `pods/ephemeralcontainers`, `pods/attach`, `pods/portforward`, `nodes/proxy`,
-//! `pods/proxy`, `services/proxy` (issue 13).
+//! `pods/proxy`, `services/proxy`, ReplicaSet `status.replicas` defaulted to 0 (issue 13).
 
 use serde_json::{json, Value};
 use skiff_api::resources::all;

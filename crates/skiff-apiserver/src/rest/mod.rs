@@ -181,7 +181,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    // Streaming subresources keep their body for the node proxy (later); others are read here.
+    // Streaming and proxy subresources pass their body through unread; others are read here.
     let streaming = tail
         .get(1)
         .is_some_and(|s| matches!(*s, "exec" | "attach" | "portforward" | "proxy"));
@@ -258,7 +258,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
             if !info.subresources.contains(sub) {
                 return Err(not_found_path());
             }
-            if matches!(*sub, "log" | "exec" | "attach" | "portforward" | "proxy") {
+            if matches!(*sub, "log" | "exec" | "attach" | "portforward") {
                 // Streaming subresources go to the node agent with the client's upgrade.
                 let upstream = subresources::Upstream {
                     uri: parts.uri.clone(),

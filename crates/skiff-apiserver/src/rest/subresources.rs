@@ -1,6 +1,7 @@
 //! Subresources: `status` (all kinds that list it), `scale` (autoscaling/v1 Scale over
 //! `spec.replicas`), pod `binding` and `eviction`, and the streaming ones (`log`, `exec`, `attach`,
-//! `portforward`, `proxy`) that go through the node-proxy seam in [`node_proxy`].
+//! `portforward`) that go through the node-proxy seam in [`node_proxy`]. `proxy` is
+//! `rest/proxy.rs`, `ephemeralcontainers` `rest/ephemeral.rs`.
 
 use axum::response::Response;
 use http::Method;
@@ -47,7 +48,7 @@ pub(crate) async fn handle(
             crate::serviceaccount::token::token_request(ctx, name, body).await
         }
         ("finalize", &Method::PUT) => update_or_patch(ctx, method, name, body, Mode::Main).await,
-        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
+        ("log" | "exec" | "attach" | "portforward", _) => {
             node_proxy(ctx, method, name, sub, Upstream::default()).await
         }
         _ => Err(ApiError::method_not_allowed(format!(
@@ -306,7 +307,7 @@ pub(crate) struct Upstream {
 
 /// Pod streaming subresources: `log`, `exec`, `attach` and `portforward` are proxied to the node
 /// agent of the pod's node (see `agent_client`); upgrades (WebSocket or SPDY) pass through byte
-/// for byte, the agent speaks every protocol. The others answer 503.
+/// for byte, the agent speaks every protocol. Other methods answer 405.
 pub(crate) async fn node_proxy(
     ctx: &Ctx,
     method: &Method,
@@ -334,14 +335,9 @@ pub(crate) async fn node_proxy(
         ("log", &Method::GET)
         | ("exec" | "attach" | "portforward", &Method::GET)
         | ("exec" | "attach" | "portforward", &Method::POST) => {}
-        ("log" | "exec" | "attach" | "portforward", _) => {
+        _ => {
             return Err(ApiError::method_not_allowed(format!(
                 "method {method} is not supported on pods/{sub}"
-            )))
-        }
-        _ => {
-            return Err(unavailable(format!(
-                "no node agent for node {node} (pods/{sub} is not available yet)"
             )))
         }
     }

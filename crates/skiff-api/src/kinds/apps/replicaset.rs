@@ -35,6 +35,9 @@ fn defaults(obj: &mut Map<String, Value>) {
     let spec = child(obj, "spec");
     default(spec, "replicas", json!(1));
     pod_template(spec);
+    // `status.replicas` has no omitempty upstream: a new object reads `{"replicas": 0}`, and
+    // typed clients (the Python client's V1ReplicaSetStatus) require the field.
+    default(child(obj, "status"), "replicas", json!(0));
 }
 
 fn validate(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
