@@ -16,8 +16,6 @@ use crate::{AgentConfig, Error, Result};
 use skiff_semantics::wellknown::labels as wellknown;
 
 pub const KUBELET_VERSION: &str = "v1.33.0-skiff";
-/// How long pod workers wait for the service proxy's first table at start.
-const PROXY_FIRST_SYNC: Duration = Duration::from_secs(10);
 
 /// Runs the node agent until `shutdown` resolves: the agent API (logs, exec) on
 /// `config.api_listen`, node registration and heartbeats, and the pod workers. Containers keep
@@ -100,7 +98,7 @@ pub async fn run_with(
         client.clone(),
         config.clone(),
         pod_cidr.clone(),
-        proxy_status.clone(),
+        proxy_status,
         stop_rx.clone(),
     ));
     // Routes to the other nodes' pods; like the table, they outlive the agent.
@@ -110,16 +108,6 @@ pub async fn run_with(
         pod_cidr.clone(),
         stop_rx.clone(),
     ));
-    // Pods start once the proxy has programmed its first table (at most PROXY_FIRST_SYNC):
-    // before that, Service IPs on this node, the `kubernetes` ClusterIP to the API relay
-    // included, would refuse a new pod's first connections.
-    let deadline = tokio::time::Instant::now() + PROXY_FIRST_SYNC;
-    while !proxy_status.get().is_some_and(|p| p.applied())
-        && tokio::time::Instant::now() < deadline
-        && !*stop_rx.borrow()
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let pods = tokio::spawn(manager.run(stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);

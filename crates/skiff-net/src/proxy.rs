@@ -199,11 +199,6 @@ impl ProxyStatus {
             .as_ref()
             .map(|t| t.contains(&ip))
     }
-
-    /// Whether a table built from complete Service and EndpointSlice lists was applied.
-    pub fn applied(&self) -> bool {
-        lock(&self.shared.state).targets.is_some()
-    }
 }
 
 /// The running proxy for one node. Dropping it stops the worker but keeps the table.

@@ -448,18 +448,28 @@ pub fn build_web_images_into(data_dir: &Path, ctx: &Path, versions: &[&str]) {
 
 /// One request on a new connection; the whole response.
 pub fn http_get(ip: &str, port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(
-        &format!("{ip}:{port}").parse().ok()?,
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    try_http_get(ip, port).ok()
+}
+
+/// Like [`http_get`], saying which step failed and how (for the load's failure reports).
+pub fn try_http_get(ip: &str, port: u16) -> Result<String, String> {
+    let addr = format!("{ip}:{port}")
+        .parse()
+        .map_err(|e| format!("address: {e}"))?;
+    let started = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect after {} ms: {e}", started.elapsed().as_millis()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| format!("socket: {e}"))?;
     stream
         .write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
-        .ok()?;
+        .map_err(|e| format!("write: {e}"))?;
     let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    Some(body)
+    stream
+        .read_to_string(&mut body)
+        .map_err(|e| format!("read after {} ms: {e}", started.elapsed().as_millis()))?;
+    Ok(body)
 }
 
 /// The page of one successful request ("web v1 on <pod>"), if any.
@@ -492,8 +502,8 @@ impl Load {
                 std::thread::spawn(move || {
                     let mut r = LoadResult::default();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        match http_get("127.0.0.1", port) {
-                            Some(b) if b.contains("200 OK") => {
+                        match try_http_get("127.0.0.1", port) {
+                            Ok(b) if b.contains("200 OK") => {
                                 r.ok += 1;
                                 let version = b
                                     .lines()
