@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
@@ -29,7 +28,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import apiserver  # noqa: E402  (free_port)
 import pods  # noqa: E402  (mounts_under)
-import start  # noqa: E402  (make_rootfs)
+import start  # noqa: E402  (import_busybox_image, start_server)
 import summary  # noqa: E402
 
 IMAGE = "bench-pf:1"
@@ -96,20 +95,9 @@ def main():
                               capture_output=True, text=True, **kw).stdout
 
     try:
-        rootfs = os.path.join(work, "rootfs")
-        start.make_rootfs(rootfs)
-        for applet in ["nc", "dd"]:
-            os.symlink("busybox", os.path.join(rootfs, "bin", applet))
-        tarball = os.path.join(work, "rootfs.tar")
-        with tarfile.open(tarball, "w") as t:
-            t.add(rootfs, arcname=".")
-        subprocess.run([skiff, "--data-dir", data, "image", "import", tarball, "-t", IMAGE],
-                       check=True, stdout=subprocess.DEVNULL)
+        start.import_busybox_image(skiff, data, work, IMAGE, ["nc", "dd"])
         port = apiserver.free_port()
-        log = open(os.path.join(work, "server.log"), "w")
-        server = subprocess.Popen([skiff, "--data-dir", data, "server", "--listen",
-                                   f"127.0.0.1:{port}", "--cluster-cidr", opts.cluster_cidr],
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        server = start.start_server(skiff, data, work, port, opts.cluster_cidr)
         deadline = now() + 60
         while True:
             if os.path.exists(kubeconfig):

@@ -30,6 +30,27 @@ def make_rootfs(path):
         os.makedirs(os.path.join(path, d), exist_ok=True)
 
 
+def import_busybox_image(skiff, data, work, tag, applets):
+    """Imports a busybox rootfs with `applets` linked in as image `tag` into `data`."""
+    rootfs = os.path.join(work, "rootfs")
+    make_rootfs(rootfs)
+    for applet in applets:
+        os.symlink("busybox", os.path.join(rootfs, "bin", applet))
+    tarball = os.path.join(work, "rootfs.tar")
+    with tarfile.open(tarball, "w") as t:
+        t.add(rootfs, arcname=".")
+    sh(skiff, "--data-dir", data, "image", "import", tarball, "-t", tag,
+       stdout=subprocess.DEVNULL)
+
+
+def start_server(skiff, data, work, port, cluster_cidr):
+    """`skiff server` on 127.0.0.1:`port`, logging to work/server.log; returns the process."""
+    log = open(os.path.join(work, "server.log"), "w")
+    return subprocess.Popen([skiff, "--data-dir", data, "server", "--listen",
+                             f"127.0.0.1:{port}", "--cluster-cidr", cluster_cidr],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+
 def crun_bundle(work, rootfs):
     bundle = os.path.join(work, "bundle")
     os.makedirs(bundle)

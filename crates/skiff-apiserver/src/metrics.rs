@@ -695,63 +695,6 @@ mod tests {
         assert_eq!(x.verb, "APPLY");
     }
 
-    /// What measuring one request adds: labels, the in-flight gauge, counter and histogram,
-    /// and three store-call observations (a create reads, writes and re-reads). Prints ns per
-    /// request (`cargo test -p skiff-apiserver --lib request_cost -- --ignored --nocapture`;
-    /// figures in docs/metrics.md).
-    #[test]
-    #[ignore]
-    fn request_cost() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        let n = 200_000;
-        for (label, method, path) in [
-            (
-                "create configmap",
-                Method::POST,
-                "/api/v1/namespaces/default/configmaps",
-            ),
-            (
-                "get pod",
-                Method::GET,
-                "/api/v1/namespaces/default/pods/web-1",
-            ),
-        ] {
-            let t = Instant::now();
-            for _ in 0..n {
-                let m = begin(&method, path, None, &h);
-                let resp = finish(m, Response::new(Body::empty()));
-                std::hint::black_box(resp);
-            }
-            let request = t.elapsed().as_nanos() / n;
-            let t = Instant::now();
-            for _ in 0..n {
-                std::hint::black_box(labels(&method, path, None, &h));
-            }
-            let parse = t.elapsed().as_nanos() / n;
-            let (l, _) = labels(&method, path, None, &h);
-            let t = Instant::now();
-            for _ in 0..n {
-                record(&l, 200, Duration::from_millis(1));
-            }
-            let rec = t.elapsed().as_nanos() / n;
-            println!("{label}: labels {parse} ns, record {rec} ns");
-            let t = Instant::now();
-            for _ in 0..n {
-                observe_store(
-                    "get",
-                    store_type("/registry/apps/deployments/default/x"),
-                    Instant::now(),
-                );
-            }
-            let store = t.elapsed().as_nanos() / n;
-            println!("{label}: {request} ns per request, {store} ns per store call");
-        }
-    }
-
     #[test]
     fn store_types() {
         let t = |k: &str| store_type(k).to_string();
