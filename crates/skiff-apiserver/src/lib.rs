@@ -16,6 +16,8 @@ mod agent_client;
 mod allocator;
 pub mod auth;
 pub mod authz;
+#[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
+mod cache;
 mod conn;
 mod ctx;
 mod discovery;
@@ -198,6 +200,8 @@ pub struct AppState {
     /// Node agents running in this process, by node name: reached through an in-memory
     /// connection instead of TLS over TCP (see `agent_client`).
     pub(crate) local_agents: std::sync::RwLock<std::collections::HashMap<String, Router>>,
+    /// CRDs, admission configuration and APIServices kept in memory (see `cache`).
+    pub(crate) cache: Arc<cache::Cache>,
 }
 
 /// The cluster CA as the handlers use it.
@@ -281,6 +285,7 @@ impl AppState {
             plugins,
             service_accounts,
             local_agents: Default::default(),
+            cache: cache::Cache::new(),
         })
     }
 

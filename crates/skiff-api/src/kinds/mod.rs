@@ -15,6 +15,9 @@ use crate::table::{Col, AGE, NAME};
 use crate::validate::{Errs, NameRule};
 use crate::ResourceInfo;
 
+mod admissionregistration;
+mod apiextensions;
+mod apiregistration;
 mod apps;
 mod authentication;
 mod authorization;
@@ -234,6 +237,12 @@ static REGISTRY: &[Kind] = &[
     rbac::ROLE_BINDING,
     rbac::ROLE,
     certificates::KIND,
+    admissionregistration::webhooks::MUTATING,
+    admissionregistration::webhooks::VALIDATING,
+    admissionregistration::policies::POLICY,
+    admissionregistration::policies::BINDING,
+    apiextensions::CRD,
+    apiregistration::API_SERVICE,
     discovery::endpointslice::KIND,
     coordination::lease::KIND,
     // Served like an aggregated API (metrics-server's), after the built-in groups.
@@ -285,7 +294,9 @@ mod tests {
             assert_eq!(i.singular, i.kind.to_lowercase());
             // metrics.k8s.io names NodeMetrics and PodMetrics `nodes` and `pods`.
             assert!(
-                i.plural.starts_with(i.singular) || i.group == "metrics.k8s.io",
+                i.plural.starts_with(i.singular)
+                    || i.plural.starts_with(i.singular.trim_end_matches('y'))
+                    || i.group == "metrics.k8s.io",
                 "{i:?}"
             );
             // Stored kinds can be read; review kinds are create-only; metrics are read-only.
