@@ -201,6 +201,7 @@ pub struct AppState {
     /// connection instead of TLS over TCP (see `agent_client`).
     pub(crate) local_agents: std::sync::RwLock<std::collections::HashMap<String, Router>>,
     /// CRDs, admission configuration and APIServices kept in memory (see `cache`).
+    #[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
     pub(crate) cache: Arc<cache::Cache>,
 }
 
