@@ -435,3 +435,31 @@ fn add_paths(paths: &mut Map<String, Value>, r: &ResourceInfo, def: &str) {
         paths.insert(item, Value::Object(one));
     }
 }
+
+/// A custom resource at one version, as CRDs define it: what the OpenAPI documents need.
+#[derive(Debug, Clone)]
+pub struct CustomKind {
+    pub info: ResourceInfo,
+    /// The version's `openAPIV3Schema` (`{}` when it has none).
+    pub schema: Value,
+}
+
+/// The `/openapi/v3` index with custom kinds (interface skeleton, filled in on `i14-openapi`).
+pub fn v3_index_with(_custom: &[CustomKind]) -> Value {
+    v3_index()
+}
+
+/// One `/openapi/v3` group/version document with custom kinds (skeleton, see above).
+pub fn v3_document_with(path: &str, _custom: &[CustomKind]) -> Option<Value> {
+    v3_document(path)
+}
+
+/// The `/openapi/v2` (Swagger 2.0) document with custom kinds (skeleton, see above).
+pub fn v2_with(_custom: &[CustomKind]) -> Value {
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}, "definitions": {}})
+}
+
+/// The v2 document in the gnostic protobuf encoding kubectl asks for (skeleton, see above).
+pub fn v2_protobuf(_doc: &Value) -> Vec<u8> {
+    Vec::new()
+}

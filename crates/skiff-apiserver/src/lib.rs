@@ -38,6 +38,8 @@ mod signer;
 mod storage;
 mod tls;
 mod watch;
+#[allow(dead_code)] // skeleton until its callers land
+mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
