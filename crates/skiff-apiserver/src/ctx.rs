@@ -26,6 +26,8 @@ pub(crate) struct Ctx {
     pub headers: HeaderMap,
     /// Who the request acts as (after impersonation).
     pub user: Arc<crate::auth::UserInfo>,
+    /// The custom kind served (None: a built-in kind).
+    pub custom: Option<Arc<crate::crd::ServedKind>>,
 }
 
 /// Whether a write targets the main resource, its `/status` subresource, or a CSR's
@@ -99,7 +101,7 @@ impl Ctx {
 
     pub(crate) async fn get_current(&self, name: &str) -> ApiResult<(Value, i64)> {
         match self.st.store.get(&self.key(name)).await {
-            Ok(Some(kv)) => Ok((decode(&kv)?, kv.mod_revision)),
+            Ok(Some(kv)) => Ok((self.from_storage(decode(&kv)?).await?, kv.mod_revision)),
             Ok(None) => Err(ApiError::not_found(self.info.group, self.info.plural, name)),
             Err(e) => Err(store_err(self.info, name, e)),
         }
@@ -115,7 +117,11 @@ impl Ctx {
     }
 
     /// `fieldValidation`: Strict rejects unknown fields (400), Warn (default) returns warnings.
-    pub(crate) fn field_validation(&self, obj: &Value) -> ApiResult<Vec<String>> {
+    /// Custom objects lose their unknown fields here (pruning).
+    pub(crate) fn field_validation(&self, obj: &mut Value) -> ApiResult<Vec<String>> {
+        if let Some(kind) = &self.custom {
+            return crate::crd::strategy::prune(kind, &self.query, obj);
+        }
         // Upstream's decode: map-of-string fields holding other types are a 400.
         skiff_api::validate::check_types(self.info, obj)?;
         let mode = self.query.get("fieldValidation").unwrap_or("Warn");
@@ -140,6 +146,21 @@ impl Ctx {
             .iter()
             .map(|f| format!("unknown field \"{f}\""))
             .collect())
+    }
+}
+
+impl Ctx {
+    /// Label and field selectors from the query, field labels checked against the kind's.
+    pub(crate) fn selectors(
+        &self,
+    ) -> ApiResult<(
+        skiff_api::selector::LabelSelector,
+        skiff_api::selector::FieldSelector,
+    )> {
+        match &self.custom {
+            Some(kind) => crate::crd::strategy::selectors(kind, &self.query),
+            None => crate::objects::selectors(&self.query, self.info),
+        }
     }
 }
 

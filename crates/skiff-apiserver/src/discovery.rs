@@ -27,10 +27,21 @@ pub(crate) fn version() -> Response {
     )
 }
 
-/// Groups in preference order, each with its versions in preference order.
-fn groups(core: bool) -> Vec<(&'static str, Vec<&'static str>)> {
+/// The built-in resources, then the custom ones (already in discovery order: group, version
+/// priority, plural).
+fn all<'a>(
+    custom: &'a [&'static ResourceInfo],
+) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
+    skiff_api::resources::all()
+        .iter()
+        .chain(custom.iter().copied())
+}
+
+/// Groups in preference order, each with its versions in preference order: built-in groups
+/// first, then custom groups (upstream gives CRD groups a lower priority than built-ins).
+fn groups(core: bool, custom: &[&'static ResourceInfo]) -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for r in skiff_api::resources::all() {
+    for r in all(custom) {
         if r.group.is_empty() != core {
             continue;
         }
@@ -46,10 +57,9 @@ fn groups(core: bool) -> Vec<(&'static str, Vec<&'static str>)> {
 fn resources_of<'a>(
     group: &'a str,
     version: &'a str,
+    custom: &'a [&'static ResourceInfo],
 ) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
-    skiff_api::resources::all()
-        .iter()
-        .filter(move |r| r.group == group && r.version == version)
+    all(custom).filter(move |r| r.group == group && r.version == version)
 }
 
 /// (group, version, kind, verbs) of a subresource.
@@ -80,11 +90,11 @@ fn subresource_kind(
     (g, v, k, verbs)
 }
 
-fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+fn aggregated_group(group: &str, versions: &[&str], custom: &[&'static ResourceInfo]) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = resources_of(group, v)
+            let resources: Vec<Value> = resources_of(group, v, custom)
                 .map(|r| {
                     let subs: Vec<Value> = r
                         .subresources
@@ -138,10 +148,10 @@ fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
     }
 }
 
-fn aggregated(core: bool, ver: &'static str) -> Response {
-    let items: Vec<Value> = groups(core)
+fn aggregated(core: bool, ver: &'static str, custom: &[&'static ResourceInfo]) -> Response {
+    let items: Vec<Value> = groups(core, custom)
         .iter()
-        .map(|(g, vs)| aggregated_group(g, vs))
+        .map(|(g, vs)| aggregated_group(g, vs, custom))
         .collect();
     let body = json!({
         "kind": "APIGroupDiscoveryList",
@@ -163,7 +173,7 @@ fn aggregated(core: bool, ver: &'static str) -> Response {
 /// `GET /api`.
 pub(crate) fn api(headers: &HeaderMap, host: &str) -> Response {
     if let Some(v) = aggregated_version(headers) {
-        return aggregated(true, v);
+        return aggregated(true, v, &[]);
     }
     json_response(
         200,
@@ -181,12 +191,12 @@ fn api_group(group: &str, versions: &[&str]) -> Value {
     json!({"name": group, "versions": vs, "preferredVersion": preferred})
 }
 
-/// `GET /apis`.
-pub(crate) fn apis(headers: &HeaderMap) -> Response {
+/// `GET /apis` (`custom`: the served custom kinds).
+pub(crate) fn apis(headers: &HeaderMap, custom: &[&'static ResourceInfo]) -> Response {
     if let Some(v) = aggregated_version(headers) {
-        return aggregated(false, v);
+        return aggregated(false, v, custom);
     }
-    let gs: Vec<Value> = groups(false)
+    let gs: Vec<Value> = groups(false, custom)
         .iter()
         .map(|(g, vs)| api_group(g, vs))
         .collect();
@@ -197,8 +207,8 @@ pub(crate) fn apis(headers: &HeaderMap) -> Response {
 }
 
 /// `GET /apis/<group>`.
-pub(crate) fn group(group: &str) -> Response {
-    match groups(false).into_iter().find(|(g, _)| *g == group) {
+pub(crate) fn group(group: &str, custom: &[&'static ResourceInfo]) -> Response {
+    match groups(false, custom).into_iter().find(|(g, _)| *g == group) {
         Some((g, vs)) => {
             let mut body = api_group(g, &vs);
             body["kind"] = json!("APIGroup");
@@ -210,9 +220,13 @@ pub(crate) fn group(group: &str) -> Response {
 }
 
 /// `GET /api/v1` or `/apis/<group>/<version>`: an APIResourceList; None if not served.
-pub(crate) fn resource_list(group: &str, version: &str) -> Option<Response> {
+pub(crate) fn resource_list(
+    group: &str,
+    version: &str,
+    custom: &[&'static ResourceInfo],
+) -> Option<Response> {
     let mut resources = Vec::new();
-    for r in resources_of(group, version) {
+    for r in resources_of(group, version, custom) {
         let mut e = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
             "kind": r.kind, "verbs": r.verbs,
@@ -249,15 +263,39 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Option<Response> {
     ))
 }
 
-/// `GET /openapi/v3[/<path>]`; `/openapi/v2` is not served (kubectl only asks for protobuf).
-pub(crate) fn openapi(rest: &[&str], query: &Query) -> Response {
+/// A rendered OpenAPI document, cached in the custom-kind index (rebuilt per CRD change).
+pub(crate) fn cached_document(
+    index: &crate::crd::Index,
+    key: &str,
+    render: impl FnOnce(&[skiff_api::openapi::CustomKind]) -> Option<Value>,
+) -> Option<std::sync::Arc<Value>> {
+    if let Ok(docs) = index.documents.lock() {
+        if let Some(d) = docs.get(key) {
+            return Some(d.clone());
+        }
+    }
+    let doc = std::sync::Arc::new(render(index.openapi_kinds())?);
+    if let Ok(mut docs) = index.documents.lock() {
+        docs.insert(key.to_string(), doc.clone());
+    }
+    Some(doc)
+}
+
+/// `GET /openapi/v3[/<path>]` with the served custom kinds.
+pub(crate) fn openapi(rest: &[&str], query: &Query, custom: &crate::crd::Index) -> Response {
     if rest.is_empty() {
-        return json_response(200, &skiff_api::openapi::v3_index());
+        return match cached_document(custom, "", |c| Some(skiff_api::openapi::v3_index_with(c))) {
+            Some(index) => json_response(200, &*index),
+            None => crate::respond::error_response(&not_found_path()),
+        };
     }
     let path = rest.join("/");
-    match skiff_api::openapi::v3_document(&path) {
+    let key = format!("v3/{path}");
+    match cached_document(custom, &key, |c| {
+        skiff_api::openapi::v3_document_with(&path, c)
+    }) {
         Some(doc) => {
-            let mut resp = json_response(200, &doc);
+            let mut resp = json_response(200, &*doc);
             if let Some(hash) = query.get("hash") {
                 let h = resp.headers_mut();
                 h.insert(

@@ -19,6 +19,7 @@ pub mod authz;
 #[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
 mod cache;
 mod conn;
+mod crd;
 mod ctx;
 mod discovery;
 pub mod encryption;
@@ -205,6 +206,8 @@ pub struct AppState {
     /// CRDs, admission configuration and APIServices kept in memory (see `cache`).
     #[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
     pub(crate) cache: Arc<cache::Cache>,
+    /// The served custom kinds and the CRD controllers (see `crd`).
+    pub(crate) crds: crd::Registry,
 }
 
 /// The cluster CA as the handlers use it.
@@ -271,6 +274,8 @@ impl AppState {
         let rbac = authz::rbac::Rbac::new();
         let mut plugins = plugins::registry();
         plugins.retain(|p| !disabled_plugins.iter().any(|d| d == p.name()));
+        let cache = cache::Cache::new();
+        let crds = crd::Registry::new(&cache);
         Arc::new(Self {
             store: Arc::new(metrics::InstrumentedStore(store)),
             tokens,
@@ -288,7 +293,8 @@ impl AppState {
             plugins,
             service_accounts,
             local_agents: Default::default(),
-            cache: cache::Cache::new(),
+            cache,
+            crds,
         })
     }
 
@@ -481,6 +487,8 @@ impl Server {
         let app = router(self.state.clone());
         // The CSR signer holds the CA key, so it runs with the server.
         signer::start(self.state.clone());
+        // CRD status and cleanup (also started by the first request, for in-process routers).
+        self.state.crds.ensure_started(&self.state);
         tracing::info!(addr = %self.local_addr, "skiff API server listening (https)");
         let shutdown_tx = self.shutdown_tx;
         let stopping = async move {

@@ -125,7 +125,17 @@ async fn finalize_once(st: &Arc<AppState>, name: &str) -> Result<bool, String> {
         return Ok(true);
     };
     let mut remaining = 0usize;
-    for info in skiff_api::resources::all().iter().filter(|r| r.namespaced) {
+    // Built-in kinds, then the namespaced custom kinds (each CRD's storage version).
+    let custom = st.crds.ready(st).await.storage_kinds();
+    let builtin = skiff_api::resources::all()
+        .iter()
+        .filter(|r| r.namespaced)
+        .map(|info| (info, None));
+    let custom = custom
+        .into_iter()
+        .filter(|k| k.info.namespaced)
+        .map(|k| (k.info, Some(k)));
+    for (info, custom) in builtin.chain(custom) {
         let prefix = collection_prefix(info, Some(name));
         let list = st
             .store
@@ -143,6 +153,7 @@ async fn finalize_once(st: &Arc<AppState>, name: &str) -> Result<bool, String> {
             query: Query::default(),
             headers: Default::default(),
             user: Arc::new(crate::auth::UserInfo::apiserver()),
+            custom,
         };
         let opts = DeleteOpts {
             propagation: Some("Background".into()),

@@ -168,6 +168,7 @@ async fn write_status(
         query: Query::parse(Some("fieldManager=kube-controller-manager")),
         headers: Default::default(),
         user: Arc::new(crate::auth::UserInfo::apiserver()),
+        custom: None,
     };
     let Some(mut prepared) = crate::storage::prepare_update(&ctx, old, new, Mode::Status, true)?
     else {

@@ -23,7 +23,7 @@ use tokio_stream::StreamExt;
 
 use crate::ctx::Ctx;
 use crate::keys::{collection_prefix, decode};
-use crate::objects::{include_object, matches, selectors};
+use crate::objects::{include_object, matches};
 use crate::respond::*;
 use crate::storage::list_objects;
 
@@ -31,6 +31,8 @@ struct Encoder {
     info: &'static ResourceInfo,
     table: bool,
     include: IncludeObject,
+    /// The custom kind watched (its printer columns).
+    custom: Option<std::sync::Arc<crate::crd::ServedKind>>,
 }
 
 impl Encoder {
@@ -40,13 +42,22 @@ impl Encoder {
                 .pointer("/metadata/resourceVersion")
                 .cloned()
                 .unwrap_or(Value::Null);
-            skiff_api::table::to_table(
-                self.info,
-                &[obj],
-                self.include,
-                json!({"resourceVersion": rv}),
-                now(),
-            )
+            match &self.custom {
+                Some(kind) => crate::crd::strategy::table(
+                    kind,
+                    &[obj],
+                    self.include,
+                    json!({"resourceVersion": rv}),
+                    now(),
+                ),
+                None => skiff_api::table::to_table(
+                    self.info,
+                    &[obj],
+                    self.include,
+                    json!({"resourceVersion": rv}),
+                    now(),
+                ),
+            }
         } else {
             obj
         };
@@ -78,7 +89,7 @@ impl Encoder {
 }
 
 pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
-    let (label, field) = selectors(&ctx.query, ctx.info)?;
+    let (label, field) = ctx.selectors()?;
     let prefix = collection_prefix(ctx.info, ctx.ns.as_deref());
     let rv = ctx.query.get("resourceVersion").unwrap_or("");
     let send_initial = ctx.query.flag("sendInitialEvents");
@@ -94,6 +105,7 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
         info: ctx.info,
         table: wants_table(&ctx.headers),
         include: include_object(&ctx.query),
+        custom: ctx.custom.clone(),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
 
@@ -168,6 +180,14 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
                     };
                     last_rev = ev.kv.mod_revision;
                     if let Some((kind, obj)) = translate(&ev, &label, &field) {
+                        // Custom objects are converted to the watched version.
+                        let obj = match ctx.from_storage(obj).await {
+                            Ok(o) => o,
+                            Err(e) => {
+                                let _ = tx.send(enc.error(&e)).await;
+                                break;
+                            }
+                        };
                         if tx.send(enc.line(kind, obj)).await.is_err() { break; }
                     }
                 }

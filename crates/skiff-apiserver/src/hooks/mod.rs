@@ -63,6 +63,11 @@ pub(crate) fn registry(default_toleration_seconds: i64) -> Registry {
             "CertificateSigningRequest",
             certificates::CsrHooks,
         )
+        .with(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            crate::crd::controller::CrdHooks,
+        )
 }
 
 #[cfg(test)]
@@ -107,6 +112,7 @@ mod tests {
             query: Query::default(),
             headers: Default::default(),
             user: Arc::new(crate::auth::UserInfo::apiserver()),
+            custom: None,
         }
     }
 

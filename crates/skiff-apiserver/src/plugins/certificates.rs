@@ -302,6 +302,7 @@ mod tests {
             query: Query::default(),
             headers: Default::default(),
             user: Arc::new(UserInfo::new("alice", &["dev"])),
+            custom: None,
         }
     }
 

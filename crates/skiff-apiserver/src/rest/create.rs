@@ -43,9 +43,10 @@ pub(super) async fn resolve_new_identity(ctx: &Ctx, obj: &mut Value) -> ApiResul
 }
 
 pub(super) async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
+    crate::crd::strategy::check_create(ctx)?;
     let mut obj = ctx.decode_body(body)?;
     check_type_meta(ctx.info, &mut obj)?;
-    let warnings = ctx.field_validation(&obj)?;
+    let warnings = ctx.field_validation(&mut obj)?;
     if let Some(reviewed) = ctx.hooks().review(ctx, &obj).await {
         return Ok(with_warnings(
             object_response(ctx, 201, &reviewed?),
@@ -100,11 +101,8 @@ pub(super) async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
                 &warnings,
             ));
         }
-        let created = ctx
-            .st
-            .store
-            .create(&ctx.key(&name), encode(&candidate))
-            .await;
+        let stored = ctx.to_storage(&candidate).await?;
+        let created = ctx.st.store.create(&ctx.key(&name), encode(&stored)).await;
         admission::finish(&ctx.st, reserved, created.is_ok()).await;
         match created {
             Ok(kv) => {

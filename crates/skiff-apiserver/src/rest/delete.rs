@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::ctx::{Ctx, DeleteOpts};
 use crate::keys::collection_prefix;
-use crate::objects::{meta_str, selectors};
+use crate::objects::meta_str;
 use crate::respond::*;
 use crate::storage::{delete_object, list_objects, Deleted};
 
@@ -33,7 +33,7 @@ pub(super) async fn delete(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Resp
 
 pub(super) async fn delete_collection(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
     let opts = DeleteOpts::from_request(ctx, body)?;
-    let (label, field) = selectors(&ctx.query, ctx.info)?;
+    let (label, field) = ctx.selectors()?;
     let prefix = collection_prefix(ctx.info, ctx.ns.as_deref());
     let (items, rev, _) = list_objects(ctx, &prefix, &label, &field, 0).await?;
     let mut out = Vec::new();
@@ -48,6 +48,7 @@ pub(super) async fn delete_collection(ctx: &Ctx, body: &[u8]) -> ApiResult<Respo
             query: ctx.query.clone(),
             headers: ctx.headers.clone(),
             user: ctx.user.clone(),
+            custom: ctx.custom.clone(),
         };
         match delete_object(&item_ctx, &name, &opts).await {
             Ok(Deleted::Gone(o)) | Ok(Deleted::Pending(o)) => out.push(o),

@@ -96,6 +96,8 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         "/version" | "/version/" => return Ok(discovery::version()),
         _ => {}
     }
+    // The CRD controllers run wherever requests are served (also the in-process router).
+    st.crds.ensure_started(&st);
     let real = Arc::new(crate::auth::authenticate(&st, &parts).await?);
     let user = crate::auth::impersonate::resolve(&st, real, &parts.headers).await?;
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -124,18 +126,29 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
             return Ok(crate::serviceaccount::oidc::jwks(&st.service_accounts))
         }
         ["api"] => return Ok(discovery::api(&parts.headers, &host)),
-        ["apis"] => return Ok(discovery::apis(&parts.headers)),
-        ["apis", g] => return Ok(discovery::group(g)),
+        ["apis"] => {
+            let custom = st.crds.ready(&st).await;
+            return Ok(discovery::apis(&parts.headers, &custom.infos()));
+        }
+        ["apis", g] => {
+            let custom = st.crds.ready(&st).await;
+            return Ok(discovery::group(g, &custom.infos()));
+        }
         ["metrics"] if parts.method == Method::GET => {
             return Ok(crate::metrics::serve(&st.store, &parts.headers).await)
         }
-        ["openapi", "v3", rest @ ..] => return Ok(discovery::openapi(rest, &query)),
+        ["openapi", "v3", rest @ ..] => {
+            let custom = st.crds.ready(&st).await;
+            return Ok(discovery::openapi(rest, &query, &custom));
+        }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found_path()),
     };
     if rest.is_empty() {
-        return discovery::resource_list(group, version).ok_or_else(not_found_path);
+        let custom = st.crds.ready(&st).await;
+        return discovery::resource_list(group, version, &custom.infos())
+            .ok_or_else(not_found_path);
     }
     // Legacy `/watch/` path prefix.
     let (rest, legacy_watch) = match rest {
@@ -164,8 +177,14 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         },
     );
     crate::authz::check(&st, &attrs).await?;
-    let info =
-        skiff_api::resources::by_plural(group, version, plural).ok_or_else(not_found_path)?;
+    // Built-in kinds first, then the served custom kinds.
+    let (info, custom) = match skiff_api::resources::by_plural(group, version, plural) {
+        Some(info) => (info, None),
+        None => match st.crds.lookup(&st, group, version, plural).await {
+            Some(kind) => (kind.info, Some(kind)),
+            None => return Err(not_found_path()),
+        },
+    };
     if ns.is_some() && !info.namespaced {
         return Err(not_found_path());
     }
@@ -197,6 +216,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         query,
         headers: parts.headers.clone(),
         user,
+        custom,
     };
     if info.group == "metrics.k8s.io" {
         // Computed from the node agents, never stored.

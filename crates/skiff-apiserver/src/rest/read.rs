@@ -6,7 +6,7 @@ use skiff_api::ApiError;
 
 use crate::ctx::Ctx;
 use crate::keys::collection_prefix;
-use crate::objects::{include_object, meta_str, selectors};
+use crate::objects::{include_object, meta_str};
 use crate::respond::*;
 use crate::storage::list_objects;
 
@@ -14,16 +14,23 @@ use crate::storage::list_objects;
 pub(super) fn object_response(ctx: &Ctx, code: u16, obj: &Value) -> Response {
     if wants_table(&ctx.headers) {
         let rv = meta_str(obj, "resourceVersion").unwrap_or("").to_string();
-        let table = skiff_api::table::to_table(
-            ctx.info,
+        let table = table(
+            ctx,
             std::slice::from_ref(obj),
-            include_object(&ctx.query),
             json!({"resourceVersion": rv}),
-            now(),
         );
         return json_response(code, &table);
     }
     json_response(code, obj)
+}
+
+/// A Table of `objects` with the kind's columns (a custom kind's printer columns).
+fn table(ctx: &Ctx, objects: &[Value], list_meta: Value) -> Value {
+    let include = include_object(&ctx.query);
+    match &ctx.custom {
+        Some(kind) => crate::crd::strategy::table(kind, objects, include, list_meta, now()),
+        None => skiff_api::table::to_table(ctx.info, objects, include, list_meta, now()),
+    }
 }
 
 pub(super) async fn get(ctx: &Ctx, name: &str) -> ApiResult<Response> {
@@ -32,7 +39,7 @@ pub(super) async fn get(ctx: &Ctx, name: &str) -> ApiResult<Response> {
 }
 
 pub(super) async fn list(ctx: &Ctx) -> ApiResult<Response> {
-    let (label, field) = selectors(&ctx.query, ctx.info)?;
+    let (label, field) = ctx.selectors()?;
     let limit = ctx
         .query
         .get("limit")
@@ -49,14 +56,7 @@ pub(super) async fn list(ctx: &Ctx) -> ApiResult<Response> {
         list_meta["continue"] = json!(t);
     }
     if wants_table(&ctx.headers) {
-        let table = skiff_api::table::to_table(
-            ctx.info,
-            &items,
-            include_object(&ctx.query),
-            list_meta,
-            now(),
-        );
-        return Ok(json_response(200, &table));
+        return Ok(json_response(200, &table(ctx, &items, list_meta)));
     }
     Ok(json_response(
         200,

@@ -6,7 +6,7 @@
 use axum::response::Response;
 use http::Method;
 use serde_json::{json, Value};
-use skiff_api::{ApiError, ResourceInfo};
+use skiff_api::ApiError;
 use skiff_store::StoreError;
 
 use super::read::get;
@@ -36,7 +36,7 @@ pub(crate) async fn handle(
         }
         ("scale", &Method::GET) => {
             let (obj, _) = ctx.get_current(name).await?;
-            Ok(json_response(200, &to_scale(ctx.info, &obj)))
+            Ok(json_response(200, &to_scale(ctx, &obj)))
         }
         ("scale", &Method::PUT) | ("scale", &Method::PATCH) => {
             write_scale(ctx, method, name, body).await
@@ -92,7 +92,11 @@ fn selector_string(sel: &Value) -> String {
     parts.join(",")
 }
 
-fn to_scale(info: &ResourceInfo, obj: &Value) -> Value {
+fn to_scale(ctx: &Ctx, obj: &Value) -> Value {
+    if let Some(kind) = &ctx.custom {
+        return crate::crd::strategy::to_scale(kind, obj);
+    }
+    let info = ctx.info;
     let m = meta(obj);
     let mut md = json!({});
     for f in [
@@ -129,7 +133,7 @@ fn to_scale(info: &ResourceInfo, obj: &Value) -> Value {
 async fn write_scale(ctx: &Ctx, method: &Method, name: &str, body: &[u8]) -> ApiResult<Response> {
     for _ in 0..8 {
         let (cur, rev) = ctx.get_current(name).await?;
-        let scale = to_scale(ctx.info, &cur);
+        let scale = to_scale(ctx, &cur);
         // Only a resourceVersion the client sent is a precondition; a patch applied to the
         // current Scale always carries the current one, and must be retried on races instead.
         let (new_scale, precondition) = if method == Method::PUT {
@@ -178,15 +182,18 @@ async fn write_scale(ctx: &Ctx, method: &Method, name: &str, body: &[u8]) -> Api
             ));
         }
         let mut new = cur.clone();
-        new["spec"]["replicas"] = json!(replicas);
+        match &ctx.custom {
+            Some(kind) => crate::crd::strategy::set_replicas(kind, &mut new, replicas),
+            None => new["spec"]["replicas"] = json!(replicas),
+        }
         let Some(prepared) = prepare_update(ctx, &cur, new, Mode::Main, true)? else {
             return Ok(json_response(200, &scale));
         };
         if ctx.dry_run() {
-            return Ok(json_response(200, &to_scale(ctx.info, &prepared)));
+            return Ok(json_response(200, &to_scale(ctx, &prepared)));
         }
         match commit_update(ctx, name, prepared, rev).await {
-            Ok(stored) => return Ok(json_response(200, &to_scale(ctx.info, &stored))),
+            Ok(stored) => return Ok(json_response(200, &to_scale(ctx, &stored))),
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
             Err(e) => return Err(store_err(ctx.info, name, e)),
         }

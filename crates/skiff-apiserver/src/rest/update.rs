@@ -20,7 +20,7 @@ use crate::storage::{commit_update, prepare_create, prepare_update};
 pub(super) async fn update(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> ApiResult<Response> {
     let mut new = ctx.decode_body(body)?;
     check_type_meta(ctx.info, &mut new)?;
-    let warnings = ctx.field_validation(&new)?;
+    let warnings = ctx.field_validation(&mut new)?;
     let wanted_rv = meta_str(&new, "resourceVersion")
         .filter(|r| !r.is_empty())
         .map(str::to_string);
@@ -119,6 +119,17 @@ pub(crate) enum PatchKind {
 }
 
 pub(crate) fn patch_kind(ctx: &Ctx) -> ApiResult<PatchKind> {
+    // Custom objects have no strategic merge schema: upstream answers 415 and kubectl falls
+    // back to a merge patch.
+    if ctx.custom.is_some()
+        && ctx.content_type().as_deref() == Some("application/strategic-merge-patch+json")
+    {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
     match ctx.content_type().as_deref() {
         Some("application/json-patch+json") => Ok(PatchKind::Json),
         Some("application/merge-patch+json") => Ok(PatchKind::Merge),
@@ -197,7 +208,7 @@ pub(super) async fn patch(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> Api
         .map(str::to_string);
     for _ in 0..RETRIES {
         let current = match ctx.st.store.get(&ctx.key(name)).await {
-            Ok(Some(kv)) => Some((decode(&kv)?, kv.mod_revision)),
+            Ok(Some(kv)) => Some((ctx.from_storage(decode(&kv)?).await?, kv.mod_revision)),
             Ok(None) => None,
             Err(e) => return Err(store_err(ctx.info, name, e)),
         };
@@ -214,7 +225,7 @@ pub(super) async fn patch(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> Api
         }
         let mut new = apply_patch(ctx, &kind, Some(&cur), &patch)?;
         meta_mut(&mut new).remove("resourceVersion");
-        let warnings = ctx.field_validation(&new)?;
+        let warnings = ctx.field_validation(&mut new)?;
         let write = Write {
             old: &cur,
             rev,
@@ -231,9 +242,10 @@ pub(super) async fn patch(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> Api
 
 /// Server-side apply of a missing object creates it (201).
 async fn apply_create(ctx: &Ctx, name: &str, patch: &Value) -> ApiResult<Response> {
+    crate::crd::strategy::check_create(ctx)?;
     let mut applied = patch.clone();
     check_type_meta(ctx.info, &mut applied)?;
-    let warnings = ctx.field_validation(&applied)?;
+    let warnings = ctx.field_validation(&mut applied)?;
     meta_mut(&mut applied).insert("name".into(), json!(name));
     resolve_new_identity(ctx, &mut applied).await?;
     let mut obj = apply_patch(ctx, &PatchKind::Apply, None, &applied)?;
@@ -261,7 +273,8 @@ async fn apply_create(ctx: &Ctx, name: &str, patch: &Value) -> ApiResult<Respons
     if ctx.dry_run() {
         return Ok(with_warnings(object_response(ctx, 201, &obj), &warnings));
     }
-    let created = ctx.st.store.create(&ctx.key(name), encode(&obj)).await;
+    let stored = ctx.to_storage(&obj).await?;
+    let created = ctx.st.store.create(&ctx.key(name), encode(&stored)).await;
     admission::finish(&ctx.st, reserved, created.is_ok()).await;
     let kv = created.map_err(|e| store_err(ctx.info, name, e))?;
     crate::keys::set_rv(&mut obj, kv.mod_revision);
