@@ -101,7 +101,10 @@ impl Ctx {
 
     pub(crate) async fn get_current(&self, name: &str) -> ApiResult<(Value, i64)> {
         match self.st.store.get(&self.key(name)).await {
-            Ok(Some(kv)) => Ok((self.from_storage(decode(&kv)?).await?, kv.mod_revision)),
+            Ok(Some(kv)) => Ok((
+                self.at_request_version(decode(&kv)?).await?,
+                kv.mod_revision,
+            )),
             Ok(None) => Err(ApiError::not_found(self.info.group, self.info.plural, name)),
             Err(e) => Err(store_err(self.info, name, e)),
         }

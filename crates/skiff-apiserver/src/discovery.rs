@@ -285,7 +285,7 @@ pub(crate) fn cached_document(
 pub(crate) fn openapi(rest: &[&str], query: &Query, custom: &crate::crd::Index) -> Response {
     if rest.is_empty() {
         return match cached_document(custom, "", |c| Some(skiff_api::openapi::v3_index_with(c))) {
-            Some(index) => json_response(200, &*index),
+            Some(index) => json_response(200, &index),
             None => crate::respond::error_response(&not_found_path()),
         };
     }
@@ -295,7 +295,7 @@ pub(crate) fn openapi(rest: &[&str], query: &Query, custom: &crate::crd::Index) 
         skiff_api::openapi::v3_document_with(&path, c)
     }) {
         Some(doc) => {
-            let mut resp = json_response(200, &*doc);
+            let mut resp = json_response(200, &doc);
             if let Some(hash) = query.get("hash") {
                 let h = resp.headers_mut();
                 h.insert(

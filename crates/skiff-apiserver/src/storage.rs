@@ -208,7 +208,7 @@ pub(crate) async fn commit_update(
     let value = match &ctx.custom {
         None => encode(&new),
         Some(_) => encode(
-            &ctx.to_storage(&new)
+            &ctx.at_storage_version(&new)
                 .await
                 .map_err(|e| StoreError::Backend(e.message))?,
         ),
@@ -303,7 +303,7 @@ pub(crate) async fn delete_object(ctx: &Ctx, name: &str, opts: &DeleteOpts) -> A
                     return Ok(Deleted::Pending(updated));
                 }
                 let key = ctx.key(name);
-                let value = encode(&ctx.to_storage(&updated).await?);
+                let value = encode(&ctx.at_storage_version(&updated).await?);
                 match ctx.st.store.update(&key, value, rev).await {
                     Ok(kv) => {
                         crate::keys::set_rv(&mut updated, kv.mod_revision);
@@ -448,7 +448,7 @@ pub(crate) async fn list_objects(
         opts.revision = res.revision;
         let n = res.items.len();
         for (i, kv) in res.items.iter().enumerate() {
-            let obj = ctx.from_storage(decode(kv)?).await?;
+            let obj = ctx.at_request_version(decode(kv)?).await?;
             if matches(&obj, label, field) {
                 items.push(obj);
                 if limit > 0 && items.len() as i64 >= limit {

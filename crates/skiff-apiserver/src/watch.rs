@@ -181,7 +181,7 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
                     last_rev = ev.kv.mod_revision;
                     if let Some((kind, obj)) = translate(&ev, &label, &field) {
                         // Custom objects are converted to the watched version.
-                        let obj = match ctx.from_storage(obj).await {
+                        let obj = match ctx.at_request_version(obj).await {
                             Ok(o) => o,
                             Err(e) => {
                                 let _ = tx.send(enc.error(&e)).await;

@@ -144,7 +144,7 @@ pub(crate) fn selectors(kind: &ServedKind, q: &Query) -> ApiResult<(LabelSelecto
             .to_string();
         let known = label == "metadata.name"
             || label == "metadata.namespace"
-            || kind.selectable.iter().any(|f| *f == label);
+            || kind.selectable.contains(&label);
         if !known {
             return Err(ApiError::bad_request(format!(
                 "field label not supported: {label}"
@@ -285,7 +285,7 @@ pub(crate) async fn convert(
 
 impl Ctx {
     /// A stored object as the request's version sees it (built-ins: unchanged).
-    pub(crate) async fn from_storage(&self, obj: Value) -> ApiResult<Value> {
+    pub(crate) async fn at_request_version(&self, obj: Value) -> ApiResult<Value> {
         let Some(kind) = &self.custom else {
             return Ok(obj);
         };
@@ -295,7 +295,7 @@ impl Ctx {
     }
 
     /// An object at the request's version as it is stored (the storage version).
-    pub(crate) async fn to_storage(&self, obj: &Value) -> ApiResult<Value> {
+    pub(crate) async fn at_storage_version(&self, obj: &Value) -> ApiResult<Value> {
         let Some(kind) = &self.custom else {
             return Ok(obj.clone());
         };

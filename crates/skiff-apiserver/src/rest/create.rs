@@ -101,7 +101,7 @@ pub(super) async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
                 &warnings,
             ));
         }
-        let stored = ctx.to_storage(&candidate).await?;
+        let stored = ctx.at_storage_version(&candidate).await?;
         let created = ctx.st.store.create(&ctx.key(&name), encode(&stored)).await;
         admission::finish(&ctx.st, reserved, created.is_ok()).await;
         match created {

@@ -208,7 +208,7 @@ pub(super) async fn patch(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> Api
         .map(str::to_string);
     for _ in 0..RETRIES {
         let current = match ctx.st.store.get(&ctx.key(name)).await {
-            Ok(Some(kv)) => Some((ctx.from_storage(decode(&kv)?).await?, kv.mod_revision)),
+            Ok(Some(kv)) => Some((ctx.at_request_version(decode(&kv)?).await?, kv.mod_revision)),
             Ok(None) => None,
             Err(e) => return Err(store_err(ctx.info, name, e)),
         };
@@ -273,7 +273,7 @@ async fn apply_create(ctx: &Ctx, name: &str, patch: &Value) -> ApiResult<Respons
     if ctx.dry_run() {
         return Ok(with_warnings(object_response(ctx, 201, &obj), &warnings));
     }
-    let stored = ctx.to_storage(&obj).await?;
+    let stored = ctx.at_storage_version(&obj).await?;
     let created = ctx.st.store.create(&ctx.key(name), encode(&stored)).await;
     admission::finish(&ctx.st, reserved, created.is_ok()).await;
     let kv = created.map_err(|e| store_err(ctx.info, name, e))?;
