@@ -511,7 +511,9 @@ mod tests {
         assert_eq!(first["status"]["conditions"][1]["status"], "True");
         assert_eq!(first["status"]["storedVersions"], json!(["v1"]));
         all.insert("a".into(), Arc::new(first));
-        let second = crd("gadgets.example.com", "gadgets", "Widget", &[]);
+        // The singular defaults to the lowercased kind, which would conflict first.
+        let mut second = crd("gadgets.example.com", "gadgets", "Widget", &[]);
+        second["spec"]["names"]["singular"] = json!("gadget");
         let st = desired_status(&second, &all).expect("status");
         let names = &st["conditions"][0];
         assert_eq!(names["status"], "False");
