@@ -666,3 +666,47 @@ async fn conflicting_names_are_not_accepted_and_not_served() {
         .clone();
     assert_eq!(names["reason"], "PluralConflict", "{crd}");
 }
+
+#[tokio::test]
+async fn rbac_applies_to_custom_resources() {
+    let t = common::start().await;
+    let g = "rbac.example.com";
+    create_crd(&t, widget_crd(g), &format!("/apis/{g}/v1/widgets")).await;
+    let base = format!("/apis/{g}/v1/namespaces/default/widgets");
+    post(&t, &base, json!({"metadata": {"name": "w"}})).await;
+    let as_alice = |method: &'static str, path: String| {
+        let t = &t;
+        async move {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("Impersonate-User", "alice")
+                .body(kube::client::Body::from(Vec::new()))
+                .unwrap();
+            let resp = t.client.send(req).await.expect("send");
+            resp.status().as_u16()
+        }
+    };
+    assert_eq!(as_alice("GET", format!("{base}/w")).await, 403);
+    let (code, body) = post(
+        &t,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+        json!({"metadata": {"name": "widget-reader"}, "rules": [{"apiGroups": [g],
+            "resources": ["widgets"], "verbs": ["get", "list"]}]}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = post(
+        &t,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+        json!({"metadata": {"name": "alice-widgets"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "widget-reader"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(as_alice("GET", format!("{base}/w")).await, 200);
+    assert_eq!(as_alice("GET", base.clone()).await, 200);
+    assert_eq!(as_alice("DELETE", format!("{base}/w")).await, 403);
+    assert_eq!(as_alice("GET", format!("{base}/w/status")).await, 403);
+}
