@@ -447,8 +447,24 @@ pub(crate) async fn list_objects(
         let rev = res.revision;
         opts.revision = res.revision;
         let n = res.items.len();
+        // Custom objects are converted to the requested version a page at a time; built-in
+        // ones are decoded one by one (only matches are kept).
+        let mut converted = match ctx.custom {
+            Some(_) => {
+                let decoded = res
+                    .items
+                    .iter()
+                    .map(decode)
+                    .collect::<ApiResult<Vec<_>>>()?;
+                Some(ctx.at_request_version_all(decoded).await?.into_iter())
+            }
+            None => None,
+        };
         for (i, kv) in res.items.iter().enumerate() {
-            let obj = ctx.at_request_version(decode(kv)?).await?;
+            let obj = match converted.as_mut().and_then(Iterator::next) {
+                Some(o) => o,
+                None => decode(kv)?,
+            };
             if matches(&obj, label, field) {
                 items.push(obj);
                 if limit > 0 && items.len() as i64 >= limit {

@@ -141,6 +141,9 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
         Err(e) => return Err(store_err(ctx.info, "", e)),
     };
     let mut shutdown = ctx.st.shutdown.clone();
+    // A custom kind's watch ends when its CRD stops serving it (deleted, version unserved),
+    // like upstream tearing down the CRD's storage.
+    let mut crd_changes = ctx.custom.as_ref().map(|_| ctx.st.cache.subscribe());
 
     tokio::spawn(async move {
         if let Some(err) = early_error {
@@ -168,6 +171,9 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
                 _ = shutdown.changed() => break,
                 _ = tick.tick(), if bookmarks => {
                     if tx.send(enc.bookmark(last_rev, false)).await.is_err() { break; }
+                }
+                r = async { crd_changes.as_mut()?.changed().await.ok() }, if crd_changes.is_some() => {
+                    if r.is_none() || !still_served(&ctx) { break; }
                 }
                 ev = w.events.recv() => {
                     let ev = match ev {
@@ -206,6 +212,19 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(resp)
+}
+
+/// Whether the custom kind this watch serves is still served by the same CRD.
+fn still_served(ctx: &Ctx) -> bool {
+    let Some(kind) = &ctx.custom else {
+        return true;
+    };
+    let uid = |crd: &Value| crd.pointer("/metadata/uid").cloned();
+    ctx.st
+        .crds
+        .current(&ctx.st)
+        .by_plural(kind.info.group, kind.info.version, kind.info.plural)
+        .is_some_and(|now| uid(&now.crd) == uid(&kind.crd))
 }
 
 /// The event a watcher with these selectors sees, if any.

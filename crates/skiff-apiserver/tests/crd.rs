@@ -532,10 +532,42 @@ async fn discovery_lists_and_drops_custom_kinds_and_delete_cleans_up() {
         assert!(aggregated_has(&agg, g, "widgets"), "{v}");
     }
 
-    // Deleting the CRD: Terminating, no new objects, objects deleted, then the CRD goes.
+    // Deleting the CRD: Terminating, no new objects, objects deleted, then the CRD goes, and
+    // with it open watches.
+    let ar = ApiResource {
+        group: g.into(),
+        version: "v1".into(),
+        api_version: format!("{g}/v1"),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(t.client.clone(), "default", &ar);
+    let (_, list) = get(&t, &base).await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut events = api
+        .watch(&WatchParams::default().timeout(60), &rv)
+        .await
+        .unwrap()
+        .boxed();
     let (code, deleting) = delete(&t, &format!("{CRDS}/widgets.{g}")).await;
     assert_eq!(code, 200, "{deleting}");
     wait_gone(&t, &format!("{CRDS}/widgets.{g}")).await;
+    let mut deleted = 0;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.try_next())
+            .await
+            .expect("the watch ends with the CRD")
+            .unwrap();
+        match ev {
+            None => break,
+            Some(WatchEvent::Deleted(_)) => deleted += 1,
+            Some(_) => {}
+        }
+    }
+    assert_eq!(deleted, 2);
     let (code, _) = get(&t, &format!("{base}/a")).await;
     assert_eq!(code, 404);
     let (code, _) = get(&t, &format!("/apis/{g}/v1")).await;

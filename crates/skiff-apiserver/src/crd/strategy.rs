@@ -259,26 +259,29 @@ pub(crate) async fn convert(
             })
             .collect()),
         Conversion::Webhook => {
-            let converted = crate::webhook::convert(st, &kind.crd, objects.clone(), to).await?;
-            if converted.len() != objects.len() {
+            // One review for every object not already at `to` (a whole list page at once).
+            let pending: Vec<usize> = (0..objects.len())
+                .filter(|i| !at_target(&objects[*i]))
+                .collect();
+            let request: Vec<Value> = pending.iter().map(|i| objects[*i].clone()).collect();
+            let converted = crate::webhook::convert(st, &kind.crd, request, to).await?;
+            if converted.len() != pending.len() {
                 return Err(ApiError::internal(format!(
                     "conversion webhook for {} returned {} objects, expected {}",
                     kind.crd_name,
                     converted.len(),
-                    objects.len()
+                    pending.len()
                 )));
             }
-            // The webhook may not change what the server owns.
-            Ok(converted
-                .into_iter()
-                .zip(objects)
-                .map(|(mut c, o)| {
-                    if let (Some(cm), Some(om)) = (c.as_object_mut(), o.get("metadata")) {
-                        cm.insert("metadata".into(), om.clone());
-                    }
-                    c
-                })
-                .collect())
+            let mut out = objects;
+            for (i, mut c) in pending.into_iter().zip(converted) {
+                // The webhook may not change what the server owns.
+                if let (Some(cm), Some(om)) = (c.as_object_mut(), out[i].get("metadata")) {
+                    cm.insert("metadata".into(), om.clone());
+                }
+                out[i] = c;
+            }
+            Ok(out)
         }
     }
 }
@@ -292,6 +295,14 @@ impl Ctx {
         let mut out = convert(&self.st, kind, vec![obj], &kind.info.api_version()).await?;
         out.pop()
             .ok_or_else(|| ApiError::internal("conversion returned no object"))
+    }
+
+    /// Stored objects as the request's version sees them (one conversion for all).
+    pub(crate) async fn at_request_version_all(&self, objs: Vec<Value>) -> ApiResult<Vec<Value>> {
+        match &self.custom {
+            None => Ok(objs),
+            Some(kind) => convert(&self.st, kind, objs, &kind.info.api_version()).await,
+        }
     }
 
     /// An object at the request's version as it is stored (the storage version).
