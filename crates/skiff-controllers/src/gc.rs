@@ -5,8 +5,9 @@
 //! Reflectors on every kind we serve keep a cache; any watch event (or a 30 s resync) triggers a
 //! full pass over the cache, which is small for a single-binary cluster. Owners are matched by
 //! uid: an object with the owner's name but another uid is not the owner. An owner missing from
-//! the cache is confirmed absent with a live GET before anything is deleted, and owners of kinds
-//! we do not know are assumed to exist (never delete what cannot be verified).
+//! the cache is confirmed absent with a live GET before anything is deleted. Owners of kinds not
+//! watched here (custom resources) are resolved through discovery and checked with a live GET;
+//! kinds discovery does not know are assumed to exist (never delete what cannot be verified).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -183,6 +184,23 @@ impl Gc {
             .position(|k| k.ar.kind == r.kind && k.ar.group == group)
     }
 
+    /// The resource and scope of an owner reference's kind from the server's discovery (None
+    /// when the group/version or kind is not served).
+    async fn discover(&self, r: &OwnerReference) -> Option<(ApiResource, bool)> {
+        let (group, version) = r
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", &r.api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &r.kind);
+        match kube::discovery::pinned_kind(&self.ctx.client, &gvk).await {
+            Ok((ar, caps)) => Some((ar, caps.scope == kube::discovery::Scope::Namespaced)),
+            Err(e) => {
+                tracing::debug!(api_version = %r.api_version, kind = %r.kind, error = %e, "gc: owner kind not discovered");
+                None
+            }
+        }
+    }
+
     /// One pass over the cache; returns false when something failed (retry soon).
     async fn pass(&self) -> bool {
         let items: Vec<Item> = self
@@ -243,17 +261,21 @@ impl Gc {
                 OwnerState::Solid
             });
         }
-        let Some(kind) = self.kind_of(r) else {
-            // Unknown kind: cannot verify, so never treat it as gone.
-            return Ok(OwnerState::Solid);
+        let (ar, namespaced) = match self.kind_of(r) {
+            Some(kind) => (self.kinds[kind].ar.clone(), self.kinds[kind].namespaced),
+            // A kind not watched here (a custom resource): resolved through discovery.
+            None => match self.discover(r).await {
+                Some(found) => found,
+                // Unknown kind: cannot verify, so never treat it as gone.
+                None => return Ok(OwnerState::Solid),
+            },
         };
-        let k = &self.kinds[kind];
-        let ns = if k.namespaced {
+        let ns = if namespaced {
             dependent.namespace()
         } else {
             None
         };
-        if k.namespaced && ns.is_none() {
+        if namespaced && ns.is_none() {
             // A cluster-scoped dependent cannot have a namespaced owner: invalid, treat as absent.
             return Ok(OwnerState::Dangling);
         }
@@ -263,8 +285,8 @@ impl Gc {
         }
         // The cache may lag behind a just-created owner: ask the API server.
         let api: Api<DynamicObject> = match ns {
-            Some(ns) => Api::namespaced_with(self.ctx.client.clone(), ns, &k.ar),
-            None => Api::all_with(self.ctx.client.clone(), &k.ar),
+            Some(ns) => Api::namespaced_with(self.ctx.client.clone(), ns, &ar),
+            None => Api::all_with(self.ctx.client.clone(), &ar),
         };
         let state = match api.get_opt(&r.name).await? {
             Some(o) if o.metadata.uid.as_deref() == Some(r.uid.as_str()) => {

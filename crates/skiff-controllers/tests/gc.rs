@@ -223,3 +223,90 @@ async fn owners_are_matched_by_uid() {
     })
     .await;
 }
+
+/// Owners of custom kinds (not watched by the collector) are resolved through discovery: a
+/// dependent whose custom owner is gone is collected (on the next pass: within the resync).
+#[tokio::test]
+async fn custom_resource_owners_are_resolved_through_discovery() {
+    use kube::api::{ApiResource, DynamicObject};
+    let c = common::TestCluster::start().await;
+    let crd_ar = ApiResource {
+        group: "apiextensions.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "apiextensions.k8s.io/v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        plural: "customresourcedefinitions".into(),
+    };
+    let crds: Api<DynamicObject> = Api::all_with(c.client.clone(), &crd_ar);
+    let crd: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "owners.gc.example.com"},
+        "spec": {"group": "gc.example.com", "scope": "Namespaced",
+            "names": {"plural": "owners", "kind": "Owner"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .expect("crd");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("create crd");
+    let ar = ApiResource {
+        group: "gc.example.com".into(),
+        version: "v1".into(),
+        api_version: "gc.example.com/v1".into(),
+        kind: "Owner".into(),
+        plural: "owners".into(),
+    };
+    let owners: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), "default", &ar);
+    let owner: DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "gc.example.com/v1", "kind": "Owner",
+            "metadata": {"name": "o"}}))
+        .expect("owner");
+    let mut created = None;
+    for _ in 0..100 {
+        if let Ok(o) = owners.create(&PostParams::default(), &owner).await {
+            created = Some(o);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let owner_uid = created
+        .expect("custom kind served")
+        .metadata
+        .uid
+        .expect("uid");
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cm = |v: serde_json::Value| -> ConfigMap { serde_json::from_value(v).expect("cm") };
+    let oref = |uid: &str| json!([{"apiVersion": "gc.example.com/v1", "kind": "Owner", "name": "o", "uid": uid}]);
+    cms.create(
+        &PostParams::default(),
+        &cm(json!({"metadata": {"name": "owned", "ownerReferences": oref(&owner_uid)}})),
+    )
+    .await
+    .expect("owned");
+    cms.create(
+        &PostParams::default(),
+        &cm(json!({"metadata": {"name": "orphaned", "ownerReferences": oref("00000000-0000-0000-0000-000000000002")}})),
+    )
+    .await
+    .expect("orphaned");
+    c.wait_for(
+        "dependent of a missing custom owner collected",
+        WAIT,
+        || async { cms.get_opt("orphaned").await.ok().flatten().is_none() },
+    )
+    .await;
+    assert!(
+        cms.get_opt("owned").await.ok().flatten().is_some(),
+        "dependent of a live custom owner stays"
+    );
+    owners
+        .delete("o", &DeleteParams::background())
+        .await
+        .expect("delete owner");
+    c.wait_for("dependent collected", Duration::from_secs(45), || async {
+        cms.get_opt("owned").await.ok().flatten().is_none()
+    })
+    .await;
+}
