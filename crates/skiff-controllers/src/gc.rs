@@ -2,12 +2,13 @@
 //! owners are all gone, and runs the `foregroundDeletion` and `orphan` finalizers the API server
 //! puts on owners for the Foreground and Orphan propagation policies.
 //!
-//! Reflectors on every kind we serve keep a cache; any watch event (or a 30 s resync) triggers a
-//! full pass over the cache, which is small for a single-binary cluster. Owners are matched by
-//! uid: an object with the owner's name but another uid is not the owner. An owner missing from
-//! the cache is confirmed absent with a live GET before anything is deleted. Owners of kinds not
-//! watched here (custom resources) are resolved through discovery and checked with a live GET;
-//! kinds discovery does not know are assumed to exist (never delete what cannot be verified).
+//! Reflectors on every built-in kind we serve, and on each CRD-defined kind (followed from the
+//! CRDs, one reflector per storage version), keep a cache; any watch event (or a 30 s resync)
+//! triggers a full pass over the cache, which is small for a single-binary cluster. Owners are
+//! matched by uid: an object with the owner's name but another uid is not the owner. An owner
+//! missing from the cache is confirmed absent with a live GET before anything is deleted; an
+//! owner of a kind not cached is resolved through discovery first, and kinds discovery does
+//! not know are assumed to exist (never delete what cannot be verified).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -86,9 +87,12 @@ fn kinds() -> Vec<Kind> {
 
 /// One cached object, flattened for the pass.
 struct Item {
-    kind: usize,
+    kind: Arc<Kind>,
     obj: Arc<DynamicObject>,
 }
+
+/// The cached custom kinds by CRD name (kept by [`custom_kinds`]).
+type CustomStores = Arc<std::sync::Mutex<HashMap<String, (Arc<Kind>, Store<DynamicObject>)>>>;
 
 impl Item {
     fn uid(&self) -> &str {
@@ -118,13 +122,15 @@ impl Item {
 
 struct Gc {
     ctx: Arc<Context>,
-    kinds: Vec<Kind>,
+    kinds: Vec<Arc<Kind>>,
     stores: Vec<Store<DynamicObject>>,
+    custom: CustomStores,
 }
 
 /// Runs this controller until the process stops (errors are retried inside).
 pub async fn run(ctx: Arc<Context>) -> Result<()> {
-    let kinds = kinds();
+    let kinds: Vec<Arc<Kind>> = kinds().into_iter().map(Arc::new).collect();
+    let custom = CustomStores::default();
     let notify = Arc::new(Notify::new());
     let mut stores = Vec::new();
     let mut streams = Vec::new();
@@ -147,14 +153,18 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
                 .boxed(),
         );
     }
-    // Custom kinds are not cached, but their events trigger a pass (a deleted custom owner's
-    // dependents then go at once instead of at the next resync).
-    streams.push(custom_kind_triggers(ctx.client.clone(), notify.clone()).boxed());
+    // Custom kinds come and go with their CRDs.
+    streams.push(custom_kinds(ctx.client.clone(), notify.clone(), custom.clone()).boxed());
     let watches = tokio::spawn(futures::future::join_all(streams).map(|_| ()));
     // Dropping `run` (restart, shutdown) must stop the watches too.
     let _guard = tokio_util::task::AbortOnDropHandle::new(watches);
 
-    let gc = Gc { ctx, kinds, stores };
+    let gc = Gc {
+        ctx,
+        kinds,
+        stores,
+        custom,
+    };
     for s in &gc.stores {
         s.wait_until_ready()
             .await
@@ -168,9 +178,9 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     }
 }
 
-/// Follows the CustomResourceDefinitions and keeps one watch per custom kind (its storage
-/// version) whose every event wakes the collector.
-async fn custom_kind_triggers(client: kube::Client, notify: Arc<Notify>) {
+/// Follows the CustomResourceDefinitions and keeps one cache per custom kind (its storage
+/// version), whose every event wakes the collector like the built-in kinds' do.
+async fn custom_kinds(client: kube::Client, notify: Arc<Notify>, stores: CustomStores) {
     let crd_ar = ApiResource {
         group: "apiextensions.k8s.io".into(),
         version: "v1".into(),
@@ -196,33 +206,48 @@ async fn custom_kind_triggers(client: kube::Client, notify: Arc<Notify>) {
         for (crd, present) in objs {
             let name = crd.metadata.name.clone().unwrap_or_default();
             let ar = present.then(|| storage_resource(&crd)).flatten();
-            let Some(ar) = ar else {
+            let Some((ar, namespaced)) = ar else {
                 running.remove(&name);
+                if let Ok(mut s) = stores.lock() {
+                    s.remove(&name);
+                }
                 continue;
             };
-            if running.contains_key(&name) {
+            let same = stores
+                .lock()
+                .ok()
+                .and_then(|s| s.get(&name).map(|(k, _)| k.ar == ar))
+                .unwrap_or(false);
+            if same && running.contains_key(&name) {
                 continue;
             }
+            let writer: Writer<DynamicObject> = Writer::new(ar.clone());
+            let reader = writer.as_reader();
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
             let notify = notify.clone();
+            let kind = ar.kind.clone();
             let task = tokio::spawn(async move {
-                watcher(api, watcher::Config::default())
+                reflector(writer, watcher(api, watcher::Config::default()))
                     .default_backoff()
                     .for_each(|ev| {
-                        if ev.is_ok() {
-                            notify.notify_one();
+                        match ev {
+                            Ok(_) => notify.notify_one(),
+                            Err(e) => tracing::debug!(kind = %kind, error = %e, "gc watch"),
                         }
                         futures::future::ready(())
                     })
                     .await
             });
-            running.insert(name, tokio_util::task::AbortOnDropHandle::new(task));
+            running.insert(name.clone(), tokio_util::task::AbortOnDropHandle::new(task));
+            if let Ok(mut s) = stores.lock() {
+                s.insert(name, (Arc::new(Kind { ar, namespaced }), reader));
+            }
         }
     }
 }
 
-/// The storage-version resource of an Established CRD.
-fn storage_resource(crd: &DynamicObject) -> Option<ApiResource> {
+/// The storage-version resource of an Established CRD and whether it is namespaced.
+fn storage_resource(crd: &DynamicObject) -> Option<(ApiResource, bool)> {
     let established = crd.data["status"]["conditions"]
         .as_array()
         .is_some_and(|cs| {
@@ -240,13 +265,14 @@ fn storage_resource(crd: &DynamicObject) -> Option<ApiResource> {
         .find(|v| v["storage"] == true)?["name"]
         .as_str()?;
     let names = &crd.data["status"]["acceptedNames"];
-    Some(ApiResource {
+    let ar = ApiResource {
         group: group.into(),
         version: version.into(),
         api_version: format!("{group}/{version}"),
         kind: names["kind"].as_str()?.into(),
         plural: names["plural"].as_str()?.into(),
-    })
+    };
+    Some((ar, spec["scope"] != "Cluster"))
 }
 
 /// What a dependent's owner reference points at, as far as we can tell.
@@ -261,11 +287,17 @@ enum OwnerState {
 }
 
 impl Gc {
-    fn kind_of(&self, r: &OwnerReference) -> Option<usize> {
+    fn kind_of(&self, r: &OwnerReference) -> Option<Arc<Kind>> {
         let group = r.api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
-        self.kinds
-            .iter()
-            .position(|k| k.ar.kind == r.kind && k.ar.group == group)
+        let matches = |k: &Kind| k.ar.kind == r.kind && k.ar.group == group;
+        if let Some(k) = self.kinds.iter().find(|k| matches(k)) {
+            return Some(k.clone());
+        }
+        let custom = self.custom.lock().ok()?;
+        custom
+            .values()
+            .find(|(k, _)| matches(k))
+            .map(|(k, _)| k.clone())
     }
 
     /// The resource and scope of an owner reference's kind from the server's discovery (None
@@ -287,11 +319,23 @@ impl Gc {
 
     /// One pass over the cache; returns false when something failed (retry soon).
     async fn pass(&self) -> bool {
-        let items: Vec<Item> = self
-            .stores
+        let mut caches: Vec<(Arc<Kind>, Store<DynamicObject>)> = self
+            .kinds
             .iter()
-            .enumerate()
-            .flat_map(|(kind, s)| s.state().into_iter().map(move |obj| Item { kind, obj }))
+            .cloned()
+            .zip(self.stores.iter().cloned())
+            .collect();
+        if let Ok(custom) = self.custom.lock() {
+            caches.extend(custom.values().cloned());
+        }
+        let items: Vec<Item> = caches
+            .iter()
+            .flat_map(|(kind, s)| {
+                s.state().into_iter().map(move |obj| Item {
+                    kind: kind.clone(),
+                    obj,
+                })
+            })
             .collect();
         let by_uid: HashMap<&str, &Item> = items.iter().map(|i| (i.uid(), i)).collect();
         let mut dependents: HashMap<&str, Vec<&Item>> = HashMap::new();
@@ -309,7 +353,7 @@ impl Gc {
                 .process_dependent(i, &by_uid, &dependents, &mut live_cache)
                 .await
             {
-                tracing::warn!(kind = %self.kinds[i.kind].ar.kind, name = i.name(), error = %e, "gc: dependent");
+                tracing::warn!(kind = %i.kind.ar.kind, name = i.name(), error = %e, "gc: dependent");
                 ok = false;
             }
         }
@@ -324,7 +368,7 @@ impl Gc {
                 Ok(())
             };
             if let Err(e) = r {
-                tracing::warn!(kind = %self.kinds[i.kind].ar.kind, name = i.name(), error = %e, "gc: owner");
+                tracing::warn!(kind = %i.kind.ar.kind, name = i.name(), error = %e, "gc: owner");
                 ok = false;
             }
         }
@@ -346,7 +390,7 @@ impl Gc {
             });
         }
         let (ar, namespaced) = match self.kind_of(r) {
-            Some(kind) => (self.kinds[kind].ar.clone(), self.kinds[kind].namespaced),
+            Some(kind) => (kind.ar.clone(), kind.namespaced),
             // A kind not watched here (a custom resource): resolved through discovery.
             None => match self.discover(r).await {
                 Some(found) => found,
@@ -434,7 +478,7 @@ impl Gc {
         } else {
             PropagationPolicy::Background
         };
-        tracing::info!(kind = %self.kinds[i.kind].ar.kind, name = i.name(), ?policy, "gc: deleting dependent");
+        tracing::info!(kind = %i.kind.ar.kind, name = i.name(), ?policy, "gc: deleting dependent");
         self.delete(i, policy).await
     }
 
@@ -449,7 +493,7 @@ impl Gc {
             // The dependents themselves are deleted by `process_dependent` (owner Waiting).
             return Ok(());
         }
-        tracing::info!(kind = %self.kinds[owner.kind].ar.kind, name = owner.name(), "gc: dependents gone; removing foregroundDeletion");
+        tracing::info!(kind = %owner.kind.ar.kind, name = owner.name(), "gc: dependents gone; removing foregroundDeletion");
         self.remove_finalizer(owner, FOREGROUND).await
     }
 
@@ -460,16 +504,14 @@ impl Gc {
             self.remove_owner_refs(d, std::slice::from_ref(&uid))
                 .await?;
         }
-        tracing::info!(kind = %self.kinds[owner.kind].ar.kind, name = owner.name(), "gc: dependents orphaned; removing orphan finalizer");
+        tracing::info!(kind = %owner.kind.ar.kind, name = owner.name(), "gc: dependents orphaned; removing orphan finalizer");
         self.remove_finalizer(owner, ORPHAN).await
     }
 
     fn api_for(&self, i: &Item) -> Api<DynamicObject> {
-        let ar = &self.kinds[i.kind].ar;
+        let ar = &i.kind.ar;
         match i.namespace() {
-            Some(ns) if self.kinds[i.kind].namespaced => {
-                Api::namespaced_with(self.ctx.client.clone(), ns, ar)
-            }
+            Some(ns) if i.kind.namespaced => Api::namespaced_with(self.ctx.client.clone(), ns, ar),
             _ => Api::all_with(self.ctx.client.clone(), ar),
         }
     }
@@ -511,6 +553,29 @@ impl Gc {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            // Custom objects take no strategic merge patch: upstream's JSON merge patch with
+            // the remaining references, guarded by uid and resourceVersion.
+            Err(kube::Error::Api(s)) if s.code == 415 => {
+                let remaining: Vec<&OwnerReference> = i
+                    .owners()
+                    .iter()
+                    .filter(|r| !uids.contains(&r.uid))
+                    .collect();
+                let patch = serde_json::json!({"metadata": {
+                    "ownerReferences": if remaining.is_empty() { serde_json::Value::Null } else { serde_json::json!(remaining) },
+                    "uid": i.uid(),
+                    "resourceVersion": i.obj.metadata.resource_version,
+                }});
+                match self
+                    .api_for(i)
+                    .patch(i.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }
