@@ -2,13 +2,11 @@
 //! owners are all gone, and runs the `foregroundDeletion` and `orphan` finalizers the API server
 //! puts on owners for the Foreground and Orphan propagation policies.
 //!
-//! Reflectors on every built-in kind we serve, and on each CRD-defined kind (followed from the
-//! CRDs, one reflector per storage version), keep a cache; any watch event (or a 30 s resync)
-//! triggers a full pass over the cache, which is small for a single-binary cluster. Owners are
-//! matched by uid: an object with the owner's name but another uid is not the owner. An owner
-//! missing from the cache is confirmed absent with a live GET before anything is deleted; an
-//! owner of a kind not cached is resolved through discovery first, and kinds discovery does
-//! not know are assumed to exist (never delete what cannot be verified).
+//! Reflectors on every kind we serve keep a cache; any watch event (or a 30 s resync) triggers a
+//! full pass over the cache, which is small for a single-binary cluster. Owners are matched by
+//! uid: an object with the owner's name but another uid is not the owner. An owner missing from
+//! the cache is confirmed absent with a live GET before anything is deleted, and owners of kinds
+//! we do not know are assumed to exist (never delete what cannot be verified).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -87,12 +85,9 @@ fn kinds() -> Vec<Kind> {
 
 /// One cached object, flattened for the pass.
 struct Item {
-    kind: Arc<Kind>,
+    kind: usize,
     obj: Arc<DynamicObject>,
 }
-
-/// The cached custom kinds by CRD name (kept by [`custom_kinds`]).
-type CustomStores = Arc<std::sync::Mutex<HashMap<String, (Arc<Kind>, Store<DynamicObject>)>>>;
 
 impl Item {
     fn uid(&self) -> &str {
@@ -122,15 +117,13 @@ impl Item {
 
 struct Gc {
     ctx: Arc<Context>,
-    kinds: Vec<Arc<Kind>>,
+    kinds: Vec<Kind>,
     stores: Vec<Store<DynamicObject>>,
-    custom: CustomStores,
 }
 
 /// Runs this controller until the process stops (errors are retried inside).
 pub async fn run(ctx: Arc<Context>) -> Result<()> {
-    let kinds: Vec<Arc<Kind>> = kinds().into_iter().map(Arc::new).collect();
-    let custom = CustomStores::default();
+    let kinds = kinds();
     let notify = Arc::new(Notify::new());
     let mut stores = Vec::new();
     let mut streams = Vec::new();
@@ -153,18 +146,11 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
                 .boxed(),
         );
     }
-    // Custom kinds come and go with their CRDs.
-    streams.push(custom_kinds(ctx.client.clone(), notify.clone(), custom.clone()).boxed());
     let watches = tokio::spawn(futures::future::join_all(streams).map(|_| ()));
     // Dropping `run` (restart, shutdown) must stop the watches too.
     let _guard = tokio_util::task::AbortOnDropHandle::new(watches);
 
-    let gc = Gc {
-        ctx,
-        kinds,
-        stores,
-        custom,
-    };
+    let gc = Gc { ctx, kinds, stores };
     for s in &gc.stores {
         s.wait_until_ready()
             .await
@@ -176,103 +162,6 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         let _ = tokio::time::timeout(wait, notify.notified()).await;
         tokio::time::sleep(DEBOUNCE).await;
     }
-}
-
-/// Follows the CustomResourceDefinitions and keeps one cache per custom kind (its storage
-/// version), whose every event wakes the collector like the built-in kinds' do.
-async fn custom_kinds(client: kube::Client, notify: Arc<Notify>, stores: CustomStores) {
-    let crd_ar = ApiResource {
-        group: "apiextensions.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "apiextensions.k8s.io/v1".into(),
-        kind: "CustomResourceDefinition".into(),
-        plural: "customresourcedefinitions".into(),
-    };
-    let crds: Api<DynamicObject> = Api::all_with(client.clone(), &crd_ar);
-    let mut running: HashMap<String, tokio_util::task::AbortOnDropHandle<()>> = HashMap::new();
-    let mut events = watcher(crds, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    while let Some(ev) = events.next().await {
-        let objs = match ev {
-            Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => vec![(o, true)],
-            Ok(watcher::Event::Delete(o)) => vec![(o, false)],
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "gc: CRD watch");
-                continue;
-            }
-        };
-        for (crd, present) in objs {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            let ar = present.then(|| storage_resource(&crd)).flatten();
-            let Some((ar, namespaced)) = ar else {
-                running.remove(&name);
-                if let Ok(mut s) = stores.lock() {
-                    s.remove(&name);
-                }
-                continue;
-            };
-            let same = stores
-                .lock()
-                .ok()
-                .and_then(|s| s.get(&name).map(|(k, _)| k.ar == ar))
-                .unwrap_or(false);
-            if same && running.contains_key(&name) {
-                continue;
-            }
-            let writer: Writer<DynamicObject> = Writer::new(ar.clone());
-            let reader = writer.as_reader();
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            let notify = notify.clone();
-            let kind = ar.kind.clone();
-            let task = tokio::spawn(async move {
-                reflector(writer, watcher(api, watcher::Config::default()))
-                    .default_backoff()
-                    .for_each(|ev| {
-                        match ev {
-                            Ok(_) => notify.notify_one(),
-                            Err(e) => tracing::debug!(kind = %kind, error = %e, "gc watch"),
-                        }
-                        futures::future::ready(())
-                    })
-                    .await
-            });
-            running.insert(name.clone(), tokio_util::task::AbortOnDropHandle::new(task));
-            if let Ok(mut s) = stores.lock() {
-                s.insert(name, (Arc::new(Kind { ar, namespaced }), reader));
-            }
-        }
-    }
-}
-
-/// The storage-version resource of an Established CRD and whether it is namespaced.
-fn storage_resource(crd: &DynamicObject) -> Option<(ApiResource, bool)> {
-    let established = crd.data["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Established" && c["status"] == "True")
-        });
-    if !established {
-        return None;
-    }
-    let spec = &crd.data["spec"];
-    let group = spec["group"].as_str()?;
-    let version = spec["versions"]
-        .as_array()?
-        .iter()
-        .find(|v| v["storage"] == true)?["name"]
-        .as_str()?;
-    let names = &crd.data["status"]["acceptedNames"];
-    let ar = ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: format!("{group}/{version}"),
-        kind: names["kind"].as_str()?.into(),
-        plural: names["plural"].as_str()?.into(),
-    };
-    Some((ar, spec["scope"] != "Cluster"))
 }
 
 /// What a dependent's owner reference points at, as far as we can tell.
@@ -287,55 +176,20 @@ enum OwnerState {
 }
 
 impl Gc {
-    fn kind_of(&self, r: &OwnerReference) -> Option<Arc<Kind>> {
+    fn kind_of(&self, r: &OwnerReference) -> Option<usize> {
         let group = r.api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
-        let matches = |k: &Kind| k.ar.kind == r.kind && k.ar.group == group;
-        if let Some(k) = self.kinds.iter().find(|k| matches(k)) {
-            return Some(k.clone());
-        }
-        let custom = self.custom.lock().ok()?;
-        custom
-            .values()
-            .find(|(k, _)| matches(k))
-            .map(|(k, _)| k.clone())
-    }
-
-    /// The resource and scope of an owner reference's kind from the server's discovery (None
-    /// when the group/version or kind is not served).
-    async fn discover(&self, r: &OwnerReference) -> Option<(ApiResource, bool)> {
-        let (group, version) = r
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", &r.api_version));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, &r.kind);
-        match kube::discovery::pinned_kind(&self.ctx.client, &gvk).await {
-            Ok((ar, caps)) => Some((ar, caps.scope == kube::discovery::Scope::Namespaced)),
-            Err(e) => {
-                tracing::debug!(api_version = %r.api_version, kind = %r.kind, error = %e, "gc: owner kind not discovered");
-                None
-            }
-        }
+        self.kinds
+            .iter()
+            .position(|k| k.ar.kind == r.kind && k.ar.group == group)
     }
 
     /// One pass over the cache; returns false when something failed (retry soon).
     async fn pass(&self) -> bool {
-        let mut caches: Vec<(Arc<Kind>, Store<DynamicObject>)> = self
-            .kinds
+        let items: Vec<Item> = self
+            .stores
             .iter()
-            .cloned()
-            .zip(self.stores.iter().cloned())
-            .collect();
-        if let Ok(custom) = self.custom.lock() {
-            caches.extend(custom.values().cloned());
-        }
-        let items: Vec<Item> = caches
-            .iter()
-            .flat_map(|(kind, s)| {
-                s.state().into_iter().map(move |obj| Item {
-                    kind: kind.clone(),
-                    obj,
-                })
-            })
+            .enumerate()
+            .flat_map(|(kind, s)| s.state().into_iter().map(move |obj| Item { kind, obj }))
             .collect();
         let by_uid: HashMap<&str, &Item> = items.iter().map(|i| (i.uid(), i)).collect();
         let mut dependents: HashMap<&str, Vec<&Item>> = HashMap::new();
@@ -353,7 +207,7 @@ impl Gc {
                 .process_dependent(i, &by_uid, &dependents, &mut live_cache)
                 .await
             {
-                tracing::warn!(kind = %i.kind.ar.kind, name = i.name(), error = %e, "gc: dependent");
+                tracing::warn!(kind = %self.kinds[i.kind].ar.kind, name = i.name(), error = %e, "gc: dependent");
                 ok = false;
             }
         }
@@ -368,7 +222,7 @@ impl Gc {
                 Ok(())
             };
             if let Err(e) = r {
-                tracing::warn!(kind = %i.kind.ar.kind, name = i.name(), error = %e, "gc: owner");
+                tracing::warn!(kind = %self.kinds[i.kind].ar.kind, name = i.name(), error = %e, "gc: owner");
                 ok = false;
             }
         }
@@ -389,21 +243,17 @@ impl Gc {
                 OwnerState::Solid
             });
         }
-        let (ar, namespaced) = match self.kind_of(r) {
-            Some(kind) => (kind.ar.clone(), kind.namespaced),
-            // A kind not watched here (a custom resource): resolved through discovery.
-            None => match self.discover(r).await {
-                Some(found) => found,
-                // Unknown kind: cannot verify, so never treat it as gone.
-                None => return Ok(OwnerState::Solid),
-            },
+        let Some(kind) = self.kind_of(r) else {
+            // Unknown kind: cannot verify, so never treat it as gone.
+            return Ok(OwnerState::Solid);
         };
-        let ns = if namespaced {
+        let k = &self.kinds[kind];
+        let ns = if k.namespaced {
             dependent.namespace()
         } else {
             None
         };
-        if namespaced && ns.is_none() {
+        if k.namespaced && ns.is_none() {
             // A cluster-scoped dependent cannot have a namespaced owner: invalid, treat as absent.
             return Ok(OwnerState::Dangling);
         }
@@ -413,8 +263,8 @@ impl Gc {
         }
         // The cache may lag behind a just-created owner: ask the API server.
         let api: Api<DynamicObject> = match ns {
-            Some(ns) => Api::namespaced_with(self.ctx.client.clone(), ns, &ar),
-            None => Api::all_with(self.ctx.client.clone(), &ar),
+            Some(ns) => Api::namespaced_with(self.ctx.client.clone(), ns, &k.ar),
+            None => Api::all_with(self.ctx.client.clone(), &k.ar),
         };
         let state = match api.get_opt(&r.name).await? {
             Some(o) if o.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
@@ -478,7 +328,7 @@ impl Gc {
         } else {
             PropagationPolicy::Background
         };
-        tracing::info!(kind = %i.kind.ar.kind, name = i.name(), ?policy, "gc: deleting dependent");
+        tracing::info!(kind = %self.kinds[i.kind].ar.kind, name = i.name(), ?policy, "gc: deleting dependent");
         self.delete(i, policy).await
     }
 
@@ -493,7 +343,7 @@ impl Gc {
             // The dependents themselves are deleted by `process_dependent` (owner Waiting).
             return Ok(());
         }
-        tracing::info!(kind = %owner.kind.ar.kind, name = owner.name(), "gc: dependents gone; removing foregroundDeletion");
+        tracing::info!(kind = %self.kinds[owner.kind].ar.kind, name = owner.name(), "gc: dependents gone; removing foregroundDeletion");
         self.remove_finalizer(owner, FOREGROUND).await
     }
 
@@ -504,14 +354,16 @@ impl Gc {
             self.remove_owner_refs(d, std::slice::from_ref(&uid))
                 .await?;
         }
-        tracing::info!(kind = %owner.kind.ar.kind, name = owner.name(), "gc: dependents orphaned; removing orphan finalizer");
+        tracing::info!(kind = %self.kinds[owner.kind].ar.kind, name = owner.name(), "gc: dependents orphaned; removing orphan finalizer");
         self.remove_finalizer(owner, ORPHAN).await
     }
 
     fn api_for(&self, i: &Item) -> Api<DynamicObject> {
-        let ar = &i.kind.ar;
+        let ar = &self.kinds[i.kind].ar;
         match i.namespace() {
-            Some(ns) if i.kind.namespaced => Api::namespaced_with(self.ctx.client.clone(), ns, ar),
+            Some(ns) if self.kinds[i.kind].namespaced => {
+                Api::namespaced_with(self.ctx.client.clone(), ns, ar)
+            }
             _ => Api::all_with(self.ctx.client.clone(), ar),
         }
     }
@@ -553,29 +405,6 @@ impl Gc {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            // Custom objects take no strategic merge patch: upstream's JSON merge patch with
-            // the remaining references, guarded by uid and resourceVersion.
-            Err(kube::Error::Api(s)) if s.code == 415 => {
-                let remaining: Vec<&OwnerReference> = i
-                    .owners()
-                    .iter()
-                    .filter(|r| !uids.contains(&r.uid))
-                    .collect();
-                let patch = serde_json::json!({"metadata": {
-                    "ownerReferences": if remaining.is_empty() { serde_json::Value::Null } else { serde_json::json!(remaining) },
-                    "uid": i.uid(),
-                    "resourceVersion": i.obj.metadata.resource_version,
-                }});
-                match self
-                    .api_for(i)
-                    .patch(i.name(), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                    Err(e) => Err(e.into()),
-                }
-            }
             Err(e) => Err(e.into()),
         }
     }
