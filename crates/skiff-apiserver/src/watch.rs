@@ -30,6 +30,8 @@ use crate::storage::list_objects;
 struct Encoder {
     info: &'static ResourceInfo,
     table: bool,
+    /// Objects reduced to PartialObjectMetadata.
+    metadata_only: bool,
     include: IncludeObject,
 }
 
@@ -47,6 +49,8 @@ impl Encoder {
                 json!({"resourceVersion": rv}),
                 now(),
             )
+        } else if self.metadata_only && kind != "ERROR" {
+            partial_metadata(&obj)
         } else {
             obj
         };
@@ -93,6 +97,7 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
     let enc = Encoder {
         info: ctx.info,
         table: wants_table(&ctx.headers),
+        metadata_only: wants_partial_metadata(&ctx.headers),
         include: include_object(&ctx.query),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
