@@ -205,6 +205,8 @@ pub struct AppState {
     /// CRDs, admission configuration and APIServices kept in memory (see `cache`).
     #[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
     pub(crate) cache: Arc<cache::Cache>,
+    /// The OpenAPI documents of the current generation of custom kinds (`discovery::openapi_v2`).
+    pub(crate) openapi: skiff_api::openapi::Cache,
 }
 
 /// The cluster CA as the handlers use it.
@@ -289,6 +291,7 @@ impl AppState {
             service_accounts,
             local_agents: Default::default(),
             cache: cache::Cache::new(),
+            openapi: skiff_api::openapi::Cache::default(),
         })
     }
 

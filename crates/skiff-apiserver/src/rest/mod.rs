@@ -130,6 +130,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
             return Ok(crate::metrics::serve(&st.store, &parts.headers).await)
         }
         ["openapi", "v3", rest @ ..] => return Ok(discovery::openapi(rest, &query)),
+        ["openapi", "v2"] => return Ok(discovery::openapi_v2(&st, &parts.headers)),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found_path()),

@@ -1,0 +1,165 @@
+//! `/openapi/v2`: content negotiation, caching headers, the gnostic protobuf encoding, and the
+//! real kubectl using it (`kind: List` files, `explain --output=plaintext-openapiv2`).
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use http_body_util::BodyExt;
+use prost::Message as _;
+use skiff_api::openapi::gnostic;
+
+use common::start;
+
+/// GET `path` with `accept` (and `If-None-Match`); (status, headers, body).
+async fn get(
+    client: &kube::Client,
+    path: &str,
+    accept: &str,
+    if_none_match: Option<&str>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    let mut req = http::Request::builder().method("GET").uri(path);
+    if !accept.is_empty() {
+        req = req.header("accept", accept);
+    }
+    if let Some(tag) = if_none_match {
+        req = req.header("if-none-match", tag);
+    }
+    let req = req.body(kube::client::Body::empty()).expect("request");
+    let resp = client.send(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+/// Runs kubectl against the test server with its own cache dir; (success, stdout, stderr).
+fn kubectl(
+    kubeconfig: &std::path::Path,
+    cache: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn v2_negotiates_json_and_protobuf_with_etags() {
+    let s = start().await;
+    let c = &s.client;
+    let (code, h, json_body) = get(c, "/openapi/v2", "application/json", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["vary"], "Accept");
+    let doc: serde_json::Value = serde_json::from_slice(&json_body).expect("json");
+    assert_eq!(doc["swagger"], "2.0");
+    assert!(doc["definitions"]["io.k8s.api.apps.v1.Deployment"].is_object());
+    let etag = h["etag"].to_str().expect("etag").to_string();
+    let (code, _, body) = get(c, "/openapi/v2", "application/json", Some(&etag)).await;
+    assert_eq!((code, body.len()), (304, 0));
+
+    // What kubectl sends.
+    let (code, h, pb) = get(
+        c,
+        "/openapi/v2?timeout=32s",
+        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        h["content-type"],
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
+    assert_ne!(
+        h["etag"].to_str().unwrap(),
+        etag,
+        "one ETag per representation"
+    );
+    let decoded = gnostic::Document::decode(pb.as_slice()).expect("gnostic Document");
+    assert_eq!(decoded.swagger, "2.0");
+    let defs = decoded
+        .definitions
+        .expect("definitions")
+        .additional_properties;
+    assert_eq!(
+        defs.len(),
+        doc["definitions"].as_object().unwrap().len(),
+        "every definition encoded"
+    );
+    // q values and wildcards; anything else is 406.
+    let (_, h, _) = get(
+        c,
+        "/openapi/v2",
+        "application/json;q=0.5, application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        None,
+    )
+    .await;
+    assert_eq!(
+        h["content-type"],
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
+    let (code, h, _) = get(c, "/openapi/v2", "", None).await;
+    assert_eq!(
+        (code, h["content-type"].to_str().unwrap()),
+        (200, "application/json")
+    );
+    let (code, _, _) = get(c, "/openapi/v2", "text/html", None).await;
+    assert_eq!(code, 406);
+}
+
+#[tokio::test]
+async fn kubectl_uses_v2_for_lists_and_explain() {
+    let s = start().await;
+    let kc = s.kubeconfig.clone();
+    let cache = tempfile::tempdir().expect("cache dir");
+    let cache_path = cache.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: l1\n  data:\n    a: b\n- apiVersion: v1\n  kind: Secret\n  metadata:\n    name: l2\n  stringData:\n    k: v\n";
+        let (ok, out, err) = kubectl(&kc, &cache_path, &["apply", "-f", "-", "-v=6"], list);
+        eprintln!("{out}\n{err}");
+        assert!(ok, "{err}");
+        assert!(out.contains("configmap/l1 created"), "{out}");
+        assert!(out.contains("secret/l2 created"), "{out}");
+
+        let (ok, out, err) = kubectl(
+            &kc,
+            &cache_path,
+            &["explain", "deployment.spec", "--output=plaintext-openapiv2"],
+            "",
+        );
+        eprintln!("{out}\n{err}");
+        assert!(ok, "{err}");
+    })
+    .await
+    .unwrap();
+}
