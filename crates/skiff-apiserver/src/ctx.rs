@@ -114,6 +114,23 @@ impl Ctx {
         )
     }
 
+    /// [`Ctx::field_validation`] for a decoded request body (create, update): upstream's
+    /// decoder names the kind in strict errors (`ConfigMap in version "v1" cannot be handled
+    /// as a ConfigMap: strict decoding error: unknown field "bogus"`); patches do not.
+    pub(crate) fn body_field_validation(&self, obj: &Value) -> ApiResult<Vec<String>> {
+        self.field_validation(obj).map_err(|mut e| {
+            if e.message.starts_with("strict decoding error: ") {
+                e.message = format!(
+                    "{kind} in version {version:?} cannot be handled as a {kind}: {}",
+                    e.message,
+                    kind = self.info.kind,
+                    version = self.info.version,
+                );
+            }
+            e
+        })
+    }
+
     /// `fieldValidation`: Strict rejects unknown fields (400), Warn (default) returns warnings.
     pub(crate) fn field_validation(&self, obj: &Value) -> ApiResult<Vec<String>> {
         // Upstream's decode: map-of-string fields holding other types are a 400.

@@ -144,12 +144,36 @@ async fn kubectl_uses_v2_for_lists_and_explain() {
     let cache = tempfile::tempdir().expect("cache dir");
     let cache_path = cache.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
+        // `kind: List` files are validated client-side against /openapi/v2 (protobuf).
         let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: l1\n  data:\n    a: b\n- apiVersion: v1\n  kind: Secret\n  metadata:\n    name: l2\n  stringData:\n    k: v\n";
         let (ok, out, err) = kubectl(&kc, &cache_path, &["apply", "-f", "-", "-v=6"], list);
-        eprintln!("{out}\n{err}");
         assert!(ok, "{err}");
         assert!(out.contains("configmap/l1 created"), "{out}");
         assert!(out.contains("secret/l2 created"), "{out}");
+        assert!(err.contains("/openapi/v2?timeout=32s\" status=\"200 OK\""), "{err}");
+
+        // Unknown fields in a List item: upstream's client-side (v2 schema) error.
+        let bad = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: l3\n  bogus: 1\n";
+        let (ok, _, err) = kubectl(&kc, &cache_path, &["apply", "-f", "-"], bad);
+        assert!(!ok);
+        assert!(
+            err.contains("error validating data: ValidationError(ConfigMap): unknown field \"bogus\" in io.k8s.api.core.v1.ConfigMap"),
+            "{err}"
+        );
+
+        // A single object goes to the server with fieldValidation=Strict.
+        let one = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: l4\nbogus: 1\n";
+        let (ok, _, err) = kubectl(
+            &kc,
+            &cache_path,
+            &["create", "--validate=strict", "-f", "-"],
+            one,
+        );
+        assert!(!ok);
+        assert_eq!(
+            err.trim(),
+            "Error from server (BadRequest): error when creating \"STDIN\": ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"bogus\""
+        );
 
         let (ok, out, err) = kubectl(
             &kc,
@@ -157,8 +181,21 @@ async fn kubectl_uses_v2_for_lists_and_explain() {
             &["explain", "deployment.spec", "--output=plaintext-openapiv2"],
             "",
         );
-        eprintln!("{out}\n{err}");
         assert!(ok, "{err}");
+        assert!(out.contains("KIND:     Deployment"), "{out}");
+        assert!(out.contains("VERSION:  apps/v1"), "{out}");
+        assert!(out.contains("RESOURCE: spec <Object>"), "{out}");
+        assert!(out.contains("template\t<Object> -required-"), "{out}");
+
+        let (ok, out, err) = kubectl(
+            &kc,
+            &cache_path,
+            &["explain", "pods.spec.containers.ports", "--output=plaintext-openapiv2"],
+            "",
+        );
+        assert!(ok, "{err}");
+        assert!(out.contains("RESOURCE: ports <[]Object>"), "{out}");
+        assert!(out.contains("containerPort\t<integer> -required-"), "{out}");
     })
     .await
     .unwrap();

@@ -59,8 +59,9 @@ pub(super) fn build(served: &[ResourceInfo]) -> Value {
                 .push(json!({"group": g, "version": v, "kind": k}));
         }
     }
-    // Scale subresource paths reference it.
+    // Scale subresource paths and custom list kinds reference these.
     gen.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
+    gen.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta>();
     let mut defs = gen.take_definitions(true);
     for (name, gvks) in &gvk_defs {
         if let Some(Value::Object(def)) = defs.get_mut(name) {
