@@ -114,23 +114,6 @@ impl Ctx {
         )
     }
 
-    /// [`Ctx::field_validation`] for a decoded request body (create, update): upstream's
-    /// decoder names the kind in strict errors (`ConfigMap in version "v1" cannot be handled
-    /// as a ConfigMap: strict decoding error: unknown field "bogus"`); patches do not.
-    pub(crate) fn body_field_validation(&self, obj: &Value) -> ApiResult<Vec<String>> {
-        self.field_validation(obj).map_err(|mut e| {
-            if e.message.starts_with("strict decoding error: ") {
-                e.message = format!(
-                    "{kind} in version {version:?} cannot be handled as a {kind}: {}",
-                    e.message,
-                    kind = self.info.kind,
-                    version = self.info.version,
-                );
-            }
-            e
-        })
-    }
-
     /// `fieldValidation`: Strict rejects unknown fields (400), Warn (default) returns warnings.
     pub(crate) fn field_validation(&self, obj: &Value) -> ApiResult<Vec<String>> {
         // Upstream's decode: map-of-string fields holding other types are a 400.
@@ -148,10 +131,19 @@ impl Ctx {
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
-            return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                list.join(", ")
-            )));
+            let mut message = format!("strict decoding error: {}", list.join(", "));
+            // Upstream's create/update decoder names the kind; patches report the bare error.
+            let patch = self
+                .content_type()
+                .is_some_and(|t| t.ends_with("patch+json") || t == "application/apply-patch+yaml");
+            if !patch {
+                message = format!(
+                    "{kind} in version {version:?} cannot be handled as a {kind}: {message}",
+                    kind = self.info.kind,
+                    version = self.info.version,
+                );
+            }
+            return Err(ApiError::bad_request(message));
         }
         Ok(unknown
             .iter()

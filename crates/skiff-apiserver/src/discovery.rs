@@ -277,21 +277,17 @@ pub(crate) fn openapi(rest: &[&str], query: &Query) -> Response {
 /// Upstream's content type for the gnostic protobuf form of `/openapi/v2`.
 const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
-/// A number that changes whenever the served custom kinds do (the OpenAPI documents are
-/// rebuilt only then) and the custom kinds themselves.
-// The served custom kinds come from the CRD registry (`crd/`) once it is wired here.
-fn custom_generation(_st: &crate::AppState) -> u64 {
-    0
-}
-
-fn custom_kinds(_st: &crate::AppState) -> Vec<skiff_api::openapi::CustomKind> {
-    Vec::new()
-}
-
 /// `GET /openapi/v2`: JSON or gnostic protobuf as the Accept header asks (kubectl asks only
 /// for `application/com.github.proto-openapi.spec.v2@v1.0+protobuf`), 406 for anything else,
-/// with an ETag per representation and 304 for a matching `If-None-Match`.
-pub(crate) fn openapi_v2(st: &crate::AppState, headers: &HeaderMap) -> Response {
+/// with an ETag per representation and 304 for a matching `If-None-Match`. `generation`
+/// changes whenever the served custom kinds do; `custom` is called only then (the documents
+/// are rebuilt once per generation, see `skiff_api::openapi::Cache`).
+pub(crate) fn openapi_v2(
+    st: &crate::AppState,
+    headers: &HeaderMap,
+    generation: u64,
+    custom: impl FnOnce() -> Vec<skiff_api::openapi::CustomKind>,
+) -> Response {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -304,7 +300,7 @@ pub(crate) fn openapi_v2(st: &crate::AppState, headers: &HeaderMap) -> Response 
             "only the following media types are accepted: application/json, application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
         ));
     };
-    let docs = st.openapi.get(custom_generation(st), || custom_kinds(st));
+    let docs = st.openapi.get(generation, custom);
     let (served, content_type) = if protobuf {
         (docs.v2_protobuf(), V2_PROTOBUF)
     } else {

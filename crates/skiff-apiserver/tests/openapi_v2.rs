@@ -200,3 +200,182 @@ async fn kubectl_uses_v2_for_lists_and_explain() {
     .await
     .unwrap();
 }
+
+/// A Widget kind (`example.com/v1`, namespaced, status and scale).
+fn widget() -> skiff_api::openapi::CustomKind {
+    skiff_api::openapi::CustomKind {
+        info: skiff_api::ResourceInfo {
+            group: "example.com",
+            version: "v1",
+            kind: "Widget",
+            list_kind: "WidgetList",
+            plural: "widgets",
+            singular: "widget",
+            namespaced: true,
+            short_names: &[],
+            categories: &[],
+            verbs: &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ],
+            subresources: &["status", "scale"],
+        },
+        schema: serde_json::json!({
+            "type": "object",
+            "description": "Widget is a test kind.",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "description": "What the widget should be.",
+                    "required": ["size"],
+                    "properties": {
+                        "size": {"type": "integer", "description": "How big the widget is."},
+                        "colour": {"type": "string", "nullable": true, "description": "Its colour."},
+                        "port": {"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]},
+                        "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    },
+                },
+                "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+            },
+        }),
+    }
+}
+
+/// A plain-HTTP stand-in for the API server that serves only discovery and the OpenAPI
+/// documents for the built-ins plus `custom` — what kubectl reads for `explain` and
+/// client-side validation — so kubectl's parsers are checked on custom kinds directly.
+async fn openapi_only_server(
+    custom: Vec<skiff_api::openapi::CustomKind>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::response::IntoResponse;
+    let custom = std::sync::Arc::new(custom);
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let custom = custom.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            let json = |v: serde_json::Value| {
+                ([("content-type", "application/json")], v.to_string()).into_response()
+            };
+            match path.as_str() {
+                "/api" => json(serde_json::json!({"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
+                "/apis" => json(serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+                    "name": "example.com",
+                    "versions": [{"groupVersion": "example.com/v1", "version": "v1"}],
+                    "preferredVersion": {"groupVersion": "example.com/v1", "version": "v1"}}]})),
+                "/api/v1" => json(serde_json::json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []})),
+                "/apis/example.com/v1" => json(serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1",
+                    "groupVersion": "example.com/v1", "resources": [
+                    {"name": "widgets", "singularName": "widget", "namespaced": true, "kind": "Widget",
+                     "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
+                    {"name": "widgets/status", "singularName": "", "namespaced": true, "kind": "Widget", "verbs": ["get", "patch", "update"]}]})),
+                "/openapi/v3" => json(skiff_api::openapi::v3_index_with(&custom)),
+                "/openapi/v2" => (
+                    [("content-type", "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")],
+                    skiff_api::openapi::v2_protobuf(&skiff_api::openapi::v2_with(&custom)),
+                )
+                    .into_response(),
+                p => match p
+                    .strip_prefix("/openapi/v3/")
+                    .and_then(|gv| skiff_api::openapi::v3_document_with(gv, &custom))
+                {
+                    Some(doc) => json(doc),
+                    None => (http::StatusCode::NOT_FOUND, "not found").into_response(),
+                },
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn kubectl_explains_and_validates_custom_kinds_from_our_documents() {
+    let (addr, task) = openapi_only_server(vec![widget()]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\n\
+             current-context: c\nusers:\n- name: u\n  user: {{}}\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let cache = dir.path().join("cache");
+    tokio::task::spawn_blocking(move || {
+        // OpenAPI v3 (kubectl's default explain).
+        let (ok, out, err) = kubectl(&kc, &cache, &["explain", "widgets"], "");
+        assert!(ok, "{err}");
+        assert!(out.contains("GROUP:      example.com"), "{out}");
+        assert!(out.contains("KIND:       Widget"), "{out}");
+        assert!(out.contains("Widget is a test kind."), "{out}");
+        assert!(out.contains("metadata\t<ObjectMeta>"), "{out}");
+        assert!(out.contains("spec\t<Object>"), "{out}");
+        let (ok, out, err) = kubectl(&kc, &cache, &["explain", "widgets.spec"], "");
+        assert!(ok, "{err}");
+        assert!(out.contains("size\t<integer> -required-"), "{out}");
+        assert!(out.contains("How big the widget is."), "{out}");
+
+        // OpenAPI v2.
+        let (ok, out, err) = kubectl(
+            &kc,
+            &cache,
+            &["explain", "widgets.spec", "--output=plaintext-openapiv2"],
+            "",
+        );
+        assert!(ok, "{err}");
+        assert!(out.contains("KIND:     Widget"), "{out}");
+        assert!(out.contains("size\t<integer> -required-"), "{out}");
+        let (ok, out, err) = kubectl(
+            &kc,
+            &cache,
+            &["explain", "widgets.metadata.name", "--output=plaintext-openapiv2"],
+            "",
+        );
+        assert!(ok, "{err}");
+        assert!(out.contains("FIELD:    name <string>"), "{out}");
+
+        // Client-side validation of a List against the v2 schema of the custom kind.
+        let list = |spec: &str| {
+            format!(
+                "apiVersion: v1\nkind: List\nitems:\n- apiVersion: example.com/v1\n  kind: Widget\n  \
+                 metadata:\n    name: w1\n  spec:\n{spec}"
+            )
+        };
+        let good = list("    size: 3\n    colour: null\n    port: http\n    extra:\n      anything: 1\n");
+        let (ok, out, err) = kubectl(&kc, &cache, &["create", "--dry-run=client", "-f", "-"], &good);
+        assert!(ok, "{err}");
+        assert!(out.contains("widget.example.com/w1 created (dry run)"), "{out}");
+        let bad = list("    size: 3\n    sise: 4\n");
+        let (ok, _, err) = kubectl(&kc, &cache, &["create", "--dry-run=client", "-f", "-"], &bad);
+        assert!(!ok);
+        assert!(
+            err.contains("ValidationError(Widget.spec): unknown field \"sise\" in com.example.v1.Widget.spec"),
+            "{err}"
+        );
+        let missing = list("    colour: red\n");
+        let (ok, _, err) = kubectl(&kc, &cache, &["create", "--dry-run=client", "-f", "-"], &missing);
+        assert!(!ok);
+        assert!(
+            err.contains("ValidationError(Widget.spec): missing required field \"size\" in com.example.v1.Widget.spec"),
+            "{err}"
+        );
+    })
+    .await
+    .unwrap();
+    task.abort();
+}

@@ -45,7 +45,7 @@ pub(super) async fn resolve_new_identity(ctx: &Ctx, obj: &mut Value) -> ApiResul
 pub(super) async fn create(ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
     let mut obj = ctx.decode_body(body)?;
     check_type_meta(ctx.info, &mut obj)?;
-    let warnings = ctx.body_field_validation(&obj)?;
+    let warnings = ctx.field_validation(&obj)?;
     if let Some(reviewed) = ctx.hooks().review(ctx, &obj).await {
         return Ok(with_warnings(
             object_response(ctx, 201, &reviewed?),

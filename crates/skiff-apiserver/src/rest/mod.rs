@@ -130,7 +130,8 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
             return Ok(crate::metrics::serve(&st.store, &parts.headers).await)
         }
         ["openapi", "v3", rest @ ..] => return Ok(discovery::openapi(rest, &query)),
-        ["openapi", "v2"] => return Ok(discovery::openapi_v2(&st, &parts.headers)),
+        // Custom kinds: the CRD index's generation and `openapi_kinds()` once it is wired.
+        ["openapi", "v2"] => return Ok(discovery::openapi_v2(&st, &parts.headers, 0, Vec::new)),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found_path()),

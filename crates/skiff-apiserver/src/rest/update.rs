@@ -20,7 +20,7 @@ use crate::storage::{commit_update, prepare_create, prepare_update};
 pub(super) async fn update(ctx: &Ctx, name: &str, body: &[u8], mode: Mode) -> ApiResult<Response> {
     let mut new = ctx.decode_body(body)?;
     check_type_meta(ctx.info, &mut new)?;
-    let warnings = ctx.body_field_validation(&new)?;
+    let warnings = ctx.field_validation(&new)?;
     let wanted_rv = meta_str(&new, "resourceVersion")
         .filter(|r| !r.is_empty())
         .map(str::to_string);
