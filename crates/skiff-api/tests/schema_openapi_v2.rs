@@ -153,6 +153,15 @@ fn v2_document_has_upstream_shape() {
     assert!(defs["io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"]
         ["x-kubernetes-group-version-kind"]
         .is_array());
+    let list = &defs["io.k8s.api.apps.v1.DeploymentList"];
+    assert_eq!(
+        list["x-kubernetes-group-version-kind"],
+        json!([{"group": "apps", "version": "v1", "kind": "DeploymentList"}])
+    );
+    assert_eq!(
+        list["properties"]["items"]["items"]["$ref"],
+        "#/definitions/io.k8s.api.apps.v1.Deployment"
+    );
     assert_kubectl_parses(&doc);
 
     let paths = &doc["paths"];

@@ -152,6 +152,19 @@ async fn kubectl_uses_v2_for_lists_and_explain() {
         assert!(out.contains("secret/l2 created"), "{out}");
         assert!(err.contains("/openapi/v2?timeout=32s\" status=\"200 OK\""), "{err}");
 
+        let cml = "apiVersion: v1\nkind: ConfigMapList\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: l5\n  bogus: 2\n";
+        // `kind: <Kind>List` files: their items are validated against v2 too.
+        let (ok, _, err) = kubectl(&kc, &cache_path, &["apply", "-f", "-"], cml);
+        assert!(!ok);
+        assert!(
+            err.contains("error validating data: ValidationError(ConfigMapList.items[0]): unknown field \"bogus\" in io.k8s.api.core.v1.ConfigMap"),
+            "{err}"
+        );
+        let roles = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleList\nitems:\n- apiVersion: rbac.authorization.k8s.io/v1\n  kind: Role\n  metadata:\n    name: r1\n  rules:\n  - apiGroups: [\"\"]\n    resources: [pods]\n    verbs: [get]\n";
+        let (ok, out, err) = kubectl(&kc, &cache_path, &["apply", "-f", "-"], roles);
+        assert!(ok, "{err}");
+        assert!(out.contains("role.rbac.authorization.k8s.io/r1 created"), "{out}");
+
         // Unknown fields in a List item: upstream's client-side (v2 schema) error.
         let bad = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: l3\n  bogus: 1\n";
         let (ok, _, err) = kubectl(&kc, &cache_path, &["apply", "-f", "-"], bad);

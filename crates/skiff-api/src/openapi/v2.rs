@@ -94,6 +94,9 @@ pub(super) fn build(served: &[ResourceInfo]) -> Value {
             .map(|(n, _)| n.clone());
         if let Some(def) = def {
             add_paths(&mut paths, r, &def);
+            if r.verbs.contains(&"list") {
+                add_list_definition(&mut defs, r, &def);
+            }
         }
     }
     json!({
@@ -112,6 +115,52 @@ const PATCH_DEF: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
 const DELETE_OPTIONS_DEF: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
 const STATUS_DEF: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 const SCALE_DEF: &str = "io.k8s.api.autoscaling.v1.Scale";
+
+/// `io.k8s.api.core.v1.ConfigMapList` next to `…ConfigMap`, with its GVK: kubectl validates
+/// a `kind: ConfigMapList` file's items against it.
+fn add_list_definition(defs: &mut Map<String, Value>, r: &ResourceInfo, def: &str) {
+    let list_kind = if r.list_kind.is_empty() {
+        format!("{}List", r.kind)
+    } else {
+        r.list_kind.to_string()
+    };
+    let Some(pkg) = def.strip_suffix(r.kind) else {
+        return;
+    };
+    let name = format!("{pkg}{list_kind}");
+    let gvk = json!({"group": r.group, "version": r.version, "kind": list_kind});
+    if let Some(Value::Array(gvks)) = defs
+        .get_mut(&name)
+        .and_then(|d| d.get_mut("x-kubernetes-group-version-kind"))
+    {
+        if !gvks.contains(&gvk) {
+            gvks.push(gvk);
+        }
+        return;
+    }
+    defs.insert(
+        name,
+        json!({
+            "description": format!("{list_kind} is a list of {}.", r.kind),
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "apiVersion": {"type": "string", "description": super::custom::API_VERSION_DESC},
+                "items": {
+                    "description": format!("List of {}.", r.plural),
+                    "type": "array",
+                    "items": {"$ref": format!("{DEFS}{def}")},
+                },
+                "kind": {"type": "string", "description": super::custom::KIND_DESC},
+                "metadata": {
+                    "$ref": format!("{DEFS}{}", super::custom::LIST_META),
+                    "description": "Standard list metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+                },
+            },
+            "x-kubernetes-group-version-kind": [gvk],
+        }),
+    );
+}
 
 /// What upstream's v2 generator writes where schemars' data has OpenAPI 3 constructs:
 /// int-or-string types are `string` (`format: int-or-string` for IntOrString), junctors are
