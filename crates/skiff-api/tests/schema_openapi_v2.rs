@@ -599,3 +599,27 @@ fn cache_rebuilds_only_when_the_generation_changes() {
     assert!(doc["definitions"].get("com.example.v1.Widget").is_none());
     assert_ne!(c.v2_json().etag, json1.etag);
 }
+
+/// Sizes and build times (printed; run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure() {
+    let t = std::time::Instant::now();
+    let doc = v2_with(&[]);
+    let first = t.elapsed();
+    let t = std::time::Instant::now();
+    let with = v2_with(&[widget(widget_schema())]);
+    let custom = t.elapsed();
+    let t = std::time::Instant::now();
+    let json = serde_json::to_vec(&with).unwrap();
+    let ser = t.elapsed();
+    let t = std::time::Instant::now();
+    let pb = v2_protobuf(&with);
+    let enc = t.elapsed();
+    println!(
+        "built-in v2 build {first:?}; with one custom kind {custom:?}; json {} bytes in {ser:?}; protobuf {} bytes in {enc:?}; definitions {}",
+        json.len(),
+        pb.len(),
+        doc["definitions"].as_object().unwrap().len()
+    );
+}

@@ -1,5 +1,6 @@
 //! `/version`, legacy discovery (`/api`, `/api/v1`, `/apis`, `/apis/<g>`, `/apis/<g>/<v>`),
-//! aggregated discovery v2 (`as=APIGroupDiscoveryList`) and OpenAPI v3, all generated from
+//! aggregated discovery v2 (`as=APIGroupDiscoveryList`) and OpenAPI (v3, and v2 as JSON or
+//! gnostic protobuf), all generated from
 //! `skiff_api::resources::all()` and `skiff_api::openapi`.
 
 use axum::response::Response;
@@ -249,7 +250,7 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Option<Response> {
     ))
 }
 
-/// `GET /openapi/v3[/<path>]`; `/openapi/v2` is not served (kubectl only asks for protobuf).
+/// `GET /openapi/v3[/<path>]` (`/openapi/v2` is [`openapi_v2`]).
 pub(crate) fn openapi(rest: &[&str], query: &Query) -> Response {
     if rest.is_empty() {
         return json_response(200, &skiff_api::openapi::v3_index());

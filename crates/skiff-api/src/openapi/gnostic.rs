@@ -5,6 +5,9 @@
 //! the proto file's. Vendor extensions, defaults, enums and examples are `Any` values carried
 //! as YAML text, which is how gnostic's readers (kube-openapi) decode them.
 
+// The oneofs mirror the proto file's messages (as prost's generated code does).
+#![allow(clippy::large_enum_variant)]
+
 use serde_json::{Map, Value};
 
 #[derive(Clone, PartialEq, prost::Message)]
