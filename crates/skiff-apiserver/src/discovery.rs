@@ -250,7 +250,7 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Option<Response> {
     ))
 }
 
-/// `GET /openapi/v3[/<path>]` (`/openapi/v2` is [`openapi_v2`]).
+/// `GET /openapi/v3[/<path>]`; `/openapi/v2` is not served (kubectl only asks for protobuf).
 pub(crate) fn openapi(rest: &[&str], query: &Query) -> Response {
     if rest.is_empty() {
         return json_response(200, &skiff_api::openapi::v3_index());

@@ -126,12 +126,12 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         ["api"] => return Ok(discovery::api(&parts.headers, &host)),
         ["apis"] => return Ok(discovery::apis(&parts.headers)),
         ["apis", g] => return Ok(discovery::group(g)),
+        // Custom kinds: the CRD index's generation and `openapi_kinds()` once it is wired.
+        ["openapi", "v2"] => return Ok(discovery::openapi_v2(&st, &parts.headers, 0, Vec::new)),
         ["metrics"] if parts.method == Method::GET => {
             return Ok(crate::metrics::serve(&st.store, &parts.headers).await)
         }
         ["openapi", "v3", rest @ ..] => return Ok(discovery::openapi(rest, &query)),
-        // Custom kinds: the CRD index's generation and `openapi_kinds()` once it is wired.
-        ["openapi", "v2"] => return Ok(discovery::openapi_v2(&st, &parts.headers, 0, Vec::new)),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found_path()),
