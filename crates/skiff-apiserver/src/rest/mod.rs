@@ -120,6 +120,8 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         [".well-known", "openid-configuration"] => {
             return Ok(crate::serviceaccount::oidc::discovery(&st.service_accounts))
         }
+        // Custom kinds: the CRD index's generation and `openapi_kinds()` once it is wired.
+        ["openapi", "v2"] => return Ok(discovery::openapi_v2(&st, &parts.headers, 0, Vec::new)),
         ["openid", "v1", "jwks"] => {
             return Ok(crate::serviceaccount::oidc::jwks(&st.service_accounts))
         }
