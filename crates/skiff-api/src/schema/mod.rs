@@ -4,18 +4,51 @@
 //! `x-kubernetes-validations` CEL rules are checked ([`RuleEngine`], implemented by the API
 //! server over skiff-cel).
 //!
-//! Interface skeleton: the bodies are filled in on the `i14-schema` branch.
+//! What the API server does with a custom object, in upstream's order: [`Schema::prune`]
+//! (unknown fields; with `fieldValidation=Strict` each returned path is an error, with `Warn`
+//! a warning — print them with [`unknown_field`]), [`Schema::apply_defaults`], then
+//! [`Schema::validate`] (ObjectMeta of the root is the server's own check).
 
 pub mod columns;
+mod node;
+mod shape;
+mod values;
 
 use serde_json::Value;
 
+use crate::validate::Errs;
 use crate::Cause;
+use node::{Additional, Node};
 
 /// A parsed structural schema (one CRD version's `openAPIV3Schema`).
 #[derive(Debug, Clone)]
 pub struct Schema {
     raw: Value,
+    root: Node,
+}
+
+/// How upstream reports a pruned field: `unknown field "spec.foo"` (the path without its
+/// leading dot) — the text of a Strict-mode error cause and of a Warn-mode warning.
+pub fn unknown_field(path: &str) -> String {
+    format!("unknown field {:?}", path.strip_prefix('.').unwrap_or(path))
+}
+
+/// Prefixes root-relative cause fields (`properties[spec].type`) with where the schema sits
+/// (`spec.versions[0].schema.openAPIV3Schema`).
+pub fn prefix_causes(prefix: &str, causes: Vec<Cause>) -> Vec<Cause> {
+    causes
+        .into_iter()
+        .map(|mut c| {
+            c.field = if c.field.is_empty() {
+                prefix.to_string()
+            } else if c.field.starts_with('[') {
+                format!("{prefix}{}", c.field)
+            } else {
+                format!("{prefix}.{}", c.field)
+            };
+            c
+        })
+        .collect()
 }
 
 /// `x-kubernetes-list-type` of an array.
@@ -58,7 +91,26 @@ impl Schema {
     /// Parses an `openAPIV3Schema`; Err lists what makes it non-structural (field paths
     /// relative to the schema root; the caller prefixes them).
     pub fn parse(v: &Value) -> Result<Schema, Vec<Cause>> {
-        Ok(Schema { raw: v.clone() })
+        let mut e = Errs::default();
+        let mut root = node::parse_node(v, "", &mut e, 0);
+        node::check(&root, v, &mut e);
+        if !e.0.is_empty() {
+            // Upstream sorts the structural causes by their text (map order is random).
+            e.0.sort_by(|a, b| (&a.field, &a.message).cmp(&(&b.field, &b.message)));
+            e.0.dedup();
+            return Err(e.0);
+        }
+        // Defaults are themselves pruned and defaulted when the CRD is loaded; a default
+        // that then fails its own schema makes the schema invalid.
+        let mut bad = Vec::new();
+        fix_defaults(&mut root, "", &mut bad, 0);
+        if !bad.is_empty() {
+            return Err(bad);
+        }
+        Ok(Schema {
+            raw: v.clone(),
+            root,
+        })
     }
 
     /// The schema as given.
@@ -67,28 +119,163 @@ impl Schema {
     }
 
     /// Applies `default`s to `obj` (a whole custom object).
-    pub fn apply_defaults(&self, _obj: &mut Value) {}
+    pub fn apply_defaults(&self, obj: &mut Value) {
+        shape::default(obj, &self.root, 0);
+    }
 
     /// Removes fields the schema does not know (respecting
     /// `x-kubernetes-preserve-unknown-fields` and embedded resources); returns the removed
     /// fields' paths (e.g. `.spec.foo`) for `fieldValidation`.
-    pub fn prune(&self, _obj: &mut Value) -> Vec<String> {
-        Vec::new()
+    pub fn prune(&self, obj: &mut Value) -> Vec<String> {
+        let mut out = Vec::new();
+        shape::prune(obj, &self.root, true, true, "", &mut out, 0);
+        out
     }
 
     /// Validates a whole custom object (`old` on updates); Causes carry upstream's messages and
     /// field paths (e.g. `spec.replicas`).
     pub fn validate(
         &self,
-        _obj: &Value,
-        _old: Option<&Value>,
-        _rules: Option<&dyn RuleEngine>,
+        obj: &Value,
+        old: Option<&Value>,
+        rules: Option<&dyn RuleEngine>,
     ) -> Vec<Cause> {
-        Vec::new()
+        let mut e = Errs::default();
+        values::openapi(&self.root, obj, &mut e);
+        values::list_types(&self.root, obj, "", &mut e, 0);
+        if let Some(engine) = rules {
+            values::rules(&self.root, obj, old, "", engine, &mut e, 0);
+        }
+        e.0
+    }
+
+    /// Whether any node carries `x-kubernetes-validations`.
+    pub fn has_rules(&self) -> bool {
+        fn any(n: &Node, d: usize) -> bool {
+            d < node::MAX_DEPTH
+                && (!n.rules.is_empty()
+                    || n.properties.values().any(|p| any(p, d + 1))
+                    || n.items.as_deref().is_some_and(|i| any(i, d + 1))
+                    || matches!(&n.additional, Some(Additional::Schema(s)) if any(s, d + 1))
+                    || n.all_of.iter().any(|s| any(s, d + 1)))
+        }
+        any(&self.root, 0)
+    }
+
+    /// Every rule with the field path of its node (`spec.items[*]` style is not expanded:
+    /// items are `items`, map values `additionalProperties`), for type checking at CRD
+    /// write time.
+    pub fn rules(&self) -> Vec<(String, Rule)> {
+        fn walk(n: &Node, path: &str, out: &mut Vec<(String, Rule)>, d: usize) {
+            if d > node::MAX_DEPTH {
+                return;
+            }
+            for r in &n.rules {
+                out.push((path.to_string(), r.clone()));
+            }
+            let join = |k: &str| {
+                if path.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{path}.{k}")
+                }
+            };
+            for (k, p) in &n.properties {
+                walk(p, &join(k), out, d + 1);
+            }
+            if let Some(i) = &n.items {
+                walk(i, &join("items"), out, d + 1);
+            }
+            if let Some(Additional::Schema(s)) = &n.additional {
+                walk(s, &join("additionalProperties"), out, d + 1);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, "", &mut out, 0);
+        out
     }
 
     /// The list type of the array at `path` (field names from the root), if the schema has one.
-    pub fn list_type(&self, _path: &[&str]) -> Option<ListType> {
-        None
+    ///
+    /// Arrays on the way are stepped through (`["spec", "ports", "targets"]` reads the
+    /// `targets` of the `ports` items); an array without `x-kubernetes-list-type` is atomic,
+    /// as upstream treats it.
+    pub fn list_type(&self, path: &[&str]) -> Option<ListType> {
+        let mut n = &self.root;
+        for name in path {
+            while n.ty == "array" {
+                n = n.items.as_deref()?;
+            }
+            n = match n.properties.get(*name) {
+                Some(p) => p,
+                None => match &n.additional {
+                    Some(Additional::Schema(s)) => s,
+                    _ => return None,
+                },
+            };
+        }
+        if n.ty != "array" {
+            return None;
+        }
+        Some(match n.list_type.as_deref() {
+            Some("set") => ListType::Set,
+            Some("map") => ListType::Map(n.list_map_keys.clone()),
+            _ => ListType::Atomic,
+        })
     }
+}
+
+/// Prunes and defaults every `default` against its own node, then validates it (upstream's
+/// CRD validation: `default` must be pruned and must validate).
+fn fix_defaults(n: &mut Node, path: &str, bad: &mut Vec<Cause>, d: usize) {
+    if d > node::MAX_DEPTH {
+        return;
+    }
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    for (k, p) in n.properties.iter_mut() {
+        fix_defaults(p, &format!("{}[{k}]", join("properties")), bad, d + 1);
+    }
+    if let Some(i) = n.items.as_deref_mut() {
+        fix_defaults(i, &join("items"), bad, d + 1);
+    }
+    if let Some(Additional::Schema(s)) = n.additional.as_mut() {
+        fix_defaults(s, &join("additionalProperties"), bad, d + 1);
+    }
+    let Some(mut def) = n.default.take() else {
+        return;
+    };
+    if !def.is_null() {
+        let mut pruned = Vec::new();
+        shape::prune(&mut def, n, n.embedded, false, "", &mut pruned, 0);
+        for p in pruned {
+            bad.push(Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!(
+                    "Invalid value: {}: must not have unknown fields",
+                    node::shown(&def)
+                ),
+                field: format!("{}{p}", join("default")),
+            });
+        }
+        shape::default(&mut def, n, 0);
+        let mut e = Errs::default();
+        values::openapi(n, &def, &mut e);
+        for c in e.0 {
+            bad.push(Cause {
+                field: if c.field.is_empty() {
+                    join("default")
+                } else {
+                    format!("{}.{}", join("default"), c.field)
+                },
+                ..c
+            });
+        }
+    }
+    n.default = Some(def);
 }

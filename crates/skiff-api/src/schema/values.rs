@@ -1,0 +1,719 @@
+//! Validation of a custom object against its structural schema, in upstream's three passes:
+//! kube-openapi's schema validator (type, allOf/anyOf/oneOf/not, string, format, number,
+//! array, enum, object — in that order at each node) turned into field causes the way
+//! `kubeOpenAPIResultToFieldErrors` does, then `x-kubernetes-list-type` set/map uniqueness,
+//! then `x-kubernetes-validations` rules through a [`RuleEngine`].
+//!
+//! kube-openapi names a value by its dotted path with array indexes as `.0`
+//! (`spec.items.0.name`); the list-type and rule passes use `field.Path` syntax
+//! (`spec.items[0]`, `spec.map[key]`), exactly like upstream.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use super::node::{Additional, Node, MAX_DEPTH};
+use super::{Rule, RuleEngine, RuleOutcome};
+use crate::validate::{go_value, Errs};
+
+/// The JSON type name kube-openapi infers for a value.
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::String(_) => "string",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Go's `%v` of a float64 bound (`1`, `1.5`).
+fn bound(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 1e15 {
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+/// The `name` of an openapi error: `spec.x`; the root is "".
+fn child(path: &str, k: &str) -> String {
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
+    }
+}
+
+/// Messages as kube-openapi formats them (`<name> in body …`).
+fn msg(path: &str, rest: &str) -> String {
+    format!("{path} in body {rest}")
+}
+
+struct V<'a> {
+    e: &'a mut Errs,
+}
+
+impl V<'_> {
+    /// field.TypeInvalid: `Invalid value: "string": spec.x in body must be of type integer: "string"`.
+    fn type_invalid(&mut self, path: &str, value: &Value, detail: String) {
+        self.e.push(
+            "FieldValueTypeInvalid",
+            path,
+            format!("Invalid value: {}: {detail}", go_value(value)),
+        );
+    }
+    fn invalid(&mut self, path: &str, value: &Value, detail: String) {
+        self.e.push(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {}: {detail}", go_value(value)),
+        );
+    }
+}
+
+/// One node's checks; `path` is kube-openapi's dotted name.
+fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    // type
+    let types: Vec<&str> = if n.int_or_string {
+        vec!["integer", "string"]
+    } else if n.ty.is_empty() {
+        vec![]
+    } else {
+        vec![n.ty.as_str()]
+    };
+    if v.is_null() {
+        if !types.is_empty() && !n.nullable {
+            let t = types.join(",");
+            out.type_invalid(
+                path,
+                &Value::String("null".into()),
+                msg(path, &format!("must be of type {t}: \"null\"")),
+            );
+        }
+        enum_check(n, v, path, out);
+        return;
+    }
+    let sch = json_type(v);
+    let float_int = sch == "number" && v.as_f64().is_some_and(|f| f.fract() == 0.0) && types.contains(&"integer");
+    let int_float = sch == "integer" && types.contains(&"number");
+    if !types.is_empty() && !(types.contains(&sch) || float_int || int_float) {
+        let t = types.join(",");
+        out.type_invalid(
+            path,
+            &Value::String(sch.into()),
+            msg(path, &format!("must be of type {t}: {sch:?}")),
+        );
+        return;
+    }
+    // allOf / anyOf / oneOf / not
+    for s in &n.all_of {
+        node(s, v, path, out, depth + 1);
+    }
+    if !n.any_of.is_empty() && !n.any_of.iter().any(|s| passes(s, v, path, depth)) {
+        out.e.push(
+            "FieldValueInvalid",
+            "",
+            format!(
+                "Invalid value: \"\": {} must validate at least one schema (anyOf)",
+                path
+            ),
+        );
+    }
+    if !n.one_of.is_empty() {
+        let ok = n.one_of.iter().filter(|s| passes(s, v, path, depth)).count();
+        if ok != 1 {
+            let found = if ok == 0 {
+                "Found none valid".to_string()
+            } else {
+                format!("Found {ok} valid alternatives")
+            };
+            out.e.push(
+                "FieldValueInvalid",
+                "",
+                format!(
+                    "Invalid value: \"\": {path} must validate one and only one schema (oneOf). {found}"
+                ),
+            );
+        }
+    }
+    if let Some(not) = &n.not {
+        if passes(not, v, path, depth) {
+            out.e.push(
+                "FieldValueInvalid",
+                "",
+                format!("Invalid value: \"\": {path} must not validate the schema (not)"),
+            );
+        }
+    }
+    match v {
+        Value::String(s) => string(n, s, v, path, out),
+        Value::Number(_) => number(n, v, path, out),
+        _ => {}
+    }
+    if let Value::Array(a) = v {
+        if let Some(items) = &n.items {
+            for (i, x) in a.iter().enumerate() {
+                node(items, x, &format!("{path}.{i}"), out, depth + 1);
+            }
+        }
+        let size = a.len() as u64;
+        if let Some(min) = n.min_items.filter(|m| size < *m) {
+            out.invalid(
+                path,
+                &Value::from(size),
+                msg(path, &format!("should have at least {min} items")),
+            );
+        }
+        if let Some(max) = n.max_items.filter(|m| size > *m) {
+            out.e.too_many(path, a.len(), max as usize);
+        }
+        if n.unique_items && has_duplicates(a) {
+            out.invalid(
+                path,
+                &Value::String(String::new()),
+                msg(path, "shouldn't contain duplicates"),
+            );
+        }
+    }
+    enum_check(n, v, path, out);
+    if let Value::Object(m) = v {
+        object(n, m, path, out, depth);
+    }
+}
+
+fn passes(n: &Node, v: &Value, path: &str, depth: usize) -> bool {
+    let mut e = Errs::default();
+    node(n, v, path, &mut V { e: &mut e }, depth + 1);
+    e.0.is_empty()
+}
+
+fn has_duplicates(a: &[Value]) -> bool {
+    a.iter()
+        .enumerate()
+        .any(|(i, x)| a[i + 1..].iter().any(|y| json_eq(x, y)))
+}
+
+/// JSON equality with numbers compared by value (1 == 1.0).
+pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
+        }
+        _ => a == b,
+    }
+}
+
+fn enum_check(n: &Node, v: &Value, path: &str, out: &mut V) {
+    let Some(values) = &n.enum_ else {
+        return;
+    };
+    if values.is_empty() || values.iter().any(|x| json_eq(x, v)) {
+        return;
+    }
+    let supported: Vec<String> = values
+        .iter()
+        .map(|x| match x {
+            Value::String(s) => format!("{s:?}"),
+            other => format!("{:?}", other.to_string()),
+        })
+        .collect();
+    out.e.push(
+        "FieldValueNotSupported",
+        path,
+        format!(
+            "Unsupported value: {}: supported values: {}",
+            go_value(v),
+            supported.join(", ")
+        ),
+    );
+}
+
+fn string(n: &Node, s: &str, v: &Value, path: &str, out: &mut V) {
+    let len = s.chars().count() as u64;
+    if let Some(max) = n.max_length.filter(|m| len > *m) {
+        out.e.push(
+            "FieldValueTooLong",
+            path,
+            format!("Too long: may not be more than {max} bytes"),
+        );
+    }
+    if let Some(min) = n.min_length.filter(|m| len < *m) {
+        out.invalid(
+            path,
+            v,
+            msg(path, &format!("should be at least {min} chars long")),
+        );
+    }
+    if let (Some(p), Some(re)) = (&n.pattern, &n.regex) {
+        if !re.is_match(s) {
+            out.invalid(path, v, msg(path, &format!("should match '{p}'")));
+        }
+    }
+    if !n.format.is_empty() && !format_ok(&n.format, s) {
+        out.type_invalid(
+            path,
+            v,
+            msg(path, &format!("must be of type {}: {s:?}", n.format)),
+        );
+    }
+}
+
+fn number(n: &Node, v: &Value, path: &str, out: &mut V) {
+    let Some(x) = v.as_f64() else {
+        return;
+    };
+    if let Some(m) = n.multiple_of.filter(|m| *m > 0.0) {
+        let q = x / m;
+        if (q - q.round()).abs() > 1e-9 {
+            out.invalid(
+                path,
+                v,
+                msg(path, &format!("should be a multiple of {}", bound(m))),
+            );
+        }
+    }
+    if let Some(max) = n.maximum {
+        let bad = if n.exclusive_maximum { x >= max } else { x > max };
+        if bad {
+            let word = if n.exclusive_maximum {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
+            out.invalid(path, v, msg(path, &format!("should be {word} {}", bound(max))));
+        }
+    }
+    if let Some(min) = n.minimum {
+        let bad = if n.exclusive_minimum { x <= min } else { x < min };
+        if bad {
+            let word = if n.exclusive_minimum {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
+            out.invalid(path, v, msg(path, &format!("should be {word} {}", bound(min))));
+        }
+    }
+}
+
+fn object(n: &Node, m: &Map<String, Value>, path: &str, out: &mut V, depth: usize) {
+    let size = m.len() as u64;
+    if let Some(min) = n.min_properties.filter(|x| size < *x) {
+        out.invalid(
+            path,
+            &Value::String(String::new()),
+            msg(path, &format!("should have at least {min} properties")),
+        );
+        return;
+    }
+    if let Some(max) = n.max_properties.filter(|x| size > *x) {
+        out.e.too_many(path, m.len(), max as usize);
+        return;
+    }
+    // The root `metadata` is ObjectMeta, validated by the API server.
+    let root = path.is_empty();
+    match &n.additional {
+        Some(Additional::Bool(false)) => {
+            for k in m.keys().filter(|k| !n.properties.contains_key(*k)) {
+                out.invalid(
+                    path,
+                    &Value::String(k.clone()),
+                    format!("{path}.{k} in body is a forbidden property"),
+                );
+            }
+        }
+        Some(Additional::Schema(ap)) => {
+            for (k, x) in m.iter().filter(|(k, _)| !n.properties.contains_key(*k)) {
+                node(ap, x, &format!("{path}.{k}"), out, depth + 1);
+            }
+        }
+        _ => {}
+    }
+    for (k, p) in &n.properties {
+        if root && k == "metadata" {
+            continue;
+        }
+        if let Some(x) = m.get(k) {
+            node(p, x, &child(path, k), out, depth + 1);
+        }
+    }
+    for k in &n.required {
+        if !m.contains_key(k) {
+            out.e.required(&child(path, k), "");
+        }
+    }
+    if n.embedded {
+        for k in ["apiVersion", "kind"] {
+            if m.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
+                out.e.required(&child(path, k), "must not be empty");
+            }
+        }
+    }
+}
+
+/// The kube-openapi pass over a whole object.
+pub(crate) fn openapi(root: &Node, obj: &Value, e: &mut Errs) {
+    node(root, obj, "", &mut V { e }, 0);
+}
+
+// ---- formats (kube-openapi's strfmt registry, the ones CRDs keep) ----
+
+/// Whether `s` is a valid `format`; formats upstream strips from CRD schemas (int32, int64,
+/// float, double, …) and unknown ones accept anything.
+pub(crate) fn format_ok(format: &str, s: &str) -> bool {
+    match format {
+        "byte" => base64::engine::general_purpose::STANDARD.decode(s).is_ok(),
+        "date" => s.len() == 10 && jiff::civil::Date::strptime("%Y-%m-%d", s).is_ok(),
+        "date-time" | "datetime" => date_time(s),
+        "duration" => duration(s),
+        "uuid" => uuid(s, None),
+        "uuid3" => uuid(s, Some('3')),
+        "uuid4" => uuid(s, Some('4')),
+        "uuid5" => uuid(s, Some('5')),
+        "email" => email(s),
+        "hostname" => hostname(s),
+        "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        "cidr" => cidr(s),
+        "mac" => mac(s),
+        "hexcolor" => {
+            s.len() == 7 && s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit())
+        }
+        "bsonobjectid" => s.len() == 24 && s.chars().all(|c| c.is_ascii_hexdigit()),
+        _ => true,
+    }
+}
+
+fn date_time(s: &str) -> bool {
+    if s.parse::<jiff::Timestamp>().is_ok() {
+        return true;
+    }
+    // strfmt also takes a date-time without a zone.
+    s.parse::<jiff::civil::DateTime>().is_ok() && s.contains('T')
+}
+
+/// strfmt `ParseDuration`: Go durations (`1h30m`, `1.5s`) and `<n> <unit>` forms (`3 days`).
+fn duration(s: &str) -> bool {
+    let s = s.trim();
+    if s.is_empty() {
+        return false;
+    }
+    let go_units = ["ns", "us", "µs", "ms", "s", "m", "h", "d", "w"];
+    let mut rest = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if rest == "0" {
+        return true;
+    }
+    let mut any = false;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if n == 0 {
+            break;
+        }
+        let u = rest[n..]
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .map_or(rest.len(), |i| i + n);
+        if !go_units.contains(&&rest[n..u]) {
+            break;
+        }
+        any = true;
+        rest = &rest[u..];
+    }
+    if any && rest.is_empty() {
+        return true;
+    }
+    // `<number> <unit>` with long unit names.
+    let mut parts = s.split_whitespace();
+    let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    const UNITS: &[&str] = &[
+        "ns", "nanosecond", "us", "microsecond", "ms", "millisecond", "s", "sec", "second", "m",
+        "min", "minute", "h", "hr", "hour", "d", "day", "w", "wk", "week",
+    ];
+    n.parse::<i64>().is_ok() && UNITS.contains(&unit.trim_end_matches('s'))
+        || n.parse::<i64>().is_ok() && UNITS.contains(&unit)
+}
+
+fn uuid(s: &str, version: Option<char>) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    if groups.len() != 5
+        || groups
+            .iter()
+            .zip(lens)
+            .any(|(g, l)| g.len() != l || !g.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return false;
+    }
+    version.is_none_or(|v| groups[2].starts_with(v))
+}
+
+fn email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty() && !domain.is_empty() && !s.contains(char::is_whitespace)
+}
+
+fn hostname(s: &str) -> bool {
+    if s.is_empty() || s.len() > 255 {
+        return false;
+    }
+    s.trim_end_matches('.').split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    })
+}
+
+fn cidr(s: &str) -> bool {
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits <= 32,
+        Ok(std::net::IpAddr::V6(_)) => bits <= 128,
+        Err(_) => false,
+    }
+}
+
+fn mac(s: &str) -> bool {
+    let sep = if s.contains(':') { ':' } else { '-' };
+    let parts: Vec<&str> = s.split(sep).collect();
+    matches!(parts.len(), 6 | 8 | 20)
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+// ---- list types (structurallisttype.ValidateListSetsAndMaps) ----
+
+fn field_child(path: &str, k: &str) -> String {
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
+    }
+}
+
+/// Duplicate items of `set` lists and duplicate keys of `map` lists.
+pub(crate) fn list_types(n: &Node, v: &Value, path: &str, e: &mut Errs, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match v {
+        Value::Array(a) => {
+            match n.list_type.as_deref() {
+                Some("set") => {
+                    for (i, x) in a.iter().enumerate() {
+                        if a[..i].iter().any(|y| json_eq(x, y)) {
+                            e.push(
+                                "FieldValueDuplicate",
+                                &format!("{path}[{i}]"),
+                                format!("Duplicate value: {}", go_value(x)),
+                            );
+                        }
+                    }
+                }
+                Some("map") => {
+                    let keys: Vec<Option<Map<String, Value>>> =
+                        a.iter().map(|x| map_key(n, x)).collect();
+                    for (i, k) in keys.iter().enumerate() {
+                        let Some(k) = k else { continue };
+                        if keys[..i].iter().flatten().any(|p| p == k) {
+                            e.push(
+                                "FieldValueDuplicate",
+                                &format!("{path}[{i}]"),
+                                format!("Duplicate value: {}", go_map(k)),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(items) = &n.items {
+                for (i, x) in a.iter().enumerate() {
+                    list_types(items, x, &format!("{path}[{i}]"), e, depth + 1);
+                }
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                if let Some(p) = n.properties.get(k) {
+                    list_types(p, x, &field_child(path, k), e, depth + 1);
+                } else if let Some(Additional::Schema(ap)) = &n.additional {
+                    list_types(ap, x, &format!("{path}[{k}]"), e, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The key fields of a map-list item (defaults applied before validation fill missing ones).
+fn map_key(n: &Node, item: &Value) -> Option<Map<String, Value>> {
+    let obj = item.as_object()?;
+    let mut k = Map::new();
+    for name in &n.list_map_keys {
+        if let Some(v) = obj.get(name) {
+            k.insert(name.clone(), v.clone());
+        }
+    }
+    Some(k)
+}
+
+/// Go's `%#v` of a `map[string]interface{}` key.
+fn go_map(m: &Map<String, Value>) -> String {
+    let parts: Vec<String> = m
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k:?}:{s:?}"),
+            Value::Number(n) if n.is_i64() => format!("{k:?}:{n}"),
+            other => format!("{k:?}:{other}"),
+        })
+        .collect();
+    format!("map[string]interface {{}}{{{}}}", parts.join(", "))
+}
+
+// ---- x-kubernetes-validations ----
+
+/// Whether a rule mentions `oldSelf` (a transition rule).
+pub(crate) fn is_transition(rule: &str) -> bool {
+    let b = rule.as_bytes();
+    let mut from = 0;
+    while let Some(i) = rule[from..].find("oldSelf") {
+        let at = from + i;
+        let end = at + "oldSelf".len();
+        let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let before_ok = at == 0 || !(ident(b[at - 1]) || b[at - 1] == b'.');
+        let after_ok = end >= b.len() || !ident(b[end]);
+        if before_ok && after_ok {
+            return true;
+        }
+        from = end;
+    }
+    false
+}
+
+/// Upstream's schema type for a rule error's value (`"object"`, `"string"`, …).
+fn schema_type(n: &Node) -> &str {
+    if n.int_or_string {
+        "integer"
+    } else {
+        n.ty.as_str()
+    }
+}
+
+fn rule_cause(e: &mut Errs, n: &Node, rule: &Rule, path: &str, detail: String) {
+    let f = match &rule.field_path {
+        Some(fp) => {
+            let fp = fp.strip_prefix('.').unwrap_or(fp);
+            if path.is_empty() {
+                fp.to_string()
+            } else if fp.starts_with('[') {
+                format!("{path}{fp}")
+            } else {
+                format!("{path}.{fp}")
+            }
+        }
+        None => path.to_string(),
+    };
+    let ty = Value::String(schema_type(n).to_string());
+    match rule.reason.as_deref() {
+        Some("FieldValueForbidden") => e.forbidden(&f, &detail),
+        Some("FieldValueRequired") => e.required(&f, &detail),
+        Some("FieldValueDuplicate") => e.push(
+            "FieldValueDuplicate",
+            &f,
+            format!("Duplicate value: {}", go_value(&ty)),
+        ),
+        _ => e.invalid(&f, &ty, &detail),
+    }
+}
+
+/// Evaluates every rule at every node where a value is present.
+pub(crate) fn rules(
+    n: &Node,
+    v: &Value,
+    old: Option<&Value>,
+    path: &str,
+    engine: &dyn RuleEngine,
+    e: &mut Errs,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH || v.is_null() {
+        return;
+    }
+    for rule in &n.rules {
+        if is_transition(&rule.rule) && old.is_none() && !rule.optional_old_self {
+            continue;
+        }
+        match engine.check(rule, v, old) {
+            RuleOutcome::Pass => {}
+            RuleOutcome::Fail(m) => {
+                let detail = if !m.is_empty() {
+                    m
+                } else if let Some(m) = &rule.message {
+                    m.clone()
+                } else {
+                    format!("failed rule: {}", rule.rule.trim())
+                };
+                rule_cause(e, n, rule, path, detail);
+            }
+            RuleOutcome::Error(err) => {
+                let ty = Value::String(schema_type(n).to_string());
+                e.invalid(path, &ty, &err);
+            }
+        }
+    }
+    for s in &n.all_of {
+        rules(s, v, old, path, engine, e, depth + 1);
+    }
+    match v {
+        Value::Object(m) => {
+            let om = old.and_then(Value::as_object);
+            for (k, x) in m {
+                let ox = om.and_then(|o| o.get(k));
+                if let Some(p) = n.properties.get(k) {
+                    rules(p, x, ox, &field_child(path, k), engine, e, depth + 1);
+                } else if let Some(Additional::Schema(ap)) = &n.additional {
+                    rules(ap, x, ox, &format!("{path}[{k}]"), engine, e, depth + 1);
+                }
+            }
+        }
+        Value::Array(a) => {
+            let Some(items) = &n.items else { return };
+            let olds = old.and_then(Value::as_array);
+            for (i, x) in a.iter().enumerate() {
+                // Only map lists correlate items with the old object (by their keys).
+                let ox = match (n.list_type.as_deref(), olds) {
+                    (Some("map"), Some(olds)) => {
+                        let k = map_key(n, x);
+                        olds.iter().find(|o| map_key(n, o) == k)
+                    }
+                    _ => None,
+                };
+                rules(items, x, ox, &format!("{path}[{i}]"), engine, e, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
