@@ -103,7 +103,10 @@ pub(crate) fn parse_node(v: &Value, path: &str, e: &mut Errs, depth: usize) -> N
         return n;
     };
     if depth > MAX_DEPTH {
-        e.forbidden(path, &format!("must not be nested deeper than {MAX_DEPTH} levels"));
+        e.forbidden(
+            path,
+            &format!("must not be nested deeper than {MAX_DEPTH} levels"),
+        );
         return n;
     }
     let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
@@ -186,7 +189,12 @@ pub(crate) fn parse_node(v: &Value, path: &str, e: &mut Errs, depth: usize) -> N
     ] {
         if let Some(list) = m.get(k).and_then(Value::as_array) {
             for (i, sub) in list.iter().enumerate() {
-                out.push(parse_node(sub, &format!("{}[{i}]", join(path, k)), e, depth + 1));
+                out.push(parse_node(
+                    sub,
+                    &format!("{}[{i}]", join(path, k)),
+                    e,
+                    depth + 1,
+                ));
             }
         }
     }
@@ -198,7 +206,10 @@ pub(crate) fn parse_node(v: &Value, path: &str, e: &mut Errs, depth: usize) -> N
     n.embedded = b("x-kubernetes-embedded-resource");
     n.list_type = s("x-kubernetes-list-type");
     n.map_type = s("x-kubernetes-map-type");
-    if let Some(keys) = m.get("x-kubernetes-list-map-keys").and_then(Value::as_array) {
+    if let Some(keys) = m
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+    {
         n.list_map_keys = keys
             .iter()
             .filter_map(Value::as_str)
@@ -269,7 +280,10 @@ fn invariants(n: &Node, raw: &Value, lvl: Level, path: &str, e: &mut Errs, depth
         invariants(items, r, Level::Item, &join(path, "items"), e, depth + 1);
     }
     for (k, p) in &n.properties {
-        let r = raw.pointer(&format!("/properties/{}", k.replace('~', "~0").replace('/', "~1")));
+        let r = raw.pointer(&format!(
+            "/properties/{}",
+            k.replace('~', "~0").replace('/', "~1")
+        ));
         invariants(
             p,
             r.unwrap_or(&Value::Null),
@@ -421,7 +435,14 @@ fn metadata_only_names(m: &Node) -> bool {
 }
 
 /// `validateValueValidation`: what may appear under allOf/anyOf/oneOf/not.
-fn value_validation(n: &Node, skip_any_of: bool, skip_first: bool, path: &str, e: &mut Errs, d: usize) {
+fn value_validation(
+    n: &Node,
+    skip_any_of: bool,
+    skip_first: bool,
+    path: &str,
+    e: &mut Errs,
+    d: usize,
+) {
     if !skip_any_of {
         for (i, s) in n.any_of.iter().enumerate() {
             nested(s, false, &format!("{}[{i}]", join(path, "anyOf")), e, d + 1);
@@ -468,11 +489,31 @@ fn nested(n: &Node, skip_any_of: bool, path: &str, e: &mut Errs, d: usize) {
             e.forbidden(&join(path, k), msg);
         }
     };
-    forbid(e, n.default.is_some(), "default", "must be undefined to be structural");
-    forbid(e, !n.title.is_empty(), "title", "must be empty to be structural");
-    forbid(e, !n.description.is_empty(), "description", "must be empty to be structural");
+    forbid(
+        e,
+        n.default.is_some(),
+        "default",
+        "must be undefined to be structural",
+    );
+    forbid(
+        e,
+        !n.title.is_empty(),
+        "title",
+        "must be empty to be structural",
+    );
+    forbid(
+        e,
+        !n.description.is_empty(),
+        "description",
+        "must be empty to be structural",
+    );
     forbid(e, n.nullable, "nullable", "must be false to be structural");
-    forbid(e, n.has_external_docs, "externalDocs", "must be undefined to be structural");
+    forbid(
+        e,
+        n.has_external_docs,
+        "externalDocs",
+        "must be undefined to be structural",
+    );
     forbid(
         e,
         n.preserve_unknown,
@@ -542,7 +583,11 @@ fn api_rules(n: &Node, path: &str, e: &mut Errs) {
     }
     if let Some(mt) = &n.map_type {
         if mt != "granular" && mt != "atomic" {
-            e.not_supported(&join(path, "x-kubernetes-map-type"), mt, &["granular", "atomic"]);
+            e.not_supported(
+                &join(path, "x-kubernetes-map-type"),
+                mt,
+                &["granular", "atomic"],
+            );
         } else if n.ty != "object" {
             e.invalid_str(
                 &join(path, "type"),
@@ -629,8 +674,7 @@ fn api_rules(n: &Node, path: &str, e: &mut Errs) {
     if lt == Some("set") {
         if let Some(items) = &n.items {
             let ip = join(path, "items");
-            let atomic_object =
-                items.ty == "object" && items.map_type.as_deref() == Some("atomic");
+            let atomic_object = items.ty == "object" && items.map_type.as_deref() == Some("atomic");
             let atomic_array = items.ty == "array" && items.list_type.as_deref() == Some("atomic");
             let scalar = ["string", "integer", "number", "boolean"].contains(&items.ty.as_str())
                 || items.int_or_string;

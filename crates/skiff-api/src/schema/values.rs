@@ -99,7 +99,9 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
         return;
     }
     let sch = json_type(v);
-    let float_int = sch == "number" && v.as_f64().is_some_and(|f| f.fract() == 0.0) && types.contains(&"integer");
+    let float_int = sch == "number"
+        && v.as_f64().is_some_and(|f| f.fract() == 0.0)
+        && types.contains(&"integer");
     let int_float = sch == "integer" && types.contains(&"number");
     if !types.is_empty() && !(types.contains(&sch) || float_int || int_float) {
         let t = types.join(",");
@@ -125,7 +127,11 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
         );
     }
     if !n.one_of.is_empty() {
-        let ok = n.one_of.iter().filter(|s| passes(s, v, path, depth)).count();
+        let ok = n
+            .one_of
+            .iter()
+            .filter(|s| passes(s, v, path, depth))
+            .count();
         if ok != 1 {
             let found = if ok == 0 {
                 "Found none valid".to_string()
@@ -284,25 +290,41 @@ fn number(n: &Node, v: &Value, path: &str, out: &mut V) {
         }
     }
     if let Some(max) = n.maximum {
-        let bad = if n.exclusive_maximum { x >= max } else { x > max };
+        let bad = if n.exclusive_maximum {
+            x >= max
+        } else {
+            x > max
+        };
         if bad {
             let word = if n.exclusive_maximum {
                 "less than"
             } else {
                 "less than or equal to"
             };
-            out.invalid(path, v, msg(path, &format!("should be {word} {}", bound(max))));
+            out.invalid(
+                path,
+                v,
+                msg(path, &format!("should be {word} {}", bound(max))),
+            );
         }
     }
     if let Some(min) = n.minimum {
-        let bad = if n.exclusive_minimum { x <= min } else { x < min };
+        let bad = if n.exclusive_minimum {
+            x <= min
+        } else {
+            x < min
+        };
         if bad {
             let word = if n.exclusive_minimum {
                 "greater than"
             } else {
                 "greater than or equal to"
             };
-            out.invalid(path, v, msg(path, &format!("should be {word} {}", bound(min))));
+            out.invalid(
+                path,
+                v,
+                msg(path, &format!("should be {word} {}", bound(min))),
+            );
         }
     }
 }
@@ -440,8 +462,26 @@ fn duration(s: &str) -> bool {
         return false;
     };
     const UNITS: &[&str] = &[
-        "ns", "nanosecond", "us", "microsecond", "ms", "millisecond", "s", "sec", "second", "m",
-        "min", "minute", "h", "hr", "hour", "d", "day", "w", "wk", "week",
+        "ns",
+        "nanosecond",
+        "us",
+        "microsecond",
+        "ms",
+        "millisecond",
+        "s",
+        "sec",
+        "second",
+        "m",
+        "min",
+        "minute",
+        "h",
+        "hr",
+        "hour",
+        "d",
+        "day",
+        "w",
+        "wk",
+        "week",
     ];
     n.parse::<i64>().is_ok() && UNITS.contains(&unit.trim_end_matches('s'))
         || n.parse::<i64>().is_ok() && UNITS.contains(&unit)
@@ -475,7 +515,8 @@ fn hostname(s: &str) -> bool {
     s.trim_end_matches('.').split('.').all(|l| {
         !l.is_empty()
             && l.len() <= 63
-            && l.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+            && l.chars()
+                .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
             && !l.starts_with('-')
             && !l.ends_with('-')
     })
