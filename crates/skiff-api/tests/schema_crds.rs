@@ -75,12 +75,13 @@ fn bundle_crds_are_structural_and_examples_validate() {
             continue;
         }
         crds += 1;
-        let causes = skiff_api::validate::validation_causes(
+        let info =
             skiff_api::resources::by_kind("apiextensions.k8s.io/v1", "CustomResourceDefinition")
-                .unwrap(),
-            d,
-            None,
-        );
+                .unwrap();
+        let mut d = d.clone();
+        skiff_api::defaults::prepare_create(info, &mut d);
+        skiff_api::defaults::apply_defaults(info, &mut d);
+        let causes = skiff_api::validate::validation_causes(info, &d, None);
         assert!(causes.is_empty(), "{}: {causes:#?}", file.display());
         let group = d["spec"]["group"].as_str().unwrap().to_string();
         let kind = d["spec"]["names"]["kind"].as_str().unwrap().to_string();

@@ -518,10 +518,12 @@ fn crd_validation_reports_upstream_causes() {
                "Required value: must not be empty for specified object fields"),
         triple("FieldValueInvalid", "spec.versions[0].subresources.scale.specReplicasPath",
                "Invalid value: \".status.x\": should be a json path under .spec"),
-        triple("FieldValueNotSupported", "spec.versions[0].additionalPrinterColumns[0].type",
-               "Unsupported value: \"float\": supported values: \"boolean\", \"date\", \"integer\", \"number\", \"string\""),
+        triple("FieldValueInvalid", "spec.versions[0].additionalPrinterColumns[0].type",
+               "Invalid value: \"float\": must be one of boolean,date,integer,number,string"),
         triple("FieldValueInvalid", "spec.versions",
                "Invalid value: must have exactly one version marked as storage version"),
+        triple("FieldValueInvalid", "status.storedVersions[0]",
+               "Invalid value: \"v1\": must appear in spec.versions"),
     ];
     for c in &expect {
         assert!(got.contains(c), "missing {c:?} in {got:#?}");
@@ -584,13 +586,40 @@ fn crd_conversion_webhook_needs_client_config_and_versions() {
         [
             triple(
                 "FieldValueRequired",
-                "spec.conversion.webhook.clientConfig",
+                "spec.conversion.webhookClientConfig",
                 "Required value: required when strategy is set to Webhook"
             ),
             triple(
                 "FieldValueRequired",
-                "spec.conversion.webhook.conversionReviewVersions",
-                "Required value: must include at least one of v1, v1beta1"
+                "spec.conversion.conversionReviewVersions",
+                "Required value"
+            ),
+        ]
+    );
+    obj["spec"]["conversion"]["webhook"] = json!({"conversionReviewVersions": ["v2"],
+        "clientConfig": {"url": "http://user@conv.example.com/x?a=b"}});
+    assert_eq!(
+        crd_causes(&obj, None),
+        [
+            triple(
+                "FieldValueInvalid",
+                "spec.conversion.webhookClientConfig.url",
+                "Invalid value: \"http\": 'https' is the only allowed URL scheme"
+            ),
+            triple(
+                "FieldValueInvalid",
+                "spec.conversion.webhookClientConfig.url",
+                "Invalid value: \"user\": user information is not permitted in the URL"
+            ),
+            triple(
+                "FieldValueInvalid",
+                "spec.conversion.webhookClientConfig.url",
+                "Invalid value: \"a=b\": query parameters are not permitted in the URL"
+            ),
+            triple(
+                "FieldValueInvalid",
+                "spec.conversion.conversionReviewVersions",
+                "Invalid value: []string{\"v2\"}: must include at least one of v1, v1beta1"
             ),
         ]
     );
@@ -601,6 +630,25 @@ fn crd_conversion_webhook_needs_client_config_and_versions() {
         obj["spec"]["conversion"]["webhook"]["clientConfig"]["service"]["port"],
         443
     );
+    assert_eq!(crd_causes(&obj, None), []);
+}
+
+#[test]
+fn crd_status_subresource_restricts_the_root_schema() {
+    let mut obj = crd("example.com");
+    skiff_api::defaults::apply_defaults(crd_info(), &mut obj);
+    obj["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["anyOf"] =
+        json!([{"required": ["spec"]}, {"required": ["status"]}]);
+    assert_eq!(
+        crd_causes(&obj, None),
+        [triple("FieldValueInvalid", "spec.versions[0].schema.openAPIV3Schema",
+                "Invalid value: only [Description Type Format Title Maximum ExclusiveMaximum Minimum ExclusiveMinimum MaxLength MinLength Pattern MaxItems MinItems UniqueItems MultipleOf Required Items Properties ExternalDocs Example XPreserveUnknownFields XValidations] fields are allowed at the root of the schema if the status subresource is enabled")]
+    );
+    // Without the status subresource the same schema is fine.
+    obj["spec"]["versions"][0]["subresources"]
+        .as_object_mut()
+        .unwrap()
+        .remove("status");
     assert_eq!(crd_causes(&obj, None), []);
 }
 

@@ -6,7 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::kinds::prelude::*;
-use crate::schema::{columns::JsonPath, prefix_causes, Schema};
+use crate::schema::{prefix_causes, Schema};
 
 pub(crate) const CRD: Kind = Kind {
     info: ResourceInfo {
@@ -198,10 +198,22 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
         e.invalid(
             "spec.preserveUnknownFields",
             &Value::Bool(true),
-            "cannot set to true, set x-kubernetes-preserve-unknown-fields to true in spec.versions[*].schema instead",
+            "cannot set to true, set x-preserve-unknown-fields to true in spec.versions[*].schema instead",
+        );
+    }
+    let strategy = s(&spec, "/conversion/strategy");
+    if !strategy.is_empty()
+        && strategy != "None"
+        && spec.get("preserveUnknownFields") == Some(&Value::Bool(true))
+    {
+        e.invalid_str(
+            "spec.conversion.strategy",
+            strategy,
+            "must be None if spec.preserveUnknownFields is true",
         );
     }
     conversion(e, spec.get("conversion"));
+    stored_versions(e, &o, &spec);
     if let Some(old) = old {
         let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
         let immutable = |e: &mut Errs, ptr: &str, field: &str| {
@@ -216,7 +228,6 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
         }
         immutable(e, "/group", "spec.group");
         immutable(e, "/names/plural", "spec.names.plural");
-        stored_versions(e, &o, &spec);
     }
 }
 
@@ -299,7 +310,7 @@ fn versions(e: &mut Errs, spec: &Value) {
     }
 }
 
-const COLUMN_TYPES: &[&str] = &["boolean", "date", "integer", "number", "string"];
+const COLUMN_TYPES: &str = "must be one of boolean,date,integer,number,string";
 const COLUMN_FORMATS: &[&str] = &[
     "byte",
     "date",
@@ -311,6 +322,47 @@ const COLUMN_FORMATS: &[&str] = &[
     "password",
 ];
 
+/// Fields a root schema may set when the status subresource is enabled (status is validated
+/// as `properties.status` alone, so nothing at the root may constrain it).
+const ROOT_WITH_STATUS: &[&str] = &[
+    "description",
+    "type",
+    "format",
+    "title",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "maxItems",
+    "minItems",
+    "uniqueItems",
+    "multipleOf",
+    "required",
+    "items",
+    "properties",
+    "externalDocs",
+    "example",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-validations",
+];
+const ROOT_WITH_STATUS_MSG: &str = "only [Description Type Format Title Maximum ExclusiveMaximum Minimum ExclusiveMinimum MaxLength MinLength Pattern MaxItems MinItems UniqueItems MultipleOf Required Items Properties ExternalDocs Example XPreserveUnknownFields XValidations] fields are allowed at the root of the schema if the status subresource is enabled";
+
+/// A JSON value is "zero" the way Go's reflect.DeepEqual against the zero value sees it.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        // Numbers are pointers in the Go type: any value is set.
+        Value::Number(_) => false,
+    }
+}
+
 /// One version: its schema (required and structural in v1), subresources, columns,
 /// selectable fields.
 fn version(e: &mut Errs, v: &Value, f: &str) {
@@ -320,6 +372,7 @@ fn version(e: &mut Errs, v: &Value, f: &str) {
             e.required(&schema_field, "schemas are required");
             None
         }
+        Some(raw) if status_root_errors(e, v, raw, &schema_field) => None,
         Some(raw) => match Schema::parse(raw) {
             Ok(s) => Some(s),
             Err(causes) => {
@@ -328,6 +381,25 @@ fn version(e: &mut Errs, v: &Value, f: &str) {
             }
         },
     };
+    if let Some(w) = v.get("deprecationWarning").and_then(Value::as_str) {
+        let wf = format!("{f}.deprecationWarning");
+        if v.get("deprecated").and_then(Value::as_bool) != Some(true) {
+            e.invalid_str(&wf, w, "can only be set for deprecated versions");
+        }
+        if w.len() > 256 {
+            e.invalid_str(&wf, w, "must be <= 256 characters long");
+        }
+        if w.is_empty() {
+            e.invalid_str(&wf, w, "must not be an empty string");
+        }
+        if let Some((i, _)) = w.char_indices().find(|(_, c)| c.is_control()) {
+            e.invalid_str(
+                &wf,
+                w,
+                &format!("must only contain printable UTF-8 characters; control character found at index {i}"),
+            );
+        }
+    }
     if let Some(sub) = v.get("subresources").filter(|x| !x.is_null()) {
         subresources(e, sub, &format!("{f}.subresources"));
     }
@@ -337,21 +409,24 @@ fn version(e: &mut Errs, v: &Value, f: &str) {
             e.required(&format!("{cf}.name"), "");
         }
         match s(c, "/type") {
-            "" => e.required(&format!("{cf}.type"), ""),
-            t if !COLUMN_TYPES.contains(&t) => {
-                e.not_supported(&format!("{cf}.type"), t, COLUMN_TYPES)
-            }
-            _ => {}
+            "" => e.required(&format!("{cf}.type"), COLUMN_TYPES),
+            "boolean" | "date" | "integer" | "number" | "string" => {}
+            t => e.invalid_str(&format!("{cf}.type"), t, COLUMN_TYPES),
         }
         let format = s(c, "/format");
         if !format.is_empty() && !COLUMN_FORMATS.contains(&format) {
-            e.not_supported(&format!("{cf}.format"), format, COLUMN_FORMATS);
+            e.invalid_str(
+                &format!("{cf}.format"),
+                format,
+                &format!("must be one of {}", COLUMN_FORMATS.join(",")),
+            );
         }
+        // Upstream validates the internal type, whose field is named `JSONPath`.
         let path = s(c, "/jsonPath");
         if path.is_empty() {
-            e.required(&format!("{cf}.jsonPath"), "");
+            e.required(&format!("{cf}.JSONPath"), "");
         } else {
-            simple_json_path(e, path, &format!("{cf}.jsonPath"));
+            simple_json_path(e, path, &format!("{cf}.JSONPath"));
         }
     }
     let fields = arr(v, "/selectableFields");
@@ -384,6 +459,38 @@ fn version(e: &mut Errs, v: &Value, f: &str) {
     }
 }
 
+/// The root of a schema with the status subresource: object type, a few fields only.
+fn status_root_errors(e: &mut Errs, v: &Value, raw: &Value, f: &str) -> bool {
+    if v.pointer("/subresources/status").is_none_or(Value::is_null) {
+        return false;
+    }
+    let Some(m) = raw.as_object() else {
+        return false;
+    };
+    let before = e.0.len();
+    for (k, val) in m {
+        if is_zero(val) {
+            continue;
+        }
+        if k == "type" {
+            if val.as_str() != Some("object") {
+                e.invalid(
+                    &format!("{f}.type"),
+                    val,
+                    "only \"object\" is allowed as the type at the root of the schema if the status subresource is enabled",
+                );
+                break;
+            }
+            continue;
+        }
+        if !ROOT_WITH_STATUS.contains(&k.as_str()) {
+            e.invalid_omit(f, ROOT_WITH_STATUS_MSG);
+            break;
+        }
+    }
+    e.0.len() > before
+}
+
 /// Whether a selectable field's path leads to a string, integer or boolean in the schema.
 fn selectable_type_ok(schema: &Schema, path: &str) -> bool {
     let mut node = schema.raw();
@@ -399,14 +506,15 @@ fn selectable_type_ok(schema: &Schema, path: &str) -> bool {
     )
 }
 
-/// `validateSimpleJSONPath`: a path the column printer and scale subresource can follow.
+/// `validateSimpleJSONPath`: upstream only checks the leading dot (a path the printer cannot
+/// follow gives empty cells).
 fn simple_json_path(e: &mut Errs, path: &str, field: &str) -> bool {
-    if !path.starts_with('.') {
-        e.invalid_str(field, path, "must be a simple json path starting with .");
+    if path.is_empty() {
+        e.invalid_str(field, path, "must not be empty");
         return false;
     }
-    if let Err(err) = JsonPath::parse(path) {
-        e.invalid_str(field, path, &format!("must be a valid JSON path: {err}"));
+    if !path.starts_with('.') {
+        e.invalid_str(field, path, "must be a simple json path starting with .");
         return false;
     }
     true
@@ -500,53 +608,72 @@ fn names(e: &mut Errs, names: Option<&Value>, f: &str) {
     }
 }
 
-/// `spec.conversion`: None, or Webhook with a client config and review versions.
+/// `spec.conversion` as upstream validates its internal form (`webhook.clientConfig` is
+/// `webhookClientConfig` there, `webhook.conversionReviewVersions` is
+/// `conversionReviewVersions`; the causes use those paths).
 fn conversion(e: &mut Errs, c: Option<&Value>) {
     let Some(c) = c.filter(|c| c.is_object()) else {
         return;
     };
-    let webhook = c.get("webhook").filter(|w| !w.is_null());
+    let cc = c.pointer("/webhook/clientConfig").filter(|x| !x.is_null());
+    let versions = arr(c, "/webhook/conversionReviewVersions");
     match s(c, "/strategy") {
+        "" => e.required("spec.conversion.strategy", ""),
+        "Webhook" => {
+            match cc {
+                None => e.required(
+                    "spec.conversion.webhookClientConfig",
+                    "required when strategy is set to Webhook",
+                ),
+                Some(cc) => client_config(e, cc, "spec.conversion.webhookClientConfig"),
+            }
+            let f = "spec.conversion.conversionReviewVersions";
+            if versions.is_empty() {
+                e.required(f, "");
+            } else {
+                let mut seen = std::collections::HashSet::new();
+                let mut accepted = false;
+                for (i, v) in versions.iter().enumerate() {
+                    let v = v.as_str().unwrap_or("");
+                    if !seen.insert(v) {
+                        e.invalid_str(&format!("{f}[{i}]"), v, "duplicate version");
+                        continue;
+                    }
+                    for m in dns1035_label(v) {
+                        e.invalid_str(&format!("{f}[{i}]"), v, &m);
+                    }
+                    accepted |= v == "v1" || v == "v1beta1";
+                }
+                if !accepted {
+                    let shown: Vec<String> = versions
+                        .iter()
+                        .map(|v| format!("{:?}", v.as_str().unwrap_or("")))
+                        .collect();
+                    e.push(
+                        "FieldValueInvalid",
+                        f,
+                        format!(
+                            "Invalid value: []string{{{}}}: must include at least one of v1, v1beta1",
+                            shown.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
         "None" => {
-            if webhook.is_some() {
+            if cc.is_some() {
                 e.forbidden(
-                    "spec.conversion.webhook",
+                    "spec.conversion.webhookClientConfig",
+                    "should not be set when strategy is not set to Webhook",
+                );
+            }
+            if !versions.is_empty() {
+                e.forbidden(
+                    "spec.conversion.conversionReviewVersions",
                     "should not be set when strategy is not set to Webhook",
                 );
             }
         }
-        "Webhook" => {
-            let Some(w) = webhook else {
-                e.required(
-                    "spec.conversion.webhook",
-                    "required when strategy is set to Webhook",
-                );
-                return;
-            };
-            match w.get("clientConfig").filter(|x| !x.is_null()) {
-                None => e.required(
-                    "spec.conversion.webhook.clientConfig",
-                    "required when strategy is set to Webhook",
-                ),
-                Some(cc) => client_config(e, cc, "spec.conversion.webhook.clientConfig"),
-            }
-            let versions = arr(w, "/conversionReviewVersions");
-            let f = "spec.conversion.webhook.conversionReviewVersions";
-            if !versions
-                .iter()
-                .any(|v| matches!(v.as_str(), Some("v1" | "v1beta1")))
-            {
-                e.required(f, "must include at least one of v1, v1beta1");
-            }
-            let mut seen = std::collections::HashSet::new();
-            for (i, v) in versions.iter().enumerate() {
-                let v = v.as_str().unwrap_or("");
-                if !seen.insert(v) {
-                    e.duplicate(&format!("{f}[{i}]"), v);
-                }
-            }
-        }
-        "" => e.required("spec.conversion.strategy", ""),
         other => e.not_supported("spec.conversion.strategy", other, &["None", "Webhook"]),
     }
 }
@@ -562,24 +689,28 @@ pub(crate) fn client_config(e: &mut Errs, cc: &Value, f: &str) {
         }
         (Some(u), None) => {
             let uf = format!("{f}.url");
-            match u.split_once("://") {
-                Some(("https", rest)) if !rest.is_empty() => {
-                    if rest.contains('#') {
-                        e.invalid_str(&uf, u, "fragments are not permitted in the URL");
-                    }
-                    if rest.contains('?') {
-                        e.invalid_str(&uf, u, "query parameters are not permitted in the URL");
-                    }
-                    if rest.split('/').next().is_some_and(|h| h.contains('@')) {
-                        e.invalid_str(&uf, u, "user information is not permitted in the URL");
-                    }
-                }
-                Some((scheme, _)) if scheme != "https" => e.invalid_str(
-                    &uf,
-                    u,
-                    &format!("'https' is the only allowed URL scheme; {scheme:?} is not allowed"),
-                ),
-                _ => e.invalid_str(&uf, u, "host must be specified"),
+            let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+            if scheme != "https" {
+                e.invalid_str(&uf, scheme, "'https' is the only allowed URL scheme");
+            }
+            let (rest, fragment) = rest.split_once('#').unwrap_or((rest, ""));
+            let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let authority = rest.split('/').next().unwrap_or("");
+            let (user, host) = match authority.rsplit_once('@') {
+                Some((u, h)) => (Some(u), h),
+                None => (None, authority),
+            };
+            if host.is_empty() {
+                e.invalid_str(&uf, host, "host must be specified");
+            }
+            if let Some(user) = user {
+                e.invalid_str(&uf, user, "user information is not permitted in the URL");
+            }
+            if !fragment.is_empty() {
+                e.invalid_str(&uf, fragment, "fragments are not permitted in the URL");
+            }
+            if !query.is_empty() {
+                e.invalid_str(&uf, query, "query parameters are not permitted in the URL");
             }
         }
         (None, Some(svc)) => {

@@ -112,6 +112,41 @@ pub(crate) fn parse_node(v: &Value, path: &str, e: &mut Errs, depth: usize) -> N
     let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
     let b = |k: &str| m.get(k).and_then(Value::as_bool).unwrap_or(false);
     n.ty = s("type").unwrap_or_default();
+    // specStandardValidatorV3: what OpenAPI v3 has but CRD schemas do not support.
+    if s("id").is_some_and(|x| !x.is_empty()) {
+        e.forbidden(&join(path, "id"), "id is not supported");
+    }
+    for (k, what) in [
+        ("additionalItems", "additionalItems is not supported"),
+        ("patternProperties", "patternProperties is not supported"),
+        ("definitions", "definitions is not supported"),
+        ("dependencies", "dependencies is not supported"),
+        ("$ref", "$ref is not supported"),
+    ] {
+        let present = match m.get(k) {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) => {
+                !o.is_empty() || k == "additionalItems" || k == "dependencies"
+            }
+            Some(_) => true,
+        };
+        if present {
+            e.forbidden(&join(path, k), what);
+        }
+    }
+    if n.ty == "null" {
+        e.forbidden(
+            &join(path, "type"),
+            "type cannot be set to null, use nullable as an alternative",
+        );
+    }
+    if m.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(false)) {
+        e.invalid(
+            &join(path, "x-kubernetes-preserve-unknown-fields"),
+            &Value::Bool(false),
+            "must be true or undefined",
+        );
+    }
     n.format = s("format").unwrap_or_default();
     n.title = s("title").unwrap_or_default();
     n.description = s("description").unwrap_or_default();
@@ -231,8 +266,24 @@ pub(crate) fn parse_node(v: &Value, path: &str, e: &mut Errs, depth: usize) -> N
                     .unwrap_or(false),
             };
             let f = format!("{}[{i}]", join(path, "x-kubernetes-validations"));
+            let raw_msg = r.get("message").and_then(Value::as_str).unwrap_or("");
+            let msg_field = join(&f, "message");
+            let multiline = |x: &str| x.contains(['\n', '\r']);
             if rule.rule.trim().is_empty() {
                 e.required(&join(&f, "rule"), "rule is not specified");
+            } else if !raw_msg.is_empty() && raw_msg.trim().is_empty() {
+                e.invalid_str(
+                    &msg_field,
+                    raw_msg,
+                    "message must be non-empty if specified",
+                );
+            } else if multiline(raw_msg.trim()) {
+                e.invalid_str(&msg_field, raw_msg, "message must not contain line breaks");
+            } else if multiline(rule.rule.trim()) && raw_msg.trim().is_empty() {
+                e.required(
+                    &msg_field,
+                    "message must be specified if rule contains line breaks",
+                );
             }
             if let Some(reason) = &rule.reason {
                 const REASONS: &[&str] = &[
@@ -244,13 +295,6 @@ pub(crate) fn parse_node(v: &Value, path: &str, e: &mut Errs, depth: usize) -> N
                 if !REASONS.contains(&reason.as_str()) {
                     e.not_supported(&join(&f, "reason"), reason, REASONS);
                 }
-            }
-            if rule.message.as_deref().is_some_and(|m| m.contains('\n')) {
-                e.invalid(
-                    &join(&f, "message"),
-                    r.get("message").unwrap_or(&Value::Null),
-                    "message must not contain line breaks",
-                );
             }
             n.rules.push(rule);
         }
@@ -397,6 +441,14 @@ fn invariants(n: &Node, raw: &Value, lvl: Level, path: &str, e: &mut Errs, depth
             );
         }
     }
+    if check_metadata {
+        for k in ["apiVersion", "kind", "metadata"] {
+            if let Some(p) = n.properties.get(k) {
+                let kp = key(&join(path, "properties"), k);
+                resource_meta(p, &kp, (lvl == Level::Root).then_some(k), e, depth + 1);
+            }
+        }
+    }
     if n.embedded && !n.preserve_unknown && n.properties.is_empty() {
         e.required(
             &join(path, "properties"),
@@ -404,6 +456,34 @@ fn invariants(n: &Node, raw: &Value, lvl: Level, path: &str, e: &mut Errs, depth
         );
     }
     api_rules(n, path, e);
+}
+
+/// Inside TypeMeta/ObjectMeta schemas: no embedded resources, and no defaults at the top level.
+fn resource_meta(n: &Node, path: &str, top: Option<&str>, e: &mut Errs, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    if let (Some(k), Some(_)) = (top, &n.default) {
+        e.forbidden(
+            &join(path, "default"),
+            &format!("must not be set in top-level {k}"),
+        );
+    }
+    if n.embedded {
+        e.forbidden(
+            &join(path, "x-kubernetes-embedded-resource"),
+            "must not be used inside of resource meta",
+        );
+    }
+    for (k, p) in &n.properties {
+        resource_meta(p, &key(&join(path, "properties"), k), top, e, depth + 1);
+    }
+    if let Some(items) = &n.items {
+        resource_meta(items, &join(path, "items"), top, e, depth + 1);
+    }
+    if let Some(Additional::Schema(s)) = &n.additional {
+        resource_meta(s, &join(path, "additionalProperties"), top, e, depth + 1);
+    }
 }
 
 /// Root `metadata` may only restrict `name` and `generateName` (and say `type: object`).
@@ -597,28 +677,39 @@ fn api_rules(n: &Node, path: &str, e: &mut Errs) {
         }
     }
     if let Some(lt) = &n.list_type {
+        const MSG: &str = "must be array if x-kubernetes-list-type is specified";
+        if n.ty.is_empty() {
+            e.required(&join(path, "type"), MSG);
+        } else if n.ty != "array" {
+            e.invalid_str(&join(path, "type"), &n.ty, MSG);
+        }
         if !["atomic", "set", "map"].contains(&lt.as_str()) {
             e.not_supported(
                 &join(path, "x-kubernetes-list-type"),
                 lt,
                 &["atomic", "set", "map"],
             );
-        } else if n.ty != "array" {
-            e.invalid_str(
-                &join(path, "type"),
-                &n.ty,
-                "must be array if x-kubernetes-list-type is specified",
-            );
         }
     }
     let lt = n.list_type.as_deref();
-    if !n.list_map_keys.is_empty() && lt != Some("map") {
-        e.invalid(
-            &join(path, "x-kubernetes-list-type"),
-            &n.list_type.clone().map_or(Value::Null, Value::String),
-            "must be map if x-kubernetes-list-map-keys is non-empty",
-        );
+    if !n.list_map_keys.is_empty() {
+        match lt {
+            None => e.required(
+                &join(path, "x-kubernetes-list-type"),
+                "must be map if x-kubernetes-list-map-keys is non-empty",
+            ),
+            Some("map") => {}
+            Some(other) => e.invalid_str(
+                &join(path, "x-kubernetes-list-type"),
+                other,
+                "must be map if x-kubernetes-list-map-keys is non-empty",
+            ),
+        }
     }
+    let keys_value = || {
+        let list: Vec<String> = n.list_map_keys.iter().map(|k| format!("{k:?}")).collect();
+        format!("[]string{{{}}}", list.join(", "))
+    };
     if lt == Some("map") {
         if n.list_map_keys.is_empty() {
             e.required(
@@ -626,72 +717,90 @@ fn api_rules(n: &Node, path: &str, e: &mut Errs) {
                 "must not be empty if x-kubernetes-list-type is map",
             );
         }
-        if let Some(items) = &n.items {
-            let ip = join(path, "items");
-            if items.ty != "object" {
-                e.invalid_str(
-                    &join(&ip, "type"),
-                    &items.ty,
-                    "must be object if parent array's x-kubernetes-list-type is map",
-                );
-            } else {
+        match &n.items {
+            None => e.required(
+                &join(path, "items"),
+                "must have a schema if x-kubernetes-list-type is map",
+            ),
+            Some(items) if items.ty != "object" => e.invalid_str(
+                &join(&join(path, "items"), "type"),
+                &items.ty,
+                "must be object if parent array's x-kubernetes-list-type is map",
+            ),
+            Some(items) => {
+                let ip = join(path, "items");
+                let mut seen = std::collections::HashSet::new();
                 for k in &n.list_map_keys {
                     let kp = key(&join(&ip, "properties"), k);
                     match items.properties.get(k) {
-                        None => e.required(
-                            &kp,
-                            "entries of x-kubernetes-list-map-keys must be specified as properties of the items",
+                        Some(p) if p.ty == "array" || p.ty == "object" => e.invalid_str(
+                            &join(&kp, "type"),
+                            &items.ty,
+                            "must be a scalar type if parent array's x-kubernetes-list-type is map",
                         ),
-                        Some(p) => {
-                            if !["string", "integer", "number", "boolean"]
-                                .contains(&p.ty.as_str())
-                                && !p.int_or_string
-                            {
-                                e.invalid_str(
-                                    &join(&kp, "type"),
-                                    &p.ty,
-                                    "must be a scalar type if parent array's x-kubernetes-list-type is map",
-                                );
-                            }
-                            if !items.required.contains(k) && p.default.is_none() {
-                                e.required(
-                                    &join(&kp, "default"),
-                                    "this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property",
-                                );
-                            }
-                            if p.nullable {
-                                e.forbidden(
-                                    &join(&kp, "nullable"),
-                                    "this property is in x-kubernetes-list-map-keys, so it cannot be nullable",
-                                );
-                            }
+                        Some(_) => {}
+                        None => e.push(
+                            "FieldValueInvalid",
+                            &join(path, "x-kubernetes-list-map-keys"),
+                            format!(
+                                "Invalid value: {}: entries must all be names of item properties",
+                                keys_value()
+                            ),
+                        ),
+                    }
+                    if !seen.insert(k) {
+                        e.push(
+                            "FieldValueInvalid",
+                            &join(path, "x-kubernetes-list-map-keys"),
+                            format!(
+                                "Invalid value: {}: must not contain duplicate entries",
+                                keys_value()
+                            ),
+                        );
+                    }
+                    // validateMapListKeysMapSet: keys are required or defaulted, never null.
+                    if let Some(p) = items.properties.get(k) {
+                        if !items.required.contains(k) && p.default.is_none() {
+                            e.required(
+                                &join(&kp, "default"),
+                                "this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property",
+                            );
+                        }
+                        if p.nullable {
+                            e.forbidden(
+                                &join(&kp, "nullable"),
+                                "this property is in x-kubernetes-list-map-keys, so it cannot be nullable",
+                            );
                         }
                     }
                 }
             }
         }
     }
+    if let (Some(l @ ("set" | "map")), Some(items)) = (lt, &n.items) {
+        if items.nullable {
+            e.forbidden(
+                &join(&join(path, "items"), "nullable"),
+                &format!("cannot be nullable when x-kubernetes-list-type is {l}"),
+            );
+        }
+    }
     if lt == Some("set") {
         if let Some(items) = &n.items {
             let ip = join(path, "items");
-            let atomic_object = items.ty == "object" && items.map_type.as_deref() == Some("atomic");
-            let atomic_array = items.ty == "array" && items.list_type.as_deref() == Some("atomic");
-            let scalar = ["string", "integer", "number", "boolean"].contains(&items.ty.as_str())
-                || items.int_or_string;
-            if !(scalar || atomic_object || atomic_array) {
-                if items.ty == "object" {
-                    e.invalid(
-                        &join(&ip, "x-kubernetes-map-type"),
-                        &items.map_type.clone().map_or(Value::Null, Value::String),
-                        "must be atomic as item of a list with x-kubernetes-list-type=set",
-                    );
-                } else if items.ty == "array" {
-                    e.invalid(
-                        &join(&ip, "x-kubernetes-list-type"),
-                        &items.list_type.clone().map_or(Value::Null, Value::String),
-                        "must be atomic as item of a list with x-kubernetes-list-type=set",
-                    );
-                }
+            let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+            match items.ty.as_str() {
+                "array" if items.list_type.as_deref().is_some_and(|t| t != "atomic") => e.invalid(
+                    &join(&ip, "x-kubernetes-list-type"),
+                    &opt(&items.list_type),
+                    "must be atomic as item of a list with x-kubernetes-list-type=set",
+                ),
+                "object" if items.map_type.as_deref() != Some("atomic") => e.invalid(
+                    &join(&ip, "x-kubernetes-map-type"),
+                    &opt(&items.list_type),
+                    "must be atomic as item of a list with x-kubernetes-list-type=set",
+                ),
+                _ => {}
             }
         }
     }

@@ -103,7 +103,7 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
         && v.as_f64().is_some_and(|f| f.fract() == 0.0)
         && types.contains(&"integer");
     let int_float = sch == "integer" && types.contains(&"number");
-    if !types.is_empty() && !(types.contains(&sch) || float_int || int_float) {
+    if !(types.is_empty() || types.contains(&sch) || float_int || int_float) {
         let t = types.join(",");
         out.type_invalid(
             path,
