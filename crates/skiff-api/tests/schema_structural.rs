@@ -256,7 +256,7 @@ fn embedded_resources_keep_type_meta_and_prune_metadata() {
         [triple(
             "FieldValueRequired",
             "spec.typed.apiVersion",
-            "Required value: must not be empty"
+            "Required value"
         )]
     );
 }
@@ -428,6 +428,30 @@ fn non_structural_schemas_name_their_causes() {
         errs(json!({"type": "object", "properties": {"p": {"type": "string", "pattern": "(("}}}))
             .len(),
         1
+    );
+    // Fields named only in value validations must exist structurally.
+    assert_eq!(
+        errs(
+            json!({"type": "object", "properties": {"a": {"type": "string"}},
+                    "anyOf": [{"properties": {"b": {"pattern": "x"}}}]})
+        ),
+        [(
+            "properties[b]".to_string(),
+            "Required value: because it is defined in anyOf[0].properties[b]".to_string()
+        )]
+    );
+    let c = Schema::parse_at(
+        &json!({"type": "object", "anyOf": [{"properties": {"b": {"pattern": "x"}}}]}),
+        "spec.versions[0].schema.openAPIV3Schema",
+    )
+    .unwrap_err();
+    assert_eq!(
+        c[0].field,
+        "spec.versions[0].schema.openAPIV3Schema.properties[b]"
+    );
+    assert_eq!(
+        c[0].message,
+        "Required value: because it is defined in spec.versions[0].schema.openAPIV3Schema.anyOf[0].properties[b]"
     );
     // The int-or-string patterns are structural.
     parse(json!({"type": "object", "properties": {
@@ -650,6 +674,34 @@ fn crd_status_subresource_restricts_the_root_schema() {
         .unwrap()
         .remove("status");
     assert_eq!(crd_causes(&obj, None), []);
+}
+
+#[test]
+fn embedded_object_meta_is_validated() {
+    let s = parse(
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "templates": {"type": "array", "items": {"type": "object",
+                "x-kubernetes-embedded-resource": true, "x-kubernetes-preserve-unknown-fields": true}},
+        }}}}),
+    );
+    let obj = json!({"spec": {"templates": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"labels": {"a": "b"}}},
+        {"apiVersion": "a/b/c", "kind": "Config_Map", "metadata": {"name": "x/y", "labels": {"-": "b"}}},
+    ]}});
+    let got = causes(s.validate(&obj, None, None));
+    assert_eq!(
+        got,
+        [
+            triple("FieldValueInvalid", "spec.templates[1].apiVersion",
+                   "Invalid value: \"a/b/c\": unexpected GroupVersion string: a/b/c"),
+            triple("FieldValueInvalid", "spec.templates[1].kind",
+                   "Invalid value: \"Config_Map\": may have mixed case, but should otherwise match: a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"),
+            triple("FieldValueInvalid", "spec.templates[1].metadata.name",
+                   "Invalid value: \"x/y\": may not contain '/'"),
+            triple("FieldValueInvalid", "spec.templates[1].metadata.labels",
+                   "Invalid value: \"-\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"),
+        ]
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::kinds::prelude::*;
-use crate::schema::{prefix_causes, Schema};
+use crate::schema::Schema;
 
 pub(crate) const CRD: Kind = Kind {
     info: ResourceInfo {
@@ -373,10 +373,10 @@ fn version(e: &mut Errs, v: &Value, f: &str) {
             None
         }
         Some(raw) if status_root_errors(e, v, raw, &schema_field) => None,
-        Some(raw) => match Schema::parse(raw) {
+        Some(raw) => match Schema::parse_at(raw, &schema_field) {
             Ok(s) => Some(s),
             Err(causes) => {
-                e.0.extend(prefix_causes(&schema_field, causes));
+                e.0.extend(causes);
                 None
             }
         },

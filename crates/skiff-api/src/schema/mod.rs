@@ -36,6 +36,9 @@ pub fn unknown_field(path: &str) -> String {
 /// Prefixes root-relative cause fields (`properties[spec].type`) with where the schema sits
 /// (`spec.versions[0].schema.openAPIV3Schema`).
 pub fn prefix_causes(prefix: &str, causes: Vec<Cause>) -> Vec<Cause> {
+    if prefix.is_empty() {
+        return causes;
+    }
     causes
         .into_iter()
         .map(|mut c| {
@@ -91,21 +94,28 @@ impl Schema {
     /// Parses an `openAPIV3Schema`; Err lists what makes it non-structural (field paths
     /// relative to the schema root; the caller prefixes them).
     pub fn parse(v: &Value) -> Result<Schema, Vec<Cause>> {
+        Self::parse_at(v, "")
+    }
+
+    /// [`Schema::parse`] for a schema at `prefix` (e.g.
+    /// `spec.versions[0].schema.openAPIV3Schema`): causes carry full field paths, as do the
+    /// paths upstream quotes inside messages (`because it is defined in …`).
+    pub fn parse_at(v: &Value, prefix: &str) -> Result<Schema, Vec<Cause>> {
         let mut e = Errs::default();
         let mut root = node::parse_node(v, "", &mut e, 0);
-        node::check(&root, v, &mut e);
+        node::check(&root, v, prefix, &mut e);
         if !e.0.is_empty() {
             // Upstream sorts the structural causes by their text (map order is random).
             e.0.sort_by(|a, b| (&a.field, &a.message).cmp(&(&b.field, &b.message)));
             e.0.dedup();
-            return Err(e.0);
+            return Err(prefix_causes(prefix, e.0));
         }
         // Defaults are themselves pruned and defaulted when the CRD is loaded; a default
         // that then fails its own schema makes the schema invalid.
         let mut bad = Vec::new();
         fix_defaults(&mut root, "", &mut bad, 0);
         if !bad.is_empty() {
-            return Err(bad);
+            return Err(prefix_causes(prefix, bad));
         }
         Ok(Schema {
             raw: v.clone(),
@@ -142,6 +152,7 @@ impl Schema {
     ) -> Vec<Cause> {
         let mut e = Errs::default();
         values::openapi(&self.root, obj, &mut e);
+        values::embedded(&self.root, obj, "", &mut e, 0);
         values::list_types(&self.root, obj, "", &mut e, 0);
         if let Some(engine) = rules {
             values::rules(&self.root, obj, old, "", engine, &mut e, 0);

@@ -304,8 +304,92 @@ pub(crate) fn parse_node(v: &Value, path: &str, e: &mut Errs, depth: usize) -> N
 
 /// The structural invariants (upstream `validateStructuralInvariants`) and the CRD API rules
 /// on a single schema (`ValidateCustomResourceDefinitionOpenAPISchema`).
-pub(crate) fn check(n: &Node, raw: &Value, e: &mut Errs) {
+pub(crate) fn check(n: &Node, raw: &Value, prefix: &str, e: &mut Errs) {
     invariants(n, raw, Level::Root, "", e, 0);
+    let shown = |p: &str| match (prefix.is_empty(), p.is_empty()) {
+        (true, _) => p.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) if p.starts_with('[') => format!("{prefix}{p}"),
+        (false, false) => format!("{prefix}.{p}"),
+    };
+    vv_complete(n, Some(n), "", "", &shown, e, 0);
+}
+
+/// `validateStructuralCompleteness` (upstream checks the root's value validations): every
+/// field or array named under allOf/anyOf/oneOf/not must also be specified structurally.
+fn vv_complete(
+    v: &Node,
+    s: Option<&Node>,
+    s_path: &str,
+    v_path: &str,
+    shown: &dyn Fn(&str) -> String,
+    e: &mut Errs,
+    d: usize,
+) {
+    if d > MAX_DEPTH {
+        return;
+    }
+    let Some(s) = s else {
+        e.required(
+            s_path,
+            &format!("because it is defined in {}", shown(v_path)),
+        );
+        return;
+    };
+    if let Some(not) = &v.not {
+        nested_complete(not, Some(s), s_path, &join(v_path, "not"), shown, e, d + 1);
+    }
+    for (k, list) in [
+        ("allOf", &v.all_of),
+        ("anyOf", &v.any_of),
+        ("oneOf", &v.one_of),
+    ] {
+        for (i, sub) in list.iter().enumerate() {
+            let vp = format!("{}[{i}]", join(v_path, k));
+            nested_complete(sub, Some(s), s_path, &vp, shown, e, d + 1);
+        }
+    }
+}
+
+fn nested_complete(
+    v: &Node,
+    s: Option<&Node>,
+    s_path: &str,
+    v_path: &str,
+    shown: &dyn Fn(&str) -> String,
+    e: &mut Errs,
+    d: usize,
+) {
+    if d > MAX_DEPTH {
+        return;
+    }
+    let Some(s) = s else {
+        e.required(
+            s_path,
+            &format!("because it is defined in {}", shown(v_path)),
+        );
+        return;
+    };
+    vv_complete(v, Some(s), s_path, v_path, shown, e, d + 1);
+    if let Some(items) = &v.items {
+        nested_complete(
+            items,
+            s.items.as_deref(),
+            &join(s_path, "items"),
+            &join(v_path, "items"),
+            shown,
+            e,
+            d + 1,
+        );
+    }
+    for (k, vf) in &v.properties {
+        let sp = key(&join(s_path, "properties"), k);
+        let vp = key(&join(v_path, "properties"), k);
+        match s.properties.get(k) {
+            Some(sf) => nested_complete(vf, Some(sf), &sp, &vp, shown, e, d + 1),
+            None => e.required(&sp, &format!("because it is defined in {}", shown(&vp))),
+        }
+    }
 }
 
 fn is_int_or_string_any_of(list: &[Node]) -> bool {

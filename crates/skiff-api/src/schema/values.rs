@@ -343,8 +343,6 @@ fn object(n: &Node, m: &Map<String, Value>, path: &str, out: &mut V, depth: usiz
         out.e.too_many(path, m.len(), max as usize);
         return;
     }
-    // The root `metadata` is ObjectMeta, validated by the API server.
-    let root = path.is_empty();
     match &n.additional {
         Some(Additional::Bool(false)) => {
             for k in m.keys().filter(|k| !n.properties.contains_key(*k)) {
@@ -363,9 +361,6 @@ fn object(n: &Node, m: &Map<String, Value>, path: &str, out: &mut V, depth: usiz
         _ => {}
     }
     for (k, p) in &n.properties {
-        if root && k == "metadata" {
-            continue;
-        }
         if let Some(x) = m.get(k) {
             node(p, x, &child(path, k), out, depth + 1);
         }
@@ -375,12 +370,106 @@ fn object(n: &Node, m: &Map<String, Value>, path: &str, out: &mut V, depth: usiz
             out.e.required(&child(path, k), "");
         }
     }
-    if n.embedded {
-        for k in ["apiVersion", "kind"] {
-            if m.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
-                out.e.required(&child(path, k), "must not be empty");
+}
+
+// ---- embedded resources (objectmeta.Validate) ----
+
+/// TypeMeta and ObjectMeta of every embedded resource below the root (the root's own are
+/// the API server's checks).
+pub(crate) fn embedded(n: &Node, v: &Value, path: &str, e: &mut Errs, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            if n.embedded && depth > 0 {
+                embedded_resource(m, path, e);
+            }
+            for (k, x) in m {
+                if let Some(p) = n.properties.get(k) {
+                    embedded(p, x, &field_child(path, k), e, depth + 1);
+                } else if let Some(Additional::Schema(ap)) = &n.additional {
+                    embedded(ap, x, &format!("{path}[{k}]"), e, depth + 1);
+                }
             }
         }
+        Value::Array(a) => {
+            if let Some(items) = &n.items {
+                for (i, x) in a.iter().enumerate() {
+                    embedded(items, x, &format!("{path}[{i}]"), e, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn embedded_resource(m: &Map<String, Value>, path: &str, e: &mut Errs) {
+    let f = |k: &str| field_child(path, k);
+    for k in ["apiVersion", "kind"] {
+        match m.get(k) {
+            None => e.required(&f(k), ""),
+            Some(Value::String(s)) if s.is_empty() => e.required(&f(k), ""),
+            Some(Value::String(_)) => {}
+            Some(other) => e.invalid(&f(k), other, "must be a string"),
+        }
+    }
+    if let Some(av) = m.get("apiVersion").and_then(Value::as_str) {
+        if av.matches('/').count() > 1 {
+            e.invalid_str(
+                &f("apiVersion"),
+                av,
+                &format!("unexpected GroupVersion string: {av}"),
+            );
+        }
+    }
+    if let Some(kind) = m
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+    {
+        let errs = crate::validate::dns1035_label(&kind.to_lowercase());
+        if !errs.is_empty() {
+            e.invalid_str(
+                &f("kind"),
+                kind,
+                &format!(
+                    "may have mixed case, but should otherwise match: {}",
+                    errs.join(",")
+                ),
+            );
+        }
+    }
+    let Some(meta) = m.get("metadata") else {
+        return;
+    };
+    let Some(mm) = meta.as_object() else {
+        e.invalid(&f("metadata"), meta, "must be an object");
+        return;
+    };
+    // Upstream fills in a name so that a nameless template is fine.
+    let mut meta = mm.clone();
+    if meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        meta.insert("name".into(), Value::String("fakename".into()));
+    }
+    let namespaced = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .is_some_and(|ns| !ns.is_empty());
+    let mut inner = Errs::default();
+    crate::validate::object_meta(
+        &mut inner,
+        Some(&Value::Object(meta)),
+        namespaced,
+        crate::validate::NameRule::PathSegment,
+    );
+    for mut c in inner.0 {
+        c.field = field_child(path, &c.field);
+        e.0.push(c);
     }
 }
 
