@@ -151,6 +151,44 @@ fn value_errors_read_like_upstream() {
 }
 
 #[test]
+fn junctors_report_like_kube_openapi() {
+    let s = parse(
+        json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {
+                "a": {"type": "string"}, "b": {"type": "string"},
+                "n": {"type": "integer", "not": {"enum": [13]}},
+                "q": {"x-kubernetes-int-or-string": true,
+                      "anyOf": [{"type": "integer"}, {"type": "string"}]},
+            },
+            "oneOf": [{"required": ["a"]}, {"required": ["b"]}],
+            "allOf": [{"properties": {"a": {"maxLength": 2}}}],
+        }}}),
+    );
+    let obj = json!({"spec": {"a": "xyz", "b": "y", "n": 13, "q": "80%"}});
+    assert_eq!(
+        causes(s.validate(&obj, None, None)),
+        [
+            triple("FieldValueInvalid", "",
+                   "Invalid value: \"\": \"spec\" must validate one and only one schema (oneOf). Found 2 valid alternatives"),
+            triple("FieldValueTooLong", "spec.a", "Too long: may not be more than 2 bytes"),
+            triple("FieldValueInvalid", "",
+                   "Invalid value: \"\": \"spec\" must validate all the schemas (allOf). None validated"),
+            triple("FieldValueInvalid", "",
+                   "Invalid value: \"\": \"spec.n\" must not validate the schema (not)"),
+        ]
+    );
+    let obj = json!({"spec": {"q": 80}});
+    assert_eq!(
+        causes(s.validate(&obj, None, None)),
+        [
+            triple("FieldValueInvalid", "",
+                   "Invalid value: \"\": \"spec\" must validate one and only one schema (oneOf). Found none valid"),
+            triple("FieldValueRequired", "spec.a", "Required value"),
+        ]
+    );
+}
+
+#[test]
 fn list_types_report_duplicates_with_field_paths() {
     let s = widget();
     let obj = json!({"spec": {"size": "small", "tags": ["a", "a"],

@@ -112,48 +112,70 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
         );
         return;
     }
-    // allOf / anyOf / oneOf / not
-    for s in &n.all_of {
-        node(s, v, path, out, depth + 1);
-    }
-    if !n.any_of.is_empty() && !n.any_of.iter().any(|s| passes(s, v, path, depth)) {
+    // anyOf, oneOf, allOf, not — kube-openapi's order. A failed anyOf/oneOf also reports
+    // the errors of the closest alternative (fewest errors stands in for upstream's
+    // "most positive checks").
+    let composite = |out: &mut V, detail: String| {
         out.e.push(
             "FieldValueInvalid",
             "",
-            format!(
-                "Invalid value: \"\": {} must validate at least one schema (anyOf)",
-                path
-            ),
+            format!("Invalid value: \"\": {detail}"),
         );
+    };
+    if !n.any_of.is_empty() {
+        let results: Vec<Vec<crate::Cause>> =
+            n.any_of.iter().map(|s| sub(s, v, path, depth)).collect();
+        if !results.iter().any(Vec::is_empty) {
+            composite(
+                out,
+                format!("{path:?} must validate at least one schema (anyOf)"),
+            );
+            if let Some(best) = results.into_iter().min_by_key(Vec::len) {
+                out.e.0.extend(best);
+            }
+        }
     }
     if !n.one_of.is_empty() {
-        let ok = n
-            .one_of
-            .iter()
-            .filter(|s| passes(s, v, path, depth))
-            .count();
+        let results: Vec<Vec<crate::Cause>> =
+            n.one_of.iter().map(|s| sub(s, v, path, depth)).collect();
+        let ok = results.iter().filter(|r| r.is_empty()).count();
         if ok != 1 {
             let found = if ok == 0 {
                 "Found none valid".to_string()
             } else {
                 format!("Found {ok} valid alternatives")
             };
-            out.e.push(
-                "FieldValueInvalid",
-                "",
-                format!(
-                    "Invalid value: \"\": {path} must validate one and only one schema (oneOf). {found}"
-                ),
+            composite(
+                out,
+                format!("{path:?} must validate one and only one schema (oneOf). {found}"),
+            );
+            if ok == 0 {
+                if let Some(best) = results.into_iter().min_by_key(Vec::len) {
+                    out.e.0.extend(best);
+                }
+            }
+        }
+    }
+    if !n.all_of.is_empty() {
+        let mut valid = 0;
+        for s in &n.all_of {
+            let r = sub(s, v, path, depth);
+            if r.is_empty() {
+                valid += 1;
+            }
+            out.e.0.extend(r);
+        }
+        if valid != n.all_of.len() {
+            let none = if valid == 0 { ". None validated" } else { "" };
+            composite(
+                out,
+                format!("{path:?} must validate all the schemas (allOf){none}"),
             );
         }
     }
     if let Some(not) = &n.not {
-        if passes(not, v, path, depth) {
-            out.e.push(
-                "FieldValueInvalid",
-                "",
-                format!("Invalid value: \"\": {path} must not validate the schema (not)"),
-            );
+        if sub(not, v, path, depth).is_empty() {
+            composite(out, format!("{path:?} must not validate the schema (not)"));
         }
     }
     match v {
@@ -192,10 +214,11 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
     }
 }
 
-fn passes(n: &Node, v: &Value, path: &str, depth: usize) -> bool {
+/// The causes one alternative of a junctor yields for `v`.
+fn sub(n: &Node, v: &Value, path: &str, depth: usize) -> Vec<crate::Cause> {
     let mut e = Errs::default();
     node(n, v, path, &mut V { e: &mut e }, depth + 1);
-    e.0.is_empty()
+    e.0
 }
 
 fn has_duplicates(a: &[Value]) -> bool {
