@@ -189,6 +189,32 @@ fn junctors_report_like_kube_openapi() {
 }
 
 #[test]
+fn updates_ratchet_unchanged_values() {
+    let s = widget();
+    // The old object was stored before the schema tightened: its bad values may stay.
+    let old = json!({"spec": {"size": "tiny", "replicas": 0, "tags": ["a", "a"],
+                              "ports": [{"name": "p", "port": "x"}]}});
+    let new = json!({"spec": {"size": "tiny", "replicas": 0, "tags": ["a", "a"],
+                              "ports": [{"name": "p", "port": "x"}, {"name": "q", "port": "y"}],
+                              "name": "abc"}});
+    assert_eq!(
+        causes(s.validate(&new, Some(&old), None)),
+        [triple("FieldValueTypeInvalid", "spec.ports.1.port",
+                "Invalid value: \"string\": spec.ports.1.port in body must be of type integer: \"string\"")]
+    );
+    // Changed values are validated again.
+    let new = json!({"spec": {"size": "huge", "replicas": 0, "tags": ["a", "a"]}});
+    assert_eq!(
+        causes(s.validate(&new, Some(&old), None)),
+        [triple(
+            "FieldValueNotSupported",
+            "spec.size",
+            "Unsupported value: \"huge\": supported values: \"small\", \"large\""
+        )]
+    );
+}
+
+#[test]
 fn list_types_report_duplicates_with_field_paths() {
     let s = widget();
     let obj = json!({"spec": {"size": "small", "tags": ["a", "a"],

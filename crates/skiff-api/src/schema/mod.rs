@@ -144,6 +144,16 @@ impl Schema {
 
     /// Validates a whole custom object (`old` on updates); Causes carry upstream's messages and
     /// field paths (e.g. `spec.replicas`).
+    ///
+    /// Passes in upstream's order: the OpenAPI schema (kube-openapi names values by dotted
+    /// paths with `.0` for items: `spec.items.0.name`), embedded resources' TypeMeta and
+    /// ObjectMeta, list-type uniqueness, then `x-kubernetes-validations` when `rules` is given
+    /// (those use `field.Path` syntax: `spec.items[0]`, `spec.map[key]`). On updates values
+    /// equal to the old object's are not re-validated (upstream's validation ratcheting; only
+    /// map-list items correlate with old items), old list-type errors are not repeated, and
+    /// transition rules (`oldSelf`) run only where an old value exists (or
+    /// `optionalOldSelf`). A rule's failure message is the engine's text, else the rule's
+    /// `message`, else `failed rule: <rule>`.
     pub fn validate(
         &self,
         obj: &Value,
@@ -151,9 +161,18 @@ impl Schema {
         rules: Option<&dyn RuleEngine>,
     ) -> Vec<Cause> {
         let mut e = Errs::default();
-        values::openapi(&self.root, obj, &mut e);
+        values::openapi(&self.root, obj, old, &mut e);
         values::embedded(&self.root, obj, "", &mut e, 0);
-        values::list_types(&self.root, obj, "", &mut e, 0);
+        let mut lists = Errs::default();
+        values::list_types(&self.root, obj, "", &mut lists, 0);
+        if let Some(old) = old {
+            // Duplicates the old object already had do not fail an update (upstream reports
+            // only new list-type errors).
+            let mut before = Errs::default();
+            values::list_types(&self.root, old, "", &mut before, 0);
+            lists.0.retain(|c| !before.0.contains(c));
+        }
+        e.0.extend(lists.0);
         if let Some(engine) = rules {
             values::rules(&self.root, obj, old, "", engine, &mut e, 0);
         }
@@ -276,7 +295,7 @@ fn fix_defaults(n: &mut Node, path: &str, bad: &mut Vec<Cause>, d: usize) {
         }
         shape::default(&mut def, n, 0);
         let mut e = Errs::default();
-        values::openapi(n, &def, &mut e);
+        values::openapi(n, &def, None, &mut e);
         for c in e.0 {
             bad.push(Cause {
                 field: if c.field.is_empty() {

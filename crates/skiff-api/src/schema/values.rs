@@ -74,8 +74,14 @@ impl V<'_> {
 }
 
 /// One node's checks; `path` is kube-openapi's dotted name.
-fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
+fn node(n: &Node, v: &Value, old: Option<&Value>, path: &str, out: &mut V, depth: usize) {
     if depth > MAX_DEPTH {
+        return;
+    }
+    // Validation ratcheting (CRDValidationRatcheting, on by default): a value that is
+    // unchanged from the old object is not re-validated, so tightened schemas do not block
+    // updates of other fields.
+    if old.is_some_and(|o| json_eq(o, v)) {
         return;
     }
     // type
@@ -123,8 +129,11 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
         );
     };
     if !n.any_of.is_empty() {
-        let results: Vec<Vec<crate::Cause>> =
-            n.any_of.iter().map(|s| sub(s, v, path, depth)).collect();
+        let results: Vec<Vec<crate::Cause>> = n
+            .any_of
+            .iter()
+            .map(|s| sub(s, v, old, path, depth))
+            .collect();
         if !results.iter().any(Vec::is_empty) {
             composite(
                 out,
@@ -136,8 +145,11 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
         }
     }
     if !n.one_of.is_empty() {
-        let results: Vec<Vec<crate::Cause>> =
-            n.one_of.iter().map(|s| sub(s, v, path, depth)).collect();
+        let results: Vec<Vec<crate::Cause>> = n
+            .one_of
+            .iter()
+            .map(|s| sub(s, v, old, path, depth))
+            .collect();
         let ok = results.iter().filter(|r| r.is_empty()).count();
         if ok != 1 {
             let found = if ok == 0 {
@@ -159,7 +171,7 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
     if !n.all_of.is_empty() {
         let mut valid = 0;
         for s in &n.all_of {
-            let r = sub(s, v, path, depth);
+            let r = sub(s, v, old, path, depth);
             if r.is_empty() {
                 valid += 1;
             }
@@ -174,7 +186,7 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
         }
     }
     if let Some(not) = &n.not {
-        if sub(not, v, path, depth).is_empty() {
+        if sub(not, v, old, path, depth).is_empty() {
             composite(out, format!("{path:?} must not validate the schema (not)"));
         }
     }
@@ -185,8 +197,10 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
     }
     if let Value::Array(a) = v {
         if let Some(items) = &n.items {
+            let olds = old.and_then(Value::as_array);
             for (i, x) in a.iter().enumerate() {
-                node(items, x, &format!("{path}.{i}"), out, depth + 1);
+                let ox = correlate(n, x, olds);
+                node(items, x, ox, &format!("{path}.{i}"), out, depth + 1);
             }
         }
         let size = a.len() as u64;
@@ -210,14 +224,14 @@ fn node(n: &Node, v: &Value, path: &str, out: &mut V, depth: usize) {
     }
     enum_check(n, v, path, out);
     if let Value::Object(m) = v {
-        object(n, m, path, out, depth);
+        object(n, m, old.and_then(Value::as_object), path, out, depth);
     }
 }
 
 /// The causes one alternative of a junctor yields for `v`.
-fn sub(n: &Node, v: &Value, path: &str, depth: usize) -> Vec<crate::Cause> {
+fn sub(n: &Node, v: &Value, old: Option<&Value>, path: &str, depth: usize) -> Vec<crate::Cause> {
     let mut e = Errs::default();
-    node(n, v, path, &mut V { e: &mut e }, depth + 1);
+    node(n, v, old, path, &mut V { e: &mut e }, depth + 1);
     e.0
 }
 
@@ -352,7 +366,14 @@ fn number(n: &Node, v: &Value, path: &str, out: &mut V) {
     }
 }
 
-fn object(n: &Node, m: &Map<String, Value>, path: &str, out: &mut V, depth: usize) {
+fn object(
+    n: &Node,
+    m: &Map<String, Value>,
+    old: Option<&Map<String, Value>>,
+    path: &str,
+    out: &mut V,
+    depth: usize,
+) {
     let size = m.len() as u64;
     if let Some(min) = n.min_properties.filter(|x| size < *x) {
         out.invalid(
@@ -378,14 +399,28 @@ fn object(n: &Node, m: &Map<String, Value>, path: &str, out: &mut V, depth: usiz
         }
         Some(Additional::Schema(ap)) => {
             for (k, x) in m.iter().filter(|(k, _)| !n.properties.contains_key(*k)) {
-                node(ap, x, &format!("{path}.{k}"), out, depth + 1);
+                node(
+                    ap,
+                    x,
+                    old.and_then(|o| o.get(k)),
+                    &format!("{path}.{k}"),
+                    out,
+                    depth + 1,
+                );
             }
         }
         _ => {}
     }
     for (k, p) in &n.properties {
         if let Some(x) = m.get(k) {
-            node(p, x, &child(path, k), out, depth + 1);
+            node(
+                p,
+                x,
+                old.and_then(|o| o.get(k)),
+                &child(path, k),
+                out,
+                depth + 1,
+            );
         }
     }
     for k in &n.required {
@@ -497,8 +532,8 @@ fn embedded_resource(m: &Map<String, Value>, path: &str, e: &mut Errs) {
 }
 
 /// The kube-openapi pass over a whole object.
-pub(crate) fn openapi(root: &Node, obj: &Value, e: &mut Errs) {
-    node(root, obj, "", &mut V { e }, 0);
+pub(crate) fn openapi(root: &Node, obj: &Value, old: Option<&Value>, e: &mut Errs) {
+    node(root, obj, old, "", &mut V { e }, 0);
 }
 
 // ---- formats (kube-openapi's strfmt registry, the ones CRDs keep) ----
@@ -721,6 +756,15 @@ pub(crate) fn list_types(n: &Node, v: &Value, path: &str, e: &mut Errs, depth: u
     }
 }
 
+/// The old item a new list item corresponds to: only map lists correlate (by their keys).
+fn correlate<'a>(n: &Node, item: &Value, olds: Option<&'a Vec<Value>>) -> Option<&'a Value> {
+    if n.list_type.as_deref() != Some("map") {
+        return None;
+    }
+    let k = map_key(n, item);
+    olds?.iter().find(|o| map_key(n, o) == k)
+}
+
 /// The key fields of a map-list item (defaults applied before validation fill missing ones).
 fn map_key(n: &Node, item: &Value) -> Option<Map<String, Value>> {
     let obj = item.as_object()?;
@@ -815,8 +859,14 @@ pub(crate) fn rules(
     if depth > MAX_DEPTH || v.is_null() {
         return;
     }
+    let unchanged = old.is_some_and(|o| json_eq(o, v));
     for rule in &n.rules {
-        if is_transition(&rule.rule) && old.is_none() && !rule.optional_old_self {
+        let transition = is_transition(&rule.rule);
+        if transition && old.is_none() && !rule.optional_old_self {
+            continue;
+        }
+        // Ratcheting: rules without oldSelf do not run again on unchanged values.
+        if unchanged && !transition {
             continue;
         }
         match engine.check(rule, v, old) {
@@ -856,14 +906,7 @@ pub(crate) fn rules(
             let Some(items) = &n.items else { return };
             let olds = old.and_then(Value::as_array);
             for (i, x) in a.iter().enumerate() {
-                // Only map lists correlate items with the old object (by their keys).
-                let ox = match (n.list_type.as_deref(), olds) {
-                    (Some("map"), Some(olds)) => {
-                        let k = map_key(n, x);
-                        olds.iter().find(|o| map_key(n, o) == k)
-                    }
-                    _ => None,
-                };
+                let ox = correlate(n, x, olds);
                 rules(items, x, ox, &format!("{path}[{i}]"), engine, e, depth + 1);
             }
         }
