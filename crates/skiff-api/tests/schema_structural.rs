@@ -351,6 +351,8 @@ impl RuleEngine for Engine {
                     RuleOutcome::Fail(String::new())
                 }
             }
+            "self.nope == 1" => RuleOutcome::Error("no such key: nope".into()),
+            "self +" => RuleOutcome::Error("compilation failed: Syntax error".into()),
             _ => RuleOutcome::Error("no such overload".into()),
         }
     }
@@ -410,7 +412,26 @@ fn rules_run_at_their_nodes_with_upstream_messages() {
             triple(
                 "FieldValueInvalid",
                 "spec.odd",
-                "Invalid value: \"string\": no such overload"
+                "Invalid value: \"string\": 'no such overload': call arguments did not match a supported operator, function or macro signature for rule: self.foo()"
+            ),
+        ]
+    );
+    let s2 = parse(
+        json!({"type": "object", "properties": {"spec": {"type": "object",
+        "x-kubernetes-validations": [{"rule": "self.nope == 1", "message": " nope "}, {"rule": "self +"}]}}}),
+    );
+    assert_eq!(
+        causes(s2.validate(&json!({"spec": {}}), None, Some(&Engine))),
+        [
+            triple(
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: \"object\": no such key: nope evaluating rule: nope"
+            ),
+            triple(
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: \"object\": rule compile error: compilation failed: Syntax error"
             ),
         ]
     );

@@ -810,6 +810,35 @@ pub(crate) fn is_transition(rule: &str) -> bool {
     false
 }
 
+/// `ruleErrorString`: the rule's message, else the rule, trimmed.
+fn rule_error_string(rule: &Rule) -> String {
+    match &rule.message {
+        Some(m) => m.trim().to_string(),
+        None => rule.rule.trim().to_string(),
+    }
+}
+
+/// How upstream words a rule that could not be compiled or evaluated.
+fn rule_error(rule: &Rule, err: &str) -> String {
+    if err.starts_with("rule compile error") {
+        err.to_string()
+    } else if err.starts_with("compilation failed") {
+        format!("rule compile error: {err}")
+    } else if err.starts_with("no such overload") {
+        format!(
+            "'{err}': call arguments did not match a supported operator, function or macro signature for rule: {}",
+            rule_error_string(rule)
+        )
+    } else if err.starts_with("operation cancelled: actual cost limit exceeded") {
+        format!(
+            "'{err}': no further validation rules will be run due to call cost exceeds limit for rule: {}",
+            rule_error_string(rule)
+        )
+    } else {
+        format!("{err} evaluating rule: {}", rule_error_string(rule))
+    }
+}
+
 /// Upstream's schema type for a rule error's value (`"object"`, `"string"`, …).
 fn schema_type(n: &Node) -> &str {
     if n.int_or_string {
@@ -872,18 +901,21 @@ pub(crate) fn rules(
         match engine.check(rule, v, old) {
             RuleOutcome::Pass => {}
             RuleOutcome::Fail(m) => {
-                let detail = if !m.is_empty() {
-                    m
-                } else if let Some(m) = &rule.message {
-                    m.clone()
+                let detail = if m.trim().is_empty() {
+                    match &rule.message {
+                        Some(msg) => msg.trim().to_string(),
+                        None => format!("failed rule: {}", rule_error_string(rule)),
+                    }
+                } else if let Some(rest) = m.strip_prefix("failed rule:") {
+                    format!("failed rule: {}", rest.trim())
                 } else {
-                    format!("failed rule: {}", rule.rule.trim())
+                    m.trim().to_string()
                 };
                 rule_cause(e, n, rule, path, detail);
             }
             RuleOutcome::Error(err) => {
                 let ty = Value::String(schema_type(n).to_string());
-                e.invalid(path, &ty, &err);
+                e.invalid(path, &ty, &rule_error(rule, &err));
             }
         }
     }
