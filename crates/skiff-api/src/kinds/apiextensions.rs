@@ -77,8 +77,11 @@ fn defaults(obj: &mut Map<String, Value>) {
             names.insert("listKind".into(), json!(format!("{kind}List")));
         }
     }
+    // Only a missing conversion is defaulted (an empty one fails validation upstream too).
+    if spec.get("conversion").is_none_or(Value::is_null) {
+        spec.insert("conversion".into(), json!({"strategy": "None"}));
+    }
     let conversion = child(spec, "conversion");
-    default(conversion, "strategy", json!("None"));
     if let Some(svc) = conversion
         .get_mut("webhook")
         .and_then(|w| w.get_mut("clientConfig"))
