@@ -544,6 +544,18 @@ fn non_structural_schemas_name_their_causes() {
         "b": {"x-kubernetes-int-or-string": true,
               "allOf": [{"anyOf": [{"type": "integer"}, {"type": "string"}]}, {"pattern": "^x"}]},
     }}));
+    // A default must not carry unknown fields.
+    let c = errs(
+        json!({"type": "object", "properties": {"o": {"type": "object",
+        "properties": {"a": {"type": "string"}}, "default": {"a": "x", "b": "y"}}}}),
+    );
+    assert_eq!(
+        c,
+        [(
+            "properties[o].default".to_string(),
+            "Invalid value: map[string]string{\"a\":\"x\", \"b\":\"y\"}: must not have unknown fields".to_string()
+        )]
+    );
     // A default must validate against its schema.
     assert_eq!(
         errs(

@@ -277,23 +277,25 @@ fn fix_defaults(n: &mut Node, path: &str, bad: &mut Vec<Cause>, d: usize) {
     if let Some(Additional::Schema(s)) = n.additional.as_mut() {
         fix_defaults(s, &join("additionalProperties"), bad, d + 1);
     }
-    let Some(mut def) = n.default.take() else {
+    let Some(def) = n.default.take() else {
         return;
     };
+    let mut pruned = def.clone();
     if !def.is_null() {
-        let mut pruned = Vec::new();
-        shape::prune(&mut def, n, n.embedded, false, "", &mut pruned, 0);
-        for p in pruned {
+        let mut removed = Vec::new();
+        shape::prune(&mut pruned, n, n.embedded, false, "", &mut removed, 0);
+        if !removed.is_empty() {
             bad.push(Cause {
                 reason: "FieldValueInvalid".into(),
                 message: format!(
                     "Invalid value: {}: must not have unknown fields",
                     node::shown(&def)
                 ),
-                field: format!("{}{p}", join("default")),
+                field: join("default"),
             });
         }
-        shape::default(&mut def, n, 0);
+        // Upstream validates the default as written, with an empty value path (so its
+        // messages read ` in body should …`).
         let mut e = Errs::default();
         values::openapi(n, &def, None, &mut e);
         for c in e.0 {
@@ -307,5 +309,7 @@ fn fix_defaults(n: &mut Node, path: &str, bad: &mut Vec<Cause>, d: usize) {
             });
         }
     }
+    // What is applied is the pruned default (defaulting then fills its own nested defaults).
+    let def = pruned;
     n.default = Some(def);
 }
