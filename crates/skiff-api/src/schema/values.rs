@@ -538,29 +538,80 @@ pub(crate) fn openapi(root: &Node, obj: &Value, old: Option<&Value>, e: &mut Err
 
 // ---- formats (kube-openapi's strfmt registry, the ones CRDs keep) ----
 
-/// Whether `s` is a valid `format`; formats upstream strips from CRD schemas (int32, int64,
-/// float, double, …) and unknown ones accept anything.
+/// Whether `s` is a valid `format`. Names are normalized like go-openapi (`date-time` is
+/// `datetime`); formats upstream strips from CRD schemas (int32, int64, float, double, …) and
+/// unknown ones accept anything.
 pub(crate) fn format_ok(format: &str, s: &str) -> bool {
-    match format {
-        "byte" => base64::engine::general_purpose::STANDARD.decode(s).is_ok(),
+    match format.replace('-', "").as_str() {
+        "byte" => base64::engine::general_purpose::STANDARD
+            .decode(s.replace(['\r', '\n'], ""))
+            .is_ok(),
         "date" => s.len() == 10 && jiff::civil::Date::strptime("%Y-%m-%d", s).is_ok(),
-        "date-time" | "datetime" => date_time(s),
+        "datetime" => date_time(s),
         "duration" => duration(s),
-        "uuid" => uuid(s, None),
-        "uuid3" => uuid(s, Some('3')),
-        "uuid4" => uuid(s, Some('4')),
-        "uuid5" => uuid(s, Some('5')),
+        "uuid" => matches(&UUID, s),
+        "uuid3" => matches(&UUID3, s),
+        "uuid4" => matches(&UUID4, s),
+        "uuid5" => matches(&UUID5, s),
         "email" => email(s),
         "hostname" => hostname(s),
         "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
         "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
         "cidr" => cidr(s),
         "mac" => mac(s),
-        "hexcolor" => {
-            s.len() == 7 && s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit())
-        }
+        "hexcolor" => matches(&HEXCOLOR, s),
+        "rgbcolor" => matches(&RGBCOLOR, s),
+        "ssn" => matches(&SSN, s),
+        "uri" => uri(s),
         "bsonobjectid" => s.len() == 24 && s.chars().all(|c| c.is_ascii_hexdigit()),
         _ => true,
+    }
+}
+
+/// A lazily compiled pattern of the strfmt registry.
+struct Pattern(&'static str, std::sync::OnceLock<Option<regex::Regex>>);
+
+impl Pattern {
+    const fn new(p: &'static str) -> Pattern {
+        Pattern(p, std::sync::OnceLock::new())
+    }
+}
+
+fn matches(p: &Pattern, s: &str) -> bool {
+    p.1.get_or_init(|| regex::Regex::new(p.0).ok())
+        .as_ref()
+        .is_none_or(|r| r.is_match(s))
+}
+
+static UUID: Pattern =
+    Pattern::new(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$");
+static UUID3: Pattern =
+    Pattern::new(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$");
+static UUID4: Pattern =
+    Pattern::new(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$");
+static UUID5: Pattern =
+    Pattern::new(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$");
+static HEXCOLOR: Pattern = Pattern::new(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$");
+static RGBCOLOR: Pattern =
+    Pattern::new(r"^rgb\(\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*\)$");
+static SSN: Pattern = Pattern::new(r"^\d{3}[- ]?\d{2}[- ]?\d{4}$");
+
+/// Go's `url.ParseRequestURI`: an absolute URI or an absolute path, no fragment.
+fn uri(s: &str) -> bool {
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return false;
+    }
+    if s.starts_with('/') {
+        return true;
+    }
+    match s.split_once(':') {
+        Some((scheme, _)) => {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }
+        None => false,
     }
 }
 
@@ -634,20 +685,6 @@ fn duration(s: &str) -> bool {
         || n.parse::<i64>().is_ok() && UNITS.contains(&unit)
 }
 
-fn uuid(s: &str, version: Option<char>) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    let lens = [8, 4, 4, 4, 12];
-    if groups.len() != 5
-        || groups
-            .iter()
-            .zip(lens)
-            .any(|(g, l)| g.len() != l || !g.chars().all(|c| c.is_ascii_hexdigit()))
-    {
-        return false;
-    }
-    version.is_none_or(|v| groups[2].starts_with(v))
-}
-
 fn email(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else {
         return false;
@@ -684,6 +721,14 @@ fn cidr(s: &str) -> bool {
 }
 
 fn mac(s: &str) -> bool {
+    // Go's net.ParseMAC also takes the dotted form (0123.4567.89ab).
+    if s.contains('.') {
+        let parts: Vec<&str> = s.split('.').collect();
+        return matches!(parts.len(), 3 | 4 | 10)
+            && parts
+                .iter()
+                .all(|p| p.len() == 4 && p.chars().all(|c| c.is_ascii_hexdigit()));
+    }
     let sep = if s.contains(':') { ':' } else { '-' };
     let parts: Vec<&str> = s.split(sep).collect();
     matches!(parts.len(), 6 | 8 | 20)
@@ -943,5 +988,67 @@ pub(crate) fn rules(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_follow_the_strfmt_registry() {
+        let ok = [
+            ("byte", "aGVsbG8="),
+            ("date", "2024-02-29"),
+            ("date-time", "2024-01-02T03:04:05Z"),
+            ("datetime", "2024-01-02T03:04:05.123+02:00"),
+            ("duration", "1h30m"),
+            ("duration", "3 days"),
+            ("uuid", "123e4567-e89b-12d3-a456-426614174000"),
+            ("uuid", "123E4567E89B12D3A456426614174000"),
+            ("uuid4", "123e4567-e89b-42d3-a456-426614174000"),
+            ("email", "a@example.com"),
+            ("hostname", "web-1.example.com"),
+            ("ipv4", "10.0.0.1"),
+            ("ipv6", "fd00::1"),
+            ("cidr", "10.0.0.0/8"),
+            ("mac", "01:23:45:67:89:ab"),
+            ("mac", "0123.4567.89ab"),
+            ("hexcolor", "#fff"),
+            ("rgbcolor", "rgb(1, 2, 3)"),
+            ("uri", "https://example.com/x"),
+            ("int32", "anything"),
+            ("password", "anything"),
+        ];
+        for (f, v) in ok {
+            assert!(format_ok(f, v), "{f} {v}");
+        }
+        let bad = [
+            ("byte", "not base64!"),
+            ("date", "2024-02-30"),
+            ("date-time", "yesterday"),
+            ("duration", "soon"),
+            ("uuid", "123"),
+            ("uuid4", "123e4567-e89b-12d3-a456-426614174000"),
+            ("email", "nobody"),
+            ("hostname", "-bad-.com"),
+            ("ipv4", "1.2.3"),
+            ("ipv6", "10.0.0.1"),
+            ("cidr", "10.0.0.0/33"),
+            ("mac", "01:23"),
+            ("hexcolor", "#ffff"),
+            ("uri", "not a uri"),
+        ];
+        for (f, v) in bad {
+            assert!(!format_ok(f, v), "{f} {v}");
+        }
+    }
+
+    #[test]
+    fn transition_rules_are_found_by_identifier() {
+        assert!(is_transition("self == oldSelf"));
+        assert!(is_transition("oldSelf.x == self.x"));
+        assert!(!is_transition("self.oldSelfish == 1"));
+        assert!(!is_transition("self.x.oldSelf == 1"));
     }
 }
