@@ -65,10 +65,17 @@ impl V<'_> {
         );
     }
     fn invalid(&mut self, path: &str, value: &Value, detail: String) {
+        // Go prints a float64 value with `%v` (`2`, not `2.0`).
+        let shown = match value {
+            Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+                n.as_f64().map_or_else(|| n.to_string(), bound)
+            }
+            other => go_value(other),
+        };
         self.e.push(
             "FieldValueInvalid",
             path,
-            format!("Invalid value: {}: {detail}", go_value(value)),
+            format!("Invalid value: {shown}: {detail}"),
         );
     }
 }
@@ -756,8 +763,11 @@ pub(crate) fn list_types(n: &Node, v: &Value, path: &str, e: &mut Errs, depth: u
         Value::Array(a) => {
             match n.list_type.as_deref() {
                 Some("set") => {
+                    // Canonical JSON text as the identity (maps are key-sorted), so a long
+                    // list costs one pass, not a quadratic scan.
+                    let mut seen = std::collections::HashSet::new();
                     for (i, x) in a.iter().enumerate() {
-                        if a[..i].iter().any(|y| json_eq(x, y)) {
+                        if !seen.insert(canonical(x)) {
                             e.push(
                                 "FieldValueDuplicate",
                                 &format!("{path}[{i}]"),
@@ -767,15 +777,14 @@ pub(crate) fn list_types(n: &Node, v: &Value, path: &str, e: &mut Errs, depth: u
                     }
                 }
                 Some("map") => {
-                    let keys: Vec<Option<Map<String, Value>>> =
-                        a.iter().map(|x| map_key(n, x)).collect();
-                    for (i, k) in keys.iter().enumerate() {
-                        let Some(k) = k else { continue };
-                        if keys[..i].iter().flatten().any(|p| p == k) {
+                    let mut seen = std::collections::HashSet::new();
+                    for (i, x) in a.iter().enumerate() {
+                        let Some(k) = map_key(n, x) else { continue };
+                        if !seen.insert(canonical(&Value::Object(k.clone()))) {
                             e.push(
                                 "FieldValueDuplicate",
                                 &format!("{path}[{i}]"),
-                                format!("Duplicate value: {}", go_map(k)),
+                                format!("Duplicate value: {}", go_map(&k)),
                             );
                         }
                     }
@@ -799,6 +808,25 @@ pub(crate) fn list_types(n: &Node, v: &Value, path: &str, e: &mut Errs, depth: u
         }
         _ => {}
     }
+}
+
+/// A value's identity for duplicate detection: its JSON text with whole floats written as
+/// integers (1.0 and 1 are the same value).
+fn canonical(v: &Value) -> String {
+    fn norm(v: &Value) -> Value {
+        match v {
+            Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => Value::from(f as i64),
+                _ => v.clone(),
+            },
+            Value::Array(a) => Value::Array(a.iter().map(norm).collect()),
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, x)| (k.clone(), norm(x))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    norm(v).to_string()
 }
 
 /// The old item a new list item corresponds to: only map lists correlate (by their keys).
