@@ -802,6 +802,31 @@ fn embedded_object_meta_is_validated() {
 }
 
 #[test]
+fn crd_rules_must_compile_when_a_compiler_is_registered() {
+    fn compile(r: &Rule) -> Result<(), String> {
+        if r.rule.contains("syntax!") {
+            Err("compilation failed: ERROR: <input>:1:5: Syntax error".into())
+        } else {
+            Ok(())
+        }
+    }
+    skiff_api::schema::set_rule_compiler(compile);
+    let mut obj = crd("example.com");
+    skiff_api::defaults::apply_defaults(crd_info(), &mut obj);
+    obj["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["x-kubernetes-validations"] =
+        json!([{"rule": "self.replicas > 0"}, {"rule": "self syntax!"}]);
+    assert_eq!(
+        crd_causes(&obj, None),
+        [triple(
+            "FieldValueInvalid",
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[1].rule",
+            "Invalid value: apiextensions.ValidationRule{Rule:\"self syntax!\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:5: Syntax error"
+        )]
+    );
+}
+
+#[test]
 fn crd_table_prints_name_and_created_at() {
     let mut obj = crd("example.com");
     obj["metadata"]["creationTimestamp"] = json!("2024-05-01T10:00:00Z");

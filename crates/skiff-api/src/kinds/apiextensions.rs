@@ -377,7 +377,10 @@ fn version(e: &mut Errs, v: &Value, f: &str) {
         }
         Some(raw) if status_root_errors(e, v, raw, &schema_field) => None,
         Some(raw) => match Schema::parse_at(raw, &schema_field) {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                compile_rules(e, &s, &schema_field);
+                Some(s)
+            }
             Err(causes) => {
                 e.0.extend(causes);
                 None
@@ -458,6 +461,35 @@ fn version(e: &mut Errs, v: &Value, f: &str) {
                     "selectable field must refer to a field of type string, boolean or integer, or an enum of these types",
                 );
             }
+        }
+    }
+}
+
+/// Every `x-kubernetes-validations` rule must compile (when the server registered a
+/// compiler): `…x-kubernetes-validations[0].rule: Invalid value: apiextensions.ValidationRule{…}: <detail>`.
+fn compile_rules(e: &mut Errs, schema: &Schema, f: &str) {
+    let Some(compile) = crate::schema::rule_compiler() else {
+        return;
+    };
+    for (path, rule) in schema.rules() {
+        let mut check = |text: &str, field: &str| {
+            let probe = crate::schema::Rule {
+                rule: text.to_string(),
+                ..rule.clone()
+            };
+            if let Err(detail) = compile(&probe) {
+                e.push(
+                    "FieldValueInvalid",
+                    &format!("{f}.{path}.{field}"),
+                    format!("Invalid value: {}: {detail}", crate::schema::go_rule(&rule)),
+                );
+            }
+        };
+        if !rule.rule.trim().is_empty() {
+            check(&rule.rule, "rule");
+        }
+        if let Some(me) = &rule.message_expression {
+            check(me, "messageExpression");
         }
     }
 }

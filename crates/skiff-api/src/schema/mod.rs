@@ -27,6 +27,44 @@ pub struct Schema {
     root: Node,
 }
 
+/// Compiles one rule (`Err` = upstream's detail, e.g. `compilation failed: …`). skiff-api has
+/// no CEL of its own: the server registers skiff-cel's compiler once at start-up with
+/// [`set_rule_compiler`], and CRD validation then rejects rules that do not compile.
+pub type RuleCompiler = fn(&Rule) -> Result<(), String>;
+
+static RULE_COMPILER: std::sync::OnceLock<RuleCompiler> = std::sync::OnceLock::new();
+
+/// Registers the rule compiler CRD validation uses (the first registration wins; returns
+/// whether this one did).
+pub fn set_rule_compiler(f: RuleCompiler) -> bool {
+    RULE_COMPILER.set(f).is_ok()
+}
+
+pub(crate) fn rule_compiler() -> Option<RuleCompiler> {
+    RULE_COMPILER.get().copied()
+}
+
+/// Go's `%#v` of an `apiextensions.ValidationRule` (the value upstream prints in a rule's
+/// compile error).
+pub(crate) fn go_rule(r: &Rule) -> String {
+    let reason = match &r.reason {
+        Some(x) => format!("(*apiextensions.FieldValueErrorReason)({x:?})"),
+        None => "(*apiextensions.FieldValueErrorReason)(nil)".into(),
+    };
+    let old = if r.optional_old_self {
+        "(*bool)(true)"
+    } else {
+        "(*bool)(nil)"
+    };
+    format!(
+        "apiextensions.ValidationRule{{Rule:{:?}, Message:{:?}, MessageExpression:{:?}, Reason:{reason}, FieldPath:{:?}, OptionalOldSelf:{old}}}",
+        r.rule,
+        r.message.as_deref().unwrap_or(""),
+        r.message_expression.as_deref().unwrap_or(""),
+        r.field_path.as_deref().unwrap_or(""),
+    )
+}
+
 /// How upstream reports a pruned field: `unknown field "spec.foo"` (the path without its
 /// leading dot) — the text of a Strict-mode error cause and of a Warn-mode warning.
 pub fn unknown_field(path: &str) -> String {
@@ -192,16 +230,13 @@ impl Schema {
         any(&self.root, 0)
     }
 
-    /// Every rule with the field path of its node (`spec.items[*]` style is not expanded:
-    /// items are `items`, map values `additionalProperties`), for type checking at CRD
-    /// write time.
+    /// Every rule with its place in the schema in upstream's field-path syntax, root-relative
+    /// (`properties[spec].x-kubernetes-validations[0]`; prefix it like other schema causes),
+    /// for compiling the rules when the CRD is written.
     pub fn rules(&self) -> Vec<(String, Rule)> {
         fn walk(n: &Node, path: &str, out: &mut Vec<(String, Rule)>, d: usize) {
             if d > node::MAX_DEPTH {
                 return;
-            }
-            for r in &n.rules {
-                out.push((path.to_string(), r.clone()));
             }
             let join = |k: &str| {
                 if path.is_empty() {
@@ -210,8 +245,14 @@ impl Schema {
                     format!("{path}.{k}")
                 }
             };
+            for (i, r) in n.rules.iter().enumerate() {
+                out.push((
+                    format!("{}[{i}]", join("x-kubernetes-validations")),
+                    r.clone(),
+                ));
+            }
             for (k, p) in &n.properties {
-                walk(p, &join(k), out, d + 1);
+                walk(p, &format!("{}[{k}]", join("properties")), out, d + 1);
             }
             if let Some(i) = &n.items {
                 walk(i, &join("items"), out, d + 1);
