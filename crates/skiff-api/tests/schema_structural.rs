@@ -249,6 +249,25 @@ fn list_types_report_duplicates_with_field_paths() {
         Some(ListType::Map(vec!["name".into()]))
     );
     assert_eq!(s.list_type(&["spec", "size"]), None);
+    let nested = parse(
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "groups": {"type": "array", "items": {"type": "object", "properties": {
+                "rules": {"type": "array", "items": {"type": "string"}}}}},
+            "byName": {"type": "object", "additionalProperties": {"type": "array",
+                "x-kubernetes-list-type": "set", "items": {"type": "string"}}},
+        }}}}),
+    );
+    assert_eq!(
+        nested.list_type(&["spec", "groups", "rules"]),
+        Some(ListType::Atomic)
+    );
+    assert_eq!(
+        nested.list_type(&["spec", "byName", "anykey"]),
+        Some(ListType::Set)
+    );
+    assert!(!nested.has_rules());
+    fn shareable<T: Send + Sync>(_: &T) {}
+    shareable(&nested);
     assert_eq!(s.list_type(&["spec", "nothing"]), None);
 }
 
