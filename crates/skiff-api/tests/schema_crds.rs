@@ -1,9 +1,7 @@
 //! Every CRD of the real-world bundles parses as a structural schema, and the bundles' example
 //! custom objects prune (nothing unknown), default and validate cleanly against them.
 //!
-//! The CRDs in `tests/fixtures/crds/` always run; when the bundles are vendored under
-//! `tests/fixtures/bundles/` (or present at /work/shared/bundles on the build machine) every
-//! CRD and example there runs too.
+//! The bundles are the ones vendored for the install tests (`crates/skiff/tests/fixtures/bundles`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,15 +38,10 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn all_docs() -> Vec<(PathBuf, Value)> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let bundles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skiff/tests/fixtures/bundles");
     let mut files = Vec::new();
-    yaml_files(&here.join("crds"), &mut files);
-    let vendored = here.join("bundles");
-    if vendored.is_dir() {
-        yaml_files(&vendored, &mut files);
-    } else {
-        yaml_files(Path::new("/work/shared/bundles"), &mut files);
-    }
+    yaml_files(&bundles, &mut files);
+    assert!(!files.is_empty(), "no bundles under {}", bundles.display());
     let mut out = Vec::new();
     for f in files {
         for d in docs(&f) {
@@ -94,7 +87,7 @@ fn bundle_crds_are_structural_and_examples_validate() {
             schemas.insert((group.clone(), kind.clone(), name), s);
         }
     }
-    assert!(crds >= 5, "{crds} CRDs");
+    assert_eq!(crds, 23, "CRDs in the bundles");
     let parsed = started.elapsed();
     let started = std::time::Instant::now();
     let mut examples = 0;
@@ -121,5 +114,5 @@ fn bundle_crds_are_structural_and_examples_validate() {
         started.elapsed()
     );
     // ServiceMonitor, PrometheusRule, GatewayClass, Gateway, HTTPRoute at least.
-    assert!(examples >= 5, "{examples} examples");
+    assert_eq!(examples, 26, "custom objects in the bundles");
 }
