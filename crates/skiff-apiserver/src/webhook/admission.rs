@@ -1,0 +1,643 @@
+//! Admission webhooks (`k8s.io/apiserver/pkg/admission/plugin/webhook`): which webhooks of the
+//! Validating/MutatingWebhookConfigurations a request matches (rules, namespace and object
+//! selectors, matchConditions), the AdmissionReview sent to each and what its answer does
+//! (deny, JSONPatch, warnings), with each webhook's failurePolicy applied to call errors.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use skiff_api::ApiError;
+use skiff_semantics::labels::label_selector_matches_json;
+
+use crate::cache::{self, Objects};
+use crate::plugins::{Operation, Request};
+use crate::respond::ApiResult;
+
+const VALIDATING: &str = "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/";
+const MUTATING: &str = "/registry/admissionregistration.k8s.io/mutatingwebhookconfigurations/";
+
+/// One webhook of a configuration, defaults applied.
+#[derive(Debug, Clone)]
+pub(crate) struct Hook {
+    pub name: String,
+    client_config: Value,
+    rules: Vec<Value>,
+    fail_open: bool,
+    ns_selector: Value,
+    obj_selector: Value,
+    side_effects: String,
+    timeout: Duration,
+    timeout_s: u64,
+    reinvoke: bool,
+    /// Send `admission.k8s.io/v1beta1` (only that version listed).
+    v1beta1: bool,
+    match_conditions: Vec<Value>,
+}
+
+fn parse_hooks(objs: &[Arc<Value>]) -> Vec<Hook> {
+    let mut out = Vec::new();
+    for cfg in objs {
+        for w in cfg
+            .get("webhooks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let s = |k: &str| w.get(k).and_then(Value::as_str).unwrap_or("");
+            let versions: Vec<&str> = w
+                .get("admissionReviewVersions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let timeout_s = w
+                .get("timeoutSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(10)
+                .clamp(1, 30);
+            out.push(Hook {
+                name: s("name").to_string(),
+                client_config: w.get("clientConfig").cloned().unwrap_or(Value::Null),
+                rules: w
+                    .get("rules")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+                fail_open: s("failurePolicy") == "Ignore",
+                ns_selector: w.get("namespaceSelector").cloned().unwrap_or(json!({})),
+                obj_selector: w.get("objectSelector").cloned().unwrap_or(json!({})),
+                side_effects: s("sideEffects").to_string(),
+                timeout: Duration::from_secs(timeout_s),
+                timeout_s,
+                reinvoke: s("reinvocationPolicy") == "IfNeeded",
+                v1beta1: !versions.contains(&"v1") && versions.contains(&"v1beta1"),
+                match_conditions: w
+                    .get("matchConditions")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// The parsed webhooks of one configuration kind, rebuilt when the cached prefix changed
+/// (the cache replaces a prefix's map on every change, so pointer identity tells).
+pub(crate) struct Index {
+    prefix: &'static str,
+    cur: Mutex<Option<(Arc<Objects>, Arc<Vec<Hook>>)>>,
+}
+
+impl Index {
+    pub(crate) const fn validating() -> Self {
+        Index {
+            prefix: VALIDATING,
+            cur: Mutex::new(None),
+        }
+    }
+
+    pub(crate) const fn mutating() -> Self {
+        Index {
+            prefix: MUTATING,
+            cur: Mutex::new(None),
+        }
+    }
+
+    /// Whether any configuration of this kind may exist (true until the cache's first list),
+    /// so requests skip the plugin, and its copy of the object, when there are none.
+    pub(crate) fn maybe_any(&self, req: &Request<'_>) -> bool {
+        let cache = &req.ctx.st.cache;
+        cache.revision() < 0
+            || cache
+                .snapshot(cache::ADMISSION)
+                .range(self.prefix.to_string()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(self.prefix))
+    }
+
+    async fn hooks(&self, req: &Request<'_>) -> Arc<Vec<Hook>> {
+        let st = &req.ctx.st;
+        st.cache.ready(st).await;
+        let snap = st.cache.snapshot(cache::ADMISSION);
+        let mut cur = match self.cur.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((s, hooks)) = cur.as_ref() {
+            if Arc::ptr_eq(s, &snap) {
+                return hooks.clone();
+            }
+        }
+        let objs: Vec<Arc<Value>> = snap
+            .range(self.prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(self.prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        let hooks = Arc::new(parse_hooks(&objs));
+        *cur = Some((snap, hooks.clone()));
+        hooks
+    }
+}
+
+/// Upstream never sends its own configuration kinds to webhooks.
+pub(crate) fn exempt(req: &Request<'_>) -> bool {
+    let info = req.ctx.info;
+    info.group == "admissionregistration.k8s.io"
+        && matches!(
+            info.plural,
+            "validatingwebhookconfigurations"
+                | "mutatingwebhookconfigurations"
+                | "validatingadmissionpolicies"
+                | "validatingadmissionpolicybindings"
+                | "mutatingadmissionpolicies"
+                | "mutatingadmissionpolicybindings"
+        )
+}
+
+fn op_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+fn is_namespace(req: &Request<'_>) -> bool {
+    req.ctx.info.group.is_empty() && req.ctx.info.plural == "namespaces"
+}
+
+/// The request's namespace as admission sees it (a Namespace's own name for Namespaces).
+fn attr_namespace(req: &Request<'_>) -> String {
+    if is_namespace(req) && req.subresource.is_empty() {
+        return req.name.to_string();
+    }
+    if req.ctx.info.namespaced {
+        req.ctx.ns.clone().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+fn strs(v: Option<&Value>) -> impl Iterator<Item = &str> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
+/// `rules.Matcher`: operations, group, version, resource/subresource and scope.
+fn rule_matches(rule: &Value, req: &Request<'_>) -> bool {
+    let info = req.ctx.info;
+    let has = |k: &str, want: &str| strs(rule.get(k)).any(|x| x == "*" || x == want);
+    if !has("operations", op_name(req.op))
+        || !has("apiGroups", info.group)
+        || !has("apiVersions", info.version)
+    {
+        return false;
+    }
+    let resource_ok = strs(rule.get("resources")).any(|r| {
+        let (res, sub) = r.split_once('/').unwrap_or((r, ""));
+        (res == "*" || res == info.plural) && (sub == "*" || sub == req.subresource)
+    });
+    if !resource_ok {
+        return false;
+    }
+    match rule.get("scope").and_then(Value::as_str).unwrap_or("*") {
+        "Namespaced" => !is_namespace(req) && !attr_namespace(req).is_empty(),
+        "Cluster" => is_namespace(req) || attr_namespace(req).is_empty(),
+        _ => true,
+    }
+}
+
+fn labels_of(obj: Option<&Value>) -> Option<&Map<String, Value>> {
+    obj.and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Value::as_object)
+}
+
+fn selector_is_empty(sel: &Value) -> bool {
+    let empty = |k: &str| match sel.get(k) {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(m)) => m.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(_) => false,
+    };
+    empty("matchLabels") && empty("matchExpressions")
+}
+
+fn selector_matches(sel: &Value, labels: Option<&Map<String, Value>>) -> bool {
+    match labels {
+        Some(l) => label_selector_matches_json(sel, l),
+        None => label_selector_matches_json(sel, &Map::new()),
+    }
+}
+
+/// Whether `hook` applies to the request (rules and selectors; matchConditions are checked by
+/// the caller, which applies the failure policy to their errors).
+async fn hook_matches(hook: &Hook, req: &Request<'_>, obj: Option<&Value>) -> ApiResult<bool> {
+    if !hook.rules.iter().any(|r| rule_matches(r, req)) {
+        return Ok(false);
+    }
+    if !selector_is_empty(&hook.obj_selector) {
+        let new_ok = obj.is_some() && selector_matches(&hook.obj_selector, labels_of(obj));
+        let old_ok = req.old.is_some() && selector_matches(&hook.obj_selector, labels_of(req.old));
+        if !new_ok && !old_ok {
+            return Ok(false);
+        }
+    }
+    if !selector_is_empty(&hook.ns_selector) {
+        if is_namespace(req) && req.subresource.is_empty() {
+            // A Namespace matches on its own labels.
+            let own = obj.or(req.old);
+            return Ok(selector_matches(&hook.ns_selector, labels_of(own)));
+        }
+        let ns = attr_namespace(req);
+        if ns.is_empty() {
+            // Cluster-scoped objects: the namespace selector does not apply.
+            return Ok(true);
+        }
+        let key = format!("/registry/core/namespaces/{ns}");
+        let nsobj = match req.ctx.st.store.get(&key).await {
+            Ok(Some(kv)) => Some(crate::keys::decode(&kv)?),
+            Ok(None) => None,
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        };
+        return Ok(selector_matches(
+            &hook.ns_selector,
+            labels_of(nsobj.as_ref()),
+        ));
+    }
+    Ok(true)
+}
+
+/// The `request` of the AdmissionReview (also the `request` variable of matchConditions).
+fn admission_request(req: &Request<'_>, obj: Option<&Value>, uid: &str) -> Value {
+    let info = req.ctx.info;
+    let kind = json!({"group": info.group, "version": info.version, "kind": info.kind});
+    let resource = json!({"group": info.group, "version": info.version, "resource": info.plural});
+    let mut r = Map::new();
+    r.insert("uid".into(), json!(uid));
+    r.insert("kind".into(), kind.clone());
+    r.insert("resource".into(), resource.clone());
+    if !req.subresource.is_empty() {
+        r.insert("subResource".into(), json!(req.subresource));
+        r.insert("requestSubResource".into(), json!(req.subresource));
+    }
+    r.insert("requestKind".into(), kind);
+    r.insert("requestResource".into(), resource);
+    if !req.name.is_empty() {
+        r.insert("name".into(), json!(req.name));
+    }
+    let ns = attr_namespace(req);
+    if !ns.is_empty() {
+        r.insert("namespace".into(), json!(ns));
+    }
+    r.insert("operation".into(), json!(op_name(req.op)));
+    r.insert(
+        "userInfo".into(),
+        serde_json::to_value(req.user()).unwrap_or(Value::Null),
+    );
+    r.insert("object".into(), obj.cloned().unwrap_or(Value::Null));
+    r.insert("oldObject".into(), req.old.cloned().unwrap_or(Value::Null));
+    r.insert("dryRun".into(), json!(req.ctx.dry_run()));
+    let opts = match req.op {
+        Operation::Create => Some("CreateOptions"),
+        Operation::Update => Some("UpdateOptions"),
+        Operation::Delete => Some("DeleteOptions"),
+        Operation::Connect => None,
+    };
+    if let Some(kind) = opts {
+        r.insert(
+            "options".into(),
+            json!({"kind": kind, "apiVersion": "meta.k8s.io/v1"}),
+        );
+    }
+    Value::Object(r)
+}
+
+/// What a webhook answered.
+struct Answer {
+    allowed: bool,
+    status: Option<Value>,
+    patch: Option<Value>,
+    warnings: Vec<String>,
+}
+
+/// A call that failed (the failure policy decides) vs a decision.
+enum CallError {
+    /// `failed calling webhook`: subject to failurePolicy.
+    Call(String),
+    /// Not subject to failurePolicy (dry-run unsupported).
+    Fatal(ApiError),
+}
+
+fn calling(name: &str, why: impl std::fmt::Display) -> CallError {
+    CallError::Call(format!("failed calling webhook {name:?}: {why}"))
+}
+
+async fn call(
+    hook: &Hook,
+    req: &Request<'_>,
+    obj: Option<&Value>,
+    mutating: bool,
+) -> Result<Answer, CallError> {
+    if req.ctx.dry_run() && !matches!(hook.side_effects.as_str(), "None" | "NoneOnDryRun") {
+        return Err(CallError::Fatal(ApiError::bad_request(format!(
+            "admission webhook {:?} does not support dry run",
+            hook.name
+        ))));
+    }
+    let st = &req.ctx.st;
+    let uid = uuid::Uuid::new_v4().to_string();
+    let api_version = if hook.v1beta1 {
+        "admission.k8s.io/v1beta1"
+    } else {
+        "admission.k8s.io/v1"
+    };
+    let review = json!({
+        "kind": "AdmissionReview",
+        "apiVersion": api_version,
+        "request": admission_request(req, obj, &uid),
+    });
+    let body = serde_json::to_vec(&review).map_err(|e| calling(&hook.name, e))?;
+    let ca = hook
+        .client_config
+        .get("caBundle")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let client = super::client::client_for(ca)
+        .map_err(|e| calling(&hook.name, format_args!("failed to call webhook: {e}")))?;
+    let target = super::client::resolve(st, &hook.client_config, hook.timeout_s)
+        .await
+        .map_err(|e| calling(&hook.name, format_args!("failed to call webhook: {e}")))?;
+    let bytes = client
+        .post(&target, body, hook.timeout)
+        .await
+        .map_err(|e| calling(&hook.name, format_args!("failed to call webhook: {e}")))?;
+    let invalid = |why: String| {
+        calling(
+            &hook.name,
+            format_args!("received invalid webhook response: {why}"),
+        )
+    };
+    let resp: Value = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let got_av = resp.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let got_kind = resp.get("kind").and_then(Value::as_str).unwrap_or("");
+    if got_av != api_version || got_kind != "AdmissionReview" {
+        return Err(invalid(format!(
+            "expected webhook response of {api_version}, Kind=AdmissionReview, got {got_av}, Kind={got_kind}"
+        )));
+    }
+    let Some(r) = resp.get("response").filter(|r| r.is_object()) else {
+        return Err(invalid("webhook response was absent".into()));
+    };
+    let got_uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
+    if got_uid != uid {
+        return Err(invalid(format!(
+            "expected response.uid={uid:?}, got {got_uid:?}"
+        )));
+    }
+    let patch_b64 = r.get("patch").and_then(Value::as_str).unwrap_or("");
+    let patch_type = r.get("patchType").and_then(Value::as_str);
+    let patch = if patch_b64.is_empty() {
+        None
+    } else {
+        if !mutating {
+            return Err(invalid("validating webhooks may not return patches".into()));
+        }
+        match patch_type {
+            None if !hook.v1beta1 => {
+                return Err(invalid(
+                    "webhook returned response.patch but not response.patchType".into(),
+                ))
+            }
+            Some(t) if t != "JSONPatch" => {
+                return Err(invalid(format!(
+                    "webhook returned invalid response.patchType of {t:?}"
+                )))
+            }
+            _ => {}
+        }
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(patch_b64)
+            .map_err(|e| invalid(e.to_string()))?;
+        Some(serde_json::from_slice(&raw).map_err(|e| invalid(e.to_string()))?)
+    };
+    Ok(Answer {
+        allowed: r.get("allowed").and_then(Value::as_bool).unwrap_or(false),
+        status: r.get("status").cloned(),
+        patch,
+        warnings: strs(r.get("warnings")).map(str::to_string).collect(),
+    })
+}
+
+/// `webhookerrors.ToStatusErr`: the webhook's Status with upstream's message prefix and a code
+/// of at least 400.
+fn denied(name: &str, status: Option<&Value>) -> ApiError {
+    let s = status.cloned().unwrap_or(json!({}));
+    let code = s.get("code").and_then(Value::as_u64).unwrap_or(0);
+    let code = if code < 400 {
+        400
+    } else {
+        code.min(599) as u16
+    };
+    let message = s.get("message").and_then(Value::as_str).unwrap_or("");
+    let reason = s.get("reason").and_then(Value::as_str).unwrap_or("");
+    let by = format!("admission webhook {name:?} denied the request");
+    let message = if !message.is_empty() {
+        format!("{by}: {message}")
+    } else if !reason.is_empty() {
+        format!("{by}: {reason}")
+    } else {
+        format!("{by} without explanation")
+    };
+    ApiError {
+        code,
+        reason: reason.to_string(),
+        message,
+        details: s.get("details").cloned().filter(|d| d.is_object()),
+    }
+}
+
+/// Checks matchConditions; Ok(false) = skip the webhook.
+fn conditions_match(
+    hook: &Hook,
+    req: &Request<'_>,
+    obj: Option<&Value>,
+) -> Result<bool, CallError> {
+    if hook.match_conditions.is_empty() {
+        return Ok(true);
+    }
+    let mut vars = Map::new();
+    vars.insert("object".into(), obj.cloned().unwrap_or(Value::Null));
+    vars.insert("oldObject".into(), req.old.cloned().unwrap_or(Value::Null));
+    vars.insert("request".into(), admission_request(req, None, ""));
+    match crate::plugins::cel_env::match_conditions(
+        &req.ctx.st,
+        &req.ctx.user,
+        &hook.match_conditions,
+        &vars,
+    ) {
+        Ok(crate::plugins::cel_env::Matched::Yes) => Ok(true),
+        Ok(crate::plugins::cel_env::Matched::No(_)) => Ok(false),
+        Err(e) => Err(calling(
+            &hook.name,
+            format_args!("failed to evaluate match conditions: {e}"),
+        )),
+    }
+}
+
+/// The outcome of one hook: None = skipped (no match, or a call error failed open).
+async fn run_hook(
+    hook: &Hook,
+    req: &Request<'_>,
+    obj: Option<&Value>,
+    mutating: bool,
+) -> ApiResult<Option<Answer>> {
+    if !hook_matches(hook, req, obj).await? {
+        return Ok(None);
+    }
+    let outcome = match conditions_match(hook, req, obj) {
+        Ok(false) => return Ok(None),
+        Ok(true) => call(hook, req, obj, mutating).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(a) if a.allowed => Ok(Some(a)),
+        Ok(a) => Err(denied(&hook.name, a.status.as_ref())),
+        Err(CallError::Fatal(e)) => Err(e),
+        Err(CallError::Call(msg)) if hook.fail_open => {
+            tracing::warn!(webhook = %hook.name, error = %msg, "failed calling webhook, failing open");
+            Ok(None)
+        }
+        Err(CallError::Call(msg)) => {
+            tracing::warn!(webhook = %hook.name, error = %msg, "failed calling webhook, failing closed");
+            Err(ApiError::internal(msg))
+        }
+    }
+}
+
+/// The validating webhooks, called in parallel; the first denial in configuration order wins.
+pub(crate) async fn validate(
+    index: &Index,
+    req: &Request<'_>,
+    obj: Option<&Value>,
+) -> ApiResult<Vec<String>> {
+    let hooks = index.hooks(req).await;
+    if hooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let results =
+        futures::future::join_all(hooks.iter().map(|h| run_hook(h, req, obj, false))).await;
+    let mut warnings = Vec::new();
+    for r in results {
+        if let Some(a) = r? {
+            warnings.extend(a.warnings);
+        }
+    }
+    Ok(warnings)
+}
+
+/// The mutating webhooks in order, each seeing the previous ones' patches; webhooks with
+/// `reinvocationPolicy: IfNeeded` run once more when a later webhook changed the object.
+/// Returns the webhooks' warnings.
+pub(crate) async fn mutate(
+    index: &Index,
+    req: &Request<'_>,
+    mut obj: Option<&mut Value>,
+) -> ApiResult<Vec<String>> {
+    let hooks = index.hooks(req).await;
+    if hooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut warnings = Vec::new();
+    let mut invoked_reinvocable: Vec<usize> = Vec::new();
+    let mut reinvoke = vec![false; hooks.len()];
+    for (i, hook) in hooks.iter().enumerate() {
+        let changed = mutate_one(hook, req, obj.as_deref_mut(), &mut warnings).await?;
+        let Some(changed) = changed else { continue };
+        if changed {
+            for &j in &invoked_reinvocable {
+                reinvoke[j] = true;
+            }
+        }
+        if hook.reinvoke {
+            invoked_reinvocable.push(i);
+        }
+    }
+    for (i, hook) in hooks.iter().enumerate() {
+        if reinvoke[i] {
+            mutate_one(hook, req, obj.as_deref_mut(), &mut warnings).await?;
+        }
+    }
+    Ok(warnings)
+}
+
+/// One mutating webhook: None = not called, Some(changed).
+async fn mutate_one(
+    hook: &Hook,
+    req: &Request<'_>,
+    obj: Option<&mut Value>,
+    warnings: &mut Vec<String>,
+) -> ApiResult<Option<bool>> {
+    let Some(answer) = run_hook(hook, req, obj.as_deref(), true).await? else {
+        return Ok(None);
+    };
+    warnings.extend(answer.warnings);
+    let (Some(patch), Some(o)) = (answer.patch, obj) else {
+        return Ok(Some(false));
+    };
+    let patched = skiff_api::patch::json_patch(o, &patch).map_err(|e| {
+        ApiError::internal(format!(
+            "admission webhook {:?} returned an invalid patch: {}",
+            hook.name, e.message
+        ))
+    })?;
+    if patched == *o {
+        return Ok(Some(false));
+    }
+    *o = patched;
+    Ok(Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denial_messages_follow_upstream() {
+        let e = denied(
+            "deny.example.com",
+            Some(&json!({"message": "no", "code": 403})),
+        );
+        assert_eq!(e.code, 403);
+        assert_eq!(
+            e.message,
+            "admission webhook \"deny.example.com\" denied the request: no"
+        );
+        let e = denied("d", None);
+        assert_eq!(e.code, 400);
+        assert_eq!(
+            e.message,
+            "admission webhook \"d\" denied the request without explanation"
+        );
+    }
+
+    #[test]
+    fn hooks_parse_with_defaults() {
+        let cfg = Arc::new(json!({"webhooks": [
+            {"name": "a", "admissionReviewVersions": ["v1beta1"], "clientConfig": {"url": "https://x"}},
+            {"name": "b", "failurePolicy": "Ignore", "timeoutSeconds": 3, "reinvocationPolicy": "IfNeeded",
+             "admissionReviewVersions": ["v1", "v1beta1"]}
+        ]}));
+        let hooks = parse_hooks(&[cfg]);
+        assert_eq!(hooks.len(), 2);
+        assert!(hooks[0].v1beta1 && !hooks[0].fail_open && hooks[0].timeout_s == 10);
+        assert!(!hooks[1].v1beta1 && hooks[1].fail_open && hooks[1].reinvoke);
+        assert_eq!(hooks[1].timeout, Duration::from_secs(3));
+    }
+}
