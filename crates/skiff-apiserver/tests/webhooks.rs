@@ -689,3 +689,49 @@ async fn bench_webhook_added_latency() {
     // Loose bound for a shared debug-build machine; the target (≤ 5 ms) is in the docs.
     assert!(added < Duration::from_millis(50), "{added:?}");
 }
+
+#[tokio::test]
+async fn configurations_are_defaulted_validated_and_printed() {
+    let srv = common::start().await;
+    let h = serve_hooks(&[]).await;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(srv.client.clone());
+    let mut w = webhook(&h, "m.example.com", "allow", json!({}));
+    w.as_object_mut().unwrap().remove("sideEffects");
+    let bad =
+        serde_json::from_value(json!({"metadata": {"name": "bad"}, "webhooks": [w]})).unwrap();
+    let err = api_err(api.create(&PostParams::default(), &bad).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    // k8s-openapi sends the required field as "" (Go's pointer to "" reads the same).
+    assert_eq!(
+        err.message,
+        "MutatingWebhookConfiguration.admissionregistration.k8s.io \"bad\" is invalid: webhooks[0].sideEffects: Unsupported value: \"\": supported values: \"None\", \"NoneOnDryRun\""
+    );
+    mutating(
+        &srv.client,
+        "good",
+        vec![webhook(&h, "m.example.com", "allow", json!({}))],
+    )
+    .await;
+    let got = serde_json::to_value(api.get("good").await.unwrap()).unwrap();
+    let hook = &got["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Fail");
+    assert_eq!(hook["matchPolicy"], "Equivalent");
+    assert_eq!(hook["timeoutSeconds"], 10);
+    assert_eq!(hook["reinvocationPolicy"], "Never");
+    assert_eq!(hook["rules"][0]["scope"], "*");
+    // kubectl get: NAME, WEBHOOKS, AGE.
+    let req =
+        http::Request::get("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations")
+            .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .body(Vec::new())
+            .unwrap();
+    let table: Value = srv.client.request(req).await.unwrap();
+    let cols: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cols, ["Name", "Webhooks", "Age"]);
+    assert_eq!(table["rows"][0]["cells"][1], 1);
+}
