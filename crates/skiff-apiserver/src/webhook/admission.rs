@@ -85,11 +85,14 @@ fn parse_hooks(objs: &[Arc<Value>]) -> Vec<Hook> {
     out
 }
 
+/// A cache snapshot and the webhooks parsed from it.
+type Parsed = (Arc<Objects>, Arc<Vec<Hook>>);
+
 /// The parsed webhooks of one configuration kind, rebuilt when the cached prefix changed
 /// (the cache replaces a prefix's map on every change, so pointer identity tells).
 pub(crate) struct Index {
     prefix: &'static str,
-    cur: Mutex<Option<(Arc<Objects>, Arc<Vec<Hook>>)>>,
+    cur: Mutex<Option<Parsed>>,
 }
 
 impl Index {

@@ -176,3 +176,179 @@ fn restore_meta(original: &Value, mut converted: Value) -> Value {
     }
     converted
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::extract::Path;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use base64::Engine;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// A ConversionReview server on 127.0.0.1: `/ok` converts (and tries to rename, which is
+    /// undone), `/bad-uid`, `/short` and `/fail` answer wrongly.
+    async fn converter() -> (u16, String) {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("leaf");
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key"),
+        )
+        .expect("tls");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        async fn review(Path(which): Path<String>, Json(body): Json<Value>) -> Json<Value> {
+            let req = &body["request"];
+            let want = req["desiredAPIVersion"].as_str().unwrap_or("").to_string();
+            let mut objs: Vec<Value> = req["objects"].as_array().cloned().unwrap_or_default();
+            for o in &mut objs {
+                o["apiVersion"] = json!(want);
+                o["spec"]["converted"] = json!(true);
+                o["metadata"]["name"] = json!("renamed");
+                o["metadata"]["labels"] = json!({"seen": "yes"});
+            }
+            let mut uid = req["uid"].clone();
+            let mut result = json!({"status": "Success"});
+            match which.as_str() {
+                "bad-uid" => uid = json!("other"),
+                "short" => {
+                    objs.pop();
+                }
+                "fail" => result = json!({"status": "Failure", "message": "cannot convert"}),
+                _ => {}
+            }
+            Json(json!({
+                "apiVersion": body["apiVersion"], "kind": "ConversionReview",
+                "response": {"uid": uid, "convertedObjects": objs, "result": result},
+            }))
+        }
+        let app = Router::new().route("/{which}", post(review));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        let ca_b64 = base64::engine::general_purpose::STANDARD.encode(ca_cert.pem());
+        (port, ca_b64)
+    }
+
+    /// State on its own store; keep the sender alive for as long as the state is used.
+    fn state(dir: &std::path::Path) -> (Arc<AppState>, tokio::sync::watch::Sender<bool>) {
+        let store = Arc::new(skiff_store::SqliteStore::open(&dir.join("state.db")).expect("store"));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let tokens = crate::Tokens {
+            admin: "admin".into(),
+            node: "node".into(),
+        };
+        (AppState::new(store, tokens, rx), tx)
+    }
+
+    fn crd(port: u16, ca: &str, path: &str) -> Value {
+        json!({"metadata": {"name": "widgets.example.com"}, "spec": {"conversion": {
+            "strategy": "Webhook",
+            "webhook": {"conversionReviewVersions": ["v1"],
+                        "clientConfig": {"url": format!("https://127.0.0.1:{port}/{path}"), "caBundle": ca}},
+        }}})
+    }
+
+    fn widget(name: &str, version: &str) -> Value {
+        json!({"apiVersion": format!("example.com/{version}"), "kind": "Widget",
+               "metadata": {"name": name, "uid": format!("u-{name}")}, "spec": {"size": 1}})
+    }
+
+    #[tokio::test]
+    async fn conversion_webhook_converts_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (st, _stop) = state(dir.path());
+        let (port, ca) = converter().await;
+        let objs = vec![widget("a", "v1"), widget("b", "v2"), widget("c", "v1")];
+        let out = convert(&st, &crd(port, &ca, "ok"), objs, "example.com/v2")
+            .await
+            .expect("converted");
+        let names: Vec<&str> = out
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(out.iter().all(|o| o["apiVersion"] == "example.com/v2"));
+        // "b" was already at v2: not sent.
+        assert_eq!(out[1]["spec"].get("converted"), None);
+        assert_eq!(out[0]["spec"]["converted"], true);
+        // Only labels and annotations may change.
+        assert_eq!(out[2]["metadata"]["uid"], "u-c");
+        assert_eq!(out[2]["metadata"]["labels"]["seen"], "yes");
+    }
+
+    #[tokio::test]
+    async fn conversion_webhook_errors_follow_upstream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (st, _stop) = state(dir.path());
+        let (port, ca) = converter().await;
+        let objs = || vec![widget("a", "v1"), widget("c", "v1")];
+        let err = |path: &'static str| {
+            let st = st.clone();
+            let ca = ca.clone();
+            async move {
+                convert(&st, &crd(port, &ca, path), objs(), "example.com/v2")
+                    .await
+                    .expect_err("should fail")
+                    .message
+            }
+        };
+        let m = err("bad-uid").await;
+        assert!(
+            m.starts_with("Internal error occurred: conversion webhook for example.com/v1, Kind=Widget returned invalid response: expected response.uid="),
+            "{m}"
+        );
+        assert_eq!(
+            err("short").await,
+            "Internal error occurred: conversion webhook for example.com/v1, Kind=Widget returned 1 objects, expected 2"
+        );
+        assert_eq!(
+            err("fail").await,
+            "Internal error occurred: conversion webhook for example.com/v1, Kind=Widget returned invalid response: cannot convert"
+        );
+        // A CA that did not sign the server's certificate.
+        let (_, other_ca) = converter().await;
+        let m = convert(&st, &crd(port, &other_ca, "ok"), objs(), "example.com/v2")
+            .await
+            .expect_err("untrusted")
+            .message;
+        assert!(
+            m.contains("conversion webhook for example.com/v1, Kind=Widget failed: Post \"https://127.0.0.1:"),
+            "{m}"
+        );
+        assert!(m.contains("tls: "), "{m}");
+    }
+}
