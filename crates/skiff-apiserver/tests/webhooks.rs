@@ -446,7 +446,7 @@ async fn failure_policy_ignore_and_fail_when_the_server_is_down() {
     assert_eq!(err.code, 500);
     assert!(
         err.message.starts_with(&format!(
-            "Internal error occurred: failed calling webhook \"fail.example.com\": failed to call webhook: Post \"https://127.0.0.1:{dead_port}/down?timeout=10s\": dial tcp"
+            "Internal error occurred: failed calling webhook \"fail.example.com\": failed to call webhook: Post \"https://127.0.0.1:{dead_port}/down?timeout=10s\": dial tcp 127.0.0.1:{dead_port}: connect: connection refused"
         )),
         "{}",
         err.message

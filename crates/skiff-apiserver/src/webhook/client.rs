@@ -32,6 +32,8 @@ pub(crate) const MAX_RESPONSE: usize = 10 << 20;
 const MAX_CLIENTS: usize = 256;
 /// Idle connections kept per (address, server name).
 const MAX_IDLE: usize = 16;
+/// Distinct (address, server name) pairs with idle connections per client.
+const MAX_IDLE_KEYS: usize = 256;
 
 /// Where one webhook call goes.
 #[derive(Debug, Clone)]
@@ -164,12 +166,12 @@ impl Client {
     async fn dial(&self, target: &Target) -> Result<SendRequest<Full<Bytes>>, String> {
         let tcp = tokio::net::TcpStream::connect(target.addr)
             .await
-            .map_err(|e| format!("dial tcp {}: connect: {e}", target.addr))?;
+            .map_err(|e| format!("dial tcp {}: connect: {}", target.addr, io_text(&e)))?;
         let _ = tcp.set_nodelay(true);
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(target.server_name.clone(), tcp)
             .await
-            .map_err(|e| format!("tls: {e}"))?;
+            .map_err(|e| tls_text(&e))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
@@ -203,10 +205,54 @@ impl Client {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
+        if idle.len() >= MAX_IDLE_KEYS && !idle.contains_key(&key) {
+            // Endpoints churned: drop connections to addresses no longer used.
+            idle.retain(|_, l| {
+                l.retain(|s| !s.is_closed());
+                !l.is_empty()
+            });
+            if idle.len() >= MAX_IDLE_KEYS {
+                idle.clear();
+            }
+        }
         let list = idle.entry(key).or_default();
         if list.len() < MAX_IDLE {
             list.push(sender);
         }
+    }
+}
+
+/// An I/O error as Go's net package words the common ones.
+fn io_text(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset by peer".into(),
+        std::io::ErrorKind::TimedOut => "i/o timeout".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// A failed TLS handshake, worded like Go's crypto/tls for certificate problems.
+fn tls_text(e: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match inner {
+        // A CA of the same name whose key did not sign the certificate reads the same in Go.
+        Some(rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature)) => {
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+                .into()
+        }
+        Some(rustls::Error::InvalidCertificate(C::NotValidForName))
+        | Some(rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. })) => {
+            "tls: failed to verify certificate: x509: certificate is not valid for the requested name".into()
+        }
+        Some(rustls::Error::InvalidCertificate(C::Expired))
+        | Some(rustls::Error::InvalidCertificate(C::ExpiredContext { .. })) => {
+            "tls: failed to verify certificate: x509: certificate has expired or is not yet valid"
+                .into()
+        }
+        Some(other) => format!("tls: {other}"),
+        None => format!("tls: {}", io_text(e)),
     }
 }
 
