@@ -83,7 +83,10 @@ async fn review(
             } else {
                 json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}])
             };
-            allowed(uid, json!({"patchType": "JSONPatch", "patch": b64(&patch)}))
+            allowed(
+                uid,
+                json!({"patchType": "JSONPatch", "patch": b64(&patch), "warnings": ["labelled by the webhook"]}),
+            )
         }
         "count" => {
             // Counts its own calls in an annotation (reinvocation test).
@@ -345,6 +348,88 @@ async fn mutating_webhook_adds_a_label_and_reinvokes_when_needed() {
     // Stored as mutated.
     let got = api.get("plain").await.unwrap();
     assert_eq!(got.metadata.labels.unwrap()["mutated"], "yes");
+    // A mutating webhook's warnings reach the client too.
+    let body = serde_json::to_vec(
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "warned"}}),
+    )
+    .unwrap();
+    let req = http::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let resp = srv.client.send(req.map(Into::into)).await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let warnings: Vec<&str> = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("labelled by the webhook")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn namespace_selector_on_namespaces_and_cluster_scoped_objects() {
+    let srv = common::start().await;
+    let h = serve_hooks(&[]).await;
+    let rule = |res: &str, group: &str| json!([{"operations": ["CREATE"], "apiGroups": [group], "apiVersions": ["v1"], "resources": [res]}]);
+    validating(
+        &srv.client,
+        "nssel",
+        vec![
+            webhook(
+                &h,
+                "namespaces.example.com",
+                "nsobj",
+                json!({
+                    "rules": rule("namespaces", ""),
+                    "namespaceSelector": {"matchLabels": {"hooks": "on"}},
+                }),
+            ),
+            webhook(
+                &h,
+                "clusterroles.example.com",
+                "cr",
+                json!({
+                    "rules": rule("clusterroles", "rbac.authorization.k8s.io"),
+                    "namespaceSelector": {"matchLabels": {"hooks": "on"}},
+                    "admissionReviewVersions": ["v1beta1"],
+                }),
+            ),
+            webhook(
+                &h,
+                "probe.example.com",
+                "probe",
+                json!({"objectSelector": {"matchLabels": {"probe": "yes"}}}),
+            ),
+        ],
+    )
+    .await;
+    wait_active(&srv.client, "default", &h).await;
+    // A Namespace matches on its own labels.
+    ensure_ns(&srv.client, "plain-ns", json!({})).await;
+    assert_eq!(h.calls("nsobj"), 0);
+    ensure_ns(&srv.client, "hooked-ns", json!({"hooks": "on"})).await;
+    assert_eq!(h.calls("nsobj"), 1);
+    // The namespace selector does not apply to other cluster-scoped objects; a webhook listing
+    // only v1beta1 gets a v1beta1 AdmissionReview.
+    let crs: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(srv.client.clone());
+    let cr =
+        serde_json::from_value(json!({"metadata": {"name": "hooked-role"}, "rules": []})).unwrap();
+    crs.create(&PostParams::default(), &cr).await.unwrap();
+    assert_eq!(h.calls("cr"), 1);
+    let reviews = h.seen.reviews.lock().unwrap().clone();
+    let r = reviews
+        .iter()
+        .find(|r| r["request"]["name"] == "hooked-role")
+        .expect("the ClusterRole review");
+    assert_eq!(r["apiVersion"], "admission.k8s.io/v1beta1");
+    assert!(r["request"].get("namespace").is_none());
 }
 
 #[tokio::test]
