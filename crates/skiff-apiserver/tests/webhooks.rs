@@ -820,3 +820,62 @@ async fn configurations_are_defaulted_validated_and_printed() {
     assert_eq!(cols, ["Name", "Webhooks", "Age"]);
     assert_eq!(table["rows"][0]["cells"][1], 1);
 }
+
+#[tokio::test]
+async fn subresources_are_sent_with_their_own_kind() {
+    use k8s_openapi::api::core::v1::Pod;
+    let srv = common::start().await;
+    common::ensure_default_sa(&srv.client, "default").await;
+    let h = serve_hooks(&[]).await;
+    validating(
+        &srv.client,
+        "subs",
+        vec![
+            webhook(&h, "subs.example.com", "subs", json!({
+                "rules": [{"operations": ["*"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/eviction", "pods/status"]}],
+            })),
+            webhook(&h, "probe.example.com", "probe", json!({"objectSelector": {"matchLabels": {"probe": "yes"}}})),
+        ],
+    )
+    .await;
+    wait_active(&srv.client, "default", &h).await;
+    let pods: Api<Pod> = Api::namespaced(srv.client.clone(), "default");
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    // The main resource does not match `pods/…` rules.
+    assert_eq!(h.calls("subs"), 0);
+    pods.patch_status(
+        "p",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"status": {"message": "hi"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(h.calls("subs"), 1);
+    pods.evict("p", &Default::default()).await.unwrap();
+    assert_eq!(h.calls("subs"), 2);
+    let reviews = h.seen.reviews.lock().unwrap().clone();
+    let status = reviews
+        .iter()
+        .find(|r| r["request"]["subResource"] == "status")
+        .expect("status review");
+    assert_eq!(status["request"]["operation"], "UPDATE");
+    assert_eq!(status["request"]["kind"]["kind"], "Pod");
+    assert_eq!(status["request"]["oldObject"]["metadata"]["name"], "p");
+    let ev = reviews
+        .iter()
+        .find(|r| r["request"]["subResource"] == "eviction")
+        .expect("eviction review");
+    assert_eq!(ev["request"]["operation"], "CREATE");
+    assert_eq!(
+        ev["request"]["kind"],
+        json!({"group": "policy", "version": "v1", "kind": "Eviction"})
+    );
+    assert_eq!(ev["request"]["resource"]["resource"], "pods");
+    assert_eq!(ev["request"]["oldObject"], Value::Null);
+    assert_eq!(ev["request"]["object"]["kind"], "Eviction");
+}

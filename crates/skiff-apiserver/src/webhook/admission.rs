@@ -186,6 +186,29 @@ fn attr_namespace(req: &Request<'_>) -> String {
     }
 }
 
+/// The old object as webhooks see it: none on creates (an eviction's pod is the plugins' view
+/// only; upstream sends no oldObject for a create).
+fn old_of<'a>(req: &Request<'a>) -> Option<&'a Value> {
+    if req.op == Operation::Create {
+        None
+    } else {
+        req.old
+    }
+}
+
+/// The kind of the object sent: a subresource's own kind where it has one.
+fn kind_of(req: &Request<'_>) -> Value {
+    let info = req.ctx.info;
+    let (g, v, k) = match req.subresource {
+        "scale" => ("autoscaling", "v1", "Scale"),
+        "eviction" => ("policy", "v1", "Eviction"),
+        "binding" => ("", "v1", "Binding"),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
+        _ => (info.group, info.version, info.kind),
+    };
+    json!({"group": g, "version": v, "kind": k})
+}
+
 fn strs(v: Option<&Value>) -> impl Iterator<Item = &str> {
     v.and_then(Value::as_array)
         .into_iter()
@@ -247,7 +270,8 @@ async fn hook_matches(hook: &Hook, req: &Request<'_>, obj: Option<&Value>) -> Ap
     }
     if !selector_is_empty(&hook.obj_selector) {
         let new_ok = obj.is_some() && selector_matches(&hook.obj_selector, labels_of(obj));
-        let old_ok = req.old.is_some() && selector_matches(&hook.obj_selector, labels_of(req.old));
+        let old = old_of(req);
+        let old_ok = old.is_some() && selector_matches(&hook.obj_selector, labels_of(old));
         if !new_ok && !old_ok {
             return Ok(false);
         }
@@ -255,7 +279,7 @@ async fn hook_matches(hook: &Hook, req: &Request<'_>, obj: Option<&Value>) -> Ap
     if !selector_is_empty(&hook.ns_selector) {
         if is_namespace(req) && req.subresource.is_empty() {
             // A Namespace matches on its own labels.
-            let own = obj.or(req.old);
+            let own = obj.or(old_of(req));
             return Ok(selector_matches(&hook.ns_selector, labels_of(own)));
         }
         let ns = attr_namespace(req);
@@ -280,7 +304,7 @@ async fn hook_matches(hook: &Hook, req: &Request<'_>, obj: Option<&Value>) -> Ap
 /// The `request` of the AdmissionReview (also the `request` variable of matchConditions).
 fn admission_request(req: &Request<'_>, obj: Option<&Value>, uid: &str) -> Value {
     let info = req.ctx.info;
-    let kind = json!({"group": info.group, "version": info.version, "kind": info.kind});
+    let kind = kind_of(req);
     let resource = json!({"group": info.group, "version": info.version, "resource": info.plural});
     let mut r = Map::new();
     r.insert("uid".into(), json!(uid));
@@ -304,8 +328,26 @@ fn admission_request(req: &Request<'_>, obj: Option<&Value>, uid: &str) -> Value
         "userInfo".into(),
         serde_json::to_value(req.user()).unwrap_or(Value::Null),
     );
-    r.insert("object".into(), obj.cloned().unwrap_or(Value::Null));
-    r.insert("oldObject".into(), req.old.cloned().unwrap_or(Value::Null));
+    let mut object = obj.cloned().unwrap_or(Value::Null);
+    if let Some(o) = object.as_object_mut() {
+        // Upstream encodes the object with its kind; request bodies may have left it out.
+        if !o.contains_key("kind") {
+            let g = r["kind"]["group"].as_str().unwrap_or("");
+            let v = r["kind"]["version"].as_str().unwrap_or("");
+            let av = if g.is_empty() {
+                v.to_string()
+            } else {
+                format!("{g}/{v}")
+            };
+            o.insert("apiVersion".into(), json!(av));
+            o.insert("kind".into(), r["kind"]["kind"].clone());
+        }
+    }
+    r.insert("object".into(), object);
+    r.insert(
+        "oldObject".into(),
+        old_of(req).cloned().unwrap_or(Value::Null),
+    );
     r.insert("dryRun".into(), json!(req.ctx.dry_run()));
     let opts = match req.op {
         Operation::Create => Some("CreateOptions"),
@@ -477,7 +519,10 @@ fn conditions_match(
     }
     let mut vars = Map::new();
     vars.insert("object".into(), obj.cloned().unwrap_or(Value::Null));
-    vars.insert("oldObject".into(), req.old.cloned().unwrap_or(Value::Null));
+    vars.insert(
+        "oldObject".into(),
+        old_of(req).cloned().unwrap_or(Value::Null),
+    );
     vars.insert("request".into(), admission_request(req, None, ""));
     match crate::plugins::cel_env::match_conditions(
         &req.ctx.st,
