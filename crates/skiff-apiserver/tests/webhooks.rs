@@ -474,6 +474,36 @@ async fn namespace_and_object_selectors_choose_what_is_sent() {
         .await
         .unwrap();
     assert_eq!(h.calls("obj"), obj0 + 2);
+    // Deletes carry the stored object as oldObject and no object.
+    validating(
+        &srv.client,
+        "del",
+        vec![webhook(&h, "del.example.com", "del", json!({
+            "rules": [{"operations": ["DELETE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+        }))],
+    )
+    .await;
+    for _ in 0..100 {
+        if h.calls("del") > 0 {
+            break;
+        }
+        let _ = watched
+            .create(&PostParams::default(), &cm("tmp", json!({})))
+            .await;
+        let _ = watched.delete("tmp", &DeleteParams::default()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = h.calls("del");
+    assert!(before > 0, "the DELETE webhook was never called");
+    watched.delete("y", &DeleteParams::default()).await.unwrap();
+    assert_eq!(h.calls("del"), before + 1);
+    let reviews = h.seen.reviews.lock().unwrap().clone();
+    let r = reviews.last().unwrap();
+    assert_eq!(r["request"]["operation"], "DELETE");
+    assert_eq!(r["request"]["name"], "y");
+    assert_eq!(r["request"]["oldObject"]["metadata"]["name"], "y");
+    assert_eq!(r["request"]["object"], Value::Null);
+    assert_eq!(r["request"]["options"]["kind"], "DeleteOptions");
 }
 
 #[tokio::test]

@@ -18,6 +18,21 @@ use crate::respond::ApiResult;
 const VALIDATING: &str = "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/";
 const MUTATING: &str = "/registry/admissionregistration.k8s.io/mutatingwebhookconfigurations/";
 
+/// Warnings kept per webhook answer, and the bytes kept of each (headers stay bounded).
+const MAX_WARNINGS: usize = 64;
+const MAX_WARNING_LEN: usize = 4096;
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// One webhook of a configuration, defaults applied.
 #[derive(Debug, Clone)]
 pub(crate) struct Hook {
@@ -476,7 +491,10 @@ async fn call(
         allowed: r.get("allowed").and_then(Value::as_bool).unwrap_or(false),
         status: r.get("status").cloned(),
         patch,
-        warnings: strs(r.get("warnings")).map(str::to_string).collect(),
+        warnings: strs(r.get("warnings"))
+            .take(MAX_WARNINGS)
+            .map(|w| truncate(w, MAX_WARNING_LEN))
+            .collect(),
     })
 }
 
