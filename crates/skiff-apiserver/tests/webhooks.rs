@@ -834,6 +834,21 @@ async fn configurations_are_defaulted_validated_and_printed() {
     assert_eq!(hook["timeoutSeconds"], 10);
     assert_eq!(hook["reinvocationPolicy"], "Never");
     assert_eq!(hook["rules"][0]["scope"], "*");
+    // Strategic merge patches merge webhooks by name (as kubectl apply computes them).
+    let patched = api
+        .patch(
+            "good",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(
+                json!({"webhooks": [{"name": "m.example.com", "timeoutSeconds": 5}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let patched = serde_json::to_value(patched).unwrap();
+    assert_eq!(patched["webhooks"][0]["timeoutSeconds"], 5);
+    assert_eq!(patched["webhooks"][0]["sideEffects"], "None");
+    assert!(patched["webhooks"][0]["clientConfig"]["url"].is_string());
     // kubectl get: NAME, WEBHOOKS, AGE.
     let req =
         http::Request::get("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations")

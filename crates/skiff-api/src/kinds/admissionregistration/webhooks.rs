@@ -25,6 +25,7 @@ pub(crate) const VALIDATING: Kind = Kind {
     defaults: |o| defaults(o, false),
     validate: |e, o, old| validate(e, o, old, false),
     table: TABLE,
+    patch_root: Ty::WebhookConfiguration,
     ..Kind::BASE
 };
 
@@ -45,6 +46,7 @@ pub(crate) const MUTATING: Kind = Kind {
     defaults: |o| defaults(o, true),
     validate: |e, o, old| validate(e, o, old, true),
     table: TABLE,
+    patch_root: Ty::WebhookConfiguration,
     ..Kind::BASE
 };
 
