@@ -431,8 +431,11 @@ async fn call(
         .unwrap_or("");
     let client = super::client::client_for(ca)
         .map_err(|e| calling(&hook.name, format_args!("failed to call webhook: {e}")))?;
-    let target = super::client::resolve(st, &hook.client_config, hook.timeout_s)
+    // Name lookups and the Service/Endpoints reads count against the webhook's timeout too.
+    let resolve = super::client::resolve(st, &hook.client_config, hook.timeout_s);
+    let target = tokio::time::timeout(hook.timeout, resolve)
         .await
+        .unwrap_or_else(|_| Err("context deadline exceeded".into()))
         .map_err(|e| calling(&hook.name, format_args!("failed to call webhook: {e}")))?;
     let bytes = client
         .post(&target, body, hook.timeout)

@@ -80,8 +80,10 @@ pub(crate) async fn convert(
     let body = serde_json::to_vec(&review).map_err(|e| failed(e.to_string()))?;
     let ca = cc.get("caBundle").and_then(Value::as_str).unwrap_or("");
     let client = client::client_for(ca).map_err(failed)?;
-    let target = client::resolve(st, &cc, CONVERSION_TIMEOUT.as_secs())
+    let resolve = client::resolve(st, &cc, CONVERSION_TIMEOUT.as_secs());
+    let target = tokio::time::timeout(CONVERSION_TIMEOUT, resolve)
         .await
+        .unwrap_or_else(|_| Err("context deadline exceeded".into()))
         .map_err(failed)?;
     let bytes = client
         .post(&target, body, CONVERSION_TIMEOUT)
