@@ -3,6 +3,7 @@
 //! selectors, matchConditions), the AdmissionReview sent to each and what its answer does
 //! (deny, JSONPatch, warnings), with each webhook's failurePolicy applied to call errors.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ pub(crate) struct Hook {
     timeout: Duration,
     timeout_s: u64,
     reinvoke: bool,
+    /// matchPolicy Equivalent (the default): other served versions of a custom resource match.
+    equivalent: bool,
     /// Send `admission.k8s.io/v1beta1` (only that version listed).
     v1beta1: bool,
     match_conditions: Vec<Value>,
@@ -88,6 +91,7 @@ fn parse_hooks(objs: &[Arc<Value>]) -> Vec<Hook> {
                 timeout: Duration::from_secs(timeout_s),
                 timeout_s,
                 reinvoke: s("reinvocationPolicy") == "IfNeeded",
+                equivalent: s("matchPolicy") != "Exact",
                 v1beta1: !versions.contains(&"v1") && versions.contains(&"v1beta1"),
                 match_conditions: w
                     .get("matchConditions")
@@ -212,14 +216,14 @@ fn old_of<'a>(req: &Request<'a>) -> Option<&'a Value> {
 }
 
 /// The kind of the object sent: a subresource's own kind where it has one.
-fn kind_of(req: &Request<'_>) -> Value {
+fn kind_of(req: &Request<'_>, version: &str) -> Value {
     let info = req.ctx.info;
     let (g, v, k) = match req.subresource {
         "scale" => ("autoscaling", "v1", "Scale"),
         "eviction" => ("policy", "v1", "Eviction"),
         "binding" => ("", "v1", "Binding"),
         "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
-        _ => (info.group, info.version, info.kind),
+        _ => (info.group, version, info.kind),
     };
     json!({"group": g, "version": v, "kind": k})
 }
@@ -232,12 +236,12 @@ fn strs(v: Option<&Value>) -> impl Iterator<Item = &str> {
 }
 
 /// `rules.Matcher`: operations, group, version, resource/subresource and scope.
-fn rule_matches(rule: &Value, req: &Request<'_>) -> bool {
+fn rule_matches(rule: &Value, req: &Request<'_>, version: &str) -> bool {
     let info = req.ctx.info;
     let has = |k: &str, want: &str| strs(rule.get(k)).any(|x| x == "*" || x == want);
     if !has("operations", op_name(req.op))
         || !has("apiGroups", info.group)
-        || !has("apiVersions", info.version)
+        || !has("apiVersions", version)
     {
         return false;
     }
@@ -280,9 +284,6 @@ fn selector_matches(sel: &Value, labels: Option<&Map<String, Value>>) -> bool {
 /// Whether `hook` applies to the request (rules and selectors; matchConditions are checked by
 /// the caller, which applies the failure policy to their errors).
 async fn hook_matches(hook: &Hook, req: &Request<'_>, obj: Option<&Value>) -> ApiResult<bool> {
-    if !hook.rules.iter().any(|r| rule_matches(r, req)) {
-        return Ok(false);
-    }
     if !selector_is_empty(&hook.obj_selector) {
         let new_ok = obj.is_some() && selector_matches(&hook.obj_selector, labels_of(obj));
         let old = old_of(req);
@@ -316,21 +317,134 @@ async fn hook_matches(hook: &Hook, req: &Request<'_>, obj: Option<&Value>) -> Ap
     Ok(true)
 }
 
-/// The `request` of the AdmissionReview (also the `request` variable of matchConditions).
-fn admission_request(req: &Request<'_>, obj: Option<&Value>, uid: &str) -> Value {
+/// The custom resource definition serving the request's resource, if it is a custom one.
+fn crd_of(req: &Request<'_>) -> Option<Arc<Value>> {
     let info = req.ctx.info;
-    let kind = kind_of(req);
-    let resource = json!({"group": info.group, "version": info.version, "resource": info.plural});
+    if info.group.is_empty() {
+        return None;
+    }
+    let key = format!("{}{}.{}", cache::CRDS, info.plural, info.group);
+    req.ctx.st.cache.snapshot(cache::CRDS).get(&key).cloned()
+}
+
+/// The version a webhook is called at: the request's when a rule matches it, else (matchPolicy
+/// Equivalent) the first other served version of the same custom resource a rule matches.
+fn matched_version(hook: &Hook, req: &Request<'_>) -> Option<String> {
+    let own = req.ctx.info.version;
+    if hook.rules.iter().any(|r| rule_matches(r, req, own)) {
+        return Some(own.to_string());
+    }
+    if !hook.equivalent {
+        return None;
+    }
+    let crd = crd_of(req)?;
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array)?;
+    versions
+        .iter()
+        .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(false))
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .filter(|v| *v != own)
+        .find(|v| hook.rules.iter().any(|r| rule_matches(r, req, v)))
+        .map(str::to_string)
+}
+
+/// `obj` at `version` of its custom resource: the conversion webhook when the CRD has one,
+/// else only apiVersion changes (strategy None).
+async fn to_version(
+    req: &Request<'_>,
+    crd: &Value,
+    obj: &Value,
+    version: &str,
+) -> ApiResult<Value> {
+    let av = format!("{}/{version}", req.ctx.info.group);
+    if obj.get("apiVersion").and_then(Value::as_str) == Some(av.as_str()) {
+        return Ok(obj.clone());
+    }
+    let strategy = crd
+        .pointer("/spec/conversion/strategy")
+        .and_then(Value::as_str)
+        .unwrap_or("None");
+    if strategy == "Webhook" {
+        let mut out = super::convert(&req.ctx.st, crd, vec![obj.clone()], &av).await?;
+        return out
+            .pop()
+            .ok_or_else(|| ApiError::internal("the conversion webhook returned no object"));
+    }
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.insert("apiVersion".into(), json!(av));
+    }
+    Ok(o)
+}
+
+/// The request as one webhook sees it: at the request's version, or converted to the
+/// equivalent version its rules name.
+struct Sent<'a> {
+    version: String,
+    /// Set when converted (the CRD, for converting a patched object back).
+    crd: Option<Arc<Value>>,
+    obj: Option<Cow<'a, Value>>,
+    old: Option<Cow<'a, Value>>,
+}
+
+impl Sent<'_> {
+    fn obj(&self) -> Option<&Value> {
+        self.obj.as_deref()
+    }
+    fn old(&self) -> Option<&Value> {
+        self.old.as_deref()
+    }
+}
+
+async fn sent_at<'a>(
+    req: &Request<'a>,
+    obj: Option<&'a Value>,
+    version: String,
+) -> ApiResult<Sent<'a>> {
+    let old = old_of(req);
+    if version == req.ctx.info.version {
+        return Ok(Sent {
+            version,
+            crd: None,
+            obj: obj.map(Cow::Borrowed),
+            old: old.map(Cow::Borrowed),
+        });
+    }
+    let crd = crd_of(req).ok_or_else(|| ApiError::internal("the custom resource went away"))?;
+    let obj = match obj {
+        Some(o) => Some(Cow::Owned(to_version(req, &crd, o, &version).await?)),
+        None => None,
+    };
+    let old = match old {
+        Some(o) => Some(Cow::Owned(to_version(req, &crd, o, &version).await?)),
+        None => None,
+    };
+    Ok(Sent {
+        version,
+        crd: Some(crd),
+        obj,
+        old,
+    })
+}
+
+/// The `request` of the AdmissionReview (also the `request` variable of matchConditions).
+fn admission_request(req: &Request<'_>, sent: &Sent<'_>, with_objects: bool, uid: &str) -> Value {
+    let info = req.ctx.info;
+    let kind = kind_of(req, &sent.version);
+    let resource = json!({"group": info.group, "version": sent.version, "resource": info.plural});
     let mut r = Map::new();
     r.insert("uid".into(), json!(uid));
-    r.insert("kind".into(), kind.clone());
-    r.insert("resource".into(), resource.clone());
+    r.insert("kind".into(), kind);
+    r.insert("resource".into(), resource);
     if !req.subresource.is_empty() {
         r.insert("subResource".into(), json!(req.subresource));
         r.insert("requestSubResource".into(), json!(req.subresource));
     }
-    r.insert("requestKind".into(), kind);
-    r.insert("requestResource".into(), resource);
+    r.insert("requestKind".into(), kind_of(req, info.version));
+    r.insert(
+        "requestResource".into(),
+        json!({"group": info.group, "version": info.version, "resource": info.plural}),
+    );
     if !req.name.is_empty() {
         r.insert("name".into(), json!(req.name));
     }
@@ -343,6 +457,7 @@ fn admission_request(req: &Request<'_>, obj: Option<&Value>, uid: &str) -> Value
         "userInfo".into(),
         serde_json::to_value(req.user()).unwrap_or(Value::Null),
     );
+    let obj = if with_objects { sent.obj() } else { None };
     let mut object = obj.cloned().unwrap_or(Value::Null);
     if let Some(o) = object.as_object_mut() {
         // Upstream encodes the object with its kind; request bodies may have left it out.
@@ -359,10 +474,8 @@ fn admission_request(req: &Request<'_>, obj: Option<&Value>, uid: &str) -> Value
         }
     }
     r.insert("object".into(), object);
-    r.insert(
-        "oldObject".into(),
-        old_of(req).cloned().unwrap_or(Value::Null),
-    );
+    let old = if with_objects { sent.old() } else { None };
+    r.insert("oldObject".into(), old.cloned().unwrap_or(Value::Null));
     r.insert("dryRun".into(), json!(req.ctx.dry_run()));
     let opts = match req.op {
         Operation::Create => Some("CreateOptions"),
@@ -402,7 +515,7 @@ fn calling(name: &str, why: impl std::fmt::Display) -> CallError {
 async fn call(
     hook: &Hook,
     req: &Request<'_>,
-    obj: Option<&Value>,
+    sent: &Sent<'_>,
     mutating: bool,
 ) -> Result<Answer, CallError> {
     if req.ctx.dry_run() && !matches!(hook.side_effects.as_str(), "None" | "NoneOnDryRun") {
@@ -421,7 +534,7 @@ async fn call(
     let review = json!({
         "kind": "AdmissionReview",
         "apiVersion": api_version,
-        "request": admission_request(req, obj, &uid),
+        "request": admission_request(req, sent, true, &uid),
     });
     let body = serde_json::to_vec(&review).map_err(|e| calling(&hook.name, e))?;
     let ca = hook
@@ -530,21 +643,17 @@ fn denied(name: &str, status: Option<&Value>) -> ApiError {
 }
 
 /// Checks matchConditions; Ok(false) = skip the webhook.
-fn conditions_match(
-    hook: &Hook,
-    req: &Request<'_>,
-    obj: Option<&Value>,
-) -> Result<bool, CallError> {
+fn conditions_match(hook: &Hook, req: &Request<'_>, sent: &Sent<'_>) -> Result<bool, CallError> {
     if hook.match_conditions.is_empty() {
         return Ok(true);
     }
     let mut vars = Map::new();
-    vars.insert("object".into(), obj.cloned().unwrap_or(Value::Null));
+    vars.insert("object".into(), sent.obj().cloned().unwrap_or(Value::Null));
     vars.insert(
         "oldObject".into(),
-        old_of(req).cloned().unwrap_or(Value::Null),
+        sent.old().cloned().unwrap_or(Value::Null),
     );
-    vars.insert("request".into(), admission_request(req, None, ""));
+    vars.insert("request".into(), admission_request(req, sent, false, ""));
     match crate::plugins::cel_env::match_conditions(
         &req.ctx.st,
         &req.ctx.user,
@@ -560,23 +669,28 @@ fn conditions_match(
     }
 }
 
-/// The outcome of one hook: None = skipped (no match, or a call error failed open).
-async fn run_hook(
+/// The outcome of one hook: None = skipped (no match, or a call error failed open); else the
+/// answer and what was sent.
+async fn run_hook<'a>(
     hook: &Hook,
-    req: &Request<'_>,
-    obj: Option<&Value>,
+    req: &Request<'a>,
+    obj: Option<&'a Value>,
     mutating: bool,
-) -> ApiResult<Option<Answer>> {
+) -> ApiResult<Option<(Answer, Sent<'a>)>> {
+    let Some(version) = matched_version(hook, req) else {
+        return Ok(None);
+    };
     if !hook_matches(hook, req, obj).await? {
         return Ok(None);
     }
-    let outcome = match conditions_match(hook, req, obj) {
+    let sent = sent_at(req, obj, version).await?;
+    let outcome = match conditions_match(hook, req, &sent) {
         Ok(false) => return Ok(None),
-        Ok(true) => call(hook, req, obj, mutating).await,
+        Ok(true) => call(hook, req, &sent, mutating).await,
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(a) if a.allowed => Ok(Some(a)),
+        Ok(a) if a.allowed => Ok(Some((a, sent))),
         Ok(a) => Err(denied(&hook.name, a.status.as_ref())),
         Err(CallError::Fatal(e)) => Err(e),
         Err(CallError::Call(msg)) if hook.fail_open => {
@@ -604,7 +718,7 @@ pub(crate) async fn validate(
         futures::future::join_all(hooks.iter().map(|h| run_hook(h, req, obj, false))).await;
     let mut warnings = Vec::new();
     for r in results {
-        if let Some(a) = r? {
+        if let Some((a, _)) = r? {
             warnings.extend(a.warnings);
         }
     }
@@ -653,19 +767,28 @@ async fn mutate_one(
     obj: Option<&mut Value>,
     warnings: &mut Vec<String>,
 ) -> ApiResult<Option<bool>> {
-    let Some(answer) = run_hook(hook, req, obj.as_deref(), true).await? else {
+    if matched_version(hook, req).is_none() {
+        return Ok(None);
+    }
+    // The webhook sees a copy; `obj` changes only once the patch applied.
+    let current = obj.as_deref().cloned();
+    let Some((answer, sent)) = run_hook(hook, req, current.as_ref(), true).await? else {
         return Ok(None);
     };
     warnings.extend(answer.warnings);
-    let (Some(patch), Some(o)) = (answer.patch, obj) else {
+    let (Some(patch), Some(o), Some(seen)) = (answer.patch, obj, sent.obj()) else {
         return Ok(Some(false));
     };
-    let patched = skiff_api::patch::json_patch(o, &patch).map_err(|e| {
+    let mut patched = skiff_api::patch::json_patch(seen, &patch).map_err(|e| {
         ApiError::internal(format!(
             "admission webhook {:?} returned an invalid patch: {}",
             hook.name, e.message
         ))
     })?;
+    if let Some(crd) = &sent.crd {
+        // Patched at the webhook's version: back to the request's.
+        patched = to_version(req, crd, &patched, req.ctx.info.version).await?;
+    }
     if patched == *o {
         return Ok(Some(false));
     }
@@ -694,6 +817,98 @@ mod tests {
             e.message,
             "admission webhook \"d\" denied the request without explanation"
         );
+    }
+
+    static WIDGETS: skiff_api::ResourceInfo = skiff_api::ResourceInfo {
+        group: "example.com",
+        version: "v2",
+        kind: "Widget",
+        list_kind: "WidgetList",
+        plural: "widgets",
+        singular: "widget",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        verbs: &[],
+        subresources: &[],
+    };
+
+    /// matchPolicy Equivalent: a webhook whose rules name only v1 of a custom resource is
+    /// called at v1 for a v2 request, with the object converted (strategy None); Exact skips it.
+    #[tokio::test]
+    async fn equivalent_versions_of_a_custom_resource() {
+        use skiff_store::Store;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+        let crd = json!({"metadata": {"name": "widgets.example.com"}, "spec": {
+            "group": "example.com", "names": {"plural": "widgets", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true}, {"name": "v2", "served": true},
+                         {"name": "v3", "served": false}],
+        }});
+        store
+            .create(
+                &format!("{}widgets.example.com", cache::CRDS),
+                serde_json::to_vec(&crd).expect("json"),
+            )
+            .await
+            .expect("create");
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let tokens = crate::Tokens {
+            admin: "admin".into(),
+            node: "node".into(),
+        };
+        let st = crate::AppState::new(store, tokens, rx);
+        st.cache.ready(&st).await;
+        let ctx = crate::ctx::Ctx {
+            st: st.clone(),
+            info: &WIDGETS,
+            ns: Some("default".into()),
+            query: Default::default(),
+            headers: Default::default(),
+            user: Arc::new(crate::auth::UserInfo::new("me", &[])),
+        };
+        let req = Request {
+            ctx: &ctx,
+            op: Operation::Create,
+            name: "w",
+            subresource: "",
+            old: None,
+        };
+        let hook_at = |versions: Value, policy: &str| {
+            let cfg = Arc::new(json!({"webhooks": [{
+                "name": "w.example.com", "matchPolicy": policy,
+                "rules": [{"operations": ["CREATE"], "apiGroups": ["example.com"],
+                           "apiVersions": versions, "resources": ["widgets"]}],
+            }]}));
+            parse_hooks(&[cfg]).remove(0)
+        };
+        assert_eq!(
+            matched_version(&hook_at(json!(["v2"]), "Equivalent"), &req).as_deref(),
+            Some("v2")
+        );
+        assert_eq!(
+            matched_version(&hook_at(json!(["v1"]), "Equivalent"), &req).as_deref(),
+            Some("v1")
+        );
+        assert_eq!(
+            matched_version(&hook_at(json!(["v1"]), "Exact"), &req),
+            None
+        );
+        // Not served: never equivalent.
+        assert_eq!(
+            matched_version(&hook_at(json!(["v3"]), "Equivalent"), &req),
+            None
+        );
+        let obj =
+            json!({"apiVersion": "example.com/v2", "kind": "Widget", "metadata": {"name": "w"}});
+        let sent = sent_at(&req, Some(&obj), "v1".into()).await.expect("sent");
+        assert_eq!(sent.obj().expect("object")["apiVersion"], "example.com/v1");
+        let r = admission_request(&req, &sent, true, "u");
+        assert_eq!(r["kind"]["version"], "v1");
+        assert_eq!(r["resource"]["version"], "v1");
+        assert_eq!(r["requestKind"]["version"], "v2");
+        assert_eq!(r["requestResource"]["version"], "v2");
     }
 
     #[test]
