@@ -725,7 +725,7 @@ async fn dry_run_requires_side_effect_free_webhooks() {
 
 #[tokio::test]
 async fn service_reference_routes_to_a_ready_endpoint() {
-    let h = serve_hooks(&["hooksvc.default.svc"]).await;
+    let h = serve_hooks(&["hooksvc.default.svc", "slicesvc.default.svc"]).await;
     // Endpoints validation (like upstream's) refuses loopback addresses, so the Service and
     // its Endpoints are written to the store before the server starts.
     let srv = start_seeded(vec![
@@ -740,6 +740,23 @@ async fn service_reference_routes_to_a_ready_endpoint() {
             json!({"apiVersion": "v1", "kind": "Endpoints",
                    "metadata": {"name": "hooksvc", "namespace": "default", "uid": "u-ep"},
                    "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": h.port}]}]}),
+        ),
+        // A Service with only an EndpointSlice (one endpoint not ready, one ready).
+        (
+            "/registry/core/services/default/slicesvc".into(),
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "slicesvc", "namespace": "default", "uid": "u-svc2"},
+                   "spec": {"type": "ClusterIP", "ports": [{"port": 8443, "targetPort": h.port}]}}),
+        ),
+        (
+            "/registry/discovery.k8s.io/endpointslices/default/slicesvc-x1".into(),
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                   "metadata": {"name": "slicesvc-x1", "namespace": "default", "uid": "u-es",
+                                "labels": {"kubernetes.io/service-name": "slicesvc"}},
+                   "addressType": "IPv4",
+                   "endpoints": [{"addresses": ["127.0.0.2"], "conditions": {"ready": false}},
+                                 {"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+                   "ports": [{"name": "", "port": h.port}]}),
         ),
     ])
     .await;
@@ -759,6 +776,29 @@ async fn service_reference_routes_to_a_ready_endpoint() {
     assert_eq!(
         err.message,
         "admission webhook \"svc.example.com\" denied the request: bad-svc is not welcome"
+    );
+    let mut w = webhook(&h, "slices.example.com", "deny", json!({}));
+    w["clientConfig"] = json!({
+        "service": {"namespace": "default", "name": "slicesvc", "path": "/deny", "port": 8443},
+        "caBundle": h.ca_b64,
+    });
+    validating(&srv.client, "slices", vec![w]).await;
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = api_err(
+            api.create(&PostParams::default(), &cm("bad-slice", json!({})))
+                .await
+                .unwrap_err(),
+        )
+        .message;
+        if last.contains("slices.example.com") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        last,
+        "admission webhook \"slices.example.com\" denied the request: bad-slice is not welcome"
     );
 }
 

@@ -380,16 +380,29 @@ async fn service_endpoint(
         .ok_or_else(|| format!("no service port {port} found for service {name:?}"))?;
     let port_name = svc_port.get("name").and_then(Value::as_str).unwrap_or("");
     let none = || format!("no endpoints available for service {name:?}");
-    let eps = get(format!("/registry/core/endpoints/{ns}/{name}"))
-        .await?
-        .ok_or_else(none)?;
+    let eps = get(format!("/registry/core/endpoints/{ns}/{name}")).await?;
+    let picked = match eps.as_ref().and_then(|e| from_endpoints(e, port_name)) {
+        Some(p) => Some(p),
+        // No usable Endpoints (a cluster that mirrors only EndpointSlices): the slices.
+        None => from_slices(st, ns, name, port_name).await?,
+    };
+    let (ip, ep_port) = picked.ok_or_else(none)?;
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|e| format!("invalid endpoint address {ip:?}: {e}"))?;
+    let ep_port = u16::try_from(ep_port).map_err(|_| none())?;
+    Ok(SocketAddr::new(ip, ep_port))
+}
+
+/// A random ready address of a random Endpoints subset carrying the port named `port_name`.
+fn from_endpoints(eps: &Value, port_name: &str) -> Option<(String, u64)> {
     let subsets: Vec<&Value> = eps
         .get("subsets")
         .and_then(Value::as_array)
         .map(|a| a.iter().collect())
         .unwrap_or_default();
     if subsets.is_empty() {
-        return Err(none());
+        return None;
     }
     let seed = rand::thread_rng().gen_range(0..subsets.len());
     for i in 0..subsets.len() {
@@ -410,13 +423,59 @@ async fn service_endpoint(
                 continue;
             }
             let ip = addrs[rand::thread_rng().gen_range(0..addrs.len())];
-            let ep_port = p.get("port").and_then(Value::as_u64).unwrap_or(0);
-            let ip: std::net::IpAddr = ip
-                .parse()
-                .map_err(|e| format!("invalid endpoint address {ip:?}: {e}"))?;
-            let ep_port = u16::try_from(ep_port).map_err(|_| none())?;
-            return Ok(SocketAddr::new(ip, ep_port));
+            let port = p.get("port").and_then(Value::as_u64).unwrap_or(0);
+            return Some((ip.to_string(), port));
         }
     }
-    Err(none())
+    None
+}
+
+/// A random ready endpoint of the Service's EndpointSlices (label
+/// `kubernetes.io/service-name`) with the port named `port_name`.
+async fn from_slices(
+    st: &AppState,
+    ns: &str,
+    name: &str,
+    port_name: &str,
+) -> Result<Option<(String, u64)>, String> {
+    let prefix = format!("/registry/discovery.k8s.io/endpointslices/{ns}/");
+    let list = st
+        .store
+        .list(&prefix, &skiff_store::ListOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut found: Vec<(String, u64)> = Vec::new();
+    for kv in &list.items {
+        let Ok(slice) = crate::keys::decode(kv) else {
+            continue;
+        };
+        let owner = slice.pointer("/metadata/labels/kubernetes.io~1service-name");
+        if owner.and_then(Value::as_str) != Some(name) {
+            continue;
+        }
+        let ports = slice.get("ports").and_then(Value::as_array);
+        let Some(port) = ports
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
+            .and_then(|p| p.get("port").and_then(Value::as_u64))
+        else {
+            continue;
+        };
+        let endpoints = slice.get("endpoints").and_then(Value::as_array);
+        for ep in endpoints.into_iter().flatten() {
+            // A missing `ready` condition means ready.
+            if ep.pointer("/conditions/ready").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            if let Some(ip) = ep.pointer("/addresses/0").and_then(Value::as_str) {
+                found.push((ip.to_string(), port));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let i = rand::thread_rng().gen_range(0..found.len());
+    Ok(Some(found.swap_remove(i)))
 }
