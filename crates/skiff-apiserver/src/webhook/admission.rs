@@ -776,8 +776,17 @@ async fn mutate_one(
         return Ok(None);
     };
     warnings.extend(answer.warnings);
-    let (Some(patch), Some(o), Some(seen)) = (answer.patch, obj, sent.obj()) else {
+    let Some(patch) = answer
+        .patch
+        .filter(|p| p.as_array().is_none_or(|a| !a.is_empty()))
+    else {
         return Ok(Some(false));
+    };
+    let (Some(o), Some(seen)) = (obj, sent.obj()) else {
+        return Err(ApiError::internal(format!(
+            "admission webhook {:?} attempted to modify the object, which is not supported for this operation",
+            hook.name
+        )));
     };
     let mut patched = skiff_api::patch::json_patch(seen, &patch).map_err(|e| {
         ApiError::internal(format!(
