@@ -49,7 +49,7 @@ pub(crate) struct Hook {
     reinvoke: bool,
     /// matchPolicy Equivalent (the default): other served versions of a custom resource match.
     equivalent: bool,
-    /// Send `admission.k8s.io/v1beta1` (only that version listed).
+    /// Send `admission.k8s.io/v1beta1` (listed before v1, as upstream picks the first it knows).
     v1beta1: bool,
     match_conditions: Vec<Value>,
 }
@@ -64,13 +64,12 @@ fn parse_hooks(objs: &[Arc<Value>]) -> Vec<Hook> {
             .flatten()
         {
             let s = |k: &str| w.get(k).and_then(Value::as_str).unwrap_or("");
-            let versions: Vec<&str> = w
+            let listed = w
                 .get("admissionReviewVersions")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+                .filter_map(Value::as_str);
             let timeout_s = w
                 .get("timeoutSeconds")
                 .and_then(Value::as_u64)
@@ -92,7 +91,7 @@ fn parse_hooks(objs: &[Arc<Value>]) -> Vec<Hook> {
                 timeout_s,
                 reinvoke: s("reinvocationPolicy") == "IfNeeded",
                 equivalent: s("matchPolicy") != "Exact",
-                v1beta1: !versions.contains(&"v1") && versions.contains(&"v1beta1"),
+                v1beta1: super::review_version(listed) == "v1beta1",
                 match_conditions: w
                     .get("matchConditions")
                     .and_then(Value::as_array)
@@ -563,7 +562,8 @@ async fn call(
     let resp: Value = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
     let got_av = resp.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let got_kind = resp.get("kind").and_then(Value::as_str).unwrap_or("");
-    if got_av != api_version || got_kind != "AdmissionReview" {
+    // v1beta1 answers were never checked for their kind and uid (upstream keeps that).
+    if !hook.v1beta1 && (got_av != api_version || got_kind != "AdmissionReview") {
         return Err(invalid(format!(
             "expected webhook response of {api_version}, Kind=AdmissionReview, got {got_av}, Kind={got_kind}"
         )));
@@ -572,7 +572,7 @@ async fn call(
         return Err(invalid("webhook response was absent".into()));
     };
     let got_uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
-    if got_uid != uid {
+    if !hook.v1beta1 && got_uid != uid {
         return Err(invalid(format!(
             "expected response.uid={uid:?}, got {got_uid:?}"
         )));
@@ -929,6 +929,11 @@ mod tests {
         ]}));
         let hooks = parse_hooks(&[cfg]);
         assert_eq!(hooks.len(), 2);
+        // The first version upstream knows, in the listed order.
+        let first = Arc::new(
+            json!({"webhooks": [{"name": "c", "admissionReviewVersions": ["v2", "v1beta1", "v1"]}]}),
+        );
+        assert!(parse_hooks(&[first])[0].v1beta1);
         assert!(hooks[0].v1beta1 && !hooks[0].fail_open && hooks[0].timeout_s == 10);
         assert!(!hooks[1].v1beta1 && hooks[1].fail_open && hooks[1].reinvoke);
         assert_eq!(hooks[1].timeout, Duration::from_secs(3));

@@ -28,8 +28,22 @@ fn gvk_of(obj: &Value) -> String {
     format!("{av}, Kind={kind}")
 }
 
+/// The first review version upstream knows in the order the configuration lists them
+/// (`v1` when none is listed).
+pub(crate) fn review_version<'a>(listed: impl IntoIterator<Item = &'a str>) -> &'static str {
+    listed
+        .into_iter()
+        .find_map(|v| match v {
+            "v1" => Some("v1"),
+            "v1beta1" => Some("v1beta1"),
+            _ => None,
+        })
+        .unwrap_or("v1")
+}
+
 /// Converts `objects` (all of one CRD, at their stored versions) to `desired_api_version`
-/// through the CRD's conversion webhook (`spec.conversion.webhook`).
+/// through the CRD's conversion webhook (`spec.conversion.webhook`). One object is converted
+/// as upstream converts a single object, several as a list (their error texts differ).
 pub(crate) async fn convert(
     st: &AppState,
     crd: &Value,
@@ -45,30 +59,31 @@ pub(crate) async fn convert(
     let Some(&first) = todo.first() else {
         return Ok(objects);
     };
-    let what = gvk_of(&objects[first]);
+    let single = objects.len() == 1;
+    // Upstream names the converted value's kind: the object's, or its list's.
+    let what = if single {
+        gvk_of(&objects[first])
+    } else {
+        format!("{}List", gvk_of(&objects[first]))
+    };
     let failed =
         |why: String| ApiError::internal(format!("conversion webhook for {what} failed: {why}"));
-    let invalid = |why: String| {
-        ApiError::internal(format!(
-            "conversion webhook for {what} returned invalid response: {why}"
-        ))
-    };
     let webhook = crd
         .pointer("/spec/conversion/webhook")
         .filter(|w| w.is_object())
         .ok_or_else(|| failed("spec.conversion.webhook is not set".into()))?;
     let cc = webhook.get("clientConfig").cloned().unwrap_or(json!({}));
-    let versions: Vec<&str> = webhook
+    let listed = webhook
         .get("conversionReviewVersions")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let api_version = if !versions.contains(&"v1") && versions.contains(&"v1beta1") {
-        "apiextensions.k8s.io/v1beta1"
-    } else {
+        .filter_map(Value::as_str);
+    let v1 = review_version(listed) == "v1";
+    let api_version = if v1 {
         "apiextensions.k8s.io/v1"
+    } else {
+        "apiextensions.k8s.io/v1beta1"
     };
     let uid = uuid::Uuid::new_v4().to_string();
     let sent: Vec<&Value> = todo.iter().map(|&i| &objects[i]).collect();
@@ -92,18 +107,19 @@ pub(crate) async fn convert(
     let resp: Value = serde_json::from_slice(&bytes).map_err(|e| failed(e.to_string()))?;
     let got_av = resp.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let got_kind = resp.get("kind").and_then(Value::as_str).unwrap_or("");
-    if got_av != api_version || got_kind != "ConversionReview" {
-        return Err(invalid(format!(
+    // v1beta1 answers were never checked for their kind and uid (upstream keeps that).
+    if v1 && (got_av != api_version || got_kind != "ConversionReview") {
+        return Err(failed(format!(
             "expected webhook response of {api_version}, Kind=ConversionReview, got {got_av}, Kind={got_kind}"
         )));
     }
     let r = resp
         .get("response")
         .filter(|r| r.is_object())
-        .ok_or_else(|| invalid("no response provided".into()))?;
+        .ok_or_else(|| failed("no response provided".into()))?;
     let got_uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
-    if got_uid != uid {
-        return Err(invalid(format!(
+    if v1 && got_uid != uid {
+        return Err(failed(format!(
             "expected response.uid={uid:?}, got {got_uid:?}"
         )));
     }
@@ -111,7 +127,7 @@ pub(crate) async fn convert(
     let status = result.get("status").and_then(Value::as_str).unwrap_or("");
     if status != "Success" {
         let msg = result.get("message").and_then(Value::as_str).unwrap_or("");
-        return Err(invalid(if msg.is_empty() {
+        return Err(failed(if msg.is_empty() {
             format!("response.result.status was '{status}', not 'Success'")
         } else {
             msg.to_string()
@@ -131,52 +147,104 @@ pub(crate) async fn convert(
     }
     let mut out = objects;
     for (n, (conv, &i)) in converted.into_iter().zip(&todo).enumerate() {
-        let bad = |why: String| {
-            ApiError::internal(format!(
-                "conversion webhook for {what} returned invalid object at index {n}: {why}"
-            ))
+        // Upstream's list path counts from 1 here (it reports after advancing its index).
+        let at = |why: String| {
+            ApiError::internal(if single {
+                format!("conversion webhook for {what} returned invalid object at index 0: {why}")
+            } else {
+                format!(
+                    "conversion webhook for {what} returned invalid converted object at index {}: {why}",
+                    n + 1
+                )
+            })
         };
         let got = conv.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         if got != desired_api_version {
-            return Err(bad(format!(
+            return Err(at(format!(
                 "invalid groupVersion (expected {desired_api_version}, received {got})"
             )));
         }
         let want_kind = out[i].get("kind").and_then(Value::as_str).unwrap_or("");
         let got_kind = conv.get("kind").and_then(Value::as_str).unwrap_or("");
         if want_kind != got_kind {
-            return Err(bad(format!(
+            return Err(at(format!(
                 "invalid kind (expected {want_kind}, received {got_kind})"
             )));
         }
-        out[i] = restore_meta(&out[i], conv);
+        if let Err(why) = same_identity(&out[i], &conv) {
+            return Err(ApiError::internal(if single {
+                format!("conversion webhook for {what} returned invalid object: {why}")
+            } else {
+                format!(
+                    "conversion webhook for {what} returned invalid converted object at index {}: {why}",
+                    n + 1
+                )
+            }));
+        }
+        out[i] = restore_meta(&out[i], conv).map_err(|why| {
+            ApiError::internal(if single {
+                format!("conversion webhook for {what} returned invalid metadata: {why}")
+            } else {
+                format!(
+                    "conversion webhook for {what} returned invalid metadata in object at index {}: {why}",
+                    n + 1
+                )
+            })
+        })?;
     }
     Ok(out)
 }
 
+/// Upstream's `validateConvertedObject`: name, namespace and uid stay.
+fn same_identity(original: &Value, converted: &Value) -> Result<(), String> {
+    let m = |o: &Value, k: &str| {
+        o.pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    for (k, what) in [("name", "name"), ("namespace", "namespace"), ("uid", "UID")] {
+        let (e, a) = (m(original, k), m(converted, k));
+        if e != a {
+            return Err(format!("must have the same {what}: {e} != {a}"));
+        }
+    }
+    Ok(())
+}
+
 /// Upstream's `restoreObjectMeta`: a conversion webhook may change only labels and
-/// annotations; everything else in metadata is kept from the original.
-fn restore_meta(original: &Value, mut converted: Value) -> Value {
+/// annotations (string maps); everything else in metadata is kept from the original.
+fn restore_meta(original: &Value, mut converted: Value) -> Result<Value, String> {
+    let conv_meta = match converted.get("metadata") {
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err("invalid metadata in converted object".into()),
+        None => return Err("missing metadata in converted object".into()),
+    };
     let mut meta = original
         .get("metadata")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let conv_meta = converted.get("metadata").and_then(Value::as_object);
     for k in ["labels", "annotations"] {
-        match conv_meta.and_then(|m| m.get(k)) {
-            Some(v) if !v.is_null() => {
-                meta.insert(k.into(), v.clone());
-            }
-            _ => {
+        match conv_meta.get(k) {
+            None | Some(Value::Null) => {
                 meta.remove(k);
             }
+            Some(Value::Object(m)) => {
+                if let Some((key, _)) = m.iter().find(|(_, v)| !v.is_string()) {
+                    return Err(format!(
+                        "metadata.{k}[{key}] must be a string in converted object"
+                    ));
+                }
+                meta.insert(k.into(), Value::Object(m.clone()));
+            }
+            Some(_) => return Err(format!("invalid metadata.{k} in converted object")),
         }
     }
     if let Some(o) = converted.as_object_mut() {
         o.insert("metadata".into(), Value::Object(meta));
     }
-    converted
+    Ok(converted)
 }
 
 #[cfg(test)]
@@ -191,8 +259,8 @@ mod tests {
 
     use super::*;
 
-    /// A ConversionReview server on 127.0.0.1: `/ok` converts (and tries to rename, which is
-    /// undone), `/bad-uid`, `/short` and `/fail` answer wrongly.
+    /// A ConversionReview server on 127.0.0.1: `/ok` converts (and changes a label, kept, and
+    /// the generation, undone), `/rename`, `/bad-uid`, `/short` and `/fail` answer wrongly.
     async fn converter() -> (u16, String) {
         let ca_key = rcgen::KeyPair::generate().expect("key");
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -227,8 +295,11 @@ mod tests {
             for o in &mut objs {
                 o["apiVersion"] = json!(want);
                 o["spec"]["converted"] = json!(true);
-                o["metadata"]["name"] = json!("renamed");
+                o["metadata"]["generation"] = json!(99);
                 o["metadata"]["labels"] = json!({"seen": "yes"});
+                if which == "rename" {
+                    o["metadata"]["name"] = json!("renamed");
+                }
             }
             let mut uid = req["uid"].clone();
             let mut result = json!({"status": "Success"});
@@ -309,7 +380,18 @@ mod tests {
         assert_eq!(out[0]["spec"]["converted"], true);
         // Only labels and annotations may change.
         assert_eq!(out[2]["metadata"]["uid"], "u-c");
+        assert_eq!(out[2]["metadata"].get("generation"), None);
         assert_eq!(out[2]["metadata"]["labels"]["seen"], "yes");
+        // One object: the single-object path.
+        let one = convert(
+            &st,
+            &crd(port, &ca, "ok"),
+            vec![widget("d", "v1")],
+            "example.com/v2",
+        )
+        .await
+        .expect("converted");
+        assert_eq!(one[0]["apiVersion"], "example.com/v2");
     }
 
     #[tokio::test]
@@ -330,16 +412,20 @@ mod tests {
         };
         let m = err("bad-uid").await;
         assert!(
-            m.starts_with("Internal error occurred: conversion webhook for example.com/v1, Kind=Widget returned invalid response: expected response.uid="),
+            m.starts_with("Internal error occurred: conversion webhook for example.com/v1, Kind=WidgetList failed: expected response.uid="),
             "{m}"
         );
         assert_eq!(
             err("short").await,
-            "Internal error occurred: conversion webhook for example.com/v1, Kind=Widget returned 1 objects, expected 2"
+            "Internal error occurred: conversion webhook for example.com/v1, Kind=WidgetList returned 1 objects, expected 2"
         );
         assert_eq!(
             err("fail").await,
-            "Internal error occurred: conversion webhook for example.com/v1, Kind=Widget returned invalid response: cannot convert"
+            "Internal error occurred: conversion webhook for example.com/v1, Kind=WidgetList failed: cannot convert"
+        );
+        assert_eq!(
+            err("rename").await,
+            "Internal error occurred: conversion webhook for example.com/v1, Kind=WidgetList returned invalid converted object at index 1: must have the same name: a != renamed"
         );
         // A CA that did not sign the server's certificate.
         let (_, other_ca) = converter().await;
@@ -348,7 +434,7 @@ mod tests {
             .expect_err("untrusted")
             .message;
         assert!(
-            m.contains("conversion webhook for example.com/v1, Kind=Widget failed: Post \"https://127.0.0.1:"),
+            m.contains("conversion webhook for example.com/v1, Kind=WidgetList failed: Post \"https://127.0.0.1:"),
             "{m}"
         );
         assert!(
