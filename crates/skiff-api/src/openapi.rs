@@ -9,9 +9,14 @@
 //! resource whose operations carry the GVK and the `fieldValidation` parameter kubectl looks
 //! for. Documents are built once and cached.
 
+mod custom;
 #[rustfmt::skip]
 mod ext;
+pub mod gnostic;
 mod metrics;
+mod v2;
+
+pub use custom::definition_name;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
@@ -200,14 +205,7 @@ pub fn v3_index_for(served: &[ResourceInfo]) -> Value {
 
 /// Stable content hash (FNV-1a, 128 bits as two 64-bit lanes) of a document, upper-case hex.
 pub fn document_hash(doc: &Value) -> String {
-    let text = doc.to_string();
-    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut b: u64 = 0x8422_2325_cbf2_9ce4;
-    for byte in text.bytes() {
-        a = (a ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        b = (b ^ u64::from(byte.rotate_left(3))).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{a:016X}{b:016X}")
+    bytes_hash(doc.to_string().as_bytes())
 }
 
 /// The document for a group/version path and an explicit resource list (uncached).
@@ -444,22 +442,282 @@ pub struct CustomKind {
     pub schema: Value,
 }
 
-/// The `/openapi/v3` index with custom kinds (interface skeleton, filled in on `i14-openapi`).
-pub fn v3_index_with(_custom: &[CustomKind]) -> Value {
-    v3_index()
+/// The `/openapi/v3` index with custom kinds: the built-in group/versions plus one entry per
+/// custom group/version, each URL carrying the hash of its document (kubectl re-fetches a
+/// document only when its hash changes).
+pub fn v3_index_with(custom: &[CustomKind]) -> Value {
+    let mut idx = v3_index();
+    if custom.is_empty() {
+        return idx;
+    }
+    let mut gvs: Vec<String> = custom
+        .iter()
+        .map(|c| gv_path(c.info.group, c.info.version))
+        .collect();
+    gvs.sort();
+    gvs.dedup();
+    if let Some(paths) = idx["paths"].as_object_mut() {
+        for p in gvs {
+            if let Some(doc) = v3_document_with(&p, custom) {
+                let url = format!("/openapi/v3/{p}?hash={}", document_hash(&doc));
+                paths.insert(p, json!({ "serverRelativeURL": url }));
+            }
+        }
+    }
+    idx
 }
 
-/// One `/openapi/v3` group/version document with custom kinds (skeleton, see above).
-pub fn v3_document_with(path: &str, _custom: &[CustomKind]) -> Option<Value> {
-    v3_document(path)
+/// One `/openapi/v3` group/version document with custom kinds: the built-in document (if the
+/// group/version has one) plus the definitions and paths of the custom kinds served there,
+/// with ObjectMeta, ListMeta (and Scale for a scale subresource) and what they reference.
+pub fn v3_document_with(path: &str, custom: &[CustomKind]) -> Option<Value> {
+    let path = path.trim_matches('/');
+    let here: Vec<&CustomKind> = custom
+        .iter()
+        .filter(|c| gv_path(c.info.group, c.info.version) == path)
+        .collect();
+    let builtin = v3_document(path);
+    if here.is_empty() {
+        return builtin;
+    }
+    let mut doc = builtin.unwrap_or_else(|| {
+        json!({
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+            "paths": {},
+            "components": {
+                "schemas": {},
+                "securitySchemes": {"BearerToken": {"type": "apiKey", "description": "Bearer Token authentication", "name": "authorization", "in": "header"}},
+            },
+        })
+    });
+    let mut gen = SchemaGenerator::new(SchemaSettings::openapi3());
+    gen.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
+    gen.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta>();
+    if here.iter().any(|c| c.info.subresources.contains(&"scale")) {
+        gen.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
+    }
+    let mut base = gen.take_definitions(true);
+    finish_schemas(&mut base);
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        for (k, v) in base {
+            schemas.entry(k).or_insert(v);
+        }
+        for c in &here {
+            let (name, def, list_name, list) = custom::definitions(c, false);
+            schemas.insert(name, def);
+            schemas.insert(list_name, list);
+        }
+    }
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for c in &here {
+            let name = custom::definition_name(c.info.group, c.info.version, c.info.kind);
+            add_paths(paths, &c.info, &name);
+            add_subresource_paths(paths, &c.info, &name);
+        }
+    }
+    Some(doc)
 }
 
-/// The `/openapi/v2` (Swagger 2.0) document with custom kinds (skeleton, see above).
-pub fn v2_with(_custom: &[CustomKind]) -> Value {
-    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}, "definitions": {}})
+/// `…/{name}/status` and `…/{name}/scale` (get, put, patch) for a custom kind's subresources.
+fn add_subresource_paths(paths: &mut Map<String, Value>, r: &ResourceInfo, def: &str) {
+    let prefix = if r.group.is_empty() {
+        format!("/api/{}", r.version)
+    } else {
+        format!("/apis/{}/{}", r.group, r.version)
+    };
+    let ns = if r.namespaced {
+        "/namespaces/{namespace}"
+    } else {
+        ""
+    };
+    for sub in ["status", "scale"] {
+        if !r.subresources.contains(&sub) {
+            continue;
+        }
+        let (def, gvk) = if sub == "scale" {
+            (
+                "io.k8s.api.autoscaling.v1.Scale",
+                json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
+            )
+        } else {
+            (
+                def,
+                json!({"group": r.group, "version": r.version, "kind": r.kind}),
+            )
+        };
+        let sub_id = format!("{}{}", sub[..1].to_uppercase(), &sub[1..]);
+        let write_params = vec![
+            query_param("dryRun", "When present, indicates that modifications should not be persisted."),
+            query_param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+            query_param("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: Ignore, Warn, Strict."),
+        ];
+        let ok = json!({"200": {"description": "OK", "content": {"application/json": {"schema": schema_ref(def)}}}});
+        let body = |types: &[&str]| {
+            let content: Map<String, Value> = types
+                .iter()
+                .map(|t| (t.to_string(), json!({"schema": schema_ref(def)})))
+                .collect();
+            json!({"content": content, "required": true})
+        };
+        let op = |action: &str, verb: &str, params: Vec<Value>, body: Option<Value>| {
+            let mut o = json!({
+                "operationId": format!("{verb}{}{sub_id}", r.kind),
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": params,
+                "responses": ok,
+            });
+            if let (Some(b), Some(m)) = (body, o.as_object_mut()) {
+                m.insert("requestBody".into(), b);
+            }
+            o
+        };
+        paths.insert(
+            format!("{prefix}{ns}/{}/{{name}}/{sub}", r.plural),
+            json!({
+                "get": op("get", "read", vec![], None),
+                "put": op("put", "replace", write_params.clone(), Some(body(&["application/json", "application/yaml"]))),
+                "patch": op("patch", "patch", write_params, Some(body(&[
+                    "application/json-patch+json",
+                    "application/merge-patch+json",
+                    "application/apply-patch+yaml",
+                ]))),
+            }),
+        );
+    }
 }
 
-/// The v2 document in the gnostic protobuf encoding kubectl asks for (skeleton, see above).
-pub fn v2_protobuf(_doc: &Value) -> Vec<u8> {
-    Vec::new()
+/// The `/openapi/v2` (Swagger 2.0) document with custom kinds. The built-in part is built
+/// once; each call copies it and adds the custom kinds (callers cache the result per
+/// generation of their custom kinds, see [`Documents`]).
+pub fn v2_with(custom: &[CustomKind]) -> Value {
+    v2::with_custom(custom)
+}
+
+/// The v2 document for an explicit resource list, without custom kinds (uncached).
+pub fn v2_for(served: &[ResourceInfo]) -> Value {
+    v2::build(served)
+}
+
+/// The v2 document in the gnostic protobuf encoding kubectl asks for
+/// (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`).
+pub fn v2_protobuf(doc: &Value) -> Vec<u8> {
+    use prost::Message as _;
+    gnostic::document(doc).encode_to_vec()
+}
+
+/// One served form of the v2 document: its bytes and the ETag upstream would send for them
+/// (the upper-case hex SHA-512 of the bytes is upstream's; ours is the document hash).
+#[derive(Debug)]
+pub struct Served {
+    pub bytes: Vec<u8>,
+    pub etag: String,
+}
+
+/// Everything the OpenAPI endpoints serve for one set of custom kinds, built lazily and kept
+/// until the set changes (the API server holds one per generation of its custom kinds).
+#[derive(Debug, Default)]
+pub struct Documents {
+    custom: Vec<CustomKind>,
+    v2_json: OnceLock<Served>,
+    v2_protobuf: OnceLock<Served>,
+    v3_index: OnceLock<Value>,
+    v3_docs: std::sync::Mutex<HashMap<String, Option<std::sync::Arc<Value>>>>,
+}
+
+impl Documents {
+    pub fn new(custom: Vec<CustomKind>) -> Self {
+        Self {
+            custom,
+            ..Default::default()
+        }
+    }
+
+    pub fn custom(&self) -> &[CustomKind] {
+        &self.custom
+    }
+
+    fn v2_doc(&self) -> Value {
+        v2_with(&self.custom)
+    }
+
+    /// `/openapi/v2` as JSON.
+    pub fn v2_json(&self) -> &Served {
+        self.v2_json.get_or_init(|| {
+            let bytes = serde_json::to_vec(&self.v2_doc()).unwrap_or_default();
+            let etag = bytes_hash(&bytes);
+            Served { bytes, etag }
+        })
+    }
+
+    /// `/openapi/v2` as gnostic protobuf.
+    pub fn v2_protobuf(&self) -> &Served {
+        self.v2_protobuf.get_or_init(|| {
+            let bytes = v2_protobuf(&self.v2_doc());
+            let etag = bytes_hash(&bytes);
+            Served { bytes, etag }
+        })
+    }
+
+    /// `/openapi/v3`.
+    pub fn v3_index(&self) -> &Value {
+        self.v3_index.get_or_init(|| v3_index_with(&self.custom))
+    }
+
+    /// `/openapi/v3/<path>`.
+    pub fn v3_document(&self, path: &str) -> Option<std::sync::Arc<Value>> {
+        let path = path.trim_matches('/').to_string();
+        let mut docs = match self.v3_docs.lock() {
+            Ok(d) => d,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Bounded by the served group/versions: unknown paths are not remembered.
+        if let Some(d) = docs.get(&path) {
+            return d.clone();
+        }
+        let doc = v3_document_with(&path, &self.custom).map(std::sync::Arc::new);
+        if doc.is_some() {
+            docs.insert(path, doc.clone());
+        }
+        doc
+    }
+}
+
+/// Keeps the [`Documents`] of the latest generation of custom kinds.
+#[derive(Debug, Default)]
+pub struct Cache {
+    current: std::sync::Mutex<Option<(u64, std::sync::Arc<Documents>)>>,
+}
+
+impl Cache {
+    /// The documents for `generation`; `custom` is called only when the generation changed.
+    pub fn get(
+        &self,
+        generation: u64,
+        custom: impl FnOnce() -> Vec<CustomKind>,
+    ) -> std::sync::Arc<Documents> {
+        let mut cur = match self.current.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((g, docs)) = cur.as_ref() {
+            if *g == generation {
+                return docs.clone();
+            }
+        }
+        let docs = std::sync::Arc::new(Documents::new(custom()));
+        *cur = Some((generation, docs.clone()));
+        docs
+    }
+}
+
+fn bytes_hash(bytes: &[u8]) -> String {
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x8422_2325_cbf2_9ce4;
+    for byte in bytes {
+        a = (a ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        b = (b ^ u64::from(byte.rotate_left(3))).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{a:016X}{b:016X}")
 }

@@ -140,10 +140,19 @@ impl Ctx {
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
-            return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                list.join(", ")
-            )));
+            let mut message = format!("strict decoding error: {}", list.join(", "));
+            // Upstream's create/update decoder names the kind; patches report the bare error.
+            let patch = self
+                .content_type()
+                .is_some_and(|t| t.ends_with("patch+json") || t == "application/apply-patch+yaml");
+            if !patch {
+                message = format!(
+                    "{kind} in version {version:?} cannot be handled as a {kind}: {message}",
+                    kind = self.info.kind,
+                    version = self.info.version,
+                );
+            }
+            return Err(ApiError::bad_request(message));
         }
         Ok(unknown
             .iter()

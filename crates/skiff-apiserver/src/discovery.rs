@@ -1,5 +1,6 @@
 //! `/version`, legacy discovery (`/api`, `/api/v1`, `/apis`, `/apis/<g>`, `/apis/<g>/<v>`),
-//! aggregated discovery v2 (`as=APIGroupDiscoveryList`) and OpenAPI v3, all generated from
+//! aggregated discovery v2 (`as=APIGroupDiscoveryList`) and OpenAPI (v3, and v2 as JSON or
+//! gnostic protobuf), all generated from
 //! `skiff_api::resources::all()` and `skiff_api::openapi`.
 
 use axum::response::Response;
@@ -263,37 +264,22 @@ pub(crate) fn resource_list(
     ))
 }
 
-/// A rendered OpenAPI document, cached in the custom-kind index (rebuilt per CRD change).
-pub(crate) fn cached_document(
-    index: &crate::crd::Index,
-    key: &str,
-    render: impl FnOnce(&[skiff_api::openapi::CustomKind]) -> Option<Value>,
-) -> Option<std::sync::Arc<Value>> {
-    if let Ok(docs) = index.documents.lock() {
-        if let Some(d) = docs.get(key) {
-            return Some(d.clone());
-        }
-    }
-    let doc = std::sync::Arc::new(render(index.openapi_kinds())?);
-    if let Ok(mut docs) = index.documents.lock() {
-        docs.insert(key.to_string(), doc.clone());
-    }
-    Some(doc)
-}
-
-/// `GET /openapi/v3[/<path>]` with the served custom kinds.
-pub(crate) fn openapi(rest: &[&str], query: &Query, custom: &crate::crd::Index) -> Response {
+/// `GET /openapi/v3[/<path>]` with the served custom kinds (documents rebuilt once per change
+/// of the custom kinds, see `skiff_api::openapi::Cache`).
+pub(crate) fn openapi(
+    st: &crate::AppState,
+    rest: &[&str],
+    query: &Query,
+    custom: &crate::crd::Index,
+) -> Response {
+    let docs = st.openapi.get(custom.openapi_generation(), || {
+        custom.openapi_kinds().to_vec()
+    });
     if rest.is_empty() {
-        return match cached_document(custom, "", |c| Some(skiff_api::openapi::v3_index_with(c))) {
-            Some(index) => json_response(200, &index),
-            None => crate::respond::error_response(&not_found_path()),
-        };
+        return json_response(200, docs.v3_index());
     }
     let path = rest.join("/");
-    let key = format!("v3/{path}");
-    match cached_document(custom, &key, |c| {
-        skiff_api::openapi::v3_document_with(&path, c)
-    }) {
+    match docs.v3_document(&path) {
         Some(doc) => {
             let mut resp = json_response(200, &doc);
             if let Some(hash) = query.get("hash") {
@@ -310,4 +296,89 @@ pub(crate) fn openapi(rest: &[&str], query: &Query, custom: &crate::crd::Index) 
         }
         None => crate::respond::error_response(&not_found_path()),
     }
+}
+
+/// Upstream's content type for the gnostic protobuf form of `/openapi/v2`.
+const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `GET /openapi/v2`: JSON or gnostic protobuf as the Accept header asks (kubectl asks only
+/// for `application/com.github.proto-openapi.spec.v2@v1.0+protobuf`), 406 for anything else,
+/// with an ETag per representation and 304 for a matching `If-None-Match`. `generation`
+/// changes whenever the served custom kinds do; `custom` is called only then (the documents
+/// are rebuilt once per generation, see `skiff_api::openapi::Cache`).
+pub(crate) fn openapi_v2(
+    st: &crate::AppState,
+    headers: &HeaderMap,
+    generation: u64,
+    custom: impl FnOnce() -> Vec<skiff_api::openapi::CustomKind>,
+) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or("*/*");
+    let Some(protobuf) = v2_representation(accept) else {
+        return crate::respond::error_response(&skiff_api::ApiError::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        ));
+    };
+    let docs = st.openapi.get(generation, custom);
+    let (served, content_type) = if protobuf {
+        (docs.v2_protobuf(), V2_PROTOBUF)
+    } else {
+        (docs.v2_json(), "application/json")
+    };
+    let etag = format!("\"{}\"", served.etag);
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut resp = if not_modified {
+        json_bytes(304, Vec::new(), content_type)
+    } else {
+        json_bytes(200, served.bytes.clone(), content_type)
+    };
+    let h = resp.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// Which representation the Accept header picks, in its order of preference (q values
+/// honoured): Some(true) protobuf, Some(false) JSON, None neither.
+fn v2_representation(accept: &str) -> Option<bool> {
+    let mut clauses: Vec<(f32, usize, &str)> = accept
+        .split(',')
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let mut parts = item.split(';').map(str::trim);
+            let mt = parts.next().filter(|m| !m.is_empty())?;
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim() == "q")
+                .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (q > 0.0).then_some((q, i, mt))
+        })
+        .collect();
+    clauses.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    clauses.into_iter().find_map(|(_, _, mt)| {
+        let (ty, sub) = mt.split_once('/')?;
+        let ty_ok = |want: &str| ty == want || ty == "*";
+        match sub {
+            "json" if ty_ok("application") => Some(false),
+            "com.github.proto-openapi.spec.v2@v1.0+protobuf"
+            | "com.github.proto-openapi.spec.v2.v1.0+protobuf"
+                if ty_ok("application") =>
+            {
+                Some(true)
+            }
+            "*" if ty_ok("application") => Some(false),
+            _ => None,
+        }
+    })
 }

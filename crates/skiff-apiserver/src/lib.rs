@@ -187,6 +187,8 @@ pub struct AppState {
     pub(crate) ranges: allocator::Ranges,
     /// The max-in-flight pools.
     pub(crate) inflight: inflight::Limits,
+    /// The OpenAPI documents of the current generation of custom kinds (`discovery::openapi_v2`).
+    pub(crate) openapi: skiff_api::openapi::Cache,
     /// The cluster CA (issues and verifies node agents' certificates); None in an in-process
     /// router, which then neither issues node certificates nor proxies to agents.
     pub(crate) pki: Option<Pki>,
@@ -284,6 +286,7 @@ impl AppState {
             admission: hooks::registry(default_toleration_seconds),
             ranges,
             inflight,
+            openapi: skiff_api::openapi::Cache::default(),
             pki,
             token_authenticators: vec![Arc::new(
                 serviceaccount::authn::ServiceAccountAuthenticator,

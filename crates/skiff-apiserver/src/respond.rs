@@ -116,6 +116,25 @@ pub(crate) fn wants_table(headers: &http::HeaderMap) -> bool {
     })
 }
 
+/// `as=PartialObjectMetadata` or `as=PartialObjectMetadataList` (meta.k8s.io/v1): clients that
+/// only need metadata (garbage collectors, controller-runtime's metadata-only watches).
+pub(crate) fn wants_partial_metadata(headers: &http::HeaderMap) -> bool {
+    accepts(headers, |mt, params| {
+        mt == "application/json"
+            && params.iter().any(|(k, v)| {
+                *k == "as" && (*v == "PartialObjectMetadata" || *v == "PartialObjectMetadataList")
+            })
+            && params.iter().all(|(k, v)| *k != "g" || *v == "meta.k8s.io")
+            && params.iter().all(|(k, v)| *k != "v" || *v == "v1")
+    })
+}
+
+/// An object reduced to its metadata.
+pub(crate) fn partial_metadata(obj: &Value) -> Value {
+    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+}
+
 pub(crate) fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }

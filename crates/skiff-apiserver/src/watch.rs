@@ -30,6 +30,8 @@ use crate::storage::list_objects;
 struct Encoder {
     info: &'static ResourceInfo,
     table: bool,
+    /// Objects reduced to PartialObjectMetadata.
+    metadata_only: bool,
     include: IncludeObject,
     /// The custom kind watched (its printer columns).
     custom: Option<std::sync::Arc<crate::crd::ServedKind>>,
@@ -58,6 +60,8 @@ impl Encoder {
                     now(),
                 ),
             }
+        } else if self.metadata_only && kind != "ERROR" {
+            partial_metadata(&obj)
         } else {
             obj
         };
@@ -104,6 +108,7 @@ pub(crate) async fn watch(ctx: Ctx) -> ApiResult<Response> {
     let enc = Encoder {
         info: ctx.info,
         table: wants_table(&ctx.headers),
+        metadata_only: wants_partial_metadata(&ctx.headers),
         include: include_object(&ctx.query),
         custom: ctx.custom.clone(),
     };

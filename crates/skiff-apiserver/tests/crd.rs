@@ -524,6 +524,21 @@ async fn discovery_lists_and_drops_custom_kinds_and_delete_cleans_up() {
     assert_eq!(rl["resources"][0]["shortNames"], json!(["wdg"]));
     assert_eq!(rl["resources"][0]["categories"], json!(["all"]));
 
+    // OpenAPI v3 and v2 describe the custom kind.
+    let (code, v3) = get(&t, "/openapi/v3").await;
+    assert_eq!(code, 200);
+    assert!(v3["paths"].get(format!("apis/{g}/v1")).is_some(), "{v3}");
+    let (code, doc) = get(&t, &format!("/openapi/v3/apis/{g}/v1")).await;
+    assert_eq!(code, 200, "{doc}");
+    let (code, v2) = get(&t, "/openapi/v2").await;
+    assert_eq!(code, 200);
+    let defs = v2["definitions"].as_object().expect("definitions");
+    assert!(
+        defs.keys().any(|k| k.ends_with(".v1.Widget")),
+        "{:?}",
+        defs.keys().collect::<Vec<_>>()
+    );
+
     for v in ["v2", "v2beta1"] {
         let accept =
             format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
@@ -578,6 +593,9 @@ async fn discovery_lists_and_drops_custom_kinds_and_delete_cleans_up() {
         .unwrap()
         .iter()
         .any(|x| x["name"] == g));
+    let (_, v2) = get(&t, "/openapi/v2").await;
+    let defs = v2["definitions"].as_object().expect("definitions");
+    assert!(!defs.keys().any(|k| k.ends_with(".v1.Widget")));
     // Re-created, the old objects do not come back.
     create_crd(&t, widget_crd(g), &format!("/apis/{g}/v1/widgets")).await;
     let (_, list) = get(&t, &base).await;
@@ -682,13 +700,15 @@ async fn conflicting_names_are_not_accepted_and_not_served() {
     let (code, _) = get(&t, &format!("/apis/{g}/v1/gadgets")).await;
     assert_eq!(code, 404);
     // A built-in kind's plural in its own group conflicts too.
-    let mut apps = gizmo_crd("apps");
-    apps["metadata"]["name"] = json!("deployments.apps");
-    apps["spec"]["names"] = json!({"plural": "deployments", "kind": "Thing"});
-    let (code, body) = post(&t, CRDS, apps).await;
+    let mut builtin = gizmo_crd("discovery.k8s.io");
+    builtin["metadata"]["name"] = json!("endpointslices.discovery.k8s.io");
+    builtin["metadata"]["annotations"] =
+        json!({"api-approved.kubernetes.io": "unapproved, test only"});
+    builtin["spec"]["names"] = json!({"plural": "endpointslices", "kind": "Thing"});
+    let (code, body) = post(&t, CRDS, builtin).await;
     assert_eq!(code, 201, "{body}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, crd) = get(&t, &format!("{CRDS}/deployments.apps")).await;
+    let (_, crd) = get(&t, &format!("{CRDS}/endpointslices.discovery.k8s.io")).await;
     let names = crd["status"]["conditions"]
         .as_array()
         .unwrap()

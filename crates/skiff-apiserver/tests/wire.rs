@@ -879,3 +879,80 @@ async fn replication_controller_scale_subresource() {
     let (_, rc) = json_req(&t, "GET", &format!("{rcs}/s"), Value::Null).await;
     assert_eq!(rc["spec"]["replicas"], 4);
 }
+
+/// Metadata-only reads (`as=PartialObjectMetadata[List]`), as kube-rs's `get_metadata`,
+/// `list_metadata` and `metadata_watcher` and controller-runtime's metadata-only caches send them.
+#[tokio::test]
+async fn partial_object_metadata_on_get_list_and_watch() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{ListParams, PostParams};
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let cm = serde_json::from_value(json!({
+        "metadata": {"name": "meta", "labels": {"a": "b"}},
+        "data": {"secret-ish": "payload"}
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+
+    let one = cms.get_metadata("meta").await.expect("get_metadata");
+    assert_eq!(
+        one.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(one.metadata.labels.unwrap_or_default()["a"], "b");
+    let list = cms
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list_metadata");
+    assert_eq!(list.items.len(), 1);
+    assert!(list.metadata.resource_version.is_some());
+    // The data never leaves the server.
+    let (code, body) = raw_accept(
+        &t,
+        "/api/v1/namespaces/default/configmaps",
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["kind"], "PartialObjectMetadataList");
+    assert_eq!(v["apiVersion"], "meta.k8s.io/v1");
+    assert!(!String::from_utf8_lossy(&body).contains("payload"));
+
+    let mut events = cms
+        .watch_metadata(&WatchParams::default(), "0")
+        .await
+        .expect("watch_metadata")
+        .boxed();
+    match events.next().await {
+        Some(Ok(WatchEvent::Added(m))) => {
+            assert_eq!(m.metadata.name.as_deref(), Some("meta"));
+            assert_eq!(
+                m.types.map(|t| t.kind),
+                Some("PartialObjectMetadata".to_string())
+            );
+        }
+        other => panic!("unexpected first event: {other:?}"),
+    }
+}
+
+async fn raw_accept(t: &TestServer, path: &str, accept: &str) -> (u16, Vec<u8>) {
+    let req = http::Request::builder()
+        .uri(path)
+        .header("Accept", accept)
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let resp = t.client.send(req).await.expect("send");
+    let code = resp.status().as_u16();
+    (
+        code,
+        resp.into_body()
+            .collect_bytes()
+            .await
+            .expect("body")
+            .to_vec(),
+    )
+}

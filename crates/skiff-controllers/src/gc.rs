@@ -2,22 +2,27 @@
 //! owners are all gone, and runs the `foregroundDeletion` and `orphan` finalizers the API server
 //! puts on owners for the Foreground and Orphan propagation policies.
 //!
-//! Reflectors on every kind we serve keep a cache; any watch event (or a 30 s resync) triggers a
-//! full pass over the cache, which is small for a single-binary cluster. Owners are matched by
-//! uid: an object with the owner's name but another uid is not the owner. An owner missing from
-//! the cache is confirmed absent with a live GET before anything is deleted, and owners of kinds
-//! we do not know are assumed to exist (never delete what cannot be verified).
+//! Metadata-only reflectors (`as=PartialObjectMetadata`, all the collector reads) keep a cache of
+//! the core kinds from the start and of every other deletable kind discovery lists — custom
+//! resources, aggregated APIs, the rest of the built-ins — rediscovered every 30 s and whenever an
+//! owner reference names a kind not yet watched, as upstream's monitors are. Events are not
+//! watched (upstream ignores them too). Any watch event (or a 30 s resync) triggers a full pass
+//! over the cache, which is small for a single-binary cluster. Owners are matched by uid: an
+//! object with the owner's name but another uid is not the owner. An owner missing from the
+//! cache is confirmed absent with a live GET before anything is deleted, and owners of kinds we
+//! do not know are assumed to exist (never delete what cannot be verified).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
-    PropagationPolicy,
+    Api, ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams,
+    Preconditions, PropagationPolicy,
 };
+use kube::discovery::{verbs, Scope};
 use kube::runtime::reflector::{reflector, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use tokio::sync::Notify;
@@ -32,8 +37,14 @@ const RESYNC: Duration = Duration::from_secs(30);
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Retry delay after a pass that hit errors.
 const RETRY: Duration = Duration::from_secs(1);
+/// Rediscovery delay after an owner reference named a kind not watched yet.
+const DISCOVER_AGAIN: Duration = Duration::from_secs(2);
+
+/// What the collector caches of an object.
+type Meta = PartialObjectMeta<DynamicObject>;
 
 /// A kind the collector watches.
+#[derive(Clone)]
 struct Kind {
     ar: ApiResource,
     namespaced: bool,
@@ -86,7 +97,7 @@ fn kinds() -> Vec<Kind> {
 /// One cached object, flattened for the pass.
 struct Item {
     kind: usize,
-    obj: Arc<DynamicObject>,
+    obj: Arc<Meta>,
 }
 
 impl Item {
@@ -118,50 +129,135 @@ impl Item {
 struct Gc {
     ctx: Arc<Context>,
     kinds: Vec<Kind>,
-    stores: Vec<Store<DynamicObject>>,
+    stores: Vec<Store<Meta>>,
+}
+
+/// One watched kind: its cache and the task that fills it (stopped on drop).
+struct Monitor {
+    kind: Kind,
+    store: Store<Meta>,
+    _watch: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+fn monitor(ctx: &Context, kind: Kind, notify: &Arc<Notify>) -> Monitor {
+    let writer: Writer<Meta> = Writer::new(kind.ar.clone());
+    let store = writer.as_reader();
+    // Metadata-only requests: all the collector reads.
+    let api: Api<Meta> = Api::all_with(ctx.client.clone(), &kind.ar);
+    let notify = notify.clone();
+    let name = kind.ar.kind.clone();
+    let watch = tokio::spawn(
+        reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .for_each(move |ev| {
+                match ev {
+                    Ok(_) => notify.notify_one(),
+                    Err(e) => tracing::debug!(kind = %name, error = %e, "gc watch"),
+                }
+                futures::future::ready(())
+            }),
+    );
+    Monitor {
+        kind,
+        store,
+        _watch: tokio_util::task::AbortOnDropHandle::new(watch),
+    }
+}
+
+/// Every deletable kind discovery lists beyond the core ones (`known`), except events. A group
+/// whose discovery fails (an unavailable aggregated API) is skipped, not fatal.
+async fn discover(ctx: &Context, known: &[Kind]) -> Result<Vec<Kind>> {
+    let mut names = vec![String::new()];
+    let groups = ctx.client.list_api_groups().await?;
+    names.extend(groups.groups.into_iter().map(|g| g.name));
+    let mut out = Vec::new();
+    for name in names {
+        let group = match kube::discovery::group(&ctx.client, &name).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::debug!(group = %name, error = %e, "gc discovery");
+                continue;
+            }
+        };
+        for (ar, caps) in group.recommended_resources() {
+            let deletable = [verbs::LIST, verbs::WATCH, verbs::DELETE]
+                .iter()
+                .all(|v| caps.supports_operation(v));
+            let watched = known
+                .iter()
+                .any(|k| k.ar.group == ar.group && k.ar.kind == ar.kind);
+            if deletable && !watched && ar.plural != "events" {
+                out.push(Kind {
+                    namespaced: caps.scope == Scope::Namespaced,
+                    ar,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Runs this controller until the process stops (errors are retried inside).
 pub async fn run(ctx: Arc<Context>) -> Result<()> {
-    let kinds = kinds();
     let notify = Arc::new(Notify::new());
-    let mut stores = Vec::new();
-    let mut streams = Vec::new();
-    for k in &kinds {
-        let writer: Writer<DynamicObject> = Writer::new(k.ar.clone());
-        stores.push(writer.as_reader());
-        let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &k.ar);
-        let notify = notify.clone();
-        let kind = k.ar.kind.clone();
-        streams.push(
-            reflector(writer, watcher(api, watcher::Config::default()))
-                .default_backoff()
-                .for_each(move |ev| {
-                    match ev {
-                        Ok(_) => notify.notify_one(),
-                        Err(e) => tracing::debug!(kind = %kind, error = %e, "gc watch"),
-                    }
-                    futures::future::ready(())
-                })
-                .boxed(),
-        );
-    }
-    let watches = tokio::spawn(futures::future::join_all(streams).map(|_| ()));
-    // Dropping `run` (restart, shutdown) must stop the watches too.
-    let _guard = tokio_util::task::AbortOnDropHandle::new(watches);
-
-    let gc = Gc { ctx, kinds, stores };
-    for s in &gc.stores {
-        s.wait_until_ready()
+    let core = kinds();
+    let mut monitors: Vec<Monitor> = core
+        .iter()
+        .cloned()
+        .map(|k| monitor(&ctx, k, &notify))
+        .collect();
+    for m in &monitors {
+        m.store
+            .wait_until_ready()
             .await
             .map_err(|e| Error::Other(format!("gc cache: {e}")))?;
     }
+    let mut next_discovery = tokio::time::Instant::now();
     loop {
-        let ok = gc.pass().await;
-        let wait = if ok { RESYNC } else { RETRY };
+        if tokio::time::Instant::now() >= next_discovery {
+            match discover(&ctx, &core).await {
+                Ok(found) => {
+                    // Kinds no longer served (a deleted CRD) stop being watched.
+                    monitors.retain(|m| core.iter().chain(&found).any(|k| k.ar == m.kind.ar));
+                    for k in found {
+                        if !monitors.iter().any(|m| m.kind.ar == k.ar) {
+                            tracing::debug!(kind = %k.ar.kind, group = %k.ar.group, "gc: watching");
+                            monitors.push(monitor(&ctx, k, &notify));
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "gc discovery"),
+            }
+            next_discovery = tokio::time::Instant::now() + RESYNC;
+        }
+        // Caches still filling are used as they are: an owner missing from one is confirmed
+        // with a live GET before anything is deleted.
+        let gc = Gc {
+            ctx: ctx.clone(),
+            kinds: monitors.iter().map(|m| m.kind.clone()).collect(),
+            stores: monitors.iter().map(|m| m.store.clone()).collect(),
+        };
+        let pass = gc.pass().await;
+        if pass.unknown_owner_kind {
+            // An owner of a kind not watched yet (a CRD created moments ago): look again soon.
+            next_discovery = next_discovery.min(tokio::time::Instant::now() + DISCOVER_AGAIN);
+        }
+        let wait = if pass.ok && !pass.unknown_owner_kind {
+            RESYNC
+        } else {
+            RETRY
+        };
         let _ = tokio::time::timeout(wait, notify.notified()).await;
         tokio::time::sleep(DEBOUNCE).await;
     }
+}
+
+/// How a pass went.
+struct Pass {
+    /// Nothing failed.
+    ok: bool,
+    /// Some owner reference names a kind no monitor watches.
+    unknown_owner_kind: bool,
 }
 
 /// What a dependent's owner reference points at, as far as we can tell.
@@ -183,8 +279,8 @@ impl Gc {
             .position(|k| k.ar.kind == r.kind && k.ar.group == group)
     }
 
-    /// One pass over the cache; returns false when something failed (retry soon).
-    async fn pass(&self) -> bool {
+    /// One pass over the cache.
+    async fn pass(&self) -> Pass {
         let items: Vec<Item> = self
             .stores
             .iter()
@@ -199,6 +295,10 @@ impl Gc {
             }
         }
         let mut ok = true;
+        let unknown_owner_kind = items
+            .iter()
+            .flat_map(|i| i.owners())
+            .any(|r| self.kind_of(r).is_none());
         let mut live_cache: HashMap<String, OwnerState> = HashMap::new();
 
         // Dependents: delete those whose owners are all gone or waiting.
@@ -226,7 +326,10 @@ impl Gc {
                 ok = false;
             }
         }
-        ok
+        Pass {
+            ok,
+            unknown_owner_kind,
+        }
     }
 
     async fn owner_state(
@@ -398,11 +501,30 @@ impl Gc {
             return Ok(());
         }
         let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "uid": i.uid()}});
-        match self
-            .api_for(i)
+        let api = self.api_for(i);
+        let result = match api
             .patch(i.name(), &PatchParams::default(), &Patch::Strategic(&patch))
             .await
         {
+            // Custom resources have no strategic merge patch (upstream's collector then sends a
+            // merge patch with the remaining references, guarded by the resourceVersion).
+            Err(kube::Error::Api(s)) if s.code == 415 => {
+                let remaining: Vec<&OwnerReference> = i
+                    .owners()
+                    .iter()
+                    .filter(|r| !uids.contains(&r.uid))
+                    .collect();
+                let patch = serde_json::json!({"metadata": {
+                    "ownerReferences": remaining,
+                    "resourceVersion": i.obj.metadata.resource_version,
+                    "uid": i.uid(),
+                }});
+                api.patch(i.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            }
+            other => other,
+        };
+        match result {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e.into()),

@@ -223,3 +223,100 @@ async fn owners_are_matched_by_uid() {
     })
     .await;
 }
+
+/// Operators own built-in objects from custom ones: deleting the custom owner collects them,
+/// including for a kind defined after the collector started; a custom dependent loses the
+/// reference to a gone owner through a merge patch (custom kinds have no strategic merge).
+#[tokio::test]
+async fn custom_resource_owners_and_dependents_are_collected() {
+    use kube::api::{ApiResource, DynamicObject};
+    let c = common::TestCluster::start().await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(c.client.clone());
+    let crd = serde_json::from_value(json!({
+        "metadata": {"name": "owners.gc.skiff.dev"},
+        "spec": {"group": "gc.skiff.dev", "scope": "Namespaced",
+            "names": {"plural": "owners", "singular": "owner", "kind": "Owner", "listKind": "OwnerList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .expect("crd");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("create crd");
+    let ar = ApiResource {
+        group: "gc.skiff.dev".into(),
+        version: "v1".into(),
+        api_version: "gc.skiff.dev/v1".into(),
+        kind: "Owner".into(),
+        plural: "owners".into(),
+    };
+    let owners: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), "default", &ar);
+    c.wait_for("the custom kind is served", WAIT, || async {
+        owners.list(&ListParams::default()).await.is_ok()
+    })
+    .await;
+    let boss: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gc.skiff.dev/v1", "kind": "Owner", "metadata": {"name": "boss"}
+    }))
+    .expect("owner");
+    let owner_uid = owners
+        .create(&PostParams::default(), &boss)
+        .await
+        .expect("create owner")
+        .metadata
+        .uid
+        .expect("uid");
+    let owner_ref = json!([{"apiVersion": "gc.skiff.dev/v1", "kind": "Owner", "name": "boss", "uid": owner_uid}]);
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cm = serde_json::from_value(
+        json!({"metadata": {"name": "owned", "ownerReferences": owner_ref}}),
+    )
+    .expect("cm");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create configmap");
+    // A second owner keeps this one alive; only the reference to the gone owner is removed.
+    let keeper = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "keeper"}})).expect("cm"),
+        )
+        .await
+        .expect("keeper");
+    let both = json!([
+        {"apiVersion": "gc.skiff.dev/v1", "kind": "Owner", "name": "boss", "uid": owner_uid},
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": keeper.metadata.uid},
+    ]);
+    let sub: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gc.skiff.dev/v1", "kind": "Owner",
+        "metadata": {"name": "sub", "ownerReferences": both}
+    }))
+    .expect("sub");
+    owners
+        .create(&PostParams::default(), &sub)
+        .await
+        .expect("create sub");
+
+    owners
+        .delete("boss", &DeleteParams::background())
+        .await
+        .expect("delete owner");
+    c.wait_for(
+        "the ConfigMap owned by the custom object is collected",
+        WAIT,
+        || async { cms.get_opt("owned").await.ok().flatten().is_none() },
+    )
+    .await;
+    c.wait_for(
+        "the custom dependent keeps only its living owner",
+        WAIT,
+        || async {
+            owners.get_opt("sub").await.ok().flatten().is_some_and(|o| {
+                let refs = o.metadata.owner_references.unwrap_or_default();
+                refs.len() == 1 && refs[0].name == "keeper"
+            })
+        },
+    )
+    .await;
+}

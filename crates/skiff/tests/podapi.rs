@@ -8,7 +8,6 @@ mod common;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,48 +22,18 @@ fn build_client_image(data_dir: &Path, ctx: &Path) {
     let root = ctx.join("rootfs");
     std::fs::create_dir_all(root.join("bin")).expect("rootfs");
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox");
-    let skiff = env!("CARGO_BIN_EXE_skiff");
-    let stripped = Command::new("strip")
-        .args(["--strip-debug", "-o"])
-        .arg(root.join("bin/skiff"))
-        .arg(skiff)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !stripped {
-        std::fs::copy(skiff, root.join("bin/skiff")).expect("skiff");
-    }
-    let ldd = Command::new("ldd").arg(skiff).output().expect("ldd");
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux….so.2 (0x…)"
-        let path = line
-            .split("=>")
-            .last()
-            .and_then(|p| p.split_whitespace().next())
-            .filter(|p| p.starts_with('/'));
-        if let Some(p) = path {
-            let dest = root.join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(dest.parent().expect("parent")).expect("lib dir");
-            std::fs::copy(p, &dest).unwrap_or_else(|e| panic!("copy {p}: {e}"));
-        }
-    }
+    common::cluster::copy_with_libraries(
+        Path::new(env!("CARGO_BIN_EXE_skiff")),
+        &root,
+        "bin/skiff",
+    );
     std::fs::write(
         ctx.join("Containerfile"),
         "FROM scratch\nCOPY rootfs/ /\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
          CMD [\"/bin/sleep\", \"3600\"]\n",
     )
     .expect("Containerfile");
-    let out = Command::new(skiff)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["image", "build", "-t", IMAGE])
-        .arg(ctx)
-        .output()
-        .expect("skiff image build");
-    assert!(
-        out.status.success(),
-        "build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::cluster::build_image(data_dir, IMAGE, ctx);
 }
 
 fn apply(c: &Cluster, name: &str, yaml: &str) {

@@ -31,6 +31,8 @@ pub(crate) enum Ty {
     NodeSpec,
     NodeStatus,
     NamespaceStatus,
+    WebhookConfiguration,
+    Webhook,
 }
 
 /// How a list field merges.
@@ -85,9 +87,12 @@ pub(crate) fn field(ty: Ty, name: &str) -> Field {
     use Ty::*;
     match (ty, name) {
         (
-            Workload | CronJob | Pod | Service | Node | Namespace | ServiceAccount | Other,
+            Workload | CronJob | Pod | Service | Node | Namespace | ServiceAccount | Other
+            | WebhookConfiguration,
             "metadata",
         ) => plain(ObjectMeta),
+        (WebhookConfiguration, "webhooks") => keyed(Webhook, "name", &["name"]),
+        (Webhook, "matchConditions") => keyed(Unknown, "name", &["name"]),
         (CronJob, "spec") => plain(CronJobSpec),
         (CronJobSpec, "jobTemplate") => plain(JobTemplateSpec),
         (JobTemplateSpec, "metadata") => plain(ObjectMeta),

@@ -15,7 +15,7 @@
 pub(crate) mod controller;
 pub(crate) mod strategy;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, Once, RwLock};
 
 use serde_json::Value;
@@ -97,8 +97,9 @@ pub(crate) struct Index {
     kinds: Vec<Arc<ServedKind>>,
     /// The openapi entries, built once per index.
     openapi: std::sync::OnceLock<Vec<skiff_api::openapi::CustomKind>>,
-    /// Rendered OpenAPI documents by path ("" = v3 index, "v2" = swagger), per index.
-    pub(crate) documents: Mutex<HashMap<String, Arc<Value>>>,
+    /// Changes exactly when the served kinds or their schemas do (a hash of them): the
+    /// OpenAPI documents (`AppState::openapi`) are rebuilt only then.
+    openapi_generation: u64,
 }
 
 impl Index {
@@ -117,11 +118,20 @@ impl Index {
                 .then_with(|| version_priority(a.info.version, b.info.version))
                 .then_with(|| a.info.plural.cmp(b.info.plural))
         });
+        let openapi_generation = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for k in &kinds {
+                std::ptr::hash(k.info, &mut h);
+                k.schema.as_ref().map(|s| s.raw().to_string()).hash(&mut h);
+            }
+            h.finish()
+        };
         Index {
             generation,
             kinds,
             openapi: std::sync::OnceLock::new(),
-            documents: Mutex::new(HashMap::new()),
+            openapi_generation,
         }
     }
 
@@ -150,6 +160,11 @@ impl Index {
             .filter(|k| k.info.version == k.storage_version)
             .cloned()
             .collect()
+    }
+
+    /// See [`Index::openapi_kinds`]: equal for equal served kinds and schemas.
+    pub(crate) fn openapi_generation(&self) -> u64 {
+        self.openapi_generation
     }
 
     /// Custom kinds as the OpenAPI builders take them.

@@ -11,6 +11,7 @@ pub(crate) mod certificates;
 mod podsecurity;
 mod rbac_escalation;
 pub(crate) mod serviceaccount;
+mod webhooks;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -65,6 +66,16 @@ pub(crate) trait Plugin: Send + Sync {
         Ok(())
     }
 
+    /// [`Plugin::mutate`] for plugins whose mutation also returns warnings (webhooks); the
+    /// default runs `mutate` and warns nothing.
+    async fn mutate_warn(
+        &self,
+        req: &Request<'_>,
+        obj: Option<&mut Value>,
+    ) -> ApiResult<Vec<String>> {
+        self.mutate(req, obj).await.map(|()| Vec::new())
+    }
+
     /// Validating admission: Err rejects the request; Ok carries warnings for the client.
     async fn validate(&self, _req: &Request<'_>, _obj: Option<&Value>) -> ApiResult<Vec<String>> {
         Ok(Vec::new())
@@ -83,6 +94,8 @@ pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
         Box::new(certificates::SubjectRestriction),
         Box::new(podsecurity::PodSecurity),
         Box::new(rbac_escalation::RbacEscalation),
+        Box::new(webhooks::Mutating::new()),
+        Box::new(webhooks::Validating::new()),
     ]
 }
 
@@ -102,8 +115,9 @@ pub(crate) async fn admit(
         return Ok(Vec::new());
     }
     let before = obj.as_deref().cloned();
+    let mut warnings = Vec::new();
     for p in &active {
-        p.mutate(req, obj.as_deref_mut()).await?;
+        warnings.extend(p.mutate_warn(req, obj.as_deref_mut()).await?);
     }
     if let Some(o) = obj.as_deref() {
         if before.as_ref() != Some(o) {
@@ -111,7 +125,6 @@ pub(crate) async fn admit(
             skiff_api::validate::validate(req.ctx.info, o, req.old)?;
         }
     }
-    let mut warnings = Vec::new();
     for p in &active {
         let checked = p.validate(req, obj.as_deref()).await.inspect_err(|e| {
             tracing::debug!(plugin = p.name(), name = req.name, err = %e.message, "admission denied");

@@ -122,6 +122,15 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         [".well-known", "openid-configuration"] => {
             return Ok(crate::serviceaccount::oidc::discovery(&st.service_accounts))
         }
+        ["openapi", "v2"] => {
+            let custom = st.crds.ready(&st).await;
+            return Ok(discovery::openapi_v2(
+                &st,
+                &parts.headers,
+                custom.openapi_generation(),
+                || custom.openapi_kinds().to_vec(),
+            ));
+        }
         ["openid", "v1", "jwks"] => {
             return Ok(crate::serviceaccount::oidc::jwks(&st.service_accounts))
         }
@@ -139,7 +148,7 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         }
         ["openapi", "v3", rest @ ..] => {
             let custom = st.crds.ready(&st).await;
-            return Ok(discovery::openapi(rest, &query, &custom));
+            return Ok(discovery::openapi(&st, rest, &query, &custom));
         }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),

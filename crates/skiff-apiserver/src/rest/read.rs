@@ -21,6 +21,9 @@ pub(super) fn object_response(ctx: &Ctx, code: u16, obj: &Value) -> Response {
         );
         return json_response(code, &table);
     }
+    if wants_partial_metadata(&ctx.headers) {
+        return json_response(code, &partial_metadata(obj));
+    }
     json_response(code, obj)
 }
 
@@ -57,6 +60,13 @@ pub(super) async fn list(ctx: &Ctx) -> ApiResult<Response> {
     }
     if wants_table(&ctx.headers) {
         return Ok(json_response(200, &table(ctx, &items, list_meta)));
+    }
+    if wants_partial_metadata(&ctx.headers) {
+        let items: Vec<Value> = items.iter().map(partial_metadata).collect();
+        return Ok(json_response(
+            200,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items}),
+        ));
     }
     Ok(json_response(
         200,

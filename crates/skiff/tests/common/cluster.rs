@@ -416,6 +416,52 @@ fn reset_in(netns: Option<&str>, data_dir: &Path) {
     }
 }
 
+/// Copies `bin` to `root/<dest>` (debug info stripped) with the shared libraries `ldd` says it
+/// loads, at their host paths, so it runs in an image built `FROM scratch`.
+pub fn copy_with_libraries(bin: &Path, root: &Path, dest: &str) {
+    let target = root.join(dest.trim_start_matches('/'));
+    std::fs::create_dir_all(target.parent().expect("parent")).expect("bin dir");
+    let stripped = Command::new("strip")
+        .args(["--strip-debug", "-o"])
+        .arg(&target)
+        .arg(bin)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(bin, &target).expect("copy binary");
+    }
+    let ldd = Command::new("ldd").arg(bin).output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux….so.2 (0x…)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|p| p.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(p) = path {
+            let dest = root.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("lib dir");
+            std::fs::copy(p, &dest).unwrap_or_else(|e| panic!("copy {p}: {e}"));
+        }
+    }
+}
+
+/// `skiff image build -t tag ctx` into `data_dir`; panics with the build's stderr on failure.
+pub fn build_image(data_dir: &Path, tag: &str, ctx: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["image", "build", "-t", tag])
+        .arg(ctx)
+        .output()
+        .expect("skiff image build");
+    assert!(
+        out.status.success(),
+        "build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Builds web:v1 and web:v2 from examples/web into the cluster's data dir.
 pub fn build_web_images(c: &Cluster) {
     build_web_images_into(&c.data_dir(), &c.dir.path().join("web"), &["v1", "v2"]);
