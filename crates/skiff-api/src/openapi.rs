@@ -514,6 +514,7 @@ pub fn v3_document_with(path: &str, custom: &[CustomKind]) -> Option<Value> {
             let name = custom::definition_name(c.info.group, c.info.version, c.info.kind);
             add_paths(paths, &c.info, &name);
             add_subresource_paths(paths, &c.info, &name);
+            custom::without_strategic_merge(paths, &c.info);
         }
     }
     Some(doc)

@@ -530,6 +530,13 @@ async fn discovery_lists_and_drops_custom_kinds_and_delete_cleans_up() {
     assert!(v3["paths"].get(format!("apis/{g}/v1")).is_some(), "{v3}");
     let (code, doc) = get(&t, &format!("/openapi/v3/apis/{g}/v1")).await;
     assert_eq!(code, 200, "{doc}");
+    // No strategic merge patch for custom kinds (kubectl apply then sends a merge patch).
+    let item = format!("/apis/{g}/v1/namespaces/{{namespace}}/widgets/{{name}}");
+    let content = doc["paths"][&item]["patch"]["requestBody"]["content"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{item} in {doc}"));
+    assert!(content.contains_key("application/merge-patch+json"));
+    assert!(!content.contains_key("application/strategic-merge-patch+json"));
     let (code, v2) = get(&t, "/openapi/v2").await;
     assert_eq!(code, 200);
     let defs = v2["definitions"].as_object().expect("definitions");
@@ -538,6 +545,15 @@ async fn discovery_lists_and_drops_custom_kinds_and_delete_cleans_up() {
         "{:?}",
         defs.keys().collect::<Vec<_>>()
     );
+    let consumes = &v2["paths"][&item]["patch"]["consumes"];
+    assert!(
+        consumes.as_array().is_some_and(|c| !c.is_empty()),
+        "{consumes}"
+    );
+    assert!(!consumes
+        .as_array()
+        .unwrap()
+        .contains(&json!("application/strategic-merge-patch+json")));
 
     for v in ["v2", "v2beta1"] {
         let accept =

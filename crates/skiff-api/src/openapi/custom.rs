@@ -17,6 +17,33 @@ const LIST_METADATA_DESC: &str = "Standard list metadata. More info: https://git
 pub(super) const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 pub(super) const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 
+/// Custom resources take no strategic merge patch (the API server answers 415): their PATCH
+/// operations list only JSON patch, merge patch and apply, as upstream's CRD builder publishes
+/// them. kubectl reads this (v3 `requestBody.content`, v2 `consumes`) to choose a merge patch
+/// for `kubectl apply`.
+pub(super) fn without_strategic_merge(paths: &mut Map<String, Value>, info: &crate::ResourceInfo) {
+    const SMP: &str = "application/strategic-merge-patch+json";
+    let prefix = format!("/apis/{}/{}/", info.group, info.version);
+    let plural = format!("/{}", info.plural);
+    for (path, ops) in paths.iter_mut() {
+        if !path.starts_with(&prefix) || !path.contains(&plural) {
+            continue;
+        }
+        let Some(patch) = ops.get_mut("patch") else {
+            continue;
+        };
+        if let Some(types) = patch.get_mut("consumes").and_then(Value::as_array_mut) {
+            types.retain(|t| t != SMP);
+        }
+        if let Some(content) = patch
+            .pointer_mut("/requestBody/content")
+            .and_then(Value::as_object_mut)
+        {
+            content.remove(SMP);
+        }
+    }
+}
+
 /// `example.com`, `v1`, `Widget` → `com.example.v1.Widget`.
 pub fn definition_name(group: &str, version: &str, kind: &str) -> String {
     let reversed: Vec<&str> = group.split('.').rev().collect();

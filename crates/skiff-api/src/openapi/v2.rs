@@ -513,6 +513,7 @@ pub(super) fn with_custom(custom: &[CustomKind]) -> Value {
         }
         if let Some(paths) = doc["paths"].as_object_mut() {
             add_paths(paths, &ck.info, &name);
+            super::custom::without_strategic_merge(paths, &ck.info);
         }
     }
     doc
