@@ -778,3 +778,137 @@ async fn rbac_applies_to_custom_resources() {
     assert_eq!(as_alice("DELETE", format!("{base}/w")).await, 403);
     assert_eq!(as_alice("GET", format!("{base}/w/status")).await, 403);
 }
+
+/// A conversion webhook over HTTPS: v1 keeps `spec.size`, v2 calls it `spec.replicas`.
+async fn serve_converter() -> (u16, String, tokio::sync::oneshot::Sender<()>) {
+    use std::sync::Arc;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    async fn convert(axum::Json(review): axum::Json<Value>) -> axum::Json<Value> {
+        let req = &review["request"];
+        let to = req["desiredAPIVersion"].as_str().unwrap_or("").to_string();
+        let converted: Vec<Value> = req["objects"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut o| {
+                let spec = o["spec"].as_object_mut().cloned().unwrap_or_default();
+                let mut spec = spec;
+                if to.ends_with("/v2") {
+                    if let Some(v) = spec.remove("size") {
+                        spec.insert("replicas".into(), v);
+                    }
+                } else if let Some(v) = spec.remove("replicas") {
+                    spec.insert("size".into(), v);
+                }
+                o["spec"] = Value::Object(spec);
+                o["apiVersion"] = json!(to);
+                o
+            })
+            .collect();
+        axum::Json(
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+            "response": {"uid": req["uid"], "convertedObjects": converted,
+                "result": {"status": "Success"}}}),
+        )
+    }
+    let app = axum::Router::new().route("/convert", axum::routing::post(convert));
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+                _ = &mut stopped => return,
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    use base64::Engine;
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(ca_cert.pem());
+    (port, ca_b64, stop)
+}
+
+#[tokio::test]
+async fn webhook_conversion_between_served_versions() {
+    let t = common::start().await;
+    let (port, ca, _stop) = serve_converter().await;
+    let g = "conv.example.com";
+    let version = |name: &str, field: &str, storage: bool| {
+        json!({"name": name, "served": true, "storage": storage,
+            "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                "spec": {"type": "object", "properties": {field: {"type": "integer"}}}}}}})
+    };
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("widgets.{g}")},
+        "spec": {"group": g, "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget"},
+            "conversion": {"strategy": "Webhook", "webhook": {
+                "conversionReviewVersions": ["v1"],
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/convert"),
+                    "caBundle": ca}}},
+            "versions": [version("v1", "size", true), version("v2", "replicas", false)]}});
+    create_crd(&t, crd, &format!("/apis/{g}/v2/widgets")).await;
+    let (code, created) = post(
+        &t,
+        &format!("/apis/{g}/v2/namespaces/default/widgets"),
+        json!({"apiVersion": format!("{g}/v2"), "kind": "Widget",
+            "metadata": {"name": "w"}, "spec": {"replicas": 3}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["apiVersion"], format!("{g}/v2"));
+    assert_eq!(created["spec"]["replicas"], 3);
+    // Stored at v1 through the webhook, read back at each version.
+    let (_, v1) = get(&t, &format!("/apis/{g}/v1/namespaces/default/widgets/w")).await;
+    assert_eq!(v1["apiVersion"], format!("{g}/v1"));
+    assert_eq!(v1["spec"], json!({"size": 3}));
+    let (_, v2) = get(&t, &format!("/apis/{g}/v2/namespaces/default/widgets/w")).await;
+    assert_eq!(v2["spec"], json!({"replicas": 3}));
+    assert_eq!(v2["metadata"]["uid"], v1["metadata"]["uid"]);
+    let (_, list) = get(&t, &format!("/apis/{g}/v2/widgets")).await;
+    assert_eq!(list["items"][0]["spec"], json!({"replicas": 3}));
+    // An update at v2 keeps the stored v1 form consistent.
+    let (code, patched) = patch(
+        &t,
+        &format!("/apis/{g}/v2/namespaces/default/widgets/w"),
+        "application/merge-patch+json",
+        json!({"spec": {"replicas": 5}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    let (_, v1) = get(&t, &format!("/apis/{g}/v1/namespaces/default/widgets/w")).await;
+    assert_eq!(v1["spec"], json!({"size": 5}));
+}
