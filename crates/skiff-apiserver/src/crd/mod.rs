@@ -97,19 +97,54 @@ pub(crate) struct Index {
     kinds: Vec<Arc<ServedKind>>,
     /// The openapi entries, built once per index.
     openapi: std::sync::OnceLock<Vec<skiff_api::openapi::CustomKind>>,
-    /// Changes exactly when the served kinds or their schemas do (a hash of them): the
-    /// OpenAPI documents (`AppState::openapi`) are rebuilt only then.
+    /// Changes when the served kinds or their schemas do (a hash of the Established CRDs'
+    /// specs and accepted names): the OpenAPI documents (`AppState::openapi`) are rebuilt only
+    /// then, not on CRD status writes or other cache changes.
     openapi_generation: u64,
+    /// Per CRD (store key): what it contributed, reused while its resourceVersion is unchanged
+    /// so a rebuild parses only the schemas of CRDs that changed.
+    entries: std::collections::HashMap<String, Arc<Entry>>,
+}
+
+/// One Established CRD's served kinds, as of one resourceVersion.
+struct Entry {
+    rv: String,
+    kinds: Vec<Arc<ServedKind>>,
+    /// Hash of `spec` and `status.acceptedNames`.
+    fingerprint: u64,
 }
 
 impl Index {
-    fn build(crds: &Objects, generation: u64) -> Self {
+    fn build(crds: &Objects, generation: u64, prev: Option<&Index>) -> Self {
+        use std::hash::{Hash, Hasher};
         let mut kinds: Vec<Arc<ServedKind>> = Vec::new();
-        for crd in crds.values() {
+        let mut entries = std::collections::HashMap::new();
+        let mut openapi = std::collections::hash_map::DefaultHasher::new();
+        for (key, crd) in crds.iter() {
             if !condition_true(crd, "Established") {
                 continue;
             }
-            kinds.extend(served_kinds(crd, true).into_iter().map(Arc::new));
+            let rv = str_at(crd, "/metadata/resourceVersion").to_string();
+            let entry = match prev.and_then(|p| p.entries.get(key)).filter(|e| e.rv == rv) {
+                Some(e) => e.clone(),
+                None => {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    crd.get("spec").map(Value::to_string).hash(&mut h);
+                    crd.pointer("/status/acceptedNames")
+                        .map(Value::to_string)
+                        .hash(&mut h);
+                    Arc::new(Entry {
+                        rv,
+                        kinds: served_kinds(crd, true).into_iter().map(Arc::new).collect(),
+                        fingerprint: h.finish(),
+                    })
+                }
+            };
+            // Objects iterate in key order, so the hash is stable for equal contents.
+            key.hash(&mut openapi);
+            entry.fingerprint.hash(&mut openapi);
+            kinds.extend(entry.kinds.iter().cloned());
+            entries.insert(key.clone(), entry);
         }
         kinds.sort_by(|a, b| {
             a.info
@@ -118,20 +153,12 @@ impl Index {
                 .then_with(|| version_priority(a.info.version, b.info.version))
                 .then_with(|| a.info.plural.cmp(b.info.plural))
         });
-        let openapi_generation = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            for k in &kinds {
-                std::ptr::hash(k.info, &mut h);
-                k.schema.as_ref().map(|s| s.raw().to_string()).hash(&mut h);
-            }
-            h.finish()
-        };
         Index {
             generation,
             kinds,
             openapi: std::sync::OnceLock::new(),
-            openapi_generation,
+            openapi_generation: openapi.finish(),
+            entries,
         }
     }
 
@@ -197,7 +224,7 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn new(cache: &cache::Cache) -> Self {
         Registry {
-            index: RwLock::new(Arc::new(Index::build(&Objects::new(), u64::MAX))),
+            index: RwLock::new(Arc::new(Index::build(&Objects::new(), u64::MAX, None))),
             changes: cache.subscribe(),
             started: Once::new(),
             cleaning: Mutex::new(Default::default()),
@@ -207,7 +234,7 @@ impl Registry {
     /// The index for the cache as it is now (rebuilt when the cache changed since).
     pub(crate) fn current(&self, st: &AppState) -> Arc<Index> {
         let generation = *self.changes.borrow();
-        {
+        let prev = {
             let idx = match self.index.read() {
                 Ok(i) => i,
                 Err(p) => p.into_inner(),
@@ -215,8 +242,13 @@ impl Registry {
             if idx.generation == generation {
                 return idx.clone();
             }
-        }
-        let fresh = Arc::new(Index::build(&st.cache.snapshot(cache::CRDS), generation));
+            idx.clone()
+        };
+        let fresh = Arc::new(Index::build(
+            &st.cache.snapshot(cache::CRDS),
+            generation,
+            Some(&prev),
+        ));
         let mut idx = match self.index.write() {
             Ok(i) => i,
             Err(p) => p.into_inner(),
@@ -511,6 +543,34 @@ mod tests {
                 "foo"
             ]
         );
+    }
+
+    #[test]
+    fn rebuilds_reuse_unchanged_crds_and_keep_the_openapi_generation() {
+        let crd = |rv: &str, reason: &str| {
+            Arc::new(json!({
+                "metadata": {"name": "widgets.example.com", "resourceVersion": rv},
+                "spec": {"group": "example.com", "scope": "Namespaced",
+                    "names": {"plural": "widgets", "kind": "Widget"},
+                    "versions": [{"name": "v1", "served": true, "storage": true}]},
+                "status": {"conditions": [{"type": "Established", "status": "True",
+                    "reason": reason}]}
+            }))
+        };
+        let key = "/registry/apiextensions.k8s.io/customresourcedefinitions/widgets.example.com";
+        let mut objs = Objects::new();
+        objs.insert(key.into(), crd("5", "a"));
+        let first = Index::build(&objs, 1, None);
+        let again = Index::build(&objs, 2, Some(&first));
+        assert!(Arc::ptr_eq(&first.kinds[0], &again.kinds[0]));
+        assert_eq!(first.openapi_generation, again.openapi_generation);
+        // A status-only change: rebuilt, but the documents stay.
+        objs.insert(key.into(), crd("6", "b"));
+        let status = Index::build(&objs, 3, Some(&again));
+        assert!(!Arc::ptr_eq(&again.kinds[0], &status.kinds[0]));
+        assert_eq!(again.openapi_generation, status.openapi_generation);
+        let empty = Index::build(&Objects::new(), 4, Some(&status));
+        assert_ne!(empty.openapi_generation, status.openapi_generation);
     }
 
     #[test]
