@@ -1,0 +1,347 @@
+//! CEL for Kubernetes: admission policies, webhook `matchConditions` and CRD
+//! `x-kubernetes-validations`.
+//!
+//! The interpreter is the `cel` crate; this crate adds what Kubernetes expects on top
+//! (upstream's `k8s.io/apiserver/pkg/cel/library`): list helpers, regex `find`/`findAll`,
+//! `quantity`, `url`, `ip`/`cidr` and the `authorizer` variable, plus the strings extension of
+//! `cel` itself. Variables are given as JSON. Every evaluation runs under a cost budget (each
+//! comprehension charges the size of the list or map it walks, each library call one unit) so a
+//! hostile expression cannot hang the caller; expressions are also bounded in length.
+
+mod authz;
+mod json;
+mod library;
+mod macros;
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::sync::{Arc, LazyLock};
+
+use cel::common::ast::{Expr, IdedExpr};
+use cel::Context;
+
+pub use authz::{Authorizer, AuthzRequest, Decision};
+pub use cel::Value;
+pub use json::{from_json, to_json};
+
+/// Longest expression accepted (upstream bounds expressions by cost; a length bound keeps the
+/// parser's work small too).
+pub const MAX_EXPRESSION_LEN: usize = 10 * 1024;
+
+/// Cost units one evaluation may spend (upstream's per-expression runtime limit is 10^6 too).
+pub const DEFAULT_COST_LIMIT: u64 = 1_000_000;
+
+/// Why an expression was not compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("expression is too long ({len} characters, at most {MAX_EXPRESSION_LEN})")]
+    TooLong { len: usize },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("ERROR: <input>:1:1: undeclared reference to '{0}' (in container '')")]
+    Undeclared(String),
+}
+
+/// Why an evaluation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// The expression ran into an error (the text follows upstream where practical, e.g.
+    /// `no such key: x`).
+    #[error("{0}")]
+    Runtime(String),
+    #[error("operation cancelled: actual cost limit exceeded")]
+    CostLimit,
+    #[error("expected a {want} result, got {got}")]
+    WrongType { want: &'static str, got: String },
+}
+
+/// A compiled expression.
+#[derive(Debug)]
+pub struct Program {
+    inner: cel::Program,
+    source: Arc<str>,
+    idents: BTreeSet<String>,
+}
+
+/// The variables an evaluation sees.
+#[derive(Default, Clone)]
+pub struct Activation {
+    vars: Vec<(String, Value)>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    cost_limit: Option<u64>,
+}
+
+impl Activation {
+    pub fn new() -> Activation {
+        Activation::default()
+    }
+
+    /// Adds (or replaces) a variable given as JSON (integers become `int`, other numbers
+    /// `double`).
+    pub fn json(&mut self, name: &str, value: &serde_json::Value) -> &mut Self {
+        self.value(name, from_json(value))
+    }
+
+    /// Adds (or replaces) a variable given as a CEL value.
+    pub fn value(&mut self, name: &str, value: Value) -> &mut Self {
+        self.vars.retain(|(n, _)| n != name);
+        self.vars.push((name.to_string(), value));
+        self
+    }
+
+    /// Makes `authorizer` available, answering through `authz`.
+    pub fn authorizer(&mut self, authz: Arc<dyn Authorizer>) -> &mut Self {
+        self.authorizer = Some(authz);
+        self
+    }
+
+    /// Overrides [`DEFAULT_COST_LIMIT`].
+    pub fn cost_limit(&mut self, limit: u64) -> &mut Self {
+        self.cost_limit = Some(limit);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+static ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(build_env()));
+
+fn build_env() -> cel::Env {
+    let mut env = cel::Env::default().with_stdlib();
+    // Registration only fails on duplicate declarations, which would be a bug caught by the
+    // unit tests; a failed registration leaves that function undeclared rather than panicking.
+    let results = [
+        env.add_extension(cel::extensions::strings),
+        macros::register(&mut env),
+        library::register(&mut env),
+        authz::register(&mut env),
+    ];
+    for r in results {
+        if let Err(e) = r {
+            debug_assert!(false, "CEL environment: {e}");
+        }
+    }
+    env
+}
+
+/// Compiles `source`. `declared` lists the variables the expression may reference (e.g.
+/// `object`, `oldObject`, `request`); referencing any other name is a compile error, as with
+/// upstream's type checker.
+pub fn compile(source: &str, declared: &[&str]) -> Result<Program, CompileError> {
+    if source.len() > MAX_EXPRESSION_LEN {
+        return Err(CompileError::TooLong { len: source.len() });
+    }
+    let inner = ENV
+        .compile(source)
+        .map_err(|e| CompileError::Syntax(e.to_string()))?;
+    let mut idents = BTreeSet::new();
+    free_idents(inner.expression(), &mut Vec::new(), &mut idents);
+    if let Some(unknown) = idents
+        .iter()
+        .find(|i| !declared.contains(&i.as_str()) && !is_type_name(i))
+    {
+        return Err(CompileError::Undeclared(unknown.clone()));
+    }
+    Ok(Program {
+        inner,
+        source: source.into(),
+        idents,
+    })
+}
+
+/// Names that resolve to types (`type(x) == string`) rather than variables.
+fn is_type_name(name: &str) -> bool {
+    matches!(
+        name,
+        "int"
+            | "uint"
+            | "double"
+            | "bool"
+            | "string"
+            | "bytes"
+            | "list"
+            | "map"
+            | "null_type"
+            | "type"
+            | "dyn"
+            | "optional"
+    )
+}
+
+/// The identifiers `e` reads that no enclosing comprehension binds.
+fn free_idents(e: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<String>) {
+    match &e.expr {
+        Expr::Ident(name) => {
+            if !bound.iter().any(|b| b == name) {
+                out.insert(name.clone());
+            }
+        }
+        Expr::Call(c) => {
+            if let Some(t) = &c.target {
+                free_idents(t, bound, out);
+            }
+            for a in &c.args {
+                free_idents(a, bound, out);
+            }
+        }
+        Expr::Select(s) => free_idents(&s.operand, bound, out),
+        Expr::List(l) => {
+            for x in &l.elements {
+                free_idents(x, bound, out);
+            }
+        }
+        Expr::Map(m) => {
+            for en in &m.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(me) = &en.expr {
+                    free_idents(&me.key, bound, out);
+                    free_idents(&me.value, bound, out);
+                }
+            }
+        }
+        Expr::Struct(s) => {
+            for en in &s.entries {
+                if let cel::common::ast::EntryExpr::StructField(f) = &en.expr {
+                    free_idents(&f.value, bound, out);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            free_idents(&c.iter_range, bound, out);
+            free_idents(&c.accu_init, bound, out);
+            let depth = bound.len();
+            bound.push(c.iter_var.clone());
+            if let Some(v2) = &c.iter_var2 {
+                bound.push(v2.clone());
+            }
+            bound.push(c.accu_var.clone());
+            free_idents(&c.loop_cond, bound, out);
+            free_idents(&c.loop_step, bound, out);
+            free_idents(&c.result, bound, out);
+            bound.truncate(depth);
+        }
+        Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+thread_local! {
+    /// Cost units left for the evaluation running on this thread.
+    static BUDGET: Cell<u64> = const { Cell::new(u64::MAX) };
+}
+
+/// The error the budget raises once spent; recognised by [`Program::eval`].
+const COST_MESSAGE: &str = "operation cancelled: actual cost limit exceeded";
+
+/// Spends `n` units of the running evaluation's budget.
+pub(crate) fn charge(n: u64) -> Result<(), cel::ExecutionError> {
+    BUDGET.with(|b| {
+        let left = b.get();
+        if left < n {
+            b.set(0);
+            Err(cel::ExecutionError::function_error("cost", COST_MESSAGE))
+        } else {
+            b.set(left - n);
+            Ok(())
+        }
+    })
+}
+
+fn budget_spent() -> bool {
+    BUDGET.with(|b| b.get() == 0)
+}
+
+impl Program {
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the expression reads variable `name`.
+    pub fn references(&self, name: &str) -> bool {
+        self.idents.contains(name)
+    }
+
+    /// Evaluates the expression.
+    pub fn eval(&self, act: &Activation) -> Result<Value, EvalError> {
+        let mut ctx = Context::with_env(Arc::clone(&ENV));
+        for (name, v) in &act.vars {
+            // Only bind what the expression reads: converting an object is a deep copy.
+            if self.idents.contains(name) {
+                ctx.add_variable_from_value(name.clone(), v.clone());
+            }
+        }
+        if self.idents.contains("authorizer") {
+            if let Some(a) = &act.authorizer {
+                ctx.add_variable_from_value("authorizer", authz::root(Arc::clone(a)));
+            }
+        }
+        let limit = act.cost_limit.unwrap_or(DEFAULT_COST_LIMIT);
+        let previous = BUDGET.with(|b| b.replace(limit.max(1)));
+        let out = self.inner.execute(&ctx);
+        let spent = budget_spent();
+        BUDGET.with(|b| b.set(previous));
+        if spent {
+            return Err(EvalError::CostLimit);
+        }
+        out.map_err(|e| EvalError::Runtime(error_text(&e)))
+    }
+
+    /// Evaluates an expression that must yield a bool.
+    pub fn eval_bool(&self, act: &Activation) -> Result<bool, EvalError> {
+        match self.eval(act)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(EvalError::WrongType {
+                want: "bool",
+                got: type_name(&other).to_string(),
+            }),
+        }
+    }
+
+    /// Evaluates an expression that must yield a string.
+    pub fn eval_string(&self, act: &Activation) -> Result<String, EvalError> {
+        match self.eval(act)? {
+            Value::String(s) => Ok(s.to_string()),
+            other => Err(EvalError::WrongType {
+                want: "string",
+                got: type_name(&other).to_string(),
+            }),
+        }
+    }
+}
+
+/// Upstream's wording for the common runtime errors.
+fn error_text(e: &cel::ExecutionError) -> String {
+    use cel::ExecutionError as E;
+    match e {
+        E::NoSuchKey(k) => format!("no such key: {k}"),
+        E::UndeclaredReference(r) => format!("undeclared reference to '{r}'"),
+        E::DivisionByZero(_) => "division by zero".to_string(),
+        E::RemainderByZero(_) => "modulus by zero".to_string(),
+        E::IndexOutOfBounds(i) => format!("index out of bounds: {}", json::short(i)),
+        E::FunctionError { message, .. } => message.clone(),
+        E::NoSuchOverload(o) => format!("no such overload: {o}"),
+        other => other.to_string(),
+    }
+}
+
+/// The CEL type name of `v`.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::List(_) => "list",
+        Value::Map(_) => "map",
+        Value::Function(..) => "function",
+        Value::Int(_) => "int",
+        Value::UInt(_) => "uint",
+        Value::Float(_) => "double",
+        Value::String(_) => "string",
+        Value::Bytes(_) => "bytes",
+        Value::Bool(_) => "bool",
+        Value::Opaque(_) => "opaque",
+        Value::Struct(_) => "struct",
+        Value::Null => "null_type",
+    }
+}
+
+#[cfg(test)]
+mod tests;
