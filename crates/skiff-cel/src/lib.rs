@@ -225,6 +225,74 @@ fn free_idents(e: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<String>
     }
 }
 
+/// The select chain `root.a.b` that `e` is, as (field, node id) pairs.
+fn select_chain(e: &IdedExpr, root: &str) -> Option<Vec<(String, u64)>> {
+    match &e.expr {
+        Expr::Ident(n) if n == root => Some(Vec::new()),
+        Expr::Select(s) => {
+            let mut chain = select_chain(&s.operand, root)?;
+            chain.push((s.field.clone(), e.id));
+            Some(chain)
+        }
+        _ => None,
+    }
+}
+
+fn collect_paths(
+    e: &IdedExpr,
+    root: &str,
+    bound: &mut Vec<String>,
+    out: &mut Vec<Vec<(String, (u32, u32))>>,
+    pos: &dyn Fn(u64) -> (u32, u32),
+) {
+    if !bound.iter().any(|b| b == root) {
+        if let Some(chain) = select_chain(e, root) {
+            if !chain.is_empty() {
+                out.push(chain.into_iter().map(|(f, id)| (f, pos(id))).collect());
+            }
+            return;
+        }
+    }
+    let mut walk = |x: &IdedExpr, bound: &mut Vec<String>| collect_paths(x, root, bound, out, pos);
+    match &e.expr {
+        Expr::Call(c) => {
+            if let Some(t) = &c.target {
+                walk(t, bound);
+            }
+            for a in &c.args {
+                walk(a, bound);
+            }
+        }
+        Expr::Select(s) => walk(&s.operand, bound),
+        Expr::List(l) => {
+            for x in &l.elements {
+                walk(x, bound);
+            }
+        }
+        Expr::Map(m) => {
+            for en in &m.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(me) = &en.expr {
+                    walk(&me.key, bound);
+                    walk(&me.value, bound);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            walk(&c.iter_range, bound);
+            walk(&c.accu_init, bound);
+            let depth = bound.len();
+            bound.push(c.iter_var.clone());
+            bound.extend(c.iter_var2.clone());
+            bound.push(c.accu_var.clone());
+            walk(&c.loop_cond, bound);
+            walk(&c.loop_step, bound);
+            walk(&c.result, bound);
+            bound.truncate(depth);
+        }
+        _ => {}
+    }
+}
+
 thread_local! {
     /// Cost units left for the evaluation running on this thread.
     static BUDGET: Cell<u64> = const { Cell::new(u64::MAX) };
@@ -260,6 +328,29 @@ impl Program {
     /// Whether the expression reads variable `name`.
     pub fn references(&self, name: &str) -> bool {
         self.idents.contains(name)
+    }
+
+    /// Every field path read from variable `root` (`object.spec.replicas` → `spec`,
+    /// `replicas`), each field with its 1-based (line, column) in the source, outermost chains
+    /// only. For best-effort type checking against a schema.
+    pub fn field_paths(&self, root: &str) -> Vec<Vec<(String, (u32, u32))>> {
+        let mut out = Vec::new();
+        let info = self.inner.source_info();
+        let pos = |id: u64| {
+            let start = info.offset_for(id).map_or(0, |(s, _)| s as usize);
+            let before: String = self.source.chars().take(start).collect();
+            let line = before.matches('\n').count() as u32 + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
+            (line, col)
+        };
+        collect_paths(
+            self.inner.expression(),
+            root,
+            &mut Vec::new(),
+            &mut out,
+            &pos,
+        );
+        out
     }
 
     /// Evaluates the expression.

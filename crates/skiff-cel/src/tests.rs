@@ -254,3 +254,23 @@ fn authorizer_checks_go_through_the_callback() {
         json!(false)
     );
 }
+
+#[test]
+fn field_paths_follow_select_chains() {
+    let p = compile(
+        "object.spec.replicas > 1 && has(object.metadata.labels) && [1].all(object, object > 0)",
+        &["object"],
+    )
+    .unwrap();
+    let paths: Vec<Vec<String>> = p
+        .field_paths("object")
+        .into_iter()
+        .map(|c| c.into_iter().map(|(f, _)| f).collect())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![vec!["spec", "replicas"], vec!["metadata", "labels"]]
+    );
+    let first = &p.field_paths("object")[0];
+    assert_eq!(first[1].1 .0, 1);
+}
