@@ -2,12 +2,13 @@
 //! .check(verb).allowed()` and `authorizer.path(p).check(verb)`, answered by the caller's
 //! [`Authorizer`].
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use cel::common::types::{DYN_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
-use cel::objects::Opaque;
+use cel::objects::{Key, Map, Opaque};
 use cel::{DeclarationError, Env, ExecutionError, Value};
 
 use crate::library::{err, str_arg, wrap};
@@ -71,11 +72,32 @@ impl Opaque for DecisionVal {
     }
 }
 
-pub(crate) fn root(authz: Arc<dyn Authorizer>) -> Value {
-    Value::Opaque(Arc::new(Authz {
-        authz,
-        req: AuthzRequest::default(),
-    }))
+/// The key of the map `authorizer` is that holds the checker itself (not a valid CEL
+/// identifier, so no expression can name it).
+const SELF_KEY: &str = "@authorizer";
+
+/// The `authorizer` variable: a map so that `authorizer.requestResource` selects (the checker
+/// preset with the request's resource) while member calls find the checker under
+/// [`SELF_KEY`].
+pub(crate) fn root(authz: Arc<dyn Authorizer>, request: Option<&AuthzRequest>) -> Value {
+    let mut m = HashMap::new();
+    if let Some(r) = request {
+        m.insert(
+            Key::String(Arc::new("requestResource".to_string())),
+            Value::Opaque(Arc::new(Authz {
+                authz: authz.clone(),
+                req: r.clone(),
+            })),
+        );
+    }
+    m.insert(
+        Key::String(Arc::new(SELF_KEY.to_string())),
+        Value::Opaque(Arc::new(Authz {
+            authz,
+            req: AuthzRequest::default(),
+        })),
+    );
+    Value::Map(Map { map: Arc::new(m) })
 }
 
 pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
@@ -108,7 +130,11 @@ pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
 }
 
 fn this(f: &str, args: &[Value]) -> Result<Authz, ExecutionError> {
-    match args.first() {
+    let receiver = match args.first() {
+        Some(Value::Map(m)) => m.map.get(&Key::String(Arc::new(SELF_KEY.to_string()))),
+        other => other,
+    };
+    match receiver {
         Some(Value::Opaque(o)) => o
             .downcast_ref::<Authz>()
             .cloned()

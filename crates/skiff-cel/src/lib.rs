@@ -68,6 +68,7 @@ pub struct Program {
 pub struct Activation {
     vars: Vec<(String, Value)>,
     authorizer: Option<Arc<dyn Authorizer>>,
+    request_resource: Option<AuthzRequest>,
     cost_limit: Option<u64>,
 }
 
@@ -92,6 +93,13 @@ impl Activation {
     /// Makes `authorizer` available, answering through `authz`.
     pub fn authorizer(&mut self, authz: Arc<dyn Authorizer>) -> &mut Self {
         self.authorizer = Some(authz);
+        self
+    }
+
+    /// Sets `authorizer.requestResource`: the request's group, resource, subresource,
+    /// namespace and name (the verb comes from `check`).
+    pub fn request_resource(&mut self, r: AuthzRequest) -> &mut Self {
+        self.request_resource = Some(r);
         self
     }
 
@@ -364,7 +372,10 @@ impl Program {
         }
         if self.idents.contains("authorizer") {
             if let Some(a) = &act.authorizer {
-                ctx.add_variable_from_value("authorizer", authz::root(Arc::clone(a)));
+                ctx.add_variable_from_value(
+                    "authorizer",
+                    authz::root(Arc::clone(a), act.request_resource.as_ref()),
+                );
             }
         }
         let limit = act.cost_limit.unwrap_or(DEFAULT_COST_LIMIT);

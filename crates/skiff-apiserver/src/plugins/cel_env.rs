@@ -49,6 +49,9 @@ pub(crate) fn match_conditions(
         act.json(k, v);
     }
     act.authorizer(authorizer(st, user));
+    if let Some(r) = vars.get("request") {
+        act.request_resource(request_resource(r));
+    }
     let programs = conds
         .iter()
         .map(|c| {
@@ -156,6 +159,25 @@ pub(crate) fn authorizer(st: &AppState, user: &Arc<UserInfo>) -> Arc<dyn skiff_c
         policy: st.rbac.policy(),
         user: user.clone(),
     })
+}
+
+/// `authorizer.requestResource` of a `request` variable.
+pub(crate) fn request_resource(request: &Value) -> skiff_cel::AuthzRequest {
+    let s = |p: &str| {
+        request
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    skiff_cel::AuthzRequest {
+        group: s("/resource/group"),
+        resource: s("/resource/resource"),
+        subresource: s("/subResource"),
+        namespace: s("/namespace"),
+        name: s("/name"),
+        ..Default::default()
+    }
 }
 
 pub(crate) fn operation_name(op: Operation) -> &'static str {

@@ -289,7 +289,9 @@ impl Plugin for ValidatingAdmissionPolicy {
             let mut act = Activation::new();
             act.json("object", obj.unwrap_or(&Value::Null));
             act.json("oldObject", req.old.unwrap_or(&Value::Null));
-            act.json("request", &cel_env::request_object(req, &uid));
+            let request = cel_env::request_object(req, &uid);
+            act.request_resource(cel_env::request_resource(&request));
+            act.json("request", &request);
             act.json(
                 "namespaceObject",
                 if namespaced {
