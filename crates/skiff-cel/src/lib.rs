@@ -28,8 +28,10 @@ pub use json::{from_json, to_json};
 /// parser's work small too).
 pub const MAX_EXPRESSION_LEN: usize = 10 * 1024;
 
-/// Cost units one evaluation may spend (upstream's per-expression runtime limit is 10^6 too).
-pub const DEFAULT_COST_LIMIT: u64 = 1_000_000;
+/// Cost units one evaluation may spend. A unit is one comprehension step or one library call;
+/// upstream's per-expression limit is 10^6 units of single operations, and a loop step is
+/// several operations, so 10^5 steps is about the same bound.
+pub const DEFAULT_COST_LIMIT: u64 = 100_000;
 
 /// Why an expression was not compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
