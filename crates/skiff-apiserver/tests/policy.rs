@@ -502,3 +502,55 @@ async fn gateway_api_safe_upgrades_policy_applies_and_behaves() {
     .await;
     assert_eq!(code, 201, "{body}");
 }
+
+#[tokio::test]
+async fn delete_sees_the_old_object() {
+    let srv = start().await;
+    let c = &srv.client;
+    namespace(c, "vap-del", json!({})).await;
+    create(c, POLICIES, json!({"metadata": {"name": "keep-protected"}, "spec": {
+        "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+            "resources": ["configmaps"], "operations": ["DELETE"]}]},
+        "validations": [{"expression": "object == null && request.operation == 'DELETE' && !(has(oldObject.metadata.labels) && 'protected' in oldObject.metadata.labels)",
+            "message": "protected"}]}}))
+    .await;
+    create(
+        c,
+        BINDINGS,
+        json!({"metadata": {"name": "keep-protected"}, "spec": {
+        "policyName": "keep-protected", "validationActions": ["Deny"]}}),
+    )
+    .await;
+    let mut keep = cm("keep", json!({}));
+    keep["metadata"]["labels"] = json!({"protected": "yes"});
+    create(c, "/api/v1/namespaces/vap-del/configmaps", keep).await;
+    create(
+        c,
+        "/api/v1/namespaces/vap-del/configmaps",
+        cm("scratch", json!({})),
+    )
+    .await;
+    let body = eventually("the delete to be denied", || async {
+        let (code, _, body) = send(
+            c,
+            "DELETE",
+            "/api/v1/namespaces/vap-del/configmaps/keep",
+            &Value::Null,
+        )
+        .await;
+        (code != 200).then_some(body)
+    })
+    .await;
+    assert_eq!(
+        body["message"],
+        "configmaps \"keep\" is forbidden: ValidatingAdmissionPolicy 'keep-protected' with binding 'keep-protected' denied request: protected"
+    );
+    let (code, _, body) = send(
+        c,
+        "DELETE",
+        "/api/v1/namespaces/vap-del/configmaps/scratch",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+}

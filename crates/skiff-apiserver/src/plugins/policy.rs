@@ -227,17 +227,30 @@ impl Plugin for ValidatingAdmissionPolicy {
         "ValidatingAdmissionPolicy"
     }
 
+    /// Only requests some binding could apply to (the chain clones the object for plugins
+    /// that handle a request), and every request until the cache has its first list.
     fn handles(&self, req: &Request<'_>) -> bool {
-        !matches!(req.op, Operation::Connect)
+        if matches!(req.op, Operation::Connect) {
+            return false;
+        }
+        let st = &req.ctx.st;
+        st.cache.ensure_started(st);
+        self.controller.call_once(|| start_status_controller(st));
+        if exempt(req) {
+            return false;
+        }
+        st.cache.revision() < 0
+            || st
+                .cache
+                .snapshot(ADMISSION)
+                .range(BINDINGS.to_string()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(BINDINGS))
     }
 
     async fn validate(&self, req: &Request<'_>, obj: Option<&Value>) -> ApiResult<Vec<String>> {
         let st = &req.ctx.st;
         st.cache.ready(st).await;
-        self.controller.call_once(|| start_status_controller(st));
-        if exempt(req) {
-            return Ok(Vec::new());
-        }
         let index = self.index(st);
         if index.bindings.is_empty() {
             return Ok(Vec::new());
