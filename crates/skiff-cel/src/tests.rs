@@ -307,3 +307,15 @@ fn timing() {
         t.elapsed().as_millis()
     );
 }
+
+#[test]
+fn optionals_and_mixed_numbers() {
+    let mut act = Activation::new();
+    act.json("object", &json!({"spec": {"ratio": 0.5, "replicas": 2}}));
+    let e = |x: &str| eval_with(x, &act).unwrap_or_else(|e| panic!("{x}: {e}"));
+    assert_eq!(e("object.?spec.?replicas.orValue(1)"), json!(2));
+    assert_eq!(e("object.?spec.?missing.orValue(1)"), json!(1));
+    assert_eq!(e("object.spec.ratio < 1"), json!(true));
+    assert_eq!(e("object.spec.replicas == 2.0"), json!(true));
+    assert_eq!(e("int(object.spec.ratio * 10.0) == 5"), json!(true));
+}
