@@ -554,3 +554,82 @@ async fn delete_sees_the_old_object() {
     .await;
     assert_eq!(code, 200, "{body}");
 }
+
+#[tokio::test]
+async fn params_by_selector_each_evaluated_and_allow_when_none() {
+    let srv = start().await;
+    let c = &srv.client;
+    namespace(c, "vap-sel", json!({})).await;
+    let rules = json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+        "resources": ["secrets"], "operations": ["CREATE"]}]});
+    create(
+        c,
+        POLICIES,
+        json!({"metadata": {"name": "secret-keys"}, "spec": {
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "matchConstraints": rules,
+        "validations": [{"expression": "!(params.data.banned in object.data)",
+            "messageExpression": "'banned by ' + params.metadata.name"}]}}),
+    )
+    .await;
+    create(
+        c,
+        BINDINGS,
+        json!({"metadata": {"name": "secret-keys"}, "spec": {
+        "policyName": "secret-keys", "validationActions": ["Deny"],
+        "paramRef": {"selector": {"matchLabels": {"role": "banlist"}},
+            "parameterNotFoundAction": "Allow"}}}),
+    )
+    .await;
+    let secret = |name: &str, key: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {key: "1"}})
+    };
+    // No params match yet: Allow admits.
+    let (code, _, body) = send(
+        c,
+        "POST",
+        "/api/v1/namespaces/vap-sel/secrets",
+        &secret("s0", "a"),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    for (name, banned) in [("ban-a", "a"), ("ban-b", "b")] {
+        let mut p = cm(name, json!({"banned": banned}));
+        p["metadata"]["labels"] = json!({"role": "banlist"});
+        create(c, "/api/v1/namespaces/vap-sel/configmaps", p).await;
+    }
+    let mut n = 0;
+    let body = eventually("a selected param to deny", || {
+        n += 1;
+        let s = secret(&format!("s{n}"), "b");
+        async move {
+            let (code, _, body) = send(c, "POST", "/api/v1/namespaces/vap-sel/secrets", &s).await;
+            (code != 201).then_some(body)
+        }
+    })
+    .await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("denied request: banned by ban-b"),
+        "{body}"
+    );
+    let (code, _, body) = send(
+        c,
+        "POST",
+        "/api/v1/namespaces/vap-sel/secrets",
+        &secret("sa", "a"),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let (code, _, body) = send(
+        c,
+        "POST",
+        "/api/v1/namespaces/vap-sel/secrets",
+        &secret("sc", "c"),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+}

@@ -30,6 +30,9 @@ const BINDINGS: &str = "/registry/admissionregistration.k8s.io/validatingadmissi
 
 /// Params a selector may bring in for one binding (bounds the evaluations per request).
 const MAX_PARAMS: usize = 100;
+/// Objects read per page, and pages at most, when a paramRef selects params.
+const PARAM_PAGE: i64 = 500;
+const MAX_PARAM_PAGES: usize = 20;
 
 /// An expression that compiled, or why not.
 type Compiled = Result<Arc<Program>, String>;
@@ -750,26 +753,36 @@ async fn resolve_params(
             Err(e) => return Err(ParamError::Failed(format!("failed to read params: {e}"))),
         }
     } else if let Some(sel) = pref.get("selector").filter(|s| s.is_object()) {
-        let list = st
-            .store
-            .list(&prefix, &ListOptions::default())
-            .await
-            .map_err(|e| ParamError::Failed(format!("failed to list params: {e}")))?;
         let empty = Map::new();
-        for kv in &list.items {
-            // Only direct children (a cluster-wide prefix also lists namespaced keys).
-            if kv.key[prefix.len()..].contains('/') && ns.is_some() {
-                continue;
-            }
-            if let Ok(o) = decode(kv) {
-                if label_selector_matches_json(sel, labels(Some(&o)).unwrap_or(&empty)) {
-                    found.push(o);
+        let mut opts = ListOptions {
+            limit: PARAM_PAGE,
+            ..Default::default()
+        };
+        // Paged, and bounded both in matches and in objects looked at.
+        for _ in 0..MAX_PARAM_PAGES {
+            let page = st
+                .store
+                .list(&prefix, &opts)
+                .await
+                .map_err(|e| ParamError::Failed(format!("failed to list params: {e}")))?;
+            for kv in &page.items {
+                // Only direct children (a cluster-wide prefix also lists namespaced keys).
+                if ns.is_some() && kv.key[prefix.len()..].contains('/') {
+                    continue;
+                }
+                if let Ok(o) = decode(kv) {
+                    if label_selector_matches_json(sel, labels(Some(&o)).unwrap_or(&empty)) {
+                        found.push(o);
+                    }
                 }
             }
-            if found.len() >= MAX_PARAMS {
+            if !page.more || found.len() >= MAX_PARAMS {
                 break;
             }
+            opts.start_after = page.items.last().map(|kv| kv.key.clone());
+            opts.revision = page.revision;
         }
+        found.truncate(MAX_PARAMS);
     }
     if found.is_empty() {
         return match pref.get("parameterNotFoundAction").and_then(Value::as_str) {
