@@ -16,6 +16,7 @@ mod macros;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use cel::common::ast::{Expr, IdedExpr};
 use cel::Context;
@@ -27,6 +28,9 @@ pub use json::{from_json, to_json};
 /// Longest expression accepted (upstream bounds expressions by cost; a length bound keeps the
 /// parser's work small too).
 pub const MAX_EXPRESSION_LEN: usize = 10 * 1024;
+
+/// Wall-clock bound of one evaluation (checked at every loop step and library call).
+pub const EVAL_TIME_LIMIT: Duration = Duration::from_secs(2);
 
 /// Cost units one evaluation may spend. A unit is one comprehension step or one library call;
 /// upstream's per-expression limit is 10^6 units of single operations, and a loop step is
@@ -306,13 +310,20 @@ fn collect_paths(
 thread_local! {
     /// Cost units left for the evaluation running on this thread.
     static BUDGET: Cell<u64> = const { Cell::new(u64::MAX) };
+    /// When the evaluation running on this thread must stop.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// The error the budget raises once spent; recognised by [`Program::eval`].
 const COST_MESSAGE: &str = "operation cancelled: actual cost limit exceeded";
 
-/// Spends `n` units of the running evaluation's budget.
+/// Spends `n` units of the running evaluation's budget (and checks its deadline).
 pub(crate) fn charge(n: u64) -> Result<(), cel::ExecutionError> {
+    let late = DEADLINE.with(|d| d.get().is_some_and(|d| Instant::now() > d));
+    if late {
+        BUDGET.with(|b| b.set(0));
+        return Err(cel::ExecutionError::function_error("cost", COST_MESSAGE));
+    }
     BUDGET.with(|b| {
         let left = b.get();
         if left < n {
@@ -382,9 +393,12 @@ impl Program {
         }
         let limit = act.cost_limit.unwrap_or(DEFAULT_COST_LIMIT);
         let previous = BUDGET.with(|b| b.replace(limit.max(1)));
+        let previous_deadline =
+            DEADLINE.with(|d| d.replace(Some(Instant::now() + EVAL_TIME_LIMIT)));
         let out = self.inner.execute(&ctx);
         let spent = budget_spent();
         BUDGET.with(|b| b.set(previous));
+        DEADLINE.with(|d| d.set(previous_deadline));
         if spent {
             return Err(EvalError::CostLimit);
         }

@@ -7,7 +7,7 @@
 use cel::common::ast::{
     operators, CallExpr, ComprehensionExpr, Expr, IdedExpr, ListExpr, LiteralValue,
 };
-use cel::common::types::{CelInt, DYN_TYPE};
+use cel::common::types::{CelInt, CelString, DYN_TYPE};
 use cel::common::value::CowVal;
 use cel::parser::{Macro, MacroExprHelper, ParseError};
 use cel::{DeclarationError, Env, ExecutionError};
@@ -25,6 +25,7 @@ enum Kind {
 
 pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
     env.add_overload("@budget", "budget_dyn", vec![DYN_TYPE], budget)?;
+    env.add_overload("@step", "step_dyn", vec![DYN_TYPE], step)?;
     env.add_macro(Macro::global(operators::HAS, 1, |h, _t, args| {
         let arg = args.remove(0);
         match arg.expr {
@@ -49,6 +50,28 @@ pub(crate) fn register(env: &mut Env) -> Result<(), DeclarationError> {
         }))?;
     }
     Ok(())
+}
+
+/// Runs once per loop step (around `all`/`exists` loop conditions and `map`/`filter`
+/// elements, keeping the `@result + [e]` shape the interpreter appends in place): checks the
+/// evaluation's
+/// deadline (a step can be slow without charging anything, e.g. concatenating large strings)
+/// and charges for what an element adds to a `map` result (strings per 100 bytes, lists and
+/// maps per entry), so results cannot grow without bound.
+fn step<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    if args.len() != 1 {
+        return Err(ExecutionError::invalid_argument_count(1, args.len()));
+    }
+    let v = args.remove(0);
+    let size = if let Some(s) = v.as_ref().downcast_ref::<CelString>() {
+        s.inner().len() as u64 / 100
+    } else {
+        v.as_ref()
+            .as_sizer()
+            .map_or(0, |s| u64::try_from(*s.size().inner()).unwrap_or(0))
+    };
+    crate::charge(size)?;
+    Ok(v)
 }
 
 /// Charges the size of the range about to be walked and hands it back unchanged.
@@ -109,6 +132,9 @@ fn expand(
                 call(h, operators::LOGICAL_NOT, vec![a])
             };
             let cond = call(h, operators::NOT_STRICTLY_FALSE, vec![cond_arg]);
+            // In the loop condition: an error there ends the loop (one in the step would be
+            // absorbed by `&&`/`||` and the loop would go on).
+            let cond = call(h, "@step", vec![cond]);
             let pred = args.remove(0);
             let a = accu(h);
             let op = if all {
@@ -130,7 +156,8 @@ fn expand(
             let a = accu(h);
             let one = lit(h, LiteralValue::Int(CelInt::from(1)));
             let result = call(h, operators::EQUALS, vec![a, one]);
-            (init, t, step, result)
+            let cond = call(h, "@step", vec![t]);
+            (init, cond, step, result)
         }
         Kind::Map | Kind::Filter => {
             let init = h.next_expr(Expr::List(ListExpr::new(Vec::new())));
@@ -142,6 +169,8 @@ fn expand(
                 }
                 _ => (None, args.remove(0)),
             };
+            // The interpreter appends in place for exactly this `@result + [e]` shape.
+            let elem = call(h, "@step", vec![elem]);
             let one = h.next_expr(Expr::List(ListExpr::new(vec![elem])));
             let a = accu(h);
             let add = call(h, operators::ADD, vec![a, one]);

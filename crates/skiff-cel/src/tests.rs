@@ -79,6 +79,29 @@ fn cost_budget_stops_runaway_comprehensions() {
 }
 
 #[test]
+fn big_results_and_slow_steps_are_bounded() {
+    let mut act = Activation::new();
+    act.json("s", &json!("x".repeat(1 << 20)));
+    act.json("l", &json!((0..2000).collect::<Vec<i64>>()));
+    // map results are charged by size: 2000 one-MiB strings exceed the budget.
+    let p = compile("l.map(i, s + s).size() > 0", &["l", "s"]).unwrap();
+    assert_eq!(p.eval(&act), Err(EvalError::CostLimit));
+    // Steps that allocate but keep nothing hit the deadline instead of running on.
+    let p = compile(
+        "l.all(a, l.all(b, (s + s + s + s).size() > 0))",
+        &["l", "s"],
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(p.eval(&act), Err(EvalError::CostLimit));
+    assert!(
+        started.elapsed() < EVAL_TIME_LIMIT * 3,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn strings_library() {
     assert_eq!(ev("'abc'.charAt(1)"), json!("b"));
     assert_eq!(ev("'hello'.indexOf('l')"), json!(2));
@@ -318,4 +341,22 @@ fn optionals_and_mixed_numbers() {
     assert_eq!(e("object.spec.ratio < 1"), json!(true));
     assert_eq!(e("object.spec.replicas == 2.0"), json!(true));
     assert_eq!(e("int(object.spec.ratio * 10.0) == 5"), json!(true));
+}
+
+#[test]
+#[ignore]
+fn map_timing() {
+    for n in [10_000i64, 40_000] {
+        let big: Vec<i64> = (0..n).collect();
+        let mut act = Activation::new();
+        act.json("l", &json!(big));
+        let p = compile("l.map(x, x * 2).size()", &["l"]).unwrap();
+        let t = std::time::Instant::now();
+        let r = p.eval(&act);
+        println!(
+            "map over {n}: {:?} in {} ms",
+            r.map(|v| to_json(&v)),
+            t.elapsed().as_millis()
+        );
+    }
 }
