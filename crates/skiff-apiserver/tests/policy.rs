@@ -433,6 +433,28 @@ async fn compile_errors_are_rejected_and_status_reports_type_checking() {
             && w.ends_with("undefined field 'replica'"),
         "{w}"
     );
+    // Fixing the expression bumps the generation; the controller catches up.
+    let req = http::Request::builder()
+        .method("PATCH")
+        .uri(format!("{POLICIES}/typo"))
+        .header("content-type", "application/json-patch+json")
+        .body(kube::client::Body::from(
+            json!([{"op": "replace", "path": "/spec/validations/1/expression",
+                "value": "object.spec.paused != true"}])
+            .to_string()
+            .into_bytes(),
+        ))
+        .expect("request");
+    let resp = c.send(req).await.expect("patch");
+    assert_eq!(resp.status().as_u16(), 200);
+    let status = eventually("the status of generation 2", || async {
+        let (_, _, p) = send(c, "GET", &format!("{POLICIES}/typo"), &Value::Null).await;
+        p.get("status")
+            .filter(|s| s["observedGeneration"] == 2)
+            .cloned()
+    })
+    .await;
+    assert_eq!(status["typeChecking"], json!({}), "{status}");
 }
 
 #[tokio::test]
