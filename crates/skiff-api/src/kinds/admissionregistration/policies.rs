@@ -97,10 +97,12 @@ fn binding_cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
     let param_ref = match obj.pointer("/spec/paramRef") {
         Some(p) if p.is_object() => {
             let (ns, n) = (s(p, "/namespace"), s(p, "/name"));
-            match (ns.is_empty(), n.is_empty()) {
-                (_, true) => "*/*".to_string(),
-                (true, false) => n.to_string(),
-                (false, false) => format!("{ns}/{n}"),
+            match p.get("selector").filter(|v| v.is_object()) {
+                _ if !n.is_empty() && !ns.is_empty() => format!("{ns}/{n}"),
+                // Upstream cannot tell whether the param kind is cluster-scoped.
+                _ if !n.is_empty() => format!("*/{n}"),
+                Some(sel) => go_selector_string(sel),
+                None => "<unset>".to_string(),
             }
         }
         _ => "<unset>".to_string(),
@@ -111,6 +113,35 @@ fn binding_cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         json!(param_ref),
         json!(age),
     ]
+}
+
+/// Go's generated `(*metav1.LabelSelector).String()`, which upstream's printer shows.
+fn go_selector_string(sel: &Value) -> String {
+    let mut labels: Vec<(&String, &Value)> = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    labels.sort_by(|a, b| a.0.cmp(b.0));
+    let labels: String = labels
+        .iter()
+        .map(|(k, v)| format!("{k}: {},", v.as_str().unwrap_or("")))
+        .collect();
+    let exprs: String = arr(sel, "/matchExpressions")
+        .iter()
+        .map(|e| {
+            let values: Vec<&str> = arr(e, "/values").iter().filter_map(Value::as_str).collect();
+            format!(
+                "LabelSelectorRequirement{{Key:{},Operator:{},Values:[{}],}},",
+                s(e, "/key"),
+                s(e, "/operator"),
+                values.join(" ")
+            )
+        })
+        .collect();
+    format!(
+        "&LabelSelector{{MatchLabels:map[string]string{{{labels}}},MatchExpressions:[]LabelSelectorRequirement{{{exprs}}},}}"
+    )
 }
 
 /// `SetDefaults_MatchResources` (and its rules' scope).
@@ -489,5 +520,16 @@ mod tests {
         let cells = policy_cells(&obj, jiff::Timestamp::now());
         assert_eq!(cells[1], json!(1));
         assert_eq!(cells[2], json!("v1/ConfigMap"));
+        let param = |p: Value| {
+            let b = json!({"metadata": {"name": "b"}, "spec": {"policyName": "p", "paramRef": p}});
+            binding_cells(&b, jiff::Timestamp::now())[2].clone()
+        };
+        assert_eq!(param(json!({"name": "x", "namespace": "n"})), json!("n/x"));
+        assert_eq!(param(json!({"name": "x"})), json!("*/x"));
+        assert_eq!(
+            param(json!({"selector": {"matchLabels": {"b": "2", "a": "1"},
+                "matchExpressions": [{"key": "k", "operator": "In", "values": ["u", "v"]}]}})),
+            json!("&LabelSelector{MatchLabels:map[string]string{a: 1,b: 2,},MatchExpressions:[]LabelSelectorRequirement{LabelSelectorRequirement{Key:k,Operator:In,Values:[u v],},},}")
+        );
     }
 }
