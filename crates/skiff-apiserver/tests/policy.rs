@@ -238,7 +238,7 @@ async fn params_come_from_a_configmap() {
     assert_eq!(code, 422, "{body}");
     assert!(
         body["message"].as_str().unwrap_or("").ends_with(
-            "denied request: no params found for policy binding with `Deny` parameterNotFoundAction"
+            "denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"
         ),
         "{body}"
     );

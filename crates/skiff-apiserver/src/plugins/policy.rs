@@ -715,7 +715,8 @@ async fn resolve_params(
     };
     let Some(pref) = binding.pointer("/spec/paramRef").filter(|p| p.is_object()) else {
         return Err(ParamError::Failed(
-            "paramKind is specified but paramRef is not set in the binding".to_string(),
+            "failed to configure binding: paramKind is specified but paramRef is not set"
+                .to_string(),
         ));
     };
     let st = &req.ctx.st;
@@ -786,11 +787,12 @@ async fn resolve_params(
     }
     if found.is_empty() {
         return match pref.get("parameterNotFoundAction").and_then(Value::as_str) {
-            Some("Allow") => Err(ParamError::Skip),
-            _ => Err(ParamError::Failed(
-                "no params found for policy binding with `Deny` parameterNotFoundAction"
+            Some("Deny") => Err(ParamError::Failed(
+                "failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"
                     .to_string(),
             )),
+            // Allow, or unset: no params, nothing to evaluate.
+            _ => Err(ParamError::Skip),
         };
     }
     Ok(found)
