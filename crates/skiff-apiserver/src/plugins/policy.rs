@@ -28,6 +28,9 @@ use crate::AppState;
 const POLICIES: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolicies/";
 const BINDINGS: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolicybindings/";
 
+/// Longest messageExpression result used (upstream's MaxEvaluatedMessageExpressionSizeBytes).
+const MAX_MESSAGE: usize = 5 * 1024;
+
 /// Params a selector may bring in for one binding (bounds the evaluations per request).
 const MAX_PARAMS: usize = 100;
 /// Objects read per page, and pages at most, when a paramRef selects params.
@@ -443,14 +446,19 @@ fn evaluate(policy: &CompiledPolicy, act: &mut Activation) -> Vec<Failure> {
 fn failure_message(v: &Validation, act: &Activation) -> String {
     if let Some(Ok(p)) = &v.message_expr {
         match p.eval_string(act) {
-            Ok(m) if !m.trim().is_empty() && !m.contains('\n') => return m,
-            Ok(_) => {}
+            Ok(m) => {
+                let m = m.trim();
+                if !m.is_empty() && m.len() <= MAX_MESSAGE && !m.contains('\n') {
+                    return m.to_string();
+                }
+            }
             Err(e) => tracing::debug!(err = %e, "messageExpression failed"),
         }
     }
-    v.message
-        .clone()
-        .unwrap_or_else(|| format!("failed expression: {}", v.source))
+    match v.message.as_deref().map(str::trim) {
+        Some(m) if !m.is_empty() => m.to_string(),
+        _ => format!("failed expression: {}", v.source.trim()),
+    }
 }
 
 /// Applies the binding's validationActions to the failures.
