@@ -655,3 +655,44 @@ async fn params_by_selector_each_evaluated_and_allow_when_none() {
     .await;
     assert_eq!(code, 201, "{body}");
 }
+
+#[tokio::test]
+async fn type_checking_covers_custom_kinds() {
+    let srv = start().await;
+    let c = &srv.client;
+    create(
+        c,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}}}]}}),
+    )
+    .await;
+    // The CRD reaches the cache before the policy does (same watch, in order).
+    create(c, POLICIES, json!({"metadata": {"name": "widgets"}, "spec": {
+        "matchConstraints": {"resourceRules": [{"apiGroups": ["example.com"], "apiVersions": ["v1"],
+            "resources": ["widgets"], "operations": ["CREATE"]}]},
+        "validations": [{"expression": "object.metadata.name != '' && object.spec.sise > 0 && object.spec.size > 0"}]}}))
+    .await;
+    let status = eventually("the policy status", || async {
+        let (_, _, p) = send(c, "GET", &format!("{POLICIES}/widgets"), &Value::Null).await;
+        p.get("status")
+            .filter(|s| s.get("observedGeneration").is_some())
+            .cloned()
+    })
+    .await;
+    let w = status["typeChecking"]["expressionWarnings"][0]["warning"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        w.starts_with("example.com/v1, Kind=Widget: ERROR: <input>:1:")
+            && w.ends_with("undefined field 'sise'")
+            && !w.contains('\n'),
+        "{status}"
+    );
+}

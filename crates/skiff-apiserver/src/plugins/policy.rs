@@ -862,7 +862,7 @@ async fn sync_status(weak: &Weak<AppState>) {
         {
             continue; // changed again: the next cache change brings it back here
         }
-        let warnings = type_check(&stored);
+        let warnings = type_check(&st, &stored);
         let mut status = json!({"observedGeneration": generation,
             "typeChecking": {"expressionWarnings": warnings}});
         if warnings.is_empty() {
@@ -883,12 +883,13 @@ async fn sync_status(weak: &Weak<AppState>) {
 }
 
 /// Best-effort type checking: each validation expression's `object.a.b…` (and `oldObject`)
-/// field paths are checked against the OpenAPI schema of every built-in kind the policy's
-/// resourceRules name explicitly (no `*`); an undefined field gives a warning like upstream's
+/// field paths are checked against the OpenAPI schema of every built-in kind (or CRD version)
+/// the policy's resourceRules name explicitly (no `*`); an undefined field gives a warning like
+/// upstream's
 /// `apps/v1, Kind=Deployment: ERROR: <input>:1:15: undefined field 'replica'`.
-fn type_check(policy: &Value) -> Vec<Value> {
+fn type_check(st: &AppState, policy: &Value) -> Vec<Value> {
     let spec = policy.get("spec").cloned().unwrap_or(Value::Null);
-    let kinds = checked_kinds(&spec);
+    let kinds = checked_kinds(st, &spec);
     let mut out = Vec::new();
     if kinds.is_empty() {
         return out;
@@ -929,7 +930,7 @@ fn type_check(policy: &Value) -> Vec<Value> {
 }
 
 /// (groupVersion, kind, schema, OpenAPI document) of each explicitly named built-in resource.
-fn checked_kinds(spec: &Value) -> Vec<(String, String, Value, Value)> {
+fn checked_kinds(st: &AppState, spec: &Value) -> Vec<(String, String, Value, Value)> {
     let mut out = Vec::new();
     let rules = spec
         .pointer("/matchConstraints/resourceRules")
@@ -943,7 +944,15 @@ fn checked_kinds(spec: &Value) -> Vec<(String, String, Value, Value)> {
                     if g == "*" || v == "*" || res.contains('*') || res.contains('/') {
                         continue;
                     }
+                    let gv = if g.is_empty() {
+                        v.to_string()
+                    } else {
+                        format!("{g}/{v}")
+                    };
                     let Some(info) = skiff_api::resources::by_plural(g, v, res) else {
+                        if let Some((kind, schema)) = crd_schema(st, g, v, res) {
+                            out.push((gv, kind, schema, Value::Null));
+                        }
                         continue;
                     };
                     let path = if g.is_empty() {
@@ -957,17 +966,30 @@ fn checked_kinds(spec: &Value) -> Vec<(String, String, Value, Value)> {
                     let Some(schema) = find_kind_schema(&doc, g, v, info.kind) else {
                         continue;
                     };
-                    let gv = if g.is_empty() {
-                        v.to_string()
-                    } else {
-                        format!("{g}/{v}")
-                    };
                     out.push((gv, info.kind.to_string(), schema, doc));
                 }
             }
         }
     }
     out
+}
+
+/// A custom resource's kind and the `openAPIV3Schema` of version `v`, from the CRD cache.
+fn crd_schema(st: &AppState, g: &str, v: &str, plural: &str) -> Option<(String, Value)> {
+    st.cache.snapshot(CRDS).values().find_map(|crd| {
+        let spec = crd.get("spec")?;
+        if spec.get("group")?.as_str()? != g || spec.pointer("/names/plural")?.as_str()? != plural {
+            return None;
+        }
+        let kind = spec.pointer("/names/kind")?.as_str()?.to_string();
+        let version = spec
+            .get("versions")?
+            .as_array()?
+            .iter()
+            .find(|x| x.get("name").and_then(Value::as_str) == Some(v))?;
+        let schema = version.pointer("/schema/openAPIV3Schema")?.clone();
+        Some((kind, schema))
+    })
 }
 
 fn find_kind_schema(doc: &Value, group: &str, version: &str, kind: &str) -> Option<Value> {
@@ -1016,8 +1038,22 @@ fn undefined_field(
     doc: &Value,
     path: &[(String, (u32, u32))],
 ) -> Option<(String, (u32, u32))> {
+    // A custom kind's schema may leave out the fields every object has.
+    if doc.is_null()
+        && path
+            .first()
+            .is_some_and(|(f, _)| matches!(f.as_str(), "apiVersion" | "kind" | "metadata"))
+    {
+        return None;
+    }
     let mut s = resolve(doc, schema);
     for (field, pos) in path {
+        // Embedded objects: `apiVersion`, `kind` and `metadata` are implied.
+        if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+            || s.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true))
+        {
+            return None;
+        }
         let props = s.get("properties").and_then(Value::as_object)?;
         match props.get(field) {
             Some(next) => s = resolve(doc, next),
