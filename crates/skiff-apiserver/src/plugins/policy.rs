@@ -561,18 +561,7 @@ fn rule_matches(req: &Request<'_>, rule: &Value, equivalent: bool) -> bool {
     if !equivalent && !any(&strs(rule.get("apiVersions")), info.version) {
         return false;
     }
-    let sub = req.subresource;
-    let resource_ok = strs(rule.get("resources")).iter().any(|r| {
-        let (res, rsub) = r.split_once('/').unwrap_or((r, ""));
-        let res_ok = res == "*" || res == info.plural;
-        let sub_ok = if r.contains('/') {
-            rsub == "*" || rsub == sub
-        } else {
-            sub.is_empty()
-        };
-        res_ok && sub_ok
-    });
-    if !resource_ok {
+    if !resource_matches(&strs(rule.get("resources")), info.plural, req.subresource) {
         return false;
     }
     let names = strs(rule.get("resourceNames"));
@@ -584,6 +573,15 @@ fn rule_matches(req: &Request<'_>, rule: &Value, equivalent: bool) -> bool {
         "Namespaced" => info.namespaced,
         _ => true,
     }
+}
+
+/// Upstream's rule resources: `*` is every resource but no subresource, `pods/*` pods and all
+/// their subresources, `*/status` every status subresource, `*/*` everything.
+fn resource_matches(resources: &[&str], plural: &str, sub: &str) -> bool {
+    resources.iter().any(|r| {
+        let (res, rsub) = r.split_once('/').unwrap_or((r, ""));
+        (res == "*" || res == plural) && (rsub == "*" || rsub == sub)
+    })
 }
 
 /// resourceRules / excludeResourceRules of a match block (policy matchConstraints).
@@ -1061,4 +1059,68 @@ fn undefined_field(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_resources_and_subresources() {
+        let m = |rs: &[&str], plural: &str, sub: &str| resource_matches(rs, plural, sub);
+        assert!(m(&["*"], "pods", ""));
+        assert!(!m(&["*"], "pods", "status"));
+        assert!(m(&["pods"], "pods", ""));
+        assert!(!m(&["pods"], "pods", "status"));
+        assert!(m(&["pods/status"], "pods", "status"));
+        assert!(!m(&["pods/status"], "pods", ""));
+        assert!(m(&["pods/*"], "pods", "exec"));
+        assert!(m(&["pods/*"], "pods", ""));
+        assert!(m(&["*/status"], "deployments", "status"));
+        assert!(!m(&["*/status"], "deployments", "scale"));
+        assert!(m(&["*/*"], "deployments", "scale"));
+        assert!(m(&["*/*"], "deployments", ""));
+        assert!(!m(&["services"], "pods", ""));
+    }
+
+    #[test]
+    fn undefined_fields_follow_refs_and_stop_at_open_schemas() {
+        let doc = json!({"components": {"schemas": {
+            "Spec": {"type": "object", "properties": {"replicas": {"type": "integer"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "Kind": {"type": "object", "properties": {"spec": {"allOf": [{"$ref": "#/components/schemas/Spec"}]}}}}}});
+        let kind = doc["components"]["schemas"]["Kind"].clone();
+        let path = |p: &[&str]| -> Vec<(String, (u32, u32))> {
+            p.iter()
+                .enumerate()
+                .map(|(i, f)| (f.to_string(), (1, i as u32 + 1)))
+                .collect()
+        };
+        assert_eq!(
+            undefined_field(&kind, &doc, &path(&["spec", "replicas"])),
+            None
+        );
+        assert_eq!(
+            undefined_field(&kind, &doc, &path(&["spec", "replica"])),
+            Some(("replica".to_string(), (1, 2)))
+        );
+        assert_eq!(
+            undefined_field(&kind, &doc, &path(&["spec", "labels", "x"])),
+            None
+        );
+        let crd = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-preserve-unknown-fields": true}}});
+        assert_eq!(
+            undefined_field(&crd, &Value::Null, &path(&["spec", "anything"])),
+            None
+        );
+        assert_eq!(
+            undefined_field(&crd, &Value::Null, &path(&["metadata", "name"])),
+            None
+        );
+        assert_eq!(
+            undefined_field(&crd, &Value::Null, &path(&["status"])),
+            Some(("status".to_string(), (1, 1)))
+        );
+    }
 }
