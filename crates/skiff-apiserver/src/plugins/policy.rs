@@ -774,7 +774,7 @@ async fn resolve_params(
                 .map_err(|e| ParamError::Failed(format!("failed to list params: {e}")))?;
             for kv in &page.items {
                 // Only direct children (a cluster-wide prefix also lists namespaced keys).
-                if ns.is_some() && kv.key[prefix.len()..].contains('/') {
+                if ns.is_some() && kv.key.get(prefix.len()..).unwrap_or("").contains('/') {
                     continue;
                 }
                 if let Ok(o) = decode(kv) {
