@@ -9,6 +9,7 @@
 //! hostile expression cannot hang the caller; expressions are also bounded in length.
 
 mod authz;
+mod duration;
 mod json;
 mod library;
 mod macros;
@@ -131,6 +132,7 @@ fn build_env() -> cel::Env {
         macros::register(&mut env),
         library::register(&mut env),
         authz::register(&mut env),
+        duration::register(&mut env),
     ];
     for r in results {
         if let Err(e) = r {

@@ -360,3 +360,40 @@ fn map_timing() {
         );
     }
 }
+
+#[test]
+fn durations_compare_and_add() {
+    assert_eq!(ev("duration('1h30m') > duration('90m')"), json!(false));
+    assert_eq!(ev("duration('1h30m') == duration('90m')"), json!(true));
+    assert_eq!(ev("duration('1.5s') == duration('1500ms')"), json!(true));
+    assert_eq!(ev("duration('0s') != duration('1ns')"), json!(true));
+    assert_eq!(
+        ev("duration('1s') + duration('500ms') < duration('2s')"),
+        json!(true)
+    );
+    assert_eq!(
+        ev("(duration('2s') - duration('500ms')).getMilliseconds()"),
+        json!(1500)
+    );
+    assert_eq!(ev("duration('-2h').getHours()"), json!(-2));
+    assert_eq!(ev("duration('3m').getSeconds()"), json!(180));
+    assert_eq!(
+        ev("[duration('2s'), duration('1s')].all(d, d > duration('0s'))"),
+        json!(true)
+    );
+    assert!(ev_err("duration('5 parsecs')").contains("invalid duration"));
+    // gateway-api HTTPRoute's timeout rule.
+    let mut act = Activation::new();
+    act.json("self", &json!({"request": "10s", "backendRequest": "5s"}));
+    let p = compile(
+        "!(has(self.request) && has(self.backendRequest) && duration(self.request) != duration('0s') && duration(self.backendRequest) > duration(self.request))",
+        &["self"],
+    )
+    .unwrap();
+    assert_eq!(p.eval_bool(&act), Ok(true));
+    act.json("self", &json!({"request": "1s", "backendRequest": "5s"}));
+    assert_eq!(p.eval_bool(&act), Ok(false));
+    assert_eq!(duration::parse("1h2m3.5s"), Some(3_723_500_000_000));
+    assert_eq!(duration::parse(""), None);
+    assert_eq!(duration::parse("1"), None);
+}
