@@ -16,10 +16,12 @@ mod macros;
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use cel::common::ast::{Expr, IdedExpr};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::Context;
 
 pub use authz::{Authorizer, AuthzRequest, Decision};
@@ -70,10 +72,32 @@ pub struct Program {
     idents: BTreeSet<String>,
 }
 
+/// One variable: its value, and the interpreter's form of it, converted on first use and
+/// shared by the clones of an activation (converting an object is a deep copy).
+#[derive(Clone)]
+struct Var {
+    name: String,
+    value: Value,
+    val: Arc<OnceLock<Option<Box<dyn Val>>>>,
+}
+
+/// Hands the interpreter borrowed, once-converted variables.
+struct Resolver<'a>(&'a [Var]);
+
+impl VariableResolver for Resolver<'_> {
+    fn resolve<'b>(&'b self, name: &str) -> Option<CowVal<'b, 'b>> {
+        let var = self.0.iter().find(|v| v.name == name)?;
+        let val = var
+            .val
+            .get_or_init(|| Box::<dyn Val>::try_from(var.value.clone()).ok());
+        val.as_deref().map(CowVal::Borrowed)
+    }
+}
+
 /// The variables an evaluation sees.
 #[derive(Default, Clone)]
 pub struct Activation {
-    vars: Vec<(String, Value)>,
+    vars: Vec<Var>,
     authorizer: Option<Arc<dyn Authorizer>>,
     request_resource: Option<AuthzRequest>,
     cost_limit: Option<u64>,
@@ -92,8 +116,12 @@ impl Activation {
 
     /// Adds (or replaces) a variable given as a CEL value.
     pub fn value(&mut self, name: &str, value: Value) -> &mut Self {
-        self.vars.retain(|(n, _)| n != name);
-        self.vars.push((name.to_string(), value));
+        self.vars.retain(|v| v.name != name);
+        self.vars.push(Var {
+            name: name.to_string(),
+            value,
+            val: Arc::new(OnceLock::new()),
+        });
         self
     }
 
@@ -117,7 +145,7 @@ impl Activation {
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.vars.iter().find(|v| v.name == name).map(|v| &v.value)
     }
 }
 
@@ -378,13 +406,9 @@ impl Program {
 
     /// Evaluates the expression.
     pub fn eval(&self, act: &Activation) -> Result<Value, EvalError> {
+        let resolver = Resolver(&act.vars);
         let mut ctx = Context::with_env(Arc::clone(&ENV));
-        for (name, v) in &act.vars {
-            // Only bind what the expression reads: converting an object is a deep copy.
-            if self.idents.contains(name) {
-                ctx.add_variable_from_value(name.clone(), v.clone());
-            }
-        }
+        ctx.set_variable_resolver(&resolver);
         if self.idents.contains("authorizer") {
             if let Some(a) = &act.authorizer {
                 ctx.add_variable_from_value(

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::*;
 
 fn eval_with(expr: &str, act: &Activation) -> Result<serde_json::Value, EvalError> {
-    let names: Vec<&str> = act.vars.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = act.vars.iter().map(|v| v.name.as_str()).collect();
     let mut declared = names.clone();
     declared.push("authorizer");
     let p = compile(expr, &declared).unwrap_or_else(|e| panic!("{expr}: {e}"));

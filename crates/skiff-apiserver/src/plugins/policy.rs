@@ -264,6 +264,7 @@ impl Plugin for ValidatingAdmissionPolicy {
         let mut warnings = Vec::new();
         let mut ns_object: Option<Option<Value>> = None;
         let uid = uuid::Uuid::new_v4().to_string();
+        let mut base: Option<Activation> = None;
         for binding in &index.bindings {
             let policy_name = binding
                 .pointer("/spec/policyName")
@@ -305,21 +306,27 @@ impl Plugin for ValidatingAdmissionPolicy {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let mut act = Activation::new();
-            act.json("object", obj.unwrap_or(&Value::Null));
-            act.json("oldObject", req.old.unwrap_or(&Value::Null));
-            let request = cel_env::request_object(req, &uid);
-            act.request_resource(cel_env::request_resource(&request));
-            act.json("request", &request);
-            act.json(
-                "namespaceObject",
-                if namespaced {
-                    ns_obj.as_ref().unwrap_or(&Value::Null)
-                } else {
-                    &Value::Null
-                },
-            );
-            act.authorizer(cel_env::authorizer(st, &req.ctx.user));
+            // The request's variables are converted once and shared by every binding.
+            let mut act = base
+                .get_or_insert_with(|| {
+                    let mut act = Activation::new();
+                    act.json("object", obj.unwrap_or(&Value::Null));
+                    act.json("oldObject", req.old.unwrap_or(&Value::Null));
+                    let request = cel_env::request_object(req, &uid);
+                    act.request_resource(cel_env::request_resource(&request));
+                    act.json("request", &request);
+                    act.json(
+                        "namespaceObject",
+                        if namespaced {
+                            ns_obj.as_ref().unwrap_or(&Value::Null)
+                        } else {
+                            &Value::Null
+                        },
+                    );
+                    act.authorizer(cel_env::authorizer(st, &req.ctx.user));
+                    act
+                })
+                .clone();
             let params = match resolve_params(req, &policy.spec, binding).await {
                 Ok(p) => p,
                 Err(ParamError::Skip) => continue,
