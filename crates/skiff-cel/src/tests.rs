@@ -167,6 +167,18 @@ fn quantity_library() {
     assert_eq!(ev("quantity('2k').isInteger()"), json!(true));
     assert!(ev_err("quantity('1.5').asInteger()").contains("cannot convert"));
     assert!(ev_err("quantity('x')").contains("quantities must match"));
+    assert_eq!(
+        ev("[quantity('1'), quantity('500m')].sum().asApproximateFloat()"),
+        json!(1.5)
+    );
+    assert_eq!(
+        ev("[quantity('100m'), quantity('1')].isSorted()"),
+        json!(true)
+    );
+    assert_eq!(
+        ev("[quantity('2'), quantity('1Ki')].max() == quantity('1024')"),
+        json!(true)
+    );
 }
 
 #[test]
