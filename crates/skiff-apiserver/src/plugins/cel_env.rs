@@ -52,12 +52,20 @@ pub(crate) fn match_conditions(
     if let Some(r) = vars.get("request") {
         act.request_resource(request_resource(r));
     }
+    // Webhook conditions see object, oldObject, request and authorizer; a caller may add more.
+    const WEBHOOK: [&str; 4] = ["object", "oldObject", "request", "authorizer"];
+    let mut declared: Vec<&str> = WEBHOOK.to_vec();
+    declared.extend(
+        vars.keys()
+            .map(String::as_str)
+            .filter(|k| !WEBHOOK.contains(k)),
+    );
     let programs = conds
         .iter()
         .map(|c| {
             let name = c.get("name").and_then(Value::as_str).unwrap_or("");
             let expr = c.get("expression").and_then(Value::as_str).unwrap_or("");
-            compiled(expr, ADMISSION_VARIABLES).map(|p| (name.to_string(), p))
+            compiled(expr, &declared).map(|p| (name.to_string(), p))
         })
         .collect::<Result<Vec<_>, _>>()?;
     eval_conditions(&programs, &act)
@@ -254,5 +262,45 @@ mod tests {
             Err("expression 'object.b == 1' resulted in error: no such key: b".into())
         );
         assert!(compiled("nope(", ADMISSION_VARIABLES).is_err());
+    }
+
+    #[test]
+    fn webhook_conditions_declare_only_their_variables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+        let tokens = crate::Tokens {
+            admin: "admin".into(),
+            node: "node".into(),
+        };
+        let st = AppState::new(store, tokens, tokio::sync::watch::channel(false).1);
+        let user = Arc::new(UserInfo::new("u", &[]));
+        let mut vars = Map::new();
+        vars.insert("object".into(), json!({"metadata": {"name": "x"}}));
+        vars.insert(
+            "request".into(),
+            json!({"operation": "CREATE", "resource": {"resource": "pods"}}),
+        );
+        let cond = |e: &str| vec![json!({"name": "c", "expression": e})];
+        assert_eq!(
+            match_conditions(&st, &user, &cond("object.metadata.name == 'x'"), &vars),
+            Ok(Matched::Yes)
+        );
+        assert_eq!(
+            match_conditions(&st, &user, &cond("request.operation == 'DELETE'"), &vars),
+            Ok(Matched::No("c".into()))
+        );
+        let err = match_conditions(&st, &user, &cond("params.x == 1"), &vars).unwrap_err();
+        assert!(err.contains("undeclared reference to 'params'"), "{err}");
+        // authorizer checks go to RBAC: an ordinary user with no bindings may not.
+        assert_eq!(
+            match_conditions(
+                &st,
+                &user,
+                &cond("!authorizer.requestResource.check('create').allowed()"),
+                &vars
+            ),
+            Ok(Matched::Yes)
+        );
     }
 }
