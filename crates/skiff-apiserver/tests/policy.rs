@@ -739,3 +739,85 @@ async fn admission_overhead() {
         "create: {without:?} without policies, {with:?} with 3 bound policies (6 expressions)"
     );
 }
+
+/// Sends one request as `user` (impersonated by the admin).
+async fn send_as(client: &kube::Client, user: &str, path: &str, body: &Value) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("Impersonate-User", user)
+        .body(kube::client::Body::from(body.to_string().into_bytes()))
+        .expect("request");
+    let resp = client.send(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn authorizer_checks_the_requesting_user() {
+    let srv = start().await;
+    let c = &srv.client;
+    namespace(c, "vap-authz", json!({})).await;
+    let rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/vap-authz";
+    create(
+        c,
+        &format!("{rbac}/roles"),
+        json!({"metadata": {"name": "cm-create"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]}),
+    )
+    .await;
+    create(
+        c,
+        &format!("{rbac}/rolebindings"),
+        json!({"metadata": {"name": "alice"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-create"},
+        "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}]}),
+    )
+    .await;
+    create(c, POLICIES, json!({"metadata": {"name": "deleters-only"}, "spec": {
+        "matchConstraints": configmap_rules(),
+        "validations": [{
+            "expression": "authorizer.requestResource.check('delete').allowed() && authorizer.group('').resource('secrets').namespace(request.namespace).check('get').allowed() == authorizer.requestResource.check('delete').allowed()",
+            "messageExpression": "request.userInfo.username + ' may not delete configmaps'"}]}}))
+    .await;
+    create(
+        c,
+        BINDINGS,
+        json!({"metadata": {"name": "deleters-only"}, "spec": {
+        "policyName": "deleters-only", "validationActions": ["Deny"]}}),
+    )
+    .await;
+    let mut n = 0;
+    let body = eventually("alice to be denied by the policy", || {
+        n += 1;
+        let body = cm(&format!("a{n}"), json!({}));
+        async move {
+            let (code, out) =
+                send_as(c, "alice", "/api/v1/namespaces/vap-authz/configmaps", &body).await;
+            assert_ne!(code, 403, "RBAC should let alice create: {out}");
+            (code != 201).then_some(out)
+        }
+    })
+    .await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("denied request: alice may not delete configmaps"),
+        "{body}"
+    );
+    // The admin (system:masters) may do anything.
+    let (code, _, body) = send(
+        c,
+        "POST",
+        "/api/v1/namespaces/vap-authz/configmaps",
+        &cm("by-admin", json!({})),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+}
