@@ -40,6 +40,49 @@ pub const EVAL_TIME_LIMIT: Duration = Duration::from_secs(2);
 /// several operations, so 10^5 steps is about the same bound.
 pub const DEFAULT_COST_LIMIT: u64 = 100_000;
 
+/// Deepest bracket nesting accepted: the parser recurses a dozen frames per level before its
+/// own depth check runs.
+pub const MAX_NESTING: usize = 32;
+
+/// Deepest expression tree accepted (operator and select chains nest without brackets); the
+/// interpreter recurses per level.
+pub const MAX_DEPTH: usize = 250;
+
+/// The stack each compile and evaluation runs on (reserved, touched only as far as used).
+const STACK: usize = 64 << 20;
+
+/// The deepest nesting of `()`, `[]` and `{}` in `src`, string literals skipped.
+fn nesting(src: &str) -> usize {
+    let b = src.as_bytes();
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            q @ (b'\'' | b'"') => {
+                let raw = i > 0 && matches!(b[i - 1], b'r' | b'R');
+                let triple = b.get(i..i + 3) == Some(&[q, q, q][..]);
+                let close: &[u8] = if triple { &[q, q, q] } else { &[q] };
+                i += close.len();
+                while i < b.len() && !b[i..].starts_with(close) {
+                    if b[i] == b'\\' && !raw {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += close.len();
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    max
+}
+
 /// Why an expression was not compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
@@ -47,6 +90,10 @@ pub enum CompileError {
     TooLong { len: usize },
     #[error("{0}")]
     Syntax(String),
+    #[error(
+        "expression is nested too deeply (at most {MAX_NESTING} brackets and {MAX_DEPTH} levels)"
+    )]
+    TooDeep,
     #[error("ERROR: <input>:1:1: undeclared reference to '{0}' (in container '')")]
     Undeclared(String),
 }
@@ -177,11 +224,20 @@ pub fn compile(source: &str, declared: &[&str]) -> Result<Program, CompileError>
     if source.len() > MAX_EXPRESSION_LEN {
         return Err(CompileError::TooLong { len: source.len() });
     }
-    let inner = ENV
-        .compile(source)
-        .map_err(|e| CompileError::Syntax(e.to_string()))?;
-    let mut idents = BTreeSet::new();
-    free_idents(inner.expression(), &mut Vec::new(), &mut idents);
+    if nesting(source) > MAX_NESTING {
+        return Err(CompileError::TooDeep);
+    }
+    let (inner, idents) = stacker::grow(STACK, || {
+        let inner = ENV
+            .compile(source)
+            .map_err(|e| CompileError::Syntax(e.to_string()))?;
+        if depth(inner.expression()) > MAX_DEPTH {
+            return Err(CompileError::TooDeep);
+        }
+        let mut idents = BTreeSet::new();
+        free_idents(inner.expression(), &mut Vec::new(), &mut idents);
+        Ok::<_, CompileError>((inner, idents))
+    })?;
     if let Some(unknown) = idents
         .iter()
         .find(|i| !declared.contains(&i.as_str()) && !is_type_name(i))
@@ -212,6 +268,50 @@ fn is_type_name(name: &str) -> bool {
             | "dyn"
             | "optional"
     )
+}
+
+/// The depth of the expression tree.
+fn depth(e: &IdedExpr) -> usize {
+    let children = match &e.expr {
+        Expr::Call(c) => c
+            .target
+            .iter()
+            .map(|t| depth(t))
+            .chain(c.args.iter().map(depth))
+            .max(),
+        Expr::Select(s) => Some(depth(&s.operand)),
+        Expr::List(l) => l.elements.iter().map(depth).max(),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .filter_map(|en| match &en.expr {
+                cel::common::ast::EntryExpr::MapEntry(me) => {
+                    Some(depth(&me.key).max(depth(&me.value)))
+                }
+                cel::common::ast::EntryExpr::StructField(f) => Some(depth(&f.value)),
+            })
+            .max(),
+        Expr::Struct(st) => st
+            .entries
+            .iter()
+            .filter_map(|en| match &en.expr {
+                cel::common::ast::EntryExpr::StructField(f) => Some(depth(&f.value)),
+                cel::common::ast::EntryExpr::MapEntry(me) => Some(depth(&me.value)),
+            })
+            .max(),
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .map(depth)
+        .max(),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => None,
+    };
+    1 + children.unwrap_or(0)
 }
 
 /// The identifiers `e` reads that no enclosing comprehension binds.
@@ -394,13 +494,15 @@ impl Program {
             let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
             (line, col)
         };
-        collect_paths(
-            self.inner.expression(),
-            root,
-            &mut Vec::new(),
-            &mut out,
-            &pos,
-        );
+        stacker::grow(STACK, || {
+            collect_paths(
+                self.inner.expression(),
+                root,
+                &mut Vec::new(),
+                &mut out,
+                &pos,
+            );
+        });
         out
     }
 
@@ -421,7 +523,7 @@ impl Program {
         let previous = BUDGET.with(|b| b.replace(limit.max(1)));
         let previous_deadline =
             DEADLINE.with(|d| d.replace(Some(Instant::now() + EVAL_TIME_LIMIT)));
-        let out = self.inner.execute(&ctx);
+        let out = stacker::grow(STACK, || self.inner.execute(&ctx));
         let spent = budget_spent();
         BUDGET.with(|b| b.set(previous));
         DEADLINE.with(|d| d.set(previous_deadline));

@@ -409,3 +409,46 @@ fn durations_compare_and_add() {
     assert_eq!(duration::parse(""), None);
     assert_eq!(duration::parse("1"), None);
 }
+
+#[test]
+fn deep_nesting_is_a_compile_error_not_a_crash() {
+    // Runs on the test thread's default (2 MiB) stack, like a server worker.
+    let deep = format!(
+        "{}1{}",
+        "(".repeat(MAX_NESTING + 1),
+        ")".repeat(MAX_NESTING + 1)
+    );
+    assert_eq!(compile(&deep, &[]).unwrap_err(), CompileError::TooDeep);
+    // Brackets inside string literals do not count; ones hidden behind them do.
+    let quoted = format!("'{}' == '{}'", "(".repeat(100), ")".repeat(100));
+    assert!(compile(&quoted, &[]).is_ok());
+    let sneaky = "(')'".repeat(MAX_NESTING + 1);
+    assert!(matches!(compile(&sneaky, &[]), Err(CompileError::TooDeep)));
+    for (open, close) in [("(", ")"), ("[", "]"), ("{1: ", "}"), ("!", ""), ("-", "")] {
+        let n = if close.is_empty() {
+            MAX_EXPRESSION_LEN / 2
+        } else {
+            MAX_NESTING
+        };
+        let src = format!("{}1{}", open.repeat(n), close.repeat(n));
+        if let Ok(p) = compile(&src, &[]) {
+            // Whatever the parser accepts must also evaluate without blowing the stack.
+            let _ = p.eval(&Activation::new());
+        }
+    }
+    // Long operator and select chains nest without brackets: bounded by the tree's depth.
+    let chain = vec!["1"; MAX_DEPTH - 10].join("+");
+    let p = compile(&chain, &[]).expect("a chain within the depth bound");
+    assert_eq!(
+        p.eval(&Activation::new()).map(|v| to_json(&v)),
+        Ok(json!(MAX_DEPTH - 10))
+    );
+    let chain = vec!["1"; MAX_EXPRESSION_LEN / 4].join("+");
+    assert_eq!(compile(&chain, &[]).unwrap_err(), CompileError::TooDeep);
+    let select = format!("x{}", ".a".repeat(MAX_DEPTH - 10));
+    let p = compile(&select, &["x"]).expect("a select chain within the depth bound");
+    assert!(p.eval(&Activation::new()).is_err());
+    assert_eq!(p.field_paths("x")[0].len(), MAX_DEPTH - 10);
+    let select = format!("x{}", ".a".repeat(MAX_EXPRESSION_LEN / 2 - 1));
+    assert_eq!(compile(&select, &["x"]).unwrap_err(), CompileError::TooDeep);
+}
