@@ -284,19 +284,17 @@ fn depth(e: &IdedExpr) -> usize {
         Expr::Map(m) => m
             .entries
             .iter()
-            .filter_map(|en| match &en.expr {
-                cel::common::ast::EntryExpr::MapEntry(me) => {
-                    Some(depth(&me.key).max(depth(&me.value)))
-                }
-                cel::common::ast::EntryExpr::StructField(f) => Some(depth(&f.value)),
+            .map(|en| match &en.expr {
+                cel::common::ast::EntryExpr::MapEntry(me) => depth(&me.key).max(depth(&me.value)),
+                cel::common::ast::EntryExpr::StructField(f) => depth(&f.value),
             })
             .max(),
         Expr::Struct(st) => st
             .entries
             .iter()
-            .filter_map(|en| match &en.expr {
-                cel::common::ast::EntryExpr::StructField(f) => Some(depth(&f.value)),
-                cel::common::ast::EntryExpr::MapEntry(me) => Some(depth(&me.value)),
+            .map(|en| match &en.expr {
+                cel::common::ast::EntryExpr::StructField(f) => depth(&f.value),
+                cel::common::ast::EntryExpr::MapEntry(me) => depth(&me.value),
             })
             .max(),
         Expr::Comprehension(c) => [
