@@ -48,6 +48,9 @@ pub const MAX_NESTING: usize = 32;
 /// interpreter recurses per level.
 pub const MAX_DEPTH: usize = 250;
 
+/// Generous stack use of the interpreter per tree level (measured ≈ 25 KiB in debug builds).
+const STACK_PER_LEVEL: usize = 32 << 10;
+
 /// The stack each compile and evaluation runs on (reserved, touched only as far as used).
 const STACK: usize = 64 << 20;
 
@@ -117,6 +120,8 @@ pub struct Program {
     inner: cel::Program,
     source: Arc<str>,
     idents: BTreeSet<String>,
+    /// Stack an evaluation may need: below it, evaluation moves to a segment of its own.
+    red_zone: usize,
 }
 
 /// One variable: its value, and the interpreter's form of it, converted on first use and
@@ -227,16 +232,17 @@ pub fn compile(source: &str, declared: &[&str]) -> Result<Program, CompileError>
     if nesting(source) > MAX_NESTING {
         return Err(CompileError::TooDeep);
     }
-    let (inner, idents) = stacker::grow(STACK, || {
+    let (inner, idents, tree_depth) = stacker::grow(STACK, || {
         let inner = ENV
             .compile(source)
             .map_err(|e| CompileError::Syntax(e.to_string()))?;
-        if depth(inner.expression()) > MAX_DEPTH {
+        let tree_depth = depth(inner.expression());
+        if tree_depth > MAX_DEPTH {
             return Err(CompileError::TooDeep);
         }
         let mut idents = BTreeSet::new();
         free_idents(inner.expression(), &mut Vec::new(), &mut idents);
-        Ok::<_, CompileError>((inner, idents))
+        Ok::<_, CompileError>((inner, idents, tree_depth))
     })?;
     if let Some(unknown) = idents
         .iter()
@@ -248,6 +254,7 @@ pub fn compile(source: &str, declared: &[&str]) -> Result<Program, CompileError>
         inner,
         source: source.into(),
         idents,
+        red_zone: STACK_PER_LEVEL * (tree_depth + 8),
     })
 }
 
@@ -521,7 +528,8 @@ impl Program {
         let previous = BUDGET.with(|b| b.replace(limit.max(1)));
         let previous_deadline =
             DEADLINE.with(|d| d.replace(Some(Instant::now() + EVAL_TIME_LIMIT)));
-        let out = stacker::grow(STACK, || self.inner.execute(&ctx));
+        // Ordinary expressions fit the caller's stack; a segment costs tens of µs.
+        let out = stacker::maybe_grow(self.red_zone, STACK, || self.inner.execute(&ctx));
         let spent = budget_spent();
         BUDGET.with(|b| b.set(previous));
         DEADLINE.with(|d| d.set(previous_deadline));
