@@ -483,7 +483,10 @@ async fn gateway_api_safe_upgrades_policy_applies_and_behaves() {
         };
         create(c, url, v).await;
     }
-    let crd = |name: &str, annotations: Value| {
+    let crd = |name: &str, mut annotations: Value| {
+        // The gateway-api group is protected: its CRDs carry the approval annotation.
+        annotations["api-approved.kubernetes.io"] =
+            json!("https://github.com/kubernetes-sigs/gateway-api/pull/3328");
         json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": {"name": format!("{name}s.gateway.networking.k8s.io"), "annotations": annotations},
             "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced",
