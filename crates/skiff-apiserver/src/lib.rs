@@ -12,6 +12,7 @@
 //! [`router`] for an in-process axum router over an [`AppState`].
 
 mod admission;
+mod aggregator;
 mod agent_client;
 mod allocator;
 pub mod auth;
@@ -103,6 +104,9 @@ pub struct ServerConfig {
     /// `ServiceAccount` for a server run without controllers, where no `default`
     /// ServiceAccount would ever appear).
     pub disable_admission_plugins: Vec<String>,
+    /// How often service-backed APIServices are checked for availability (upstream: 30 s);
+    /// they are also checked after any APIService change.
+    pub apiservice_check_interval: Duration,
 }
 
 /// Client certificates skiff issues for its own users (admin, controllers) last a year and are
@@ -143,6 +147,7 @@ impl ServerConfig {
             max_mutating_requests_inflight: DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             service_account_issuer: serviceaccount::DEFAULT_ISSUER.to_string(),
             disable_admission_plugins: Vec::new(),
+            apiservice_check_interval: Duration::from_secs(30),
         }
     }
 }
@@ -205,6 +210,8 @@ pub struct AppState {
     /// CRDs, admission configuration and APIServices kept in memory (see `cache`).
     #[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
     pub(crate) cache: Arc<cache::Cache>,
+    /// API aggregation: front-proxy identity, extension servers' discovery (see `aggregator`).
+    pub(crate) aggregator: aggregator::Aggregator,
 }
 
 /// The cluster CA as the handlers use it.
@@ -289,6 +296,7 @@ impl AppState {
             service_accounts,
             local_agents: Default::default(),
             cache: cache::Cache::new(),
+            aggregator: Default::default(),
         })
     }
 
@@ -422,6 +430,21 @@ impl Server {
             config.endpoint_reconcile_interval,
         ));
         tolerate_full(bootstrap_rbac(&state).await)?;
+        // API aggregation: the front-proxy identity extension servers trust, how they learn
+        // it, the built-in APIServices, then the availability controller.
+        let front_proxy = aggregator::certs::ensure(&server_dir.join("tls"))?;
+        if let Some(pki) = &state.pki {
+            tolerate_full(
+                aggregator::certs::write_config_map(&state, &pki.ca_pem, &front_proxy).await,
+            )?;
+        }
+        state.aggregator.set_front_proxy(front_proxy);
+        tolerate_full(
+            aggregator::register_builtin(&state)
+                .await
+                .map_err(ServerError::from),
+        )?;
+        aggregator::start(state.clone(), config.apiservice_check_interval);
         Ok(Self {
             listener,
             timeouts: conn::Timeouts {
