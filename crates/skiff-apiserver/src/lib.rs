@@ -12,8 +12,8 @@
 //! [`router`] for an in-process axum router over an [`AppState`].
 
 mod admission;
-mod aggregator;
 mod agent_client;
+mod aggregator;
 mod allocator;
 pub mod auth;
 pub mod authz;

@@ -118,7 +118,15 @@ impl PodNet {
         ip(&["link", "set", &peer, "netns", &netns]);
         ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &veth]);
         ip(&["link", "set", &veth, "up"]);
-        ip(&["-n", &netns, "addr", "add", &format!("{peer_ip}/30"), "dev", &peer]);
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{peer_ip}/30"),
+            "dev",
+            &peer,
+        ]);
         ip(&["-n", &netns, "link", "set", &peer, "up"]);
         net
     }
@@ -178,10 +186,12 @@ async fn ext_server(front_proxy_ca: &str, host: &str, net: &PodNet) -> ExtServer
         roots.add(c.expect("ca cert")).expect("add");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .expect("verifier");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
     let key_der = rustls_pemfile::private_key(&mut key.serialize_pem().as_bytes())
         .expect("key")
         .expect("a key");
@@ -210,44 +220,45 @@ async fn ext_server(front_proxy_ca: &str, host: &str, net: &PodNet) -> ExtServer
                     cn.as_str().ok().map(str::to_string)
                 })
                 .unwrap_or_default();
-            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let cn = cn.clone();
-                async move {
-                    let path = req.uri().path().to_string();
-                    let all = |name: &str| -> Vec<String> {
-                        req.headers()
-                            .get_all(name)
-                            .iter()
-                            .map(|v| v.to_str().unwrap_or("").to_string())
-                            .collect()
-                    };
-                    let body = match path.as_str() {
-                        "/apis/example.skiff.dev/v1" => json!({
-                            "kind": "APIResourceList", "apiVersion": "v1",
-                            "groupVersion": "example.skiff.dev/v1",
-                            "resources": [{"name": "widgets", "singularName": "widget",
-                                "namespaced": true, "kind": "Widget",
-                                "verbs": ["get", "list"], "shortNames": ["wd"]}],
-                        }),
-                        _ => json!({
-                            "kind": "WidgetList", "apiVersion": "example.skiff.dev/v1",
-                            "metadata": {}, "items": [],
-                            "echo": {"path": path, "cn": cn, "user": all("x-remote-user"),
-                                "groups": all("x-remote-group"),
-                                "extraScopes": all("x-remote-extra-scopes"),
-                                "authorization": all("authorization"),
-                                "impersonate": all("impersonate-user"),
-                                "host": all("host")},
-                        }),
-                    };
-                    Ok::<_, std::convert::Infallible>(
-                        http::Response::builder()
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(body.to_string())))
-                            .expect("response"),
-                    )
-                }
-            });
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let cn = cn.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let all = |name: &str| -> Vec<String> {
+                            req.headers()
+                                .get_all(name)
+                                .iter()
+                                .map(|v| v.to_str().unwrap_or("").to_string())
+                                .collect()
+                        };
+                        let body = match path.as_str() {
+                            "/apis/example.skiff.dev/v1" => json!({
+                                "kind": "APIResourceList", "apiVersion": "v1",
+                                "groupVersion": "example.skiff.dev/v1",
+                                "resources": [{"name": "widgets", "singularName": "widget",
+                                    "namespaced": true, "kind": "Widget",
+                                    "verbs": ["get", "list"], "shortNames": ["wd"]}],
+                            }),
+                            _ => json!({
+                                "kind": "WidgetList", "apiVersion": "example.skiff.dev/v1",
+                                "metadata": {}, "items": [],
+                                "echo": {"path": path, "cn": cn, "user": all("x-remote-user"),
+                                    "groups": all("x-remote-group"),
+                                    "extraScopes": all("x-remote-extra-scopes"),
+                                    "authorization": all("authorization"),
+                                    "impersonate": all("impersonate-user"),
+                                    "host": all("host")},
+                            }),
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(body.to_string())))
+                                .expect("response"),
+                        )
+                    }
+                });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc),
             );
@@ -286,10 +297,15 @@ async fn wait_available(api: &Api<APIService>, name: &str, want: &str) -> Value 
 }
 
 #[tokio::test]
-async fn local_apiservices_and_validation() {
+async fn local_and_crd_apiservices_and_validation() {
     let env = start().await;
     let api: Api<APIService> = Api::all(env.client.clone());
-    for name in ["v1.", "v1.apps", "v1.rbac.authorization.k8s.io", "v1beta1.metrics.k8s.io"] {
+    for name in [
+        "v1.",
+        "v1.apps",
+        "v1.rbac.authorization.k8s.io",
+        "v1beta1.metrics.k8s.io",
+    ] {
         let c = wait_available(&api, name, "True").await;
         assert_eq!(c["reason"], "Local");
         let a = serde_json::to_value(api.get(name).await.expect("get")).expect("json");
@@ -339,11 +355,87 @@ async fn local_apiservices_and_validation() {
     };
     assert_eq!(status.code, 422);
     assert!(
-        status.message.contains("must be `spec.version+\".\"+spec.group`: \"v1.example.skiff.dev\""),
+        status
+            .message
+            .contains("must be `spec.version+\".\"+spec.group`: \"v1.example.skiff.dev\""),
         "{}",
         status.message
     );
-    assert!(status.message.contains("must be positive and less than 20000"));
+    assert!(status
+        .message
+        .contains("must be positive and less than 20000"));
+
+    // An Established CRD's served versions get APIServices (automanaged: true), removed with it.
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.stable.skiff.dev"},
+        "spec": {"group": "stable.skiff.dev", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget",
+                "listKind": "GadgetList"},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object"}}},
+                {"name": "v1beta1", "served": false, "storage": false,
+                    "schema": {"openAPIV3Schema": {"type": "object"}}}]},
+    });
+    let crds_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let (code, mut created) = raw(
+        &env.client,
+        http::Request::post(crds_path)
+            .header("content-type", "application/json")
+            .body(crd.to_string().into_bytes())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    created["status"] = json!({"conditions": [{"type": "Established", "status": "True",
+        "reason": "InitialNamesAccepted", "message": "the initial names have been accepted",
+        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "acceptedNames": crd["spec"]["names"], "storedVersions": ["v1"]});
+    let (code, body) = raw(
+        &env.client,
+        http::Request::put(format!("{crds_path}/gadgets.stable.skiff.dev/status"))
+            .header("content-type", "application/json")
+            .body(created.to_string().into_bytes())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let c = wait_available(&api, "v1.stable.skiff.dev", "True").await;
+    assert_eq!(c["reason"], "Local");
+    let a = serde_json::to_value(api.get("v1.stable.skiff.dev").await.expect("get")).expect("json");
+    assert_eq!(
+        a["metadata"]["labels"]["kube-aggregator.kubernetes.io/automanaged"],
+        "true"
+    );
+    assert_eq!(a["spec"]["groupPriorityMinimum"], 1000);
+    assert!(api
+        .get_opt("v1beta1.stable.skiff.dev")
+        .await
+        .expect("get")
+        .is_none());
+    let (code, _) = raw(
+        &env.client,
+        http::Request::delete(format!("{crds_path}/gadgets.stable.skiff.dev"))
+            .body(Vec::new())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let mut gone = false;
+    for _ in 0..50 {
+        if api
+            .get_opt("v1.stable.skiff.dev")
+            .await
+            .expect("get")
+            .is_none()
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the CRD's APIService outlived it");
 
     // Create, read, delete (the Python client's e2e test_apiserver does the same).
     let good: APIService = serde_json::from_value(json!({
@@ -353,17 +445,27 @@ async fn local_apiservices_and_validation() {
             "service": {"namespace": NS, "name": "missing"}},
     }))
     .expect("apiservice");
-    api.create(&PostParams::default(), &good).await.expect("create");
-    let read = serde_json::to_value(api.get("v1.example.skiff.dev").await.expect("get"))
-        .expect("json");
+    api.create(&PostParams::default(), &good)
+        .await
+        .expect("create");
+    let read =
+        serde_json::to_value(api.get("v1.example.skiff.dev").await.expect("get")).expect("json");
     assert_eq!(read["spec"]["service"]["port"], 443, "port defaulted");
     let c = wait_available(&api, "v1.example.skiff.dev", "False (ServiceNotFound)").await;
-    assert_eq!(c["message"], format!("service/missing in {NS:?} is not present"));
+    assert_eq!(
+        c["message"],
+        format!("service/missing in {NS:?} is not present")
+    );
     api.delete("v1.example.skiff.dev", &DeleteParams::default())
         .await
         .expect("delete");
     for _ in 0..50 {
-        if api.get_opt("v1.example.skiff.dev").await.expect("get").is_none() {
+        if api
+            .get_opt("v1.example.skiff.dev")
+            .await
+            .expect("get")
+            .is_none()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -382,10 +484,19 @@ async fn proxies_to_an_extension_api_server() {
         .await
         .expect("configmap");
     let data = cm.data.expect("data");
-    assert_eq!(data["requestheader-allowed-names"], "[\"front-proxy-client\"]");
-    assert_eq!(data["requestheader-username-headers"], "[\"X-Remote-User\"]");
+    assert_eq!(
+        data["requestheader-allowed-names"],
+        "[\"front-proxy-client\"]"
+    );
+    assert_eq!(
+        data["requestheader-username-headers"],
+        "[\"X-Remote-User\"]"
+    );
     assert_eq!(data["requestheader-group-headers"], "[\"X-Remote-Group\"]");
-    assert_eq!(data["requestheader-extra-headers-prefix"], "[\"X-Remote-Extra-\"]");
+    assert_eq!(
+        data["requestheader-extra-headers-prefix"],
+        "[\"X-Remote-Extra-\"]"
+    );
     assert!(data["client-ca-file"].contains("BEGIN CERTIFICATE"));
     let front_ca = data["requestheader-client-ca-file"].clone();
     assert_ne!(front_ca, data["client-ca-file"]);
@@ -450,10 +561,16 @@ async fn proxies_to_an_extension_api_server() {
     .await;
     assert_eq!(code, 200, "{body}");
     let echo = &body["echo"];
-    assert_eq!(echo["path"], format!("/apis/{GROUP}/v1/namespaces/{NS}/widgets"));
+    assert_eq!(
+        echo["path"],
+        format!("/apis/{GROUP}/v1/namespaces/{NS}/widgets")
+    );
     assert_eq!(echo["cn"], "front-proxy-client");
     assert_eq!(echo["user"], json!(["alice"]));
-    assert_eq!(echo["groups"], json!(["system:masters", "system:authenticated"]));
+    assert_eq!(
+        echo["groups"],
+        json!(["system:masters", "system:authenticated"])
+    );
     assert_eq!(echo["extraScopes"], json!(["read"]));
     assert_eq!(echo["authorization"], json!([]));
     assert_eq!(echo["impersonate"], json!([]));
@@ -479,7 +596,10 @@ async fn proxies_to_an_extension_api_server() {
         .find(|g| g["name"] == GROUP)
         .cloned()
         .expect("group listed");
-    assert_eq!(group["preferredVersion"]["groupVersion"], format!("{GROUP}/v1"));
+    assert_eq!(
+        group["preferredVersion"]["groupVersion"],
+        format!("{GROUP}/v1")
+    );
     let (code, g) = get(&client, &format!("/apis/{GROUP}")).await;
     assert_eq!((code, g["kind"].as_str()), (200, Some("APIGroup")));
     let (code, list) = get(&client, &format!("/apis/{GROUP}/v1")).await;
@@ -518,13 +638,16 @@ async fn proxies_to_an_extension_api_server() {
     let _ = ext.task.await;
     let c = wait_available(&api, "v1.example.skiff.dev", "False (FailedDiscoveryCheck)").await;
     assert!(
-        c["message"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with(&format!("failing or missing response from https://ext-api.{NS}.svc:443/apis/{GROUP}/v1")),
+        c["message"].as_str().unwrap_or("").starts_with(&format!(
+            "failing or missing response from https://ext-api.{NS}.svc:443/apis/{GROUP}/v1"
+        )),
         "{c}"
     );
-    let (code, _) = get(&client, &format!("/apis/{GROUP}/v1/namespaces/{NS}/widgets")).await;
+    let (code, _) = get(
+        &client,
+        &format!("/apis/{GROUP}/v1/namespaces/{NS}/widgets"),
+    )
+    .await;
     assert_eq!(code, 503);
     let (code, _) = get(&client, &format!("/apis/{GROUP}/v1")).await;
     assert_eq!(code, 503, "kubectl: couldn't get resource list");

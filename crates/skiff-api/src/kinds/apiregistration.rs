@@ -124,10 +124,20 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, _old: Option<&Value>) {
             }
         }
         Some(svc) => {
-            if svc.get("namespace").and_then(Value::as_str).unwrap_or("") == "" {
+            if svc
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
                 e.required("spec.service.namespace", "");
             }
-            if svc.get("name").and_then(Value::as_str).unwrap_or("") == "" {
+            if svc
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
                 e.required("spec.service.name", "");
             }
             let port = svc.get("port").and_then(Value::as_i64).unwrap_or(0);
@@ -161,7 +171,11 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, _old: Option<&Value>) {
                 &["False", "True", "Unknown"],
             );
         }
-        if c.get("type").and_then(Value::as_str).unwrap_or("") == "" {
+        if c.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
             e.required(&format!("status.conditions[{i}].type"), "");
         }
     }
@@ -201,7 +215,12 @@ fn cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         Some(svc) => format!("{}/{}", s(svc, "/namespace"), s(svc, "/name")),
         None => "Local".to_string(),
     };
-    vec![json!(name), json!(service), json!(available(obj)), json!(age)]
+    vec![
+        json!(name),
+        json!(service),
+        json!(available(obj)),
+        json!(age),
+    ]
 }
 
 /// `True`, `False (Reason)` or `Unknown`, as upstream prints the Available condition.

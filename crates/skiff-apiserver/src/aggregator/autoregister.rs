@@ -117,7 +117,10 @@ fn key(name: &str) -> String {
 /// it is managed with `managed` and still local (one pointed at a Service — metrics-server's
 /// `v1beta1.metrics.k8s.io` — belongs to whoever did that).
 async fn ensure(st: &AppState, obj: Value, managed: &str) -> Result<(), skiff_store::StoreError> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let k = key(&name);
     match st.store.get(&k).await? {
         None => {

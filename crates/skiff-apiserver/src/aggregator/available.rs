@@ -49,8 +49,14 @@ fn current_condition(obj: &Value) -> Option<&Value> {
 /// Checks one service-backed APIService; Ok = its APIResourceList.
 async fn check(st: &AppState, obj: &Value) -> Result<Value, NotReady> {
     let target = transport::resolve(st, obj).await?;
-    let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-    let version = obj.pointer("/spec/version").and_then(Value::as_str).unwrap_or("");
+    let group = obj
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let version = obj
+        .pointer("/spec/version")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let url = format!(
         "https://{}:{}/apis/{group}/{version}",
         target.host, target.service_port
@@ -93,9 +99,7 @@ async fn check(st: &AppState, obj: &Value) -> Result<Value, NotReady> {
     match tokio::time::timeout(CHECK_TIMEOUT, work).await {
         Ok(Ok(list)) => Ok(list),
         Ok(Err(e)) => Err(failed(e)),
-        Err(_) => Err(failed(format!(
-            "Get {url:?}: context deadline exceeded"
-        ))),
+        Err(_) => Err(failed(format!("Get {url:?}: context deadline exceeded"))),
     }
 }
 
@@ -120,7 +124,12 @@ async fn set_condition(st: &AppState, key: &str, status: &str, reason: &str, mes
     let mut conditions: Vec<Value> = obj
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter(|c| c["type"] != "Available").cloned().collect())
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["type"] != "Available")
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     conditions.push(cond);
     obj["status"] = json!({"conditions": conditions});
@@ -158,9 +167,8 @@ async fn check_all(st: &Arc<AppState>) {
     });
     futures::future::join_all(checks).await;
     // Forget discovery of APIServices that are gone.
-    st.aggregator.retain(|name| {
-        all.contains_key(&format!("{}{name}", crate::cache::API_SERVICES))
-    });
+    st.aggregator
+        .retain(|name| all.contains_key(&format!("{}{name}", crate::cache::API_SERVICES)));
 }
 
 /// The controller loop; see the module doc.

@@ -117,7 +117,11 @@ pub(crate) async fn write_config_map(
                 return Ok(());
             }
             obj["data"] = data;
-            match st.store.update(CONFIG_MAP_KEY, encode(&obj), kv.mod_revision).await {
+            match st
+                .store
+                .update(CONFIG_MAP_KEY, encode(&obj), kv.mod_revision)
+                .await
+            {
                 Ok(_) | Err(skiff_store::StoreError::Conflict { .. }) => Ok(()),
                 Err(e) => Err(e.into()),
             }

@@ -160,7 +160,10 @@ fn version_discovery(group: &str, version: &str, list: Option<&Value>, stale: bo
         .and_then(|l| l["resources"].as_array())
         .cloned()
         .unwrap_or_default();
-    for r in entries.iter().filter(|r| !r["name"].as_str().unwrap_or("").contains('/')) {
+    for r in entries
+        .iter()
+        .filter(|r| !r["name"].as_str().unwrap_or("").contains('/'))
+    {
         let name = r["name"].as_str().unwrap_or("");
         let mut e = json!({
             "resource": name,
@@ -244,7 +247,10 @@ pub(crate) async fn merge_apis(st: &AppState, base: Response) -> Response {
                     version_discovery(g, version_of(o), cached.as_ref(), !available(o))
                 })
                 .collect();
-            match items.iter_mut().find(|i| i["metadata"]["name"] == g.as_str()) {
+            match items
+                .iter_mut()
+                .find(|i| i["metadata"]["name"] == g.as_str())
+            {
                 // A local group an extension server claims versions of (metrics.k8s.io).
                 Some(item) => {
                     if let Some(local) = item["versions"].as_array_mut() {
@@ -276,12 +282,12 @@ mod tests {
     #[test]
     fn resource_list_becomes_a_discovery_version() {
         let list = json!({"kind": "APIResourceList", "groupVersion": "example.skiff.dev/v1",
-            "resources": [
-                {"name": "widgets", "singularName": "widget", "namespaced": true,
-                    "kind": "Widget", "verbs": ["get", "list"], "shortNames": ["wd"]},
-                {"name": "widgets/status", "singularName": "", "namespaced": true,
-                    "kind": "Widget", "verbs": ["get"]},
-            ]});
+        "resources": [
+            {"name": "widgets", "singularName": "widget", "namespaced": true,
+                "kind": "Widget", "verbs": ["get", "list"], "shortNames": ["wd"]},
+            {"name": "widgets/status", "singularName": "", "namespaced": true,
+                "kind": "Widget", "verbs": ["get"]},
+        ]});
         let v = version_discovery("example.skiff.dev", "v1", Some(&list), false);
         assert_eq!(v["freshness"], "Current");
         assert_eq!(v["resources"].as_array().map(Vec::len), Some(1));

@@ -27,8 +27,22 @@ fn path_escape(s: &str) -> String {
         let keep = b.is_ascii_alphanumeric()
             || matches!(
                 b,
-                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*'
-                    | b'+' | b',' | b';' | b'=' | b':' | b'@'
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
             );
         if keep {
             out.push(b as char);
@@ -77,7 +91,8 @@ fn headers_for(parts: &http::request::Parts, user: &UserInfo, host: &str) -> htt
         }
     }
     for (k, vs) in &user.extra {
-        let Ok(name) = HeaderName::from_bytes(format!("x-remote-extra-{}", path_escape(k)).as_bytes())
+        let Ok(name) =
+            HeaderName::from_bytes(format!("x-remote-extra-{}", path_escape(k)).as_bytes())
         else {
             continue;
         };

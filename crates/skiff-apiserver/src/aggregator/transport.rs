@@ -184,9 +184,7 @@ pub(crate) fn client_config(
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| format!("spec.caBundle: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("spec.caBundle: {e}"))?;
+            roots.add(cert).map_err(|e| format!("spec.caBundle: {e}"))?;
         }
         builder.with_root_certificates(roots)
     };
