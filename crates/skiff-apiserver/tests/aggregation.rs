@@ -232,7 +232,24 @@ async fn ext_server(front_proxy_ca: &str, host: &str, net: &PodNet) -> ExtServer
                                 .map(|v| v.to_str().unwrap_or("").to_string())
                                 .collect()
                         };
+                        let aggregated = all("accept")
+                            .iter()
+                            .any(|a| a.contains("as=APIGroupDiscoveryList"));
                         let body = match path.as_str() {
+                            // Its own aggregated discovery (with a category only this has).
+                            "/apis" if aggregated => json!({
+                                "kind": "APIGroupDiscoveryList",
+                                "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {},
+                                "items": [{"metadata": {"name": "example.skiff.dev"},
+                                    "versions": [{"version": "v1", "freshness": "Current",
+                                        "resources": [{"resource": "widgets",
+                                            "singularResource": "widget",
+                                            "scope": "Namespaced",
+                                            "responseKind": {"group": "example.skiff.dev",
+                                                "version": "v1", "kind": "Widget"},
+                                            "verbs": ["get", "list"],
+                                            "categories": ["from-aggregated"]}]}]}],
+                            }),
                             "/apis/example.skiff.dev/v1" => json!({
                                 "kind": "APIResourceList", "apiVersion": "v1",
                                 "groupVersion": "example.skiff.dev/v1",
@@ -251,9 +268,14 @@ async fn ext_server(front_proxy_ca: &str, host: &str, net: &PodNet) -> ExtServer
                                     "host": all("host")},
                             }),
                         };
+                        let ct = if aggregated && path == "/apis" {
+                            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+                        } else {
+                            "application/json"
+                        };
                         Ok::<_, std::convert::Infallible>(
                             http::Response::builder()
-                                .header("content-type", "application/json")
+                                .header("content-type", ct)
                                 .body(Full::new(Bytes::from(body.to_string())))
                                 .expect("response"),
                         )
@@ -632,6 +654,11 @@ async fn proxies_to_an_extension_api_server() {
     assert_eq!(item["versions"][0]["freshness"], "Current");
     assert_eq!(item["versions"][0]["resources"][0]["resource"], "widgets");
     assert_eq!(item["versions"][0]["resources"][0]["scope"], "Namespaced");
+    assert_eq!(
+        item["versions"][0]["resources"][0]["categories"],
+        json!(["from-aggregated"]),
+        "the server's own aggregated discovery is merged"
+    );
 
     // The server goes away.
     ext.task.abort();

@@ -20,6 +20,9 @@ use crate::AppState;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest discovery document read from an extension server.
 const DISCOVERY_LIMIT: usize = 4 * 1024 * 1024;
+/// What the aggregator asks an extension server's `/apis` for (falls back to legacy JSON).
+const AGGREGATED_ACCEPT: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
 
 /// The condition of a Local APIService (`since` = the old transition time to keep).
 pub(crate) fn local_condition(since: Option<&Value>) -> Value {
@@ -46,7 +49,42 @@ fn current_condition(obj: &Value) -> Option<&Value> {
         .find(|c| c["type"] == "Available")
 }
 
-/// Checks one service-backed APIService; Ok = its APIResourceList.
+/// One GET to the extension server as the aggregator: (status, content type, JSON or Null).
+async fn get_json(
+    target: &transport::Target,
+    config: rustls::ClientConfig,
+    path: &str,
+    accept: &str,
+) -> Result<(u16, String, Value), String> {
+    let req = http::Request::get(path)
+        .header(http::header::HOST, &target.host)
+        .header(http::header::ACCEPT, accept)
+        .header("X-Remote-User", "system:kube-aggregator")
+        .header("X-Remote-Group", "system:masters")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = transport::send(target, config, req).await?;
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = http_body_util::Limited::new(resp.into_body(), DISCOVERY_LIMIT)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the response: {e}"))?
+        .to_bytes();
+    Ok((
+        status,
+        content_type,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ))
+}
+
+/// Checks one service-backed APIService; Ok = its discovery entry (aggregated discovery's
+/// version entry), Null when the server did not let the aggregator read it.
 async fn check(st: &AppState, obj: &Value) -> Result<Value, NotReady> {
     let target = transport::resolve(st, obj).await?;
     let group = obj
@@ -69,18 +107,11 @@ async fn check(st: &AppState, obj: &Value) -> Result<Value, NotReady> {
         return Err(failed("no front-proxy client certificate".into()));
     };
     let config = transport::client_config(obj, &front).map_err(failed)?;
-    let req = http::Request::get(format!("/apis/{group}/{version}"))
-        .header(http::header::HOST, &target.host)
-        .header(http::header::ACCEPT, "application/json")
-        .header("X-Remote-User", "system:kube-aggregator")
-        .header("X-Remote-Group", "system:masters")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| failed(e.to_string()))?;
-    let work = async {
-        let resp = transport::send(&target, config, req)
+    let path = format!("/apis/{group}/{version}");
+    let legacy = async {
+        let (status, _, list) = get_json(&target, config.clone(), &path, "application/json")
             .await
             .map_err(|e| format!("Get {url:?}: {e}"))?;
-        let status = resp.status().as_u16();
         // Upstream counts 401/403 as reachable: the server is up but does not let the
         // aggregator read discovery.
         if status == 401 || status == 403 {
@@ -89,18 +120,38 @@ async fn check(st: &AppState, obj: &Value) -> Result<Value, NotReady> {
         if !(200..300).contains(&status) {
             return Err(format!("bad status from {url}: {status}"));
         }
-        let body = http_body_util::Limited::new(resp.into_body(), DISCOVERY_LIMIT)
-            .collect()
-            .await
-            .map_err(|e| format!("reading {url}: {e}"))?
-            .to_bytes();
-        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+        Ok(list)
     };
-    match tokio::time::timeout(CHECK_TIMEOUT, work).await {
-        Ok(Ok(list)) => Ok(list),
-        Ok(Err(e)) => Err(failed(e)),
-        Err(_) => Err(failed(format!("Get {url:?}: context deadline exceeded"))),
+    let list = match tokio::time::timeout(CHECK_TIMEOUT, legacy).await {
+        Ok(Ok(list)) => list,
+        Ok(Err(e)) => return Err(failed(e)),
+        Err(_) => return Err(failed(format!("Get {url:?}: context deadline exceeded"))),
+    };
+    if list.is_null() {
+        return Ok(Value::Null);
     }
+    // Prefer the server's own aggregated discovery (it carries what a resource list cannot,
+    // e.g. subresource response kinds); best effort, the resource list is the fallback.
+    let aggregated = tokio::time::timeout(
+        CHECK_TIMEOUT,
+        get_json(&target, config, "/apis", AGGREGATED_ACCEPT),
+    )
+    .await;
+    if let Ok(Ok((200, ct, doc))) = aggregated {
+        if ct.contains("as=APIGroupDiscoveryList") {
+            let entry = doc["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|i| i["metadata"]["name"] == group)
+                .flat_map(|i| i["versions"].as_array().cloned().unwrap_or_default())
+                .find(|v| v["version"] == version);
+            if let Some(entry) = entry {
+                return Ok(entry);
+            }
+        }
+    }
+    Ok(super::version_discovery(group, version, Some(&list), false))
 }
 
 /// Writes the Available condition when its status, reason or message changed.
@@ -154,8 +205,8 @@ async fn check_all(st: &Arc<AppState>) {
                 return;
             }
             match check(&st, obj).await {
-                Ok(list) => {
-                    st.aggregator.remember(&name, list);
+                Ok(entry) => {
+                    st.aggregator.remember(&name, entry);
                     set_condition(&st, key, "True", "Passed", "all checks passed").await;
                 }
                 Err(nr) => {

@@ -29,7 +29,8 @@ use crate::AppState;
 #[derive(Default)]
 pub(crate) struct Aggregator {
     front_proxy: OnceLock<Arc<certs::FrontProxy>>,
-    /// The last APIResourceList each service-backed APIService's server answered, by name.
+    /// The last discovery entry (an aggregated discovery version) of each service-backed
+    /// APIService's server, by APIService name.
     discovery: RwLock<HashMap<String, Value>>,
     /// Wakes the availability controller early.
     kick: tokio::sync::Notify,
@@ -243,8 +244,12 @@ pub(crate) async fn merge_apis(st: &AppState, base: Response) -> Response {
                 .iter()
                 .map(|o| {
                     let name = o["metadata"]["name"].as_str().unwrap_or("");
-                    let cached = st.aggregator.cached(name);
-                    version_discovery(g, version_of(o), cached.as_ref(), !available(o))
+                    let mut entry = st
+                        .aggregator
+                        .cached(name)
+                        .unwrap_or_else(|| version_discovery(g, version_of(o), None, true));
+                    entry["freshness"] = json!(if available(o) { "Current" } else { "Stale" });
+                    entry
                 })
                 .collect();
             match items
