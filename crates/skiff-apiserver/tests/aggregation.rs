@@ -24,7 +24,8 @@ const GROUP: &str = "example.skiff.dev";
 const NS: &str = "aggr-test";
 
 struct Env {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
     client: Client,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -40,6 +41,7 @@ async fn start() -> Env {
         .await
         .expect("bind");
     let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let addr = server.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(async {
         let _ = rx.await;
@@ -52,7 +54,8 @@ async fn start() -> Env {
     config.default_retry = false;
     let client = Client::try_from(config).expect("client");
     Env {
-        _dir: dir,
+        dir,
+        addr,
         client,
         _stop: tx,
     }
@@ -225,6 +228,22 @@ async fn ext_server(front_proxy_ca: &str, host: &str, net: &PodNet) -> ExtServer
                     let cn = cn.clone();
                     async move {
                         let path = req.uri().path().to_string();
+                        if req.headers().get("upgrade").is_some() {
+                            // An exec-like stream: echo whatever comes after the 101.
+                            let on = hyper::upgrade::on(req);
+                            tokio::spawn(async move {
+                                if let Ok(up) = on.await {
+                                    let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
+                                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                                }
+                            });
+                            return Ok(http::Response::builder()
+                                .status(101)
+                                .header("connection", "Upgrade")
+                                .header("upgrade", "echo")
+                                .body(Full::new(Bytes::new()))
+                                .expect("response"));
+                        }
                         let all = |name: &str| -> Vec<String> {
                             req.headers()
                                 .get_all(name)
@@ -282,7 +301,9 @@ async fn ext_server(front_proxy_ca: &str, host: &str, net: &PodNet) -> ExtServer
                     }
                 });
             tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc),
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades(),
             );
         }
     });
@@ -291,6 +312,65 @@ async fn ext_server(front_proxy_ca: &str, host: &str, net: &PodNet) -> ExtServer
         port,
         task,
     }
+}
+
+/// Upgrades a raw HTTPS connection (admin client certificate) on an aggregated path and
+/// returns what the extension server echoes back.
+async fn upgrade_echo(env: &Env) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = env.dir.path().join("server/tls");
+    let read = |n: &str| std::fs::read_to_string(tls.join(n)).expect("pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut read("ca.crt").as_bytes()) {
+        roots.add(c.expect("cert")).expect("root");
+    }
+    let certs = rustls_pemfile::certs(&mut read("admin.crt").as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = rustls_pemfile::private_key(&mut read("admin.key").as_bytes())
+        .expect("key")
+        .expect("a key");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(certs, key)
+    .expect("client config");
+    let tcp = tokio::net::TcpStream::connect(env.addr)
+        .await
+        .expect("connect");
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("tls");
+    let req = format!(
+        "POST /apis/{GROUP}/v1/namespaces/{NS}/widgets/w/exec HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Connection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(
+            s.read(&mut byte).await.expect("read") == 1,
+            "connection closed"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping-pong").await.expect("write");
+    let mut buf = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    String::from_utf8_lossy(&buf).to_string()
 }
 
 async fn wait_available(api: &Api<APIService>, name: &str, want: &str) -> Value {
@@ -597,6 +677,9 @@ async fn proxies_to_an_extension_api_server() {
     assert_eq!(echo["authorization"], json!([]));
     assert_eq!(echo["impersonate"], json!([]));
     assert_eq!(echo["host"], json!([format!("ext-api.{NS}.svc")]));
+
+    // An upgraded stream (exec-like) is spliced both ways.
+    assert_eq!(upgrade_echo(&env).await, "ping-pong");
 
     // Authorization happens here first: a user without RBAC never reaches the server.
     let (code, _) = raw(
