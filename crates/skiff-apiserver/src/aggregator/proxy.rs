@@ -120,9 +120,19 @@ pub(crate) async fn proxy(
     parts: &mut http::request::Parts,
     body: Body,
 ) -> ApiResult<Response> {
+    let mut fresh = None;
     if !is_available(apiservice) {
-        return Err(unavailable("service unavailable"));
+        // The cache may not hold the condition just written yet: look once more after it
+        // caught up with the store (only on this failure path).
+        st.cache.catch_up(st).await;
+        let g = apiservice["spec"]["group"].as_str().unwrap_or("");
+        let v = apiservice["spec"]["version"].as_str().unwrap_or("");
+        fresh = super::claimed(st, g, v).filter(|o| is_available(o));
+        if fresh.is_none() {
+            return Err(unavailable("service unavailable"));
+        }
     }
+    let apiservice: &Value = fresh.as_deref().unwrap_or(apiservice);
     let target = transport::resolve(st, apiservice)
         .await
         .map_err(|nr| unavailable(nr.message))?;
