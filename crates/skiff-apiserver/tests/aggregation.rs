@@ -587,6 +587,21 @@ async fn local_and_crd_apiservices_and_validation() {
     api.create(&PostParams::default(), &good)
         .await
         .expect("create");
+    let err = api
+        .create(&PostParams::default(), &good)
+        .await
+        .expect_err("conflict");
+    let kube::Error::Api(status) = err else {
+        panic!("unexpected {err}");
+    };
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    assert_eq!(
+        status.message,
+        "apiservices.apiregistration.k8s.io \"v1.example.skiff.dev\" already exists"
+    );
     let read =
         serde_json::to_value(api.get("v1.example.skiff.dev").await.expect("get")).expect("json");
     assert_eq!(read["spec"]["service"]["port"], 443, "port defaulted");
