@@ -30,13 +30,13 @@ struct Env {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start() -> Env {
+async fn start(check_interval: Duration) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let store =
         Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
     let mut config =
         skiff_apiserver::ServerConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
-    config.apiservice_check_interval = Duration::from_millis(500);
+    config.apiservice_check_interval = check_interval;
     let server = skiff_apiserver::Server::bind(config, store)
         .await
         .expect("bind");
@@ -437,7 +437,7 @@ async fn wait_available(api: &Api<APIService>, name: &str, want: &str) -> Value 
 
 #[tokio::test]
 async fn local_and_crd_apiservices_and_validation() {
-    let env = start().await;
+    let env = start(Duration::from_millis(500)).await;
     let api: Api<APIService> = Api::all(env.client.clone());
     for name in [
         "v1.",
@@ -629,7 +629,8 @@ async fn local_and_crd_apiservices_and_validation() {
 
 #[tokio::test]
 async fn proxies_to_an_extension_api_server() {
-    let env = start().await;
+    // Upstream's interval: only changes, re-checks of failures and proxy errors drive checks.
+    let env = start(Duration::from_secs(30)).await;
     let client = env.client.clone();
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(client.clone(), "kube-system");
@@ -665,6 +666,21 @@ async fn proxies_to_an_extension_api_server() {
     )
     .await
     .expect("namespace");
+    let api: Api<APIService> = Api::all(client.clone());
+    let apiservice: APIService = serde_json::from_value(json!({
+        "metadata": {"name": "v1.example.skiff.dev"},
+        "spec": {"group": GROUP, "version": "v1", "groupPriorityMinimum": 100,
+            "versionPriority": 10,
+            "caBundle": base64::engine::general_purpose::STANDARD.encode(&ext.ca_pem),
+            "service": {"namespace": NS, "name": "ext-api", "port": 443}},
+    }))
+    .expect("apiservice");
+    api.create(&PostParams::default(), &apiservice)
+        .await
+        .expect("create");
+    // Registered before its Service exists: unavailable, then re-checked within seconds once
+    // the Service and its endpoints appear (they are not watched).
+    wait_available(&api, "v1.example.skiff.dev", "False (ServiceNotFound)").await;
     let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), NS);
     svcs.create(
         &PostParams::default(),
@@ -685,18 +701,6 @@ async fn proxies_to_an_extension_api_server() {
     .await
     .expect("endpoints");
 
-    let api: Api<APIService> = Api::all(client.clone());
-    let apiservice: APIService = serde_json::from_value(json!({
-        "metadata": {"name": "v1.example.skiff.dev"},
-        "spec": {"group": GROUP, "version": "v1", "groupPriorityMinimum": 100,
-            "versionPriority": 10,
-            "caBundle": base64::engine::general_purpose::STANDARD.encode(&ext.ca_pem),
-            "service": {"namespace": NS, "name": "ext-api", "port": 443}},
-    }))
-    .expect("apiservice");
-    api.create(&PostParams::default(), &apiservice)
-        .await
-        .expect("create");
     let c = wait_available(&api, "v1.example.skiff.dev", "True").await;
     assert_eq!(c["reason"], "Passed");
     assert_eq!(c["message"], "all checks passed");
@@ -799,9 +803,15 @@ async fn proxies_to_an_extension_api_server() {
     }
     assert_eq!(body["echo"]["path"], "/apis/metrics.k8s.io/v1beta1/nodes");
 
-    // The server goes away.
+    // The server goes away: the next proxied request fails (503) and triggers a re-check.
     ext.task.abort();
     let _ = ext.task.await;
+    let (code, _) = get(
+        &client,
+        &format!("/apis/{GROUP}/v1/namespaces/{NS}/widgets"),
+    )
+    .await;
+    assert_eq!(code, 503);
     let c = wait_available(&api, "v1.example.skiff.dev", "False (FailedDiscoveryCheck)").await;
     assert!(
         c["message"].as_str().unwrap_or("").starts_with(&format!(
@@ -809,12 +819,6 @@ async fn proxies_to_an_extension_api_server() {
         )),
         "{c}"
     );
-    let (code, _) = get(
-        &client,
-        &format!("/apis/{GROUP}/v1/namespaces/{NS}/widgets"),
-    )
-    .await;
-    assert_eq!(code, 503);
     let (code, _) = get(&client, &format!("/apis/{GROUP}/v1")).await;
     assert_eq!(code, 503, "kubectl: couldn't get resource list");
     aggregated_item(&client, "Stale").await;

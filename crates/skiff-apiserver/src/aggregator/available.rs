@@ -18,6 +18,8 @@ use crate::AppState;
 
 /// Upstream's discovery check timeout.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// First re-check delay of an unavailable APIService.
+const RETRY_MIN: Duration = Duration::from_secs(1);
 /// Largest discovery document read from an extension server.
 const DISCOVERY_LIMIT: usize = 4 * 1024 * 1024;
 /// What the aggregator asks an extension server's `/apis` for (falls back to legacy JSON).
@@ -190,8 +192,8 @@ async fn set_condition(st: &AppState, key: &str, status: &str, reason: &str, mes
     }
 }
 
-/// One pass over every APIService.
-async fn check_all(st: &Arc<AppState>) {
+/// One pass over every APIService; true when a service-backed one is unavailable.
+async fn check_all(st: &Arc<AppState>) -> bool {
     let all = st.cache.snapshot(crate::cache::API_SERVICES);
     let checks = all.iter().map(|(key, obj)| {
         let st = st.clone();
@@ -202,24 +204,27 @@ async fn check_all(st: &Arc<AppState>) {
                 let c = local_condition(None);
                 set_condition(&st, key, "True", "Local", c["message"].as_str().unwrap_or(""))
                     .await;
-                return;
+                return false;
             }
             match check(&st, obj).await {
                 Ok(entry) => {
                     st.aggregator.remember(&name, entry);
                     set_condition(&st, key, "True", "Passed", "all checks passed").await;
+                    false
                 }
                 Err(nr) => {
                     tracing::debug!(apiservice = %name, reason = nr.reason, message = %nr.message, "APIService unavailable");
                     set_condition(&st, key, "False", nr.reason, &nr.message).await;
+                    true
                 }
             }
         }
     });
-    futures::future::join_all(checks).await;
+    let failing = futures::future::join_all(checks).await.contains(&true);
     // Forget discovery of APIServices that are gone.
     st.aggregator
         .retain(|name| all.contains_key(&format!("{}{name}", crate::cache::API_SERVICES)));
+    failing
 }
 
 /// The controller loop; see the module doc.
@@ -227,6 +232,10 @@ pub(crate) async fn run(st: Arc<AppState>, interval: Duration) {
     st.cache.ready(&st).await;
     let mut changes = st.cache.subscribe();
     let mut shutdown = st.shutdown.clone();
+    // While some APIService is unavailable, re-check sooner (1 s, doubling up to `interval`),
+    // as upstream re-queues failures: a Service or its endpoints becoming ready (not watched
+    // here) is then noticed within seconds.
+    let mut retry = RETRY_MIN;
     loop {
         if *shutdown.borrow() {
             return;
@@ -237,9 +246,16 @@ pub(crate) async fn run(st: Arc<AppState>, interval: Duration) {
         // Our own writes must be in the cache before the pass reads it.
         st.cache.catch_up(&st).await;
         changes.borrow_and_update();
-        check_all(&st).await;
+        let wait = if check_all(&st).await {
+            let w = retry.min(interval);
+            retry = (retry * 2).min(interval);
+            w
+        } else {
+            retry = RETRY_MIN;
+            interval
+        };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             r = changes.changed() => {
                 if r.is_err() {
                     return;
