@@ -236,6 +236,8 @@ pub(crate) async fn run(st: Arc<AppState>, interval: Duration) {
     // as upstream re-queues failures: a Service or its endpoints becoming ready (not watched
     // here) is then noticed within seconds.
     let mut retry = RETRY_MIN;
+    // Whether the last wake-up was the re-check timer (only those back off further).
+    let mut timed_out = false;
     loop {
         if *shutdown.borrow() {
             return;
@@ -247,15 +249,17 @@ pub(crate) async fn run(st: Arc<AppState>, interval: Duration) {
         st.cache.catch_up(&st).await;
         changes.borrow_and_update();
         let wait = if check_all(&st).await {
-            let w = retry.min(interval);
-            retry = (retry * 2).min(interval);
-            w
+            if timed_out {
+                retry = (retry * 2).min(interval);
+            }
+            retry.min(interval)
         } else {
             retry = RETRY_MIN;
             interval
         };
+        timed_out = false;
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait) => timed_out = true,
             r = changes.changed() => {
                 if r.is_err() {
                     return;
