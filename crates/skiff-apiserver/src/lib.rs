@@ -13,6 +13,7 @@
 
 mod admission;
 mod agent_client;
+mod aggregator;
 mod allocator;
 pub mod auth;
 pub mod authz;
@@ -105,6 +106,9 @@ pub struct ServerConfig {
     /// `ServiceAccount` for a server run without controllers, where no `default`
     /// ServiceAccount would ever appear).
     pub disable_admission_plugins: Vec<String>,
+    /// How often service-backed APIServices are checked for availability (upstream: 30 s);
+    /// they are also checked after any APIService change.
+    pub apiservice_check_interval: Duration,
 }
 
 /// Client certificates skiff issues for its own users (admin, controllers) last a year and are
@@ -145,6 +149,7 @@ impl ServerConfig {
             max_mutating_requests_inflight: DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             service_account_issuer: serviceaccount::DEFAULT_ISSUER.to_string(),
             disable_admission_plugins: Vec::new(),
+            apiservice_check_interval: Duration::from_secs(30),
         }
     }
 }
@@ -209,6 +214,8 @@ pub struct AppState {
     /// CRDs, admission configuration and APIServices kept in memory (see `cache`).
     #[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
     pub(crate) cache: Arc<cache::Cache>,
+    /// API aggregation: front-proxy identity, extension servers' discovery (see `aggregator`).
+    pub(crate) aggregator: aggregator::Aggregator,
 }
 
 /// The cluster CA as the handlers use it.
@@ -294,6 +301,7 @@ impl AppState {
             service_accounts,
             local_agents: Default::default(),
             cache: cache::Cache::new(),
+            aggregator: Default::default(),
         })
     }
 
@@ -427,6 +435,21 @@ impl Server {
             config.endpoint_reconcile_interval,
         ));
         tolerate_full(bootstrap_rbac(&state).await)?;
+        // API aggregation: the front-proxy identity extension servers trust, how they learn
+        // it, the built-in APIServices, then the availability controller.
+        let front_proxy = aggregator::certs::ensure(&server_dir.join("tls"))?;
+        if let Some(pki) = &state.pki {
+            tolerate_full(
+                aggregator::certs::write_config_map(&state, &pki.ca_pem, &front_proxy).await,
+            )?;
+        }
+        state.aggregator.set_front_proxy(front_proxy);
+        tolerate_full(
+            aggregator::register_builtin(&state)
+                .await
+                .map_err(ServerError::from),
+        )?;
+        aggregator::start(state.clone(), config.apiservice_check_interval);
         Ok(Self {
             listener,
             timeouts: conn::Timeouts {

@@ -8,7 +8,7 @@ mod create;
 mod delete;
 mod ephemeral;
 mod metrics;
-mod proxy;
+pub(crate) mod proxy;
 mod read;
 mod subresources;
 mod update;
@@ -126,8 +126,13 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
             return Ok(crate::serviceaccount::oidc::jwks(&st.service_accounts))
         }
         ["api"] => return Ok(discovery::api(&parts.headers, &host)),
-        ["apis"] => return Ok(discovery::apis(&parts.headers)),
-        ["apis", g] => return Ok(discovery::group(g)),
+        ["apis"] => {
+            let base = discovery::apis(&parts.headers);
+            return Ok(crate::aggregator::merge_apis(&st, base).await);
+        }
+        ["apis", g] => {
+            return Ok(crate::aggregator::group(&st, g).unwrap_or_else(|| discovery::group(g)))
+        }
         ["metrics"] if parts.method == Method::GET => {
             return Ok(crate::metrics::serve(&st.store, &parts.headers).await)
         }
@@ -137,6 +142,11 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         _ => return Err(not_found_path()),
     };
     if rest.is_empty() {
+        // A group/version an extension API server claims is answered by it (also over a
+        // version skiff serves itself, as upstream).
+        if let Some(svc) = crate::aggregator::claimed(&st, group, version) {
+            return crate::aggregator::proxy(&st, &user, &svc, &mut parts, body).await;
+        }
         return discovery::resource_list(group, version).ok_or_else(not_found_path);
     }
     // Legacy `/watch/` path prefix.
@@ -166,6 +176,9 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         },
     );
     crate::authz::check(&st, &attrs).await?;
+    if let Some(svc) = crate::aggregator::claimed(&st, group, version) {
+        return crate::aggregator::proxy(&st, &user, &svc, &mut parts, body).await;
+    }
     let info =
         skiff_api::resources::by_plural(group, version, plural).ok_or_else(not_found_path)?;
     if ns.is_some() && !info.namespaced {
