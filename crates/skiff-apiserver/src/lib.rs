@@ -13,11 +13,14 @@
 
 mod admission;
 mod agent_client;
+mod aggregator;
 mod allocator;
 pub mod auth;
 pub mod authz;
 #[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
 mod cache;
+#[allow(dead_code)] // wired into the CRD write path by the coordinator
+pub(crate) mod cel_rules;
 mod conn;
 mod crd;
 mod ctx;
@@ -104,6 +107,9 @@ pub struct ServerConfig {
     /// `ServiceAccount` for a server run without controllers, where no `default`
     /// ServiceAccount would ever appear).
     pub disable_admission_plugins: Vec<String>,
+    /// How often service-backed APIServices are checked for availability (upstream: 30 s);
+    /// they are also checked after any APIService change.
+    pub apiservice_check_interval: Duration,
 }
 
 /// Client certificates skiff issues for its own users (admin, controllers) last a year and are
@@ -144,6 +150,7 @@ impl ServerConfig {
             max_mutating_requests_inflight: DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             service_account_issuer: serviceaccount::DEFAULT_ISSUER.to_string(),
             disable_admission_plugins: Vec::new(),
+            apiservice_check_interval: Duration::from_secs(30),
         }
     }
 }
@@ -210,6 +217,8 @@ pub struct AppState {
     pub(crate) cache: Arc<cache::Cache>,
     /// The served custom kinds and the CRD controllers (see `crd`).
     pub(crate) crds: crd::Registry,
+    /// API aggregation: front-proxy identity, extension servers' discovery (see `aggregator`).
+    pub(crate) aggregator: aggregator::Aggregator,
 }
 
 /// The cluster CA as the handlers use it.
@@ -298,6 +307,7 @@ impl AppState {
             local_agents: Default::default(),
             cache,
             crds,
+            aggregator: Default::default(),
         })
     }
 
@@ -431,6 +441,21 @@ impl Server {
             config.endpoint_reconcile_interval,
         ));
         tolerate_full(bootstrap_rbac(&state).await)?;
+        // API aggregation: the front-proxy identity extension servers trust, how they learn
+        // it, the built-in APIServices, then the availability controller.
+        let front_proxy = aggregator::certs::ensure(&server_dir.join("tls"))?;
+        if let Some(pki) = &state.pki {
+            tolerate_full(
+                aggregator::certs::write_config_map(&state, &pki.ca_pem, &front_proxy).await,
+            )?;
+        }
+        state.aggregator.set_front_proxy(front_proxy);
+        tolerate_full(
+            aggregator::register_builtin(&state)
+                .await
+                .map_err(ServerError::from),
+        )?;
+        aggregator::start(state.clone(), config.apiservice_check_interval);
         Ok(Self {
             listener,
             timeouts: conn::Timeouts {

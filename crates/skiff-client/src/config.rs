@@ -14,12 +14,13 @@ pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|source| Error::Kubeconfig {
             path: path.to_path_buf(),
             source,
         })?;
+    no_blind_retries(&mut config);
     Ok(kube::Client::try_from(config)?)
 }
 
@@ -45,6 +46,14 @@ pub fn with_client_cert(
     Ok(kube::Client::try_from(config)?)
 }
 
+/// kube's default retry layer repeats a 429/503/504 up to 15 times with back-off growing to
+/// 1000 s, so one request to an unavailable aggregated API (a 503 with no Retry-After) would
+/// hang a controller for minutes. Like client-go, skiff's clients leave retrying to the caller:
+/// every controller requeues a failed reconcile with its own back-off.
+fn no_blind_retries(config: &mut kube::Config) {
+    config.default_retry = false;
+}
+
 fn base64_encode(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -56,6 +65,7 @@ fn base_config(server: &str, ca_pem: &[u8]) -> Result<kube::Config, Error> {
         source,
     })?;
     let mut config = kube::Config::new(url);
+    no_blind_retries(&mut config);
     let certs = rustls_pemfile::certs(&mut &ca_pem[..])
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::BadCa(e.to_string()))?;

@@ -5,10 +5,11 @@
 //! `admission.rs` (one kind, no user), a plugin sees the user, the operation, the subresource
 //! and the old object, for any kind. The built-in plugins are listed in [`registry`].
 
-#[allow(dead_code)] // skeleton until its callers land
+#[allow(dead_code)] // match_conditions: called by the webhook dispatcher once it lands
 pub(crate) mod cel_env;
 pub(crate) mod certificates;
 mod podsecurity;
+mod policy;
 mod rbac_escalation;
 pub(crate) mod serviceaccount;
 mod webhooks;
@@ -95,6 +96,7 @@ pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
         Box::new(podsecurity::PodSecurity),
         Box::new(rbac_escalation::RbacEscalation),
         Box::new(webhooks::Mutating::new()),
+        Box::new(policy::ValidatingAdmissionPolicy::new()),
         Box::new(webhooks::Validating::new()),
     ]
 }

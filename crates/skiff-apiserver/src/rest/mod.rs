@@ -8,7 +8,7 @@ mod create;
 mod delete;
 mod ephemeral;
 mod metrics;
-mod proxy;
+pub(crate) mod proxy;
 mod read;
 mod subresources;
 mod update;
@@ -137,11 +137,13 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         ["api"] => return Ok(discovery::api(&parts.headers, &host)),
         ["apis"] => {
             let custom = st.crds.ready(&st).await;
-            return Ok(discovery::apis(&parts.headers, &custom.infos()));
+            let base = discovery::apis(&parts.headers, &custom.infos());
+            return Ok(crate::aggregator::merge_apis(&st, base).await);
         }
         ["apis", g] => {
             let custom = st.crds.ready(&st).await;
-            return Ok(discovery::group(g, &custom.infos()));
+            return Ok(crate::aggregator::group(&st, g)
+                .unwrap_or_else(|| discovery::group(g, &custom.infos())));
         }
         ["metrics"] if parts.method == Method::GET => {
             return Ok(crate::metrics::serve(&st.store, &parts.headers).await)
@@ -155,6 +157,11 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         _ => return Err(not_found_path()),
     };
     if rest.is_empty() {
+        // A group/version an extension API server claims is answered by it (also over a
+        // version skiff serves itself, as upstream).
+        if let Some(svc) = crate::aggregator::claimed(&st, group, version) {
+            return crate::aggregator::proxy(&st, &user, &svc, &mut parts, body).await;
+        }
         let custom = st.crds.ready(&st).await;
         return discovery::resource_list(group, version, &custom.infos())
             .ok_or_else(not_found_path);
@@ -186,6 +193,9 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         },
     );
     crate::authz::check(&st, &attrs).await?;
+    if let Some(svc) = crate::aggregator::claimed(&st, group, version) {
+        return crate::aggregator::proxy(&st, &user, &svc, &mut parts, body).await;
+    }
     // Built-in kinds first, then the served custom kinds.
     let (info, custom) = match skiff_api::resources::by_plural(group, version, plural) {
         Some(info) => (info, None),

@@ -259,7 +259,7 @@ async fn service_target(ctx: &Ctx, id: &str) -> ApiResult<Target> {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus those the `Connection` header names.
-fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
+pub(crate) fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
     let mut out: Vec<HeaderName> = [
         "connection",
         "keep-alive",
@@ -284,7 +284,7 @@ fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
     out
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.get_all(header::CONNECTION).iter().any(|v| {
         v.to_str()
             .unwrap_or("")
