@@ -518,7 +518,7 @@ async fn local_and_crd_apiservices_and_validation() {
                     "schema": {"openAPIV3Schema": {"type": "object"}}}]},
     });
     let crds_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
-    let (code, mut created) = raw(
+    let (code, created) = raw(
         &env.client,
         http::Request::post(crds_path)
             .header("content-type", "application/json")
