@@ -19,7 +19,6 @@ pub mod auth;
 pub mod authz;
 #[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
 mod cache;
-#[allow(dead_code)] // wired into the CRD write path by the coordinator
 pub(crate) mod cel_rules;
 mod conn;
 mod crd;

@@ -954,3 +954,63 @@ async fn custom_object_writes_cost_about_what_configmap_writes_do() {
         "{widgets:?} vs {configmaps:?}"
     );
 }
+
+#[tokio::test]
+async fn cel_validation_rules_apply_to_custom_objects() {
+    let t = common::start().await;
+    let g = "cel.example.com";
+    let mut crd = widget_crd(g);
+    for v in crd["spec"]["versions"].as_array_mut().unwrap() {
+        v["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] = json!([
+            {"rule": "self.replicas <= 10", "message": "at most 10 replicas"},
+            {"rule": "self.color == oldSelf.color", "message": "color is immutable"}
+        ]);
+    }
+    create_crd(&t, crd, &format!("/apis/{g}/v1/widgets")).await;
+    let base = format!("/apis/{g}/v1/namespaces/default/widgets");
+    let (code, err) = post(
+        &t,
+        &base,
+        json!({"metadata": {"name": "big"}, "spec": {"replicas": 11}}),
+    )
+    .await;
+    assert_eq!(code, 422, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 10 replicas"),
+        "{err}"
+    );
+    // The transition rule is skipped on create and checked on update.
+    let (code, body) = post(
+        &t,
+        &base,
+        json!({"metadata": {"name": "w"}, "spec": {"replicas": 1, "color": "red"}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, err) = patch(
+        &t,
+        &format!("{base}/w"),
+        "application/merge-patch+json",
+        json!({"spec": {"color": "blue"}}),
+    )
+    .await;
+    assert_eq!(code, 422, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("color is immutable"),
+        "{err}"
+    );
+    let (code, body) = patch(
+        &t,
+        &format!("{base}/w"),
+        "application/merge-patch+json",
+        json!({"spec": {"replicas": 2}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+}

@@ -60,8 +60,10 @@ pub(crate) fn validate(kind: &ServedKind, obj: &Value, old: Option<&Value>) -> A
     let Some(s) = &kind.schema else {
         return Ok(());
     };
-    // CEL rules: the coordinator wires the engine.
-    let causes = s.validate(obj, old, None);
+    // `x-kubernetes-validations` rules run on skiff-cel (compiled programs cached by text).
+    static RULES: std::sync::LazyLock<crate::cel_rules::CelRules> =
+        std::sync::LazyLock::new(crate::cel_rules::CelRules::new);
+    let causes = s.validate(obj, old, Some(&*RULES));
     if causes.is_empty() {
         return Ok(());
     }
