@@ -66,9 +66,27 @@ impl Write<'_> {
         warnings: &[String],
     ) -> ApiResult<Option<Response>> {
         let Some(mut prepared) = prepare_update(ctx, self.old, new, self.mode, self.record)? else {
+            // Nothing to write, but admission still sees the update (upstream admits before
+            // the storage layer finds it a no-op): a validating policy or webhook can refuse
+            // it, e.g. re-applying an unchanged CRD a policy forbids.
+            let mut same = self.old.clone();
+            let mut warnings = warnings.to_vec();
+            warnings.extend(
+                plugins::admit(
+                    &plugins::Request {
+                        ctx,
+                        op: plugins::Operation::Update,
+                        name,
+                        subresource: self.mode.subresource(),
+                        old: Some(self.old),
+                    },
+                    Some(&mut same),
+                )
+                .await?,
+            );
             return Ok(Some(with_warnings(
                 object_response(ctx, 200, self.old),
-                warnings,
+                &warnings,
             )));
         };
         let mut warnings = warnings.to_vec();
