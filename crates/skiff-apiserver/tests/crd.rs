@@ -441,6 +441,21 @@ async fn unknown_fields_are_pruned_or_rejected_and_defaults_apply() {
     )
     .await;
     assert_eq!(code, 422, "{err}");
+    // Unknown ObjectMeta fields too.
+    let (code, err) = post(
+        &t,
+        &format!("{base}?fieldValidation=Strict"),
+        json!({"metadata": {"name": "w4", "bogus": 1}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(
+        err["message"],
+        "strict decoding error: unknown field \"metadata.bogus\""
+    );
+    let (code, created) = post(&t, &base, json!({"metadata": {"name": "w4", "bogus": 1}})).await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created["metadata"].get("bogus").is_none(), "{created}");
 }
 
 #[tokio::test]

@@ -17,10 +17,10 @@ use crate::AppState;
 /// Prunes unknown fields; `fieldValidation` decides what the removed ones mean: Strict → 400,
 /// Warn (default) → warnings, Ignore → nothing.
 pub(crate) fn prune(kind: &ServedKind, query: &Query, obj: &mut Value) -> ApiResult<Vec<String>> {
-    let removed = match &kind.schema {
-        Some(s) => s.prune(obj),
-        None => Vec::new(),
-    };
+    let mut removed = prune_metadata(obj);
+    if let Some(s) = &kind.schema {
+        removed.extend(s.prune(obj));
+    }
     let mode = query.get("fieldValidation").unwrap_or("Warn");
     if removed.is_empty() || mode.eq_ignore_ascii_case("Ignore") {
         return Ok(Vec::new());
@@ -36,6 +36,44 @@ pub(crate) fn prune(kind: &ServedKind, query: &Query, obj: &mut Value) -> ApiRes
         )));
     }
     Ok(list)
+}
+
+/// ObjectMeta's fields (upstream drops any other key of a custom object's `metadata`).
+const OBJECT_META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// Removes unknown `metadata` keys; returns their paths (`.metadata.x`).
+fn prune_metadata(obj: &mut Value) -> Vec<String> {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return Vec::new();
+    };
+    let unknown: Vec<String> = meta
+        .keys()
+        .filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for k in &unknown {
+        meta.remove(k);
+    }
+    unknown
+        .into_iter()
+        .map(|k| format!(".metadata.{k}"))
+        .collect()
 }
 
 /// A terminating CRD takes no new objects (upstream's 405).
