@@ -79,6 +79,19 @@ fn kubectl_drives_custom_resources() {
         "--timeout=10s",
     ]);
 
+    let resources = c.ok(&["api-resources", "--api-group=kc.example.com"]);
+    let line: Vec<&str> = resources
+        .lines()
+        .find(|l| l.starts_with("widgets "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        line,
+        ["widgets", "wdg", "kc.example.com/v1", "true", "Widget"],
+        "{resources}"
+    );
+
     let w = dir.join("widget.yaml");
     std::fs::write(&w, widget(2, "red")).expect("write");
     let w = w.to_string_lossy().into_owned();
