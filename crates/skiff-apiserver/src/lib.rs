@@ -17,7 +17,6 @@ mod aggregator;
 mod allocator;
 pub mod auth;
 pub mod authz;
-#[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
 mod cache;
 pub(crate) mod cel_rules;
 mod conn;
@@ -41,7 +40,6 @@ mod signer;
 mod storage;
 mod tls;
 mod watch;
-#[allow(dead_code)] // skeleton until its callers land
 mod webhook;
 
 use std::future::Future;
@@ -212,7 +210,6 @@ pub struct AppState {
     /// connection instead of TLS over TCP (see `agent_client`).
     pub(crate) local_agents: std::sync::RwLock<std::collections::HashMap<String, Router>>,
     /// CRDs, admission configuration and APIServices kept in memory (see `cache`).
-    #[allow(dead_code)] // read by the CRD, admission and aggregation paths as they land
     pub(crate) cache: Arc<cache::Cache>,
     /// The served custom kinds and the CRD controllers (see `crd`).
     pub(crate) crds: crd::Registry,

@@ -5,7 +5,6 @@
 //! `admission.rs` (one kind, no user), a plugin sees the user, the operation, the subresource
 //! and the old object, for any kind. The built-in plugins are listed in [`registry`].
 
-#[allow(dead_code)] // match_conditions: called by the webhook dispatcher once it lands
 pub(crate) mod cel_env;
 pub(crate) mod certificates;
 mod podsecurity;
