@@ -213,19 +213,36 @@ fn fill(v: &Value, f: Field, node: &mut FieldSet, mark_maps: bool) {
     }
 }
 
-fn root_field(info: &ResourceInfo) -> Field {
-    Field {
-        ty: crate::kinds::of(info).patch_root,
-        list: ListKind::Atomic,
-        atomic: false,
+/// How a kind's objects are structured for server-side apply and managedFields: which lists
+/// merge by key, which are sets, which maps are atomic.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape(Field);
+
+impl Shape {
+    /// A built-in kind's (from the kind registry).
+    pub fn of(info: &ResourceInfo) -> Shape {
+        Shape(Field {
+            ty: crate::kinds::of(info).patch_root,
+            list: ListKind::Atomic,
+            atomic: false,
+        })
+    }
+
+    /// A custom kind's, from its version's `openAPIV3Schema`.
+    pub fn from_schema(schema: &Value) -> Shape {
+        Shape(Field {
+            ty: crate::patch::custom::root(schema),
+            list: ListKind::Atomic,
+            atomic: false,
+        })
     }
 }
 
 /// The set of fields present in `obj`, rooted at the object.
-fn fields_of(info: &ResourceInfo, obj: &Value, mark_maps: bool) -> FieldSet {
+fn fields_of(root: Field, obj: &Value, mark_maps: bool) -> FieldSet {
     let mut set = FieldSet::default();
     if let Value::Object(m) = obj {
-        let f = root_field(info);
+        let f = root;
         for (k, v) in m {
             let cf = schema::field(f.ty, k);
             let node = set.child(format!("f:{k}"));
@@ -381,17 +398,10 @@ fn diff(
     }
 }
 
-fn changed_fields(info: &ResourceInfo, old: &Value, new: &Value) -> (FieldSet, FieldSet) {
+fn changed_fields(root: Field, old: &Value, new: &Value) -> (FieldSet, FieldSet) {
     let mut touched = FieldSet::default();
     let mut removed = FieldSet::default();
-    diff(
-        Some(old),
-        Some(new),
-        root_field(info),
-        &mut touched,
-        &mut removed,
-        0,
-    );
+    diff(Some(old), Some(new), root, &mut touched, &mut removed, 0);
     touched.member = false;
     removed.member = false;
     (touched, removed)
@@ -622,6 +632,20 @@ pub fn server_side_apply(
     force: bool,
     now: &str,
 ) -> Result<Value, ApiError> {
+    server_side_apply_shaped(info, Shape::of(info), live, applied, manager, force, now)
+}
+
+/// [`server_side_apply`] for objects structured as `shape` (custom kinds).
+pub fn server_side_apply_shaped(
+    info: &ResourceInfo,
+    shape: Shape,
+    live: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    now: &str,
+) -> Result<Value, ApiError> {
+    let root = shape.0;
     if !applied.is_object() {
         return Err(ApiError::bad_request(
             "error decoding YAML: the apply patch must be an object",
@@ -640,7 +664,7 @@ pub fn server_side_apply(
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| info.api_version());
-    let applied_set = fields_of(info, &trackable(&intent, has_status), false);
+    let applied_set = fields_of(root, &trackable(&intent, has_status), false);
     let is_me =
         |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource.is_none();
 
@@ -662,11 +686,11 @@ pub fn server_side_apply(
     let mut merged = live.clone();
     strip_managed_fields(&mut merged);
     let mut base = merged.clone();
-    apply_merge(&mut merged, &intent, root_field(info));
+    apply_merge(&mut merged, &intent, root);
 
     // Conflicts: fields this apply changes that another manager owns.
     let (touched, _) = changed_fields(
-        info,
+        root,
         &trackable(&base, has_status),
         &trackable(&merged, has_status),
     );
@@ -705,10 +729,13 @@ pub fn server_side_apply(
             .into_iter()
             .filter(|p| !applied_set.contains(p) && !others.contains(p))
             .collect();
-        // Deepest first so removing an item does not hide its own fields' removal.
+        // A path under another dropped one goes with it (removing a keyed item's key field
+        // first would leave the item unfindable); the rest deepest first.
+        let whole = dropped.clone();
+        dropped.retain(|p| !whole.iter().any(|q| q.len() < p.len() && p.starts_with(q)));
         dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for p in dropped {
-            remove_at(&mut merged, &p, root_field(info));
+            remove_at(&mut merged, &p, root);
         }
     }
 
@@ -777,16 +804,29 @@ pub fn record_update(
     manager: &str,
     now: &str,
 ) {
+    record_update_shaped(info, Shape::of(info), old, new, manager, now)
+}
+
+/// [`record_update`] for objects structured as `shape` (custom kinds).
+pub fn record_update_shaped(
+    info: &ResourceInfo,
+    shape: Shape,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    now: &str,
+) {
+    let root = shape.0;
     let api_version = info.api_version();
     let (mut entries, touched, removed) = match old {
         Some(old) => {
             let (touched, removed) =
-                changed_fields(info, &trackable(old, false), &trackable(new, false));
+                changed_fields(root, &trackable(old, false), &trackable(new, false));
             (entries_of(old), touched, removed)
         }
         None => (
             Vec::new(),
-            fields_of(info, &trackable(new, false), true),
+            fields_of(root, &trackable(new, false), true),
             FieldSet::default(),
         ),
     };

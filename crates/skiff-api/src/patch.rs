@@ -7,6 +7,7 @@
 //! merge item by item, and the resulting order follows `$setElementOrder` (or the patch) with
 //! items only the server knows kept at their original relative positions.
 
+pub(crate) mod custom;
 pub(crate) mod schema;
 
 use serde_json::{json, Map, Value};

@@ -51,6 +51,13 @@ impl Mode {
 }
 
 impl Ctx {
+    /// How the kind's objects merge in server-side apply and managedFields.
+    pub(crate) fn shape(&self) -> skiff_api::apply::Shape {
+        self.custom
+            .as_ref()
+            .map_or_else(|| skiff_api::apply::Shape::of(self.info), |c| c.shape)
+    }
+
     pub(crate) fn key(&self, name: &str) -> String {
         object_key(self.info, self.ns.as_deref(), name)
     }

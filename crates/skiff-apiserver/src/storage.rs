@@ -66,7 +66,7 @@ pub(crate) fn prepare_create(ctx: &Ctx, obj: &mut Value, record: bool) -> ApiRes
         crate::crd::strategy::validate(kind, obj, None)?;
     }
     if record {
-        skiff_api::apply::record_update(info, None, obj, &ctx.manager(), &now);
+        skiff_api::apply::record_update_shaped(info, ctx.shape(), None, obj, &ctx.manager(), &now);
     }
     Ok(())
 }
@@ -190,7 +190,14 @@ pub(crate) fn prepare_update(
         return Ok(None);
     }
     if record {
-        skiff_api::apply::record_update(info, Some(old), &mut new, &ctx.manager(), &now_rfc3339());
+        skiff_api::apply::record_update_shaped(
+            info,
+            ctx.shape(),
+            Some(old),
+            &mut new,
+            &ctx.manager(),
+            &now_rfc3339(),
+        );
     }
     Ok(Some(new))
 }

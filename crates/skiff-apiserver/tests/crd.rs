@@ -1029,3 +1029,106 @@ async fn cel_validation_rules_apply_to_custom_objects() {
     .await;
     assert_eq!(code, 200, "{body}");
 }
+
+/// Server-side apply follows the schema's list types: `map` lists merge by their keys and are
+/// owned per item, `set` lists per value, other lists are atomic (a conflict between managers).
+#[tokio::test]
+async fn server_side_apply_follows_the_schema_list_types() {
+    let t = common::start().await;
+    let group = "ssa.skiff.dev";
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("routes.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": "routes", "kind": "Route"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {
+                        "backends": {"type": "array", "x-kubernetes-list-type": "map",
+                            "x-kubernetes-list-map-keys": ["name"],
+                            "items": {"type": "object", "required": ["name"], "properties": {
+                                "name": {"type": "string"}, "weight": {"type": "integer"}}}},
+                        "hosts": {"type": "array", "x-kubernetes-list-type": "set",
+                            "items": {"type": "string"}},
+                        "order": {"type": "array", "items": {"type": "string"}}}}}}}}]}});
+    let base = format!("/apis/{group}/v1/namespaces/default/routes");
+    create_crd(&t, crd, &base).await;
+    let apply = |manager: &str, spec: Value| {
+        let body = json!({"apiVersion": format!("{group}/v1"), "kind": "Route",
+            "metadata": {"name": "r"}, "spec": spec});
+        let path = format!("{base}/r?fieldManager={manager}");
+        let t = &t;
+        async move { patch(t, &path, "application/apply-patch+yaml", body).await }
+    };
+    let (code, body) = apply(
+        "alice",
+        json!({"backends": [{"name": "a", "weight": 1}],
+        "hosts": ["a.example"], "order": ["a"]}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = apply(
+        "bob",
+        json!({"backends": [{"name": "b", "weight": 2}],
+        "hosts": ["b.example"]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["spec"]["backends"],
+        json!([{"name": "a", "weight": 1}, {"name": "b", "weight": 2}])
+    );
+    assert_eq!(body["spec"]["hosts"], json!(["a.example", "b.example"]));
+    let bob = body["metadata"]["managedFields"]
+        .as_array()
+        .and_then(|m| m.iter().find(|e| e["manager"] == "bob"))
+        .cloned()
+        .expect("bob's entry");
+    let owned = &bob["fieldsV1"]["f:spec"];
+    assert!(
+        owned["f:backends"].get("k:{\"name\":\"b\"}").is_some(),
+        "{bob}"
+    );
+    assert!(
+        owned["f:backends"].get("k:{\"name\":\"a\"}").is_none(),
+        "{bob}"
+    );
+    assert!(owned["f:hosts"].get("v:\"b.example\"").is_some(), "{bob}");
+
+    // Another manager changing an item alice owns conflicts; so does replacing her atomic list.
+    let (code, body) = apply(
+        "bob",
+        json!({"backends": [{"name": "b", "weight": 2},
+        {"name": "a", "weight": 5}], "hosts": ["b.example"]}),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(".spec.backends[name=\"a\"].weight"),
+        "{body}"
+    );
+    let (code, body) = apply(
+        "bob",
+        json!({"backends": [{"name": "b", "weight": 2}],
+        "hosts": ["b.example"], "order": ["b"]}),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(".spec.order"),
+        "{body}"
+    );
+
+    // Alice drops her backend: only her item goes.
+    let (code, body) = apply("alice", json!({"hosts": ["a.example"], "order": ["a"]})).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["spec"]["backends"],
+        json!([{"name": "b", "weight": 2}])
+    );
+}

@@ -33,6 +33,8 @@ pub(crate) enum Ty {
     NamespaceStatus,
     WebhookConfiguration,
     Webhook,
+    /// A node of a custom kind's structural schema (see `custom`).
+    Custom(u32),
 }
 
 /// How a list field merges.
@@ -86,6 +88,7 @@ const fn set() -> Field {
 pub(crate) fn field(ty: Ty, name: &str) -> Field {
     use Ty::*;
     match (ty, name) {
+        (Custom(id), _) => super::custom::field(id, name),
         (
             Workload | CronJob | Pod | Service | Node | Namespace | ServiceAccount | Other
             | WebhookConfiguration,

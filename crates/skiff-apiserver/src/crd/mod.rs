@@ -68,6 +68,8 @@ pub(crate) struct ServedKind {
     pub crd_name: String,
     /// The version's structural schema (None when it has none or it did not parse).
     pub schema: Option<Schema>,
+    /// List types and atomic maps from the schema, for server-side apply and managedFields.
+    pub shape: skiff_api::apply::Shape,
     /// Printer columns (empty: the default Name/Age).
     pub columns: Vec<Column>,
     /// `selectableFields` as field-selector labels (`spec.color`).
@@ -398,6 +400,10 @@ pub(crate) fn served_kinds(crd: &Arc<Value>, served_only: bool) -> Vec<ServedKin
         let schema = v
             .pointer("/schema/openAPIV3Schema")
             .and_then(|s| Schema::parse(s).ok());
+        let shape = match v.pointer("/schema/openAPIV3Schema") {
+            Some(s) if schema.is_some() => skiff_api::apply::Shape::from_schema(s),
+            _ => skiff_api::apply::Shape::of(info),
+        };
         let columns = skiff_api::schema::columns::parse(v.get("additionalPrinterColumns"));
         let selectable = v
             .get("selectableFields")
@@ -414,6 +420,7 @@ pub(crate) fn served_kinds(crd: &Arc<Value>, served_only: bool) -> Vec<ServedKin
             crd: crd.clone(),
             crd_name: crd_name.clone(),
             schema,
+            shape,
             columns,
             selectable,
             storage_version: storage_version.clone(),

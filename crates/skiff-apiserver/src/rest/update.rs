@@ -194,8 +194,9 @@ pub(crate) fn apply_patch(
                 .ok_or_else(|| {
                     ApiError::bad_request("PATCH /apply requires fieldManager to be set")
                 })?;
-            skiff_api::apply::server_side_apply(
+            skiff_api::apply::server_side_apply_shaped(
                 ctx.info,
+                ctx.shape(),
                 cur,
                 patch,
                 manager,
