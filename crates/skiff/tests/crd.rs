@@ -33,7 +33,7 @@ spec:
             type: object
             properties:
               replicas: {type: integer}
-              color: {type: string}
+              color: {type: string, description: The widget's paint.}
           status:
             type: object
             properties:
@@ -91,6 +91,21 @@ fn kubectl_drives_custom_resources() {
         ["widgets", "wdg", "kc.example.com/v1", "true", "Widget"],
         "{resources}"
     );
+
+    // kubectl explain reads the kind's schema from /openapi/v3, and from /openapi/v2 when asked.
+    let explained = c.ok(&["explain", "widgets.spec"]);
+    assert!(
+        explained.contains("KIND:       Widget")
+            && explained.contains("color\t<string>")
+            && explained.contains("The widget's paint."),
+        "{explained}"
+    );
+    let v2 = c.ok(&[
+        "explain",
+        "widgets.spec.color",
+        "--output=plaintext-openapiv2",
+    ]);
+    assert!(v2.contains("The widget's paint."), "{v2}");
 
     let w = dir.join("widget.yaml");
     std::fs::write(&w, widget(2, "red")).expect("write");
