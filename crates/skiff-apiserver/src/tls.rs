@@ -26,9 +26,16 @@ pub(crate) struct TlsMaterial {
 // Deterministic CA parameters: rebuilding them lets us sign with the stored CA key without
 // parsing the CA certificate (rcgen's parser needs an extra feature).
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    deterministic_ca_params("skiff-ca")
+}
+
+/// The parameters of a long-lived CA named `common_name`, the same on every call.
+pub(crate) fn deterministic_ca_params(
+    common_name: &str,
+) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "skiff-ca");
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![

@@ -12,6 +12,7 @@
 pub mod columns;
 mod node;
 mod shape;
+pub use shape::OBJECT_META;
 mod values;
 
 use serde_json::Value;

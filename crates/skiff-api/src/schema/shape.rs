@@ -5,8 +5,9 @@ use serde_json::{Map, Value};
 
 use super::node::{Additional, Node, MAX_DEPTH};
 
-/// Fields every embedded resource's `metadata` keeps (ObjectMeta's JSON names).
-const OBJECT_META: &[&str] = &[
+/// ObjectMeta's JSON field names: what an embedded resource's (and a custom object's)
+/// `metadata` keeps.
+pub const OBJECT_META: &[&str] = &[
     "name",
     "generateName",
     "namespace",

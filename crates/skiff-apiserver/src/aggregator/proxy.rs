@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use http::{header, HeaderName, HeaderValue};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use skiff_api::ApiError;
 
@@ -160,38 +159,7 @@ pub(crate) async fn proxy(
             return Err(unavailable(format!("error trying to reach service: {e}")));
         }
     };
-    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-            return Err(ApiError::bad_request("this connection cannot be upgraded"));
-        };
-        let mut out = Response::builder().status(101);
-        for (k, v) in resp.headers() {
-            out = out.header(k, v);
-        }
-        let upstream = hyper::upgrade::on(resp);
-        tokio::spawn(async move {
-            let (Ok(up), Ok(down)) = (upstream.await, client.await) else {
-                return;
-            };
-            let mut a = TokioIo::new(up);
-            let mut c = TokioIo::new(down);
-            if let Err(err) = tokio::io::copy_bidirectional(&mut c, &mut a).await {
-                tracing::debug!(%err, "aggregated upgraded stream ended with an error");
-            }
-        });
-        return out
-            .body(Body::empty())
-            .map_err(|e| ApiError::internal(format!("building the upgrade response: {e}")));
-    }
-    let (rparts, rbody) = resp.into_parts();
-    let mut out = Response::new(Body::new(rbody));
-    *out.status_mut() = rparts.status;
-    let mut rheaders = rparts.headers;
-    for h in hop_by_hop(&rheaders.clone()) {
-        rheaders.remove(h);
-    }
-    *out.headers_mut() = rheaders;
-    Ok(out)
+    crate::rest::proxy::relay_response(resp, parts, "aggregated")
 }
 
 #[cfg(test)]

@@ -39,23 +39,7 @@ pub(crate) fn prune(kind: &ServedKind, query: &Query, obj: &mut Value) -> ApiRes
 }
 
 /// ObjectMeta's fields (upstream drops any other key of a custom object's `metadata`).
-const OBJECT_META_FIELDS: &[&str] = &[
-    "name",
-    "generateName",
-    "namespace",
-    "selfLink",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "labels",
-    "annotations",
-    "ownerReferences",
-    "finalizers",
-    "managedFields",
-];
+const OBJECT_META_FIELDS: &[&str] = skiff_api::schema::OBJECT_META;
 
 /// Removes unknown `metadata` keys; returns their paths (`.metadata.x`).
 fn prune_metadata(obj: &mut Value) -> Vec<String> {

@@ -347,6 +347,17 @@ async fn forward(
     }
     .map_err(dial_err)?;
 
+    relay_response(resp, parts, "proxied")
+}
+
+/// The target's response as ours: a 101 splices the client's upgraded connection to the
+/// target's; otherwise status, body (streamed) and end-to-end headers pass through. `what` names
+/// the stream in logs.
+pub(crate) fn relay_response(
+    resp: http::Response<hyper::body::Incoming>,
+    parts: &mut http::request::Parts,
+    what: &'static str,
+) -> ApiResult<Response> {
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         let Some(client) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
             return Err(ApiError::bad_request("this connection cannot be upgraded"));
@@ -363,7 +374,7 @@ async fn forward(
             let mut a = TokioIo::new(up);
             let mut c = TokioIo::new(down);
             if let Err(err) = tokio::io::copy_bidirectional(&mut c, &mut a).await {
-                tracing::debug!(%err, "proxied upgraded stream ended with an error");
+                tracing::debug!(%err, stream = what, "upgraded stream ended with an error");
             }
         });
         return out
