@@ -4,7 +4,11 @@ admission webhook adds to a create.
 
 1. CRD → servable: create a CRD, then create an object of its kind as fast as the server lets
    us; the figure is the time from the CRD's 201 to the object's 201 (median and max over rounds).
-2. Webhook cost: a local HTTPS admission webhook (Python, allows everything) registered for
+2. Custom object writes: creates of a custom object (schema defaulting, pruning, validation)
+   alternating with ConfigMap creates; the peer is the ConfigMap.
+3. Policy cost: three ValidatingAdmissionPolicies (two CEL expressions each) bound to
+   ConfigMap creates in one namespace, creates alternating with an unbound namespace.
+4. Webhook cost: a local HTTPS admission webhook (Python, allows everything) registered for
    ConfigMap creates in one namespace; creates alternate between that namespace and a namespace
    the webhook does not select, so both see the same machine noise. The figure is the p50
    difference; the peer is the same create without a webhook.
@@ -139,7 +143,69 @@ def main():
               f"over {opts.rounds} CRDs (target ≤ 1000 ms)")
         record("extend", "CRD servable after create (max)", round(worst, 1), "ms", target="≤ 1000 ms")
 
-        # 2. Webhook cost.
+        def alternate(paths, body_of):
+            """Creates alternating over `paths`; latencies (ms) per path."""
+            lat = {p: [] for p in paths}
+            for i in range(opts.creates * len(paths)):
+                path = paths[i % len(paths)]
+                t0 = time.perf_counter()
+                status, body = c.request("POST", path, body_of(path, i))
+                lat[path].append((time.perf_counter() - t0) * 1000)
+                assert status == 201, (status, body)
+            return lat
+
+        # 2. Custom object writes against ConfigMap writes.
+        cm_path = "/api/v1/namespaces/default/configmaps"
+        cr_path = "/apis/bench.skiff.dev/v1/namespaces/default/widget0s"
+        lat = alternate([cm_path, cr_path], lambda p, i: (
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}"}, "data": {"a": "b"}}
+            if p == cm_path else
+            {"apiVersion": "bench.skiff.dev/v1", "kind": "Widget0", "metadata": {"name": f"w{i}"},
+             "spec": {}}))
+        cm50, cr50 = pct(lat[cm_path], 50), pct(lat[cr_path], 50)
+        print(f"create p50: ConfigMap {cm50:.2f} ms, custom object {cr50:.2f} ms ({cr50 / cm50:.2f}x)")
+        record("extend", "custom object create p50", round(cr50, 2), "ms", peer="ConfigMap",
+               peer_value=round(cm50, 2))
+
+        # 3. Policy cost.
+        for ns, labels in [("policed", {"bench": "policed"}), ("free", {})]:
+            status, body = c.request("POST", "/api/v1/namespaces", {
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}})
+            assert status == 201, (status, body)
+        for n in range(3):
+            policy = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                      "metadata": {"name": f"bench{n}"},
+                      "spec": {"failurePolicy": "Fail",
+                               "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                                       "operations": ["CREATE"],
+                                                                       "resources": ["configmaps"]}]},
+                               "validations": [
+                                   {"expression": "!has(object.data) || size(object.data) < 100",
+                                    "message": "too many keys"},
+                                   {"expression": "object.metadata.name.startsWith('c')",
+                                    "message": "names start with c"}]}}
+            binding = {"apiVersion": "admissionregistration.k8s.io/v1",
+                       "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": f"bench{n}"},
+                       "spec": {"policyName": f"bench{n}", "validationActions": ["Deny"],
+                                "matchResources": {"namespaceSelector": {"matchLabels": {"bench": "policed"}}}}}
+            for path, obj in [("validatingadmissionpolicies", policy),
+                              ("validatingadmissionpolicybindings", binding)]:
+                status, body = c.request("POST", f"/apis/admissionregistration.k8s.io/v1/{path}", obj)
+                assert status == 201, (status, body)
+        time.sleep(1)
+        status, _ = c.request("POST", "/api/v1/namespaces/policed/configmaps", {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "denied"}})
+        assert status == 422 or status == 403, status  # the policies are in force
+        paths = ["/api/v1/namespaces/policed/configmaps", "/api/v1/namespaces/free/configmaps"]
+        lat = alternate(paths, lambda p, i: {"apiVersion": "v1", "kind": "ConfigMap",
+                                             "metadata": {"name": f"c{i}"}, "data": {"a": "b"}})
+        with_p, without_p = pct(lat[paths[0]], 50), pct(lat[paths[1]], 50)
+        print(f"ConfigMap create p50: {without_p:.2f} ms unbound, {with_p:.2f} ms under three policies "
+              f"(+{with_p - without_p:.2f} ms)")
+        record("extend", "create p50 added by three CEL policies", round(with_p - without_p, 2), "ms",
+               peer="no policy", peer_value=round(without_p, 2))
+
+        # 4. Webhook cost.
         hook, bundle = start_webhook(work)
         for ns, labels in [("hooked", {"bench": "hooked"}), ("plain", {})]:
             status, body = c.request("POST", "/api/v1/namespaces", {

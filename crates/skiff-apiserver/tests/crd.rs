@@ -929,48 +929,6 @@ async fn webhook_conversion_between_served_versions() {
 }
 
 #[tokio::test]
-async fn custom_object_writes_cost_about_what_configmap_writes_do() {
-    let t = common::start().await;
-    let g = "bench.example.com";
-    create_crd(&t, widget_crd(g), &format!("/apis/{g}/v1/widgets")).await;
-    const N: usize = 200;
-    let started = Instant::now();
-    for i in 0..N {
-        let (code, _) = post(
-            &t,
-            "/api/v1/namespaces/default/configmaps",
-            json!({"metadata": {"name": format!("c{i}")}, "data": {"a": "b"}}),
-        )
-        .await;
-        assert_eq!(code, 201);
-    }
-    let configmaps = started.elapsed() / N as u32;
-    let started = Instant::now();
-    for i in 0..N {
-        let (code, _) = post(
-            &t,
-            &format!("/apis/{g}/v1/namespaces/default/widgets"),
-            json!({"metadata": {"name": format!("w{i}")}, "spec": {"replicas": 1, "color": "red"}}),
-        )
-        .await;
-        assert_eq!(code, 201);
-    }
-    let widgets = started.elapsed() / N as u32;
-    let started = Instant::now();
-    let (_, list) = get(&t, &format!("/apis/{g}/v1/namespaces/default/widgets")).await;
-    let list_time = started.elapsed();
-    assert_eq!(list["items"].as_array().unwrap().len(), N);
-    println!(
-        "create: configmap {configmaps:?}/object, custom {widgets:?}/object; list of {N} custom objects {list_time:?}"
-    );
-    // Generous: the custom path adds schema defaulting, pruning and validation.
-    assert!(
-        widgets < configmaps * 3 + Duration::from_millis(5),
-        "{widgets:?} vs {configmaps:?}"
-    );
-}
-
-#[tokio::test]
 async fn cel_validation_rules_apply_to_custom_objects() {
     let t = common::start().await;
     let g = "cel.example.com";

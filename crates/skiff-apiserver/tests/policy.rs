@@ -700,49 +700,6 @@ async fn type_checking_covers_custom_kinds() {
     );
 }
 
-/// Figures for the docs (debug build; `--ignored --nocapture`): configmap creates without
-/// bindings, then with three bound policies.
-#[tokio::test]
-#[ignore]
-async fn admission_overhead() {
-    let srv = start().await;
-    let c = &srv.client;
-    namespace(c, "vap-bench", json!({})).await;
-    let n = 200;
-    let run = |tag: &'static str| async move {
-        let t = Instant::now();
-        for i in 0..n {
-            create(
-                c,
-                "/api/v1/namespaces/vap-bench/configmaps",
-                cm(&format!("{tag}-{i}"), json!({"a": "1", "b": "2"})),
-            )
-            .await;
-        }
-        t.elapsed() / n
-    };
-    let without = run("plain").await;
-    for i in 0..3 {
-        create(c, POLICIES, json!({"metadata": {"name": format!("p{i}")}, "spec": {
-            "matchConstraints": configmap_rules(),
-            "validations": [{"expression": "!has(object.data) || object.data.size() < 10"},
-                {"expression": "object.metadata.name.size() < 64 && object.data.all(k, k.size() < 10)"}]}}))
-        .await;
-        create(
-            c,
-            BINDINGS,
-            json!({"metadata": {"name": format!("p{i}")}, "spec": {
-            "policyName": format!("p{i}"), "validationActions": ["Deny"]}}),
-        )
-        .await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let with = run("checked").await;
-    println!(
-        "create: {without:?} without policies, {with:?} with 3 bound policies (6 expressions)"
-    );
-}
-
 /// Sends one request as `user` (impersonated by the admin).
 async fn send_as(client: &kube::Client, user: &str, path: &str, body: &Value) -> (u16, Value) {
     let req = http::Request::builder()

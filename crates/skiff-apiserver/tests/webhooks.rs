@@ -112,7 +112,8 @@ async fn review(
     Json(json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response}))
 }
 
-/// An HTTPS webhook server on 127.0.0.1 with a certificate for the IP and `dns`.
+/// An HTTPS webhook server on 127.0.0.1 with a certificate for the IP and `dns`, signed by a
+/// CA of its own.
 async fn serve_hooks(dns: &[&str]) -> Hooks {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -126,6 +127,21 @@ async fn serve_hooks(dns: &[&str]) -> Hooks {
         .unwrap()
         .signed_by(&key, &issuer)
         .unwrap();
+    serve_with(leaf, key, ca_cert.pem()).await
+}
+
+/// The same server with one self-signed CA certificate as its serving certificate (what
+/// `openssl req -x509` makes), the bundle being that certificate.
+async fn serve_self_signed_hooks() -> Hooks {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let pem = cert.pem();
+    serve_with(cert, key, pem).await
+}
+
+async fn serve_with(leaf: rcgen::Certificate, key: rcgen::KeyPair, ca_pem: String) -> Hooks {
     let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -167,7 +183,7 @@ async fn serve_hooks(dns: &[&str]) -> Hooks {
     });
     Hooks {
         port,
-        ca_b64: base64::engine::general_purpose::STANDARD.encode(ca_cert.pem()),
+        ca_b64: base64::engine::general_purpose::STANDARD.encode(ca_pem),
         seen,
         total,
         _stop: stop,
@@ -239,6 +255,55 @@ fn api_err(e: kube::Error) -> kube::core::Status {
     match e {
         kube::Error::Api(s) => *s,
         other => panic!("expected an API error, got {other}"),
+    }
+}
+
+/// A self-signed certificate that is also the caBundle is trusted, as Go's TLS stack trusts it
+/// (webpki alone refuses a CA certificate as a server's); a different self-signed bundle is not.
+#[tokio::test]
+async fn self_signed_webhook_certificates_are_trusted_when_they_are_the_bundle() {
+    let srv = common::start().await;
+    let h = serve_self_signed_hooks().await;
+    validating(
+        &srv.client,
+        "deny-self-signed",
+        vec![webhook(&h, "deny.example.com", "deny", json!({}))],
+    )
+    .await;
+    wait_active(&srv.client, "default", &h).await;
+    let api: Api<ConfigMap> = Api::namespaced(srv.client.clone(), "default");
+    let err = api_err(
+        api.create(&PostParams::default(), &cm("bad-one", json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 403, "{}", err.message);
+    assert!(
+        err.message.ends_with("bad-one is not welcome"),
+        "{}",
+        err.message
+    );
+
+    // Another self-signed certificate in the bundle: the call fails (failurePolicy Fail).
+    let other = serve_self_signed_hooks().await;
+    let mut hook = webhook(&h, "strict.example.com", "deny", json!({}));
+    hook["clientConfig"]["caBundle"] = json!(other.ca_b64);
+    validating(&srv.client, "wrong-bundle", vec![hook]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let err = api_err(
+            api.create(&PostParams::default(), &cm("good-one", json!({})))
+                .await
+                .unwrap_err(),
+        );
+        if err
+            .message
+            .contains("failed calling webhook \"strict.example.com\"")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", err.message);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -800,49 +865,6 @@ async fn service_reference_routes_to_a_ready_endpoint() {
         last,
         "admission webhook \"slices.example.com\" denied the request: bad-slice is not welcome"
     );
-}
-
-/// What one webhook adds to a create: p50 over 200 creates without, then with, a validating
-/// webhook (debug build, loopback).
-#[tokio::test]
-async fn bench_webhook_added_latency() {
-    let srv = common::start().await;
-    let h = serve_hooks(&[]).await;
-    let api: Api<ConfigMap> = Api::namespaced(srv.client.clone(), "default");
-    async fn p50(api: &Api<ConfigMap>, prefix: &str) -> Duration {
-        let mut v = Vec::new();
-        for i in 0..200 {
-            let t = Instant::now();
-            api.create(
-                &PostParams::default(),
-                &cm(&format!("{prefix}-{i}"), json!({})),
-            )
-            .await
-            .unwrap();
-            v.push(t.elapsed());
-        }
-        v.sort();
-        v[v.len() / 2]
-    }
-    let without = p50(&api, "plain").await;
-    validating(
-        &srv.client,
-        "bench",
-        vec![webhook(&h, "bench.example.com", "allow", json!({}))],
-    )
-    .await;
-    wait_active(&srv.client, "default", &h).await;
-    let with = p50(&api, "hooked").await;
-    assert!(h.calls("allow") >= 200);
-    let added = with.saturating_sub(without);
-    println!(
-        "webhook bench: create p50 without {:.2} ms, with one webhook {:.2} ms, added {:.2} ms",
-        without.as_secs_f64() * 1e3,
-        with.as_secs_f64() * 1e3,
-        added.as_secs_f64() * 1e3
-    );
-    // Loose bound for a shared debug-build machine; the target (≤ 5 ms) is in the docs.
-    assert!(added < Duration::from_millis(50), "{added:?}");
 }
 
 #[tokio::test]

@@ -181,12 +181,11 @@ pub(crate) fn client_config(
         let pem = base64::engine::general_purpose::STANDARD
             .decode(bundle)
             .map_err(|e| format!("spec.caBundle is not base64: {e}"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("spec.caBundle: {e}"))?;
-            roots.add(cert).map_err(|e| format!("spec.caBundle: {e}"))?;
-        }
-        builder.with_root_certificates(roots)
+        let verifier = crate::tls::BundleVerifier::from_pem(&pem)
+            .map_err(|e| format!("spec.caBundle: {e}"))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
     };
     let certs = rustls_pemfile::certs(&mut front.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()

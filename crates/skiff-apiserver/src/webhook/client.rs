@@ -84,18 +84,14 @@ fn tls_config(ca_bundle: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     let pem = base64::engine::general_purpose::STANDARD
         .decode(ca_bundle.trim())
         .map_err(|e| format!("invalid caBundle: {e}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("invalid caBundle: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("invalid caBundle: {e}"))?;
-    }
+    let verifier =
+        crate::tls::BundleVerifier::from_pem(&pem).map_err(|e| format!("invalid caBundle: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS configuration: {e}"))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
