@@ -520,9 +520,10 @@ async fn storage_limits_evict_and_memory_empty_dir_is_capped() {
             .iter()
             .map(|c| c.name.clone())
             .collect();
+        // Bounded generously: with the whole suite running, a kill can wait on a loaded machine.
         wait_for(
             "the containers to be killed",
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             || async {
                 names.iter().all(|c| {
                     instances(&h, name, c)
