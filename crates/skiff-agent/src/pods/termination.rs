@@ -97,9 +97,15 @@ impl Worker {
                             && e.conditions.as_ref().and_then(|c| c.ready) != Some(false)
                     })
                 }),
+                // Unknown is not "gone": keep asking until the limit (a failed list used to
+                // let the pod be signalled while still an endpoint).
                 Err(e) => {
                     tracing::debug!(pod_uid = %self.uid, "listing endpoint slices: {e}");
-                    false
+                    if Instant::now() >= limit {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
                 }
             };
             if !listed {
