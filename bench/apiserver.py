@@ -67,6 +67,25 @@ class Client:
         return resp.status, data
 
 
+def ready_client(data, port, timeout=30):
+    """Waits for the server's kubeconfig and /readyz; returns (client, token, ssl context)."""
+    kubeconfig = os.path.join(data, "kubeconfig.yaml")
+    deadline = time.time() + timeout
+    while not os.path.exists(kubeconfig) and time.time() < deadline:
+        time.sleep(0.1)
+    _, token, ca = load_kubeconfig(kubeconfig)
+    ctx = ssl.create_default_context(cadata=ca)
+    c = Client(port, token, ctx)
+    while time.time() < deadline:
+        try:
+            if c.request("GET", "/readyz")[0] == 200:
+                break
+        except OSError:
+            c = Client(port, token, ctx)
+        time.sleep(0.1)
+    return c, token, ctx
+
+
 def configmap(name):
     # ~2 KB of data, like the store baselines.
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
@@ -113,20 +132,7 @@ def main():
                                f"127.0.0.1:{port}", "--no-agent"],
                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "w"))
     try:
-        kubeconfig = os.path.join(data, "kubeconfig.yaml")
-        deadline = time.time() + 30
-        while not os.path.exists(kubeconfig) and time.time() < deadline:
-            time.sleep(0.1)
-        _, token, ca = load_kubeconfig(kubeconfig)
-        ctx = ssl.create_default_context(cadata=ca)
-        probe = Client(port, token, ctx)
-        while time.time() < deadline:
-            try:
-                if probe.request("GET", "/readyz")[0] == 200:
-                    break
-            except OSError:
-                probe = Client(port, token, ctx)
-            time.sleep(0.1)
+        probe, token, ctx = ready_client(data, port)
         time.sleep(2)
         idle_rss = rss_kib(server.pid)
 

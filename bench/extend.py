@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 
-from apiserver import Client, free_port, load_kubeconfig, pct
+from apiserver import Client, free_port, pct, ready_client
 from summary import record
 
 
@@ -101,20 +101,7 @@ def main():
                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "w"))
     hook = None
     try:
-        kubeconfig = os.path.join(data, "kubeconfig.yaml")
-        deadline = time.time() + 30
-        while not os.path.exists(kubeconfig) and time.time() < deadline:
-            time.sleep(0.1)
-        _, token, ca = load_kubeconfig(kubeconfig)
-        ctx = ssl.create_default_context(cadata=ca)
-        c = Client(port, token, ctx)
-        while time.time() < deadline:
-            try:
-                if c.request("GET", "/readyz")[0] == 200:
-                    break
-            except OSError:
-                c = Client(port, token, ctx)
-            time.sleep(0.1)
+        c, token, ctx = ready_client(data, port)
 
         # 1. CRD → servable.
         servable = []
