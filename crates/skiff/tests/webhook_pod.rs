@@ -16,14 +16,14 @@ use common::cluster::Cluster;
 const IMAGE: &str = "greeter-webhook:v1";
 const SERVICE_DNS: &str = "greeter.webhook-system.svc";
 
-/// The example webhook server, built next to the tests by `cargo test --all-targets`.
+/// The example webhook server, built by `scripts/test` (`cargo build --example admission_webhook`).
 fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let target = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = target.join("examples/admission_webhook");
     assert!(
         bin.exists(),
-        "{} missing: build it with `cargo test --all-targets` or `cargo build --example admission_webhook`",
+        "{} missing: run the tests with scripts/test, or `cargo build -p skiff --example admission_webhook` first",
         bin.display()
     );
     bin
