@@ -194,9 +194,106 @@ fn served_resources_have_upstream_discovery_data() {
             &[][..],
             false,
         ),
+        (
+            "",
+            "persistentvolumes",
+            "PersistentVolume",
+            false,
+            &["pv"][..],
+            false,
+        ),
+        (
+            "",
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            true,
+            &["pvc"][..],
+            false,
+        ),
+        (
+            "",
+            "resourcequotas",
+            "ResourceQuota",
+            true,
+            &["quota"][..],
+            false,
+        ),
+        (
+            "",
+            "limitranges",
+            "LimitRange",
+            true,
+            &["limits"][..],
+            false,
+        ),
+        ("", "podtemplates", "PodTemplate", true, &[][..], false),
+        (
+            "apps",
+            "statefulsets",
+            "StatefulSet",
+            true,
+            &["sts"][..],
+            true,
+        ),
+        (
+            "apps",
+            "controllerrevisions",
+            "ControllerRevision",
+            true,
+            &[][..],
+            false,
+        ),
+        (
+            "storage.k8s.io",
+            "storageclasses",
+            "StorageClass",
+            false,
+            &["sc"][..],
+            false,
+        ),
+        (
+            "scheduling.k8s.io",
+            "priorityclasses",
+            "PriorityClass",
+            false,
+            &["pc"][..],
+            false,
+        ),
+        (
+            "policy",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            true,
+            &["pdb"][..],
+            false,
+        ),
+        (
+            "networking.k8s.io",
+            "networkpolicies",
+            "NetworkPolicy",
+            true,
+            &["netpol"][..],
+            false,
+        ),
+        (
+            "networking.k8s.io",
+            "ingressclasses",
+            "IngressClass",
+            false,
+            &[][..],
+            false,
+        ),
+        (
+            "networking.k8s.io",
+            "ingresses",
+            "Ingress",
+            true,
+            &["ing"][..],
+            false,
+        ),
     ];
-    // Besides these, metrics.k8s.io/v1beta1 (checked below).
-    assert_eq!(all().len(), cases.len() + 2);
+    // Besides these, metrics.k8s.io/v1beta1, autoscaling/v2 and componentstatuses (checked below).
+    assert_eq!(all().len(), cases.len() + 4);
     for (plural, kind, namespaced) in [
         ("nodes", "NodeMetrics", false),
         ("pods", "PodMetrics", true),
@@ -208,6 +305,17 @@ fn served_resources_have_upstream_discovery_data() {
         assert_eq!(r.verbs, ["get", "list"]);
         assert!(r.subresources.is_empty() && r.short_names.is_empty());
     }
+    let hpa = by_plural("autoscaling", "v2", "horizontalpodautoscalers").expect("hpa");
+    assert_eq!(
+        (hpa.kind, hpa.short_names),
+        ("HorizontalPodAutoscaler", &["hpa"][..])
+    );
+    assert!(hpa.categories.contains(&"all") && hpa.subresources == ["status"]);
+    let cs = by_plural("", "v1", "componentstatuses").expect("componentstatuses");
+    assert_eq!(
+        (cs.namespaced, cs.short_names, cs.verbs),
+        (false, &["cs"][..], &["get", "list"][..])
+    );
     for (group, plural, kind, namespaced, short, in_all) in cases {
         let r = by_plural(group, "v1", plural).unwrap_or_else(|| panic!("{group}/{plural}"));
         assert_eq!(r.kind, kind);
@@ -241,7 +349,16 @@ fn served_resources_have_upstream_discovery_data() {
         .filter(|r| r.group == "apps")
         .map(|r| r.plural)
         .collect();
-    assert_eq!(apps, ["daemonsets", "deployments", "replicasets"]);
+    assert_eq!(
+        apps,
+        [
+            "controllerrevisions",
+            "daemonsets",
+            "deployments",
+            "replicasets",
+            "statefulsets"
+        ]
+    );
     // batch/v1 CronJobs: status only, listed before jobs, and (unlike Jobs, and unlike
     // batch/v1beta1 CronJobs) deleting one deletes its Jobs unless told otherwise.
     let cj = by_kind("batch/v1", "CronJob").expect("cronjob");

@@ -21,6 +21,7 @@ mod apiregistration;
 mod apps;
 mod authentication;
 mod authorization;
+mod autoscaling;
 mod batch;
 pub mod certificates;
 mod coordination;
@@ -28,12 +29,16 @@ pub(crate) mod core;
 mod discovery;
 mod events;
 mod metrics;
+mod networking;
+mod policy;
 mod rbac;
+mod scheduling;
+mod storage;
 
 /// What a kind module imports: the strategy types and the shared building blocks.
 pub(crate) mod prelude {
     pub(crate) use super::{
-        boolean, integer, not_supported_field_error, text, Field, Kind, Table, ALL, FULL,
+        boolean, integer, not_supported_field_error, text, Field, Kind, Table, ALL, FULL, GET_LIST,
         NAMESPACE_FIELD, NAME_FIELD, NS_VERBS,
     };
     pub(crate) use crate::defaults::{
@@ -63,6 +68,9 @@ pub(crate) const NS_VERBS: &[&str] = &[
 ];
 
 pub(crate) const ALL: &[&str] = &["all"];
+
+/// Read-only kinds computed on request (ComponentStatus).
+pub(crate) const GET_LIST: &[&str] = &["get", "list"];
 
 /// A kind's strategy: static data and plain function pointers (a kind leaves out what it does
 /// not need by taking [`Kind::BASE`]'s no-op defaults).
@@ -208,19 +216,27 @@ pub(crate) fn integer(o: &Value, pointer: &str) -> String {
 /// The served kinds, core group first (kubectl resolves ambiguous short names like `ev` by
 /// discovery order, and upstream lists the legacy group first). One line per kind.
 static REGISTRY: &[Kind] = &[
+    core::componentstatus::KIND,
     core::configmap::KIND,
     core::endpoints::KIND,
     core::event::KIND,
+    core::limitrange::KIND,
     core::namespace::KIND,
     core::node::KIND,
+    core::persistentvolumeclaim::KIND,
+    core::persistentvolume::KIND,
     core::pod::KIND,
+    core::podtemplate::KIND,
     core::replicationcontroller::KIND,
+    core::resourcequota::KIND,
     core::secret::KIND,
     core::serviceaccount::KIND,
     core::service::KIND,
+    apps::controllerrevision::KIND,
     apps::daemonset::KIND,
     apps::deployment::KIND,
     apps::replicaset::KIND,
+    apps::statefulset::KIND,
     events::event::KIND,
     authentication::SELF_SUBJECT_REVIEW,
     authentication::TOKEN_REVIEW,
@@ -228,6 +244,7 @@ static REGISTRY: &[Kind] = &[
     authorization::SELF_SUBJECT_ACCESS_REVIEW,
     authorization::SELF_SUBJECT_RULES_REVIEW,
     authorization::SUBJECT_ACCESS_REVIEW,
+    autoscaling::horizontalpodautoscaler::KIND,
     // Upstream lists cronjobs before jobs (and `kubectl get all` prints them in that order).
     batch::cronjob::KIND,
     batch::job::KIND,
@@ -236,13 +253,19 @@ static REGISTRY: &[Kind] = &[
     rbac::CLUSTER_ROLE,
     rbac::ROLE_BINDING,
     rbac::ROLE,
+    storage::storageclass::KIND,
     certificates::KIND,
+    networking::ingressclass::KIND,
+    networking::ingress::KIND,
+    networking::networkpolicy::KIND,
+    policy::poddisruptionbudget::KIND,
     admissionregistration::webhooks::MUTATING,
     admissionregistration::webhooks::VALIDATING,
     admissionregistration::policies::POLICY,
     admissionregistration::policies::BINDING,
     apiextensions::CRD,
     apiregistration::API_SERVICE,
+    scheduling::priorityclass::KIND,
     discovery::endpointslice::KIND,
     coordination::lease::KIND,
     // Served like an aggregated API (metrics-server's), after the built-in groups.
@@ -341,8 +364,8 @@ mod tests {
     #[test]
     fn unserved_kinds_get_the_base_strategy() {
         let info = ResourceInfo {
-            group: "apps",
-            kind: "StatefulSet",
+            group: "storage.k8s.io",
+            kind: "CSIDriver",
             ..Kind::BASE.info
         };
         let kind = of(&info);
@@ -350,7 +373,7 @@ mod tests {
         let columns: Vec<&str> = kind.table.columns.iter().map(|c| c.0).collect();
         assert_eq!(columns, ["Name", "Age"]);
         assert_eq!(kind.patch_root, Ty::Other);
-        assert!(by_group_kind("apps", "StatefulSet").is_none());
+        assert!(by_group_kind("storage.k8s.io", "CSIDriver").is_none());
         assert!(by_kind_name("Job").is_some_and(|k| k.info.group == "batch"));
     }
 }
