@@ -83,7 +83,13 @@ async fn priority_classes_and_admission() {
     let (code, high) = raw(&t, "POST", PCS, Some(pc("high", 1000, json!({})))).await;
     assert_eq!(code, 201, "{high}");
     assert_eq!(high["preemptionPolicy"], "PreemptLowerPriority");
-    let (code, body) = raw(&t, "PATCH", &format!("{PCS}/high"), Some(json!({"value": 7}))).await;
+    let (code, body) = raw(
+        &t,
+        "PATCH",
+        &format!("{PCS}/high"),
+        Some(json!({"value": 7})),
+    )
+    .await;
     assert_eq!(code, 422);
     assert_eq!(
         body["details"]["causes"][0]["message"],
@@ -93,7 +99,13 @@ async fn priority_classes_and_admission() {
     assert_eq!(raw(&t, "POST", PCS, Some(never)).await.0, 201);
     let dflt = pc("dflt", 10, json!({"globalDefault": true}));
     assert_eq!(raw(&t, "POST", PCS, Some(dflt)).await.0, 201);
-    let (code, body) = raw(&t, "POST", PCS, Some(pc("dflt2", 11, json!({"globalDefault": true})))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        PCS,
+        Some(pc("dflt2", 11, json!({"globalDefault": true}))),
+    )
+    .await;
     assert_eq!(code, 403);
     assert_eq!(
         body["message"],
@@ -117,7 +129,13 @@ async fn priority_classes_and_admission() {
         .collect();
     assert_eq!(
         cols,
-        ["Name", "Value", "Global-Default", "Preemption-Policy", "Age"]
+        [
+            "Name",
+            "Value",
+            "Global-Default",
+            "Preemption-Policy",
+            "Age"
+        ]
     );
     assert_eq!(table["rows"][0]["cells"][1], 1000);
     assert_eq!(table["rows"][0]["cells"][2], false);
@@ -125,32 +143,90 @@ async fn priority_classes_and_admission() {
     // Pods: the class resolves into priority and preemptionPolicy.
     ensure_default_sa(&t.client, "default").await;
     let pods = "/api/v1/namespaces/default/pods";
-    let (code, p) = raw(&t, "POST", pods, Some(pod("p-high", json!({}), json!({"priorityClassName": "high"})))).await;
+    let (code, p) = raw(
+        &t,
+        "POST",
+        pods,
+        Some(pod(
+            "p-high",
+            json!({}),
+            json!({"priorityClassName": "high"}),
+        )),
+    )
+    .await;
     assert_eq!(code, 201, "{p}");
     assert_eq!(p["spec"]["priority"], 1000);
     assert_eq!(p["spec"]["preemptionPolicy"], "PreemptLowerPriority");
-    let (_, p) = raw(&t, "POST", pods, Some(pod("p-never", json!({}), json!({"priorityClassName": "never"})))).await;
+    let (_, p) = raw(
+        &t,
+        "POST",
+        pods,
+        Some(pod(
+            "p-never",
+            json!({}),
+            json!({"priorityClassName": "never"}),
+        )),
+    )
+    .await;
     assert_eq!(p["spec"]["priority"], 500);
     assert_eq!(p["spec"]["preemptionPolicy"], "Never");
-    let (_, p) = raw(&t, "POST", pods, Some(pod("p-default", json!({}), json!({})))).await;
+    let (_, p) = raw(
+        &t,
+        "POST",
+        pods,
+        Some(pod("p-default", json!({}), json!({}))),
+    )
+    .await;
     assert_eq!(p["spec"]["priorityClassName"], "dflt");
     assert_eq!(p["spec"]["priority"], 10);
-    let (_, p) = raw(&t, "POST", pods, Some(pod("p-sys", json!({}), json!({"priorityClassName": "system-cluster-critical"})))).await;
+    let (_, p) = raw(
+        &t,
+        "POST",
+        pods,
+        Some(pod(
+            "p-sys",
+            json!({}),
+            json!({"priorityClassName": "system-cluster-critical"}),
+        )),
+    )
+    .await;
     assert_eq!(p["spec"]["priority"], 2000000000);
-    let (code, body) = raw(&t, "POST", pods, Some(pod("p-x", json!({}), json!({"priorityClassName": "x"})))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        pods,
+        Some(pod("p-x", json!({}), json!({"priorityClassName": "x"}))),
+    )
+    .await;
     assert_eq!(code, 403);
     assert_eq!(
         body["message"],
         "pods \"p-x\" is forbidden: no PriorityClass with name x was found"
     );
-    let (code, body) = raw(&t, "POST", pods, Some(pod("p-own", json!({}), json!({"priorityClassName": "high", "priority": 5})))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        pods,
+        Some(pod(
+            "p-own",
+            json!({}),
+            json!({"priorityClassName": "high", "priority": 5}),
+        )),
+    )
+    .await;
     assert_eq!(code, 403);
     assert_eq!(
         body["message"],
         "pods \"p-own\" is forbidden: the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"
     );
     // Updates keep the priority.
-    let (code, p) = raw(&t, "PATCH", &format!("{pods}/p-high"), Some(json!({"metadata": {"labels": {"x": "y"}}}))).await;
+    let (code, p) = raw(
+        &t,
+        "PATCH",
+        &format!("{pods}/p-high"),
+        Some(json!({"metadata": {"labels": {"x": "y"}}})),
+    )
+    .await;
     assert_eq!(code, 200, "{p}");
     assert_eq!(p["spec"]["priority"], 1000);
 }
@@ -192,26 +268,53 @@ async fn pdb_validation_and_eviction() {
     let t = start().await;
     ensure_default_sa(&t.client, "default").await;
     // Validation.
-    let (code, body) = raw(&t, "POST", PDBS, Some(pdb("both", json!({"minAvailable": 1, "maxUnavailable": 1})))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        PDBS,
+        Some(pdb("both", json!({"minAvailable": 1, "maxUnavailable": 1}))),
+    )
+    .await;
     assert_eq!(code, 422, "{body}");
     assert_eq!(
         body["details"]["causes"][0]["message"],
         "Invalid value: minAvailable and maxUnavailable cannot be both set"
     );
-    let (code, body) = raw(&t, "POST", PDBS, Some(pdb("pct", json!({"maxUnavailable": "120%"})))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        PDBS,
+        Some(pdb("pct", json!({"maxUnavailable": "120%"}))),
+    )
+    .await;
     assert_eq!(code, 422);
     assert_eq!(
         body["details"]["causes"][0]["message"],
         "Invalid value: \"120%\": must not be greater than 100%"
     );
-    let (code, body) = raw(&t, "POST", PDBS, Some(pdb("neg", json!({"minAvailable": -1})))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        PDBS,
+        Some(pdb("neg", json!({"minAvailable": -1}))),
+    )
+    .await;
     assert_eq!(code, 422);
     assert_eq!(
         body["details"]["causes"][0]["message"],
         "Invalid value: -1: must be greater than or equal to 0"
     );
-    let (code, created) = raw(&t, "POST", PDBS, Some(pdb("web", json!({"minAvailable": 1,
-        "selector": {"matchLabels": {"app": "web"}}})))).await;
+    let (code, created) = raw(
+        &t,
+        "POST",
+        PDBS,
+        Some(pdb(
+            "web",
+            json!({"minAvailable": 1,
+        "selector": {"matchLabels": {"app": "web"}}}),
+        )),
+    )
+    .await;
     assert_eq!(code, 201, "{created}");
     assert_eq!(created["status"]["disruptionsAllowed"], 0);
 
@@ -221,7 +324,13 @@ async fn pdb_validation_and_eviction() {
     running_pod(&t, "free", json!({"app": "free"})).await;
 
     // The controller has not observed the budget yet.
-    let (code, body) = raw(&t, "POST", &format!("{pods}/web-1/eviction"), Some(eviction("web-1"))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        &format!("{pods}/web-1/eviction"),
+        Some(eviction("web-1")),
+    )
+    .await;
     assert_eq!(code, 429, "{body}");
     assert_eq!(
         body["details"]["causes"][0]["message"],
@@ -229,7 +338,13 @@ async fn pdb_validation_and_eviction() {
     );
     // No disruption allowed.
     set_pdb_status(&t, "web", 0).await;
-    let (code, body) = raw(&t, "POST", &format!("{pods}/web-1/eviction"), Some(eviction("web-1"))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        &format!("{pods}/web-1/eviction"),
+        Some(eviction("web-1")),
+    )
+    .await;
     assert_eq!(code, 429, "{body}");
     assert_eq!(body["reason"], "TooManyRequests");
     assert_eq!(
@@ -245,25 +360,58 @@ async fn pdb_validation_and_eviction() {
 
     // One allowed: the eviction takes it and records the pod.
     set_pdb_status(&t, "web", 1).await;
-    let (code, body) = raw(&t, "POST", &format!("{pods}/web-1/eviction"), Some(eviction("web-1"))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        &format!("{pods}/web-1/eviction"),
+        Some(eviction("web-1")),
+    )
+    .await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(raw(&t, "GET", &format!("{pods}/web-1"), None).await.0, 404);
     let (_, cur) = raw(&t, "GET", &format!("{PDBS}/web"), None).await;
     assert_eq!(cur["status"]["disruptionsAllowed"], 0);
     assert!(cur["status"]["disruptedPods"]["web-1"].is_string(), "{cur}");
     // The next one is refused again.
-    let (code, _) = raw(&t, "POST", &format!("{pods}/web-2/eviction"), Some(eviction("web-2"))).await;
+    let (code, _) = raw(
+        &t,
+        "POST",
+        &format!("{pods}/web-2/eviction"),
+        Some(eviction("web-2")),
+    )
+    .await;
     assert_eq!(code, 429);
 
     // A pod under no budget goes.
-    let (code, _) = raw(&t, "POST", &format!("{pods}/free/eviction"), Some(eviction("free"))).await;
+    let (code, _) = raw(
+        &t,
+        "POST",
+        &format!("{pods}/free/eviction"),
+        Some(eviction("free")),
+    )
+    .await;
     assert_eq!(code, 201);
 
     // A pod under two budgets: 500.
-    let (code, _) = raw(&t, "POST", PDBS, Some(pdb("web-too", json!({"maxUnavailable": "50%",
-        "selector": {"matchLabels": {"app": "web"}}})))).await;
+    let (code, _) = raw(
+        &t,
+        "POST",
+        PDBS,
+        Some(pdb(
+            "web-too",
+            json!({"maxUnavailable": "50%",
+        "selector": {"matchLabels": {"app": "web"}}}),
+        )),
+    )
+    .await;
     assert_eq!(code, 201);
-    let (code, body) = raw(&t, "POST", &format!("{pods}/web-2/eviction"), Some(eviction("web-2"))).await;
+    let (code, body) = raw(
+        &t,
+        "POST",
+        &format!("{pods}/web-2/eviction"),
+        Some(eviction("web-2")),
+    )
+    .await;
     assert_eq!(code, 500, "{body}");
     assert_eq!(
         body["message"],
@@ -287,7 +435,13 @@ async fn pdb_validation_and_eviction() {
         .collect();
     assert_eq!(
         cols,
-        ["Name", "Min Available", "Max Unavailable", "Allowed Disruptions", "Age"]
+        [
+            "Name",
+            "Min Available",
+            "Max Unavailable",
+            "Allowed Disruptions",
+            "Age"
+        ]
     );
     assert_eq!(table["rows"][0]["cells"][1], "1");
     assert_eq!(table["rows"][0]["cells"][2], "N/A");

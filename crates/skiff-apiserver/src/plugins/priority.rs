@@ -27,7 +27,8 @@ fn classes_info() -> Option<&'static skiff_api::ResourceInfo> {
 }
 
 async fn get_class(req: &Request<'_>, name: &str) -> ApiResult<Option<Value>> {
-    let info = classes_info().ok_or_else(|| ApiError::internal("priorityclasses are not served"))?;
+    let info =
+        classes_info().ok_or_else(|| ApiError::internal("priorityclasses are not served"))?;
     match req.ctx.st.store.get(&object_key(info, None, name)).await {
         Ok(Some(kv)) => Ok(Some(decode(&kv)?)),
         Ok(None) => Ok(None),
@@ -39,7 +40,8 @@ async fn get_class(req: &Request<'_>, name: &str) -> ApiResult<Option<Value>> {
 
 /// The globalDefault class with the lowest value (upstream's `getDefaultPriorityClass`).
 async fn default_class(req: &Request<'_>) -> ApiResult<Option<Value>> {
-    let info = classes_info().ok_or_else(|| ApiError::internal("priorityclasses are not served"))?;
+    let info =
+        classes_info().ok_or_else(|| ApiError::internal("priorityclasses are not served"))?;
     let opts = ListOptions {
         limit: MAX_CLASSES,
         ..Default::default()
@@ -57,9 +59,7 @@ async fn default_class(req: &Request<'_>) -> ApiResult<Option<Value>> {
         if pc.get("globalDefault").and_then(Value::as_bool) != Some(true) {
             continue;
         }
-        let lower = best
-            .as_ref()
-            .is_none_or(|b| value_of(&pc) < value_of(b));
+        let lower = best.as_ref().is_none_or(|b| value_of(&pc) < value_of(b));
         if lower {
             best = Some(pc);
         }
@@ -124,7 +124,10 @@ impl Plugin for Priority {
         }
         match req.op {
             Operation::Delete => {
-                if SYSTEM_PRIORITY_CLASSES.iter().any(|(n, _, _)| *n == req.name) {
+                if SYSTEM_PRIORITY_CLASSES
+                    .iter()
+                    .any(|(n, _, _)| *n == req.name)
+                {
                     return Err(forbidden(
                         req,
                         None,
@@ -172,7 +175,9 @@ async fn admit_new_pod(req: &Request<'_>, pod: &mut Value) -> ApiResult<()> {
             Some(pc) => (
                 name_of(&pc).to_string(),
                 value_of(&pc),
-                pc.get("preemptionPolicy").and_then(Value::as_str).map(str::to_string),
+                pc.get("preemptionPolicy")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 true,
             ),
             None => (String::new(), 0, None, true),
@@ -182,7 +187,9 @@ async fn admit_new_pod(req: &Request<'_>, pod: &mut Value) -> ApiResult<()> {
             Some(pc) => (
                 class_name.clone(),
                 value_of(&pc),
-                pc.get("preemptionPolicy").and_then(Value::as_str).map(str::to_string),
+                pc.get("preemptionPolicy")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 false,
             ),
             None => {

@@ -93,8 +93,10 @@ async fn matching_pdbs(pctx: &Ctx, pod: &Value) -> ApiResult<Vec<Value>> {
         let pdb = decode(kv)?;
         let Some(sel) = pdb.pointer("/spec/selector").filter(|s| {
             s.as_object().is_some_and(|m| {
-                m.values()
-                    .any(|v| v.as_object().is_some_and(|o| !o.is_empty()) || v.as_array().is_some_and(|a| !a.is_empty()))
+                m.values().any(|v| {
+                    v.as_object().is_some_and(|o| !o.is_empty())
+                        || v.as_array().is_some_and(|a| !a.is_empty())
+                })
             })
         }) else {
             continue;
@@ -107,7 +109,12 @@ async fn matching_pdbs(pctx: &Ctx, pod: &Value) -> ApiResult<Vec<Value>> {
 }
 
 /// Upstream's `checkAndDecrement`, retried on conflicts with a fresh read of the budget.
-async fn check_and_decrement(pctx: &Ctx, pdb_name: &str, pod_name: &str, dry_run: bool) -> ApiResult<()> {
+async fn check_and_decrement(
+    pctx: &Ctx,
+    pdb_name: &str,
+    pod_name: &str,
+    dry_run: bool,
+) -> ApiResult<()> {
     for _ in 0..RETRIES {
         let (pdb, rev) = pctx.get_current(pdb_name).await?;
         let int = |p: &str| pdb.pointer(p).and_then(Value::as_i64).unwrap_or(0);
@@ -118,7 +125,10 @@ async fn check_and_decrement(pctx: &Ctx, pdb_name: &str, pod_name: &str, dry_run
         }
         let allowed = int("/status/disruptionsAllowed");
         if allowed < 0 {
-            return Err(pdb_forbidden(pdb_name, "pdb disruptions allowed is negative"));
+            return Err(pdb_forbidden(
+                pdb_name,
+                "pdb disruptions allowed is negative",
+            ));
         }
         let disrupted = pdb
             .pointer("/status/disruptedPods")
@@ -148,9 +158,7 @@ async fn check_and_decrement(pctx: &Ctx, pdb_name: &str, pod_name: &str, dry_run
         if allowed - 1 == 0 {
             set_condition(status, "False", "InsufficientPods", "");
         }
-        let map = status
-            .entry("disruptedPods")
-            .or_insert_with(|| json!({}));
+        let map = status.entry("disruptedPods").or_insert_with(|| json!({}));
         if !map.is_object() {
             *map = json!({});
         }
@@ -199,8 +207,10 @@ fn set_condition(status: &mut Map<String, Value>, value: &str, reason: &str, mes
             c["reason"] = json!(reason);
             c["message"] = json!(message);
         }
-        None => list.push(json!({"type": "DisruptionAllowed", "status": value, "reason": reason,
-            "message": message, "lastTransitionTime": now, "observedGeneration": 0})),
+        None => list.push(
+            json!({"type": "DisruptionAllowed", "status": value, "reason": reason,
+            "message": message, "lastTransitionTime": now, "observedGeneration": 0}),
+        ),
     }
 }
 
@@ -238,7 +248,12 @@ async fn mark_disruption_target(ctx: &Ctx, name: &str) -> ApiResult<()> {
 }
 
 /// Evicts pod `name` (already admitted) with the Eviction's delete options.
-pub(crate) async fn evict(ctx: &Ctx, name: &str, pod: &Value, mut opts: DeleteOpts) -> ApiResult<Response> {
+pub(crate) async fn evict(
+    ctx: &Ctx,
+    name: &str,
+    pod: &Value,
+    mut opts: DeleteOpts,
+) -> ApiResult<Response> {
     if !can_ignore_pdb(pod) {
         let pctx = pdb_ctx(ctx)?;
         let pdbs = matching_pdbs(&pctx, pod).await?;
@@ -272,7 +287,9 @@ pub(crate) async fn evict(ctx: &Ctx, name: &str, pod: &Value, mut opts: DeleteOp
         match mark_disruption_target(ctx, name).await {
             Ok(()) => {}
             Err(e) if e.code == 404 => return Err(e),
-            Err(e) => tracing::warn!(pod = name, err = %e.message, "eviction: DisruptionTarget condition"),
+            Err(e) => {
+                tracing::warn!(pod = name, err = %e.message, "eviction: DisruptionTarget condition")
+            }
         }
         // The condition write changed the resourceVersion the precondition names.
         if opts.rv.is_some() {

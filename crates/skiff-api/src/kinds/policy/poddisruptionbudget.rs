@@ -90,7 +90,10 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, _old: Option<&Value>) {
     if let Some(sel) = spec.get("selector").filter(|v| !v.is_null()) {
         label_selector(e, sel, "spec.selector");
     }
-    if let Some(p) = spec.get("unhealthyPodEvictionPolicy").filter(|v| !v.is_null()) {
+    if let Some(p) = spec
+        .get("unhealthyPodEvictionPolicy")
+        .filter(|v| !v.is_null())
+    {
         let p = p.as_str().unwrap_or("");
         if !UNHEALTHY_POD_EVICTION_POLICIES.contains(&p) {
             e.not_supported(

@@ -76,7 +76,9 @@ fn known_system_class(name: &str, value: i64, global_default: bool) -> Result<()
         return Err(format!("value of {name} PriorityClass must be {want}"));
     }
     if global_default {
-        return Err(format!("globalDefault of {name} PriorityClass must be false"));
+        return Err(format!(
+            "globalDefault of {name} PriorityClass must be false"
+        ));
     }
     Ok(())
 }
