@@ -397,6 +397,8 @@ impl State {
             .map(|(n, node)| (n.as_str(), node.as_ref()))
             .collect();
         let mut rng = rand::thread_rng();
+        // Built on the first pod that fits nowhere (preemption needs it), once per pass.
+        let mut by_node: Option<HashMap<String, Vec<Cached>>> = None;
         let mut placed: Vec<(String, String)> = Vec::new();
         for Cached { pod, facts } in &pending {
             let key = key_of(pod);
@@ -416,10 +418,11 @@ impl State {
                     });
                 }
                 Err(message) => {
+                    let by_node =
+                        by_node.get_or_insert_with(|| pods_by_node(&self.pods, &self.assumed));
                     preempt(
                         &mut self.pre,
-                        &self.pods,
-                        &self.assumed,
+                        by_node,
                         (pod, facts, &key),
                         &nodes,
                         &mut infos,
@@ -465,10 +468,27 @@ impl State {
 /// The PostFilter step for a pod that fit nowhere: a pod already nominated keeps its room
 /// reserved against lower-priority pods of this pass; otherwise, if it may preempt, the best
 /// node's victims are chosen and the preemption is queued.
-fn preempt<'n>(
-    pre: &mut Preempting,
+/// The non-terminal pods on each node, bound or assumed.
+fn pods_by_node(
     pods: &HashMap<String, Cached>,
     assumed: &HashMap<String, Assumed>,
+) -> HashMap<String, Vec<Cached>> {
+    let mut by_node: HashMap<String, Vec<Cached>> = HashMap::new();
+    for (k, c) in pods {
+        if terminal(&c.pod) {
+            continue;
+        }
+        let node = node_name(&c.pod).or_else(|| assumed.get(k).map(|a| a.node.as_str()));
+        if let Some(n) = node {
+            by_node.entry(n.to_string()).or_default().push(c.clone());
+        }
+    }
+    by_node
+}
+
+fn preempt<'n>(
+    pre: &mut Preempting,
+    by_node: &HashMap<String, Vec<Cached>>,
     (pod, facts, key): (&Pod, &PodFacts, &str),
     nodes: &[(&'n str, &Node)],
     infos: &mut HashMap<&'n str, NodeInfo>,
@@ -479,24 +499,16 @@ fn preempt<'n>(
         .get(key)
         .cloned()
         .or_else(|| preemption::nominated_node(pod).map(str::to_string));
-    let mut by_node: HashMap<&str, Vec<&Cached>> = HashMap::new();
-    for (k, c) in pods {
-        if terminal(&c.pod) {
-            continue;
-        }
-        let node = node_name(&c.pod).or_else(|| assumed.get(k).map(|a| a.node.as_str()));
-        if let Some(n) = node {
-            by_node.entry(n).or_default().push(c);
-        }
-    }
     let victims_pending = nominated
         .as_deref()
         .is_some_and(|n| pre.victims.values().any(|(v, _)| v == n));
-    let on_nominated: &[&Cached] = nominated
+    let on_nominated: Vec<&Cached> = nominated
         .as_deref()
         .and_then(|n| by_node.get(n))
-        .map_or(&[], Vec::as_slice);
-    if !preemption::eligible(pod, nominated.as_deref(), on_nominated, victims_pending) {
+        .into_iter()
+        .flatten()
+        .collect();
+    if !preemption::eligible(pod, nominated.as_deref(), &on_nominated, victims_pending) {
         if let Some(info) = nominated.as_deref().and_then(|n| infos.get_mut(n)) {
             info.add(facts);
         }
@@ -513,10 +525,9 @@ fn preempt<'n>(
         }
         // Victims of an earlier preemption are as good as gone.
         let on_node: Vec<&Cached> = by_node
-            .get(name)
+            .get(*name)
             .into_iter()
             .flatten()
-            .copied()
             .filter(|c| !pre.victims.contains_key(&key_of(&c.pod)))
             .collect();
         if let Some(c) = preemption::select_victims(pod, facts, node, &on_node, &pdbs) {
