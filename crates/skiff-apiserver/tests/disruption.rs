@@ -323,6 +323,19 @@ async fn pdb_validation_and_eviction() {
     running_pod(&t, "web-2", json!({"app": "web"})).await;
     running_pod(&t, "free", json!({"app": "free"})).await;
 
+    // The Eviction names the pod of the URL.
+    let (code, body) = raw(
+        &t,
+        "POST",
+        &format!("{pods}/web-1/eviction"),
+        Some(eviction("web-2")),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        body["message"],
+        "name in URL does not match name in Eviction object"
+    );
     // The controller has not observed the budget yet.
     let (code, body) = raw(
         &t,

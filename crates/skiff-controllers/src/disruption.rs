@@ -373,13 +373,13 @@ fn same_status(a: &PodDisruptionBudgetStatus, b: &PodDisruptionBudgetStatus) -> 
     strip(a) == strip(b)
 }
 
-/// One pass over every budget.
-async fn sync_all(ctx: &Context) -> Result<()> {
+/// One pass over every budget; how many there are.
+async fn sync_all(ctx: &Context) -> Result<usize> {
     let pdbs = Api::<PodDisruptionBudget>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?;
     if pdbs.items.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let pods = Api::<Pod>::all(ctx.client.clone())
         .list(&ListParams::default())
@@ -457,27 +457,32 @@ async fn sync_all(ctx: &Context) -> Result<()> {
             Err(e) => return Err(Error::Kube(e)),
         }
     }
-    Ok(())
+    Ok(pdbs.items.len())
 }
 
 /// Runs the controller until the process stops.
 pub async fn run(ctx: Arc<Context>) -> Result<()> {
+    // Pod events matter only while some budget exists (most clusters have none).
     let pdb_events = watcher(
         Api::<PodDisruptionBudget>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
-    .map(|e| e.map(|_| ()));
+    .map(|e| e.map(|_| true));
     let pod_events = watcher(
         Api::<Pod>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
-    .map(|e| e.map(|_| ()));
+    .map(|e| e.map(|_| false));
     let mut events = futures::stream::select(pdb_events, pod_events).boxed();
     let mut tick = tokio::time::interval(RESYNC);
+    let mut have_pdbs = true;
     loop {
         tokio::select! {
             ev = events.next() => match ev {
-                Some(Ok(())) => {
+                Some(Ok(is_pdb)) => {
+                    if !is_pdb && !have_pdbs {
+                        continue;
+                    }
                     // Take whatever else arrived with it.
                     tokio::time::sleep(DEBOUNCE).await;
                     while let Some(Some(_)) = events.next().now_or_never() {}
@@ -491,8 +496,9 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
             },
             _ = tick.tick() => {}
         }
-        if let Err(e) = sync_all(&ctx).await {
-            tracing::warn!(%e, "disruption: sync");
+        match sync_all(&ctx).await {
+            Ok(n) => have_pdbs = n > 0,
+            Err(e) => tracing::warn!(%e, "disruption: sync"),
         }
     }
 }

@@ -281,6 +281,11 @@ async fn eviction(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Response> {
     } else {
         ctx.decode_body(body)?
     };
+    if ev.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
     if let Some(d) = ev.get("deleteOptions") {
         opts.merge_json(d);
     }

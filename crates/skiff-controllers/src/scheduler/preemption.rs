@@ -309,3 +309,111 @@ pub async fn execute(ctx: Arc<Context>, p: Preemption) {
         tracing::warn!(pod = %p.name, %err, "preemption: setting nominatedNodeName");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn node(name: &str, cpu: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .expect("node")
+    }
+
+    fn pod(name: &str, priority: i32, cpu: &str, extra: Value) -> Cached {
+        let mut p = json!({"metadata": {"name": name, "namespace": "d", "labels": {"app": name}},
+            "spec": {"priority": priority, "containers": [{"name": "c", "image": "i",
+                "resources": {"requests": {"cpu": cpu}}}]}});
+        if let (Some(s), Some(e)) = (p["spec"].as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        Cached::new(serde_json::from_value(p).expect("pod"))
+    }
+
+    fn pdb(app: &str, allowed: i32) -> Arc<PodDisruptionBudget> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": app, "namespace": "d"},
+                "spec": {"selector": {"matchLabels": {"app": app}}},
+                "status": {"disruptionsAllowed": allowed, "currentHealthy": 1,
+                    "desiredHealthy": 1, "expectedPods": 1}}))
+            .expect("pdb"),
+        )
+    }
+
+    fn names(c: &Candidate) -> Vec<&str> {
+        c.victims
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect()
+    }
+
+    #[test]
+    fn fewest_lower_priority_victims() {
+        let n = node("n", "2");
+        let on = [
+            pod("low-a", 1, "500m", json!({})),
+            pod("low-b", 2, "500m", json!({})),
+            pod("same", 10, "500m", json!({})),
+            pod("high", 20, "500m", json!({})),
+        ];
+        let refs: Vec<&Cached> = on.iter().collect();
+        let incoming = pod("in", 10, "500m", json!({}));
+        let c = select_victims(&incoming.pod, &incoming.facts, &n, &refs, &[]).expect("victims");
+        // One 500m pod must go: the least important (priority 1) one.
+        assert_eq!(names(&c), ["low-a"]);
+        // Needing more than all lower pods free: no candidate.
+        let big = pod("big", 10, "1500m", json!({}));
+        assert!(select_victims(&big.pod, &big.facts, &n, &refs, &[]).is_none());
+        // Equal priority is never a victim.
+        let eq = pod("eq", 2, "500m", json!({}));
+        let c = select_victims(&eq.pod, &eq.facts, &n, &refs, &[]).expect("victims");
+        assert_eq!(names(&c), ["low-a"]);
+    }
+
+    #[test]
+    fn budgets_are_broken_last_and_nodes_ranked() {
+        let incoming = pod("in", 100, "1", json!({}));
+        let a = node("a", "1");
+        let b = node("b", "1");
+        let on_a = [pod("guarded", 1, "1", json!({}))];
+        let on_b = [pod("free", 5, "1", json!({}))];
+        let pdbs = [pdb("guarded", 0)];
+        let ca = select_victims(
+            &incoming.pod,
+            &incoming.facts,
+            &a,
+            &on_a.iter().collect::<Vec<_>>(),
+            &pdbs,
+        )
+        .expect("a");
+        let cb = select_victims(
+            &incoming.pod,
+            &incoming.facts,
+            &b,
+            &on_b.iter().collect::<Vec<_>>(),
+            &pdbs,
+        )
+        .expect("b");
+        assert_eq!((ca.pdb_violations, cb.pdb_violations), (1, 0));
+        // Node b wins although its victim has the higher priority: no budget broken.
+        assert_eq!(pick(vec![ca, cb]).expect("pick").node, "b");
+    }
+
+    #[test]
+    fn never_policy_and_pending_preemptions_are_not_eligible() {
+        let never = pod("n", 100, "1", json!({"preemptionPolicy": "Never"}));
+        assert!(!eligible(&never.pod, None, &[], false));
+        let p = pod("p", 100, "1", json!({}));
+        assert!(eligible(&p.pod, None, &[], false));
+        assert!(!eligible(&p.pod, Some("a"), &[], true));
+        let mut going = pod("going", 1, "1", json!({}));
+        let mut gp = (*going.pod).clone();
+        gp.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        going = Cached::new(gp);
+        assert!(!eligible(&p.pod, Some("a"), &[&going], false));
+    }
+}
