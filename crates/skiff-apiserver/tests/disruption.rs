@@ -385,6 +385,16 @@ async fn pdb_validation_and_eviction() {
     let (_, cur) = raw(&t, "GET", &format!("{PDBS}/web"), None).await;
     assert_eq!(cur["status"]["disruptionsAllowed"], 0);
     assert!(cur["status"]["disruptedPods"]["web-1"].is_string(), "{cur}");
+    let cond = &cur["status"]["conditions"][0];
+    assert_eq!(
+        (&cond["type"], &cond["status"], &cond["reason"]),
+        (
+            &json!("DisruptionAllowed"),
+            &json!("False"),
+            &json!("InsufficientPods")
+        )
+    );
+    assert_eq!(cond["observedGeneration"], cur["metadata"]["generation"]);
     // The next one is refused again.
     let (code, _) = raw(
         &t,

@@ -191,10 +191,14 @@ fn set_condition(status: &mut Map<String, Value>, value: &str, reason: &str, mes
     if !conds.is_array() {
         *conds = json!([]);
     }
-    let Some(list) = conds.as_array_mut() else {
+    let now = now_rfc3339();
+    let generation = status
+        .get("observedGeneration")
+        .cloned()
+        .unwrap_or(json!(0));
+    let Some(list) = status.get_mut("conditions").and_then(Value::as_array_mut) else {
         return;
     };
-    let now = now_rfc3339();
     match list
         .iter_mut()
         .find(|c| c.get("type").and_then(Value::as_str) == Some("DisruptionAllowed"))
@@ -206,10 +210,11 @@ fn set_condition(status: &mut Map<String, Value>, value: &str, reason: &str, mes
             c["status"] = json!(value);
             c["reason"] = json!(reason);
             c["message"] = json!(message);
+            c["observedGeneration"] = generation;
         }
         None => list.push(
             json!({"type": "DisruptionAllowed", "status": value, "reason": reason,
-            "message": message, "lastTransitionTime": now, "observedGeneration": 0}),
+            "message": message, "lastTransitionTime": now, "observedGeneration": generation}),
         ),
     }
 }
