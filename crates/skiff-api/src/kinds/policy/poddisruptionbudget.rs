@@ -143,3 +143,50 @@ fn cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         json!(age),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn causes(spec: Value) -> Vec<(String, String)> {
+        let mut e = Errs::default();
+        let obj = json!({"metadata": {"name": "b", "namespace": "d"}, "spec": spec});
+        validate(&mut e, obj.as_object().expect("object"), None);
+        e.0.into_iter().map(|c| (c.field, c.message)).collect()
+    }
+
+    #[test]
+    fn int_or_percent_rules() {
+        assert!(causes(json!({"minAvailable": 0})).is_empty());
+        assert!(causes(json!({"maxUnavailable": "100%"})).is_empty());
+        assert_eq!(
+            causes(json!({"minAvailable": "5"})),
+            [("spec.minAvailable".to_string(), "Invalid value: \"5\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%', or '93%', regex used for validation is '[0-9]+%')".to_string())]
+        );
+        assert_eq!(
+            causes(json!({"maxUnavailable": "101%"}))[0].1,
+            "Invalid value: \"101%\": must not be greater than 100%"
+        );
+        assert_eq!(
+            causes(json!({"unhealthyPodEvictionPolicy": "Sometimes"}))[0].1,
+            "Unsupported value: \"Sometimes\": supported values: \"AlwaysAllow\", \"IfHealthyBudget\""
+        );
+    }
+
+    #[test]
+    fn table_cells() {
+        let now: jiff::Timestamp = "2026-12-07T12:00:00Z".parse().expect("time");
+        let obj = json!({"metadata": {"name": "b", "creationTimestamp": "2026-12-07T11:59:00Z"},
+            "spec": {"maxUnavailable": "25%"}, "status": {"disruptionsAllowed": 2}});
+        assert_eq!(
+            cells(&obj, now),
+            [
+                json!("b"),
+                json!("N/A"),
+                json!("25%"),
+                json!(2),
+                json!("60s")
+            ]
+        );
+    }
+}

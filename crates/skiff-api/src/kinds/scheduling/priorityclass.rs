@@ -146,3 +146,36 @@ fn cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         json!(age),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn causes(obj: Value, old: Option<Value>) -> Vec<String> {
+        let mut e = Errs::default();
+        validate(&mut e, obj.as_object().expect("object"), old.as_ref());
+        e.0.into_iter().map(|c| c.message).collect()
+    }
+
+    #[test]
+    fn system_classes_validate_and_others_are_reserved() {
+        for (name, value, description) in SYSTEM_PRIORITY_CLASSES {
+            assert!(causes(system_priority_class(name, *value, description), None).is_empty());
+        }
+        let wrong = json!({"metadata": {"name": "system-node-critical"}, "value": 5});
+        assert_eq!(
+            causes(wrong, None),
+            ["Forbidden: priority class names with 'system-' prefix are reserved for system use only. error: value of system-node-critical PriorityClass must be 2000001000"]
+        );
+        let user = json!({"metadata": {"name": "u"}, "value": 1_000_000_000});
+        assert!(causes(user.clone(), None).is_empty());
+        let changed = json!({"metadata": {"name": "u"}, "value": 1, "preemptionPolicy": "Never"});
+        assert_eq!(
+            causes(changed, Some(user)),
+            [
+                "Forbidden: may not be changed in an update.",
+                "Invalid value: \"Never\": field is immutable"
+            ]
+        );
+    }
+}
