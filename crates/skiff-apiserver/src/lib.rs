@@ -437,6 +437,7 @@ impl Server {
             config.endpoint_reconcile_interval,
         ));
         tolerate_full(bootstrap_rbac(&state).await)?;
+        tolerate_full(plugins::priority::bootstrap(&state).await)?;
         // API aggregation: the front-proxy identity extension servers trust, how they learn
         // it, the built-in APIServices, then the availability controller.
         let front_proxy = aggregator::certs::ensure(&server_dir.join("tls"))?;

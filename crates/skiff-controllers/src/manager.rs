@@ -13,8 +13,9 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
-    clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam,
-    nodelifecycle, replicaset, scheduler, serviceaccounts, tokens, Context, Options, Result,
+    clusterrole_aggregation, cronjob, daemonset, deployment, disruption, endpoints, gc, job,
+    nodeipam, nodelifecycle, replicaset, scheduler, serviceaccounts, tokens, Context, Options,
+    Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -26,11 +27,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 15] {
+fn controllers() -> [(&'static str, Start); 16] {
     [
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
+        ("disruption", |ctx| Box::pin(disruption::run(ctx))),
         ("job", |ctx| Box::pin(job::run(ctx))),
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
         ("replicationcontroller", |ctx| {

@@ -10,6 +10,7 @@
 //! 10 s back-off) and at least every 10 s.
 
 pub mod plugins;
+mod preemption;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
@@ -51,9 +53,11 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let pod_task = tokio::spawn(watch_pods(pods, shared.clone()));
     let node_task = tokio::spawn(watch_nodes(nodes, shared.clone()));
+    let pdbs: Api<PodDisruptionBudget> = Api::all(ctx.client.clone());
+    let pdb_task = tokio::spawn(watch_pdbs(pdbs, shared.clone()));
     let writes = Arc::new(Semaphore::new(PARALLEL_WRITES));
     // The watch tasks never end on their own; if they do (panic), stop so the manager notices.
-    let abort = [pod_task, node_task].map(tokio_util::task::AbortOnDropHandle::new);
+    let abort = [pod_task, node_task, pdb_task].map(tokio_util::task::AbortOnDropHandle::new);
     loop {
         let notified = shared.notify.notified();
         let (work, wake_at) = {
@@ -66,6 +70,9 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         }
         for f in work.failures {
             tokio::spawn(report_unschedulable(ctx.clone(), writes.clone(), f));
+        }
+        for p in work.preemptions {
+            tokio::spawn(preemption::execute(ctx.clone(), p));
         }
         let sleep = wake_at
             .map(|t| t.saturating_duration_since(Instant::now()))
@@ -141,6 +148,19 @@ struct State {
     unschedulable: HashMap<String, Backoff>,
     /// Something changed that may make a pending pod schedulable.
     dirty: bool,
+    pre: Preempting,
+}
+
+/// What preemption keeps between passes.
+#[derive(Default)]
+struct Preempting {
+    /// PodDisruptionBudgets by namespace/name (preemption prefers not to break them).
+    pdbs: HashMap<String, Arc<PodDisruptionBudget>>,
+    /// Pods this scheduler nominated to a node by preempting (pod key → node), until the
+    /// watch shows them bound or gone.
+    nominated: HashMap<String, String>,
+    /// Victims deleted by a preemption (pod key → node, when) the watch still shows.
+    victims: HashMap<String, (String, Instant)>,
 }
 
 /// A binding to issue.
@@ -169,6 +189,7 @@ struct Failure {
 struct Work {
     bindings: Vec<Binding>,
     failures: Vec<Failure>,
+    preemptions: Vec<preemption::Preemption>,
 }
 
 fn key_of(pod: &Pod) -> String {
@@ -259,6 +280,7 @@ impl State {
         if node_name(&pod).is_some() {
             self.assumed.remove(&key);
             self.unschedulable.remove(&key);
+            self.pre.nominated.remove(&key);
             // An assigned pod finishing frees its node's resources.
             if terminal(&pod) && old.as_deref().is_some_and(|o| !terminal(o)) {
                 self.flush_unschedulable();
@@ -279,6 +301,8 @@ impl State {
             || self.assumed.contains_key(&key);
         self.assumed.remove(&key);
         self.unschedulable.remove(&key);
+        self.pre.nominated.remove(&key);
+        self.pre.victims.remove(&key);
         if was_assigned {
             self.flush_unschedulable();
         }
@@ -319,6 +343,9 @@ impl State {
         }
         self.assumed
             .retain(|_, a| !(a.bound && now.duration_since(a.since) > ASSUME_TTL));
+        self.pre
+            .victims
+            .retain(|_, (_, since)| now.duration_since(*since) <= ASSUME_TTL);
         let due = self.unschedulable.values().any(|b| b.parked_until <= now);
         if !self.dirty && !due {
             return work;
@@ -370,6 +397,8 @@ impl State {
             .map(|(n, node)| (n.as_str(), node.as_ref()))
             .collect();
         let mut rng = rand::thread_rng();
+        // Built on the first pod that fits nowhere (preemption needs it), once per pass.
+        let mut by_node: Option<HashMap<String, Vec<Cached>>> = None;
         let mut placed: Vec<(String, String)> = Vec::new();
         for Cached { pod, facts } in &pending {
             let key = key_of(pod);
@@ -389,6 +418,16 @@ impl State {
                     });
                 }
                 Err(message) => {
+                    let by_node =
+                        by_node.get_or_insert_with(|| pods_by_node(&self.pods, &self.assumed));
+                    preempt(
+                        &mut self.pre,
+                        by_node,
+                        (pod, facts, &key),
+                        &nodes,
+                        &mut infos,
+                        &mut work,
+                    );
                     let b = self.unschedulable.entry(key).or_insert(Backoff {
                         attempts: 0,
                         backoff_until: now,
@@ -424,6 +463,90 @@ impl State {
         }
         work
     }
+}
+
+/// The PostFilter step for a pod that fit nowhere: a pod already nominated keeps its room
+/// reserved against lower-priority pods of this pass; otherwise, if it may preempt, the best
+/// node's victims are chosen and the preemption is queued.
+/// The non-terminal pods on each node, bound or assumed.
+fn pods_by_node(
+    pods: &HashMap<String, Cached>,
+    assumed: &HashMap<String, Assumed>,
+) -> HashMap<String, Vec<Cached>> {
+    let mut by_node: HashMap<String, Vec<Cached>> = HashMap::new();
+    for (k, c) in pods {
+        if terminal(&c.pod) {
+            continue;
+        }
+        let node = node_name(&c.pod).or_else(|| assumed.get(k).map(|a| a.node.as_str()));
+        if let Some(n) = node {
+            by_node.entry(n.to_string()).or_default().push(c.clone());
+        }
+    }
+    by_node
+}
+
+fn preempt<'n>(
+    pre: &mut Preempting,
+    by_node: &HashMap<String, Vec<Cached>>,
+    (pod, facts, key): (&Pod, &PodFacts, &str),
+    nodes: &[(&'n str, &Node)],
+    infos: &mut HashMap<&'n str, NodeInfo>,
+    work: &mut Work,
+) {
+    let nominated = pre
+        .nominated
+        .get(key)
+        .cloned()
+        .or_else(|| preemption::nominated_node(pod).map(str::to_string));
+    let victims_pending = nominated
+        .as_deref()
+        .is_some_and(|n| pre.victims.values().any(|(v, _)| v == n));
+    let on_nominated: Vec<&Cached> = nominated
+        .as_deref()
+        .and_then(|n| by_node.get(n))
+        .into_iter()
+        .flatten()
+        .collect();
+    if !preemption::eligible(pod, nominated.as_deref(), &on_nominated, victims_pending) {
+        if let Some(info) = nominated.as_deref().and_then(|n| infos.get_mut(n)) {
+            info.add(facts);
+        }
+        return;
+    }
+    let pdbs: Vec<Arc<PodDisruptionBudget>> = pre.pdbs.values().cloned().collect();
+    let empty = NodeInfo::default();
+    let mut candidates = Vec::new();
+    for (name, node) in nodes {
+        let info = infos.get(name).unwrap_or(&empty);
+        match plugins::filter(pod, facts, node, info) {
+            Err(r) if r.resolvable => {}
+            _ => continue,
+        }
+        // Victims of an earlier preemption are as good as gone.
+        let on_node: Vec<&Cached> = by_node
+            .get(*name)
+            .into_iter()
+            .flatten()
+            .filter(|c| !pre.victims.contains_key(&key_of(&c.pod)))
+            .collect();
+        if let Some(c) = preemption::select_victims(pod, facts, node, &on_node, &pdbs) {
+            candidates.push(c);
+        }
+    }
+    let Some(best) = preemption::pick(candidates) else {
+        return;
+    };
+    let now = Instant::now();
+    for v in &best.victims {
+        pre.victims.insert(key_of(v), (best.node.clone(), now));
+    }
+    if let Some(info) = infos.get_mut(best.node.as_str()) {
+        info.add(facts);
+    }
+    pre.nominated.insert(key.to_string(), best.node.clone());
+    work.preemptions
+        .push(preemption::Preemption::new(pod, best));
 }
 
 /// Filters and scores all nodes for one pod; the best node or upstream's FitError message.
@@ -638,6 +761,43 @@ async fn watch_nodes(api: Api<Node>, shared: Arc<Shared>) {
         drop(st);
         if dirty {
             shared.notify.notify_one();
+        }
+    }
+}
+
+async fn watch_pdbs(api: Api<PodDisruptionBudget>, shared: Arc<Shared>) {
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut init: Option<HashMap<String, Arc<PodDisruptionBudget>>> = None;
+    let key = |b: &PodDisruptionBudget| {
+        format!(
+            "{}/{}",
+            b.metadata.namespace.as_deref().unwrap_or(""),
+            b.metadata.name.as_deref().unwrap_or("")
+        )
+    };
+    while let Some(ev) = stream.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(err) => {
+                tracing::warn!(%err, "scheduler: PodDisruptionBudget watch failed; retrying");
+                continue;
+            }
+        };
+        match ev {
+            watcher::Event::Init => init = Some(HashMap::new()),
+            watcher::Event::InitApply(b) => {
+                init.get_or_insert_with(HashMap::new)
+                    .insert(key(&b), Arc::new(b));
+            }
+            watcher::Event::InitDone => shared.lock().pre.pdbs = init.take().unwrap_or_default(),
+            watcher::Event::Apply(b) => {
+                shared.lock().pre.pdbs.insert(key(&b), Arc::new(b));
+            }
+            watcher::Event::Delete(b) => {
+                shared.lock().pre.pdbs.remove(&key(&b));
+            }
         }
     }
 }

@@ -30,9 +30,9 @@ mod discovery;
 mod events;
 mod metrics;
 mod networking;
-mod policy;
+pub mod policy;
 mod rbac;
-mod scheduling;
+pub mod scheduling;
 mod storage;
 
 /// What a kind module imports: the strategy types and the shared building blocks.

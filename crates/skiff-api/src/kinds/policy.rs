@@ -1,3 +1,3 @@
 //! The policy group.
 
-pub(crate) mod poddisruptionbudget;
+pub mod poddisruptionbudget;

@@ -1,3 +1,3 @@
 //! The scheduling.k8s.io group.
 
-pub(crate) mod priorityclass;
+pub mod priorityclass;

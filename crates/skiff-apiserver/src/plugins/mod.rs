@@ -9,6 +9,7 @@ pub(crate) mod cel_env;
 pub(crate) mod certificates;
 mod podsecurity;
 mod policy;
+pub(crate) mod priority;
 mod rbac_escalation;
 pub(crate) mod serviceaccount;
 mod webhooks;
@@ -88,6 +89,7 @@ pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
     vec![
         Box::new(serviceaccount::ServiceAccount),
         Box::new(noderestriction::NodeRestriction),
+        Box::new(priority::Priority),
         Box::new(certificates::Requestor),
         Box::new(certificates::Approval),
         Box::new(certificates::Signing),

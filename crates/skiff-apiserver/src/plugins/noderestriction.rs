@@ -38,7 +38,11 @@ fn op_name(op: Operation) -> &'static str {
 
 /// Upstream's `admission.NewForbidden`: the resource (without subresource) and the name of
 /// the request, or of the object when the request has none.
-fn forbidden(req: &Request<'_>, obj: Option<&Value>, msg: impl std::fmt::Display) -> ApiError {
+pub(crate) fn forbidden(
+    req: &Request<'_>,
+    obj: Option<&Value>,
+    msg: impl std::fmt::Display,
+) -> ApiError {
     let info = req.ctx.info;
     let name = if req.name.is_empty() {
         obj.and_then(|o| o.pointer("/metadata/name"))

@@ -7,6 +7,7 @@
 mod create;
 mod delete;
 mod ephemeral;
+mod eviction;
 mod metrics;
 pub(crate) mod proxy;
 mod read;

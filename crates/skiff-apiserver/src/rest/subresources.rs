@@ -15,7 +15,7 @@ use crate::ctx::{Ctx, DeleteOpts, Mode};
 use crate::keys::{encode, set_rv};
 use crate::objects::{meta, meta_mut, meta_str};
 use crate::respond::*;
-use crate::storage::{commit_update, delete_object, prepare_update};
+use crate::storage::{commit_update, prepare_update};
 
 pub(crate) async fn handle(
     ctx: &Ctx,
@@ -281,6 +281,11 @@ async fn eviction(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Response> {
     } else {
         ctx.decode_body(body)?
     };
+    if ev.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
     if let Some(d) = ev.get("deleteOptions") {
         opts.merge_json(d);
     }
@@ -297,11 +302,7 @@ async fn eviction(ctx: &Ctx, name: &str, body: &[u8]) -> ApiResult<Response> {
         Some(&mut ev),
     )
     .await?;
-    delete_object(ctx, name, &opts).await?;
-    Ok(json_response(
-        201,
-        &success(json!({"name": name, "kind": "pods"})),
-    ))
+    super::eviction::evict(ctx, name, &pod, opts).await
 }
 
 /// What the node proxy needs from the client's request besides [`Ctx`].

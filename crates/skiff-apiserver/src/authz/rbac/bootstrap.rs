@@ -736,6 +736,19 @@ pub fn controller_roles() -> Vec<RoleSpec> {
             ],
         ),
         role(
+            "system:controller:disruption-controller",
+            vec![
+                r(READ, &[EXTENSIONS, APPS], &["deployments"]),
+                r(READ, &[APPS, EXTENSIONS], &["replicasets"]),
+                r(READ, &[CORE], &["replicationcontrollers"]),
+                r(READ, &[POLICY], &["poddisruptionbudgets"]),
+                r(READ, &[APPS], &["statefulsets"]),
+                r(&["update"], &[POLICY], &["poddisruptionbudgets/status"]),
+                r(&["get"], &["*"], &["*/scale"]),
+                events(),
+            ],
+        ),
+        role(
             "system:controller:endpoint-controller",
             vec![
                 r(READ, &[CORE], &["services", "pods"]),
