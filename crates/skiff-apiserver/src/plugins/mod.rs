@@ -7,6 +7,7 @@
 
 pub(crate) mod cel_env;
 pub(crate) mod certificates;
+mod ingressclass;
 mod podsecurity;
 mod policy;
 mod rbac_escalation;
@@ -94,6 +95,7 @@ pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
         Box::new(certificates::SubjectRestriction),
         Box::new(podsecurity::PodSecurity),
         Box::new(rbac_escalation::RbacEscalation),
+        Box::new(ingressclass::DefaultIngressClass),
         Box::new(webhooks::Mutating::new()),
         Box::new(policy::ValidatingAdmissionPolicy::new()),
         Box::new(webhooks::Validating::new()),
