@@ -208,7 +208,7 @@ fn build_model(
             Some(t) if !t.is_empty() => t.clone(),
             _ => {
                 let mut t = vec!["Ingress".to_string()];
-                if spec.egress.is_some() {
+                if spec.egress.as_ref().is_some_and(|e| !e.is_empty()) {
                     t.push("Egress".into());
                 }
                 t
