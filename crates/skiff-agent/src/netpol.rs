@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
-};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
@@ -158,9 +156,8 @@ impl Netpol {
         }
         {
             let mut announced = lock(&self.announced);
-            announced.retain(|uid, (_, at)| {
-                !pods.contains_key(uid) && at.elapsed() < ANNOUNCED_TTL
-            });
+            announced
+                .retain(|uid, (_, at)| !pods.contains_key(uid) && at.elapsed() < ANNOUNCED_TTL);
             for (uid, (info, _)) in announced.iter() {
                 pods.insert(uid.clone(), info.clone());
             }
@@ -199,7 +196,9 @@ fn build_model(
         let selector = spec.pod_selector.clone().unwrap_or_default();
         let selected: Vec<&PodInfo> = pods
             .iter()
-            .filter(|p| p.local && p.namespace == ns && label_selector_matches(&selector, &p.labels))
+            .filter(|p| {
+                p.local && p.namespace == ns && label_selector_matches(&selector, &p.labels)
+            })
             .collect();
         if selected.is_empty() {
             continue;
@@ -259,7 +258,10 @@ fn peers(
     let mut out = Vec::new();
     for peer in list {
         if let Some(block) = &peer.ip_block {
-            out.extend(cidr_except(&block.cidr, block.except.as_deref().unwrap_or_default()).unwrap_or_default());
+            out.extend(
+                cidr_except(&block.cidr, block.except.as_deref().unwrap_or_default())
+                    .unwrap_or_default(),
+            );
             continue;
         }
         if peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
@@ -429,7 +431,10 @@ mod tests {
     fn pod(ns: &str, ip: &str, labels: &[(&str, &str)], local: bool) -> PodInfo {
         PodInfo {
             namespace: ns.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ip: ip.parse().unwrap(),
             ports: vec![("http".into(), Protocol::Tcp, 8080)],
             local,
@@ -463,10 +468,16 @@ mod tests {
         }))
         .unwrap();
         let m = build_model(&pods, &namespaces, &[Arc::new(pol)]);
-        assert_eq!(m.ingress_isolated, vec!["10.0.0.1".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            m.ingress_isolated,
+            vec!["10.0.0.1".parse::<Ipv4Addr>().unwrap()]
+        );
         assert!(m.egress_isolated.is_empty());
         assert_eq!(m.rules.len(), 3);
-        assert_eq!(m.rules[0].peers, vec![IpRange::single("10.0.0.2".parse().unwrap())]);
+        assert_eq!(
+            m.rules[0].peers,
+            vec![IpRange::single("10.0.0.2".parse().unwrap())]
+        );
         assert_eq!(
             m.rules[0].ports.as_ref().unwrap()[0],
             PortEntry {
@@ -476,10 +487,16 @@ mod tests {
                 last_port: 8080
             }
         );
-        assert_eq!(m.rules[1].peers, vec![IpRange::single("10.0.0.3".parse().unwrap())]);
+        assert_eq!(
+            m.rules[1].peers,
+            vec![IpRange::single("10.0.0.3".parse().unwrap())]
+        );
         assert_eq!(m.rules[1].ports, None);
         assert_eq!(m.rules[2].peers.len(), 2);
         let p = m.rules[2].ports.as_ref().unwrap()[0];
-        assert_eq!((p.protocol, p.first_port, p.last_port), (Protocol::Udp, 53, 60));
+        assert_eq!(
+            (p.protocol, p.first_port, p.last_port),
+            (Protocol::Udp, 53, 60)
+        );
     }
 }

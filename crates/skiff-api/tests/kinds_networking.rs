@@ -24,7 +24,13 @@ fn has(all: &[(String, String)], field: &str, message: &str) -> bool {
 
 fn row(kind: &str, obj: &Value) -> Vec<Value> {
     let now: jiff::Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
-    let t = to_table(info(kind), &[obj.clone()], IncludeObject::None, json!({}), now);
+    let t = to_table(
+        info(kind),
+        std::slice::from_ref(obj),
+        IncludeObject::None,
+        json!({}),
+        now,
+    );
     t["rows"][0]["cells"].as_array().unwrap().clone()
 }
 
@@ -42,10 +48,7 @@ fn network_policy_defaults() {
     apply_defaults(info("NetworkPolicy"), &mut q);
     assert_eq!(q["spec"]["policyTypes"], json!(["Ingress"]));
     assert!(causes("NetworkPolicy", &q, None).is_empty());
-    assert_eq!(
-        row("NetworkPolicy", &q)[..2],
-        [json!("q"), json!("<none>")]
-    );
+    assert_eq!(row("NetworkPolicy", &q)[..2], [json!("q"), json!("<none>")]);
     let r = json!({"metadata": {"name": "r", "namespace": "d"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}}});
     assert_eq!(row("NetworkPolicy", &r)[1], json!("app=web"));
 }
@@ -133,16 +136,24 @@ fn ingress_validation_and_printer() {
     ] {
         assert!(has(&all, f, m), "{f}: {m}\n{all:#?}");
     }
-    assert!(all.iter().any(|(f, m)| f == "spec.rules[1].host" && m.contains("wildcard DNS-1123")));
+    assert!(all
+        .iter()
+        .any(|(f, m)| f == "spec.rules[1].host" && m.contains("wildcard DNS-1123")));
     assert!(all.iter().any(|(f, _)| f == "spec.tls[0].hosts[0]"));
     assert!(all.iter().any(|(f, _)| f == "spec.tls[0].secretName"));
-    assert!(all.iter().any(|(f, _)| f == &format!("{p}[5].backend.service.name")));
+    assert!(all
+        .iter()
+        .any(|(f, _)| f == &format!("{p}[5].backend.service.name")));
     let none = json!({"metadata": {"name": "i", "namespace": "d"}, "spec": {}});
-    assert!(has(
-        &causes("Ingress", &none, None),
-        "spec",
-        "Invalid value: null: either `defaultBackend` or `rules` must be specified"
-    ), "{:?}", causes("Ingress", &none, None));
+    assert!(
+        has(
+            &causes("Ingress", &none, None),
+            "spec",
+            "Invalid value: null: either `defaultBackend` or `rules` must be specified"
+        ),
+        "{:?}",
+        causes("Ingress", &none, None)
+    );
 
     let good = json!({"metadata": {"name": "web", "namespace": "d"}, "spec": {
         "ingressClassName": "nginx",
@@ -151,7 +162,11 @@ fn ingress_validation_and_printer() {
                   {"host": "*.example.com"}, {}, {"host": "d.example.com"}],
         "tls": [{"hosts": ["a.example.com"], "secretName": "tls"}]},
         "status": {"loadBalancer": {"ingress": [{"ip": "192.168.100.100"}, {"hostname": "lb.example.com"}]}}});
-    assert!(causes("Ingress", &good, None).is_empty(), "{:?}", causes("Ingress", &good, None));
+    assert!(
+        causes("Ingress", &good, None).is_empty(),
+        "{:?}",
+        causes("Ingress", &good, None)
+    );
     let r = row("Ingress", &good);
     assert_eq!(r[1], json!("nginx"));
     assert_eq!(r[2], json!("a.example.com,*.example.com + 1 more..."));
@@ -168,7 +183,11 @@ fn ingress_class_validation_and_printer() {
     assert!(causes("IngressClass", &c, None).is_empty());
     assert_eq!(
         row("IngressClass", &c)[..3],
-        [json!("nginx"), json!("example.com/ingress"), json!("Params.k8s.example.com/p")]
+        [
+            json!("nginx"),
+            json!("example.com/ingress"),
+            json!("Params.k8s.example.com/p")
+        ]
     );
     let mut changed = c.clone();
     changed["spec"]["controller"] = json!("example.com/other");
@@ -188,5 +207,9 @@ fn ingress_class_validation_and_printer() {
         assert!(has(&all, f, m), "{f}: {m}\n{all:#?}");
     }
     let none = json!({"metadata": {"name": "x"}, "spec": {}});
-    assert!(has(&causes("IngressClass", &none, None), "spec.controller", "Required value"));
+    assert!(has(
+        &causes("IngressClass", &none, None),
+        "spec.controller",
+        "Required value"
+    ));
 }

@@ -243,7 +243,10 @@ pub fn render(table: &str, model: &NetpolModel) -> String {
         }
     }
     let _ = writeln!(s, "  chain forward {{");
-    let _ = writeln!(s, "    type filter hook forward priority filter; policy accept;");
+    let _ = writeln!(
+        s,
+        "    type filter hook forward priority filter; policy accept;"
+    );
     let _ = writeln!(s, "    ct state established,related accept");
     let _ = writeln!(s, "    ip saddr @egress-isolated jump egress");
     let _ = writeln!(s, "    ip daddr @ingress-isolated jump ingress");
@@ -348,12 +351,22 @@ mod tests {
 
     #[test]
     fn except_splits_the_block() {
-        let r = cidr_except("10.0.0.0/24", &["10.0.0.128/25".into(), "10.0.0.8/30".into()]).unwrap();
+        let r = cidr_except(
+            "10.0.0.0/24",
+            &["10.0.0.128/25".into(), "10.0.0.8/30".into()],
+        )
+        .unwrap();
         assert_eq!(
             r,
             vec![
-                IpRange { first: ip("10.0.0.0"), last: ip("10.0.0.7") },
-                IpRange { first: ip("10.0.0.12"), last: ip("10.0.0.127") },
+                IpRange {
+                    first: ip("10.0.0.0"),
+                    last: ip("10.0.0.7")
+                },
+                IpRange {
+                    first: ip("10.0.0.12"),
+                    last: ip("10.0.0.127")
+                },
             ]
         );
         assert_eq!(cidr_except("0.0.0.0/0", &[]).unwrap(), vec![IpRange::ANY]);
@@ -380,7 +393,9 @@ mod tests {
         };
         let s = render("skiff_np_x", &model);
         assert!(s.contains("set ingress-isolated { type ipv4_addr; elements = { 100.64.0.5 }; }"));
-        assert!(s.contains("set r0-p0 { type ipv4_addr; flags interval; auto-merge; elements = { 100.64.0.5 }; }"));
+        assert!(s.contains(
+            "set r0-p0 { type ipv4_addr; flags interval; auto-merge; elements = { 100.64.0.5 }; }"
+        ));
         assert!(s.contains(
             "ip daddr @r0-pods ip saddr @r0-peers ip daddr @r0-p0 meta l4proto tcp th dport 8080 return comment \"ns/allowweb#0\""
         ));

@@ -75,9 +75,17 @@ fn nft_dump() -> String {
 }
 
 fn pod_ip(c: &Cluster, ns: &str, name: &str) -> String {
-    c.ok(&["get", "pod", "-n", ns, name, "-o", "jsonpath={.status.podIP}"])
-        .trim()
-        .to_string()
+    c.ok(&[
+        "get",
+        "pod",
+        "-n",
+        ns,
+        name,
+        "-o",
+        "jsonpath={.status.podIP}",
+    ])
+    .trim()
+    .to_string()
 }
 
 #[test]
@@ -100,11 +108,22 @@ fn network_policies_are_enforced() {
     .join("---\n");
     apply(&c, "pods", &pods);
     for (ns, p) in [("np-a", "srv"), ("np-a", "cli"), ("np-b", "out")] {
-        c.ok(&["wait", "-n", ns, "--for=condition=Ready", &format!("pod/{p}"), "--timeout=90s"]);
+        c.ok(&[
+            "wait",
+            "-n",
+            ns,
+            "--for=condition=Ready",
+            &format!("pod/{p}"),
+            "--timeout=90s",
+        ]);
     }
     let srv = pod_ip(&c, "np-a", "srv");
     let cli = pod_ip(&c, "np-a", "cli");
-    assert!(reaches(&c, "np-a", "cli", &srv, 80), "no policy: open\n{}", nft_dump());
+    assert!(
+        reaches(&c, "np-a", "cli", &srv, 80),
+        "no policy: open\n{}",
+        nft_dump()
+    );
     assert!(reaches(&c, "np-b", "out", &srv, 8080), "no policy: open");
 
     // Default deny (ingress) for np-a: applied within a second of the API accepting it.
@@ -123,7 +142,11 @@ fn network_policies_are_enforced() {
         if String::from_utf8_lossy(&set.stdout).contains(&srv) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "not applied\n{}", nft_dump());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not applied\n{}",
+            nft_dump()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let applied = started.elapsed();
@@ -137,7 +160,10 @@ fn network_policies_are_enforced() {
     assert!(blocked_after < Duration::from_secs(5), "{blocked_after:?}");
     assert!(!reaches(&c, "np-b", "out", &srv, 80));
     let listed = c.ok(&["get", "networkpolicy", "-n", "np-a"]);
-    assert!(listed.contains("POD-SELECTOR") && listed.contains("<none>"), "{listed}");
+    assert!(
+        listed.contains("POD-SELECTOR") && listed.contains("<none>"),
+        "{listed}"
+    );
 
     // A named port re-opens exactly that port for app=cli in the same namespace.
     apply(
@@ -147,8 +173,14 @@ fn network_policies_are_enforced() {
          spec:\n  podSelector: {matchLabels: {app: srv}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: cli}}}]\n    ports: [{port: http}]\n",
     );
     until(&c, "np-a", "cli", &srv, 80, true);
-    assert!(!reaches(&c, "np-a", "cli", &srv, 8080), "another port stays blocked");
-    assert!(!reaches(&c, "np-b", "out", &srv, 80), "a podSelector alone means the policy's namespace");
+    assert!(
+        !reaches(&c, "np-a", "cli", &srv, 8080),
+        "another port stays blocked"
+    );
+    assert!(
+        !reaches(&c, "np-b", "out", &srv, 80),
+        "a podSelector alone means the policy's namespace"
+    );
 
     // namespaceSelector: np-b (team=b) may use 8080 (a port range through endPort).
     apply(
@@ -161,7 +193,14 @@ fn network_policies_are_enforced() {
     assert!(!reaches(&c, "np-b", "out", &srv, 80));
 
     // ipBlock with except: the whole pod range but the cli pod.
-    c.ok(&["delete", "networkpolicy", "-n", "np-a", "allow-http", "allow-team-b"]);
+    c.ok(&[
+        "delete",
+        "networkpolicy",
+        "-n",
+        "np-a",
+        "allow-http",
+        "allow-team-b",
+    ]);
     apply(
         &c,
         "allow-block",
@@ -172,7 +211,10 @@ fn network_policies_are_enforced() {
         ),
     );
     until(&c, "np-b", "out", &srv, 80, true);
-    assert!(!reaches(&c, "np-a", "cli", &srv, 80), "the except block stays denied");
+    assert!(
+        !reaches(&c, "np-a", "cli", &srv, 80),
+        "the except block stays denied"
+    );
 
     // Service traffic is judged after DNAT: the pod's IP and target port.
     apply(
@@ -182,11 +224,22 @@ fn network_policies_are_enforced() {
          spec:\n  selector: {app: srv}\n  ports: [{port: 9999, targetPort: http}]\n",
     );
     let svc_ip = c
-        .ok(&["get", "svc", "-n", "np-a", "srv", "-o", "jsonpath={.spec.clusterIP}"])
+        .ok(&[
+            "get",
+            "svc",
+            "-n",
+            "np-a",
+            "srv",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
         .trim()
         .to_string();
     until(&c, "np-b", "out", &svc_ip, 9999, true);
-    assert!(!reaches(&c, "np-a", "cli", &svc_ip, 9999), "cli is denied through the Service too");
+    assert!(
+        !reaches(&c, "np-a", "cli", &svc_ip, 9999),
+        "cli is denied through the Service too"
+    );
 
     // Egress: deny everything from np-b, then allow only srv:80 in np-a.
     c.ok(&["delete", "networkpolicy", "-n", "np-a", "--all"]);
@@ -198,7 +251,10 @@ fn network_policies_are_enforced() {
          spec: {podSelector: {}, policyTypes: [Egress]}\n",
     );
     until(&c, "np-b", "out", &srv, 80, false);
-    assert!(reaches(&c, "np-a", "cli", &srv, 80), "only np-b is isolated");
+    assert!(
+        reaches(&c, "np-a", "cli", &srv, 80),
+        "only np-b is isolated"
+    );
     apply(
         &c,
         "egress-allow",
@@ -211,21 +267,37 @@ fn network_policies_are_enforced() {
 
     // A pod created under the egress policies is isolated like the others.
     apply(&c, "late", &server_pod("np-b", "late", "late"));
-    c.ok(&["wait", "-n", "np-b", "--for=condition=Ready", "pod/late", "--timeout=90s"]);
+    c.ok(&[
+        "wait",
+        "-n",
+        "np-b",
+        "--for=condition=Ready",
+        "pod/late",
+        "--timeout=90s",
+    ]);
     let late = pod_ip(&c, "np-b", "late");
     assert!(!reaches(&c, "np-b", "late", &srv, 8080));
     assert!(reaches(&c, "np-b", "late", &srv, 80));
-    assert!(reaches(&c, "np-a", "cli", &late, 80), "egress isolation only");
+    assert!(
+        reaches(&c, "np-a", "cli", &late, 80),
+        "egress isolation only"
+    );
 
     let listed = Command::new("nft")
         .args(["list", "table", "ip", &table])
         .output()
         .expect("nft");
-    assert!(listed.status.success(), "the policy table exists while the node runs");
+    assert!(
+        listed.status.success(),
+        "the policy table exists while the node runs"
+    );
     drop(c);
     let listed = Command::new("nft")
         .args(["list", "table", "ip", &table])
         .output()
         .expect("nft");
-    assert!(!listed.status.success(), "the policy table is gone with the node");
+    assert!(
+        !listed.status.success(),
+        "the policy table is gone with the node"
+    );
 }

@@ -866,7 +866,13 @@ mod tests {
             "",
             ""
         )));
-        assert!(!static_rules_allow(&attrs("get", "", "namespaces", "", "x")));
+        assert!(!static_rules_allow(&attrs(
+            "get",
+            "",
+            "namespaces",
+            "",
+            "x"
+        )));
         assert!(!static_rules_allow(&attrs("get", "", "secrets", "ns", "x")));
         assert!(!static_rules_allow(&attrs(
             "create",

@@ -76,7 +76,11 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, _old: Option<&Value>) {
         let h = s(rule, "/host");
         if !h.is_empty() {
             if h.parse::<std::net::IpAddr>().is_ok() {
-                e.invalid_str(&format!("{f}.host"), h, "must be a DNS name, not an IP address");
+                e.invalid_str(
+                    &format!("{f}.host"),
+                    h,
+                    "must be a DNS name, not an IP address",
+                );
             }
             host(e, h, &format!("{f}.host"));
         }
@@ -146,7 +150,11 @@ fn http_path(e: &mut Errs, p: &Value, f: &str) {
             &["Exact", "ImplementationSpecific", "Prefix"],
         ),
     }
-    backend(e, p.get("backend").unwrap_or(&Value::Null), &format!("{f}.backend"));
+    backend(
+        e,
+        p.get("backend").unwrap_or(&Value::Null),
+        &format!("{f}.backend"),
+    );
 }
 
 /// validateIngressBackend: a Service (name and port name xor number) or a resource.

@@ -66,17 +66,23 @@ fn domain_prefixed_path(e: &mut Errs, v: &str, f: &str) {
         e.required(f, "");
         return;
     }
-    let Some((host, path)) = v.split_once('/').filter(|(h, p)| !h.is_empty() && !p.is_empty())
+    let Some((host, path)) = v
+        .split_once('/')
+        .filter(|(h, p)| !h.is_empty() && !p.is_empty())
     else {
-        e.invalid_str(f, v, "must be a domain-prefixed path (such as \"acme.io/foo\")");
+        e.invalid_str(
+            f,
+            v,
+            "must be a domain-prefixed path (such as \"acme.io/foo\")",
+        );
         return;
     };
     for m in dns1123_subdomain(host) {
         e.invalid_str(f, host, &m);
     }
-    let ok = path.chars().all(|c| {
-        c.is_ascii_alphanumeric() || "/-._~%!$&'()*+,;=:".contains(c)
-    });
+    let ok = path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-._~%!$&'()*+,;=:".contains(c));
     if !ok {
         e.invalid_str(
             f,
