@@ -283,6 +283,31 @@ fn network_policies_are_enforced() {
         "egress isolation only"
     );
 
+    // A new pod is isolated before its containers start: its very first connection, made
+    // before the API shows the pod's IP, is already judged.
+    apply(
+        &c,
+        "first",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: first, namespace: np-b}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: web:v1
+    command: ["/bin/sh", "-c", "if timeout 1 wget -qO- http://{srv}:8080/ >/dev/null 2>&1; then echo LEAKED; else echo BLOCKED; fi; exec sleep 3600"]
+"#
+        ),
+    );
+    let logs = c.eventually(
+        &["logs", "-n", "np-b", "first"],
+        "ED",
+        Duration::from_secs(60),
+    );
+    assert!(logs.contains("BLOCKED"), "{logs}");
+
     let listed = Command::new("nft")
         .args(["list", "table", "ip", &table])
         .output()
