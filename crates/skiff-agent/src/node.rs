@@ -101,6 +101,13 @@ pub async fn run_with(
         proxy_status,
         stop_rx.clone(),
     ));
+    // NetworkPolicy enforcement; its table goes away when the agent stops.
+    let netpol = tokio::spawn(crate::netpol::run(
+        client.clone(),
+        config.clone(),
+        manager.netpol_slot(),
+        stop_rx.clone(),
+    ));
     // Routes to the other nodes' pods; like the table, they outlive the agent.
     let routes = tokio::spawn(crate::routes::run(
         client.clone(),
@@ -113,6 +120,7 @@ pub async fn run_with(
     let _ = stop_tx.send(true);
     let _ = pods.await;
     let _ = proxy.await;
+    let _ = netpol.await;
     let _ = routes.await;
     hb.abort();
     Ok(())

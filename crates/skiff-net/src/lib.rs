@@ -26,6 +26,7 @@ mod cni;
 mod netlink;
 mod ns;
 pub use ns::mount_points;
+pub mod netpol;
 pub mod proxy;
 pub mod routes;
 

@@ -14,6 +14,9 @@ pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
     if let Err(e) = skiff_agent::proxy::remove_table(data_dir) {
         report("removing the service proxy's table", &e);
     }
+    if let Err(e) = skiff_agent::netpol::remove_table(data_dir) {
+        report("removing the network policy table", &e);
+    }
     if let Err(e) = skiff_agent::routes::remove_all(data_dir) {
         report("removing the routes to other nodes", &e);
     }

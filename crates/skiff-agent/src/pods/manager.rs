@@ -34,6 +34,8 @@ pub(super) struct Ctx {
     pub(super) proxy: Arc<std::sync::OnceLock<skiff_net::proxy::ProxyStatus>>,
     /// Bound ServiceAccount tokens of the node's pods (projected volumes).
     pub(super) tokens: Arc<super::tokens::TokenManager>,
+    /// The node's NetworkPolicy enforcer, once it runs.
+    pub(super) netpol: crate::netpol::NetpolSlot,
 }
 
 impl Ctx {
@@ -53,6 +55,7 @@ impl Ctx {
             containers: ContainerCache::default(),
             proxy,
             tokens: Arc::default(),
+            netpol: Arc::default(),
         }
     }
 }
@@ -118,6 +121,11 @@ impl PodManager {
         Ok(PodManager {
             ctx: Arc::new(Ctx::new(client, config, Arc::new(runtime), index, proxy)),
         })
+    }
+
+    /// Where the NetworkPolicy enforcer registers itself for the workers.
+    pub fn netpol_slot(&self) -> crate::netpol::NetpolSlot {
+        self.ctx.netpol.clone()
     }
 
     /// Watches pods until `stop` turns true; containers keep running afterwards.

@@ -269,6 +269,12 @@ impl Worker {
             host_network: host_network.then_some(self.ctx.config.node_ip),
         };
         let sb = self.ctx.runtime.run_sandbox(req).await?;
+        // Policies isolate the pod before any of its containers can answer.
+        if !sb.host_network {
+            if let Some(np) = self.ctx.netpol.get() {
+                np.pod_sandbox_ready(pod, sb.ip).await;
+            }
+        }
         self.sandbox = Some(sb.clone());
         Ok(sb)
     }

@@ -680,6 +680,18 @@ const PROXIER_RULES: &[Rule] = &[
         groups: &["discovery.k8s.io"],
         resources: &["endpointslices"],
     },
+    // NetworkPolicy enforcement (kube-router's and Calico's node agents hold the same): every
+    // pod's labels and IP, namespace labels and the policies.
+    Rule {
+        verbs: &["list", "watch"],
+        groups: &[""],
+        resources: &["pods", "namespaces"],
+    },
+    Rule {
+        verbs: &["list", "watch"],
+        groups: &["networking.k8s.io"],
+        resources: &["networkpolicies"],
+    },
 ];
 
 fn rule_allows(rule: &Rule, attrs: &Attributes) -> bool {
@@ -846,12 +858,20 @@ mod tests {
             "",
             ""
         )));
+        assert!(static_rules_allow(&attrs("list", "", "namespaces", "", "")));
+        assert!(static_rules_allow(&attrs(
+            "watch",
+            "networking.k8s.io",
+            "networkpolicies",
+            "",
+            ""
+        )));
         assert!(!static_rules_allow(&attrs(
-            "list",
+            "get",
             "",
             "namespaces",
             "",
-            ""
+            "x"
         )));
         assert!(!static_rules_allow(&attrs("get", "", "secrets", "ns", "x")));
         assert!(!static_rules_allow(&attrs(

@@ -7,6 +7,7 @@
 
 pub(crate) mod cel_env;
 pub(crate) mod certificates;
+mod ingressclass;
 mod podsecurity;
 mod policy;
 pub(crate) mod priority;
@@ -96,6 +97,7 @@ pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
         Box::new(certificates::SubjectRestriction),
         Box::new(podsecurity::PodSecurity),
         Box::new(rbac_escalation::RbacEscalation),
+        Box::new(ingressclass::DefaultIngressClass),
         Box::new(webhooks::Mutating::new()),
         Box::new(policy::ValidatingAdmissionPolicy::new()),
         Box::new(webhooks::Validating::new()),
