@@ -12,17 +12,6 @@ use std::path::{Path, PathBuf};
 use common::cluster::Cluster;
 use serde_json::Value;
 
-/// Kinds that belong to issue 15 (stateful and governed workloads), not served yet: their
-/// objects are the only ones allowed to be refused, and they must be refused for that reason.
-const NOT_SERVED_YET: &[&str] = &[
-    "StatefulSet",
-    "StorageClass",
-    "PodDisruptionBudget",
-    "HorizontalPodAutoscaler",
-    "NetworkPolicy",
-    "IngressClass",
-];
-
 /// Upstream's limit on the total size of an object's annotations; client-side apply stores the
 /// whole object in one (`kubectl.kubernetes.io/last-applied-configuration`).
 const ANNOTATIONS_LIMIT: usize = 256 * 1024;
@@ -167,7 +156,7 @@ fn apply_all(c: &Cluster, server_side: bool) -> (usize, usize) {
         let objs = objects_of(&files);
         for o in &objs {
             let too_large = !server_side && o.last_applied_len > ANNOTATIONS_LIMIT;
-            if !NOT_SERVED_YET.contains(&o.kind.as_str()) && !too_large {
+            if !too_large {
                 expected.push(o.id.clone());
             }
         }
@@ -192,16 +181,10 @@ fn apply_all(c: &Cluster, server_side: bool) -> (usize, usize) {
             "{project} ({}): refused or short (id, expected count) {missing:?}, accepted unexpectedly {unexpected:?}\nkubectl said:\n{errors}",
             if server_side { "server-side" } else { "client-side" }
         );
-        // What kubectl refused is exactly the not-yet-served kinds and, client-side, the
-        // objects too large for the last-applied annotation — with upstream's reasons.
+        // What kubectl refused is exactly, client-side, the objects too large for the
+        // last-applied annotation — with upstream's reason.
         for o in &objs {
-            if NOT_SERVED_YET.contains(&o.kind.as_str()) {
-                assert!(
-                    errors.contains(&format!("no matches for kind \"{}\"", o.kind)),
-                    "{project}: {} refused for another reason:\n{errors}",
-                    o.id
-                );
-            } else if !server_side && o.last_applied_len > ANNOTATIONS_LIMIT {
+            if !server_side && o.last_applied_len > ANNOTATIONS_LIMIT {
                 assert!(
                     errors.contains("Too long: may not be more than 262144 bytes")
                         || errors.contains("Too long: must have at most 262144 bytes"),
