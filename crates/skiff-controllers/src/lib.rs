@@ -20,6 +20,7 @@ mod owned;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceaccounts;
+pub mod statefulset;
 pub mod tokens;
 
 use std::time::Duration;
