@@ -719,8 +719,8 @@ impl Ssc {
         Ok(())
     }
 
-    /// `whenScaled: Delete`: the claims of a pod about to be scaled away get the pod as owner,
-    /// so the garbage collector deletes them with it.
+    /// `whenScaled: Delete`: the claims of a pod about to be scaled away get the pod as their
+    /// only owner, so the garbage collector deletes them with it.
     async fn own_claims_by_pod(&self, set: &StatefulSet, ord: i32, pod: &Pod) -> Result<()> {
         let Some(spec) = set.spec.as_ref() else {
             return Ok(());
@@ -744,10 +744,17 @@ impl Ssc {
                 Err(e) => return Err(e.into()),
             };
             let mut refs = claim.metadata.owner_references.clone().unwrap_or_default();
-            if refs.iter().any(|r| r.uid == owner.uid) {
+            // The set's reference goes: the collector deletes a dependent only when every
+            // owner is gone.
+            let set_uid = set.metadata.uid.clone().unwrap_or_default();
+            let had_set = refs.iter().any(|r| r.uid == set_uid);
+            refs.retain(|r| r.uid != set_uid);
+            if refs.iter().any(|r| r.uid == owner.uid) && !had_set {
                 continue;
             }
-            refs.push(owner.clone());
+            if !refs.iter().any(|r| r.uid == owner.uid) {
+                refs.push(owner.clone());
+            }
             let patch = json!({"metadata": {"ownerReferences": refs,
                 "resourceVersion": claim.metadata.resource_version}});
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

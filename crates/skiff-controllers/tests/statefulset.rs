@@ -6,6 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
@@ -36,6 +38,10 @@ fn set(name: &str, replicas: i32, extra: Value) -> StatefulSet {
         }
     }
     serde_json::from_value(v).expect("statefulset json")
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn claims_template() -> Value {
@@ -150,17 +156,18 @@ async fn ordered_start_stable_identity_and_claims() {
         .await
         .expect("create");
     // OrderedReady: web-N exists only once web-(N-1) is Ready.
-    let mut violations = Vec::new();
+    let violations = Arc::new(Mutex::new(Vec::new()));
     c.wait_for("3 ready pods", T, || {
         let a = &a;
-        let violations = &mut violations;
+        let violations = violations.clone();
         async move {
             let ps = pods(a, "web").await;
             for i in 1..3 {
                 if ps.contains_key(&format!("web-{i}")) {
                     let prev = ps.get(&format!("web-{}", i - 1));
                     if !prev.is_some_and(ready) {
-                        violations.push(format!("web-{i} exists before web-{} is ready", i - 1));
+                        lock(&violations)
+                            .push(format!("web-{i} exists before web-{} is ready", i - 1));
                     }
                 }
             }
@@ -168,7 +175,7 @@ async fn ordered_start_stable_identity_and_claims() {
         }
     })
     .await;
-    assert!(violations.is_empty(), "{violations:?}");
+    assert!(lock(&violations).is_empty(), "{:?}", lock(&violations));
 
     let ps = pods(&a, "web").await;
     for i in 0..3 {
@@ -208,22 +215,21 @@ async fn ordered_start_stable_identity_and_claims() {
     );
 
     // Scale down through the scale subresource: highest ordinal first, claims kept (Retain).
-    let mut violations = Vec::new();
     scale(&a, "web", 1).await;
     c.wait_for("1 pod left", T, || {
         let a = &a;
-        let violations = &mut violations;
+        let violations = violations.clone();
         async move {
             let ps = pods(a, "web").await;
             let gone_or_going = |n: &str| ps.get(n).is_none_or(|p| p.metadata.deletion_timestamp.is_some());
             if gone_or_going("web-1") && ps.contains_key("web-2") {
-                violations.push("web-1 went before web-2".to_string());
+                lock(&violations).push("web-1 went before web-2".to_string());
             }
             ps.len() == 1 && ps.contains_key("web-0")
         }
     })
     .await;
-    assert!(violations.is_empty(), "{violations:?}");
+    assert!(lock(&violations).is_empty(), "{:?}", lock(&violations));
     for i in 0..3 {
         a.claims
             .get(&format!("data-web-{i}"))
@@ -401,6 +407,8 @@ async fn on_delete_waits_for_the_user() {
 async fn max_unavailable_bounds_parallel_updates() {
     let c = common::TestCluster::start().await;
     let node = c.add_node("n1").await;
+    // Set before any pod exists: the fake node flips pods younger than the delay to NotReady.
+    node.set_ready_delay(Duration::from_millis(1500));
     let a = apis(&c.client);
     a.sets
         .create(
@@ -416,20 +424,20 @@ async fn max_unavailable_bounds_parallel_updates() {
         .await
         .expect("create");
     rolled_out(&c, &a, "mu", 4, "img:v1").await;
-    node.set_ready_delay(Duration::from_millis(1500));
     set_image(&a, "mu", "img:v2").await;
-    let mut max_seen = 0;
+    let max_seen = Arc::new(AtomicUsize::new(0));
     c.wait_for("all updated", T, || {
         let a = &a;
-        let max_seen = &mut max_seen;
+        let max_seen = max_seen.clone();
         async move {
             let ps = pods(a, "mu").await;
             let healthy = ps.values().filter(|p| ready(p)).count();
-            *max_seen = (*max_seen).max(4usize.saturating_sub(healthy));
+            max_seen.fetch_max(4usize.saturating_sub(healthy), Ordering::SeqCst);
             ps.len() == 4 && ps.values().all(|p| ready(p) && image(p) == "img:v2")
         }
     })
     .await;
+    let max_seen = max_seen.load(Ordering::SeqCst);
     assert!(max_seen <= 2, "{max_seen} pods unavailable at once");
     assert_eq!(max_seen, 2, "two pods should be replaced at once");
 }
