@@ -380,6 +380,11 @@ impl Dsc {
                 by_node.values().filter(|v| v.0).count(),
             )),
         };
+        let live: std::collections::HashSet<String> = pods
+            .iter()
+            .filter_map(|p| p.labels().get(labels::CONTROLLER_REVISION_HASH).cloned())
+            .collect();
+        crate::daemonset_history::sync(&self.ctx.client, &ds, &hash, &live).await?;
         let mut decision = decide(&by_node, &failed, &hash, rolling);
         decision.delete.extend(orphans);
 

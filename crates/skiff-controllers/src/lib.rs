@@ -9,6 +9,7 @@
 pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
+mod daemonset_history;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;

@@ -441,3 +441,142 @@ async fn max_unavailable_bounds_parallel_updates() {
     assert!(max_seen <= 2, "{max_seen} pods unavailable at once");
     assert_eq!(max_seen, 2, "two pods should be replaced at once");
 }
+
+/// The real kubectl against the test cluster.
+struct Kubectl {
+    kubeconfig: std::path::PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(kubeconfig: &std::path::Path) -> Self {
+        Kubectl {
+            kubeconfig: kubeconfig.to_path_buf(),
+            home: tempfile::tempdir().expect("home"),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = tokio::process::Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("run kubectl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args).await;
+        assert_eq!(code, 0, "kubectl {args:?}\nstdout: {out}\nstderr: {err}");
+        out
+    }
+
+    /// Applies `manifest` (YAML or JSON text).
+    async fn apply(&self, manifest: &str) {
+        let path = self.home.path().join("manifest.yaml");
+        std::fs::write(&path, manifest).expect("write manifest");
+        self.ok(&["apply", "-f", &path.to_string_lossy()]).await;
+    }
+}
+
+/// Revision numbers `kubectl rollout history` lists.
+fn history_revisions(out: &str) -> Vec<String> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_rollout_status_history_undo_statefulset() {
+    let c = common::TestCluster::start().await;
+    let _node = c.add_node("n1").await;
+    let a = apis(&c.client);
+    let k = Kubectl::new(&c.kubeconfig);
+    k.apply(&serde_json::to_string(&set("web", 2, json!({}))).expect("json"))
+        .await;
+    let out = k
+        .ok(&["rollout", "status", "statefulset/web", "--timeout=60s"])
+        .await;
+    // kubectl reports any RollingUpdate with a partition (defaulted to 0) this way.
+    assert!(out.contains("partitioned roll out complete: 2 new pods have been updated"), "{out}");
+    let table = k.ok(&["get", "sts", "web"]).await;
+    assert!(table.contains("2/2"), "{table}");
+
+    k.ok(&["set", "image", "statefulset/web", "c=img:v2"]).await;
+    let out = k
+        .ok(&["rollout", "status", "statefulset/web", "--timeout=60s"])
+        .await;
+    assert!(out.contains("roll out complete: 2 new pods"), "{out}");
+    rolled_out(&c, &a, "web", 2, "img:v2").await;
+
+    let history = k.ok(&["rollout", "history", "statefulset/web"]).await;
+    assert_eq!(history_revisions(&history), ["1", "2"], "{history}");
+    let one = k
+        .ok(&["rollout", "history", "statefulset/web", "--revision=1"])
+        .await;
+    assert!(one.contains("img:v1"), "{one}");
+    let revs = k.ok(&["get", "controllerrevisions"]).await;
+    assert!(revs.contains("statefulset.apps/web"), "{revs}");
+
+    let out = k.ok(&["rollout", "undo", "statefulset/web"]).await;
+    assert!(out.contains("rolled back"), "{out}");
+    k.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"])
+        .await;
+    rolled_out(&c, &a, "web", 2, "img:v1").await;
+    let history = k.ok(&["rollout", "history", "statefulset/web"]).await;
+    assert_eq!(history_revisions(&history), ["2", "3"], "{history}");
+
+    // The scale subresource through kubectl.
+    k.ok(&["scale", "statefulset/web", "--replicas=3"]).await;
+    rolled_out(&c, &a, "web", 3, "img:v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_rollout_history_undo_daemonset() {
+    let c = common::TestCluster::start().await;
+    let _node = c.add_node("n1").await;
+    let k = Kubectl::new(&c.kubeconfig);
+    let ds = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}},
+                "spec": {"containers": [{"name": "c", "image": "img:v1"}]}}
+        }
+    });
+    k.apply(&ds.to_string()).await;
+    k.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"])
+        .await;
+    k.ok(&["set", "image", "daemonset/agent", "c=img:v2"]).await;
+    k.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"])
+        .await;
+    let history = k.ok(&["rollout", "history", "daemonset/agent"]).await;
+    assert_eq!(history_revisions(&history), ["1", "2"], "{history}");
+    let one = k
+        .ok(&["rollout", "history", "daemonset/agent", "--revision=1"])
+        .await;
+    assert!(one.contains("img:v1"), "{one}");
+    let out = k.ok(&["rollout", "undo", "daemonset/agent"]).await;
+    assert!(out.contains("rolled back"), "{out}");
+    k.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"])
+        .await;
+    let a: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    c.wait_for("daemon pod back at img:v1", T, || async {
+        a.list(&ListParams::default().labels("app=agent"))
+            .await
+            .is_ok_and(|l| l.items.len() == 1 && l.items.iter().all(|p| image(p) == "img:v1" && ready(p)))
+    })
+    .await;
+    let history = k.ok(&["rollout", "history", "daemonset/agent"]).await;
+    assert_eq!(history_revisions(&history), ["2", "3"], "{history}");
+}
