@@ -580,3 +580,51 @@ async fn kubectl_rollout_history_undo_daemonset() {
     let history = k.ok(&["rollout", "history", "daemonset/agent"]).await;
     assert_eq!(history_revisions(&history), ["2", "3"], "{history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_service_endpoints_carry_pod_hostnames() {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let c = common::TestCluster::start().await;
+    let _node = c.add_node("n1").await;
+    let a = apis(&c.client);
+    let svcs: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}
+    }))
+    .expect("service");
+    svcs.create(&PostParams::default(), &svc).await.expect("service");
+    a.sets
+        .create(&PostParams::default(), &set("web", 2, json!({})))
+        .await
+        .expect("create");
+    rolled_out(&c, &a, "web", 2, "img:v1").await;
+    let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    let eps: Api<Endpoints> = Api::namespaced(c.client.clone(), "default");
+    c.wait_for("hostnames web-0 and web-1 on the slice and Endpoints", T, || async {
+        let mut slice_hosts: Vec<String> = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|s| s.endpoints)
+            .filter_map(|e| e.hostname)
+            .collect();
+        slice_hosts.sort();
+        let mut ep_hosts: Vec<String> = eps
+            .get("web")
+            .await
+            .ok()
+            .and_then(|e| e.subsets)
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.addresses.unwrap_or_default())
+            .filter_map(|a| a.hostname)
+            .collect();
+        ep_hosts.sort();
+        slice_hosts == ["web-0", "web-1"] && ep_hosts == ["web-0", "web-1"]
+    })
+    .await;
+}
