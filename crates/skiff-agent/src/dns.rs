@@ -434,7 +434,11 @@ mod tests {
             "pg-7.pg.db.svc.cluster.local",
             "pg-1.web.default.svc.cluster.local",
         ] {
-            assert_eq!(reply(missing, TYPE::A, 512).0, RCODE::NameError, "{missing}");
+            assert_eq!(
+                reply(missing, TYPE::A, 512).0,
+                RCODE::NameError,
+                "{missing}"
+            );
         }
     }
 

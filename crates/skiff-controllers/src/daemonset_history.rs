@@ -108,7 +108,9 @@ pub(crate) async fn sync(
                 .is_some_and(|h| live_hashes.contains(h))
     };
     let old: Vec<&ControllerRevision> = revs.iter().filter(|r| !live(r)).collect();
-    let excess = old.len().saturating_sub(usize::try_from(limit).unwrap_or(0));
+    let excess = old
+        .len()
+        .saturating_sub(usize::try_from(limit).unwrap_or(0));
     for r in old.into_iter().take(excess) {
         match api.delete(&r.name_any(), &DeleteParams::default()).await {
             Ok(_) => {}

@@ -191,8 +191,8 @@ pub fn revision_hash(data: &Value, collision_count: i32) -> String {
 /// What a revision stores (upstream `getPatch`): the template, marked to replace the whole
 /// template when `kubectl rollout undo` applies it as a strategic merge patch.
 pub fn revision_data(set: &StatefulSet) -> Value {
-    let mut template = serde_json::to_value(set.spec.as_ref().map(|s| &s.template))
-        .unwrap_or(Value::Null);
+    let mut template =
+        serde_json::to_value(set.spec.as_ref().map(|s| &s.template)).unwrap_or(Value::Null);
     if let Some(t) = template.as_object_mut() {
         t.insert("$patch".into(), json!("replace"));
     }
@@ -228,11 +228,7 @@ pub fn claim_name(tmpl: &str, set: &str, ord: i32) -> String {
 fn new_pod(set: &StatefulSet, template: PodTemplateSpec, ord: i32, revision: &str) -> Pod {
     let set_name = set.name_any();
     let name = format!("{set_name}-{ord}");
-    let mut pod = pod_from_template(
-        Some(template),
-        set.namespace(),
-        set_owner_ref(set, true),
-    );
+    let mut pod = pod_from_template(Some(template), set.namespace(), set_owner_ref(set, true));
     pod.metadata.generate_name = None;
     pod.metadata.name = Some(name.clone());
     let l = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
@@ -240,14 +236,20 @@ fn new_pod(set: &StatefulSet, template: PodTemplateSpec, ord: i32, revision: &st
     l.insert(POD_INDEX_LABEL.into(), ord.to_string());
     l.insert(labels::CONTROLLER_REVISION_HASH.into(), revision.into());
     let spec = set.spec.as_ref();
-    let service = spec.and_then(|s| s.service_name.clone()).unwrap_or_default();
+    let service = spec
+        .and_then(|s| s.service_name.clone())
+        .unwrap_or_default();
     if let Some(ps) = pod.spec.as_mut() {
         ps.hostname = Some(name);
         if !service.is_empty() {
             ps.subdomain = Some(service);
         }
         let vols = ps.volumes.get_or_insert_with(Vec::new);
-        for tmpl in spec.and_then(|s| s.volume_claim_templates.as_ref()).into_iter().flatten() {
+        for tmpl in spec
+            .and_then(|s| s.volume_claim_templates.as_ref())
+            .into_iter()
+            .flatten()
+        {
             let tname = tmpl.metadata.name.clone().unwrap_or_default();
             vols.retain(|v| v.name != tname);
             vols.push(Volume {
@@ -309,9 +311,7 @@ impl Ssc {
         let (revisions, current, update, collisions) = self.revisions(&set).await?;
         let pods = self.claim(&set, &sel).await?;
         let now = jiff::Timestamp::now();
-        let requeue = self
-            .sync_pods(&set, &pods, &current, &update, now)
-            .await?;
+        let requeue = self.sync_pods(&set, &pods, &current, &update, now).await?;
         self.write_status(&set, &pods, &current, &update, collisions, now)
             .await?;
         self.truncate_history(&set, &revisions, &pods, &current, &update)
@@ -337,8 +337,9 @@ impl Ssc {
         let name = set.name_any();
         let recheck = async move {
             match sets.get(&name).await {
-                Ok(s) if s.metadata.uid.as_deref() == Some(uid.as_str())
-                    && s.metadata.deletion_timestamp.is_none() =>
+                Ok(s)
+                    if s.metadata.uid.as_deref() == Some(uid.as_str())
+                        && s.metadata.deletion_timestamp.is_none() =>
                 {
                     Ok(())
                 }
@@ -379,7 +380,7 @@ impl Ssc {
             .into_iter()
             .filter(|r| controller_ref(&r.metadata).is_some_and(|o| o.uid == uid))
             .collect();
-        revs.sort_by(|a, b| (a.revision, a.name_any()).cmp(&(b.revision, b.name_any())));
+        revs.sort_by_key(|a| (a.revision, a.name_any()));
         let data = revision_data(set);
         let next = revs.last().map_or(1, |r| r.revision + 1);
         let mut collisions = set
@@ -416,7 +417,7 @@ impl Ssc {
                 r
             }
         };
-        revs.sort_by(|a, b| (a.revision, a.name_any()).cmp(&(b.revision, b.name_any())));
+        revs.sort_by_key(|a| (a.revision, a.name_any()));
         let current_name = set
             .status
             .as_ref()
@@ -507,14 +508,17 @@ impl Ssc {
                 continue;
             };
             if ord >= start && ord - start < replicas {
-                if let Some(slot) = usize::try_from(ord - start).ok().and_then(|i| slots.get_mut(i)) {
+                if let Some(slot) = usize::try_from(ord - start)
+                    .ok()
+                    .and_then(|i| slots.get_mut(i))
+                {
                     *slot = Some(p.clone());
                 }
             } else {
                 condemned.push((ord, p.clone()));
             }
         }
-        condemned.sort_by(|a, b| b.0.cmp(&a.0));
+        condemned.sort_by_key(|c| std::cmp::Reverse(c.0));
         let rolling = spec
             .update_strategy
             .as_ref()
@@ -854,7 +858,10 @@ impl Ssc {
             ..Default::default()
         };
         let (mut replicas, mut ready, mut available, mut current_n, mut updated) = (0, 0, 0, 0, 0);
-        for p in pods.iter().filter(|p| ordinal(&name, &p.name_any()).is_some()) {
+        for p in pods
+            .iter()
+            .filter(|p| ordinal(&name, &p.name_any()).is_some())
+        {
             replicas += 1;
             if running_and_ready(p) {
                 ready += 1;
@@ -932,8 +939,10 @@ impl Ssc {
         if excess == 0 {
             return Ok(());
         }
-        let api: Api<ControllerRevision> =
-            Api::namespaced(self.ctx.client.clone(), &set.namespace().unwrap_or_default());
+        let api: Api<ControllerRevision> = Api::namespaced(
+            self.ctx.client.clone(),
+            &set.namespace().unwrap_or_default(),
+        );
         for r in history.into_iter().take(excess) {
             match api.delete(&r.name_any(), &DeleteParams::default()).await {
                 Ok(_) => {}
@@ -992,7 +1001,11 @@ mod tests {
             }
         }))
         .expect("set");
-        let tmpl = set.spec.as_ref().map(|s| s.template.clone()).expect("template");
+        let tmpl = set
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .expect("template");
         let pod = new_pod(&set, tmpl, 2, "web-abc");
         assert_eq!(pod.metadata.name.as_deref(), Some("web-2"));
         let l = pod.metadata.labels.clone().unwrap_or_default();

@@ -127,7 +127,8 @@ async fn rolled_out(c: &common::TestCluster, a: &Apis, name: &str, n: usize, img
 }
 
 async fn set_image(a: &Apis, name: &str, img: &str) {
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": img}]}}}});
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": img}]}}}});
     a.sets
         .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
@@ -197,7 +198,11 @@ async fn ordered_start_stable_identity_and_claims() {
         assert_eq!(claim.as_deref(), Some(format!("data-web-{i}").as_str()));
         let pvc = a.claims.get(&format!("data-web-{i}")).await.expect("claim");
         assert_eq!(
-            pvc.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str),
+            pvc.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app"))
+                .map(String::as_str),
             Some("web")
         );
     }
@@ -206,7 +211,11 @@ async fn ordered_start_stable_identity_and_claims() {
     assert_eq!(st["availableReplicas"], 3);
     assert_eq!(st["currentRevision"], st["updateRevision"]);
     assert_eq!(st["observedGeneration"], 1);
-    let revs = a.revs.list(&ListParams::default()).await.expect("revisions");
+    let revs = a
+        .revs
+        .list(&ListParams::default())
+        .await
+        .expect("revisions");
     assert_eq!(revs.items.len(), 1);
     assert_eq!(revs.items[0].revision, 1);
     assert_eq!(
@@ -221,7 +230,10 @@ async fn ordered_start_stable_identity_and_claims() {
         let violations = violations.clone();
         async move {
             let ps = pods(a, "web").await;
-            let gone_or_going = |n: &str| ps.get(n).is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+            let gone_or_going = |n: &str| {
+                ps.get(n)
+                    .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+            };
             if gone_or_going("web-1") && ps.contains_key("web-2") {
                 lock(&violations).push("web-1 went before web-2".to_string());
             }
@@ -263,9 +275,18 @@ async fn retention_policy_delete_removes_claims() {
         .await
         .expect("create");
     rolled_out(&c, &a, "db", 2, "img:v1").await;
-    let owners = a.claims.get("data-db-0").await.expect("claim").metadata.owner_references;
+    let owners = a
+        .claims
+        .get("data-db-0")
+        .await
+        .expect("claim")
+        .metadata
+        .owner_references;
     assert!(
-        owners.iter().flatten().any(|o| o.kind == "StatefulSet" && o.name == "db"),
+        owners
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "StatefulSet" && o.name == "db"),
         "{owners:?}"
     );
     scale(&a, "db", 1).await;
@@ -337,7 +358,12 @@ async fn partitioned_rolling_update_and_history() {
         rolled_out(&c, &a, "web", 3, v).await;
     }
     c.wait_for("history truncated", T, || async {
-        let revs = a.revs.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+        let revs = a
+            .revs
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
         // The live revision plus one of history.
         revs.len() == 2
     })
@@ -358,7 +384,12 @@ async fn partitioned_rolling_update_and_history() {
     set_image(&a, "web", "img:v3").await;
     rolled_out(&c, &a, "web", 3, "img:v3").await;
     c.wait_for("v3 renumbered to 5", T, || async {
-        let revs = a.revs.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+        let revs = a
+            .revs
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
         let mut n: Vec<i64> = revs.iter().map(|r| r.revision).collect();
         n.sort();
         n == vec![4, 5]
@@ -507,7 +538,10 @@ async fn kubectl_rollout_status_history_undo_statefulset() {
         .ok(&["rollout", "status", "statefulset/web", "--timeout=60s"])
         .await;
     // kubectl reports any RollingUpdate with a partition (defaulted to 0) this way.
-    assert!(out.contains("partitioned roll out complete: 2 new pods have been updated"), "{out}");
+    assert!(
+        out.contains("partitioned roll out complete: 2 new pods have been updated"),
+        "{out}"
+    );
     let table = k.ok(&["get", "sts", "web"]).await;
     assert!(table.contains("2/2"), "{table}");
 
@@ -574,7 +608,9 @@ async fn kubectl_rollout_history_undo_daemonset() {
     c.wait_for("daemon pod back at img:v1", T, || async {
         a.list(&ListParams::default().labels("app=agent"))
             .await
-            .is_ok_and(|l| l.items.len() == 1 && l.items.iter().all(|p| image(p) == "img:v1" && ready(p)))
+            .is_ok_and(|l| {
+                l.items.len() == 1 && l.items.iter().all(|p| image(p) == "img:v1" && ready(p))
+            })
     })
     .await;
     let history = k.ok(&["rollout", "history", "daemonset/agent"]).await;
@@ -594,7 +630,9 @@ async fn headless_service_endpoints_carry_pod_hostnames() {
         "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}
     }))
     .expect("service");
-    svcs.create(&PostParams::default(), &svc).await.expect("service");
+    svcs.create(&PostParams::default(), &svc)
+        .await
+        .expect("service");
     a.sets
         .create(&PostParams::default(), &set("web", 2, json!({})))
         .await
@@ -602,29 +640,33 @@ async fn headless_service_endpoints_carry_pod_hostnames() {
     rolled_out(&c, &a, "web", 2, "img:v1").await;
     let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
     let eps: Api<Endpoints> = Api::namespaced(c.client.clone(), "default");
-    c.wait_for("hostnames web-0 and web-1 on the slice and Endpoints", T, || async {
-        let mut slice_hosts: Vec<String> = slices
-            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|s| s.endpoints)
-            .filter_map(|e| e.hostname)
-            .collect();
-        slice_hosts.sort();
-        let mut ep_hosts: Vec<String> = eps
-            .get("web")
-            .await
-            .ok()
-            .and_then(|e| e.subsets)
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s.addresses.unwrap_or_default())
-            .filter_map(|a| a.hostname)
-            .collect();
-        ep_hosts.sort();
-        slice_hosts == ["web-0", "web-1"] && ep_hosts == ["web-0", "web-1"]
-    })
+    c.wait_for(
+        "hostnames web-0 and web-1 on the slice and Endpoints",
+        T,
+        || async {
+            let mut slice_hosts: Vec<String> = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|s| s.endpoints)
+                .filter_map(|e| e.hostname)
+                .collect();
+            slice_hosts.sort();
+            let mut ep_hosts: Vec<String> = eps
+                .get("web")
+                .await
+                .ok()
+                .and_then(|e| e.subsets)
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s.addresses.unwrap_or_default())
+                .filter_map(|a| a.hostname)
+                .collect();
+            ep_hosts.sort();
+            slice_hosts == ["web-0", "web-1"] && ep_hosts == ["web-0", "web-1"]
+        },
+    )
     .await;
 }

@@ -249,7 +249,6 @@ pub fn subsets(svc: &Service, pods: &[&Pod]) -> (Vec<EndpointSubset>, bool) {
             hostname: hostname(svc, pod),
             node_name: node_name(pod),
             target_ref: Some(target_ref(pod)),
-            ..Default::default()
         };
         let ready = publish || is_pod_ready(pod);
         let subset = match out

@@ -61,9 +61,7 @@ fn cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
             || "<none>".to_string(),
             |r| {
                 let kind = s(r, "/kind").to_lowercase();
-                let group = s(r, "/apiVersion")
-                    .rsplit_once('/')
-                    .map_or("", |(g, _)| g);
+                let group = s(r, "/apiVersion").rsplit_once('/').map_or("", |(g, _)| g);
                 let name = s(r, "/name");
                 if group.is_empty() {
                     format!("{kind}/{name}")

@@ -223,7 +223,10 @@ fn spec_fields(e: &mut Errs, spec: &Value) {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if name.is_empty() {
-                e.required(&format!("{f}.metadata.name"), "name or generateName is required");
+                e.required(
+                    &format!("{f}.metadata.name"),
+                    "name or generateName is required",
+                );
             }
             let modes = c
                 .pointer("/spec/accessModes")
@@ -387,7 +390,9 @@ mod tests {
         if let Some(m) = v.as_object() {
             validate(&mut e, m, old);
         }
-        e.0.iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        e.0.iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
     }
 
     #[test]
@@ -416,7 +421,10 @@ mod tests {
         let old = defaulted(sts());
         let mut new = old.clone();
         new["spec"]["serviceName"] = json!("other");
-        assert_eq!(errors(&new, Some(&old)), vec![format!("spec: Forbidden: {SPEC_FORBIDDEN}")]);
+        assert_eq!(
+            errors(&new, Some(&old)),
+            vec![format!("spec: Forbidden: {SPEC_FORBIDDEN}")]
+        );
         let mut new = old.clone();
         new["spec"]["replicas"] = json!(5);
         new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx");
@@ -434,14 +442,31 @@ mod tests {
         v["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
         let errs = errors(&v, None).join("\n");
         assert!(errs.contains("spec.podManagementPolicy: Invalid value: \"Random\": must be 'OrderedReady' or 'Parallel'"), "{errs}");
-        assert!(errs.contains("spec.replicas: Invalid value: -1: must be greater than or equal to 0"), "{errs}");
-        assert!(errs.contains("spec.updateStrategy.rollingUpdate.partition: Invalid value: -2"), "{errs}");
-        assert!(errs.contains("spec.persistentVolumeClaimRetentionPolicy.whenScaled: Unsupported value: \"Keep\""), "{errs}");
-        assert!(errs.contains("spec.template.spec.restartPolicy: Unsupported value: \"Never\""), "{errs}");
+        assert!(
+            errs.contains("spec.replicas: Invalid value: -1: must be greater than or equal to 0"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("spec.updateStrategy.rollingUpdate.partition: Invalid value: -2"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains(
+                "spec.persistentVolumeClaimRetentionPolicy.whenScaled: Unsupported value: \"Keep\""
+            ),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("spec.template.spec.restartPolicy: Unsupported value: \"Never\""),
+            "{errs}"
+        );
         let mut v = defaulted(sts());
         v["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
         let errs = errors(&v, None).join("\n");
-        assert!(errs.contains("`selector` does not match template `labels`"), "{errs}");
+        assert!(
+            errs.contains("`selector` does not match template `labels`"),
+            "{errs}"
+        );
     }
 
     #[test]

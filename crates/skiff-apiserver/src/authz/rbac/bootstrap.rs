@@ -901,7 +901,11 @@ pub fn controller_roles() -> Vec<RoleSpec> {
                     &["controllerrevisions"],
                 ),
                 r(&["get", "create"], &[CORE], &["persistentvolumeclaims"]),
-                r(&["update", "delete", "patch"], &[CORE], &["persistentvolumeclaims"]),
+                r(
+                    &["update", "delete", "patch"],
+                    &[CORE],
+                    &["persistentvolumeclaims"],
+                ),
                 events(),
             ],
         ),
