@@ -292,6 +292,11 @@ enum Step {
 
 impl Ssc {
     async fn reconcile(&self, set: Arc<StatefulSet>) -> Result<Action> {
+        // An unsynced pod cache would make every pod look missing (and the status zero).
+        self.pod_store
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Other(format!("cache: {e}")))?;
         if set.metadata.deletion_timestamp.is_some() {
             return Ok(Action::await_change());
         }

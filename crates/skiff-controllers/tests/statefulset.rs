@@ -430,8 +430,10 @@ async fn on_delete_waits_for_the_user() {
             && image(&ps["od-0"]) == "img:v1"
     })
     .await;
-    let st = status(&a, "od").await;
-    assert_eq!(st["updatedReplicas"], 1);
+    c.wait_for("status counts one updated pod", T, || async {
+        status(&a, "od").await["updatedReplicas"] == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -668,5 +670,60 @@ async fn headless_service_endpoints_carry_pod_hostnames() {
             slice_hosts == ["web-0", "web-1"] && ep_hosts == ["web-0", "web-1"]
         },
     )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_adopted_and_relabelled_pods_released() {
+    let c = common::TestCluster::start().await;
+    let _node = c.add_node("n1").await;
+    let a = apis(&c.client);
+    // An orphan named like ordinal 0, matching the selector, exists before the set.
+    let orphan: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "adopt-0", "labels": {"app": "adopt"}},
+        "spec": {"containers": [{"name": "c", "image": "img:v1"}]}
+    }))
+    .expect("pod");
+    let created = a
+        .pods
+        .create(&PostParams::default(), &orphan)
+        .await
+        .expect("orphan");
+    a.sets
+        // OnDelete: the adopted pod (no revision label) is not replaced by an update.
+        .create(
+            &PostParams::default(),
+            &set("adopt", 2, json!({"updateStrategy": {"type": "OnDelete"}})),
+        )
+        .await
+        .expect("create");
+    c.wait_for("orphan adopted and the set complete", T, || async {
+        let ps = pods(&a, "adopt").await;
+        let owned = ps.get("adopt-0").is_some_and(|p| {
+            p.metadata.uid == created.metadata.uid
+                && p.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.kind == "StatefulSet" && o.controller == Some(true))
+        });
+        owned && ps.len() == 2 && ps.values().all(ready)
+    })
+    .await;
+    // Relabelled out of the selector: released, it keeps running without an owner.
+    let patch = json!({"metadata": {"labels": {"app": "gone"}}});
+    a.pods
+        .patch("adopt-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("relabel");
+    c.wait_for("relabelled pod released", T, || async {
+        a.pods.get("adopt-1").await.is_ok_and(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .all(|o| o.kind != "StatefulSet")
+        })
+    })
     .await;
 }
