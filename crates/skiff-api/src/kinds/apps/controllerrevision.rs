@@ -33,7 +33,7 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, old: Option<&Value>) {
     let null = Value::Null;
     let data = obj.get("data").unwrap_or(&null);
     if data.is_null() {
-        e.required("data", "");
+        e.required("data", "data is mandatory");
     }
     non_negative(e, &Value::Object(obj.clone()), "revision", "revision");
     if let Some(old) = old {

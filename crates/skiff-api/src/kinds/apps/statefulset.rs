@@ -327,6 +327,21 @@ fn status(e: &mut Errs, status: Option<&Value>) {
     ] {
         non_negative(e, status, key, &format!("status.{key}"));
     }
+    let count = |key: &str| status.get(key).and_then(Value::as_i64).unwrap_or(0);
+    for (key, bound) in [
+        ("readyReplicas", "replicas"),
+        ("currentReplicas", "replicas"),
+        ("updatedReplicas", "replicas"),
+        ("availableReplicas", "readyReplicas"),
+    ] {
+        if count(key) > count(bound) {
+            e.invalid(
+                &format!("status.{key}"),
+                &Value::from(count(key)),
+                &format!("cannot be greater than status.{bound}"),
+            );
+        }
+    }
 }
 
 #[rustfmt::skip]
@@ -467,6 +482,20 @@ mod tests {
             errs.contains("`selector` does not match template `labels`"),
             "{errs}"
         );
+    }
+
+    #[test]
+    fn status_counters_are_bounded() {
+        let mut v = defaulted(sts());
+        v["status"] = json!({"replicas": 1, "readyReplicas": 2, "availableReplicas": 3});
+        let errs = errors(&v, None).join("\n");
+        assert!(
+            errs.contains(
+                "status.readyReplicas: Invalid value: 2: cannot be greater than status.replicas"
+            ),
+            "{errs}"
+        );
+        assert!(errs.contains("status.availableReplicas: Invalid value: 3: cannot be greater than status.readyReplicas"), "{errs}");
     }
 
     #[test]
