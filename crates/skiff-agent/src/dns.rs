@@ -4,6 +4,8 @@
 //! - `<svc>.<ns>.svc.cluster.local` A → the ClusterIP, or the ready endpoints of a headless
 //!   Service; SRV → one record per named port;
 //! - `_<port>._<proto>.<svc>.<ns>.svc.cluster.local` SRV → that port;
+//! - `<hostname>.<svc>.<ns>.svc.cluster.local` A → the ready endpoint of a headless Service
+//!   with that hostname (a pod with `hostname` and `subdomain: <svc>`, e.g. a StatefulSet's);
 //! - `<a-b-c-d>.<ns>.pod.cluster.local` A → a.b.c.d;
 //! - other names under `cluster.local` → NXDOMAIN; any other name is forwarded to the node's
 //!   own resolvers (its `/etc/resolv.conf`).
@@ -46,6 +48,11 @@ pub trait Lookup: Send + Sync + 'static {
     fn service(&self, namespace: &str, name: &str) -> Option<ServiceRecord>;
     /// Ready endpoint addresses of a Service.
     fn endpoints(&self, namespace: &str, name: &str) -> Vec<Ipv4Addr>;
+    /// Ready endpoint addresses of a Service whose endpoint carries `hostname` (pods with
+    /// `hostname` and `subdomain` = the Service, e.g. StatefulSet pods).
+    fn hostname(&self, _namespace: &str, _service: &str, _hostname: &str) -> Vec<Ipv4Addr> {
+        Vec::new()
+    }
 }
 
 /// What to do with one query.
@@ -134,6 +141,21 @@ fn cluster_records(
                 if let Some(ip) = rec.cluster_ip {
                     extra.extend(a_record(name, ip));
                 }
+            }
+        }
+        // A pod's stable name under its headless Service (CoreDNS serves these for headless
+        // Services only).
+        [host, svc, ns, "svc"] if !host.starts_with('_') => {
+            let rec = lookup.service(ns, svc)?;
+            if rec.cluster_ip.is_some() {
+                return None;
+            }
+            let ips = lookup.hostname(ns, svc, host);
+            if ips.is_empty() {
+                return None;
+            }
+            if wants(TYPE::A) {
+                answers.extend(ips.into_iter().filter_map(|ip| a_record(name, ip)));
             }
         }
         [port, proto, svc, ns, "svc"] => {
@@ -393,6 +415,30 @@ mod tests {
             } else {
                 Vec::new()
             }
+        }
+        fn hostname(&self, ns: &str, svc: &str, host: &str) -> Vec<Ipv4Addr> {
+            if (ns, svc, host) == ("db", "pg", "pg-1") {
+                vec![Ipv4Addr::new(100, 64, 1, 2)]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+
+    #[test]
+    fn stable_pod_names_under_headless_services() {
+        let (rc, a, _) = reply("pg-1.pg.db.svc.cluster.local", TYPE::A, 512);
+        assert_eq!((rc, a), (RCODE::NoError, vec!["100.64.1.2".to_string()]));
+        // Unknown hostnames, and any hostname under a ClusterIP Service, do not exist.
+        for missing in [
+            "pg-7.pg.db.svc.cluster.local",
+            "pg-1.web.default.svc.cluster.local",
+        ] {
+            assert_eq!(
+                reply(missing, TYPE::A, 512).0,
+                RCODE::NameError,
+                "{missing}"
+            );
         }
     }
 

@@ -204,6 +204,30 @@ impl crate::dns::Lookup for StoreLookup {
         Some(crate::dns::ServiceRecord { cluster_ip, ports })
     }
 
+    fn hostname(&self, namespace: &str, service: &str, hostname: &str) -> Vec<Ipv4Addr> {
+        let mut ips: Vec<Ipv4Addr> = self
+            .slices
+            .state()
+            .iter()
+            .filter(|s| {
+                s.namespace().as_deref() == Some(namespace)
+                    && s.labels().get(labels::SERVICE_NAME).map(String::as_str) == Some(service)
+            })
+            .flat_map(|s| s.endpoints.clone())
+            .filter(|e| {
+                e.hostname
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(hostname))
+            })
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+            .flat_map(|e| e.addresses)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
     fn endpoints(&self, namespace: &str, name: &str) -> Vec<Ipv4Addr> {
         let mut ips: Vec<Ipv4Addr> = self
             .slices

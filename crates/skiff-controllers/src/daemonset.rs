@@ -9,7 +9,8 @@
 //! `metadata.name In [node]` and bound by the scheduler, as upstream does since 1.12. Extra,
 //! failed and misplaced pods are deleted. Updates: `RollingUpdate` (default, `maxUnavailable` 1)
 //! replaces pods whose `controller-revision-hash` differs from the template's, never leaving more
-//! than `maxUnavailable` nodes without an available pod; `OnDelete` waits for the user.
+//! than `maxUnavailable` nodes without an available pod; `OnDelete` waits for the user. Each
+//! template gets a ControllerRevision (`daemonset_history`) for `kubectl rollout history|undo`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -380,6 +381,11 @@ impl Dsc {
                 by_node.values().filter(|v| v.0).count(),
             )),
         };
+        let live: std::collections::HashSet<String> = pods
+            .iter()
+            .filter_map(|p| p.labels().get(labels::CONTROLLER_REVISION_HASH).cloned())
+            .collect();
+        crate::daemonset_history::sync(&self.ctx.client, &ds, &hash, &live).await?;
         let mut decision = decide(&by_node, &failed, &hash, rolling);
         decision.delete.extend(orphans);
 

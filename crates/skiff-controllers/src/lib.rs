@@ -1,6 +1,6 @@
 //! skiff-controllers owns the control loops that run inside `skiff server` as ordinary API
 //! clients (kube-runtime reflectors, de-duplicating work queues, level-triggered idempotent
-//! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
+//! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, StatefulSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
 //! EndpointSlices, the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in every
 //! namespace, ClusterRole aggregation. They run through `skiff_client`'s driver and event recorder.
@@ -9,6 +9,7 @@
 pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
+mod daemonset_history;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -21,6 +22,7 @@ mod owned;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceaccounts;
+pub mod statefulset;
 pub mod tokens;
 
 use std::time::Duration;

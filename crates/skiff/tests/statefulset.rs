@@ -141,10 +141,14 @@ fn statefulset_of_three_keeps_identity_and_data() {
             "{.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
         )
     };
-    let created_at = |pod: &str| jsonpath(&c, &["get", "pod", pod], "{.metadata.creationTimestamp}");
+    let created_at =
+        |pod: &str| jsonpath(&c, &["get", "pod", pod], "{.metadata.creationTimestamp}");
     for (prev, next) in [("db-0", "db-1"), ("db-1", "db-2")] {
         let (r, n) = (ready_at(prev), created_at(next));
-        assert!(n >= r, "{next} created at {n}, before {prev} was ready at {r}");
+        assert!(
+            n >= r,
+            "{next} created at {n}, before {prev} was ready at {r}"
+        );
     }
 
     // One claim per pod, bound by the default class.
@@ -171,10 +175,18 @@ fn statefulset_of_three_keeps_identity_and_data() {
     }
 
     // Every pod deleted at once: the new ones come back with the same names and their own data.
-    let uids_before = jsonpath(&c, &["get", "pods", "-l", "app=db"], "{.items[*].metadata.uid}");
+    let uids_before = jsonpath(
+        &c,
+        &["get", "pods", "-l", "app=db"],
+        "{.items[*].metadata.uid}",
+    );
     c.ok(&["delete", "pod", "db-0", "db-1", "db-2", "--wait=true"]);
     until(&c, "pods recreated", Duration::from_secs(180), || {
-        let uids = jsonpath(&c, &["get", "pods", "-l", "app=db"], "{.items[*].metadata.uid}");
+        let uids = jsonpath(
+            &c,
+            &["get", "pods", "-l", "app=db"],
+            "{.items[*].metadata.uid}",
+        );
         let fresh = uids.split_whitespace().count() == 3
             && uids
                 .split_whitespace()
@@ -191,7 +203,11 @@ fn statefulset_of_three_keeps_identity_and_data() {
     // Scale down: the highest ordinals go, their claims stay; scaling up finds the data again.
     c.ok(&["scale", "statefulset/db", "--replicas=1"]);
     until(&c, "scaled down to 1", Duration::from_secs(120), || {
-        let names = jsonpath(&c, &["get", "pods", "-l", "app=db"], "{.items[*].metadata.name}");
+        let names = jsonpath(
+            &c,
+            &["get", "pods", "-l", "app=db"],
+            "{.items[*].metadata.name}",
+        );
         (names == "db-0").then_some(())
     });
     let n_claims = jsonpath(&c, &["get", "pvc"], "{.items[*].metadata.name}");
@@ -229,7 +245,11 @@ fn statefulset_of_three_keeps_identity_and_data() {
         r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
     ]);
     rollout(&c);
-    assert!(images(&c).iter().all(|(_, i)| i == "web:v2"), "{:?}", images(&c));
+    assert!(
+        images(&c).iter().all(|(_, i)| i == "web:v2"),
+        "{:?}",
+        images(&c)
+    );
     assert_eq!(exec(&c, "db-0", "cat /data/token"), "token-0");
     let history = c.ok(&["rollout", "history", "statefulset/db"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
@@ -238,9 +258,13 @@ fn statefulset_of_three_keeps_identity_and_data() {
     // provisioned volumes, which reclaim Delete removes.
     c.ok(&["delete", "statefulset/db", "--wait=true"]);
     until(&c, "pods gone", Duration::from_secs(120), || {
-        jsonpath(&c, &["get", "pods", "-l", "app=db"], "{.items[*].metadata.name}")
-            .is_empty()
-            .then_some(())
+        jsonpath(
+            &c,
+            &["get", "pods", "-l", "app=db"],
+            "{.items[*].metadata.name}",
+        )
+        .is_empty()
+        .then_some(())
     });
     let pvs = jsonpath(&c, &["get", "pv"], "{.items[*].metadata.name}");
     assert_eq!(pvs.split_whitespace().count(), 3, "{pvs}");

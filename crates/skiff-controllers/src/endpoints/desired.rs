@@ -141,6 +141,18 @@ fn target_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
+/// The pod's hostname when it names itself under this Service (`spec.subdomain` = the Service,
+/// as StatefulSet pods do): DNS then serves `<hostname>.<svc>.<ns>.svc` (upstream
+/// `ShouldSetHostname`).
+fn hostname(svc: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let host = spec.hostname.clone().filter(|h| !h.is_empty())?;
+    (spec.subdomain.is_some()
+        && spec.subdomain == svc.metadata.name
+        && pod.metadata.namespace == svc.metadata.namespace)
+        .then_some(host)
+}
+
 fn node_name(pod: &Pod) -> Option<String> {
     pod.spec
         .as_ref()
@@ -168,6 +180,7 @@ pub fn slice_groups(svc: &Service, pods: &[&Pod]) -> Vec<SliceGroup> {
                 serving: Some(serving),
                 terminating: Some(terminating),
             }),
+            hostname: hostname(svc, pod),
             node_name: node_name(pod),
             target_ref: Some(target_ref(pod)),
             ..Default::default()
@@ -233,9 +246,9 @@ pub fn subsets(svc: &Service, pods: &[&Pod]) -> (Vec<EndpointSubset>, bool) {
         }
         let address = EndpointAddress {
             ip: ip.to_string(),
+            hostname: hostname(svc, pod),
             node_name: node_name(pod),
             target_ref: Some(target_ref(pod)),
-            ..Default::default()
         };
         let ready = publish || is_pod_ready(pod);
         let subset = match out

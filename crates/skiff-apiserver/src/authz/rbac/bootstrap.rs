@@ -894,6 +894,35 @@ pub fn controller_roles() -> Vec<RoleSpec> {
             vec![r(&["create"], &[CORE], &["serviceaccounts"]), events()],
         ),
         role(
+            "system:controller:statefulset-controller",
+            vec![
+                r(&["list", "watch"], &[CORE], &["pods"]),
+                // skiff reads the set live before each sync ("get"), beyond upstream's rule.
+                r(&["get", "list", "watch"], &[APPS], &["statefulsets"]),
+                r(&["update", "patch"], &[APPS], &["statefulsets/status"]),
+                r(&["update"], &[APPS], &["statefulsets/finalizers"]),
+                r(
+                    &["get", "create", "delete", "update", "patch"],
+                    &[CORE],
+                    &["pods"],
+                ),
+                r(
+                    &[
+                        "get", "create", "delete", "update", "patch", "list", "watch",
+                    ],
+                    &[APPS],
+                    &["controllerrevisions"],
+                ),
+                r(&["get", "create"], &[CORE], &["persistentvolumeclaims"]),
+                r(
+                    &["update", "delete", "patch"],
+                    &[CORE],
+                    &["persistentvolumeclaims"],
+                ),
+                events(),
+            ],
+        ),
+        role(
             "system:controller:ttl-after-finished-controller",
             vec![
                 r(&["get", "list", "watch", "delete"], &[BATCH], &["jobs"]),
