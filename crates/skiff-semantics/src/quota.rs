@@ -167,6 +167,24 @@ pub fn count_names(group: &str, plural: &str) -> Vec<String> {
     out
 }
 
+/// Whether objects of `(group, plural)` are measured by quota resource `name` (upstream's
+/// evaluator `MatchingResources`): a pod by compute resources even when it states none.
+pub fn charges(group: &str, plural: &str, name: &str) -> bool {
+    if count_names(group, plural).iter().any(|n| n == name) {
+        return true;
+    }
+    match (group, plural) {
+        ("", "pods") => is_pod_compute_resource(name),
+        ("", "services") => matches!(name, "services.nodeports" | "services.loadbalancers"),
+        ("", "persistentvolumeclaims") => {
+            name == "requests.storage"
+                || name.ends_with(".storageclass.storage.k8s.io/requests.storage")
+                || name.ends_with(".storageclass.storage.k8s.io/persistentvolumeclaims")
+        }
+        _ => false,
+    }
+}
+
 /// Whether a pod no longer charges quota: Succeeded/Failed, or past its deletion grace.
 pub fn pod_is_terminal(pod: &Value, now: jiff::Timestamp) -> bool {
     let phase = pod
