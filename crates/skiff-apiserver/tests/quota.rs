@@ -23,7 +23,10 @@ async fn send(client: &kube::Client, method: &str, path: &str, body: &Value) -> 
     let resp = client.send(req).await.expect("send");
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 async fn namespace(client: &kube::Client, ns: &str) {
@@ -86,11 +89,26 @@ async fn pod_exceeding_a_quota_is_rejected_and_admitted_ones_are_charged() {
     quota(c, ns, "compute", json!({"requests.cpu": "2", "pods": "10"})).await;
     let pods = format!("/api/v1/namespaces/{ns}/pods");
 
-    let (code, body) = send(c, "POST", &pods, &pod("p1", json!({"requests": {"cpu": "1500m"}}))).await;
+    let (code, body) = send(
+        c,
+        "POST",
+        &pods,
+        &pod("p1", json!({"requests": {"cpu": "1500m"}})),
+    )
+    .await;
     assert_eq!(code, 201, "{body}");
-    assert_eq!(used(c, ns, "compute").await, json!({"pods": "1", "requests.cpu": "1500m"}));
+    assert_eq!(
+        used(c, ns, "compute").await,
+        json!({"pods": "1", "requests.cpu": "1500m"})
+    );
 
-    let (code, body) = send(c, "POST", &pods, &pod("p2", json!({"requests": {"cpu": "1"}}))).await;
+    let (code, body) = send(
+        c,
+        "POST",
+        &pods,
+        &pod("p2", json!({"requests": {"cpu": "1"}})),
+    )
+    .await;
     assert_eq!(code, 403, "{body}");
     assert_eq!(body["reason"], "Forbidden");
     assert_eq!(
@@ -107,17 +125,35 @@ async fn pod_exceeding_a_quota_is_rejected_and_admitted_ones_are_charged() {
     )
     .await;
     assert_eq!(code, 201, "{body}");
-    assert_eq!(used(c, ns, "compute").await, json!({"pods": "1", "requests.cpu": "1500m"}));
+    assert_eq!(
+        used(c, ns, "compute").await,
+        json!({"pods": "1", "requests.cpu": "1500m"})
+    );
 
     // The last half CPU fits.
-    let (code, body) = send(c, "POST", &pods, &pod("p3", json!({"requests": {"cpu": "500m"}}))).await;
+    let (code, body) = send(
+        c,
+        "POST",
+        &pods,
+        &pod("p3", json!({"requests": {"cpu": "500m"}})),
+    )
+    .await;
     assert_eq!(code, 201, "{body}");
-    assert_eq!(used(c, ns, "compute").await, json!({"pods": "2", "requests.cpu": "2"}));
+    assert_eq!(
+        used(c, ns, "compute").await,
+        json!({"pods": "2", "requests.cpu": "2"})
+    );
 
     // A quota on limits.cpu and requests.cpu needs every container to state both.
     let ns = "quota-constraints";
     namespace(c, ns).await;
-    quota(c, ns, "q", json!({"limits.cpu": "10", "requests.cpu": "10"})).await;
+    quota(
+        c,
+        ns,
+        "q",
+        json!({"limits.cpu": "10", "requests.cpu": "10"}),
+    )
+    .await;
     let pods = format!("/api/v1/namespaces/{ns}/pods");
     let (code, body) = send(c, "POST", &pods, &pod("bare", json!({}))).await;
     assert_eq!(code, 403, "{body}");
@@ -176,10 +212,9 @@ async fn concurrent_creates_against_a_quota_of_one_admit_exactly_one() {
         match code {
             201 => created += 1,
             403 => assert!(
-                body["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("exceeded quota: one, requested: pods=1, used: pods=1, limited: pods=1"),
+                body["message"].as_str().unwrap().contains(
+                    "exceeded quota: one, requested: pods=1, used: pods=1, limited: pods=1"
+                ),
                 "{body}"
             ),
             other => panic!("unexpected {other}: {body}"),
@@ -223,7 +258,10 @@ async fn limit_range_defaults_requests_and_rejects_above_max() {
         c,
         "POST",
         &pods,
-        &pod("big", json!({"limits": {"cpu": "2"}, "requests": {"cpu": "250m"}})),
+        &pod(
+            "big",
+            json!({"limits": {"cpu": "2"}, "requests": {"cpu": "250m"}}),
+        ),
     )
     .await;
     assert_eq!(code, 403, "{body}");

@@ -14,7 +14,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam,
-    nodelifecycle, replicaset, resourcequota, scheduler, serviceaccounts, tokens, Context, Options, Result,
+    nodelifecycle, replicaset, resourcequota, scheduler, serviceaccounts, tokens, Context, Options,
+    Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;

@@ -198,7 +198,9 @@ async fn sync_quota(lister: &mut Lister, quota: &ResourceQuota) -> Result<bool> 
     }
     let used = compute_used(&value, &objects, jiff::Timestamp::now());
     let to_map = |l: &q::ResourceList| -> BTreeMap<String, Quantity> {
-        l.iter().map(|(k, v)| (k.clone(), Quantity(v.text()))).collect()
+        l.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.text())))
+            .collect()
     };
     let hard = quota
         .spec
@@ -346,13 +348,23 @@ mod tests {
         let mut objects = BTreeMap::new();
         objects.insert(
             (String::new(), "pods".to_string()),
-            vec![pod("500m", "Running"), pod("250m", "Pending"), pod("1", "Succeeded")],
+            vec![
+                pod("500m", "Running"),
+                pod("250m", "Pending"),
+                pod("1", "Succeeded"),
+            ],
         );
         let used = compute_used(&quota, &objects, jiff::Timestamp::now());
         assert_eq!(used["pods"].text(), "2");
         assert_eq!(used["requests.cpu"].text(), "750m");
         assert_eq!(used["secrets"].text(), "0");
-        assert_eq!(kind_of("count/deployments.apps"), Some(("apps".into(), "deployments".into())));
-        assert_eq!(kind_of("limits.memory"), Some((String::new(), "pods".into())));
+        assert_eq!(
+            kind_of("count/deployments.apps"),
+            Some(("apps".into(), "deployments".into()))
+        );
+        assert_eq!(
+            kind_of("limits.memory"),
+            Some((String::new(), "pods".into()))
+        );
     }
 }

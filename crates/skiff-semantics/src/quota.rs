@@ -513,7 +513,10 @@ pub fn default_limit_range_item(item: &mut Map<String, Value>) {
         return;
     }
     let get = |item: &Map<String, Value>, k: &str| {
-        item.get(k).and_then(Value::as_object).cloned().unwrap_or_default()
+        item.get(k)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
     };
     let mut default = get(item, "default");
     for (k, v) in get(item, "max") {
@@ -557,12 +560,12 @@ mod tests {
     #[test]
     fn pod_usage_counts_requests_limits_and_init_max() {
         let pod = json!({"spec": {
-            "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "2"}}}],
-            "containers": [
-                {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
-                                            "limits": {"cpu": "1"}}},
-                {"name": "b", "resources": {"requests": {"cpu": "500m"}}}
-            ]}});
+        "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "2"}}}],
+        "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                        "limits": {"cpu": "1"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "500m"}}}
+        ]}});
         let u = pod_usage(&pod);
         assert_eq!(u["pods"].text(), "1");
         assert_eq!(u["requests.cpu"].text(), "2");
@@ -602,6 +605,9 @@ mod tests {
             p["fast.storageclass.storage.k8s.io/requests.storage"].text(),
             "1Gi"
         );
-        assert_eq!(count_names("apps", "deployments"), vec!["count/deployments.apps"]);
+        assert_eq!(
+            count_names("apps", "deployments"),
+            vec!["count/deployments.apps"]
+        );
     }
 }

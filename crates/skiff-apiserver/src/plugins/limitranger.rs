@@ -122,8 +122,13 @@ fn default_pod(pod: &mut Value, items: &[Value]) {
         return;
     }
     let mut notes = Vec::new();
-    for (key, what) in [("containers", "container"), ("initContainers", "init container")] {
-        let Some(list) = pod.pointer_mut(&format!("/spec/{key}")).and_then(Value::as_array_mut)
+    for (key, what) in [
+        ("containers", "container"),
+        ("initContainers", "init container"),
+    ] {
+        let Some(list) = pod
+            .pointer_mut(&format!("/spec/{key}"))
+            .and_then(Value::as_array_mut)
         else {
             continue;
         };
@@ -241,7 +246,9 @@ fn ratio_constraint(
     let ratio = lim as f64 / req as f64;
     let max = enforced.q.milli_value() as f64;
     (ratio * 1000.0 > max).then(|| {
-        format!("{res} max limit to request ratio per {kind} is {e}, but provided ratio is {ratio:.6}")
+        format!(
+            "{res} max limit to request ratio per {kind} is {e}, but provided ratio is {ratio:.6}"
+        )
     })
 }
 
@@ -300,7 +307,13 @@ fn validate_pvc(pvc: &Value, items: &[Value]) -> Vec<String> {
     for item in items.iter().filter(|i| item_type(i) == kind) {
         for (res, v) in q::parse_list(item.get("min")) {
             // Claims' limits are not user input: min is checked on the request only.
-            errs.extend(min_constraint(kind, &res, &v, &request, &ResourceList::new()));
+            errs.extend(min_constraint(
+                kind,
+                &res,
+                &v,
+                &request,
+                &ResourceList::new(),
+            ));
         }
         for (res, v) in q::parse_list(item.get("max")) {
             let e = v.text();
@@ -390,11 +403,19 @@ mod tests {
             "max": {"cpu": "1"}})];
         let mut pod = json!({"metadata": {}, "spec": {"containers": [{"name": "c"}]}});
         default_pod(&mut pod, &items);
-        assert_eq!(pod.pointer("/spec/containers/0/resources/limits/cpu"), Some(&json!("500m")));
-        assert_eq!(pod.pointer("/spec/containers/0/resources/requests/cpu"), Some(&json!("500m")));
+        assert_eq!(
+            pod.pointer("/spec/containers/0/resources/limits/cpu"),
+            Some(&json!("500m"))
+        );
+        assert_eq!(
+            pod.pointer("/spec/containers/0/resources/requests/cpu"),
+            Some(&json!("500m"))
+        );
         assert_eq!(
             pod.pointer("/metadata/annotations/kubernetes.io~1limit-ranger"),
-            Some(&json!("LimitRanger plugin set: cpu request for container c; cpu limit for container c"))
+            Some(&json!(
+                "LimitRanger plugin set: cpu request for container c; cpu limit for container c"
+            ))
         );
         assert!(validate_pod(&pod, &items).is_empty());
         let big = json!({"spec": {"containers": [{"name": "c",
@@ -408,7 +429,9 @@ mod tests {
             "resources": {"limits": {"cpu": "3"}, "requests": {"cpu": "1"}}}]}});
         assert_eq!(
             validate_pod(&pod, &ratio),
-            vec!["cpu max limit to request ratio per Container is 2, but provided ratio is 3.000000"]
+            vec![
+                "cpu max limit to request ratio per Container is 2, but provided ratio is 3.000000"
+            ]
         );
     }
 }

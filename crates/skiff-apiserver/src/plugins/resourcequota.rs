@@ -60,6 +60,37 @@ fn update_counts(group: &str, plural: &str) -> bool {
     group.is_empty() && matches!(plural, "services" | "persistentvolumeclaims")
 }
 
+/// Whether any quota of `ns` tracks something `obj` charges.
+async fn any_applies(
+    req: &Request<'_>,
+    quotas_info: &skiff_api::ResourceInfo,
+    ns: &str,
+    obj: &Value,
+) -> ApiResult<bool> {
+    let info = req.ctx.info;
+    let page = req
+        .ctx
+        .st
+        .store
+        .list(
+            &collection_prefix(quotas_info, Some(ns)),
+            &ListOptions::default(),
+        )
+        .await
+        .map_err(|e| ApiError::internal(format!("listing resource quotas: {e}")))?;
+    for kv in &page.items {
+        let quota = decode(kv)?;
+        if q::quota_matches(&quota, info.group, info.plural, obj)
+            && q::names(quota.pointer("/status/hard"))
+                .iter()
+                .any(|r| q::charges(info.group, info.plural, r))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 #[async_trait]
 impl Plugin for ResourceQuota {
     fn name(&self) -> &'static str {
@@ -98,6 +129,10 @@ impl Plugin for ResourceQuota {
         let Some(quotas_info) = skiff_api::resources::by_plural("", "v1", "resourcequotas") else {
             return Ok(Vec::new());
         };
+        // Most namespaces have no quota that tracks this object: no need to queue for the lock.
+        if !any_applies(req, quotas_info, ns, obj).await? {
+            return Ok(Vec::new());
+        }
         let _serial = self.lock.lock().await;
         // Quotas already charged by an earlier attempt (a later one lost a race).
         let mut charged: BTreeSet<String> = BTreeSet::new();
@@ -106,7 +141,10 @@ impl Plugin for ResourceQuota {
                 .ctx
                 .st
                 .store
-                .list(&collection_prefix(quotas_info, Some(ns)), &ListOptions::default())
+                .list(
+                    &collection_prefix(quotas_info, Some(ns)),
+                    &ListOptions::default(),
+                )
                 .await
                 .map_err(|e| ApiError::internal(format!("listing resource quotas: {e}")))?;
             let mut updates: Vec<(String, Value, i64)> = Vec::new();

@@ -58,7 +58,11 @@ fn resource_name(e: &mut Errs, ty: &str, name: &str, field: &str) {
         && !matches!(name, "cpu" | "memory" | "ephemeral-storage")
         && !name.starts_with("hugepages-")
     {
-        e.invalid_str(field, name, "must be a standard limit type or fully qualified");
+        e.invalid_str(
+            field,
+            name,
+            "must be a standard limit type or fully qualified",
+        );
     }
 }
 
@@ -71,7 +75,12 @@ fn list(
     f: &str,
 ) -> Vec<(String, Amount)> {
     let mut out = Vec::new();
-    for (k, v) in item.get(key).and_then(Value::as_object).into_iter().flatten() {
+    for (k, v) in item
+        .get(key)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
         let field = format!("{f}.{key}[{k}]");
         resource_name(e, ty, k, &field);
         match v.as_str().and_then(Amount::parse) {
@@ -95,8 +104,15 @@ fn validate_item(e: &mut Errs, item: &Map<String, Value>, f: &str) {
     let min = list(e, item, "min", ty, f);
     let (default, request) = if ty == "Pod" {
         for key in ["default", "defaultRequest"] {
-            if item.get(key).and_then(Value::as_object).is_some_and(|m| !m.is_empty()) {
-                e.forbidden(&format!("{f}.{key}"), "may not be specified when `type` is 'Pod'");
+            if item
+                .get(key)
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+            {
+                e.forbidden(
+                    &format!("{f}.{key}"),
+                    "may not be specified when `type` is 'Pod'",
+                );
             }
         }
         (Vec::new(), Vec::new())
@@ -140,44 +156,108 @@ fn validate_item(e: &mut Errs, item: &Map<String, Value>, f: &str) {
         };
         if let (Some(mn), Some(mx)) = (mn, mx) {
             if mn.q > mx.q {
-                bad(e, "min", &mn, format!("min value {} is greater than max value {}", mn.text(), mx.text()));
+                bad(
+                    e,
+                    "min",
+                    &mn,
+                    format!(
+                        "min value {} is greater than max value {}",
+                        mn.text(),
+                        mx.text()
+                    ),
+                );
             }
         }
         if let (Some(dr), Some(mn)) = (dr, mn) {
             if mn.q > dr.q {
-                bad(e, "defaultRequest", &dr, format!("min value {} is greater than default request value {}", mn.text(), dr.text()));
+                bad(
+                    e,
+                    "defaultRequest",
+                    &dr,
+                    format!(
+                        "min value {} is greater than default request value {}",
+                        mn.text(),
+                        dr.text()
+                    ),
+                );
             }
         }
         if let (Some(dr), Some(mx)) = (dr, mx) {
             if dr.q > mx.q {
-                bad(e, "defaultRequest", &dr, format!("default request value {} is greater than max value {}", dr.text(), mx.text()));
+                bad(
+                    e,
+                    "defaultRequest",
+                    &dr,
+                    format!(
+                        "default request value {} is greater than max value {}",
+                        dr.text(),
+                        mx.text()
+                    ),
+                );
             }
         }
         if let (Some(dr), Some(d)) = (dr, d) {
             if dr.q > d.q {
-                bad(e, "defaultRequest", &dr, format!("default request value {} is greater than default limit value {}", dr.text(), d.text()));
+                bad(
+                    e,
+                    "defaultRequest",
+                    &dr,
+                    format!(
+                        "default request value {} is greater than default limit value {}",
+                        dr.text(),
+                        d.text()
+                    ),
+                );
             }
         }
         if let (Some(d), Some(mn)) = (d, mn) {
             if mn.q > d.q {
-                bad(e, "default", &mn, format!("min value {} is greater than default value {}", mn.text(), d.text()));
+                bad(
+                    e,
+                    "default",
+                    &mn,
+                    format!(
+                        "min value {} is greater than default value {}",
+                        mn.text(),
+                        d.text()
+                    ),
+                );
             }
         }
         if let (Some(d), Some(mx)) = (d, mx) {
             if d.q > mx.q {
-                bad(e, "default", &mx, format!("default value {} is greater than max value {}", d.text(), mx.text()));
+                bad(
+                    e,
+                    "default",
+                    &mx,
+                    format!(
+                        "default value {} is greater than max value {}",
+                        d.text(),
+                        mx.text()
+                    ),
+                );
             }
         }
         if let Some(r) = r {
             if r.q < Quantity::new(1, 0) {
-                bad(e, "maxLimitRequestRatio", &r, format!("ratio {} is less than 1", r.text()));
+                bad(
+                    e,
+                    "maxLimitRequestRatio",
+                    &r,
+                    format!("ratio {} is less than 1", r.text()),
+                );
             }
             if let (Some(mn), Some(mx)) = (mn, mx) {
                 let (lo, hi) = (mn.q.milli_value(), mx.q.milli_value());
                 // f64 only for the bound upstream prints and compares.
                 let limit = hi as f64 / lo as f64;
                 if r.q.milli_value() as f64 / 1000.0 > limit {
-                    bad(e, "maxLimitRequestRatio", &r, format!("ratio {} is greater than max/min = {limit:.6}", r.text()));
+                    bad(
+                        e,
+                        "maxLimitRequestRatio",
+                        &r,
+                        format!("ratio {} is greater than max/min = {limit:.6}", r.text()),
+                    );
                 }
             }
         }
@@ -209,7 +289,10 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, _old: Option<&Value>) {
 }
 
 fn cells(obj: &Value, _now: jiff::Timestamp) -> Vec<Value> {
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let created = obj
         .pointer("/metadata/creationTimestamp")
         .and_then(Value::as_str)
@@ -229,7 +312,9 @@ mod tests {
         defaults(obj.as_object_mut().unwrap());
         let mut e = Errs::default();
         validate(&mut e, obj.as_object().unwrap(), None);
-        e.0.into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        e.0.into_iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
     }
 
     #[test]
@@ -237,7 +322,10 @@ mod tests {
         let mut lr = json!({"spec": {"limits": [{"type": "Container", "max": {"cpu": "1"},
             "min": {"memory": "64Mi"}}]}});
         defaults(lr.as_object_mut().unwrap());
-        assert_eq!(lr.pointer("/spec/limits/0/default"), Some(&json!({"cpu": "1"})));
+        assert_eq!(
+            lr.pointer("/spec/limits/0/default"),
+            Some(&json!({"cpu": "1"}))
+        );
         assert_eq!(
             lr.pointer("/spec/limits/0/defaultRequest"),
             Some(&json!({"cpu": "1", "memory": "64Mi"}))
@@ -246,19 +334,32 @@ mod tests {
 
     #[test]
     fn validation_follows_upstream() {
-        assert!(causes(json!({"spec": {"limits": [{"type": "Container", "min": {"cpu": "100m"},
-            "defaultRequest": {"cpu": "200m"}, "default": {"cpu": "500m"}, "max": {"cpu": "1"}}]}})).is_empty());
-        assert_eq!(causes(json!({"spec": {"limits": [{"type": "Container",
+        assert!(causes(
+            json!({"spec": {"limits": [{"type": "Container", "min": {"cpu": "100m"},
+            "defaultRequest": {"cpu": "200m"}, "default": {"cpu": "500m"}, "max": {"cpu": "1"}}]}})
+        )
+        .is_empty());
+        assert_eq!(
+            causes(json!({"spec": {"limits": [{"type": "Container",
             "default": {"cpu": "2"}, "max": {"cpu": "1"}}]}})),
             vec![
                 r#"spec.limits[0].defaultRequest[cpu]: Invalid value: "2": default request value 2 is greater than max value 1"#,
                 r#"spec.limits[0].default[cpu]: Invalid value: "1": default value 2 is greater than max value 1"#,
-            ]);
-        assert_eq!(causes(json!({"spec": {"limits": [{"type": "Pod", "default": {"cpu": "1"}}]}})),
-            vec!["spec.limits[0].default: Forbidden: may not be specified when `type` is 'Pod'"]);
+            ]
+        );
+        assert_eq!(
+            causes(json!({"spec": {"limits": [{"type": "Pod", "default": {"cpu": "1"}}]}})),
+            vec!["spec.limits[0].default: Forbidden: may not be specified when `type` is 'Pod'"]
+        );
         assert_eq!(causes(json!({"spec": {"limits": [{"type": "PersistentVolumeClaim", "max": {"cpu": "1"}}]}})),
             vec!["spec.limits[0].limits: Required value: either minimum or maximum storage value is required, but neither was provided"]);
-        assert_eq!(causes(json!({"spec": {"limits": [{"type": "Container", "maxLimitRequestRatio": {"cpu": "500m"}}]}})),
-            vec![r#"spec.limits[0].maxLimitRequestRatio[cpu]: Invalid value: "500m": ratio 500m is less than 1"#]);
+        assert_eq!(
+            causes(
+                json!({"spec": {"limits": [{"type": "Container", "maxLimitRequestRatio": {"cpu": "500m"}}]}})
+            ),
+            vec![
+                r#"spec.limits[0].maxLimitRequestRatio[cpu]: Invalid value: "500m": ratio 500m is less than 1"#
+            ]
+        );
     }
 }

@@ -148,7 +148,14 @@ fn resource_list(e: &mut Errs, list: Option<&Value>, field: &str) {
 
 /// Go's `%v` of a `[]ResourceQuotaScope` (what a cause about `spec.scopes` quotes).
 fn go_scopes(scopes: &[&str]) -> String {
-    format!("[]core.ResourceQuotaScope{{{}}}", scopes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
+    format!(
+        "[]core.ResourceQuotaScope{{{}}}",
+        scopes
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn conflicting(set: &[&str]) -> bool {
@@ -168,16 +175,37 @@ fn validate_scopes(e: &mut Errs, spec: &Map<String, Value>, hard: &[&String]) {
     let shown = Value::String(go_scopes(&scopes));
     for scope in &scopes {
         if !SCOPES.contains(scope) {
-            e.push("FieldValueInvalid", f, format!("Invalid value: {}: unsupported scope", shown.as_str().unwrap_or("")));
+            e.push(
+                "FieldValueInvalid",
+                f,
+                format!(
+                    "Invalid value: {}: unsupported scope",
+                    shown.as_str().unwrap_or("")
+                ),
+            );
         }
         for k in hard {
             if !scope_valid_for(scope, k) {
-                e.push("FieldValueInvalid", f, format!("Invalid value: {}: unsupported scope applied to resource", shown.as_str().unwrap_or("")));
+                e.push(
+                    "FieldValueInvalid",
+                    f,
+                    format!(
+                        "Invalid value: {}: unsupported scope applied to resource",
+                        shown.as_str().unwrap_or("")
+                    ),
+                );
             }
         }
     }
     if conflicting(&scopes) {
-        e.push("FieldValueInvalid", f, format!("Invalid value: {}: conflicting scopes", shown.as_str().unwrap_or("")));
+        e.push(
+            "FieldValueInvalid",
+            f,
+            format!(
+                "Invalid value: {}: conflicting scopes",
+                shown.as_str().unwrap_or("")
+            ),
+        );
     }
     let Some(selector) = spec.get("scopeSelector").filter(|v| !v.is_null()) else {
         return;
@@ -192,7 +220,10 @@ fn validate_scopes(e: &mut Errs, spec: &Map<String, Value>, hard: &[&String]) {
     {
         let scope = req.get("scopeName").and_then(Value::as_str).unwrap_or("");
         let op = req.get("operator").and_then(Value::as_str).unwrap_or("");
-        let values = req.get("values").and_then(Value::as_array).map_or(0, Vec::len);
+        let values = req
+            .get("values")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
         if !SCOPES.contains(&scope) {
             e.invalid_str(&format!("{f}.scopeName"), scope, "unsupported scope");
         }
@@ -203,7 +234,11 @@ fn validate_scopes(e: &mut Errs, spec: &Map<String, Value>, hard: &[&String]) {
         }
         if matches!(
             scope,
-            "BestEffort" | "NotBestEffort" | "Terminating" | "NotTerminating" | "CrossNamespacePodAffinity"
+            "BestEffort"
+                | "NotBestEffort"
+                | "Terminating"
+                | "NotTerminating"
+                | "CrossNamespacePodAffinity"
         ) && op != "Exists"
         {
             e.invalid_str(
@@ -223,7 +258,11 @@ fn validate_scopes(e: &mut Errs, spec: &Map<String, Value>, hard: &[&String]) {
                 "must be no value when `operator` is 'Exist' or 'DoesNotExist' for scope selector",
             ),
             "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            _ => e.invalid_str(&format!("{f}.operator"), op, "not a valid selector operator"),
+            _ => e.invalid_str(
+                &format!("{f}.operator"),
+                op,
+                "not a valid selector operator",
+            ),
         }
         names.push(scope);
     }
@@ -302,23 +341,43 @@ mod tests {
     fn causes(obj: Value) -> Vec<String> {
         let mut e = Errs::default();
         validate(&mut e, obj.as_object().unwrap(), None);
-        e.0.into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        e.0.into_iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
     }
 
     #[test]
     fn validation_follows_upstream() {
         assert!(causes(json!({"spec": {"hard": {"pods": "10", "requests.cpu": "1500m",
             "count/deployments.apps": "2", "gold.storageclass.storage.k8s.io/requests.storage": "1Gi"}}})).is_empty());
-        assert_eq!(causes(json!({"spec": {"hard": {"pods": "-1"}}})),
-            vec![r#"spec.hard[pods]: Invalid value: "-1": must be greater than or equal to 0"#]);
-        assert_eq!(causes(json!({"spec": {"hard": {"pods": "1500m"}}})),
-            vec![r#"spec.hard[pods]: Invalid value: "1500m": must be an integer"#]);
-        assert_eq!(causes(json!({"spec": {"hard": {"widgets": "1"}}})),
-            vec![r#"spec.hard[widgets]: Invalid value: "widgets": must be a standard resource for quota"#]);
-        assert_eq!(causes(json!({"spec": {"hard": {"configmaps": "1"}, "scopes": ["BestEffort"]}})),
-            vec![r#"spec.scopes: Invalid value: []core.ResourceQuotaScope{"BestEffort"}: unsupported scope applied to resource"#]);
-        assert_eq!(causes(json!({"spec": {"hard": {"pods": "1"}, "scopes": ["BestEffort", "NotBestEffort"]}})),
-            vec![r#"spec.scopes: Invalid value: []core.ResourceQuotaScope{"BestEffort", "NotBestEffort"}: conflicting scopes"#]);
+        assert_eq!(
+            causes(json!({"spec": {"hard": {"pods": "-1"}}})),
+            vec![r#"spec.hard[pods]: Invalid value: "-1": must be greater than or equal to 0"#]
+        );
+        assert_eq!(
+            causes(json!({"spec": {"hard": {"pods": "1500m"}}})),
+            vec![r#"spec.hard[pods]: Invalid value: "1500m": must be an integer"#]
+        );
+        assert_eq!(
+            causes(json!({"spec": {"hard": {"widgets": "1"}}})),
+            vec![
+                r#"spec.hard[widgets]: Invalid value: "widgets": must be a standard resource for quota"#
+            ]
+        );
+        assert_eq!(
+            causes(json!({"spec": {"hard": {"configmaps": "1"}, "scopes": ["BestEffort"]}})),
+            vec![
+                r#"spec.scopes: Invalid value: []core.ResourceQuotaScope{"BestEffort"}: unsupported scope applied to resource"#
+            ]
+        );
+        assert_eq!(
+            causes(
+                json!({"spec": {"hard": {"pods": "1"}, "scopes": ["BestEffort", "NotBestEffort"]}})
+            ),
+            vec![
+                r#"spec.scopes: Invalid value: []core.ResourceQuotaScope{"BestEffort", "NotBestEffort"}: conflicting scopes"#
+            ]
+        );
         assert_eq!(causes(json!({"spec": {"hard": {"pods": "1"}, "scopeSelector": {"matchExpressions": [
             {"scopeName": "PriorityClass", "operator": "In"}]}}})),
             vec!["spec.scopeSelector.matchExpressions.values: Required value: must be at least one value when `operator` is 'In' or 'NotIn' for scope selector"]);
