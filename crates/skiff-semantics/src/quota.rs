@@ -349,11 +349,15 @@ pub fn pvc_usage(pvc: &Value) -> ResourceList {
     out
 }
 
-/// Everything an object of `(group, plural)` charges while it exists (a terminal pod charges
-/// nothing).
+/// Everything an object of `(group, plural)` charges while it exists (a terminal pod only
+/// its `count/pods`: object counts track everything in storage).
 pub fn usage(group: &str, plural: &str, obj: &Value, now: jiff::Timestamp) -> ResourceList {
     let mut out = match (group, plural) {
-        ("", "pods") if pod_is_terminal(obj, now) => return ResourceList::new(),
+        ("", "pods") if pod_is_terminal(obj, now) => {
+            let mut out = ResourceList::new();
+            out.insert("count/pods".into(), Amount::count(1));
+            return out;
+        }
         ("", "pods") => pod_usage(obj),
         ("", "services") => service_usage(obj),
         ("", "persistentvolumeclaims") => pvc_usage(obj),
