@@ -115,14 +115,16 @@ impl Plugin for ResourceQuota {
         };
         let info = req.ctx.info;
         let now = jiff::Timestamp::now();
-        let mut delta = q::usage(info.group, info.plural, obj, now);
+        let mut full = q::usage(info.group, info.plural, obj, now);
+        full.retain(|_, v| v.q.is_positive());
+        let mut delta = full.clone();
         if let Some(old) = req.old.filter(|_| req.op == Operation::Update) {
             let before = q::usage(info.group, info.plural, old, now);
             delta = q::subtract(&delta, &before);
         }
         // Only growth is checked and charged.
         delta.retain(|_, v| v.q.is_positive());
-        if delta.is_empty() {
+        if full.is_empty() {
             return Ok(Vec::new());
         }
         let ns = req.ctx.ns.as_deref().unwrap_or("");
@@ -147,7 +149,9 @@ impl Plugin for ResourceQuota {
                 )
                 .await
                 .map_err(|e| ApiError::internal(format!("listing resource quotas: {e}")))?;
-            let mut updates: Vec<(String, Value, i64)> = Vec::new();
+            // First every pertinent quota's constraints and status, then the limits (upstream's
+            // order: a missing request is reported before any quota is found exceeded).
+            let mut pertinent = Vec::new();
             for kv in &page.items {
                 let quota = decode(kv)?;
                 let name = quota
@@ -155,9 +159,7 @@ impl Plugin for ResourceQuota {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                if charged.contains(&name)
-                    || !q::quota_matches(&quota, info.group, info.plural, obj)
-                {
+                if !q::quota_matches(&quota, info.group, info.plural, obj) {
                     continue;
                 }
                 let hard = q::parse_list(quota.pointer("/status/hard"));
@@ -188,8 +190,18 @@ impl Plugin for ResourceQuota {
                         ),
                     ));
                 }
-                let requested = q::mask(&delta, &restricted);
-                if requested.is_empty() {
+                // An update of an object the quota did not track before charges all of it.
+                let requested = match req.old.filter(|_| req.op == Operation::Update) {
+                    Some(old) if !q::quota_matches(&quota, info.group, info.plural, old) => {
+                        q::mask(&full, &restricted)
+                    }
+                    _ => q::mask(&delta, &restricted),
+                };
+                pertinent.push((name, quota, kv.mod_revision, hard, used, requested));
+            }
+            let mut updates: Vec<(String, Value, i64)> = Vec::new();
+            for (name, quota, rev, hard, used, requested) in pertinent {
+                if requested.is_empty() || charged.contains(&name) {
                     continue;
                 }
                 let new_used = q::add(&used, &requested);
@@ -212,11 +224,11 @@ impl Plugin for ResourceQuota {
                         ),
                     ));
                 }
-                let mut updated = quota.clone();
+                let mut updated = quota;
                 if let Some(status) = updated.get_mut("status").and_then(Value::as_object_mut) {
                     status.insert("used".into(), q::list_json(&new_used));
                 }
-                updates.push((name, updated, kv.mod_revision));
+                updates.push((name, updated, rev));
             }
             if req.ctx.dry_run() {
                 return Ok(Vec::new());
