@@ -2,7 +2,7 @@
 //! each test writes the quota's status the way the ResourceQuota controller would): a pod
 //! that would exceed a quota is rejected with upstream's message and an admitted one is
 //! charged at once, dry runs charge nothing, a quota on limits rejects pods that state none,
-//! `count/*` limits ConfigMaps, two concurrent creates against a quota of one pod let exactly
+//! `count/*` limits ConfigMaps, a Service update adding node ports is charged, two concurrent creates against a quota of one pod let exactly
 //! one through, and a LimitRange defaults container resources and rejects one above max.
 
 mod common;
@@ -188,6 +188,26 @@ async fn count_quota_limits_configmaps() {
     )
     .await;
     assert_eq!(code, 201, "{body}");
+
+    // Services: an update that adds node ports is charged by its growth.
+    quota(c, ns, "ports", json!({"services.nodeports": "1"})).await;
+    let svcs = format!("/api/v1/namespaces/{ns}/services");
+    let (code, mut svc) = send(
+        c,
+        "POST",
+        &svcs,
+        &json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"},
+            "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{svc}");
+    svc["spec"]["type"] = json!("NodePort");
+    let (code, body) = send(c, "PUT", &format!("{svcs}/web"), &svc).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body["message"],
+        "services \"web\" is forbidden: exceeded quota: ports, requested: services.nodeports=2, used: services.nodeports=0, limited: services.nodeports=1"
+    );
 }
 
 #[tokio::test]
@@ -283,4 +303,93 @@ async fn limit_range_defaults_requests_and_rejects_above_max() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(cols, ["Name", "Created At"]);
+}
+
+#[tokio::test]
+async fn scoped_quota_counts_only_its_pods_and_claims_are_held_to_limits() {
+    let s = start().await;
+    let c = &s.client;
+    let ns = "quota-scopes";
+    namespace(c, ns).await;
+    let path = format!("/api/v1/namespaces/{ns}/resourcequotas");
+    let (code, mut body) = send(
+        c,
+        "POST",
+        &path,
+        &json!({"metadata": {"name": "besteffort"},
+            "spec": {"hard": {"pods": "1"}, "scopes": ["BestEffort"]}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    body["status"] = json!({"hard": {"pods": "1"}, "used": {"pods": "0"}});
+    let (code, body) = send(c, "PUT", &format!("{path}/besteffort/status"), &body).await;
+    assert_eq!(code, 200, "{body}");
+    let pods = format!("/api/v1/namespaces/{ns}/pods");
+    for name in ["burst-1", "burst-2"] {
+        let (code, body) = send(
+            c,
+            "POST",
+            &pods,
+            &pod(name, json!({"requests": {"cpu": "10m"}})),
+        )
+        .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let (code, body) = send(c, "POST", &pods, &pod("be-1", json!({}))).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = send(c, "POST", &pods, &pod("be-2", json!({}))).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body["message"],
+        "pods \"be-2\" is forbidden: exceeded quota: besteffort, requested: pods=1, used: pods=1, limited: pods=1"
+    );
+
+    // A scope on a resource it cannot restrict is refused by validation.
+    let (code, body) = send(
+        c,
+        "POST",
+        &path,
+        &json!({"metadata": {"name": "bad"},
+            "spec": {"hard": {"configmaps": "1"}, "scopes": ["BestEffort"]}}),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported scope applied to resource"),
+        "{body}"
+    );
+
+    // PersistentVolumeClaims: a LimitRange's storage minimum and a storage quota.
+    let (code, body) = send(
+        c,
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/limitranges"),
+        &json!({"metadata": {"name": "storage"}, "spec": {"limits": [
+            {"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}}]}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    quota(c, ns, "storage", json!({"requests.storage": "3Gi"})).await;
+    let claim = |name: &str, size: &str| {
+        json!({"metadata": {"name": name}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}}}})
+    };
+    let pvcs = format!("/api/v1/namespaces/{ns}/persistentvolumeclaims");
+    let (code, body) = send(c, "POST", &pvcs, &claim("small", "500Mi")).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body["message"],
+        "persistentvolumeclaims \"small\" is forbidden: minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"
+    );
+    let (code, body) = send(c, "POST", &pvcs, &claim("two", "2Gi")).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = send(c, "POST", &pvcs, &claim("more", "2Gi")).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body["message"],
+        "persistentvolumeclaims \"more\" is forbidden: exceeded quota: storage, requested: requests.storage=2Gi, used: requests.storage=2Gi, limited: requests.storage=3Gi"
+    );
 }

@@ -35,11 +35,15 @@ impl Amount {
         }
     }
 
-    /// The sum; keeps `self`'s format (upstream's `Add`).
+    /// The sum; keeps `self`'s format unless `self` is zero (upstream's `Add`).
     pub fn plus(&self, other: &Amount) -> Amount {
         Amount {
             q: self.q.saturating_add(&other.q),
-            binary: self.binary,
+            binary: if self.q.is_zero() {
+                other.binary
+            } else {
+                self.binary
+            },
         }
     }
 
@@ -559,6 +563,8 @@ mod tests {
         assert_eq!(t("0.5Gi"), "512Mi");
         let a = Amount::parse("500m").unwrap();
         assert_eq!(a.plus(&Amount::parse("1").unwrap()).text(), "1500m");
+        let zero = Amount::parse("0").unwrap();
+        assert_eq!(zero.plus(&Amount::parse("2Gi").unwrap()).text(), "2Gi");
     }
 
     #[test]
