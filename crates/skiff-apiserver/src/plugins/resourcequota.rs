@@ -4,7 +4,7 @@
 //! `status.hard` and `status.used` as the ResourceQuota controller last wrote them, and the
 //! usage is charged into `status.used` at once (compare-and-swap on the quota's revision,
 //! retried on conflict) so two quick creates cannot both take the last unit. Creates are
-//! serialised per server by one lock, which keeps the check-and-charge atomic for concurrent
+//! serialised per namespace by a lock, which keeps the check-and-charge atomic for concurrent
 //! requests; the revision check covers the controller writing concurrently. Dry runs charge
 //! nothing. Accounting rules are `skiff_semantics::quota`'s, shared with the controller.
 
@@ -21,15 +21,27 @@ use crate::ctx::RETRIES;
 use crate::keys::{collection_prefix, decode, encode, object_key};
 use crate::respond::ApiResult;
 
+type NamespaceLock = std::sync::Arc<tokio::sync::Mutex<()>>;
+
 pub(crate) struct ResourceQuota {
-    /// One check-and-charge at a time (upstream runs one evaluation queue per namespace).
-    lock: tokio::sync::Mutex<()>,
+    /// One check-and-charge at a time per namespace (upstream runs one evaluation queue per
+    /// namespace); one entry per namespace that has had a quota apply.
+    locks: std::sync::Mutex<std::collections::HashMap<String, NamespaceLock>>,
 }
 
 impl ResourceQuota {
     pub(crate) fn new() -> Self {
         ResourceQuota {
-            lock: tokio::sync::Mutex::new(()),
+            locks: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn lock_for(&self, ns: &str) -> NamespaceLock {
+        match self.locks.lock() {
+            Ok(mut locks) => locks.entry(ns.to_string()).or_default().clone(),
+            // A poisoned map still yields a working (unshared) lock; the store's revision
+            // check keeps charges correct.
+            Err(_) => NamespaceLock::default(),
         }
     }
 }
@@ -135,7 +147,8 @@ impl Plugin for ResourceQuota {
         if !any_applies(req, quotas_info, ns, obj).await? {
             return Ok(Vec::new());
         }
-        let _serial = self.lock.lock().await;
+        let lock = self.lock_for(ns);
+        let _serial = lock.lock().await;
         // Quotas already charged by an earlier attempt (a later one lost a race).
         let mut charged: BTreeSet<String> = BTreeSet::new();
         for _ in 0..RETRIES {
