@@ -20,6 +20,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 mod owned;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod scheduler;
 pub mod serviceaccounts;
 pub mod statefulset;
@@ -67,6 +68,8 @@ pub struct Options {
     /// The cluster CA (PEM) the root CA publisher puts in every namespace's
     /// `kube-root-ca.crt`; None publishes nothing.
     pub root_ca_pem: Option<String>,
+    /// How often the ResourceQuota controller recounts every quota (None: only on changes).
+    pub resource_quota_sync_period: Option<Duration>,
 }
 
 impl Default for Options {
@@ -80,6 +83,7 @@ impl Default for Options {
                 16,
             ),
             root_ca_pem: None,
+            resource_quota_sync_period: Some(Duration::from_secs(300)),
         }
     }
 }

@@ -14,8 +14,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, disruption, endpoints, gc, job,
-    nodeipam, nodelifecycle, replicaset, scheduler, serviceaccounts, statefulset, tokens, Context,
-    Options, Result,
+    nodeipam, nodelifecycle, replicaset, resourcequota, scheduler, serviceaccounts, statefulset,
+    tokens, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -27,7 +27,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 17] {
+fn controllers() -> [(&'static str, Start); 18] {
     [
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
@@ -52,6 +52,7 @@ fn controllers() -> [(&'static str, Start); 17] {
             Box::pin(clusterrole_aggregation::run(ctx))
         }),
         ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
+        ("resourcequota", |ctx| Box::pin(resourcequota::run(ctx))),
     ]
 }
 

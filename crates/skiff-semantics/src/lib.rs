@@ -10,6 +10,7 @@ pub mod labels;
 pub mod podsecurity;
 pub mod qos;
 pub mod quantity;
+pub mod quota;
 pub mod wellknown;
 
 pub use qos::{pod_qos, pod_qos_json, QosClass};

@@ -209,6 +209,63 @@ impl Quantity {
         }
     }
 
+    /// The negation (for subtracting usage).
+    pub fn negated(&self) -> Quantity {
+        Quantity {
+            mantissa: -self.mantissa,
+            exp: self.exp,
+        }
+    }
+
+    /// `resource.Quantity.String()`: the canonical form in the binary (`Ki`…`Ei`) or decimal
+    /// SI format. A binary quantity below 1024 in magnitude or not a whole number prints
+    /// decimal, like upstream; decimals finer than nano round up to `n`.
+    pub fn canonical(&self, binary: bool) -> String {
+        if self.mantissa == 0 {
+            return "0".into();
+        }
+        if binary && self.exp >= 0 {
+            let whole = u32::try_from(self.exp)
+                .ok()
+                .and_then(pow10)
+                .and_then(|p| self.mantissa.checked_mul(p));
+            if let Some(mut v) = whole.filter(|v| v.abs() >= 1024) {
+                let mut i = 0;
+                const SUF: [&str; 7] = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+                while i < 6 && v % 1024 == 0 {
+                    v /= 1024;
+                    i += 1;
+                }
+                return format!("{v}{}", SUF[i]);
+            }
+        }
+        let e3 = self.exp.div_euclid(3) * 3;
+        if e3 < -9 {
+            return format!("{}n", self.scaled(-9));
+        }
+        let e3 = e3.min(18);
+        let suffix = match e3 {
+            -9 => "n",
+            -6 => "u",
+            -3 => "m",
+            0 => "",
+            3 => "k",
+            6 => "M",
+            9 => "G",
+            12 => "T",
+            15 => "P",
+            _ => "E",
+        };
+        match u32::try_from(self.exp - e3)
+            .ok()
+            .and_then(pow10)
+            .and_then(|p| self.mantissa.checked_mul(p))
+        {
+            Some(m) => format!("{m}{suffix}"),
+            None => self.to_string(),
+        }
+    }
+
     fn abs_cmp(&self, other: &Quantity) -> Ordering {
         let a = Quantity::new(self.mantissa.abs(), self.exp);
         let b = Quantity::new(other.mantissa.abs(), other.exp);

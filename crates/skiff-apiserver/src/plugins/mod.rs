@@ -8,10 +8,12 @@
 pub(crate) mod cel_env;
 pub(crate) mod certificates;
 mod ingressclass;
+mod limitranger;
 mod podsecurity;
 mod policy;
 pub(crate) mod priority;
 mod rbac_escalation;
+mod resourcequota;
 pub(crate) mod serviceaccount;
 mod webhooks;
 
@@ -95,12 +97,14 @@ pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
         Box::new(certificates::Approval),
         Box::new(certificates::Signing),
         Box::new(certificates::SubjectRestriction),
+        Box::new(limitranger::LimitRanger),
         Box::new(podsecurity::PodSecurity),
         Box::new(rbac_escalation::RbacEscalation),
         Box::new(ingressclass::DefaultIngressClass),
         Box::new(webhooks::Mutating::new()),
         Box::new(policy::ValidatingAdmissionPolicy::new()),
         Box::new(webhooks::Validating::new()),
+        Box::new(resourcequota::ResourceQuota::new()),
     ]
 }
 

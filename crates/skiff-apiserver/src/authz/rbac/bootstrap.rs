@@ -886,6 +886,15 @@ pub fn controller_roles() -> Vec<RoleSpec> {
             ],
         ),
         role(
+            "system:controller:resourcequota-controller",
+            vec![
+                // It counts any kind (`count/*`), so it may list and watch everything.
+                r(&["list", "watch"], &["*"], &["*"]),
+                r(&["update"], &[CORE], &["resourcequotas/status"]),
+                events(),
+            ],
+        ),
+        role(
             "system:controller:root-ca-cert-publisher",
             vec![r(&["create", "update"], &[CORE], &["configmaps"]), events()],
         ),
