@@ -37,7 +37,6 @@ fn bundles() -> PathBuf {
 struct Obj {
     /// What `kubectl apply -o name` prints for it: `kind.group/name` (lowercase kind).
     id: String,
-    kind: String,
     /// Size of the annotation client-side apply would add (the object as compact JSON).
     last_applied_len: usize,
 }
@@ -79,7 +78,6 @@ fn objects_of(files: &[PathBuf]) -> Vec<Obj> {
                 let last_applied_len = serde_json::to_vec(&o).map_or(0, |b| b.len());
                 out.push(Obj {
                     id,
-                    kind,
                     last_applied_len,
                 });
             }
