@@ -212,14 +212,11 @@ pub(crate) async fn commit_update(
 ) -> Result<Value, StoreError> {
     let hooks = ctx.hooks();
     let key = ctx.key(name);
-    let value = match &ctx.custom {
-        None => encode(&new),
-        Some(_) => encode(
-            &ctx.at_storage_version(&new)
-                .await
-                .map_err(|e| StoreError::Backend(e.message))?,
-        ),
-    };
+    let value = encode(
+        &ctx.at_storage_version(&new)
+            .await
+            .map_err(|e| StoreError::Backend(e.message))?,
+    );
     let kv = ctx.st.store.update(&key, value, expected).await?;
     let mut stored = new;
     crate::keys::set_rv(&mut stored, kv.mod_revision);
@@ -470,7 +467,7 @@ pub(crate) async fn list_objects(
         for (i, kv) in res.items.iter().enumerate() {
             let obj = match converted.as_mut().and_then(Iterator::next) {
                 Some(o) => o,
-                None => decode(kv)?,
+                None => skiff_api::kinds::from_stored(ctx.info, decode(kv)?),
             };
             if matches(&obj, label, field) {
                 items.push(obj);
