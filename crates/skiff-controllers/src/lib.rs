@@ -3,7 +3,7 @@
 //! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
 //! EndpointSlices, the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in every
-//! namespace, ClusterRole aggregation. They run through `skiff_client`'s driver and event recorder.
+//! namespace, ClusterRole aggregation, HorizontalPodAutoscalers. They run through `skiff_client`'s driver and event recorder.
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §4.4, §5, §6, §7.
 
 pub mod clusterrole_aggregation;
@@ -16,6 +16,7 @@ pub mod job;
 pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 mod owned;
 pub mod replicaset;
 pub mod scheduler;
@@ -64,6 +65,9 @@ pub struct Options {
     /// The cluster CA (PEM) the root CA publisher puts in every namespace's
     /// `kube-root-ca.crt`; None publishes nothing.
     pub root_ca_pem: Option<String>,
+    /// How often each HorizontalPodAutoscaler is synced
+    /// (--horizontal-pod-autoscaler-sync-period, 15 s).
+    pub hpa_sync_period: Duration,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
                 16,
             ),
             root_ca_pem: None,
+            hpa_sync_period: podautoscaler::behavior::DEFAULT_SYNC_PERIOD,
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam,
-    nodelifecycle, replicaset, scheduler, serviceaccounts, tokens, Context, Options, Result,
+    nodelifecycle, podautoscaler, replicaset, scheduler, serviceaccounts, tokens, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -26,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 15] {
+fn controllers() -> [(&'static str, Start); 16] {
     [
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
@@ -49,6 +49,7 @@ fn controllers() -> [(&'static str, Start); 15] {
         ("clusterrole-aggregation", |ctx| {
             Box::pin(clusterrole_aggregation::run(ctx))
         }),
+        ("horizontal-pod-autoscaler", |ctx| Box::pin(podautoscaler::run(ctx))),
     ]
 }
 
