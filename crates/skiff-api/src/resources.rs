@@ -30,11 +30,9 @@ pub fn all() -> &'static [ResourceInfo] {
         crate::kinds::registry()
             .iter()
             .flat_map(|k| {
-                std::iter::once(k.info.clone()).chain(k.alt_versions.iter().map(|a| {
-                    ResourceInfo {
-                        version: a.version,
-                        ..k.info.clone()
-                    }
+                std::iter::once(k.info.clone()).chain(k.alt_versions.iter().map(|a| ResourceInfo {
+                    version: a.version,
+                    ..k.info.clone()
                 }))
             })
             .collect()

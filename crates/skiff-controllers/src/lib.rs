@@ -16,8 +16,8 @@ pub mod job;
 pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
-pub mod podautoscaler;
 mod owned;
+pub mod podautoscaler;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceaccounts;
@@ -68,6 +68,8 @@ pub struct Options {
     /// How often each HorizontalPodAutoscaler is synced
     /// (--horizontal-pod-autoscaler-sync-period, 15 s).
     pub hpa_sync_period: Duration,
+    /// Where the HPA controller reads pod usage (None: the resource metrics API).
+    pub hpa_metrics: Option<podautoscaler::Source>,
 }
 
 impl Default for Options {
@@ -82,6 +84,7 @@ impl Default for Options {
             ),
             root_ca_pem: None,
             hpa_sync_period: podautoscaler::behavior::DEFAULT_SYNC_PERIOD,
+            hpa_metrics: None,
         }
     }
 }

@@ -14,7 +14,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam,
-    nodelifecycle, podautoscaler, replicaset, scheduler, serviceaccounts, tokens, Context, Options, Result,
+    nodelifecycle, podautoscaler, replicaset, scheduler, serviceaccounts, tokens, Context, Options,
+    Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -49,7 +50,9 @@ fn controllers() -> [(&'static str, Start); 16] {
         ("clusterrole-aggregation", |ctx| {
             Box::pin(clusterrole_aggregation::run(ctx))
         }),
-        ("horizontal-pod-autoscaler", |ctx| Box::pin(podautoscaler::run(ctx))),
+        ("horizontal-pod-autoscaler", |ctx| {
+            Box::pin(podautoscaler::run(ctx))
+        }),
     ]
 }
 

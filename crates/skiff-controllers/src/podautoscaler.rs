@@ -60,6 +60,16 @@ pub trait MetricsSource: Send + Sync + 'static {
     ) -> BoxFuture<'a, std::result::Result<PodMetrics, String>>;
 }
 
+/// A shared [`MetricsSource`] (for [`crate::Options`]).
+#[derive(Clone)]
+pub struct Source(pub Arc<dyn MetricsSource>);
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSource")
+    }
+}
+
 /// metrics.k8s.io/v1beta1 PodMetrics, as metrics-server (or skiff's API server) serves them.
 pub struct ResourceMetricsApi {
     pub client: kube::Client,
@@ -84,16 +94,16 @@ impl MetricsSource for ResourceMetricsApi {
         container: Option<&'a str>,
     ) -> BoxFuture<'a, std::result::Result<PodMetrics, String>> {
         Box::pin(async move {
-            let api: Api<DynamicObject> = Api::namespaced_with(
-                self.client.clone(),
-                namespace,
-                &pod_metrics_resource(),
-            );
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), namespace, &pod_metrics_resource());
             let list = api
                 .list(&ListParams::default().labels(selector))
                 .await
                 .map_err(|e| {
-                    format!("unable to fetch metrics from resource metrics API: {}", api_message(&e))
+                    format!(
+                        "unable to fetch metrics from resource metrics API: {}",
+                        api_message(&e)
+                    )
                 })?;
             Ok(list
                 .items
@@ -108,7 +118,11 @@ impl MetricsSource for ResourceMetricsApi {
 }
 
 /// One PodMetrics object's usage of `resource` (None: a wanted container has no sample).
-pub fn parse_pod_metric(data: &Value, resource: &str, container: Option<&str>) -> Option<PodMetric> {
+pub fn parse_pod_metric(
+    data: &Value,
+    resource: &str,
+    container: Option<&str>,
+) -> Option<PodMetric> {
     let timestamp = data
         .get("timestamp")
         .and_then(Value::as_str)
@@ -121,7 +135,12 @@ pub fn parse_pod_metric(data: &Value, resource: &str, container: Option<&str>) -
         .unwrap_or(Duration::from_secs(30));
     let mut milli = 0i64;
     let mut found = false;
-    for c in data.get("containers").and_then(Value::as_array).into_iter().flatten() {
+    for c in data
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if container.is_some_and(|want| c.get("name").and_then(Value::as_str) != Some(want)) {
             continue;
         }
@@ -176,11 +195,15 @@ pub struct Hpac {
     kinds: Mutex<HashMap<(String, String), ApiResource>>,
 }
 
-/// Runs this controller until the process stops, with the resource metrics API.
+/// Runs this controller until the process stops, with the resource metrics API unless the
+/// options name another source.
 pub async fn run(ctx: Arc<Context>) -> Result<()> {
-    let source = Arc::new(ResourceMetricsApi {
-        client: ctx.client.clone(),
-    });
+    let source: Arc<dyn MetricsSource> = match &ctx.options.hpa_metrics {
+        Some(s) => s.0.clone(),
+        None => Arc::new(ResourceMetricsApi {
+            client: ctx.client.clone(),
+        }),
+    };
     run_with(ctx, source).await
 }
 
@@ -328,7 +351,8 @@ impl Hpac {
         // The target's scale.
         let scale = match self.resource_of(&api_version, &target.kind).await {
             Ok(ar) => {
-                let api: Api<DynamicObject> = Api::namespaced_with(self.ctx.client.clone(), &ns, &ar);
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(self.ctx.client.clone(), &ns, &ar);
                 api.get_scale(&target.name)
                     .await
                     .map(|s| (api, s))
@@ -339,8 +363,10 @@ impl Hpac {
         let (scale_api, scale) = match scale {
             Ok(s) => s,
             Err(e) => {
-                let msg = format!("the HPA controller was unable to get the target's current scale: {e}");
-                self.event(&hpa, EventType::Warning, "FailedGetScale", &e).await;
+                let msg =
+                    format!("the HPA controller was unable to get the target's current scale: {e}");
+                self.event(&hpa, EventType::Warning, "FailedGetScale", &e)
+                    .await;
                 conds.set("AbleToScale", false, "FailedGetScale", &msg, &now);
                 status.conditions = Some(conds.0);
                 self.write_status(&hpa, &status).await?;
@@ -402,7 +428,9 @@ impl Hpac {
                         "the HPA was able to successfully calculate a replica count from {metric_name}"
                     );
                     conds.set("ScalingActive", true, "ValidMetricFound", &msg, &now);
-                    desired = self.normalize(&key, &spec, min, current, proposed, &mut conds, &now, now_ts);
+                    desired = self.normalize(
+                        &key, &spec, min, current, proposed, &mut conds, &now, now_ts,
+                    );
                     reason = if desired > current {
                         format!("{metric_name} above target")
                     } else {
@@ -419,10 +447,13 @@ impl Hpac {
                 .await
             {
                 Ok(_) => {
-                    let msg = format!("the HPA controller was able to update the target scale to {desired}");
+                    let msg = format!(
+                        "the HPA controller was able to update the target scale to {desired}"
+                    );
                     conds.set("AbleToScale", true, "SucceededRescale", &msg, &now);
                     let event = format!("New size: {desired}; reason: {reason}");
-                    self.event(&hpa, EventType::Normal, "SuccessfulRescale", &event).await;
+                    self.event(&hpa, EventType::Normal, "SuccessfulRescale", &event)
+                        .await;
                     if let Ok(mut h) = self.history.lock() {
                         let (up, down) = rules(&spec);
                         let entry = h.entry(key.clone()).or_default();
@@ -432,10 +463,12 @@ impl Hpac {
                 }
                 Err(e) => {
                     let err = api_message(&e);
-                    let msg = format!("the HPA controller was unable to update the target scale: {err}");
+                    let msg =
+                        format!("the HPA controller was unable to update the target scale: {err}");
                     conds.set("AbleToScale", false, "FailedUpdateScale", &msg, &now);
                     let event = format!("New size: {desired}; reason: {reason}; error: {err}");
-                    self.event(&hpa, EventType::Warning, "FailedRescale", &event).await;
+                    self.event(&hpa, EventType::Warning, "FailedRescale", &event)
+                        .await;
                     status.conditions = Some(conds.0);
                     self.write_status(&hpa, &status).await?;
                     return Err(e.into());
@@ -490,7 +523,13 @@ impl Hpac {
             stabilized,
             now_ts,
         );
-        conds.set("ScalingLimited", desired != stabilized, reason, message, now);
+        conds.set(
+            "ScalingLimited",
+            desired != stabilized,
+            reason,
+            message,
+            now,
+        );
         desired
     }
 
@@ -504,13 +543,25 @@ impl Hpac {
         selector: &str,
         ns: &str,
         now: jiff::Timestamp,
-    ) -> (std::result::Result<(i32, String), Invalid>, Vec<MetricStatus>) {
+    ) -> (
+        std::result::Result<(i32, String), Invalid>,
+        Vec<MetricStatus>,
+    ) {
         let default_cpu: Vec<MetricSpec> = serde_json::from_value(json!([{"type": "Resource",
             "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]))
         .unwrap_or_default();
-        let specs = specs.as_ref().filter(|s| !s.is_empty()).unwrap_or(&default_cpu);
+        let specs = specs
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&default_cpu);
         if selector.is_empty() {
-            self.event(hpa, EventType::Warning, "SelectorRequired", "selector is required").await;
+            self.event(
+                hpa,
+                EventType::Warning,
+                "SelectorRequired",
+                "selector is required",
+            )
+            .await;
             return (
                 Err(Invalid {
                     reason: "InvalidSelector",
@@ -529,7 +580,10 @@ impl Hpac {
         let mut invalid = 0usize;
         for spec in specs {
             let result = match &pods {
-                Ok(pods) => self.one_metric(spec, current, selector, ns, pods, now).await,
+                Ok(pods) => {
+                    self.one_metric(spec, current, selector, ns, pods, now)
+                        .await
+                }
                 Err(e) => Err(Invalid {
                     reason: "FailedGetResourceMetric",
                     message: format!("unable to get pods: {}", api_message(e)),
@@ -545,7 +599,8 @@ impl Hpac {
                 Err(e) => {
                     statuses.push(MetricStatus::default());
                     invalid += 1;
-                    self.event(hpa, EventType::Warning, e.reason, &e.message).await;
+                    self.event(hpa, EventType::Warning, e.reason, &e.message)
+                        .await;
                     first_invalid.get_or_insert(e);
                 }
             }
@@ -556,7 +611,13 @@ impl Hpac {
                 specs.len(),
                 first.message
             );
-            self.event(hpa, EventType::Warning, "FailedComputeMetricsReplicas", &msg).await;
+            self.event(
+                hpa,
+                EventType::Warning,
+                "FailedComputeMetricsReplicas",
+                &msg,
+            )
+            .await;
             if best.as_ref().is_none_or(|(r, _)| *r < current) {
                 return (Err(first), statuses);
             }
@@ -597,21 +658,33 @@ impl Hpac {
                 None => return Err(invalid_source(spec)),
             },
             "Pods" => {
-                let metric = spec.pods.as_ref().map(|p| p.metric.name.clone()).unwrap_or_default();
+                let metric = spec
+                    .pods
+                    .as_ref()
+                    .map(|p| p.metric.name.clone())
+                    .unwrap_or_default();
                 return Err(Invalid {
                     reason: "FailedGetPodsMetric",
                     message: format!("unable to get metric {metric}: no custom metrics API (custom.metrics.k8s.io) is served"),
                 });
             }
             "Object" => {
-                let metric = spec.object.as_ref().map(|p| p.metric.name.clone()).unwrap_or_default();
+                let metric = spec
+                    .object
+                    .as_ref()
+                    .map(|p| p.metric.name.clone())
+                    .unwrap_or_default();
                 return Err(Invalid {
                     reason: "FailedGetObjectMetric",
                     message: format!("unable to get metric {metric}: no custom metrics API (custom.metrics.k8s.io) is served"),
                 });
             }
             "External" => {
-                let metric = spec.external.as_ref().map(|p| p.metric.name.clone()).unwrap_or_default();
+                let metric = spec
+                    .external
+                    .as_ref()
+                    .map(|p| p.metric.name.clone())
+                    .unwrap_or_default();
                 return Err(Invalid {
                     reason: "FailedGetExternalMetric",
                     message: format!("unable to get external metric {ns}/{metric}: no external metrics API (external.metrics.k8s.io) is served"),
@@ -652,10 +725,7 @@ impl Hpac {
             value: None,
         };
         let utilization = matches!(calc_target, Target::Utilization(_));
-        let container_part = container
-            .as_ref()
-            .map(|_| " container")
-            .unwrap_or_default();
+        let container_part = container.as_ref().map(|_| " container").unwrap_or_default();
         let metric_name = if utilization {
             format!("{name}{container_part} resource utilization (percentage of request)")
         } else {
@@ -692,8 +762,10 @@ impl Hpac {
         hpa: &HorizontalPodAutoscaler,
         status: &HorizontalPodAutoscalerStatus,
     ) -> Result<()> {
-        let api: Api<HorizontalPodAutoscaler> =
-            Api::namespaced(self.ctx.client.clone(), &hpa.namespace().unwrap_or_default());
+        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(
+            self.ctx.client.clone(),
+            &hpa.namespace().unwrap_or_default(),
+        );
         let patch = Patch::Merge(json!({ "status": status }));
         match api
             .patch_status(&hpa.name_any(), &PatchParams::default(), &patch)
@@ -709,10 +781,7 @@ impl Hpac {
 fn invalid_source(spec: &MetricSpec) -> Invalid {
     Invalid {
         reason: "InvalidMetricSourceType",
-        message: format!(
-            "invalid metric source type {:?} or target",
-            spec.type_
-        ),
+        message: format!("invalid metric source type {:?} or target", spec.type_),
     }
 }
 

@@ -42,9 +42,13 @@ impl Rules {
             .filter(|p| !p.is_empty())
             .map(|p| {
                 p.iter()
-                    .map(|HPAScalingPolicy { type_, value, period_seconds }| {
-                        (type_.clone(), *value, *period_seconds)
-                    })
+                    .map(
+                        |HPAScalingPolicy {
+                             type_,
+                             value,
+                             period_seconds,
+                         }| { (type_.clone(), *value, *period_seconds) },
+                    )
                     .collect()
             })
             .unwrap_or(default_policies);
@@ -60,7 +64,11 @@ impl Rules {
     }
 
     fn longest_period(&self) -> i64 {
-        self.policies.iter().map(|p| i64::from(p.2)).max().unwrap_or(0)
+        self.policies
+            .iter()
+            .map(|p| i64::from(p.2))
+            .max()
+            .unwrap_or(0)
     }
 }
 

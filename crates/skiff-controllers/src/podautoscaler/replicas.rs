@@ -60,7 +60,10 @@ fn ready_condition(pod: &Pod) -> Option<(&str, Option<jiff::Timestamp>)> {
         .as_ref()?
         .iter()
         .find(|c| c.type_ == "Ready")?;
-    Some((c.status.as_str(), c.last_transition_time.as_ref().map(|t| t.0)))
+    Some((
+        c.status.as_str(),
+        c.last_transition_time.as_ref().map(|t| t.0),
+    ))
 }
 
 /// `groupPods`.
@@ -136,7 +139,10 @@ pub fn pod_requests(
     for pod in pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let mut total = 0i64;
-        let containers = pod.spec.as_ref().map_or(&[][..], |s| s.containers.as_slice());
+        let containers = pod
+            .spec
+            .as_ref()
+            .map_or(&[][..], |s| s.containers.as_slice());
         for c in containers {
             if container.is_some_and(|want| want != c.name) {
                 continue;
@@ -192,7 +198,10 @@ fn utilization_ratio(
 
 /// `GetMetricUsageRatio`: (ratio to the per-pod target, average usage).
 fn usage_ratio(metrics: &PodMetrics, target_milli: i64) -> (f64, i64) {
-    let total: i64 = metrics.values().map(|m| m.milli).fold(0, i64::saturating_add);
+    let total: i64 = metrics
+        .values()
+        .map(|m| m.milli)
+        .fold(0, i64::saturating_add);
     let avg = total / (metrics.len().max(1) as i64);
     (avg as f64 / target_milli.max(1) as f64, avg)
 }
@@ -232,7 +241,10 @@ pub fn resource_replicas(
         metrics.remove(name);
     }
     // Samples of pods the selector no longer matches do not count either.
-    let known: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
+    let known: HashSet<&str> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
     metrics.retain(|k, _| known.contains(k.as_str()));
     if metrics.is_empty() {
         return Err(CalcError(

@@ -55,7 +55,10 @@ fn defaults(obj: &mut Map<String, Value>) {
     }
     if spec.get("behavior").is_some_and(Value::is_object) {
         let behavior = child(spec, "behavior");
-        for (key, rules) in [("scaleUp", scale_up_rules()), ("scaleDown", scale_down_rules())] {
+        for (key, rules) in [
+            ("scaleUp", scale_up_rules()),
+            ("scaleDown", scale_down_rules()),
+        ] {
             let r = child(behavior, key);
             for (k, v) in rules.as_object().into_iter().flatten() {
                 default(r, k, v.clone());
@@ -85,7 +88,13 @@ pub fn scale_down_rules() -> Value {
 
 const MAX_STABILIZATION_WINDOW: i64 = 3600;
 const MAX_PERIOD: i64 = 1800;
-const METRIC_TYPES: &[&str] = &["Object", "Pods", "Resource", "External", "ContainerResource"];
+const METRIC_TYPES: &[&str] = &[
+    "Object",
+    "Pods",
+    "Resource",
+    "External",
+    "ContainerResource",
+];
 
 /// Upstream's `ValidateHorizontalPodAutoscaler` (spec; status counts when present).
 fn validate(e: &mut Errs, obj: &Map<String, Value>, _old: Option<&Value>) {
@@ -93,7 +102,11 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, _old: Option<&Value>) {
     let spec = obj.get("spec").unwrap_or(&null);
     let min = spec.get("minReplicas").and_then(Value::as_i64);
     if let Some(m) = min.filter(|m| *m < 1) {
-        e.invalid("spec.minReplicas", &json!(m), "must be greater than or equal to 1");
+        e.invalid(
+            "spec.minReplicas",
+            &json!(m),
+            "must be greater than or equal to 1",
+        );
     }
     let max = spec.get("maxReplicas").and_then(Value::as_i64).unwrap_or(0);
     if max < 1 {
@@ -127,7 +140,11 @@ fn validate(e: &mut Errs, obj: &Map<String, Value>, _old: Option<&Value>) {
         }
     }
     for key in ["currentReplicas", "desiredReplicas"] {
-        if let Some(n) = obj.get("status").and_then(|s| s.get(key)).and_then(Value::as_i64) {
+        if let Some(n) = obj
+            .get("status")
+            .and_then(|s| s.get(key))
+            .and_then(Value::as_i64)
+        {
             if n < 0 {
                 e.invalid(
                     &format!("status.{key}"),
@@ -187,7 +204,11 @@ fn metric_spec(e: &mut Errs, m: &Value, f: &str) {
                 }
             }
             "object" => {
-                cross_ref(e, src.get("describedObject"), &format!("{sf}.describedObject"));
+                cross_ref(
+                    e,
+                    src.get("describedObject"),
+                    &format!("{sf}.describedObject"),
+                );
                 metric_identifier(e, src.get("metric"), &format!("{sf}.metric"));
                 metric_target(e, src.get("target"), &format!("{sf}.target"));
                 let t = src.get("target");
@@ -227,7 +248,10 @@ fn metric_spec(e: &mut Errs, m: &Value, f: &str) {
     }
     if present.len() != 1 {
         for k in present.iter().filter(|k| Some(**k) != expected) {
-            e.forbidden(&format!("{f}.{k}"), "must populate the given metric source only");
+            e.forbidden(
+                &format!("{f}.{k}"),
+                "must populate the given metric source only",
+            );
         }
     }
 }
@@ -241,7 +265,9 @@ fn resource_source(e: &mut Errs, src: &Value, f: &str, container: bool) {
     }
     metric_target(e, src.get("target"), &format!("{f}.target"));
     let t = src.get("target");
-    let util = t.and_then(|t| t.get("averageUtilization")).is_some_and(|v| !v.is_null());
+    let util = t
+        .and_then(|t| t.get("averageUtilization"))
+        .is_some_and(|v| !v.is_null());
     let avg = str_at(t, "averageValue").is_some();
     if !util && !avg {
         e.required(
@@ -334,7 +360,11 @@ fn scaling_rules(e: &mut Errs, r: &Value, f: &str) {
         }
         let value = p.get("value").and_then(Value::as_i64).unwrap_or(0);
         if value <= 0 {
-            e.invalid(&format!("{pf}.value"), &json!(value), "must be greater than zero");
+            e.invalid(
+                &format!("{pf}.value"),
+                &json!(value),
+                "must be greater than zero",
+            );
         }
         let period = p.get("periodSeconds").and_then(Value::as_i64).unwrap_or(0);
         let field = format!("{pf}.periodSeconds");
@@ -372,7 +402,10 @@ fn cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
             s(obj, "/spec/scaleTargetRef/kind"),
             s(obj, "/spec/scaleTargetRef/name")
         )),
-        json!(targets(arr(obj, "/spec/metrics"), arr(obj, "/status/currentMetrics"))),
+        json!(targets(
+            arr(obj, "/spec/metrics"),
+            arr(obj, "/status/currentMetrics")
+        )),
         json!(min),
         json!(n(obj, "/spec/maxReplicas")),
         json!(n(obj, "/status/currentReplicas")),
@@ -401,9 +434,19 @@ pub(crate) fn targets(specs: &[Value], statuses: &[Value]) -> String {
         let ty = s(spec, "/type");
         let item = match ty {
             "Resource" | "ContainerResource" => {
-                let src = if ty == "Resource" { "resource" } else { "containerResource" };
-                let rname = spec.pointer(&format!("/{src}/name")).and_then(Value::as_str).unwrap_or("");
-                let label = match spec.pointer(&format!("/{src}/container")).and_then(Value::as_str) {
+                let src = if ty == "Resource" {
+                    "resource"
+                } else {
+                    "containerResource"
+                };
+                let rname = spec
+                    .pointer(&format!("/{src}/name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let label = match spec
+                    .pointer(&format!("/{src}/container"))
+                    .and_then(Value::as_str)
+                {
                     Some(c) => format!("{rname} on {c}"),
                     None => rname.to_string(),
                 };
@@ -411,7 +454,8 @@ pub(crate) fn targets(specs: &[Value], statuses: &[Value]) -> String {
                     let c = cur(src, "averageValue").unwrap_or_else(unknown);
                     format!("{label}: {c}/{t}")
                 } else {
-                    let c = cur(src, "averageUtilization").map_or_else(unknown, |u| format!("{u}%"));
+                    let c =
+                        cur(src, "averageUtilization").map_or_else(unknown, |u| format!("{u}%"));
                     let t = target(src, "averageUtilization")
                         .map_or_else(|| "<auto>".to_string(), |u| format!("{u}%"));
                     format!("{label}: {c}/{t}")

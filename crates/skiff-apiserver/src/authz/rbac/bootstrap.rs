@@ -775,8 +775,16 @@ pub fn controller_roles() -> Vec<RoleSpec> {
         role(
             "system:controller:horizontal-pod-autoscaler",
             vec![
-                r(&["get", "list", "watch"], &[AUTOSCALING], &["horizontalpodautoscalers"]),
-                r(&["update"], &[AUTOSCALING], &["horizontalpodautoscalers/status"]),
+                r(
+                    &["get", "list", "watch"],
+                    &[AUTOSCALING],
+                    &["horizontalpodautoscalers"],
+                ),
+                r(
+                    &["update"],
+                    &[AUTOSCALING],
+                    &["horizontalpodautoscalers/status"],
+                ),
                 r(&["get", "update"], &["*"], &["*/scale"]),
                 r(&["list"], &[CORE], &["pods"]),
                 // Resource metrics, and the custom and external metrics APIs if registered.

@@ -59,9 +59,11 @@ fn defaults_fill_min_replicas_the_cpu_metric_and_given_behavior() {
 
 #[test]
 fn validation_uses_upstream_messages() {
-    let ok = hpa(json!({"scaleTargetRef": target(), "minReplicas": 1, "maxReplicas": 5,
+    let ok = hpa(
+        json!({"scaleTargetRef": target(), "minReplicas": 1, "maxReplicas": 5,
         "metrics": [{"type": "Resource", "resource": {"name": "cpu",
-            "target": {"type": "Utilization", "averageUtilization": 50}}}]}));
+            "target": {"type": "Utilization", "averageUtilization": 50}}}]}),
+    );
     assert_eq!(messages(&ok), Vec::<String>::new());
 
     let bad = hpa(json!({"scaleTargetRef": target(), "minReplicas": 0, "maxReplicas": 0}));
@@ -80,11 +82,13 @@ fn validation_uses_upstream_messages() {
     let bad = hpa(json!({"scaleTargetRef": {"name": "web"}, "maxReplicas": 2}));
     assert_eq!(messages(&bad), ["spec.scaleTargetRef.kind: Required value"]);
 
-    let bad = hpa(json!({"scaleTargetRef": target(), "maxReplicas": 2, "metrics": [
+    let bad = hpa(
+        json!({"scaleTargetRef": target(), "maxReplicas": 2, "metrics": [
         {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization"}}},
         {"type": "Pods", "resource": {"name": "cpu",
             "target": {"type": "Utilization", "averageUtilization": 0}}},
-        {"type": "Bogus"}]}));
+        {"type": "Bogus"}]}),
+    );
     assert_eq!(
         messages(&bad),
         [
@@ -95,10 +99,12 @@ fn validation_uses_upstream_messages() {
         ]
     );
 
-    let bad = hpa(json!({"scaleTargetRef": target(), "maxReplicas": 2, "behavior": {
+    let bad = hpa(
+        json!({"scaleTargetRef": target(), "maxReplicas": 2, "behavior": {
         "scaleUp": {"stabilizationWindowSeconds": 4000, "selectPolicy": "Avg",
             "policies": [{"type": "Pods", "value": 0, "periodSeconds": 2000}]},
-        "scaleDown": {"policies": []}}}));
+        "scaleDown": {"policies": []}}}),
+    );
     assert_eq!(
         messages(&bad),
         [
@@ -114,14 +120,16 @@ fn validation_uses_upstream_messages() {
 #[test]
 fn table_prints_reference_targets_and_bounds() {
     let now: jiff::Timestamp = "2026-11-27T01:10:00Z".parse().expect("time");
-    let mut obj = hpa(json!({"scaleTargetRef": target(), "minReplicas": 1, "maxReplicas": 5,
+    let mut obj = hpa(
+        json!({"scaleTargetRef": target(), "minReplicas": 1, "maxReplicas": 5,
         "metrics": [
             {"type": "Resource", "resource": {"name": "cpu",
                 "target": {"type": "Utilization", "averageUtilization": 50}}},
             {"type": "Resource", "resource": {"name": "memory",
                 "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
             {"type": "Pods", "pods": {"metric": {"name": "qps"},
-                "target": {"type": "AverageValue", "averageValue": "10"}}}]}));
+                "target": {"type": "AverageValue", "averageValue": "10"}}}]}),
+    );
     obj["metadata"]["creationTimestamp"] = json!("2026-11-27T01:00:00Z");
     let cells = (super::KIND.table.cells)(&obj, now);
     assert_eq!(
@@ -140,7 +148,10 @@ fn table_prints_reference_targets_and_bounds() {
         {"type": "Resource", "resource": {"name": "cpu",
             "current": {"averageUtilization": 12, "averageValue": "60m"}}}]});
     let cells = (super::KIND.table.cells)(&obj, now);
-    assert_eq!(cells[2], "cpu: 12%/50%, memory: <unknown>/100Mi + 1 more...");
+    assert_eq!(
+        cells[2],
+        "cpu: 12%/50%, memory: <unknown>/100Mi + 1 more..."
+    );
     assert_eq!(cells[5], 2);
 }
 
@@ -167,14 +178,16 @@ fn v1_round_trips_through_the_stored_v2_object() {
     );
 
     // A v2 object with more than v1 can say keeps it in annotations.
-    let mut full = hpa(json!({"scaleTargetRef": target(), "minReplicas": 2, "maxReplicas": 9,
+    let mut full = hpa(
+        json!({"scaleTargetRef": target(), "minReplicas": 2, "maxReplicas": 9,
         "metrics": [
             {"type": "Resource", "resource": {"name": "memory",
                 "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
             {"type": "Resource", "resource": {"name": "cpu",
                 "target": {"type": "Utilization", "averageUtilization": 70}}}],
         "behavior": {"scaleDown": {"stabilizationWindowSeconds": 5, "selectPolicy": "Max",
-            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}]}}}));
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}]}}}),
+    );
     full["status"] = json!({"currentReplicas": 3, "desiredReplicas": 4,
         "currentMetrics": [
             {"type": "Resource", "resource": {"name": "memory",
@@ -187,7 +200,9 @@ fn v1_round_trips_through_the_stored_v2_object() {
     assert_eq!(shown["status"]["currentCPUUtilizationPercentage"], 90);
     let a = &shown["metadata"]["annotations"];
     let metrics: Value = serde_json::from_str(
-        a["autoscaling.alpha.kubernetes.io/metrics"].as_str().expect("metrics"),
+        a["autoscaling.alpha.kubernetes.io/metrics"]
+            .as_str()
+            .expect("metrics"),
     )
     .expect("json");
     assert_eq!(
