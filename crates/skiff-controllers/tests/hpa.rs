@@ -245,6 +245,52 @@ async fn hpa_reports_why_it_cannot_scale() {
             .then_some(())
     })
     .await;
+    // Created through autoscaling/v1, read through v2 (stored once, converted at the edge).
+    let v1 = ApiResource {
+        group: "autoscaling".into(),
+        version: "v1".into(),
+        api_version: "autoscaling/v1".into(),
+        kind: "HorizontalPodAutoscaler".into(),
+        plural: "horizontalpodautoscalers".into(),
+    };
+    let v1_api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), "default", &v1);
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "old"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ghost"},
+            "maxReplicas": 4, "targetCPUUtilizationPercentage": 60}
+    }))
+    .expect("v1 hpa");
+    let created = v1_api
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("v1 create");
+    assert_eq!(created.data["spec"]["targetCPUUtilizationPercentage"], 60);
+    assert_eq!(created.data["spec"]["minReplicas"], 1);
+    let as_v2 = hpas.get("old").await.expect("v2 get");
+    let m = &as_v2.spec.expect("spec").metrics.expect("metrics")[0];
+    assert_eq!(
+        m.resource
+            .as_ref()
+            .and_then(|r| r.target.average_utilization),
+        Some(60)
+    );
+    let bad: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "bad"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 0}
+    }))
+    .expect("v1 hpa");
+    let err = v1_api
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("invalid");
+    assert!(
+        err.to_string()
+            .contains("spec.maxReplicas: Invalid value: 0: must be greater than 0"),
+        "{err}"
+    );
+
     // An external metric only: ScalingActive False (no external metrics API).
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
     let d: Deployment = serde_json::from_value(json!({
