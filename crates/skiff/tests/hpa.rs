@@ -112,11 +112,11 @@ fn kubectl_autoscale_scales_a_cpu_burning_deployment_up_and_down() {
         "-p",
         r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":5}}}}"#,
     ]);
-    let v2 = c.ok(&["get", "hpa.v2.autoscaling", "burn", "-o", "jsonpath={.spec.metrics[0].resource.target.averageUtilization} {.spec.behavior.scaleDown.policies[0].type}"]);
+    let v2 = c.ok(&["get", "horizontalpodautoscalers.v2.autoscaling", "burn", "-o", "jsonpath={.spec.metrics[0].resource.target.averageUtilization} {.spec.behavior.scaleDown.policies[0].type}"]);
     assert_eq!(v2, "50 Percent");
     let v1 = c.ok(&[
         "get",
-        "hpa.v1.autoscaling",
+        "horizontalpodautoscalers.v1.autoscaling",
         "burn",
         "-o",
         "jsonpath={.apiVersion} {.spec.targetCPUUtilizationPercentage}",
