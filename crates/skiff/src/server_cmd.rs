@@ -242,6 +242,19 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A duration in whole seconds with an optional `s` suffix (`15s`, `2`).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let n: u64 = s
+        .strip_suffix('s')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 15s)"))?;
+    if n == 0 {
+        return Err("the period must be at least 1s".into());
+    }
+    Ok(Duration::from_secs(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_cidr;
@@ -266,17 +279,4 @@ mod tests {
             assert!(err.contains("expected an IPv4 network"), "{err}");
         }
     }
-}
-
-/// A duration in whole seconds with an optional `s` suffix (`15s`, `2`).
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let n: u64 = s
-        .strip_suffix('s')
-        .unwrap_or(s)
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 15s)"))?;
-    if n == 0 {
-        return Err("the period must be at least 1s".into());
-    }
-    Ok(Duration::from_secs(n))
 }
