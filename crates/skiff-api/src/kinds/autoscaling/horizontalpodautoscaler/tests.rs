@@ -237,3 +237,19 @@ fn v1_is_served_after_v2_and_validated_in_v2_shape() {
     assert_eq!(obj["spec"]["minReplicas"], 1);
     assert_eq!(obj["spec"]["targetCPUUtilizationPercentage"], 80);
 }
+
+#[test]
+fn openapi_documents_both_versions() {
+    let v1_doc = crate::openapi::v3_document("apis/autoscaling/v1").expect("autoscaling/v1");
+    let schemas = &v1_doc["components"]["schemas"];
+    assert!(schemas["io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"].is_object());
+    assert!(crate::openapi::v3_document("apis/autoscaling/v2").is_some());
+    let v2 = crate::openapi::v2_with(&[]);
+    for v in ["v1", "v2"] {
+        assert_eq!(
+            v2["definitions"][format!("io.k8s.api.autoscaling.{v}.HorizontalPodAutoscaler")]
+                ["x-kubernetes-group-version-kind"],
+            json!([{"group": "autoscaling", "version": v, "kind": "HorizontalPodAutoscaler"}])
+        );
+    }
+}
