@@ -91,6 +91,24 @@ fn kubectl_autoscale_scales_a_cpu_burning_deployment_up_and_down() {
         "{versions}"
     );
 
+    // kubectl before 1.33 creates autoscaling/v1 objects: served by conversion (server-side dry
+    // run: defaults, validation and the response in v1).
+    let (code, out, err) = c.kubectl_version(
+        "1.29",
+        &[
+            "autoscale",
+            "deployment",
+            "burn",
+            "--name",
+            "burn-old",
+            "--cpu-percent=70",
+            "--max=2",
+            "--dry-run=server",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.targetCPUUtilizationPercentage} {.spec.minReplicas}",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "autoscaling/v1 70 1"), "{err}");
     let out = c.ok(&[
         "autoscale",
         "deployment",
