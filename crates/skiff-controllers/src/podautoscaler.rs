@@ -192,6 +192,8 @@ pub struct Hpac {
     metrics: Arc<dyn MetricsSource>,
     period: Duration,
     history: Mutex<HashMap<String, History>>,
+    /// The generation each HPA was last triggered at.
+    generations: Mutex<HashMap<String, i64>>,
     kinds: Mutex<HashMap<(String, String), ApiResource>>,
 }
 
@@ -216,6 +218,7 @@ pub async fn run_with(ctx: Arc<Context>, metrics: Arc<dyn MetricsSource>) -> Res
         metrics,
         period,
         history: Mutex::new(HashMap::new()),
+        generations: Mutex::new(HashMap::new()),
         kinds: Mutex::new(HashMap::new()),
     });
     let (store, writer) = reflector::store::<HorizontalPodAutoscaler>();
@@ -230,7 +233,9 @@ pub async fn run_with(ctx: Arc<Context>, metrics: Arc<dyn MetricsSource>) -> Res
     .default_backoff()
     .map_ok(move |ev| {
         let refs: Vec<ObjectRef<HorizontalPodAutoscaler>> = match ev {
-            watcher::Event::Apply(h) | watcher::Event::InitApply(h) => {
+            // Spec changes and new objects sync at once; the controller's own status writes do
+            // not (each HPA otherwise syncs once per period, like upstream's rate-limited queue).
+            watcher::Event::Apply(h) | watcher::Event::InitApply(h) if forget.spec_changed(&h) => {
                 vec![ObjectRef::from_obj(&h)]
             }
             watcher::Event::Delete(h) => {
@@ -302,6 +307,18 @@ impl Hpac {
         if let Ok(mut h) = self.history.lock() {
             h.remove(key);
         }
+        if let Ok(mut g) = self.generations.lock() {
+            g.remove(key);
+        }
+    }
+
+    /// Whether `h` is new or its spec changed since it was last seen.
+    fn spec_changed(&self, h: &HorizontalPodAutoscaler) -> bool {
+        let generation = h.metadata.generation.unwrap_or(0);
+        let Ok(mut g) = self.generations.lock() else {
+            return true;
+        };
+        g.insert(key_of(h), generation) != Some(generation)
     }
 
     async fn event(&self, hpa: &HorizontalPodAutoscaler, ty: EventType, reason: &str, msg: &str) {
@@ -762,6 +779,9 @@ impl Hpac {
         hpa: &HorizontalPodAutoscaler,
         status: &HorizontalPodAutoscalerStatus,
     ) -> Result<()> {
+        if hpa.status.as_ref() == Some(status) {
+            return Ok(());
+        }
         let api: Api<HorizontalPodAutoscaler> = Api::namespaced(
             self.ctx.client.clone(),
             &hpa.namespace().unwrap_or_default(),

@@ -139,9 +139,13 @@ async fn hpa_scales_a_deployment_up_and_down_from_cpu_usage() {
         (d.spec?.replicas? == 4).then_some(())
     })
     .await;
+    wait(&cluster, "the HPA status to show the rescale", || async {
+        let s = hpas.get("burn").await.ok()?.status?;
+        (s.desired_replicas == 4 && s.last_scale_time.is_some()).then_some(())
+    })
+    .await;
     let h = hpas.get("burn").await.expect("hpa");
     let status = h.status.expect("status");
-    assert!(status.last_scale_time.is_some());
     let conditions = status.conditions.expect("conditions");
     let cond = |ty: &str| {
         conditions
