@@ -331,3 +331,111 @@ async fn hpa_reports_why_it_cannot_scale() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_scales_a_custom_kind_through_its_scale_subresource() {
+    let metrics = Arc::new(FakeMetrics {
+        client: tokio::sync::OnceCell::new(),
+        cpu: AtomicI64::new(200),
+    });
+    let options = skiff_controllers::Options {
+        hpa_sync_period: Duration::from_secs(1),
+        hpa_metrics: Some(Source(metrics.clone())),
+        ..common::fast_options()
+    };
+    let cluster = common::TestCluster::start_with(options).await;
+    let _ = metrics.client.set(cluster.client.clone());
+    let _node = cluster.add_node("crd-node").await;
+    let client = cluster.client.clone();
+    let crd_res = ApiResource {
+        group: "apiextensions.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "apiextensions.k8s.io/v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        plural: "customresourcedefinitions".into(),
+    };
+    let crds: Api<DynamicObject> = Api::all_with(client.clone(), &crd_res);
+    let crd: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "workers.example.skiff.dev"},
+        "spec": {"group": "example.skiff.dev", "scope": "Namespaced",
+            "names": {"plural": "workers", "singular": "worker", "kind": "Worker"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas",
+                    "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"}},
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .expect("crd");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("create crd");
+    let worker_res = ApiResource {
+        group: "example.skiff.dev".into(),
+        version: "v1".into(),
+        api_version: "example.skiff.dev/v1".into(),
+        kind: "Worker".into(),
+        plural: "workers".into(),
+    };
+    let workers: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &worker_res);
+    let w: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "example.skiff.dev/v1", "kind": "Worker",
+        "metadata": {"name": "w"}, "spec": {"replicas": 1}
+    }))
+    .expect("worker");
+    wait(&cluster, "the Worker kind to be served", || async {
+        workers
+            .create(&PostParams::default(), &w)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    workers
+        .patch_status(
+            "w",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"replicas": 1, "selector": "app=w"}})),
+        )
+        .await
+        .expect("worker status");
+    // The Worker's one pod (a real operator would create it).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "w-0", "labels": {"app": "w"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": "100m"}}}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("pod");
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "w"},
+        "spec": {"scaleTargetRef": {"apiVersion": "example.skiff.dev/v1", "kind": "Worker", "name": "w"},
+            "maxReplicas": 3, "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}]}
+    }))
+    .expect("hpa");
+    hpas.create(&PostParams::default(), &hpa)
+        .await
+        .expect("create hpa");
+    // 200% against 50% → 4, capped at the maximum 3.
+    wait(&cluster, "the Worker to be scaled to 3", || async {
+        let w = workers.get("w").await.ok()?;
+        (w.data["spec"]["replicas"] == 3).then_some(())
+    })
+    .await;
+    wait(&cluster, "ScalingLimited TooManyReplicas", || async {
+        let c = hpas.get("w").await.ok()?.status?.conditions?;
+        c.iter()
+            .any(|c| {
+                c.type_ == "ScalingLimited"
+                    && c.status == "True"
+                    && c.reason.as_deref() == Some("TooManyReplicas")
+            })
+            .then_some(())
+    })
+    .await;
+}
