@@ -170,6 +170,17 @@ fn kubectl_autoscale_scales_a_cpu_burning_deployment_up_and_down() {
         "{events}"
     );
 
+    let describe = c.ok(&["describe", "hpa", "burn"]);
+    for needle in [
+        "Reference:",
+        "Deployment/burn",
+        "Min replicas:",
+        "ScalingActive",
+        "SuccessfulRescale",
+    ] {
+        assert!(describe.contains(needle), "{needle} in\n{describe}");
+    }
+
     // Stop burning in every pod: back to one replica after the 5 s window.
     c.ok(&["rollout", "status", "deployment/burn", "--timeout=120s"]);
     let pods = c.ok(&[
