@@ -17,6 +17,14 @@ use crate::ResourceInfo;
 /// terminationGracePeriodSeconds 30; service type ClusterIP, sessionAffinity None, port protocol
 /// TCP and targetPort = port; ...).
 pub fn apply_defaults(info: &ResourceInfo, object: &mut Value) {
+    if crate::kinds::is_alt_version(info) {
+        let mut stored = crate::kinds::to_stored(info, object.take());
+        if let Some(obj) = stored.as_object_mut() {
+            (crate::kinds::of(info).defaults)(obj);
+        }
+        *object = crate::kinds::from_stored(info, stored);
+        return;
+    }
     if let Some(obj) = object.as_object_mut() {
         (crate::kinds::of(info).defaults)(obj);
     }

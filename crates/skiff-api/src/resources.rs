@@ -25,9 +25,16 @@ pub struct ResourceInfo {
 /// Every served resource, in discovery order (derived from [`crate::kinds::registry`]).
 pub fn all() -> &'static [ResourceInfo] {
     static ALL: LazyLock<Vec<ResourceInfo>> = LazyLock::new(|| {
+        // Extra versions follow their kind, so discovery lists the stored version first
+        // (preferred).
         crate::kinds::registry()
             .iter()
-            .map(|k| k.info.clone())
+            .flat_map(|k| {
+                std::iter::once(k.info.clone()).chain(k.alt_versions.iter().map(|a| ResourceInfo {
+                    version: a.version,
+                    ..k.info.clone()
+                }))
+            })
             .collect()
     });
     &ALL

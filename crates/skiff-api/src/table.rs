@@ -56,7 +56,12 @@ pub fn to_table(
         .iter()
         .map(|obj| {
             let mut row = Map::new();
-            row.insert("cells".into(), Value::Array((table.cells)(obj, now)));
+            let cells = if crate::kinds::is_alt_version(info) {
+                (table.cells)(&crate::kinds::to_stored(info, obj.clone()), now)
+            } else {
+                (table.cells)(obj, now)
+            };
+            row.insert("cells".into(), Value::Array(cells));
             if let Some(conditions) = (table.conditions)(obj) {
                 row.insert("conditions".into(), conditions);
             }

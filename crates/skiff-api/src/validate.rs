@@ -37,6 +37,14 @@ pub fn validate(info: &ResourceInfo, object: &Value, old: Option<&Value>) -> Res
 
 /// The field causes `validate` would report (empty = valid).
 pub fn validation_causes(info: &ResourceInfo, object: &Value, old: Option<&Value>) -> Vec<Cause> {
+    if crate::kinds::is_alt_version(info) {
+        // Extra versions are checked in the stored version's shape (upstream validates its
+        // internal type).
+        let object = crate::kinds::to_stored(info, object.clone());
+        let old = old.map(|o| crate::kinds::to_stored(info, o.clone()));
+        let stored = crate::kinds::of(info);
+        return validation_causes(&stored.info, &object, old.as_ref());
+    }
     let mut e = Errs::default();
     let Some(obj) = object.as_object() else {
         e.invalid("", object, "object expected");

@@ -292,8 +292,9 @@ fn served_resources_have_upstream_discovery_data() {
             false,
         ),
     ];
-    // Besides these, metrics.k8s.io/v1beta1, autoscaling/v2 and componentstatuses (checked below).
-    assert_eq!(all().len(), cases.len() + 4);
+    // Besides these, metrics.k8s.io/v1beta1, autoscaling/v2 (and v1) and componentstatuses
+    // (checked below).
+    assert_eq!(all().len(), cases.len() + 5);
     for (plural, kind, namespaced) in [
         ("nodes", "NodeMetrics", false),
         ("pods", "PodMetrics", true),
@@ -311,6 +312,8 @@ fn served_resources_have_upstream_discovery_data() {
         ("HorizontalPodAutoscaler", &["hpa"][..])
     );
     assert!(hpa.categories.contains(&"all") && hpa.subresources == ["status"]);
+    let hpa_v1 = by_plural("autoscaling", "v1", "horizontalpodautoscalers").expect("hpa v1");
+    assert_eq!(hpa_v1.kind, hpa.kind);
     let cs = by_plural("", "v1", "componentstatuses").expect("componentstatuses");
     assert_eq!(
         (cs.namespaced, cs.short_names, cs.verbs),

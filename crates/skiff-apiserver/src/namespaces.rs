@@ -129,7 +129,7 @@ async fn finalize_once(st: &Arc<AppState>, name: &str) -> Result<bool, String> {
     let custom = st.crds.ready(st).await.storage_kinds();
     let builtin = skiff_api::resources::all()
         .iter()
-        .filter(|r| r.namespaced)
+        .filter(|r| r.namespaced && !skiff_api::kinds::is_alt_version(r))
         .map(|info| (info, None));
     let custom = custom
         .into_iter()

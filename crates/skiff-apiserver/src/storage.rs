@@ -212,13 +212,16 @@ pub(crate) async fn commit_update(
 ) -> Result<Value, StoreError> {
     let hooks = ctx.hooks();
     let key = ctx.key(name);
-    let value = match &ctx.custom {
-        None => encode(&new),
-        Some(_) => encode(
+    // Only custom kinds and built-ins served at an extra version need a conversion (and its
+    // copy).
+    let value = if ctx.custom.is_none() && !skiff_api::kinds::is_alt_version(ctx.info) {
+        encode(&new)
+    } else {
+        encode(
             &ctx.at_storage_version(&new)
                 .await
                 .map_err(|e| StoreError::Backend(e.message))?,
-        ),
+        )
     };
     let kv = ctx.st.store.update(&key, value, expected).await?;
     let mut stored = new;
@@ -467,9 +470,11 @@ pub(crate) async fn list_objects(
             }
             None => None,
         };
+        let alt = skiff_api::kinds::is_alt_version(ctx.info);
         for (i, kv) in res.items.iter().enumerate() {
             let obj = match converted.as_mut().and_then(Iterator::next) {
                 Some(o) => o,
+                None if alt => skiff_api::kinds::from_stored(ctx.info, decode(kv)?),
                 None => decode(kv)?,
             };
             if matches(&obj, label, field) {

@@ -3,7 +3,7 @@
 //! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, StatefulSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
 //! EndpointSlices, the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in every
-//! namespace, ClusterRole aggregation. They run through `skiff_client`'s driver and event recorder.
+//! namespace, ClusterRole aggregation, HorizontalPodAutoscalers. They run through `skiff_client`'s driver and event recorder.
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §4.4, §5, §6, §7.
 
 pub mod clusterrole_aggregation;
@@ -19,6 +19,7 @@ pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
 mod owned;
+pub mod podautoscaler;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod scheduler;
@@ -70,6 +71,11 @@ pub struct Options {
     pub root_ca_pem: Option<String>,
     /// How often the ResourceQuota controller recounts every quota (None: only on changes).
     pub resource_quota_sync_period: Option<Duration>,
+    /// How often each HorizontalPodAutoscaler is synced
+    /// (--horizontal-pod-autoscaler-sync-period, 15 s).
+    pub hpa_sync_period: Duration,
+    /// Where the HPA controller reads pod usage (None: the resource metrics API).
+    pub hpa_metrics: Option<podautoscaler::Source>,
 }
 
 impl Default for Options {
@@ -84,6 +90,8 @@ impl Default for Options {
             ),
             root_ca_pem: None,
             resource_quota_sync_period: Some(Duration::from_secs(300)),
+            hpa_sync_period: podautoscaler::behavior::DEFAULT_SYNC_PERIOD,
+            hpa_metrics: None,
         }
     }
 }

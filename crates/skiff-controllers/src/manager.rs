@@ -14,8 +14,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, disruption, endpoints, gc, job,
-    nodeipam, nodelifecycle, replicaset, resourcequota, scheduler, serviceaccounts, statefulset,
-    tokens, Context, Options, Result,
+    nodeipam, nodelifecycle, podautoscaler, replicaset, resourcequota, scheduler, serviceaccounts,
+    statefulset, tokens, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -27,8 +27,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 18] {
-    [
+fn controllers() -> Vec<(&'static str, Start)> {
+    vec![
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
@@ -53,6 +53,9 @@ fn controllers() -> [(&'static str, Start); 18] {
         }),
         ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
         ("resourcequota", |ctx| Box::pin(resourcequota::run(ctx))),
+        ("horizontal-pod-autoscaler", |ctx| {
+            Box::pin(podautoscaler::run(ctx))
+        }),
     ]
 }
 

@@ -21,6 +21,10 @@ pub struct ServerArgs {
     /// Seconds without a Lease renewal before a node is marked Unknown and tainted.
     #[arg(long, default_value_t = 50)]
     pub node_monitor_grace_period: u64,
+    /// How often each HorizontalPodAutoscaler is synced (kube-controller-manager's flag), e.g.
+    /// `15s`, `2s`.
+    #[arg(long, default_value = "15s", value_parser = parse_seconds)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
     /// tolerationSeconds given to pods for the not-ready/unreachable NoExecute taints.
     #[arg(long, default_value_t = 300)]
     pub default_toleration_seconds: i64,
@@ -142,6 +146,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             default_toleration_seconds: args.default_toleration_seconds,
             cluster_cidr: args.cluster_cidr,
             root_ca_pem: Some(ca_pem.clone()),
+            hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
             ..Default::default()
         };
         // One signal stops everything; each part gets its own view of it.
@@ -235,6 +240,19 @@ pub async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// A duration in whole seconds with an optional `s` suffix (`15s`, `2`).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let n: u64 = s
+        .strip_suffix('s')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 15s)"))?;
+    if n == 0 {
+        return Err("the period must be at least 1s".into());
+    }
+    Ok(Duration::from_secs(n))
 }
 
 #[cfg(test)]

@@ -100,6 +100,52 @@ pub struct Kind {
     /// A delete naming no propagation policy orphans the dependents (upstream's
     /// `DefaultGarbageCollectionPolicy`).
     pub(crate) orphans_by_default: bool,
+    /// Further versions the kind is served at, each converted to and from the stored version
+    /// (`info.version`, the preferred one) at the REST edge.
+    pub(crate) alt_versions: &'static [AltVersion],
+}
+
+/// A built-in kind served at one more version: plain conversion functions to and from the
+/// stored version (they set `apiVersion`). Defaulting, validation and tables run on the stored
+/// version's shape.
+pub struct AltVersion {
+    pub version: &'static str,
+    /// A stored object as this version shows it.
+    pub from_stored: fn(Value) -> Value,
+    /// An object of this version as it is stored.
+    pub to_stored: fn(Value) -> Value,
+}
+
+/// The conversion for `info` when it names an extra version of its kind (None: the stored one).
+fn alt_of(info: &ResourceInfo) -> Option<&'static AltVersion> {
+    let kind = by_group_kind(info.group, info.kind)?;
+    if kind.info.version == info.version {
+        return None;
+    }
+    kind.alt_versions.iter().find(|a| a.version == info.version)
+}
+
+/// An object at `info`'s version as the stored version holds it (unchanged for kinds served at
+/// one version).
+pub fn to_stored(info: &ResourceInfo, obj: Value) -> Value {
+    match alt_of(info) {
+        Some(a) => (a.to_stored)(obj),
+        None => obj,
+    }
+}
+
+/// A stored object as `info`'s version shows it.
+pub fn from_stored(info: &ResourceInfo, obj: Value) -> Value {
+    match alt_of(info) {
+        Some(a) => (a.from_stored)(obj),
+        None => obj,
+    }
+}
+
+/// Whether `info` is an extra served version of a stored kind (namespace cleanup and the
+/// like skip these: the objects are the stored version's).
+pub fn is_alt_version(info: &ResourceInfo) -> bool {
+    alt_of(info).is_some()
 }
 
 /// A kind's Table printer: columns (kube-apiserver's printer column definitions) and rows.
@@ -152,6 +198,7 @@ impl Kind {
         fields: META_FIELDS,
         field_error: default_field_error,
         orphans_by_default: false,
+        alt_versions: &[],
     };
 }
 

@@ -311,10 +311,11 @@ pub(crate) async fn convert(
 }
 
 impl Ctx {
-    /// A stored object as the request's version sees it (built-ins: unchanged).
+    /// A stored object as the request's version sees it (built-ins served at one version:
+    /// unchanged; at an extra version: the kind's conversion function).
     pub(crate) async fn at_request_version(&self, obj: Value) -> ApiResult<Value> {
         let Some(kind) = &self.custom else {
-            return Ok(obj);
+            return Ok(skiff_api::kinds::from_stored(self.info, obj));
         };
         let mut out = convert(&self.st, kind, vec![obj], &kind.info.api_version()).await?;
         out.pop()
@@ -324,7 +325,10 @@ impl Ctx {
     /// Stored objects as the request's version sees them (one conversion for all).
     pub(crate) async fn at_request_version_all(&self, objs: Vec<Value>) -> ApiResult<Vec<Value>> {
         match &self.custom {
-            None => Ok(objs),
+            None => Ok(objs
+                .into_iter()
+                .map(|o| skiff_api::kinds::from_stored(self.info, o))
+                .collect()),
             Some(kind) => convert(&self.st, kind, objs, &kind.info.api_version()).await,
         }
     }
@@ -332,7 +336,7 @@ impl Ctx {
     /// An object at the request's version as it is stored (the storage version).
     pub(crate) async fn at_storage_version(&self, obj: &Value) -> ApiResult<Value> {
         let Some(kind) = &self.custom else {
-            return Ok(obj.clone());
+            return Ok(skiff_api::kinds::to_stored(self.info, obj.clone()));
         };
         let mut out = convert(
             &self.st,

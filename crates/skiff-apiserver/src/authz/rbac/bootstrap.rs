@@ -786,6 +786,28 @@ pub fn controller_roles() -> Vec<RoleSpec> {
             ],
         ),
         role(
+            "system:controller:horizontal-pod-autoscaler",
+            vec![
+                r(
+                    &["get", "list", "watch"],
+                    &[AUTOSCALING],
+                    &["horizontalpodautoscalers"],
+                ),
+                r(
+                    &["update"],
+                    &[AUTOSCALING],
+                    &["horizontalpodautoscalers/status"],
+                ),
+                r(&["get", "update"], &["*"], &["*/scale"]),
+                r(&["list"], &[CORE], &["pods"]),
+                // Resource metrics, and the custom and external metrics APIs if registered.
+                r(&["list"], &["metrics.k8s.io"], &["pods"]),
+                r(&["get", "list"], &["custom.metrics.k8s.io"], &["*"]),
+                r(&["get", "list"], &["external.metrics.k8s.io"], &["*"]),
+                events(),
+            ],
+        ),
+        role(
             "system:controller:job-controller",
             vec![
                 r(
