@@ -16,6 +16,7 @@ pub mod job;
 pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 mod owned;
 pub mod replicaset;
 pub mod scheduler;

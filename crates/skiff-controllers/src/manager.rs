@@ -14,7 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam,
-    nodelifecycle, replicaset, scheduler, serviceaccounts, tokens, Context, Options, Result,
+    nodelifecycle, persistentvolume, replicaset, scheduler, serviceaccounts, tokens, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -26,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The controllers, by the name used in logs.
-fn controllers() -> [(&'static str, Start); 15] {
+fn controllers() -> [(&'static str, Start); 16] {
     [
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
@@ -37,6 +37,7 @@ fn controllers() -> [(&'static str, Start); 15] {
             Box::pin(replicaset::run_replication_controllers(ctx))
         }),
         ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
+        ("persistentvolume", |ctx| Box::pin(persistentvolume::run(ctx))),
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
         ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
         ("node-ipam", |ctx| Box::pin(nodeipam::run(ctx))),
