@@ -414,6 +414,11 @@ impl Server {
         );
         // On a full disk these writes fail: start anyway so reads and deletes can free space.
         tolerate_full(namespaces::bootstrap(&state).await)?;
+        tolerate_full(
+            plugins::storageclass::ensure_default_class(&state)
+                .await
+                .map_err(ServerError::from),
+        )?;
         tolerate_full(allocator::repair(&state).await.map_err(ServerError::from))?;
         tolerate_full(
             allocator::ensure_kubernetes_service(&state, local_addr.port())

@@ -14,7 +14,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, endpoints, gc, job, nodeipam,
-    nodelifecycle, persistentvolume, replicaset, scheduler, serviceaccounts, tokens, Context, Options, Result,
+    nodelifecycle, persistentvolume, replicaset, scheduler, serviceaccounts, tokens, Context,
+    Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -37,7 +38,9 @@ fn controllers() -> [(&'static str, Start); 16] {
             Box::pin(replicaset::run_replication_controllers(ctx))
         }),
         ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
-        ("persistentvolume", |ctx| Box::pin(persistentvolume::run(ctx))),
+        ("persistentvolume", |ctx| {
+            Box::pin(persistentvolume::run(ctx))
+        }),
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
         ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
         ("node-ipam", |ctx| Box::pin(nodeipam::run(ctx))),

@@ -87,7 +87,10 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         .touched_objects()
         .filter_map(|r| async move {
             match r {
-                Ok(p) if claims_of(&p).next().is_none() && p.metadata.deletion_timestamp.is_none() => {
+                Ok(p)
+                    if claims_of(&p).next().is_none()
+                        && p.metadata.deletion_timestamp.is_none() =>
+                {
                     None
                 }
                 Ok(_) => Some(Ok(())),
@@ -142,14 +145,22 @@ fn has_finalizer(meta: &kube::api::ObjectMeta, f: &str) -> bool {
 /// The class a claim asks for (`""` = no class), as upstream's `GetPersistentVolumeClaimClass`.
 pub fn claim_class(pvc: &PersistentVolumeClaim) -> &str {
     ann(&pvc.metadata, ANN_BETA_CLASS)
-        .or_else(|| pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()))
+        .or_else(|| {
+            pvc.spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.as_deref())
+        })
         .unwrap_or("")
 }
 
 /// The class a volume belongs to.
 pub fn volume_class(pv: &PersistentVolume) -> &str {
     ann(&pv.metadata, ANN_BETA_CLASS)
-        .or_else(|| pv.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()))
+        .or_else(|| {
+            pv.spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.as_deref())
+        })
         .unwrap_or("")
 }
 
@@ -382,7 +393,12 @@ fn pod_uses(pod: &Pod, ns: &str, claim: &str) -> bool {
 
 /// Removes one finalizer (the list is replaced; the resourceVersion guards against a race).
 fn without_finalizer(meta: &kube::api::ObjectMeta, f: &str) -> Value {
-    let rest: Vec<&String> = meta.finalizers.iter().flatten().filter(|x| *x != f).collect();
+    let rest: Vec<&String> = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|x| *x != f)
+        .collect();
     json!({"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version}})
 }
 
@@ -415,8 +431,14 @@ async fn sync_claim(
         let Some(pv) = w.pvs.get(volume_name) else {
             if phase_of_pvc(pvc) == "Bound" {
                 set_claim_phase(ctx, pvc, "Lost").await?;
-                event(ctx, &claim_ref(pvc), EventType::Warning, "ClaimLost",
-                    "Bound claim has lost its PersistentVolume. Data on the volume is lost!").await;
+                event(
+                    ctx,
+                    &claim_ref(pvc),
+                    EventType::Warning,
+                    "ClaimLost",
+                    "Bound claim has lost its PersistentVolume. Data on the volume is lost!",
+                )
+                .await;
             }
             return Ok(());
         };
@@ -428,8 +450,14 @@ async fn sync_claim(
             Some(false) => {
                 if phase_of_pvc(pvc) == "Bound" {
                     set_claim_phase(ctx, pvc, "Lost").await?;
-                    event(ctx, &claim_ref(pvc), EventType::Warning, "ClaimMisbound",
-                        "Two claims are bound to the same volume, this one is bound incorrectly").await;
+                    event(
+                        ctx,
+                        &claim_ref(pvc),
+                        EventType::Warning,
+                        "ClaimMisbound",
+                        "Two claims are bound to the same volume, this one is bound incorrectly",
+                    )
+                    .await;
                 }
                 Ok(())
             }
@@ -447,12 +475,19 @@ async fn bind_unbound(
 ) -> Result<()> {
     let class_name = claim_class(pvc);
     let class = w.classes.get(class_name);
-    let delayed = class.and_then(|c| c.volume_binding_mode.as_deref()) == Some("WaitForFirstConsumer");
+    let delayed =
+        class.and_then(|c| c.volume_binding_mode.as_deref()) == Some("WaitForFirstConsumer");
     let selected = ann(&pvc.metadata, ANN_SELECTED_NODE);
     let node = selected.and_then(|n| w.nodes.get(n));
     if delayed && selected.is_none() {
-        event(ctx, &claim_ref(pvc), EventType::Normal, "WaitForFirstConsumer",
-            "waiting for first consumer to be created before binding").await;
+        event(
+            ctx,
+            &claim_ref(pvc),
+            EventType::Normal,
+            "WaitForFirstConsumer",
+            "waiting for first consumer to be created before binding",
+        )
+        .await;
         return Ok(());
     }
     if let Some(pv) = find_match(pvc, w.pvs.values(), taken, node) {
@@ -475,7 +510,14 @@ async fn bind_unbound(
                         Some(n) => format!("failed to provision volume with StorageClass \"{class_name}\": node \"{n}\" not found"),
                         None => format!("failed to provision volume with StorageClass \"{class_name}\": no node publishes a storage root"),
                     };
-                    event(ctx, &claim_ref(pvc), EventType::Warning, "ProvisioningFailed", &msg).await;
+                    event(
+                        ctx,
+                        &claim_ref(pvc),
+                        EventType::Warning,
+                        "ProvisioningFailed",
+                        &msg,
+                    )
+                    .await;
                     Ok(())
                 }
             }
@@ -484,9 +526,16 @@ async fn bind_unbound(
             if ann(&pvc.metadata, ANN_STORAGE_PROVISIONER) != Some(p) {
                 let patch = json!({"metadata": {"annotations": {
                     ANN_STORAGE_PROVISIONER: p, ANN_BETA_STORAGE_PROVISIONER: p}}});
-                Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace(&pvc.metadata))
-                    .patch(name(&pvc.metadata), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
+                Api::<PersistentVolumeClaim>::namespaced(
+                    ctx.client.clone(),
+                    namespace(&pvc.metadata),
+                )
+                .patch(
+                    name(&pvc.metadata),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
             }
             event(ctx, &claim_ref(pvc), EventType::Normal, "ExternalProvisioning",
                 &format!("Waiting for a volume to be created either by the external provisioner '{p}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.")).await;
@@ -494,13 +543,21 @@ async fn bind_unbound(
         }
         _ => {
             let msg = if class_name.is_empty() {
-                "no persistent volumes available for this claim and no storage class is set".to_string()
+                "no persistent volumes available for this claim and no storage class is set"
+                    .to_string()
             } else if class.is_none() {
                 format!("storageclass.storage.k8s.io \"{class_name}\" not found")
             } else {
                 format!("no persistent volumes available for this claim and storage class \"{class_name}\" has no provisioner")
             };
-            event(ctx, &claim_ref(pvc), EventType::Normal, "FailedBinding", &msg).await;
+            event(
+                ctx,
+                &claim_ref(pvc),
+                EventType::Normal,
+                "FailedBinding",
+                &msg,
+            )
+            .await;
             Ok(())
         }
     }
@@ -533,7 +590,14 @@ async fn provision(
             name(&class.metadata),
             name(&node.metadata)
         );
-        event(ctx, &claim_ref(pvc), EventType::Warning, "ProvisioningFailed", &msg).await;
+        event(
+            ctx,
+            &claim_ref(pvc),
+            EventType::Warning,
+            "ProvisioningFailed",
+            &msg,
+        )
+        .await;
         return Ok(());
     };
     let uid = pvc.metadata.uid.as_deref().unwrap_or("");
@@ -577,18 +641,35 @@ async fn provision(
             "claimRef": claim_ref(pvc),
         },
     });
-    let pv: PersistentVolume = serde_json::from_value(pv).map_err(|e| Error::Other(e.to_string()))?;
+    let pv: PersistentVolume =
+        serde_json::from_value(pv).map_err(|e| Error::Other(e.to_string()))?;
     let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
     match api.create(&PostParams::default(), &pv).await {
         Ok(_) => {
-            event(ctx, &claim_ref(pvc), EventType::Normal, "ProvisioningSucceeded",
-                &format!("Successfully provisioned volume {pv_name}")).await;
+            event(
+                ctx,
+                &claim_ref(pvc),
+                EventType::Normal,
+                "ProvisioningSucceeded",
+                &format!("Successfully provisioned volume {pv_name}"),
+            )
+            .await;
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => {
-            event(ctx, &claim_ref(pvc), EventType::Warning, "ProvisioningFailed",
-                &format!("failed to provision volume with StorageClass \"{}\": {}", name(&class.metadata), api_message(&e))).await;
+            event(
+                ctx,
+                &claim_ref(pvc),
+                EventType::Warning,
+                "ProvisioningFailed",
+                &format!(
+                    "failed to provision volume with StorageClass \"{}\": {}",
+                    name(&class.metadata),
+                    api_message(&e)
+                ),
+            )
+            .await;
             Err(e.into())
         }
     }
@@ -609,7 +690,12 @@ async fn bind(ctx: &Context, pvc: &PersistentVolumeClaim, pv: &PersistentVolume)
             "metadata": {"resourceVersion": pv.metadata.resource_version},
             "spec": {"claimRef": claim_ref(pvc)},
         });
-        if pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none() {
+        if pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_none()
+        {
             patch["metadata"]["annotations"] = json!({ANN_BOUND_BY_CONTROLLER: "yes"});
         }
         pv_api
@@ -687,7 +773,11 @@ async fn expand(ctx: &Context, pvc: &PersistentVolumeClaim, pv: &PersistentVolum
     if volume_capacity(pv).is_none_or(|c| c < request) {
         let patch = json!({"spec": {"capacity": {"storage": raw}}});
         Api::<PersistentVolume>::all(ctx.client.clone())
-            .patch(name(&pv.metadata), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                name(&pv.metadata),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await?;
     }
     // Done in one step: no Resizing/FileSystemResizePending conditions remain, as upstream
@@ -700,15 +790,25 @@ async fn expand(ctx: &Context, pvc: &PersistentVolumeClaim, pv: &PersistentVolum
     }});
     api.patch_status(claim, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    event(ctx, &claim_ref(pvc), EventType::Normal, "VolumeResizeSuccessful",
-        "MountVolume.NodeExpandVolume succeeded for volume").await;
+    event(
+        ctx,
+        &claim_ref(pvc),
+        EventType::Normal,
+        "VolumeResizeSuccessful",
+        "MountVolume.NodeExpandVolume succeeded for volume",
+    )
+    .await;
     Ok(())
 }
 
 async fn set_claim_phase(ctx: &Context, pvc: &PersistentVolumeClaim, phase: &str) -> Result<()> {
     let patch = json!({"status": {"phase": phase}});
     Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace(&pvc.metadata))
-        .patch_status(name(&pvc.metadata), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            name(&pvc.metadata),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await?;
     Ok(())
 }
@@ -725,7 +825,11 @@ async fn set_volume_phase(
     }
     let patch = json!({ "status": status });
     Api::<PersistentVolume>::all(ctx.client.clone())
-        .patch_status(name(&pv.metadata), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            name(&pv.metadata),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await?;
     Ok(())
 }
@@ -809,12 +913,26 @@ async fn sync_volume(ctx: &Context, w: &World, pv: &PersistentVolume) -> Result<
         "Delete" => {
             let msg = format!("error getting deleter volume plugin for volume \"{pv_name}\": no deletable volume plugin matched");
             set_volume_phase(ctx, pv, "Failed", Some(&msg)).await?;
-            event(ctx, &pv_ref(pv), EventType::Warning, "VolumeFailedDelete", &msg).await;
+            event(
+                ctx,
+                &pv_ref(pv),
+                EventType::Warning,
+                "VolumeFailedDelete",
+                &msg,
+            )
+            .await;
         }
         "Recycle" => {
             let msg = format!("error getting recycler volume plugin for volume \"{pv_name}\": no recyclable volume plugin matched");
             set_volume_phase(ctx, pv, "Failed", Some(&msg)).await?;
-            event(ctx, &pv_ref(pv), EventType::Warning, "VolumeFailedRecycle", &msg).await;
+            event(
+                ctx,
+                &pv_ref(pv),
+                EventType::Warning,
+                "VolumeFailedRecycle",
+                &msg,
+            )
+            .await;
         }
         _ => {}
     }
@@ -834,17 +952,21 @@ mod tests {
     use super::*;
 
     fn pv(name: &str, cap: &str, class: &str, modes: &[&str]) -> PersistentVolume {
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"tier": "fast"}},
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {"tier": "fast"}},
             "spec": {"capacity": {"storage": cap}, "accessModes": modes, "storageClassName": class,
                      "hostPath": {"path": "/tmp"}},
-            "status": {"phase": "Available"}}))
+            "status": {"phase": "Available"}}),
+        )
         .unwrap()
     }
 
     fn pvc(req: &str, class: &str) -> PersistentVolumeClaim {
-        serde_json::from_value(json!({"metadata": {"name": "c", "namespace": "d", "uid": "u1"},
+        serde_json::from_value(
+            json!({"metadata": {"name": "c", "namespace": "d", "uid": "u1"},
             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
-                     "resources": {"requests": {"storage": req}}}}))
+                     "resources": {"requests": {"storage": req}}}}),
+        )
         .unwrap()
     }
 
@@ -865,19 +987,35 @@ mod tests {
         assert_eq!(got.metadata.name.as_deref(), Some("big"));
         assert!(find_match(&pvc("20Gi", "manual"), &pvs, &none, None).is_none());
         let mut sel = pvc("1Gi", "manual");
-        sel.spec.as_mut().unwrap().selector = Some(serde_json::from_value(json!({"matchLabels": {"tier": "slow"}})).unwrap());
+        sel.spec.as_mut().unwrap().selector =
+            Some(serde_json::from_value(json!({"matchLabels": {"tier": "slow"}})).unwrap());
         assert!(find_match(&sel, &pvs, &none, None).is_none());
         let mut named = pvc("1Gi", "manual");
         named.spec.as_mut().unwrap().volume_name = Some("big".into());
-        assert_eq!(find_match(&named, &pvs, &none, None).unwrap().metadata.name.as_deref(), Some("big"));
+        assert_eq!(
+            find_match(&named, &pvs, &none, None)
+                .unwrap()
+                .metadata
+                .name
+                .as_deref(),
+            Some("big")
+        );
     }
 
     #[test]
     fn prebound_volume_wins_and_foreign_claim_ref_is_skipped() {
         let mut pre = pv("pre", "10Gi", "manual", &["ReadWriteOnce"]);
-        pre.spec.as_mut().unwrap().claim_ref = Some(ObjectReference { name: Some("c".into()), namespace: Some("d".into()), ..Default::default() });
+        pre.spec.as_mut().unwrap().claim_ref = Some(ObjectReference {
+            name: Some("c".into()),
+            namespace: Some("d".into()),
+            ..Default::default()
+        });
         let mut foreign = pv("foreign", "1Gi", "manual", &["ReadWriteOnce"]);
-        foreign.spec.as_mut().unwrap().claim_ref = Some(ObjectReference { name: Some("x".into()), namespace: Some("d".into()), ..Default::default() });
+        foreign.spec.as_mut().unwrap().claim_ref = Some(ObjectReference {
+            name: Some("x".into()),
+            namespace: Some("d".into()),
+            ..Default::default()
+        });
         let plain = pv("plain", "1Gi", "manual", &["ReadWriteOnce"]);
         let pvs = [plain, foreign, pre];
         let got = find_match(&pvc("1Gi", "manual"), &pvs, &HashSet::new(), None).unwrap();
@@ -887,6 +1025,9 @@ mod tests {
     #[test]
     fn directory_names_follow_the_claim() {
         let c = pvc("1Gi", "local-path");
-        assert_eq!(volume_dir("/var/lib/skiff/storage/", &c), "/var/lib/skiff/storage/pvc-u1_d_c");
+        assert_eq!(
+            volume_dir("/var/lib/skiff/storage/", &c),
+            "/var/lib/skiff/storage/pvc-u1_d_c"
+        );
     }
 }

@@ -11,6 +11,7 @@ mod podsecurity;
 mod policy;
 mod rbac_escalation;
 pub(crate) mod serviceaccount;
+pub(crate) mod storageclass;
 mod webhooks;
 
 use async_trait::async_trait;
@@ -92,8 +93,10 @@ pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
         Box::new(certificates::Approval),
         Box::new(certificates::Signing),
         Box::new(certificates::SubjectRestriction),
+        Box::new(storageclass::DefaultStorageClass),
         Box::new(podsecurity::PodSecurity),
         Box::new(rbac_escalation::RbacEscalation),
+        Box::new(storageclass::ClaimResize),
         Box::new(webhooks::Mutating::new()),
         Box::new(policy::ValidatingAdmissionPolicy::new()),
         Box::new(webhooks::Validating::new()),

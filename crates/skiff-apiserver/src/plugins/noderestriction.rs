@@ -165,7 +165,11 @@ impl Plugin for NodeRestriction {
                 (req.ctx.info.group, req.ctx.info.plural),
                 (
                     "",
-                    "pods" | "nodes" | "persistentvolumeclaims" | "serviceaccounts"
+                    "pods"
+                        | "nodes"
+                        | "persistentvolumeclaims"
+                        | "persistentvolumes"
+                        | "serviceaccounts"
                 ) | ("coordination.k8s.io", "leases")
                     | ("storage.k8s.io", "csinodes")
             )
@@ -197,6 +201,7 @@ impl Plugin for NodeRestriction {
                 )),
             },
             ("", "nodes") => admit_node(req, node, obj),
+            ("", "persistentvolumes") => admit_volume(req, node, obj),
             ("", "persistentvolumeclaims") => match req.subresource {
                 "status" => admit_pvc_status(req, node, obj),
                 _ => Err(forbidden(req, obj, "may only update PVC status")),
@@ -658,5 +663,63 @@ mod tests {
             modified_labels(&a, &b).into_iter().collect::<Vec<_>>(),
             ["b", "c", "d"]
         );
+    }
+}
+
+/// skiff's local-path cleanup finalizer (see skiff-controllers' persistentvolume controller).
+const CLEANUP_FINALIZER: &str = "skiff.dev/local-path-cleanup";
+
+/// A node may only remove the local-path cleanup finalizer of a volume pinned to itself (after
+/// deleting the volume's directory); nothing else about volumes.
+fn admit_volume(req: &Request<'_>, node: &str, obj: Option<&Value>) -> ApiResult<Vec<String>> {
+    let (Operation::Update, Some(new), Some(old)) = (req.op, obj, req.old) else {
+        return Err(forbidden(
+            req,
+            obj,
+            format!("node {node:?} may only remove the {CLEANUP_FINALIZER} finalizer"),
+        ));
+    };
+    let pinned = list_at(Some(old), "/spec/nodeAffinity/required/nodeSelectorTerms")
+        .iter()
+        .flat_map(|t| list_at(Some(t), "/matchExpressions"))
+        .any(|x| {
+            str_at(Some(x), "/key") == "kubernetes.io/hostname"
+                && list_at(Some(x), "/values")
+                    .iter()
+                    .any(|v| v.as_str() == Some(node))
+        });
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in [
+                "finalizers",
+                "resourceVersion",
+                "managedFields",
+                "generation",
+            ] {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    let finalizers = |v: &Value| -> Vec<Value> {
+        list_at(Some(v), "/metadata/finalizers")
+            .iter()
+            .filter(|f| f.as_str() != Some(CLEANUP_FINALIZER))
+            .cloned()
+            .collect()
+    };
+    let only_cleanup = strip(new) == strip(old)
+        && finalizers(new) == finalizers(old)
+        && list_at(Some(new), "/metadata/finalizers").len()
+            <= list_at(Some(old), "/metadata/finalizers").len();
+    if pinned && only_cleanup {
+        Ok(Vec::new())
+    } else {
+        Err(forbidden(
+            req,
+            obj,
+            format!("node {node:?} may only remove the {CLEANUP_FINALIZER} finalizer of its own volumes"),
+        ))
     }
 }
