@@ -10,6 +10,7 @@
 //! 10 s back-off) and at least every 10 s.
 
 pub mod plugins;
+mod volumes;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
@@ -51,9 +52,16 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let pod_task = tokio::spawn(watch_pods(pods, shared.clone()));
     let node_task = tokio::spawn(watch_nodes(nodes, shared.clone()));
+    let (stores, volume_tasks) = volumes::start(&ctx.client, shared.clone());
     let writes = Arc::new(Semaphore::new(PARALLEL_WRITES));
     // The watch tasks never end on their own; if they do (panic), stop so the manager notices.
-    let abort = [pod_task, node_task].map(tokio_util::task::AbortOnDropHandle::new);
+    let abort: Vec<_> = [pod_task, node_task]
+        .into_iter()
+        .chain(volume_tasks)
+        .map(tokio_util::task::AbortOnDropHandle::new)
+        .collect();
+    stores.wait_ready().await;
+    shared.lock().volumes = Some(stores);
     loop {
         let notified = shared.notify.notified();
         let (work, wake_at) = {
@@ -139,6 +147,8 @@ struct State {
     node_init: Option<BTreeMap<String, Arc<Node>>>,
     assumed: HashMap<String, Assumed>,
     unschedulable: HashMap<String, Backoff>,
+    /// Claims, volumes and classes (None in unit tests: volume checks are skipped).
+    volumes: Option<volumes::Stores>,
     /// Something changed that may make a pending pod schedulable.
     dirty: bool,
 }
@@ -151,6 +161,8 @@ struct Binding {
     uid: String,
     node: String,
     pod_ref: ObjectReference,
+    /// WaitForFirstConsumer claims to annotate with the node first: (namespace, name).
+    claims: Vec<(String, String)>,
 }
 
 /// A pod that fit nowhere.
@@ -373,8 +385,21 @@ impl State {
         let mut placed: Vec<(String, String)> = Vec::new();
         for Cached { pod, facts } in &pending {
             let key = key_of(pod);
-            match schedule_one(pod, facts, &nodes, &infos, &mut rng) {
-                Ok(node) => {
+            let vols = match &self.volumes {
+                Some(stores) => volumes::pre_filter(pod, stores)
+                    .map_err(|m| volumes::pre_filter_error(nodes.len(), &m)),
+                None => Ok(volumes::PodVolumes::default()),
+            };
+            let result = vols.and_then(|vols| {
+                let check = |n: &Node| match &self.volumes {
+                    Some(stores) => volumes::filter(&vols, stores, n),
+                    None => Ok(()),
+                };
+                schedule_one(pod, facts, &nodes, &infos, &mut rng, &check)
+                    .map(|node| (node, vols.to_select()))
+            });
+            match result {
+                Ok((node, claims)) => {
                     if let Some(info) = infos.get_mut(node) {
                         info.add(facts);
                     }
@@ -386,6 +411,7 @@ impl State {
                         uid: pod.metadata.uid.clone().unwrap_or_default(),
                         node: node.to_string(),
                         pod_ref: pod_ref(pod),
+                        claims,
                     });
                 }
                 Err(message) => {
@@ -433,13 +459,14 @@ fn schedule_one<'a>(
     nodes: &[(&'a str, &Node)],
     infos: &HashMap<&str, NodeInfo>,
     rng: &mut impl Rng,
+    volume_filter: &dyn Fn(&Node) -> std::result::Result<(), Rejection>,
 ) -> std::result::Result<&'a str, String> {
     let empty = NodeInfo::default();
     let mut feasible: Vec<(&'a str, &Node, &NodeInfo)> = Vec::new();
     let mut rejections: Vec<Rejection> = Vec::new();
     for (name, node) in nodes {
         let info = infos.get(name).unwrap_or(&empty);
-        match plugins::filter(pod, facts, node, info) {
+        match plugins::filter(pod, facts, node, info).and_then(|()| volume_filter(node)) {
             Ok(()) => feasible.push((name, node, info)),
             Err(r) => rejections.push(r),
         }
@@ -477,8 +504,9 @@ fn schedule_one<'a>(
 }
 
 async fn bind(ctx: Arc<Context>, shared: Arc<Shared>, writes: Arc<Semaphore>, b: Binding) {
-    let result = {
+    let result = async {
         let _permit = writes.acquire().await;
+        volumes::select_node(&ctx.client, &b.claims, &b.node).await?;
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &b.namespace);
         let body = json!({
             "apiVersion": "v1", "kind": "Binding",
@@ -492,7 +520,8 @@ async fn bind(ctx: Arc<Context>, shared: Arc<Shared>, writes: Arc<Semaphore>, b:
             &body,
         )
         .await
-    };
+    }
+    .await;
     match result {
         Ok(_) => {
             if let Some(a) = shared.lock().assumed.get_mut(&b.key) {
