@@ -105,14 +105,17 @@ fn validate_update(e: &mut Errs, spec: &Value, old: &Value) {
     let (Some(w), Some(n)) = (was.as_object_mut(), now.as_object_mut()) else {
         return;
     };
-    // The binder sets volumeName once; the default class may be set once on a claim without one.
-    for once in ["volumeName", "storageClassName"] {
-        if w.get(once)
-            .is_none_or(|v| v.is_null() || v.as_str() == Some(""))
-        {
-            w.remove(once);
-            n.remove(once);
-        }
+    // The binder sets volumeName once; the default class may be set once on a claim that
+    // has none (unset, not "": an explicit "" means "no class").
+    if w.get("volumeName")
+        .is_none_or(|v| v.is_null() || v.as_str() == Some(""))
+    {
+        w.remove("volumeName");
+        n.remove("volumeName");
+    }
+    if w.get("storageClassName").is_none_or(Value::is_null) {
+        w.remove("storageClassName");
+        n.remove("storageClassName");
     }
     w.remove("volumeAttributesClassName");
     n.remove("volumeAttributesClassName");
