@@ -870,19 +870,19 @@ async fn sync_volume(ctx: &Context, w: &World, pv: &PersistentVolume) -> Result<
     if let Some(c) = claim {
         let claim_volume = c.spec.as_ref().and_then(|s| s.volume_name.as_deref());
         match claim_volume {
-            Some(v) if v == pv_name => {
-                if phase_of_pv(pv) != "Bound" {
-                    set_volume_phase(ctx, pv, "Bound", None).await?;
-                }
+            Some(v) if v == pv_name && phase_of_pv(pv) != "Bound" => {
+                set_volume_phase(ctx, pv, "Bound", None).await?;
             }
-            Some(v) if !v.is_empty() => {
-                // The claim went to another volume: undo our half-binding.
-                if ann(&pv.metadata, ANN_BOUND_BY_CONTROLLER) == Some("yes") {
-                    let patch = json!({"metadata": {"resourceVersion": pv.metadata.resource_version},
-                        "spec": {"claimRef": null}});
-                    api.patch(pv_name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await?;
-                }
+            // The claim went to another volume: undo our half-binding.
+            Some(v)
+                if v != pv_name
+                    && !v.is_empty()
+                    && ann(&pv.metadata, ANN_BOUND_BY_CONTROLLER) == Some("yes") =>
+            {
+                let patch = json!({"metadata": {"resourceVersion": pv.metadata.resource_version},
+                    "spec": {"claimRef": null}});
+                api.patch(pv_name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
             }
             _ => {}
         }

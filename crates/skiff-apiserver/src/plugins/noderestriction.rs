@@ -619,53 +619,6 @@ async fn admit_token(req: &Request<'_>, node: &str, obj: Option<&Value>) -> ApiR
     Ok(Vec::new())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kubelet_labels_are_upstreams() {
-        let set = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
-        assert!(forbidden_labels(&set(&[
-            "kubernetes.io/hostname",
-            "kubernetes.io/os",
-            "beta.kubernetes.io/arch",
-            "node.kubernetes.io/exclude-from-external-load-balancers",
-            "foo.kubelet.kubernetes.io/x",
-            "example.com/anything",
-            "plain",
-        ]))
-        .is_empty());
-        assert_eq!(
-            forbidden_labels(&set(&[
-                "node-restriction.kubernetes.io/pool",
-                "x.node-restriction.kubernetes.io/a",
-                "node-role.kubernetes.io/control-plane",
-                "k8s.io/x",
-                "example.com/ok",
-            ])),
-            [
-                "k8s.io/x",
-                "node-restriction.kubernetes.io/pool",
-                "node-role.kubernetes.io/control-plane",
-                "x.node-restriction.kubernetes.io/a",
-            ]
-        );
-        assert!(!in_domain("evilkubernetes.io", "kubernetes.io"));
-    }
-
-    #[test]
-    fn modified_labels_see_adds_removes_and_changes() {
-        let m = |v: serde_json::Value| v.as_object().unwrap().clone();
-        let a = m(serde_json::json!({"a": "1", "b": "2", "c": "3"}));
-        let b = m(serde_json::json!({"a": "1", "b": "x", "d": "4"}));
-        assert_eq!(
-            modified_labels(&a, &b).into_iter().collect::<Vec<_>>(),
-            ["b", "c", "d"]
-        );
-    }
-}
-
 /// skiff's local-path cleanup finalizer (see skiff-controllers' persistentvolume controller).
 const CLEANUP_FINALIZER: &str = "skiff.dev/local-path-cleanup";
 
@@ -721,5 +674,52 @@ fn admit_volume(req: &Request<'_>, node: &str, obj: Option<&Value>) -> ApiResult
             obj,
             format!("node {node:?} may only remove the {CLEANUP_FINALIZER} finalizer of its own volumes"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubelet_labels_are_upstreams() {
+        let set = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
+        assert!(forbidden_labels(&set(&[
+            "kubernetes.io/hostname",
+            "kubernetes.io/os",
+            "beta.kubernetes.io/arch",
+            "node.kubernetes.io/exclude-from-external-load-balancers",
+            "foo.kubelet.kubernetes.io/x",
+            "example.com/anything",
+            "plain",
+        ]))
+        .is_empty());
+        assert_eq!(
+            forbidden_labels(&set(&[
+                "node-restriction.kubernetes.io/pool",
+                "x.node-restriction.kubernetes.io/a",
+                "node-role.kubernetes.io/control-plane",
+                "k8s.io/x",
+                "example.com/ok",
+            ])),
+            [
+                "k8s.io/x",
+                "node-restriction.kubernetes.io/pool",
+                "node-role.kubernetes.io/control-plane",
+                "x.node-restriction.kubernetes.io/a",
+            ]
+        );
+        assert!(!in_domain("evilkubernetes.io", "kubernetes.io"));
+    }
+
+    #[test]
+    fn modified_labels_see_adds_removes_and_changes() {
+        let m = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let a = m(serde_json::json!({"a": "1", "b": "2", "c": "3"}));
+        let b = m(serde_json::json!({"a": "1", "b": "x", "d": "4"}));
+        assert_eq!(
+            modified_labels(&a, &b).into_iter().collect::<Vec<_>>(),
+            ["b", "c", "d"]
+        );
     }
 }
