@@ -313,20 +313,20 @@ async fn wait_for_first_consumer_provisions_on_the_scheduled_node_and_delete_rec
         matches!(pvc_api(&c).get("data").await, Err(kube::Error::Api(s)) if s.code == 404)
     })
     .await;
-    // Reclaim Delete: the volume is deleted and waits for the node's cleanup finalizer.
-    c.wait_for("volume deleting", WAIT, || async {
-        pv_api(&c)
-            .get(&pv_name)
-            .await
-            .ok()
-            .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
-    })
+    // Reclaim Delete: the volume is deleted, loses pv-protection (it is not Bound) and waits
+    // for the node's cleanup finalizer.
+    c.wait_for(
+        "volume deleting, only the cleanup finalizer left",
+        WAIT,
+        || async {
+            pv_api(&c).get(&pv_name).await.ok().is_some_and(|p| {
+                p.metadata.deletion_timestamp.is_some()
+                    && p.metadata.finalizers
+                        == Some(vec!["skiff.dev/local-path-cleanup".to_string()])
+            })
+        },
+    )
     .await;
-    let pv = pv_api(&c).get(&pv_name).await.expect("pv");
-    assert_eq!(
-        pv.metadata.finalizers,
-        Some(vec!["skiff.dev/local-path-cleanup".to_string()])
-    );
     // What the agent does after removing the directory.
     let done = json!({"metadata": {"finalizers": []}});
     pv_api(&c)
