@@ -148,3 +148,115 @@ spec:
     }
     assert!(!dir.exists(), "{} not removed", dir.display());
 }
+
+#[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
+fn a_pod_waits_for_its_claim_to_bind_and_retain_keeps_static_data() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let c = Cluster::start();
+    build_web_images(&c);
+    let node = c.eventually(
+        &["get", "nodes", "-o", "name"],
+        "node/",
+        Duration::from_secs(30),
+    );
+    let node = node.trim().trim_start_matches("node/").to_string();
+    apply(
+        &c,
+        "static-claim",
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: static
+spec:
+  storageClassName: ""
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 16Mi
+"#,
+    );
+    // Placed on the node directly (no scheduler): the agent waits for the claim to bind.
+    apply(
+        &c,
+        "waiter",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: waiter
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: web:v1
+    command: ["/bin/sh", "-c", "cat /data/hello"]
+    volumeMounts:
+    - name: data
+      mountPath: /data
+  volumes:
+  - name: data
+    persistentVolumeClaim:
+      claimName: static
+"#
+        ),
+    );
+    let timeout = Duration::from_secs(120);
+    c.eventually(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=waiter",
+        ],
+        "PVC is not bound",
+        timeout,
+    );
+    let waiting = c.ok(&["get", "pod", "waiter", "--no-headers"]);
+    assert!(waiting.contains("ContainerCreating"), "{waiting}");
+
+    let dir = c.dir.path().join("static-volume");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("hello"), "static data\n").expect("file");
+    apply(
+        &c,
+        "static-pv",
+        &format!(
+            r#"apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: static-pv
+spec:
+  storageClassName: ""
+  capacity:
+    storage: 1Gi
+  accessModes: [ReadWriteOnce]
+  hostPath:
+    path: {}
+"#,
+            dir.display()
+        ),
+    );
+    c.eventually(
+        &["get", "pod", "waiter", "-o", "jsonpath={.status.phase}"],
+        "Succeeded",
+        timeout,
+    );
+    let logs = c.ok(&["logs", "waiter"]);
+    assert!(logs.contains("static data"), "{logs}");
+    let pv = c.ok(&["get", "pv", "static-pv", "--no-headers"]);
+    assert!(
+        pv.contains("Bound") && pv.contains("default/static") && pv.contains("Retain"),
+        "{pv}"
+    );
+
+    c.ok(&["delete", "pod", "waiter", "--wait=true"]);
+    c.ok(&["delete", "pvc", "static", "--wait=true"]);
+    c.eventually(
+        &["get", "pv", "static-pv", "--no-headers"],
+        "Released",
+        Duration::from_secs(60),
+    );
+    assert!(dir.join("hello").exists(), "Retain keeps the data");
+}
