@@ -632,6 +632,20 @@ fn admit_volume(req: &Request<'_>, node: &str, obj: Option<&Value>) -> ApiResult
             format!("node {node:?} may only remove the {CLEANUP_FINALIZER} finalizer"),
         ));
     };
+    if volume_change_allowed(node, old, new) {
+        Ok(Vec::new())
+    } else {
+        Err(forbidden(
+            req,
+            obj,
+            format!("node {node:?} may only remove the {CLEANUP_FINALIZER} finalizer of its own volumes"),
+        ))
+    }
+}
+
+/// The only volume update a node may make: dropping the cleanup finalizer of a volume pinned to
+/// it (by `kubernetes.io/hostname`), nothing else changed.
+fn volume_change_allowed(node: &str, old: &Value, new: &Value) -> bool {
     let pinned = list_at(Some(old), "/spec/nodeAffinity/required/nodeSelectorTerms")
         .iter()
         .flat_map(|t| list_at(Some(t), "/matchExpressions"))
@@ -666,15 +680,7 @@ fn admit_volume(req: &Request<'_>, node: &str, obj: Option<&Value>) -> ApiResult
         && finalizers(new) == finalizers(old)
         && list_at(Some(new), "/metadata/finalizers").len()
             <= list_at(Some(old), "/metadata/finalizers").len();
-    if pinned && only_cleanup {
-        Ok(Vec::new())
-    } else {
-        Err(forbidden(
-            req,
-            obj,
-            format!("node {node:?} may only remove the {CLEANUP_FINALIZER} finalizer of its own volumes"),
-        ))
-    }
+    pinned && only_cleanup
 }
 
 #[cfg(test)]
@@ -720,6 +726,40 @@ mod tests {
         assert_eq!(
             modified_labels(&a, &b).into_iter().collect::<Vec<_>>(),
             ["b", "c", "d"]
+        );
+    }
+
+    #[test]
+    fn nodes_may_only_drop_the_cleanup_finalizer_of_their_volumes() {
+        let pv = |finalizers: serde_json::Value, path: &str| {
+            serde_json::json!({"metadata": {"name": "pvc-1", "finalizers": finalizers, "resourceVersion": "5"},
+                "spec": {"hostPath": {"path": path}, "nodeAffinity": {"required": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}})
+        };
+        let old = pv(
+            serde_json::json!([CLEANUP_FINALIZER, "kubernetes.io/pv-protection"]),
+            "/s/a",
+        );
+        let dropped = pv(serde_json::json!(["kubernetes.io/pv-protection"]), "/s/a");
+        assert!(volume_change_allowed("n1", &old, &dropped));
+        assert!(
+            !volume_change_allowed("n2", &old, &dropped),
+            "another node's volume"
+        );
+        let other = pv(serde_json::json!([CLEANUP_FINALIZER]), "/s/a");
+        assert!(
+            !volume_change_allowed("n1", &old, &other),
+            "another finalizer dropped"
+        );
+        let moved = pv(serde_json::json!(["kubernetes.io/pv-protection"]), "/etc");
+        assert!(!volume_change_allowed("n1", &old, &moved), "spec changed");
+        let added = pv(
+            serde_json::json!([CLEANUP_FINALIZER, "kubernetes.io/pv-protection", "x"]),
+            "/s/a",
+        );
+        assert!(
+            !volume_change_allowed("n1", &old, &added),
+            "finalizer added"
         );
     }
 }
