@@ -17,6 +17,7 @@ mod prometheus;
 pub mod proxy;
 pub mod relay;
 pub mod routes;
+pub mod storage;
 
 pub use node::{run, run_publishing, run_with};
 pub use pods::PodIndex;
@@ -72,6 +73,8 @@ pub struct AgentConfig {
     /// agent's relay to it ([`relay`]). None: no relay (the `kubernetes` Service then goes to
     /// the address in its EndpointSlice).
     pub api_server: Option<String>,
+    /// Where provisioned volumes live (`--storage-root`); None = `<data-dir>/storage`.
+    pub storage_root: Option<PathBuf>,
 }
 
 /// The kubelet's `--container-log-max-size`, `--container-log-max-files`, `--pod-max-pids` and
@@ -153,6 +156,13 @@ pub(crate) fn skiff_exec(
 }
 
 impl AgentConfig {
+    /// The node's storage root (see [`storage`]).
+    pub fn storage_root(&self) -> PathBuf {
+        self.storage_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("storage"))
+    }
+
     /// How often the lease and node status are renewed.
     pub fn heartbeat(&self) -> std::time::Duration {
         let secs = u64::try_from(self.lease_duration_seconds.max(4)).unwrap_or(40);

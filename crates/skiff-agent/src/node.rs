@@ -115,10 +115,16 @@ pub async fn run_with(
         pod_cidr.clone(),
         stop_rx.clone(),
     ));
+    let volumes = tokio::spawn(crate::storage::run(
+        client.clone(),
+        config.clone(),
+        stop_rx.clone(),
+    ));
     let pods = tokio::spawn(manager.run(stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     let _ = pods.await;
+    let _ = volumes.await;
     let _ = proxy.await;
     let _ = netpol.await;
     let _ = routes.await;
@@ -255,9 +261,11 @@ async fn register(client: &Client, config: &AgentConfig, port: u16) -> Result<()
         wellknown::BETA_OS: "linux",
         wellknown::BETA_ARCH: arch(),
     });
+    let root = config.storage_root();
+    let annotations = json!({crate::storage::STORAGE_ROOT_ANNOTATION: root.to_string_lossy()});
     match nodes.get_opt(name).await? {
         Some(_) => {
-            let patch = json!({"metadata": {"labels": labels}});
+            let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
             nodes
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
@@ -265,7 +273,7 @@ async fn register(client: &Client, config: &AgentConfig, port: u16) -> Result<()
         None => {
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "labels": labels},
+                "metadata": {"name": name, "labels": labels, "annotations": annotations},
             }))
             .map_err(|e| Error::Other(format!("node object: {e}")))?;
             match nodes.create(&PostParams::default(), &node).await {

@@ -37,7 +37,7 @@ pub use index::{parse_runtime_name, runtime_name, PodIndex, RuntimeName};
 pub use manager::PodManager;
 pub use runtime::{NodeRuntime, PodRuntime};
 pub use termination::remove_all_pod_dirs;
-pub use volumes::disk_usage;
+pub use volumes::{disk_usage, remove_provisioned_dir};
 
 const RESYNC: Duration = Duration::from_secs(1);
 const CLEANUP_EVERY: Duration = Duration::from_secs(30);

@@ -104,6 +104,8 @@ pub struct ServerConfig {
     /// `ServiceAccount` for a server run without controllers, where no `default`
     /// ServiceAccount would ever appear).
     pub disable_admission_plugins: Vec<String>,
+    /// Create the default `local-path` StorageClass at startup if absent (see docs/storage.md).
+    pub default_storage_class: bool,
     /// How often service-backed APIServices are checked for availability (upstream: 30 s);
     /// they are also checked after any APIService change.
     pub apiservice_check_interval: Duration,
@@ -147,6 +149,7 @@ impl ServerConfig {
             max_mutating_requests_inflight: DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             service_account_issuer: serviceaccount::DEFAULT_ISSUER.to_string(),
             disable_admission_plugins: Vec::new(),
+            default_storage_class: true,
             apiservice_check_interval: Duration::from_secs(30),
         }
     }
@@ -414,6 +417,13 @@ impl Server {
         );
         // On a full disk these writes fail: start anyway so reads and deletes can free space.
         tolerate_full(namespaces::bootstrap(&state).await)?;
+        if config.default_storage_class {
+            tolerate_full(
+                plugins::storageclass::ensure_default_class(&state)
+                    .await
+                    .map_err(ServerError::from),
+            )?;
+        }
         tolerate_full(allocator::repair(&state).await.map_err(ServerError::from))?;
         tolerate_full(
             allocator::ensure_kubernetes_service(&state, local_addr.port())

@@ -19,6 +19,7 @@ pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
 mod owned;
+pub mod persistentvolume;
 pub mod podautoscaler;
 pub mod replicaset;
 pub mod resourcequota;

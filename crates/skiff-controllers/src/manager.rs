@@ -14,8 +14,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, disruption, endpoints, gc, job,
-    nodeipam, nodelifecycle, podautoscaler, replicaset, resourcequota, scheduler, serviceaccounts,
-    statefulset, tokens, Context, Options, Result,
+    nodeipam, nodelifecycle, persistentvolume, podautoscaler, replicaset, resourcequota, scheduler,
+    serviceaccounts, statefulset, tokens, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -39,6 +39,9 @@ fn controllers() -> Vec<(&'static str, Start)> {
             Box::pin(replicaset::run_replication_controllers(ctx))
         }),
         ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
+        ("persistentvolume", |ctx| {
+            Box::pin(persistentvolume::run(ctx))
+        }),
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
         ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
         ("node-ipam", |ctx| Box::pin(nodeipam::run(ctx))),

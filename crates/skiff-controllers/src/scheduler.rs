@@ -11,6 +11,7 @@
 
 pub mod plugins;
 mod preemption;
+mod volumes;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
@@ -55,9 +56,16 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     let node_task = tokio::spawn(watch_nodes(nodes, shared.clone()));
     let pdbs: Api<PodDisruptionBudget> = Api::all(ctx.client.clone());
     let pdb_task = tokio::spawn(watch_pdbs(pdbs, shared.clone()));
+    let (stores, volume_tasks) = volumes::start(&ctx.client, shared.clone());
     let writes = Arc::new(Semaphore::new(PARALLEL_WRITES));
     // The watch tasks never end on their own; if they do (panic), stop so the manager notices.
-    let abort = [pod_task, node_task, pdb_task].map(tokio_util::task::AbortOnDropHandle::new);
+    let abort: Vec<_> = [pod_task, node_task, pdb_task]
+        .into_iter()
+        .chain(volume_tasks)
+        .map(tokio_util::task::AbortOnDropHandle::new)
+        .collect();
+    stores.wait_ready().await;
+    shared.lock().volumes = Some(stores);
     loop {
         let notified = shared.notify.notified();
         let (work, wake_at) = {
@@ -146,6 +154,8 @@ struct State {
     node_init: Option<BTreeMap<String, Arc<Node>>>,
     assumed: HashMap<String, Assumed>,
     unschedulable: HashMap<String, Backoff>,
+    /// Claims, volumes and classes (None in unit tests: volume checks are skipped).
+    volumes: Option<volumes::Stores>,
     /// Something changed that may make a pending pod schedulable.
     dirty: bool,
     pre: Preempting,
@@ -171,6 +181,8 @@ struct Binding {
     uid: String,
     node: String,
     pod_ref: ObjectReference,
+    /// WaitForFirstConsumer claims to annotate with the node first: (namespace, name).
+    claims: Vec<(String, String)>,
 }
 
 /// A pod that fit nowhere.
@@ -402,8 +414,21 @@ impl State {
         let mut placed: Vec<(String, String)> = Vec::new();
         for Cached { pod, facts } in &pending {
             let key = key_of(pod);
-            match schedule_one(pod, facts, &nodes, &infos, &mut rng) {
-                Ok(node) => {
+            let vols = match &self.volumes {
+                Some(stores) => volumes::pre_filter(pod, stores)
+                    .map_err(|m| volumes::pre_filter_error(nodes.len(), &m)),
+                None => Ok(volumes::PodVolumes::default()),
+            };
+            let result = vols.and_then(|vols| {
+                let check = |n: &Node| match &self.volumes {
+                    Some(stores) => volumes::filter(&vols, stores, n),
+                    None => Ok(()),
+                };
+                schedule_one(pod, facts, &nodes, &infos, &mut rng, &check)
+                    .map(|node| (node, vols.to_select()))
+            });
+            match result {
+                Ok((node, claims)) => {
                     if let Some(info) = infos.get_mut(node) {
                         info.add(facts);
                     }
@@ -415,6 +440,7 @@ impl State {
                         uid: pod.metadata.uid.clone().unwrap_or_default(),
                         node: node.to_string(),
                         pod_ref: pod_ref(pod),
+                        claims,
                     });
                 }
                 Err(message) => {
@@ -556,13 +582,14 @@ fn schedule_one<'a>(
     nodes: &[(&'a str, &Node)],
     infos: &HashMap<&str, NodeInfo>,
     rng: &mut impl Rng,
+    volume_filter: &dyn Fn(&Node) -> std::result::Result<(), Rejection>,
 ) -> std::result::Result<&'a str, String> {
     let empty = NodeInfo::default();
     let mut feasible: Vec<(&'a str, &Node, &NodeInfo)> = Vec::new();
     let mut rejections: Vec<Rejection> = Vec::new();
     for (name, node) in nodes {
         let info = infos.get(name).unwrap_or(&empty);
-        match plugins::filter(pod, facts, node, info) {
+        match plugins::filter(pod, facts, node, info).and_then(|()| volume_filter(node)) {
             Ok(()) => feasible.push((name, node, info)),
             Err(r) => rejections.push(r),
         }
@@ -600,8 +627,9 @@ fn schedule_one<'a>(
 }
 
 async fn bind(ctx: Arc<Context>, shared: Arc<Shared>, writes: Arc<Semaphore>, b: Binding) {
-    let result = {
+    let result = async {
         let _permit = writes.acquire().await;
+        volumes::select_node(&ctx.client, &b.claims, &b.node).await?;
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &b.namespace);
         let body = json!({
             "apiVersion": "v1", "kind": "Binding",
@@ -615,7 +643,8 @@ async fn bind(ctx: Arc<Context>, shared: Arc<Shared>, writes: Arc<Semaphore>, b:
             &body,
         )
         .await
-    };
+    }
+    .await;
     match result {
         Ok(_) => {
             if let Some(a) = shared.lock().assumed.get_mut(&b.key) {

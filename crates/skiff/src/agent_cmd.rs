@@ -16,6 +16,10 @@ pub struct NodeArgs {
     /// The address the API server and other nodes reach this node on.
     #[arg(long, default_value = "127.0.0.1")]
     pub node_ip: Ipv4Addr,
+    /// Where provisioned volumes (the local-path StorageClass) live on this node
+    /// (default: `<data-dir>/storage`); published on the Node for the provisioner.
+    #[arg(long)]
+    pub storage_root: Option<PathBuf>,
     /// Port of the agent API (logs, exec) on the node IP; 0 picks a free port.
     #[arg(long, default_value_t = 0)]
     pub agent_port: u16,
@@ -118,6 +122,7 @@ pub fn agent_config(
             skiff_agent::relay::authority(server)
                 .with_context(|| format!("--server {server:?}: expected https://host:port"))?,
         ),
+        storage_root: node.storage_root.clone(),
     })
 }
 

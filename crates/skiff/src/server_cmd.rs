@@ -47,6 +47,10 @@ pub struct ServerArgs {
     /// `iss` of ServiceAccount tokens and the audience the API accepts them for.
     #[arg(long, default_value = skiff_apiserver::serviceaccount::DEFAULT_ISSUER)]
     pub service_account_issuer: String,
+    /// Do not create the default `local-path` StorageClass at startup (like k3s's
+    /// `--disable local-storage`), e.g. to install another provisioner under that name.
+    #[arg(long)]
+    pub disable_default_storage_class: bool,
     /// Most open API connections (0 = half the open-file limit). At the cap, the oldest
     /// connection without a request in flight is dropped for a new one.
     #[arg(long, default_value_t = 0)]
@@ -106,6 +110,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         config.max_requests_inflight = args.max_requests_inflight;
         config.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
         config.service_account_issuer = args.service_account_issuer;
+        config.default_storage_class = !args.disable_default_storage_class;
         // Half the descriptors for API connections; the rest for the store, agent and shims.
         config.max_connections = if args.max_connections > 0 {
             args.max_connections

@@ -1,12 +1,15 @@
 //! Turns a pod's container into a runtime `ContainerSpec`: argv (Kubernetes command/args vs
 //! image Entrypoint/Cmd rules), environment (`$(VAR)` expansion, valueFrom, envFrom), volumes
-//! (emptyDir, configMap, secret, projected, downwardAPI, hostPath) as bind mounts, resources
+//! (emptyDir, configMap, secret, projected, downwardAPI, hostPath, persistentVolumeClaim) as
+//! bind mounts, resources
 //! (§9 formulas) and securityContext.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use kube::api::Api;
 use kube::Client;
 use skiff_image::ResolvedImage;
@@ -16,6 +19,13 @@ use super::volumes;
 
 /// Why a container could not be configured: `CreateContainerConfigError` with this message.
 pub type ConfigError = String;
+
+/// Prefix of a [`ConfigError`] that means "a volume is not ready yet" (an unbound claim): the
+/// pod stays ContainerCreating with a `FailedMount` event instead of a config error.
+pub const FAILED_MOUNT: &str = "FailedMount: ";
+
+/// The provisioner whose volumes live under the node's storage root.
+const LOCAL_PATH_PROVISIONER: &str = "skiff.dev/local-path";
 
 /// ConfigMaps and Secrets of one namespace, fetched at most once per container start.
 pub struct Objects {
@@ -27,6 +37,8 @@ pub struct Objects {
     services: Option<Vec<Service>>,
     /// Bound ServiceAccount tokens for projected volumes (shared by the node's workers).
     tokens: Option<std::sync::Arc<super::tokens::TokenManager>>,
+    /// The node's storage root (provisioned volumes live directly beneath it).
+    storage_root: Option<PathBuf>,
 }
 
 impl Objects {
@@ -38,7 +50,96 @@ impl Objects {
             secrets: HashMap::new(),
             services: None,
             tokens: None,
+            storage_root: None,
         }
+    }
+
+    /// Provisioned `persistentVolumeClaim` volumes are resolved beneath `root`.
+    pub fn with_storage_root(mut self, root: PathBuf) -> Self {
+        self.storage_root = Some(root);
+        self
+    }
+
+    /// The host directory behind claim `name`: the claim must be Bound to a volume claimed by
+    /// it; a local-path volume is a plain directory directly beneath the storage root (created
+    /// if missing, never through a symlink), a static hostPath/local volume is used as a
+    /// hostPath is.
+    async fn claim_dir(&self, name: &str) -> Result<PathBuf, ConfigError> {
+        let ns = &self.namespace;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let pvc = claims
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("reading persistentvolumeclaim {name:?}: {e}"))?
+            .ok_or_else(|| format!("{FAILED_MOUNT}persistentvolumeclaim \"{name}\" not found"))?;
+        let volume = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .unwrap_or_default();
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if volume.is_empty() || !bound {
+            return Err(format!(
+                "{FAILED_MOUNT}error processing PVC {ns}/{name}: PVC is not bound"
+            ));
+        }
+        let pv = Api::<PersistentVolume>::all(self.client.clone())
+            .get_opt(&volume)
+            .await
+            .map_err(|e| format!("reading persistentvolume {volume:?}: {e}"))?
+            .ok_or_else(|| format!("{FAILED_MOUNT}persistentvolume \"{volume}\" not found"))?;
+        let spec = pv.spec.as_ref();
+        let claimed = spec
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_some_and(|r| r.uid.is_some() && r.uid == pvc.metadata.uid);
+        if !claimed {
+            return Err(format!(
+                "{FAILED_MOUNT}error processing PVC {ns}/{name}: volume {volume} is not bound to it"
+            ));
+        }
+        let provisioned = pv
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("pv.kubernetes.io/provisioned-by"))
+            .map(String::as_str)
+            == Some(LOCAL_PATH_PROVISIONER);
+        let host_path = spec.and_then(|s| s.host_path.as_ref());
+        let path = host_path
+            .map(|h| h.path.clone())
+            .or_else(|| spec.and_then(|s| s.local.as_ref()).map(|l| l.path.clone()))
+            .ok_or_else(|| {
+                format!("volume {volume}: only hostPath and local volumes are supported")
+            })?;
+        let path = PathBuf::from(path);
+        if provisioned {
+            let root = self
+                .storage_root
+                .as_deref()
+                .ok_or_else(|| format!("volume {volume}: this node has no storage root"))?;
+            let entry = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|_| path.parent() == Some(root))
+                .ok_or_else(|| {
+                    format!(
+                        "volume {volume}: {} is not directly beneath this node's storage root {}",
+                        path.display(),
+                        root.display()
+                    )
+                })?;
+            return volumes::provisioned_dir(root, entry);
+        }
+        if host_path.and_then(|h| h.type_.as_deref()) == Some("DirectoryOrCreate") {
+            mkdir(&path)?;
+        }
+        if !path.is_dir() {
+            return Err(format!(
+                "{FAILED_MOUNT}volume {volume}: path {} does not exist",
+                path.display()
+            ));
+        }
+        Ok(path)
     }
 
     /// Projected `serviceAccountToken` sources get their tokens from `tokens`.
@@ -510,7 +611,11 @@ pub async fn prepare_volumes(
         if resync && !synced {
             continue;
         }
-        let path = if let Some(hp) = &v.host_path {
+        let mut read_only = synced;
+        let path = if let Some(claim) = &v.persistent_volume_claim {
+            read_only = claim.read_only.unwrap_or(false);
+            objects.claim_dir(&claim.claim_name).await?
+        } else if let Some(hp) = &v.host_path {
             let p = PathBuf::from(&hp.path);
             match hp.type_.as_deref() {
                 Some("DirectoryOrCreate") => mkdir(&p)?,
@@ -629,18 +734,13 @@ pub async fn prepare_volumes(
         };
         // fsGroup: every volume type the kubelet manages ownership of (not hostPath).
         let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
-        if let (Some(gid), None) = (fs_group, &v.host_path) {
+        let host_dir = v.host_path.is_some() || v.persistent_volume_claim.is_some();
+        if let (Some(gid), false) = (fs_group, host_dir) {
             let gid = u32::try_from(gid).map_err(|_| format!("invalid fsGroup {gid}"))?;
             volumes::set_ownership(&path, gid, synced, synced)
                 .map_err(|e| format!("setting fsGroup {gid} on volume {:?}: {e}", v.name))?;
         }
-        out.insert(
-            v.name.clone(),
-            Volume {
-                path,
-                read_only: synced,
-            },
-        );
+        out.insert(v.name.clone(), Volume { path, read_only });
     }
     Ok(out)
 }

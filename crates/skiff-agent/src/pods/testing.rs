@@ -388,6 +388,7 @@ impl Harness {
             housekeeping_interval: Duration::from_secs(10),
             limits: NodeLimits::default(),
             api_server: None,
+            storage_root: None,
         };
         let rt = Arc::new(FakeRuntime::default());
         let (client, requests) = fake_client();

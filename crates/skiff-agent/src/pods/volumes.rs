@@ -206,6 +206,81 @@ fn create_beneath(root: &OwnedFd, parts: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `name` is one plain directory entry (no `/`, not `.` or `..`).
+fn plain_entry(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+/// The directory of a provisioned volume, `name` directly beneath the node's storage root:
+/// created (mode 0777, like k3s's local-path) if missing, and refused if it is anything but a
+/// real directory (a symlink planted there is never followed).
+pub fn provisioned_dir(root: &Path, name: &str) -> Result<PathBuf, String> {
+    if !plain_entry(name) {
+        return Err(format!("invalid volume directory name {name:?}"));
+    }
+    mkdir_mode(root, 0o711).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let rfd = open_root(root).map_err(|e| format!("opening {}: {e}", root.display()))?;
+    let created = match mkdirat(Some(rfd.as_raw_fd()), name, Mode::from_bits_truncate(0o777)) {
+        Ok(()) => true,
+        Err(Errno::EEXIST) => false,
+        Err(e) => return Err(format!("creating {name} in {}: {e}", root.display())),
+    };
+    let dir = open2(
+        &rfd,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        0,
+        no_links(),
+    )
+    .map_err(|e| format!("volume directory {name} in {}: {e}", root.display()))?;
+    if created {
+        // mkdirat applied the umask.
+        fchmod(dir.as_raw_fd(), Mode::from_bits_truncate(0o777))
+            .map_err(|e| format!("chmod {name}: {e}"))?;
+    }
+    Ok(root.join(name))
+}
+
+/// Deletes a provisioned volume's directory `name` directly beneath the storage root. The
+/// entry is checked to be a real directory opened without following links, and its contents
+/// are removed by std's `remove_dir_all`, which unlinks symlinks instead of following them (a
+/// link planted inside the volume cannot redirect the deletion outside it). Missing = done.
+pub fn remove_provisioned_dir(root: &Path, name: &str) -> Result<(), String> {
+    if !plain_entry(name) {
+        return Err(format!("invalid volume directory name {name:?}"));
+    }
+    let rfd = match open_root(root) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(format!("opening {}: {e}", root.display())),
+    };
+    match open2(
+        &rfd,
+        name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        0,
+        no_links(),
+    ) {
+        Ok(_) => {}
+        Err(Errno::ENOENT) => return Ok(()),
+        // A symlink (ELOOP) or a non-directory in the root: remove only that entry.
+        Err(Errno::ELOOP | Errno::ENOTDIR) => {
+            return unlinkat(Some(rfd.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| format!("removing {name}: {e}"));
+        }
+        Err(e) => return Err(format!("volume directory {name}: {e}")),
+    }
+    let path = root.join(name);
+    if !mounts_under(&path).is_empty() {
+        return Err(format!("{} is still mounted", path.display()));
+    }
+    match std::fs::remove_dir_all(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", path.display())),
+    }
+}
+
 /// One file of a ConfigMap/Secret/projected/downwardAPI volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {

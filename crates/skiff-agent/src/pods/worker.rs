@@ -340,8 +340,9 @@ impl Worker {
         self.event(pod, Some(&c.name), EventType::Normal, "Pulled", &msg)
             .await;
         let (name, ns) = names(pod);
-        let mut objects =
-            build::Objects::new(self.ctx.client.clone(), &ns).with_tokens(self.ctx.tokens.clone());
+        let mut objects = build::Objects::new(self.ctx.client.clone(), &ns)
+            .with_tokens(self.ctx.tokens.clone())
+            .with_storage_root(self.ctx.config.storage_root());
         let pod_ip = sb.ip.to_string();
         let host_ip = self.ctx.config.node_ip.to_string();
         let volumes = match build::prepare_volumes(
@@ -356,6 +357,13 @@ impl Worker {
         {
             Ok(v) => v,
             Err(msg) => {
+                if let Some(why) = msg.strip_prefix(build::FAILED_MOUNT) {
+                    // Not ready yet (an unbound claim): ContainerCreating, retried.
+                    let msg = format!("Unable to attach or mount volumes: {why}");
+                    self.event(pod, None, EventType::Warning, "FailedMount", &msg)
+                        .await;
+                    return false;
+                }
                 self.config_error(pod, c, msg).await;
                 return false;
             }

@@ -139,6 +139,7 @@ impl Harness {
             housekeeping_interval: Duration::from_secs(10),
             limits: Default::default(),
             api_server: None,
+            storage_root: None,
         };
         adjust(&mut config);
         let mut h = Harness {

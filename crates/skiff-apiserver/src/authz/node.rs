@@ -429,6 +429,12 @@ impl Authorizer for NodeAuthorizer {
                 _ => no("can only get/update/patch this type"),
             }),
             ("", "persistentvolumeclaims") => Some(self.get(st, node, Kind::Pvc, attrs).await),
+            // skiff: a node also lists/watches volumes and removes the local-path cleanup
+            // finalizer of its own (NodeRestriction checks which), to delete their directories.
+            ("", "persistentvolumes") if attrs.subresource.is_empty() => Some(match verb {
+                "list" | "watch" | "update" | "patch" => Decision::Allow,
+                _ => self.get(st, node, Kind::Pv, attrs).await,
+            }),
             ("", "persistentvolumes") => Some(self.get(st, node, Kind::Pv, attrs).await),
             ("", "serviceaccounts") => Some(if verb != "create" || attrs.name.is_empty() {
                 no("can only create tokens for individual service accounts")

@@ -15,6 +15,7 @@ pub(crate) mod priority;
 mod rbac_escalation;
 mod resourcequota;
 pub(crate) mod serviceaccount;
+pub(crate) mod storageclass;
 mod webhooks;
 
 use async_trait::async_trait;
@@ -101,6 +102,8 @@ pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
         Box::new(podsecurity::PodSecurity),
         Box::new(rbac_escalation::RbacEscalation),
         Box::new(ingressclass::DefaultIngressClass),
+        Box::new(storageclass::DefaultStorageClass),
+        Box::new(storageclass::ClaimResize),
         Box::new(webhooks::Mutating::new()),
         Box::new(policy::ValidatingAdmissionPolicy::new()),
         Box::new(webhooks::Validating::new()),

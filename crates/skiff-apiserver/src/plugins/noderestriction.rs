@@ -169,7 +169,11 @@ impl Plugin for NodeRestriction {
                 (req.ctx.info.group, req.ctx.info.plural),
                 (
                     "",
-                    "pods" | "nodes" | "persistentvolumeclaims" | "serviceaccounts"
+                    "pods"
+                        | "nodes"
+                        | "persistentvolumeclaims"
+                        | "persistentvolumes"
+                        | "serviceaccounts"
                 ) | ("coordination.k8s.io", "leases")
                     | ("storage.k8s.io", "csinodes")
             )
@@ -201,6 +205,7 @@ impl Plugin for NodeRestriction {
                 )),
             },
             ("", "nodes") => admit_node(req, node, obj),
+            ("", "persistentvolumes") => admit_volume(req, node, obj),
             ("", "persistentvolumeclaims") => match req.subresource {
                 "status" => admit_pvc_status(req, node, obj),
                 _ => Err(forbidden(req, obj, "may only update PVC status")),
@@ -618,6 +623,70 @@ async fn admit_token(req: &Request<'_>, node: &str, obj: Option<&Value>) -> ApiR
     Ok(Vec::new())
 }
 
+/// skiff's local-path cleanup finalizer (see skiff-controllers' persistentvolume controller).
+const CLEANUP_FINALIZER: &str = "skiff.dev/local-path-cleanup";
+
+/// A node may only remove the local-path cleanup finalizer of a volume pinned to itself (after
+/// deleting the volume's directory); nothing else about volumes.
+fn admit_volume(req: &Request<'_>, node: &str, obj: Option<&Value>) -> ApiResult<Vec<String>> {
+    let (Operation::Update, Some(new), Some(old)) = (req.op, obj, req.old) else {
+        return Err(forbidden(
+            req,
+            obj,
+            format!("node {node:?} may only remove the {CLEANUP_FINALIZER} finalizer"),
+        ));
+    };
+    if volume_change_allowed(node, old, new) {
+        Ok(Vec::new())
+    } else {
+        Err(forbidden(
+            req,
+            obj,
+            format!("node {node:?} may only remove the {CLEANUP_FINALIZER} finalizer of its own volumes"),
+        ))
+    }
+}
+
+/// The only volume update a node may make: dropping the cleanup finalizer of a volume pinned to
+/// it (by `kubernetes.io/hostname`), nothing else changed.
+fn volume_change_allowed(node: &str, old: &Value, new: &Value) -> bool {
+    let pinned = list_at(Some(old), "/spec/nodeAffinity/required/nodeSelectorTerms")
+        .iter()
+        .flat_map(|t| list_at(Some(t), "/matchExpressions"))
+        .any(|x| {
+            str_at(Some(x), "/key") == "kubernetes.io/hostname"
+                && list_at(Some(x), "/values")
+                    .iter()
+                    .any(|v| v.as_str() == Some(node))
+        });
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in [
+                "finalizers",
+                "resourceVersion",
+                "managedFields",
+                "generation",
+            ] {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    let finalizers = |v: &Value| -> Vec<Value> {
+        list_at(Some(v), "/metadata/finalizers")
+            .iter()
+            .filter(|f| f.as_str() != Some(CLEANUP_FINALIZER))
+            .cloned()
+            .collect()
+    };
+    let only_cleanup = strip(new) == strip(old)
+        && finalizers(new) == finalizers(old)
+        && list_at(Some(new), "/metadata/finalizers").len()
+            <= list_at(Some(old), "/metadata/finalizers").len();
+    pinned && only_cleanup
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,6 +730,40 @@ mod tests {
         assert_eq!(
             modified_labels(&a, &b).into_iter().collect::<Vec<_>>(),
             ["b", "c", "d"]
+        );
+    }
+
+    #[test]
+    fn nodes_may_only_drop_the_cleanup_finalizer_of_their_volumes() {
+        let pv = |finalizers: serde_json::Value, path: &str| {
+            serde_json::json!({"metadata": {"name": "pvc-1", "finalizers": finalizers, "resourceVersion": "5"},
+                "spec": {"hostPath": {"path": path}, "nodeAffinity": {"required": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}})
+        };
+        let old = pv(
+            serde_json::json!([CLEANUP_FINALIZER, "kubernetes.io/pv-protection"]),
+            "/s/a",
+        );
+        let dropped = pv(serde_json::json!(["kubernetes.io/pv-protection"]), "/s/a");
+        assert!(volume_change_allowed("n1", &old, &dropped));
+        assert!(
+            !volume_change_allowed("n2", &old, &dropped),
+            "another node's volume"
+        );
+        let other = pv(serde_json::json!([CLEANUP_FINALIZER]), "/s/a");
+        assert!(
+            !volume_change_allowed("n1", &old, &other),
+            "another finalizer dropped"
+        );
+        let moved = pv(serde_json::json!(["kubernetes.io/pv-protection"]), "/etc");
+        assert!(!volume_change_allowed("n1", &old, &moved), "spec changed");
+        let added = pv(
+            serde_json::json!([CLEANUP_FINALIZER, "kubernetes.io/pv-protection", "x"]),
+            "/s/a",
+        );
+        assert!(
+            !volume_change_allowed("n1", &old, &added),
+            "finalizer added"
         );
     }
 }

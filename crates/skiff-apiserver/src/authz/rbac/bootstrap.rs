@@ -859,12 +859,64 @@ pub fn controller_roles() -> Vec<RoleSpec> {
                 events(),
             ],
         ),
+        // Upstream's rules plus `patch` (skiff's binder writes with merge patches) and
+        // `watch` on nodes/pods (it is level-triggered on them).
+        role(
+            "system:controller:persistent-volume-binder",
+            vec![
+                r(
+                    &[
+                        "get", "list", "watch", "update", "patch", "create", "delete",
+                    ],
+                    &[CORE],
+                    &["persistentvolumes"],
+                ),
+                r(&["update", "patch"], &[CORE], &["persistentvolumes/status"]),
+                r(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[CORE],
+                    &["persistentvolumeclaims"],
+                ),
+                r(
+                    &["update", "patch"],
+                    &[CORE],
+                    &["persistentvolumeclaims/status"],
+                ),
+                r(READ, &[CORE], &["pods"]),
+                r(READ, &[STORAGE], &["storageclasses"]),
+                r(READ, &[CORE], &["nodes"]),
+                events(),
+            ],
+        ),
         role(
             "system:controller:pod-garbage-collector",
             vec![
                 r(&["list", "watch", "delete"], &[CORE], &["pods"]),
                 r(&["get", "list"], &[CORE], &["nodes"]),
                 r(&["patch"], &[CORE], &["pods/status"]),
+            ],
+        ),
+        role(
+            "system:controller:pv-protection-controller",
+            vec![
+                r(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[CORE],
+                    &["persistentvolumes"],
+                ),
+                events(),
+            ],
+        ),
+        role(
+            "system:controller:pvc-protection-controller",
+            vec![
+                r(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[CORE],
+                    &["persistentvolumeclaims"],
+                ),
+                r(READ, &[CORE], &["pods"]),
+                events(),
             ],
         ),
         role(
