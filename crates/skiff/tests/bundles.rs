@@ -280,7 +280,9 @@ fn check_custom_objects(c: &Cluster) {
 fn install_bundles_apply_server_side() {
     let c = Cluster::start_with(
         format!("100.64.{}.0/24", 100 + std::process::id() % 20),
-        &["--no-agent"],
+        // The local-path-provisioner bundle brings its own `local-path` StorageClass (another
+        // provisioner), as on k3s, whose docs say to disable the built-in one first.
+        &["--no-agent", "--disable-default-storage-class"],
     );
     let (accepted, total) = apply_all(&c, true);
     assert!(accepted > 200, "{accepted}/{total}");
@@ -307,7 +309,7 @@ fn install_bundles_apply_server_side() {
 fn install_bundles_apply_client_side() {
     let c = Cluster::start_with(
         format!("100.64.{}.0/24", 120 + std::process::id() % 20),
-        &["--no-agent"],
+        &["--no-agent", "--disable-default-storage-class"],
     );
     let (accepted, total) = apply_all(&c, false);
     assert!(accepted > 200, "{accepted}/{total}");
