@@ -439,10 +439,7 @@ fn decide_finish(
             ));
         }
     }
-    let planned = plan
-        .finish
-        .as_ref()
-        .map(|(c, r, m)| Finish::new(c, r, m));
+    let planned = plan.finish.as_ref().map(|(c, r, m)| Finish::new(c, r, m));
     if let Some(f) = planned.as_ref().filter(|f| f.condition == "Failed") {
         return Some(f.clone());
     }
@@ -570,7 +567,10 @@ fn new_indexed_pod(job: &Job, index: i32, failures: IndexFailures, per_index: bo
     let name = job.name_any();
     let idx = index.to_string();
     pod.metadata.generate_name = Some(indexed_generate_name(&name, index));
-    let annotations = pod.metadata.annotations.get_or_insert_with(Default::default);
+    let annotations = pod
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
     annotations.insert(COMPLETION_INDEX.into(), idx.clone());
     if per_index {
         annotations.insert(INDEX_FAILURE_COUNT.into(), failures.counted.to_string());
@@ -774,10 +774,8 @@ impl Jc {
             per_index_limit: Some(_),
         } = mode
         {
-            failed_indexes = IndexSet::parse(
-                status.failed_indexes.as_deref().unwrap_or(""),
-                completions,
-            );
+            failed_indexes =
+                IndexSet::parse(status.failed_indexes.as_deref().unwrap_or(""), completions);
             for i in tally.failed_indexes.iter() {
                 if !succeeded_indexes.contains(i) {
                     failed_indexes.insert(i);
@@ -902,8 +900,7 @@ impl Jc {
             per_index_limit, ..
         } = mode
         {
-            status.completed_indexes =
-                Some(succeeded_indexes.to_text()).filter(|t| !t.is_empty());
+            status.completed_indexes = Some(succeeded_indexes.to_text()).filter(|t| !t.is_empty());
             status.failed_indexes = per_index_limit.map(|_| failed_indexes.to_text());
         }
         if let Some(f) = &finish {

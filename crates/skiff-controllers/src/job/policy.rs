@@ -28,9 +28,9 @@ pub fn match_failure(policy: Option<&PodFailurePolicy>, pod: &Pod) -> FailureAct
     for (index, rule) in policy.rules.iter().enumerate() {
         if let Some(what) = matches_rule(rule, pod) {
             return match rule.action.as_str() {
-                "FailJob" => FailureAction::FailJob(format!(
-                    "{what} matching FailJob rule at index {index}"
-                )),
+                "FailJob" => {
+                    FailureAction::FailJob(format!("{what} matching FailJob rule at index {index}"))
+                }
                 "FailIndex" => FailureAction::FailIndex,
                 "Ignore" => FailureAction::Ignore,
                 _ => FailureAction::Count,
@@ -147,8 +147,14 @@ mod tests {
             {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [1]}},
             {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "NotIn", "values": [1, 2]}},
         ]));
-        assert_eq!(match_failure(Some(&p), &failed_pod(1, json!([]))), FailureAction::Ignore);
-        assert_eq!(match_failure(Some(&p), &failed_pod(2, json!([]))), FailureAction::Count);
+        assert_eq!(
+            match_failure(Some(&p), &failed_pod(1, json!([]))),
+            FailureAction::Ignore
+        );
+        assert_eq!(
+            match_failure(Some(&p), &failed_pod(2, json!([]))),
+            FailureAction::Count
+        );
         assert_eq!(
             match_failure(Some(&p), &failed_pod(42, json!([]))),
             FailureAction::FailJob(
@@ -156,7 +162,10 @@ mod tests {
                     .into()
             )
         );
-        assert_eq!(match_failure(None, &failed_pod(42, json!([]))), FailureAction::Count);
+        assert_eq!(
+            match_failure(None, &failed_pod(42, json!([]))),
+            FailureAction::Count
+        );
     }
 
     #[test]
@@ -165,7 +174,10 @@ mod tests {
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
         ]));
         let cond = json!([{"type": "DisruptionTarget", "status": "True"}]);
-        assert_eq!(match_failure(Some(&p), &failed_pod(137, cond)), FailureAction::Ignore);
+        assert_eq!(
+            match_failure(Some(&p), &failed_pod(137, cond)),
+            FailureAction::Ignore
+        );
         let p = policy(json!([
             {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]));
