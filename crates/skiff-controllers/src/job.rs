@@ -702,6 +702,14 @@ impl Jc {
         if let Some(at) = finished_at(&status) {
             return self.ttl_after_finished(&job, at).await;
         }
+        // Another controller owns this Job (upstream's `spec.managedBy`).
+        if spec
+            .managed_by
+            .as_deref()
+            .is_some_and(|m| m != "kubernetes.io/job-controller")
+        {
+            return Ok(Action::await_change());
+        }
         let selector = match spec
             .selector
             .as_ref()

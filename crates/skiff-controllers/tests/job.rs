@@ -540,3 +540,20 @@ async fn pod_replacement_policy_failed_waits_for_terminal_pods() {
         }
     }
 }
+
+#[tokio::test]
+async fn jobs_managed_by_another_controller_are_left_alone() {
+    let c = common::TestCluster::start().await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let (_, uid) = create_job(
+        &c,
+        job_spec(
+            "elsewhere",
+            json!({"completions": 1, "managedBy": "example.com/batch-controller"}),
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(pods_with(&pods, &uid).await.is_empty());
+    assert!(job_status(&c, "elsewhere").await["startTime"].is_null());
+}
