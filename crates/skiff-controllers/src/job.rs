@@ -926,7 +926,7 @@ impl Jc {
             if still_running {
                 requeue = Some(requeue.map_or(FINISH_RECHECK, |r: Duration| r.min(FINISH_RECHECK)));
             } else {
-                set_condition(&mut status, &f.condition, "True", &f.reason, &f.message);
+                set_condition(&mut status, f.condition, "True", &f.reason, &f.message);
                 if f.condition == "Complete" {
                     status.completion_time = Some(Time(now));
                     self.event(&job, EventType::Normal, "Completed", "Job completed")
