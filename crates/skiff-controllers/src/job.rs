@@ -1,5 +1,6 @@
-//! The Job controller (upstream `pkg/controller/job`, NonIndexed completion mode) and the
-//! TTL-after-finished controller: runs a Job's pods to completion.
+//! The Job controller (upstream `pkg/controller/job`) and the TTL-after-finished controller:
+//! runs a Job's pods to completion. Indexed completion, podFailurePolicy, backoffLimitPerIndex,
+//! successPolicy and podReplacementPolicy are described in docs/jobs.md.
 //!
 //! A reconcile claims pods like the ReplicaSet controller (owned ones that still match, matching
 //! orphans adopted, relabelled ones released) and counts them: active (not
