@@ -35,6 +35,7 @@ mod plugins;
 mod query;
 mod respond;
 mod rest;
+pub use rest::componentstatus::Probe as ComponentProbe;
 pub mod serviceaccount;
 mod signer;
 mod storage;
@@ -218,6 +219,9 @@ pub struct AppState {
     pub(crate) crds: crd::Registry,
     /// API aggregation: front-proxy identity, extension servers' discovery (see `aggregator`).
     pub(crate) aggregator: aggregator::Aggregator,
+    /// Health probes of the components in this process, for ComponentStatus (see
+    /// `rest::componentstatus`).
+    pub(crate) components: rest::componentstatus::Probes,
 }
 
 /// The cluster CA as the handlers use it.
@@ -307,6 +311,7 @@ impl AppState {
             cache,
             crds,
             aggregator: Default::default(),
+            components: Default::default(),
         })
     }
 
@@ -317,6 +322,12 @@ impl AppState {
         if let Ok(mut agents) = self.local_agents.write() {
             agents.insert(node.to_string(), router);
         }
+    }
+
+    /// Registers the health probe of a control-plane component running in this process
+    /// (`scheduler`, `controller-manager`), read by `GET /api/v1/componentstatuses`.
+    pub fn register_component(&self, name: &str, probe: ComponentProbe) {
+        self.components.register(name, probe);
     }
 
     pub(crate) fn local_agent(&self, node: &str) -> Option<Router> {

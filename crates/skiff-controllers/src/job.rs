@@ -1,5 +1,6 @@
-//! The Job controller (upstream `pkg/controller/job`, NonIndexed completion mode) and the
-//! TTL-after-finished controller: runs a Job's pods to completion.
+//! The Job controller (upstream `pkg/controller/job`) and the TTL-after-finished controller:
+//! runs a Job's pods to completion. Indexed completion, podFailurePolicy, backoffLimitPerIndex,
+//! successPolicy and podReplacementPolicy are described in docs/jobs.md.
 //!
 //! A reconcile claims pods like the ReplicaSet controller (owned ones that still match, matching
 //! orphans adopted, relabelled ones released) and counts them: active (not
@@ -15,18 +16,23 @@
 //! A finished Job with `ttlSecondsAfterFinished` is deleted (background propagation) that long
 //! after it finished.
 
+mod indexes;
+mod policy;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream;
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
+use self::indexes::IndexSet;
+use self::policy::{match_failure, match_success, FailureAction};
 use crate::owned::{owner_triggers, pod_key, pod_triggers};
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::pods::{is_active, is_ready, pod_from_template};
@@ -127,30 +133,6 @@ fn restarts(p: &Pod) -> i32 {
         .sum()
 }
 
-/// When the last failed pod stopped (its containers' finish time, else its newest condition).
-fn last_failure(pods: &[Arc<Pod>]) -> Option<jiff::Timestamp> {
-    pods.iter()
-        .filter(|p| phase(p) == "Failed")
-        .filter_map(|p| {
-            let s = p.status.as_ref()?;
-            let finished = s
-                .container_statuses
-                .iter()
-                .flatten()
-                .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
-                .map(|t| t.0)
-                .max();
-            finished.or_else(|| {
-                s.conditions
-                    .iter()
-                    .flatten()
-                    .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
-                    .max()
-            })
-        })
-        .max()
-}
-
 /// How long to wait before replacing failed pods: 10 s × 2^(failures − 1), capped.
 fn failure_backoff(failures: i32) -> Duration {
     if failures <= 0 {
@@ -211,6 +193,425 @@ fn finished_at(status: &JobStatus) -> Option<jiff::Timestamp> {
         })
 }
 
+/// Re-check a finishing Job whose pods are still terminating.
+const FINISH_RECHECK: Duration = Duration::from_secs(5);
+/// The pod annotation and label holding its completion index.
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// Failures of the pod's index before this pod (with `backoffLimitPerIndex`).
+const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
+/// Failures of the pod's index that a podFailurePolicy `Ignore` rule excused.
+const INDEX_IGNORED_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-ignored-failure-count";
+/// Upstream's `names.MaxGeneratedNameLength` (63 minus the random suffix).
+const MAX_GENERATE_NAME: usize = 58;
+
+/// The Job's completion mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    NonIndexed,
+    Indexed {
+        completions: i32,
+        per_index_limit: Option<i32>,
+    },
+}
+
+impl Mode {
+    fn of(spec: &JobSpec) -> Mode {
+        match (spec.completion_mode.as_deref(), spec.completions) {
+            (Some("Indexed"), Some(completions)) => Mode::Indexed {
+                completions: completions.max(0),
+                per_index_limit: spec.backoff_limit_per_index,
+            },
+            _ => Mode::NonIndexed,
+        }
+    }
+
+    fn completions(&self) -> Option<i32> {
+        match self {
+            Mode::Indexed { completions, .. } => Some(*completions),
+            Mode::NonIndexed => None,
+        }
+    }
+
+    fn per_index(&self) -> Option<i32> {
+        match self {
+            Mode::Indexed {
+                per_index_limit, ..
+            } => *per_index_limit,
+            Mode::NonIndexed => None,
+        }
+    }
+}
+
+fn is_terminal(p: &Pod) -> bool {
+    matches!(phase(p), "Succeeded" | "Failed")
+}
+
+/// podReplacementPolicy `Failed`: a replacement only once the old pod is terminal.
+fn only_replace_failed(spec: &JobSpec) -> bool {
+    spec.pod_replacement_policy.as_deref() == Some("Failed")
+}
+
+/// The pod's completion index (annotation, else label) if it is below `completions`.
+fn pod_index(p: &Pod, completions: i32) -> Option<i32> {
+    let from = |m: &Option<std::collections::BTreeMap<String, String>>| {
+        m.as_ref()?.get(COMPLETION_INDEX)?.parse::<i32>().ok()
+    };
+    from(&p.metadata.annotations)
+        .or_else(|| from(&p.metadata.labels))
+        .filter(|i| (0..completions).contains(i))
+}
+
+fn annotation_count(p: &Pod, key: &str) -> i32 {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0)
+        .max(0)
+}
+
+/// When a failed pod stopped (its containers' finish time, else its newest condition).
+fn failed_at(p: &Pod) -> Option<jiff::Timestamp> {
+    let s = p.status.as_ref()?;
+    let finished = s
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .map(|t| t.0)
+        .max();
+    finished.or_else(|| {
+        s.conditions
+            .iter()
+            .flatten()
+            .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+            .max()
+    })
+}
+
+/// Failures of one completion index.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct IndexFailures {
+    counted: i32,
+    ignored: i32,
+    last: Option<jiff::Timestamp>,
+}
+
+/// The failed pods read through the podFailurePolicy.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Failures that count towards the limits (not excused by an `Ignore` rule).
+    counted: i32,
+    /// When the newest counted failure happened.
+    last_counted: Option<jiff::Timestamp>,
+    /// The first `FailJob` match's message.
+    fail_job: Option<String>,
+    /// Indexes over `backoffLimitPerIndex`, or failed by a `FailIndex` rule.
+    failed_indexes: IndexSet,
+    /// Per index: failures so far (carried on the pods' annotations).
+    per_index: std::collections::BTreeMap<i32, IndexFailures>,
+}
+
+impl Tally {
+    /// Time left of the Job-wide back-off before failed pods are replaced (not used with
+    /// `backoffLimitPerIndex`, whose delays are per index).
+    fn global_backoff_left(&self, mode: &Mode, now: jiff::Timestamp) -> Option<Duration> {
+        if mode.per_index().is_some() {
+            return None;
+        }
+        let since = now.duration_since(self.last_counted?).unsigned_abs();
+        Some(failure_backoff(self.counted).saturating_sub(since)).filter(|d| !d.is_zero())
+    }
+}
+
+fn tally_failures(spec: &JobSpec, mode: &Mode, pods: &[Arc<Pod>]) -> Tally {
+    let mut t = Tally::default();
+    let completions = mode.completions().unwrap_or(0);
+    let per_index = mode.per_index();
+    let mut sorted: Vec<&Arc<Pod>> = pods.iter().collect();
+    // Oldest failure first, so the FailJob message names the first matching pod.
+    sorted.sort_by_key(|p| failed_at(p));
+    for p in sorted {
+        let index = pod_index(p, completions);
+        let mut f = IndexFailures {
+            counted: annotation_count(p, INDEX_FAILURE_COUNT),
+            ignored: annotation_count(p, INDEX_IGNORED_FAILURE_COUNT),
+            last: None,
+        };
+        if phase(p) == "Failed" {
+            let at = failed_at(p);
+            match match_failure(spec.pod_failure_policy.as_ref(), p) {
+                FailureAction::Ignore => f.ignored += 1,
+                action => {
+                    t.counted += 1;
+                    f.counted += 1;
+                    f.last = at;
+                    t.last_counted = t.last_counted.max(at);
+                    match action {
+                        FailureAction::FailJob(msg) => {
+                            t.fail_job.get_or_insert(msg);
+                        }
+                        FailureAction::FailIndex if per_index.is_some() => {
+                            if let Some(i) = index {
+                                t.failed_indexes.insert(i);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if let Some(i) = index {
+            let e = t.per_index.entry(i).or_default();
+            e.counted = e.counted.max(f.counted);
+            e.ignored = e.ignored.max(f.ignored);
+            e.last = e.last.max(f.last);
+        }
+    }
+    if let Some(limit) = per_index {
+        for (i, f) in &t.per_index {
+            if f.counted > limit {
+                t.failed_indexes.insert(*i);
+            }
+        }
+    }
+    t
+}
+
+/// How the Job finishes: its terminal condition, reason and message.
+#[derive(Debug, Clone, PartialEq)]
+struct Finish {
+    condition: &'static str,
+    reason: String,
+    message: String,
+}
+
+impl Finish {
+    fn new(condition: &'static str, reason: &str, message: &str) -> Self {
+        Finish {
+            condition,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Upstream's order: an interim condition already written wins, then the failure checks
+/// (podFailurePolicy FailJob, maxFailedIndexes, backoffLimit, deadline), then success
+/// (successPolicy, completions), then all indexes done with some failed.
+fn decide_finish(
+    spec: &JobSpec,
+    mode: &Mode,
+    status: &JobStatus,
+    tally: &Tally,
+    plan: &Plan,
+    succeeded: &IndexSet,
+    failed_indexes: &IndexSet,
+) -> Option<Finish> {
+    let interim = |ty: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == ty && c.status == "True")
+            .map(|c| {
+                (
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default(),
+                )
+            })
+    };
+    if let Some((r, m)) = interim("FailureTarget") {
+        return Some(Finish::new("Failed", &r, &m));
+    }
+    if let Some((r, m)) = interim("SuccessCriteriaMet") {
+        return Some(Finish::new("Complete", &r, &m));
+    }
+    if let Some(msg) = &tally.fail_job {
+        return Some(Finish::new("Failed", "PodFailurePolicy", msg));
+    }
+    if let (Some(_), Some(max)) = (mode.per_index(), spec.max_failed_indexes) {
+        if failed_indexes.len() > usize::try_from(max).unwrap_or(0) {
+            return Some(Finish::new(
+                "Failed",
+                "MaxFailedIndexesExceeded",
+                "Job has exceeded the specified maximal number of failed indexes",
+            ));
+        }
+    }
+    let planned = plan.finish.as_ref().map(|(c, r, m)| Finish::new(c, r, m));
+    if let Some(f) = planned.as_ref().filter(|f| f.condition == "Failed") {
+        return Some(f.clone());
+    }
+    if let Some(n) = mode.completions() {
+        if let Some(msg) = match_success(spec.success_policy.as_ref(), n, succeeded) {
+            return Some(Finish::new("Complete", "SuccessPolicy", &msg));
+        }
+    }
+    if planned.is_some() {
+        return planned;
+    }
+    if let Some(n) = mode.completions() {
+        let done = succeeded.len() + failed_indexes.len();
+        if !failed_indexes.is_empty() && done >= usize::try_from(n).unwrap_or(0) {
+            return Some(Finish::new(
+                "Failed",
+                "FailedIndexes",
+                "Job has failed indexes",
+            ));
+        }
+    }
+    None
+}
+
+/// What an Indexed Job's sync does with its pods.
+#[derive(Debug, Default)]
+struct IndexedPlan {
+    /// Active pods to delete: duplicates, finished or unknown indexes, above parallelism.
+    delete: Vec<Arc<Pod>>,
+    /// Indexes to create a pod for, with the index's failures so far.
+    create: Vec<(i32, IndexFailures)>,
+    /// The shortest per-index back-off still running.
+    wait: Option<Duration>,
+}
+
+/// Upstream's indexed `manageJob`: one pod per pending index, lowest indexes first, at most
+/// `parallelism` running.
+#[allow(clippy::too_many_arguments)]
+fn plan_indexed(
+    spec: &JobSpec,
+    mode: &Mode,
+    active: &[Arc<Pod>],
+    terminating: &[&Arc<Pod>],
+    succeeded: &IndexSet,
+    failed_indexes: &IndexSet,
+    tally: &Tally,
+    now: jiff::Timestamp,
+) -> IndexedPlan {
+    let mut out = IndexedPlan::default();
+    let Some(n) = mode.completions() else {
+        return out;
+    };
+    let parallelism = usize::try_from(spec.parallelism.unwrap_or(1).max(0)).unwrap_or(0);
+    let mut by_index: std::collections::BTreeMap<i32, Vec<Arc<Pod>>> = Default::default();
+    for p in active {
+        match pod_index(p, n) {
+            Some(i) if !succeeded.contains(i) && !failed_indexes.contains(i) => {
+                by_index.entry(i).or_default().push(p.clone())
+            }
+            _ => out.delete.push(p.clone()),
+        }
+    }
+    // One pod per index: keep the oldest.
+    for pods in by_index.values_mut() {
+        pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        out.delete.extend(pods.drain(1..));
+    }
+    // Above parallelism: the highest indexes go.
+    while by_index.len() > parallelism {
+        if let Some((_, pods)) = by_index.pop_last() {
+            out.delete.extend(pods);
+        }
+    }
+    let waiting: Vec<i32> = if only_replace_failed(spec) {
+        terminating.iter().filter_map(|p| pod_index(p, n)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut room = parallelism.saturating_sub(by_index.len() + waiting.len());
+    for i in 0..n {
+        if room == 0 {
+            break;
+        }
+        if succeeded.contains(i)
+            || failed_indexes.contains(i)
+            || by_index.contains_key(&i)
+            || waiting.contains(&i)
+        {
+            continue;
+        }
+        let f = tally.per_index.get(&i).copied().unwrap_or_default();
+        if mode.per_index().is_some() {
+            // Per-index back-off since this index last failed.
+            if let Some(last) = f.last.filter(|_| f.counted > 0) {
+                let since = now.duration_since(last).unsigned_abs();
+                let left = failure_backoff(f.counted).saturating_sub(since);
+                if !left.is_zero() {
+                    out.wait = Some(out.wait.map_or(left, |w| w.min(left)));
+                    room -= 1;
+                    continue;
+                }
+            }
+        }
+        out.create.push((i, f));
+        room -= 1;
+    }
+    out
+}
+
+/// The generate-name of an indexed pod, `<job>-<index>-`, shortening the Job name to fit.
+fn indexed_generate_name(job: &str, index: i32) -> String {
+    let suffix = format!("-{index}-");
+    let keep = MAX_GENERATE_NAME.saturating_sub(suffix.len());
+    let mut end = job.len().min(keep);
+    while !job.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &job[..end])
+}
+
+/// A pod for completion index `index`: annotation and label with the index, hostname
+/// `<job>-<index>`, `JOB_COMPLETION_INDEX` from the annotation in every container.
+fn new_indexed_pod(job: &Job, index: i32, failures: IndexFailures, per_index: bool) -> Pod {
+    let mut pod = new_pod(job);
+    let name = job.name_any();
+    let idx = index.to_string();
+    pod.metadata.generate_name = Some(indexed_generate_name(&name, index));
+    let annotations = pod
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.insert(COMPLETION_INDEX.into(), idx.clone());
+    if per_index {
+        annotations.insert(INDEX_FAILURE_COUNT.into(), failures.counted.to_string());
+        if failures.ignored > 0 {
+            annotations.insert(
+                INDEX_IGNORED_FAILURE_COUNT.into(),
+                failures.ignored.to_string(),
+            );
+        }
+    }
+    pod.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(COMPLETION_INDEX.into(), idx);
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.hostname = Some(format!("{name}-{index}"));
+        let containers = spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten());
+        for c in containers {
+            let env = c.env.get_or_insert_with(Vec::new);
+            if !env.iter().any(|e| e.name == "JOB_COMPLETION_INDEX") {
+                env.push(EnvVar {
+                    name: "JOB_COMPLETION_INDEX".into(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            api_version: Some("v1".into()),
+                            field_path: format!("metadata.annotations['{COMPLETION_INDEX}']"),
+                        }),
+                        ..Default::default()
+                    }),
+                });
+            }
+        }
+    }
+    pod
+}
+
 /// What the pods say, and what to do about it.
 #[derive(Debug, PartialEq)]
 struct Plan {
@@ -222,7 +623,7 @@ struct Plan {
 
 /// Upstream's decision for one sync, from counts (pure, for tests).
 fn plan(
-    spec: &k8s_openapi::api::batch::v1::JobSpec,
+    spec: &JobSpec,
     active: i64,
     succeeded: i64,
     failed: i64,
@@ -302,6 +703,14 @@ impl Jc {
         if let Some(at) = finished_at(&status) {
             return self.ttl_after_finished(&job, at).await;
         }
+        // Another controller owns this Job (upstream's `spec.managedBy`).
+        if spec
+            .managed_by
+            .as_deref()
+            .is_some_and(|m| m != "kubernetes.io/job-controller")
+        {
+            return Ok(Action::await_change());
+        }
         let selector = match spec
             .selector
             .as_ref()
@@ -331,10 +740,31 @@ impl Jc {
             self.recheck(&job),
         )
         .await?;
+        let mode = Mode::of(spec);
         let mut active: Vec<Arc<Pod>> = pods.iter().filter(|p| is_active(p)).cloned().collect();
-        let succeeded = (pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32)
-            .max(status.succeeded.unwrap_or(0));
-        let failed_pods = pods.iter().filter(|p| phase(p) == "Failed").count() as i32;
+        // Deleted but not yet terminal: with podReplacementPolicy Failed they are not replaced
+        // until they stop.
+        let terminating_pods: Vec<&Arc<Pod>> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_some() && !is_terminal(p))
+            .collect();
+        let terminating = terminating_pods.len() as i32;
+
+        let mut succeeded_indexes = IndexSet::default();
+        let succeeded = if let Some(n) = mode.completions() {
+            succeeded_indexes =
+                IndexSet::parse(status.completed_indexes.as_deref().unwrap_or(""), n);
+            for p in pods.iter().filter(|p| phase(p) == "Succeeded") {
+                if let Some(i) = pod_index(p, n) {
+                    succeeded_indexes.insert(i);
+                }
+            }
+            succeeded_indexes.len() as i32
+        } else {
+            (pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32)
+                .max(status.succeeded.unwrap_or(0))
+        };
+        let tally = tally_failures(spec, &mode, &pods);
         let restart_failures: i32 = if spec
             .template
             .spec
@@ -346,11 +776,21 @@ impl Jc {
         } else {
             0
         };
-        let failed = (failed_pods + restart_failures).max(status.failed.unwrap_or(0));
-        let terminating = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_some())
-            .count() as i32;
+        let failed = (tally.counted + restart_failures).max(status.failed.unwrap_or(0));
+        let mut failed_indexes = IndexSet::default();
+        if let Mode::Indexed {
+            completions,
+            per_index_limit: Some(_),
+        } = mode
+        {
+            failed_indexes =
+                IndexSet::parse(status.failed_indexes.as_deref().unwrap_or(""), completions);
+            for i in tally.failed_indexes.iter() {
+                if !succeeded_indexes.contains(i) {
+                    failed_indexes.insert(i);
+                }
+            }
+        }
 
         let suspended = spec.suspend == Some(true);
         let now = jiff::Timestamp::now();
@@ -394,29 +834,67 @@ impl Jc {
             i64::from(failed),
             elapsed,
         );
+        let finish = decide_finish(
+            spec,
+            &mode,
+            &status,
+            &tally,
+            &plan,
+            &succeeded_indexes,
+            &failed_indexes,
+        );
 
         let mut requeue = None;
-        // Failed pods are replaced only after the back-off since the last failure.
-        let backoff_left = last_failure(&pods)
-            .map(|t| {
-                let since = now.duration_since(t).unsigned_abs();
-                failure_backoff(failed_pods).saturating_sub(since)
-            })
-            .unwrap_or(Duration::ZERO);
-        if self.expectations.satisfied(&uid) || plan.finish.is_some() {
-            if plan.delta > 0 && !backoff_left.is_zero() {
-                requeue = Some(backoff_left);
-            } else if plan.delta > 0 {
-                self.create_pods(&job, plan.delta as usize).await?;
-            } else if plan.delta < 0 {
-                // Newest first (upstream deletes the least progressed pods).
-                active.sort_by_key(|p| {
-                    std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
-                });
-                let n = (-plan.delta) as usize;
-                self.delete_pods(&job, &active[..n.min(active.len())])
-                    .await?;
-                active.drain(..n.min(active.len()));
+        let mut just_deleted = 0;
+        if self.expectations.satisfied(&uid) || finish.is_some() {
+            if finish.is_some() || suspended {
+                // Finishing or suspended: every running pod goes.
+                self.delete_pods(&job, &active).await?;
+                just_deleted = active.len();
+                active.clear();
+            } else if let Mode::Indexed { .. } = mode {
+                let todo = plan_indexed(
+                    spec,
+                    &mode,
+                    &active,
+                    &terminating_pods,
+                    &succeeded_indexes,
+                    &failed_indexes,
+                    &tally,
+                    now,
+                );
+                if !todo.delete.is_empty() {
+                    self.delete_pods(&job, &todo.delete).await?;
+                    active.retain(|p| !todo.delete.iter().any(|d| Arc::ptr_eq(d, p)));
+                }
+                if todo.create.is_empty() {
+                    requeue = todo.wait;
+                } else if let Some(wait) = tally.global_backoff_left(&mode, now) {
+                    requeue = Some(wait);
+                } else {
+                    self.create_indexed_pods(&job, &mode, &todo.create).await?;
+                    requeue = todo.wait;
+                }
+            } else {
+                let mut delta = plan.delta;
+                if delta > 0 && only_replace_failed(spec) {
+                    delta = (delta - i64::from(terminating)).max(0);
+                }
+                if delta > 0 {
+                    if let Some(wait) = tally.global_backoff_left(&mode, now) {
+                        requeue = Some(wait);
+                    } else {
+                        self.create_pods(&job, delta as usize).await?;
+                    }
+                } else if delta < 0 {
+                    // Newest first (upstream deletes the least progressed pods).
+                    active.sort_by_key(|p| {
+                        std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                    });
+                    let n = ((-delta) as usize).min(active.len());
+                    self.delete_pods(&job, &active[..n]).await?;
+                    active.drain(..n);
+                }
             }
         } else {
             requeue = Some(UNSATISFIED_RECHECK);
@@ -427,26 +905,43 @@ impl Jc {
         status.terminating = Some(terminating);
         status.succeeded = Some(succeeded).filter(|n| *n > 0);
         status.failed = Some(failed).filter(|n| *n > 0);
-        if let Some((cond, reason, message)) = &plan.finish {
-            let target = if *cond == "Complete" {
+        if let Mode::Indexed {
+            per_index_limit, ..
+        } = mode
+        {
+            status.completed_indexes = Some(succeeded_indexes.to_text()).filter(|t| !t.is_empty());
+            status.failed_indexes = per_index_limit.map(|_| failed_indexes.to_text());
+        }
+        if let Some(f) = &finish {
+            let target = if f.condition == "Complete" {
                 "SuccessCriteriaMet"
             } else {
                 "FailureTarget"
             };
-            set_condition(&mut status, target, "True", reason, message);
-            set_condition(&mut status, cond, "True", reason, message);
-            if *cond == "Complete" {
-                status.completion_time = Some(Time(now));
-                self.event(&job, EventType::Normal, "Completed", "Job completed")
-                    .await;
-            } else {
-                self.event(&job, EventType::Warning, reason, message).await;
+            if !has_condition(&status, target) {
+                set_condition(&mut status, target, "True", &f.reason, &f.message);
             }
-            status.active = None;
+            // The terminal condition waits until no pod of the Job is still running
+            // (upstream delays it while pods terminate).
+            let still_running = !active.is_empty() || terminating > 0 || just_deleted > 0;
+            if still_running {
+                requeue = Some(requeue.map_or(FINISH_RECHECK, |r: Duration| r.min(FINISH_RECHECK)));
+            } else {
+                set_condition(&mut status, f.condition, "True", &f.reason, &f.message);
+                if f.condition == "Complete" {
+                    status.completion_time = Some(Time(now));
+                    self.event(&job, EventType::Normal, "Completed", "Job completed")
+                        .await;
+                } else {
+                    self.event(&job, EventType::Warning, &f.reason, &f.message)
+                        .await;
+                }
+                status.active = None;
+            }
         }
         self.update_status(&job, status).await?;
 
-        if plan.finish.is_none() && !suspended {
+        if finish.is_none() && !suspended {
             // The deadline passes without any watch event.
             if let (Some(d), Some(e)) = (spec.active_deadline_seconds, elapsed) {
                 let left = Duration::from_secs(d.saturating_sub(e).max(0) as u64);
@@ -507,14 +1002,33 @@ impl Jc {
     }
 
     async fn create_pods(&self, job: &Job, n: usize) -> Result<()> {
-        let n = n.min(MAX_CREATES_PER_SYNC);
+        let pod = new_pod(job);
+        let pods = vec![pod; n.min(MAX_CREATES_PER_SYNC)];
+        self.create(job, pods).await
+    }
+
+    async fn create_indexed_pods(
+        &self,
+        job: &Job,
+        mode: &Mode,
+        indexes: &[(i32, IndexFailures)],
+    ) -> Result<()> {
+        let per_index = mode.per_index().is_some();
+        let pods = indexes
+            .iter()
+            .take(MAX_CREATES_PER_SYNC)
+            .map(|(i, f)| new_indexed_pod(job, *i, *f, per_index))
+            .collect();
+        self.create(job, pods).await
+    }
+
+    async fn create(&self, job: &Job, pods: Vec<Pod>) -> Result<()> {
         let uid = job.metadata.uid.clone().unwrap_or_default();
         let ns = job.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
-        self.expectations.expect_creations(&uid, n);
-        let pod = new_pod(job);
+        self.expectations.expect_creations(&uid, pods.len());
         let pp = PostParams::default();
-        let results = futures::future::join_all((0..n).map(|_| api.create(&pp, &pod))).await;
+        let results = futures::future::join_all(pods.iter().map(|p| api.create(&pp, p))).await;
         let mut first_err = None;
         for r in results {
             match r {

@@ -166,6 +166,22 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             options,
             wait_for(stopped.clone()),
         ));
+        // ComponentStatus: the scheduler and the controller manager run in the controllers
+        // task; they are healthy while it runs.
+        let running = controllers.abort_handle();
+        for component in ["scheduler", "controller-manager"] {
+            let running = running.clone();
+            server.state().register_component(
+                component,
+                Arc::new(move || {
+                    if running.is_finished() {
+                        Err("the controllers task has stopped".to_string())
+                    } else {
+                        Ok(())
+                    }
+                }),
+            );
+        }
         let agent = if args.no_agent {
             None
         } else if let Err(e) = crate::agent_cmd::check_can_run_agent() {

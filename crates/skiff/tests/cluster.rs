@@ -1086,3 +1086,102 @@ fn cronjob_schedules_jobs_that_run() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// An Indexed Job on a real node: each pod reads its index from `JOB_COMPLETION_INDEX` (the
+/// agent resolves the controller's downward-API reference) and its hostname is
+/// `<job>-<index>`; a podFailurePolicy FailJob rule on an exit code fails the Job at once.
+#[test]
+#[ignore = "needs root: a cluster whose agent runs pods (namespaces, cgroups, CNI, nftables)"]
+fn indexed_jobs_see_their_index_and_fail_by_policy() {
+    assert!(nix::unistd::geteuid().is_root(), "cluster tests need root");
+    let c = Cluster::start();
+    build_web_images(&c);
+    let manifest = c.dir.path().join("indexed.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: idx
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: web:v1
+        command: ["/bin/sh", "-c", "echo index=$JOB_COMPLETION_INDEX host=$(hostname)"]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: fatal
+spec:
+  backoffLimit: 5
+  podFailurePolicy:
+    rules:
+    - action: FailJob
+      onExitCodes:
+        containerName: work
+        operator: In
+        values: [42]
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: web:v1
+        command: ["/bin/sh", "-c", "exit 42"]
+"#,
+    )
+    .expect("manifest");
+    c.ok(&["apply", "-f", manifest.to_str().expect("utf8")]);
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/idx",
+        "--timeout=90s",
+    ]);
+    let done = c.ok(&[
+        "get",
+        "job",
+        "idx",
+        "-o",
+        "jsonpath={.status.completedIndexes}",
+    ]);
+    assert_eq!(done, "0-2");
+    for i in 0..3 {
+        let pod = c.ok(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("batch.kubernetes.io/job-completion-index={i},job-name=idx"),
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ]);
+        let logs = c.ok(&["logs", &pod]);
+        assert!(
+            logs.contains(&format!("index={i} host=idx-{i}")),
+            "{pod}: {logs}"
+        );
+    }
+    c.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/fatal",
+        "--timeout=90s",
+    ]);
+    let reason = c.ok(&[
+        "get",
+        "job",
+        "fatal",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+    ]);
+    assert_eq!(reason, "PodFailurePolicy");
+    let failed = c.ok(&["get", "job", "fatal", "-o", "jsonpath={.status.failed}"]);
+    assert_eq!(failed, "1", "no retry after a FailJob match");
+}

@@ -1497,3 +1497,33 @@ fn service_accounts_tokens_and_the_pod_volume() {
         "{err}"
     );
 }
+
+#[test]
+fn kubectl_get_componentstatuses() {
+    let c = Cluster::start();
+    let (code, out, err) = c.kubectl(&["get", "cs"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("Warning: v1 ComponentStatus is deprecated in v1.19+"),
+        "{err}"
+    );
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "STATUS", "MESSAGE", "ERROR"], "{out}");
+    for name in ["scheduler", "controller-manager", "etcd-0"] {
+        assert!(
+            rows.iter().any(|r| r[..] == [name, "Healthy", "ok"]),
+            "{name}: {out}"
+        );
+    }
+    let (code, out, err) = c.kubectl(&[
+        "get",
+        "componentstatus",
+        "etcd-0",
+        "-o",
+        "jsonpath={.conditions[0].status}",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "True"), "{err}");
+}

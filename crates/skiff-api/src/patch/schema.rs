@@ -102,6 +102,8 @@ pub(crate) fn field(ty: Ty, name: &str) -> Field {
         (JobTemplateSpec, "spec") => plain(WorkloadSpec),
         (Workload, "spec") => plain(WorkloadSpec),
         (Workload, "status") => plain(WorkloadStatus),
+        // A PodTemplate's root holds its template directly.
+        (Workload, "template") => plain(PodTemplateSpec),
         (Pod, "spec") => plain(PodSpec),
         (Pod, "status") => plain(PodStatus),
         (Service, "spec") => plain(ServiceSpec),

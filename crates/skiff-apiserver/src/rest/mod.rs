@@ -4,6 +4,7 @@
 //! `subresources`. The verbs are generic: what differs by kind is an admission hook
 //! (`crate::hooks`) that the shared storage steps (`crate::storage`) call.
 
+pub(crate) mod componentstatus;
 mod create;
 mod delete;
 mod ephemeral;
@@ -238,6 +239,9 @@ async fn dispatch_inner(st: Arc<AppState>, req: Request) -> ApiResult<Response> 
         user,
         custom,
     };
+    if info.group.is_empty() && info.kind == "ComponentStatus" {
+        return componentstatus::handle(&ctx, &method, tail).await;
+    }
     if info.group == "metrics.k8s.io" {
         // Computed from the node agents, never stored.
         return metrics::handle(&ctx, &method, tail).await;
