@@ -166,7 +166,12 @@ fn statefulset_of_three_keeps_identity_and_data() {
 
     // Stable names through the headless Service.
     let ip1 = jsonpath(&c, &["get", "pod", "db-1"], "{.status.podIP}");
-    let lookup = exec(&c, "db-0", "nslookup db-1.db || true");
+    // busybox's nslookup applies no search domains: ask for the full name.
+    let lookup = exec(
+        &c,
+        "db-0",
+        "nslookup db-1.db.default.svc.cluster.local || true",
+    );
     assert!(lookup.contains(&ip1), "db-1.db should be {ip1}: {lookup}");
     for i in 0..3 {
         let pod = format!("db-{i}");
