@@ -1,5 +1,6 @@
 //! In-memory copies of the configuration kinds the request path reads on every request
-//! (CustomResourceDefinitions, admission webhook configurations and policies, APIServices):
+//! (CustomResourceDefinitions, admission webhook configurations and policies, APIServices,
+//! ResourceQuotas):
 //! one store list plus one store watch keep every cached prefix current, so admission and
 //! routing never read the store per request.
 //!
@@ -25,8 +26,16 @@ pub(crate) const ADMISSION: &str = "/registry/admissionregistration.k8s.io/";
 /// APIServices.
 pub(crate) const API_SERVICES: &str = "/registry/apiregistration.k8s.io/apiservices/";
 
+/// ResourceQuotas: quota admission asks on every namespaced create whether any quota tracks
+/// the object, which must not cost a store read.
+pub(crate) const RESOURCE_QUOTAS: &str = "/registry/core/resourcequotas/";
+
 /// The prefixes every server caches.
-const PREFIXES: &[&str] = &[CRDS, ADMISSION, API_SERVICES];
+const PREFIXES: &[&str] = &[CRDS, ADMISSION, API_SERVICES, RESOURCE_QUOTAS];
+
+/// Cached prefixes whose changes wake no subscriber: nothing derives an index from them, and
+/// quota status changes with every charged create.
+const QUIET: &[&str] = &[RESOURCE_QUOTAS];
 
 /// How long [`Cache::catch_up`] waits for a write to reach the cache.
 const CATCH_UP: Duration = Duration::from_secs(2);
@@ -216,7 +225,9 @@ impl Cache {
                             EventKind::Delete => None,
                         };
                         self.apply(prefix, &ev.kv.key, obj);
-                        self.changes.send_modify(|g| *g += 1);
+                        if !QUIET.contains(prefix) {
+                            self.changes.send_modify(|g| *g += 1);
+                        }
                     }
                     self.rev.send_replace(rev);
                 }

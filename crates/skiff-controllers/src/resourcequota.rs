@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::Resource;
 use serde_json::Value;
@@ -49,7 +50,9 @@ fn mark(shared: &Shared, ns: Option<String>) {
     shared.1.notify_one();
 }
 
-/// Marks the namespace of every changed `K` (a re-list marks everything).
+/// Marks the namespace of every changed `K` (a re-list marks everything). Only metadata is
+/// watched: the namespace is all a mark needs, and full objects would cost every write's
+/// body again here.
 async fn watch_kind<K>(client: kube::Client, shared: Shared)
 where
     K: Resource<DynamicType = ()>
@@ -60,12 +63,12 @@ where
         + Sync
         + 'static,
 {
-    let api: Api<K> = Api::all(client);
+    let api: Api<PartialObjectMeta<K>> = Api::all(client);
     let mut events = watcher(api, watcher::Config::default()).boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::Delete(o)) => {
-                mark(&shared, o.meta().namespace.clone())
+                mark(&shared, o.metadata.namespace.clone())
             }
             Ok(watcher::Event::InitDone) => mark(&shared, None),
             Ok(_) => {}

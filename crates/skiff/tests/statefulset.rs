@@ -167,11 +167,16 @@ fn statefulset_of_three_keeps_identity_and_data() {
     // Stable names through the headless Service, full and short (the pod's search domains).
     // The endpoints reach the node's DNS a moment after the pods are ready: retry briefly.
     for name in ["db-1.db.default.svc.cluster.local", "db-1.db"] {
-        until(&c, &format!("http://{name}/ from db-0"), Duration::from_secs(30), || {
-            let url = format!("http://{name}/");
-            let (code, body, _) = c.kubectl(&["exec", "db-0", "--", "wget", "-qO-", &url]);
-            (code == 0 && body.contains("web v1 on db-1")).then_some(())
-        });
+        until(
+            &c,
+            &format!("http://{name}/ from db-0"),
+            Duration::from_secs(30),
+            || {
+                let url = format!("http://{name}/");
+                let (code, body, _) = c.kubectl(&["exec", "db-0", "--", "wget", "-qO-", &url]);
+                (code == 0 && body.contains("web v1 on db-1")).then_some(())
+            },
+        );
     }
     for i in 0..3 {
         let pod = format!("db-{i}");

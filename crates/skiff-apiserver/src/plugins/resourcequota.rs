@@ -17,6 +17,7 @@ use skiff_semantics::quota as q;
 use skiff_store::{ListOptions, StoreError};
 
 use super::{Operation, Plugin, Request};
+use crate::cache::RESOURCE_QUOTAS;
 use crate::ctx::RETRIES;
 use crate::keys::{collection_prefix, decode, encode, object_key};
 use crate::respond::ApiResult;
@@ -72,35 +73,23 @@ fn update_counts(group: &str, plural: &str) -> bool {
     group.is_empty() && matches!(plural, "services" | "persistentvolumeclaims")
 }
 
-/// Whether any quota of `ns` tracks something `obj` charges.
-async fn any_applies(
-    req: &Request<'_>,
-    quotas_info: &skiff_api::ResourceInfo,
-    ns: &str,
-    obj: &Value,
-) -> ApiResult<bool> {
+/// Whether any quota of `ns` tracks something `obj` charges. Read from the server's cache (as
+/// upstream reads its informer): a quota created a moment ago may not be seen yet; once one
+/// is, the charge itself reads the store.
+async fn any_applies(req: &Request<'_>, ns: &str, obj: &Value) -> bool {
     let info = req.ctx.info;
-    let page = req
-        .ctx
-        .st
-        .store
-        .list(
-            &collection_prefix(quotas_info, Some(ns)),
-            &ListOptions::default(),
-        )
-        .await
-        .map_err(|e| ApiError::internal(format!("listing resource quotas: {e}")))?;
-    for kv in &page.items {
-        let quota = decode(kv)?;
-        if q::quota_matches(&quota, info.group, info.plural, obj)
-            && q::names(quota.pointer("/status/hard"))
-                .iter()
-                .any(|r| q::charges(info.group, info.plural, r))
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let st = &req.ctx.st;
+    st.cache.ready(st).await;
+    let under = format!("{RESOURCE_QUOTAS}{ns}/");
+    st.cache
+        .objects_under(RESOURCE_QUOTAS, &under)
+        .iter()
+        .any(|quota| {
+            q::quota_matches(quota, info.group, info.plural, obj)
+                && q::names(quota.pointer("/status/hard"))
+                    .iter()
+                    .any(|r| q::charges(info.group, info.plural, r))
+        })
 }
 
 #[async_trait]
@@ -144,7 +133,7 @@ impl Plugin for ResourceQuota {
             return Ok(Vec::new());
         };
         // Most namespaces have no quota that tracks this object: no need to queue for the lock.
-        if !any_applies(req, quotas_info, ns, obj).await? {
+        if !any_applies(req, ns, obj).await {
             return Ok(Vec::new());
         }
         let lock = self.lock_for(ns);
