@@ -50,37 +50,18 @@ impl Plugin for DefaultIngressClass {
             .list(PREFIX, &ListOptions::default())
             .await
             .map_err(|e| ApiError::internal(format!("listing IngressClasses: {e}")))?;
-        let newest = classes
+        let classes: Vec<Value> = classes
             .items
             .iter()
             .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-            .filter(|c| {
-                c.pointer("/metadata/annotations")
-                    .and_then(|a| a.get(IS_DEFAULT))
-                    .and_then(Value::as_str)
-                    == Some("true")
-            })
-            .max_by(|a, b| {
-                let t = |v: &Value| {
-                    v.pointer("/metadata/creationTimestamp")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string()
-                };
-                let n = |v: &Value| {
-                    v.pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string()
-                };
-                // Same timestamp: the alphabetically first name wins, as upstream sorts.
-                t(a).cmp(&t(b)).then_with(|| n(b).cmp(&n(a)))
-            });
-        if let Some(name) = newest
-            .as_ref()
-            .and_then(|c| c.pointer("/metadata/name"))
-            .and_then(Value::as_str)
-        {
+            .collect();
+        let is_default = |c: &Value| {
+            c.pointer("/metadata/annotations")
+                .and_then(|a| a.get(IS_DEFAULT))
+                .and_then(Value::as_str)
+                == Some("true")
+        };
+        if let Some(name) = super::newest_default(&classes, is_default) {
             ing["spec"]["ingressClassName"] = json!(name);
         }
         Ok(())

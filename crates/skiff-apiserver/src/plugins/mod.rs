@@ -87,6 +87,25 @@ pub(crate) trait Plugin: Send + Sync {
     }
 }
 
+/// The name of the newest class among `classes` that `is_default` accepts, the alphabetically
+/// first on equal timestamps (upstream's default StorageClass and IngressClass choice).
+pub(crate) fn newest_default<'a>(
+    classes: impl IntoIterator<Item = &'a Value>,
+    is_default: impl Fn(&Value) -> bool,
+) -> Option<String> {
+    let field = |v: &'a Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("");
+    classes
+        .into_iter()
+        .filter(|c| is_default(c))
+        .max_by(|a, b| {
+            let t = |v| field(v, "/metadata/creationTimestamp");
+            let n = |v| field(v, "/metadata/name");
+            t(a).cmp(t(b)).then_with(|| n(b).cmp(n(a)))
+        })
+        .map(|c| field(c, "/metadata/name").to_string())
+        .filter(|n| !n.is_empty())
+}
+
 /// The built-in plugins, in upstream's order (mutating ones before validating ones matters
 /// only within each phase).
 pub(crate) fn registry() -> Vec<Box<dyn Plugin>> {
@@ -144,4 +163,29 @@ pub(crate) async fn admit(
         warnings.extend(checked?);
     }
     Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    #[test]
+    fn newest_default_class_wins_and_ties_go_to_the_first_name() {
+        let class = |name: &str, at: &str, default: bool| {
+            json!({"metadata": {"name": name, "creationTimestamp": at,
+                                "annotations": {"d": if default { "true" } else { "false" }}}})
+        };
+        let is_default = |c: &Value| c.pointer("/metadata/annotations/d") == Some(&json!("true"));
+        let classes = [
+            class("old", "2026-01-01T00:00:00Z", true),
+            class("b", "2026-02-01T00:00:00Z", true),
+            class("a", "2026-02-01T00:00:00Z", true),
+            class("newest-not-default", "2026-03-01T00:00:00Z", false),
+        ];
+        assert_eq!(
+            super::newest_default(&classes, is_default).as_deref(),
+            Some("a")
+        );
+        assert_eq!(super::newest_default(&classes[3..], is_default), None);
+    }
 }

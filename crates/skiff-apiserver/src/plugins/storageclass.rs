@@ -103,34 +103,10 @@ impl Plugin for DefaultStorageClass {
         if has_class {
             return Ok(());
         }
-        let mut defaults: Vec<Value> = classes(&req.ctx.st)
-            .await?
-            .into_iter()
-            .filter(is_default)
-            .collect();
-        // Newest first, then by name (upstream's GetDefaultClass).
-        defaults.sort_by(|a, b| {
-            let t = |v: &Value| {
-                v.pointer("/metadata/creationTimestamp")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let n = |v: &Value| {
-                v.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            t(b).cmp(&t(a)).then(n(a).cmp(&n(b)))
-        });
-        if let Some(name) = defaults
-            .first()
-            .and_then(|c| c.pointer("/metadata/name"))
-            .cloned()
-        {
+        let classes = classes(&req.ctx.st).await?;
+        if let Some(name) = super::newest_default(&classes, is_default) {
             if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("storageClassName".into(), name);
+                spec.insert("storageClassName".into(), Value::String(name));
             }
         }
         Ok(())
