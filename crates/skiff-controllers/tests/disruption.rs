@@ -6,14 +6,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{NodeSpec, TestCluster};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -232,45 +231,53 @@ async fn preemption_evicts_a_lower_priority_pod() {
         .await
         .expect("delete polite");
 
-    // A higher-priority pod preempts it.
+    // A higher-priority pod preempts it. Watch from before its creation so no transient
+    // state (the victim's condition, the nomination) can slip between two polls.
+    let rv = pods
+        .list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut watch = pods
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .expect("watch pods")
+        .boxed();
     cpu_pod(&c, "high-1", "high", json!({})).await;
-    let saw_target = Arc::new(AtomicBool::new(false));
-    let saw_nominated = Arc::new(AtomicBool::new(false));
-    c.wait_for("high-1 bound", WAIT, || {
-        let pods = pods.clone();
-        let (st, sn) = (saw_target.clone(), saw_nominated.clone());
-        async move {
-            if let Ok(Some(low)) = pods.get_opt("low-1").await {
-                let target = low.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c.type_ == "DisruptionTarget"
-                            && c.reason.as_deref() == Some("PreemptionByScheduler")
-                    })
-                });
-                if target {
-                    st.store(true, Ordering::SeqCst);
-                }
-            }
-            let high = pods.get("high-1").await.expect("high-1");
-            let nominated = high
-                .status
-                .as_ref()
-                .and_then(|s| s.nominated_node_name.as_deref());
-            if nominated == Some("small") {
-                sn.store(true, Ordering::SeqCst);
-            }
-            high.spec.and_then(|s| s.node_name).as_deref() == Some("small")
+    let (mut saw_target, mut saw_nominated, mut bound) = (false, false, false);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !bound {
+        let ev = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .expect("high-1 bound in time")
+            .expect("watch open")
+            .expect("watch event");
+        let pod = match ev {
+            WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p) => p,
+            _ => continue,
+        };
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let status = pod.status.clone().unwrap_or_default();
+        if name == "low-1"
+            && status.conditions.unwrap_or_default().iter().any(|c| {
+                c.type_ == "DisruptionTarget"
+                    && c.reason.as_deref() == Some("PreemptionByScheduler")
+            })
+        {
+            saw_target = true;
         }
-    })
-    .await;
+        if name == "high-1" {
+            saw_nominated |= status.nominated_node_name.as_deref() == Some("small");
+            bound = pod.spec.and_then(|s| s.node_name).as_deref() == Some("small");
+        }
+    }
     assert!(
-        saw_target.load(Ordering::SeqCst),
+        saw_target,
         "the victim showed DisruptionTarget/PreemptionByScheduler"
     );
-    assert!(
-        saw_nominated.load(Ordering::SeqCst),
-        "the preemptor was nominated to the node"
-    );
+    assert!(saw_nominated, "the preemptor was nominated to the node");
     assert!(
         pods.get_opt("low-1").await.expect("get").is_none()
             || pods
