@@ -417,6 +417,16 @@ impl Store for EncryptedStore {
     async fn compact(&self, revision: i64) -> StoreResult<()> {
         self.inner.compact(revision).await
     }
+    async fn status(&self) -> StoreResult<skiff_store::StoreStatus> {
+        self.inner.status().await
+    }
+    // Snapshots keep the ciphertext: a backup is as protected as the store.
+    async fn snapshot(&self, dest: &Path) -> StoreResult<skiff_store::SnapshotInfo> {
+        self.inner.snapshot(dest).await
+    }
+    async fn restore(&self, snapshot: &Path) -> StoreResult<skiff_store::SnapshotInfo> {
+        self.inner.restore(snapshot).await
+    }
 }
 
 /// Wraps `store` for the data dir: encrypting when `enable` is set or a configuration exists

@@ -564,6 +564,35 @@ impl Store for InstrumentedStore {
     {
         Timed::boxed(self.0.compact(revision), "compact", "")
     }
+    fn status<'a, 'c>(&'a self) -> StoreFuture<'c, skiff_store::StoreStatus>
+    where
+        'a: 'c,
+        Self: 'c,
+    {
+        self.0.status()
+    }
+    fn snapshot<'a, 'b, 'c>(
+        &'a self,
+        dest: &'b std::path::Path,
+    ) -> StoreFuture<'c, skiff_store::SnapshotInfo>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.snapshot(dest)
+    }
+    fn restore<'a, 'b, 'c>(
+        &'a self,
+        snapshot: &'b std::path::Path,
+    ) -> StoreFuture<'c, skiff_store::SnapshotInfo>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.restore(snapshot)
+    }
 }
 
 /// How often `apiserver_storage_objects` is recounted at most (upstream: every minute).

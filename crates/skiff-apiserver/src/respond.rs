@@ -66,6 +66,21 @@ pub(crate) fn store_err(info: &ResourceInfo, name: &str, err: StoreError) -> Api
         )),
         StoreError::TooLarge { .. } => request_too_large(),
         StoreError::Full(_) => disk_full(),
+        // etcd's NOSPACE alarm text, as upstream passes it on; 507 says what to do.
+        StoreError::SpaceExceeded(msg) => ApiError::new(
+            507,
+            "InsufficientStorage",
+            format!(
+                "etcdserver: mvcc: database space exceeded ({msg}); only deletes are accepted \
+                 until the datastore is compacted or its quota raised (see `skiff datastore status`)"
+            ),
+        ),
+        StoreError::Unavailable(msg) => ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("the datastore is unavailable ({msg}); retry when it is back"),
+        ),
+        StoreError::Unsupported(msg) => ApiError::internal(format!("storage error: {msg}")),
         StoreError::Backend(msg) => ApiError::internal(format!("storage error: {msg}")),
     }
 }

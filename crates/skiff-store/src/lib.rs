@@ -32,11 +32,17 @@
 //!   re-list and watch again from the list's revision. Writers never wait for watchers.
 //! * One store per database file: a second open (any process) fails while the first is alive.
 
+pub mod etcd;
+pub mod etcd_testing;
+pub mod snapshot;
 mod sqlite;
 
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use sqlite::{
     spawn_compactor, SqliteOptions, SqliteStore, DEFAULT_MAX_VALUE_BYTES, DEFAULT_RESERVE_BYTES,
 };
+
+use std::path::{Path, PathBuf};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +74,16 @@ pub enum StoreError {
     /// The disk holding the database is full; deletes still work (see `sqlite.rs`).
     #[error("database or disk is full: {0}")]
     Full(String),
+    /// The datastore is over its size quota (etcd's NOSPACE alarm; SQLite's `quota_bytes`):
+    /// writes fail until it is compacted or the quota raised; reads and deletes still work.
+    #[error("database space exceeded: {0}")]
+    SpaceExceeded(String),
+    /// The backend cannot be reached or has no quorum (etcd); retrying later may succeed.
+    #[error("datastore unavailable: {0}")]
+    Unavailable(String),
+    /// The operation is not possible in this state (e.g. restoring into a running store).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("storage backend: {0}")]
     Backend(String),
 }
@@ -128,6 +144,75 @@ pub struct Watch {
     pub events: tokio::sync::mpsc::Receiver<Result<Event>>,
 }
 
+/// A latency histogram (Prometheus-style cumulative buckets are derived by the exporter).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds in seconds, ascending.
+    pub bounds: Vec<f64>,
+    /// Observations per bucket (`counts[i]` = observations <= `bounds[i]` and > the previous
+    /// bound); one extra last entry counts those above every bound.
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+/// One etcd member as the cluster reports it.
+#[derive(Debug, Clone, Default)]
+pub struct MemberStatus {
+    pub name: String,
+    pub id: u64,
+    pub client_urls: Vec<String>,
+    /// Whether it answered the status call.
+    pub healthy: bool,
+    pub is_leader: bool,
+    pub db_size_bytes: u64,
+    /// Its error, when unhealthy.
+    pub error: Option<String>,
+}
+
+/// Health and size of a datastore (`skiff datastore status`, the server's metrics).
+#[derive(Debug, Clone, Default)]
+pub struct StoreStatus {
+    /// `sqlite` or `etcd`.
+    pub backend: String,
+    /// The database file or the etcd endpoints.
+    pub endpoint: String,
+    pub revision: i64,
+    pub compact_revision: i64,
+    /// File size (SQLite, without the WAL) or etcd's `dbSize`.
+    pub db_size_bytes: u64,
+    /// Bytes holding live data (SQLite: pages not on the freelist; etcd: `dbSizeInUse`).
+    pub db_size_in_use_bytes: u64,
+    /// SQLite's `-wal` file (0 for etcd).
+    pub wal_size_bytes: u64,
+    /// Size at which writes are refused (0 = none).
+    pub quota_bytes: u64,
+    /// Active alarms (`NOSPACE`, …).
+    pub alarms: Vec<String>,
+    /// Number of live keys, when cheap to know.
+    pub keys: Option<u64>,
+    pub compactions: u64,
+    /// Unix seconds of the last compaction (0 = never).
+    pub last_compaction_unix: i64,
+    /// Durable-commit latency (SQLite: the commit's fsync; etcd: write round trips).
+    pub commit_latency: Histogram,
+    /// etcd members (empty for SQLite).
+    pub members: Vec<MemberStatus>,
+    /// Problems worth telling an operator (even member count, one member, near quota, …).
+    pub warnings: Vec<String>,
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    pub path: PathBuf,
+    /// The store revision the snapshot is consistent at.
+    pub revision: i64,
+    /// Live keys in it.
+    pub keys: u64,
+    pub size_bytes: u64,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
@@ -140,4 +225,12 @@ pub trait Store: Send + Sync + 'static {
     async fn current_revision(&self) -> Result<i64>;
     /// Drops history at or below `revision` (keeps the latest value of every live key).
     async fn compact(&self, revision: i64) -> Result<()>;
+    /// Size, health, alarms and members of the backend.
+    async fn status(&self) -> Result<StoreStatus>;
+    /// Writes a consistent snapshot of every key to `dest` (a new file) in skiff's snapshot
+    /// format (see [`snapshot`]); backends may write extra native files next to it.
+    async fn snapshot(&self, dest: &Path) -> Result<SnapshotInfo>;
+    /// Replaces the whole content with a snapshot's (the latest value of every live key).
+    /// Only for a store nothing else is using: the server must be stopped.
+    async fn restore(&self, snapshot: &Path) -> Result<SnapshotInfo>;
 }

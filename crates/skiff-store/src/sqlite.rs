@@ -1239,6 +1239,31 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(format!("compaction task failed: {e}")))?
     }
+
+    // Filled in by the datastore-health work (online backup API, size, WAL, quota).
+    async fn status(&self) -> Result<crate::StoreStatus> {
+        Ok(crate::StoreStatus {
+            backend: "sqlite".into(),
+            endpoint: self.path.display().to_string(),
+            revision: self.current_revision().await?,
+            compact_revision: self.compacted_revision(),
+            ..Default::default()
+        })
+    }
+
+    async fn snapshot(&self, dest: &Path) -> Result<crate::SnapshotInfo> {
+        Err(StoreError::Unsupported(format!(
+            "snapshot to {}: not implemented yet",
+            dest.display()
+        )))
+    }
+
+    async fn restore(&self, snapshot: &Path) -> Result<crate::SnapshotInfo> {
+        Err(StoreError::Unsupported(format!(
+            "restore from {}: not implemented yet",
+            snapshot.display()
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod agent_cmd;
 mod attach_cmd;
 mod container_cmd;
+mod datastore;
 mod image_cmd;
 mod incluster_cmd;
 mod kubeconfig_cmd;

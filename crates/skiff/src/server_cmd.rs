@@ -56,6 +56,8 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 0)]
     pub max_connections: usize,
     #[command(flatten)]
+    pub datastore: crate::datastore::DatastoreArgs,
+    #[command(flatten)]
     pub node: crate::agent_cmd::NodeArgs,
 }
 
@@ -89,11 +91,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         let server_dir = data_dir.join("server");
         crate::private_dir(data_dir)?;
         crate::private_dir(&server_dir)?;
-        let db = server_dir.join("state.db");
-        let store: Arc<dyn skiff_store::Store> = Arc::new(
-            skiff_store::SqliteStore::open(&db)
-                .with_context(|| format!("opening {}", db.display()))?,
-        );
+        let store = crate::datastore::open(data_dir, &args.datastore).await?;
         let store = skiff_apiserver::encryption::wrap(data_dir, args.secrets_encryption, store)
             .context("setting up secrets encryption")?;
         // Keep about five minutes of history for watches and continue tokens, like etcd's

@@ -1,0 +1,51 @@
+//! Choosing and opening the datastore: SQLite in the data dir by default, an etcd cluster with
+//! `--datastore-endpoint` (k3s's flag names). `skiff datastore …` commands live here too.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+/// Where cluster state lives (shared by `skiff server` and `skiff datastore`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct DatastoreArgs {
+    /// etcd client URLs (comma-separated, e.g. https://10.0.0.1:2379,https://10.0.0.2:2379);
+    /// unset = SQLite at `<data-dir>/server/state.db`.
+    #[arg(long, value_delimiter = ',')]
+    pub datastore_endpoint: Vec<String>,
+    /// CA bundle verifying the etcd members' certificates.
+    #[arg(long)]
+    pub datastore_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    pub datastore_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long)]
+    pub datastore_keyfile: Option<PathBuf>,
+}
+
+/// Opens the configured backend.
+pub async fn open(
+    data_dir: &Path,
+    args: &DatastoreArgs,
+) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
+    if args.datastore_endpoint.is_empty() {
+        let db = data_dir.join("server").join("state.db");
+        let store = skiff_store::SqliteStore::open(&db)
+            .with_context(|| format!("opening {}", db.display()))?;
+        return Ok(Arc::new(store));
+    }
+    let options = skiff_store::EtcdOptions {
+        endpoints: args.datastore_endpoint.clone(),
+        ca_file: args.datastore_cafile.clone(),
+        cert_file: args.datastore_certfile.clone(),
+        key_file: args.datastore_keyfile.clone(),
+    };
+    skiff_store::etcd::connect(options).await.with_context(|| {
+        format!(
+            "connecting to etcd at {}",
+            args.datastore_endpoint.join(",")
+        )
+    })
+}
