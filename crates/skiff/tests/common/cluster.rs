@@ -43,6 +43,12 @@ impl Cluster {
 
     /// A server listening on `host` (an address of this machine).
     pub fn start_on(host: &str, cluster_cidr: String, server_args: &[&str]) -> Self {
+        Self::start_at(host, free_port(), cluster_cidr, server_args)
+    }
+
+    /// A server listening on `host:port` (several HA servers share a port on their own
+    /// loopback addresses, as on their own machines).
+    pub fn start_at(host: &str, port: u16, cluster_cidr: String, server_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("skiff-cluster-")
             .tempdir()
@@ -50,7 +56,7 @@ impl Cluster {
         std::fs::create_dir_all(dir.path().join("home")).expect("home");
         let mut cluster = Cluster {
             dir,
-            port: free_port(),
+            port,
             cluster_cidr,
             host: host.to_string(),
             server_args: server_args.iter().map(|a| a.to_string()).collect(),
@@ -121,6 +127,14 @@ impl Cluster {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// kill -9, and leave it dead.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// kill -9 and start again on the same data dir and port.
@@ -304,6 +318,18 @@ impl Cluster {
     /// An agent in network namespace `netns` (only the network namespace differs from the
     /// host's, as if it ran on another machine on the same link).
     pub fn join_agent_in(&self, netns: Option<&str>, name: &str, extra: &[&str]) -> Agent {
+        let server = format!("https://{}:{}", self.host, self.port);
+        self.join_agent_to(netns, name, &server, extra)
+    }
+
+    /// An agent given `servers` (comma-separated URLs) as its `--server`.
+    pub fn join_agent_to(
+        &self,
+        netns: Option<&str>,
+        name: &str,
+        servers: &str,
+        extra: &[&str],
+    ) -> Agent {
         let data_dir = self.dir.path().join(format!("node-{name}"));
         std::fs::create_dir_all(&data_dir).expect("agent data dir");
         let log = self.dir.path().join(format!("agent-{name}.log"));
@@ -311,11 +337,7 @@ impl Cluster {
         let child = in_netns(netns)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args([
-                "agent",
-                "--server",
-                &format!("https://{}:{}", self.host, self.port),
-            ])
+            .args(["agent", "--server", servers])
             .arg("--token-file")
             .arg(self.data_dir().join("node-token"))
             .arg("--ca-file")
