@@ -89,7 +89,11 @@ pub fn write(path: &Path, revision: i64, items: &[KeyValue]) -> Result<u64> {
 
 /// Fills an empty `log` with `items` and sets the revision and compact revision to `revision`
 /// (inside the caller's transaction). Used by [`write`] and by the SQLite store's restore.
-pub(crate) fn load(tx: &rusqlite::Transaction<'_>, revision: i64, items: &[KeyValue]) -> Result<()> {
+pub(crate) fn load(
+    tx: &rusqlite::Transaction<'_>,
+    revision: i64,
+    items: &[KeyValue],
+) -> Result<()> {
     let e = |e: rusqlite::Error| StoreError::Backend(format!("load snapshot rows: {e}"));
     {
         let mut st = tx

@@ -529,7 +529,11 @@ fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
     if opts.wal_ceiling_bytes > 0 {
         // After a checkpoint resets the WAL, cut the file back to this size.
         let limit = i64::try_from(opts.wal_ceiling_bytes).unwrap_or(i64::MAX);
-        conn.query_row(&format!("PRAGMA journal_size_limit={limit}"), [], |_| Ok(()))?;
+        conn.query_row(
+            &format!("PRAGMA journal_size_limit={limit}"),
+            [],
+            |_| Ok(()),
+        )?;
     }
     Ok(())
 }
@@ -951,7 +955,12 @@ fn writer_loop(
             } => {
                 let res = restore_blocking(&mut conn, &shared, revision, &items);
                 if res.is_ok() {
-                    compact_space(&conn, &cfg.path, shared.health.wal_ceiling, cfg.busy_timeout);
+                    compact_space(
+                        &conn,
+                        &cfg.path,
+                        shared.health.wal_ceiling,
+                        cfg.busy_timeout,
+                    );
                 }
                 let _ = reply.send(res);
                 continue;
@@ -1067,7 +1076,10 @@ fn run_batch(
         })
         .collect();
     let health = &shared.health;
-    if ops.iter().any(|o| matches!(o, Err(StoreError::SpaceExceeded(_)))) {
+    if ops
+        .iter()
+        .any(|o| matches!(o, Err(StoreError::SpaceExceeded(_))))
+    {
         if !health.nospace.swap(true, Ordering::SeqCst) {
             tracing::warn!(quota = health.quota_bytes, "datastore over its quota: NOSPACE alarm, writes refused until compaction frees space");
         }
@@ -1142,7 +1154,10 @@ fn apply_batch(
         let started = Instant::now();
         tx.commit().ctx("commit")?;
         shared.health.observe_commit(started.elapsed());
-        shared.health.live_keys.fetch_add(live_delta, Ordering::SeqCst);
+        shared
+            .health
+            .live_keys
+            .fetch_add(live_delta, Ordering::SeqCst);
     }
     Ok((results, events))
 }
@@ -1157,7 +1172,8 @@ fn restore_blocking(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .ctx("begin restore")?;
-    tx.execute("DELETE FROM log", []).ctx("restore: clear log")?;
+    tx.execute("DELETE FROM log", [])
+        .ctx("restore: clear log")?;
     crate::snapshot::load(&tx, revision, items)?;
     tx.commit().ctx("commit restore")?;
     shared.current.store(revision, Ordering::SeqCst);
@@ -1412,8 +1428,12 @@ fn compact_blocking(
             .ctx(&what)?;
         if shared.health.wal_ceiling > 0 {
             let limit = i64::try_from(shared.health.wal_ceiling).unwrap_or(i64::MAX);
-            conn.query_row(&format!("PRAGMA journal_size_limit={limit}"), [], |_| Ok(()))
-                .ctx(&what)?;
+            conn.query_row(
+                &format!("PRAGMA journal_size_limit={limit}"),
+                [],
+                |_| Ok(()),
+            )
+            .ctx(&what)?;
         }
         *slot = Some(conn);
     }

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_store::{
-    snapshot, KeyValue, ListOptions, SqliteOptions, SqliteStore, Store, StoreError,
-};
+use skiff_store::{snapshot, KeyValue, ListOptions, SqliteOptions, SqliteStore, Store, StoreError};
 
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state.db")
@@ -76,7 +74,10 @@ async fn snapshot_while_writing_then_restore_keeps_keys_values_and_revisions() {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let key = format!("/registry/cm/ns/w{w}-{n}");
                 let kv = s.create(&key, value(n, 1, 200)).await.unwrap();
-                let kv = s.update(&key, value(n, 2, 200), kv.mod_revision).await.unwrap();
+                let kv = s
+                    .update(&key, value(n, 2, 200), kv.mod_revision)
+                    .await
+                    .unwrap();
                 if n % 3 == 0 {
                     s.delete(&key, Some(kv.mod_revision)).await.unwrap();
                 }
@@ -119,7 +120,10 @@ async fn snapshot_while_writing_then_restore_keeps_keys_values_and_revisions() {
     // Restore into a fresh store: same keys, values, create and mod revisions.
     let dir2 = tempfile::tempdir().unwrap();
     let restored = SqliteStore::open_with(&db(&dir2), opts()).unwrap();
-    restored.create("/registry/other", b"gone".to_vec()).await.unwrap();
+    restored
+        .create("/registry/other", b"gone".to_vec())
+        .await
+        .unwrap();
     let r = restored.restore(&snap).await.expect("restore");
     assert_eq!((r.revision, r.keys), (info.revision, info.keys));
     assert_eq!(restored.current_revision().await.unwrap(), info.revision);
@@ -147,7 +151,10 @@ async fn snapshot_while_writing_then_restore_keeps_keys_values_and_revisions() {
     // The restored store survives a reopen with the same state.
     drop(restored);
     let reopened = SqliteStore::open_with(&db(&dir2), opts()).unwrap();
-    assert_eq!(reopened.current_revision().await.unwrap(), info.revision + 1);
+    assert_eq!(
+        reopened.current_revision().await.unwrap(),
+        info.revision + 1
+    );
     assert_eq!(
         reopened.status().await.unwrap().keys,
         Some(expected.len() as u64)
@@ -165,7 +172,10 @@ async fn snapshot_while_writing_then_restore_keeps_keys_values_and_revisions() {
     let direct = SqliteStore::open_with(&compact, opts()).unwrap();
     assert_eq!(direct.current_revision().await.unwrap(), info.revision);
     assert_eq!(all(&direct, 0).await, expected);
-    let kv = direct.create("/registry/next", b"x".to_vec()).await.unwrap();
+    let kv = direct
+        .create("/registry/next", b"x".to_vec())
+        .await
+        .unwrap();
     assert_eq!(kv.mod_revision, info.revision + 1);
 
     // An existing destination is never overwritten.
@@ -184,7 +194,10 @@ async fn restore_is_refused_while_watched() {
     assert!(matches!(res, Err(StoreError::Unsupported(_))), "{res:?}");
     drop(w);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    store.restore(&snap).await.expect("restore once nothing watches");
+    store
+        .restore(&snap)
+        .await
+        .expect("restore once nothing watches");
 }
 
 #[tokio::test]
@@ -265,7 +278,10 @@ async fn quota_refuses_writes_until_compaction_frees_space() {
         panic!("want SpaceExceeded, got {err:?}");
     };
     assert!(msg.contains("--datastore-quota-bytes"), "{msg}");
-    assert!(err.to_string().starts_with("database space exceeded"), "{err}");
+    assert!(
+        err.to_string().starts_with("database space exceeded"),
+        "{err}"
+    );
     // Roughly the quota's worth of data went in.
     assert!(live.len() > 300, "only {} writes fit", live.len());
     let st = store.status().await.unwrap();
@@ -273,11 +289,16 @@ async fn quota_refuses_writes_until_compaction_frees_space() {
     assert_eq!(st.quota_bytes, quota);
     // Refused at the quota, give or take a page or two of the estimate of a write's size.
     let used = st.db_size_in_use_bytes;
-    assert!(used.abs_diff(quota) <= 16 * 1024, "in use {used}, quota {quota}");
+    assert!(
+        used.abs_diff(quota) <= 16 * 1024,
+        "in use {used}, quota {quota}"
+    );
     // Updates are refused too; reads work.
     let first = live[0].clone();
     assert!(matches!(
-        store.update(&first.key, value(0, 1, 4000), first.mod_revision).await,
+        store
+            .update(&first.key, value(0, 1, 4000), first.mod_revision)
+            .await,
         Err(StoreError::SpaceExceeded(_))
     ));
     assert_eq!(store.get(&first.key).await.unwrap(), Some(first));
@@ -316,7 +337,12 @@ async fn status_reports_true_fields() {
     assert_eq!(st.quota_bytes, skiff_store::DEFAULT_QUOTA_BYTES);
     let mut kvs = Vec::new();
     for i in 0..100 {
-        kvs.push(store.create(&format!("/s/{i}"), value(i, 0, 1000)).await.unwrap());
+        kvs.push(
+            store
+                .create(&format!("/s/{i}"), value(i, 0, 1000))
+                .await
+                .unwrap(),
+        );
     }
     for kv in &kvs[..30] {
         store.delete(&kv.key, Some(kv.mod_revision)).await.unwrap();
@@ -382,8 +408,13 @@ async fn churn_of_10000_objects_stays_under_bound() {
             tasks.push(tokio::spawn(async move {
                 let key = format!("/registry/configmaps/churn/o{i}");
                 let kv = s.create(&key, value(i, 0, 1000)).await.unwrap();
-                let kv = s.update(&key, value(i, 1, 1000), kv.mod_revision).await.unwrap();
-                s.update(&key, value(i, 2, 1000), kv.mod_revision).await.unwrap()
+                let kv = s
+                    .update(&key, value(i, 1, 1000), kv.mod_revision)
+                    .await
+                    .unwrap();
+                s.update(&key, value(i, 2, 1000), kv.mod_revision)
+                    .await
+                    .unwrap()
             }));
         }
         for t in tasks {
@@ -461,7 +492,10 @@ async fn wal_ceiling_truncates_after_a_long_reader() {
             .unwrap();
     }
     let grown = file_len(&wal(&path));
-    assert!(grown > 2 * ceiling, "WAL only {grown} with a reader pinning it");
+    assert!(
+        grown > 2 * ceiling,
+        "WAL only {grown} with a reader pinning it"
+    );
     reader.execute_batch("COMMIT").unwrap();
     drop(reader);
     // The next writes notice the WAL past its ceiling (checked at most once a second).
@@ -473,7 +507,10 @@ async fn wal_ceiling_truncates_after_a_long_reader() {
             .unwrap();
     }
     let after = file_len(&wal(&path));
-    assert!(after <= ceiling, "WAL {after} after the reader left (was {grown})");
+    assert!(
+        after <= ceiling,
+        "WAL {after} after the reader left (was {grown})"
+    );
     assert_eq!(all(&store, 0).await.len(), 1503);
 }
 
@@ -499,7 +536,11 @@ async fn old_database_is_converted_to_incremental_vacuum() {
     assert_eq!(av, 2, "incremental");
     assert_eq!(store.get("/old/a").await.unwrap().unwrap().value, b"1");
     assert_eq!(
-        store.create("/old/b", b"2".to_vec()).await.unwrap().mod_revision,
+        store
+            .create("/old/b", b"2".to_vec())
+            .await
+            .unwrap()
+            .mod_revision,
         2
     );
 }

@@ -23,6 +23,11 @@ pub struct DatastoreArgs {
     /// Client key for etcd.
     #[arg(long)]
     pub datastore_keyfile: Option<PathBuf>,
+    /// SQLite only: size quota in bytes (default 2 GiB, etcd's; 0 = none). Past it writes
+    /// fail with "database space exceeded" until deletes and compaction free space (etcd has
+    /// its own `--quota-backend-bytes`).
+    #[arg(long, value_name = "BYTES")]
+    pub datastore_quota_bytes: Option<u64>,
 }
 
 /// Opens the configured backend.
@@ -32,7 +37,13 @@ pub async fn open(
 ) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
     if args.datastore_endpoint.is_empty() {
         let db = data_dir.join("server").join("state.db");
-        let store = skiff_store::SqliteStore::open(&db)
+        let options = skiff_store::SqliteOptions {
+            quota_bytes: args
+                .datastore_quota_bytes
+                .unwrap_or(skiff_store::DEFAULT_QUOTA_BYTES),
+            ..Default::default()
+        };
+        let store = skiff_store::SqliteStore::open_with(&db, options)
             .with_context(|| format!("opening {}", db.display()))?;
         return Ok(Arc::new(store));
     }
