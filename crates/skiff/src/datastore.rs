@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
 /// Where cluster state lives (shared by `skiff server` and `skiff datastore`).
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 pub struct DatastoreArgs {
     /// etcd client URLs (comma-separated, e.g. https://10.0.0.1:2379,https://10.0.0.2:2379);
     /// unset = SQLite at `<data-dir>/server/state.db`.
@@ -28,6 +29,36 @@ pub struct DatastoreArgs {
     /// its own `--quota-backend-bytes`).
     #[arg(long, value_name = "BYTES")]
     pub datastore_quota_bytes: Option<u64>,
+    /// How often the server compacts the datastore's history, keeping one interval and at
+    /// least 1000 revisions (kube-apiserver's --etcd-compaction-interval; `5m`, `30s`, or
+    /// seconds; 0 = never).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_interval)]
+    pub datastore_compaction_interval: Duration,
+}
+
+/// Default of `--datastore-compaction-interval` (kube-apiserver's).
+const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
+
+impl Default for DatastoreArgs {
+    fn default() -> Self {
+        DatastoreArgs {
+            datastore_endpoint: Vec::new(),
+            datastore_cafile: None,
+            datastore_certfile: None,
+            datastore_keyfile: None,
+            datastore_quota_bytes: None,
+            datastore_compaction_interval: DEFAULT_COMPACTION_INTERVAL,
+        }
+    }
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    crate::kubeconfig_cmd::parse_ttl(text).map_err(|_| {
+        format!("invalid interval {text:?}: use seconds or a number with a unit (s, m, h), like 5m")
+    })
 }
 
 /// Opens the configured backend.
