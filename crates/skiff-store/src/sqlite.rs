@@ -70,7 +70,7 @@ pub const DEFAULT_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
 /// Default [`SqliteOptions::quota_bytes`]: etcd's default quota, 2 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Default [`SqliteOptions::wal_ceiling_bytes`].
-pub const DEFAULT_WAL_CEILING_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_WAL_CEILING_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Default for SqliteOptions {
     fn default() -> Self {
