@@ -78,6 +78,9 @@ pub async fn open(
             .with_context(|| format!("opening {}", db.display()))?;
         return Ok(Arc::new(store));
     }
+    if args.datastore_quota_bytes.is_some() {
+        tracing::warn!("--datastore-quota-bytes applies to SQLite only; etcd uses its own --quota-backend-bytes");
+    }
     let options = skiff_store::EtcdOptions {
         endpoints: args.datastore_endpoint.clone(),
         ca_file: args.datastore_cafile.clone(),
