@@ -260,6 +260,26 @@ def churn(server, token, ctx, objects, clients, window=1000):
     return sum(ops), elapsed, errors, peak[0], peak_parts
 
 
+def commit_stats(client):
+    """From the server's /metrics: (commits, mean commit ms, bucket bound holding the p99 in ms)."""
+    status, body = client.request("GET", "/metrics")
+    if status != 200:
+        return None
+    buckets, count, total = [], 0, 0.0
+    for line in body.decode().splitlines():
+        if line.startswith("skiff_datastore_commit_duration_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith("skiff_datastore_commit_duration_seconds_count"):
+            count = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("skiff_datastore_commit_duration_seconds_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+    if not count:
+        return None
+    p99 = next((le for le, c in buckets if c >= 0.99 * count), float("inf"))
+    return int(count), total / count * 1000, p99 * 1000
+
+
 def report(label, rate, lat, errors):
     print(f"  {label:<34}: {rate:8.0f} writes/s   p50 {statistics.median(lat):6.2f} ms   "
           f"p99 {pct(lat, 99):7.2f} ms   (errors: {len(errors)})")
@@ -289,8 +309,12 @@ def main():
         if ready is None:
             print(f"skiff server on SQLite did not start: {sq.last_log_line()}")
             return 1
-        _, token, ctx = ready
+        probe, token, ctx = ready
+        before = commit_stats(probe)
         sq_rate, sq_lat, sq_err = api_creates(sq, token, ctx, opts.count, opts.clients, "sq")
+        # The status refreshes at most every 5 s.
+        time.sleep(5.5)
+        after = commit_stats(Client(sq.port, token, ctx))
         sq.stop()
 
         # 2. etcd: bare, then skiff on it.
@@ -315,6 +339,11 @@ def main():
                 es.stop()
 
         report("skiff server on SQLite", sq_rate, sq_lat, sq_err)
+        if after:
+            commits = after[0] - (before[0] if before else 0)
+            print(f"    SQLite commits (from /metrics): {after[0]} in all, mean {after[1]:.2f} ms, p99 <= "
+                  f"{after[2]:.0f} ms; {len(sq_lat)} writes in {commits} commits = "
+                  f"~{len(sq_lat) / max(commits, 1):.1f} writes per fsync (group commit; the server's own writes count too)")
         if etcd_rate is not None:
             report(f"skiff server on etcd ({opts.etcd_members} member)", etcd_rate, etcd_lat, etcd_err)
         if bare_rate is not None:
