@@ -22,6 +22,17 @@
 //!   the reserve is re-created and writes resume, without a restart.
 //! * Files are private: the database, its WAL/SHM (SQLite gives them the database's mode), the
 //!   lock and the reserve are 0600.
+//! * Staying small (docs/datastore.md): compaction deletes old history; afterwards, when the
+//!   freelist is large, `incremental_vacuum` (the database is `auto_vacuum=INCREMENTAL`, an
+//!   older file is converted by one VACUUM at open) gives pages back and the WAL is truncated.
+//!   Readers that overlap forever keep passive checkpoints from resetting the WAL, so past
+//!   [`SqliteOptions::wal_ceiling_bytes`] the writer forces `wal_checkpoint(TRUNCATE)`.
+//! * A size quota ([`SqliteOptions::quota_bytes`], etcd's NOSPACE): before each batch the bytes
+//!   in use are read; creates/updates that would pass the quota fail with
+//!   [`StoreError::SpaceExceeded`], deletes go through, and writes resume once compaction has
+//!   made room.
+//! * Snapshots copy the file with the online backup API; a restore replaces the whole log with
+//!   a snapshot's latest state in one writer transaction, keeping its revisions (`snapshot.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
