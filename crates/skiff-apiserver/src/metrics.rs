@@ -1,8 +1,10 @@
 //! The API server's Prometheus metrics, with upstream's names and labels: requests
 //! (`apiserver_request_total`, `apiserver_request_duration_seconds`), in-flight and long-running
 //! gauges, store latency (`etcd_request_duration_seconds`: the store is SQLite, the name is the
-//! one dashboards know), object counts (`apiserver_storage_objects`), plus the process and the
-//! controllers' workqueue metrics of the same process. Served at `GET /metrics` to identities
+//! one dashboards know), object counts (`apiserver_storage_objects`), the datastore's health
+//! from `Store::status` (`apiserver_storage_size_bytes`, `skiff_datastore_*`: WAL, in-use and
+//! quota bytes, compactions, commit latency, alarms; see docs/datastore.md), plus the process
+//! and the controllers' workqueue metrics of the same process. Served at `GET /metrics` to identities
 //! that RBAC allows the non-resource URL (the bootstrap `system:monitoring` role).
 //!
 //! Hot path: every label is a `&'static str` (resources come from the served-kinds registry,
@@ -151,6 +153,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         "Number of stored objects at the time of last check split by kind.",
         m.objects.clone(),
     );
+    reg.register_collector(Box::new(DatastoreCollector));
     reg.register_collector(Box::new(skiff_client::metrics::ProcessCollector));
     skiff_client::metrics::register_workqueue(&mut reg);
     reg
@@ -656,9 +659,142 @@ async fn count_objects(store: &Arc<dyn Store>) {
     }
 }
 
+/// How often the datastore status is read at most (scrapes in between reuse it).
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// A status read slower than this (an etcd without quorum) keeps the previous figures.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The last datastore status read, and from which store and when (process-wide, as the
+/// registry).
+static DATASTORE: Mutex<Option<(usize, Instant, skiff_store::StoreStatus)>> = Mutex::new(None);
+
+/// Re-reads the store's status when the last one is older than [`STATUS_INTERVAL`].
+async fn refresh_datastore(store: &Arc<dyn Store>) {
+    let id = Arc::as_ptr(store) as *const () as usize;
+    let fresh = DATASTORE.lock().is_ok_and(|d| {
+        d.as_ref()
+            .is_some_and(|(s, t, _)| *s == id && t.elapsed() < STATUS_INTERVAL)
+    });
+    if fresh {
+        return;
+    }
+    match tokio::time::timeout(STATUS_TIMEOUT, store.status()).await {
+        Ok(Ok(status)) => {
+            if let Ok(mut d) = DATASTORE.lock() {
+                *d = Some((id, Instant::now(), status));
+            }
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "datastore status for metrics"),
+        Err(_) => tracing::debug!("datastore status for metrics timed out"),
+    }
+}
+
+/// Alarms always exported (0 when off), so alerts can match on them before they fire.
+const KNOWN_ALARMS: [&str; 2] = ["NOSPACE", "CORRUPT"];
+
+/// Encodes the last datastore status (values come from the store, not from counters here).
+#[derive(Debug)]
+struct DatastoreCollector;
+
+impl prometheus_client::collector::Collector for DatastoreCollector {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let Some(st) = DATASTORE
+            .lock()
+            .ok()
+            .and_then(|d| d.as_ref().map(|(_, _, st)| st.clone()))
+        else {
+            return Ok(());
+        };
+        // Upstream names its storage clusters by index; there is one.
+        let cluster = format!("{}-0", st.backend);
+        enc.encode_descriptor(
+            "apiserver_storage_size_bytes",
+            "Size of the storage database file physically allocated in bytes.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_family(&[("storage_cluster_id", cluster.as_str())])?
+        .encode_gauge(&st.db_size_bytes)?;
+        let gauges: [(&str, &str, u64); 4] = [
+            (
+                "skiff_datastore_wal_bytes",
+                "Size of the SQLite write-ahead log in bytes (0 for etcd).",
+                st.wal_size_bytes,
+            ),
+            (
+                "skiff_datastore_in_use_bytes",
+                "Bytes of the datastore holding live data (not free pages).",
+                st.db_size_in_use_bytes,
+            ),
+            (
+                "skiff_datastore_quota_bytes",
+                "Size at which the datastore refuses writes (NOSPACE alarm); 0 = none.",
+                st.quota_bytes,
+            ),
+            (
+                "skiff_datastore_compact_revision",
+                "Revision up to which history has been compacted.",
+                st.compact_revision.max(0) as u64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&v)?;
+        }
+        enc.encode_descriptor(
+            "skiff_datastore_compactions",
+            "Compactions of the datastore's history since the process started.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&st.compactions, None)?;
+        let h = &st.commit_latency;
+        let mut buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .zip(h.counts.iter())
+            .map(|(b, c)| (*b, *c))
+            .collect();
+        // The text encoder writes f64::MAX as +Inf.
+        buckets.push((f64::MAX, h.counts.get(h.bounds.len()).copied().unwrap_or(0)));
+        enc.encode_descriptor(
+            "skiff_datastore_commit_duration_seconds",
+            "Latency of durable datastore commits (SQLite: the commit's fsync; etcd: write round trips).",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum_seconds,
+            h.count,
+            &buckets,
+            None,
+        )?;
+        let mut alarm = enc.encode_descriptor(
+            "skiff_datastore_alarm",
+            "Datastore alarms: 1 while raised (NOSPACE: over the quota, writes refused).",
+            None,
+            MetricType::Gauge,
+        )?;
+        let extra = st.alarms.iter().map(String::as_str);
+        let mut names: Vec<&str> = KNOWN_ALARMS.iter().copied().chain(extra).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let on = st.alarms.iter().any(|a| a == name) as i64;
+            alarm.encode_family(&[("alarm", name)])?.encode_gauge(&on)?;
+        }
+        Ok(())
+    }
+}
+
 /// `GET /metrics` (after authentication and the non-resource authorization check).
 pub(crate) async fn serve(store: &Arc<dyn Store>, headers: &HeaderMap) -> Response {
     count_objects(store).await;
+    refresh_datastore(store).await;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (ct, body) = skiff_client::metrics::render(&[&REGISTRY], accept);
     let mut resp = Response::new(Body::from(body));

@@ -210,3 +210,48 @@ async fn metrics_are_authorized_by_non_resource_urls() {
     .await;
     assert_eq!(code, 403);
 }
+
+/// The datastore's health from `Store::status`: size, WAL, in-use, quota, compactions, commit
+/// latency histogram and alarms (SQLite here; etcd fills the same status).
+#[tokio::test]
+async fn metrics_show_datastore_status() {
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let cm =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "datastore-cm"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let (code, _, body) = get(&t.client, "/metrics", None).await;
+    assert_eq!(code, 200, "{body}");
+    let size = sample(
+        &body,
+        "apiserver_storage_size_bytes",
+        &["storage_cluster_id=\"sqlite-0\""],
+    );
+    assert!(size.is_some_and(|v| v > 0.0), "{body}");
+    assert_eq!(
+        sample(&body, "skiff_datastore_quota_bytes", &[]),
+        Some(2147483648.0)
+    );
+    let in_use = sample(&body, "skiff_datastore_in_use_bytes", &[]).unwrap();
+    // Pages still in the WAL count as in use before the file grows to hold them.
+    assert!(in_use > 0.0);
+    assert!(sample(&body, "skiff_datastore_wal_bytes", &[]).is_some());
+    assert!(sample(&body, "skiff_datastore_compactions_total", &[]).is_some());
+    assert!(sample(&body, "skiff_datastore_compact_revision", &[]).is_some());
+    assert!(
+        sample(&body, "skiff_datastore_commit_duration_seconds_count", &[])
+            .is_some_and(|v| v >= 1.0),
+        "{body}"
+    );
+    assert!(sample(
+        &body,
+        "skiff_datastore_commit_duration_seconds_bucket",
+        &["le=\"+Inf\""]
+    )
+    .is_some_and(|v| v >= 1.0));
+    assert_eq!(
+        sample(&body, "skiff_datastore_alarm", &["alarm=\"NOSPACE\""]),
+        Some(0.0)
+    );
+    assert!(body.contains("# TYPE skiff_datastore_commit_duration_seconds histogram"));
+}

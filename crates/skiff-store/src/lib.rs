@@ -39,7 +39,8 @@ mod sqlite;
 
 pub use etcd::{EtcdOptions, EtcdStore};
 pub use sqlite::{
-    spawn_compactor, SqliteOptions, SqliteStore, DEFAULT_MAX_VALUE_BYTES, DEFAULT_RESERVE_BYTES,
+    spawn_compactor, SqliteOptions, SqliteStore, DEFAULT_MAX_VALUE_BYTES, DEFAULT_QUOTA_BYTES,
+    DEFAULT_RESERVE_BYTES, DEFAULT_WAL_CEILING_BYTES,
 };
 
 use std::path::{Path, PathBuf};

@@ -22,13 +22,24 @@
 //!   the reserve is re-created and writes resume, without a restart.
 //! * Files are private: the database, its WAL/SHM (SQLite gives them the database's mode), the
 //!   lock and the reserve are 0600.
+//! * Staying small (docs/datastore.md): compaction deletes old history; afterwards, when the
+//!   freelist is large, `incremental_vacuum` (the database is `auto_vacuum=INCREMENTAL`, an
+//!   older file is converted by one VACUUM at open) gives pages back and the WAL is truncated.
+//!   Readers that overlap forever keep passive checkpoints from resetting the WAL, so past
+//!   [`SqliteOptions::wal_ceiling_bytes`] the writer forces `wal_checkpoint(TRUNCATE)`.
+//! * A size quota ([`SqliteOptions::quota_bytes`], etcd's NOSPACE): before each batch the bytes
+//!   in use are read; creates/updates that would pass the quota fail with
+//!   [`StoreError::SpaceExceeded`], deletes go through, and writes resume once compaction has
+//!   made room.
+//! * Snapshots copy the file with the online backup API; a restore replaces the whole log with
+//!   a snapshot's latest state in one writer transaction, keeping its revisions (`snapshot.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -54,12 +65,23 @@ pub struct SqliteOptions {
     pub max_value_bytes: usize,
     /// Size of the `<db>.reserve` file released when the disk fills up (0 = none).
     pub reserve_bytes: u64,
+    /// Size quota of the database's live pages (etcd's `--quota-backend-bytes`; 0 = none):
+    /// writes that would grow it past this fail with [`StoreError::SpaceExceeded`] (NOSPACE
+    /// alarm); deletes and compaction still work, and writes resume once it is under again.
+    pub quota_bytes: u64,
+    /// WAL size past which the writer forces a `wal_checkpoint(TRUNCATE)`; also the
+    /// `journal_size_limit` the WAL is cut back to after a checkpoint (0 = SQLite's defaults).
+    pub wal_ceiling_bytes: u64,
 }
 
 /// etcd's default `--max-request-bytes`.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
 /// Default [`SqliteOptions::reserve_bytes`].
 pub const DEFAULT_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
+/// Default [`SqliteOptions::quota_bytes`]: etcd's default quota, 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Default [`SqliteOptions::wal_ceiling_bytes`].
+pub const DEFAULT_WAL_CEILING_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Default for SqliteOptions {
     fn default() -> Self {
@@ -70,6 +92,8 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(10),
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             reserve_bytes: DEFAULT_RESERVE_BYTES,
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+            wal_ceiling_bytes: DEFAULT_WAL_CEILING_BYTES,
         }
     }
 }
@@ -78,7 +102,7 @@ impl Default for SqliteOptions {
 const PAGE: i64 = 1000;
 const COMPACT_STEP: i64 = 10_000;
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -117,7 +141,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
-    writer_tx: Option<std_mpsc::Sender<WriteReq>>,
+    writer_tx: Option<std_mpsc::Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     readers: Arc<ReadPool>,
@@ -135,6 +159,108 @@ struct Shared {
     compacted: AtomicI64,
     subs: Mutex<Subscribers>,
     space: Space,
+    health: Health,
+}
+
+/// etcd's backend commit buckets (`etcd_disk_backend_commit_duration_seconds`): 1 ms .. 8 s.
+const COMMIT_BUCKETS: [f64; 14] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192,
+];
+
+/// Size, quota, compaction and commit-latency bookkeeping (for `status()` and the quota).
+struct Health {
+    quota_bytes: u64,
+    wal_ceiling: u64,
+    /// The NOSPACE alarm: a write was refused for the quota and no write passed the quota
+    /// check since (compaction clears it when it brings the store under the quota).
+    nospace: AtomicBool,
+    live_keys: AtomicI64,
+    compactions: AtomicU64,
+    last_compaction_unix: AtomicI64,
+    commit: Mutex<crate::Histogram>,
+}
+
+impl Health {
+    fn new(opts: &SqliteOptions, live_keys: i64) -> Health {
+        Health {
+            quota_bytes: opts.quota_bytes,
+            wal_ceiling: opts.wal_ceiling_bytes,
+            nospace: AtomicBool::new(false),
+            live_keys: AtomicI64::new(live_keys),
+            compactions: AtomicU64::new(0),
+            last_compaction_unix: AtomicI64::new(0),
+            commit: Mutex::new(crate::Histogram {
+                bounds: COMMIT_BUCKETS.to_vec(),
+                counts: vec![0; COMMIT_BUCKETS.len() + 1],
+                sum_seconds: 0.0,
+                count: 0,
+            }),
+        }
+    }
+
+    fn observe_commit(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = COMMIT_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        let mut h = lock(&self.commit);
+        if let Some(c) = h.counts.get_mut(i) {
+            *c += 1;
+        }
+        h.sum_seconds += secs;
+        h.count += 1;
+    }
+}
+
+/// Page accounting of a database: (file pages, free pages, page size).
+fn pages(conn: &Connection) -> rusqlite::Result<(u64, u64, u64)> {
+    let get = |pragma: &str| -> rusqlite::Result<u64> {
+        conn.query_row(pragma, [], |r| r.get::<_, i64>(0))
+            .map(|v| v.max(0) as u64)
+    };
+    Ok((
+        get("PRAGMA page_count")?,
+        get("PRAGMA freelist_count")?,
+        get("PRAGMA page_size")?,
+    ))
+}
+
+/// Bytes of pages holding data (not on the freelist).
+fn in_use_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let (count, free, size) = pages(conn)?;
+    Ok(count.saturating_sub(free).saturating_mul(size))
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `wal_checkpoint(TRUNCATE)` waiting at most `wait` for readers: true when the WAL was fully
+/// copied back and truncated.
+fn checkpoint_truncate(conn: &Connection, wait: Duration, restore_wait: Duration) -> bool {
+    if conn.busy_timeout(wait).is_err() {
+        return false;
+    }
+    let res = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    let _ = conn.busy_timeout(restore_wait);
+    match res {
+        Ok(busy) => busy == 0,
+        Err(e) => {
+            tracing::debug!(error = %e, "WAL checkpoint failed");
+            false
+        }
+    }
 }
 
 /// The full-disk state (see the module docs).
@@ -248,6 +374,17 @@ struct WriteReq {
     reply: oneshot::Sender<Result<KeyValue>>,
 }
 
+/// What the writer thread is asked to do.
+enum Msg {
+    Write(WriteReq),
+    /// Replace the whole content (see [`SqliteStore::restore`]).
+    Restore {
+        revision: i64,
+        items: Vec<KeyValue>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` with default options.
     pub fn open(path: &Path) -> Result<SqliteStore> {
@@ -283,11 +420,12 @@ impl SqliteStore {
             tracing::warn!("no room for the disk-space reserve: only deletes are accepted until space is freed");
             space.low.store(true, Ordering::SeqCst);
         }
-        let (current, compacted) = {
+        let (current, compacted, live) = {
             let tx = conn.transaction().ctx("open: read revisions")?;
             let current = current_rev(&tx)?;
             let compacted = compact_rev(&tx)?;
-            (current, compacted)
+            let live = crate::snapshot::count_live(&tx).ctx("open: count keys")?;
+            (current, compacted, live)
         };
         let shared = Arc::new(Shared {
             current: AtomicI64::new(current),
@@ -297,6 +435,7 @@ impl SqliteStore {
                 list: Vec::new(),
             }),
             space,
+            health: Health::new(&opts, live as i64),
         });
         let readers = Arc::new(ReadPool {
             path: path.to_path_buf(),
@@ -308,13 +447,14 @@ impl SqliteStore {
         readers.with(|_| Ok(()))?;
         let (writer_tx, rx) = std_mpsc::channel();
         let writer_shared = shared.clone();
-        let max_batch = opts.max_batch.max(1);
+        let cfg = WriterCfg {
+            max_batch: opts.max_batch.max(1),
+            path: path.to_path_buf(),
+            busy_timeout: opts.busy_timeout,
+        };
         let writer = std::thread::Builder::new()
             .name("skiff-store-writer".into())
-            .spawn({
-                let path = path.to_path_buf();
-                move || writer_loop(conn, rx, writer_shared, max_batch, path)
-            })
+            .spawn(move || writer_loop(conn, rx, writer_shared, cfg))
             .map_err(|e| StoreError::Backend(format!("spawn writer thread: {e}")))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -346,13 +486,16 @@ impl SqliteStore {
 
     async fn write(&self, op: Op) -> Result<KeyValue> {
         let (reply, rx) = oneshot::channel();
-        let closed = || StoreError::Backend("store writer is not running".into());
+        self.send(Msg::Write(WriteReq { op, reply }))?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    fn send(&self, msg: Msg) -> Result<()> {
         self.writer_tx
             .as_ref()
-            .ok_or_else(closed)?
-            .send(WriteReq { op, reply })
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+            .ok_or_else(writer_gone)?
+            .send(msg)
+            .map_err(|_| writer_gone())
     }
 
     fn check_size(&self, key: &str, value: &[u8]) -> Result<()> {
@@ -376,6 +519,10 @@ impl SqliteStore {
     }
 }
 
+fn writer_gone() -> StoreError {
+    StoreError::Backend("store writer is not running".into())
+}
+
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         // Closing the channel stops the writer after its current batch; wait for it so the
@@ -389,7 +536,17 @@ impl Drop for SqliteStore {
 
 fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(opts.busy_timeout)?;
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
+    if opts.wal_ceiling_bytes > 0 {
+        // After a checkpoint resets the WAL, cut the file back to this size.
+        let limit = i64::try_from(opts.wal_ceiling_bytes).unwrap_or(i64::MAX);
+        conn.query_row(
+            &format!("PRAGMA journal_size_limit={limit}"),
+            [],
+            |_| Ok(()),
+        )?;
+    }
+    Ok(())
 }
 
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
@@ -427,6 +584,14 @@ fn open_writer(path: &Path, opts: &SqliteOptions) -> Result<Connection> {
     let what = format!("open {}", path.display());
     let conn = Connection::open(path).ctx(&what)?;
     configure(&conn, opts).ctx(&what)?;
+    // Before anything creates a table: a new database frees pages incrementally.
+    let auto_vacuum: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .ctx(&what)?;
+    if auto_vacuum != AUTO_VACUUM_INCREMENTAL {
+        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")
+            .ctx(&what)?;
+    }
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .ctx(&what)?;
@@ -446,9 +611,27 @@ fn open_writer(path: &Path, opts: &SqliteOptions) -> Result<Connection> {
     if have < 3 {
         conn.execute_batch(SCHEMA)
             .ctx(&format!("{what}: create schema"))?;
+    } else if auto_vacuum != AUTO_VACUUM_INCREMENTAL {
+        // A database from before incremental vacuum: the mode only takes effect through one
+        // full VACUUM (it needs free space about the database's size; a failure only logs and
+        // the next open tries again).
+        let started = Instant::now();
+        match conn.execute_batch("VACUUM") {
+            Ok(()) => tracing::info!(
+                db = %path.display(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "converted the database to incremental vacuum"
+            ),
+            Err(e) => {
+                tracing::warn!(db = %path.display(), error = %e, "VACUUM to enable incremental vacuum failed; trying again at the next start")
+            }
+        }
     }
     Ok(conn)
 }
+
+/// `PRAGMA auto_vacuum` value of INCREMENTAL.
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
 
 /// Holds an exclusive `flock` on `<path>.lock` for the life of the store.
 fn take_lock(path: &Path) -> Result<std::fs::File> {
@@ -746,25 +929,69 @@ fn replay_page(
 // ---------------------------------------------------------------------------------------------
 // Writes
 
-fn writer_loop(
-    mut conn: Connection,
-    rx: std_mpsc::Receiver<WriteReq>,
-    shared: Arc<Shared>,
+struct WriterCfg {
     max_batch: usize,
     path: PathBuf,
+    busy_timeout: Duration,
+}
+
+/// How long a forced checkpoint may wait for readers (the writer is stalled meanwhile), and
+/// how soon after one another is tried.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: std_mpsc::Receiver<Msg>,
+    shared: Arc<Shared>,
+    cfg: WriterCfg,
 ) {
-    while let Ok(first) = rx.recv() {
+    let wal = sidecar(&cfg.path, "-wal");
+    let mut last_checkpoint: Option<Instant> = None;
+    let mut next: Option<Msg> = None;
+    loop {
+        let first = match next.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+        };
+        let first = match first {
+            Msg::Write(w) => w,
+            Msg::Restore {
+                revision,
+                items,
+                reply,
+            } => {
+                let res = restore_blocking(&mut conn, &shared, revision, &items);
+                if res.is_ok() {
+                    compact_space(
+                        &conn,
+                        &cfg.path,
+                        shared.health.wal_ceiling,
+                        cfg.busy_timeout,
+                    );
+                }
+                let _ = reply.send(res);
+                continue;
+            }
+        };
         // Everything that queued up while the previous batch was being fsynced commits
         // together: this is the group commit.
         let mut batch = vec![first];
-        while batch.len() < max_batch {
+        while batch.len() < cfg.max_batch {
             match rx.try_recv() {
-                Ok(req) => batch.push(req),
+                Ok(Msg::Write(req)) => batch.push(req),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
                 Err(_) => break,
             }
         }
         let space = &shared.space;
-        let low = space.low.load(Ordering::SeqCst) && !space.recovered(&path);
+        let low = space.low.load(Ordering::SeqCst) && !space.recovered(&cfg.path);
         let mut results = run_batch(&mut conn, &shared, &batch, low);
         if !low
             && results
@@ -778,23 +1005,99 @@ fn writer_loop(
         for (req, res) in batch.into_iter().zip(results) {
             let _ = req.reply.send(res);
         }
+        // The WAL ceiling: passive auto-checkpoints cannot finish while readers hold old
+        // snapshots, so past the ceiling force one that waits (briefly) for them.
+        let ceiling = shared.health.wal_ceiling;
+        if ceiling > 0
+            && file_len(&wal) > ceiling
+            && last_checkpoint.is_none_or(|t| t.elapsed() >= CHECKPOINT_RETRY)
+        {
+            let done = checkpoint_truncate(&conn, CHECKPOINT_WAIT, cfg.busy_timeout);
+            tracing::debug!(done, "WAL past its ceiling: checkpoint(TRUNCATE)");
+            last_checkpoint = Some(Instant::now());
+        }
     }
     // Store closed: end every watch.
     lock(&shared.subs).list.clear();
 }
 
-/// Applies a batch (in low-space mode only its deletes) and publishes its events.
+/// Rough bytes a create/update adds to the database: the row, its index entry, page slack.
+fn write_cost(op: &Op) -> u64 {
+    match op {
+        Op::Create { key, value } | Op::Update { key, value, .. } => {
+            (2 * key.len() + value.len() + 64) as u64
+        }
+        Op::Delete { .. } => 0,
+    }
+}
+
+/// The quota budget before a batch: (bytes in use, quota), None when there is no quota.
+fn quota_budget(conn: &Connection, health: &Health) -> Option<(u64, u64)> {
+    if health.quota_bytes == 0 {
+        return None;
+    }
+    match in_use_bytes(conn) {
+        Ok(used) => Some((used, health.quota_bytes)),
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the database size failed; quota not checked");
+            None
+        }
+    }
+}
+
+fn quota_message(used: u64, quota: u64, cost: u64) -> String {
+    format!(
+        "the datastore holds {used} bytes of its {quota}-byte quota and this write needs about \
+         {cost} more; delete objects (deletes still work) and let compaction free their history, \
+         or raise --datastore-quota-bytes; writes resume without a restart once there is room"
+    )
+}
+
+/// Applies a batch (in low-space mode only its deletes; over the quota, its deletes and the
+/// writes that fit) and publishes its events.
 fn run_batch(
     conn: &mut Connection,
     shared: &Shared,
     batch: &[WriteReq],
     low_space: bool,
 ) -> Vec<Result<KeyValue>> {
-    let ops: Vec<Option<&Op>> = batch
+    let budget = quota_budget(conn, &shared.health);
+    let mut grow = 0u64;
+    let mut passed = false;
+    let ops: Vec<Result<&Op>> = batch
         .iter()
-        .map(|r| (!low_space || matches!(r.op, Op::Delete { .. })).then_some(&r.op))
+        .map(|r| {
+            if matches!(r.op, Op::Delete { .. }) {
+                return Ok(&r.op);
+            }
+            if low_space {
+                return Err(StoreError::Full(
+                    "database or disk is full (only deletes are accepted)".into(),
+                ));
+            }
+            if let Some((used, quota)) = budget {
+                let cost = write_cost(&r.op);
+                if used.saturating_add(grow).saturating_add(cost) > quota {
+                    return Err(StoreError::SpaceExceeded(quota_message(used, quota, cost)));
+                }
+                grow += cost;
+            }
+            passed = true;
+            Ok(&r.op)
+        })
         .collect();
-    match apply_batch(conn, &ops) {
+    let health = &shared.health;
+    if ops
+        .iter()
+        .any(|o| matches!(o, Err(StoreError::SpaceExceeded(_))))
+    {
+        if !health.nospace.swap(true, Ordering::SeqCst) {
+            tracing::warn!(quota = health.quota_bytes, "datastore over its quota: NOSPACE alarm, writes refused until compaction frees space");
+        }
+    } else if passed && health.nospace.swap(false, Ordering::SeqCst) {
+        tracing::info!("datastore under its quota again: NOSPACE alarm cleared");
+    }
+    match apply_batch(conn, shared, ops) {
         Ok((results, events)) => {
             if let Some(last) = events.last() {
                 let rev = last.kv.mod_revision;
@@ -822,24 +1125,35 @@ fn run_batch(
 
 type BatchOutcome = (Vec<Result<KeyValue>>, Vec<Event>);
 
-/// `None` entries are refused for lack of space without touching the database.
-fn apply_batch(conn: &mut Connection, batch: &[Option<&Op>]) -> Result<BatchOutcome> {
+/// `Err` entries are refused (no space, over the quota) without touching the database.
+fn apply_batch(
+    conn: &mut Connection,
+    shared: &Shared,
+    batch: Vec<Result<&Op>>,
+) -> Result<BatchOutcome> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .ctx("begin write")?;
     let mut rev = current_rev(&tx)?;
     let mut results = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
+    let mut live_delta = 0i64;
     for op in batch {
-        let Some(op) = op else {
-            results.push(Err(StoreError::Full(
-                "database or disk is full (only deletes are accepted)".into(),
-            )));
-            continue;
+        let op = match op {
+            Ok(op) => op,
+            Err(e) => {
+                results.push(Err(e));
+                continue;
+            }
         };
         match apply_one(&tx, op, rev + 1)? {
             Ok((kv, ev)) => {
                 rev += 1;
+                live_delta += match (&ev.kind, &ev.prev) {
+                    (EventKind::Put, None) => 1,
+                    (EventKind::Delete, _) => -1,
+                    _ => 0,
+                };
                 results.push(Ok(kv));
                 events.push(ev);
             }
@@ -847,10 +1161,88 @@ fn apply_batch(conn: &mut Connection, batch: &[Option<&Op>]) -> Result<BatchOutc
         }
     }
     if !events.is_empty() {
+        // The commit is where the fsync happens: its latency is the durability cost.
+        let started = Instant::now();
         tx.commit().ctx("commit")?;
+        shared.health.observe_commit(started.elapsed());
+        shared
+            .health
+            .live_keys
+            .fetch_add(live_delta, Ordering::SeqCst);
     }
     Ok((results, events))
 }
+
+/// Replaces the whole log with `items` at `revision` (one transaction) and ends every watch.
+fn restore_blocking(
+    conn: &mut Connection,
+    shared: &Shared,
+    revision: i64,
+    items: &[KeyValue],
+) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx("begin restore")?;
+    tx.execute("DELETE FROM log", [])
+        .ctx("restore: clear log")?;
+    crate::snapshot::load(&tx, revision, items)?;
+    tx.commit().ctx("commit restore")?;
+    shared.current.store(revision, Ordering::SeqCst);
+    shared.compacted.store(revision, Ordering::SeqCst);
+    shared
+        .health
+        .live_keys
+        .store(items.len() as i64, Ordering::SeqCst);
+    let mut subs = lock(&shared.subs);
+    subs.published = revision;
+    // Watches saw another history: they end, and their callers re-list.
+    subs.list.clear();
+    Ok(())
+}
+
+/// After big deletions: return free pages to the filesystem when the freelist is large
+/// (incremental vacuum, in steps so writers get the lock in between), then checkpoint and
+/// truncate the WAL so the file really shrinks.
+fn compact_space(conn: &Connection, path: &Path, wal_ceiling: u64, busy_timeout: Duration) {
+    let Ok((count, free, size)) = pages(conn) else {
+        return;
+    };
+    let free_bytes = free.saturating_mul(size);
+    if free_bytes >= VACUUM_MIN_FREE_BYTES && free.saturating_mul(10) >= count {
+        let step = (VACUUM_STEP_BYTES / size.max(512)).max(1);
+        let mut left = free;
+        while left > 0 {
+            if let Err(e) = conn.execute_batch(&format!("PRAGMA incremental_vacuum({step})")) {
+                tracing::warn!(error = %e, "incremental vacuum failed");
+                break;
+            }
+            // Vacuum moves pages through the WAL: keep it under its ceiling on the way.
+            if wal_ceiling > 0 && file_len(&sidecar(path, "-wal")) > wal_ceiling {
+                checkpoint_truncate(conn, CHECKPOINT_WAIT, busy_timeout);
+            }
+            let now = match pages(conn) {
+                Ok((_, f, _)) => f,
+                Err(_) => break,
+            };
+            if now >= left {
+                break;
+            }
+            left = now;
+        }
+        tracing::debug!(freed_bytes = free_bytes, "incremental vacuum");
+    }
+    let wal = file_len(&sidecar(path, "-wal"));
+    if wal > 0 && (wal_ceiling == 0 || wal > WAL_TRUNCATE_AFTER_COMPACTION || wal > wal_ceiling) {
+        checkpoint_truncate(conn, CHECKPOINT_WAIT, busy_timeout);
+    }
+}
+
+/// Free space below which vacuum is not worth the writes (free pages are reused anyway).
+const VACUUM_MIN_FREE_BYTES: u64 = 1024 * 1024;
+/// Pages freed per incremental-vacuum transaction.
+const VACUUM_STEP_BYTES: u64 = 8 * 1024 * 1024;
+/// WAL size worth truncating after a compaction.
+const WAL_TRUNCATE_AFTER_COMPACTION: u64 = 4 * 1024 * 1024;
 
 /// Outer error: SQLite failed (aborts the batch). Inner error: this write's precondition.
 fn apply_one(
@@ -1045,10 +1437,19 @@ fn compact_blocking(
     if slot.is_none() {
         let what = format!("open {} for compaction", path.display());
         let conn = Connection::open(path).ctx(&what)?;
-        conn.busy_timeout(Duration::from_secs(10)).ctx(&what)?;
+        conn.busy_timeout(COMPACTOR_BUSY_TIMEOUT).ctx(&what)?;
         // Compacted rows may be secrets: overwrite their content instead of leaving free pages.
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=ON")
             .ctx(&what)?;
+        if shared.health.wal_ceiling > 0 {
+            let limit = i64::try_from(shared.health.wal_ceiling).unwrap_or(i64::MAX);
+            conn.query_row(
+                &format!("PRAGMA journal_size_limit={limit}"),
+                [],
+                |_| Ok(()),
+            )
+            .ctx(&what)?;
+        }
         *slot = Some(conn);
     }
     let Some(conn) = slot.as_mut() else {
@@ -1105,8 +1506,22 @@ fn compact_blocking(
         tx.commit().ctx("commit compaction step")?;
         lo = hi;
     }
+    let health = &shared.health;
+    health.compactions.fetch_add(1, Ordering::SeqCst);
+    health
+        .last_compaction_unix
+        .store(unix_now(), Ordering::SeqCst);
+    compact_space(conn, path, health.wal_ceiling, COMPACTOR_BUSY_TIMEOUT);
+    if health.quota_bytes > 0
+        && in_use_bytes(conn).is_ok_and(|used| used < health.quota_bytes)
+        && health.nospace.swap(false, Ordering::SeqCst)
+    {
+        tracing::info!("compaction brought the datastore under its quota: NOSPACE alarm cleared");
+    }
     Ok(())
 }
+
+const COMPACTOR_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts a background task that compacts `store` every `interval`, keeping at least the last
 /// `keep_revisions` revisions AND everything written during the last interval (like kine: 1000
@@ -1240,30 +1655,143 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Backend(format!("compaction task failed: {e}")))?
     }
 
-    // Filled in by the datastore-health work (online backup API, size, WAL, quota).
     async fn status(&self) -> Result<crate::StoreStatus> {
+        let (count, free, size) = self.read(|c| pages(c).ctx("read page counts")).await?;
+        let health = &self.shared.health;
+        let db_size = file_len(&self.path);
+        let in_use = count.saturating_sub(free).saturating_mul(size);
+        let quota = health.quota_bytes;
+        let mut alarms = Vec::new();
+        let mut warnings = Vec::new();
+        if quota > 0 && (health.nospace.load(Ordering::SeqCst) || in_use >= quota) {
+            alarms.push("NOSPACE".to_string());
+        } else if quota > 0 && in_use >= quota / 10 * 9 {
+            warnings.push(format!(
+                "the datastore uses {in_use} of its {quota}-byte quota (over 90%)"
+            ));
+        }
+        if self.low_on_space() {
+            warnings.push("the disk is full: only deletes are accepted".into());
+        }
         Ok(crate::StoreStatus {
             backend: "sqlite".into(),
             endpoint: self.path.display().to_string(),
             revision: self.current_revision().await?,
             compact_revision: self.compacted_revision(),
-            ..Default::default()
+            db_size_bytes: db_size,
+            db_size_in_use_bytes: in_use,
+            wal_size_bytes: file_len(&sidecar(&self.path, "-wal")),
+            quota_bytes: quota,
+            alarms,
+            keys: Some(health.live_keys.load(Ordering::SeqCst).max(0) as u64),
+            compactions: health.compactions.load(Ordering::SeqCst),
+            last_compaction_unix: health.last_compaction_unix.load(Ordering::SeqCst),
+            commit_latency: lock(&health.commit).clone(),
+            members: Vec::new(),
+            warnings,
         })
     }
 
+    /// The online backup API copies the database page by page inside one read transaction
+    /// (consistent, and writers go on meanwhile: WAL) to a temporary file, renamed into place.
     async fn snapshot(&self, dest: &Path) -> Result<crate::SnapshotInfo> {
-        Err(StoreError::Unsupported(format!(
-            "snapshot to {}: not implemented yet",
-            dest.display()
-        )))
+        let (src, dest) = (self.path.clone(), dest.to_path_buf());
+        tokio::task::spawn_blocking(move || backup_to(&src, &dest))
+            .await
+            .map_err(|e| StoreError::Backend(format!("snapshot task failed: {e}")))?
     }
 
+    /// Replaces the content with the snapshot's latest state in one transaction, keeping its
+    /// revisions. Refused while watches are open (the store must not be serving).
     async fn restore(&self, snapshot: &Path) -> Result<crate::SnapshotInfo> {
-        Err(StoreError::Unsupported(format!(
-            "restore from {}: not implemented yet",
-            snapshot.display()
-        )))
+        let watching = {
+            let mut subs = lock(&self.shared.subs);
+            subs.list.retain(|s| !s.tx.is_closed());
+            subs.list.len()
+        };
+        if watching > 0 {
+            return Err(StoreError::Unsupported(format!(
+                "cannot restore into {} while it serves {watching} watches: stop the server first",
+                self.path.display()
+            )));
+        }
+        let path = snapshot.to_path_buf();
+        let (revision, items) =
+            tokio::task::spawn_blocking(move || crate::snapshot::read_latest(&path))
+                .await
+                .map_err(|e| StoreError::Backend(format!("restore task failed: {e}")))??;
+        let keys = items.len() as u64;
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Restore {
+            revision,
+            items,
+            reply,
+        })?;
+        rx.await.map_err(|_| writer_gone())??;
+        Ok(crate::SnapshotInfo {
+            path: snapshot.to_path_buf(),
+            revision,
+            keys,
+            size_bytes: file_len(snapshot),
+        })
     }
+}
+
+/// Copies the database at `src` to the new file `dest` with the online backup API.
+fn backup_to(src: &Path, dest: &Path) -> Result<crate::SnapshotInfo> {
+    if dest.exists() {
+        return Err(StoreError::Unsupported(format!(
+            "snapshot {} already exists",
+            dest.display()
+        )));
+    }
+    let tmp = crate::snapshot::temp_path(dest);
+    let res = (|| {
+        let what = format!("snapshot {} to {}", src.display(), tmp.display());
+        let from = Connection::open_with_flags(
+            src,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ctx(&what)?;
+        from.busy_timeout(COMPACTOR_BUSY_TIMEOUT).ctx(&what)?;
+        let mut to = crate::snapshot::create_private(&tmp)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&from, &mut to).ctx(&what)?;
+            // All pages in one step: one read transaction, so the copy is one consistent
+            // revision however many commits land meanwhile.
+            match backup.step(-1).ctx(&what)? {
+                rusqlite::backup::StepResult::Done => {}
+                other => {
+                    return Err(StoreError::Backend(format!(
+                        "{what}: backup did not finish ({other:?})"
+                    )))
+                }
+            }
+        }
+        // A self-contained file: no -wal/-shm needed to read it.
+        let _: String = to
+            .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+            .ctx(&what)?;
+        let revision = crate::snapshot::sequence(&to).ctx(&what)?;
+        let keys = crate::snapshot::count_live(&to).ctx(&what)?;
+        drop(to);
+        crate::snapshot::sync_file(&tmp)?;
+        Ok((revision, keys))
+    })();
+    let (revision, keys) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let size_bytes = crate::snapshot::publish(&tmp, dest)?;
+    Ok(crate::SnapshotInfo {
+        path: dest.to_path_buf(),
+        revision,
+        keys,
+        size_bytes,
+    })
 }
 
 #[cfg(test)]

@@ -96,8 +96,9 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             .context("setting up secrets encryption")?;
         // Keep about five minutes of history for watches and continue tokens, like etcd's
         // default compaction in Kubernetes.
-        let _compactor =
-            skiff_store::spawn_compactor(store.clone(), Duration::from_secs(300), 1000);
+        let interval = args.datastore.datastore_compaction_interval;
+        let _compactor = (!interval.is_zero())
+            .then(|| skiff_store::spawn_compactor(store.clone(), interval, 1000));
         let mut config = skiff_apiserver::ServerConfig::new(data_dir, args.listen);
         config.extra_sans = args.tls_san;
         // Listening on every address: advertise the node's (upstream picks the host's).
