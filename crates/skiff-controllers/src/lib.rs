@@ -15,6 +15,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod gc;
 pub mod job;
+pub mod leaderelection;
 pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -30,7 +31,7 @@ pub mod tokens;
 
 use std::time::Duration;
 
-pub use manager::{run, run_as};
+pub use manager::{run, run_as, run_component, run_elected, Component, LeaderElect, Leadership};
 
 /// Errors of a controller loop (a reconcile error is retried with back-off, never fatal).
 #[derive(Debug, thiserror::Error)]
