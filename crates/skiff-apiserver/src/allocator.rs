@@ -609,6 +609,33 @@ pub(crate) async fn repair(st: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How often [`run_repair`] runs (upstream's ClusterIP/NodePort repair controllers: 3 min).
+pub(crate) const REPAIR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Runs [`repair`] every `interval` until the server shuts down, like upstream's repair
+/// controllers: a claim left by a crash between claim and store (here or on a peer server) is
+/// freed within a minute plus one interval. Safe on every server at once: frees are
+/// revision-checked deletes and records are create-if-absent.
+pub(crate) async fn run_repair(st: std::sync::Arc<AppState>, interval: std::time::Duration) {
+    let mut stop = st.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = repair(&st).await {
+            tracing::warn!("repairing service address allocations: {e}");
+        }
+    }
+}
+
 /// Creates `default/kubernetes` (ClusterIP = the first usable address, 443 → the API server
 /// port) at first start, like upstream's bootstrap controller. Its Endpoints are not managed.
 pub(crate) async fn ensure_kubernetes_service(
@@ -779,4 +806,25 @@ pub(crate) async fn ensure_kubernetes_endpoints(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_spares_claims_younger_than_a_minute() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().expect("time");
+        let claim = |since: &str| {
+            serde_json::to_vec(&json!({"namespace": "default", "name": "a", "uid": "u",
+                "since": since}))
+            .expect("json")
+        };
+        assert!(!claim_is_old(&claim("2026-01-01T00:09:30Z"), now));
+        assert!(claim_is_old(&claim("2026-01-01T00:09:00Z"), now));
+        assert!(claim_is_old(&claim("2026-01-01T00:00:00Z"), now));
+        // Claims written before claim times were recorded, or unreadable ones, are old.
+        assert!(claim_is_old(br#"{"uid":"u"}"#, now));
+        assert!(claim_is_old(b"garbage", now));
+    }
 }

@@ -445,6 +445,10 @@ impl Server {
             )?;
         }
         tolerate_full(allocator::repair(&state).await.map_err(ServerError::from))?;
+        tokio::spawn(allocator::run_repair(
+            state.clone(),
+            allocator::REPAIR_INTERVAL,
+        ));
         tolerate_full(
             allocator::ensure_kubernetes_service(&state, local_addr.port())
                 .await

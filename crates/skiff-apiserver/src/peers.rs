@@ -248,3 +248,37 @@ pub(crate) async fn leave(st: &AppState, me: &Identity) {
         tracing::warn!("removing this server from the kubernetes Service's endpoints: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_fresh_until_renew_time_plus_its_duration() {
+        let lease = |renew: &str, secs: i64| json!({"spec": {"renewTime": renew, "leaseDurationSeconds": secs}});
+        let now: jiff::Timestamp = "2026-01-01T00:00:20Z".parse().expect("time");
+        assert!(fresh(&lease("2026-01-01T00:00:10.000000Z", 15), now));
+        assert!(!fresh(&lease("2026-01-01T00:00:05.000000Z", 15), now));
+        assert!(!fresh(&json!({"spec": {}}), now));
+    }
+
+    #[test]
+    fn servers_on_one_host_get_distinct_lease_names() {
+        let a = Identity::new(
+            "127.0.0.11:6443".parse().expect("addr"),
+            Duration::from_secs(15),
+        );
+        let b = Identity::new(
+            "127.0.0.12:6443".parse().expect("addr"),
+            Duration::from_secs(15),
+        );
+        let a2 = Identity::new(
+            "127.0.0.11:6443".parse().expect("addr"),
+            Duration::from_secs(15),
+        );
+        assert_ne!(a.lease_name, b.lease_name);
+        assert_eq!(a.lease_name, a2.lease_name);
+        assert_ne!(a.holder, a2.holder);
+        assert!(a.lease_name.starts_with("apiserver-") && a.lease_name.len() == 42);
+    }
+}
