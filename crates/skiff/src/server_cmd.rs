@@ -58,7 +58,8 @@ pub struct ServerArgs {
     /// Run the controllers and the scheduler only while this server holds their Leases
     /// (`kube-system/kube-controller-manager`, `kube-system/kube-scheduler`), so several
     /// servers can share one datastore. `--leader-elect=false` always runs them.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+        action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// How long a non-leader waits after the last observed Lease change before taking over.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
@@ -182,6 +183,19 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             let _ = stop.send(true);
         });
+        // The API server stops after the controllers released their Leases through it (so a
+        // peer takes over at once), or after a bound if that hangs.
+        let (controllers_done_tx, controllers_done) = tokio::sync::oneshot::channel::<()>();
+        let server_stopped = {
+            let stopped = stopped.clone();
+            let elect = args.leader_elect;
+            async move {
+                wait_for(stopped).await;
+                if elect {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), controllers_done).await;
+                }
+            }
+        };
         let controllers = if args.leader_elect {
             let identity = skiff_controllers::leaderelection::default_identity();
             tracing::info!(%identity, "leader election on: the controllers and the scheduler run while this server holds their Leases");
@@ -192,7 +206,11 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                 skiff_controllers::LeaderElect { identity, timings },
                 wait_for(stopped.clone()),
             );
-            tokio::spawn(run)
+            tokio::spawn(async move {
+                let result = run.await;
+                let _ = controllers_done_tx.send(());
+                result
+            })
         } else {
             tokio::spawn(skiff_controllers::run_as(
                 controllers_client,
@@ -255,7 +273,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                     .map_err(anyhow::Error::from)
             }))
         };
-        let served = server.run(wait_for(stopped)).await;
+        let served = server.run(server_stopped).await;
         if let Some(agent) = agent {
             if let Ok(Err(e)) = agent.await {
                 tracing::error!("node agent stopped with an error: {e:#}");
@@ -334,6 +352,51 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::parse_cidr;
+
+    #[test]
+    fn leader_elect_flag_defaults_on_and_takes_false() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            server: super::ServerArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("skiff").chain(args.iter().copied()))
+                .map(|c| c.server)
+        };
+        let default = parse(&[]).expect("defaults");
+        assert!(default.leader_elect);
+        assert_eq!(
+            default.leader_elect_lease_duration,
+            std::time::Duration::from_secs(15)
+        );
+        assert_eq!(
+            default.leader_elect_renew_deadline,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(
+            default.leader_elect_retry_period,
+            std::time::Duration::from_secs(2)
+        );
+        assert!(parse(&["--leader-elect"]).expect("bare").leader_elect);
+        assert!(
+            !parse(&["--leader-elect=false"])
+                .expect("false")
+                .leader_elect
+        );
+        let short = parse(&[
+            "--leader-elect-lease-duration",
+            "3s",
+            "--leader-elect-renew-deadline=2s",
+            "--leader-elect-retry-period=500ms",
+        ])
+        .expect("short");
+        assert_eq!(
+            short.leader_elect_retry_period,
+            std::time::Duration::from_millis(500)
+        );
+    }
 
     #[test]
     fn leader_elect_flags_parse_durations() {
