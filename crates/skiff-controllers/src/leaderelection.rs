@@ -195,7 +195,8 @@ impl Candidate {
                 identity = %elector.election.identity,
                 "successfully acquired lease; starting"
             );
-            elector.became_leader_event().await;
+            // Best effort, in the background: the components start at once.
+            tokio::spawn(elector.became_leader_event());
             let mut work = Box::pin(lead());
             enum Outcome {
                 Shutdown,
@@ -402,28 +403,33 @@ impl Elector {
     }
 
     /// Upstream's `LeaderElection` event on the Lease: "<identity> became leader".
-    async fn became_leader_event(&self) {
-        let uid = match self.api.get_opt(&self.election.name).await {
-            Ok(Some(l)) => l.metadata.uid,
-            _ => None,
-        };
-        let object = ObjectReference {
-            api_version: Some("coordination.k8s.io/v1".into()),
-            kind: Some("Lease".into()),
-            namespace: Some(self.election.namespace.clone()),
-            name: Some(self.election.name.clone()),
-            uid,
-            ..Default::default()
-        };
-        self.events
-            .publish(
-                &self.election.component,
-                &object,
-                skiff_client::events::EventType::Normal,
-                "LeaderElection",
-                &format!("{} became leader", self.me()),
-            )
-            .await;
+    fn became_leader_event(&self) -> impl Future<Output = ()> + Send + 'static {
+        let api = self.api.clone();
+        let events = self.events.clone();
+        let election = self.election.clone();
+        async move {
+            let uid = match api.get_opt(&election.name).await {
+                Ok(Some(l)) => l.metadata.uid,
+                _ => None,
+            };
+            let object = ObjectReference {
+                api_version: Some("coordination.k8s.io/v1".into()),
+                kind: Some("Lease".into()),
+                namespace: Some(election.namespace.clone()),
+                name: Some(election.name.clone()),
+                uid,
+                ..Default::default()
+            };
+            events
+                .publish(
+                    &election.component,
+                    &object,
+                    skiff_client::events::EventType::Normal,
+                    "LeaderElection",
+                    &format!("{} became leader", election.identity),
+                )
+                .await;
+        }
     }
 }
 
