@@ -129,7 +129,12 @@ pub(crate) async fn renew(st: &AppState, me: &Identity) -> Result<(), StoreError
     }
 }
 
-/// The advertise addresses of servers whose identity Lease is fresh, sorted.
+/// An identity Lease expired this long ago belongs to a server that is gone for good (a
+/// renamed or removed one): it is deleted, as upstream's identity-lease garbage collector does.
+const GC_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_secs(3600);
+
+/// The advertise addresses of servers whose identity Lease is fresh, sorted. Deletes Leases
+/// expired for more than [`GC_AFTER`].
 pub(crate) async fn live_servers(st: &AppState) -> Result<Vec<SocketAddrV4>, StoreError> {
     let Some(info) = leases() else {
         return Ok(Vec::new());
@@ -137,17 +142,22 @@ pub(crate) async fn live_servers(st: &AppState) -> Result<Vec<SocketAddrV4>, Sto
     let prefix = crate::keys::collection_prefix(info, Some(NAMESPACE));
     let list = st.store.list(&prefix, &Default::default()).await?;
     let now = jiff::Timestamp::now();
+    let long_ago = now.checked_sub(GC_AFTER).unwrap_or(now);
+    for kv in &list.items {
+        let Ok(lease) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        if is_identity(&lease) && !fresh(&lease, long_ago) {
+            tracing::info!(key = %kv.key, "deleting an API server identity Lease expired for an hour");
+            // Revision-checked: a server that came back and renewed it keeps it.
+            let _ = st.store.delete(&kv.key, Some(kv.mod_revision)).await;
+        }
+    }
     let mut out: Vec<SocketAddrV4> = list
         .items
         .iter()
         .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-        .filter(|l| {
-            l.pointer("/metadata/labels")
-                .and_then(|m| m.get(IDENTITY_LABEL))
-                .and_then(Value::as_str)
-                == Some(IDENTITY_VALUE)
-        })
-        .filter(|l| fresh(l, now))
+        .filter(|l| is_identity(l) && fresh(l, now))
         .filter_map(|l| {
             l.pointer("/metadata/annotations")?
                 .get(ADDRESS_ANNOTATION)?
@@ -159,6 +169,14 @@ pub(crate) async fn live_servers(st: &AppState) -> Result<Vec<SocketAddrV4>, Sto
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+fn is_identity(lease: &Value) -> bool {
+    lease
+        .pointer("/metadata/labels")
+        .and_then(|m| m.get(IDENTITY_LABEL))
+        .and_then(Value::as_str)
+        == Some(IDENTITY_VALUE)
 }
 
 fn fresh(lease: &Value, now: jiff::Timestamp) -> bool {

@@ -369,7 +369,7 @@ impl Elector {
             .spec
             .lease_duration_seconds
             .and_then(|s| u64::try_from(s).ok())
-            .unwrap_or_else(|| self.election.timings.lease_duration.as_secs());
+            .unwrap_or(self.election.timings.lease_duration.as_secs());
         o.at.elapsed() < Duration::from_secs(secs)
     }
 

@@ -382,12 +382,15 @@ async fn one_leader_then_failover_after_a_crash_and_after_a_clean_stop() {
     })
     .await;
     eprintln!("failover after a crash: {took:?}");
+    // The last renewal was at most one retry period (plus its round trip) before the crash.
     assert!(
-        took >= t.lease_duration - t.retry_period,
+        took >= t.lease_duration - t.retry_period * 2,
         "took over too early: {took:?}"
     );
+    // Observation lags by one jittered retry (≤ 2.2 periods), the takeover attempt by another.
     assert!(
-        crashed_at.elapsed() <= t.lease_duration + t.retry_period * 3 + Duration::from_secs(1),
+        crashed_at.elapsed()
+            <= t.lease_duration + t.retry_period.mul_f64(4.4) + Duration::from_secs(1),
         "failover took {took:?}"
     );
     assert_eq!(
