@@ -186,7 +186,11 @@ impl Candidate {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    // An attempt cut short may still have won on the server: give it back.
+                    elector.release().await;
+                    return;
+                }
                 _ = elector.acquire() => {}
             }
             let _ = elector.leading.send(true);
