@@ -153,6 +153,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     );
     reg.register_collector(Box::new(skiff_client::metrics::ProcessCollector));
     skiff_client::metrics::register_workqueue(&mut reg);
+    skiff_client::metrics::register_leader_election(&mut reg);
     reg
 });
 

@@ -149,6 +149,8 @@ struct Observed {
 
 struct Elector {
     api: Api<Lease>,
+    /// `leader_election_master_status{name=<lease>}`.
+    gauge: skiff_client::metrics::prometheus_client::metrics::gauge::Gauge,
     election: Election,
     events: skiff_client::events::Recorder,
     observed: Option<Observed>,
@@ -163,7 +165,13 @@ pub struct Candidate {
 /// A candidate for `election`, and the view of whether it leads.
 pub fn candidate(client: kube::Client, election: Election) -> (Candidate, Leading) {
     let (leading, rx) = watch::channel(false);
+    let gauge = skiff_client::metrics::LEADER_ELECTION
+        .get_or_create(&skiff_client::metrics::LeaseName {
+            name: election.name.clone(),
+        })
+        .clone();
     let elector = Elector {
+        gauge,
         api: Api::namespaced(client.clone(), &election.namespace),
         events: skiff_client::events::Recorder::new(client),
         election,
@@ -194,6 +202,7 @@ impl Candidate {
                 _ = elector.acquire() => {}
             }
             let _ = elector.leading.send(true);
+            elector.gauge.set(1);
             tracing::info!(
                 lease = %elector.election.name,
                 identity = %elector.election.identity,
@@ -215,6 +224,7 @@ impl Candidate {
             // Stop the component's loops before anything else.
             drop(work);
             let _ = elector.leading.send(false);
+            elector.gauge.set(0);
             match outcome {
                 Outcome::Shutdown => {
                     elector.release().await;

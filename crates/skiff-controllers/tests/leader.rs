@@ -368,6 +368,19 @@ async fn one_leader_then_failover_after_a_crash_and_after_a_clean_stop() {
         }
     })
     .await;
+    // client-go's gauge on /metrics (process-wide: both in-process servers share it).
+    let metrics = client
+        .request_text(
+            http::Request::get("/metrics")
+                .body(Vec::new())
+                .expect("request"),
+        )
+        .await
+        .expect("/metrics");
+    for lease in ["kube-controller-manager", "kube-scheduler"] {
+        let line = format!("leader_election_master_status{{name=\"{lease}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing");
+    }
     // The standby stays a standby while the leader renews (several lease durations).
     tokio::time::sleep(t.lease_duration * 2).await;
     assert!(peers[first].leads_both() && !peers[second].leadership.controller_manager.get());
