@@ -349,7 +349,13 @@ async fn one_leader_then_failover_after_a_crash_and_after_a_clean_stop() {
     let first = single_leader(&[&peers[0], &peers[1]], T).await;
     let second = 1 - first;
     let client = peers[second].admin.clone();
+    // Nodes register through either server.
     let _node = common::FakeNode::start(client.clone(), common::NodeSpec::new("ha-node")).await;
+    let _node2 = common::FakeNode::start(
+        peers[first].admin.clone(),
+        common::NodeSpec::new("ha-node-2"),
+    )
+    .await;
 
     // The leader recorded upstream's event on its Lease.
     let events: Api<Event> = Api::namespaced(client.clone(), "kube-system");
@@ -421,6 +427,23 @@ async fn one_leader_then_failover_after_a_crash_and_after_a_clean_stop() {
         .expect("create deployment");
     wait_for("the deployment's pods", T, || {
         deployment_ready(&client, "after-failover", 2)
+    })
+    .await;
+    // Node IPAM, before and after the failover: every node has its own pod CIDR.
+    let _node3 = common::FakeNode::start(client.clone(), common::NodeSpec::new("ha-node-3")).await;
+    wait_for("distinct pod CIDRs", T, || {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        async move {
+            let Ok(list) = nodes.list(&ListParams::default()).await else {
+                return false;
+            };
+            let cidrs: HashSet<String> = list
+                .items
+                .iter()
+                .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+                .collect();
+            list.items.len() == 3 && cidrs.len() == 3
+        }
     })
     .await;
 
