@@ -97,9 +97,14 @@ impl Timings {
         Ok(())
     }
 
-    /// The Lease's `leaseDurationSeconds` (whole seconds, at least 1).
+    /// The Lease's `leaseDurationSeconds`: whole seconds rounded UP (standbys go by the
+    /// record, so rounding down could let one take over before this leader stops), at least 1.
     fn lease_seconds(&self) -> i32 {
-        i32::try_from(self.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX)
+        let mut secs = self.lease_duration.as_secs();
+        if self.lease_duration.subsec_nanos() > 0 {
+            secs = secs.saturating_add(1);
+        }
+        i32::try_from(secs.max(1)).unwrap_or(i32::MAX)
     }
 }
 
@@ -469,6 +474,17 @@ mod tests {
         ));
         assert_eq!(t(0, 0, 0).validate(), Err(InvalidTimings::LeaseTooShort));
         assert_eq!(t(3, 2, 0).validate(), Err(InvalidTimings::ZeroRetry));
+    }
+
+    #[test]
+    fn lease_seconds_round_up() {
+        let t = |ms| Timings {
+            lease_duration: Duration::from_millis(ms),
+            ..Timings::default()
+        };
+        assert_eq!(t(15_000).lease_seconds(), 15);
+        assert_eq!(t(1_500).lease_seconds(), 2);
+        assert_eq!(t(200).lease_seconds(), 1);
     }
 
     #[test]
