@@ -460,9 +460,12 @@ impl Server {
         });
         // Every server sharing the store keeps an identity Lease; the `kubernetes` Service's
         // endpoints list the live ones (see `peers`), and are put back if someone changes them.
+        // A lease shorter than 1.5 reconcile intervals would expire between renewals.
         let identity = peers::Identity::new(
             std::net::SocketAddrV4::new(advertise, local_addr.port()),
-            config.identity_lease_duration,
+            config
+                .identity_lease_duration
+                .max(config.endpoint_reconcile_interval.mul_f64(1.5)),
         );
         tolerate_full(
             peers::reconcile(&state, &identity)
