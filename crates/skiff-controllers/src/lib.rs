@@ -3,7 +3,8 @@
 //! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, StatefulSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
 //! EndpointSlices, the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in every
-//! namespace, ClusterRole aggregation, HorizontalPodAutoscalers. They run through `skiff_client`'s driver and event recorder.
+//! namespace, ClusterRole aggregation, HorizontalPodAutoscalers. They run through `skiff_client`'s driver and event recorder,
+//! and with several servers behind leader election on Leases (`leaderelection`, `run_elected`).
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §4.4, §5, §6, §7.
 
 pub mod clusterrole_aggregation;
