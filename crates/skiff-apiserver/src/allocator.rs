@@ -551,8 +551,26 @@ fn services_info() -> Option<&'static skiff_api::ResourceInfo> {
     skiff_api::resources::by_plural("", "v1", "services")
 }
 
+/// A claim younger than this is never freed by [`repair`]: with several servers on one store,
+/// a peer may have claimed it for a Service it is about to store.
+const REPAIR_MIN_AGE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// Whether a claim (its `since`) is older than [`REPAIR_MIN_AGE`]; claims without a readable
+/// time (older data) count as old.
+fn claim_is_old(value: &[u8], now: jiff::Timestamp) -> bool {
+    let since = serde_json::from_slice::<Value>(value)
+        .ok()
+        .and_then(|v| v.get("since")?.as_str()?.parse::<jiff::Timestamp>().ok());
+    match since {
+        Some(since) => now.duration_since(since) >= REPAIR_MIN_AGE,
+        None => true,
+    }
+}
+
 /// Startup repair: drops allocation keys whose owner Service is gone (or was recreated with a
-/// new uid), and records keys for stored Services that lack them (data from older versions).
+/// new uid) and that were claimed more than a minute ago (so a claim a concurrent server made
+/// for a Service it is still creating survives), and records keys for stored Services that
+/// lack them (data from older versions).
 pub(crate) async fn repair(st: &AppState) -> Result<(), StoreError> {
     let Some(info) = services_info() else {
         return Ok(());
@@ -577,17 +595,45 @@ pub(crate) async fn repair(st: &AppState) -> Result<(), StoreError> {
             live.insert(format!("{key}#{uid}"));
         }
     }
+    let now = jiff::Timestamp::now();
     for prefix in [IP_PREFIX, PORT_PREFIX] {
         let keys = st.store.list(prefix, &Default::default()).await?;
         for kv in keys.items {
             let uid = owner_uid(&kv.value).unwrap_or_default();
-            if !live.contains(&format!("{}#{uid}", kv.key)) {
+            if !live.contains(&format!("{}#{uid}", kv.key)) && claim_is_old(&kv.value, now) {
                 tracing::info!(key = %kv.key, "releasing a service allocation without an owner");
                 let _ = st.store.delete(&kv.key, Some(kv.mod_revision)).await;
             }
         }
     }
     Ok(())
+}
+
+/// How often [`run_repair`] runs (upstream's ClusterIP/NodePort repair controllers: 3 min).
+pub(crate) const REPAIR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Runs [`repair`] every `interval` until the server shuts down, like upstream's repair
+/// controllers: a claim left by a crash between claim and store (here or on a peer server) is
+/// freed within a minute plus one interval. Safe on every server at once: frees are
+/// revision-checked deletes and records are create-if-absent.
+pub(crate) async fn run_repair(st: std::sync::Arc<AppState>, interval: std::time::Duration) {
+    let mut stop = st.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = repair(&st).await {
+            tracing::warn!("repairing service address allocations: {e}");
+        }
+    }
 }
 
 /// Creates `default/kubernetes` (ClusterIP = the first usable address, 443 → the API server
@@ -626,7 +672,10 @@ pub(crate) async fn ensure_kubernetes_service(
     {
         Ok(_) => true,
         Err(StoreError::AlreadyExists(_)) => {
-            tracing::warn!(%ip, "the kubernetes Service IP is taken; not creating the Service");
+            // A peer server starting at the same time may have claimed it for this Service.
+            if st.store.get(&key).await?.is_none() {
+                tracing::warn!(%ip, "the kubernetes Service IP is taken; not creating the Service");
+            }
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -683,30 +732,30 @@ pub(crate) fn reject_service_cidr_addresses(
     ))
 }
 
-/// Writes the `kubernetes` Service's Endpoints and EndpointSlice in `default` at every start,
-/// like upstream's master endpoint reconciler: one address (the API server's advertise address)
-/// with port `https`, the Endpoints labelled to skip mirroring, the slice named `kubernetes`
-/// with only the `kubernetes.io/service-name` label (no endpointslice controller owns it).
-/// Existing objects are replaced only when addresses, ports or labels differ.
+/// Writes the `kubernetes` Service's Endpoints and EndpointSlice in `default`, like upstream's
+/// endpoint reconciler: the live API servers' addresses (sorted, from `peers`) with port
+/// `https`, the Endpoints labelled to skip mirroring, the slice named `kubernetes` with only the
+/// `kubernetes.io/service-name` label (no endpointslice controller owns it). Existing objects
+/// are replaced only when addresses, ports or labels differ.
 pub(crate) async fn ensure_kubernetes_endpoints(
     st: &AppState,
-    advertise: Ipv4Addr,
+    addresses: &[Ipv4Addr],
     api_port: u16,
 ) -> Result<(), StoreError> {
-    let ip = advertise.to_string();
+    let ips: Vec<String> = addresses.iter().map(Ipv4Addr::to_string).collect();
     let port = json!([{"name": "https", "port": api_port, "protocol": "TCP"}]);
     let endpoints = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default",
             "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": ip}], "ports": port}],
+        "subsets": [{"addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(), "ports": port}],
     });
     let slice = json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "kubernetes", "namespace": "default",
             "labels": {"kubernetes.io/service-name": "kubernetes"}},
         "addressType": "IPv4",
-        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "endpoints": ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
         "ports": port,
     });
     let targets = [
@@ -743,13 +792,13 @@ pub(crate) async fn ensure_kubernetes_endpoints(
                 if same {
                     continue;
                 }
-                tracing::info!(kind = info.kind, %ip, api_port, "resetting the kubernetes Service's endpoints");
+                tracing::info!(kind = info.kind, addresses = ?ips, api_port, "updating the kubernetes Service's endpoints");
                 for f in fields {
                     have[*f] = want[*f].clone();
                 }
                 have["metadata"]["labels"] = want["metadata"]["labels"].clone();
                 match st.store.update(&key, encode(&have), kv.mod_revision).await {
-                    // Someone wrote it meanwhile: the next start reconciles again.
+                    // A peer wrote it meanwhile: the next round reconciles again.
                     Ok(_) | Err(StoreError::Conflict { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -759,29 +808,23 @@ pub(crate) async fn ensure_kubernetes_endpoints(
     Ok(())
 }
 
-/// Re-applies [`ensure_kubernetes_endpoints`] every `interval` until the server shuts down.
-pub(crate) async fn reconcile_kubernetes_endpoints(
-    st: std::sync::Arc<AppState>,
-    advertise: Ipv4Addr,
-    api_port: u16,
-    interval: std::time::Duration,
-) {
-    let mut stop = st.shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            changed = stop.changed() => {
-                // The server is gone (sender dropped) or stopping.
-                if changed.is_err() {
-                    return;
-                }
-            }
-        }
-        if *stop.borrow() {
-            return;
-        }
-        if let Err(e) = ensure_kubernetes_endpoints(&st, advertise, api_port).await {
-            tracing::warn!("reconciling the kubernetes Service's endpoints: {e}");
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_spares_claims_younger_than_a_minute() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().expect("time");
+        let claim = |since: &str| {
+            serde_json::to_vec(&json!({"namespace": "default", "name": "a", "uid": "u",
+                "since": since}))
+            .expect("json")
+        };
+        assert!(!claim_is_old(&claim("2026-01-01T00:09:30Z"), now));
+        assert!(claim_is_old(&claim("2026-01-01T00:09:00Z"), now));
+        assert!(claim_is_old(&claim("2026-01-01T00:00:00Z"), now));
+        // Claims written before claim times were recorded, or unreadable ones, are old.
+        assert!(claim_is_old(br#"{"uid":"u"}"#, now));
+        assert!(claim_is_old(b"garbage", now));
     }
 }

@@ -31,6 +31,7 @@ mod metrics;
 mod namespaces;
 mod node_cert;
 mod objects;
+mod peers;
 mod plugins;
 mod query;
 mod respond;
@@ -73,9 +74,12 @@ pub struct ServerConfig {
     /// `--advertise-address`); None = the listen address when it is a specific one, else
     /// 127.0.0.1. Pods reach the API through their node agent's relay whatever it is.
     pub advertise_address: Option<std::net::Ipv4Addr>,
-    /// How often the `kubernetes` Service's endpoints are checked and repaired (upstream's
-    /// endpoint reconciler interval, 10 s).
+    /// How often this server renews its identity Lease and the `kubernetes` Service's
+    /// endpoints are checked and repaired (upstream's endpoint reconciler interval, 10 s).
     pub endpoint_reconcile_interval: Duration,
+    /// leaseDurationSeconds of this server's identity Lease: a server that has not renewed for
+    /// this long leaves the `kubernetes` Service's endpoints (upstream's master lease TTL, 15 s).
+    pub identity_lease_duration: Duration,
     /// tolerationSeconds of the `node.kubernetes.io/not-ready` and `/unreachable` NoExecute
     /// tolerations added to new pods (upstream's DefaultTolerationSeconds admission plugin,
     /// `--default-not-ready-toleration-seconds`/`--default-unreachable-toleration-seconds`, 300).
@@ -139,6 +143,7 @@ impl ServerConfig {
             extra_sans: Vec::new(),
             advertise_address: None,
             endpoint_reconcile_interval: Duration::from_secs(10),
+            identity_lease_duration: Duration::from_secs(15),
             default_toleration_seconds: DEFAULT_TOLERATION_SECONDS,
             service_cidr: DEFAULT_SERVICE_CIDR,
             node_port_range: DEFAULT_NODE_PORT_RANGE,
@@ -360,6 +365,10 @@ pub struct Server {
     shutdown_tx: tokio::sync::watch::Sender<bool>,
     local_addr: SocketAddr,
     kubeconfig: PathBuf,
+    /// This server's identity Lease (see `peers`).
+    identity: peers::Identity,
+    /// Renews it and reconciles the `kubernetes` endpoints.
+    peers_task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -436,6 +445,10 @@ impl Server {
             )?;
         }
         tolerate_full(allocator::repair(&state).await.map_err(ServerError::from))?;
+        tokio::spawn(allocator::run_repair(
+            state.clone(),
+            allocator::REPAIR_INTERVAL,
+        ));
         tolerate_full(
             allocator::ensure_kubernetes_service(&state, local_addr.port())
                 .await
@@ -445,16 +458,24 @@ impl Server {
             std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
             _ => std::net::Ipv4Addr::LOCALHOST,
         });
+        // Every server sharing the store keeps an identity Lease; the `kubernetes` Service's
+        // endpoints list the live ones (see `peers`), and are put back if someone changes them.
+        // A lease shorter than 1.5 reconcile intervals would expire between renewals.
+        let identity = peers::Identity::new(
+            std::net::SocketAddrV4::new(advertise, local_addr.port()),
+            config
+                .identity_lease_duration
+                .max(config.endpoint_reconcile_interval.mul_f64(1.5)),
+        );
         tolerate_full(
-            allocator::ensure_kubernetes_endpoints(&state, advertise, local_addr.port())
+            peers::reconcile(&state, &identity)
                 .await
                 .map_err(ServerError::from),
         )?;
-        // Like upstream's endpoint reconciler: put them back if someone changes or deletes them.
-        tokio::spawn(allocator::reconcile_kubernetes_endpoints(
+        // Ends by itself once the server (its shutdown sender) is gone.
+        let peers_task = tokio::spawn(peers::run(
             state.clone(),
-            advertise,
-            local_addr.port(),
+            identity.clone(),
             config.endpoint_reconcile_interval,
         ));
         tolerate_full(bootstrap_rbac(&state).await)?;
@@ -487,6 +508,8 @@ impl Server {
             shutdown_tx,
             local_addr,
             kubeconfig,
+            identity,
+            peers_task,
         })
     }
 
@@ -537,9 +560,14 @@ impl Server {
         self.state.crds.ensure_started(&self.state);
         tracing::info!(addr = %self.local_addr, "skiff API server listening (https)");
         let shutdown_tx = self.shutdown_tx;
+        let (state, identity, peers_task) = (self.state.clone(), self.identity, self.peers_task);
         let stopping = async move {
             shutdown.await;
             tracing::info!("shutting down the API server");
+            // Out of the `kubernetes` endpoints first, so clients move to the other servers.
+            peers_task.abort();
+            let _ = peers_task.await;
+            peers::leave(&state, &identity).await;
             // Ends watches before the drain.
             let _ = shutdown_tx.send(true);
         };

@@ -156,6 +156,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     reg.register_collector(Box::new(DatastoreCollector));
     reg.register_collector(Box::new(skiff_client::metrics::ProcessCollector));
     skiff_client::metrics::register_workqueue(&mut reg);
+    skiff_client::metrics::register_leader_election(&mut reg);
     reg
 });
 

@@ -171,6 +171,25 @@ pub fn register_workqueue(reg: &mut Registry) {
     );
 }
 
+/// The `name` label of the leader-election gauge (the Lease's name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseName {
+    pub name: String,
+}
+
+/// client-go's `leader_election_master_status{name}`: 1 while this process holds the Lease, 0
+/// while it stands by. Set by `skiff_controllers::leaderelection`.
+pub static LEADER_ELECTION: LazyLock<Family<LeaseName, Gauge>> = LazyLock::new(Family::default);
+
+/// Registers the leader-election gauge (a shared handle) on `reg`.
+pub fn register_leader_election(reg: &mut Registry) {
+    reg.register(
+        "leader_election_master_status",
+        "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease.",
+        LEADER_ELECTION.clone(),
+    );
+}
+
 /// One controller's queue as the metrics see it: items added and not yet picked up (the depth;
 /// a key added twice before it is processed counts once, as client-go's dirty set) with the
 /// time each was first added.

@@ -3,7 +3,8 @@
 //! reconcilers; never the store): Deployment, ReplicaSet, DaemonSet, StatefulSet, Job (with TTL after finished), CronJob, the scheduler, the garbage collector,
 //! node lifecycle (lease-based health, taints, eviction), node IPAM (pod CIDRs), Endpoints and
 //! EndpointSlices, the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in every
-//! namespace, ClusterRole aggregation, HorizontalPodAutoscalers. They run through `skiff_client`'s driver and event recorder.
+//! namespace, ClusterRole aggregation, HorizontalPodAutoscalers. They run through `skiff_client`'s driver and event recorder,
+//! and with several servers behind leader election on Leases (`leaderelection`, `run_elected`).
 //! Upstream semantics: `shared/reference/k8s-semantics.md` §1, §2, §4.4, §5, §6, §7.
 
 pub mod clusterrole_aggregation;
@@ -15,6 +16,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod gc;
 pub mod job;
+pub mod leaderelection;
 pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -30,7 +32,7 @@ pub mod tokens;
 
 use std::time::Duration;
 
-pub use manager::{run, run_as};
+pub use manager::{run, run_as, run_component, run_elected, Component, LeaderElect, Leadership};
 
 /// Errors of a controller loop (a reconcile error is retried with back-off, never fatal).
 #[derive(Debug, thiserror::Error)]

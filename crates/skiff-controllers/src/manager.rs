@@ -14,8 +14,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     clusterrole_aggregation, cronjob, daemonset, deployment, disruption, endpoints, gc, job,
-    nodeipam, nodelifecycle, persistentvolume, podautoscaler, replicaset, resourcequota, scheduler,
-    serviceaccounts, statefulset, tokens, Context, Options, Result,
+    leaderelection, nodeipam, nodelifecycle, persistentvolume, podautoscaler, replicaset,
+    resourcequota, scheduler, serviceaccounts, statefulset, tokens, Context, Options, Result,
 };
 
 type ControllerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -72,6 +72,32 @@ pub async fn run(
     run_as(client.clone(), client, options, shutdown).await
 }
 
+/// The two separately elected components of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// Every controller but the scheduler (`system:kube-controller-manager`).
+    ControllerManager,
+    /// The scheduler (`system:kube-scheduler`).
+    Scheduler,
+}
+
+impl Component {
+    fn lease(self) -> &'static str {
+        match self {
+            Component::ControllerManager => leaderelection::CONTROLLER_MANAGER_LEASE,
+            Component::Scheduler => leaderelection::SCHEDULER_LEASE,
+        }
+    }
+
+    /// The event source of its LeaderElection events (upstream's component names).
+    fn event_source(self) -> &'static str {
+        match self {
+            Component::ControllerManager => "kube-controller-manager",
+            Component::Scheduler => "default-scheduler",
+        }
+    }
+}
+
 /// Like [`run`], with the scheduler on its own client (its own identity,
 /// `system:kube-scheduler`) and every other controller on `controllers`
 /// (`system:kube-controller-manager`).
@@ -81,29 +107,120 @@ pub async fn run_as(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let context = |client: kube::Client| {
-        Arc::new(Context {
-            events: skiff_client::events::Recorder::new(client.clone()),
-            client,
-            options: options.clone(),
-        })
-    };
-    let ctx = context(controllers_client);
-    let scheduler_ctx = context(scheduler_client);
-    // A JoinSet aborts every supervisor when dropped, so nothing outlives `run`.
-    let mut supervisors = tokio::task::JoinSet::new();
-    for (name, start) in controllers() {
-        let ctx = if name == "scheduler" {
-            scheduler_ctx.clone()
-        } else {
-            ctx.clone()
-        };
-        supervisors.spawn(supervise(name, ctx, start));
+    let controllers = run_component(Component::ControllerManager, controllers_client, &options);
+    let scheduler = run_component(Component::Scheduler, scheduler_client, &options);
+    tokio::select! {
+        _ = shutdown => {}
+        _ = controllers => {}
+        _ = scheduler => {}
     }
-    shutdown.await;
     tracing::info!("controller manager shutting down");
-    supervisors.shutdown().await;
     Ok(())
+}
+
+/// Runs one component's controllers until the returned future is dropped (which aborts them
+/// all); it never completes on its own.
+pub fn run_component(
+    component: Component,
+    client: kube::Client,
+    options: &Options,
+) -> impl Future<Output = ()> + Send + 'static {
+    let ctx = Arc::new(Context {
+        events: skiff_client::events::Recorder::new(client.clone()),
+        client,
+        options: options.clone(),
+    });
+    async move {
+        // A JoinSet aborts every supervisor when dropped, so nothing outlives this future.
+        let mut supervisors = tokio::task::JoinSet::new();
+        for (name, start) in controllers() {
+            if (name == "scheduler") == (component == Component::Scheduler) {
+                supervisors.spawn(supervise(name, ctx.clone(), start));
+            }
+        }
+        while supervisors.join_next().await.is_some() {}
+        std::future::pending::<()>().await
+    }
+}
+
+/// Leader election settings for [`run_elected`].
+#[derive(Debug, Clone)]
+pub struct LeaderElect {
+    /// holderIdentity (`<hostname>_<uuid>`, see [`leaderelection::default_identity`]).
+    pub identity: String,
+    pub timings: leaderelection::Timings,
+}
+
+/// Whether this process leads each component.
+#[derive(Clone)]
+pub struct Leadership {
+    pub controller_manager: leaderelection::Leading,
+    pub scheduler: leaderelection::Leading,
+}
+
+/// The controllers and the scheduler, each behind its own leader election (Leases
+/// `kube-system/kube-controller-manager` and `kube-system/kube-scheduler`): a component runs
+/// only while this process holds its Lease, stops when the Lease is lost and campaigns again.
+/// The returned future runs until `shutdown`, then stops the components and releases the
+/// Leases; dropping it instead stops everything without releasing (as a crash would).
+pub fn run_elected(
+    controllers_client: kube::Client,
+    scheduler_client: kube::Client,
+    options: Options,
+    elect: LeaderElect,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (
+    Leadership,
+    impl Future<Output = Result<()>> + Send + 'static,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let elect_one = |component: Component, client: kube::Client| {
+        let (candidate, leading) = leaderelection::candidate(
+            client.clone(),
+            leaderelection::Election {
+                namespace: leaderelection::NAMESPACE.to_string(),
+                name: component.lease().to_string(),
+                identity: elect.identity.clone(),
+                component: component.event_source().to_string(),
+                timings: elect.timings,
+            },
+        );
+        let options = options.clone();
+        let stop = stop.clone();
+        let run = async move {
+            candidate
+                .run(
+                    move || run_component(component, client.clone(), &options),
+                    stop.cancelled_owned(),
+                )
+                .await
+        };
+        (leading, run)
+    };
+    let (controller_manager, cm_run) = elect_one(Component::ControllerManager, controllers_client);
+    let (scheduler, sched_run) = elect_one(Component::Scheduler, scheduler_client);
+    let run = async move {
+        // Dropping this future (without shutdown) aborts both elections and their components
+        // without releasing anything, like a crash.
+        let runs = [
+            AbortOnDropHandle::new(tokio::spawn(cm_run)),
+            AbortOnDropHandle::new(tokio::spawn(sched_run)),
+        ];
+        shutdown.await;
+        tracing::info!("controller manager shutting down; releasing leases");
+        stop.cancel();
+        for run in runs {
+            let _ = run.await;
+        }
+        Ok(())
+    };
+    (
+        Leadership {
+            controller_manager,
+            scheduler,
+        },
+        run,
+    )
 }
 
 /// Runs one controller forever, restarting it with back-off when it stops or panics.

@@ -55,6 +55,21 @@ pub struct ServerArgs {
     /// connection without a request in flight is dropped for a new one.
     #[arg(long, default_value_t = 0)]
     pub max_connections: usize,
+    /// Run the controllers and the scheduler only while this server holds their Leases
+    /// (`kube-system/kube-controller-manager`, `kube-system/kube-scheduler`), so several
+    /// servers can share one datastore. `--leader-elect=false` always runs them.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+        action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// How long a non-leader waits after the last observed Lease change before taking over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader retries renewing before it stops its loops and campaigns again.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Time between attempts to acquire or renew a Lease.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
     #[command(flatten)]
     pub datastore: crate::datastore::DatastoreArgs,
     #[command(flatten)]
@@ -82,6 +97,16 @@ fn raise_nofile_limit() -> u64 {
 }
 
 pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let timings = skiff_controllers::leaderelection::Timings {
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
+    };
+    if args.leader_elect {
+        timings
+            .validate()
+            .context("invalid --leader-elect-* flags")?;
+    }
     let nofile = raise_nofile_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,14 +184,45 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             let _ = stop.send(true);
         });
-        let controllers = tokio::spawn(skiff_controllers::run_as(
-            controllers_client,
-            scheduler_client,
-            options,
-            wait_for(stopped.clone()),
-        ));
+        // The API server stops after the controllers released their Leases through it (so a
+        // peer takes over at once), or after a bound if that hangs.
+        let (controllers_done_tx, controllers_done) = tokio::sync::oneshot::channel::<()>();
+        let server_stopped = {
+            let stopped = stopped.clone();
+            let elect = args.leader_elect;
+            async move {
+                wait_for(stopped).await;
+                if elect {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), controllers_done).await;
+                }
+            }
+        };
+        let controllers = if args.leader_elect {
+            let identity = skiff_controllers::leaderelection::default_identity();
+            tracing::info!(%identity, "leader election on: the controllers and the scheduler run while this server holds their Leases");
+            let (_leadership, run) = skiff_controllers::run_elected(
+                controllers_client,
+                scheduler_client,
+                options,
+                skiff_controllers::LeaderElect { identity, timings },
+                wait_for(stopped.clone()),
+            );
+            tokio::spawn(async move {
+                let result = run.await;
+                let _ = controllers_done_tx.send(());
+                result
+            })
+        } else {
+            tokio::spawn(skiff_controllers::run_as(
+                controllers_client,
+                scheduler_client,
+                options,
+                wait_for(stopped.clone()),
+            ))
+        };
         // ComponentStatus: the scheduler and the controller manager run in the controllers
-        // task; they are healthy while it runs.
+        // task; they are healthy while it runs, leading or standing by (as upstream, a
+        // healthy non-leader reports healthy).
         let running = controllers.abort_handle();
         for component in ["scheduler", "controller-manager"] {
             let running = running.clone();
@@ -218,7 +274,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                     .map_err(anyhow::Error::from)
             }))
         };
-        let served = server.run(wait_for(stopped)).await;
+        let served = server.run(server_stopped).await;
         if let Some(agent) = agent {
             if let Ok(Err(e)) = agent.await {
                 tracing::error!("node agent stopped with an error: {e:#}");
@@ -262,6 +318,25 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A duration: `15s`, `500ms`, `2` (seconds); at least 1 ms.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 15s, 500ms)");
+    let d = if let Some(ms) = s.strip_suffix("ms") {
+        Duration::from_millis(ms.parse().map_err(|_| bad())?)
+    } else {
+        Duration::from_secs(
+            s.strip_suffix('s')
+                .unwrap_or(s)
+                .parse()
+                .map_err(|_| bad())?,
+        )
+    };
+    if d.is_zero() {
+        return Err("the duration must not be zero".into());
+    }
+    Ok(d)
+}
+
 /// A duration in whole seconds with an optional `s` suffix (`15s`, `2`).
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let n: u64 = s
@@ -278,6 +353,64 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::parse_cidr;
+
+    #[test]
+    fn leader_elect_flag_defaults_on_and_takes_false() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            server: super::ServerArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("skiff").chain(args.iter().copied()))
+                .map(|c| c.server)
+        };
+        let default = parse(&[]).expect("defaults");
+        assert!(default.leader_elect);
+        assert_eq!(
+            default.leader_elect_lease_duration,
+            std::time::Duration::from_secs(15)
+        );
+        assert_eq!(
+            default.leader_elect_renew_deadline,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(
+            default.leader_elect_retry_period,
+            std::time::Duration::from_secs(2)
+        );
+        assert!(parse(&["--leader-elect"]).expect("bare").leader_elect);
+        assert!(
+            !parse(&["--leader-elect=false"])
+                .expect("false")
+                .leader_elect
+        );
+        let short = parse(&[
+            "--leader-elect-lease-duration",
+            "3s",
+            "--leader-elect-renew-deadline=2s",
+            "--leader-elect-retry-period=500ms",
+        ])
+        .expect("short");
+        assert_eq!(
+            short.leader_elect_retry_period,
+            std::time::Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn leader_elect_flags_parse_durations() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(super::parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            super::parse_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert!(super::parse_duration("0s").is_err());
+        assert!(super::parse_duration("x").is_err());
+    }
 
     #[test]
     fn cluster_cidr_flag_takes_networks_from_slash_8_to_slash_24() {

@@ -170,7 +170,7 @@ fn now() -> String {
 }
 
 impl FakeNode {
-    async fn start(client: Client, spec: NodeSpec) -> Self {
+    pub async fn start(client: Client, spec: NodeSpec) -> Self {
         let index = NODE_COUNTER.fetch_add(1, Ordering::Relaxed) % 250;
         let nodes: Api<Node> = Api::all(client.clone());
         let node: Node = serde_json::from_value(json!({
