@@ -73,9 +73,16 @@ fn parse_log_size(text: &str) -> Result<u64, String> {
 
 #[derive(Args)]
 pub struct AgentArgs {
-    /// The API server, e.g. https://10.0.0.1:6443.
+    /// The API servers, e.g. https://10.0.0.1:6443 (comma-separated, or repeated). The agent
+    /// reaches them through its local load balancer on --lb-port, learns the others from the
+    /// `kubernetes` Service's endpoints and keeps these as fall-backs.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Port of the agent's API server load balancer on 127.0.0.1; every API client of the
+    /// agent and its pods' API relay go through it. Default 6444 (k3s's), or a free port when
+    /// 6444 is taken (another agent on this machine); 0 always picks a free port.
     #[arg(long)]
-    pub server: String,
+    pub lb_port: Option<u16>,
     /// File holding the node token (the server writes it to `<data-dir>/node-token`).
     #[arg(long)]
     pub token_file: PathBuf,
@@ -183,27 +190,77 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
         .to_string();
     let ca = std::fs::read(&args.ca_file)
         .with_context(|| format!("reading {}", args.ca_file.display()))?;
-    let config = agent_config(data_dir, &args.node, token.clone(), &args.server)?;
+    for s in &args.server {
+        anyhow::ensure!(
+            skiff_agent::relay::authority(s.trim()).is_some(),
+            "--server {s:?}: expected https://host:port"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Every API client below dials the servers through this local load balancer.
+        let lb = start_lb(data_dir, &args.server, args.lb_port, stopped.clone()).await?;
+        let server = lb.url();
+        let config = agent_config(data_dir, &args.node, token.clone(), &server)?;
         let client = node_identity(
             data_dir,
-            &args.server,
+            &server,
             &ca,
             &token,
             &config.node_name,
-            crate::server_cmd::wait_for(stopped),
+            crate::server_cmd::wait_for(stopped.clone()),
         )
         .await?;
+        tokio::spawn(skiff_agent::lb::follow_endpoints(
+            client.clone(),
+            lb,
+            stopped,
+        ));
         let result = skiff_agent::run(client, config, crate::server_cmd::shutdown_signal()).await;
         let _ = stop.send(true);
         result.context("node agent")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The agent's API server load balancer on 127.0.0.1:`port` (default 6444, else any free
+/// port when that one is taken).
+async fn start_lb(
+    data_dir: &Path,
+    servers: &[String],
+    port: Option<u16>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<skiff_agent::lb::LoadBalancer> {
+    use skiff_agent::lb::{LbConfig, LbError, LoadBalancer, DEFAULT_PORT};
+    let config = |port: u16| {
+        LbConfig::new(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            Some(lb_state_file(data_dir)),
+        )
+    };
+    let wanted = port.unwrap_or(DEFAULT_PORT);
+    let lb = match LoadBalancer::start(config(wanted), servers, stop.clone()).await {
+        Err(LbError::Listen { source, .. })
+            if port.is_none() && source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            tracing::warn!(
+                "127.0.0.1:{DEFAULT_PORT} is taken (another agent on this machine?): the API \
+                 server load balancer listens on a free port instead; set --lb-port to choose"
+            );
+            LoadBalancer::start(config(0), servers, stop).await
+        }
+        other => other,
+    };
+    lb.with_context(|| format!("starting the API server load balancer (--lb-port {wanted})"))
+}
+
+/// Where the agent keeps the API servers it learned (see skiff_agent::lb).
+pub fn lb_state_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent").join("api-servers.json")
 }
 
 #[cfg(test)]

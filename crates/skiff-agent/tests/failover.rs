@@ -1,0 +1,356 @@
+//! Agent failover between two API servers: two in-process `skiff-apiserver`s share one store
+//! and one CA (as joined servers do), a real agent reaches them through its load balancer
+//! (`skiff_agent::lb`), and the server it uses stops. Its Lease must keep being renewed through
+//! the other server within seconds, and its running pod must be left alone. Needs root, busybox
+//! and the CNI plugins.
+
+mod pods_support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use pods_support::{container_status, skiff_exe, wait_for};
+use serde_json::json;
+
+struct ApiServer {
+    addr: std::net::SocketAddr,
+    kubeconfig: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiServer {
+    async fn start(dir: &Path, store: Arc<dyn skiff_store::Store>) -> ApiServer {
+        let mut config =
+            skiff_apiserver::ServerConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+        config.disable_admission_plugins = vec!["ServiceAccount".into()];
+        let server = skiff_apiserver::Server::bind(config, store)
+            .await
+            .expect("bind");
+        let addr = server.local_addr();
+        let kubeconfig = server.kubeconfig_path().to_path_buf();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        ApiServer {
+            addr,
+            kubeconfig,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+
+    async fn admin(&self) -> Client {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("client config");
+        Client::try_from(cfg).expect("client")
+    }
+}
+
+/// What joined servers share: the CA, the tokens and the ServiceAccount signing key.
+fn share_secrets(from: &Path, to: &Path) {
+    for f in [
+        "server/tls/ca.crt",
+        "server/tls/ca.key",
+        "server/admin-token",
+        "server/service-account.key",
+        "node-token",
+    ] {
+        let dest = to.join(f);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from.join(f), &dest).unwrap_or_else(|e| panic!("copying {f}: {e}"));
+    }
+}
+
+/// Wipes the agent's containers, sandboxes and bridge when the test fails half-way.
+struct Cleanup {
+    data: std::path::PathBuf,
+    cidr: String,
+    armed: bool,
+}
+
+impl Cleanup {
+    fn run(&mut self) {
+        let rt = skiff_runtime::Runtime::new(skiff_runtime::RuntimeConfig {
+            data_dir: self.data.clone(),
+            shim_exe: skiff_exe(),
+        });
+        if let Ok(rt) = rt {
+            for c in rt.list().unwrap_or_default() {
+                let _ = rt.remove(&c.id, true);
+            }
+        }
+        if let Ok(net) = skiff_net::PodNetwork::new(skiff_net::NetConfig {
+            data_dir: self.data.clone(),
+            pod_cidr: self.cidr.clone(),
+            cni_bin_dir: None,
+        }) {
+            let _ = net.teardown_all();
+        }
+        let _ = skiff_agent::proxy::remove_table(&self.data);
+        self.armed = false;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::process::Command::new(skiff_exe())
+                .arg("--data-dir")
+                .arg(&self.data)
+                .arg("reset")
+                .status();
+        }
+    }
+}
+
+fn renew_time(lease: &Lease) -> Option<jiff::Timestamp> {
+    let t = lease.spec.as_ref()?.renew_time.as_ref()?;
+    Some(t.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root: real pods (namespaces, overlayfs, cgroups, CNI)"]
+async fn agent_fails_over_without_touching_its_pods() {
+    let dir = tempfile::Builder::new()
+        .prefix("skiff-failover-test-")
+        .tempdir()
+        .unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let store: Arc<dyn skiff_store::Store> =
+        Arc::new(skiff_store::SqliteStore::open(&root.join("state.db")).expect("store"));
+    let mut a = ApiServer::start(&root.join("a"), store.clone()).await;
+    share_secrets(&root.join("a"), &root.join("b"));
+    let mut b = ApiServer::start(&root.join("b"), store.clone()).await;
+    // The test's own view goes through the server that stays up.
+    let admin = b.admin().await;
+
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    pods_support::busybox_image(&data, &root);
+    let n = std::process::id();
+    let cidr = format!("100.64.{}.0/24", 240 + n % 10);
+    let node = format!("failover-test-{n}");
+    let mut cleanup = Cleanup {
+        data: data.clone(),
+        cidr: cidr.clone(),
+        armed: true,
+    };
+
+    // Server B is not among the agent's --server URLs: it learns B from an EndpointSlice of
+    // the `kubernetes` Service (what each server publishes about itself).
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes-b", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "https", "port": b.addr.port(), "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &slice)
+        .await
+        .expect("create the EndpointSlice");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let state_file = data.join("agent").join("api-servers.json");
+    let mut lb_config =
+        skiff_agent::lb::LbConfig::new("127.0.0.1:0".parse().unwrap(), Some(state_file.clone()));
+    lb_config.health_interval = Duration::from_millis(500);
+    lb_config.connect_timeout = Duration::from_secs(1);
+    let lb = skiff_agent::lb::LoadBalancer::start(
+        lb_config,
+        &[format!("https://{}", a.addr)],
+        stopped.clone(),
+    )
+    .await
+    .expect("load balancer");
+    let ca = std::fs::read(root.join("a/server/tls/ca.crt")).unwrap();
+    let token = std::fs::read_to_string(root.join("a/node-token")).unwrap();
+    let identity =
+        skiff_client::node_identity::NodeIdentity::establish(skiff_client::node_identity::IdentityOptions {
+            server: lb.url(),
+            ca_pem: ca,
+            join_token: token.trim().to_string(),
+            node_name: node.clone(),
+            dir: data.join("agent").join("pki"),
+            expiration_seconds: None,
+        })
+        .await
+        .expect("node identity through the load balancer");
+    let client = identity.client();
+    let mut id_stop = stopped.clone();
+    tokio::spawn(identity.run(async move {
+        let _ = id_stop.wait_for(|s| *s).await;
+    }));
+    tokio::spawn(skiff_agent::lb::follow_endpoints(
+        client.clone(),
+        lb.clone(),
+        stopped.clone(),
+    ));
+    let config = skiff_agent::AgentConfig {
+        data_dir: data.clone(),
+        node_name: node.clone(),
+        node_ip: "127.0.0.1".parse().unwrap(),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        api_token: token.trim().to_string(),
+        skiff_exe: skiff_exe(),
+        // Heartbeats every 2 s.
+        lease_duration_seconds: 8,
+        offline: true,
+        sync_frequency: Duration::from_secs(60),
+        housekeeping_interval: Duration::from_secs(10),
+        limits: Default::default(),
+        api_server: Some(lb.local_addr().to_string()),
+        storage_root: None,
+    };
+    let mut agent_stop = stopped.clone();
+    let agent = tokio::spawn(skiff_agent::run(client.clone(), config, async move {
+        let _ = agent_stop.wait_for(|s| *s).await;
+    }));
+
+    let nodes: Api<Node> = Api::all(admin.clone());
+    wait_for("node registration", Duration::from_secs(30), || {
+        let nodes = nodes.clone();
+        let node = node.clone();
+        async move { nodes.get_opt(&node).await.ok().flatten().is_some() }
+    })
+    .await;
+    nodes
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})),
+        )
+        .await
+        .expect("assign the pod CIDR");
+
+    let b_addr = b.addr.to_string();
+    wait_for("the LB to learn server B", Duration::from_secs(20), || {
+        let lb = lb.clone();
+        let b_addr = b_addr.clone();
+        async move { lb.servers().iter().any(|s| s.addr == b_addr && !s.fallback) }
+    })
+    .await;
+    let kept = std::fs::read_to_string(&state_file).expect("the server list is kept");
+    assert!(kept.contains(&b_addr), "{kept}");
+
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "steady", "namespace": "default"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": "bb:1", "command": ["/bin/busybox", "sleep", "3600"],
+        }]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.expect("create pod");
+    let running = |p: &Pod| {
+        container_status(p, "c")
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.running.as_ref())
+            .is_some()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let p = pods.get("steady").await.expect("get pod");
+        if running(&p) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "pod never ran: {:#?}", p.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let cs = container_status(&before, "c").unwrap().clone();
+
+    // Everything goes to A, the first server, until it stops.
+    assert_eq!(lb.current(), Some(a.addr.to_string()));
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
+    let t0 = Instant::now();
+    let stopped_at = jiff::Timestamp::now();
+    a.stop().await;
+    let renewed = loop {
+        let lease = leases.get_opt(&node).await.ok().flatten();
+        if lease
+            .as_ref()
+            .and_then(renew_time)
+            .is_some_and(|t| t > stopped_at)
+        {
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the Lease was not renewed through server B; LB: {:?}",
+            lb.servers()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("failover: the Lease was renewed through server B {renewed:?} after A stopped");
+    assert_eq!(lb.current(), Some(b_addr.clone()));
+    assert!(renewed < Duration::from_secs(10), "{renewed:?}");
+
+    // A few more heartbeats and pod syncs through B: the container is the same one.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = pods.get("steady").await.expect("get pod");
+    let cs2 = container_status(&after, "c").unwrap().clone();
+    assert_eq!(cs.container_id, cs2.container_id, "the container was replaced");
+    assert_eq!(cs.restart_count, cs2.restart_count, "the container restarted");
+    assert_eq!(
+        cs.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.clone()),
+        cs2.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.clone()),
+    );
+    assert!(running(&after));
+
+    // The agent's pod watch lives on through B: deleting the pod there is carried out.
+    pods.delete("steady", &DeleteParams::default().grace_period(1))
+        .await
+        .expect("delete pod");
+    wait_for("the pod to be finalized", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move { pods.get_opt("steady").await.ok().flatten().is_none() }
+    })
+    .await;
+
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
+    cleanup.run();
+    b.stop().await;
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        !tables.contains(&skiff_net::proxy::table_name(&data)),
+        "nft table left behind"
+    );
+    let rootstr = root.to_string_lossy().into_owned();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&rootstr))
+        .map(String::from)
+        .collect();
+    assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
+}
