@@ -148,11 +148,7 @@ fn read_persisted(path: &Path) -> Vec<String> {
         return Vec::new();
     };
     let mut text = String::new();
-    if file
-        .take(MAX_STATE_FILE)
-        .read_to_string(&mut text)
-        .is_err()
-    {
+    if file.take(MAX_STATE_FILE).read_to_string(&mut text).is_err() {
         return Vec::new();
     }
     match serde_json::from_str::<Persisted>(&text) {
@@ -186,12 +182,13 @@ impl LoadBalancer {
             .as_deref()
             .map(read_persisted)
             .unwrap_or_default();
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| LbError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| LbError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
         let local = listener.local_addr().map_err(|source| LbError::Listen {
             addr: config.listen,
             source,
@@ -395,7 +392,11 @@ impl LoadBalancer {
         None
     }
 
-    async fn accept_loop(self, listener: TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
+    async fn accept_loop(
+        self,
+        listener: TcpListener,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let mut tasks = tokio::task::JoinSet::new();
         loop {
@@ -459,7 +460,12 @@ impl LoadBalancer {
         let interval = self.inner.config.health_interval;
         let timeout = self.inner.config.connect_timeout;
         loop {
-            let addrs: Vec<String> = self.lock().backends.iter().map(|b| b.addr.clone()).collect();
+            let addrs: Vec<String> = self
+                .lock()
+                .backends
+                .iter()
+                .map(|b| b.addr.clone())
+                .collect();
             let checks = addrs.into_iter().map(|addr| async move {
                 let ok = matches!(
                     tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await,
@@ -496,17 +502,17 @@ pub fn servers_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlic
         let port = ports
             .iter()
             .find(|p| p.name.as_deref() == Some("https"))
-            .or(if ports.len() == 1 { ports.first() } else { None })
+            .or(if ports.len() == 1 {
+                ports.first()
+            } else {
+                None
+            })
             .and_then(|p| p.port);
         let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else {
             continue;
         };
         for ep in &slice.endpoints {
-            let ready = ep
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             if !ready {
                 continue;
             }
@@ -579,8 +585,14 @@ mod tests {
             server_addr("https://10.0.0.1:6443").as_deref(),
             Some("10.0.0.1:6443")
         );
-        assert_eq!(server_addr("10.0.0.2:6443").as_deref(), Some("10.0.0.2:6443"));
-        assert_eq!(server_addr("https://h.example").as_deref(), Some("h.example:443"));
+        assert_eq!(
+            server_addr("10.0.0.2:6443").as_deref(),
+            Some("10.0.0.2:6443")
+        );
+        assert_eq!(
+            server_addr("https://h.example").as_deref(),
+            Some("h.example:443")
+        );
         assert_eq!(server_addr(""), None);
         assert_eq!(server_addr("a/b"), None);
     }
@@ -702,7 +714,8 @@ mod tests {
                 }
             }
         });
-        t.await.expect("the LB closes the connection to a dead server");
+        t.await
+            .expect("the LB closes the connection to a dead server");
     }
 
     #[tokio::test]
@@ -771,7 +784,11 @@ mod tests {
         let b2 = Backend::start(&b_addr.to_string(), b'B').await;
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            if lb.servers().iter().any(|s| s.addr == b_addr.to_string() && s.healthy) {
+            if lb
+                .servers()
+                .iter()
+                .any(|s| s.addr == b_addr.to_string() && s.healthy)
+            {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "{:?}", lb.servers());
@@ -781,8 +798,7 @@ mod tests {
         stop.send(true).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
-            TcpStream::connect(lb.local_addr()).await.is_err()
-                || who(&lb).await.is_none(),
+            TcpStream::connect(lb.local_addr()).await.is_err() || who(&lb).await.is_none(),
             "the LB stops"
         );
         b2.kill();
@@ -838,5 +854,4 @@ mod tests {
         b.kill();
         c.kill();
     }
-
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
@@ -27,10 +26,15 @@ struct ApiServer {
 }
 
 impl ApiServer {
-    async fn start(dir: &Path, store: Arc<dyn skiff_store::Store>) -> ApiServer {
+    async fn start(
+        dir: &Path,
+        store: Arc<dyn skiff_store::Store>,
+        reconcile: Duration,
+    ) -> ApiServer {
         let mut config =
             skiff_apiserver::ServerConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
         config.disable_admission_plugins = vec!["ServiceAccount".into()];
+        config.endpoint_reconcile_interval = reconcile;
         let server = skiff_apiserver::Server::bind(config, store)
             .await
             .expect("bind");
@@ -140,9 +144,12 @@ async fn agent_fails_over_without_touching_its_pods() {
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let store: Arc<dyn skiff_store::Store> =
         Arc::new(skiff_store::SqliteStore::open(&root.join("state.db")).expect("store"));
-    let mut a = ApiServer::start(&root.join("a"), store.clone()).await;
+    // Each server writes its own address into the `kubernetes` Service's endpoints at start and
+    // then every reconcile interval; B starts last and A never reconciles during the test, so
+    // the EndpointSlice names B.
+    let mut a = ApiServer::start(&root.join("a"), store.clone(), Duration::from_secs(3600)).await;
     share_secrets(&root.join("a"), &root.join("b"));
-    let mut b = ApiServer::start(&root.join("b"), store.clone()).await;
+    let mut b = ApiServer::start(&root.join("b"), store.clone(), Duration::from_secs(1)).await;
     // The test's own view goes through the server that stays up.
     let admin = b.admin().await;
 
@@ -158,22 +165,8 @@ async fn agent_fails_over_without_touching_its_pods() {
         armed: true,
     };
 
-    // Server B is not among the agent's --server URLs: it learns B from an EndpointSlice of
-    // the `kubernetes` Service (what each server publishes about itself).
-    let slice: EndpointSlice = serde_json::from_value(json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "kubernetes-b", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "https", "port": b.addr.port(), "protocol": "TCP"}],
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-    }))
-    .unwrap();
-    Api::<EndpointSlice>::namespaced(admin.clone(), "default")
-        .create(&PostParams::default(), &slice)
-        .await
-        .expect("create the EndpointSlice");
-
+    // Server B is not among the agent's --server URLs: the agent learns it from the
+    // `kubernetes` Service's EndpointSlice.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let state_file = data.join("agent").join("api-servers.json");
     let mut lb_config =
@@ -189,17 +182,18 @@ async fn agent_fails_over_without_touching_its_pods() {
     .expect("load balancer");
     let ca = std::fs::read(root.join("a/server/tls/ca.crt")).unwrap();
     let token = std::fs::read_to_string(root.join("a/node-token")).unwrap();
-    let identity =
-        skiff_client::node_identity::NodeIdentity::establish(skiff_client::node_identity::IdentityOptions {
+    let identity = skiff_client::node_identity::NodeIdentity::establish(
+        skiff_client::node_identity::IdentityOptions {
             server: lb.url(),
             ca_pem: ca,
             join_token: token.trim().to_string(),
             node_name: node.clone(),
             dir: data.join("agent").join("pki"),
             expiration_seconds: None,
-        })
-        .await
-        .expect("node identity through the load balancer");
+        },
+    )
+    .await
+    .expect("node identity through the load balancer");
     let client = identity.client();
     let mut id_stop = stopped.clone();
     tokio::spawn(identity.run(async move {
@@ -266,7 +260,9 @@ async fn agent_fails_over_without_touching_its_pods() {
         }]},
     }))
     .unwrap();
-    pods.create(&PostParams::default(), &pod).await.expect("create pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
     let running = |p: &Pod| {
         container_status(p, "c")
             .and_then(|c| c.state.as_ref())
@@ -314,11 +310,23 @@ async fn agent_fails_over_without_touching_its_pods() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = pods.get("steady").await.expect("get pod");
     let cs2 = container_status(&after, "c").unwrap().clone();
-    assert_eq!(cs.container_id, cs2.container_id, "the container was replaced");
-    assert_eq!(cs.restart_count, cs2.restart_count, "the container restarted");
     assert_eq!(
-        cs.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.clone()),
-        cs2.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.clone()),
+        cs.container_id, cs2.container_id,
+        "the container was replaced"
+    );
+    assert_eq!(
+        cs.restart_count, cs2.restart_count,
+        "the container restarted"
+    );
+    assert_eq!(
+        cs.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.clone()),
+        cs2.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.clone()),
     );
     assert!(running(&after));
 
