@@ -6,8 +6,10 @@
 //! every skiff serving certificate carries.
 //!
 //! Connections stick to the current server while it is healthy; a connect failure or timeout
-//! moves to the next one. A background check dials every server each interval; a server that
-//! fails it (or a dial) is marked down and every connection to it is closed at once, so long
+//! moves to the next one. A background check dials every server each interval — with the
+//! cluster CA, a TLS `GET /readyz` that must answer 200 from a certificate of this cluster, so
+//! a wedged process or another cluster's server on a listed address does not count as up —;
+//! a server that fails it (or a dial) is marked down and every connection to it is closed at once, so long
 //! watches reconnect to a healthy server instead of waiting for TCP keep-alives. The server
 //! list is the `--server` URLs (kept as fall-backs forever) plus the addresses of the
 //! `kubernetes` Service's EndpointSlices ([`follow_endpoints`]), persisted in the agent's data
@@ -24,6 +26,9 @@ use kube::runtime::watcher;
 use kube::Api;
 use tokio::net::{TcpListener, TcpStream};
 
+/// The name the health check verifies: every skiff serving certificate carries it, whatever
+/// address the server listens on.
+const CHECK_SERVER_NAME: &str = "kubernetes.default.svc";
 /// The default local port (k3s's agent uses the same).
 pub const DEFAULT_PORT: u16 = 6444;
 /// Connections forwarded at once; more wait in the listen backlog.
@@ -43,6 +48,8 @@ pub enum LbError {
     },
     #[error("no API server address given")]
     NoServers,
+    #[error("the cluster CA for the health check: {0}")]
+    BadCa(String),
 }
 
 /// Timings of the load balancer.
@@ -54,9 +61,14 @@ pub struct LbConfig {
     pub connect_timeout: Duration,
     /// How often every server is dialled by the health check.
     pub health_interval: Duration,
+    /// How long one health check may take (dial, TLS handshake, `/readyz`).
+    pub check_timeout: Duration,
     /// Failed health checks in a row that mark a server down (a dial failure for a client
     /// connection marks it down at once).
     pub failures_to_down: u32,
+    /// The cluster CA (PEM): the health check is then a TLS `GET /readyz` verified against
+    /// it; None: a TCP connect.
+    pub ca_pem: Option<Vec<u8>>,
     /// Where the discovered server list is kept (None: not persisted).
     pub state_file: Option<PathBuf>,
 }
@@ -67,7 +79,9 @@ impl LbConfig {
             listen,
             connect_timeout: Duration::from_secs(2),
             health_interval: Duration::from_secs(1),
+            check_timeout: Duration::from_secs(3),
             failures_to_down: 2,
+            ca_pem: None,
             state_file,
         }
     }
@@ -115,6 +129,7 @@ struct State {
 
 struct Inner {
     config: LbConfig,
+    tls: Option<tokio_rustls::TlsConnector>,
     state: Mutex<State>,
 }
 
@@ -177,6 +192,7 @@ impl LoadBalancer {
         if fallbacks.is_empty() {
             return Err(LbError::NoServers);
         }
+        let tls = config.ca_pem.as_deref().map(tls_connector).transpose()?;
         let kept = config
             .state_file
             .as_deref()
@@ -197,6 +213,7 @@ impl LoadBalancer {
         let lb = LoadBalancer {
             inner: Arc::new(Inner {
                 config,
+                tls,
                 state: Mutex::new(State {
                     fallbacks,
                     backends,
@@ -458,7 +475,7 @@ impl LoadBalancer {
 
     async fn health_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let interval = self.inner.config.health_interval;
-        let timeout = self.inner.config.connect_timeout;
+        let timeout = self.inner.config.check_timeout;
         loop {
             let addrs: Vec<String> = self
                 .lock()
@@ -466,11 +483,9 @@ impl LoadBalancer {
                 .iter()
                 .map(|b| b.addr.clone())
                 .collect();
+            let tls = self.inner.tls.as_ref();
             let checks = addrs.into_iter().map(|addr| async move {
-                let ok = matches!(
-                    tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await,
-                    Ok(Ok(_))
-                );
+                let ok = probe(&addr, timeout, tls).await;
                 (addr, ok)
             });
             let results = tokio::select! {
@@ -491,6 +506,56 @@ impl LoadBalancer {
             }
         }
     }
+}
+
+fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector, LbError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        let cert = cert.map_err(|e| LbError::BadCa(e.to_string()))?;
+        roots.add(cert).map_err(|e| LbError::BadCa(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(LbError::BadCa("no certificate in the CA file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LbError::BadCa(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// One health check of `addr`: a TCP connect, or with `tls` a verified TLS `GET /readyz`
+/// answered 200 (anonymous: every server lets anyone read it).
+async fn probe(addr: &str, timeout: Duration, tls: Option<&tokio_rustls::TlsConnector>) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let check = async {
+        let tcp = TcpStream::connect(addr).await.ok()?;
+        let Some(tls) = tls else {
+            return Some(true);
+        };
+        let name = rustls::pki_types::ServerName::try_from(CHECK_SERVER_NAME).ok()?;
+        let mut stream = tls.connect(name, tcp).await.ok()?;
+        let request = format!(
+            "GET /readyz HTTP/1.1\r\nHost: {CHECK_SERVER_NAME}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        // The status line is all we need; read at most a small buffer.
+        let mut buf = [0u8; 32];
+        let mut got = 0;
+        while got < 12 {
+            let n = stream.read(&mut buf[got..]).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let status = &buf[..got];
+        Some(status.starts_with(b"HTTP/1.1 200") || status.starts_with(b"HTTP/1.0 200"))
+    };
+    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
 }
 
 /// `host:port` of every ready endpoint of the `kubernetes` Service's EndpointSlices, on the
@@ -853,5 +918,108 @@ mod tests {
         assert_eq!(who(&lb).await.unwrap().0, b'c');
         b.kill();
         c.kill();
+    }
+
+    /// A CA (its PEM) and a signer for serving certificates.
+    fn test_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, name);
+        params.distinguished_name = dn;
+        let pem = params.clone().self_signed(&key).unwrap().pem();
+        (pem, rcgen::Issuer::new(params, key))
+    }
+
+    /// An HTTPS server with a `kubernetes.default.svc` certificate from `ca` that answers
+    /// every request with `status`.
+    async fn https_backend(
+        ca: &rcgen::Issuer<'static, rcgen::KeyPair>,
+        status: &'static str,
+    ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![CHECK_SERVER_NAME.to_string()])
+            .unwrap()
+            .signed_by(&key, ca)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 512];
+                    let _ = s.read(&mut buf).await;
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = s.write_all(reply.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn with_the_ca_only_ready_servers_of_this_cluster_are_up() {
+        let (ca_pem, ca) = test_ca("cluster");
+        let (_, other_ca) = test_ca("another cluster");
+        let plain = Backend::start("127.0.0.1:0", b'p').await;
+        let (stranger, t1) = https_backend(&other_ca, "200 OK").await;
+        let (unready, t2) = https_backend(&ca, "503 Service Unavailable").await;
+        let (good, t3) = https_backend(&ca, "200 OK").await;
+        let mut config = fast(None);
+        config.ca_pem = Some(ca_pem.into_bytes());
+        config.check_timeout = Duration::from_secs(2);
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let servers = [plain.addr, stranger, unready, good].map(|a| a.to_string());
+        let lb = LoadBalancer::start(config, &servers, stop_rx)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let health: Vec<bool> = lb.servers().iter().map(|s| s.healthy).collect();
+            if health == [false, false, false, true] {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{:?}", lb.servers());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // New connections go to the one healthy server.
+        let _c = TcpStream::connect(lb.local_addr()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while lb.current() != Some(good.to_string()) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", lb.current());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        plain.kill();
+        for t in [t1, t2, t3] {
+            t.abort();
+        }
+        let bad = LbConfig {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            ..fast(None)
+        };
+        let (_s, rx) = tokio::sync::watch::channel(false);
+        assert!(matches!(
+            LoadBalancer::start(bad, &servers, rx).await,
+            Err(LbError::BadCa(_))
+        ));
     }
 }

@@ -173,6 +173,8 @@ async fn agent_fails_over_without_touching_its_pods() {
         skiff_agent::lb::LbConfig::new("127.0.0.1:0".parse().unwrap(), Some(state_file.clone()));
     lb_config.health_interval = Duration::from_millis(500);
     lb_config.connect_timeout = Duration::from_secs(1);
+    // Health checks are TLS GET /readyz against the cluster CA, as `skiff agent` runs them.
+    lb_config.ca_pem = Some(std::fs::read(root.join("a/server/tls/ca.crt")).unwrap());
     let lb = skiff_agent::lb::LoadBalancer::start(
         lb_config,
         &[format!("https://{}", a.addr)],

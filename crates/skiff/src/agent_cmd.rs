@@ -203,7 +203,7 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         // Every API client below dials the servers through this local load balancer.
-        let lb = start_lb(data_dir, &args.server, args.lb_port, stopped.clone()).await?;
+        let lb = start_lb(data_dir, &ca, &args.server, args.lb_port, stopped.clone()).await?;
         let server = lb.url();
         let config = agent_config(data_dir, &args.node, token.clone(), &server)?;
         let client = node_identity(
@@ -231,16 +231,20 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
 /// port when that one is taken).
 async fn start_lb(
     data_dir: &Path,
+    ca_pem: &[u8],
     servers: &[String],
     port: Option<u16>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<skiff_agent::lb::LoadBalancer> {
     use skiff_agent::lb::{LbConfig, LbError, LoadBalancer, DEFAULT_PORT};
     let config = |port: u16| {
-        LbConfig::new(
+        let mut c = LbConfig::new(
             SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             Some(lb_state_file(data_dir)),
-        )
+        );
+        // Health checks: TLS GET /readyz, verified against the cluster CA.
+        c.ca_pem = Some(ca_pem.to_vec());
+        c
     };
     let wanted = port.unwrap_or(DEFAULT_PORT);
     let lb = match LoadBalancer::start(config(wanted), servers, stop.clone()).await {
