@@ -269,7 +269,43 @@ pub fn lb_state_file(data_dir: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_log_size;
+    use super::{parse_log_size, AgentArgs};
+
+    #[test]
+    fn several_servers_and_the_lb_port() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let base = ["skiff", "--token-file", "t", "--ca-file", "c"];
+        let cli = Cli::try_parse_from(base.iter().copied().chain([
+            "--server",
+            "https://10.0.0.1:6443,https://10.0.0.2:6443",
+            "--server",
+            "https://10.0.0.3:6443",
+        ]))
+        .unwrap();
+        assert_eq!(
+            cli.agent.server,
+            [
+                "https://10.0.0.1:6443",
+                "https://10.0.0.2:6443",
+                "https://10.0.0.3:6443"
+            ]
+        );
+        assert_eq!(cli.agent.lb_port, None);
+        let cli = Cli::try_parse_from(base.iter().copied().chain([
+            "--server",
+            "https://h:6443",
+            "--lb-port",
+            "0",
+        ]))
+        .unwrap();
+        assert_eq!(cli.agent.lb_port, Some(0));
+        assert!(Cli::try_parse_from(base).is_err(), "--server is required");
+    }
 
     #[test]
     fn log_sizes() {
