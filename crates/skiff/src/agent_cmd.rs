@@ -93,6 +93,52 @@ pub struct AgentArgs {
     pub node: NodeArgs,
 }
 
+#[derive(Args)]
+pub struct LbArgs {
+    /// The API servers (comma-separated or repeated), e.g.
+    /// https://10.0.0.1:6443,https://10.0.0.2:6443.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Where kubectl connects: point a kubeconfig at https://<this address>.
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    pub listen: SocketAddr,
+    /// The cluster CA certificate: health checks become TLS GET /readyz verified against it
+    /// (without it, a TCP connect).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `skiff lb`: the agent's API server load balancer on its own, for kubectl on machines that
+/// run no agent (no root, no data dir).
+pub fn run_lb(args: LbArgs) -> anyhow::Result<ExitCode> {
+    for s in &args.server {
+        anyhow::ensure!(
+            skiff_agent::lb::server_addr(s.trim()).is_some(),
+            "--server {s:?}: expected https://host:port"
+        );
+    }
+    let mut config = skiff_agent::lb::LbConfig::new(args.listen, None);
+    if let Some(path) = &args.ca_file {
+        config.ca_pem =
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let lb = skiff_agent::lb::LoadBalancer::start(config, &args.server, stopped)
+            .await
+            .context("starting the load balancer")?;
+        println!("{}", lb.url());
+        crate::server_cmd::shutdown_signal().await;
+        let _ = stop.send(true);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
