@@ -79,7 +79,7 @@ impl LbConfig {
             listen,
             connect_timeout: Duration::from_secs(2),
             health_interval: Duration::from_secs(1),
-            check_timeout: Duration::from_secs(3),
+            check_timeout: Duration::from_secs(2),
             failures_to_down: 2,
             ca_pem: None,
             state_file,

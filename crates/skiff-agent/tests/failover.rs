@@ -1,8 +1,10 @@
 //! Agent failover between two API servers: two in-process `skiff-apiserver`s share one store
-//! and one CA (as joined servers do), a real agent reaches them through its load balancer
-//! (`skiff_agent::lb`), and the server it uses stops. Its Lease must keep being renewed through
-//! the other server within seconds, and its running pod must be left alone. Needs root, busybox
-//! and the CNI plugins.
+//! and one CA (as joined servers do), and a real agent reaches them through its load balancer
+//! (`skiff_agent::lb`, with `skiff agent`'s timings). The server it uses first vanishes (it
+//! stops answering without closing anything, as a machine that lost power), then comes back,
+//! and then the other one stops. Each time the node's Lease must be renewed through the
+//! remaining server within seconds, and the running pod must be left alone. Needs root,
+//! busybox and the CNI plugins.
 
 mod pods_support;
 
@@ -69,6 +71,63 @@ impl ApiServer {
             .await
             .expect("client config");
         Client::try_from(cfg).expect("client")
+    }
+}
+
+/// A TCP hop in front of a server that can "vanish": frozen, it stops accepting (the kernel
+/// still completes handshakes into its backlog) and stops moving bytes on open connections
+/// without closing them, so only timeouts can tell.
+struct Vanishing {
+    addr: std::net::SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Vanishing {
+    async fn start(upstream: std::net::SocketAddr) -> Vanishing {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let mut rx_wait = rx.clone();
+                until(&mut rx_wait, false).await;
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = until(&mut rx_wait, true) => continue,
+                };
+                let Ok((mut client, _)) = accepted else {
+                    continue;
+                };
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        // Frozen: hold both sockets, silent, until thawed.
+                        _ = until(&mut rx, true) => until(&mut rx, false).await,
+                    }
+                });
+            }
+        });
+        Vanishing { addr, frozen, task }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        let _ = self.frozen.send(frozen);
+    }
+}
+
+/// Waits until the flag is `value` (or its sender is gone).
+async fn until(rx: &mut tokio::sync::watch::Receiver<bool>, value: bool) {
+    let _ = rx.wait_for(|f| *f == value).await.is_ok();
+}
+
+impl Drop for Vanishing {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -150,8 +209,10 @@ async fn agent_fails_over_without_touching_its_pods() {
     let mut a = ApiServer::start(&root.join("a"), store.clone(), Duration::from_secs(3600)).await;
     share_secrets(&root.join("a"), &root.join("b"));
     let mut b = ApiServer::start(&root.join("b"), store.clone(), Duration::from_secs(1)).await;
-    // The test's own view goes through the server that stays up.
-    let admin = b.admin().await;
+    // The agent knows A only through a hop that can make it vanish.
+    let hop = Vanishing::start(a.addr).await;
+    let admin_a = a.admin().await;
+    let admin_b = b.admin().await;
 
     let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -165,19 +226,16 @@ async fn agent_fails_over_without_touching_its_pods() {
         armed: true,
     };
 
-    // Server B is not among the agent's --server URLs: the agent learns it from the
-    // `kubernetes` Service's EndpointSlice.
+    // `skiff agent`'s load balancer settings; B is not among its --server URLs: the agent
+    // learns it from the `kubernetes` Service's EndpointSlice.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let state_file = data.join("agent").join("api-servers.json");
     let mut lb_config =
         skiff_agent::lb::LbConfig::new("127.0.0.1:0".parse().unwrap(), Some(state_file.clone()));
-    lb_config.health_interval = Duration::from_millis(500);
-    lb_config.connect_timeout = Duration::from_secs(1);
-    // Health checks are TLS GET /readyz against the cluster CA, as `skiff agent` runs them.
     lb_config.ca_pem = Some(std::fs::read(root.join("a/server/tls/ca.crt")).unwrap());
     let lb = skiff_agent::lb::LoadBalancer::start(
         lb_config,
-        &[format!("https://{}", a.addr)],
+        &[format!("https://{}", hop.addr)],
         stopped.clone(),
     )
     .await
@@ -227,7 +285,7 @@ async fn agent_fails_over_without_touching_its_pods() {
         let _ = agent_stop.wait_for(|s| *s).await;
     }));
 
-    let nodes: Api<Node> = Api::all(admin.clone());
+    let nodes: Api<Node> = Api::all(admin_b.clone());
     wait_for("node registration", Duration::from_secs(30), || {
         let nodes = nodes.clone();
         let node = node.clone();
@@ -243,7 +301,7 @@ async fn agent_fails_over_without_touching_its_pods() {
         .await
         .expect("assign the pod CIDR");
 
-    let b_addr = b.addr.to_string();
+    let (a_addr, b_addr) = (hop.addr.to_string(), b.addr.to_string());
     wait_for("the LB to learn server B", Duration::from_secs(20), || {
         let lb = lb.clone();
         let b_addr = b_addr.clone();
@@ -253,7 +311,7 @@ async fn agent_fails_over_without_touching_its_pods() {
     let kept = std::fs::read_to_string(&state_file).expect("the server list is kept");
     assert!(kept.contains(&b_addr), "{kept}");
 
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let pods_b: Api<Pod> = Api::namespaced(admin_b.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "steady", "namespace": "default"},
@@ -262,18 +320,13 @@ async fn agent_fails_over_without_touching_its_pods() {
         }]},
     }))
     .unwrap();
-    pods.create(&PostParams::default(), &pod)
+    pods_b
+        .create(&PostParams::default(), &pod)
         .await
         .expect("create pod");
-    let running = |p: &Pod| {
-        container_status(p, "c")
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.running.as_ref())
-            .is_some()
-    };
     let deadline = Instant::now() + Duration::from_secs(60);
     let before = loop {
-        let p = pods.get("steady").await.expect("get pod");
+        let p = pods_b.get("steady").await.expect("get pod");
         if running(&p) {
             break p;
         }
@@ -282,62 +335,39 @@ async fn agent_fails_over_without_touching_its_pods() {
     };
     let cs = container_status(&before, "c").unwrap().clone();
 
-    // Everything goes to A, the first server, until it stops.
-    assert_eq!(lb.current(), Some(a.addr.to_string()));
-    let leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
-    let t0 = Instant::now();
-    let stopped_at = jiff::Timestamp::now();
-    a.stop().await;
-    let renewed = loop {
-        let lease = leases.get_opt(&node).await.ok().flatten();
-        if lease
-            .as_ref()
-            .and_then(renew_time)
-            .is_some_and(|t| t > stopped_at)
-        {
-            break t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the Lease was not renewed through server B; LB: {:?}",
-            lb.servers()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    println!("failover: the Lease was renewed through server B {renewed:?} after A stopped");
+    // Everything goes to A, the first server, until it vanishes.
+    assert_eq!(lb.current(), Some(a_addr.clone()));
+    hop.freeze(true);
+    let took = lease_renewed_after(&admin_b, &node, &lb).await;
+    println!("failover: A vanished; the Lease was renewed through B {took:?} later");
     assert_eq!(lb.current(), Some(b_addr.clone()));
-    assert!(renewed < Duration::from_secs(10), "{renewed:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    same_container(&pods_b, &cs).await;
 
-    // A few more heartbeats and pod syncs through B: the container is the same one.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = pods.get("steady").await.expect("get pod");
-    let cs2 = container_status(&after, "c").unwrap().clone();
-    assert_eq!(
-        cs.container_id, cs2.container_id,
-        "the container was replaced"
-    );
-    assert_eq!(
-        cs.restart_count, cs2.restart_count,
-        "the container restarted"
-    );
-    assert_eq!(
-        cs.state
-            .as_ref()
-            .and_then(|s| s.running.as_ref())
-            .and_then(|r| r.started_at.clone()),
-        cs2.state
-            .as_ref()
-            .and_then(|s| s.running.as_ref())
-            .and_then(|r| r.started_at.clone()),
-    );
-    assert!(running(&after));
+    // A comes back (the agent stays on B), then B stops: back to A.
+    hop.freeze(false);
+    wait_for("A to be healthy again", Duration::from_secs(20), || {
+        let lb = lb.clone();
+        let a_addr = a_addr.clone();
+        async move { lb.servers().iter().any(|s| s.addr == a_addr && s.healthy) }
+    })
+    .await;
+    assert_eq!(lb.current(), Some(b_addr.clone()), "the LB sticks to B");
+    b.stop().await;
+    let took = lease_renewed_after(&admin_a, &node, &lb).await;
+    println!("failover: B stopped; the Lease was renewed through A {took:?} later");
+    assert_eq!(lb.current(), Some(a_addr.clone()));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let pods_a: Api<Pod> = Api::namespaced(admin_a.clone(), "default");
+    same_container(&pods_a, &cs).await;
 
-    // The agent's pod watch lives on through B: deleting the pod there is carried out.
-    pods.delete("steady", &DeleteParams::default().grace_period(1))
+    // The agent's pod watch lives on through A: deleting the pod there is carried out.
+    pods_a
+        .delete("steady", &DeleteParams::default().grace_period(1))
         .await
         .expect("delete pod");
     wait_for("the pod to be finalized", Duration::from_secs(60), || {
-        let pods = pods.clone();
+        let pods = pods_a.clone();
         async move { pods.get_opt("steady").await.ok().flatten().is_none() }
     })
     .await;
@@ -345,7 +375,8 @@ async fn agent_fails_over_without_touching_its_pods() {
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
     cleanup.run();
-    b.stop().await;
+    a.stop().await;
+    drop(hop);
     let tables = std::process::Command::new("nft")
         .args(["list", "tables"])
         .output()
@@ -363,4 +394,61 @@ async fn agent_fails_over_without_touching_its_pods() {
         .map(String::from)
         .collect();
     assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
+}
+
+fn running(p: &Pod) -> bool {
+    container_status(p, "c")
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.running.as_ref())
+        .is_some()
+}
+
+/// How long until the node's Lease is renewed after now, read through `admin`.
+async fn lease_renewed_after(
+    admin: &Client,
+    node: &str,
+    lb: &skiff_agent::lb::LoadBalancer,
+) -> Duration {
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
+    let t0 = Instant::now();
+    let since = jiff::Timestamp::now();
+    loop {
+        let lease = leases.get_opt(node).await.ok().flatten();
+        if lease
+            .as_ref()
+            .and_then(renew_time)
+            .is_some_and(|t| t > since)
+        {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the Lease was not renewed; LB: {:?}",
+            lb.servers()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A few heartbeats and pod syncs later, the pod runs the very same container.
+async fn same_container(pods: &Api<Pod>, before: &k8s_openapi::api::core::v1::ContainerStatus) {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = pods.get("steady").await.expect("get pod");
+    let now = container_status(&after, "c").unwrap().clone();
+    assert_eq!(
+        before.container_id, now.container_id,
+        "the container was replaced"
+    );
+    assert_eq!(
+        before.restart_count, now.restart_count,
+        "the container restarted"
+    );
+    let started = |c: &k8s_openapi::api::core::v1::ContainerStatus| {
+        c.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.clone())
+    };
+    assert_eq!(started(before), started(&now));
+    assert!(running(&after));
 }
