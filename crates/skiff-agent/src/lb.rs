@@ -31,8 +31,10 @@ use tokio::net::{TcpListener, TcpStream};
 const CHECK_SERVER_NAME: &str = "kubernetes.default.svc";
 /// The default local port (k3s's agent uses the same).
 pub const DEFAULT_PORT: u16 = 6444;
-/// Connections forwarded at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 1024;
+/// Connections forwarded at once; more wait in the listen backlog. Room for every connection
+/// the pods' API relay may hold plus the agent's own, so pods cannot crowd out the node's
+/// heartbeats.
+const MAX_CONNECTIONS: usize = crate::relay::MAX_CONNECTIONS + 256;
 /// Servers kept at most (a bound on what an EndpointSlice or the state file can make us dial).
 const MAX_SERVERS: usize = 64;
 /// The persisted list is tiny; a bigger file is not ours.

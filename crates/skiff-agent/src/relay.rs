@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Connections relayed at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 1024;
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
 /// Connections one source address (one pod) may hold, so a single pod cannot take every slot
 /// and cut its neighbours off the API; more are closed at once.
 const MAX_PER_SOURCE: usize = 128;
