@@ -9,8 +9,8 @@
 //! moves to the next one. A background check dials every server each interval — with the
 //! cluster CA, a TLS `GET /readyz` that must answer 200 from a certificate of this cluster, so
 //! a wedged process or another cluster's server on a listed address does not count as up —;
-//! a server that fails it (or a dial) is marked down and every connection to it is closed at once, so long
-//! watches reconnect to a healthy server instead of waiting for TCP keep-alives. The server
+//! a server that fails it (or a dial) is marked down and every connection to it is closed at
+//! once, so long watches reconnect to a healthy server instead of waiting for TCP keep-alives. The server
 //! list is the `--server` URLs (kept as fall-backs forever) plus the addresses of the
 //! `kubernetes` Service's EndpointSlices ([`follow_endpoints`]), persisted in the agent's data
 //! dir so a restarted agent knows every server even when the first one is down.
@@ -399,8 +399,8 @@ impl LoadBalancer {
                         tracing::info!(server = %addr, "API connections now go to this server");
                         st.current = Some(addr.clone());
                     }
-                    drop(st);
-                    self.mark(&addr, true, false);
+                    // Only the health check marks a server up: a wedged process still
+                    // completes TCP handshakes from its listen backlog.
                     return Some((stream, addr, down));
                 }
                 Ok(Err(e)) => tracing::debug!(server = %addr, "dialling the API server: {e}"),
@@ -1023,5 +1023,39 @@ mod tests {
             LoadBalancer::start(bad, &servers, rx).await,
             Err(LbError::BadCa(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_wedged_server_is_left_while_clients_keep_dialling() {
+        let (ca_pem, ca) = test_ca("cluster");
+        // Listening but never accepting: TCP handshakes complete from the backlog.
+        let wedged = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let wedged_addr = wedged.local_addr().unwrap().to_string();
+        let (good, task) = https_backend(&ca, "200 OK").await;
+        let mut config = fast(None);
+        config.ca_pem = Some(ca_pem.into_bytes());
+        config.check_timeout = Duration::from_millis(500);
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let lb = LoadBalancer::start(config, &[wedged_addr.clone(), good.to_string()], stop_rx)
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        // Two failed checks take about 1.5 s; well before the backlog (128) fills and dials
+        // start timing out.
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        while lb.current() != Some(good.to_string()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still on {:?}: {:?}",
+                lb.current(),
+                lb.servers()
+            );
+            // New connections all the time must not keep the wedged server "up".
+            held.push(TcpStream::connect(lb.local_addr()).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!lb.servers()[0].healthy, "{:?}", lb.servers());
+        task.abort();
+        drop(wedged);
     }
 }
