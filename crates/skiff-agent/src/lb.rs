@@ -12,7 +12,7 @@
 //! a server that fails it (or a dial) is marked down and every connection to it is closed at
 //! once, so long watches reconnect to a healthy server instead of waiting for TCP keep-alives. The server
 //! list is the `--server` URLs (kept as fall-backs forever) plus the addresses of the
-//! `kubernetes` Service's EndpointSlices ([`follow_endpoints`]), persisted in the agent's data
+//! `kubernetes` Service's EndpointSlices and Endpoints ([`follow_endpoints`]), persisted in the agent's data
 //! dir so a restarted agent knows every server even when the first one is down.
 
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use kube::Api;
@@ -597,48 +598,138 @@ pub fn servers_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlic
     out
 }
 
-/// Keeps `lb`'s server list current from the `kubernetes` Service's EndpointSlices in
-/// `default` until `stop` turns true.
+/// `host:port` of every ready address of the `kubernetes` Endpoints, on each subset's port
+/// named `https` (or its only port), sorted.
+pub fn servers_from_endpoints<'a>(
+    endpoints: impl IntoIterator<Item = &'a Endpoints>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for subset in endpoints
+        .into_iter()
+        .flat_map(|e| e.subsets.as_deref().unwrap_or_default())
+    {
+        let ports = subset.ports.as_deref().unwrap_or_default();
+        let port = ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some("https"))
+            .or(if ports.len() == 1 {
+                ports.first()
+            } else {
+                None
+            })
+            .map(|p| p.port);
+        let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else {
+            continue;
+        };
+        for a in subset.addresses.as_deref().unwrap_or_default() {
+            if let Ok(ip) = a.ip.parse::<std::net::IpAddr>() {
+                out.push(SocketAddr::new(ip, port).to_string());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out.truncate(MAX_SERVERS);
+    out
+}
+
+/// The objects one watch currently sees, by name; a re-list replaces them only when complete.
+struct Seen<K> {
+    now: std::collections::BTreeMap<String, K>,
+    listing: std::collections::BTreeMap<String, K>,
+}
+
+impl<K: kube::Resource> Seen<K> {
+    fn new() -> Self {
+        Seen {
+            now: Default::default(),
+            listing: Default::default(),
+        }
+    }
+
+    /// Applies one watch event; true when what is seen may have changed.
+    fn apply(&mut self, ev: watcher::Event<K>) -> bool {
+        let key = |o: &K| o.meta().name.clone().unwrap_or_default();
+        match ev {
+            watcher::Event::Init => {
+                self.listing.clear();
+                false
+            }
+            watcher::Event::InitApply(o) => {
+                self.listing.insert(key(&o), o);
+                false
+            }
+            watcher::Event::InitDone => {
+                self.now = std::mem::take(&mut self.listing);
+                true
+            }
+            watcher::Event::Apply(o) => {
+                self.now.insert(key(&o), o);
+                true
+            }
+            watcher::Event::Delete(o) => {
+                self.now.remove(&key(&o));
+                true
+            }
+        }
+    }
+}
+
+/// Keeps `lb`'s server list current from the `kubernetes` Service's EndpointSlices and
+/// Endpoints in `default` (the union of both: every live server publishes itself there)
+/// until `stop` turns true.
 pub async fn follow_endpoints(
     client: kube::Client,
     lb: LoadBalancer,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let api: Api<EndpointSlice> = Api::namespaced(client, "default");
-    let cfg = watcher::Config::default().labels("kubernetes.io/service-name=kubernetes");
-    let mut events = watcher(api, cfg).boxed();
-    let mut slices: std::collections::BTreeMap<String, EndpointSlice> = Default::default();
-    let mut init: std::collections::BTreeMap<String, EndpointSlice> = Default::default();
-    let key = |s: &EndpointSlice| s.metadata.name.clone().unwrap_or_default();
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let eps_api: Api<Endpoints> = Api::namespaced(client, "default");
+    let mut slice_events = watcher(
+        slices_api,
+        watcher::Config::default().labels("kubernetes.io/service-name=kubernetes"),
+    )
+    .boxed();
+    let mut eps_events = watcher(
+        eps_api,
+        watcher::Config::default().fields("metadata.name=kubernetes"),
+    )
+    .boxed();
+    let mut slices = Seen::<EndpointSlice>::new();
+    let mut eps = Seen::<Endpoints>::new();
     loop {
-        let ev = tokio::select! {
-            ev = events.next() => ev,
+        let changed = tokio::select! {
+            ev = slice_events.next() => match ev {
+                Some(Ok(ev)) => slices.apply(ev),
+                Some(Err(e)) => {
+                    tracing::debug!("watching the kubernetes EndpointSlices: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    false
+                }
+                None => return,
+            },
+            ev = eps_events.next() => match ev {
+                Some(Ok(ev)) => eps.apply(ev),
+                Some(Err(e)) => {
+                    tracing::debug!("watching the kubernetes Endpoints: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    false
+                }
+                None => return,
+            },
             r = stop.changed() => {
                 if r.is_err() || *stop.borrow() { return; }
-                continue;
+                false
             }
         };
-        match ev {
-            Some(Ok(watcher::Event::Init)) => init.clear(),
-            Some(Ok(watcher::Event::InitApply(s))) => {
-                init.insert(key(&s), s);
-                continue;
-            }
-            Some(Ok(watcher::Event::InitDone)) => slices = std::mem::take(&mut init),
-            Some(Ok(watcher::Event::Apply(s))) => {
-                slices.insert(key(&s), s);
-            }
-            Some(Ok(watcher::Event::Delete(s))) => {
-                slices.remove(&key(&s));
-            }
-            Some(Err(e)) => {
-                tracing::debug!("watching the kubernetes EndpointSlices: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            None => return,
+        if changed {
+            let mut servers = servers_from_slices(slices.now.values());
+            servers.extend(servers_from_endpoints(eps.now.values()));
+            servers.sort();
+            servers.dedup();
+            servers.truncate(MAX_SERVERS);
+            lb.set_servers(servers);
         }
-        lb.set_servers(servers_from_slices(slices.values()));
     }
 }
 
@@ -662,6 +753,26 @@ mod tests {
         );
         assert_eq!(server_addr(""), None);
         assert_eq!(server_addr("a/b"), None);
+    }
+
+    #[test]
+    fn endpoints_give_ready_https_addresses_per_subset() {
+        let eps: Endpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "subsets": [
+                {"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
+                 "notReadyAddresses": [{"ip": "10.0.0.9"}],
+                 "ports": [{"name": "https", "port": 6443}]},
+                {"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": 7443}]},
+                {"addresses": [{"ip": "10.0.0.5"}],
+                 "ports": [{"name": "a", "port": 1}, {"name": "b", "port": 2}]},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(
+            servers_from_endpoints([&eps]),
+            vec!["10.0.0.1:6443", "10.0.0.2:6443", "127.0.0.1:7443"]
+        );
     }
 
     #[test]
