@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod dns;
+pub mod lb;
 pub mod netpol;
 pub mod node;
 pub mod pods;

@@ -300,8 +300,12 @@ async fn heartbeat_loop(
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let transition = now();
+    // After a failed renewal, retry soon (200 ms, doubling up to the heartbeat period), as
+    // the kubelet's lease controller does: the API connection may just have moved to another
+    // server (see lb.rs).
+    let mut retry = Duration::from_millis(200);
     loop {
-        renew_lease(&nodes, &leases, &config).await;
+        let renewed = renew_lease(&nodes, &leases, &config).await;
         let status = json!({"status": node_status(&config, port, &transition)});
         if let Err(e) = nodes
             .patch_status(
@@ -317,14 +321,23 @@ async fn heartbeat_loop(
                 let _ = register(&client, &config, port).await;
             }
         }
+        let wait = if renewed {
+            retry = Duration::from_millis(200);
+            config.heartbeat()
+        } else {
+            let w = retry;
+            retry = (retry * 2).min(config.heartbeat());
+            w
+        };
         tokio::select! {
-            _ = tokio::time::sleep(config.heartbeat()) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
     }
 }
 
-async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, config: &AgentConfig) {
+/// Renews (or creates) the node's Lease; false when that failed.
+async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, config: &AgentConfig) -> bool {
     let node = config.node_name.as_str();
     let renew = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
@@ -334,11 +347,15 @@ async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, config: &AgentConfi
     match leases.get_opt(node).await {
         Ok(Some(_)) => {
             let patch = json!({"spec": spec});
-            if let Err(e) = leases
+            match leases
                 .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                tracing::warn!(node, "renewing lease: {e}");
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(node, "renewing lease: {e}");
+                    false
+                }
             }
         }
         Ok(None) => {
@@ -356,14 +373,22 @@ async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, config: &AgentConfi
             let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                                "metadata": meta, "spec": spec});
             match serde_json::from_value::<Lease>(lease) {
-                Ok(l) => {
-                    if let Err(e) = leases.create(&PostParams::default(), &l).await {
+                Ok(l) => match leases.create(&PostParams::default(), &l).await {
+                    Ok(_) => true,
+                    Err(e) => {
                         tracing::warn!(node, "creating lease: {e}");
+                        false
                     }
+                },
+                Err(e) => {
+                    tracing::warn!(node, "lease object: {e}");
+                    false
                 }
-                Err(e) => tracing::warn!(node, "lease object: {e}"),
             }
         }
-        Err(e) => tracing::warn!(node, "reading lease: {e}"),
+        Err(e) => {
+            tracing::warn!(node, "reading lease: {e}");
+            false
+        }
     }
 }

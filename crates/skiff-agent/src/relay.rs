@@ -1,12 +1,13 @@
 //! The API relay: how pods reach the API server. Every agent listens on its pod bridge's
 //! address (the pods' gateway, an ephemeral port) and splices each connection to the API server
-//! the way the agent itself reaches it (the `--server` address; 127.0.0.1 for the agent embedded
-//! in `skiff server`). The service proxy sends the `default/kubernetes` ClusterIP to this relay
+//! the way the agent itself reaches it (the agent's load balancer; 127.0.0.1 for the agent
+//! embedded in `skiff server`). The service proxy sends the `default/kubernetes` ClusterIP to this relay
 //! instead of the address in the Service's EndpointSlice, so pods reach the API whatever it
 //! listens on, loopback included, while the node's other loopback services stay out of reach
 //! (nothing is DNATed to 127.0.0.1 and route_localnet opens nothing new). TLS passes through
 //! untouched: pods authenticate to the API server, not to the relay.
-//! Like k3s's agent load balancer, this is the seam for API server failover (several upstreams).
+//! A joined agent's upstream is its load balancer ([`crate::lb`]), so pods fail over between API
+//! servers with it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Connections relayed at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 1024;
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
 /// Connections one source address (one pod) may hold, so a single pod cannot take every slot
 /// and cut its neighbours off the API; more are closed at once.
 const MAX_PER_SOURCE: usize = 128;

@@ -73,9 +73,16 @@ fn parse_log_size(text: &str) -> Result<u64, String> {
 
 #[derive(Args)]
 pub struct AgentArgs {
-    /// The API server, e.g. https://10.0.0.1:6443.
+    /// The API servers, e.g. https://10.0.0.1:6443 (comma-separated, or repeated). The agent
+    /// reaches them through its local load balancer on --lb-port, learns the others from the
+    /// `kubernetes` Service's endpoints and keeps these as fall-backs.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Port of the agent's API server load balancer on 127.0.0.1; every API client of the
+    /// agent and its pods' API relay go through it. Default 6444 (k3s's), or a free port when
+    /// 6444 is taken (another agent on this machine); 0 always picks a free port.
     #[arg(long)]
-    pub server: String,
+    pub lb_port: Option<u16>,
     /// File holding the node token (the server writes it to `<data-dir>/node-token`).
     #[arg(long)]
     pub token_file: PathBuf,
@@ -84,6 +91,52 @@ pub struct AgentArgs {
     pub ca_file: PathBuf,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+#[derive(Args)]
+pub struct LbArgs {
+    /// The API servers (comma-separated or repeated), e.g.
+    /// https://10.0.0.1:6443,https://10.0.0.2:6443.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Where kubectl connects: point a kubeconfig at https://<this address>.
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    pub listen: SocketAddr,
+    /// The cluster CA certificate: health checks become TLS GET /readyz verified against it
+    /// (without it, a TCP connect).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `skiff lb`: the agent's API server load balancer on its own, for kubectl on machines that
+/// run no agent (no root, no data dir).
+pub fn run_lb(args: LbArgs) -> anyhow::Result<ExitCode> {
+    for s in &args.server {
+        anyhow::ensure!(
+            skiff_agent::lb::server_addr(s.trim()).is_some(),
+            "--server {s:?}: expected https://host:port"
+        );
+    }
+    let mut config = skiff_agent::lb::LbConfig::new(args.listen, None);
+    if let Some(path) = &args.ca_file {
+        config.ca_pem =
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let lb = skiff_agent::lb::LoadBalancer::start(config, &args.server, stopped)
+            .await
+            .context("starting the load balancer")?;
+        println!("{}", lb.url());
+        crate::server_cmd::shutdown_signal().await;
+        let _ = stop.send(true);
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn hostname() -> String {
@@ -183,22 +236,36 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
         .to_string();
     let ca = std::fs::read(&args.ca_file)
         .with_context(|| format!("reading {}", args.ca_file.display()))?;
-    let config = agent_config(data_dir, &args.node, token.clone(), &args.server)?;
+    for s in &args.server {
+        anyhow::ensure!(
+            skiff_agent::relay::authority(s.trim()).is_some(),
+            "--server {s:?}: expected https://host:port"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Every API client below dials the servers through this local load balancer.
+        let lb = start_lb(data_dir, &ca, &args.server, args.lb_port, stopped.clone()).await?;
+        let server = lb.url();
+        let config = agent_config(data_dir, &args.node, token.clone(), &server)?;
         let client = node_identity(
             data_dir,
-            &args.server,
+            &server,
             &ca,
             &token,
             &config.node_name,
-            crate::server_cmd::wait_for(stopped),
+            crate::server_cmd::wait_for(stopped.clone()),
         )
         .await?;
+        tokio::spawn(skiff_agent::lb::follow_endpoints(
+            client.clone(),
+            lb,
+            stopped,
+        ));
         let result = skiff_agent::run(client, config, crate::server_cmd::shutdown_signal()).await;
         let _ = stop.send(true);
         result.context("node agent")?;
@@ -206,9 +273,85 @@ pub fn run(data_dir: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The agent's API server load balancer on 127.0.0.1:`port` (default 6444, else any free
+/// port when that one is taken).
+async fn start_lb(
+    data_dir: &Path,
+    ca_pem: &[u8],
+    servers: &[String],
+    port: Option<u16>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<skiff_agent::lb::LoadBalancer> {
+    use skiff_agent::lb::{LbConfig, LbError, LoadBalancer, DEFAULT_PORT};
+    let config = |port: u16| {
+        let mut c = LbConfig::new(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            Some(lb_state_file(data_dir)),
+        );
+        // Health checks: TLS GET /readyz, verified against the cluster CA.
+        c.ca_pem = Some(ca_pem.to_vec());
+        c
+    };
+    let wanted = port.unwrap_or(DEFAULT_PORT);
+    let lb = match LoadBalancer::start(config(wanted), servers, stop.clone()).await {
+        Err(LbError::Listen { source, .. })
+            if port.is_none() && source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            tracing::warn!(
+                "127.0.0.1:{DEFAULT_PORT} is taken (another agent on this machine?): the API \
+                 server load balancer listens on a free port instead; set --lb-port to choose"
+            );
+            LoadBalancer::start(config(0), servers, stop).await
+        }
+        other => other,
+    };
+    lb.with_context(|| format!("starting the API server load balancer (--lb-port {wanted})"))
+}
+
+/// Where the agent keeps the API servers it learned (see skiff_agent::lb).
+pub fn lb_state_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent").join("api-servers.json")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_log_size;
+    use super::{parse_log_size, AgentArgs};
+
+    #[test]
+    fn several_servers_and_the_lb_port() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let base = ["skiff", "--token-file", "t", "--ca-file", "c"];
+        let cli = Cli::try_parse_from(base.iter().copied().chain([
+            "--server",
+            "https://10.0.0.1:6443,https://10.0.0.2:6443",
+            "--server",
+            "https://10.0.0.3:6443",
+        ]))
+        .unwrap();
+        assert_eq!(
+            cli.agent.server,
+            [
+                "https://10.0.0.1:6443",
+                "https://10.0.0.2:6443",
+                "https://10.0.0.3:6443"
+            ]
+        );
+        assert_eq!(cli.agent.lb_port, None);
+        let cli = Cli::try_parse_from(base.iter().copied().chain([
+            "--server",
+            "https://h:6443",
+            "--lb-port",
+            "0",
+        ]))
+        .unwrap();
+        assert_eq!(cli.agent.lb_port, Some(0));
+        assert!(Cli::try_parse_from(base).is_err(), "--server is required");
+    }
 
     #[test]
     fn log_sizes() {

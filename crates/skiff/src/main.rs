@@ -64,6 +64,9 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run a node agent that joins a cluster.
     Agent(agent_cmd::AgentArgs),
+    /// Forward local connections to whichever API server is up (the agent's load balancer on
+    /// its own): point kubectl at it to survive a server's loss. Prints its URL.
+    Lb(agent_cmd::LbArgs),
     /// Mint a kubeconfig for a user: a client certificate (CN = user, O = groups) signed by the
     /// cluster CA, valid for --ttl. Run on a server machine (it reads the CA key).
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
@@ -131,6 +134,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => container_cmd::rm(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Server(args) => server_cmd::run(&data_dir, args),
         Command::Agent(args) => agent_cmd::run(&data_dir, args),
+        Command::Lb(args) => agent_cmd::run_lb(args),
         Command::Kubeconfig(args) => {
             kubeconfig_cmd::run(&data_dir, args).map(|()| ExitCode::SUCCESS)
         }

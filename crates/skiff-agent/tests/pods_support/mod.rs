@@ -52,7 +52,7 @@ pub fn skiff_exe() -> PathBuf {
     skiff
 }
 
-fn busybox_image(data: &Path, work: &Path) {
+pub fn busybox_image(data: &Path, work: &Path) {
     let root = work.join("rootfs");
     std::fs::create_dir_all(root.join("bin")).expect("mkdir");
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
