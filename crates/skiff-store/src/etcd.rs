@@ -134,6 +134,24 @@ fn grpc_message(e: &CallError) -> Option<&str> {
     }
 }
 
+/// See [`EtcdStore::call`].
+fn retryable(e: &etcd_client::Error, idempotent: bool) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let msg = s.message();
+            let unavailable = s.code() as i32 == GRPC_UNAVAILABLE;
+            (unavailable
+                && (msg.contains("tcp connect error") || msg.contains("connection refused")))
+                || msg.contains("no leader")
+                || (idempotent
+                    && (unavailable || msg.contains("leader changed") || msg.contains("timed out")))
+        }
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::IoError(_) => idempotent,
+        _ => false,
+    }
+}
+
 fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path)
         .map_err(|e| StoreError::Backend(format!("reading etcd {what} {}: {e}", path.display())))
@@ -233,6 +251,38 @@ impl EtcdStore {
         }
     }
 
+    /// Runs a call with the request deadline, retrying (on whichever endpoint the balanced
+    /// channel picks next) while the failure says the request was never handled: the
+    /// connection to a dead member was refused, or the member had no leader (etcd refuses
+    /// those up front because we require a leader). Reads (`idempotent`) are also retried on
+    /// any other unavailability. A write that may have been applied is never retried.
+    async fn call<T, F, Fut>(
+        &self,
+        idempotent: bool,
+        mut make: F,
+    ) -> std::result::Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.tuning.request_timeout;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, make()).await;
+            let e = match attempt {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+                Err(_) => return Err(CallError::Timeout),
+            };
+            if !retryable(&e, idempotent) || tokio::time::Instant::now() + pause >= deadline {
+                return Err(CallError::Etcd(e));
+            }
+            tracing::debug!(error = %e, "etcd call failed before being handled; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
     /// Maps a failed call to the store's error (callers handle compaction/future first).
     fn err(&self, what: &str, e: CallError) -> StoreError {
         let e = match e {
@@ -308,9 +358,14 @@ impl EtcdStore {
     }
 
     async fn txn(&self, what: &str, txn: Txn) -> Result<etcd_client::TxnResponse> {
-        let mut kv = self.client.kv_client();
         let started = Instant::now();
-        let r = self.timed(kv.txn(txn)).await;
+        let r = self
+            .call(false, || {
+                let mut kv = self.client.kv_client();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await;
         self.observe(started);
         r.map_err(|e| self.err(what, e))
     }
@@ -322,12 +377,16 @@ impl EtcdStore {
         opts: GetOptions,
         revision: i64,
     ) -> std::result::Result<etcd_client::GetResponse, CallError> {
-        let mut kv = self
-            .client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        self.timed(kv.get(key, Some(opts.with_revision(revision))))
-            .await
+        let opts = opts.with_revision(revision);
+        self.call(true, || {
+            let mut kv = self
+                .client
+                .kv_client()
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { kv.get(key, Some(opts)).await }
+        })
+        .await
     }
 
     async fn range_err(&self, what: &str, revision: i64, e: CallError) -> StoreError {
@@ -354,9 +413,11 @@ impl EtcdStore {
 
     /// The compact revision recorded in etcd (max with what this store compacted itself).
     pub async fn known_compacted(&self) -> Result<i64> {
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get(COMPACT_KEY, None))
+            .call(true, || {
+                let mut kv = self.client.kv_client();
+                async move { kv.get(COMPACT_KEY, None).await }
+            })
             .await
             .map_err(|e| self.err("reading the compact revision", e))?;
         let recorded = resp
@@ -389,9 +450,11 @@ impl EtcdStore {
         use tokio::io::AsyncWriteExt;
         let what = format!("etcd snapshot to {}", dest.display());
         // etcd sends the snapshot in 32 KiB chunks: the default message limit is plenty.
-        let mut m = self.client.maintenance_client();
         let mut stream = self
-            .timed(m.snapshot())
+            .call(true, || {
+                let mut m = self.client.maintenance_client();
+                async move { m.snapshot().await }
+            })
             .await
             .map_err(|e| self.err(&what, e))?;
         let tmp = tmp_path(dest);
@@ -772,12 +835,15 @@ impl Store for EtcdStore {
             .with_range(range_end(prefix.as_bytes()))
             .with_prev_key()
             .with_start_revision(if from > 0 { from + 1 } else { 0 });
-        let mut wc = self
-            .client
-            .watch_client()
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let stream = self
-            .timed(wc.watch(key, Some(opts)))
+            .call(true, || {
+                let mut wc = self
+                    .client
+                    .watch_client()
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+                let (key, opts) = (key.clone(), opts.clone());
+                async move { wc.watch(key, Some(opts)).await }
+            })
             .await
             .map_err(|e| self.err("watch", e))?;
         let (sender, mut stream) = stream.split();
@@ -833,8 +899,13 @@ impl Store for EtcdStore {
         if revision <= self.known_compacted().await? {
             return Ok(());
         }
-        let mut kv = self.client.kv_client();
-        match self.timed(kv.compact(revision, None)).await {
+        let compacted = self
+            .call(true, || {
+                let mut kv = self.client.kv_client();
+                async move { kv.compact(revision, None).await }
+            })
+            .await;
+        match compacted {
             Ok(_) => {}
             Err(e) => {
                 return match grpc_message(&e) {
@@ -861,19 +932,23 @@ impl Store for EtcdStore {
     async fn status(&self) -> Result<StoreStatus> {
         let revision = self.current_revision().await?;
         let compact_revision = self.known_compacted().await?;
-        let mut cluster = self.client.cluster_client();
         let members = self
-            .timed(cluster.member_list())
+            .call(true, || {
+                let mut cluster = self.client.cluster_client();
+                async move { cluster.member_list().await }
+            })
             .await
             .map_err(|e| self.err("listing etcd members", e))?;
         let mut statuses = Vec::new();
         for m in members.members() {
             statuses.push(self.status_of_member(m).await);
         }
-        let mut maintenance = self.client.maintenance_client();
         let mut alarms = Vec::new();
         match self
-            .timed(maintenance.alarm(AlarmAction::Get, AlarmType::None, None))
+            .call(true, || {
+                let mut m = self.client.maintenance_client();
+                async move { m.alarm(AlarmAction::Get, AlarmType::None, None).await }
+            })
             .await
         {
             Ok(a) => {
@@ -894,7 +969,13 @@ impl Store for EtcdStore {
         }
         // Size and quota from the member answering through the balanced client.
         let (mut db_size, mut in_use, mut quota) = (0u64, 0u64, 0u64);
-        if let Ok(s) = self.timed(maintenance.status()).await {
+        let balanced = self
+            .call(true, || {
+                let mut m = self.client.maintenance_client();
+                async move { m.status().await }
+            })
+            .await;
+        if let Ok(s) = balanced {
             db_size = u64::try_from(s.db_size()).unwrap_or(0);
             in_use = u64::try_from(s.raft_used_db_size()).unwrap_or(0);
             quota = u64::try_from(s.db_size_quota()).unwrap_or(0);
@@ -1017,7 +1098,7 @@ pub fn member_warnings(members: &[MemberStatus]) -> Vec<String> {
             "etcd has one member: no fault tolerance (losing it stops the cluster; run 3 or 5)"
                 .to_string(),
         );
-    } else if n > 0 && n % 2 == 0 {
+    } else if n > 0 && n.is_multiple_of(2) {
         w.push(format!(
             "etcd has {n} members: an even member count tolerates no more failures than one \
              fewer ({} of {n} may fail; run {} or {})",
