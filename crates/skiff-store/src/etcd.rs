@@ -102,6 +102,8 @@ pub struct EtcdStore {
     last_compaction_unix: AtomicI64,
     latency: Mutex<Histogram>,
     watches: Arc<AtomicUsize>,
+    /// One client per member for `status()` (by its client URLs), reused between calls.
+    member_clients: Mutex<std::collections::HashMap<Vec<String>, Client>>,
     /// Dropped with the store: ends every watch.
     _close: tokio::sync::watch::Sender<()>,
     close_rx: tokio::sync::watch::Receiver<()>,
@@ -224,6 +226,7 @@ impl EtcdStore {
                 ..Default::default()
             }),
             watches: Arc::new(AtomicUsize::new(0)),
+            member_clients: Mutex::new(std::collections::HashMap::new()),
             _close: close,
             close_rx,
         };
@@ -502,15 +505,35 @@ impl EtcdStore {
             st.error = Some("member has not started yet (no client URL)".into());
             return st;
         }
-        let conn = match self
-            .timed(Client::connect(&st.client_urls, Some(self.connect.clone())))
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                st.error = Some(self.err("connect", e).to_string());
-                return st;
-            }
+        let cached = self
+            .member_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&st.client_urls)
+            .cloned();
+        let conn = match cached {
+            Some(c) => c,
+            None => match self
+                .timed(Client::connect(&st.client_urls, Some(self.connect.clone())))
+                .await
+            {
+                Ok(c) => {
+                    let mut clients = self
+                        .member_clients
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    // Members come and go: a bounded map, rebuilt when it grows too big.
+                    if clients.len() >= 64 {
+                        clients.clear();
+                    }
+                    clients.insert(st.client_urls.clone(), c.clone());
+                    c
+                }
+                Err(e) => {
+                    st.error = Some(self.err("connect", e).to_string());
+                    return st;
+                }
+            },
         };
         let mut m = conn.maintenance_client();
         match self.timed(m.status()).await {

@@ -87,6 +87,8 @@ struct Ring {
 
 struct Shared {
     ring: Mutex<Ring>,
+    /// The pump holds a working inner watch (writes wait for it only then).
+    connected: std::sync::atomic::AtomicBool,
     inner_watches: AtomicU64,
     watchers: AtomicUsize,
     resets: AtomicU64,
@@ -130,6 +132,7 @@ impl<S: Store> CachedStore<S> {
                 compacted: 0,
                 epoch: 0,
             }),
+            connected: std::sync::atomic::AtomicBool::new(true),
             inner_watches: AtomicU64::new(1),
             watchers: AtomicUsize::new(0),
             resets: AtomicU64::new(0),
@@ -155,6 +158,27 @@ impl<S: Store> CachedStore<S> {
     /// The wrapped store.
     pub fn inner(&self) -> &S {
         &self.inner
+    }
+
+    /// Waits (briefly) until the pump holds revision `rev`, so a write returns only once every
+    /// watcher of this server can see it, as on SQLite, where the writer publishes before it
+    /// answers: in-process caches fed by watches (RBAC, admission configuration) then reflect
+    /// a write by the time its caller makes the next request. Bounded, so a disconnected pump
+    /// delays writes by at most [`WRITE_VISIBILITY_WAIT`].
+    async fn seen(&self, key: &str, rev: i64) {
+        if !key.starts_with(&self.opts.prefix) || !self.shared.connected.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut rx = self.notify.clone();
+        if tokio::time::timeout(WRITE_VISIBILITY_WAIT, rx.wait_for(|&l| l >= rev))
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                revision = rev,
+                "watch cache: write not seen by the pump in time"
+            );
+        }
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -246,6 +270,7 @@ async fn pump<S: Store>(
                 break;
             }
         }
+        shared.connected.store(false, Ordering::SeqCst);
         // Re-watch, one revision back: a revision's events may have been cut in the middle;
         // `push` drops what the ring already holds.
         loop {
@@ -254,6 +279,7 @@ async fn pump<S: Store>(
             match inner.watch(&opts.prefix, (last - 1).max(0)).await {
                 Ok(nw) => {
                     w = nw;
+                    shared.connected.store(true, Ordering::SeqCst);
                     shared.inner_watches.fetch_add(1, Ordering::SeqCst);
                     tracing::debug!(revision = last, "watch cache: inner watch resumed");
                     break;
@@ -296,6 +322,9 @@ impl Drop for WatcherGuard {
         self.0.watchers.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// Longest a write waits for the pump to see it (see [`CachedStore::seen`]).
+const WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(1);
 
 /// Events per lock hold: at most this many copied, or twice as many looked at.
 const CHUNK: usize = 256;
@@ -366,15 +395,21 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue> {
-        self.inner.create(key, value).await
+        let kv = self.inner.create(key, value).await?;
+        self.seen(key, kv.mod_revision).await;
+        Ok(kv)
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected_revision: i64) -> Result<KeyValue> {
-        self.inner.update(key, value, expected_revision).await
+        let kv = self.inner.update(key, value, expected_revision).await?;
+        self.seen(key, kv.mod_revision).await;
+        Ok(kv)
     }
 
     async fn delete(&self, key: &str, expected_revision: Option<i64>) -> Result<KeyValue> {
-        self.inner.delete(key, expected_revision).await
+        let kv = self.inner.delete(key, expected_revision).await?;
+        self.seen(key, kv.mod_revision).await;
+        Ok(kv)
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<Watch> {

@@ -678,3 +678,25 @@ async fn nospace_alarm_is_space_exceeded() {
         st.warnings
     );
 }
+
+/// When a write through the cache returns, the pump already holds it: watchers of this server
+/// (and caches built on them) can see it before the caller's next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_returned_write_is_already_in_the_cache() {
+    let c = cluster("visible", 1).await;
+    let inner = EtcdStore::connect(options(&c)).await.unwrap();
+    let s = CachedStore::start(Arc::new(inner), CacheOptions::default())
+        .await
+        .unwrap();
+    let mut kv = s.create("/v/a", v("0")).await.unwrap();
+    assert!(s.stats().latest_revision >= kv.mod_revision);
+    for i in 1..50 {
+        kv = s
+            .update("/v/a", v(&i.to_string()), kv.mod_revision)
+            .await
+            .unwrap();
+        assert!(s.stats().latest_revision >= kv.mod_revision);
+    }
+    let d = s.delete("/v/a", None).await.unwrap();
+    assert!(s.stats().latest_revision >= d.mod_revision);
+}
