@@ -700,3 +700,56 @@ async fn a_returned_write_is_already_in_the_cache() {
     let d = s.delete("/v/a", None).await.unwrap();
     assert!(s.stats().latest_revision >= d.mod_revision);
 }
+
+/// Not a benchmark (the machine is shared): a rough number for the docs, concurrent creates
+/// through the server's store on a one-member cluster, and the commit latency histogram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_rate_and_latency() {
+    let c = cluster("rate", 1).await;
+    let s = skiff_store::etcd::connect(options(&c)).await.unwrap();
+    const TASKS: usize = 16;
+    const EACH: usize = 100;
+    let t = Instant::now();
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                s.create(&format!("/rate/{task}/{i}"), vec![b'x'; 1000])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let st = s.status().await.unwrap();
+    let h = &st.commit_latency;
+    let mut cumulative = 0;
+    let p99 = h
+        .bounds
+        .iter()
+        .zip(&h.counts)
+        .find(|(_, n)| {
+            cumulative += **n;
+            cumulative as f64 >= h.count as f64 * 0.99
+        })
+        .map_or(f64::INFINITY, |(b, _)| *b);
+    println!(
+        "{} creates by {TASKS} tasks in {secs:.2}s = {:.0}/s; commit round trips: mean {:.1} ms, p99 <= {:.0} ms",
+        TASKS * EACH,
+        (TASKS * EACH) as f64 / secs,
+        h.sum_seconds / h.count as f64 * 1000.0,
+        p99 * 1000.0
+    );
+    assert_eq!(
+        s.list("/rate/", &ListOptions::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        TASKS * EACH
+    );
+}
