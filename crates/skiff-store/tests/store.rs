@@ -756,3 +756,160 @@ async fn too_large_values_are_refused(s: Arc<dyn Store>) {
     );
     assert_eq!(kv.value.len(), fits.len());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The watch cache over an inner store whose watches can be cut (as etcd's are when a member
+// restarts) and whose history can be declared compacted.
+
+struct Flaky {
+    inner: SqliteStore,
+    /// Bumped to end every forwarded watch.
+    cut: tokio::sync::watch::Sender<u64>,
+    /// Watches from below this fail with Compacted.
+    compacted: std::sync::atomic::AtomicI64,
+    watches: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for Flaky {
+    async fn get(&self, key: &str) -> skiff_store::Result<Option<skiff_store::KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, p: &str, o: &ListOptions) -> skiff_store::Result<skiff_store::ListResult> {
+        self.inner.list(p, o).await
+    }
+    async fn create(&self, k: &str, v: Vec<u8>) -> skiff_store::Result<skiff_store::KeyValue> {
+        self.inner.create(k, v).await
+    }
+    async fn update(
+        &self,
+        k: &str,
+        v: Vec<u8>,
+        r: i64,
+    ) -> skiff_store::Result<skiff_store::KeyValue> {
+        self.inner.update(k, v, r).await
+    }
+    async fn delete(&self, k: &str, r: Option<i64>) -> skiff_store::Result<skiff_store::KeyValue> {
+        self.inner.delete(k, r).await
+    }
+    async fn watch(&self, prefix: &str, from: i64) -> skiff_store::Result<Watch> {
+        let compacted = self.compacted.load(std::sync::atomic::Ordering::SeqCst);
+        if from < compacted {
+            return Err(StoreError::Compacted {
+                requested: from,
+                compacted,
+            });
+        }
+        self.watches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut w = self.inner.watch(prefix, from).await?;
+        let mut cut = self.cut.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = w.events.recv() => match ev {
+                        Some(ev) => if tx.send(ev).await.is_err() { return },
+                        None => return,
+                    },
+                    _ = cut.changed() => return,
+                }
+            }
+        });
+        Ok(Watch { events: rx })
+    }
+    async fn current_revision(&self) -> skiff_store::Result<i64> {
+        self.inner.current_revision().await
+    }
+    async fn compact(&self, r: i64) -> skiff_store::Result<()> {
+        self.inner.compact(r).await
+    }
+    async fn status(&self) -> skiff_store::Result<skiff_store::StoreStatus> {
+        self.inner.status().await
+    }
+    async fn snapshot(
+        &self,
+        d: &std::path::Path,
+    ) -> skiff_store::Result<skiff_store::SnapshotInfo> {
+        self.inner.snapshot(d).await
+    }
+    async fn restore(&self, s: &std::path::Path) -> skiff_store::Result<skiff_store::SnapshotInfo> {
+        self.inner.restore(s).await
+    }
+}
+
+async fn flaky_cache(dir: &tempfile::TempDir) -> (Arc<Flaky>, CachedStore<Flaky>) {
+    let flaky = Arc::new(Flaky {
+        inner: open(dir),
+        cut: tokio::sync::watch::channel(0).0,
+        compacted: Default::default(),
+        watches: Default::default(),
+    });
+    let cache = CachedStore::start(flaky.clone(), CacheOptions::default())
+        .await
+        .unwrap();
+    (flaky, cache)
+}
+
+/// The inner watch ends (member restart): the pump re-watches and watchers see every event
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_cache_rewatches_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flaky, s) = flaky_cache(&dir).await;
+    let mut w = s.watch("/", 0).await.unwrap();
+    let mut revs = Vec::new();
+    for round in 0..5 {
+        for i in 0..20 {
+            revs.push(
+                s.create(&format!("/k/{round}/{i}"), v("x"))
+                    .await
+                    .unwrap()
+                    .mod_revision,
+            );
+        }
+        flaky.cut.send_modify(|n| *n += 1);
+    }
+    for want in &revs {
+        assert_eq!(next(&mut w).await.kv.mod_revision, *want);
+    }
+    quiet(&mut w).await;
+    let started = s.stats().inner_watches_started;
+    assert!(started >= 5, "{:?}", s.stats());
+    assert_eq!(
+        flaky.watches.load(std::sync::atomic::Ordering::SeqCst) as u64,
+        started
+    );
+}
+
+/// The pump cannot resume (its revision was compacted meanwhile): the ring starts over, its
+/// watchers end (they must re-list), and new watches work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_cache_starts_over_when_its_revision_was_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flaky, s) = flaky_cache(&dir).await;
+    let mut old = s.watch("/", 0).await.unwrap();
+    let a = s.create("/a", v("1")).await.unwrap();
+    assert_eq!(next(&mut old).await.kv, a);
+    flaky
+        .compacted
+        .store(i64::MAX, std::sync::atomic::Ordering::SeqCst);
+    flaky.cut.send_modify(|n| *n += 1);
+    // The old watcher ends instead of silently missing what happened while cut off.
+    let end = tokio::time::timeout(Duration::from_secs(10), old.events.recv())
+        .await
+        .expect("old watcher ended in time");
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(s.stats().resets, 1);
+    flaky
+        .compacted
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    // Once the pump is back, new watches are served from the new ring.
+    let mut fresh = s.watch("/", 0).await.unwrap();
+    let t = std::time::Instant::now();
+    while s.stats().inner_watches_started < 2 && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = s.create("/b", v("2")).await.unwrap();
+    assert_eq!(next(&mut fresh).await.kv, b);
+}
