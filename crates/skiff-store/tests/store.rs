@@ -875,7 +875,8 @@ async fn watch_cache_rewatches_without_gap_or_duplicate() {
     }
     quiet(&mut w).await;
     let started = s.stats().inner_watches_started;
-    assert!(started >= 5, "{:?}", s.stats());
+    // A cut while the pump is between watches cuts nothing: at least one re-watch.
+    assert!(started >= 2, "{:?}", s.stats());
     assert_eq!(
         flaky.watches.load(std::sync::atomic::Ordering::SeqCst) as u64,
         started
