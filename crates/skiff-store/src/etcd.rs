@@ -84,6 +84,8 @@ const GRPC_DEADLINE_EXCEEDED: i32 = 4;
 const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
 const GRPC_OUT_OF_RANGE: i32 = 11;
 const GRPC_UNAVAILABLE: i32 = 14;
+/// Above this size a file more than half empty earns a defragmentation hint.
+const DEFRAG_HINT_BYTES: u64 = 256 * 1024 * 1024;
 /// Upper bounds of the commit latency histogram (etcd's own disk histograms use these).
 const LATENCY_BOUNDS: [f64; 14] = [
     0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
@@ -1020,6 +1022,12 @@ impl Store for EtcdStore {
                 "etcd alarm {a}: writes are refused until it is disarmed"
             ));
         }
+        // Compaction frees pages for reuse but never shrinks the file; defragmenting does.
+        if in_use > 0 && db_size > DEFRAG_HINT_BYTES && db_size / 2 > in_use {
+            warnings.push(format!(
+                "etcd database file is {db_size} bytes but holds {in_use}: run `etcdctl defrag` on one member at a time"
+            ));
+        }
         if quota > 0 && db_size > quota / 10 * 8 {
             warnings.push(format!(
                 "etcd database is {db_size} bytes, over 80% of its {quota}-byte quota"
@@ -1231,7 +1239,44 @@ impl WatchTask {
 
 #[cfg(test)]
 mod tests {
-    use super::range_end;
+    use super::{member_warnings, range_end};
+    use crate::MemberStatus;
+
+    fn member(name: &str, healthy: bool) -> MemberStatus {
+        MemberStatus {
+            name: name.into(),
+            healthy,
+            client_urls: vec![format!("https://{name}:2379")],
+            error: (!healthy).then(|| "connection refused".to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn warnings_for_member_counts_and_health() {
+        let one = member_warnings(&[member("a", true)]);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].contains("no fault tolerance"));
+        let two = member_warnings(&[member("a", true), member("b", true)]);
+        assert_eq!(two.len(), 1);
+        assert!(two[0].contains("an even member count tolerates no more failures than one fewer"));
+        assert!(two[0].contains("0 of 2 may fail"));
+        let three = member_warnings(&[member("a", true), member("b", false), member("c", true)]);
+        assert_eq!(three.len(), 1);
+        assert!(
+            three[0].contains("etcd member b (https://b:2379) is unhealthy: connection refused")
+        );
+        assert!(
+            member_warnings(&[member("a", true), member("b", true), member("c", true)]).is_empty()
+        );
+        let four = member_warnings(&[
+            member("a", true),
+            member("b", true),
+            member("c", true),
+            member("d", true),
+        ]);
+        assert!(four[0].contains("1 of 4 may fail; run 3 or 5"), "{four:?}");
+    }
 
     #[test]
     fn range_end_of_prefixes() {
