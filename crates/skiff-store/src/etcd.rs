@@ -71,6 +71,8 @@ impl Default for EtcdTuning {
 /// Where the compact revision is recorded (zero-padded decimal, so byte order = numeric order).
 pub const COMPACT_KEY: &str = "skiff/compact_revision";
 
+/// Where skiff's data lives: what snapshots hold and restores replace.
+const DATA_PREFIX: &str = "/";
 /// Keys per list round trip (halved when a page is too large for one message).
 const LIST_PAGE: i64 = 500;
 /// Largest gRPC message accepted from etcd (list pages, watch responses).
@@ -437,10 +439,11 @@ impl EtcdStore {
             .max(recorded))
     }
 
-    /// Every live key except [`COMPACT_KEY`] at one revision (0 = now), in pages.
+    /// Every live key under `/` (all of skiff's data; keys outside it may belong to others
+    /// sharing the cluster and are left alone) at one revision (0 = now), in pages.
     async fn read_all(&self, revision: i64) -> Result<ListResult> {
         self.list(
-            "",
+            DATA_PREFIX,
             &ListOptions {
                 revision,
                 ..Default::default()
