@@ -967,10 +967,10 @@ impl Store for EtcdStore {
             })
             .await
             .map_err(|e| self.err("listing etcd members", e))?;
-        let mut statuses = Vec::new();
-        for m in members.members() {
-            statuses.push(self.status_of_member(m).await);
-        }
+        // All members at once: a partitioned one costs one timeout, not one each.
+        let statuses: Vec<MemberStatus> =
+            futures::future::join_all(members.members().iter().map(|m| self.status_of_member(m)))
+                .await;
         let mut alarms = Vec::new();
         match self
             .call(true, || {
