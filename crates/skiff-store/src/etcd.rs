@@ -349,6 +349,21 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// etcd's own size check covers the whole request (transaction overhead included), so a
+    /// value just under our limit can still be refused there: the same TooLarge (413).
+    fn too_large(&self, e: StoreError, key: &str, size: usize) -> StoreError {
+        match e {
+            StoreError::Backend(msg) if msg.contains("request is too large") => {
+                StoreError::TooLarge {
+                    key: key.to_string(),
+                    size,
+                    limit: self.tuning.max_value_bytes,
+                }
+            }
+            e => e,
+        }
+    }
+
     fn observe(&self, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
         let mut h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
@@ -752,7 +767,11 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value.clone(), None)]);
-        let resp = self.txn("create", txn).await?;
+        let size = key.len() + value.len();
+        let resp = self
+            .txn("create", txn)
+            .await
+            .map_err(|e| self.too_large(e, key, size))?;
         if !resp.succeeded() {
             return Err(StoreError::AlreadyExists(key.to_string()));
         }
@@ -777,7 +796,11 @@ impl Store for EtcdStore {
                 Some(PutOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.txn("update", txn).await?;
+        let size = key.len() + value.len();
+        let resp = self
+            .txn("update", txn)
+            .await
+            .map_err(|e| self.too_large(e, key, size))?;
         if !resp.succeeded() {
             return Err(match failed_get(&resp)? {
                 None => StoreError::NotFound(key.to_string()),

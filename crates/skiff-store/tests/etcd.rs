@@ -753,3 +753,18 @@ async fn concurrent_writes_rate_and_latency() {
         TASKS * EACH
     );
 }
+
+/// A value exactly at the limit fits SQLite but not etcd's request (which also carries the
+/// transaction): it must still be TooLarge (413), not a storage error (500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn value_at_the_limit_is_too_large_not_a_backend_error() {
+    let c = cluster("limit", 1).await;
+    let s = skiff_store::etcd::connect(options(&c)).await.unwrap();
+    let key = "/limit/a";
+    let value = vec![b'z'; skiff_store::DEFAULT_MAX_VALUE_BYTES - key.len()];
+    match s.create(key, value).await {
+        Ok(_) => println!("a value at the limit fit"),
+        Err(e @ StoreError::TooLarge { .. }) => println!("at the limit: {e}"),
+        Err(e) => panic!("want success or TooLarge, got {e}"),
+    }
+}
