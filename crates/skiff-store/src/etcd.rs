@@ -673,6 +673,18 @@ fn to_event(ev: &etcd_client::Event) -> Result<Event> {
     }
 }
 
+/// A key skiff cannot have written (not UTF-8, from another user of the etcd) is skipped with
+/// a warning rather than failing every list and watch that covers it.
+fn foreign_skipped<T>(r: Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping a key skiff did not write");
+            None
+        }
+    }
+}
+
 fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
     h.map(|h| h.revision())
         .ok_or_else(|| StoreError::Backend("etcd response without a header".into()))
@@ -742,7 +754,7 @@ impl Store for EtcdStore {
             }
             for kv in kvs {
                 if kv.key() != COMPACT_KEY.as_bytes() {
-                    items.push(to_kv(kv)?);
+                    items.extend(foreign_skipped(to_kv(kv)));
                 }
             }
             if !resp.more() || kvs.is_empty() {
@@ -919,7 +931,7 @@ impl Store for EtcdStore {
         let (out, events) = mpsc::channel(self.tuning.watch_buffer.max(1));
         let mut pending = Vec::new();
         for ev in first.events() {
-            pending.push(to_event(ev));
+            pending.extend(foreign_skipped(to_event(ev)).map(Ok));
         }
         let task = WatchTask {
             _sender: sender,
@@ -1251,11 +1263,11 @@ impl WatchTask {
                 return;
             }
             for ev in resp.events() {
-                let ev = to_event(ev);
-                if let Ok(e) = &ev {
-                    self.cursor = e.kv.mod_revision;
-                }
-                if !self.send(ev).await {
+                let Some(ev) = foreign_skipped(to_event(ev)) else {
+                    continue;
+                };
+                self.cursor = ev.kv.mod_revision;
+                if !self.send(Ok(ev)).await {
                     return;
                 }
             }

@@ -768,3 +768,31 @@ async fn value_at_the_limit_is_too_large_not_a_backend_error() {
         Err(e) => panic!("want success or TooLarge, got {e}"),
     }
 }
+
+/// A key skiff cannot have written (not UTF-8) is skipped by lists and watches, not an error
+/// that would break every list of `/` and make the watch cache re-watch forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn foreign_non_utf8_keys_are_skipped() {
+    use std::os::unix::ffi::OsStrExt;
+    let c = cluster("foreign", 1).await;
+    let s = skiff_store::etcd::connect(options(&c)).await.unwrap();
+    let mut w = s.watch("/", 0).await.unwrap();
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(c.endpoints()[0].clone())
+        .arg("put")
+        .arg(std::ffi::OsStr::from_bytes(b"/foreign/\xff\xfe"))
+        .arg("v")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = s.create("/ok", v("1")).await.unwrap();
+    assert_eq!(next(&mut w).await.kv, ok);
+    let all = s.list("/", &ListOptions::default()).await.unwrap();
+    assert_eq!(all.items, vec![ok]);
+}
