@@ -140,6 +140,22 @@ fn grpc_message(e: &CallError) -> Option<&str> {
     }
 }
 
+/// `first` followed by the error's chain of causes (bounded: causes can nest deeply).
+fn with_sources(first: &str, e: &dyn std::error::Error) -> String {
+    let mut out = first.to_string();
+    let mut cause = e.source();
+    for _ in 0..8 {
+        let Some(c) = cause else { break };
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// See [`EtcdStore::call`].
 fn retryable(e: &etcd_client::Error, idempotent: bool) -> bool {
     match e {
@@ -305,7 +321,9 @@ impl EtcdStore {
         };
         match e {
             etcd_client::Error::GRpcStatus(s) => {
-                let msg = s.message();
+                // tonic puts the cause of a transport failure (TLS, connection) in the sources.
+                let msg = with_sources(s.message(), &s);
+                let msg = msg.as_str();
                 if msg.contains("database space exceeded") {
                     StoreError::SpaceExceeded(format!(
                         "{what}: etcd: {msg} (compact and defragment, or raise --quota-backend-bytes, then disarm the NOSPACE alarm)"
@@ -319,6 +337,7 @@ impl EtcdStore {
                 ) || msg.contains("no leader")
                     || msg.contains("leader changed")
                     || msg.contains("timed out")
+                    || msg.starts_with("transport error")
                 {
                     StoreError::Unavailable(format!("{what}: etcd at {}: {msg}", self.endpoints()))
                 } else {
@@ -326,8 +345,9 @@ impl EtcdStore {
                 }
             }
             etcd_client::Error::TransportError(t) => StoreError::Unavailable(format!(
-                "{what}: cannot reach etcd at {}: {t}",
-                self.endpoints()
+                "{what}: cannot reach etcd at {}: {}",
+                self.endpoints(),
+                with_sources(&t.to_string(), &t)
             )),
             etcd_client::Error::IoError(io) => StoreError::Unavailable(format!(
                 "{what}: cannot reach etcd at {}: {io}",

@@ -249,7 +249,10 @@ async fn client_tls_with_client_certificates() {
     };
     let t = Instant::now();
     match EtcdStore::connect(no_cert).await {
-        Err(e) => println!("no client certificate: {e} (after {:?})", t.elapsed()),
+        Err(e) => {
+            println!("no client certificate: {e} (after {:?})", t.elapsed());
+            assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+        }
         Ok(_) => panic!("connected without a client certificate"),
     }
     // Plain HTTP to a TLS member is refused at once too.
