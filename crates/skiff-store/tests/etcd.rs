@@ -251,7 +251,9 @@ async fn client_tls_with_client_certificates() {
     match EtcdStore::connect(no_cert).await {
         Err(e) => {
             println!("no client certificate: {e} (after {:?})", t.elapsed());
-            assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+            // TLS 1.3: the member's alert can come after the client finished its handshake,
+            // so the text varies (BadCertificate, or the connection closed); it is unavailable.
+            assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
         }
         Ok(_) => panic!("connected without a client certificate"),
     }
