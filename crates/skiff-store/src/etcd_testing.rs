@@ -15,11 +15,23 @@ pub struct Member {
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    tls: bool,
+}
+
+/// PEM files for client TLS: members serve `cert`/`key` (with 127.0.0.1 in its SANs) and
+/// require client certificates signed by `ca` (`--client-cert-auth`); the same files serve as
+/// the client's.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Member {
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -31,6 +43,8 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    tls: Option<TlsFiles>,
+    extra_args: Vec<String>,
     _dir: TempDir,
 }
 
@@ -52,6 +66,22 @@ pub fn free_port() -> std::io::Result<u16> {
 impl EtcdCluster {
     /// Starts `size` members (named `<name>-0`, …) and waits until every one answers.
     pub fn start(name: &str, size: usize) -> std::io::Result<EtcdCluster> {
+        Self::start_with(name, size, None, &[])
+    }
+
+    /// Like [`EtcdCluster::start`], with client TLS and client-certificate authentication.
+    pub fn start_tls(name: &str, size: usize, tls: TlsFiles) -> std::io::Result<EtcdCluster> {
+        Self::start_with(name, size, Some(tls), &[])
+    }
+
+    /// The general form: optional client TLS and extra `etcd` flags for every member (e.g.
+    /// `--quota-backend-bytes=…`).
+    pub fn start_with(
+        name: &str,
+        size: usize,
+        tls: Option<TlsFiles>,
+        extra_args: &[&str],
+    ) -> std::io::Result<EtcdCluster> {
         let dir = std::env::temp_dir().join(format!(
             "skiff-etcd-{name}-{}-{}",
             std::process::id(),
@@ -69,6 +99,7 @@ impl EtcdCluster {
                 client_port: free_port()?,
                 peer_port: free_port()?,
                 child: None,
+                tls: tls.is_some(),
             });
         }
         let initial_cluster = members
@@ -80,6 +111,8 @@ impl EtcdCluster {
             members,
             initial_cluster,
             token: format!("{name}-{}", std::process::id()),
+            tls,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             _dir: dir,
         };
         for i in 0..size {
@@ -102,7 +135,18 @@ impl EtcdCluster {
         } else {
             "new"
         };
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
+            .args(&self.extra_args)
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -169,7 +213,16 @@ impl EtcdCluster {
         let deadline = Instant::now() + timeout;
         for m in self.members.iter().filter(|m| m.is_running()) {
             loop {
-                let ok = Command::new("etcdctl")
+                let mut cmd = Command::new("etcdctl");
+                if let Some(t) = &self.tls {
+                    cmd.arg("--cacert")
+                        .arg(&t.ca)
+                        .arg("--cert")
+                        .arg(&t.cert)
+                        .arg("--key")
+                        .arg(&t.key);
+                }
+                let ok = cmd
                     .env("ETCDCTL_API", "3")
                     .arg("--endpoints")
                     .arg(m.client_url())

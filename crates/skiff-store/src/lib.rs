@@ -36,12 +36,14 @@ pub mod etcd;
 pub mod etcd_testing;
 pub mod snapshot;
 mod sqlite;
+pub mod watchcache;
 
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use etcd::{EtcdOptions, EtcdStore, EtcdTuning};
 pub use sqlite::{
     spawn_compactor, SqliteOptions, SqliteStore, DEFAULT_MAX_VALUE_BYTES, DEFAULT_QUOTA_BYTES,
     DEFAULT_RESERVE_BYTES, DEFAULT_WAL_CEILING_BYTES,
 };
+pub use watchcache::{CacheOptions, CacheStats, CachedStore};
 
 use std::path::{Path, PathBuf};
 

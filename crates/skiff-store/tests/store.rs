@@ -1,14 +1,117 @@
-//! Behaviour tests of the SQLite store; each test uses its own temporary directory.
+//! Behaviour tests of the store contract. The generic ones (`async fn name(s: Arc<dyn Store>)`)
+//! run on every backend through `conformance!`: `sqlite::name` (SqliteStore), `etcd::name` (the
+//! server's etcd store, CachedStore<EtcdStore>, on its own one-member etcd cluster) and
+//! `cached_sqlite::name` (the watch cache over SQLite). Revisions are relative to the store's
+//! revision at the start (a new etcd cluster starts at 1, SQLite at 0). SQLite-only tests (file
+//! locking, reopening, watcher buffers) follow.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_store::{
-    Event, EventKind, ListOptions, SqliteOptions, SqliteStore, Store, StoreError, Watch,
+    CacheOptions, CachedStore, Event, EventKind, ListOptions, SqliteOptions, SqliteStore, Store,
+    StoreError, Watch,
 };
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(&dir.path().join("state/db.sqlite")).expect("open store")
+}
+
+/// A store under test and what must outlive it (temporary directory, etcd cluster).
+struct Backend {
+    store: Arc<dyn Store>,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+async fn sqlite_backend() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    Backend {
+        store: Arc::new(open(&dir)),
+        _keep: Box::new(dir),
+    }
+}
+
+async fn cached_sqlite_backend() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(open(&dir));
+    let cached = CachedStore::start(inner, CacheOptions::default())
+        .await
+        .unwrap();
+    Backend {
+        store: Arc::new(cached),
+        _keep: Box::new(dir),
+    }
+}
+
+async fn etcd_backend(name: &'static str) -> Backend {
+    let cluster = tokio::task::spawn_blocking(move || {
+        skiff_store::etcd_testing::EtcdCluster::start(&format!("st-{name}"), 1)
+    })
+    .await
+    .unwrap()
+    .expect("start etcd");
+    let store = skiff_store::etcd::connect(skiff_store::EtcdOptions {
+        endpoints: cluster.endpoints(),
+        ..Default::default()
+    })
+    .await
+    .expect("connect to etcd");
+    Backend {
+        store,
+        _keep: Box::new(cluster),
+    }
+}
+
+/// Generates one test per backend for each generic test function.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let b = super::sqlite_backend().await;
+                    super::$name(b.store).await;
+                }
+            )*
+        }
+        mod cached_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let b = super::cached_sqlite_backend().await;
+                    super::$name(b.store).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let b = super::etcd_backend(stringify!($name)).await;
+                    super::$name(b.store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    crud_with_preconditions,
+    failed_writes_do_not_consume_revisions,
+    list_prefix_pagination_and_old_revisions,
+    watch_replays_then_streams_live,
+    watch_from_zero_sees_only_new_events,
+    watch_from_future_revision_waits_for_it,
+    compaction_keeps_latest_and_expires_old_revisions,
+    concurrent_writers_and_watchers_see_every_event_once_in_order,
+    watch_started_during_writes_has_no_gap_or_duplicate,
+    watch_ends_when_store_is_dropped,
+    background_compactor_keeps_recent_history,
+    too_large_values_are_refused,
+);
+
+async fn compacted(s: &Arc<dyn Store>) -> i64 {
+    s.status().await.unwrap().compact_revision
 }
 
 async fn next(w: &mut Watch) -> Event {
@@ -30,14 +133,12 @@ fn v(s: &str) -> Vec<u8> {
     s.as_bytes().to_vec()
 }
 
-#[tokio::test]
-async fn crud_with_preconditions() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
-    assert_eq!(s.current_revision().await.unwrap(), 0);
+async fn crud_with_preconditions(s: Arc<dyn Store>) {
+    let base = s.current_revision().await.unwrap();
     assert!(s.get("/a").await.unwrap().is_none());
 
     let a = s.create("/a", v("1")).await.unwrap();
+    assert_eq!(a.mod_revision, base + 1);
     assert_eq!(a.key, "/a");
     assert_eq!(a.value, v("1"));
     assert_eq!(a.create_revision, a.mod_revision);
@@ -103,10 +204,7 @@ async fn crud_with_preconditions() {
     assert_eq!(d2.value, v("new"));
 }
 
-#[tokio::test]
-async fn failed_writes_do_not_consume_revisions() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+async fn failed_writes_do_not_consume_revisions(s: Arc<dyn Store>) {
     let a = s.create("/a", v("1")).await.unwrap();
     let _ = s.create("/a", v("1")).await.unwrap_err();
     let _ = s.update("/a", v("1"), 999).await.unwrap_err();
@@ -172,10 +270,8 @@ async fn corrupt_file_gives_clear_error() {
     }
 }
 
-#[tokio::test]
-async fn list_prefix_pagination_and_old_revisions() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+async fn list_prefix_pagination_and_old_revisions(s: Arc<dyn Store>) {
+    let base = s.current_revision().await.unwrap();
     for name in ["c", "a", "e", "b", "d"] {
         s.create(&format!("/pods/{name}"), v(name)).await.unwrap();
     }
@@ -266,7 +362,7 @@ async fn list_prefix_pagination_and_old_revisions() {
         .list(
             "/",
             &ListOptions {
-                revision: 1,
+                revision: base + 1,
                 ..Default::default()
             },
         )
@@ -293,10 +389,7 @@ async fn list_prefix_pagination_and_old_revisions() {
     }
 }
 
-#[tokio::test]
-async fn watch_replays_then_streams_live() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+async fn watch_replays_then_streams_live(s: Arc<dyn Store>) {
     s.create("/zz", v("first")).await.unwrap();
     let a = s.create("/a/1", v("1")).await.unwrap();
     s.create("/b/1", v("other")).await.unwrap();
@@ -334,10 +427,7 @@ async fn watch_replays_then_streams_live() {
     assert_eq!(next(&mut w).await.kv.mod_revision, a3.mod_revision);
 }
 
-#[tokio::test]
-async fn watch_from_zero_sees_only_new_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+async fn watch_from_zero_sees_only_new_events(s: Arc<dyn Store>) {
     s.create("/a", v("old")).await.unwrap();
     let mut w = s.watch("/", 0).await.unwrap();
     quiet(&mut w).await;
@@ -347,45 +437,42 @@ async fn watch_from_zero_sees_only_new_events() {
     quiet(&mut w).await;
 }
 
-#[tokio::test]
-async fn watch_from_future_revision_waits_for_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+async fn watch_from_future_revision_waits_for_it(s: Arc<dyn Store>) {
+    let base = s.current_revision().await.unwrap();
     s.create("/a", v("1")).await.unwrap();
-    let mut w = s.watch("/", 2).await.unwrap();
+    let mut w = s.watch("/", base + 2).await.unwrap();
     s.create("/b", v("2")).await.unwrap();
     let c = s.create("/c", v("3")).await.unwrap();
     assert_eq!(next(&mut w).await.kv, c);
 }
 
-#[tokio::test]
-async fn compaction_keeps_latest_and_expires_old_revisions() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+async fn compaction_keeps_latest_and_expires_old_revisions(s: Arc<dyn Store>) {
+    let r = s.current_revision().await.unwrap();
     let a = s.create("/a", v("a1")).await.unwrap(); // 1
     let a2 = s.update("/a", v("a2"), a.mod_revision).await.unwrap(); // 2
     let b = s.create("/b", v("b1")).await.unwrap(); // 3
     s.delete("/b", None).await.unwrap(); // 4
     let c = s.create("/c", v("c1")).await.unwrap(); // 5
     let c2 = s.update("/c", v("c2"), c.mod_revision).await.unwrap(); // 6
-    assert_eq!(b.mod_revision, 3);
+    assert_eq!(b.mod_revision, r + 3);
     let before = s
         .list(
             "/",
             &ListOptions {
-                revision: 5,
+                revision: r + 5,
                 ..Default::default()
             },
         )
         .await
         .unwrap();
 
-    s.compact(5).await.unwrap();
-    assert_eq!(s.compacted_revision(), 5);
+    s.compact(r + 5).await.unwrap();
+    assert_eq!(compacted(&s).await, r + 5);
     // Compacting to an older revision again is a no-op; the future is refused.
-    s.compact(3).await.unwrap();
+    s.compact(r + 3).await.unwrap();
+    assert_eq!(compacted(&s).await, r + 5);
     assert!(matches!(
-        s.compact(100).await,
+        s.compact(r + 100).await,
         Err(StoreError::FutureRevision { .. })
     ));
 
@@ -398,7 +485,7 @@ async fn compaction_keeps_latest_and_expires_old_revisions() {
         .list(
             "/",
             &ListOptions {
-                revision: 5,
+                revision: r + 5,
                 ..Default::default()
             },
         )
@@ -410,7 +497,7 @@ async fn compaction_keeps_latest_and_expires_old_revisions() {
         .list(
             "/",
             &ListOptions {
-                revision: 4,
+                revision: r + 4,
                 ..Default::default()
             },
         )
@@ -420,22 +507,22 @@ async fn compaction_keeps_latest_and_expires_old_revisions() {
             requested,
             compacted,
         }) => {
-            assert_eq!((requested, compacted), (4, 5))
+            assert_eq!((requested, compacted), (r + 4, r + 5))
         }
         r => panic!("want Compacted, got {r:?}"),
     }
-    match s.watch("/", 4).await {
+    match s.watch("/", r + 4).await {
         Err(StoreError::Compacted {
             requested,
             compacted,
         }) => {
-            assert_eq!((requested, compacted), (4, 5))
+            assert_eq!((requested, compacted), (r + 4, r + 5))
         }
         Ok(_) => panic!("watch from a compacted revision succeeded"),
         Err(e) => panic!("want Compacted, got {e:?}"),
     }
     // Watching from the compact revision still replays everything after it, with prev.
-    let mut w = s.watch("/", 5).await.unwrap();
+    let mut w = s.watch("/", r + 5).await.unwrap();
     let e = next(&mut w).await;
     assert_eq!(e.kv, c2);
     assert_eq!(e.prev, Some(c));
@@ -447,15 +534,13 @@ async fn compaction_keeps_latest_and_expires_old_revisions() {
     assert_eq!(e.prev, Some(a2));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_and_watchers_see_every_event_once_in_order() {
+async fn concurrent_writers_and_watchers_see_every_event_once_in_order(s: Arc<dyn Store>) {
     const TASKS: usize = 8;
     const EACH: usize = 200;
-    let dir = tempfile::tempdir().unwrap();
-    let s: Arc<dyn Store> = Arc::new(open(&dir));
+    let base = s.current_revision().await.unwrap();
     s.create("/before", v("x")).await.unwrap();
     let mut w_all = s.watch("/", 0).await.unwrap();
-    let mut w_replay = s.watch("/", 1).await.unwrap();
+    let mut w_replay = s.watch("/", base + 1).await.unwrap();
     let mut w_task3 = s.watch("/t/3/", 0).await.unwrap();
 
     let mut handles = Vec::new();
@@ -483,7 +568,10 @@ async fn concurrent_writers_and_watchers_see_every_event_once_in_order() {
     revs.sort();
     revs.dedup();
     assert_eq!(revs.len(), TASKS * EACH);
-    assert_eq!(revs, (2..=(TASKS * EACH) as i64 + 1).collect::<Vec<_>>());
+    assert_eq!(
+        revs,
+        (base + 2..=base + (TASKS * EACH) as i64 + 1).collect::<Vec<_>>()
+    );
 
     for w in [&mut w_all, &mut w_replay] {
         let mut got = Vec::new();
@@ -507,10 +595,8 @@ async fn concurrent_writers_and_watchers_see_every_event_once_in_order() {
 
 /// A watch started while writes are in flight gets a gap-free, duplicate-free sequence
 /// across the replay/live boundary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn watch_started_during_writes_has_no_gap_or_duplicate() {
-    let dir = tempfile::tempdir().unwrap();
-    let s: Arc<dyn Store> = Arc::new(open(&dir));
+async fn watch_started_during_writes_has_no_gap_or_duplicate(s: Arc<dyn Store>) {
+    let base = s.current_revision().await.unwrap();
     let writer = {
         let s = s.clone();
         tokio::spawn(async move {
@@ -532,12 +618,12 @@ async fn watch_started_during_writes_has_no_gap_or_duplicate() {
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let cur = s.current_revision().await.unwrap();
-        let from = cur / 2;
+        let from = base + (cur - base) / 2;
         watches.push((from, s.watch("/k/", from).await.unwrap()));
     }
     writer.await.unwrap();
     let total = s.current_revision().await.unwrap();
-    assert_eq!(total, 600);
+    assert_eq!(total, base + 600);
     for (from, mut w) in watches {
         for want in from + 1..=total {
             assert_eq!(next(&mut w).await.kv.mod_revision, want);
@@ -592,10 +678,7 @@ async fn slow_watcher_is_dropped_without_blocking_writers() {
     assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
 }
 
-#[tokio::test]
-async fn watch_ends_when_store_is_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+async fn watch_ends_when_store_is_dropped(s: Arc<dyn Store>) {
     let mut w = s.watch("/", 0).await.unwrap();
     drop(s);
     let end = tokio::time::timeout(Duration::from_secs(5), w.events.recv())
@@ -604,10 +687,8 @@ async fn watch_ends_when_store_is_dropped() {
     assert!(end.is_none());
 }
 
-#[tokio::test]
-async fn background_compactor_keeps_recent_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(open(&dir));
+async fn background_compactor_keeps_recent_history(s: Arc<dyn Store>) {
+    let base = s.current_revision().await.unwrap();
     let mut kv = s.create("/a", v("0")).await.unwrap();
     for i in 1..60 {
         kv = s
@@ -615,21 +696,221 @@ async fn background_compactor_keeps_recent_history() {
             .await
             .unwrap();
     }
-    assert_eq!(kv.mod_revision, 60);
+    assert_eq!(kv.mod_revision, base + 60);
     let handle = skiff_store::spawn_compactor(s.clone(), Duration::from_millis(100), 10);
     // The first tick only records the revision (60); the next compacts to min(60, 60 - 10).
+    // (etcd records its compact revision in a key, one more revision: a later tick may then
+    // compact one further.)
+    let mut c = 0;
     for _ in 0..100 {
-        if s.compacted_revision() != 0 {
+        c = compacted(&s).await;
+        if c != 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(s.compacted_revision(), 50);
+    handle.abort();
+    let c = compacted(&s).await.max(c);
+    assert!(c == base + 50 || c == base + 51, "compacted to {c}");
     assert_eq!(s.get("/a").await.unwrap().unwrap().value, v("59"));
-    let at50 = ListOptions {
-        revision: 50,
+    let at = ListOptions {
+        revision: c,
         ..Default::default()
     };
-    assert_eq!(s.list("/", &at50).await.unwrap().items[0].value, v("49"));
-    handle.abort();
+    let want = (c - base - 1).to_string();
+    assert_eq!(s.list("/", &at).await.unwrap().items[0].value, v(&want));
+    let before = ListOptions {
+        revision: c - 1,
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.list("/", &before).await,
+        Err(StoreError::Compacted { .. })
+    ));
+}
+
+async fn too_large_values_are_refused(s: Arc<dyn Store>) {
+    let big = vec![b'x'; skiff_store::DEFAULT_MAX_VALUE_BYTES + 1];
+    match s.create("/big", big.clone()).await {
+        Err(StoreError::TooLarge { key, size, limit }) => {
+            assert_eq!(key, "/big");
+            assert_eq!(size, big.len() + 4);
+            assert_eq!(limit, skiff_store::DEFAULT_MAX_VALUE_BYTES);
+        }
+        r => panic!("want TooLarge, got {r:?}"),
+    }
+    let small = s.create("/big", v("x")).await.unwrap();
+    assert!(matches!(
+        s.update("/big", big, small.mod_revision).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+    // Just under the limit passes (etcd's default request limit is the same).
+    let fits = vec![b'y'; skiff_store::DEFAULT_MAX_VALUE_BYTES - 4 - 64 * 1024];
+    let kv = s
+        .update("/big", fits.clone(), small.mod_revision)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get("/big").await.unwrap().unwrap().value.len(),
+        fits.len()
+    );
+    assert_eq!(kv.value.len(), fits.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The watch cache over an inner store whose watches can be cut (as etcd's are when a member
+// restarts) and whose history can be declared compacted.
+
+struct Flaky {
+    inner: SqliteStore,
+    /// Bumped to end every forwarded watch.
+    cut: tokio::sync::watch::Sender<u64>,
+    /// Watches from below this fail with Compacted.
+    compacted: std::sync::atomic::AtomicI64,
+    watches: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for Flaky {
+    async fn get(&self, key: &str) -> skiff_store::Result<Option<skiff_store::KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, p: &str, o: &ListOptions) -> skiff_store::Result<skiff_store::ListResult> {
+        self.inner.list(p, o).await
+    }
+    async fn create(&self, k: &str, v: Vec<u8>) -> skiff_store::Result<skiff_store::KeyValue> {
+        self.inner.create(k, v).await
+    }
+    async fn update(
+        &self,
+        k: &str,
+        v: Vec<u8>,
+        r: i64,
+    ) -> skiff_store::Result<skiff_store::KeyValue> {
+        self.inner.update(k, v, r).await
+    }
+    async fn delete(&self, k: &str, r: Option<i64>) -> skiff_store::Result<skiff_store::KeyValue> {
+        self.inner.delete(k, r).await
+    }
+    async fn watch(&self, prefix: &str, from: i64) -> skiff_store::Result<Watch> {
+        let compacted = self.compacted.load(std::sync::atomic::Ordering::SeqCst);
+        if from < compacted {
+            return Err(StoreError::Compacted {
+                requested: from,
+                compacted,
+            });
+        }
+        self.watches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut w = self.inner.watch(prefix, from).await?;
+        let mut cut = self.cut.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = w.events.recv() => match ev {
+                        Some(ev) => if tx.send(ev).await.is_err() { return },
+                        None => return,
+                    },
+                    _ = cut.changed() => return,
+                }
+            }
+        });
+        Ok(Watch { events: rx })
+    }
+    async fn current_revision(&self) -> skiff_store::Result<i64> {
+        self.inner.current_revision().await
+    }
+    async fn compact(&self, r: i64) -> skiff_store::Result<()> {
+        self.inner.compact(r).await
+    }
+    async fn status(&self) -> skiff_store::Result<skiff_store::StoreStatus> {
+        self.inner.status().await
+    }
+    async fn snapshot(
+        &self,
+        d: &std::path::Path,
+    ) -> skiff_store::Result<skiff_store::SnapshotInfo> {
+        self.inner.snapshot(d).await
+    }
+    async fn restore(&self, s: &std::path::Path) -> skiff_store::Result<skiff_store::SnapshotInfo> {
+        self.inner.restore(s).await
+    }
+}
+
+async fn flaky_cache(dir: &tempfile::TempDir) -> (Arc<Flaky>, CachedStore<Flaky>) {
+    let flaky = Arc::new(Flaky {
+        inner: open(dir),
+        cut: tokio::sync::watch::channel(0).0,
+        compacted: Default::default(),
+        watches: Default::default(),
+    });
+    let cache = CachedStore::start(flaky.clone(), CacheOptions::default())
+        .await
+        .unwrap();
+    (flaky, cache)
+}
+
+/// The inner watch ends (member restart): the pump re-watches and watchers see every event
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_cache_rewatches_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flaky, s) = flaky_cache(&dir).await;
+    let mut w = s.watch("/", 0).await.unwrap();
+    let mut revs = Vec::new();
+    for round in 0..5 {
+        for i in 0..20 {
+            revs.push(
+                s.create(&format!("/k/{round}/{i}"), v("x"))
+                    .await
+                    .unwrap()
+                    .mod_revision,
+            );
+        }
+        flaky.cut.send_modify(|n| *n += 1);
+    }
+    for want in &revs {
+        assert_eq!(next(&mut w).await.kv.mod_revision, *want);
+    }
+    quiet(&mut w).await;
+    let started = s.stats().inner_watches_started;
+    // A cut while the pump is between watches cuts nothing: at least one re-watch.
+    assert!(started >= 2, "{:?}", s.stats());
+    assert_eq!(
+        flaky.watches.load(std::sync::atomic::Ordering::SeqCst) as u64,
+        started
+    );
+}
+
+/// The pump cannot resume (its revision was compacted meanwhile): the ring starts over, its
+/// watchers end (they must re-list), and new watches work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_cache_starts_over_when_its_revision_was_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flaky, s) = flaky_cache(&dir).await;
+    let mut old = s.watch("/", 0).await.unwrap();
+    let a = s.create("/a", v("1")).await.unwrap();
+    assert_eq!(next(&mut old).await.kv, a);
+    flaky
+        .compacted
+        .store(i64::MAX, std::sync::atomic::Ordering::SeqCst);
+    flaky.cut.send_modify(|n| *n += 1);
+    // The old watcher ends instead of silently missing what happened while cut off.
+    let end = tokio::time::timeout(Duration::from_secs(10), old.events.recv())
+        .await
+        .expect("old watcher ended in time");
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(s.stats().resets, 1);
+    flaky
+        .compacted
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    // Once the pump is back, new watches are served from the new ring.
+    let mut fresh = s.watch("/", 0).await.unwrap();
+    let t = std::time::Instant::now();
+    while s.stats().inner_watches_started < 2 && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = s.create("/b", v("2")).await.unwrap();
+    assert_eq!(next(&mut fresh).await.kv, b);
 }

@@ -14,6 +14,38 @@ pub struct TestServer {
     pub _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// The store for a test server: SQLite in `dir`, or with `SKIFF_TEST_STORE=etcd` the etcd
+/// backend (watch cache included) on a new one-member etcd cluster, returned with it: keep it
+/// alive as long as the server (dropping it kills the member and removes its files).
+pub async fn test_store(
+    dir: &std::path::Path,
+) -> (
+    Arc<dyn skiff_store::Store>,
+    Option<skiff_store::etcd_testing::EtcdCluster>,
+) {
+    if std::env::var("SKIFF_TEST_STORE").as_deref() == Ok("etcd") {
+        let name = format!(
+            "api-{}",
+            skiff_store::etcd_testing::free_port().expect("port")
+        );
+        let cluster = tokio::task::spawn_blocking(move || {
+            skiff_store::etcd_testing::EtcdCluster::start(&name, 1)
+        })
+        .await
+        .expect("join")
+        .expect("etcd");
+        let store = skiff_store::etcd::connect(skiff_store::EtcdOptions {
+            endpoints: cluster.endpoints(),
+            ..Default::default()
+        })
+        .await
+        .expect("etcd store");
+        return (store, Some(cluster));
+    }
+    let store = skiff_store::SqliteStore::open(&dir.join("state.db")).expect("store");
+    (Arc::new(store), None)
+}
+
 pub async fn client_from(path: &std::path::Path) -> Client {
     skiff_client::config::from_kubeconfig(path)
         .await
@@ -22,8 +54,7 @@ pub async fn client_from(path: &std::path::Path) -> Client {
 
 pub async fn start() -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Arc::new(skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+    let (store, etcd) = test_store(dir.path()).await;
     let server = Server::bind(
         ServerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap()),
         store,
@@ -34,6 +65,8 @@ pub async fn start() -> TestServer {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(async {
         let _ = rx.await;
+        // The etcd member (if any) lives until the server stops or the runtime ends.
+        drop(etcd);
     }));
     let client = client_from(&kubeconfig).await;
     TestServer {
