@@ -88,11 +88,13 @@ fn servers_fail_over_on_a_real_etcd_cluster() {
     let pid = std::process::id();
     let host_a = format!("127.0.{}.11", 1 + pid % 200);
     let host_b = format!("127.0.{}.12", 1 + pid % 200);
+    // Upstream's default lease (15 s) replaces a crashed leader 15-17 s after its last renewal;
+    // the 15 s target is met with a 10 s lease (see docs/ha.md).
     let timings = [
         "--leader-elect-lease-duration",
-        "15s",
-        "--leader-elect-renew-deadline",
         "10s",
+        "--leader-elect-renew-deadline",
+        "8s",
         "--leader-elect-retry-period",
         "2s",
     ];
@@ -235,7 +237,7 @@ fn servers_fail_over_on_a_real_etcd_cluster() {
         result.by_version
     );
     assert!(
-        failover <= Duration::from_secs(15) + Duration::from_secs(3),
+        failover <= Duration::from_secs(15),
         "failover took {failover:?}"
     );
     assert!(
