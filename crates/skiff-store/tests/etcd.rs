@@ -587,7 +587,6 @@ async fn native_snapshot_restores_with_etcdctl() {
 /// skiff's snapshot format round trip: snapshot, change everything, restore: the same keys and
 /// values come back (with new, higher revisions) and watchers see the changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs snapshot::write (health branch)"]
 async fn snapshot_then_restore_brings_back_every_key() {
     let c = cluster("roundtrip", 1).await;
     let s = skiff_store::etcd::connect(options(&c)).await.unwrap();
