@@ -16,6 +16,7 @@ mod agent_client;
 mod aggregator;
 mod allocator;
 pub mod auth;
+pub mod bootstrap;
 pub mod authz;
 mod cache;
 pub(crate) mod cel_rules;
