@@ -49,8 +49,16 @@ pub fn run(data_dir: &Path, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             SecretsCommand::RotateKeys => {
-                let (name, n) = skiff_apiserver::encryption::rotate_keys(data_dir, store).await?;
+                let (name, n) =
+                    skiff_apiserver::encryption::rotate_keys(data_dir, store.clone()).await?;
                 println!("rotated to key {name}: re-encrypted {n} secrets; old keys removed");
+                // Other servers of the cluster take the new key from the datastore at start.
+                if skiff_apiserver::bootstrap::publish_local(data_dir, store.as_ref())
+                    .await
+                    .context("sharing the new key through the datastore")?
+                {
+                    println!("the cluster's shared copy now holds the new key: restart the other servers");
+                }
             }
         }
         Ok(ExitCode::SUCCESS)
