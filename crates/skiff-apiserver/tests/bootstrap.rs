@@ -158,6 +158,33 @@ async fn a_second_server_shares_the_first_servers_ca_keys_tokens_and_encryption(
         .get("shared")
         .await
         .unwrap();
+
+    // The join token works on both servers, and a node password recorded through one server
+    // is enforced by the other (the record lives in the datastore).
+    let join = |addr: std::net::SocketAddr| {
+        skiff_client::config::with_token(&format!("https://{addr}"), &ca, &token).unwrap()
+    };
+    skiff_client::node_identity::request(&join(s1.addr), "n1", None, Some("machine-1"))
+        .await
+        .unwrap();
+    assert!(store
+        .get("/skiff/node-passwords/n1")
+        .await
+        .unwrap()
+        .is_some());
+    let node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Node>::all(s1.client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap();
+    let err = skiff_client::node_identity::request(&join(s2.addr), "n1", None, Some("machine-2"))
+        .await
+        .err()
+        .expect("another machine took over n1 through the second server");
+    assert!(err.to_string().contains("Node password rejected"), "{err}");
+    skiff_client::node_identity::request(&join(s2.addr), "n1", None, Some("machine-1"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
