@@ -86,6 +86,9 @@ pub enum Outcome {
     Created,
     /// The material came from the datastore.
     Joined,
+    /// First server, but the datastore is full: the material stays local until a later start
+    /// shares it (a single server works; joining servers wait for that start).
+    NotShared,
 }
 
 #[derive(Debug, Clone)]
@@ -395,6 +398,15 @@ pub async fn run(
                 });
             }
             Err(StoreError::AlreadyExists(_)) => continue,
+            // A single server must still start on a full disk (reads and deletes free space).
+            Err(e @ (StoreError::Full(_) | StoreError::SpaceExceeded(_))) => {
+                tracing::warn!("cluster bootstrap data not shared yet: {e}");
+                return Ok(Report {
+                    outcome: Outcome::NotShared,
+                    key,
+                    written: Vec::new(),
+                });
+            }
             Err(e) => return Err(e.into()),
         }
     }
