@@ -184,12 +184,11 @@ fn seal(
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(b64().encode(v))))
         .collect();
-    let mut data = serde_json::to_vec(&json!({ "files": doc })).map_err(|e| {
-        BootstrapError::Corrupt {
+    let mut data =
+        serde_json::to_vec(&json!({ "files": doc })).map_err(|e| BootstrapError::Corrupt {
             key: key.to_string(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     derive_key(token, &salt)?
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
@@ -274,7 +273,11 @@ fn collect(data_dir: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>
 }
 
 /// Creates (or loads) this server's own material: what the first server shares.
-fn ensure_local(data_dir: &Path, token: &str, secrets_encryption: bool) -> Result<(), BootstrapError> {
+fn ensure_local(
+    data_dir: &Path,
+    token: &str,
+    secrets_encryption: bool,
+) -> Result<(), BootstrapError> {
     let server_dir = data_dir.join("server");
     crate::private_dir(&server_dir)?;
     let node_token = data_dir.join("node-token");
@@ -283,7 +286,9 @@ fn ensure_local(data_dir: &Path, token: &str, secrets_encryption: bool) -> Resul
     }
     crate::tls::ensure_ca(&server_dir.join("tls"))?;
     crate::aggregator::certs::ensure_ca(&server_dir.join("tls"))?;
-    crate::serviceaccount::jwt::SigningKey::load_or_create(&server_dir.join("service-account.key"))?;
+    crate::serviceaccount::jwt::SigningKey::load_or_create(
+        &server_dir.join("service-account.key"),
+    )?;
     crate::auth::Tokens::ensure(data_dir)?;
     crate::encryption::Config::ensure(data_dir, secrets_encryption)?;
     Ok(())
@@ -303,7 +308,8 @@ fn apply(
         if rel != ENCRYPTION_CONFIG {
             if let Some(local) = read_opt(&path)? {
                 let same = if rel == "node-token" || rel == "server/admin-token" {
-                    String::from_utf8_lossy(&local).trim() == String::from_utf8_lossy(content).trim()
+                    String::from_utf8_lossy(&local).trim()
+                        == String::from_utf8_lossy(content).trim()
                 } else {
                     local == *content
                 };
@@ -416,7 +422,10 @@ pub async fn run(
 }
 
 /// The `/bootstrap/` keys other than `key`.
-async fn others(store: &dyn Store, key: &str) -> Result<Vec<skiff_store::KeyValue>, BootstrapError> {
+async fn others(
+    store: &dyn Store,
+    key: &str,
+) -> Result<Vec<skiff_store::KeyValue>, BootstrapError> {
     let list = store
         .list(
             PREFIX,
@@ -431,7 +440,11 @@ async fn others(store: &dyn Store, key: &str) -> Result<Vec<skiff_store::KeyValu
 
 /// Replaces the shared copy with this data dir's shared files (after `secrets-encrypt
 /// rotate-keys`). The token is the data dir's `node-token`; the key must exist.
-pub async fn publish(data_dir: &Path, token: &str, store: &dyn Store) -> Result<(), BootstrapError> {
+pub async fn publish(
+    data_dir: &Path,
+    token: &str,
+    store: &dyn Store,
+) -> Result<(), BootstrapError> {
     let key = key_for(token);
     for _ in 0..3 {
         let Some(kv) = store.get(&key).await? else {
@@ -482,7 +495,10 @@ mod tests {
         let opened = open("t1", &key, &sealed).unwrap();
         assert_eq!(opened.get("server/tls/ca.crt").unwrap(), b"CA");
         assert!(!opened.contains_key("../../etc/passwd"));
-        assert!(matches!(open("t2", &key, &sealed), Err(BootstrapError::Decrypt(_))));
+        assert!(matches!(
+            open("t2", &key, &sealed),
+            Err(BootstrapError::Decrypt(_))
+        ));
         assert!(matches!(
             open("t1", "/bootstrap/other", &sealed),
             Err(BootstrapError::Decrypt(_))

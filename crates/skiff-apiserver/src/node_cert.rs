@@ -160,7 +160,8 @@ async fn check_node_password(
     let hash = sha256_hex(password);
     let key = format!("{NODE_PASSWORDS_PREFIX}{name}");
     let _guard = PASSWORDS.lock().await;
-    let internal = |e: skiff_store::StoreError| ApiError::internal(format!("node password of {name}: {e}"));
+    let internal =
+        |e: skiff_store::StoreError| ApiError::internal(format!("node password of {name}: {e}"));
     let stored = st.store.get(&key).await.map_err(internal)?;
     let recorded = match &stored {
         Some(kv) => Some(String::from_utf8_lossy(&kv.value).into_owned()),
@@ -186,23 +187,27 @@ async fn check_node_password(
     }
     // In the datastore, so every server of the cluster checks the same record.
     let written = match &stored {
-        Some(kv) => st.store.update(&key, hash.clone().into_bytes(), kv.mod_revision).await,
+        Some(kv) => {
+            st.store
+                .update(&key, hash.clone().into_bytes(), kv.mod_revision)
+                .await
+        }
         None => st.store.create(&key, hash.clone().into_bytes()).await,
     };
     match written {
         Ok(_) => Ok(()),
         // Another server recorded a password for this name at the same moment.
-        Err(skiff_store::StoreError::Conflict { .. } | skiff_store::StoreError::AlreadyExists(_)) => {
-            match st.store.get(&key).await.map_err(internal)? {
-                Some(kv) if kv.value == hash.as_bytes() => Ok(()),
-                _ => Err(ApiError::conflict(
-                    "",
-                    "nodes",
-                    name,
-                    "the node is being registered by another machine; retry",
-                )),
-            }
-        }
+        Err(
+            skiff_store::StoreError::Conflict { .. } | skiff_store::StoreError::AlreadyExists(_),
+        ) => match st.store.get(&key).await.map_err(internal)? {
+            Some(kv) if kv.value == hash.as_bytes() => Ok(()),
+            _ => Err(ApiError::conflict(
+                "",
+                "nodes",
+                name,
+                "the node is being registered by another machine; retry",
+            )),
+        },
         Err(e) => Err(internal(e)),
     }
 }

@@ -49,9 +49,12 @@ struct Running {
 
 async fn start(dir: &Path, raw: Arc<dyn Store>) -> Running {
     let store = encryption::wrap(dir, false, raw).unwrap();
-    let server = Server::bind(ServerConfig::new(dir, "127.0.0.1:0".parse().unwrap()), store)
-        .await
-        .unwrap();
+    let server = Server::bind(
+        ServerConfig::new(dir, "127.0.0.1:0".parse().unwrap()),
+        store,
+    )
+    .await
+    .unwrap();
     let kubeconfig = server.kubeconfig_path().to_path_buf();
     let addr = server.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -109,10 +112,9 @@ async fn a_second_server_shares_the_first_servers_ca_keys_tokens_and_encryption(
         std::fs::read(d1.path().join("server/tls/server.crt")).unwrap(),
         std::fs::read(d2.path().join("server/tls/server.crt")).unwrap()
     );
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "shared"}, "stringData": {"k": "v"}}),
-    )
-    .unwrap();
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "shared"}, "stringData": {"k": "v"}}))
+            .unwrap();
     Api::<Secret>::namespaced(s1.client.clone(), "default")
         .create(&PostParams::default(), &secret)
         .await
@@ -129,21 +131,30 @@ async fn a_second_server_shares_the_first_servers_ca_keys_tokens_and_encryption(
         .unwrap();
     assert!(stored.value.starts_with(b"k8s:enc:aesgcm:v1:"));
 
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "build"}})).unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "build"}})).unwrap();
     Api::<ServiceAccount>::namespaced(s1.client.clone(), "default")
         .create(&PostParams::default(), &sa)
         .await
         .unwrap();
     let req = http::Request::post("/api/v1/namespaces/default/serviceaccounts/build/token")
         .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest"})).unwrap())
+        .body(
+            serde_json::to_vec(
+                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest"}),
+            )
+            .unwrap(),
+        )
         .unwrap();
     let tr: Value = s1.client.request(req).await.unwrap();
     let sa_token = tr["status"]["token"].as_str().unwrap();
     let ca = std::fs::read(d2.path().join("server/tls/ca.crt")).unwrap();
     let sa_client =
         skiff_client::config::with_token(&format!("https://{}", s2.addr), &ca, sa_token).unwrap();
-    match Api::<Secret>::namespaced(sa_client, "default").list(&Default::default()).await {
+    match Api::<Secret>::namespaced(sa_client, "default")
+        .list(&Default::default())
+        .await
+    {
         Ok(_) => {}
         Err(e) => assert_eq!(common::status_code(&e), Some(403), "{e}"),
     }
@@ -226,7 +237,10 @@ async fn a_wrong_or_missing_token_fails_clearly_and_creates_no_second_ca() {
         .await
         .unwrap_err();
     assert!(matches!(err, BootstrapError::Conflict(_)), "{err}");
-    assert_eq!(std::fs::read(d3.path().join("server/tls/ca.key")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(d3.path().join("server/tls/ca.key")).unwrap(),
+        before
+    );
     // A token that differs from the data dir's own.
     let err = bootstrap::run(d1.path(), Some("changed"), false, store.as_ref())
         .await
@@ -282,7 +296,10 @@ async fn key_rotation_and_late_encryption_reach_the_shared_copy() {
     bootstrap::run(d2.path(), Some("tok"), false, store.as_ref())
         .await
         .unwrap();
-    assert!(!d2.path().join("server/cred/encryption-config.json").exists());
+    assert!(!d2
+        .path()
+        .join("server/cred/encryption-config.json")
+        .exists());
     // Encryption turned on at a later start of one server becomes the cluster's.
     bootstrap::run(d1.path(), None, true, store.as_ref())
         .await

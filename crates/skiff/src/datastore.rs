@@ -67,6 +67,19 @@ async fn open_for(
     }
 }
 
+/// The datastore in words, for error messages.
+fn describe(data_dir: &Path, args: &DatastoreArgs) -> String {
+    if args.datastore_endpoint.is_empty() {
+        data_dir
+            .join("server")
+            .join("state.db")
+            .display()
+            .to_string()
+    } else {
+        format!("etcd at {}", args.datastore_endpoint.join(","))
+    }
+}
+
 fn sqlite_in_use(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<skiff_store::StoreError>()
@@ -160,7 +173,9 @@ pub fn snapshot_path(dir: &Path, name: &str) -> PathBuf {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
     let base = format!("{name}-{host}-{stamp}");
     let mut path = dir.join(format!("{base}.db"));
     let mut n = 1;
@@ -443,7 +458,9 @@ async fn run_async(data_dir: &Path, cmd: DatastoreCommand) -> anyhow::Result<()>
     match cmd {
         DatastoreCommand::Status(a) => {
             let store = open_for(data_dir, &a.datastore, RUNNING_SQLITE).await?;
-            let status = store.status().await.context("reading the datastore status")?;
+            let status = store.status().await.with_context(|| {
+                format!("reading the status of {}", describe(data_dir, &a.datastore))
+            })?;
             if a.output == "json" {
                 println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
             } else {

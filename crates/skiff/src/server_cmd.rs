@@ -59,7 +59,12 @@ pub struct ServerArgs {
     pub datastore: crate::datastore::DatastoreArgs,
     /// The cluster token: servers joining a cluster pass the first server's
     /// `<data-dir>/node-token`; unset, the data dir's own, or a new one on a first server.
-    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "SKIFF_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
     /// A file holding the cluster token (see --token).
     #[arg(long)]
@@ -418,7 +423,9 @@ async fn claim_snapshot_lease(
         };
     };
     let value = serde_json::to_value(&current).map_err(kube::Error::SerdeError)?;
-    let holder = value.pointer("/spec/holderIdentity").and_then(|v| v.as_str());
+    let holder = value
+        .pointer("/spec/holderIdentity")
+        .and_then(|v| v.as_str());
     let held_for = value
         .pointer("/spec/leaseDurationSeconds")
         .and_then(serde_json::Value::as_i64)

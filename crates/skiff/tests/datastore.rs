@@ -223,7 +223,14 @@ fn snapshot_ls_and_prune_keep_the_newest_of_their_name() {
     ok(
         &data,
         &[
-            "datastore", "snapshot", "prune", "--retention", "1", "--name", "nightly", "--dir",
+            "datastore",
+            "snapshot",
+            "prune",
+            "--retention",
+            "1",
+            "--name",
+            "nightly",
+            "--dir",
             &other_s,
         ],
     );
@@ -371,7 +378,10 @@ fn scheduled_snapshots_keep_the_retention() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let n = server.log().matches("scheduled datastore snapshot saved").count();
+        let n = server
+            .log()
+            .matches("scheduled datastore snapshot saved")
+            .count();
         if n >= 4 {
             break;
         }
@@ -387,10 +397,145 @@ fn scheduled_snapshots_keep_the_retention() {
     assert_eq!(files.len(), 2, "{files:?}");
     let lease = {
         let s = Server::start(&data, &["--snapshot-interval", "0"]);
-        s.kubectl(&["get", "lease", "-n", "kube-system", "skiff-snapshot", "-o", "json"])
+        s.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "skiff-snapshot",
+            "-o",
+            "json",
+        ])
     };
     let lease: serde_json::Value = serde_json::from_str(&lease).unwrap();
     assert!(lease["spec"]["holderIdentity"]
         .as_str()
         .is_some_and(|h| h.contains("127.0.0.1")));
+}
+
+fn etcd(name: &str) -> (skiff_store::etcd_testing::EtcdCluster, String) {
+    let cluster = skiff_store::etcd_testing::EtcdCluster::start(name, 1).expect("etcd");
+    cluster
+        .wait_healthy(Duration::from_secs(30))
+        .expect("etcd healthy");
+    let endpoints = cluster.endpoints().join(",");
+    (cluster, endpoints)
+}
+
+#[test]
+#[ignore = "needs the etcd backend (etcd branch)"]
+fn two_servers_on_etcd_share_the_ca_and_serve_the_same_objects() {
+    let (_etcd, endpoints) = etcd("join-two");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    let flags = [
+        "--datastore-endpoint",
+        &endpoints,
+        "--snapshot-interval",
+        "0",
+    ];
+    let first = Server::start(&a, &flags);
+    // One member: the start-up warning from the store's status.
+    assert!(first.log().contains("datastore:"), "{}", first.log());
+    let token_file = a.join("node-token").display().to_string();
+    let mut with_token = flags.to_vec();
+    with_token.extend(["--token-file", &token_file]);
+    let second = Server::start(&b, &with_token);
+    assert!(second.log().contains("Joined"), "{}", second.log());
+    for rel in skiff_apiserver::bootstrap::SHARED_FILES {
+        assert_eq!(
+            std::fs::read(a.join(rel)).ok(),
+            std::fs::read(b.join(rel)).ok(),
+            "{rel}"
+        );
+    }
+    first.kubectl(&["create", "configmap", "from-a", "--from-literal=k=v"]);
+    // A's admin kubeconfig against B: same CA, same object.
+    let kc = std::fs::read_to_string(a.join("kubeconfig.yaml")).unwrap();
+    let port_of = |d: &Path| {
+        let text = std::fs::read_to_string(d.join("kubeconfig.yaml")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("server:"))
+            .unwrap()
+            .to_string();
+        line.trim().trim_start_matches("server:").trim().to_string()
+    };
+    let kc = kc.replace(&port_of(&a), &port_of(&b));
+    let kc_path = dir.path().join("a-to-b.yaml");
+    std::fs::write(&kc_path, kc).unwrap();
+    let out = Command::new("kubectl")
+        .args(["get", "configmap", "from-a", "-o", "jsonpath={.data.k}"])
+        .env("KUBECONFIG", &kc_path)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v");
+
+    // A wrong token: a clear error, no server.
+    std::fs::write(dir.path().join("bad"), "not-the-token").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--data-dir")
+        .arg(&c)
+        .args([
+            "server",
+            "--no-agent",
+            "--offline",
+            "--datastore-endpoint",
+            &endpoints,
+        ])
+        .args([
+            "--token-file",
+            &dir.path().join("bad").display().to_string(),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .env_remove("SKIFF_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("this server's token is wrong"), "{err}");
+    assert!(!c.join("server/tls/ca.key").exists());
+}
+
+#[test]
+#[ignore = "needs the etcd backend and snapshots (etcd and health branches)"]
+fn migrate_copies_a_sqlite_cluster_into_etcd() {
+    let (_etcd, endpoints) = etcd("join-migrate");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &["--snapshot-interval", "0"]);
+    server.kubectl(&["create", "configmap", "moved", "--from-literal=k=v"]);
+    let ca = std::fs::read(data.join("server/tls/ca.crt")).unwrap();
+    server.stop();
+    let out = ok(
+        &data,
+        &["datastore", "migrate", "--datastore-endpoint", &endpoints],
+    );
+    assert!(out.contains("migrated"), "{out}");
+    // A second migration would overwrite a cluster: refused without --force.
+    let (code, _, err) = skiff(
+        &data,
+        &["datastore", "migrate", "--datastore-endpoint", &endpoints],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    let server = Server::start(
+        &data,
+        &[
+            "--datastore-endpoint",
+            &endpoints,
+            "--snapshot-interval",
+            "0",
+        ],
+    );
+    assert!(server.log().contains("Joined"), "{}", server.log());
+    assert_eq!(std::fs::read(data.join("server/tls/ca.crt")).unwrap(), ca);
+    let got = server.kubectl(&["get", "configmap", "moved", "-o", "jsonpath={.data.k}"]);
+    assert_eq!(got, "v");
 }
