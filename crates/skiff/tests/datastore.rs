@@ -51,6 +51,8 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .args(extra)
             .env("SKIFF_LOG", "info")
+            // Plain log lines the tests can search.
+            .env("NO_COLOR", "1")
             .env_remove("SKIFF_TOKEN")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -538,4 +540,29 @@ fn migrate_copies_a_sqlite_cluster_into_etcd() {
     assert_eq!(std::fs::read(data.join("server/tls/ca.crt")).unwrap(), ca);
     let got = server.kubectl(&["get", "configmap", "moved", "-o", "jsonpath={.data.k}"]);
     assert_eq!(got, "v");
+}
+
+#[test]
+fn rotate_keys_updates_the_shared_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(
+        &data,
+        &["--snapshot-interval", "0", "--secrets-encryption"],
+    );
+    server.kubectl(&["create", "secret", "generic", "s1", "--from-literal=k=v"]);
+    server.stop();
+    let out = ok(&data, &["secrets-encrypt", "rotate-keys"]);
+    assert!(out.contains("re-encrypted 1 secrets"), "{out}");
+    assert!(
+        out.contains("the cluster's shared copy now holds the new key"),
+        "{out}"
+    );
+    let status = ok(&data, &["secrets-encrypt", "status"]);
+    assert!(status.contains("Enabled"), "{status}");
+    // The restarted server finds its own (new) key in the shared copy: nothing to write.
+    let server = Server::start(&data, &["--snapshot-interval", "0"]);
+    assert!(server.log().contains("written=[]"), "{}", server.log());
+    let got = server.kubectl(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"]);
+    assert_eq!(got, "dg==");
 }
