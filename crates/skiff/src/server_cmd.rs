@@ -116,6 +116,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         let store = crate::datastore::open(data_dir, &args.datastore).await?;
         warn_about_datastore(store.as_ref()).await;
         let token = cluster_token(&args)?;
+        let bootstrap_started = std::time::Instant::now();
         let joined = skiff_apiserver::bootstrap::run(
             data_dir,
             token.as_deref(),
@@ -128,6 +129,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
             outcome = ?joined.outcome,
             key = %joined.key,
             written = ?joined.written,
+            elapsed_ms = bootstrap_started.elapsed().as_millis(),
             "cluster bootstrap data"
         );
         let raw_store = store.clone();

@@ -546,10 +546,7 @@ fn migrate_copies_a_sqlite_cluster_into_etcd() {
 fn rotate_keys_updates_the_shared_copy() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server = Server::start(
-        &data,
-        &["--snapshot-interval", "0", "--secrets-encryption"],
-    );
+    let mut server = Server::start(&data, &["--snapshot-interval", "0", "--secrets-encryption"]);
     server.kubectl(&["create", "secret", "generic", "s1", "--from-literal=k=v"]);
     server.stop();
     let out = ok(&data, &["secrets-encrypt", "rotate-keys"]);
