@@ -391,8 +391,10 @@ async fn snapshot_loop(s: Snapshots) {
     }
 }
 
-/// Takes the snapshot Lease when it is free or expired (it lasts half an interval); false when
-/// another server holds it or won the race.
+/// Takes the snapshot Lease when it is free or expired; false when another server holds it or
+/// won the race. It lasts 9/10 of an interval: servers tick at different moments, and the one
+/// that took the last snapshot holds it until shortly before its own next tick, so each
+/// interval gets one snapshot whatever the offsets between the servers' timers.
 async fn claim_snapshot_lease(
     client: &kube::Client,
     identity: &str,
@@ -400,7 +402,8 @@ async fn claim_snapshot_lease(
 ) -> Result<bool, kube::Error> {
     use k8s_openapi::api::coordination::v1::Lease;
     let api: kube::Api<Lease> = kube::Api::namespaced(client.clone(), "kube-system");
-    let duration = i64::try_from(interval.as_secs() / 2)
+    let hold = interval.saturating_mul(9) / 10;
+    let duration = i64::try_from(hold.as_secs())
         .unwrap_or(i64::MAX)
         .clamp(1, i64::from(i32::MAX));
     let now = jiff::Timestamp::now();
@@ -436,7 +439,12 @@ async fn claim_snapshot_lease(
         .pointer("/spec/renewTime")
         .and_then(|v| v.as_str())
         .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    let expired = renewed.is_none_or(|r| r.as_second().saturating_add(held_for) <= now.as_second());
+    // Milliseconds: the Lease's whole seconds are too coarse for short intervals.
+    let hold_ms = i64::try_from(hold.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(held_for.saturating_mul(1000));
+    let expired =
+        renewed.is_none_or(|r| now.as_millisecond().saturating_sub(r.as_millisecond()) >= hold_ms);
     if !expired && holder != Some(identity) {
         return Ok(false);
     }

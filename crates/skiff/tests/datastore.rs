@@ -563,3 +563,50 @@ fn rotate_keys_updates_the_shared_copy() {
     let got = server.kubectl(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"]);
     assert_eq!(got, "dg==");
 }
+
+#[test]
+#[ignore = "needs the etcd backend and snapshots (etcd and health branches)"]
+fn two_servers_on_etcd_take_one_scheduled_snapshot_per_interval() {
+    let (_etcd, endpoints) = etcd("join-sched");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (snap_a, snap_b) = (dir.path().join("snap-a"), dir.path().join("snap-b"));
+    let flags = |snaps: &Path| -> Vec<String> {
+        [
+            "--datastore-endpoint",
+            &endpoints,
+            "--snapshot-interval",
+            "2s",
+            "--snapshot-retention",
+            "100",
+            "--snapshot-dir",
+            &snaps.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let fa = flags(&snap_a);
+    let mut first = Server::start(&a, &fa.iter().map(String::as_str).collect::<Vec<_>>());
+    // Half an interval later: the worst offset for a naive lease.
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut fb = flags(&snap_b);
+    let token = a.join("node-token").display().to_string();
+    fb.extend(["--token-file".to_string(), token]);
+    let mut second = Server::start(&b, &fb.iter().map(String::as_str).collect::<Vec<_>>());
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(12));
+    let count = |l: &str| l.matches("scheduled datastore snapshot saved").count();
+    let (na, nb) = (count(&first.log()), count(&second.log()));
+    first.stop();
+    second.stop();
+    let elapsed = started.elapsed().as_secs() + 1;
+    let intervals = elapsed / 2 + 1;
+    assert!(na + nb >= 3, "{na} + {nb} snapshots in {elapsed}s");
+    assert!(
+        (na + nb) as u64 <= intervals + 1,
+        "{na} + {nb} snapshots in {elapsed}s: more than one per 2 s interval"
+    );
+    let files = |d: &Path| std::fs::read_dir(d).map_or(0, |r| r.count());
+    assert_eq!(files(&snap_a) + files(&snap_b), na + nb);
+}
