@@ -313,7 +313,7 @@ fn a_server_refuses_a_token_that_is_not_its_own() {
 }
 
 #[test]
-#[ignore = "needs snapshot (health branch)"]
+#[ignore = "needs snapshot (health branch); passes on a merge with it"]
 fn save_wipe_restore_brings_back_the_objects() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -362,7 +362,7 @@ fn save_wipe_restore_brings_back_the_objects() {
 }
 
 #[test]
-#[ignore = "needs snapshot (health branch)"]
+#[ignore = "needs snapshot (health branch); passes on a merge with it"]
 fn scheduled_snapshots_keep_the_retention() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -425,7 +425,7 @@ fn etcd(name: &str) -> (skiff_store::etcd_testing::EtcdCluster, String) {
 }
 
 #[test]
-#[ignore = "needs the etcd backend (etcd branch)"]
+#[ignore = "needs the etcd backend (etcd branch); passes on a merge with it"]
 fn two_servers_on_etcd_share_the_ca_and_serve_the_same_objects() {
     let (_etcd, endpoints) = etcd("join-two");
     let dir = tempfile::tempdir().unwrap();
@@ -506,7 +506,7 @@ fn two_servers_on_etcd_share_the_ca_and_serve_the_same_objects() {
 }
 
 #[test]
-#[ignore = "needs the etcd backend and snapshots (etcd and health branches)"]
+#[ignore = "needs the etcd backend and snapshots (etcd and health branches); passes on a merge with both"]
 fn migrate_copies_a_sqlite_cluster_into_etcd() {
     let (_etcd, endpoints) = etcd("join-migrate");
     let dir = tempfile::tempdir().unwrap();
@@ -565,7 +565,7 @@ fn rotate_keys_updates_the_shared_copy() {
 }
 
 #[test]
-#[ignore = "needs the etcd backend and snapshots (etcd and health branches)"]
+#[ignore = "needs the etcd backend and snapshots (etcd and health branches); passes on a merge with both"]
 fn two_servers_on_etcd_take_one_scheduled_snapshot_per_interval() {
     let (_etcd, endpoints) = etcd("join-sched");
     let dir = tempfile::tempdir().unwrap();
