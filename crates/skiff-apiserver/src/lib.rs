@@ -17,6 +17,7 @@ mod aggregator;
 mod allocator;
 pub mod auth;
 pub mod authz;
+pub mod bootstrap;
 mod cache;
 pub(crate) mod cel_rules;
 mod conn;

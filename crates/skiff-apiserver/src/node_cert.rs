@@ -8,8 +8,8 @@
 //!   (`skiff_client::node_identity::PATH`): the node's identity for every API call after the
 //!   join. As in k3s, the join token alone can mint the identity of a node name nobody holds;
 //!   for a name whose Node exists, the request must also carry the password the first machine
-//!   presented for it (k3s's node password; its hash is kept in
-//!   `server/cred/node-passwords.json`), so a leaked join token (which every agent machine
+//!   presented for it (k3s's node password; its hash is kept in the datastore under
+//!   `/skiff/node-passwords/<name>`, so every server checks the same record), so a leaked join token (which every agent machine
 //!   holds) cannot take over an existing node. Deleting the Node frees its name. The join token
 //!   can do nothing else (the authorizers give `system:bootstrappers` only discovery).
 
@@ -131,7 +131,7 @@ pub(crate) async fn handle_client(State(st): State<Arc<AppState>>, req: Request)
 /// Longest node password accepted.
 const MAX_PASSWORD: usize = 512;
 
-/// Serializes read-modify-writes of the password file.
+/// Serializes this server's read-modify-writes of the password records.
 static PASSWORDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn sha256_hex(s: &str) -> String {
@@ -158,22 +158,18 @@ async fn check_node_password(
             ))
         })?;
     let hash = sha256_hex(password);
-    let path = &pki.node_passwords;
+    let key = format!("{NODE_PASSWORDS_PREFIX}{name}");
     let _guard = PASSWORDS.lock().await;
-    let mut records: std::collections::BTreeMap<String, String> =
-        match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| ApiError::internal(format!("corrupt {}: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-            Err(e) => {
-                return Err(ApiError::internal(format!(
-                    "reading {}: {e}",
-                    path.display()
-                )))
-            }
-        };
-    match records.get(name) {
-        Some(h) if *h == hash => return Ok(()),
+    let internal =
+        |e: skiff_store::StoreError| ApiError::internal(format!("node password of {name}: {e}"));
+    let stored = st.store.get(&key).await.map_err(internal)?;
+    let recorded = match &stored {
+        Some(kv) => Some(String::from_utf8_lossy(&kv.value).into_owned()),
+        None => legacy_password(&pki.node_passwords, name)?,
+    };
+    match recorded {
+        Some(h) if h == hash && stored.is_some() => return Ok(()),
+        Some(h) if h == hash => {}
         Some(_) => {
             let node = st
                 .store
@@ -189,13 +185,51 @@ async fn check_node_password(
         }
         None => {}
     }
-    records.insert(name.to_string(), hash);
-    let text = serde_json::to_string_pretty(&records)
-        .map_err(|e| ApiError::internal(format!("encoding node passwords: {e}")))?;
-    if let Some(dir) = path.parent() {
-        crate::private_dir(dir).map_err(|e| ApiError::internal(e.to_string()))?;
+    // In the datastore, so every server of the cluster checks the same record.
+    let written = match &stored {
+        Some(kv) => {
+            st.store
+                .update(&key, hash.clone().into_bytes(), kv.mod_revision)
+                .await
+        }
+        None => st.store.create(&key, hash.clone().into_bytes()).await,
+    };
+    match written {
+        Ok(_) => Ok(()),
+        // Another server recorded a password for this name at the same moment.
+        Err(
+            skiff_store::StoreError::Conflict { .. } | skiff_store::StoreError::AlreadyExists(_),
+        ) => match st.store.get(&key).await.map_err(internal)? {
+            Some(kv) if kv.value == hash.as_bytes() => Ok(()),
+            _ => Err(ApiError::conflict(
+                "",
+                "nodes",
+                name,
+                "the node is being registered by another machine; retry",
+            )),
+        },
+        Err(e) => Err(internal(e)),
     }
-    crate::auth::write_file(path, &text).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Store keys of node password hashes (shared by every server).
+pub(crate) const NODE_PASSWORDS_PREFIX: &str = "/skiff/node-passwords/";
+
+/// The hash an older version kept in `server/cred/node-passwords.json` (read only; the record
+/// moves to the datastore at the node's next join).
+fn legacy_password(path: &std::path::Path, name: &str) -> Result<Option<String>, ApiError> {
+    let records: std::collections::BTreeMap<String, String> = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| ApiError::internal(format!("corrupt {}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ApiError::internal(format!(
+                "reading {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    Ok(records.get(name).cloned())
 }
 
 async fn issue_client(st: &AppState, req: Request) -> Result<NodeCert, ApiError> {

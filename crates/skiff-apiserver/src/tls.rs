@@ -114,15 +114,12 @@ fn issue_serving_cert(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Loads or creates the CA and serving certificate in `dir`.
-pub(crate) fn ensure(
-    dir: &Path,
-    listen: SocketAddr,
-    extra: &[String],
-) -> Result<TlsMaterial, ServerError> {
+/// Loads or creates the cluster CA in `dir` (`ca.crt`, `ca.key`); (cert, key) PEM. Also run
+/// before [`ensure`] by the bootstrap step, which shares the CA between servers.
+pub(crate) fn ensure_ca(dir: &Path) -> Result<(String, String), ServerError> {
     crate::private_dir(dir)?;
     let p = |n: &str| -> PathBuf { dir.join(n) };
-    let (ca_pem, ca_key_pem) = match (read(&p("ca.crt"))?, read(&p("ca.key"))?) {
+    Ok(match (read(&p("ca.crt"))?, read(&p("ca.key"))?) {
         (Some(c), Some(k)) => (c, k),
         _ => {
             let key = KeyPair::generate()?;
@@ -134,7 +131,17 @@ pub(crate) fn ensure(
             let _ = std::fs::remove_file(p("server.crt"));
             (c, k)
         }
-    };
+    })
+}
+
+/// Loads or creates the CA and serving certificate in `dir`.
+pub(crate) fn ensure(
+    dir: &Path,
+    listen: SocketAddr,
+    extra: &[String],
+) -> Result<TlsMaterial, ServerError> {
+    let (ca_pem, ca_key_pem) = ensure_ca(dir)?;
+    let p = |n: &str| -> PathBuf { dir.join(n) };
     let sans = wanted_sans(listen, extra);
     let sans_line = sans.join(",");
     let existing = (

@@ -73,6 +73,9 @@ enum Command {
     /// Secrets encryption at rest: status, key rotation (run while the server is stopped).
     #[command(subcommand, name = "secrets-encrypt")]
     SecretsEncrypt(secrets_cmd::SecretsCommand),
+    /// The datastore: status, snapshots (save, ls, restore, prune), SQLite → etcd migration.
+    #[command(subcommand)]
+    Datastore(datastore::DatastoreCommand),
     /// Remove every container, pod sandbox and the pod network of this data dir.
     Reset,
     /// Print version information.
@@ -139,6 +142,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             kubeconfig_cmd::run(&data_dir, args).map(|()| ExitCode::SUCCESS)
         }
         Command::SecretsEncrypt(cmd) => secrets_cmd::run(&data_dir, cmd),
+        Command::Datastore(cmd) => datastore::run(&data_dir, cmd),
         Command::Reset => reset_cmd::run(&data_dir),
         Command::Version => {
             println!("skiff {}", env!("CARGO_PKG_VERSION"));

@@ -2,7 +2,7 @@
 //! the node agent joins them in a later issue).
 //! State lives in `<data-dir>/server/state.db` (SQLite); TLS material and tokens next to it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +72,28 @@ pub struct ServerArgs {
     pub leader_elect_retry_period: Duration,
     #[command(flatten)]
     pub datastore: crate::datastore::DatastoreArgs,
+    /// The cluster token: servers joining a cluster pass the first server's
+    /// `<data-dir>/node-token`; unset, the data dir's own, or a new one on a first server.
+    #[arg(
+        long,
+        env = "SKIFF_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the cluster token (see --token).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// How often a datastore snapshot is taken (e.g. `12h`, `30m`, `90s`; 0 = never). With
+    /// several servers, the one holding the `kube-system/skiff-snapshot` Lease takes it.
+    #[arg(long, default_value = "12h", value_parser = parse_interval)]
+    pub snapshot_interval: Duration,
+    /// Scheduled snapshots kept (older ones are deleted).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_retention: u64,
+    /// Where scheduled snapshots go (default `<data-dir>/server/snapshots`).
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
     #[command(flatten)]
     pub node: crate::agent_cmd::NodeArgs,
 }
@@ -117,6 +139,25 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         crate::private_dir(data_dir)?;
         crate::private_dir(&server_dir)?;
         let store = crate::datastore::open(data_dir, &args.datastore).await?;
+        warn_about_datastore(store.as_ref()).await;
+        let token = cluster_token(&args)?;
+        let bootstrap_started = std::time::Instant::now();
+        let joined = skiff_apiserver::bootstrap::run(
+            data_dir,
+            token.as_deref(),
+            args.secrets_encryption,
+            store.as_ref(),
+        )
+        .await
+        .context("sharing the cluster CA and keys through the datastore")?;
+        tracing::info!(
+            outcome = ?joined.outcome,
+            key = %joined.key,
+            written = ?joined.written,
+            elapsed_ms = bootstrap_started.elapsed().as_millis(),
+            "cluster bootstrap data"
+        );
+        let raw_store = store.clone();
         let store = skiff_apiserver::encryption::wrap(data_dir, args.secrets_encryption, store)
             .context("setting up secrets encryption")?;
         // Keep about five minutes of history for watches and continue tokens, like etcd's
@@ -274,6 +315,36 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
                     .map_err(anyhow::Error::from)
             }))
         };
+        if !args.snapshot_interval.is_zero() {
+            let admin = server
+                .component_cert(
+                    skiff_apiserver::auth::user::users::ADMIN,
+                    &[skiff_apiserver::auth::user::groups::MASTERS.to_string()],
+                )
+                .context("issuing the snapshot task's client certificate")?;
+            let client = skiff_client::config::with_client_cert(
+                &url,
+                ca_pem.as_bytes(),
+                &admin.cert_pem,
+                &admin.key_pem,
+            )
+            .context("creating the snapshot task's API client")?;
+            let host = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".into());
+            tokio::spawn(snapshot_loop(Snapshots {
+                store: raw_store,
+                client,
+                dir: args
+                    .snapshot_dir
+                    .clone()
+                    .unwrap_or_else(|| crate::datastore::default_snapshot_dir(data_dir)),
+                interval: args.snapshot_interval,
+                retention: usize::try_from(args.snapshot_retention).unwrap_or(usize::MAX),
+                identity: format!("{host}_{}", server.local_addr()),
+                stop: stopped.clone(),
+            }));
+        }
         let served = server.run(server_stopped).await;
         if let Some(agent) = agent {
             if let Ok(Err(e)) = agent.await {
@@ -286,6 +357,187 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> anyhow::Result<ExitCode> {
         served.context("serving")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The token from --token or --token-file.
+fn cluster_token(args: &ServerArgs) -> anyhow::Result<Option<String>> {
+    if let Some(t) = &args.token {
+        return Ok(Some(t.trim().to_string()));
+    }
+    let Some(path) = &args.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!("the token file {} is empty", path.display());
+    }
+    Ok(Some(token.to_string()))
+}
+
+/// Logs the datastore's own warnings (one etcd member, an even member count, near its quota).
+async fn warn_about_datastore(store: &dyn skiff_store::Store) {
+    match store.status().await {
+        Ok(status) => {
+            for w in &status.warnings {
+                tracing::warn!(backend = %status.backend, "datastore: {w}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot read the datastore status: {e}"),
+    }
+}
+
+/// The scheduled-snapshot task's inputs.
+struct Snapshots {
+    store: Arc<dyn skiff_store::Store>,
+    client: kube::Client,
+    dir: PathBuf,
+    interval: Duration,
+    retention: usize,
+    identity: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The Lease naming the server that took the last scheduled snapshot.
+const SNAPSHOT_LEASE: &str = "skiff-snapshot";
+
+/// Every interval: the server that claims the snapshot Lease saves a snapshot and prunes the
+/// older ones (so several servers on one etcd take one snapshot per interval, not one each).
+async fn snapshot_loop(s: Snapshots) {
+    let start = tokio::time::Instant::now() + s.interval;
+    let mut ticker = tokio::time::interval_at(start, s.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = wait_for(s.stop.clone()) => return,
+        }
+        match claim_snapshot_lease(&s.client, &s.identity, s.interval).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!("another server takes this snapshot");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("scheduled snapshot skipped: cannot claim its Lease: {e}");
+                continue;
+            }
+        }
+        let name = crate::datastore::DEFAULT_SNAPSHOT_NAME;
+        match crate::datastore::save_snapshot(s.store.as_ref(), &s.dir, name).await {
+            Ok(info) => tracing::info!(
+                path = %info.path.display(),
+                revision = info.revision,
+                keys = info.keys,
+                "scheduled datastore snapshot saved"
+            ),
+            Err(e) => {
+                tracing::warn!("scheduled datastore snapshot failed: {e:#}");
+                continue;
+            }
+        }
+        match crate::datastore::prune_snapshots(&s.dir, name, s.retention) {
+            Ok(deleted) => {
+                for p in deleted {
+                    tracing::info!(path = %p.display(), "old snapshot deleted");
+                }
+            }
+            Err(e) => tracing::warn!("pruning snapshots: {e:#}"),
+        }
+    }
+}
+
+/// Takes the snapshot Lease when it is free or expired; false when another server holds it or
+/// won the race. It lasts 9/10 of an interval: servers tick at different moments, and the one
+/// that took the last snapshot holds it until shortly before its own next tick, so each
+/// interval gets one snapshot whatever the offsets between the servers' timers.
+async fn claim_snapshot_lease(
+    client: &kube::Client,
+    identity: &str,
+    interval: Duration,
+) -> Result<bool, kube::Error> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let api: kube::Api<Lease> = kube::Api::namespaced(client.clone(), "kube-system");
+    let hold = interval.saturating_mul(9) / 10;
+    let duration = i64::try_from(hold.as_secs())
+        .unwrap_or(i64::MAX)
+        .clamp(1, i64::from(i32::MAX));
+    let now = jiff::Timestamp::now();
+    let now_text = now.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string();
+    let spec = serde_json::json!({
+        "holderIdentity": identity,
+        "leaseDurationSeconds": duration,
+        "acquireTime": now_text,
+        "renewTime": now_text,
+    });
+    let conflict = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409);
+    let Some(current) = api.get_opt(SNAPSHOT_LEASE).await? else {
+        let lease: Lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": SNAPSHOT_LEASE, "namespace": "kube-system"},
+            "spec": spec,
+        }))
+        .map_err(kube::Error::SerdeError)?;
+        return match api.create(&Default::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(e) if conflict(&e) => Ok(false),
+            Err(e) => Err(e),
+        };
+    };
+    let value = serde_json::to_value(&current).map_err(kube::Error::SerdeError)?;
+    let holder = value
+        .pointer("/spec/holderIdentity")
+        .and_then(|v| v.as_str());
+    let held_for = value
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
+    let renewed = value
+        .pointer("/spec/renewTime")
+        .and_then(|v| v.as_str())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    // Milliseconds: the Lease's whole seconds are too coarse for short intervals.
+    let hold_ms = i64::try_from(hold.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(held_for.saturating_mul(1000));
+    let expired =
+        renewed.is_none_or(|r| now.as_millisecond().saturating_sub(r.as_millisecond()) >= hold_ms);
+    if !expired && holder != Some(identity) {
+        return Ok(false);
+    }
+    let mut lease = value;
+    lease["spec"] = spec;
+    let lease: Lease = serde_json::from_value(lease).map_err(kube::Error::SerdeError)?;
+    match api
+        .replace(SNAPSHOT_LEASE, &Default::default(), &lease)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if conflict(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A duration like `12h`, `30m`, `90s` or `0` (off).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 12h, 30m, 90s, 0)"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 fn parse_cidr(text: &str) -> Result<skiff_semantics::cidr::Ipv4Net, String> {
@@ -352,7 +604,20 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_cidr;
+    use super::{parse_cidr, parse_interval};
+    use std::time::Duration;
+
+    #[test]
+    fn snapshot_interval_flag_takes_units_and_zero() {
+        assert_eq!(parse_interval("12h"), Ok(Duration::from_secs(43200)));
+        assert_eq!(parse_interval("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_interval("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_interval("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_interval("0"), Ok(Duration::ZERO));
+        for bad in ["", "h", "1w", "-1h", "99999999999999999999d"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn leader_elect_flag_defaults_on_and_takes_false() {

@@ -36,13 +36,14 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     crate::tls::deterministic_ca_params("skiff-front-proxy-ca")
 }
 
-/// Loads or creates the requestheader CA in `tls_dir` and issues a new client certificate.
-pub(crate) fn ensure(tls_dir: &Path) -> Result<FrontProxy, ServerError> {
+/// Loads or creates the requestheader CA in `tls_dir`; (cert, key) PEM. The bootstrap step runs
+/// it before the server starts so every server shares one.
+pub(crate) fn ensure_ca(tls_dir: &Path) -> Result<(String, String), ServerError> {
     let (crt, key) = (
         tls_dir.join("front-proxy-ca.crt"),
         tls_dir.join("front-proxy-ca.key"),
     );
-    let (ca_pem, ca_key_pem) = match (crate::tls::read(&crt)?, crate::tls::read(&key)?) {
+    Ok(match (crate::tls::read(&crt)?, crate::tls::read(&key)?) {
         (Some(c), Some(k)) => (c, k),
         _ => {
             let k = KeyPair::generate()?;
@@ -52,7 +53,12 @@ pub(crate) fn ensure(tls_dir: &Path) -> Result<FrontProxy, ServerError> {
             write(&crt, &c)?;
             (c, k)
         }
-    };
+    })
+}
+
+/// Loads or creates the requestheader CA in `tls_dir` and issues a new client certificate.
+pub(crate) fn ensure(tls_dir: &Path) -> Result<FrontProxy, ServerError> {
+    let (ca_pem, ca_key_pem) = ensure_ca(tls_dir)?;
     let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&ca_key_pem)?);
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
