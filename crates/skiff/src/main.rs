@@ -61,7 +61,7 @@ enum Command {
     /// Remove containers.
     Rm(container_cmd::RmArgs),
     /// Run the cluster on this machine: API server, controllers, scheduler and a node agent.
-    Server(server_cmd::ServerArgs),
+    Server(Box<server_cmd::ServerArgs>),
     /// Run a node agent that joins a cluster.
     Agent(agent_cmd::AgentArgs),
     /// Forward local connections to whichever API server is up (the agent's load balancer on
@@ -135,7 +135,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attach(args) => attach_cmd::attach(&data_dir, args),
         Command::Stop(args) => container_cmd::stop(&data_dir, args).map(|()| ExitCode::SUCCESS),
         Command::Rm(args) => container_cmd::rm(&data_dir, args).map(|()| ExitCode::SUCCESS),
-        Command::Server(args) => server_cmd::run(&data_dir, args),
+        Command::Server(args) => server_cmd::run(&data_dir, *args),
         Command::Agent(args) => agent_cmd::run(&data_dir, args),
         Command::Lb(args) => agent_cmd::run_lb(args),
         Command::Kubeconfig(args) => {
