@@ -69,6 +69,11 @@ fn containers(c: &Cluster, app: &str) -> Vec<String> {
     lines
 }
 
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn apply(c: &Cluster, name: &str, yaml: &str) {
     let path = c.dir.path().join(name);
     std::fs::write(&path, yaml).expect("write manifest");
@@ -204,10 +209,12 @@ fn servers_fail_over_on_a_real_etcd_cluster() {
     // The rolling update under load, and kill -9 of the leader (A, also the agents' first
     // server) right after it starts.
     let load = Load::start(node_port, 3);
+    let load_started = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     b.ok(&["set", "image", "deployment/web", "web=web:v2"]);
     std::thread::sleep(Duration::from_millis(300));
     let killed_at = Instant::now();
+    let kill_offset = load_started.elapsed();
     a.kill();
     let mut new_holder = String::new();
     wait_until("B to take over the controllers", Duration::from_secs(30), || {
@@ -228,8 +235,9 @@ fn servers_fail_over_on_a_real_etcd_cluster() {
     stop_writes.store(true, Ordering::Relaxed);
     writer.join().expect("writer thread");
     println!(
-        "HA: controllers failed over {} ms after kill -9 of the leader; rollout done after {} ms; \
-         load {} ok / {} failed {:?}",
+        "HA: kill -9 of the leader {} ms into the load; controllers failed over {} ms after it; \
+         rollout done after {} ms; load {} ok / {} failed {:?}",
+        kill_offset.as_millis(),
         failover.as_millis(),
         rollout_done.as_millis(),
         result.ok,
@@ -242,9 +250,13 @@ fn servers_fail_over_on_a_real_etcd_cluster() {
     );
     assert!(
         result.failed.is_empty(),
-        "{} failed requests through the NodePort, first: {:?}",
+        "{} failed requests through the NodePort, first: {:?}\n--- pods\n{}\n--- node a\n{}\n--- node b\n{}\n--- server b\n{}",
         result.failed.len(),
-        result.failed.iter().take(5).collect::<Vec<_>>()
+        result.failed.iter().take(5).collect::<Vec<_>>(),
+        b.kubectl(&["get", "pods", "-o", "wide"]).1,
+        tail(&node_a.log(), 60),
+        tail(&node_b.log(), 60),
+        tail(&b.log(), 60),
     );
     assert!(result.ok >= 100, "only {} requests answered", result.ok);
 
