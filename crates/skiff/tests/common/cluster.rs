@@ -562,6 +562,13 @@ pub struct LoadResult {
 
 impl Load {
     pub fn start(port: u16, threads: usize) -> Load {
+        Self::start_paced(port, threads, Duration::ZERO)
+    }
+
+    /// Like [`Load::start`], each thread pausing `pause` between requests. Unpaced, a long load
+    /// opens thousands of connections a second from 127.0.0.1 and soon reuses source ports whose
+    /// previous connection may still be in TIME_WAIT in the pod (the SNAT keeps the port).
+    pub fn start_paced(port: u16, threads: usize, pause: Duration) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let t0 = Instant::now();
         let workers = (0..threads)
@@ -584,6 +591,9 @@ impl Load {
                             other => r
                                 .failed
                                 .push(format!("at {} ms: {other:?}", t0.elapsed().as_millis())),
+                        }
+                        if !pause.is_zero() {
+                            std::thread::sleep(pause);
                         }
                     }
                     r
