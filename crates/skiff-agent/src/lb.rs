@@ -567,16 +567,8 @@ pub fn servers_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlic
     let mut out = Vec::new();
     for slice in slices {
         let ports = slice.ports.as_deref().unwrap_or_default();
-        let port = ports
-            .iter()
-            .find(|p| p.name.as_deref() == Some("https"))
-            .or(if ports.len() == 1 {
-                ports.first()
-            } else {
-                None
-            })
-            .and_then(|p| p.port);
-        let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else {
+        let port = api_port(ports, |p| p.name.as_deref(), |p| p.port);
+        let Some(port) = port else {
             continue;
         };
         for ep in &slice.endpoints {
@@ -609,16 +601,8 @@ pub fn servers_from_endpoints<'a>(
         .flat_map(|e| e.subsets.as_deref().unwrap_or_default())
     {
         let ports = subset.ports.as_deref().unwrap_or_default();
-        let port = ports
-            .iter()
-            .find(|p| p.name.as_deref() == Some("https"))
-            .or(if ports.len() == 1 {
-                ports.first()
-            } else {
-                None
-            })
-            .map(|p| p.port);
-        let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else {
+        let port = api_port(ports, |p| p.name.as_deref(), |p| Some(p.port));
+        let Some(port) = port else {
             continue;
         };
         for a in subset.addresses.as_deref().unwrap_or_default() {
@@ -631,6 +615,20 @@ pub fn servers_from_endpoints<'a>(
     out.dedup();
     out.truncate(MAX_SERVERS);
     out
+}
+
+/// The API server's port among a slice's or subset's ports: the one named `https`, or the only one.
+fn api_port<P>(
+    ports: &[P],
+    name: impl Fn(&P) -> Option<&str>,
+    number: impl Fn(&P) -> Option<i32>,
+) -> Option<u16> {
+    let chosen = match ports.iter().find(|p| name(p) == Some("https")) {
+        Some(p) => p,
+        None if ports.len() == 1 => ports.first()?,
+        None => return None,
+    };
+    number(chosen).and_then(|n| u16::try_from(n).ok())
 }
 
 /// The objects one watch currently sees, by name; a re-list replaces them only when complete.

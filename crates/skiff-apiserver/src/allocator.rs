@@ -617,23 +617,12 @@ pub(crate) const REPAIR_INTERVAL: std::time::Duration = std::time::Duration::fro
 /// freed within a minute plus one interval. Safe on every server at once: frees are
 /// revision-checked deletes and records are create-if-absent.
 pub(crate) async fn run_repair(st: std::sync::Arc<AppState>, interval: std::time::Duration) {
-    let mut stop = st.shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-        }
-        if *stop.borrow() {
-            return;
-        }
+    crate::every(st.clone(), interval, || async {
         if let Err(e) = repair(&st).await {
             tracing::warn!("repairing service address allocations: {e}");
         }
-    }
+    })
+    .await
 }
 
 /// Creates `default/kubernetes` (ClusterIP = the first usable address, 443 → the API server

@@ -341,6 +341,30 @@ impl AppState {
     }
 }
 
+/// Runs `tick` every `interval` (first after one interval) until the server shuts down.
+pub(crate) async fn every<F, Fut>(st: Arc<AppState>, interval: Duration, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut stop = st.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            changed = stop.changed() => {
+                // The server is gone (sender dropped) or stopping.
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tick().await;
+    }
+}
+
 /// The API as an axum router (all paths are dispatched by [`rest::handle`]).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()

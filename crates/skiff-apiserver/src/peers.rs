@@ -225,24 +225,12 @@ async fn write_endpoints(st: &AppState, me: &Identity, include_me: bool) -> Resu
 
 /// Reconciles every `interval` until the server shuts down.
 pub(crate) async fn run(st: Arc<AppState>, me: Identity, interval: Duration) {
-    let mut stop = st.shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            changed = stop.changed() => {
-                // The server is gone (sender dropped) or stopping.
-                if changed.is_err() {
-                    return;
-                }
-            }
-        }
-        if *stop.borrow() {
-            return;
-        }
+    crate::every(st.clone(), interval, || async {
         if let Err(e) = reconcile(&st, &me).await {
             tracing::warn!("reconciling the kubernetes Service's endpoints: {e}");
         }
-    }
+    })
+    .await
 }
 
 /// A cleanly stopping server: deletes its Lease and takes itself out of the endpoints.
